@@ -1,0 +1,979 @@
+//! The configuration file of PRODUCT.md section 2: types, defaults (the seed's
+//! defaults, Active Directory schema) and validation.
+//!
+//! `parse` never stops at the first problem: it lists every unknown key and
+//! every invalid value with its TOML key path, so `config apply` can show them
+//! all at once.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// One problem in a configuration file, named by its TOML key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirectorySource {
+    /// "Use Active Directory": the domain's DCs found by DNS SRV, Kerberos binds (the seed's default).
+    #[default]
+    ActiveDirectory,
+    /// "Use specific LDAP configuration": the servers listed.
+    Ldap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BindType {
+    Anonymous,
+    Simple,
+    Ssl,
+    #[default]
+    Windows,
+}
+
+impl BindType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindType::Anonymous => "anonymous",
+            BindType::Simple => "simple",
+            BindType::Ssl => "ssl",
+            BindType::Windows => "windows",
+        }
+    }
+}
+
+/// "Bind type - Queries" / "Bind type - Authentications".
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bind {
+    #[serde(rename = "type")]
+    pub kind: BindType,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub dn: String,
+    /// Never serialized: `config export` must not print secrets.
+    #[serde(skip_serializing)]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+impl fmt::Debug for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bind")
+            .field("kind", &self.kind)
+            .field("dn", &self.dn)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .finish()
+    }
+}
+
+impl Bind {
+    /// Whether some password source is configured.
+    pub fn has_password(&self) -> bool {
+        self.password.is_some() || self.password_file.is_some() || self.password_env.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Directory {
+    pub source: DirectorySource,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub domain: String,
+    pub servers: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub base_dn: String,
+    pub include_trusted_domains: bool,
+    pub use_attribute_scope_queries: bool,
+    pub query_size_limit: u32,
+    pub timeout_seconds: u32,
+    pub starttls: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<String>,
+    pub tls_verify: bool,
+    pub query_bind: Bind,
+    pub auth_bind: Bind,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            source: DirectorySource::ActiveDirectory,
+            domain: String::new(),
+            servers: Vec::new(),
+            base_dn: String::new(),
+            include_trusted_domains: true,
+            use_attribute_scope_queries: true,
+            query_size_limit: 1000,
+            timeout_seconds: 10,
+            starttls: false,
+            tls_ca_file: None,
+            tls_verify: true,
+            query_bind: Bind::default(),
+            auth_bind: Bind::default(),
+        }
+    }
+}
+
+pub const DEFAULT_CONTAINER_FILTER: &str = "(|(objectClass=organizationalUnit)(objectClass=container))";
+pub const DEFAULT_SECURITY_GROUP_FILTER: &str =
+    "(&(objectCategory=group)(groupType:1.2.840.113556.1.4.804:=-2147483648))";
+pub const DEFAULT_USER_FILTER: &str = "(&(objectCategory=person)(objectClass=user))";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filters {
+    pub container: String,
+    pub security_group: String,
+    pub user: String,
+}
+
+impl Default for Filters {
+    fn default() -> Self {
+        Filters {
+            container: DEFAULT_CONTAINER_FILTER.into(),
+            security_group: DEFAULT_SECURITY_GROUP_FILTER.into(),
+            user: DEFAULT_USER_FILTER.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UniqueIdType {
+    #[default]
+    Guid,
+    ByteArray,
+    String,
+}
+
+/// A list of attribute names, written either as a TOML array or as the seed's
+/// semicolon-separated text ("name;ou").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(transparent)]
+pub struct AttrList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for AttrList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let raw = Raw::deserialize(d)?;
+        let items: Vec<String> = match raw {
+            Raw::One(s) => s.split(';').map(|p| p.trim().to_string()).collect(),
+            Raw::Many(v) => v.into_iter().map(|p| p.trim().to_string()).collect(),
+        };
+        Ok(AttrList(
+            items.into_iter().filter(|s: &String| !s.is_empty()).collect(),
+        ))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Attributes {
+    pub unique_id: String,
+    pub unique_id_type: UniqueIdType,
+    pub distinguished_name: String,
+    pub container_name: AttrList,
+    pub security_group_name: String,
+    pub username: AttrList,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub user_group: String,
+    pub description: String,
+    pub phone_call_language: String,
+    pub text_message_language: String,
+    pub mobile_app_language: String,
+    pub oath_token_language: String,
+    pub business_phone: String,
+    pub home_phone: String,
+    pub pager: String,
+    pub mobile_phone: String,
+    pub fax: String,
+    pub ip_phone: String,
+    pub custom_phone: String,
+    pub extension: String,
+}
+
+impl Default for Attributes {
+    /// The seed's "Restore Defaults": Active Directory schema.
+    fn default() -> Self {
+        Attributes {
+            unique_id: "objectGUID".into(),
+            unique_id_type: UniqueIdType::Guid,
+            distinguished_name: "distinguishedName".into(),
+            container_name: AttrList(vec!["name".into()]),
+            security_group_name: "name".into(),
+            username: AttrList(vec!["userPrincipalName".into(), "sAMAccountName".into()]),
+            first_name: "givenName".into(),
+            last_name: "sn".into(),
+            email: "mail".into(),
+            user_group: String::new(),
+            description: "description".into(),
+            phone_call_language: String::new(),
+            text_message_language: String::new(),
+            mobile_app_language: String::new(),
+            oath_token_language: String::new(),
+            business_phone: "telephoneNumber".into(),
+            home_phone: "homePhone".into(),
+            pager: "pager".into(),
+            mobile_phone: "mobile".into(),
+            fax: "facsimileTelephoneNumber".into(),
+            ip_phone: "ipPhone".into(),
+            custom_phone: String::new(),
+            extension: String::new(),
+        }
+    }
+}
+
+impl Attributes {
+    /// Every attribute name a user search must request (deduplicated, non-empty).
+    pub fn user_attributes(&self) -> Vec<String> {
+        let mut v: Vec<String> = vec![self.unique_id.clone(), self.distinguished_name.clone()];
+        v.extend(self.username.0.iter().cloned());
+        for a in [
+            &self.first_name,
+            &self.last_name,
+            &self.email,
+            &self.user_group,
+            &self.description,
+            &self.phone_call_language,
+            &self.text_message_language,
+            &self.mobile_app_language,
+            &self.oath_token_language,
+            &self.business_phone,
+            &self.home_phone,
+            &self.pager,
+            &self.mobile_phone,
+            &self.fax,
+            &self.ip_phone,
+            &self.custom_phone,
+            &self.extension,
+        ] {
+            v.push(a.clone());
+        }
+        v.push("userAccountControl".into());
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|a| !a.is_empty() && seen.insert(a.to_ascii_lowercase()));
+        v
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ItemKind {
+    #[default]
+    Container,
+    SecurityGroup,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenRemoved {
+    #[default]
+    Disable,
+    Remove,
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    #[default]
+    PhoneCall,
+    TextMessage,
+    MobileApp,
+    OathToken,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::PhoneCall => "phone-call",
+            Method::TextMessage => "text-message",
+            Method::MobileApp => "mobile-app",
+            Method::OathToken => "oath-token",
+        }
+    }
+}
+
+/// Which mapped phone is the primary (or backup) phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PhoneKind {
+    Business,
+    Home,
+    Pager,
+    Mobile,
+    Fax,
+    Ip,
+    Custom,
+}
+
+/// MFA settings given to users that an item holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ItemUser {
+    pub enabled: bool,
+    pub method: Method,
+    pub phone: PhoneKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_phone: Option<PhoneKind>,
+    pub country_code: String,
+    pub language: String,
+    pub welcome_email: bool,
+}
+
+impl Default for ItemUser {
+    fn default() -> Self {
+        ItemUser {
+            enabled: true,
+            method: Method::PhoneCall,
+            phone: PhoneKind::Business,
+            backup_phone: None,
+            country_code: "1".into(),
+            language: "en".into(),
+            welcome_email: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncItem {
+    #[serde(default)]
+    pub kind: ItemKind,
+    pub dn: String,
+    #[serde(default = "yes")]
+    pub include_nested: bool,
+    #[serde(default)]
+    pub when_removed: WhenRemoved,
+    #[serde(default)]
+    pub user: ItemUser,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sync {
+    pub enabled: bool,
+    pub interval: String,
+    pub remove_deleted_users: bool,
+    pub always_full: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_threshold: Option<u32>,
+    pub notify: Vec<String>,
+    pub items: Vec<SyncItem>,
+}
+
+impl Default for Sync {
+    fn default() -> Self {
+        Sync {
+            enabled: true,
+            interval: "5m".into(),
+            remove_deleted_users: true,
+            always_full: false,
+            approval_threshold: None,
+            notify: Vec::new(),
+            items: Vec::new(),
+        }
+    }
+}
+
+impl Sync {
+    /// The interval, already validated by `parse`.
+    pub fn interval_duration(&self) -> Duration {
+        humantime::parse_duration(&self.interval).unwrap_or(Duration::from_secs(300))
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtp {
+    pub server: String,
+    pub from: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing)]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+impl fmt::Debug for Smtp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Smtp")
+            .field("server", &self.server)
+            .field("from", &self.from)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub directory: Directory,
+    pub filters: Filters,
+    pub attributes: Attributes,
+    pub sync: Sync,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<Smtp>,
+}
+
+// Known keys, for listing every unknown key with its path.
+const DIRECTORY_KEYS: &[&str] = &[
+    "source",
+    "domain",
+    "servers",
+    "base_dn",
+    "include_trusted_domains",
+    "use_attribute_scope_queries",
+    "query_size_limit",
+    "timeout_seconds",
+    "starttls",
+    "tls_ca_file",
+    "tls_verify",
+    "query_bind",
+    "auth_bind",
+];
+const BIND_KEYS: &[&str] = &["type", "dn", "password", "password_file", "password_env"];
+const FILTER_KEYS: &[&str] = &["container", "security_group", "user"];
+const ATTRIBUTE_KEYS: &[&str] = &[
+    "unique_id",
+    "unique_id_type",
+    "distinguished_name",
+    "container_name",
+    "security_group_name",
+    "username",
+    "first_name",
+    "last_name",
+    "email",
+    "user_group",
+    "description",
+    "phone_call_language",
+    "text_message_language",
+    "mobile_app_language",
+    "oath_token_language",
+    "business_phone",
+    "home_phone",
+    "pager",
+    "mobile_phone",
+    "fax",
+    "ip_phone",
+    "custom_phone",
+    "extension",
+];
+const SYNC_KEYS: &[&str] = &[
+    "enabled",
+    "interval",
+    "remove_deleted_users",
+    "always_full",
+    "approval_threshold",
+    "notify",
+    "items",
+];
+const ITEM_KEYS: &[&str] = &["kind", "dn", "include_nested", "when_removed", "user"];
+const ITEM_USER_KEYS: &[&str] = &[
+    "enabled",
+    "method",
+    "phone",
+    "backup_phone",
+    "country_code",
+    "language",
+    "welcome_email",
+];
+const SMTP_KEYS: &[&str] = &[
+    "server",
+    "from",
+    "username",
+    "password",
+    "password_file",
+    "password_env",
+];
+
+fn check_keys(
+    table: &toml::Table,
+    path: &str,
+    known: &[&str],
+    out: &mut Vec<ConfigError>,
+) {
+    for k in table.keys() {
+        if !known.contains(&k.as_str()) {
+            let key = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            out.push(err(key, "unknown key"));
+        }
+    }
+}
+
+fn sub<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Table> {
+    table.get(key).and_then(toml::Value::as_table)
+}
+
+fn unknown_keys(root: &toml::Table) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    check_keys(root, "", &["directory", "filters", "attributes", "sync", "smtp"], &mut out);
+    if let Some(d) = sub(root, "directory") {
+        check_keys(d, "directory", DIRECTORY_KEYS, &mut out);
+        for b in ["query_bind", "auth_bind"] {
+            if let Some(t) = sub(d, b) {
+                check_keys(t, &format!("directory.{b}"), BIND_KEYS, &mut out);
+            }
+        }
+    }
+    if let Some(t) = sub(root, "filters") {
+        check_keys(t, "filters", FILTER_KEYS, &mut out);
+    }
+    if let Some(t) = sub(root, "attributes") {
+        check_keys(t, "attributes", ATTRIBUTE_KEYS, &mut out);
+    }
+    if let Some(t) = sub(root, "smtp") {
+        check_keys(t, "smtp", SMTP_KEYS, &mut out);
+    }
+    if let Some(s) = sub(root, "sync") {
+        check_keys(s, "sync", SYNC_KEYS, &mut out);
+        if let Some(items) = s.get("items").and_then(toml::Value::as_array) {
+            for (i, it) in items.iter().enumerate() {
+                if let Some(t) = it.as_table() {
+                    check_keys(t, &format!("sync.items[{i}]"), ITEM_KEYS, &mut out);
+                    if let Some(u) = sub(t, "user") {
+                        check_keys(u, &format!("sync.items[{i}].user"), ITEM_USER_KEYS, &mut out);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Turn a serde/toml error into a key path when toml gives us one.
+fn type_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let msg = e.message().to_string();
+    let key = e
+        .span()
+        .map(|span| key_at(text, span.start))
+        .unwrap_or_default();
+    err(if key.is_empty() { "(file)".to_string() } else { key }, msg)
+}
+
+/// Best effort: the dotted key path of the value at byte offset `pos`.
+fn key_at(text: &str, pos: usize) -> String {
+    let mut table = String::new();
+    let mut item_index: std::collections::HashMap<String, usize> = Default::default();
+    let mut last_key = String::new();
+    let mut offset = 0usize;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            let name = name.trim().to_string();
+            let n = item_index.entry(name.clone()).and_modify(|n| *n += 1).or_insert(0);
+            table = format!("{name}[{n}]");
+            last_key.clear();
+        } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            let name = name.trim().to_string();
+            // a sub-table of the latest array item, e.g. [sync.items.user]
+            let mut resolved = name.clone();
+            for (arr, n) in &item_index {
+                if let Some(rest) = name.strip_prefix(&format!("{arr}.")) {
+                    resolved = format!("{arr}[{n}].{rest}");
+                }
+            }
+            table = resolved;
+            last_key.clear();
+        } else if let Some((k, _)) = t.split_once('=') {
+            if !t.starts_with('#') {
+                last_key = k.trim().trim_matches('"').to_string();
+            }
+        }
+        if pos < offset && pos >= start {
+            break;
+        }
+    }
+    match (table.is_empty(), last_key.is_empty()) {
+        (true, _) => last_key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{last_key}"),
+    }
+}
+
+/// Parse and validate a configuration. On failure, every problem found.
+pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    let root: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => return Err(vec![type_error(text, &e)]),
+    };
+    let mut errors = unknown_keys(&root);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let cfg: Config = match toml::from_str(text) {
+        Ok(c) => c,
+        Err(e) => return Err(vec![type_error(text, &e)]),
+    };
+    errors.extend(validate(&cfg));
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    }
+}
+
+fn validate_bind(b: &Bind, key: &str, out: &mut Vec<ConfigError>) {
+    let sources = [&b.password, &b.password_file, &b.password_env]
+        .iter()
+        .filter(|p| p.is_some())
+        .count();
+    if sources > 1 {
+        out.push(err(
+            format!("{key}.password"),
+            "give only one of password, password_file, password_env",
+        ));
+    }
+    match b.kind {
+        BindType::Simple | BindType::Ssl => {
+            if b.dn.trim().is_empty() {
+                out.push(err(
+                    format!("{key}.dn"),
+                    format!("bind type {} needs a bind DN", b.kind.as_str()),
+                ));
+            } else if let Err(m) = crate::filter::validate_dn(&b.dn) {
+                out.push(err(format!("{key}.dn"), m));
+            }
+        }
+        BindType::Anonymous | BindType::Windows => {}
+    }
+}
+
+/// Value checks beyond what the types enforce.
+pub fn validate(cfg: &Config) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    let d = &cfg.directory;
+    if d.source == DirectorySource::Ldap && d.servers.is_empty() {
+        out.push(err(
+            "directory.servers",
+            "source = \"ldap\" needs at least one server",
+        ));
+    }
+    for (i, s) in d.servers.iter().enumerate() {
+        if let Err(m) = validate_server(s) {
+            out.push(err(format!("directory.servers[{i}]"), m));
+        }
+    }
+    if !d.base_dn.is_empty() {
+        if let Err(m) = crate::filter::validate_dn(&d.base_dn) {
+            out.push(err("directory.base_dn", m));
+        }
+    }
+    if d.query_size_limit == 0 {
+        out.push(err(
+            "directory.query_size_limit",
+            "must be at least 1 (0 would return no users)",
+        ));
+    }
+    if !(1..=3600).contains(&d.timeout_seconds) {
+        out.push(err("directory.timeout_seconds", "must be between 1 and 3600"));
+    }
+    validate_bind(&d.query_bind, "directory.query_bind", &mut out);
+    validate_bind(&d.auth_bind, "directory.auth_bind", &mut out);
+    if d.auth_bind.kind == BindType::Anonymous {
+        out.push(err(
+            "directory.auth_bind.type",
+            "anonymous cannot verify passwords; use simple, ssl or windows",
+        ));
+    }
+    for (key, f) in [
+        ("filters.container", &cfg.filters.container),
+        ("filters.security_group", &cfg.filters.security_group),
+        ("filters.user", &cfg.filters.user),
+    ] {
+        if !f.trim().is_empty() {
+            if let Err(m) = crate::filter::validate_filter(f) {
+                out.push(err(key, m));
+            }
+        }
+    }
+    let a = &cfg.attributes;
+    if a.unique_id.trim().is_empty() {
+        out.push(err("attributes.unique_id", "must name an attribute"));
+    }
+    if a.distinguished_name.trim().is_empty() {
+        out.push(err("attributes.distinguished_name", "must name an attribute"));
+    }
+    if a.username.0.is_empty() {
+        out.push(err("attributes.username", "must name at least one attribute"));
+    }
+    if a.username.0.len() > 2 {
+        out.push(err(
+            "attributes.username",
+            "at most two attributes: the username and its backup",
+        ));
+    }
+    for (i, name) in a.username.0.iter().chain(a.container_name.0.iter()).enumerate() {
+        if !valid_attr_name(name) {
+            out.push(err(
+                if i < a.username.0.len() {
+                    "attributes.username"
+                } else {
+                    "attributes.container_name"
+                },
+                format!("{name:?} is not an attribute name"),
+            ));
+        }
+    }
+    let s = &cfg.sync;
+    match humantime::parse_duration(&s.interval) {
+        Ok(dur) if dur < Duration::from_secs(10) => {
+            out.push(err("sync.interval", "must be at least 10s"))
+        }
+        Ok(dur) if dur > Duration::from_secs(7 * 86400) => {
+            out.push(err("sync.interval", "must be at most 7 days"))
+        }
+        Ok(_) => {}
+        Err(e) => out.push(err("sync.interval", format!("not a duration such as \"5m\": {e}"))),
+    }
+    if let Some(t) = s.approval_threshold {
+        if !(1..=999).contains(&t) {
+            out.push(err("sync.approval_threshold", "must be between 1 and 999"));
+        }
+    }
+    for (i, n) in s.notify.iter().enumerate() {
+        if !looks_like_email(n) {
+            out.push(err(format!("sync.notify[{i}]"), format!("{n:?} is not an email address")));
+        }
+    }
+    let mut seen_dns = std::collections::HashSet::new();
+    for (i, it) in s.items.iter().enumerate() {
+        let key = format!("sync.items[{i}]");
+        match crate::filter::validate_dn(&it.dn) {
+            Err(m) => out.push(err(format!("{key}.dn"), m)),
+            Ok(()) => {
+                if !seen_dns.insert((it.kind, it.dn.to_ascii_lowercase())) {
+                    out.push(err(format!("{key}.dn"), "the same item is listed twice"));
+                }
+            }
+        }
+        let cc = it.user.country_code.trim_start_matches('+');
+        if cc.is_empty() || cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) {
+            out.push(err(
+                format!("{key}.user.country_code"),
+                "must be a calling code of 1 to 3 digits, such as \"1\" or \"44\"",
+            ));
+        }
+        if it.user.backup_phone == Some(it.user.phone) {
+            out.push(err(
+                format!("{key}.user.backup_phone"),
+                "must differ from the primary phone",
+            ));
+        }
+    }
+    if let Some(smtp) = &cfg.smtp {
+        if !(smtp.server.starts_with("smtp://") || smtp.server.starts_with("smtps://")) {
+            out.push(err("smtp.server", "must start with smtp:// or smtps://"));
+        }
+        if !looks_like_email(&smtp.from) {
+            out.push(err("smtp.from", "must be an email address"));
+        }
+        let n = [&smtp.password, &smtp.password_file, &smtp.password_env]
+            .iter()
+            .filter(|p| p.is_some())
+            .count();
+        if n > 1 {
+            out.push(err(
+                "smtp.password",
+                "give only one of password, password_file, password_env",
+            ));
+        }
+    }
+    if !s.notify.is_empty() && cfg.smtp.is_none() {
+        out.push(err("smtp", "sync.notify lists recipients but [smtp] is missing"));
+    }
+    out
+}
+
+fn looks_like_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((l, d)) => !l.is_empty() && d.contains('.') && !s.contains(char::is_whitespace),
+        None => false,
+    }
+}
+
+fn valid_attr_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b';')
+}
+
+fn validate_server(s: &str) -> Result<(), String> {
+    let rest = s
+        .strip_prefix("ldap://")
+        .or_else(|| s.strip_prefix("ldaps://"))
+        .ok_or_else(|| format!("{s:?} must start with ldap:// or ldaps://"))?;
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+        return Err(format!("{s:?} is not ldap[s]://host[:port]"));
+    }
+    if let Some((_, port)) = host.rsplit_once(':') {
+        if !host.ends_with(']') && port.parse::<u16>().is_err() {
+            return Err(format!("{s:?} has a bad port"));
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The configuration as TOML with every secret left out.
+    pub fn to_toml_redacted(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    /// Base DN, with the items' DNs as a fallback hint. Empty means "ask the RootDSE".
+    pub fn base_dn(&self) -> &str {
+        &self.directory.base_dn
+    }
+
+    /// A fingerprint of the sync items (kind, dn, order, settings): when it
+    /// changes, a full synchronization is needed (the seed's rule).
+    pub fn items_fingerprint(&self) -> String {
+        serde_json::to_string(&self.sync.items).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(r: Result<Config, Vec<ConfigError>>) -> Vec<String> {
+        match r {
+            Ok(_) => vec![],
+            Err(e) => e.into_iter().map(|e| e.key).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_seed_defaults() {
+        let c = parse("").unwrap_or_default();
+        assert_eq!(c.directory.source, DirectorySource::ActiveDirectory);
+        assert_eq!(c.directory.query_bind.kind, BindType::Windows);
+        assert!(c.directory.include_trusted_domains);
+        assert_eq!(c.directory.query_size_limit, 1000);
+        assert_eq!(c.attributes.unique_id, "objectGUID");
+        assert_eq!(c.attributes.username.0, vec!["userPrincipalName", "sAMAccountName"]);
+        assert_eq!(c.filters.user, DEFAULT_USER_FILTER);
+        assert!(c.sync.remove_deleted_users);
+        assert_eq!(c.sync.approval_threshold, None);
+        assert!(parse("").is_ok());
+    }
+
+    #[test]
+    fn every_unknown_key_is_listed_with_its_path() {
+        let k = keys(parse(
+            "bogus = 1\n[directory]\nservrs = []\n[directory.query_bind]\nkind = \"x\"\n[[sync.items]]\ndn = \"ou=a\"\ncolour = 1\n[sync.items.user]\nmetod = 1\n",
+        ));
+        assert_eq!(
+            k,
+            vec![
+                "bogus",
+                "directory.servrs",
+                "directory.query_bind.kind",
+                "sync.items[0].colour",
+                "sync.items[0].user.metod"
+            ]
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        for (text, key) in [
+            ("[sync]\napproval_threshold = 0", "sync.approval_threshold"),
+            ("[sync]\napproval_threshold = 1000", "sync.approval_threshold"),
+            ("[directory]\nquery_size_limit = 0", "directory.query_size_limit"),
+            ("[directory]\ntimeout_seconds = 0", "directory.timeout_seconds"),
+            ("[sync]\ninterval = \"often\"", "sync.interval"),
+            ("[filters]\nuser = \"(objectClass=user\"", "filters.user"),
+            ("[filters]\ncontainer = \"objectClass=ou)\"", "filters.container"),
+            ("[directory]\nbase_dn = \"not a dn\"", "directory.base_dn"),
+            ("[directory]\nsource = \"ldap\"", "directory.servers"),
+            ("[directory]\nservers = [\"http://x\"]", "directory.servers[0]"),
+            ("[directory.query_bind]\ntype = \"simple\"", "directory.query_bind.dn"),
+            ("[[sync.items]]\ndn = \"garbage\"", "sync.items[0].dn"),
+            ("[[sync.items]]\ndn = \"ou=a,dc=b\"\n[sync.items.user]\ncountry_code = \"abc\"", "sync.items[0].user.country_code"),
+            ("[sync]\nnotify = [\"x@y.z\"]", "smtp"),
+        ] {
+            let k = keys(parse(text));
+            assert!(k.contains(&key.to_string()), "{text:?} gave {k:?}, wanted {key}");
+        }
+    }
+
+    #[test]
+    fn type_errors_name_their_key() {
+        let k = keys(parse("[directory]\nquery_size_limit = \"many\"\n"));
+        assert_eq!(k, vec!["directory.query_size_limit"]);
+        let k = keys(parse("[[sync.items]]\ndn = \"ou=a,dc=b\"\n[[sync.items]]\ndn = \"ou=b,dc=b\"\nwhen_removed = \"explode\"\n"));
+        assert_eq!(k, vec!["sync.items[1].when_removed"]);
+    }
+
+    #[test]
+    fn semicolon_lists_are_accepted() {
+        let c = parse("[attributes]\ncontainer_name = \"ou;name\"\nusername = \"uid\"").unwrap_or_default();
+        assert_eq!(c.attributes.container_name.0, vec!["ou", "name"]);
+        assert_eq!(c.attributes.username.0, vec!["uid"]);
+    }
+
+    #[test]
+    fn export_never_contains_secrets() {
+        let c = parse(
+            "[directory]\nsource=\"ldap\"\nservers=[\"ldap://h\"]\n[directory.query_bind]\ntype=\"simple\"\ndn=\"cn=a,dc=b\"\npassword=\"hunter2\"\n[smtp]\nserver=\"smtp://h\"\nfrom=\"a@b.c\"\npassword=\"smtpsecret\"\n",
+        );
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => panic!("{e:?}"),
+        };
+        let out = c.to_toml_redacted();
+        assert!(!out.contains("hunter2") && !out.contains("smtpsecret"), "{out}");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        // what is exported parses back to the same configuration less the secrets
+        let back = parse(&out).unwrap_or_default();
+        assert_eq!(back.directory.servers, c.directory.servers);
+        assert_eq!(back.directory.query_bind.password, None);
+    }
+}

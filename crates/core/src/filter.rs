@@ -1,0 +1,338 @@
+//! Syntax checks for LDAP search filters (RFC 4515) and distinguished names
+//! (RFC 4514), so configuration mistakes are caught by `config apply`, not by
+//! the directory at 3 a.m.
+
+/// Validate an RFC 4515 string filter. The outer parentheses may be omitted
+/// for a single item, as most directories accept.
+pub fn validate_filter(f: &str) -> Result<(), String> {
+    let f = f.trim();
+    let owned;
+    let text = if f.starts_with('(') {
+        f
+    } else {
+        owned = format!("({f})");
+        &owned
+    };
+    let b = text.as_bytes();
+    let mut p = Parser { b, i: 0 };
+    p.filter()?;
+    if p.i != b.len() {
+        return Err(format!(
+            "malformed filter: unexpected {:?} at position {}",
+            text[p.i..].chars().next().unwrap_or(' '),
+            p.i + 1
+        ));
+    }
+    Ok(())
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), String> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(match self.peek() {
+                Some(x) => format!(
+                    "malformed filter: expected '{}' at position {}, found '{}'",
+                    c as char,
+                    self.i + 1,
+                    x as char
+                ),
+                None => format!(
+                    "malformed filter: expected '{}' at the end (unbalanced parentheses?)",
+                    c as char
+                ),
+            })
+        }
+    }
+
+    fn filter(&mut self) -> Result<(), String> {
+        self.expect(b'(')?;
+        match self.peek() {
+            Some(b'&') | Some(b'|') => {
+                self.i += 1;
+                while self.peek() == Some(b'(') {
+                    self.filter()?;
+                }
+            }
+            Some(b'!') => {
+                self.i += 1;
+                self.filter()?;
+            }
+            _ => self.item()?,
+        }
+        self.expect(b')')
+    }
+
+    fn attr(&mut self) -> usize {
+        let start = self.i;
+        while let Some(c) = self.peek() {
+            if c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b';' || c == b'_' {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+        self.i - start
+    }
+
+    fn item(&mut self) -> Result<(), String> {
+        let n = self.attr();
+        // extensible match: attr[:dn][:rule]:=value  or  [:dn]:rule:=value
+        if self.peek() == Some(b':') {
+            while self.peek() == Some(b':') {
+                self.i += 1;
+                if self.peek() == Some(b'=') {
+                    self.i += 1;
+                    return self.value(false);
+                }
+                if self.attr() == 0 {
+                    return Err(format!(
+                        "malformed filter: bad extensible match at position {}",
+                        self.i + 1
+                    ));
+                }
+            }
+            return Err("malformed filter: extensible match without ':='".into());
+        }
+        if n == 0 {
+            return Err(format!(
+                "malformed filter: attribute name expected at position {}",
+                self.i + 1
+            ));
+        }
+        match self.peek() {
+            Some(b'=') => {
+                self.i += 1;
+                self.value(true)
+            }
+            Some(b'~') | Some(b'>') | Some(b'<') => {
+                self.i += 1;
+                self.expect(b'=')?;
+                self.value(false)
+            }
+            _ => Err(format!(
+                "malformed filter: '=', '~=', '>=' or '<=' expected at position {}",
+                self.i + 1
+            )),
+        }
+    }
+
+    fn value(&mut self, star_ok: bool) -> Result<(), String> {
+        while let Some(c) = self.peek() {
+            match c {
+                b')' => return Ok(()),
+                b'(' => {
+                    return Err(format!(
+                        "malformed filter: unescaped '(' in a value at position {} (write \\28)",
+                        self.i + 1
+                    ))
+                }
+                b'*' if !star_ok => {
+                    return Err(format!(
+                        "malformed filter: '*' not allowed here at position {} (write \\2a)",
+                        self.i + 1
+                    ))
+                }
+                b'\\' => {
+                    let h = self.b.get(self.i + 1..self.i + 3);
+                    match h {
+                        Some(h) if h.iter().all(u8::is_ascii_hexdigit) => self.i += 3,
+                        _ => {
+                            return Err(format!(
+                                "malformed filter: bad escape at position {} (use \\XX hex)",
+                                self.i + 1
+                            ))
+                        }
+                    }
+                }
+                0 => return Err("malformed filter: NUL byte".into()),
+                _ => self.i += 1,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Validate an RFC 4514 distinguished name: one or more `attr=value` RDNs
+/// separated by unescaped commas, multi-valued RDNs joined with '+'.
+pub fn validate_dn(dn: &str) -> Result<(), String> {
+    if dn.trim().is_empty() {
+        return Err("empty distinguished name".into());
+    }
+    for rdn in split_unescaped(dn, b',') {
+        for ava in split_unescaped(rdn, b'+') {
+            let (attr, value) = split_once_unescaped(ava, b'=')
+                .ok_or_else(|| format!("{dn:?} is not a distinguished name: {ava:?} has no '='"))?;
+            let attr = attr.trim();
+            if attr.is_empty()
+                || !attr
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return Err(format!(
+                    "{dn:?} is not a distinguished name: bad attribute type {attr:?}"
+                ));
+            }
+            check_dn_value(value).map_err(|m| format!("{dn:?} is not a distinguished name: {m}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_dn_value(v: &str) -> Result<(), String> {
+    let b = v.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            match b.get(i + 1) {
+                Some(c) if c.is_ascii_hexdigit() => {
+                    if !b.get(i + 2).is_some_and(u8::is_ascii_hexdigit) {
+                        return Err("bad hex escape".into());
+                    }
+                    i += 3;
+                }
+                Some(_) => i += 2,
+                None => return Err("trailing backslash".into()),
+            }
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Split on a separator byte not preceded by a backslash escape.
+pub fn split_unescaped(s: &str, sep: u8) -> Vec<&str> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == sep {
+            out.push(&s[start..i]);
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.push(&s[start.min(s.len())..]);
+    out
+}
+
+fn split_once_unescaped(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let parts = split_unescaped(s, sep);
+    if parts.len() < 2 {
+        return None;
+    }
+    let first = parts[0];
+    Some((first, &s[first.len() + 1..]))
+}
+
+/// Normalise a DN for comparison: lower-case attribute types and values,
+/// no spaces around separators. (Good enough for membership comparison of DNs
+/// returned by the same server.)
+pub fn normalize_dn(dn: &str) -> String {
+    split_unescaped(dn, b',')
+        .into_iter()
+        .map(|rdn| {
+            split_unescaped(rdn, b'+')
+                .into_iter()
+                .map(|ava| match split_once_unescaped(ava, b'=') {
+                    Some((a, v)) => format!("{}={}", a.trim().to_lowercase(), v.trim().to_lowercase()),
+                    None => ava.trim().to_lowercase(),
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether `dn` is `base` or below it (both normalised).
+pub fn dn_is_under(dn_norm: &str, base_norm: &str) -> bool {
+    dn_norm == base_norm || dn_norm.ends_with(&format!(",{base_norm}"))
+}
+
+/// The parent DN (one level up), or "" for a top entry.
+pub fn parent_dn(dn_norm: &str) -> &str {
+    let parts = split_unescaped(dn_norm, b',');
+    if parts.len() < 2 {
+        return "";
+    }
+    &dn_norm[parts[0].len() + 1..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        for ok in [
+            "(objectClass=*)",
+            "objectClass=inetOrgPerson",
+            crate::config::DEFAULT_CONTAINER_FILTER,
+            crate::config::DEFAULT_SECURITY_GROUP_FILTER,
+            crate::config::DEFAULT_USER_FILTER,
+            "(&(uid=a*b*c)(!(cn=x\\2a)))",
+            "(member:1.2.840.113556.1.4.1941:=cn=x,dc=y)",
+            "(:dn:2.4.8.10:=Dino)",
+            "(cn~=jon)",
+            "(uSNChanged>=100)",
+        ] {
+            assert!(validate_filter(ok).is_ok(), "{ok}: {:?}", validate_filter(ok));
+        }
+        for bad in [
+            "(objectClass=user",
+            "objectClass=ou)",
+            "(&(a=b)(c=d)",
+            "(=x)",
+            "(a=b\\zz)",
+            "(a>=*)",
+            "(a=b)(c=d)",
+            "(a:=)x",
+            "(a b=c)",
+        ] {
+            assert!(validate_filter(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn dns() {
+        for ok in [
+            "dc=example,dc=com",
+            "CN=Smith\\, John,OU=Sales,DC=example,DC=com",
+            "cn=a+sn=b,dc=c",
+            "CN=Jos\\C3\\A9,DC=x",
+            "OU=Ventes é,DC=x",
+        ] {
+            assert!(validate_dn(ok).is_ok(), "{ok}: {:?}", validate_dn(ok));
+        }
+        for bad in ["", "not a dn", "dc=x,,dc=y", "=x", "cn=a\\", "c n=x"] {
+            assert!(validate_dn(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn dn_helpers() {
+        let n = normalize_dn("CN=Smith\\, John, OU=Sales,DC=Example,DC=com");
+        assert_eq!(n, "cn=smith\\, john,ou=sales,dc=example,dc=com");
+        assert!(dn_is_under(&n, "ou=sales,dc=example,dc=com"));
+        assert!(!dn_is_under(&n, "les,dc=example,dc=com"));
+        assert_eq!(parent_dn(&n), "ou=sales,dc=example,dc=com");
+    }
+}

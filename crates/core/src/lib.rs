@@ -1,0 +1,18 @@
+//! Pure core of mfasync: configuration types and validation, attribute mapping,
+//! phone normalisation, membership resolution and the sync plan.
+//!
+//! Architecture invariant: nothing in this crate does IO, spawns tasks or reads
+//! the clock. Everything is deterministic and table-tested.
+
+pub mod config;
+pub mod entry;
+pub mod escape;
+pub mod filter;
+pub mod mapping;
+pub mod phone;
+pub mod plan;
+pub mod user;
+
+pub use config::Config;
+pub use entry::Entry;
+pub use user::{MfaUser, Source};

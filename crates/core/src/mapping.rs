@@ -1,0 +1,1 @@
+//! Attribute mapping: directory entry -> MFA user fields.

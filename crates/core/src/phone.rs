@@ -1,0 +1,1 @@
+//! Phone numbers: extension split and E.164 normalisation.

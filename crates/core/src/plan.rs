@@ -1,0 +1,233 @@
+//! The sync plan: what must change in the MFA user database so it matches the
+//! directory. Computed purely from the desired users and the stored users.
+
+use crate::user::{MfaUser, Source};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Enable,
+    Disable,
+    Remove,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Enable => "enable",
+            Action::Disable => "disable",
+            Action::Remove => "remove",
+        }
+    }
+}
+
+/// One change to one MFA user. `user` is the state after the change (for
+/// `Remove`, the user as it was); `before` is the stored state for all but `Create`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub action: Action,
+    pub user: MfaUser,
+    pub before: Option<MfaUser>,
+    pub fields: Vec<&'static str>,
+    /// Why (for disable/remove): "left OU=Sales,…", "deleted from the directory".
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub unchanged: usize,
+    /// Problems that did not stop the plan (e.g. a username already taken by a manual user).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub created: usize,
+    pub updated: usize,
+    pub enabled: usize,
+    pub disabled: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+}
+
+impl Plan {
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts {
+            unchanged: self.unchanged,
+            ..Counts::default()
+        };
+        for ch in &self.changes {
+            match ch.action {
+                Action::Create => c.created += 1,
+                Action::Update => c.updated += 1,
+                Action::Enable => c.enabled += 1,
+                Action::Disable => c.disabled += 1,
+                Action::Remove => c.removed += 1,
+            }
+        }
+        c
+    }
+}
+
+/// Inputs for a full-sync plan.
+pub struct PlanInput<'a> {
+    /// Users held by some item, each already carrying its governing item's settings.
+    pub desired: Vec<MfaUser>,
+    /// Everything in the store.
+    pub current: &'a [MfaUser],
+    /// Whether a stored directory user (by directory_id) still exists in the
+    /// directory at all (in any item or not).
+    pub exists_in_directory: &'a dyn Fn(&str) -> bool,
+    /// `when_removed` of the item (by its dn) that last governed a user;
+    /// None when that item is no longer configured.
+    pub when_removed: &'a dyn Fn(&str) -> Option<crate::config::WhenRemoved>,
+    pub remove_deleted_users: bool,
+}
+
+/// Compute the plan of a full synchronization.
+///
+/// Rules (the seed's):
+/// - desired users not stored -> create; stored and different -> update
+///   (or enable when only `enabled` went from false to true);
+/// - stored directory users no item holds: if gone from the directory ->
+///   remove when `remove_deleted_users`, else disable; if still in the
+///   directory -> the governing item's `when_removed` (disable / remove / keep);
+///   a user whose item was deleted from the configuration is disabled;
+/// - manual users are never touched.
+pub fn compute(input: PlanInput<'_>) -> Plan {
+    use std::collections::{HashMap, HashSet};
+    let mut plan = Plan::default();
+    let by_id: HashMap<&str, &MfaUser> = input
+        .current
+        .iter()
+        .filter(|u| u.source == Source::Directory)
+        .filter_map(|u| u.directory_id.as_deref().map(|id| (id, u)))
+        .collect();
+    let taken_by_manual: HashSet<String> = input
+        .current
+        .iter()
+        .filter(|u| u.source == Source::Manual)
+        .map(|u| u.username.to_lowercase())
+        .collect();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut desired_names: HashMap<String, String> = HashMap::new();
+    for d in &input.desired {
+        let Some(id) = d.directory_id.as_deref() else {
+            continue;
+        };
+        if taken_by_manual.contains(&d.username.to_lowercase()) {
+            plan.warnings.push(format!(
+                "{}: username already used by a manual MFA user; directory user {} skipped",
+                d.username, id
+            ));
+            if let Some(cur) = by_id.get(id) {
+                seen.insert(cur.directory_id.as_deref().unwrap_or_default());
+            }
+            continue;
+        }
+        if let Some(other) = desired_names.insert(d.username.to_lowercase(), id.to_string()) {
+            if other != id {
+                plan.warnings.push(format!(
+                    "{}: two directory users share this username ({other} and {id}); the second is skipped",
+                    d.username
+                ));
+                continue;
+            }
+        }
+        match by_id.get(id) {
+            None => plan.changes.push(Change {
+                action: Action::Create,
+                user: d.clone(),
+                before: None,
+                fields: vec![],
+                reason: None,
+            }),
+            Some(cur) => {
+                seen.insert(cur.directory_id.as_deref().unwrap_or_default());
+                let fields = cur.diff_fields(d);
+                if fields.is_empty() {
+                    plan.unchanged += 1;
+                } else {
+                    let action = if fields == ["enabled"] && d.enabled {
+                        Action::Enable
+                    } else if fields == ["enabled"] {
+                        Action::Disable
+                    } else {
+                        Action::Update
+                    };
+                    plan.changes.push(Change {
+                        action,
+                        user: d.clone(),
+                        before: Some((*cur).clone()),
+                        fields,
+                        reason: None,
+                    });
+                }
+            }
+        }
+    }
+    let mut gone: Vec<&MfaUser> = by_id
+        .iter()
+        .filter(|(id, _)| !seen.contains(*id))
+        .map(|(_, u)| *u)
+        .collect();
+    gone.sort_by(|a, b| a.username.cmp(&b.username));
+    for cur in gone {
+        let id = cur.directory_id.as_deref().unwrap_or_default();
+        let item = cur.sync_item.clone().unwrap_or_default();
+        let (action, reason) = if !(input.exists_in_directory)(id) {
+            if input.remove_deleted_users {
+                (Some(Action::Remove), "no longer in the directory".to_string())
+            } else if cur.enabled {
+                (Some(Action::Disable), "no longer in the directory".to_string())
+            } else {
+                (None, String::new())
+            }
+        } else {
+            match (input.when_removed)(&item) {
+                Some(crate::config::WhenRemoved::Keep) => (None, String::new()),
+                Some(crate::config::WhenRemoved::Remove) => {
+                    (Some(Action::Remove), format!("no longer in {item}"))
+                }
+                Some(crate::config::WhenRemoved::Disable) => {
+                    (cur.enabled.then_some(Action::Disable), format!("no longer in {item}"))
+                }
+                None => (
+                    cur.enabled.then_some(Action::Disable),
+                    format!("sync item {item} was removed from the configuration"),
+                ),
+            }
+        };
+        match action {
+            None => plan.unchanged += 1,
+            Some(Action::Disable) => {
+                let mut after = cur.clone();
+                after.enabled = false;
+                plan.changes.push(Change {
+                    action: Action::Disable,
+                    user: after,
+                    before: Some(cur.clone()),
+                    fields: vec!["enabled"],
+                    reason: Some(reason),
+                });
+            }
+            Some(a) => plan.changes.push(Change {
+                action: a,
+                user: cur.clone(),
+                before: Some(cur.clone()),
+                fields: vec![],
+                reason: Some(reason),
+            }),
+        }
+    }
+    plan.changes.sort_by(|a, b| {
+        (a.action, &a.user.username).cmp(&(b.action, &b.user.username))
+    });
+    plan
+}

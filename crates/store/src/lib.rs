@@ -1,0 +1,103 @@
+//! The MFA user database behind one trait, with SQLite (embedded default, WAL)
+//! and PostgreSQL implementations.
+//!
+//! Architecture invariant: `apply` writes a whole plan and the sync watermark in
+//! ONE transaction; either all of it is committed or none of it.
+
+use async_trait::async_trait;
+use mfasync_core::plan::Change;
+use mfasync_core::MfaUser;
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    BadUrl(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The incremental-sync starting point, committed with the changes it produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    /// "full" after a full sync; "dirsync", "syncrepl", "usn" for incremental kinds.
+    pub kind: String,
+    /// The server the watermark came from (USN watermarks are per DC).
+    pub server: String,
+    /// Opaque value: cookie bytes or a USN as text.
+    pub value: Vec<u8>,
+    /// `Config::items_fingerprint()` of the configuration the full sync ran with.
+    pub items_fingerprint: String,
+}
+
+/// A stored configuration version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigVersion {
+    pub version: i64,
+    pub created_at: String,
+    /// The TOML as applied (may contain secrets: never print it, export via `Config::to_toml_redacted`).
+    pub toml: String,
+}
+
+/// One row of the sync history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRun {
+    pub id: i64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub mode: String,
+    pub created: i64,
+    pub updated: i64,
+    pub enabled: i64,
+    pub disabled: i64,
+    pub removed: i64,
+    pub unchanged: i64,
+    pub error: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// All MFA users (directory and manual), ordered by username.
+    async fn users(&self) -> Result<Vec<MfaUser>>;
+    /// Insert a user by hand (source manual or directory); fails on a username taken.
+    async fn insert_user(&self, user: &MfaUser) -> Result<()>;
+    /// Apply a plan and set the watermark, in ONE transaction. `Create` inserts,
+    /// `Update`/`Enable`/`Disable` replace the row with the same directory_id,
+    /// `Remove` deletes the row with that directory_id. Manual users are never
+    /// touched: a change aimed at one is an error and nothing is committed.
+    async fn apply(&self, changes: &[Change], watermark: Option<&Watermark>) -> Result<()>;
+    async fn watermark(&self) -> Result<Option<Watermark>>;
+    /// Store a new active configuration version; returns its number.
+    async fn put_config(&self, toml: &str) -> Result<i64>;
+    async fn active_config(&self) -> Result<Option<ConfigVersion>>;
+    async fn config_versions(&self) -> Result<Vec<ConfigVersion>>;
+    /// Start a sync-history row; returns its id.
+    async fn run_started(&self, mode: &str) -> Result<i64>;
+    /// Finish a sync-history row with counts or an error.
+    async fn run_finished(&self, run: &SyncRun) -> Result<()>;
+    async fn runs(&self, limit: i64) -> Result<Vec<SyncRun>>;
+}
+
+/// Open (and migrate) the database named by a URL: `sqlite://PATH` or `postgres://...`.
+pub async fn open(url: &str) -> Result<Box<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Box::new(SqliteStore::open(path).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(PgStore::open(url).await?))
+    } else {
+        Err(StoreError::BadUrl(url.to_string()))
+    }
+}
