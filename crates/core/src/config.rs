@@ -137,7 +137,8 @@ impl Default for Directory {
     }
 }
 
-pub const DEFAULT_CONTAINER_FILTER: &str = "(|(objectClass=organizationalUnit)(objectClass=container))";
+pub const DEFAULT_CONTAINER_FILTER: &str =
+    "(|(objectClass=organizationalUnit)(objectClass=container))";
 pub const DEFAULT_SECURITY_GROUP_FILTER: &str =
     "(&(objectCategory=group)(groupType:1.2.840.113556.1.4.804:=-2147483648))";
 pub const DEFAULT_USER_FILTER: &str = "(&(objectCategory=person)(objectClass=user))";
@@ -189,7 +190,10 @@ impl<'de> Deserialize<'de> for AttrList {
             Raw::Many(v) => v.into_iter().map(|p| p.trim().to_string()).collect(),
         };
         Ok(AttrList(
-            items.into_iter().filter(|s: &String| !s.is_empty()).collect(),
+            items
+                .into_iter()
+                .filter(|s: &String| !s.is_empty())
+                .collect(),
         ))
     }
 }
@@ -526,12 +530,7 @@ const SMTP_KEYS: &[&str] = &[
     "password_env",
 ];
 
-fn check_keys(
-    table: &toml::Table,
-    path: &str,
-    known: &[&str],
-    out: &mut Vec<ConfigError>,
-) {
+fn check_keys(table: &toml::Table, path: &str, known: &[&str], out: &mut Vec<ConfigError>) {
     for k in table.keys() {
         if !known.contains(&k.as_str()) {
             let key = if path.is_empty() {
@@ -550,7 +549,12 @@ fn sub<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Table> {
 
 fn unknown_keys(root: &toml::Table) -> Vec<ConfigError> {
     let mut out = Vec::new();
-    check_keys(root, "", &["directory", "filters", "attributes", "sync", "smtp"], &mut out);
+    check_keys(
+        root,
+        "",
+        &["directory", "filters", "attributes", "sync", "smtp"],
+        &mut out,
+    );
     if let Some(d) = sub(root, "directory") {
         check_keys(d, "directory", DIRECTORY_KEYS, &mut out);
         for b in ["query_bind", "auth_bind"] {
@@ -575,7 +579,12 @@ fn unknown_keys(root: &toml::Table) -> Vec<ConfigError> {
                 if let Some(t) = it.as_table() {
                     check_keys(t, &format!("sync.items[{i}]"), ITEM_KEYS, &mut out);
                     if let Some(u) = sub(t, "user") {
-                        check_keys(u, &format!("sync.items[{i}].user"), ITEM_USER_KEYS, &mut out);
+                        check_keys(
+                            u,
+                            &format!("sync.items[{i}].user"),
+                            ITEM_USER_KEYS,
+                            &mut out,
+                        );
                     }
                 }
             }
@@ -591,7 +600,14 @@ fn type_error(text: &str, e: &toml::de::Error) -> ConfigError {
         .span()
         .map(|span| key_at(text, span.start))
         .unwrap_or_default();
-    err(if key.is_empty() { "(file)".to_string() } else { key }, msg)
+    err(
+        if key.is_empty() {
+            "(file)".to_string()
+        } else {
+            key
+        },
+        msg,
+    )
 }
 
 /// Best effort: the dotted key path of the value at byte offset `pos`.
@@ -606,7 +622,10 @@ fn key_at(text: &str, pos: usize) -> String {
         let t = line.trim();
         if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
             let name = name.trim().to_string();
-            let n = item_index.entry(name.clone()).and_modify(|n| *n += 1).or_insert(0);
+            let n = item_index
+                .entry(name.clone())
+                .and_modify(|n| *n += 1)
+                .or_insert(0);
             table = format!("{name}[{n}]");
             last_key.clear();
         } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
@@ -711,7 +730,10 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
         ));
     }
     if !(1..=3600).contains(&d.timeout_seconds) {
-        out.push(err("directory.timeout_seconds", "must be between 1 and 3600"));
+        out.push(err(
+            "directory.timeout_seconds",
+            "must be between 1 and 3600",
+        ));
     }
     validate_bind(&d.query_bind, "directory.query_bind", &mut out);
     validate_bind(&d.auth_bind, "directory.auth_bind", &mut out);
@@ -737,10 +759,16 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
         out.push(err("attributes.unique_id", "must name an attribute"));
     }
     if a.distinguished_name.trim().is_empty() {
-        out.push(err("attributes.distinguished_name", "must name an attribute"));
+        out.push(err(
+            "attributes.distinguished_name",
+            "must name an attribute",
+        ));
     }
     if a.username.0.is_empty() {
-        out.push(err("attributes.username", "must name at least one attribute"));
+        out.push(err(
+            "attributes.username",
+            "must name at least one attribute",
+        ));
     }
     if a.username.0.len() > 2 {
         out.push(err(
@@ -748,7 +776,13 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             "at most two attributes: the username and its backup",
         ));
     }
-    for (i, name) in a.username.0.iter().chain(a.container_name.0.iter()).enumerate() {
+    for (i, name) in a
+        .username
+        .0
+        .iter()
+        .chain(a.container_name.0.iter())
+        .enumerate()
+    {
         if !valid_attr_name(name) {
             out.push(err(
                 if i < a.username.0.len() {
@@ -769,7 +803,10 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             out.push(err("sync.interval", "must be at most 7 days"))
         }
         Ok(_) => {}
-        Err(e) => out.push(err("sync.interval", format!("not a duration such as \"5m\": {e}"))),
+        Err(e) => out.push(err(
+            "sync.interval",
+            format!("not a duration such as \"5m\": {e}"),
+        )),
     }
     if let Some(t) = s.approval_threshold {
         if !(1..=999).contains(&t) {
@@ -778,7 +815,10 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
     }
     for (i, n) in s.notify.iter().enumerate() {
         if !looks_like_email(n) {
-            out.push(err(format!("sync.notify[{i}]"), format!("{n:?} is not an email address")));
+            out.push(err(
+                format!("sync.notify[{i}]"),
+                format!("{n:?} is not an email address"),
+            ));
         }
     }
     let mut seen_dns = std::collections::HashSet::new();
@@ -825,7 +865,10 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
         }
     }
     if !s.notify.is_empty() && cfg.smtp.is_none() {
-        out.push(err("smtp", "sync.notify lists recipients but [smtp] is missing"));
+        out.push(err(
+            "smtp",
+            "sync.notify lists recipients but [smtp] is missing",
+        ));
     }
     out
 }
@@ -863,7 +906,8 @@ fn validate_server(s: &str) -> Result<(), String> {
 impl Config {
     /// The configuration as TOML with every secret left out.
     pub fn to_toml_redacted(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 
     /// Base DN, with the items' DNs as a fallback hint. Empty means "ask the RootDSE".
@@ -897,7 +941,10 @@ mod tests {
         assert!(c.directory.include_trusted_domains);
         assert_eq!(c.directory.query_size_limit, 1000);
         assert_eq!(c.attributes.unique_id, "objectGUID");
-        assert_eq!(c.attributes.username.0, vec!["userPrincipalName", "sAMAccountName"]);
+        assert_eq!(
+            c.attributes.username.0,
+            vec!["userPrincipalName", "sAMAccountName"]
+        );
         assert_eq!(c.filters.user, DEFAULT_USER_FILTER);
         assert!(c.sync.remove_deleted_users);
         assert_eq!(c.sync.approval_threshold, None);
@@ -925,22 +972,46 @@ mod tests {
     fn out_of_range_values_name_their_key() {
         for (text, key) in [
             ("[sync]\napproval_threshold = 0", "sync.approval_threshold"),
-            ("[sync]\napproval_threshold = 1000", "sync.approval_threshold"),
-            ("[directory]\nquery_size_limit = 0", "directory.query_size_limit"),
-            ("[directory]\ntimeout_seconds = 0", "directory.timeout_seconds"),
+            (
+                "[sync]\napproval_threshold = 1000",
+                "sync.approval_threshold",
+            ),
+            (
+                "[directory]\nquery_size_limit = 0",
+                "directory.query_size_limit",
+            ),
+            (
+                "[directory]\ntimeout_seconds = 0",
+                "directory.timeout_seconds",
+            ),
             ("[sync]\ninterval = \"often\"", "sync.interval"),
             ("[filters]\nuser = \"(objectClass=user\"", "filters.user"),
-            ("[filters]\ncontainer = \"objectClass=ou)\"", "filters.container"),
+            (
+                "[filters]\ncontainer = \"objectClass=ou)\"",
+                "filters.container",
+            ),
             ("[directory]\nbase_dn = \"not a dn\"", "directory.base_dn"),
             ("[directory]\nsource = \"ldap\"", "directory.servers"),
-            ("[directory]\nservers = [\"http://x\"]", "directory.servers[0]"),
-            ("[directory.query_bind]\ntype = \"simple\"", "directory.query_bind.dn"),
+            (
+                "[directory]\nservers = [\"http://x\"]",
+                "directory.servers[0]",
+            ),
+            (
+                "[directory.query_bind]\ntype = \"simple\"",
+                "directory.query_bind.dn",
+            ),
             ("[[sync.items]]\ndn = \"garbage\"", "sync.items[0].dn"),
-            ("[[sync.items]]\ndn = \"ou=a,dc=b\"\n[sync.items.user]\ncountry_code = \"abc\"", "sync.items[0].user.country_code"),
+            (
+                "[[sync.items]]\ndn = \"ou=a,dc=b\"\n[sync.items.user]\ncountry_code = \"abc\"",
+                "sync.items[0].user.country_code",
+            ),
             ("[sync]\nnotify = [\"x@y.z\"]", "smtp"),
         ] {
             let k = keys(parse(text));
-            assert!(k.contains(&key.to_string()), "{text:?} gave {k:?}, wanted {key}");
+            assert!(
+                k.contains(&key.to_string()),
+                "{text:?} gave {k:?}, wanted {key}"
+            );
         }
     }
 
@@ -954,7 +1025,8 @@ mod tests {
 
     #[test]
     fn semicolon_lists_are_accepted() {
-        let c = parse("[attributes]\ncontainer_name = \"ou;name\"\nusername = \"uid\"").unwrap_or_default();
+        let c = parse("[attributes]\ncontainer_name = \"ou;name\"\nusername = \"uid\"")
+            .unwrap_or_default();
         assert_eq!(c.attributes.container_name.0, vec!["ou", "name"]);
         assert_eq!(c.attributes.username.0, vec!["uid"]);
     }
@@ -969,7 +1041,10 @@ mod tests {
             Err(e) => panic!("{e:?}"),
         };
         let out = c.to_toml_redacted();
-        assert!(!out.contains("hunter2") && !out.contains("smtpsecret"), "{out}");
+        assert!(
+            !out.contains("hunter2") && !out.contains("smtpsecret"),
+            "{out}"
+        );
         assert!(!format!("{c:?}").contains("hunter2"));
         // what is exported parses back to the same configuration less the secrets
         let back = parse(&out).unwrap_or_default();

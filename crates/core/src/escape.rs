@@ -30,6 +30,9 @@ mod tests {
         assert_eq!(filter_value("a*)(uid=*"), "a\\2a\\29\\28uid=\\2a");
         assert_eq!(filter_value("x\\y\0"), "x\\5cy\\00");
         assert_eq!(filter_bytes(&[0, 0xab]), "\\00\\ab");
-        assert!(crate::filter::validate_filter(&format!("(uid={})", filter_value("admin)(|(a=*"))).is_ok());
+        assert!(
+            crate::filter::validate_filter(&format!("(uid={})", filter_value("admin)(|(a=*")))
+                .is_ok()
+        );
     }
 }

@@ -184,7 +184,8 @@ pub fn validate_dn(dn: &str) -> Result<(), String> {
                     "{dn:?} is not a distinguished name: bad attribute type {attr:?}"
                 ));
             }
-            check_dn_value(value).map_err(|m| format!("{dn:?} is not a distinguished name: {m}"))?;
+            check_dn_value(value)
+                .map_err(|m| format!("{dn:?} is not a distinguished name: {m}"))?;
         }
     }
     Ok(())
@@ -252,7 +253,9 @@ pub fn normalize_dn(dn: &str) -> String {
             split_unescaped(rdn, b'+')
                 .into_iter()
                 .map(|ava| match split_once_unescaped(ava, b'=') {
-                    Some((a, v)) => format!("{}={}", a.trim().to_lowercase(), v.trim().to_lowercase()),
+                    Some((a, v)) => {
+                        format!("{}={}", a.trim().to_lowercase(), v.trim().to_lowercase())
+                    }
                     None => ava.trim().to_lowercase(),
                 })
                 .collect::<Vec<_>>()
@@ -294,7 +297,11 @@ mod tests {
             "(cn~=jon)",
             "(uSNChanged>=100)",
         ] {
-            assert!(validate_filter(ok).is_ok(), "{ok}: {:?}", validate_filter(ok));
+            assert!(
+                validate_filter(ok).is_ok(),
+                "{ok}: {:?}",
+                validate_filter(ok)
+            );
         }
         for bad in [
             "(objectClass=user",

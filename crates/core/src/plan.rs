@@ -88,6 +88,9 @@ pub struct PlanInput<'a> {
     /// None when that item is no longer configured.
     pub when_removed: &'a dyn Fn(&str) -> Option<crate::config::WhenRemoved>,
     pub remove_deleted_users: bool,
+    /// Stored users to leave exactly as they are this cycle (their directory
+    /// entry exists but could not be mapped, e.g. it lost its username).
+    pub keep_as_is: &'a dyn Fn(&str) -> bool,
 }
 
 /// Compute the plan of a full synchronization.
@@ -137,6 +140,9 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
                     "{}: two directory users share this username ({other} and {id}); the second is skipped",
                     d.username
                 ));
+                if by_id.contains_key(id) && seen.insert(id) {
+                    plan.unchanged += 1;
+                }
                 continue;
             }
         }
@@ -175,6 +181,13 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
     let mut gone: Vec<&MfaUser> = by_id
         .iter()
         .filter(|(id, _)| !seen.contains(*id))
+        .filter(|(id, _)| {
+            let keep = (input.keep_as_is)(id);
+            if keep {
+                plan.unchanged += 1;
+            }
+            !keep
+        })
         .map(|(_, u)| *u)
         .collect();
     gone.sort_by(|a, b| a.username.cmp(&b.username));
@@ -183,9 +196,15 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
         let item = cur.sync_item.clone().unwrap_or_default();
         let (action, reason) = if !(input.exists_in_directory)(id) {
             if input.remove_deleted_users {
-                (Some(Action::Remove), "no longer in the directory".to_string())
+                (
+                    Some(Action::Remove),
+                    "no longer in the directory".to_string(),
+                )
             } else if cur.enabled {
-                (Some(Action::Disable), "no longer in the directory".to_string())
+                (
+                    Some(Action::Disable),
+                    "no longer in the directory".to_string(),
+                )
             } else {
                 (None, String::new())
             }
@@ -195,9 +214,10 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
                 Some(crate::config::WhenRemoved::Remove) => {
                     (Some(Action::Remove), format!("no longer in {item}"))
                 }
-                Some(crate::config::WhenRemoved::Disable) => {
-                    (cur.enabled.then_some(Action::Disable), format!("no longer in {item}"))
-                }
+                Some(crate::config::WhenRemoved::Disable) => (
+                    cur.enabled.then_some(Action::Disable),
+                    format!("no longer in {item}"),
+                ),
                 None => (
                     cur.enabled.then_some(Action::Disable),
                     format!("sync item {item} was removed from the configuration"),
@@ -226,8 +246,137 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
             }),
         }
     }
-    plan.changes.sort_by(|a, b| {
-        (a.action, &a.user.username).cmp(&(b.action, &b.user.username))
-    });
+    plan.changes
+        .sort_by(|a, b| (a.action, &a.user.username).cmp(&(b.action, &b.user.username)));
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WhenRemoved;
+
+    fn u(name: &str, id: &str, item: &str) -> MfaUser {
+        MfaUser {
+            username: name.into(),
+            directory_id: Some(id.into()),
+            sync_item: Some(item.into()),
+            enabled: true,
+            ..MfaUser::default()
+        }
+    }
+
+    fn run(
+        desired: Vec<MfaUser>,
+        current: &[MfaUser],
+        exists: &[&str],
+        wr: WhenRemoved,
+        rm: bool,
+    ) -> Plan {
+        let exists: Vec<String> = exists.iter().map(|s| s.to_string()).collect();
+        compute(PlanInput {
+            desired,
+            current,
+            exists_in_directory: &|id| exists.iter().any(|e| e == id),
+            when_removed: &|item| (item == "ou=a").then_some(wr),
+            remove_deleted_users: rm,
+            keep_as_is: &|id| id == "keep",
+        })
+    }
+
+    fn actions(p: &Plan) -> Vec<(Action, String)> {
+        p.changes
+            .iter()
+            .map(|c| (c.action, c.user.username.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn create_update_unchanged() {
+        let cur = vec![u("b", "2", "ou=a"), u("c", "3", "ou=a")];
+        let mut b2 = u("b", "2", "ou=a");
+        b2.email = Some("b@x".into());
+        let p = run(
+            vec![u("a", "1", "ou=a"), b2, u("c", "3", "ou=a")],
+            &cur,
+            &["1", "2", "3"],
+            WhenRemoved::Disable,
+            true,
+        );
+        assert_eq!(
+            actions(&p),
+            vec![(Action::Create, "a".into()), (Action::Update, "b".into())]
+        );
+        assert_eq!(p.changes[1].fields, vec!["email"]);
+        assert_eq!(p.unchanged, 1);
+        assert_eq!(p.counts().created, 1);
+    }
+
+    #[test]
+    fn departures_follow_when_removed() {
+        let cur = vec![u("gone", "9", "ou=a"), u("left", "8", "ou=a")];
+        for (wr, want_left) in [
+            (WhenRemoved::Disable, Some(Action::Disable)),
+            (WhenRemoved::Remove, Some(Action::Remove)),
+            (WhenRemoved::Keep, None),
+        ] {
+            let p = run(vec![], &cur, &["8"], wr, true);
+            let left: Vec<_> = p
+                .changes
+                .iter()
+                .filter(|c| c.user.username == "left")
+                .map(|c| c.action)
+                .collect();
+            assert_eq!(left.first().copied(), want_left, "{wr:?}");
+            assert!(p
+                .changes
+                .iter()
+                .any(|c| c.user.username == "gone" && c.action == Action::Remove));
+        }
+        // not removing deleted users: they are disabled instead
+        let p = run(vec![], &cur, &["8"], WhenRemoved::Keep, false);
+        assert_eq!(actions(&p), vec![(Action::Disable, "gone".into())]);
+        assert!(!p.changes[0].user.enabled);
+    }
+
+    #[test]
+    fn enable_again_and_manual_users_untouched() {
+        let mut off = u("x", "1", "ou=a");
+        off.enabled = false;
+        let manual = MfaUser {
+            username: "boss".into(),
+            source: Source::Manual,
+            enabled: true,
+            ..MfaUser::default()
+        };
+        let p = run(
+            vec![u("x", "1", "ou=a"), u("Boss", "7", "ou=a")],
+            &[off, manual],
+            &["1", "7"],
+            WhenRemoved::Disable,
+            true,
+        );
+        assert_eq!(actions(&p), vec![(Action::Enable, "x".into())]);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn removed_item_disables_its_users() {
+        let cur = vec![u("x", "1", "ou=old")];
+        let p = run(vec![], &cur, &["1"], WhenRemoved::Keep, true);
+        assert_eq!(actions(&p), vec![(Action::Disable, "x".into())]);
+    }
+
+    #[test]
+    fn duplicate_usernames_are_skipped_not_fatal() {
+        let p = run(
+            vec![u("x", "1", "ou=a"), u("X", "2", "ou=a")],
+            &[],
+            &["1", "2"],
+            WhenRemoved::Disable,
+            true,
+        );
+        assert_eq!(actions(&p), vec![(Action::Create, "x".into())]);
+        assert_eq!(p.warnings.len(), 1);
+    }
 }
