@@ -4,6 +4,7 @@
 //! Architecture invariant: nothing in this crate does IO, spawns tasks or reads
 //! the clock. Everything is deterministic and table-tested.
 
+pub mod auth;
 pub mod config;
 pub mod entry;
 pub mod escape;
@@ -11,6 +12,7 @@ pub mod filter;
 pub mod mapping;
 pub mod phone;
 pub mod plan;
+pub mod safeguard;
 pub mod user;
 
 pub use config::Config;
