@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use mfasync_core::plan::Change;
 use mfasync_core::MfaUser;
 
+mod common;
 mod postgres;
 mod sqlite;
 
@@ -68,9 +69,31 @@ pub struct SyncRun {
     pub error: Option<String>,
 }
 
+/// One row of the audit trail, written in the same transaction as the change it records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// Who made the change: "sync" for `apply`, "admin" for `insert_user` and `put_config`.
+    pub actor: String,
+    /// `Action::as_str()` of the change ("create", "update", ...), "insert" for
+    /// `insert_user`, "config" for `put_config`.
+    pub action: String,
+    pub username: Option<String>,
+    pub directory_id: Option<String>,
+    /// The user before the change, as JSON (the serde form of `MfaUser`); None for a create.
+    pub before: Option<serde_json::Value>,
+    /// The user after the change, as JSON; None for a remove.
+    pub after: Option<serde_json::Value>,
+    /// The change's reason, or "config version N" for `put_config`.
+    pub detail: Option<String>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// All MFA users (directory and manual), ordered by username.
+    /// All MFA users (directory and manual), ordered by username (case-insensitively,
+    /// ties by exact username).
     async fn users(&self) -> Result<Vec<MfaUser>>;
     /// Insert a user by hand (source manual or directory); fails on a username taken.
     async fn insert_user(&self, user: &MfaUser) -> Result<()>;
@@ -83,12 +106,16 @@ pub trait Store: Send + Sync {
     /// Store a new active configuration version; returns its number.
     async fn put_config(&self, toml: &str) -> Result<i64>;
     async fn active_config(&self) -> Result<Option<ConfigVersion>>;
+    /// All stored versions, newest first.
     async fn config_versions(&self) -> Result<Vec<ConfigVersion>>;
     /// Start a sync-history row; returns its id.
     async fn run_started(&self, mode: &str) -> Result<i64>;
     /// Finish a sync-history row with counts or an error.
     async fn run_finished(&self, run: &SyncRun) -> Result<()>;
+    /// Newest first.
     async fn runs(&self, limit: i64) -> Result<Vec<SyncRun>>;
+    /// The newest `limit` audit entries, newest first.
+    async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>>;
 }
 
 /// Open (and migrate) the database named by a URL: `sqlite://PATH` or `postgres://...`.

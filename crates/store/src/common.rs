@@ -1,0 +1,621 @@
+//! What the SQLite and PostgreSQL stores share: the SQL text (the same for both:
+//! sqlx's SQLite driver accepts `$N` placeholders too), validation of a plan
+//! before it is written, error mapping, and `impl_store!`, which writes the one
+//! `Store` implementation for a concrete sqlx database type.
+//!
+//! Only two things differ between the backends and are passed in by each store:
+//! how a write transaction begins (`BEGIN IMMEDIATE` on SQLite) and how JSON is
+//! cast on the way in and out (`::jsonb` / `::text` on PostgreSQL).
+
+use std::collections::HashSet;
+
+use mfasync_core::plan::{Action, Change};
+use mfasync_core::user::Source;
+use mfasync_core::MfaUser;
+
+use crate::{Result, StoreError};
+
+/// Rows per multi-row INSERT of users (29 parameters each: 14,500 per statement,
+/// under SQLite's 32,766 and PostgreSQL's 65,535).
+pub(crate) const USER_CHUNK: usize = 500;
+/// Rows per multi-row INSERT of audit entries (8 parameters each).
+pub(crate) const AUDIT_CHUNK: usize = 1000;
+
+/// Columns written for a user, in bind order: username, username_lower, the 24
+/// text fields, enabled, source, updated_at.
+pub(crate) const USER_PARAMS: usize = 29;
+const AUDIT_PARAMS: usize = 8;
+
+pub(crate) const ACTOR_SYNC: &str = "sync";
+pub(crate) const ACTOR_ADMIN: &str = "admin";
+
+/// The names of the optional text fields (= their column names), from core.
+pub(crate) fn text_columns() -> [&'static str; 24] {
+    MfaUser::default().text_fields().map(|(name, _)| name)
+}
+
+/// Now, as RFC 3339 UTC text.
+pub(crate) fn now() -> Result<String> {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| StoreError::Corrupt(format!("cannot format the current time: {e}")))
+}
+
+pub(crate) fn user_json(user: &MfaUser) -> Result<String> {
+    serde_json::to_string(user)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode user {}: {e}", user.username)))
+}
+
+pub(crate) fn parse_json(text: Option<String>) -> Result<Option<serde_json::Value>> {
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("audit entry holds invalid JSON: {e}")))
+    })
+    .transpose()
+}
+
+pub(crate) fn parse_source(s: &str) -> Result<Source> {
+    Source::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown user source {s:?}")))
+}
+
+/// Turn a unique-constraint violation into a readable `Conflict`; other errors pass.
+pub(crate) fn map_unique(err: sqlx::Error, what: &str) -> StoreError {
+    if let Some(db) = err.as_database_error() {
+        if db.is_unique_violation() {
+            let text = format!("{} {}", db.message(), db.constraint().unwrap_or_default());
+            let key = if text.contains("username_lower") {
+                "username already taken"
+            } else if text.contains("directory_id") {
+                "directory_id already taken"
+            } else {
+                "already exists"
+            };
+            return StoreError::Conflict(format!("{what}: {key} ({})", db.message()));
+        }
+    }
+    StoreError::Db(err)
+}
+
+/// The directory_id a non-create change is aimed at.
+pub(crate) fn change_key(change: &Change) -> Option<&str> {
+    change
+        .before
+        .as_ref()
+        .and_then(|b| b.directory_id.as_deref())
+        .or(change.user.directory_id.as_deref())
+}
+
+/// Check a plan before anything is written: every change must name a directory
+/// user by directory_id, and the creates must not collide among themselves.
+pub(crate) fn validate(changes: &[Change]) -> Result<()> {
+    let mut names = HashSet::new();
+    let mut ids = HashSet::new();
+    for ch in changes {
+        let what = format!("{} {}", ch.action.as_str(), ch.user.username);
+        if ch.action != Action::Remove && ch.user.source != Source::Directory {
+            return Err(StoreError::Conflict(format!(
+                "{what}: a sync may only write directory users, not manual ones"
+            )));
+        }
+        if ch.action == Action::Create {
+            let Some(id) = ch.user.directory_id.as_deref() else {
+                return Err(StoreError::Conflict(format!("{what}: no directory_id")));
+            };
+            if !names.insert(ch.user.username.to_lowercase()) {
+                return Err(StoreError::Conflict(format!(
+                    "{what}: username already taken by another create of the same plan"
+                )));
+            }
+            if !ids.insert(id.to_string()) {
+                return Err(StoreError::Conflict(format!(
+                    "{what}: directory_id {id} created twice in the same plan"
+                )));
+            }
+        } else if change_key(ch).is_none() {
+            return Err(StoreError::Conflict(format!("{what}: no directory_id")));
+        }
+    }
+    Ok(())
+}
+
+/// One audit row waiting to be written.
+pub(crate) struct AuditRow<'a> {
+    pub action: &'a str,
+    pub actor: &'a str,
+    pub username: Option<&'a str>,
+    pub directory_id: Option<&'a str>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub detail: Option<&'a str>,
+}
+
+impl<'a> AuditRow<'a> {
+    pub(crate) fn for_change(ch: &'a Change) -> Result<Self> {
+        let before = match (&ch.before, ch.action) {
+            (_, Action::Create) => None,
+            (Some(b), _) => Some(user_json(b)?),
+            (None, _) => None,
+        };
+        let after = match ch.action {
+            Action::Remove => None,
+            _ => Some(user_json(&ch.user)?),
+        };
+        Ok(AuditRow {
+            action: ch.action.as_str(),
+            actor: ACTOR_SYNC,
+            username: Some(ch.user.username.as_str()),
+            directory_id: ch.user.directory_id.as_deref().or_else(|| change_key(ch)),
+            before,
+            after,
+            detail: ch.reason.as_deref(),
+        })
+    }
+}
+
+/// The SQL text of one backend, built once when the store opens.
+pub(crate) struct Sql {
+    pub select_users: String,
+    pub update_user: String,
+    pub select_audit: String,
+    json_in: &'static str,
+    /// `insert_users(n)` for the full chunk size, cached.
+    insert_users_full: String,
+    insert_audit_full: String,
+}
+
+fn placeholders(out: &mut String, rows: usize, cols: usize, json_cols: &[usize], json_in: &str) {
+    let mut n = 0;
+    for r in 0..rows {
+        if r > 0 {
+            out.push(',');
+        }
+        out.push('(');
+        for c in 0..cols {
+            n += 1;
+            if c > 0 {
+                out.push(',');
+            }
+            out.push('$');
+            out.push_str(&n.to_string());
+            if json_cols.contains(&c) {
+                out.push_str(json_in);
+            }
+        }
+        out.push(')');
+    }
+}
+
+impl Sql {
+    pub(crate) fn new(json_in: &'static str, json_out: &'static str) -> Self {
+        let text = text_columns();
+        let select_users = format!(
+            "SELECT username, {}, enabled, source FROM users",
+            text.join(", ")
+        );
+        let mut update_user = String::from("UPDATE users SET username = $1, username_lower = $2");
+        for (i, c) in text.iter().enumerate() {
+            update_user.push_str(&format!(", {c} = ${}", i + 3));
+        }
+        update_user.push_str(
+            ", enabled = $27, source = $28, updated_at = $29 \
+             WHERE directory_id = $30 AND source = 'directory'",
+        );
+        let select_audit = format!(
+            "SELECT id, at, actor, action, username, directory_id, \
+             before_json{json_out} AS before_json, after_json{json_out} AS after_json, detail \
+             FROM audit ORDER BY id DESC LIMIT $1"
+        );
+        let mut sql = Sql {
+            select_users,
+            update_user,
+            select_audit,
+            json_in,
+            insert_users_full: String::new(),
+            insert_audit_full: String::new(),
+        };
+        sql.insert_users_full = sql.build_insert_users(USER_CHUNK);
+        sql.insert_audit_full = sql.build_insert_audit(AUDIT_CHUNK);
+        sql
+    }
+
+    fn build_insert_users(&self, rows: usize) -> String {
+        let mut s = format!(
+            "INSERT INTO users (username, username_lower, {}, enabled, source, updated_at) VALUES ",
+            text_columns().join(", ")
+        );
+        placeholders(&mut s, rows, USER_PARAMS, &[], "");
+        s
+    }
+
+    fn build_insert_audit(&self, rows: usize) -> String {
+        let mut s = String::from(
+            "INSERT INTO audit (at, actor, action, username, directory_id, before_json, after_json, detail) VALUES ",
+        );
+        placeholders(&mut s, rows, AUDIT_PARAMS, &[5, 6], self.json_in);
+        s
+    }
+
+    pub(crate) fn insert_users(&self, rows: usize) -> std::borrow::Cow<'_, str> {
+        if rows == USER_CHUNK {
+            std::borrow::Cow::Borrowed(&self.insert_users_full)
+        } else {
+            std::borrow::Cow::Owned(self.build_insert_users(rows))
+        }
+    }
+
+    pub(crate) fn insert_audit(&self, rows: usize) -> std::borrow::Cow<'_, str> {
+        if rows == AUDIT_CHUNK {
+            std::borrow::Cow::Borrowed(&self.insert_audit_full)
+        } else {
+            std::borrow::Cow::Owned(self.build_insert_audit(rows))
+        }
+    }
+}
+
+/// Bind the 29 values of a user row (see `USER_PARAMS`) onto a query.
+macro_rules! bind_user {
+    ($q:expr, $user:expr, $lower:expr, $now:expr) => {{
+        let user: &mfasync_core::MfaUser = $user;
+        let mut q = $q.bind(user.username.as_str()).bind($lower);
+        for (_, value) in user.text_fields() {
+            q = q.bind(value.as_deref());
+        }
+        q.bind(user.enabled).bind(user.source.as_str()).bind($now)
+    }};
+}
+pub(crate) use bind_user;
+
+/// Write the `Store` implementation for `$store`, which must have fields
+/// `pool: sqlx::Pool<$db>` and `sql: Sql`, and an inherent
+/// `async fn begin(&self) -> Result<sqlx::Transaction<'static, $db>>`.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        use $crate::common::{
+            bind_user, map_unique, now, parse_json, parse_source, validate, AuditRow, ACTOR_ADMIN,
+            AUDIT_CHUNK, USER_CHUNK,
+        };
+        use sqlx::Row as _;
+        use $crate::{AuditEntry, ConfigVersion, Result, Store, StoreError, SyncRun, Watermark};
+        use mfasync_core::plan::{Action, Change};
+        use mfasync_core::MfaUser;
+
+        type Tx = sqlx::Transaction<'static, $db>;
+
+        fn user_from_row(row: &<$db as sqlx::Database>::Row) -> Result<MfaUser> {
+            let mut user = MfaUser {
+                username: row.try_get("username")?,
+                enabled: row.try_get("enabled")?,
+                source: parse_source(&row.try_get::<String, _>("source")?)?,
+                ..MfaUser::default()
+            };
+            for name in $crate::common::text_columns() {
+                let value: Option<String> = row.try_get(name)?;
+                match user.text_field_mut(name) {
+                    Some(slot) => *slot = value,
+                    None => {
+                        return Err(StoreError::Corrupt(format!("unknown user field {name}")))
+                    }
+                }
+            }
+            Ok(user)
+        }
+
+        fn run_from_row(row: &<$db as sqlx::Database>::Row) -> Result<SyncRun> {
+            Ok(SyncRun {
+                id: row.try_get("id")?,
+                started_at: row.try_get("started_at")?,
+                finished_at: row.try_get("finished_at")?,
+                mode: row.try_get("mode")?,
+                created: row.try_get("created")?,
+                updated: row.try_get("updated")?,
+                enabled: row.try_get("enabled")?,
+                disabled: row.try_get("disabled")?,
+                removed: row.try_get("removed")?,
+                unchanged: row.try_get("unchanged")?,
+                error: row.try_get("error")?,
+            })
+        }
+
+        fn config_from_row(row: &<$db as sqlx::Database>::Row) -> Result<ConfigVersion> {
+            Ok(ConfigVersion {
+                version: row.try_get("version")?,
+                created_at: row.try_get("created_at")?,
+                toml: row.try_get("toml")?,
+            })
+        }
+
+        impl $store {
+            async fn write_audit(&self, tx: &mut Tx, rows: &[AuditRow<'_>], at: &str) -> Result<()> {
+                for chunk in rows.chunks(AUDIT_CHUNK) {
+                    let sql = self.sql.insert_audit(chunk.len());
+                    let mut q = sqlx::query(&sql);
+                    for r in chunk {
+                        q = q
+                            .bind(at)
+                            .bind(r.actor)
+                            .bind(r.action)
+                            .bind(r.username)
+                            .bind(r.directory_id)
+                            .bind(r.before.as_deref())
+                            .bind(r.after.as_deref())
+                            .bind(r.detail);
+                    }
+                    q.execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn create_users(&self, tx: &mut Tx, creates: &[Change], at: &str) -> Result<()> {
+                for chunk in creates.chunks(USER_CHUNK) {
+                    let lowers: Vec<String> =
+                        chunk.iter().map(|c| c.user.username.to_lowercase()).collect();
+                    let sql = self.sql.insert_users(chunk.len());
+                    let mut q = sqlx::query(&sql);
+                    for (c, lower) in chunk.iter().zip(&lowers) {
+                        q = bind_user!(q, &c.user, lower.as_str(), at);
+                    }
+                    if let Err(e) = q.execute(&mut **tx).await {
+                        let what = match (chunk.first(), chunk.last()) {
+                            (Some(a), Some(b)) if chunk.len() > 1 => format!(
+                                "create of one of {} users ({} .. {})",
+                                chunk.len(),
+                                a.user.username,
+                                b.user.username
+                            ),
+                            (Some(a), _) => format!("create {}", a.user.username),
+                            _ => "create".to_string(),
+                        };
+                        return Err(map_unique(e, &what));
+                    }
+                }
+                Ok(())
+            }
+
+            async fn change_user(&self, tx: &mut Tx, ch: &Change, key: &str, at: &str) -> Result<()> {
+                let what = format!("{} {}", ch.action.as_str(), ch.user.username);
+                let done = if ch.action == Action::Remove {
+                    sqlx::query("DELETE FROM users WHERE directory_id = $1 AND source = 'directory'")
+                        .bind(key)
+                        .execute(&mut **tx)
+                        .await
+                } else {
+                    let lower = ch.user.username.to_lowercase();
+                    bind_user!(sqlx::query(&self.sql.update_user), &ch.user, lower.as_str(), at)
+                        .bind(key)
+                        .execute(&mut **tx)
+                        .await
+                };
+                let done = done.map_err(|e| map_unique(e, &what))?;
+                if done.rows_affected() == 1 {
+                    return Ok(());
+                }
+                let source: Option<String> =
+                    sqlx::query_scalar("SELECT source FROM users WHERE directory_id = $1")
+                        .bind(key)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                Err(StoreError::Conflict(match source {
+                    Some(s) if s == "manual" => {
+                        format!("{what}: directory_id {key} belongs to a manual user, which a sync never touches")
+                    }
+                    _ => format!("{what}: no directory user with directory_id {key}"),
+                }))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            async fn users(&self) -> Result<Vec<MfaUser>> {
+                let rows = sqlx::query(&self.sql.select_users).fetch_all(&self.pool).await?;
+                let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
+                let mut keyed: Vec<(String, MfaUser)> =
+                    users.drain(..).map(|u| (u.username.to_lowercase(), u)).collect();
+                keyed.sort_by(|(la, a), (lb, b)| la.cmp(lb).then_with(|| a.username.cmp(&b.username)));
+                Ok(keyed.into_iter().map(|(_, u)| u).collect())
+            }
+
+            async fn insert_user(&self, user: &MfaUser) -> Result<()> {
+                let at = now()?;
+                let lower = user.username.to_lowercase();
+                let sql = self.sql.insert_users(1);
+                let mut tx = self.begin().await?;
+                bind_user!(sqlx::query(&sql), user, lower.as_str(), at.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| map_unique(e, &format!("insert {}", user.username)))?;
+                let row = AuditRow {
+                    action: "insert",
+                    actor: ACTOR_ADMIN,
+                    username: Some(&user.username),
+                    directory_id: user.directory_id.as_deref(),
+                    before: None,
+                    after: Some($crate::common::user_json(user)?),
+                    detail: None,
+                };
+                self.write_audit(&mut tx, &[row], &at).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn apply(&self, changes: &[Change], watermark: Option<&Watermark>) -> Result<()> {
+                validate(changes)?;
+                let at = now()?;
+                let audit = changes.iter().map(AuditRow::for_change).collect::<Result<Vec<_>>>()?;
+                let mut tx = self.begin().await?;
+                let mut i = 0;
+                while i < changes.len() {
+                    let ch = &changes[i];
+                    if ch.action == Action::Create {
+                        let run = changes[i..]
+                            .iter()
+                            .take_while(|c| c.action == Action::Create)
+                            .count();
+                        self.create_users(&mut tx, &changes[i..i + run], &at).await?;
+                        i += run;
+                    } else {
+                        let key = $crate::common::change_key(ch).unwrap_or_default();
+                        self.change_user(&mut tx, ch, key, &at).await?;
+                        i += 1;
+                    }
+                }
+                self.write_audit(&mut tx, &audit, &at).await?;
+                if let Some(w) = watermark {
+                    sqlx::query(
+                        "INSERT INTO watermark (id, kind, server, value, items_fingerprint, updated_at) \
+                         VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET \
+                         kind = excluded.kind, server = excluded.server, value = excluded.value, \
+                         items_fingerprint = excluded.items_fingerprint, updated_at = excluded.updated_at",
+                    )
+                    .bind(w.kind.as_str())
+                    .bind(w.server.as_str())
+                    .bind(w.value.as_slice())
+                    .bind(w.items_fingerprint.as_str())
+                    .bind(at.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn watermark(&self) -> Result<Option<Watermark>> {
+                let row = sqlx::query(
+                    "SELECT kind, server, value, items_fingerprint FROM watermark WHERE id = 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| {
+                    Ok(Watermark {
+                        kind: r.try_get("kind")?,
+                        server: r.try_get("server")?,
+                        value: r.try_get("value")?,
+                        items_fingerprint: r.try_get("items_fingerprint")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn put_config(&self, toml: &str) -> Result<i64> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                sqlx::query("UPDATE config_versions SET active = FALSE WHERE active")
+                    .execute(&mut *tx)
+                    .await?;
+                let version: i64 = sqlx::query_scalar(
+                    "INSERT INTO config_versions (version, created_at, toml, active) \
+                     SELECT COALESCE(MAX(version), 0) + 1, $1, $2, TRUE FROM config_versions \
+                     RETURNING version",
+                )
+                .bind(at.as_str())
+                .bind(toml)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| map_unique(e, "store configuration"))?;
+                let detail = format!("config version {version}");
+                let row = AuditRow {
+                    action: "config",
+                    actor: ACTOR_ADMIN,
+                    username: None,
+                    directory_id: None,
+                    before: None,
+                    after: None,
+                    detail: Some(&detail),
+                };
+                self.write_audit(&mut tx, &[row], &at).await?;
+                tx.commit().await?;
+                Ok(version)
+            }
+
+            async fn active_config(&self) -> Result<Option<ConfigVersion>> {
+                let row = sqlx::query(
+                    "SELECT version, created_at, toml FROM config_versions WHERE active",
+                )
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(config_from_row).transpose()
+            }
+
+            async fn config_versions(&self) -> Result<Vec<ConfigVersion>> {
+                let rows = sqlx::query(
+                    "SELECT version, created_at, toml FROM config_versions ORDER BY version DESC",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(config_from_row).collect()
+            }
+
+            async fn run_started(&self, mode: &str) -> Result<i64> {
+                let at = now()?;
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO sync_runs (started_at, mode) VALUES ($1, $2) RETURNING id",
+                )
+                .bind(at.as_str())
+                .bind(mode)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(id)
+            }
+
+            async fn run_finished(&self, run: &SyncRun) -> Result<()> {
+                let finished = match &run.finished_at {
+                    Some(t) => t.clone(),
+                    None => now()?,
+                };
+                let done = sqlx::query(
+                    "UPDATE sync_runs SET finished_at = $1, created = $2, updated = $3, \
+                     enabled = $4, disabled = $5, removed = $6, unchanged = $7, error = $8 \
+                     WHERE id = $9",
+                )
+                .bind(finished.as_str())
+                .bind(run.created)
+                .bind(run.updated)
+                .bind(run.enabled)
+                .bind(run.disabled)
+                .bind(run.removed)
+                .bind(run.unchanged)
+                .bind(run.error.as_deref())
+                .bind(run.id)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::Conflict(format!("no sync run with id {}", run.id)));
+                }
+                Ok(())
+            }
+
+            async fn runs(&self, limit: i64) -> Result<Vec<SyncRun>> {
+                let rows = sqlx::query(
+                    "SELECT id, started_at, finished_at, mode, created, updated, enabled, \
+                     disabled, removed, unchanged, error FROM sync_runs ORDER BY id DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(run_from_row).collect()
+            }
+
+            async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>> {
+                let rows = sqlx::query(&self.sql.select_audit)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(AuditEntry {
+                            id: r.try_get("id")?,
+                            at: r.try_get("at")?,
+                            actor: r.try_get("actor")?,
+                            action: r.try_get("action")?,
+                            username: r.try_get("username")?,
+                            directory_id: r.try_get("directory_id")?,
+                            before: parse_json(r.try_get("before_json")?)?,
+                            after: parse_json(r.try_get("after_json")?)?,
+                            detail: r.try_get("detail")?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+pub(crate) use impl_store;

@@ -1,0 +1,60 @@
+//! The PostgreSQL store, for installations that keep the MFA user database on a
+//! shared server. Same schema and behaviour as SQLite (migrations/postgres),
+//! audit before/after kept as JSONB; the `Store` implementation is shared (see
+//! `common.rs`).
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::common::Sql;
+
+/// How long to wait for a connection, and for a lock held by another session.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The MFA user database in PostgreSQL.
+pub struct PgStore {
+    pool: PgPool,
+    sql: Sql,
+}
+
+fn migrator() -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(vec![Migration::new(
+            1,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("../migrations/postgres/0001_init.sql")),
+            false,
+        )]),
+        ..Migrator::DEFAULT
+    }
+}
+
+impl PgStore {
+    /// Connect to `url` (postgres://...) and migrate the database.
+    pub async fn open(url: &str) -> crate::Result<Self> {
+        let timeout_ms = BUSY_TIMEOUT.as_millis().to_string();
+        let options =
+            PgConnectOptions::from_str(url)?.options([("lock_timeout", timeout_ms.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(PgStore {
+            pool,
+            sql: Sql::new("::jsonb", "::text"),
+        })
+    }
+
+    async fn begin(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+crate::common::impl_store!(PgStore, sqlx::Postgres);
