@@ -1,1 +1,23 @@
+//! Directory access for mfasync: connections to a list of servers with
+//! failover, bind types, TLS (LDAPS, StartTLS, a private CA), capability
+//! detection from the RootDSE, paged searches (or batches under a size limit
+//! when paging is unavailable), range retrieval and Attribute Scoped Queries.
+//!
+//! Architecture invariant: no password ever appears in an error, a log line
+//! or a `Debug` output of this crate; binds are described by their DN only.
 
+mod client;
+mod error;
+mod proto;
+
+pub use client::{connect, test, Client, Scope, Supports, TestReport, TestStep};
+pub use error::{LdapError, ServerFailure};
+pub use proto::{Capabilities, Vendor};
+
+/// Control and capability OIDs, for callers that build their own requests.
+pub mod oids {
+    pub use crate::proto::{
+        OID_AD_CAPABILITY as AD_CAPABILITY, OID_ASQ as ASQ, OID_DIRSYNC as DIRSYNC,
+        OID_PAGED as PAGED_RESULTS, OID_SYNCREPL as SYNCREPL,
+    };
+}

@@ -1,0 +1,1293 @@
+//! Connections with failover, binds, TLS, the RootDSE, and searches (paged,
+//! or split into batches under a size limit).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ldap3::controls::RawControl;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, SearchOptions};
+use mfasync_core::config::{Bind, BindType, Directory};
+use mfasync_core::escape::filter_value;
+use mfasync_core::Entry;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::error::{LdapError, ServerFailure};
+use crate::proto::{
+    asq_control, paged_control, paged_cookie, parse_entry, parse_range, rootdse_attrs,
+    Capabilities, Vendor, OID_PAGED,
+};
+
+/// Search scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Base,
+    OneLevel,
+    Subtree,
+}
+
+impl From<Scope> for ldap3::Scope {
+    fn from(s: Scope) -> Self {
+        match s {
+            Scope::Base => ldap3::Scope::Base,
+            Scope::OneLevel => ldap3::Scope::OneLevel,
+            Scope::Subtree => ldap3::Scope::Subtree,
+        }
+    }
+}
+
+/// The steps of connecting, as reported by [`test`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Connect,
+    Tls,
+    Bind,
+    RootDse,
+}
+
+impl Step {
+    fn as_str(self) -> &'static str {
+        match self {
+            Step::Connect => "connect",
+            Step::Tls => "tls",
+            Step::Bind => "bind",
+            Step::RootDse => "rootdse",
+        }
+    }
+}
+
+/// The seed's "Test" button result (`mfasync directory test --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TestReport {
+    pub ok: bool,
+    pub server: String,
+    pub vendor: Vendor,
+    pub steps: Vec<TestStep>,
+    pub supports: Supports,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestStep {
+    /// connect | tls | bind | rootdse
+    pub step: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Supports {
+    pub paged_results: bool,
+    pub dirsync: bool,
+    pub attribute_scoped_query: bool,
+    pub syncrepl: bool,
+    pub usn: bool,
+}
+
+impl From<&Capabilities> for Supports {
+    fn from(c: &Capabilities) -> Self {
+        Supports {
+            paged_results: c.paged_results,
+            dirsync: c.dirsync,
+            attribute_scoped_query: c.attribute_scoped_query,
+            syncrepl: c.syncrepl,
+            usn: c.usn,
+        }
+    }
+}
+
+/// One server URL, split.
+#[derive(Debug, Clone)]
+struct Target {
+    url: String,
+    host: String,
+    port: u16,
+    ldaps: bool,
+}
+
+fn parse_target(url: &str) -> Result<Target, String> {
+    let (ldaps, rest) = if let Some(r) = url.strip_prefix("ldaps://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("ldap://") {
+        (false, r)
+    } else {
+        return Err(format!("{url:?} must start with ldap:// or ldaps://"));
+    };
+    let hostport = rest.split('/').next().unwrap_or_default();
+    let default_port = if ldaps { 636 } else { 389 };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unterminated IPv6 address"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port"))?,
+            None => default_port,
+        };
+        (h.to_string(), port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse().map_err(|_| format!("{url:?}: bad port"))?,
+            ),
+            None => (hostport.to_string(), default_port),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    Ok(Target {
+        url: url.to_string(),
+        host,
+        port,
+        ldaps,
+    })
+}
+
+fn timeout_of(dir: &Directory) -> Duration {
+    Duration::from_secs(u64::from(dir.timeout_seconds.max(1)))
+}
+
+/// Settings that cannot work, found before any connection.
+fn precheck(dir: &Directory, bind: &Bind, password: Option<&str>) -> Result<(), (Step, LdapError)> {
+    if bind.kind == BindType::Windows {
+        return Err((
+            Step::Bind,
+            LdapError::Unsupported(
+                "bind type \"windows\" (Kerberos) is not supported yet; use simple or ssl".into(),
+            ),
+        ));
+    }
+    if dir.servers.is_empty() {
+        return Err((
+            Step::Connect,
+            LdapError::Config("no LDAP servers configured (directory.servers is empty)".into()),
+        ));
+    }
+    if matches!(bind.kind, BindType::Simple | BindType::Ssl) {
+        let kind = bind.kind.as_str();
+        if bind.dn.trim().is_empty() {
+            return Err((
+                Step::Bind,
+                LdapError::Config(format!("bind type {kind} needs a bind DN")),
+            ));
+        }
+        if password.map_or(true, str::is_empty) {
+            return Err((
+                Step::Bind,
+                LdapError::Config(format!(
+                    "bind type {kind} needs a non-empty password for {:?} (an empty password is an anonymous bind on Active Directory)",
+                    bind.dn
+                )),
+            ));
+        }
+    }
+    if bind.kind == BindType::Ssl && !dir.starttls {
+        if let Some(plain) = dir.servers.iter().find(|s| !s.starts_with("ldaps://")) {
+            return Err((
+                Step::Tls,
+                LdapError::Config(format!(
+                    "bind type ssl needs ldaps:// or starttls = true (server {plain} is plain ldap://)"
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Split a PEM file into its certificates.
+fn pem_certificates(pem: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(b) = rest.find(BEGIN) {
+        let after = &rest[b..];
+        match after.find(END) {
+            Some(e) => {
+                out.push(after[..e + END.len()].to_string());
+                rest = &after[e + END.len()..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// The TLS connector for these settings; `None` when no server uses TLS.
+fn tls_connector(dir: &Directory) -> Result<Option<native_tls::TlsConnector>, LdapError> {
+    let any_tls = dir.starttls || dir.servers.iter().any(|s| s.starts_with("ldaps://"));
+    if !any_tls {
+        return Ok(None);
+    }
+    let mut b = native_tls::TlsConnector::builder();
+    if let Some(path) = dir.tls_ca_file.as_deref().filter(|p| !p.is_empty()) {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| LdapError::Config(format!("tls_ca_file {path}: cannot read: {e}")))?;
+        let certs = pem_certificates(&pem);
+        if certs.is_empty() {
+            return Err(LdapError::Config(format!(
+                "tls_ca_file {path}: no PEM certificate (-----BEGIN CERTIFICATE-----) found"
+            )));
+        }
+        for c in certs {
+            let cert = native_tls::Certificate::from_pem(c.as_bytes()).map_err(|e| {
+                LdapError::Config(format!("tls_ca_file {path}: bad certificate: {e}"))
+            })?;
+            b.add_root_certificate(cert);
+        }
+    }
+    if !dir.tls_verify {
+        b.danger_accept_invalid_certs(true);
+        b.danger_accept_invalid_hostnames(true);
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| LdapError::Config(format!("cannot set up TLS: {e}")))
+}
+
+fn rc_name(rc: u32) -> &'static str {
+    match rc {
+        1 => "operations error",
+        2 => "protocol error",
+        3 => "time limit exceeded",
+        4 => "size limit exceeded",
+        7 => "auth method not supported",
+        8 => "stronger authentication required",
+        10 => "referral",
+        11 => "administrative limit exceeded",
+        12 => "unavailable critical extension",
+        13 => "confidentiality required",
+        32 => "no such object",
+        34 => "invalid DN syntax",
+        48 => "inappropriate authentication",
+        49 => "invalid credentials",
+        50 => "insufficient access rights",
+        51 => "busy",
+        52 => "unavailable",
+        53 => "unwilling to perform",
+        80 => "other",
+        87 => "filter error",
+        _ => "error",
+    }
+}
+
+fn result_message(r: &LdapResult) -> String {
+    let text = r.text.trim();
+    if text.is_empty() {
+        rc_name(r.rc).to_string()
+    } else {
+        format!("{}: {text}", rc_name(r.rc))
+    }
+}
+
+fn op_error(server: &str, op: &str, r: &LdapResult) -> LdapError {
+    LdapError::Operation {
+        server: server.to_string(),
+        op: op.to_string(),
+        code: r.rc,
+        message: result_message(r),
+    }
+}
+
+/// An ldap3 error during `op`, as ours.
+fn map_err(server: &str, op: &str, timeout: Duration, e: ldap3::LdapError) -> LdapError {
+    let server = server.to_string();
+    match e {
+        ldap3::LdapError::Timeout { .. } => LdapError::Timeout {
+            server,
+            op: op.to_string(),
+            seconds: timeout.as_secs(),
+        },
+        ldap3::LdapError::LdapResult { result } => op_error(&server, op, &result),
+        ldap3::LdapError::FilterParsing => LdapError::Operation {
+            server,
+            op: op.to_string(),
+            code: 87,
+            message: "invalid search filter".into(),
+        },
+        ldap3::LdapError::NativeTLS { source } => LdapError::Tls {
+            server,
+            reason: source.to_string(),
+        },
+        ldap3::LdapError::Io { source } => LdapError::Connect {
+            server,
+            reason: format!("{op}: {source}"),
+        },
+        ldap3::LdapError::EndOfStream
+        | ldap3::LdapError::OpSend { .. }
+        | ldap3::LdapError::ResultRecv { .. }
+        | ldap3::LdapError::IdScrubSend { .. } => LdapError::Connect {
+            server,
+            reason: format!("connection closed during {op}"),
+        },
+        other => LdapError::Protocol {
+            server,
+            message: format!("{op}: {other}"),
+        },
+    }
+}
+
+type Sink<'a> = &'a mut (dyn FnMut(Entry) + Send);
+
+/// One search request; entries go to `on_entry`, continuation references are
+/// skipped. Returns the final result (whatever its code) for the caller to judge.
+#[allow(clippy::too_many_arguments)]
+async fn run_search(
+    ldap: &mut Ldap,
+    server: &str,
+    timeout: Duration,
+    base: &str,
+    scope: Scope,
+    filter: &str,
+    attrs: &[String],
+    controls: Vec<RawControl>,
+    sizelimit: i32,
+    on_entry: Sink<'_>,
+) -> Result<LdapResult, LdapError> {
+    let op = format!("search of {base:?} for {filter}");
+    ldap.with_timeout(timeout);
+    ldap.with_search_options(SearchOptions::new().sizelimit(sizelimit));
+    if !controls.is_empty() {
+        ldap.with_controls(controls);
+    }
+    let mut stream = ldap
+        .streaming_search(base, scope.into(), filter, attrs.to_vec())
+        .await
+        .map_err(|e| map_err(server, &op, timeout, e))?;
+    loop {
+        match stream.next().await {
+            Ok(Some(re)) => {
+                if re.is_ref() || re.is_intermediate() {
+                    continue;
+                }
+                match parse_entry(re) {
+                    Some(e) => on_entry(e),
+                    None => {
+                        let _ = stream.finish().await;
+                        return Err(LdapError::Protocol {
+                            server: server.to_string(),
+                            message: format!("{op}: malformed search result entry"),
+                        });
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = stream.finish().await;
+                return Err(map_err(server, &op, timeout, e));
+            }
+        }
+    }
+    Ok(stream.finish().await)
+}
+
+async fn do_simple_bind(
+    ldap: &mut Ldap,
+    server: &str,
+    timeout: Duration,
+    dn: &str,
+    password: &str,
+) -> Result<(), LdapError> {
+    let op = format!("bind as {dn:?}");
+    let res = ldap
+        .with_timeout(timeout)
+        .simple_bind(dn, password)
+        .await
+        .map_err(|e| map_err(server, &op, timeout, e))?;
+    match res.rc {
+        0 => Ok(()),
+        49 => Err(LdapError::InvalidCredentials {
+            server: server.to_string(),
+            dn: dn.to_string(),
+            detail: res.text.trim().to_string(),
+        }),
+        rc => Err(LdapError::Bind {
+            server: server.to_string(),
+            dn: dn.to_string(),
+            code: rc,
+            message: result_message(&res),
+        }),
+    }
+}
+
+/// Whether the whole server list should be abandoned after this error.
+fn is_fatal(e: &LdapError) -> bool {
+    matches!(
+        e,
+        LdapError::InvalidCredentials { .. } | LdapError::Config(_) | LdapError::Unsupported(_)
+    )
+}
+
+/// The message of `e` without the leading "server: ".
+fn reason_of(server: &str, e: &LdapError) -> String {
+    let s = e.to_string();
+    s.strip_prefix(&format!("{server}: "))
+        .map(str::to_string)
+        .unwrap_or(s)
+}
+
+type Attempt = (Vec<TestStep>, Result<Client, (Step, LdapError)>);
+
+/// Connect, TLS, bind and RootDSE on one server, recording each step.
+async fn attempt(
+    t: &Target,
+    dir: &Directory,
+    bind: &Bind,
+    password: Option<&str>,
+    connector: Option<&native_tls::TlsConnector>,
+) -> Attempt {
+    let timeout = timeout_of(dir);
+    let server = t.url.as_str();
+    let mut steps = Vec::new();
+    let fail = |mut steps: Vec<TestStep>, step: Step, e: LdapError| -> Attempt {
+        steps.push(TestStep {
+            step: step.as_str().into(),
+            ok: false,
+            detail: e.to_string(),
+        });
+        (steps, Err((step, e)))
+    };
+    let ok = |steps: &mut Vec<TestStep>, step: Step, detail: String| {
+        steps.push(TestStep {
+            step: step.as_str().into(),
+            ok: true,
+            detail,
+        })
+    };
+
+    // 1. TCP
+    match tokio::time::timeout(timeout, TcpStream::connect((t.host.as_str(), t.port))).await {
+        Err(_) => {
+            let e = LdapError::Timeout {
+                server: server.into(),
+                op: format!("TCP connection to {}:{}", t.host, t.port),
+                seconds: timeout.as_secs(),
+            };
+            return fail(steps, Step::Connect, e);
+        }
+        Ok(Err(err)) => {
+            let e = LdapError::Connect {
+                server: server.into(),
+                reason: format!("{}:{}: {err}", t.host, t.port),
+            };
+            return fail(steps, Step::Connect, e);
+        }
+        Ok(Ok(s)) => {
+            drop(s);
+            ok(
+                &mut steps,
+                Step::Connect,
+                format!("TCP connection to {}:{} established", t.host, t.port),
+            );
+        }
+    }
+
+    // 2. LDAP connection, with TLS when asked
+    let starttls = dir.starttls && !t.ldaps;
+    let use_tls = t.ldaps || starttls;
+    let mut settings = LdapConnSettings::new().set_conn_timeout(timeout);
+    if let Some(c) = connector {
+        settings = settings.set_connector(c.clone());
+    }
+    if starttls {
+        settings = settings.set_starttls(true);
+    }
+    let tls_what = if t.ldaps { "LDAPS" } else { "StartTLS" };
+    let (conn, mut ldap) = match LdapConnAsync::with_settings(settings, &t.url).await {
+        Ok(x) => x,
+        Err(err) => {
+            let (step, op) = if use_tls {
+                (Step::Tls, format!("{tls_what} handshake"))
+            } else {
+                (Step::Connect, "connection".to_string())
+            };
+            let e = match map_err(server, &op, timeout, err) {
+                LdapError::Operation {
+                    server, message, ..
+                } if starttls => LdapError::Tls {
+                    server,
+                    reason: format!("the server refused StartTLS: {message}"),
+                },
+                LdapError::Connect { server, reason } if use_tls => {
+                    LdapError::Tls { server, reason }
+                }
+                LdapError::Protocol { server, message } if use_tls => LdapError::Tls {
+                    server,
+                    reason: message,
+                },
+                e => e,
+            };
+            return fail(steps, step, e);
+        }
+    };
+    let log_server = t.url.clone();
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.drive().await {
+            tracing::debug!(server = %log_server, error = %e, "LDAP connection ended");
+        }
+    });
+    ok(
+        &mut steps,
+        Step::Tls,
+        if use_tls {
+            format!(
+                "{tls_what} established; server certificate {}",
+                if dir.tls_verify {
+                    "verified"
+                } else {
+                    "NOT verified (tls_verify = false)"
+                }
+            )
+        } else {
+            "not used (plain ldap:// without StartTLS)".to_string()
+        },
+    );
+
+    // Dropping the handle would leave the driver running until the server closes.
+    let abort = |driver: JoinHandle<()>| driver.abort();
+
+    // 3. bind
+    match bind.kind {
+        BindType::Anonymous => ok(&mut steps, Step::Bind, "anonymous (no bind)".into()),
+        BindType::Simple | BindType::Ssl => {
+            let pw = password.unwrap_or_default();
+            match do_simple_bind(&mut ldap, server, timeout, &bind.dn, pw).await {
+                Ok(()) => ok(
+                    &mut steps,
+                    Step::Bind,
+                    format!(
+                        "simple bind as {:?}{}",
+                        bind.dn,
+                        if use_tls {
+                            " over TLS"
+                        } else {
+                            " (password sent unencrypted)"
+                        }
+                    ),
+                ),
+                Err(e) => {
+                    abort(driver);
+                    return fail(steps, Step::Bind, e);
+                }
+            }
+        }
+        BindType::Windows => {
+            abort(driver);
+            return fail(
+                steps,
+                Step::Bind,
+                LdapError::Unsupported(
+                    "bind type \"windows\" (Kerberos) is not supported yet; use simple or ssl"
+                        .into(),
+                ),
+            );
+        }
+    }
+
+    // 4. RootDSE
+    let mut root = None;
+    let res = run_search(
+        &mut ldap,
+        server,
+        timeout,
+        "",
+        Scope::Base,
+        "(objectClass=*)",
+        &rootdse_attrs(),
+        Vec::new(),
+        0,
+        &mut |e| {
+            root.get_or_insert(e);
+        },
+    )
+    .await;
+    let root = match res {
+        Ok(r) if r.rc == 0 => root.unwrap_or_default(),
+        Ok(r) => {
+            abort(driver);
+            return fail(steps, Step::RootDse, op_error(server, "RootDSE read", &r));
+        }
+        Err(e) => {
+            abort(driver);
+            return fail(steps, Step::RootDse, e);
+        }
+    };
+    let caps = Capabilities::from_rootdse(&root);
+    let base_dn = if !dir.base_dn.trim().is_empty() {
+        dir.base_dn.trim().to_string()
+    } else if let Some(d) = caps.default_naming_context.clone() {
+        d
+    } else {
+        caps.naming_contexts.first().cloned().unwrap_or_default()
+    };
+    let vendor = match caps.vendor {
+        Vendor::ActiveDirectory => "Active Directory",
+        Vendor::OpenLdap => "OpenLDAP",
+        Vendor::Other => "other LDAP server",
+    };
+    ok(
+        &mut steps,
+        Step::RootDse,
+        format!(
+            "{vendor}{}; base DN {:?}{}",
+            caps.dns_host_name
+                .as_deref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default(),
+            base_dn,
+            if dir.base_dn.trim().is_empty() {
+                " (from the RootDSE)"
+            } else {
+                ""
+            }
+        ),
+    );
+    let paging = caps.paged_results;
+    let client = Client {
+        ldap,
+        driver,
+        server: t.url.clone(),
+        caps,
+        base_dn,
+        timeout,
+        size_limit: dir.query_size_limit.max(1),
+        paging,
+        split_attr: String::new(),
+    };
+    (steps, Ok(client))
+}
+
+/// Connect to the servers of `dir` in order (later ones are backups), bind
+/// as `bind` with `password`, read the RootDSE.
+///
+/// A server that is down, refuses, times out or fails TLS is skipped (with a
+/// warning). Invalid credentials end the attempt at once: the account is the
+/// same on every server.
+pub async fn connect(
+    dir: &Directory,
+    bind: &Bind,
+    password: Option<&str>,
+) -> Result<Client, LdapError> {
+    precheck(dir, bind, password).map_err(|(_, e)| e)?;
+    let connector = tls_connector(dir)?;
+    let mut failures = Vec::new();
+    for url in &dir.servers {
+        let target = match parse_target(url) {
+            Ok(t) => t,
+            Err(m) => {
+                failures.push(ServerFailure {
+                    server: url.clone(),
+                    step: Step::Connect.as_str().into(),
+                    reason: m,
+                });
+                continue;
+            }
+        };
+        let (_, res) = attempt(&target, dir, bind, password, connector.as_ref()).await;
+        match res {
+            Ok(c) => {
+                if !failures.is_empty() {
+                    tracing::info!(server = %url, "using backup directory server");
+                }
+                return Ok(c);
+            }
+            Err((step, e)) => {
+                if is_fatal(&e) {
+                    return Err(e);
+                }
+                tracing::warn!(server = %url, step = step.as_str(), error = %e, "directory server failed; trying the next one");
+                failures.push(ServerFailure {
+                    server: url.clone(),
+                    step: step.as_str().into(),
+                    reason: reason_of(url, &e),
+                });
+            }
+        }
+    }
+    Err(LdapError::AllServersFailed(failures))
+}
+
+/// The seed's "Test" button: connect, TLS, bind and RootDSE as separate
+/// steps. Servers are tried in order like [`connect`]; the report is of the
+/// first that works, else of the last failure.
+pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestReport {
+    let first = dir.servers.first().cloned().unwrap_or_default();
+    let failed = |server: String, step: Step, e: &LdapError| TestReport {
+        ok: false,
+        server,
+        vendor: Vendor::Other,
+        steps: vec![TestStep {
+            step: step.as_str().into(),
+            ok: false,
+            detail: e.to_string(),
+        }],
+        supports: Supports::default(),
+    };
+    if let Err((step, e)) = precheck(dir, bind, password) {
+        return failed(first, step, &e);
+    }
+    let connector = match tls_connector(dir) {
+        Ok(c) => c,
+        Err(e) => return failed(first, Step::Tls, &e),
+    };
+    let mut last = None;
+    for url in &dir.servers {
+        let target = match parse_target(url) {
+            Ok(t) => t,
+            Err(m) => {
+                last = Some(failed(url.clone(), Step::Connect, &LdapError::Config(m)));
+                continue;
+            }
+        };
+        let (mut steps, res) = attempt(&target, dir, bind, password, connector.as_ref()).await;
+        match res {
+            Ok(mut client) => {
+                let base = client.base_dn.clone();
+                let mut ok = true;
+                if !base.is_empty() {
+                    match client.read(&base, &["1.1".to_string()]).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            ok = false;
+                            steps.push(TestStep {
+                                step: Step::RootDse.as_str().into(),
+                                ok: false,
+                                detail: format!("base DN {base:?} does not exist on {url}"),
+                            });
+                        }
+                        Err(e) => {
+                            ok = false;
+                            steps.push(TestStep {
+                                step: Step::RootDse.as_str().into(),
+                                ok: false,
+                                detail: format!("cannot read the base DN {base:?}: {e}"),
+                            });
+                        }
+                    }
+                }
+                let report = TestReport {
+                    ok,
+                    server: url.clone(),
+                    vendor: client.caps.vendor,
+                    steps,
+                    supports: Supports::from(&client.caps),
+                };
+                client.unbind().await;
+                return report;
+            }
+            Err((_, e)) => {
+                last = Some(TestReport {
+                    ok: false,
+                    server: url.clone(),
+                    vendor: Vendor::Other,
+                    steps,
+                    supports: Supports::default(),
+                });
+                if is_fatal(&e) {
+                    break;
+                }
+            }
+        }
+    }
+    last.unwrap_or_else(|| {
+        failed(
+            first,
+            Step::Connect,
+            &LdapError::Config("no LDAP servers configured".into()),
+        )
+    })
+}
+
+/// Characters used to split a search that exceeds the size limit: a search
+/// on prefix `p` becomes one search per `p` + character, plus a catch-all
+/// for values that continue with anything else (or end at `p`).
+const SPLIT_ALPHABET: &[char] = &[
+    'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's',
+    't', 'u', 'v', 'w', 'x', 'y', 'z', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ' ', '-',
+    '.', '_', '\'', '@', ',', '&', '+', '#', '$', '!', '~', '=', '%',
+];
+const MAX_SPLIT_DEPTH: usize = 64;
+
+fn dn_key(dn: &str) -> String {
+    dn.to_lowercase()
+}
+
+fn parenthesized(filter: &str) -> String {
+    let f = filter.trim();
+    if f.starts_with('(') {
+        f.to_string()
+    } else {
+        format!("({f})")
+    }
+}
+
+/// A connection bound and ready, with the server's capabilities.
+pub struct Client {
+    ldap: Ldap,
+    driver: JoinHandle<()>,
+    server: String,
+    caps: Capabilities,
+    base_dn: String,
+    timeout: Duration,
+    size_limit: u32,
+    paging: bool,
+    /// Attribute used to split searches into batches; empty = by vendor.
+    split_attr: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.server)
+            .field("vendor", &self.caps.vendor)
+            .field("base_dn", &self.base_dn)
+            .field("paging", &self.paging)
+            .finish()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+enum PagedEnd {
+    Complete,
+    /// The server applied a size limit to the paged search too.
+    LimitExceeded,
+}
+
+impl Client {
+    /// URL of the server in use.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Base DN to use: `dir.base_dn` if set, else the RootDSE's
+    /// defaultNamingContext, else its first namingContext (empty if none).
+    pub fn base_dn(&self) -> &str {
+        &self.base_dn
+    }
+
+    /// Use (or stop using) the paged results control; it is only used when
+    /// the server announces it.
+    pub fn set_paging(&mut self, on: bool) {
+        self.paging = on;
+    }
+
+    /// The attribute whose value prefixes split a search into batches when
+    /// paging is not available (default: `name` on Active Directory, `cn`
+    /// elsewhere).
+    pub fn set_split_attribute(&mut self, attr: &str) {
+        self.split_attr = attr.to_string();
+    }
+
+    fn split_attribute(&self) -> String {
+        if !self.split_attr.is_empty() {
+            self.split_attr.clone()
+        } else if self.caps.vendor == Vendor::ActiveDirectory {
+            "name".into()
+        } else {
+            "cn".into()
+        }
+    }
+
+    fn page_size(&self) -> i32 {
+        i32::try_from(self.size_limit.clamp(1, 1000)).unwrap_or(1000)
+    }
+
+    /// Search, calling `f` for every entry without holding them all in
+    /// memory (only their DNs, to never return one twice). Paged when the
+    /// server supports it; otherwise in batches that each stay under the size
+    /// limit. A failed or timed-out search is an error, never a partial result.
+    /// Returns the number of entries.
+    pub async fn search_each(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[String],
+        f: &mut (dyn FnMut(Entry) + Send),
+    ) -> Result<usize, LdapError> {
+        self.search_with(base, scope, filter, attrs, Vec::new(), f)
+            .await
+    }
+
+    async fn search_with(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[String],
+        controls: Vec<RawControl>,
+        f: &mut (dyn FnMut(Entry) + Send),
+    ) -> Result<usize, LdapError> {
+        let filter = parenthesized(filter);
+        let mut seen = HashSet::new();
+        if self.paging && self.caps.paged_results {
+            match self
+                .paged(base, scope, &filter, attrs, &controls, &mut seen, f)
+                .await?
+            {
+                PagedEnd::Complete => return Ok(seen.len()),
+                PagedEnd::LimitExceeded => tracing::warn!(
+                    server = %self.server,
+                    %base,
+                    %filter,
+                    "the server limits paged searches too; continuing in batches"
+                ),
+            }
+        }
+        self.batched(base, scope, &filter, attrs, &controls, &mut seen, f)
+            .await?;
+        Ok(seen.len())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn paged(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[String],
+        controls: &[RawControl],
+        seen: &mut HashSet<String>,
+        f: &mut (dyn FnMut(Entry) + Send),
+    ) -> Result<PagedEnd, LdapError> {
+        let size = self.page_size();
+        let mut cookie = Vec::new();
+        let op = format!("paged search of {base:?} for {filter}");
+        loop {
+            let mut ctrls = controls.to_vec();
+            ctrls.push(paged_control(size, std::mem::take(&mut cookie)));
+            let res = run_search(
+                &mut self.ldap,
+                &self.server,
+                self.timeout,
+                base,
+                scope,
+                filter,
+                attrs,
+                ctrls,
+                0,
+                &mut |e: Entry| {
+                    if seen.insert(dn_key(&e.dn)) {
+                        f(e)
+                    }
+                },
+            )
+            .await?;
+            match res.rc {
+                0 => {}
+                4 | 11 => return Ok(PagedEnd::LimitExceeded),
+                _ => return Err(op_error(&self.server, &op, &res)),
+            }
+            let Some(ctrl) = res.ctrls.iter().find(|c| c.1.ctype == OID_PAGED) else {
+                // The server ignored the (non-critical) control: that was everything.
+                return Ok(PagedEnd::Complete);
+            };
+            cookie = ctrl
+                .1
+                .val
+                .as_deref()
+                .and_then(paged_cookie)
+                .ok_or_else(|| LdapError::Protocol {
+                    server: self.server.clone(),
+                    message: format!("{op}: malformed paged results response control"),
+                })?;
+            if cookie.is_empty() {
+                return Ok(PagedEnd::Complete);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn batched(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[String],
+        controls: &[RawControl],
+        seen: &mut HashSet<String>,
+        f: &mut (dyn FnMut(Entry) + Send),
+    ) -> Result<(), LdapError> {
+        let attr = self.split_attribute();
+        let limit = i32::try_from(self.size_limit).unwrap_or(i32::MAX);
+        // (filter, prefix; None = the original search, catch-all?)
+        let mut queue: Vec<(String, Option<String>, bool)> =
+            vec![(filter.to_string(), None, false)];
+        let mut searches = 0usize;
+        while let Some((flt, prefix, catch_all)) = queue.pop() {
+            searches += 1;
+            let res = run_search(
+                &mut self.ldap,
+                &self.server,
+                self.timeout,
+                base,
+                scope,
+                &flt,
+                attrs,
+                controls.to_vec(),
+                limit,
+                &mut |e: Entry| {
+                    if seen.insert(dn_key(&e.dn)) {
+                        f(e)
+                    }
+                },
+            )
+            .await?;
+            let op = format!("search of {base:?} for {flt}");
+            match res.rc {
+                0 => continue,
+                4 | 11 => {}
+                _ => return Err(op_error(&self.server, &op, &res)),
+            }
+            let p = prefix.unwrap_or_default();
+            if catch_all || p.chars().count() >= MAX_SPLIT_DEPTH {
+                return Err(LdapError::Operation {
+                    server: self.server.clone(),
+                    op,
+                    code: res.rc,
+                    message: format!(
+                        "more than the size limit ({limit}) of entries match, and they cannot be split further by {attr} prefixes; raise the server's size limit or enable paging"
+                    ),
+                });
+            }
+            tracing::debug!(server = %self.server, prefix = %p, "size limit exceeded; splitting the search");
+            let mut ors = String::new();
+            for c in SPLIT_ALPHABET {
+                let np = format!("{p}{c}");
+                let cond = format!("({attr}={}*)", filter_value(&np));
+                ors.push_str(&cond);
+                queue.push((format!("(&{filter}{cond})"), Some(np), false));
+            }
+            let catch = if p.is_empty() {
+                format!("(&{filter}(!(|{ors})))")
+            } else {
+                format!("(&{filter}({attr}={}*)(!(|{ors})))", filter_value(&p))
+            };
+            queue.push((catch, Some(p), true));
+        }
+        tracing::debug!(server = %self.server, searches, entries = seen.len(), "batched search done");
+        Ok(())
+    }
+
+    /// Like [`Client::search_each`], collecting the entries.
+    pub async fn search_all(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[String],
+    ) -> Result<Vec<Entry>, LdapError> {
+        let mut out = Vec::new();
+        self.search_each(base, scope, filter, attrs, &mut |e| out.push(e))
+            .await?;
+        Ok(out)
+    }
+
+    /// Read one entry (base scope); `Ok(None)` when it does not exist.
+    pub async fn read(&mut self, dn: &str, attrs: &[String]) -> Result<Option<Entry>, LdapError> {
+        let mut found = None;
+        let res = run_search(
+            &mut self.ldap,
+            &self.server,
+            self.timeout,
+            dn,
+            Scope::Base,
+            "(objectClass=*)",
+            attrs,
+            Vec::new(),
+            0,
+            &mut |e| {
+                found.get_or_insert(e);
+            },
+        )
+        .await?;
+        match res.rc {
+            0 => Ok(found),
+            32 => Ok(None),
+            _ => Err(op_error(&self.server, &format!("read of {dn:?}"), &res)),
+        }
+    }
+
+    /// All values of a multi-valued attribute, with range retrieval (Active
+    /// Directory returns `member;range=0-1499` and expects `member;range=1500-*`
+    /// next). Also works when the server returns the plain attribute.
+    /// `Ok(None)` when the entry does not exist.
+    pub async fn read_all_values(
+        &mut self,
+        dn: &str,
+        attr: &str,
+    ) -> Result<Option<Vec<String>>, LdapError> {
+        let attr_l = attr.to_ascii_lowercase();
+        let mut values = Vec::new();
+        let mut start: u64 = 0;
+        let mut plain_tried = false;
+        loop {
+            let request = if start == 0 && plain_tried {
+                attr.to_string()
+            } else {
+                format!("{attr};range={start}-*")
+            };
+            let Some(entry) = self.read(dn, &[request]).await? else {
+                return if start == 0 {
+                    Ok(None)
+                } else {
+                    Ok(Some(values))
+                };
+            };
+            let mut found = false;
+            let mut next = None;
+            for (name, vals) in &entry.attrs {
+                let range = parse_range(name, &attr_l);
+                if name != &attr_l && range.is_none() {
+                    continue;
+                }
+                found = true;
+                values.extend(vals.iter().map(|v| String::from_utf8_lossy(v).into_owned()));
+                if let Some((lo, Some(hi))) = range {
+                    if lo != start || hi < lo {
+                        return Err(LdapError::Protocol {
+                            server: self.server.clone(),
+                            message: format!(
+                                "range retrieval of {attr} on {dn:?}: asked from {start}, got {name}"
+                            ),
+                        });
+                    }
+                    next = Some(hi + 1);
+                }
+            }
+            match next {
+                Some(n) => start = n,
+                None if !found && start == 0 && !plain_tried => plain_tried = true,
+                None => return Ok(Some(values)),
+            }
+        }
+    }
+
+    /// Attribute Scoped Query: the entries referenced by `attr` (e.g.
+    /// "member") of `dn` that match `filter`. Paged when supported.
+    pub async fn asq_each(
+        &mut self,
+        dn: &str,
+        attr: &str,
+        filter: &str,
+        attrs: &[String],
+        f: &mut (dyn FnMut(Entry) + Send),
+    ) -> Result<usize, LdapError> {
+        if !self.caps.attribute_scoped_query {
+            return Err(LdapError::Unsupported(format!(
+                "{}: the server does not support attribute scoped queries (control 1.2.840.113556.1.4.1504)",
+                self.server
+            )));
+        }
+        self.search_with(dn, Scope::Base, filter, attrs, vec![asq_control(attr)], f)
+            .await
+    }
+
+    /// Bind again on this connection as another DN (password checks). An
+    /// empty DN or password is refused (it would be an anonymous bind). After
+    /// a failed bind the connection is anonymous.
+    pub async fn simple_bind(&mut self, dn: &str, password: &str) -> Result<(), LdapError> {
+        if dn.trim().is_empty() || password.is_empty() {
+            return Err(LdapError::InvalidCredentials {
+                server: self.server.clone(),
+                dn: dn.to_string(),
+                detail: "empty DN or password refused (it would be an anonymous bind)".into(),
+            });
+        }
+        do_simple_bind(&mut self.ldap, &self.server, self.timeout, dn, password).await
+    }
+
+    /// Unbind and close the connection.
+    pub async fn unbind(mut self) {
+        if let Err(e) = self.ldap.unbind().await {
+            tracing::debug!(server = %self.server, error = %e, "unbind failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = parse_target("ldaps://dc1.example.com").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.ldaps),
+            ("dc1.example.com", 636, true)
+        );
+        let t = parse_target("ldap://127.0.0.1:3389/").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.ldaps),
+            ("127.0.0.1", 3389, false)
+        );
+        let t = parse_target("ldap://[::1]:1389").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((t.host.as_str(), t.port), ("::1", 1389));
+        assert!(parse_target("http://x").is_err());
+        assert!(parse_target("ldap://x:notaport").is_err());
+    }
+
+    #[test]
+    fn pem_splitting() {
+        let pem = "junk\n-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n";
+        let c = pem_certificates(pem);
+        assert_eq!(c.len(), 2);
+        assert!(c[1].contains("BBB"));
+    }
+
+    #[test]
+    fn prechecks() {
+        let mut dir = Directory {
+            servers: vec!["ldap://127.0.0.1:1".into()],
+            ..Directory::default()
+        };
+        let mut bind = Bind {
+            kind: BindType::Simple,
+            dn: "cn=a,dc=b".into(),
+            ..Bind::default()
+        };
+        let err = |dir: &Directory, bind: &Bind, pw| {
+            precheck(dir, bind, pw).err().map(|(_, e)| e.to_string())
+        };
+        assert!(err(&dir, &bind, Some(""))
+            .unwrap_or_default()
+            .contains("non-empty password"));
+        assert!(err(&dir, &bind, None)
+            .unwrap_or_default()
+            .contains("non-empty password"));
+        assert_eq!(err(&dir, &bind, Some("x")), None);
+        bind.kind = BindType::Ssl;
+        assert!(err(&dir, &bind, Some("x"))
+            .unwrap_or_default()
+            .contains("bind type ssl needs ldaps:// or starttls = true"));
+        dir.starttls = true;
+        assert_eq!(err(&dir, &bind, Some("x")), None);
+        bind.kind = BindType::Windows;
+        assert_eq!(
+            err(&dir, &bind, Some("x")).unwrap_or_default(),
+            "bind type \"windows\" (Kerberos) is not supported yet; use simple or ssl"
+        );
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[allow(dead_code)]
+    async fn futures_are_send(c: &mut Client, dir: &Directory, bind: &Bind) {
+        let attrs = Vec::new();
+        let mut f = |_e: Entry| {};
+        assert_send(&c.search_each("", Scope::Base, "(x=*)", &attrs, &mut f));
+        assert_send(&c.read_all_values("", "member"));
+        assert_send(&connect(dir, bind, None));
+        assert_send(&test(dir, bind, None));
+    }
+}

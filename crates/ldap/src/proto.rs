@@ -1,0 +1,288 @@
+//! Wire-level helpers that never panic on what the server sends: entry
+//! parsing, control values, RootDSE interpretation, range options.
+
+use ldap3::asn1::{
+    parse_tag, ASNTag, OctetString, Sequence, StructureTag, Tag, TagClass, Types, PL,
+};
+use ldap3::controls::RawControl;
+use ldap3::ResultEntry;
+use mfasync_core::Entry;
+use serde::Serialize;
+
+pub const OID_PAGED: &str = "1.2.840.113556.1.4.319";
+pub const OID_DIRSYNC: &str = "1.2.840.113556.1.4.841";
+pub const OID_ASQ: &str = "1.2.840.113556.1.4.1504";
+pub const OID_SYNCREPL: &str = "1.3.6.1.4.1.4203.1.9.1.1";
+pub const OID_AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
+
+/// Which directory product answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Vendor {
+    /// Active Directory (or a Samba AD DC, which announces the same capability).
+    ActiveDirectory,
+    #[serde(rename = "openldap")]
+    OpenLdap,
+    Other,
+}
+
+/// What the server supports, read from its RootDSE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    pub vendor: Vendor,
+    pub paged_results: bool,
+    pub dirsync: bool,
+    pub attribute_scoped_query: bool,
+    pub syncrepl: bool,
+    pub usn: bool,
+    pub default_naming_context: Option<String>,
+    pub naming_contexts: Vec<String>,
+    pub highest_committed_usn: Option<u64>,
+    pub dns_host_name: Option<String>,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            vendor: Vendor::Other,
+            paged_results: false,
+            dirsync: false,
+            attribute_scoped_query: false,
+            syncrepl: false,
+            usn: false,
+            default_naming_context: None,
+            naming_contexts: Vec::new(),
+            highest_committed_usn: None,
+            dns_host_name: None,
+        }
+    }
+}
+
+/// Attributes requested from the RootDSE.
+pub fn rootdse_attrs() -> Vec<String> {
+    [
+        "*",
+        "+",
+        "supportedControl",
+        "supportedCapabilities",
+        "supportedExtension",
+        "defaultNamingContext",
+        "namingContexts",
+        "highestCommittedUSN",
+        "dnsHostName",
+        "vendorName",
+        "vendorVersion",
+        "objectClass",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+impl Capabilities {
+    pub fn from_rootdse(e: &Entry) -> Capabilities {
+        let has = |attr: &str, v: &str| {
+            e.strs(attr)
+                .iter()
+                .any(|x| x.trim().eq_ignore_ascii_case(v))
+        };
+        let controls = |oid: &str| has("supportedControl", oid);
+        let vendor = if has("supportedCapabilities", OID_AD_CAPABILITY) {
+            Vendor::ActiveDirectory
+        } else if has("objectClass", "OpenLDAProotDSE") || controls(OID_SYNCREPL) {
+            Vendor::OpenLdap
+        } else {
+            Vendor::Other
+        };
+        let highest_committed_usn = e
+            .first_str("highestCommittedUSN")
+            .and_then(|s| s.parse::<u64>().ok());
+        Capabilities {
+            vendor,
+            paged_results: controls(OID_PAGED),
+            dirsync: controls(OID_DIRSYNC),
+            attribute_scoped_query: controls(OID_ASQ),
+            syncrepl: controls(OID_SYNCREPL),
+            usn: e.first_str("highestCommittedUSN").is_some(),
+            default_naming_context: e.first_str("defaultNamingContext"),
+            naming_contexts: e
+                .strs("namingContexts")
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            highest_committed_usn,
+            dns_host_name: e.first_str("dnsHostName"),
+        }
+    }
+}
+
+/// A search result entry as an [`Entry`]; `None` when the message is not a
+/// well-formed SearchResultEntry.
+pub fn parse_entry(re: ResultEntry) -> Option<Entry> {
+    let mut tags = re.0.match_id(4)?.expect_constructed()?.into_iter();
+    let dn = String::from_utf8(tags.next()?.expect_primitive()?).ok()?;
+    let mut entry = Entry::new(dn);
+    for a_v in tags.next()?.expect_constructed()? {
+        let mut parts = a_v.expect_constructed()?.into_iter();
+        let name = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
+        let slot = entry.attrs.entry(name.to_ascii_lowercase()).or_default();
+        for v in parts.next()?.expect_constructed()? {
+            slot.push(v.expect_primitive()?);
+        }
+    }
+    Some(entry)
+}
+
+fn encode(tag: Tag) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::with_capacity(64);
+    // Encoding into a growable buffer cannot fail.
+    let _ = ldap3::asn1::write::encode_into(&mut buf, tag.into_structure());
+    buf.to_vec()
+}
+
+/// Request value of the paged results control (RFC 2696).
+pub fn paged_control(size: i32, cookie: Vec<u8>) -> RawControl {
+    let val = encode(Tag::Sequence(Sequence {
+        inner: vec![
+            Tag::Integer(ldap3::asn1::Integer {
+                inner: i64::from(size),
+                ..Default::default()
+            }),
+            Tag::OctetString(OctetString {
+                inner: cookie,
+                ..Default::default()
+            }),
+        ],
+        ..Default::default()
+    }));
+    RawControl {
+        ctype: OID_PAGED.to_string(),
+        crit: false,
+        val: Some(val),
+    }
+}
+
+/// The cookie of a paged results response control; `None` when malformed.
+pub fn paged_cookie(val: &[u8]) -> Option<Vec<u8>> {
+    let (_, tag) = parse_tag(val).ok()?;
+    let tag = tag
+        .match_class(TagClass::Universal)?
+        .match_id(Types::Sequence as u64)?;
+    let mut parts = tag.expect_constructed()?.into_iter();
+    let _size = parts.next()?;
+    match parts.next()? {
+        StructureTag {
+            payload: PL::P(cookie),
+            ..
+        } => Some(cookie),
+        _ => None,
+    }
+}
+
+/// Attribute Scoped Query request control: SEQUENCE { sourceAttribute OCTET STRING }.
+pub fn asq_control(attr: &str) -> RawControl {
+    let val = encode(Tag::Sequence(Sequence {
+        inner: vec![Tag::OctetString(OctetString {
+            inner: attr.as_bytes().to_vec(),
+            ..Default::default()
+        })],
+        ..Default::default()
+    }));
+    RawControl {
+        ctype: OID_ASQ.to_string(),
+        crit: true,
+        val: Some(val),
+    }
+}
+
+/// A returned attribute name of a range retrieval: `member;range=0-1499` ->
+/// `Some((0, Some(1499)))`, `member;range=1500-*` -> `Some((1500, None))`.
+pub fn parse_range(returned: &str, attr: &str) -> Option<(u64, Option<u64>)> {
+    let lower = returned.to_ascii_lowercase();
+    let attr = attr.to_ascii_lowercase();
+    let rest = lower.strip_prefix(&attr)?.strip_prefix(';')?;
+    let spec = rest.split(';').find_map(|opt| opt.strip_prefix("range="))?;
+    let (lo, hi) = spec.split_once('-')?;
+    let lo = lo.parse().ok()?;
+    let hi = if hi == "*" {
+        None
+    } else {
+        Some(hi.parse().ok()?)
+    };
+    Some((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asq_control_value_is_a_sequence_of_one_octet_string() {
+        let c = asq_control("member");
+        assert_eq!(c.ctype, "1.2.840.113556.1.4.1504");
+        assert!(c.crit);
+        assert_eq!(
+            c.val.as_deref(),
+            Some(&[0x30, 0x08, 0x04, 0x06, b'm', b'e', b'm', b'b', b'e', b'r'][..])
+        );
+    }
+
+    #[test]
+    fn paged_control_round_trips_cookie() {
+        let c = paged_control(1000, vec![1, 2, 3]);
+        let v = c.val.unwrap_or_default();
+        assert_eq!(
+            v,
+            vec![0x30, 0x09, 0x02, 0x02, 0x03, 0xe8, 0x04, 0x03, 1, 2, 3]
+        );
+        assert_eq!(paged_cookie(&v), Some(vec![1, 2, 3]));
+        assert_eq!(paged_cookie(&[0x30]), None);
+        assert_eq!(paged_cookie(&[]), None);
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_range("member;range=0-1499", "member"),
+            Some((0, Some(1499)))
+        );
+        assert_eq!(
+            parse_range("Member;Range=1500-*", "member"),
+            Some((1500, None))
+        );
+        assert_eq!(parse_range("member", "member"), None);
+        assert_eq!(parse_range("memberOf;range=0-*", "member"), None);
+    }
+
+    #[test]
+    fn vendor_detection() {
+        let ad = Entry::new("")
+            .with(
+                "supportedCapabilities",
+                &["1.2.840.113556.1.4.800", "1.2.840.113556.1.4.1670"],
+            )
+            .with("supportedControl", &[OID_PAGED, OID_DIRSYNC, OID_ASQ])
+            .with("highestCommittedUSN", &["12345"])
+            .with("defaultNamingContext", &["DC=example,DC=com"]);
+        let c = Capabilities::from_rootdse(&ad);
+        assert_eq!(c.vendor, Vendor::ActiveDirectory);
+        assert!(c.paged_results && c.dirsync && c.attribute_scoped_query && c.usn && !c.syncrepl);
+        assert_eq!(c.highest_committed_usn, Some(12345));
+        assert_eq!(
+            c.default_naming_context.as_deref(),
+            Some("DC=example,DC=com")
+        );
+        let ol = Entry::new("").with("objectClass", &["top", "OpenLDAProotDSE"]);
+        assert_eq!(Capabilities::from_rootdse(&ol).vendor, Vendor::OpenLdap);
+        assert_eq!(
+            Capabilities::from_rootdse(&Entry::new("")).vendor,
+            Vendor::Other
+        );
+        assert_eq!(
+            serde_json::to_string(&[Vendor::ActiveDirectory, Vendor::OpenLdap, Vendor::Other])
+                .unwrap_or_default(),
+            r#"["active-directory","openldap","other"]"#
+        );
+    }
+}
