@@ -1,0 +1,679 @@
+//! The store contract: every case runs once against SQLite (a file in a temp
+//! dir) and once against PostgreSQL (a fresh database per test).
+//!
+//! PostgreSQL: the server URL comes from `MFASYNC_TEST_PG` (e.g.
+//! `postgres://postgres@127.0.0.1:55432/postgres`); each test creates its own
+//! database on it. Without that variable the PostgreSQL cases fail (set
+//! `MFASYNC_TEST_PG_SKIP=1` to skip them knowingly).
+//!
+//! The 100,000-create timing cases are `#[ignore]`d: run them with
+//! `cargo test -p mfasync-store --release --test contract -- --ignored --nocapture`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use mfasync_core::plan::{Action, Change};
+use mfasync_core::user::Source;
+use mfasync_core::MfaUser;
+use mfasync_store::{PgStore, SqliteStore, Store, StoreError, SyncRun, Watermark};
+
+// ---------------------------------------------------------------- harness
+
+async fn sqlite_store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mfa.db");
+    let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+    (dir, store)
+}
+
+/// A fresh, empty database on the test PostgreSQL server; None when skipped.
+async fn pg_store() -> Option<PgStore> {
+    let base = match std::env::var("MFASYNC_TEST_PG") {
+        Ok(url) => url,
+        Err(_) if std::env::var_os("MFASYNC_TEST_PG_SKIP").is_some() => {
+            eprintln!("MFASYNC_TEST_PG_SKIP set: PostgreSQL contract case skipped");
+            return None;
+        }
+        Err(_) => panic!(
+            "set MFASYNC_TEST_PG=postgres://USER@HOST:PORT/DB to run the PostgreSQL \
+             contract cases (or MFASYNC_TEST_PG_SKIP=1 to skip them)"
+        ),
+    };
+    use sqlx::Connection as _;
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    let name = format!("mfasync_store_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{prefix}/{name}");
+    Some(PgStore::open(&url).await.unwrap())
+}
+
+/// Declare contract cases: each `async fn name(s: &dyn Store)` becomes
+/// `sqlite::name` and `postgres::name`.
+macro_rules! contract {
+    ($( $(#[$attr:meta])* $name:ident ),* $(,)?) => {
+        mod sqlite {
+            $(
+                $(#[$attr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (_dir, store) = super::sqlite_store().await;
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                $(#[$attr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(store) = super::pg_store().await else { return };
+                    super::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    empty_store,
+    insert_and_read_back_every_field,
+    users_are_ordered_by_username,
+    username_unique_case_insensitively,
+    directory_id_unique,
+    apply_creates_updates_enables_disables_removes,
+    apply_with_a_bad_change_commits_nothing,
+    apply_failure_in_a_late_create_chunk_commits_nothing,
+    watermark_set_and_replaced_with_changes,
+    config_versions_newest_active,
+    sync_runs,
+    audit_records_before_and_after,
+    many_creates_cross_chunk_boundaries,
+    #[ignore]
+    hundred_thousand_creates,
+);
+
+// ---------------------------------------------------------------- helpers
+
+fn dir_user(name: &str, id: &str) -> MfaUser {
+    MfaUser {
+        username: name.to_string(),
+        directory_id: Some(id.to_string()),
+        dn: Some(format!("CN={name},OU=Staff,DC=example,DC=com")),
+        email: Some(format!("{name}@example.com")),
+        enabled: true,
+        sync_item: Some("OU=Staff,DC=example,DC=com".to_string()),
+        source: Source::Directory,
+        ..MfaUser::default()
+    }
+}
+
+fn manual_user(name: &str) -> MfaUser {
+    MfaUser {
+        username: name.to_string(),
+        enabled: true,
+        source: Source::Manual,
+        ..MfaUser::default()
+    }
+}
+
+/// A user with every field set, to distinct and partly non-ASCII values.
+fn full_user() -> MfaUser {
+    let mut u = MfaUser {
+        username: "jürgen.øyvind".to_string(),
+        enabled: false,
+        source: Source::Directory,
+        ..MfaUser::default()
+    };
+    let names: Vec<&str> = u.text_fields().iter().map(|(n, _)| *n).collect();
+    for (i, name) in names.into_iter().enumerate() {
+        *u.text_field_mut(name).unwrap() = Some(format!("{name}-{i} Ünïcødé 東京 😀 'quote\" ,;"));
+    }
+    u.directory_id = Some("0f8fad5b-d9cb-469f-a165-70867728950e".to_string());
+    u.primary_phone = Some("+15551234567".to_string());
+    u
+}
+
+fn create(u: &MfaUser) -> Change {
+    Change {
+        action: Action::Create,
+        user: u.clone(),
+        before: None,
+        fields: vec![],
+        reason: None,
+    }
+}
+
+fn change(action: Action, before: &MfaUser, after: &MfaUser) -> Change {
+    Change {
+        action,
+        user: after.clone(),
+        before: Some(before.clone()),
+        fields: before.diff_fields(after),
+        reason: Some("test".to_string()),
+    }
+}
+
+fn remove(u: &MfaUser) -> Change {
+    Change {
+        action: Action::Remove,
+        user: u.clone(),
+        before: Some(u.clone()),
+        fields: vec![],
+        reason: Some("no longer in the directory".to_string()),
+    }
+}
+
+fn wm(value: &str) -> Watermark {
+    Watermark {
+        kind: "dirsync".to_string(),
+        server: "dc1.example.com".to_string(),
+        value: value.as_bytes().to_vec(),
+        items_fingerprint: "fp-1".to_string(),
+    }
+}
+
+fn sorted(mut users: Vec<MfaUser>) -> Vec<MfaUser> {
+    users.sort_by(|a, b| {
+        a.username
+            .to_lowercase()
+            .cmp(&b.username.to_lowercase())
+            .then_with(|| a.username.cmp(&b.username))
+    });
+    users
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z`
+fn is_rfc3339_utc(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && t.ends_with('Z')
+        && t[..4].chars().all(|c| c.is_ascii_digit())
+}
+
+fn is_conflict<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Conflict(_)))
+}
+
+// ---------------------------------------------------------------- cases
+
+async fn empty_store(s: &dyn Store) {
+    assert!(s.users().await.unwrap().is_empty());
+    assert_eq!(s.watermark().await.unwrap(), None);
+    assert_eq!(s.active_config().await.unwrap(), None);
+    assert!(s.config_versions().await.unwrap().is_empty());
+    assert!(s.runs(10).await.unwrap().is_empty());
+    assert!(s.audit(10).await.unwrap().is_empty());
+    // An empty plan without a watermark is a no-op.
+    s.apply(&[], None).await.unwrap();
+    assert!(s.users().await.unwrap().is_empty());
+    assert_eq!(s.watermark().await.unwrap(), None);
+}
+
+async fn insert_and_read_back_every_field(s: &dyn Store) {
+    let full = full_user();
+    let bare = MfaUser {
+        username: "bare".to_string(),
+        ..MfaUser::default()
+    };
+    let manual = manual_user("Ünïcødé-manual");
+    for u in [&full, &bare, &manual] {
+        s.insert_user(u).await.unwrap();
+    }
+    let got = s.users().await.unwrap();
+    assert_eq!(got, sorted(vec![full.clone(), bare, manual]));
+    // every text field really came back set
+    let f = got.iter().find(|u| u.username == full.username).unwrap();
+    assert!(f.text_fields().iter().all(|(_, v)| v.is_some()));
+    assert!(!f.enabled);
+    // insert_user is audited
+    let audit = s.audit(10).await.unwrap();
+    assert_eq!(audit.len(), 3);
+    assert!(audit
+        .iter()
+        .all(|a| a.action == "insert" && a.before.is_none()));
+}
+
+async fn users_are_ordered_by_username(s: &dyn Store) {
+    for (n, id) in [("carol", "3"), ("Bob", "2"), ("alice", "1"), ("Émile", "4")] {
+        s.insert_user(&dir_user(n, id)).await.unwrap();
+    }
+    let names: Vec<String> = s
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["alice", "Bob", "carol", "Émile"]);
+}
+
+async fn username_unique_case_insensitively(s: &dyn Store) {
+    s.insert_user(&manual_user("Alice")).await.unwrap();
+    assert!(is_conflict(&s.insert_user(&manual_user("ALICE")).await));
+    assert!(is_conflict(
+        &s.insert_user(&dir_user("alice", "id-a")).await
+    ));
+    s.insert_user(&manual_user("Ärger")).await.unwrap();
+    assert!(is_conflict(&s.insert_user(&manual_user("äRGER")).await));
+    // through apply too, and nothing of that plan is kept
+    let r = s
+        .apply(
+            &[
+                create(&dir_user("bob", "id-b")),
+                create(&dir_user("aLiCe", "id-c")),
+            ],
+            None,
+        )
+        .await;
+    assert!(is_conflict(&r), "{r:?}");
+    // two creates of the same plan colliding with each other
+    let r = s
+        .apply(
+            &[
+                create(&dir_user("dave", "id-d")),
+                create(&dir_user("DAVE", "id-e")),
+            ],
+            None,
+        )
+        .await;
+    assert!(is_conflict(&r), "{r:?}");
+    let names: Vec<String> = s
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["Alice", "Ärger"]);
+}
+
+async fn directory_id_unique(s: &dyn Store) {
+    s.insert_user(&dir_user("alice", "guid-1")).await.unwrap();
+    assert!(is_conflict(
+        &s.insert_user(&dir_user("bob", "guid-1")).await
+    ));
+    assert!(is_conflict(
+        &s.apply(&[create(&dir_user("bob", "guid-1"))], None).await
+    ));
+    // several users without a directory_id are fine
+    s.insert_user(&manual_user("m1")).await.unwrap();
+    s.insert_user(&manual_user("m2")).await.unwrap();
+    assert_eq!(s.users().await.unwrap().len(), 3);
+}
+
+async fn apply_creates_updates_enables_disables_removes(s: &dyn Store) {
+    let a = dir_user("alice", "id-a");
+    let b = dir_user("bob", "id-b");
+    let mut c = dir_user("carol", "id-c");
+    c.enabled = false;
+    let d = dir_user("dave", "id-d");
+    let m = manual_user("manual");
+    s.insert_user(&m).await.unwrap();
+    s.apply(&[create(&a), create(&b), create(&c), create(&d)], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.users().await.unwrap(),
+        vec![a.clone(), b.clone(), c.clone(), d.clone(), m.clone()]
+    );
+
+    // update (incl. a rename and a field set to NULL), enable, disable, remove
+    let mut a2 = a.clone();
+    a2.username = "Alice.Smith".to_string();
+    a2.email = None;
+    a2.mobile_phone = Some("+4915112345678".to_string());
+    let mut c2 = c.clone();
+    c2.enabled = true;
+    let mut b2 = b.clone();
+    b2.enabled = false;
+    s.apply(
+        &[
+            change(Action::Update, &a, &a2),
+            change(Action::Enable, &c, &c2),
+            change(Action::Disable, &b, &b2),
+            remove(&d),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.users().await.unwrap(),
+        vec![a2.clone(), b2.clone(), c2.clone(), m.clone()]
+    );
+
+    // a directory_id change: the row is found by before.directory_id
+    let mut a3 = a2.clone();
+    a3.directory_id = Some("id-a-new".to_string());
+    s.apply(&[change(Action::Update, &a2, &a3)], None)
+        .await
+        .unwrap();
+    assert_eq!(s.users().await.unwrap(), vec![a3, b2, c2, m]);
+}
+
+async fn apply_with_a_bad_change_commits_nothing(s: &dyn Store) {
+    let a = dir_user("alice", "id-a");
+    let mut m = manual_user("manny");
+    m.directory_id = Some("id-m".to_string());
+    s.insert_user(&m).await.unwrap();
+    s.apply(&[create(&a)], Some(&wm("w1"))).await.unwrap();
+    let users0 = s.users().await.unwrap();
+    let audit0 = s.audit(100).await.unwrap();
+
+    let mut a2 = a.clone();
+    a2.email = Some("new@example.com".to_string());
+    let mut m_as_dir = m.clone();
+    m_as_dir.source = Source::Directory;
+    m_as_dir.enabled = false;
+    let bad_plans: Vec<(&str, Vec<Change>)> = vec![
+        (
+            "update of a manual user",
+            vec![
+                create(&dir_user("bob", "id-b")),
+                change(Action::Update, &a, &a2),
+                change(Action::Disable, &m_as_dir, &m_as_dir),
+            ],
+        ),
+        (
+            "remove of a manual user",
+            vec![change(Action::Update, &a, &a2), remove(&m)],
+        ),
+        (
+            "create with a taken username",
+            vec![
+                change(Action::Update, &a, &a2),
+                create(&dir_user("MANNY", "id-x")),
+            ],
+        ),
+        (
+            "update of a missing row",
+            vec![
+                create(&dir_user("bob", "id-b")),
+                change(
+                    Action::Update,
+                    &dir_user("zed", "id-z"),
+                    &dir_user("zed", "id-z"),
+                ),
+            ],
+        ),
+        (
+            "remove of a missing row",
+            vec![
+                change(Action::Update, &a, &a2),
+                remove(&dir_user("zed", "id-z")),
+            ],
+        ),
+        (
+            "update renaming onto a taken username",
+            vec![
+                create(&dir_user("bob", "id-b")),
+                change(Action::Update, &a, &dir_user("Manny", "id-a")),
+            ],
+        ),
+        (
+            "create of a manual user",
+            vec![create(&dir_user("bob", "id-b")), create(&manual_user("mo"))],
+        ),
+    ];
+    for (what, plan) in bad_plans {
+        let r = s.apply(&plan, Some(&wm("w2"))).await;
+        assert!(r.is_err(), "{what}: {r:?}");
+        assert_eq!(s.users().await.unwrap(), users0, "{what}");
+        assert_eq!(s.watermark().await.unwrap(), Some(wm("w1")), "{what}");
+        assert_eq!(s.audit(100).await.unwrap(), audit0, "{what}");
+    }
+}
+
+async fn apply_failure_in_a_late_create_chunk_commits_nothing(s: &dyn Store) {
+    s.insert_user(&manual_user("taken")).await.unwrap();
+    let mut plan: Vec<Change> = (0..1200)
+        .map(|i| create(&dir_user(&format!("u{i:05}"), &format!("id-{i}"))))
+        .collect();
+    plan.push(create(&dir_user("Taken", "id-taken")));
+    let r = s.apply(&plan, Some(&wm("w"))).await;
+    assert!(is_conflict(&r), "{r:?}");
+    assert_eq!(s.users().await.unwrap(), vec![manual_user("taken")]);
+    assert_eq!(s.watermark().await.unwrap(), None);
+    assert_eq!(s.audit(10).await.unwrap().len(), 1);
+}
+
+async fn watermark_set_and_replaced_with_changes(s: &dyn Store) {
+    let a = dir_user("alice", "id-a");
+    s.apply(&[create(&a)], Some(&wm("cookie-1"))).await.unwrap();
+    assert_eq!(s.watermark().await.unwrap(), Some(wm("cookie-1")));
+
+    let b = dir_user("bob", "id-b");
+    let mut w2 = wm("cookie-2");
+    w2.kind = "usn".to_string();
+    w2.server = "dc2.example.com".to_string();
+    w2.value = vec![0, 255, 1, 128];
+    w2.items_fingerprint = "fp-2".to_string();
+    s.apply(&[create(&b)], Some(&w2)).await.unwrap();
+    assert_eq!(s.watermark().await.unwrap(), Some(w2.clone()));
+
+    // a plan without a watermark leaves it alone; a watermark alone replaces it
+    s.apply(&[remove(&b)], None).await.unwrap();
+    assert_eq!(s.watermark().await.unwrap(), Some(w2));
+    s.apply(&[], Some(&wm("cookie-3"))).await.unwrap();
+    assert_eq!(s.watermark().await.unwrap(), Some(wm("cookie-3")));
+    assert_eq!(s.users().await.unwrap(), vec![a.clone()]);
+
+    // a failing plan keeps the old watermark
+    let r = s.apply(&[create(&a)], Some(&wm("cookie-4"))).await;
+    assert!(r.is_err());
+    assert_eq!(s.watermark().await.unwrap(), Some(wm("cookie-3")));
+}
+
+async fn config_versions_newest_active(s: &dyn Store) {
+    assert_eq!(s.put_config("a = 1\n").await.unwrap(), 1);
+    assert_eq!(s.put_config("a = 2\n").await.unwrap(), 2);
+    assert_eq!(s.put_config("a = \"ü\"\n").await.unwrap(), 3);
+    let active = s.active_config().await.unwrap().unwrap();
+    assert_eq!(active.version, 3);
+    assert_eq!(active.toml, "a = \"ü\"\n");
+    let all = s.config_versions().await.unwrap();
+    assert_eq!(all.iter().map(|c| c.version).collect::<Vec<_>>(), [3, 2, 1]);
+    assert_eq!(all[2].toml, "a = 1\n");
+    assert!(is_rfc3339_utc(&all[0].created_at), "{}", all[0].created_at);
+    let audit = s.audit(10).await.unwrap();
+    assert_eq!(audit.len(), 3);
+    assert_eq!(audit[0].action, "config");
+    assert_eq!(audit[0].detail.as_deref(), Some("config version 3"));
+}
+
+async fn sync_runs(s: &dyn Store) {
+    let r1 = s.run_started("full").await.unwrap();
+    let r2 = s.run_started("incremental").await.unwrap();
+    assert_ne!(r1, r2);
+    let runs = s.runs(10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].id, r2, "newest first");
+    assert_eq!(runs[0].finished_at, None);
+    assert_eq!(runs[1].mode, "full");
+
+    let done = SyncRun {
+        id: r1,
+        started_at: runs[1].started_at.clone(),
+        finished_at: None,
+        mode: "full".to_string(),
+        created: 5,
+        updated: 4,
+        enabled: 3,
+        disabled: 2,
+        removed: 1,
+        unchanged: 1000,
+        error: None,
+    };
+    s.run_finished(&done).await.unwrap();
+    let failed = SyncRun {
+        id: r2,
+        mode: "incremental".to_string(),
+        error: Some("LDAP server down: dc1 ✗".to_string()),
+        finished_at: Some("2026-01-02T03:04:05Z".to_string()),
+        ..done.clone()
+    };
+    s.run_finished(&failed).await.unwrap();
+    let runs = s.runs(10).await.unwrap();
+    assert_eq!(runs[0].error.as_deref(), Some("LDAP server down: dc1 ✗"));
+    assert_eq!(runs[0].finished_at.as_deref(), Some("2026-01-02T03:04:05Z"));
+    let r = &runs[1];
+    assert!(r.finished_at.is_some());
+    assert_eq!(
+        (
+            r.created,
+            r.updated,
+            r.enabled,
+            r.disabled,
+            r.removed,
+            r.unchanged
+        ),
+        (5, 4, 3, 2, 1, 1000)
+    );
+    assert_eq!(r.error, None);
+    assert_eq!(s.runs(1).await.unwrap().len(), 1);
+    assert!(s.run_finished(&SyncRun { id: 9999, ..done }).await.is_err());
+}
+
+async fn audit_records_before_and_after(s: &dyn Store) {
+    let a = dir_user("alice", "id-a");
+    let b = dir_user("bob", "id-b");
+    s.apply(&[create(&a), create(&b)], None).await.unwrap();
+    let mut a2 = a.clone();
+    a2.first_name = Some("Älice".to_string());
+    s.apply(&[change(Action::Update, &a, &a2), remove(&b)], None)
+        .await
+        .unwrap();
+    let audit = s.audit(10).await.unwrap();
+    let json = |u: &MfaUser| serde_json::to_value(u).unwrap();
+    let got: Vec<_> = audit
+        .iter()
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.actor.as_str(),
+                e.username.as_deref(),
+                e.directory_id.as_deref(),
+                e.before.clone(),
+                e.after.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "remove",
+                "sync",
+                Some("bob"),
+                Some("id-b"),
+                Some(json(&b)),
+                None
+            ),
+            (
+                "update",
+                "sync",
+                Some("alice"),
+                Some("id-a"),
+                Some(json(&a)),
+                Some(json(&a2))
+            ),
+            (
+                "create",
+                "sync",
+                Some("bob"),
+                Some("id-b"),
+                None,
+                Some(json(&b))
+            ),
+            (
+                "create",
+                "sync",
+                Some("alice"),
+                Some("id-a"),
+                None,
+                Some(json(&a))
+            ),
+        ]
+    );
+    assert_eq!(
+        audit[0].detail.as_deref(),
+        Some("no longer in the directory")
+    );
+    assert!(audit.windows(2).all(|w| w[0].id > w[1].id));
+    assert!(is_rfc3339_utc(&audit[0].at), "{}", audit[0].at);
+    assert_eq!(s.audit(2).await.unwrap().len(), 2);
+}
+
+async fn many_creates_cross_chunk_boundaries(s: &dyn Store) {
+    let users: Vec<MfaUser> = (0..2345)
+        .map(|i| {
+            let mut u = dir_user(&format!("user{i:05}"), &format!("guid-{i}"));
+            u.enabled = i % 3 != 0;
+            u
+        })
+        .collect();
+    let pre = dir_user("mid", "guid-mid");
+    s.insert_user(&pre).await.unwrap();
+    let mut pre2 = pre.clone();
+    pre2.email = None;
+    let mut plan: Vec<Change> = users.iter().map(create).collect();
+    // an update between two runs of creates
+    plan.insert(1000, change(Action::Update, &pre, &pre2));
+    s.apply(&plan, Some(&wm("x"))).await.unwrap();
+    let got = s.users().await.unwrap();
+    assert_eq!(got.len(), 2346);
+    let mut want = users.clone();
+    want.push(pre2);
+    assert_eq!(got, sorted(want));
+    let audit = s.audit(5000).await.unwrap();
+    assert_eq!(audit.len(), 2347);
+    // audit rows follow the plan's order
+    assert_eq!(audit[2345 - 1000].action, "update");
+}
+
+async fn hundred_thousand_creates(s: &dyn Store) {
+    let users: Vec<MfaUser> = (0..100_000)
+        .map(|i| {
+            let mut u = dir_user(&format!("user{i:06}"), &format!("{:032x}", i));
+            u.first_name = Some(format!("First{i}"));
+            u.last_name = Some(format!("Last{i}"));
+            u.mobile_phone = Some(format!("+1555{i:07}"));
+            u.primary_phone = u.mobile_phone.clone();
+            u
+        })
+        .collect();
+    let plan: Vec<Change> = users.iter().map(create).collect();
+    let t = Instant::now();
+    s.apply(&plan, Some(&wm("big"))).await.unwrap();
+    let apply = t.elapsed();
+    let t = Instant::now();
+    let got = s.users().await.unwrap();
+    let read = t.elapsed();
+    assert_eq!(got.len(), 100_000);
+    // and 100,000 updates (one statement each)
+    let updates: Vec<Change> = users
+        .iter()
+        .map(|u| {
+            let mut u2 = u.clone();
+            u2.enabled = false;
+            change(Action::Disable, u, &u2)
+        })
+        .collect();
+    let t = Instant::now();
+    s.apply(&updates, None).await.unwrap();
+    let update = t.elapsed();
+    eprintln!(
+        "TIMING 100000 creates: apply {apply:?}, users() {read:?}; 100000 disables: apply {update:?}"
+    );
+}
