@@ -172,7 +172,7 @@ fn precheck(dir: &Directory, bind: &Bind, password: Option<&str>) -> Result<(), 
                 LdapError::Config(format!("bind type {kind} needs a bind DN")),
             ));
         }
-        if password.map_or(true, str::is_empty) {
+        if matches!(password, None | Some("")) {
             return Err((
                 Step::Bind,
                 LdapError::Config(format!(
@@ -1056,13 +1056,18 @@ impl Client {
                     op,
                     code: res.rc,
                     message: format!(
-                        "more than the size limit ({limit}) of entries match, and they cannot be split further by {attr} prefixes; raise the server's size limit or enable paging"
+                        "more entries match than the size limit allows (query_size_limit {limit}, or the server's own limit), and they cannot be split further by {attr} prefixes; raise the server's size limit or enable paging"
                     ),
                 });
             }
             tracing::debug!(server = %self.server, prefix = %p, "size limit exceeded; splitting the search");
             let mut ors = String::new();
             for c in SPLIT_ALPHABET {
+                // Servers ignore leading spaces and collapse repeated ones in
+                // substring assertions: "p " then "p  " would never narrow.
+                if *c == ' ' && (p.is_empty() || p.ends_with(' ')) {
+                    continue;
+                }
                 let np = format!("{p}{c}");
                 let cond = format!("({attr}={}*)", filter_value(&np));
                 ors.push_str(&cond);
