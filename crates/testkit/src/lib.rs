@@ -1,1 +1,26 @@
+//! Test harness for mfasync: starts REAL directory servers and PostgreSQL for the tests.
+//!
+//! * [`Slapd`]: a private OpenLDAP slapd on 127.0.0.1:random port (`dc=example,dc=com`).
+//! * [`Samba`]: a Samba AD DC (`DC=mfa,DC=test`) on the standard ports of 127.0.0.1 — only inside
+//!   a private network namespace, i.e. when the tests run through `scripts/test`.
+//! * [`Postgres`] / [`shared_postgres`]: a private PostgreSQL 15 cluster.
+//! * Seed data: [`openldap_fixture`], [`openldap_bulk`], [`samba_fixture`], [`samba_bulk`].
+//!
+//! Every server is stopped (process tree killed, temp dir removed) on drop, and whatever is still
+//! running when the test binary exits (shared instances, servers kept in statics) is stopped by an
+//! `atexit` hook. Setup failures panic with the tool output / server log.
 
+mod fixtures;
+mod postgres;
+mod process;
+mod samba;
+mod slapd;
+mod util;
+
+pub use fixtures::{
+    base64, ldif_attr, openldap_bulk, openldap_fixture, samba_bulk, samba_fixture,
+};
+pub use postgres::{shared_postgres, Postgres};
+pub use samba::{Samba, SAMBA_ADMIN_DN, SAMBA_BASE_DN};
+pub use slapd::{Slapd, SLAPD_ADMIN_DN, SLAPD_BASE_DN};
+pub use util::free_port;

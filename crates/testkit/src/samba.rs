@@ -1,0 +1,338 @@
+use std::fs::{File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::process;
+use crate::util::{self, LdapTools};
+
+const NAMESPACE_HINT: &str =
+    "run the tests with scripts/test (it starts them in a private network namespace)";
+
+/// A Samba AD DC: realm `MFA.TEST`, domain `MFA`, base DN `DC=mfa,DC=test`, host `dc1.mfa.test`.
+///
+/// Listens on the standard ports (389, 636, 88, ...) of 127.0.0.1, so it only runs inside a private
+/// network namespace (`scripts/test`), as root, one instance at a time per namespace (a lock file
+/// serialises concurrent `Samba::start` calls, also across test processes).
+///
+/// Provisioned with `--use-rfc2307 --dns-backend=NONE`, `ldap server require strong auth = no`
+/// (plain simple binds on 389 work), server services `ldap cldap kdc`, and an LDAPS certificate
+/// issued by a private CA ([`Samba::ca_cert`], PEM) with subjectAltName IP:127.0.0.1,
+/// DNS:localhost, DNS:dc1.mfa.test, so rustls/native-tls accept it.
+/// Stopped (process tree killed, temp dir removed) by [`Samba::stop`] or on drop.
+pub struct Samba {
+    /// `ldap://127.0.0.1:389`
+    pub url: String,
+    /// `ldaps://127.0.0.1:636`
+    pub ldaps_url: String,
+    /// `DC=mfa,DC=test`
+    pub base_dn: String,
+    /// `CN=Administrator,CN=Users,DC=mfa,DC=test`
+    pub admin_dn: String,
+    pub admin_password: String,
+    /// `MFA.TEST`
+    pub realm: String,
+    /// `MFA` (NetBIOS domain)
+    pub domain: String,
+    /// The provision `--targetdir` (etc/smb.conf, private/sam.ldb, private/krb5.conf, log.*).
+    pub dir: PathBuf,
+    /// PEM file of the CA that issued the LDAPS certificate.
+    pub ca_cert: PathBuf,
+    tmp: Option<TempDir>,
+    child: Option<Child>,
+    // Samba runs with `-i`: it exits by itself when this pipe closes (e.g. the test process dies).
+    stdin: Option<ChildStdin>,
+    lock: Option<File>,
+}
+
+pub const SAMBA_BASE_DN: &str = "DC=mfa,DC=test";
+pub const SAMBA_ADMIN_DN: &str = "CN=Administrator,CN=Users,DC=mfa,DC=test";
+const ADMIN_PASSWORD: &str = "Adm1n!Passw0rd-MFA";
+
+fn netns_id() -> String {
+    std::fs::read_link("/proc/self/ns/net")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn check_environment() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("testkit: Samba needs root; {NAMESPACE_HINT}");
+    }
+    let init_ns = std::fs::read_link("/proc/1/ns/net")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if std::env::var_os("MFASYNC_TESTKIT_ALLOW_HOST_NETNS").is_none()
+        && !init_ns.is_empty()
+        && init_ns == netns_id()
+    {
+        panic!(
+            "testkit: refusing to start Samba on the host network namespace (it binds 127.0.0.1:389, \
+             :636, :88); {NAMESPACE_HINT}. Set MFASYNC_TESTKIT_ALLOW_HOST_NETNS=1 to override."
+        );
+    }
+}
+
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = dir.join("ca.key");
+    let ca = dir.join("ca.pem");
+    let key = dir.join("key.pem");
+    let csr = dir.join("server.csr");
+    let cert = dir.join("cert.pem");
+    let ext = dir.join("ext.cnf");
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    util::run_ok(
+        Command::new("openssl")
+            .args(["req", "-x509", "-days", "3650", "-subj", "/CN=mfasync test CA"])
+            .args(ec)
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .arg("-keyout")
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca),
+        "openssl (CA)",
+    );
+    util::run_ok(
+        Command::new("openssl")
+            .args(["req", "-subj", "/CN=dc1.mfa.test"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr),
+        "openssl (server key)",
+    );
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth\n\
+         subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:dc1.mfa.test,DNS:mfa.test\n",
+    )
+    .unwrap_or_else(|e| panic!("testkit: write {}: {e}", ext.display()));
+    util::run_ok(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "3650", "-set_serial", "2"])
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert),
+        "openssl (server cert)",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600));
+    (ca, key, cert)
+}
+
+fn acquire_lock() -> File {
+    let ns = netns_id();
+    let tag: String = ns.chars().filter(|c| c.is_ascii_digit()).collect();
+    let path = std::env::temp_dir().join(format!("mfasync-testkit-samba-{tag}.lock"));
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("testkit: open {}: {e}", path.display()));
+    // SAFETY: flock on a valid open fd; blocks until this namespace's previous Samba is gone.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    if r != 0 {
+        panic!("testkit: flock {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+    f
+}
+
+impl Samba {
+    /// Provision a fresh domain into a temp dir, start `samba` as a child, wait until LDAP answers
+    /// a simple bind as Administrator on 127.0.0.1:389, then `ldapadd` `seed_ldif` (no `-c`; any
+    /// error panics with the tool output). Panics with a hint to use `scripts/test` when not root,
+    /// on the host network namespace, or when 127.0.0.1:389 is taken.
+    pub fn start(seed_ldif: &str) -> Samba {
+        check_environment();
+        let tmp = tempfile::Builder::new()
+            .prefix("mfasync-samba-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("testkit: cannot create temp dir: {e}"));
+        let dir = tmp.path().to_path_buf();
+        let tls_dir = dir.join("tls-test");
+        std::fs::create_dir(&tls_dir)
+            .unwrap_or_else(|e| panic!("testkit: mkdir {}: {e}", tls_dir.display()));
+        let (ca, key, cert) = make_certs(&tls_dir);
+        let empty_conf = dir.join("empty.conf");
+        std::fs::write(&empty_conf, "")
+            .unwrap_or_else(|e| panic!("testkit: write {}: {e}", empty_conf.display()));
+        let d = dir.display();
+        let options = [
+            "ldap server require strong auth = no".to_string(),
+            "interfaces = lo".to_string(),
+            "bind interfaces only = yes".to_string(),
+            format!("pid directory = {d}/pid"),
+            format!("log file = {d}/log.%m"),
+            "log level = 1".to_string(),
+            "server services = ldap, cldap, kdc".to_string(),
+            "tls enabled = yes".to_string(),
+            format!("tls keyfile = {}", key.display()),
+            format!("tls certfile = {}", cert.display()),
+            format!("tls cafile = {}", ca.display()),
+        ];
+        let mut provision = Command::new("samba-tool");
+        provision
+            .args(["domain", "provision", "--use-rfc2307", "--dns-backend=NONE"])
+            .args(["--server-role=dc", "--realm=MFA.TEST", "--domain=MFA", "--host-name=dc1"])
+            .arg(format!("--adminpass={ADMIN_PASSWORD}"))
+            .arg(format!("--targetdir={d}"))
+            .arg(format!("--configfile={}", empty_conf.display()));
+        for o in &options {
+            provision.arg(format!("--option={o}"));
+        }
+        util::run_ok(&mut provision, "samba-tool domain provision");
+        // Provision silently drops some --option values from the smb.conf it writes (notably
+        // `ldap server require strong auth`), so (re)state all of them at the end of [global].
+        let smb_conf = dir.join("etc/smb.conf");
+        let conf = std::fs::read_to_string(&smb_conf)
+            .unwrap_or_else(|e| panic!("testkit: read {}: {e}", smb_conf.display()));
+        let extra: String = options.iter().map(|o| format!("\t{o}\n")).collect();
+        let global = conf.find("[global]").map(|g| g + "[global]".len());
+        let conf = match global.and_then(|g| conf[g..].find("\n[").map(|i| g + i)) {
+            Some(i) => format!("{}\n{}{}", &conf[..i], extra, &conf[i..]),
+            None => format!("{conf}\n{extra}"),
+        };
+        std::fs::write(&smb_conf, conf)
+            .unwrap_or_else(|e| panic!("testkit: write {}: {e}", smb_conf.display()));
+
+        // One Samba per network namespace at a time: the ports are fixed.
+        let lock = acquire_lock();
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", 389)) {
+            panic!(
+                "testkit: 127.0.0.1:389 is not available ({e}); Samba needs the standard LDAP ports: \
+                 {NAMESPACE_HINT}"
+            );
+        }
+
+        let log = dir.join("samba.stdout.log");
+        let log_file =
+            File::create(&log).unwrap_or_else(|e| panic!("testkit: create {}: {e}", log.display()));
+        let log_err = log_file
+            .try_clone()
+            .unwrap_or_else(|e| panic!("testkit: dup log fd: {e}"));
+        let mut child = Command::new("samba")
+            .arg("-i")
+            .arg("--no-process-group")
+            .arg("-s")
+            .arg(&smb_conf)
+            .env("KRB5_CONFIG", dir.join("private/krb5.conf"))
+            .stdin(Stdio::piped())
+            .stdout(log_file)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("testkit: cannot spawn samba: {e}"));
+        process::register(child.id(), libc::SIGTERM, Some(&dir));
+        let stdin = child.stdin.take();
+        let mut s = Samba {
+            url: "ldap://127.0.0.1:389".to_string(),
+            ldaps_url: "ldaps://127.0.0.1:636".to_string(),
+            base_dn: SAMBA_BASE_DN.to_string(),
+            admin_dn: SAMBA_ADMIN_DN.to_string(),
+            admin_password: ADMIN_PASSWORD.to_string(),
+            realm: "MFA.TEST".to_string(),
+            domain: "MFA".to_string(),
+            dir: dir.clone(),
+            ca_cert: ca,
+            tmp: Some(tmp),
+            child: None,
+            stdin,
+            lock: Some(lock),
+        };
+        let (url, admin, pw) = (s.url.clone(), s.admin_dn.clone(), s.admin_password.clone());
+        s.child = Some(child);
+        if let Some(child) = s.child.as_mut() {
+            util::wait_ready("samba", child, &log, Duration::from_secs(120), || {
+                util::output(
+                    Command::new("ldapsearch")
+                        .args(["-x", "-H", &url, "-D", &admin, "-w", &pw])
+                        .args(["-b", "", "-s", "base", "-o", "nettimeout=2", "dn"]),
+                )
+                .status
+                .success()
+            });
+        }
+        if !seed_ldif.trim().is_empty() {
+            s.ldapadd(seed_ldif);
+        }
+        s
+    }
+
+    fn tools(&self) -> LdapTools<'_> {
+        LdapTools {
+            url: &self.url,
+            bind_dn: &self.admin_dn,
+            password: &self.admin_password,
+            scratch: &self.dir,
+        }
+    }
+
+    /// Path of the provisioned smb.conf.
+    pub fn smb_conf(&self) -> PathBuf {
+        self.dir.join("etc/smb.conf")
+    }
+
+    /// Run `ldapadd` as Administrator (simple bind); panics with the tool output on failure.
+    pub fn ldapadd(&self, ldif: &str) {
+        self.tools().ldapadd(ldif)
+    }
+
+    /// Run `ldapmodify` as Administrator (simple bind); panics with the tool output on failure.
+    pub fn ldapmodify(&self, ldif: &str) {
+        self.tools().ldapmodify(ldif)
+    }
+
+    /// Run `ldapdelete` as Administrator (simple bind); panics with the tool output on failure.
+    pub fn ldapdelete(&self, dn: &str) {
+        self.tools().ldapdelete(dn)
+    }
+
+    /// Set (reset) a user's password with `samba-tool user setpassword` on the local sam.ldb.
+    /// The domain's default complexity rules apply (use something like `Secr3t!pass`).
+    pub fn set_password(&self, sam_account_name: &str, password: &str) {
+        util::run_ok(
+            Command::new("samba-tool")
+                .args(["user", "setpassword", sam_account_name])
+                .arg(format!("--newpassword={password}"))
+                .arg("-H")
+                .arg(self.dir.join("private/sam.ldb"))
+                .arg("-s")
+                .arg(self.smb_conf()),
+            "samba-tool user setpassword",
+        );
+    }
+
+    /// Kill the samba process tree, release the namespace lock, remove the temp dir.
+    /// Idempotent; also done on drop.
+    pub fn stop(&mut self) {
+        drop(self.stdin.take());
+        if let Some(mut c) = self.child.take() {
+            process::stop_child(&mut c, libc::SIGTERM);
+        }
+        if let Some(t) = self.tmp.take() {
+            let _ = t.close();
+        }
+        drop(self.lock.take());
+    }
+}
+
+impl Drop for Samba {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
