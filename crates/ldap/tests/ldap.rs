@@ -727,6 +727,26 @@ async fn private_slapd_size_limit_and_tls() {
     assert!(r.ok, "{r:?}");
     assert!(r.steps[1].detail.contains("NOT verified"), "{r:?}");
 
+    // --- a server that stops answering in the middle: the search is an error, not a partial result
+    let mut c = connect(&dir(&[&p.ldap_url]), &anonymous(), None)
+        .await
+        .unwrap();
+    let pid = p.child.id().to_string();
+    run(Command::new("kill").args(["-STOP", &pid]));
+    let t0 = Instant::now();
+    let res = c
+        .search_all("dc=example,dc=com", Scope::Subtree, "(objectClass=*)", &[])
+        .await;
+    run(Command::new("kill").args(["-CONT", &pid]));
+    let err = res.unwrap_err();
+    assert!(matches!(err, LdapError::Timeout { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&p.ldap_url) && err.to_string().contains("timed out"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(err.is_unavailable());
+
     // --- an unreadable CA file is a settings error
     let mut d = dir(&[&p.ldaps_url]);
     d.tls_ca_file = Some("/nonexistent/ca.pem".into());
