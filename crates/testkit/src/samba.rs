@@ -188,6 +188,7 @@ impl Samba {
         ];
         let mut provision = Command::new("samba-tool");
         provision
+            .env("TDB_NO_FSYNC", "1")
             .args(["domain", "provision", "--use-rfc2307", "--dns-backend=NONE"])
             .args(["--server-role=dc", "--realm=MFA.TEST", "--domain=MFA", "--host-name=dc1"])
             .arg(format!("--adminpass={ADMIN_PASSWORD}"))
@@ -232,6 +233,8 @@ impl Samba {
             .arg("-s")
             .arg(&smb_conf)
             .env("KRB5_CONFIG", dir.join("private/krb5.conf"))
+            // Test data only: skip fsync on every ldb/tdb transaction (as Samba's own selftest does).
+            .env("TDB_NO_FSYNC", "1")
             .stdin(Stdio::piped())
             .stdout(log_file)
             .stderr(log_err)
@@ -307,6 +310,7 @@ impl Samba {
     pub fn set_password(&self, sam_account_name: &str, password: &str) {
         util::run_ok(
             Command::new("samba-tool")
+                .env("TDB_NO_FSYNC", "1")
                 .args(["user", "setpassword", sam_account_name])
                 .arg(format!("--newpassword={password}"))
                 .arg("-H")
