@@ -108,7 +108,7 @@ impl Postgres {
                 .spawn()
                 .unwrap_or_else(|e| panic!("testkit: cannot spawn postgres: {e}"));
             // SIGQUIT = immediate shutdown: the postmaster kills its backends and exits at once.
-            process::register(child.id(), libc::SIGQUIT, Some(&dir));
+            process::register(child.id(), libc::SIGQUIT, Some(&dir), true);
             let mut pg = Postgres {
                 port,
                 dir: dir.clone(),

@@ -14,6 +14,35 @@ struct Registered {
     pid: i32,
     signal: i32,
     dir: Option<PathBuf>,
+    watchdog: Option<Child>,
+}
+
+/// A `sh` that blocks reading a pipe from us; when the pipe closes because this process died
+/// without running its exit hooks (SIGKILL, abort, timeout), it kills the server.
+fn spawn_watchdog(pid: u32, signal: i32, dir: Option<&Path>) -> Option<Child> {
+    let script = format!(
+        "cat >/dev/null; kill -{signal} \"$1\" 2>/dev/null; i=0; \
+         while kill -0 \"$1\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
+         kill -9 \"$1\" 2>/dev/null; [ -n \"$2\" ] && rm -rf \"$2\"; exit 0"
+    );
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("mfasync-testkit-watchdog")
+        .arg(pid.to_string())
+        .arg(dir.map(|d| d.as_os_str().to_owned()).unwrap_or_default())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn kill_watchdog(w: Option<Child>) {
+    if let Some(mut w) = w {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
 }
 
 static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
@@ -27,6 +56,7 @@ extern "C" fn at_exit() {
             Err(std::sync::TryLockError::WouldBlock) => return,
         };
         for e in entries {
+            kill_watchdog(e.watchdog);
             terminate_tree(e.pid, e.signal, Duration::from_secs(5));
             if let Some(dir) = e.dir {
                 let _ = std::fs::remove_dir_all(dir);
@@ -36,24 +66,40 @@ extern "C" fn at_exit() {
 }
 
 /// Register a child so it is killed (with `signal`, then SIGKILL) at process exit, and `dir` removed.
-pub(crate) fn register(pid: u32, signal: i32, dir: Option<&Path>) {
+/// With `watchdog`, a helper process also kills it if this process dies without exit hooks.
+pub(crate) fn register(pid: u32, signal: i32, dir: Option<&Path>, watchdog: bool) {
     HOOK.call_once(|| {
         // SAFETY: registering a plain extern "C" function without captured state.
         unsafe {
             libc::atexit(at_exit);
         }
     });
+    let watchdog = if watchdog { spawn_watchdog(pid, signal, dir) } else { None };
     let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     reg.push(Registered {
         pid: pid as i32,
         signal,
         dir: dir.map(Path::to_path_buf),
+        watchdog,
     });
 }
 
 pub(crate) fn unregister(pid: u32) {
-    let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-    reg.retain(|r| r.pid != pid as i32);
+    let mut removed = Vec::new();
+    {
+        let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+        let mut i = 0;
+        while i < reg.len() {
+            if reg[i].pid == pid as i32 {
+                removed.push(reg.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+    }
+    for r in removed {
+        kill_watchdog(r.watchdog);
+    }
 }
 
 /// All descendants of `pid` (children, grandchildren, ...), found through /proc.
@@ -163,9 +209,9 @@ fn is_zombie(pid: i32) -> bool {
 /// Stop a registered child: signal, wait, kill the tree, unregister.
 pub(crate) fn stop_child(child: &mut Child, signal: i32) {
     let pid = child.id();
+    unregister(pid);
     if let Ok(None) = child.try_wait() {
         terminate_tree(pid as i32, signal, Duration::from_secs(10));
     }
     let _ = child.try_wait();
-    unregister(pid);
 }

@@ -1,5 +1,6 @@
-use std::fs::{File, OpenOptions};
-use std::os::unix::io::AsRawFd;
+use std::fs::File;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub struct Samba {
     child: Option<Child>,
     // Samba runs with `-i`: it exits by itself when this pipe closes (e.g. the test process dies).
     stdin: Option<ChildStdin>,
-    lock: Option<File>,
+    lock: Option<UnixListener>,
 }
 
 pub const SAMBA_BASE_DN: &str = "DC=mfa,DC=test";
@@ -135,22 +136,24 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (ca, key, cert)
 }
 
-fn acquire_lock() -> File {
-    let ns = netns_id();
-    let tag: String = ns.chars().filter(|c| c.is_ascii_digit()).collect();
-    let path = std::env::temp_dir().join(format!("mfasync-testkit-samba-{tag}.lock"));
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("testkit: open {}: {e}", path.display()));
-    // SAFETY: flock on a valid open fd; blocks until this namespace's previous Samba is gone.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-    if r != 0 {
-        panic!("testkit: flock {}: {}", path.display(), std::io::Error::last_os_error());
+/// One Samba per network namespace: an abstract unix socket is both namespace-scoped and released
+/// automatically when its holder exits, so it serves as the lock (also across test processes).
+fn acquire_lock() -> UnixListener {
+    let addr = SocketAddr::from_abstract_name(b"mfasync-testkit-samba-lock")
+        .unwrap_or_else(|e| panic!("testkit: abstract socket address: {e}"));
+    let start = std::time::Instant::now();
+    loop {
+        match UnixListener::bind_addr(&addr) {
+            Ok(l) => return l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if start.elapsed() > Duration::from_secs(600) {
+                    panic!("testkit: waited 10 min for another Samba in this network namespace");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("testkit: cannot bind the Samba lock socket: {e}"),
+        }
     }
-    f
 }
 
 impl Samba {
@@ -240,7 +243,7 @@ impl Samba {
             .stderr(log_err)
             .spawn()
             .unwrap_or_else(|e| panic!("testkit: cannot spawn samba: {e}"));
-        process::register(child.id(), libc::SIGTERM, Some(&dir));
+        process::register(child.id(), libc::SIGTERM, Some(&dir), true);
         let stdin = child.stdin.take();
         let mut s = Samba {
             url: "ldap://127.0.0.1:389".to_string(),

@@ -109,7 +109,7 @@ overlay ppolicy
                 .stderr(log_err)
                 .spawn()
                 .unwrap_or_else(|e| panic!("testkit: cannot spawn slapd: {e}"));
-            process::register(child.id(), libc::SIGTERM, Some(d));
+            process::register(child.id(), libc::SIGTERM, Some(d), true);
             let mut s = Slapd {
                 url: format!("ldap://127.0.0.1:{port}"),
                 base_dn: SLAPD_BASE_DN.to_string(),
