@@ -10,9 +10,12 @@ mod client;
 mod error;
 mod proto;
 
-pub use client::{connect, test, Client, Scope, Supports, TestReport, TestStep};
+pub use client::{connect, test, Client, DirSyncResult, Scope, Supports, TestReport, TestStep};
 pub use error::{LdapError, ServerFailure};
-pub use proto::{Capabilities, Vendor};
+pub use proto::{
+    Capabilities, Vendor, DIRSYNC_ANCESTORS_FIRST_ORDER, DIRSYNC_INCREMENTAL_VALUES,
+    DIRSYNC_OBJECT_SECURITY,
+};
 
 /// Control and capability OIDs, for callers that build their own requests.
 pub mod oids {

@@ -196,6 +196,79 @@ pub fn asq_control(attr: &str) -> RawControl {
     }
 }
 
+fn ber_len(n: usize) -> Vec<u8> {
+    if n < 0x80 {
+        return vec![n as u8];
+    }
+    let bytes: Vec<u8> = n
+        .to_be_bytes()
+        .iter()
+        .copied()
+        .skip_while(|b| *b == 0)
+        .collect();
+    let mut out = vec![0x80 | bytes.len() as u8];
+    out.extend(bytes);
+    out
+}
+
+fn ber_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend(ber_len(content.len()));
+    out.extend_from_slice(content);
+    out
+}
+
+/// A BER INTEGER in its minimal two's complement form (0x80000000 as an i32
+/// is `02 04 80 00 00 00`, never the 5-byte positive form).
+fn ber_int(v: i64) -> Vec<u8> {
+    let bytes = v.to_be_bytes();
+    let mut start = 0;
+    while start < 7 {
+        let (b, next) = (bytes[start], bytes[start + 1]);
+        if (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
+            start += 1;
+        } else {
+            break;
+        }
+    }
+    ber_tlv(0x02, &bytes[start..])
+}
+
+/// DirSync flag: return only the changed values of multi-valued attributes.
+pub const DIRSYNC_INCREMENTAL_VALUES: u32 = 0x8000_0000;
+/// DirSync flag: return objects only where the caller has read access (no
+/// "Replicating Directory Changes" right needed).
+pub const DIRSYNC_OBJECT_SECURITY: u32 = 0x0000_0001;
+/// DirSync flag: parents before children.
+pub const DIRSYNC_ANCESTORS_FIRST_ORDER: u32 = 0x0000_0800;
+
+/// DirSync request control: SEQUENCE { flags INTEGER (a signed 32-bit value),
+/// maxBytes INTEGER, cookie OCTET STRING }, critical.
+pub fn dirsync_control(flags: u32, max_bytes: i32, cookie: &[u8]) -> RawControl {
+    let mut content = ber_int(i64::from(flags as i32));
+    content.extend(ber_int(i64::from(max_bytes)));
+    content.extend(ber_tlv(0x04, cookie));
+    RawControl {
+        ctype: OID_DIRSYNC.to_string(),
+        crit: true,
+        val: Some(ber_tlv(0x30, &content)),
+    }
+}
+
+/// DirSync response control: (more results?, cookie); `None` when malformed.
+pub fn dirsync_response(val: &[u8]) -> Option<(bool, Vec<u8>)> {
+    let (_, tag) = parse_tag(val).ok()?;
+    let mut parts = tag
+        .match_class(TagClass::Universal)?
+        .match_id(Types::Sequence as u64)?
+        .expect_constructed()?
+        .into_iter();
+    let more = parts.next()?.expect_primitive()?.iter().any(|b| *b != 0);
+    let _unused = parts.next()?;
+    let cookie = parts.next()?.expect_primitive()?;
+    Some((more, cookie))
+}
+
 /// A returned attribute name of a range retrieval: `member;range=0-1499` ->
 /// `Some((0, Some(1499)))`, `member;range=1500-*` -> `Some((1500, None))`.
 pub fn parse_range(returned: &str, attr: &str) -> Option<(u64, Option<u64>)> {
@@ -239,6 +312,55 @@ mod tests {
         assert_eq!(paged_cookie(&v), Some(vec![1, 2, 3]));
         assert_eq!(paged_cookie(&[0x30]), None);
         assert_eq!(paged_cookie(&[]), None);
+    }
+
+    #[test]
+    fn dirsync_control_bytes_are_pinned() {
+        let c = dirsync_control(DIRSYNC_INCREMENTAL_VALUES, i32::MAX, &[]);
+        assert_eq!(c.ctype, "1.2.840.113556.1.4.841");
+        assert!(c.crit);
+        assert_eq!(
+            c.val.as_deref(),
+            Some(
+                &[
+                    0x30, 0x0e, 0x02, 0x04, 0x80, 0x00, 0x00, 0x00, 0x02, 0x04, 0x7f, 0xff, 0xff,
+                    0xff, 0x04, 0x00
+                ][..]
+            )
+        );
+        let c = dirsync_control(
+            DIRSYNC_OBJECT_SECURITY | DIRSYNC_ANCESTORS_FIRST_ORDER,
+            1_000_000,
+            &[9, 8],
+        );
+        assert_eq!(
+            c.val.as_deref(),
+            Some(
+                &[
+                    0x30, 0x0d, 0x02, 0x02, 0x08, 0x01, 0x02, 0x03, 0x0f, 0x42, 0x40, 0x04, 0x02,
+                    9, 8
+                ][..]
+            )
+        );
+        assert_eq!(ber_int(0), vec![0x02, 0x01, 0x00]);
+        assert_eq!(ber_int(128), vec![0x02, 0x02, 0x00, 0x80]);
+        assert_eq!(ber_int(-1), vec![0x02, 0x01, 0xff]);
+        let long = dirsync_control(0, 0, &[0u8; 300]);
+        assert_eq!(
+            &long.val.unwrap_or_default()[..4],
+            &[0x30, 0x82, 0x01, 0x36]
+        );
+    }
+
+    #[test]
+    fn dirsync_response_parsing() {
+        let v = [
+            0x30, 0x0a, 0x02, 0x01, 0x01, 0x02, 0x01, 0x00, 0x04, 0x02, 0xab, 0xcd,
+        ];
+        assert_eq!(dirsync_response(&v), Some((true, vec![0xab, 0xcd])));
+        let v = [0x30, 0x08, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x04, 0x00];
+        assert_eq!(dirsync_response(&v), Some((false, vec![])));
+        assert_eq!(dirsync_response(&[0x30, 0x03, 0x02, 0x01, 0x00]), None);
     }
 
     #[test]

@@ -250,3 +250,82 @@ async fn password_checks_report_ad_reasons() {
     // a failed bind leaves the connection usable for a new bind
     c.simple_bind(&s.admin_dn, &s.admin_password).await.unwrap();
 }
+
+#[tokio::test]
+async fn dirsync_reports_changes_and_deletions_since_the_cookie() {
+    let s = samba();
+    let mut c = client().await;
+    let filter = "(&(objectClass=user)(objectCategory=person))";
+    let a = attrs(&["objectGUID", "sAMAccountName", "mobile", "isDeleted"]);
+    // the starting point: everything
+    let mut all = 0;
+    let first = c
+        .dirsync_each(
+            SAMBA_BASE_DN,
+            filter,
+            &a,
+            &[],
+            mfasync_ldap::DIRSYNC_INCREMENTAL_VALUES,
+            &mut |_| all += 1,
+        )
+        .await
+        .unwrap();
+    assert!(first.entries >= BULK + 6, "{first:?}");
+    assert_eq!(first.entries, all);
+    assert!(!first.cookie.is_empty());
+
+    // a change and a deletion
+    let eve = format!("CN=Eve Dirsync,OU=People,{SAMBA_BASE_DN}");
+    s.ldapadd(&format!(
+        "dn: {eve}\nobjectClass: user\nsAMAccountName: evedirsync\nuserAccountControl: 544\n"
+    ));
+    let eve_guid = c
+        .read(&eve, &attrs(&["objectGUID"]))
+        .await
+        .unwrap()
+        .and_then(|e| e.first_bytes("objectGUID").map(<[u8]>::to_vec))
+        .unwrap();
+    let mid = c
+        .dirsync_each(
+            SAMBA_BASE_DN,
+            filter,
+            &a,
+            &first.cookie,
+            mfasync_ldap::DIRSYNC_INCREMENTAL_VALUES,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    s.ldapmodify(&format!(
+        "dn: CN=Carol Clark,OU=Engineering,OU=People,{SAMBA_BASE_DN}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 0199\n"
+    ));
+    s.ldapdelete(&eve);
+    let mut changed = Vec::new();
+    let next = c
+        .dirsync_each(
+            SAMBA_BASE_DN,
+            filter,
+            &a,
+            &mid.cookie,
+            mfasync_ldap::DIRSYNC_INCREMENTAL_VALUES,
+            &mut |e| changed.push(e),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.entries, changed.len());
+    let carol = changed
+        .iter()
+        .find(|e| e.dn.starts_with("CN=Carol Clark"))
+        .unwrap_or_else(|| panic!("{changed:?}"));
+    assert_eq!(
+        carol.first_str("mobile").as_deref(),
+        Some("+1 425 555 0199")
+    );
+    let deleted = changed
+        .iter()
+        .find(|e| e.first_str("isDeleted").as_deref() == Some("TRUE"))
+        .unwrap_or_else(|| panic!("no deletion in {changed:?}"));
+    assert!(deleted.dn.contains("Deleted Objects"), "{}", deleted.dn);
+    assert_eq!(deleted.first_bytes("objectGUID"), Some(&eve_guid[..]));
+    assert!(changed.len() < 10, "{}", changed.len());
+}
