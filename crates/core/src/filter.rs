@@ -243,11 +243,55 @@ fn split_once_unescaped(s: &str, sep: u8) -> Option<(&str, &str)> {
     Some((first, &s[first.len() + 1..]))
 }
 
+/// Rewrite hex escapes of RFC 4514 special characters (`\2C`) into their
+/// backslash-character form (`\,`), as Active Directory writes them, so the
+/// same DN reads the same whichever server produced it.
+pub fn canonical_escapes(dn: &str) -> String {
+    if !dn.contains('\\') {
+        return dn.to_string();
+    }
+    let b = dn.as_bytes();
+    let mut out = String::with_capacity(dn.len());
+    let mut i = 0;
+    let mut last = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 2 < b.len() {
+            let hex = [b[i + 1].to_ascii_uppercase(), b[i + 2].to_ascii_uppercase()];
+            let special = match &hex {
+                b"2C" => Some(','),
+                b"2B" => Some('+'),
+                b"22" => Some('"'),
+                b"5C" => Some('\\'),
+                b"3B" => Some(';'),
+                b"3C" => Some('<'),
+                b"3E" => Some('>'),
+                b"3D" => Some('='),
+                b"23" if i == 0 || b[i - 1] == b'=' => Some('#'),
+                _ => None,
+            };
+            if let Some(c) = special {
+                out.push_str(&dn[last..i]);
+                out.push('\\');
+                out.push(c);
+                i += 3;
+                last = i;
+                continue;
+            }
+            i += 2;
+            continue;
+        }
+        i += 1;
+    }
+    out.push_str(&dn[last..]);
+    out
+}
+
 /// Normalise a DN for comparison: lower-case attribute types and values,
 /// no spaces around separators. (Good enough for membership comparison of DNs
 /// returned by the same server.)
 pub fn normalize_dn(dn: &str) -> String {
-    split_unescaped(dn, b',')
+    let dn = canonical_escapes(dn);
+    split_unescaped(&dn, b',')
         .into_iter()
         .map(|rdn| {
             split_unescaped(rdn, b'+')
@@ -341,5 +385,9 @@ mod tests {
         assert!(dn_is_under(&n, "ou=sales,dc=example,dc=com"));
         assert!(!dn_is_under(&n, "les,dc=example,dc=com"));
         assert_eq!(parent_dn(&n), "ou=sales,dc=example,dc=com");
+        assert_eq!(normalize_dn("cn=Smith\\2C John,dc=x"), "cn=smith\\, john,dc=x");
+        assert_eq!(canonical_escapes("cn=a\\2cb\\2Bc\\C3\\A9,dc=x"), "cn=a\\,b\\+c\\C3\\A9,dc=x");
+        assert_eq!(canonical_escapes("cn=x\\"), "cn=x\\");
+        assert_eq!(canonical_escapes("cn=\\éé\\2c"), "cn=\\éé\\,");
     }
 }

@@ -64,10 +64,11 @@ pub fn unique_id_text(kind: UniqueIdType, raw: &[u8]) -> Result<String, usize> {
 /// The DN from the configured DN attribute; an ADsPath ("LDAP://server/CN=…")
 /// loses its "LDAP://server/" part. Falls back to the entry's own DN.
 pub fn entry_dn(attrs: &Attributes, e: &Entry) -> String {
-    match e.first_str(&attrs.distinguished_name) {
+    let dn = match e.first_str(&attrs.distinguished_name) {
         Some(v) => strip_adspath(&v),
         None => e.dn.clone(),
-    }
+    };
+    crate::filter::canonical_escapes(&dn)
 }
 
 pub fn strip_adspath(v: &str) -> String {

@@ -1,1 +1,345 @@
-fn main() {}
+//! `mfasync`: the command line (PRODUCT.md section 1). Wiring only: the work is
+//! done by `mfasync-core` (pure), `mfasync-ldap` and `mfasync-store`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Read;
+use std::process::ExitCode;
+
+mod secrets;
+mod sync;
+
+/// Exit codes of PRODUCT.md: 1 refused/failed, 2 bad usage or invalid input.
+#[derive(Debug)]
+pub enum Failure {
+    Refused(String),
+    Invalid(Vec<String>),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Refused(format!("{e:#}"))
+    }
+}
+
+type CmdResult = Result<(), Failure>;
+
+#[derive(Parser)]
+#[command(name = "mfasync", version, about = "Directory integration of an MFA server: keeps the MFA user database in step with Active Directory or LDAP")]
+struct Cli {
+    /// The MFA user database: sqlite://PATH (created if missing) or postgres://...
+    #[arg(long, global = true, env = "MFASYNC_DATABASE", default_value = "sqlite://mfasync.db")]
+    database: String,
+    /// Machine-readable output on stdout (one JSON document)
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the configuration
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// The directory connection
+    Directory {
+        #[command(subcommand)]
+        cmd: DirectoryCmd,
+    },
+    /// Run one synchronization cycle now
+    Sync {
+        /// A full synchronization ("Synchronize Now")
+        #[arg(long)]
+        full: bool,
+        /// Compute and print what a sync would change; change nothing
+        #[arg(long)]
+        plan: bool,
+    },
+    /// The MFA users
+    Users {
+        #[command(subcommand)]
+        cmd: UsersCmd,
+    },
+    /// Synchronization history
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Pending removals held for administrator approval
+    Approvals {
+        #[command(subcommand)]
+        cmd: ApprovalsCmd,
+    },
+    /// Verify a password by LDAP bind
+    Auth {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Run the service (periodic sync, portal, REST API)
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a TOML configuration and store it as the active configuration
+    Apply {
+        file: std::path::PathBuf,
+        /// Only validate
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the active configuration as TOML (secrets are never printed)
+    Export,
+}
+
+#[derive(Subcommand)]
+enum DirectoryCmd {
+    /// Connect, TLS, bind, read the RootDSE; report each step and what the server supports
+    Test,
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Every MFA user
+    Export {
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Csv,
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCmd {
+    List,
+    Approve { id: String },
+    Reject { id: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MFASYNC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mfasync: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(msg)) => {
+            eprintln!("mfasync: {msg}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Invalid(problems)) => {
+            for p in problems {
+                eprintln!("mfasync: {p}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> CmdResult {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Failure::Refused(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+async fn open_store(url: &str) -> Result<Box<dyn mfasync_store::Store>, Failure> {
+    mfasync_store::open(url)
+        .await
+        .map_err(|e| Failure::Refused(format!("cannot open database: {e}")))
+}
+
+/// The active configuration, parsed.
+async fn active_config(store: &dyn mfasync_store::Store) -> Result<mfasync_core::Config, Failure> {
+    let v = store
+        .active_config()
+        .await
+        .map_err(|e| Failure::Refused(e.to_string()))?
+        .ok_or_else(|| {
+            Failure::Refused("no configuration yet: run `mfasync config apply FILE` first".into())
+        })?;
+    mfasync_core::config::parse(&v.toml).map_err(|errs| {
+        Failure::Refused(format!(
+            "stored configuration version {} is invalid: {}",
+            v.version,
+            errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        ))
+    })
+}
+
+async fn run(cli: Cli) -> CmdResult {
+    match cli.command {
+        Command::Config { cmd: ConfigCmd::Apply { file, dry_run } } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                Failure::Invalid(vec![format!("cannot read {}: {e}", file.display())])
+            })?;
+            let cfg = mfasync_core::config::parse(&text).map_err(|errs| {
+                Failure::Invalid(errs.iter().map(|e| format!("{}: {e}", file.display())).collect())
+            })?;
+            // secrets named by file or env are read by the service later; say so now if they are unreadable here
+            if let Err(w) = secrets::check(&cfg) {
+                eprintln!("mfasync: warning: {w}");
+            }
+            if dry_run {
+                if cli.json {
+                    print_json(&serde_json::json!({"ok": true, "stored": false}))?;
+                } else {
+                    println!("{}: valid", file.display());
+                }
+                return Ok(());
+            }
+            let store = open_store(&cli.database).await?;
+            let version = store
+                .put_config(&text)
+                .await
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            if cli.json {
+                print_json(&serde_json::json!({"ok": true, "stored": true, "version": version}))
+            } else {
+                println!("configuration version {version} is now active");
+                Ok(())
+            }
+        }
+        Command::Config { cmd: ConfigCmd::Export } => {
+            let store = open_store(&cli.database).await?;
+            let cfg = active_config(store.as_ref()).await?;
+            print!("{}", cfg.to_toml_redacted());
+            Ok(())
+        }
+        Command::Directory { cmd: DirectoryCmd::Test } => {
+            let store = open_store(&cli.database).await?;
+            let cfg = active_config(store.as_ref()).await?;
+            let password = secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
+                .map_err(Failure::Refused)?;
+            let report = mfasync_ldap::test(&cfg.directory, &cfg.directory.query_bind, password.as_deref()).await;
+            if cli.json {
+                print_json(&report)?;
+            } else {
+                for s in &report.steps {
+                    println!("{:8} {:4} {}", s.step, if s.ok { "ok" } else { "FAIL" }, s.detail);
+                }
+                if report.ok {
+                    println!(
+                        "server {} ({:?}): paged={} dirsync={} asq={} syncrepl={} usn={}",
+                        report.server,
+                        report.vendor,
+                        report.supports.paged_results,
+                        report.supports.dirsync,
+                        report.supports.attribute_scoped_query,
+                        report.supports.syncrepl,
+                        report.supports.usn
+                    );
+                }
+            }
+            if report.ok {
+                Ok(())
+            } else {
+                Err(Failure::Refused("directory test failed".into()))
+            }
+        }
+        Command::Sync { full, plan } => {
+            let store = open_store(&cli.database).await?;
+            let cfg = active_config(store.as_ref()).await?;
+            let outcome = sync::run(store.as_ref(), &cfg, sync::Options { full, plan_only: plan })
+                .await
+                .map_err(|e| Failure::Refused(format!("sync failed, nothing changed: {e:#}")))?;
+            sync::print(&outcome, cli.json, plan)
+        }
+        Command::Users { cmd: UsersCmd::Export { format } } => {
+            let store = open_store(&cli.database).await?;
+            let users = store.users().await.map_err(|e| Failure::Refused(e.to_string()))?;
+            match format {
+                Format::Json => print_json(&users),
+                Format::Csv => {
+                    let mut w = csv::Writer::from_writer(std::io::stdout());
+                    for u in &users {
+                        w.serialize(u).map_err(|e| Failure::Refused(e.to_string()))?;
+                    }
+                    w.flush().map_err(|e| Failure::Refused(e.to_string()))
+                }
+            }
+        }
+        Command::History { limit } => {
+            let store = open_store(&cli.database).await?;
+            let runs = store.runs(limit).await.map_err(|e| Failure::Refused(e.to_string()))?;
+            if cli.json {
+                let v: Vec<_> = runs
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({"id": r.id, "started_at": r.started_at, "finished_at": r.finished_at,
+                        "mode": r.mode, "created": r.created, "updated": r.updated, "enabled": r.enabled,
+                        "disabled": r.disabled, "removed": r.removed, "unchanged": r.unchanged, "error": r.error})
+                    })
+                    .collect();
+                print_json(&v)
+            } else {
+                for r in runs {
+                    println!(
+                        "#{} {} {} created={} updated={} enabled={} disabled={} removed={} unchanged={}{}",
+                        r.id,
+                        r.started_at,
+                        r.mode,
+                        r.created,
+                        r.updated,
+                        r.enabled,
+                        r.disabled,
+                        r.removed,
+                        r.unchanged,
+                        r.error.map(|e| format!(" error: {e}")).unwrap_or_default()
+                    );
+                }
+                Ok(())
+            }
+        }
+        Command::Approvals { cmd } => match cmd {
+            ApprovalsCmd::List => {
+                if cli.json {
+                    print_json(&Vec::<serde_json::Value>::new())
+                } else {
+                    println!("no pending approvals");
+                    Ok(())
+                }
+            }
+            ApprovalsCmd::Approve { id } | ApprovalsCmd::Reject { id } => {
+                Err(Failure::Refused(format!("no pending approval {id:?}")))
+            }
+        },
+        Command::Auth { username, password_stdin } => {
+            if !password_stdin {
+                return Err(Failure::Invalid(vec![
+                    "auth needs --password-stdin (passwords are never taken from the command line)".into(),
+                ]));
+            }
+            let mut pw = String::new();
+            std::io::stdin()
+                .read_to_string(&mut pw)
+                .map_err(|e| Failure::Refused(format!("cannot read the password: {e}")))?;
+            let _ = (username, pw);
+            Err(Failure::Refused("auth is not implemented yet (issue 5)".into()))
+        }
+        Command::Serve { listen } => {
+            let _ = listen;
+            Err(Failure::Refused("serve is not implemented yet (issues 3 and 6)".into()))
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Helpers shared by the end-to-end tests: run the real `mfasync` binary
+//! against a database in a temp dir.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+/// One MFA database (SQLite in a temp dir) and the binary.
+pub struct Mfa {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl Mfa {
+    pub fn new() -> Mfa {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("mfa.db").display());
+        Mfa { dir, url }
+    }
+
+    pub fn with_url(url: String) -> Mfa {
+        Mfa { dir: tempfile::tempdir().expect("tempdir"), url }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        self.run_stdin(args, "")
+    }
+
+    pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Out {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
+            .arg("--database")
+            .arg(&self.url)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mfasync");
+        if let Some(mut s) = child.stdin.take() {
+            let _ = s.write_all(stdin.as_bytes());
+        }
+        let o = child.wait_with_output().expect("wait mfasync");
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Run and require exit 0.
+    pub fn ok(&self, args: &[&str]) -> Out {
+        let o = self.run(args);
+        assert_eq!(o.code, 0, "mfasync {args:?} failed:\nstdout: {}\nstderr: {}", o.stdout, o.stderr);
+        o
+    }
+
+    pub fn config_file(&self, toml: &str) -> PathBuf {
+        let p = self.dir.path().join(format!("cfg-{}.toml", rand_suffix()));
+        std::fs::write(&p, toml).expect("write config");
+        p
+    }
+
+    pub fn apply(&self, toml: &str) {
+        let p = self.config_file(toml);
+        self.ok(&["config", "apply", p.to_str().expect("utf8 path")]);
+    }
+
+    pub fn sync_full(&self) -> Value {
+        self.ok(&["--json", "sync", "--full"]).json()
+    }
+
+    pub fn users(&self) -> Vec<Value> {
+        match self.ok(&["--json", "users", "export", "--format", "json"]).json() {
+            Value::Array(v) => v,
+            other => panic!("users export is not an array: {other}"),
+        }
+    }
+
+    pub fn user(&self, username: &str) -> Option<Value> {
+        self.users().into_iter().find(|u| u["username"] == username)
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Counts of a sync JSON output as a tuple (created, updated, enabled, disabled, removed, unchanged).
+pub fn counts(v: &Value) -> (u64, u64, u64, u64, u64, u64) {
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"));
+    (n("created"), n("updated"), n("enabled"), n("disabled"), n("removed"), n("unchanged"))
+}

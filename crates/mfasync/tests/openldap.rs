@@ -1,0 +1,355 @@
+//! End to end against a real OpenLDAP slapd: full synchronization, mapping,
+//! item priority, nested containers and groups, departures, failover, safety.
+
+mod common;
+
+use common::{counts, Mfa};
+use mfasync_testkit::Slapd;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+const BASE: &str = "dc=example,dc=com";
+const BIG: usize = 1700;
+
+fn person(dn: &str, uid: &str, extra: &str) -> String {
+    let sn = if extra.contains("sn:") { String::new() } else { format!("sn: {uid}\n") };
+    format!("dn: {dn}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\n{sn}{extra}\n")
+}
+
+fn ou(dn: &str) -> String {
+    let name = dn
+        .split(',')
+        .next()
+        .and_then(|r| r.split('=').nth(1))
+        .unwrap_or("x");
+    format!("dn: {dn}\nobjectClass: organizationalUnit\nou: {name}\n\n")
+}
+
+fn fixture() -> String {
+    let mut l = String::new();
+    for o in [
+        "ou=People", "ou=Sales,ou=People", "ou=EMEA,ou=Sales,ou=People", "ou=Engineering,ou=People",
+        "ou=Groups", "ou=Bulk", "ou=Elsewhere",
+        "ou=MoveDisable", "ou=MoveRemove", "ou=MoveKeep", "ou=Flat", "ou=Sub,ou=Flat", "ou=Safety",
+    ] {
+        l.push_str(&ou(&format!("{o},{BASE}")));
+    }
+    l.push_str(&person(
+        &format!("uid=alice,ou=Sales,ou=People,{BASE}"),
+        "alice",
+        "givenName: Alice\nsn: Adams\nmail: alice@example.com\ntelephoneNumber: +1 425 555 0100 x123\nmobile: (425) 555-0101\ndescription: Sales lead\n",
+    ));
+    l.push_str(&person(
+        &format!("uid=bob,ou=EMEA,ou=Sales,ou=People,{BASE}"),
+        "bob",
+        "givenName: Bob\nmobile: +44 20 7946 0958\n",
+    ));
+    l.push_str(&person(
+        &format!("cn=Smith\\, John,ou=Engineering,ou=People,{BASE}"),
+        "jsmith",
+        "givenName: John\ntelephoneNumber: 425 555 0199\n",
+    ));
+    l.push_str(&person(
+        &format!("uid=jmuller,ou=Engineering,ou=People,{BASE}"),
+        "jmuller",
+        "givenName:: Sm9zw6k=\nsn:: TcO8bGxlcg==\n",
+    ));
+    l.push_str(&person(&format!("uid=carol,ou=Engineering,ou=People,{BASE}"), "carol", "mail: carol@example.com\n"));
+    l.push_str(&person(&format!("uid=outsider,ou=Elsewhere,{BASE}"), "outsider", ""));
+    for (o, n) in [("MoveDisable", "md"), ("MoveRemove", "mr"), ("MoveKeep", "mk")] {
+        for i in 1..=3 {
+            l.push_str(&person(&format!("uid={n}{i},ou={o},{BASE}"), &format!("{n}{i}"), ""));
+        }
+    }
+    l.push_str(&person(&format!("uid=flat1,ou=Flat,{BASE}"), "flat1", ""));
+    l.push_str(&person(&format!("uid=deep1,ou=Sub,ou=Flat,{BASE}"), "deep1", ""));
+    for i in 1..=3 {
+        l.push_str(&person(&format!("uid=safe{i},ou=Safety,{BASE}"), &format!("safe{i}"), ""));
+    }
+    for i in 0..BIG {
+        l.push_str(&person(&format!("uid=bulk{i:05},ou=Bulk,{BASE}"), &format!("bulk{i:05}"), ""));
+    }
+    let _ = writeln!(
+        l,
+        "dn: cn=mfa-users,ou=Groups,{BASE}\nobjectClass: groupOfNames\ncn: mfa-users\nmember: uid=alice,ou=Sales,ou=People,{BASE}\nmember: uid=carol,ou=Engineering,ou=People,{BASE}\nmember: uid=outsider,ou=Elsewhere,{BASE}\n"
+    );
+    let _ = writeln!(
+        l,
+        "dn: cn=mfa-inner,ou=Groups,{BASE}\nobjectClass: groupOfNames\ncn: mfa-inner\nmember: uid=bob,ou=EMEA,ou=Sales,ou=People,{BASE}\n"
+    );
+    let _ = writeln!(
+        l,
+        "dn: cn=mfa-outer,ou=Groups,{BASE}\nobjectClass: groupOfNames\ncn: mfa-outer\nmember: cn=mfa-inner,ou=Groups,{BASE}\nmember: uid=jmuller,ou=Engineering,ou=People,{BASE}\n"
+    );
+    let _ = write!(l, "dn: cn=big,ou=Groups,{BASE}\nobjectClass: groupOfNames\ncn: big\n");
+    for i in 0..BIG {
+        let _ = writeln!(l, "member: uid=bulk{i:05},ou=Bulk,{BASE}");
+    }
+    l
+}
+
+fn slapd() -> &'static Slapd {
+    static S: OnceLock<Slapd> = OnceLock::new();
+    S.get_or_init(|| Slapd::start(&fixture()))
+}
+
+/// A configuration for the shared slapd with the given items (TOML text).
+fn config(servers: &str, items: &str) -> String {
+    let s = slapd();
+    format!(
+        r#"
+[directory]
+source = "ldap"
+servers = [{servers}]
+base_dn = "{BASE}"
+timeout_seconds = 3
+[directory.query_bind]
+type = "simple"
+dn = "{dn}"
+password = "{pw}"
+[filters]
+container = "(objectClass=organizationalUnit)"
+security_group = "(objectClass=groupOfNames)"
+user = "(objectClass=inetOrgPerson)"
+[attributes]
+unique_id = "entryUUID"
+unique_id_type = "string"
+distinguished_name = "entryDN"
+username = ["uid"]
+{items}
+"#,
+        dn = s.admin_dn,
+        pw = s.admin_password,
+    )
+}
+
+fn server() -> String {
+    format!("\"{}\"", slapd().url)
+}
+
+fn item(kind: &str, dn: &str, extra: &str) -> String {
+    format!("[[sync.items]]\nkind = \"{kind}\"\ndn = \"{dn}\"\n{extra}\n")
+}
+
+#[test]
+fn full_sync_maps_every_field_and_second_sync_changes_nothing() {
+    let m = Mfa::new();
+    let items = [
+        item("container", &format!("ou=Sales,ou=People,{BASE}"), "[sync.items.user]\nphone = \"business\"\nbackup_phone = \"mobile\"\ncountry_code = \"1\""),
+        item("security-group", &format!("cn=mfa-users,ou=Groups,{BASE}"), "[sync.items.user]\nmethod = \"text-message\"\nphone = \"mobile\"\nlanguage = \"de\""),
+        item("container", &format!("ou=Engineering,ou=People,{BASE}"), "[sync.items.user]\nphone = \"business\""),
+    ]
+    .concat();
+    m.apply(&config(&server(), &items));
+    let first = m.sync_full();
+    assert_eq!(first["mode"], "full");
+    // Sales: alice, bob (nested EMEA); group: carol, outsider (alice already taken by Sales); Engineering: jsmith, jmuller
+    assert_eq!(counts(&first), (6, 0, 0, 0, 0, 0), "{first}");
+
+    let alice = m.user("alice").expect("alice");
+    assert_eq!(alice["first_name"], "Alice");
+    assert_eq!(alice["last_name"], "Adams");
+    assert_eq!(alice["email"], "alice@example.com");
+    assert_eq!(alice["description"], "Sales lead");
+    assert_eq!(alice["business_phone"], "+1 425 555 0100");
+    assert_eq!(alice["mobile_phone"], "(425) 555-0101");
+    assert_eq!(alice["primary_phone"], "+14255550100");
+    assert_eq!(alice["extension"], "123");
+    assert_eq!(alice["backup_phone"], "+14255550101");
+    assert_eq!(alice["method"], "phone-call");
+    assert_eq!(alice["language"], "en");
+    assert_eq!(alice["enabled"], true);
+    assert_eq!(alice["source"], "directory");
+    assert_eq!(alice["sync_item"], format!("ou=Sales,ou=People,{BASE}"), "first item wins over the group");
+    assert_eq!(alice["dn"], format!("uid=alice,ou=Sales,ou=People,{BASE}"));
+    assert_eq!(alice["home_phone"], serde_json::Value::Null);
+    let id = alice["directory_id"].as_str().expect("directory_id");
+    assert_eq!(id.len(), 36, "entryUUID text form: {id}");
+
+    let bob = m.user("bob").expect("bob from the nested OU");
+    assert_eq!(bob["primary_phone"], serde_json::Value::Null, "bob has no business phone");
+    assert_eq!(bob["backup_phone"], "+442079460958");
+
+    let carol = m.user("carol").expect("carol via the group");
+    assert_eq!(carol["sync_item"], format!("cn=mfa-users,ou=Groups,{BASE}"));
+    assert_eq!(carol["method"], "text-message");
+    assert_eq!(carol["language"], "de");
+    assert!(m.user("outsider").is_some(), "group members outside the items' OUs are synced");
+
+    let smith = m.user("jsmith").expect("escaped comma DN");
+    assert_eq!(smith["dn"], format!("cn=Smith\\, John,ou=Engineering,ou=People,{BASE}"));
+    assert_eq!(smith["primary_phone"], "+14255550199");
+    let jm = m.user("jmuller").expect("non-ASCII names");
+    assert_eq!(jm["first_name"], "José");
+    assert_eq!(jm["last_name"], "Müller");
+
+    let second = m.sync_full();
+    assert_eq!(counts(&second), (0, 0, 0, 0, 0, 6), "{second}");
+
+    // --plan changes nothing and lists changes
+    let plan = m.ok(&["--json", "sync", "--plan"]).json();
+    assert_eq!(plan["changes"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn big_group_and_nested_groups() {
+    let m = Mfa::new();
+    let items = [
+        item("security-group", &format!("cn=big,ou=Groups,{BASE}"), ""),
+        item("security-group", &format!("cn=mfa-outer,ou=Groups,{BASE}"), "include_nested = true"),
+    ]
+    .concat();
+    m.apply(&config(&server(), &items));
+    let r = m.sync_full();
+    assert_eq!(counts(&r).0, BIG as u64 + 2, "{r}");
+    assert!(m.user("bob").is_some(), "member of the nested group");
+    assert!(m.user("jmuller").is_some());
+    assert!(m.user(&format!("bulk{:05}", BIG - 1)).is_some());
+
+    // without include_nested only direct members count
+    let m2 = Mfa::new();
+    m2.apply(&config(&server(), &item("security-group", &format!("cn=mfa-outer,ou=Groups,{BASE}"), "include_nested = false")));
+    m2.sync_full();
+    assert!(m2.user("bob").is_none());
+    assert!(m2.user("jmuller").is_some());
+}
+
+#[test]
+fn one_level_container_skips_sub_containers() {
+    let m = Mfa::new();
+    m.apply(&config(&server(), &item("container", &format!("ou=Flat,{BASE}"), "include_nested = false")));
+    m.sync_full();
+    assert!(m.user("flat1").is_some());
+    assert!(m.user("deep1").is_none());
+}
+
+fn move_out(ou: &str, uid: &str) {
+    slapd().ldapmodify(&format!(
+        "dn: uid={uid},ou={ou},{BASE}\nchangetype: modrdn\nnewrdn: uid={uid}\ndeleteoldrdn: 1\nnewsuperior: ou=Elsewhere,{BASE}\n"
+    ));
+}
+
+#[test]
+fn users_leaving_an_item_follow_when_removed() {
+    for (ou, prefix, when) in [("MoveDisable", "md", "disable"), ("MoveRemove", "mr", "remove"), ("MoveKeep", "mk", "keep")] {
+        let m = Mfa::new();
+        m.apply(&config(&server(), &item("container", &format!("ou={ou},{BASE}"), &format!("when_removed = \"{when}\""))));
+        assert_eq!(counts(&m.sync_full()).0, 3);
+        move_out(ou, &format!("{prefix}1"));
+        let r = m.sync_full();
+        let moved = m.user(&format!("{prefix}1"));
+        match when {
+            "disable" => {
+                assert_eq!(counts(&r).3, 1, "{r}");
+                assert_eq!(moved.expect("still there")["enabled"], false);
+            }
+            "remove" => {
+                assert_eq!(counts(&r).4, 1, "{r}");
+                assert!(moved.is_none());
+            }
+            _ => {
+                assert_eq!(counts(&r), (0, 0, 0, 0, 0, 3), "{r}");
+                assert_eq!(moved.expect("kept")["enabled"], true);
+            }
+        }
+        assert_eq!(m.user(&format!("{prefix}2")).expect("stays")["enabled"], true);
+    }
+}
+
+#[test]
+fn backup_server_is_used_when_the_first_is_down() {
+    let m = Mfa::new();
+    let dead = format!("\"ldap://127.0.0.1:{}\"", mfasync_testkit::free_port());
+    m.apply(&config(&format!("{dead}, {}", server()), &item("container", &format!("ou=Flat,{BASE}"), "")));
+    let r = m.sync_full();
+    assert_eq!(counts(&r).0, 2, "{r}");
+}
+
+#[test]
+fn directory_down_changes_nothing() {
+    let m = Mfa::new();
+    m.apply(&config(&server(), &item("container", &format!("ou=Flat,{BASE}"), "")));
+    m.sync_full();
+    let before = m.users();
+    let dead = format!("\"ldap://127.0.0.1:{}\"", mfasync_testkit::free_port());
+    m.apply(&config(&dead, &item("container", &format!("ou=Flat,{BASE}"), "")));
+    let o = m.run(&["--json", "sync", "--full"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("127.0.0.1"), "names the server: {}", o.stderr);
+    assert_eq!(m.users(), before);
+}
+
+#[test]
+fn wrong_base_or_empty_filter_never_removes_users() {
+    let m = Mfa::new();
+    let it = item("container", &format!("ou=Safety,{BASE}"), "when_removed = \"remove\"");
+    m.apply(&config(&server(), &it));
+    assert_eq!(counts(&m.sync_full()).0, 3);
+    let before = m.users();
+    // a user filter that matches nothing
+    m.apply(&config(&server(), &it).replace("(objectClass=inetOrgPerson)", "(objectClass=nothingAtAll)"));
+    let o = m.run(&["sync", "--full"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(m.users(), before);
+    // an item that does not exist
+    m.apply(&config(&server(), &item("container", &format!("ou=Gone,{BASE}"), "when_removed = \"remove\"")));
+    let o = m.run(&["sync", "--full"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("ou=Gone"), "{}", o.stderr);
+    assert_eq!(m.users(), before);
+}
+
+#[test]
+fn manual_users_are_never_touched() {
+    let m = Mfa::new();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = mfasync_store::open(&m.url).await.expect("open store");
+        for name in ["flat1", "manual-zed"] {
+            store
+                .insert_user(&mfasync_core::MfaUser {
+                    username: name.into(),
+                    enabled: true,
+                    source: mfasync_core::Source::Manual,
+                    ..Default::default()
+                })
+                .await
+                .expect("insert manual user");
+        }
+    });
+    m.apply(&config(&server(), &item("container", &format!("ou=Flat,{BASE}"), "when_removed = \"remove\"")));
+    let o = m.ok(&["--json", "sync", "--full"]);
+    let r = o.json();
+    assert_eq!(counts(&r).0, 1, "only deep1: flat1 is taken by a manual user: {r}");
+    assert!(o.stderr.contains("flat1"), "warns about the clash: {}", o.stderr);
+    let flat1 = m.user("flat1").expect("manual flat1");
+    assert_eq!(flat1["source"], "manual");
+    assert_eq!(flat1["directory_id"], serde_json::Value::Null);
+    assert!(m.user("manual-zed").is_some());
+}
+
+#[test]
+fn config_errors_exit_2_naming_keys_and_store_nothing() {
+    let m = Mfa::new();
+    let p = m.config_file("[directory]\nquery_size_limit = 0\nbogus = 1\n[sync]\napproval_threshold = 1000\n");
+    let o = m.run(&["config", "apply", p.to_str().expect("path")]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("directory.bogus"), "{}", o.stderr);
+    let p = m.config_file("[directory]\nquery_size_limit = 0\n[sync]\napproval_threshold = 1000\n[filters]\nuser = \"(uid=a\"\n");
+    let o = m.run(&["config", "apply", p.to_str().expect("path")]);
+    assert_eq!(o.code, 2);
+    for key in ["directory.query_size_limit", "sync.approval_threshold", "filters.user"] {
+        assert!(o.stderr.contains(key), "{key} missing in: {}", o.stderr);
+    }
+    let o = m.run(&["config", "export"]);
+    assert_eq!(o.code, 1, "nothing was stored: {}", o.stderr);
+}
+
+#[test]
+fn config_export_has_no_secrets() {
+    let m = Mfa::new();
+    m.apply(&config(&server(), &item("container", &format!("ou=Flat,{BASE}"), "")));
+    let o = m.ok(&["config", "export"]);
+    assert!(!o.stdout.contains(&slapd().admin_password), "{}", o.stdout);
+    assert!(o.stdout.contains("ou=Flat"));
+}
