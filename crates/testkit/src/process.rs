@@ -46,7 +46,23 @@ fn kill_watchdog(w: Option<Child>) {
 }
 
 static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
+static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static HOOK: Once = Once::new();
+
+fn install_hook() {
+    HOOK.call_once(|| {
+        // SAFETY: registering a plain extern "C" function without captured state.
+        unsafe {
+            libc::atexit(at_exit);
+        }
+    });
+}
+
+/// Remove `dir` when the process exits.
+pub(crate) fn register_dir(dir: &Path) {
+    install_hook();
+    DIRS.lock().unwrap_or_else(|p| p.into_inner()).push(dir.to_path_buf());
+}
 
 extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(|| {
@@ -62,18 +78,18 @@ extern "C" fn at_exit() {
                 let _ = std::fs::remove_dir_all(dir);
             }
         }
+        if let Ok(mut dirs) = DIRS.try_lock() {
+            for d in dirs.drain(..) {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
     });
 }
 
 /// Register a child so it is killed (with `signal`, then SIGKILL) at process exit, and `dir` removed.
 /// With `watchdog`, a helper process also kills it if this process dies without exit hooks.
 pub(crate) fn register(pid: u32, signal: i32, dir: Option<&Path>, watchdog: bool) {
-    HOOK.call_once(|| {
-        // SAFETY: registering a plain extern "C" function without captured state.
-        unsafe {
-            libc::atexit(at_exit);
-        }
-    });
+    install_hook();
     let watchdog = if watchdog { spawn_watchdog(pid, signal, dir) } else { None };
     let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     reg.push(Registered {

@@ -3,6 +3,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -156,6 +157,78 @@ fn acquire_lock() -> UnixListener {
     }
 }
 
+/// The per-process provisioned domain that every [`Samba::start`] copies.
+fn template() -> PathBuf {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            let t = std::time::Instant::now();
+            let tmp = tempfile::Builder::new()
+                .prefix("mfasync-samba-tpl-")
+                .tempdir()
+                .unwrap_or_else(|e| panic!("testkit: cannot create temp dir: {e}"));
+            let dir = tmp.keep();
+            process::register_dir(&dir);
+            provision(&dir);
+            if std::env::var_os("MFASYNC_TESTKIT_VERBOSE").is_some() {
+                eprintln!("testkit: Samba provisioned in {:?}", t.elapsed());
+            }
+            dir
+        })
+        .clone()
+}
+
+/// `samba-tool domain provision` into `dir`, with a test CA + LDAPS certificate in dir/tls-test.
+fn provision(dir: &Path) {
+    let tls_dir = dir.join("tls-test");
+    std::fs::create_dir(&tls_dir)
+        .unwrap_or_else(|e| panic!("testkit: mkdir {}: {e}", tls_dir.display()));
+    let (ca, key, cert) = make_certs(&tls_dir);
+    let empty_conf = dir.join("empty.conf");
+    std::fs::write(&empty_conf, "")
+        .unwrap_or_else(|e| panic!("testkit: write {}: {e}", empty_conf.display()));
+    let d = dir.display();
+    let options = [
+        "ldap server require strong auth = no".to_string(),
+        "interfaces = lo".to_string(),
+        "bind interfaces only = yes".to_string(),
+        format!("pid directory = {d}/pid"),
+        format!("log file = {d}/log.%m"),
+        "log level = 1".to_string(),
+        "server services = ldap, cldap, kdc".to_string(),
+        "tls enabled = yes".to_string(),
+        format!("tls keyfile = {}", key.display()),
+        format!("tls certfile = {}", cert.display()),
+        format!("tls cafile = {}", ca.display()),
+    ];
+    let mut provision = Command::new("samba-tool");
+    provision
+        // Test data only: skip fsync on every ldb/tdb transaction (as Samba's own selftest does).
+        .env("TDB_NO_FSYNC", "1")
+        .args(["domain", "provision", "--use-rfc2307", "--dns-backend=NONE"])
+        .args(["--server-role=dc", "--realm=MFA.TEST", "--domain=MFA", "--host-name=dc1"])
+        .arg(format!("--adminpass={ADMIN_PASSWORD}"))
+        .arg(format!("--targetdir={d}"))
+        .arg(format!("--configfile={}", empty_conf.display()));
+    for o in &options {
+        provision.arg(format!("--option={o}"));
+    }
+    util::run_ok(&mut provision, "samba-tool domain provision");
+    // Provision silently drops some --option values from the smb.conf it writes (notably
+    // `ldap server require strong auth`), so (re)state all of them at the end of [global].
+    let smb_conf = dir.join("etc/smb.conf");
+    let conf = std::fs::read_to_string(&smb_conf)
+        .unwrap_or_else(|e| panic!("testkit: read {}: {e}", smb_conf.display()));
+    let extra: String = options.iter().map(|o| format!("\t{o}\n")).collect();
+    let global = conf.find("[global]").map(|g| g + "[global]".len());
+    let conf = match global.and_then(|g| conf[g..].find("\n[").map(|i| g + i)) {
+        Some(i) => format!("{}\n{}{}", &conf[..i], extra, &conf[i..]),
+        None => format!("{conf}\n{extra}"),
+    };
+    std::fs::write(&smb_conf, conf)
+        .unwrap_or_else(|e| panic!("testkit: write {}: {e}", smb_conf.display()));
+}
+
 impl Samba {
     /// Provision a fresh domain into a temp dir, start `samba` as a child, wait until LDAP answers
     /// a simple bind as Administrator on 127.0.0.1:389, then `ldapadd` `seed_ldif` (no `-c`; any
@@ -168,52 +241,22 @@ impl Samba {
             .tempdir()
             .unwrap_or_else(|e| panic!("testkit: cannot create temp dir: {e}"));
         let dir = tmp.path().to_path_buf();
-        let tls_dir = dir.join("tls-test");
-        std::fs::create_dir(&tls_dir)
-            .unwrap_or_else(|e| panic!("testkit: mkdir {}: {e}", tls_dir.display()));
-        let (ca, key, cert) = make_certs(&tls_dir);
-        let empty_conf = dir.join("empty.conf");
-        std::fs::write(&empty_conf, "")
-            .unwrap_or_else(|e| panic!("testkit: write {}: {e}", empty_conf.display()));
-        let d = dir.display();
-        let options = [
-            "ldap server require strong auth = no".to_string(),
-            "interfaces = lo".to_string(),
-            "bind interfaces only = yes".to_string(),
-            format!("pid directory = {d}/pid"),
-            format!("log file = {d}/log.%m"),
-            "log level = 1".to_string(),
-            "server services = ldap, cldap, kdc".to_string(),
-            "tls enabled = yes".to_string(),
-            format!("tls keyfile = {}", key.display()),
-            format!("tls certfile = {}", cert.display()),
-            format!("tls cafile = {}", ca.display()),
-        ];
-        let mut provision = Command::new("samba-tool");
-        provision
-            .env("TDB_NO_FSYNC", "1")
-            .args(["domain", "provision", "--use-rfc2307", "--dns-backend=NONE"])
-            .args(["--server-role=dc", "--realm=MFA.TEST", "--domain=MFA", "--host-name=dc1"])
-            .arg(format!("--adminpass={ADMIN_PASSWORD}"))
-            .arg(format!("--targetdir={d}"))
-            .arg(format!("--configfile={}", empty_conf.display()));
-        for o in &options {
-            provision.arg(format!("--option={o}"));
-        }
-        util::run_ok(&mut provision, "samba-tool domain provision");
-        // Provision silently drops some --option values from the smb.conf it writes (notably
-        // `ldap server require strong auth`), so (re)state all of them at the end of [global].
+        // Provisioning takes seconds; do it once per test process and copy the result. Only
+        // etc/smb.conf holds absolute paths (the ldb files reference each other relatively).
+        let tpl = template();
+        let mut src = tpl.as_os_str().to_owned();
+        src.push("/.");
+        util::run_ok(
+            Command::new("cp").arg("-a").arg(&src).arg(&dir),
+            "copying the provisioned Samba template",
+        );
         let smb_conf = dir.join("etc/smb.conf");
         let conf = std::fs::read_to_string(&smb_conf)
             .unwrap_or_else(|e| panic!("testkit: read {}: {e}", smb_conf.display()));
-        let extra: String = options.iter().map(|o| format!("\t{o}\n")).collect();
-        let global = conf.find("[global]").map(|g| g + "[global]".len());
-        let conf = match global.and_then(|g| conf[g..].find("\n[").map(|i| g + i)) {
-            Some(i) => format!("{}\n{}{}", &conf[..i], extra, &conf[i..]),
-            None => format!("{conf}\n{extra}"),
-        };
+        let conf = conf.replace(&*tpl.to_string_lossy(), &dir.to_string_lossy());
         std::fs::write(&smb_conf, conf)
             .unwrap_or_else(|e| panic!("testkit: write {}: {e}", smb_conf.display()));
+        let ca = dir.join("tls-test/ca.pem");
 
         // One Samba per network namespace at a time: the ports are fixed.
         let lock = acquire_lock();

@@ -161,3 +161,21 @@ fn postgres_fresh_database() {
     let out = run(Command::new("psql").args([a.as_str(), "-At", "-c", "select 1"]));
     assert_eq!(out.trim(), "1");
 }
+
+#[test]
+fn samba_second_instance_modify_delete() {
+    // Runs after/before samba_fixture_and_bulk (one Samba per namespace at a time); the provision
+    // is shared per process, so this start only copies the template.
+    let t = Instant::now();
+    let s = Samba::start(&samba_fixture());
+    eprintln!("samba start (incl. waiting for the other instance) + fixture: {:?}", t.elapsed());
+    s.ldapmodify(
+        "dn: CN=Bob Brown,OU=EMEA,OU=Sales,OU=People,DC=mfa,DC=test\nchangetype: modify\n\
+         replace: mobile\nmobile: +44 20 7946 0999\n",
+    );
+    let bob = ldapsearch(&s.url, &s.admin_dn, &s.admin_password, &s.base_dn, "(sAMAccountName=bob)", &["mobile"]);
+    assert!(bob.contains("mobile: +44 20 7946 0999"), "{bob}");
+    s.ldapdelete("CN=Bob Brown,OU=EMEA,OU=Sales,OU=People,DC=mfa,DC=test");
+    let gone = ldapsearch(&s.url, &s.admin_dn, &s.admin_password, &s.base_dn, "(sAMAccountName=bob)", &["1.1"]);
+    assert_eq!(count_dns(&gone), 0);
+}
