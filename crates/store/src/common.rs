@@ -158,12 +158,21 @@ pub(crate) struct Sql {
     pub update_user: String,
     pub select_audit: String,
     json_in: &'static str,
+    numbered: bool,
     /// `insert_users(n)` for the full chunk size, cached.
     insert_users_full: String,
     insert_audit_full: String,
 }
 
-fn placeholders(out: &mut String, rows: usize, cols: usize, json_cols: &[usize], json_in: &str) {
+/// `(p,p,..),(p,p,..)` for a multi-row VALUES, `$N` numbered or plain `?`.
+fn placeholders(
+    out: &mut String,
+    numbered: bool,
+    rows: usize,
+    cols: usize,
+    json_cols: &[usize],
+    json_in: &str,
+) {
     let mut n = 0;
     for r in 0..rows {
         if r > 0 {
@@ -175,8 +184,12 @@ fn placeholders(out: &mut String, rows: usize, cols: usize, json_cols: &[usize],
             if c > 0 {
                 out.push(',');
             }
-            out.push('$');
-            out.push_str(&n.to_string());
+            if numbered {
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push('?');
+            }
             if json_cols.contains(&c) {
                 out.push_str(json_in);
             }
@@ -186,20 +199,38 @@ fn placeholders(out: &mut String, rows: usize, cols: usize, json_cols: &[usize],
 }
 
 impl Sql {
-    pub(crate) fn new(json_in: &'static str, json_out: &'static str) -> Self {
+    /// `numbered`: `$N` placeholders in the long statements, else `?`. SQLite
+    /// needs `?` there: it looks a named parameter up by a linear scan, which
+    /// makes binding a 14,500-parameter `$N` statement quadratic.
+    pub(crate) fn new(numbered: bool, json_in: &'static str, json_out: &'static str) -> Self {
         let text = text_columns();
+        let p = |n: usize| {
+            if numbered {
+                format!("${n}")
+            } else {
+                "?".to_string()
+            }
+        };
         let select_users = format!(
             "SELECT username, {}, enabled, source FROM users",
             text.join(", ")
         );
-        let mut update_user = String::from("UPDATE users SET username = $1, username_lower = $2");
-        for (i, c) in text.iter().enumerate() {
-            update_user.push_str(&format!(", {c} = ${}", i + 3));
-        }
-        update_user.push_str(
-            ", enabled = $27, source = $28, updated_at = $29 \
-             WHERE directory_id = $30 AND source = 'directory'",
+        let mut update_user = format!(
+            "UPDATE users SET username = {}, username_lower = {}",
+            p(1),
+            p(2)
         );
+        for (i, c) in text.iter().enumerate() {
+            update_user.push_str(&format!(", {c} = {}", p(i + 3)));
+        }
+        update_user.push_str(&format!(
+            ", enabled = {}, source = {}, updated_at = {} \
+             WHERE directory_id = {} AND source = 'directory'",
+            p(27),
+            p(28),
+            p(29),
+            p(30)
+        ));
         let select_audit = format!(
             "SELECT id, at, actor, action, username, directory_id, \
              before_json{json_out} AS before_json, after_json{json_out} AS after_json, detail \
@@ -210,6 +241,7 @@ impl Sql {
             update_user,
             select_audit,
             json_in,
+            numbered,
             insert_users_full: String::new(),
             insert_audit_full: String::new(),
         };
@@ -223,7 +255,7 @@ impl Sql {
             "INSERT INTO users (username, username_lower, {}, enabled, source, updated_at) VALUES ",
             text_columns().join(", ")
         );
-        placeholders(&mut s, rows, USER_PARAMS, &[], "");
+        placeholders(&mut s, self.numbered, rows, USER_PARAMS, &[], "");
         s
     }
 
@@ -231,7 +263,7 @@ impl Sql {
         let mut s = String::from(
             "INSERT INTO audit (at, actor, action, username, directory_id, before_json, after_json, detail) VALUES ",
         );
-        placeholders(&mut s, rows, AUDIT_PARAMS, &[5, 6], self.json_in);
+        placeholders(&mut s, self.numbered, rows, AUDIT_PARAMS, &[5, 6], self.json_in);
         s
     }
 

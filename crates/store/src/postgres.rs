@@ -48,7 +48,7 @@ impl PgStore {
         migrator().run(&pool).await?;
         Ok(PgStore {
             pool,
-            sql: Sql::new("::jsonb", "::text"),
+            sql: Sql::new(true, "::jsonb", "::text"),
         })
     }
 

@@ -72,7 +72,7 @@ impl SqliteStore {
         migrator().run(&pool).await?;
         Ok(SqliteStore {
             pool,
-            sql: Sql::new("", ""),
+            sql: Sql::new(false, "", ""),
         })
     }
 
