@@ -86,16 +86,16 @@ fn item(kind: &str, dn: &str, extra: &str) -> String {
     format!("[[sync.items]]\nkind = \"{kind}\"\ndn = \"{dn}\"\n{extra}\n")
 }
 
-/// objectGUID as Samba's own tools print it (ldb formats GUIDs as text).
+/// objectGUID as Samba's own tools print it (text form, computed by Samba).
 fn guid_of(sam: &str) -> String {
     let s = samba();
-    let out = std::process::Command::new("ldbsearch")
+    let out = std::process::Command::new("samba-tool")
+        .args(["user", "show", sam, "--attributes=objectGUID", "-s"])
+        .arg(s.smb_conf())
         .arg("-H")
         .arg(s.dir.join("private/sam.ldb"))
-        .arg(format!("(sAMAccountName={sam})"))
-        .arg("objectGUID")
         .output()
-        .expect("ldbsearch");
+        .expect("samba-tool");
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("objectGUID: "))
