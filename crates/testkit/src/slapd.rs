@@ -11,8 +11,10 @@ use crate::util::{self, LdapTools};
 ///
 /// mdb backend, suffix `dc=example,dc=com`, rootdn `cn=admin,dc=example,dc=com`; schemas core,
 /// cosine, inetorgperson, nis; overlays syncprov (checkpoint + `syncprov-sessionlog 10000`, so
-/// RFC 4533 refreshOnly with cookies reports deletions as delete-phase entries) and ppolicy (no
-/// default policy). `sizelimit unlimited`, so paging is optional for the rootdn.
+/// RFC 4533 refreshOnly with cookies reports deletions as delete-phase entries), ppolicy (schema
+/// loaded, no default policy) and memberof (users get the operational `memberOf` attribute for
+/// their `groupOfNames` groups; direct membership only, like OpenLDAP deployments usually have).
+/// `sizelimit unlimited`, so paging is optional for the rootdn.
 /// Stopped (process killed, temp dir removed) by [`Slapd::stop`] or on drop.
 pub struct Slapd {
     /// `ldap://127.0.0.1:PORT`
@@ -60,6 +62,7 @@ modulepath /usr/lib/ldap
 moduleload back_mdb
 moduleload syncprov
 moduleload ppolicy
+moduleload memberof
 pidfile {d}/slapd.pid
 argsfile {d}/slapd.args
 sizelimit unlimited
@@ -78,6 +81,11 @@ overlay syncprov
 syncprov-checkpoint 100 10
 syncprov-sessionlog 10000
 overlay ppolicy
+overlay memberof
+memberof-group-oc groupOfNames
+memberof-member-ad member
+memberof-memberof-ad memberOf
+memberof-refint TRUE
 "#,
             d = d.display(),
             db = db.display(),

@@ -54,6 +54,12 @@ fn slapd_fixture_and_bulk() {
     let alice = q("dc=example,dc=com", "(uid=alice)", &["telephoneNumber", "mobile"]);
     assert!(alice.contains("telephoneNumber: +1 425 555 0100 x123"));
 
+    // memberof overlay: direct groups show up on the user.
+    let mo = q("dc=example,dc=com", "(uid=alice)", &["memberOf"]);
+    assert!(mo.contains("memberOf: cn=mfa-users,ou=Groups,dc=example,dc=com"), "{mo}");
+    // ppolicy schema is loaded.
+    s.ldapadd("dn: cn=default,ou=Groups,dc=example,dc=com\nobjectClass: device\nobjectClass: pwdPolicy\ncn: default\npwdAttribute: userPassword\n");
+
     // syncprov answers RFC 4533 refreshOnly with a cookie.
     let sync = run(Command::new("ldapsearch")
         .args(["-x", "-H", &s.url, "-D", &s.admin_dn, "-w", &s.admin_password])
