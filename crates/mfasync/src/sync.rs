@@ -343,13 +343,17 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
         return crate::print_json(&v);
     }
     if plan_only {
-        for ch in &o.plan.changes {
+        const SHOWN: usize = 50;
+        for ch in o.plan.changes.iter().take(SHOWN) {
             let detail = match ch.action {
                 Action::Update => ch.fields.join(", "),
                 Action::Disable | Action::Remove => ch.reason.clone().unwrap_or_default(),
                 _ => String::new(),
             };
             println!("{:8} {} {}", ch.action.as_str(), ch.user.username, detail);
+        }
+        if o.plan.changes.len() > SHOWN {
+            println!("... and {} more (--json lists them all)", o.plan.changes.len() - SHOWN);
         }
     }
     println!(
