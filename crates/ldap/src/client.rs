@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use crate::error::{LdapError, ServerFailure};
 use crate::proto::{
     asq_control, dirsync_control, dirsync_response, paged_control, paged_cookie, parse_entry,
-    parse_range, rootdse_attrs, Capabilities, Vendor, OID_DIRSYNC, OID_PAGED,
+    parse_intermediate, parse_range, rootdse_attrs, sync_done, sync_info, sync_request_control,
+    sync_state, Capabilities, SyncInfo, SyncState, Vendor, OID_DIRSYNC, OID_PAGED, OID_SYNC_DONE,
+    OID_SYNC_INFO, OID_SYNC_STATE,
 };
 
 /// Search scope.
@@ -330,8 +332,16 @@ fn map_err(server: &str, op: &str, timeout: Duration, e: ldap3::LdapError) -> Ld
 
 type Sink<'a> = &'a mut (dyn FnMut(Entry) + Send);
 
-/// One search request; entries go to `on_entry`, continuation references are
-/// skipped. Returns the final result (whatever its code) for the caller to judge.
+/// What a search delivers besides its final result.
+enum Item {
+    Entry(Entry, Vec<ldap3::controls::Control>),
+    /// IntermediateResponse: (responseName, responseValue).
+    Intermediate(Option<String>, Option<Vec<u8>>),
+}
+
+/// One search request; entries go to `on_entry`, continuation references and
+/// intermediate messages are skipped. Returns the final result (whatever its
+/// code) for the caller to judge.
 #[allow(clippy::too_many_arguments)]
 async fn run_search(
     ldap: &mut Ldap,
@@ -344,6 +354,41 @@ async fn run_search(
     controls: Vec<RawControl>,
     sizelimit: i32,
     on_entry: Sink<'_>,
+) -> Result<LdapResult, LdapError> {
+    run_search_raw(
+        ldap,
+        server,
+        timeout,
+        base,
+        scope,
+        filter,
+        attrs,
+        controls,
+        sizelimit,
+        &mut |item| {
+            if let Item::Entry(e, _) = item {
+                on_entry(e);
+            }
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// Like [`run_search`], delivering entries with their controls and
+/// intermediate messages; `on_item` may stop the search with a protocol error.
+#[allow(clippy::too_many_arguments)]
+async fn run_search_raw(
+    ldap: &mut Ldap,
+    server: &str,
+    timeout: Duration,
+    base: &str,
+    scope: Scope,
+    filter: &str,
+    attrs: &[String],
+    controls: Vec<RawControl>,
+    sizelimit: i32,
+    on_item: &mut (dyn FnMut(Item) -> Result<(), String> + Send),
 ) -> Result<LdapResult, LdapError> {
     let op = format!("search of {base:?} for {filter}");
     ldap.with_timeout(timeout);
@@ -358,18 +403,25 @@ async fn run_search(
     loop {
         match stream.next().await {
             Ok(Some(re)) => {
-                if re.is_ref() || re.is_intermediate() {
+                if re.is_ref() {
                     continue;
                 }
-                match parse_entry(re) {
-                    Some(e) => on_entry(e),
-                    None => {
-                        let _ = stream.finish().await;
-                        return Err(LdapError::Protocol {
-                            server: server.to_string(),
-                            message: format!("{op}: malformed search result entry"),
-                        });
-                    }
+                let item = if re.is_intermediate() {
+                    parse_intermediate(re).map(|(n, v)| Item::Intermediate(n, v))
+                } else {
+                    let ctrls = re.1.clone();
+                    parse_entry(re).map(|e| Item::Entry(e, ctrls))
+                };
+                let outcome = match item {
+                    Some(item) => on_item(item),
+                    None => Err("malformed search result entry".to_string()),
+                };
+                if let Err(m) = outcome {
+                    let _ = stream.finish().await;
+                    return Err(LdapError::Protocol {
+                        server: server.to_string(),
+                        message: format!("{op}: {m}"),
+                    });
                 }
             }
             Ok(None) => break,
@@ -862,6 +914,29 @@ pub struct DirSyncResult {
     pub entries: usize,
 }
 
+/// One change of an RFC 4533 refresh; `uuid` is the entry's entryUUID (16 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncEvent {
+    /// Added or modified: the entry with the requested attributes.
+    Changed { uuid: Vec<u8>, entry: Entry },
+    /// Deleted since the cookie (delete phase).
+    Deleted { uuid: Vec<u8> },
+    /// Unchanged and still there (present phase).
+    Present { uuid: Vec<u8> },
+}
+
+/// The outcome of [`Client::syncrepl_refresh`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncReplResult {
+    /// The cookie to start the next refresh from (store it with the data).
+    pub cookie: Option<Vec<u8>>,
+    /// True: deletions were reported as [`SyncEvent::Deleted`]. False: a
+    /// present phase; entries not reported as Changed or Present are gone.
+    pub deletes_listed: bool,
+    /// Events delivered.
+    pub events: usize,
+}
+
 enum PagedEnd {
     Complete,
     /// The server applied a size limit to the paged search too.
@@ -1276,6 +1351,143 @@ impl Client {
             if !more {
                 return Ok(DirSyncResult { cookie, entries });
             }
+        }
+    }
+
+    /// RFC 4533 content synchronization, refreshOnly (OpenLDAP `syncprov`):
+    /// the entries under `base` matching `filter` that changed since `cookie`
+    /// (None: everything, which sets the starting point).
+    ///
+    /// Events: [`SyncEvent::Changed`] (added or modified, with `attrs`),
+    /// [`SyncEvent::Deleted`] (delete phase) and [`SyncEvent::Present`]
+    /// (unchanged, present phase). When the result's `deletes_listed` is
+    /// false, every entry of the previous state not reported as Changed or
+    /// Present is gone. A cookie the server no longer accepts
+    /// (e-syncRefreshRequired) restarts the refresh from scratch.
+    pub async fn syncrepl_refresh(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[String],
+        cookie: Option<&[u8]>,
+        f: &mut (dyn FnMut(SyncEvent) + Send),
+    ) -> Result<SyncReplResult, LdapError> {
+        if !self.caps.syncrepl {
+            return Err(LdapError::Unsupported(format!(
+                "{}: the server does not support content synchronization (RFC 4533, control 1.3.6.1.4.1.4203.1.9.1.1)",
+                self.server
+            )));
+        }
+        let filter = parenthesized(filter);
+        let op = format!("syncrepl refresh of {base:?} for {filter}");
+        let mut cookie: Option<Vec<u8>> = cookie.map(<[u8]>::to_vec);
+        let mut restarted = false;
+        loop {
+            let mut events = 0usize;
+            let mut last_cookie: Option<Vec<u8>> = None;
+            let mut deletes_listed = None;
+            let res = run_search_raw(
+                &mut self.ldap,
+                &self.server,
+                self.timeout,
+                base,
+                scope,
+                &filter,
+                attrs,
+                vec![sync_request_control(cookie.as_deref())],
+                0,
+                &mut |item| {
+                    match item {
+                        Item::Entry(entry, ctrls) => {
+                            let Some((state, uuid, c)) = ctrls
+                                .iter()
+                                .find(|c| c.1.ctype == OID_SYNC_STATE)
+                                .and_then(|c| c.1.val.as_deref())
+                                .and_then(sync_state)
+                            else {
+                                return Err(format!(
+                                    "entry {:?} without a valid Sync State control",
+                                    entry.dn
+                                ));
+                            };
+                            if let Some(c) = c.filter(|c| !c.is_empty()) {
+                                last_cookie = Some(c);
+                            }
+                            events += 1;
+                            f(match state {
+                                SyncState::Add | SyncState::Modify => {
+                                    SyncEvent::Changed { uuid, entry }
+                                }
+                                SyncState::Present => SyncEvent::Present { uuid },
+                                SyncState::Delete => SyncEvent::Deleted { uuid },
+                            });
+                        }
+                        Item::Intermediate(name, value) => {
+                            if name.as_deref() != Some(OID_SYNC_INFO) {
+                                return Ok(());
+                            }
+                            let info = value
+                                .as_deref()
+                                .and_then(sync_info)
+                                .ok_or_else(|| "malformed Sync Info message".to_string())?;
+                            match info {
+                                SyncInfo::NewCookie(c) => last_cookie = Some(c),
+                                SyncInfo::Phase { cookie: c, .. } => {
+                                    if let Some(c) = c {
+                                        last_cookie = Some(c);
+                                    }
+                                }
+                                SyncInfo::IdSet {
+                                    cookie: c,
+                                    refresh_deletes,
+                                    uuids,
+                                } => {
+                                    if let Some(c) = c {
+                                        last_cookie = Some(c);
+                                    }
+                                    for uuid in uuids {
+                                        events += 1;
+                                        f(if refresh_deletes {
+                                            SyncEvent::Deleted { uuid }
+                                        } else {
+                                            SyncEvent::Present { uuid }
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+            if res.rc == 4096 && !restarted && events == 0 {
+                tracing::info!(server = %self.server, "syncrepl cookie refused (e-syncRefreshRequired); full refresh");
+                cookie = None;
+                restarted = true;
+                continue;
+            }
+            if res.rc != 0 {
+                return Err(op_error(&self.server, &op, &res));
+            }
+            if let Some((c, rd)) = res
+                .ctrls
+                .iter()
+                .find(|c| c.1.ctype == OID_SYNC_DONE)
+                .and_then(|c| c.1.val.as_deref())
+                .and_then(sync_done)
+            {
+                if let Some(c) = c {
+                    last_cookie = Some(c);
+                }
+                deletes_listed = Some(rd);
+            }
+            return Ok(SyncReplResult {
+                cookie: last_cookie.or(cookie),
+                deletes_listed: deletes_listed.unwrap_or(false),
+                events,
+            });
         }
     }
 

@@ -1,7 +1,9 @@
 //! Directory access for mfasync: connections to a list of servers with
 //! failover, bind types, TLS (LDAPS, StartTLS, a private CA), capability
 //! detection from the RootDSE, paged searches (or batches under a size limit
-//! when paging is unavailable), range retrieval and Attribute Scoped Queries.
+//! when paging is unavailable), range retrieval, Attribute Scoped Queries, and
+//! incremental reads: DirSync (Active Directory) and RFC 4533 syncrepl
+//! refreshOnly (OpenLDAP).
 //!
 //! Architecture invariant: no password ever appears in an error, a log line
 //! or a `Debug` output of this crate; binds are described by their DN only.
@@ -10,7 +12,10 @@ mod client;
 mod error;
 mod proto;
 
-pub use client::{connect, test, Client, DirSyncResult, Scope, Supports, TestReport, TestStep};
+pub use client::{
+    connect, test, Client, DirSyncResult, Scope, Supports, SyncEvent, SyncReplResult, TestReport,
+    TestStep,
+};
 pub use error::{LdapError, ServerFailure};
 pub use proto::{
     Capabilities, Vendor, DIRSYNC_ANCESTORS_FIRST_ORDER, DIRSYNC_INCREMENTAL_VALUES,

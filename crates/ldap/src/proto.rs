@@ -13,6 +13,9 @@ pub const OID_PAGED: &str = "1.2.840.113556.1.4.319";
 pub const OID_DIRSYNC: &str = "1.2.840.113556.1.4.841";
 pub const OID_ASQ: &str = "1.2.840.113556.1.4.1504";
 pub const OID_SYNCREPL: &str = "1.3.6.1.4.1.4203.1.9.1.1";
+pub const OID_SYNC_STATE: &str = "1.3.6.1.4.1.4203.1.9.1.2";
+pub const OID_SYNC_DONE: &str = "1.3.6.1.4.1.4203.1.9.1.3";
+pub const OID_SYNC_INFO: &str = "1.3.6.1.4.1.4203.1.9.1.4";
 pub const OID_AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
 
 /// Which directory product answers.
@@ -269,6 +272,146 @@ pub fn dirsync_response(val: &[u8]) -> Option<(bool, Vec<u8>)> {
     Some((more, cookie))
 }
 
+/// RFC 4533 Sync Request control, refreshOnly: SEQUENCE { mode ENUMERATED
+/// refreshOnly(1), cookie OCTET STRING OPTIONAL }, critical.
+pub fn sync_request_control(cookie: Option<&[u8]>) -> RawControl {
+    let mut content = vec![0x0a, 0x01, 0x01];
+    if let Some(c) = cookie {
+        content.extend(ber_tlv(0x04, c));
+    }
+    RawControl {
+        ctype: OID_SYNCREPL.to_string(),
+        crit: true,
+        val: Some(ber_tlv(0x30, &content)),
+    }
+}
+
+/// The state of an entry in a sync refresh (RFC 4533 Sync State control).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncState {
+    Present,
+    Add,
+    Modify,
+    Delete,
+}
+
+/// Sync State control value: (state, entryUUID, cookie).
+pub fn sync_state(val: &[u8]) -> Option<(SyncState, Vec<u8>, Option<Vec<u8>>)> {
+    let (_, tag) = parse_tag(val).ok()?;
+    let mut parts = tag
+        .match_class(TagClass::Universal)?
+        .match_id(Types::Sequence as u64)?
+        .expect_constructed()?
+        .into_iter();
+    let state = match parts.next()?.expect_primitive()?.as_slice() {
+        [0] => SyncState::Present,
+        [1] => SyncState::Add,
+        [2] => SyncState::Modify,
+        [3] => SyncState::Delete,
+        _ => return None,
+    };
+    let uuid = parts.next()?.expect_primitive()?;
+    let cookie = match parts.next() {
+        Some(t) => Some(t.expect_primitive()?),
+        None => None,
+    };
+    Some((state, uuid, cookie))
+}
+
+/// Sync Done control value: (cookie, refreshDeletes).
+pub fn sync_done(val: &[u8]) -> Option<(Option<Vec<u8>>, bool)> {
+    let (_, tag) = parse_tag(val).ok()?;
+    let parts = tag
+        .match_class(TagClass::Universal)?
+        .match_id(Types::Sequence as u64)?
+        .expect_constructed()?;
+    let mut cookie = None;
+    let mut refresh_deletes = false;
+    for p in parts {
+        match p.id {
+            id if id == Types::OctetString as u64 => cookie = Some(p.expect_primitive()?),
+            id if id == Types::Boolean as u64 => {
+                refresh_deletes = p.expect_primitive()?.iter().any(|b| *b != 0)
+            }
+            _ => return None,
+        }
+    }
+    Some((cookie, refresh_deletes))
+}
+
+/// A Sync Info intermediate message (RFC 4533 2.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncInfo {
+    NewCookie(Vec<u8>),
+    /// End of a refresh phase: (cookie, refreshDone, delete phase?).
+    Phase {
+        cookie: Option<Vec<u8>>,
+        delete_phase: bool,
+    },
+    /// UUIDs deleted (`refresh_deletes`) or present.
+    IdSet {
+        cookie: Option<Vec<u8>>,
+        refresh_deletes: bool,
+        uuids: Vec<Vec<u8>>,
+    },
+}
+
+pub fn sync_info(val: &[u8]) -> Option<SyncInfo> {
+    let (_, tag) = parse_tag(val).ok()?;
+    if tag.class != TagClass::Context {
+        return None;
+    }
+    let id = tag.id;
+    if id == 0 {
+        return Some(SyncInfo::NewCookie(tag.expect_primitive()?));
+    }
+    let parts = tag.expect_constructed()?;
+    let mut cookie = None;
+    let mut flag = None;
+    let mut uuids = Vec::new();
+    for p in parts {
+        match p.id {
+            x if x == Types::OctetString as u64 => cookie = Some(p.expect_primitive()?),
+            x if x == Types::Boolean as u64 => {
+                flag = Some(p.expect_primitive()?.iter().any(|b| *b != 0))
+            }
+            x if x == Types::Set as u64 => {
+                for u in p.expect_constructed()? {
+                    uuids.push(u.expect_primitive()?);
+                }
+            }
+            _ => return None,
+        }
+    }
+    match id {
+        1 | 2 => Some(SyncInfo::Phase {
+            cookie,
+            delete_phase: id == 1,
+        }),
+        3 => Some(SyncInfo::IdSet {
+            cookie,
+            refresh_deletes: flag.unwrap_or(false),
+            uuids,
+        }),
+        _ => None,
+    }
+}
+
+/// An IntermediateResponse: (responseName, responseValue).
+pub fn parse_intermediate(re: ResultEntry) -> Option<(Option<String>, Option<Vec<u8>>)> {
+    let parts = re.0.match_id(25)?.expect_constructed()?;
+    let mut name = None;
+    let mut value = None;
+    for p in parts {
+        match p.id {
+            0 => name = Some(String::from_utf8(p.expect_primitive()?).ok()?),
+            1 => value = Some(p.expect_primitive()?),
+            _ => return None,
+        }
+    }
+    Some((name, value))
+}
+
 /// A returned attribute name of a range retrieval: `member;range=0-1499` ->
 /// `Some((0, Some(1499)))`, `member;range=1500-*` -> `Some((1500, None))`.
 pub fn parse_range(returned: &str, attr: &str) -> Option<(u64, Option<u64>)> {
@@ -361,6 +504,54 @@ mod tests {
         let v = [0x30, 0x08, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x04, 0x00];
         assert_eq!(dirsync_response(&v), Some((false, vec![])));
         assert_eq!(dirsync_response(&[0x30, 0x03, 0x02, 0x01, 0x00]), None);
+    }
+
+    #[test]
+    fn syncrepl_values() {
+        assert_eq!(
+            sync_request_control(None).val.unwrap_or_default(),
+            vec![0x30, 0x03, 0x0a, 0x01, 0x01]
+        );
+        assert_eq!(
+            sync_request_control(Some(b"ab")).val.unwrap_or_default(),
+            vec![0x30, 0x07, 0x0a, 0x01, 0x01, 0x04, 0x02, b'a', b'b']
+        );
+        let st = [
+            0x30, 0x09, 0x0a, 0x01, 0x03, 0x04, 0x02, 0x11, 0x22, 0x04, 0x00,
+        ];
+        assert_eq!(
+            sync_state(&st),
+            Some((SyncState::Delete, vec![0x11, 0x22], Some(vec![])))
+        );
+        assert_eq!(sync_state(&[0x30, 0x03, 0x0a, 0x01, 0x09]), None);
+        assert_eq!(
+            sync_done(&[0x30, 0x03, 0x01, 0x01, 0xff]),
+            Some((None, true))
+        );
+        assert_eq!(
+            sync_done(&[0x30, 0x03, 0x04, 0x01, b'c']),
+            Some((Some(b"c".to_vec()), false))
+        );
+        assert_eq!(
+            sync_info(&[0x80, 0x01, b'x']),
+            Some(SyncInfo::NewCookie(b"x".to_vec()))
+        );
+        assert_eq!(
+            sync_info(&[0xa3, 0x0a, 0x01, 0x01, 0xff, 0x31, 0x05, 0x04, 0x03, 1, 2, 3]),
+            Some(SyncInfo::IdSet {
+                cookie: None,
+                refresh_deletes: true,
+                uuids: vec![vec![1, 2, 3]]
+            })
+        );
+        assert_eq!(
+            sync_info(&[0xa1, 0x03, 0x04, 0x01, b'k']),
+            Some(SyncInfo::Phase {
+                cookie: Some(b"k".to_vec()),
+                delete_phase: true
+            })
+        );
+        assert_eq!(sync_info(&[0x30, 0x00]), None);
     }
 
     #[test]

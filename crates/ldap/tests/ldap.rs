@@ -553,6 +553,7 @@ include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
 modulepath /usr/lib/ldap
 moduleload back_mdb
+moduleload syncprov
 pidfile {d}/slapd.pid
 argsfile {d}/slapd.args
 TLSCACertificateFile {ca}
@@ -568,6 +569,8 @@ directory {d}/db
 dbnosync
 index objectClass eq
 index cn eq,sub
+index entryCSN,entryUUID eq
+overlay syncprov
 ",
             d = d.display(),
             ca = ca_pem.display(),
@@ -727,6 +730,59 @@ async fn private_slapd_size_limit_and_tls() {
     assert!(r.ok, "{r:?}");
     assert!(r.steps[1].detail.contains("NOT verified"), "{r:?}");
 
+    // --- syncrepl without a session log: deletions come as a present phase
+    let mut c = connect(
+        &dir(&[&p.ldap_url]),
+        &simple("cn=admin,dc=example,dc=com"),
+        Some("secret"),
+    )
+    .await
+    .unwrap();
+    let base = "ou=Bulk,dc=example,dc=com";
+    let a = attrs(&["uid"]);
+    let first = c
+        .syncrepl_refresh(
+            base,
+            Scope::Subtree,
+            "(objectClass=inetOrgPerson)",
+            &a,
+            None,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.events, BULK);
+    run(Command::new("ldapdelete")
+        .args([
+            "-x",
+            "-H",
+            &p.ldap_url,
+            "-D",
+            "cn=admin,dc=example,dc=com",
+            "-w",
+            "secret",
+        ])
+        .arg(format!("uid=user000007,{base}")));
+    let (mut changed, mut present, mut deleted) = (0, 0, 0);
+    let next = c
+        .syncrepl_refresh(
+            base,
+            Scope::Subtree,
+            "(objectClass=inetOrgPerson)",
+            &a,
+            first.cookie.as_deref(),
+            &mut |e| match e {
+                mfasync_ldap::SyncEvent::Changed { .. } => changed += 1,
+                mfasync_ldap::SyncEvent::Present { .. } => present += 1,
+                mfasync_ldap::SyncEvent::Deleted { .. } => deleted += 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!next.deletes_listed, "{next:?}");
+    assert_eq!((changed, present, deleted), (0, BULK - 1, 0));
+    c.unbind().await;
+
     // --- a server that stops answering in the middle: the search is an error, not a partial result
     let mut c = connect(&dir(&[&p.ldap_url]), &anonymous(), None)
         .await
@@ -752,4 +808,115 @@ async fn private_slapd_size_limit_and_tls() {
     d.tls_ca_file = Some("/nonexistent/ca.pem".into());
     let err = connect(&d, &ssl, Some("secret")).await.unwrap_err();
     assert!(matches!(err, LdapError::Config(_)), "{err}");
+}
+
+#[tokio::test]
+async fn syncrepl_refresh_reports_changes_and_deletions() {
+    use mfasync_ldap::SyncEvent;
+    let s = slapd();
+    // its own subtree and object class, so other tests' counts are unaffected
+    let base = "cn=SyncTest,dc=example,dc=com";
+    let dev = |n: &str| {
+        format!("dn: cn={n},{base}\nobjectClass: device\ncn: {n}\ndescription: first\n\n")
+    };
+    s.ldapadd(&format!(
+        "dn: {base}\nobjectClass: organizationalRole\ncn: SyncTest\n\n{}{}{}",
+        dev("d1"),
+        dev("d2"),
+        dev("d3")
+    ));
+    let mut c = connect(
+        &dir(&[&s.url]),
+        &simple(&s.admin_dn),
+        Some(&s.admin_password),
+    )
+    .await
+    .unwrap();
+    let a = attrs(&["cn", "description", "entryUUID"]);
+    let filter = "(objectClass=device)";
+    let mut events = Vec::new();
+    let first = c
+        .syncrepl_refresh(base, Scope::Subtree, filter, &a, None, &mut |e| {
+            events.push(e)
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.events, 3, "{events:?}");
+    assert!(first.cookie.is_some());
+    let mut uuid_of = std::collections::HashMap::new();
+    for e in &events {
+        let SyncEvent::Changed { uuid, entry } = e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(uuid.len(), 16);
+        uuid_of.insert(entry.first_str("cn").unwrap(), uuid.clone());
+    }
+
+    // nothing changed: nothing (or only "present") reported
+    let mut events = Vec::new();
+    let same = c
+        .syncrepl_refresh(
+            base,
+            Scope::Subtree,
+            filter,
+            &a,
+            first.cookie.as_deref(),
+            &mut |e| events.push(e),
+        )
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, SyncEvent::Present { .. })),
+        "{events:?}"
+    );
+
+    s.ldapmodify(&format!(
+        "dn: cn=d1,{base}\nchangetype: modify\nreplace: description\ndescription: second\n"
+    ));
+    s.ldapdelete(&format!("cn=d2,{base}"));
+    s.ldapadd(&dev("d4"));
+    let mut events = Vec::new();
+    let next = c
+        .syncrepl_refresh(
+            base,
+            Scope::Subtree,
+            filter,
+            &a,
+            same.cookie.as_deref(),
+            &mut |e| events.push(e),
+        )
+        .await
+        .unwrap();
+    assert_ne!(next.cookie, same.cookie);
+    let mut changed: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            SyncEvent::Changed { entry, .. } => entry.first_str("cn"),
+            _ => None,
+        })
+        .collect();
+    changed.sort();
+    assert_eq!(changed, vec!["d1", "d4"], "{events:?}");
+    let d1 = events.iter().find_map(|e| match e {
+        SyncEvent::Changed { uuid, entry } if entry.first_str("cn").as_deref() == Some("d1") => {
+            Some((uuid.clone(), entry.first_str("description")))
+        }
+        _ => None,
+    });
+    assert_eq!(
+        d1,
+        Some((uuid_of["d1"].clone(), Some("second".to_string())))
+    );
+    // the testkit's slapd keeps a session log: deletions are listed
+    assert!(next.deletes_listed);
+    let deleted: Vec<&Vec<u8>> = events
+        .iter()
+        .filter_map(|e| match e {
+            SyncEvent::Deleted { uuid } => Some(uuid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, vec![&uuid_of["d2"]], "{events:?}");
 }
