@@ -20,6 +20,9 @@ use crate::{Result, StoreError};
 pub(crate) const USER_CHUNK: usize = 500;
 /// Rows per multi-row INSERT of audit entries (8 parameters each).
 pub(crate) const AUDIT_CHUNK: usize = 1000;
+/// Rows per multi-row UPDATE (30 parameters each) and per DELETE (1 each).
+pub(crate) const UPDATE_CHUNK: usize = 400;
+pub(crate) const DELETE_CHUNK: usize = 1000;
 
 /// Columns written for a user, in bind order: username, username_lower, the 24
 /// text fields, enabled, source, updated_at.
@@ -152,16 +155,12 @@ impl<'a> AuditRow<'a> {
     }
 }
 
-/// The SQL text of one backend, built once when the store opens.
+/// The SQL text of one backend.
 pub(crate) struct Sql {
     pub select_users: String,
-    pub update_user: String,
     pub select_audit: String,
     json_in: &'static str,
     numbered: bool,
-    /// `insert_users(n)` for the full chunk size, cached.
-    insert_users_full: String,
-    insert_audit_full: String,
 }
 
 /// `(p,p,..),(p,p,..)` for a multi-row VALUES, `$N` numbered or plain `?`.
@@ -203,54 +202,25 @@ impl Sql {
     /// needs `?` there: it looks a named parameter up by a linear scan, which
     /// makes binding a 14,500-parameter `$N` statement quadratic.
     pub(crate) fn new(numbered: bool, json_in: &'static str, json_out: &'static str) -> Self {
-        let text = text_columns();
-        let p = |n: usize| {
-            if numbered {
-                format!("${n}")
-            } else {
-                "?".to_string()
-            }
-        };
         let select_users = format!(
             "SELECT username, {}, enabled, source FROM users",
-            text.join(", ")
+            text_columns().join(", ")
         );
-        let mut update_user = format!(
-            "UPDATE users SET username = {}, username_lower = {}",
-            p(1),
-            p(2)
-        );
-        for (i, c) in text.iter().enumerate() {
-            update_user.push_str(&format!(", {c} = {}", p(i + 3)));
-        }
-        update_user.push_str(&format!(
-            ", enabled = {}, source = {}, updated_at = {} \
-             WHERE directory_id = {} AND source = 'directory'",
-            p(27),
-            p(28),
-            p(29),
-            p(30)
-        ));
         let select_audit = format!(
             "SELECT id, at, actor, action, username, directory_id, \
              before_json{json_out} AS before_json, after_json{json_out} AS after_json, detail \
              FROM audit ORDER BY id DESC LIMIT $1"
         );
-        let mut sql = Sql {
+        Sql {
             select_users,
-            update_user,
             select_audit,
             json_in,
             numbered,
-            insert_users_full: String::new(),
-            insert_audit_full: String::new(),
-        };
-        sql.insert_users_full = sql.build_insert_users(USER_CHUNK);
-        sql.insert_audit_full = sql.build_insert_audit(AUDIT_CHUNK);
-        sql
+        }
     }
 
-    fn build_insert_users(&self, rows: usize) -> String {
+    /// Insert `rows` users, `USER_PARAMS` parameters each (see `bind_user!`).
+    pub(crate) fn insert_users(&self, rows: usize) -> String {
         let mut s = format!(
             "INSERT INTO users (username, username_lower, {}, enabled, source, updated_at) VALUES ",
             text_columns().join(", ")
@@ -259,29 +229,117 @@ impl Sql {
         s
     }
 
-    fn build_insert_audit(&self, rows: usize) -> String {
-        let mut s = String::from(
-            "INSERT INTO audit (at, actor, action, username, directory_id, before_json, after_json, detail) VALUES ",
+    /// Update `rows` directory users, each given as its current directory_id
+    /// followed by the `USER_PARAMS` values of `bind_user!`.
+    pub(crate) fn update_users(&self, rows: usize) -> String {
+        // VALUES columns are column1.. in both SQLite and PostgreSQL.
+        let mut s =
+            String::from("UPDATE users SET username = v.column2, username_lower = v.column3");
+        for (i, c) in text_columns().iter().enumerate() {
+            s.push_str(&format!(", {c} = v.column{}", i + 4));
+        }
+        s.push_str(
+            ", enabled = v.column28, source = v.column29, updated_at = v.column30 FROM (VALUES ",
         );
-        placeholders(&mut s, self.numbered, rows, AUDIT_PARAMS, &[5, 6], self.json_in);
+        placeholders(&mut s, self.numbered, rows, USER_PARAMS + 1, &[], "");
+        s.push_str(") AS v WHERE users.directory_id = v.column1 AND users.source = 'directory'");
         s
     }
 
-    pub(crate) fn insert_users(&self, rows: usize) -> std::borrow::Cow<'_, str> {
-        if rows == USER_CHUNK {
-            std::borrow::Cow::Borrowed(&self.insert_users_full)
-        } else {
-            std::borrow::Cow::Owned(self.build_insert_users(rows))
-        }
+    fn key_list(&self, keys: usize) -> String {
+        let mut s = String::new();
+        placeholders(&mut s, self.numbered, 1, keys, &[], "");
+        s
     }
 
-    pub(crate) fn insert_audit(&self, rows: usize) -> std::borrow::Cow<'_, str> {
-        if rows == AUDIT_CHUNK {
-            std::borrow::Cow::Borrowed(&self.insert_audit_full)
-        } else {
-            std::borrow::Cow::Owned(self.build_insert_audit(rows))
+    /// Delete the directory users with `keys` directory_ids.
+    pub(crate) fn delete_users(&self, keys: usize) -> String {
+        format!(
+            "DELETE FROM users WHERE source = 'directory' AND directory_id IN {}",
+            self.key_list(keys)
+        )
+    }
+
+    /// directory_id and source of the users with `keys` directory_ids.
+    pub(crate) fn select_targets(&self, keys: usize) -> String {
+        format!(
+            "SELECT directory_id, source FROM users WHERE directory_id IN {}",
+            self.key_list(keys)
+        )
+    }
+
+    pub(crate) fn insert_audit(&self, rows: usize) -> String {
+        let mut s = String::from(
+            "INSERT INTO audit (at, actor, action, username, directory_id, before_json, after_json, detail) VALUES ",
+        );
+        placeholders(
+            &mut s,
+            self.numbered,
+            rows,
+            AUDIT_PARAMS,
+            &[5, 6],
+            self.json_in,
+        );
+        s
+    }
+}
+
+/// How a change is written: runs of changes of one kind go in one statement.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Create,
+    Modify,
+    Remove,
+}
+
+pub(crate) fn kind(action: Action) -> Kind {
+    match action {
+        Action::Create => Kind::Create,
+        Action::Update | Action::Enable | Action::Disable => Kind::Modify,
+        Action::Remove => Kind::Remove,
+    }
+}
+
+/// The length of the run of changes at the start of `changes` that can be
+/// written with one statement: same kind, at most `max`, and (for updates and
+/// removes) distinct target directory_ids.
+pub(crate) fn run_len(changes: &[Change], max: usize) -> usize {
+    let Some(first) = changes.first() else {
+        return 0;
+    };
+    let k = kind(first.action);
+    let mut keys = HashSet::new();
+    changes
+        .iter()
+        .take(max)
+        .take_while(|c| {
+            kind(c.action) == k && (k == Kind::Create || keys.insert(change_key(c).unwrap_or("")))
+        })
+        .count()
+}
+
+/// Check that every change of a run targets a directory user that exists;
+/// `found` maps the directory_ids found to their source.
+pub(crate) fn check_targets(
+    run: &[Change],
+    found: &std::collections::HashMap<String, String>,
+) -> Result<()> {
+    for ch in run {
+        let key = change_key(ch).unwrap_or_default();
+        let what = format!("{} {}", ch.action.as_str(), ch.user.username);
+        match found.get(key).map(String::as_str) {
+            Some("directory") => {}
+            Some(_) => return Err(StoreError::Conflict(format!(
+                "{what}: directory_id {key} belongs to a manual user, which a sync never touches"
+            ))),
+            None => {
+                return Err(StoreError::Conflict(format!(
+                    "{what}: no directory user with directory_id {key}"
+                )))
+            }
         }
     }
+    Ok(())
 }
 
 /// Bind the 29 values of a user row (see `USER_PARAMS`) onto a query.
@@ -303,8 +361,8 @@ pub(crate) use bind_user;
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         use $crate::common::{
-            bind_user, map_unique, now, parse_json, parse_source, validate, AuditRow, ACTOR_ADMIN,
-            AUDIT_CHUNK, USER_CHUNK,
+            bind_user, kind, map_unique, now, parse_json, parse_source, run_len, validate, AuditRow,
+            Kind, ACTOR_ADMIN, AUDIT_CHUNK, DELETE_CHUNK, UPDATE_CHUNK, USER_CHUNK,
         };
         use sqlx::Row as _;
         use $crate::{AuditEntry, ConfigVersion, Result, Store, StoreError, SyncRun, Watermark};
@@ -403,35 +461,56 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn change_user(&self, tx: &mut Tx, ch: &Change, key: &str, at: &str) -> Result<()> {
-                let what = format!("{} {}", ch.action.as_str(), ch.user.username);
-                let done = if ch.action == Action::Remove {
-                    sqlx::query("DELETE FROM users WHERE directory_id = $1 AND source = 'directory'")
-                        .bind(key)
-                        .execute(&mut **tx)
-                        .await
-                } else {
-                    let lower = ch.user.username.to_lowercase();
-                    bind_user!(sqlx::query(&self.sql.update_user), &ch.user, lower.as_str(), at)
-                        .bind(key)
-                        .execute(&mut **tx)
-                        .await
-                };
-                let done = done.map_err(|e| map_unique(e, &what))?;
-                if done.rows_affected() == 1 {
-                    return Ok(());
+            /// Update or remove a run of changes with distinct directory_ids.
+            async fn modify_users(&self, tx: &mut Tx, run: &[Change], at: &str) -> Result<()> {
+                let keys: Vec<&str> = run
+                    .iter()
+                    .map(|c| $crate::common::change_key(c).unwrap_or_default())
+                    .collect();
+                let sql = self.sql.select_targets(keys.len());
+                let mut q = sqlx::query(&sql);
+                for k in &keys {
+                    q = q.bind(*k);
                 }
-                let source: Option<String> =
-                    sqlx::query_scalar("SELECT source FROM users WHERE directory_id = $1")
-                        .bind(key)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                Err(StoreError::Conflict(match source {
-                    Some(s) if s == "manual" => {
-                        format!("{what}: directory_id {key} belongs to a manual user, which a sync never touches")
+                let mut found = std::collections::HashMap::new();
+                for row in q.fetch_all(&mut **tx).await? {
+                    let id: Option<String> = row.try_get("directory_id")?;
+                    let source: String = row.try_get("source")?;
+                    if let Some(id) = id {
+                        found.insert(id, source);
                     }
-                    _ => format!("{what}: no directory user with directory_id {key}"),
-                }))
+                }
+                $crate::common::check_targets(run, &found)?;
+                let remove = run.first().map(|c| c.action) == Some(Action::Remove);
+                let done = if remove {
+                    let sql = self.sql.delete_users(keys.len());
+                    let mut q = sqlx::query(&sql);
+                    for k in &keys {
+                        q = q.bind(*k);
+                    }
+                    q.execute(&mut **tx).await?
+                } else {
+                    let lowers: Vec<String> =
+                        run.iter().map(|c| c.user.username.to_lowercase()).collect();
+                    let sql = self.sql.update_users(run.len());
+                    let mut q = sqlx::query(&sql);
+                    for ((c, lower), key) in run.iter().zip(&lowers).zip(&keys) {
+                        q = bind_user!(q.bind(*key), &c.user, lower.as_str(), at);
+                    }
+                    let what = match run {
+                        [one] => format!("{} {}", one.action.as_str(), one.user.username),
+                        _ => format!("update of one of {} users", run.len()),
+                    };
+                    q.execute(&mut **tx).await.map_err(|e| map_unique(e, &what))?
+                };
+                if done.rows_affected() != run.len() as u64 {
+                    return Err(StoreError::Conflict(format!(
+                        "{} of {} changes found their directory user",
+                        done.rows_affected(),
+                        run.len()
+                    )));
+                }
+                Ok(())
             }
         }
 
@@ -474,21 +553,26 @@ macro_rules! impl_store {
                 let at = now()?;
                 let audit = changes.iter().map(AuditRow::for_change).collect::<Result<Vec<_>>>()?;
                 let mut tx = self.begin().await?;
-                let mut i = 0;
-                while i < changes.len() {
-                    let ch = &changes[i];
-                    if ch.action == Action::Create {
-                        let run = changes[i..]
-                            .iter()
-                            .take_while(|c| c.action == Action::Create)
-                            .count();
-                        self.create_users(&mut tx, &changes[i..i + run], &at).await?;
-                        i += run;
-                    } else {
-                        let key = $crate::common::change_key(ch).unwrap_or_default();
-                        self.change_user(&mut tx, ch, key, &at).await?;
-                        i += 1;
-                    }
+                let mut rest = changes;
+                while let Some(first) = rest.first() {
+                    let len = match kind(first.action) {
+                        Kind::Create => {
+                            let len = run_len(rest, usize::MAX);
+                            self.create_users(&mut tx, &rest[..len], &at).await?;
+                            len
+                        }
+                        Kind::Modify => {
+                            let len = run_len(rest, UPDATE_CHUNK);
+                            self.modify_users(&mut tx, &rest[..len], &at).await?;
+                            len
+                        }
+                        Kind::Remove => {
+                            let len = run_len(rest, DELETE_CHUNK);
+                            self.modify_users(&mut tx, &rest[..len], &at).await?;
+                            len
+                        }
+                    };
+                    rest = &rest[len..];
                 }
                 self.write_audit(&mut tx, &audit, &at).await?;
                 if let Some(w) = watermark {
