@@ -329,9 +329,11 @@ pub(crate) fn check_targets(
         let what = format!("{} {}", ch.action.as_str(), ch.user.username);
         match found.get(key).map(String::as_str) {
             Some("directory") => {}
-            Some(_) => return Err(StoreError::Conflict(format!(
+            Some(_) => {
+                return Err(StoreError::Conflict(format!(
                 "{what}: directory_id {key} belongs to a manual user, which a sync never touches"
-            ))),
+            )))
+            }
             None => {
                 return Err(StoreError::Conflict(format!(
                     "{what}: no directory user with directory_id {key}"

@@ -94,6 +94,9 @@ contract!(
     sync_runs,
     audit_records_before_and_after,
     many_creates_cross_chunk_boundaries,
+    many_updates_and_removes_cross_chunk_boundaries,
+    bad_change_late_in_a_long_update_run_commits_nothing,
+    two_changes_to_one_user_in_one_plan,
     #[ignore]
     hundred_thousand_creates,
 );
@@ -640,6 +643,100 @@ async fn many_creates_cross_chunk_boundaries(s: &dyn Store) {
     assert_eq!(audit.len(), 2347);
     // audit rows follow the plan's order
     assert_eq!(audit[2345 - 1000].action, "update");
+}
+
+fn numbered(n: usize) -> Vec<MfaUser> {
+    (0..n)
+        .map(|i| dir_user(&format!("user{i:05}"), &format!("guid-{i}")))
+        .collect()
+}
+
+async fn many_updates_and_removes_cross_chunk_boundaries(s: &dyn Store) {
+    let users = numbered(3000);
+    let plan: Vec<Change> = users.iter().map(create).collect();
+    s.apply(&plan, None).await.unwrap();
+    let mut want = Vec::new();
+    let mut plan = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        match i % 3 {
+            0 => {
+                let mut u2 = u.clone();
+                u2.enabled = false;
+                plan.push(change(Action::Disable, u, &u2));
+                want.push(u2);
+            }
+            1 => {
+                let mut u2 = u.clone();
+                u2.username = format!("renamed{i:05}");
+                u2.dn = None;
+                u2.language = Some("de".to_string());
+                plan.push(change(Action::Update, u, &u2));
+                want.push(u2);
+            }
+            _ => plan.push(remove(u)),
+        }
+    }
+    // removes last, as the planner does
+    plan.sort_by_key(|c| c.action == Action::Remove);
+    s.apply(&plan, Some(&wm("y"))).await.unwrap();
+    assert_eq!(s.users().await.unwrap(), sorted(want));
+    assert_eq!(s.audit(10_000).await.unwrap().len(), 6000);
+}
+
+async fn bad_change_late_in_a_long_update_run_commits_nothing(s: &dyn Store) {
+    let users = numbered(900);
+    let plan: Vec<Change> = users.iter().map(create).collect();
+    s.apply(&plan, None).await.unwrap();
+    let mut m = manual_user("manny");
+    m.directory_id = Some("guid-m".to_string());
+    s.insert_user(&m).await.unwrap();
+    let before = s.users().await.unwrap();
+    let mut plan: Vec<Change> = users
+        .iter()
+        .map(|u| {
+            let mut u2 = u.clone();
+            u2.enabled = false;
+            change(Action::Disable, u, &u2)
+        })
+        .collect();
+    let mut m_dir = m.clone();
+    m_dir.source = Source::Directory;
+    plan.insert(850, change(Action::Update, &m_dir, &m_dir));
+    let r = s.apply(&plan, Some(&wm("z"))).await;
+    assert!(is_conflict(&r), "{r:?}");
+    let msg = format!("{r:?}");
+    assert!(msg.contains("manual"), "{msg}");
+    // same with a remove of a missing user at the end of a long remove run
+    let mut plan: Vec<Change> = users.iter().map(remove).collect();
+    plan.push(remove(&dir_user("ghost", "guid-ghost")));
+    let r = s.apply(&plan, Some(&wm("z"))).await;
+    assert!(is_conflict(&r), "{r:?}");
+    assert_eq!(s.users().await.unwrap(), before);
+    assert_eq!(s.watermark().await.unwrap(), None);
+}
+
+async fn two_changes_to_one_user_in_one_plan(s: &dyn Store) {
+    let a = dir_user("alice", "id-a");
+    s.apply(&[create(&a)], None).await.unwrap();
+    let mut a2 = a.clone();
+    a2.email = Some("a2@example.com".to_string());
+    let mut a3 = a2.clone();
+    a3.enabled = false;
+    s.apply(
+        &[
+            change(Action::Update, &a, &a2),
+            change(Action::Disable, &a2, &a3),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.users().await.unwrap(), vec![a3.clone()]);
+    // update then remove of the same user
+    s.apply(&[change(Action::Enable, &a3, &a2), remove(&a2)], None)
+        .await
+        .unwrap();
+    assert!(s.users().await.unwrap().is_empty());
 }
 
 async fn hundred_thousand_creates(s: &dyn Store) {
