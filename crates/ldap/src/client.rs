@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 use crate::error::{LdapError, ServerFailure};
 use crate::proto::{
     asq_control, dirsync_control, dirsync_response, paged_control, paged_cookie, parse_entry,
-    parse_intermediate, parse_range, rootdse_attrs, sync_done, sync_info, sync_request_control,
-    sync_state, Capabilities, SyncInfo, SyncState, Vendor, OID_DIRSYNC, OID_PAGED, OID_SYNC_DONE,
-    OID_SYNC_INFO, OID_SYNC_STATE,
+    parse_intermediate, parse_range, ppolicy_control, ppolicy_error, rootdse_attrs, sync_done,
+    sync_info, sync_request_control, sync_state, Capabilities, SyncInfo, SyncState, Vendor,
+    OID_DIRSYNC, OID_PAGED, OID_PPOLICY, OID_SYNC_DONE, OID_SYNC_INFO, OID_SYNC_STATE,
 };
 
 /// Search scope.
@@ -440,19 +440,38 @@ async fn do_simple_bind(
     timeout: Duration,
     dn: &str,
     password: &str,
+    ppolicy: bool,
 ) -> Result<(), LdapError> {
     let op = format!("bind as {dn:?}");
+    if ppolicy {
+        ldap.with_controls(ppolicy_control());
+    }
     let res = ldap
         .with_timeout(timeout)
         .simple_bind(dn, password)
         .await
         .map_err(|e| map_err(server, &op, timeout, e))?;
+    let policy_error = res
+        .ctrls
+        .iter()
+        .find(|c| c.1.ctype == OID_PPOLICY)
+        .and_then(|c| c.1.val.as_deref())
+        .and_then(ppolicy_error);
     match res.rc {
+        // A password reset by an administrator: the bind succeeds but the
+        // session may only change the password.
+        0 if ppolicy && policy_error == Some(2) => Err(LdapError::InvalidCredentials {
+            server: server.to_string(),
+            dn: dn.to_string(),
+            detail: "the password must be changed (password policy: changeAfterReset)".into(),
+            ppolicy: policy_error,
+        }),
         0 => Ok(()),
         49 => Err(LdapError::InvalidCredentials {
             server: server.to_string(),
             dn: dn.to_string(),
             detail: res.text.trim().to_string(),
+            ppolicy: policy_error,
         }),
         rc => Err(LdapError::Bind {
             server: server.to_string(),
@@ -604,7 +623,7 @@ async fn attempt(
         BindType::Anonymous => ok(&mut steps, Step::Bind, "anonymous (no bind)".into()),
         BindType::Simple | BindType::Ssl => {
             let pw = password.unwrap_or_default();
-            match do_simple_bind(&mut ldap, server, timeout, &bind.dn, pw).await {
+            match do_simple_bind(&mut ldap, server, timeout, &bind.dn, pw, false).await {
                 Ok(()) => ok(
                     &mut steps,
                     Step::Bind,
@@ -1492,17 +1511,29 @@ impl Client {
     }
 
     /// Bind again on this connection as another DN (password checks). An
-    /// empty DN or password is refused (it would be an anonymous bind). After
-    /// a failed bind the connection is anonymous.
+    /// empty DN or password is refused (it would be an anonymous bind). The
+    /// password policy control is sent: a locked or expired account, or a
+    /// password that must be changed first, is an `InvalidCredentials` error
+    /// whose [`LdapError::auth_reason`] says which. After a failed bind the
+    /// connection is anonymous.
     pub async fn simple_bind(&mut self, dn: &str, password: &str) -> Result<(), LdapError> {
         if dn.trim().is_empty() || password.is_empty() {
             return Err(LdapError::InvalidCredentials {
                 server: self.server.clone(),
                 dn: dn.to_string(),
                 detail: "empty DN or password refused (it would be an anonymous bind)".into(),
+                ppolicy: None,
             });
         }
-        do_simple_bind(&mut self.ldap, &self.server, self.timeout, dn, password).await
+        do_simple_bind(
+            &mut self.ldap,
+            &self.server,
+            self.timeout,
+            dn,
+            password,
+            true,
+        )
+        .await
     }
 
     /// Unbind and close the connection.

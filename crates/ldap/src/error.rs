@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use mfasync_core::auth::{reason_from_ad_diagnostic, reason_from_ppolicy_error, Reason};
+
 /// Why one server of the list could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerFailure {
@@ -44,6 +46,10 @@ pub enum LdapError {
         server: String,
         dn: String,
         detail: String,
+        /// The error of an OpenLDAP password policy response control, when
+        /// the server sent one (0 passwordExpired, 1 accountLocked,
+        /// 2 changeAfterReset, ...).
+        ppolicy: Option<u8>,
     },
 
     /// A bind that failed for another reason than bad credentials.
@@ -110,36 +116,21 @@ impl LdapError {
         }
     }
 
-    /// For a failed password check: the `auth` reason of PRODUCT.md
-    /// ("invalid-credentials", "account-disabled", "account-locked",
-    /// "account-expired", "password-expired", "must-change-password"), read
-    /// from Active Directory's "data XXX" sub-code when present.
-    pub fn auth_reason(&self) -> Option<&'static str> {
+    /// For a failed password check: the `auth` reason of PRODUCT.md, from
+    /// the password policy control (OpenLDAP) or Active Directory's
+    /// "data XXX" sub-code; None when the error is not a refused password.
+    pub fn auth_reason(&self) -> Option<Reason> {
         match self {
-            LdapError::InvalidCredentials { detail, .. } => {
-                Some(ad_sub_code(detail).unwrap_or("invalid-credentials"))
-            }
+            LdapError::InvalidCredentials {
+                detail, ppolicy, ..
+            } => Some(
+                ppolicy
+                    .and_then(reason_from_ppolicy_error)
+                    .unwrap_or_else(|| reason_from_ad_diagnostic(detail)),
+            ),
             _ => None,
         }
     }
-}
-
-/// Active Directory's bind failure sub-codes ("…, data 533, v4563").
-fn ad_sub_code(detail: &str) -> Option<&'static str> {
-    let lower = detail.to_ascii_lowercase();
-    let idx = lower.find("data ")?;
-    let code: String = lower[idx + 5..]
-        .chars()
-        .take_while(|c| c.is_ascii_hexdigit())
-        .collect();
-    Some(match code.as_str() {
-        "533" => "account-disabled",
-        "775" => "account-locked",
-        "701" => "account-expired",
-        "532" => "password-expired",
-        "773" => "must-change-password",
-        _ => "invalid-credentials",
-    })
 }
 
 #[cfg(test)]
@@ -161,8 +152,23 @@ mod tests {
                 server: "ldap://x".into(),
                 dn: "cn=a".into(),
                 detail: detail.into(),
+                ppolicy: None,
             };
-            assert_eq!(e.auth_reason(), Some(want), "{detail}");
+            assert_eq!(e.auth_reason().map(Reason::as_str), Some(want), "{detail}");
+        }
+        for (code, want) in [
+            (0, "password-expired"),
+            (1, "account-locked"),
+            (2, "must-change-password"),
+            (5, "invalid-credentials"),
+        ] {
+            let e = LdapError::InvalidCredentials {
+                server: "ldap://x".into(),
+                dn: "cn=a".into(),
+                detail: String::new(),
+                ppolicy: Some(code),
+            };
+            assert_eq!(e.auth_reason().map(Reason::as_str), Some(want), "{code}");
         }
     }
 

@@ -16,6 +16,7 @@ pub const OID_SYNCREPL: &str = "1.3.6.1.4.1.4203.1.9.1.1";
 pub const OID_SYNC_STATE: &str = "1.3.6.1.4.1.4203.1.9.1.2";
 pub const OID_SYNC_DONE: &str = "1.3.6.1.4.1.4203.1.9.1.3";
 pub const OID_SYNC_INFO: &str = "1.3.6.1.4.1.4203.1.9.1.4";
+pub const OID_PPOLICY: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
 pub const OID_AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
 
 /// Which directory product answers.
@@ -412,6 +413,29 @@ pub fn parse_intermediate(re: ResultEntry) -> Option<(Option<String>, Option<Vec
     Some((name, value))
 }
 
+/// Password policy request control (draft-behera-ldap-password-policy): no value.
+pub fn ppolicy_control() -> RawControl {
+    RawControl {
+        ctype: OID_PPOLICY.to_string(),
+        crit: false,
+        val: None,
+    }
+}
+
+/// The `error` of a password policy response control, if any.
+pub fn ppolicy_error(val: &[u8]) -> Option<u8> {
+    let (_, tag) = parse_tag(val).ok()?;
+    let parts = tag
+        .match_class(TagClass::Universal)?
+        .match_id(Types::Sequence as u64)?
+        .expect_constructed()?;
+    parts
+        .into_iter()
+        .find(|p| p.class == TagClass::Context && p.id == 1)
+        .and_then(|p| p.expect_primitive())
+        .and_then(|v| v.last().copied())
+}
+
 /// A returned attribute name of a range retrieval: `member;range=0-1499` ->
 /// `Some((0, Some(1499)))`, `member;range=1500-*` -> `Some((1500, None))`.
 pub fn parse_range(returned: &str, attr: &str) -> Option<(u64, Option<u64>)> {
@@ -552,6 +576,19 @@ mod tests {
             })
         );
         assert_eq!(sync_info(&[0x30, 0x00]), None);
+    }
+
+    #[test]
+    fn ppolicy_values() {
+        // error: accountLocked
+        assert_eq!(ppolicy_error(&[0x30, 0x03, 0x81, 0x01, 0x01]), Some(1));
+        // warning only: timeBeforeExpiration 100
+        assert_eq!(
+            ppolicy_error(&[0x30, 0x05, 0xa0, 0x03, 0x80, 0x01, 0x64]),
+            None
+        );
+        assert_eq!(ppolicy_error(&[0x30, 0x00]), None);
+        assert_eq!(ppolicy_error(&[0x01]), None);
     }
 
     #[test]

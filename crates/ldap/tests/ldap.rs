@@ -185,7 +185,10 @@ async fn wrong_password_is_not_retried_on_other_servers() {
     .await
     .unwrap_err();
     assert!(err.is_invalid_credentials(), "{err}");
-    assert_eq!(err.auth_reason(), Some("invalid-credentials"));
+    assert_eq!(
+        err.auth_reason().map(|r| r.as_str()),
+        Some("invalid-credentials")
+    );
     let msg = format!("{err} {err:?}");
     assert!(msg.contains(&s.url), "{msg}");
     assert!(!msg.contains("wrong-password-123"), "{msg}");
@@ -554,6 +557,7 @@ include /etc/ldap/schema/nis.schema
 modulepath /usr/lib/ldap
 moduleload back_mdb
 moduleload syncprov
+moduleload ppolicy
 pidfile {d}/slapd.pid
 argsfile {d}/slapd.args
 TLSCACertificateFile {ca}
@@ -571,6 +575,8 @@ index objectClass eq
 index cn eq,sub
 index entryCSN,entryUUID eq
 overlay syncprov
+overlay ppolicy
+ppolicy_use_lockout
 ",
             d = d.display(),
             ca = ca_pem.display(),
@@ -783,6 +789,57 @@ async fn private_slapd_size_limit_and_tls() {
     assert_eq!((changed, present, deleted), (0, BULK - 1, 0));
     c.unbind().await;
 
+    // --- a locked account, with `ppolicy_use_lockout`
+    let ldif = p._dir.path().join("locked.ldif");
+    std::fs::write(
+        &ldif,
+        "dn: cn=pwpolicy,dc=example,dc=com\nobjectClass: device\nobjectClass: pwdPolicy\ncn: pwpolicy\npwdAttribute: userPassword\npwdLockout: TRUE\n\n\
+         dn: uid=locked,dc=example,dc=com\nobjectClass: account\nobjectClass: simpleSecurityObject\nuid: locked\nuserPassword: pw-locked\npwdPolicySubentry: cn=pwpolicy,dc=example,dc=com\n\n",
+    )
+    .unwrap();
+    run(Command::new("ldapadd")
+        .args([
+            "-x",
+            "-H",
+            &p.ldap_url,
+            "-D",
+            "cn=admin,dc=example,dc=com",
+            "-w",
+            "secret",
+            "-f",
+        ])
+        .arg(&ldif));
+    std::fs::write(
+        &ldif,
+        "dn: uid=locked,dc=example,dc=com\nchangetype: modify\nadd: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n",
+    )
+    .unwrap();
+    run(Command::new("ldapmodify")
+        .args([
+            "-x",
+            "-H",
+            &p.ldap_url,
+            "-D",
+            "cn=admin,dc=example,dc=com",
+            "-w",
+            "secret",
+            "-f",
+        ])
+        .arg(&ldif));
+    let mut c = connect(&dir(&[&p.ldap_url]), &anonymous(), None)
+        .await
+        .unwrap();
+    let err = c
+        .simple_bind("uid=locked,dc=example,dc=com", "pw-locked")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.auth_reason().map(|r| r.as_str()),
+        Some("account-locked"),
+        "{err}"
+    );
+    c.unbind().await;
+
     // --- a server that stops answering in the middle: the search is an error, not a partial result
     let mut c = connect(&dir(&[&p.ldap_url]), &anonymous(), None)
         .await
@@ -919,4 +976,61 @@ async fn syncrepl_refresh_reports_changes_and_deletions() {
         })
         .collect();
     assert_eq!(deleted, vec![&uuid_of["d2"]], "{events:?}");
+}
+
+#[tokio::test]
+async fn password_policy_reasons() {
+    let s = slapd();
+    // accounts of a structural class no other test counts
+    let base = "cn=PolicyTest,dc=example,dc=com";
+    let policy = format!("cn=pwpolicy,{base}");
+    let acct = |uid: &str, extra: &str| {
+        format!(
+            "dn: uid={uid},{base}\nobjectClass: account\nobjectClass: simpleSecurityObject\nuid: {uid}\nuserPassword: pw-{uid}\npwdPolicySubentry: {policy}\n{extra}\n"
+        )
+    };
+    s.ldapadd(&format!(
+        "dn: {base}\nobjectClass: organizationalRole\ncn: PolicyTest\n\n\
+         dn: {policy}\nobjectClass: device\nobjectClass: pwdPolicy\ncn: pwpolicy\npwdAttribute: userPassword\npwdLockout: TRUE\npwdMustChange: TRUE\npwdMaxFailure: 3\n\n\
+         {}{}{}",
+        acct("okuser", ""),
+        acct("locked", ""),
+        acct("reset", "")
+    ));
+    s.ldapmodify(&format!(
+        "dn: uid=locked,{base}\nchangetype: modify\nadd: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n\n\
+         dn: uid=reset,{base}\nchangetype: modify\nadd: pwdReset\npwdReset: TRUE\n"
+    ));
+    let mut c = connect(&dir(&[&s.url]), &anonymous(), None).await.unwrap();
+    c.simple_bind(&format!("uid=okuser,{base}"), "pw-okuser")
+        .await
+        .unwrap();
+    let reason = |r: Result<(), LdapError>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e
+            .auth_reason()
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_else(|| e.to_string()),
+    };
+    assert_eq!(
+        reason(c.simple_bind(&format!("uid=okuser,{base}"), "nope").await),
+        "invalid-credentials"
+    );
+    // slapd answers accountLocked in the policy control only with
+    // `ppolicy_use_lockout`; the testkit's slapd does not set it
+    let locked = reason(
+        c.simple_bind(&format!("uid=locked,{base}"), "pw-locked")
+            .await,
+    );
+    assert!(
+        ["account-locked", "invalid-credentials"].contains(&locked.as_str()),
+        "{locked}"
+    );
+    assert_eq!(
+        reason(
+            c.simple_bind(&format!("uid=reset,{base}"), "pw-reset")
+                .await
+        ),
+        "must-change-password"
+    );
 }
