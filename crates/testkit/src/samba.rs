@@ -65,18 +65,33 @@ fn check_environment() {
     if unsafe { libc::geteuid() } != 0 {
         panic!("testkit: Samba needs root; {NAMESPACE_HINT}");
     }
+    if std::env::var_os("MFASYNC_TESTKIT_ALLOW_HOST_NETNS").is_some() {
+        return;
+    }
+    // A private namespace made by scripts/test (`unshare --net`) has nothing but `lo`.
+    let others = non_loopback_interfaces();
     let init_ns = std::fs::read_link("/proc/1/ns/net")
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if std::env::var_os("MFASYNC_TESTKIT_ALLOW_HOST_NETNS").is_none()
-        && !init_ns.is_empty()
-        && init_ns == netns_id()
-    {
+    let on_init_ns = !init_ns.is_empty() && init_ns == netns_id();
+    if on_init_ns || !others.is_empty() {
         panic!(
-            "testkit: refusing to start Samba on the host network namespace (it binds 127.0.0.1:389, \
-             :636, :88); {NAMESPACE_HINT}. Set MFASYNC_TESTKIT_ALLOW_HOST_NETNS=1 to override."
+            "testkit: refusing to start Samba in a shared network namespace (interfaces {others:?}; \
+             it binds 127.0.0.1:389, :636, :88, ...); {NAMESPACE_HINT}. \
+             Set MFASYNC_TESTKIT_ALLOW_HOST_NETNS=1 to override."
         );
     }
+}
+
+/// Interface names other than `lo` in this process's network namespace (/proc/self/net/dev).
+fn non_loopback_interfaces() -> Vec<String> {
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+    dev.lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty() && n != "lo")
+        .collect()
 }
 
 fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
