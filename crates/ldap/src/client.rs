@@ -440,12 +440,10 @@ async fn do_simple_bind(
     timeout: Duration,
     dn: &str,
     password: &str,
-    ppolicy: bool,
 ) -> Result<(), LdapError> {
     let op = format!("bind as {dn:?}");
-    if ppolicy {
-        ldap.with_controls(ppolicy_control());
-    }
+    // Non-critical: servers without password policies ignore it.
+    ldap.with_controls(ppolicy_control());
     let res = ldap
         .with_timeout(timeout)
         .simple_bind(dn, password)
@@ -460,7 +458,7 @@ async fn do_simple_bind(
     match res.rc {
         // A password reset by an administrator: the bind succeeds but the
         // session may only change the password.
-        0 if ppolicy && policy_error == Some(2) => Err(LdapError::InvalidCredentials {
+        0 if policy_error == Some(2) => Err(LdapError::InvalidCredentials {
             server: server.to_string(),
             dn: dn.to_string(),
             detail: "the password must be changed (password policy: changeAfterReset)".into(),
@@ -623,7 +621,7 @@ async fn attempt(
         BindType::Anonymous => ok(&mut steps, Step::Bind, "anonymous (no bind)".into()),
         BindType::Simple | BindType::Ssl => {
             let pw = password.unwrap_or_default();
-            match do_simple_bind(&mut ldap, server, timeout, &bind.dn, pw, false).await {
+            match do_simple_bind(&mut ldap, server, timeout, &bind.dn, pw).await {
                 Ok(()) => ok(
                     &mut steps,
                     Step::Bind,
@@ -1525,15 +1523,7 @@ impl Client {
                 ppolicy: None,
             });
         }
-        do_simple_bind(
-            &mut self.ldap,
-            &self.server,
-            self.timeout,
-            dn,
-            password,
-            true,
-        )
-        .await
+        do_simple_bind(&mut self.ldap, &self.server, self.timeout, dn, password).await
     }
 
     /// Unbind and close the connection.

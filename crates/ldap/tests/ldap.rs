@@ -839,6 +839,19 @@ async fn private_slapd_size_limit_and_tls() {
         "{err}"
     );
     c.unbind().await;
+    // the same through connect (how `mfasync auth` checks passwords)
+    let err = connect(
+        &dir(&[&p.ldap_url]),
+        &simple("uid=locked,dc=example,dc=com"),
+        Some("pw-locked"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.auth_reason().map(|r| r.as_str()),
+        Some("account-locked"),
+        "{err}"
+    );
 
     // --- a server that stops answering in the middle: the search is an error, not a partial result
     let mut c = connect(&dir(&[&p.ldap_url]), &anonymous(), None)
@@ -1026,6 +1039,13 @@ async fn password_policy_reasons() {
         ["account-locked", "invalid-credentials"].contains(&locked.as_str()),
         "{locked}"
     );
+    let via_connect = connect(
+        &dir(&[&s.url]),
+        &simple(&format!("uid=reset,{base}")),
+        Some("pw-reset"),
+    )
+    .await;
+    assert_eq!(reason(via_connect.map(|_| ())), "must-change-password");
     assert_eq!(
         reason(
             c.simple_bind(&format!("uid=reset,{base}"), "pw-reset")
