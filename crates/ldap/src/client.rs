@@ -723,6 +723,7 @@ async fn attempt(
         size_limit: dir.query_size_limit.max(1),
         paging,
         split_attr: String::new(),
+        range_step: None,
     };
     (steps, Ok(client))
 }
@@ -903,6 +904,8 @@ pub struct Client {
     paging: bool,
     /// Attribute used to split searches into batches; empty = by vendor.
     split_attr: String,
+    /// Values asked per range request; None = as many as the server gives.
+    range_step: Option<u32>,
 }
 
 impl std::fmt::Debug for Client {
@@ -987,6 +990,13 @@ impl Client {
     /// elsewhere).
     pub fn set_split_attribute(&mut self, attr: &str) {
         self.split_attr = attr.to_string();
+    }
+
+    /// Ask for at most `step` values per range request in
+    /// [`Client::read_all_values`] (`member;range=0-99`, then `100-199`, …);
+    /// None (the default) asks for everything and follows the server's ranges.
+    pub fn set_range_step(&mut self, step: Option<u32>) {
+        self.range_step = step;
     }
 
     fn split_attribute(&self) -> String {
@@ -1240,6 +1250,11 @@ impl Client {
         loop {
             let request = if start == 0 && plain_tried {
                 attr.to_string()
+            } else if let Some(step) = self.range_step {
+                format!(
+                    "{attr};range={start}-{}",
+                    start + u64::from(step.max(1)) - 1
+                )
             } else {
                 format!("{attr};range={start}-*")
             };

@@ -199,6 +199,24 @@ async fn range_retrieval_of_a_big_group() {
         .unwrap()
         .unwrap();
     assert_eq!(small.len(), 1);
+    // in ranges of 500, as Active Directory hands them out (member;range=0-499, …, 1500-*)
+    c.set_range_step(Some(500));
+    let ranged = c
+        .read_all_values(&groups("big-Bulk"), "member")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ranged.len(), BULK);
+    assert_eq!(
+        ranged.iter().collect::<HashSet<_>>(),
+        members.iter().collect::<HashSet<_>>()
+    );
+    let small = c
+        .read_all_values(&groups("mfa-inner"), "member")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(small.len(), 1);
 }
 
 #[tokio::test]
