@@ -4,8 +4,8 @@
 //! `Store` implementation for a concrete sqlx database type.
 //!
 //! Only two things differ between the backends and are passed in by each store:
-//! how a write transaction begins (`BEGIN IMMEDIATE` on SQLite) and how JSON is
-//! cast on the way in and out (`::jsonb` / `::text` on PostgreSQL).
+//! how a write transaction begins (`BEGIN IMMEDIATE` on SQLite) and whether the
+//! long multi-row statements use `$N` (PostgreSQL) or `?` (SQLite) placeholders.
 
 use std::collections::HashSet;
 
@@ -159,19 +159,11 @@ impl<'a> AuditRow<'a> {
 pub(crate) struct Sql {
     pub select_users: String,
     pub select_audit: String,
-    json_in: &'static str,
     numbered: bool,
 }
 
 /// `(p,p,..),(p,p,..)` for a multi-row VALUES, `$N` numbered or plain `?`.
-fn placeholders(
-    out: &mut String,
-    numbered: bool,
-    rows: usize,
-    cols: usize,
-    json_cols: &[usize],
-    json_in: &str,
-) {
+fn placeholders(out: &mut String, numbered: bool, rows: usize, cols: usize) {
     let mut n = 0;
     for r in 0..rows {
         if r > 0 {
@@ -189,9 +181,6 @@ fn placeholders(
             } else {
                 out.push('?');
             }
-            if json_cols.contains(&c) {
-                out.push_str(json_in);
-            }
         }
         out.push(')');
     }
@@ -201,20 +190,18 @@ impl Sql {
     /// `numbered`: `$N` placeholders in the long statements, else `?`. SQLite
     /// needs `?` there: it looks a named parameter up by a linear scan, which
     /// makes binding a 14,500-parameter `$N` statement quadratic.
-    pub(crate) fn new(numbered: bool, json_in: &'static str, json_out: &'static str) -> Self {
+    pub(crate) fn new(numbered: bool) -> Self {
         let select_users = format!(
             "SELECT username, {}, enabled, source FROM users",
             text_columns().join(", ")
         );
         let select_audit = format!(
             "SELECT id, at, actor, action, username, directory_id, \
-             before_json{json_out} AS before_json, after_json{json_out} AS after_json, detail \
-             FROM audit ORDER BY id DESC LIMIT $1"
+             before_json, after_json, detail FROM audit ORDER BY id DESC LIMIT $1"
         );
         Sql {
             select_users,
             select_audit,
-            json_in,
             numbered,
         }
     }
@@ -225,7 +212,7 @@ impl Sql {
             "INSERT INTO users (username, username_lower, {}, enabled, source, updated_at) VALUES ",
             text_columns().join(", ")
         );
-        placeholders(&mut s, self.numbered, rows, USER_PARAMS, &[], "");
+        placeholders(&mut s, self.numbered, rows, USER_PARAMS);
         s
     }
 
@@ -241,14 +228,14 @@ impl Sql {
         s.push_str(
             ", enabled = v.column28, source = v.column29, updated_at = v.column30 FROM (VALUES ",
         );
-        placeholders(&mut s, self.numbered, rows, USER_PARAMS + 1, &[], "");
+        placeholders(&mut s, self.numbered, rows, USER_PARAMS + 1);
         s.push_str(") AS v WHERE users.directory_id = v.column1 AND users.source = 'directory'");
         s
     }
 
     fn key_list(&self, keys: usize) -> String {
         let mut s = String::new();
-        placeholders(&mut s, self.numbered, 1, keys, &[], "");
+        placeholders(&mut s, self.numbered, 1, keys);
         s
     }
 
@@ -272,14 +259,7 @@ impl Sql {
         let mut s = String::from(
             "INSERT INTO audit (at, actor, action, username, directory_id, before_json, after_json, detail) VALUES ",
         );
-        placeholders(
-            &mut s,
-            self.numbered,
-            rows,
-            AUDIT_PARAMS,
-            &[5, 6],
-            self.json_in,
-        );
+        placeholders(&mut s, self.numbered, rows, AUDIT_PARAMS);
         s
     }
 }

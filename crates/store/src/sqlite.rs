@@ -72,7 +72,7 @@ impl SqliteStore {
         migrator().run(&pool).await?;
         Ok(SqliteStore {
             pool,
-            sql: Sql::new(false, "", ""),
+            sql: Sql::new(false),
         })
     }
 

@@ -75,8 +75,8 @@ CREATE TABLE audit (
     action TEXT NOT NULL,
     username TEXT,
     directory_id TEXT,
-    before_json JSONB,
-    after_json JSONB,
+    before_json TEXT,
+    after_json TEXT,
     detail TEXT
 );
 CREATE INDEX audit_directory_id ON audit (directory_id);
