@@ -195,10 +195,9 @@ impl Sql {
             "SELECT username, {}, enabled, source FROM users",
             text_columns().join(", ")
         );
-        let select_audit = format!(
-            "SELECT id, at, actor, action, username, directory_id, \
+        let select_audit = "SELECT id, at, actor, action, username, directory_id, \
              before_json, after_json, detail FROM audit ORDER BY id DESC LIMIT $1"
-        );
+            .to_string();
         Sql {
             select_users,
             select_audit,
