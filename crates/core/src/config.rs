@@ -677,7 +677,9 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     }
 }
 
-fn validate_bind(b: &Bind, key: &str, out: &mut Vec<ConfigError>) {
+/// `needs_dn`: the query bind binds as its own account; the auth bind binds as
+/// the user being checked, so it has no DN of its own.
+fn validate_bind(b: &Bind, key: &str, needs_dn: bool, out: &mut Vec<ConfigError>) {
     let sources = [&b.password, &b.password_file, &b.password_env]
         .iter()
         .filter(|p| p.is_some())
@@ -689,7 +691,7 @@ fn validate_bind(b: &Bind, key: &str, out: &mut Vec<ConfigError>) {
         ));
     }
     match b.kind {
-        BindType::Simple | BindType::Ssl => {
+        BindType::Simple | BindType::Ssl if needs_dn => {
             if b.dn.trim().is_empty() {
                 out.push(err(
                     format!("{key}.dn"),
@@ -699,7 +701,7 @@ fn validate_bind(b: &Bind, key: &str, out: &mut Vec<ConfigError>) {
                 out.push(err(format!("{key}.dn"), m));
             }
         }
-        BindType::Anonymous | BindType::Windows => {}
+        _ => {}
     }
 }
 
@@ -735,8 +737,8 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             "must be between 1 and 3600",
         ));
     }
-    validate_bind(&d.query_bind, "directory.query_bind", &mut out);
-    validate_bind(&d.auth_bind, "directory.auth_bind", &mut out);
+    validate_bind(&d.query_bind, "directory.query_bind", true, &mut out);
+    validate_bind(&d.auth_bind, "directory.auth_bind", false, &mut out);
     if d.auth_bind.kind == BindType::Anonymous {
         out.push(err(
             "directory.auth_bind.type",

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Read;
 use std::process::ExitCode;
 
+mod auth;
 mod secrets;
 mod sync;
 
@@ -334,8 +335,26 @@ async fn run(cli: Cli) -> CmdResult {
             std::io::stdin()
                 .read_to_string(&mut pw)
                 .map_err(|e| Failure::Refused(format!("cannot read the password: {e}")))?;
-            let _ = (username, pw);
-            Err(Failure::Refused("auth is not implemented yet (issue 5)".into()))
+            // one trailing newline (from `echo`) is not part of the password
+            let pw = pw.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&pw);
+            let store = open_store(&cli.database).await?;
+            let cfg = active_config(store.as_ref()).await?;
+            let result = auth::authenticate(store.as_ref(), &cfg, &username, pw).await;
+            if cli.json {
+                match result {
+                    Ok(()) => print_json(&serde_json::json!({"ok": true}))?,
+                    Err(r) => print_json(&serde_json::json!({"ok": false, "reason": r}))?,
+                }
+            } else {
+                match result {
+                    Ok(()) => println!("accepted"),
+                    Err(r) => println!("refused: {}", r.as_str()),
+                }
+            }
+            match result {
+                Ok(()) => Ok(()),
+                Err(r) => Err(Failure::Refused(format!("authentication refused: {}", r.as_str()))),
+            }
         }
         Command::Serve { listen } => {
             let _ = listen;

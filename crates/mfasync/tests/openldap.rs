@@ -30,7 +30,7 @@ fn fixture() -> String {
     for o in [
         "ou=People", "ou=Sales,ou=People", "ou=EMEA,ou=Sales,ou=People", "ou=Engineering,ou=People",
         "ou=Groups", "ou=Bulk", "ou=Elsewhere",
-        "ou=MoveDisable", "ou=MoveRemove", "ou=MoveKeep", "ou=Flat", "ou=Sub,ou=Flat", "ou=Safety",
+        "ou=MoveDisable", "ou=MoveRemove", "ou=MoveKeep", "ou=Flat", "ou=Sub,ou=Flat", "ou=Safety", "ou=AuthOn", "ou=AuthOff",
     ] {
         l.push_str(&ou(&format!("{o},{BASE}")));
     }
@@ -66,6 +66,9 @@ fn fixture() -> String {
     for i in 1..=3 {
         l.push_str(&person(&format!("uid=safe{i},ou=Safety,{BASE}"), &format!("safe{i}"), ""));
     }
+    l.push_str(&person(&format!("uid=authuser,ou=AuthOn,{BASE}"), "authuser", "userPassword: right-Passw0rd\n"));
+    l.push_str(&person(&format!("uid=offuser,ou=AuthOff,{BASE}"), "offuser", "userPassword: off-Passw0rd\n"));
+    l.push_str(&person(&format!("uid=nomfa,ou=Elsewhere,{BASE}"), "nomfa", "userPassword: nomfa-Passw0rd\n"));
     for i in 0..BIG {
         l.push_str(&person(&format!("uid=bulk{i:05},ou=Bulk,{BASE}"), &format!("bulk{i:05}"), ""));
     }
@@ -352,4 +355,35 @@ fn config_export_has_no_secrets() {
     let o = m.ok(&["config", "export"]);
     assert!(!o.stdout.contains(&slapd().admin_password), "{}", o.stdout);
     assert!(o.stdout.contains("ou=Flat"));
+}
+
+#[test]
+fn auth_by_ldap_bind() {
+    let m = Mfa::new();
+    let items = [
+        item("container", &format!("ou=AuthOn,{BASE}"), ""),
+        item("container", &format!("ou=AuthOff,{BASE}"), "[sync.items.user]\nenabled = false"),
+    ]
+    .concat();
+    let cfg = config(&server(), &items).replace("[filters]", "[directory.auth_bind]\ntype = \"simple\"\n[filters]");
+    m.apply(&cfg);
+    m.sync_full();
+    let auth = |user: &str, pw: &str| {
+        let o = m.run_stdin(&["--json", "auth", user, "--password-stdin"], pw);
+        let v = o.json();
+        (o.code, v["reason"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(auth("authuser", "right-Passw0rd\n"), (0, String::new()));
+    assert_eq!(auth("authuser", "wrong"), (1, "invalid-credentials".into()));
+    assert_eq!(auth("authuser", ""), (1, "invalid-credentials".into()), "empty password refused before any bind");
+    assert_eq!(auth("nobody", "x"), (1, "invalid-credentials".into()), "unknown users look like bad passwords");
+    assert_eq!(auth("nomfa", "nomfa-Passw0rd"), (1, "not-an-mfa-user".into()));
+    assert_eq!(auth("offuser", "off-Passw0rd"), (1, "mfa-user-disabled".into()));
+    for evil in ["*", "a*)(uid=*", "authuser)(|(a=*", "auth*", "authuser\\", "(uid=authuser)"] {
+        assert_eq!(auth(evil, "right-Passw0rd"), (1, "invalid-credentials".into()), "{evil:?} must not match authuser");
+    }
+    // directory down
+    let dead = format!("\"ldap://127.0.0.1:{}\"", mfasync_testkit::free_port());
+    m.apply(&cfg.replace(&server(), &dead));
+    assert_eq!(auth("authuser", "right-Passw0rd"), (1, "directory-unavailable".into()));
 }

@@ -1,0 +1,108 @@
+//! `scripts/bench [N]`: seeds a private slapd with N generated users (default
+//! 100,000) and times, in one run: the raw directory read (`ldapsearch` with
+//! paging, the floor), mfasync's first full sync into an empty SQLite database,
+//! and a second full sync with no directory change. Prints ratios to the floor
+//! and mfasync's peak RSS (from GNU time).
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const BASE: &str = "dc=example,dc=com";
+
+fn generate(n: usize) -> String {
+    let mut s = String::with_capacity(n * 330);
+    let _ = write!(s, "dn: ou=Bench,{BASE}\nobjectClass: organizationalUnit\nou: Bench\n\n");
+    for d in 0..10 {
+        let _ = write!(s, "dn: ou=Dept{d},ou=Bench,{BASE}\nobjectClass: organizationalUnit\nou: Dept{d}\n\n");
+    }
+    for i in 0..n {
+        let _ = write!(
+            s,
+            "dn: uid=u{i:07},ou=Dept{d},ou=Bench,{BASE}\nobjectClass: inetOrgPerson\nuid: u{i:07}\ncn: User {i}\nsn: Number{i}\ngivenName: User\nmail: u{i:07}@example.com\ntelephoneNumber: +1 425 555 {t:04} x{e}\nmobile: (425) 555-{m:04}\ndescription: benchmark user {i}\n\n",
+            d = i % 10,
+            t = i % 10000,
+            e = i % 1000,
+            m = (i * 7) % 10000,
+        );
+    }
+    s
+}
+
+/// Run a command under GNU time; returns (seconds, peak RSS in KiB).
+fn timed(cmd: &mut Command) -> (f64, u64) {
+    let rss_file = std::env::temp_dir().join(format!("mfasync-bench-rss-{}", std::process::id()));
+    let mut full = Command::new("/usr/bin/time");
+    full.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            full.env(k, v);
+        }
+    }
+    let t = Instant::now();
+    let out = full.stdout(Stdio::null()).stderr(Stdio::inherit()).output();
+    let secs = t.elapsed().as_secs_f64();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("{:?} failed: {}", cmd.get_program(), o.status),
+        Err(e) => panic!("cannot run /usr/bin/time (apt-get install time): {e}"),
+    }
+    let rss = std::fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()))
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(&rss_file);
+    (secs, rss)
+}
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let bin = std::env::var("MFASYNC_BIN").unwrap_or_else(|_| "target/release/mfasync".into());
+    eprintln!("seeding slapd with {n} users ...");
+    let t = Instant::now();
+    let slapd = mfasync_testkit::Slapd::start(&generate(n));
+    eprintln!("seeded in {:.1}s", t.elapsed().as_secs_f64());
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let cfg = dir.path().join("bench.toml");
+    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let config = format!(
+        "[directory]\nsource = \"ldap\"\nservers = [\"{url}\"]\nbase_dn = \"{BASE}\"\n[directory.query_bind]\ntype = \"simple\"\ndn = \"{dn}\"\npassword = \"{pw}\"\n[filters]\nuser = \"(objectClass=inetOrgPerson)\"\n[attributes]\nunique_id = \"entryUUID\"\nunique_id_type = \"string\"\ndistinguished_name = \"entryDN\"\nusername = [\"uid\"]\n[[sync.items]]\nkind = \"container\"\ndn = \"ou=Bench,{BASE}\"\n[sync.items.user]\nbackup_phone = \"mobile\"\n",
+        url = slapd.url,
+        dn = slapd.admin_dn,
+        pw = slapd.admin_password,
+    );
+    std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("write config: {e}"));
+    let status = Command::new(&bin)
+        .args(["--database", &db, "config", "apply"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .status();
+    assert!(matches!(status, Ok(s) if s.success()), "config apply failed");
+
+    // The floor: the same entries and attributes, paged, straight to /dev/null.
+    let attrs = [
+        "entryUUID", "entryDN", "uid", "givenName", "sn", "mail", "description", "telephoneNumber",
+        "homePhone", "pager", "mobile", "facsimileTelephoneNumber", "ipPhone", "userAccountControl",
+    ];
+    let mut ldapsearch = Command::new("ldapsearch");
+    ldapsearch
+        .args(["-LLL", "-x", "-H", &slapd.url, "-D", &slapd.admin_dn, "-w", &slapd.admin_password])
+        .args(["-b", &format!("ou=Bench,{BASE}"), "-E", "pr=1000/noprompt", "(objectClass=inetOrgPerson)"])
+        .args(attrs);
+    let (floor, _) = timed(&mut ldapsearch);
+    let (floor2, _) = timed(&mut ldapsearch);
+    let floor = floor.min(floor2);
+
+    let mut sync = Command::new(&bin);
+    sync.args(["--database", &db, "sync", "--full"]);
+    let (first, rss1) = timed(&mut sync);
+    let (second, rss2) = timed(&mut sync);
+
+    println!("users: {n}");
+    println!("| step | seconds | ratio to floor | peak RSS |");
+    println!("| --- | --- | --- | --- |");
+    println!("| ldapsearch paged dump (floor) | {floor:.2} | 1.00 | |");
+    println!("| mfasync first full sync (empty SQLite) | {first:.2} | {:.2} | {} MB |", first / floor, rss1 / 1024);
+    println!("| mfasync second full sync (no change) | {second:.2} | {:.2} | {} MB |", second / floor, rss2 / 1024);
+}

@@ -1,0 +1,110 @@
+//! LDAP-bind authentication (the seed's "Bind type - Authentications"): resolve
+//! the username to a DN with the query bind, then bind as that DN with the
+//! password on a fresh connection, with the auth bind type and server failover.
+//!
+//! Order of checks: the password is verified before MFA membership is looked
+//! at, so the distinct reasons "not-an-mfa-user" / "mfa-user-disabled" are only
+//! ever told to someone who knows the password.
+
+use mfasync_core::auth::Reason;
+use mfasync_core::config::{Bind, Config};
+use mfasync_core::escape::filter_value;
+use mfasync_ldap::Scope;
+use mfasync_store::Store;
+
+/// Verify `username`/`password`. `Ok(())` when accepted.
+pub async fn authenticate(
+    store: &dyn Store,
+    cfg: &Config,
+    username: &str,
+    password: &str,
+) -> Result<(), Reason> {
+    // An empty password is an anonymous bind to AD: it would "succeed".
+    if password.is_empty() || username.trim().is_empty() || username.len() > 512 || username.contains('\0') {
+        return Err(Reason::InvalidCredentials);
+    }
+    let dn = resolve_dn(cfg, username).await?;
+    let bind = Bind {
+        kind: cfg.directory.auth_bind.kind,
+        dn: dn.clone(),
+        password: None,
+        password_file: None,
+        password_env: None,
+    };
+    match mfasync_ldap::connect(&cfg.directory, &bind, Some(password)).await {
+        Ok(client) => client.unbind().await,
+        Err(e) => {
+            if let Some(r) = e.auth_reason() {
+                tracing::info!(username, reason = r.as_str(), "password refused by the directory");
+                return Err(r);
+            }
+            tracing::warn!(username, error = %e, "directory unavailable for a password check");
+            return Err(if e.is_unavailable() {
+                Reason::DirectoryUnavailable
+            } else {
+                Reason::InvalidCredentials
+            });
+        }
+    }
+    let users = store.users().await.map_err(|e| {
+        tracing::error!(error = %e, "MFA database unavailable");
+        Reason::DirectoryUnavailable
+    })?;
+    let lower = username.to_lowercase();
+    match users.iter().find(|u| u.username.to_lowercase() == lower) {
+        None => Err(Reason::NotAnMfaUser),
+        Some(u) if !u.enabled => Err(Reason::MfaUserDisabled),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The user's DN: a search with the query bind on the username attributes,
+/// every value escaped (RFC 4515), restricted by the user filter. Exactly one
+/// entry must match.
+async fn resolve_dn(cfg: &Config, username: &str) -> Result<String, Reason> {
+    let password = crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
+        .map_err(|e| {
+            tracing::error!("{e}");
+            Reason::DirectoryUnavailable
+        })?;
+    let mut client = mfasync_ldap::connect(&cfg.directory, &cfg.directory.query_bind, password.as_deref())
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot search the directory for a password check");
+            Reason::DirectoryUnavailable
+        })?;
+    let value = filter_value(username);
+    let alternatives: String = cfg
+        .attributes
+        .username
+        .0
+        .iter()
+        .map(|a| format!("({a}={value})"))
+        .collect();
+    let filter = format!("(&{}(|{alternatives}))", wrap(&cfg.filters.user));
+    let base = client.base_dn().to_string();
+    let attrs = vec![cfg.attributes.distinguished_name.clone()];
+    let found = client.search_all(&base, Scope::Subtree, &filter, &attrs).await;
+    client.unbind().await;
+    let found = found.map_err(|e| {
+        tracing::warn!(error = %e, "username search failed");
+        Reason::DirectoryUnavailable
+    })?;
+    match found.as_slice() {
+        [one] => Ok(one.dn.clone()),
+        [] => Err(Reason::InvalidCredentials),
+        many => {
+            tracing::warn!(username, matches = many.len(), "username matches several directory entries; refused");
+            Err(Reason::InvalidCredentials)
+        }
+    }
+}
+
+fn wrap(filter: &str) -> String {
+    let f = filter.trim();
+    if f.starts_with('(') {
+        f.to_string()
+    } else {
+        format!("({f})")
+    }
+}
