@@ -1,10 +1,10 @@
 //! The store contract: every case runs once against SQLite (a file in a temp
 //! dir) and once against PostgreSQL (a fresh database per test).
 //!
-//! PostgreSQL: the server URL comes from `MFASYNC_TEST_PG` (e.g.
-//! `postgres://postgres@127.0.0.1:55432/postgres`); each test creates its own
-//! database on it. Without that variable the PostgreSQL cases fail (set
-//! `MFASYNC_TEST_PG_SKIP=1` to skip them knowingly).
+//! PostgreSQL: by default a private cluster started by `mfasync-testkit`
+//! (`shared_postgres()`, one per test binary) with a fresh database per test;
+//! set `MFASYNC_TEST_PG` (e.g. `postgres://postgres@127.0.0.1:55432/postgres`)
+//! to use an existing server instead (each test creates its own database on it).
 //!
 //! The 100,000-create timing cases are `#[ignore]`d: run them with
 //! `cargo test -p mfasync-store --release --test contract -- --ignored --nocapture`.
@@ -27,30 +27,29 @@ async fn sqlite_store() -> (tempfile::TempDir, SqliteStore) {
     (dir, store)
 }
 
-/// A fresh, empty database on the test PostgreSQL server; None when skipped.
-async fn pg_store() -> Option<PgStore> {
-    let base = match std::env::var("MFASYNC_TEST_PG") {
-        Ok(url) => url,
-        Err(_) if std::env::var_os("MFASYNC_TEST_PG_SKIP").is_some() => {
-            eprintln!("MFASYNC_TEST_PG_SKIP set: PostgreSQL contract case skipped");
-            return None;
+/// A fresh, empty database: on the server named by `MFASYNC_TEST_PG` when set,
+/// else on the testkit's private cluster (started once per test binary).
+async fn pg_store() -> PgStore {
+    let url = match std::env::var("MFASYNC_TEST_PG") {
+        Ok(base) => {
+            use sqlx::Connection as _;
+            let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+            let name = format!("mfasync_store_{}", uuid::Uuid::new_v4().simple());
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            admin.close().await.unwrap();
+            let (prefix, _) = base.rsplit_once('/').unwrap();
+            format!("{prefix}/{name}")
         }
-        Err(_) => panic!(
-            "set MFASYNC_TEST_PG=postgres://USER@HOST:PORT/DB to run the PostgreSQL \
-             contract cases (or MFASYNC_TEST_PG_SKIP=1 to skip them)"
-        ),
+        Err(_) => {
+            tokio::task::spawn_blocking(|| mfasync_testkit::shared_postgres().fresh_database())
+                .await
+                .unwrap()
+        }
     };
-    use sqlx::Connection as _;
-    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
-    let name = format!("mfasync_store_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    let url = format!("{prefix}/{name}");
-    Some(PgStore::open(&url).await.unwrap())
+    PgStore::open(&url).await.unwrap()
 }
 
 /// Declare contract cases: each `async fn name(s: &dyn Store)` becomes
@@ -72,7 +71,7 @@ macro_rules! contract {
                 $(#[$attr])*
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let Some(store) = super::pg_store().await else { return };
+                    let store = super::pg_store().await;
                     super::$name(&store).await;
                 }
             )*
