@@ -246,6 +246,23 @@ impl Sql {
         )
     }
 
+    /// Users whose username_lower is among the first `n` parameters or whose
+    /// directory_id is among the next `n`.
+    pub(crate) fn select_clashes(&self, n: usize) -> String {
+        let mut names = String::new();
+        placeholders(&mut names, self.numbered, 1, n);
+        let ids = if self.numbered {
+            let list: Vec<String> = (n + 1..=2 * n).map(|i| format!("${i}")).collect();
+            format!("({})", list.join(","))
+        } else {
+            names.clone()
+        };
+        format!(
+            "SELECT username, username_lower, directory_id, source FROM users \
+             WHERE username_lower IN {names} OR directory_id IN {ids}"
+        )
+    }
+
     /// directory_id and source of the users with `keys` directory_ids.
     pub(crate) fn select_targets(&self, keys: usize) -> String {
         format!(
@@ -295,6 +312,43 @@ pub(crate) fn run_len(changes: &[Change], max: usize) -> usize {
             kind(c.action) == k && (k == Kind::Create || keys.insert(change_key(c).unwrap_or("")))
         })
         .count()
+}
+
+/// A stored user that a create collides with.
+pub(crate) struct Clash {
+    pub username: String,
+    pub username_lower: String,
+    pub directory_id: Option<String>,
+    pub source: String,
+}
+
+/// The error for the first create of `run` that collides with a stored user.
+pub(crate) fn clash_error(
+    run: &[Change],
+    lowers: &[String],
+    clashes: &[Clash],
+) -> Option<StoreError> {
+    for (ch, lower) in run.iter().zip(lowers) {
+        let what = format!("create {}", ch.user.username);
+        if let Some(c) = clashes.iter().find(|c| &c.username_lower == lower) {
+            return Some(StoreError::Conflict(format!(
+                "{what}: username already taken by {} user {}",
+                c.source, c.username
+            )));
+        }
+        if let Some(c) = clashes
+            .iter()
+            .find(|c| c.directory_id.is_some() && c.directory_id == ch.user.directory_id)
+        {
+            return Some(StoreError::Conflict(format!(
+                "{what}: directory_id {} already belongs to {} user {}",
+                c.directory_id.as_deref().unwrap_or_default(),
+                c.source,
+                c.username
+            )));
+        }
+    }
+    None
 }
 
 /// Check that every change of a run targets a directory user that exists;
@@ -420,6 +474,32 @@ macro_rules! impl_store {
                 for chunk in creates.chunks(USER_CHUNK) {
                     let lowers: Vec<String> =
                         chunk.iter().map(|c| c.user.username.to_lowercase()).collect();
+                    // Find collisions first: a failed statement would say little
+                    // about which user (and PostgreSQL aborts the transaction).
+                    let sql = self.sql.select_clashes(chunk.len());
+                    let mut q = sqlx::query(&sql);
+                    for lower in &lowers {
+                        q = q.bind(lower.as_str());
+                    }
+                    for c in chunk {
+                        q = q.bind(c.user.directory_id.as_deref());
+                    }
+                    let clashes = q
+                        .fetch_all(&mut **tx)
+                        .await?
+                        .iter()
+                        .map(|r| {
+                            Ok($crate::common::Clash {
+                                username: r.try_get("username")?,
+                                username_lower: r.try_get("username_lower")?,
+                                directory_id: r.try_get("directory_id")?,
+                                source: r.try_get("source")?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    if let Some(e) = $crate::common::clash_error(chunk, &lowers, &clashes) {
+                        return Err(e);
+                    }
                     let sql = self.sql.insert_users(chunk.len());
                     let mut q = sqlx::query(&sql);
                     for (c, lower) in chunk.iter().zip(&lowers) {

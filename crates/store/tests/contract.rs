@@ -445,6 +445,11 @@ async fn apply_failure_in_a_late_create_chunk_commits_nothing(s: &dyn Store) {
     plan.push(create(&dir_user("Taken", "id-taken")));
     let r = s.apply(&plan, Some(&wm("w"))).await;
     assert!(is_conflict(&r), "{r:?}");
+    let msg = r.unwrap_err().to_string();
+    assert!(
+        msg.contains("create Taken") && msg.contains("manual user taken"),
+        "{msg}"
+    );
     assert_eq!(s.users().await.unwrap(), vec![manual_user("taken")]);
     assert_eq!(s.watermark().await.unwrap(), None);
     assert_eq!(s.audit(10).await.unwrap().len(), 1);
