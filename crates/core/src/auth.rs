@@ -42,7 +42,11 @@ pub fn reason_from_ad_diagnostic(text: &str) -> Reason {
     let code = lower
         .split("data ")
         .nth(1)
-        .map(|rest| rest.chars().take_while(char::is_ascii_hexdigit).collect::<String>())
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect::<String>()
+        })
         .unwrap_or_default();
     match code.as_str() {
         "530" | "531" | "533" => Reason::AccountDisabled,
@@ -87,6 +91,11 @@ mod tests {
         assert_eq!(t("773"), Reason::MustChangePassword);
         assert_eq!(t("775"), Reason::AccountLocked);
         assert_eq!(reason_from_ad_diagnostic(""), Reason::InvalidCredentials);
-        assert_eq!(serde_json::to_string(&Reason::MustChangePassword).ok().as_deref(), Some("\"must-change-password\""));
+        assert_eq!(
+            serde_json::to_string(&Reason::MustChangePassword)
+                .ok()
+                .as_deref(),
+            Some("\"must-change-password\"")
+        );
     }
 }

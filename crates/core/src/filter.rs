@@ -385,8 +385,14 @@ mod tests {
         assert!(dn_is_under(&n, "ou=sales,dc=example,dc=com"));
         assert!(!dn_is_under(&n, "les,dc=example,dc=com"));
         assert_eq!(parent_dn(&n), "ou=sales,dc=example,dc=com");
-        assert_eq!(normalize_dn("cn=Smith\\2C John,dc=x"), "cn=smith\\, john,dc=x");
-        assert_eq!(canonical_escapes("cn=a\\2cb\\2Bc\\C3\\A9,dc=x"), "cn=a\\,b\\+c\\C3\\A9,dc=x");
+        assert_eq!(
+            normalize_dn("cn=Smith\\2C John,dc=x"),
+            "cn=smith\\, john,dc=x"
+        );
+        assert_eq!(
+            canonical_escapes("cn=a\\2cb\\2Bc\\C3\\A9,dc=x"),
+            "cn=a\\,b\\+c\\C3\\A9,dc=x"
+        );
         assert_eq!(canonical_escapes("cn=x\\"), "cn=x\\");
         assert_eq!(canonical_escapes("cn=\\éé\\2c"), "cn=\\éé\\,");
     }

@@ -20,8 +20,18 @@ pub fn split(plan: &Plan, threshold: Option<u32>) -> Split {
     let departures = plan.changes.iter().filter(|c| is_departure(c)).count();
     match threshold {
         Some(t) if departures > t as usize => Split {
-            now: plan.changes.iter().filter(|c| !is_departure(c)).cloned().collect(),
-            held: plan.changes.iter().filter(|c| is_departure(c)).cloned().collect(),
+            now: plan
+                .changes
+                .iter()
+                .filter(|c| !is_departure(c))
+                .cloned()
+                .collect(),
+            held: plan
+                .changes
+                .iter()
+                .filter(|c| is_departure(c))
+                .cloned()
+                .collect(),
         },
         _ => Split {
             now: plan.changes.clone(),
@@ -71,7 +81,14 @@ mod tests {
         let mut plan = Plan::default();
         plan.changes.push(ch(Action::Create, 0));
         for i in 1..=6 {
-            plan.changes.push(ch(if i % 2 == 0 { Action::Disable } else { Action::Remove }, i));
+            plan.changes.push(ch(
+                if i % 2 == 0 {
+                    Action::Disable
+                } else {
+                    Action::Remove
+                },
+                i,
+            ));
         }
         let s = split(&plan, Some(5));
         assert_eq!((s.now.len(), s.held.len()), (1, 6));

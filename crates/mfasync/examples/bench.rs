@@ -12,9 +12,15 @@ const BASE: &str = "dc=example,dc=com";
 
 fn generate(n: usize) -> String {
     let mut s = String::with_capacity(n * 330);
-    let _ = write!(s, "dn: ou=Bench,{BASE}\nobjectClass: organizationalUnit\nou: Bench\n\n");
+    let _ = write!(
+        s,
+        "dn: ou=Bench,{BASE}\nobjectClass: organizationalUnit\nou: Bench\n\n"
+    );
     for d in 0..10 {
-        let _ = write!(s, "dn: ou=Dept{d},ou=Bench,{BASE}\nobjectClass: organizationalUnit\nou: Dept{d}\n\n");
+        let _ = write!(
+            s,
+            "dn: ou=Dept{d},ou=Bench,{BASE}\nobjectClass: organizationalUnit\nou: Dept{d}\n\n"
+        );
     }
     for i in 0..n {
         let _ = write!(
@@ -33,7 +39,12 @@ fn generate(n: usize) -> String {
 fn timed(cmd: &mut Command) -> (f64, u64) {
     let rss_file = std::env::temp_dir().join(format!("mfasync-bench-rss-{}", std::process::id()));
     let mut full = Command::new("/usr/bin/time");
-    full.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(cmd.get_program()).args(cmd.get_args());
+    full.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss_file)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         if let Some(v) = v {
             full.env(k, v);
@@ -56,7 +67,10 @@ fn timed(cmd: &mut Command) -> (f64, u64) {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
     let bin = std::env::var("MFASYNC_BIN").unwrap_or_else(|_| "target/release/mfasync".into());
     eprintln!("seeding slapd with {n} users ...");
     let t = Instant::now();
@@ -78,17 +92,47 @@ fn main() {
         .arg(&cfg)
         .stdout(Stdio::null())
         .status();
-    assert!(matches!(status, Ok(s) if s.success()), "config apply failed");
+    assert!(
+        matches!(status, Ok(s) if s.success()),
+        "config apply failed"
+    );
 
     // The floor: the same entries and attributes, paged, straight to /dev/null.
     let attrs = [
-        "entryUUID", "entryDN", "uid", "givenName", "sn", "mail", "description", "telephoneNumber",
-        "homePhone", "pager", "mobile", "facsimileTelephoneNumber", "ipPhone", "userAccountControl",
+        "entryUUID",
+        "entryDN",
+        "uid",
+        "givenName",
+        "sn",
+        "mail",
+        "description",
+        "telephoneNumber",
+        "homePhone",
+        "pager",
+        "mobile",
+        "facsimileTelephoneNumber",
+        "ipPhone",
+        "userAccountControl",
     ];
     let mut ldapsearch = Command::new("ldapsearch");
     ldapsearch
-        .args(["-LLL", "-x", "-H", &slapd.url, "-D", &slapd.admin_dn, "-w", &slapd.admin_password])
-        .args(["-b", &format!("ou=Bench,{BASE}"), "-E", "pr=1000/noprompt", "(objectClass=inetOrgPerson)"])
+        .args([
+            "-LLL",
+            "-x",
+            "-H",
+            &slapd.url,
+            "-D",
+            &slapd.admin_dn,
+            "-w",
+            &slapd.admin_password,
+        ])
+        .args([
+            "-b",
+            &format!("ou=Bench,{BASE}"),
+            "-E",
+            "pr=1000/noprompt",
+            "(objectClass=inetOrgPerson)",
+        ])
         .args(attrs);
     let (floor, _) = timed(&mut ldapsearch);
     let (floor2, _) = timed(&mut ldapsearch);
@@ -103,6 +147,14 @@ fn main() {
     println!("| step | seconds | ratio to floor | peak RSS |");
     println!("| --- | --- | --- | --- |");
     println!("| ldapsearch paged dump (floor) | {floor:.2} | 1.00 | |");
-    println!("| mfasync first full sync (empty SQLite) | {first:.2} | {:.2} | {} MB |", first / floor, rss1 / 1024);
-    println!("| mfasync second full sync (no change) | {second:.2} | {:.2} | {} MB |", second / floor, rss2 / 1024);
+    println!(
+        "| mfasync first full sync (empty SQLite) | {first:.2} | {:.2} | {} MB |",
+        first / floor,
+        rss1 / 1024
+    );
+    println!(
+        "| mfasync second full sync (no change) | {second:.2} | {:.2} | {} MB |",
+        second / floor,
+        rss2 / 1024
+    );
 }

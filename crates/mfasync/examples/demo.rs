@@ -7,12 +7,19 @@ use std::process::Command;
 
 fn mfasync(bin: &Path, db: &str, args: &[&str]) -> bool {
     println!("\n$ mfasync --database {db} {}", args.join(" "));
-    let status = Command::new(bin).arg("--database").arg(db).args(args).status();
+    let status = Command::new(bin)
+        .arg("--database")
+        .arg(db)
+        .args(args)
+        .status();
     matches!(status, Ok(s) if s.success())
 }
 
 fn main() {
-    let users: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(300);
+    let users: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(300);
     let bin: PathBuf = std::env::var_os("MFASYNC_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/debug/mfasync"));
@@ -21,7 +28,8 @@ fn main() {
     let db = format!("sqlite://{db_path}");
 
     println!("starting a private OpenLDAP slapd with {users} generated users ...");
-    let seed = mfasync_testkit::openldap_fixture() + &mfasync_testkit::openldap_bulk(users, "Staff");
+    let seed =
+        mfasync_testkit::openldap_fixture() + &mfasync_testkit::openldap_bulk(users, "Staff");
     let slapd = mfasync_testkit::Slapd::start(&seed);
     println!("slapd is at {} (base {})", slapd.url, slapd.base_dn);
 

@@ -20,7 +20,11 @@ pub async fn authenticate(
     password: &str,
 ) -> Result<(), Reason> {
     // An empty password is an anonymous bind to AD: it would "succeed".
-    if password.is_empty() || username.trim().is_empty() || username.len() > 512 || username.contains('\0') {
+    if password.is_empty()
+        || username.trim().is_empty()
+        || username.len() > 512
+        || username.contains('\0')
+    {
         return Err(Reason::InvalidCredentials);
     }
     let dn = resolve_dn(cfg, username).await?;
@@ -35,7 +39,11 @@ pub async fn authenticate(
         Ok(client) => client.unbind().await,
         Err(e) => {
             if let Some(r) = e.auth_reason() {
-                tracing::info!(username, reason = r.as_str(), "password refused by the directory");
+                tracing::info!(
+                    username,
+                    reason = r.as_str(),
+                    "password refused by the directory"
+                );
                 return Err(r);
             }
             tracing::warn!(username, error = %e, "directory unavailable for a password check");
@@ -67,12 +75,16 @@ async fn resolve_dn(cfg: &Config, username: &str) -> Result<String, Reason> {
             tracing::error!("{e}");
             Reason::DirectoryUnavailable
         })?;
-    let mut client = mfasync_ldap::connect(&cfg.directory, &cfg.directory.query_bind, password.as_deref())
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot search the directory for a password check");
-            Reason::DirectoryUnavailable
-        })?;
+    let mut client = mfasync_ldap::connect(
+        &cfg.directory,
+        &cfg.directory.query_bind,
+        password.as_deref(),
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(error = %e, "cannot search the directory for a password check");
+        Reason::DirectoryUnavailable
+    })?;
     let value = filter_value(username);
     let alternatives: String = cfg
         .attributes
@@ -84,7 +96,9 @@ async fn resolve_dn(cfg: &Config, username: &str) -> Result<String, Reason> {
     let filter = format!("(&{}(|{alternatives}))", wrap(&cfg.filters.user));
     let base = client.base_dn().to_string();
     let attrs = vec![cfg.attributes.distinguished_name.clone()];
-    let found = client.search_all(&base, Scope::Subtree, &filter, &attrs).await;
+    let found = client
+        .search_all(&base, Scope::Subtree, &filter, &attrs)
+        .await;
     client.unbind().await;
     let found = found.map_err(|e| {
         tracing::warn!(error = %e, "username search failed");
@@ -94,7 +108,11 @@ async fn resolve_dn(cfg: &Config, username: &str) -> Result<String, Reason> {
         [one] => Ok(one.dn.clone()),
         [] => Err(Reason::InvalidCredentials),
         many => {
-            tracing::warn!(username, matches = many.len(), "username matches several directory entries; refused");
+            tracing::warn!(
+                username,
+                matches = many.len(),
+                "username matches several directory entries; refused"
+            );
             Err(Reason::InvalidCredentials)
         }
     }

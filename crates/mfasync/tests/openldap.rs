@@ -12,7 +12,11 @@ const BASE: &str = "dc=example,dc=com";
 const BIG: usize = 1700;
 
 fn person(dn: &str, uid: &str, extra: &str) -> String {
-    let sn = if extra.contains("sn:") { String::new() } else { format!("sn: {uid}\n") };
+    let sn = if extra.contains("sn:") {
+        String::new()
+    } else {
+        format!("sn: {uid}\n")
+    };
     format!("dn: {dn}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\n{sn}{extra}\n")
 }
 
@@ -28,9 +32,21 @@ fn ou(dn: &str) -> String {
 fn fixture() -> String {
     let mut l = String::new();
     for o in [
-        "ou=People", "ou=Sales,ou=People", "ou=EMEA,ou=Sales,ou=People", "ou=Engineering,ou=People",
-        "ou=Groups", "ou=Bulk", "ou=Elsewhere",
-        "ou=MoveDisable", "ou=MoveRemove", "ou=MoveKeep", "ou=Flat", "ou=Sub,ou=Flat", "ou=Safety", "ou=AuthOn", "ou=AuthOff",
+        "ou=People",
+        "ou=Sales,ou=People",
+        "ou=EMEA,ou=Sales,ou=People",
+        "ou=Engineering,ou=People",
+        "ou=Groups",
+        "ou=Bulk",
+        "ou=Elsewhere",
+        "ou=MoveDisable",
+        "ou=MoveRemove",
+        "ou=MoveKeep",
+        "ou=Flat",
+        "ou=Sub,ou=Flat",
+        "ou=Safety",
+        "ou=AuthOn",
+        "ou=AuthOff",
     ] {
         l.push_str(&ou(&format!("{o},{BASE}")));
     }
@@ -54,23 +70,63 @@ fn fixture() -> String {
         "jmuller",
         "givenName:: Sm9zw6k=\nsn:: TcO8bGxlcg==\n",
     ));
-    l.push_str(&person(&format!("uid=carol,ou=Engineering,ou=People,{BASE}"), "carol", "mail: carol@example.com\n"));
-    l.push_str(&person(&format!("uid=outsider,ou=Elsewhere,{BASE}"), "outsider", ""));
-    for (o, n) in [("MoveDisable", "md"), ("MoveRemove", "mr"), ("MoveKeep", "mk")] {
+    l.push_str(&person(
+        &format!("uid=carol,ou=Engineering,ou=People,{BASE}"),
+        "carol",
+        "mail: carol@example.com\n",
+    ));
+    l.push_str(&person(
+        &format!("uid=outsider,ou=Elsewhere,{BASE}"),
+        "outsider",
+        "",
+    ));
+    for (o, n) in [
+        ("MoveDisable", "md"),
+        ("MoveRemove", "mr"),
+        ("MoveKeep", "mk"),
+    ] {
         for i in 1..=3 {
-            l.push_str(&person(&format!("uid={n}{i},ou={o},{BASE}"), &format!("{n}{i}"), ""));
+            l.push_str(&person(
+                &format!("uid={n}{i},ou={o},{BASE}"),
+                &format!("{n}{i}"),
+                "",
+            ));
         }
     }
     l.push_str(&person(&format!("uid=flat1,ou=Flat,{BASE}"), "flat1", ""));
-    l.push_str(&person(&format!("uid=deep1,ou=Sub,ou=Flat,{BASE}"), "deep1", ""));
+    l.push_str(&person(
+        &format!("uid=deep1,ou=Sub,ou=Flat,{BASE}"),
+        "deep1",
+        "",
+    ));
     for i in 1..=3 {
-        l.push_str(&person(&format!("uid=safe{i},ou=Safety,{BASE}"), &format!("safe{i}"), ""));
+        l.push_str(&person(
+            &format!("uid=safe{i},ou=Safety,{BASE}"),
+            &format!("safe{i}"),
+            "",
+        ));
     }
-    l.push_str(&person(&format!("uid=authuser,ou=AuthOn,{BASE}"), "authuser", "userPassword: right-Passw0rd\n"));
-    l.push_str(&person(&format!("uid=offuser,ou=AuthOff,{BASE}"), "offuser", "userPassword: off-Passw0rd\n"));
-    l.push_str(&person(&format!("uid=nomfa,ou=Elsewhere,{BASE}"), "nomfa", "userPassword: nomfa-Passw0rd\n"));
+    l.push_str(&person(
+        &format!("uid=authuser,ou=AuthOn,{BASE}"),
+        "authuser",
+        "userPassword: right-Passw0rd\n",
+    ));
+    l.push_str(&person(
+        &format!("uid=offuser,ou=AuthOff,{BASE}"),
+        "offuser",
+        "userPassword: off-Passw0rd\n",
+    ));
+    l.push_str(&person(
+        &format!("uid=nomfa,ou=Elsewhere,{BASE}"),
+        "nomfa",
+        "userPassword: nomfa-Passw0rd\n",
+    ));
     for i in 0..BIG {
-        l.push_str(&person(&format!("uid=bulk{i:05},ou=Bulk,{BASE}"), &format!("bulk{i:05}"), ""));
+        l.push_str(&person(
+            &format!("uid=bulk{i:05},ou=Bulk,{BASE}"),
+            &format!("bulk{i:05}"),
+            "",
+        ));
     }
     let _ = writeln!(
         l,
@@ -84,7 +140,10 @@ fn fixture() -> String {
         l,
         "dn: cn=mfa-outer,ou=Groups,{BASE}\nobjectClass: groupOfNames\ncn: mfa-outer\nmember: cn=mfa-inner,ou=Groups,{BASE}\nmember: uid=jmuller,ou=Engineering,ou=People,{BASE}\n"
     );
-    let _ = write!(l, "dn: cn=big,ou=Groups,{BASE}\nobjectClass: groupOfNames\ncn: big\n");
+    let _ = write!(
+        l,
+        "dn: cn=big,ou=Groups,{BASE}\nobjectClass: groupOfNames\ncn: big\n"
+    );
     for i in 0..BIG {
         let _ = writeln!(l, "member: uid=bulk{i:05},ou=Bulk,{BASE}");
     }
@@ -163,24 +222,38 @@ fn full_sync_maps_every_field_and_second_sync_changes_nothing() {
     assert_eq!(alice["language"], "en");
     assert_eq!(alice["enabled"], true);
     assert_eq!(alice["source"], "directory");
-    assert_eq!(alice["sync_item"], format!("ou=Sales,ou=People,{BASE}"), "first item wins over the group");
+    assert_eq!(
+        alice["sync_item"],
+        format!("ou=Sales,ou=People,{BASE}"),
+        "first item wins over the group"
+    );
     assert_eq!(alice["dn"], format!("uid=alice,ou=Sales,ou=People,{BASE}"));
     assert_eq!(alice["home_phone"], serde_json::Value::Null);
     let id = alice["directory_id"].as_str().expect("directory_id");
     assert_eq!(id.len(), 36, "entryUUID text form: {id}");
 
     let bob = m.user("bob").expect("bob from the nested OU");
-    assert_eq!(bob["primary_phone"], serde_json::Value::Null, "bob has no business phone");
+    assert_eq!(
+        bob["primary_phone"],
+        serde_json::Value::Null,
+        "bob has no business phone"
+    );
     assert_eq!(bob["backup_phone"], "+442079460958");
 
     let carol = m.user("carol").expect("carol via the group");
     assert_eq!(carol["sync_item"], format!("cn=mfa-users,ou=Groups,{BASE}"));
     assert_eq!(carol["method"], "text-message");
     assert_eq!(carol["language"], "de");
-    assert!(m.user("outsider").is_some(), "group members outside the items' OUs are synced");
+    assert!(
+        m.user("outsider").is_some(),
+        "group members outside the items' OUs are synced"
+    );
 
     let smith = m.user("jsmith").expect("escaped comma DN");
-    assert_eq!(smith["dn"], format!("cn=Smith\\, John,ou=Engineering,ou=People,{BASE}"));
+    assert_eq!(
+        smith["dn"],
+        format!("cn=Smith\\, John,ou=Engineering,ou=People,{BASE}")
+    );
     assert_eq!(smith["primary_phone"], "+14255550199");
     let jm = m.user("jmuller").expect("non-ASCII names");
     assert_eq!(jm["first_name"], "José");
@@ -199,7 +272,11 @@ fn big_group_and_nested_groups() {
     let m = Mfa::new();
     let items = [
         item("security-group", &format!("cn=big,ou=Groups,{BASE}"), ""),
-        item("security-group", &format!("cn=mfa-outer,ou=Groups,{BASE}"), "include_nested = true"),
+        item(
+            "security-group",
+            &format!("cn=mfa-outer,ou=Groups,{BASE}"),
+            "include_nested = true",
+        ),
     ]
     .concat();
     m.apply(&config(&server(), &items));
@@ -211,7 +288,14 @@ fn big_group_and_nested_groups() {
 
     // without include_nested only direct members count
     let m2 = Mfa::new();
-    m2.apply(&config(&server(), &item("security-group", &format!("cn=mfa-outer,ou=Groups,{BASE}"), "include_nested = false")));
+    m2.apply(&config(
+        &server(),
+        &item(
+            "security-group",
+            &format!("cn=mfa-outer,ou=Groups,{BASE}"),
+            "include_nested = false",
+        ),
+    ));
     m2.sync_full();
     assert!(m2.user("bob").is_none());
     assert!(m2.user("jmuller").is_some());
@@ -220,7 +304,14 @@ fn big_group_and_nested_groups() {
 #[test]
 fn one_level_container_skips_sub_containers() {
     let m = Mfa::new();
-    m.apply(&config(&server(), &item("container", &format!("ou=Flat,{BASE}"), "include_nested = false")));
+    m.apply(&config(
+        &server(),
+        &item(
+            "container",
+            &format!("ou=Flat,{BASE}"),
+            "include_nested = false",
+        ),
+    ));
     m.sync_full();
     assert!(m.user("flat1").is_some());
     assert!(m.user("deep1").is_none());
@@ -234,9 +325,20 @@ fn move_out(ou: &str, uid: &str) {
 
 #[test]
 fn users_leaving_an_item_follow_when_removed() {
-    for (ou, prefix, when) in [("MoveDisable", "md", "disable"), ("MoveRemove", "mr", "remove"), ("MoveKeep", "mk", "keep")] {
+    for (ou, prefix, when) in [
+        ("MoveDisable", "md", "disable"),
+        ("MoveRemove", "mr", "remove"),
+        ("MoveKeep", "mk", "keep"),
+    ] {
         let m = Mfa::new();
-        m.apply(&config(&server(), &item("container", &format!("ou={ou},{BASE}"), &format!("when_removed = \"{when}\""))));
+        m.apply(&config(
+            &server(),
+            &item(
+                "container",
+                &format!("ou={ou},{BASE}"),
+                &format!("when_removed = \"{when}\""),
+            ),
+        ));
         assert_eq!(counts(&m.sync_full()).0, 3);
         move_out(ou, &format!("{prefix}1"));
         let r = m.sync_full();
@@ -255,7 +357,10 @@ fn users_leaving_an_item_follow_when_removed() {
                 assert_eq!(moved.expect("kept")["enabled"], true);
             }
         }
-        assert_eq!(m.user(&format!("{prefix}2")).expect("stays")["enabled"], true);
+        assert_eq!(
+            m.user(&format!("{prefix}2")).expect("stays")["enabled"],
+            true
+        );
     }
 }
 
@@ -263,7 +368,10 @@ fn users_leaving_an_item_follow_when_removed() {
 fn backup_server_is_used_when_the_first_is_down() {
     let m = Mfa::new();
     let dead = format!("\"ldap://127.0.0.1:{}\"", mfasync_testkit::free_port());
-    m.apply(&config(&format!("{dead}, {}", server()), &item("container", &format!("ou=Flat,{BASE}"), "")));
+    m.apply(&config(
+        &format!("{dead}, {}", server()),
+        &item("container", &format!("ou=Flat,{BASE}"), ""),
+    ));
     let r = m.sync_full();
     assert_eq!(counts(&r).0, 2, "{r}");
 }
@@ -271,31 +379,55 @@ fn backup_server_is_used_when_the_first_is_down() {
 #[test]
 fn directory_down_changes_nothing() {
     let m = Mfa::new();
-    m.apply(&config(&server(), &item("container", &format!("ou=Flat,{BASE}"), "")));
+    m.apply(&config(
+        &server(),
+        &item("container", &format!("ou=Flat,{BASE}"), ""),
+    ));
     m.sync_full();
     let before = m.users();
     let dead = format!("\"ldap://127.0.0.1:{}\"", mfasync_testkit::free_port());
-    m.apply(&config(&dead, &item("container", &format!("ou=Flat,{BASE}"), "")));
+    m.apply(&config(
+        &dead,
+        &item("container", &format!("ou=Flat,{BASE}"), ""),
+    ));
     let o = m.run(&["--json", "sync", "--full"]);
     assert_eq!(o.code, 1, "{}", o.stderr);
-    assert!(o.stderr.contains("127.0.0.1"), "names the server: {}", o.stderr);
+    assert!(
+        o.stderr.contains("127.0.0.1"),
+        "names the server: {}",
+        o.stderr
+    );
     assert_eq!(m.users(), before);
 }
 
 #[test]
 fn wrong_base_or_empty_filter_never_removes_users() {
     let m = Mfa::new();
-    let it = item("container", &format!("ou=Safety,{BASE}"), "when_removed = \"remove\"");
+    let it = item(
+        "container",
+        &format!("ou=Safety,{BASE}"),
+        "when_removed = \"remove\"",
+    );
     m.apply(&config(&server(), &it));
     assert_eq!(counts(&m.sync_full()).0, 3);
     let before = m.users();
     // a user filter that matches nothing
-    m.apply(&config(&server(), &it).replace("(objectClass=inetOrgPerson)", "(objectClass=nothingAtAll)"));
+    m.apply(
+        &config(&server(), &it)
+            .replace("(objectClass=inetOrgPerson)", "(objectClass=nothingAtAll)"),
+    );
     let o = m.run(&["sync", "--full"]);
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert_eq!(m.users(), before);
     // an item that does not exist
-    m.apply(&config(&server(), &item("container", &format!("ou=Gone,{BASE}"), "when_removed = \"remove\"")));
+    m.apply(&config(
+        &server(),
+        &item(
+            "container",
+            &format!("ou=Gone,{BASE}"),
+            "when_removed = \"remove\"",
+        ),
+    ));
     let o = m.run(&["sync", "--full"]);
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(o.stderr.contains("ou=Gone"), "{}", o.stderr);
@@ -320,11 +452,26 @@ fn manual_users_are_never_touched() {
                 .expect("insert manual user");
         }
     });
-    m.apply(&config(&server(), &item("container", &format!("ou=Flat,{BASE}"), "when_removed = \"remove\"")));
+    m.apply(&config(
+        &server(),
+        &item(
+            "container",
+            &format!("ou=Flat,{BASE}"),
+            "when_removed = \"remove\"",
+        ),
+    ));
     let o = m.ok(&["--json", "sync", "--full"]);
     let r = o.json();
-    assert_eq!(counts(&r).0, 1, "only deep1: flat1 is taken by a manual user: {r}");
-    assert!(o.stderr.contains("flat1"), "warns about the clash: {}", o.stderr);
+    assert_eq!(
+        counts(&r).0,
+        1,
+        "only deep1: flat1 is taken by a manual user: {r}"
+    );
+    assert!(
+        o.stderr.contains("flat1"),
+        "warns about the clash: {}",
+        o.stderr
+    );
     let flat1 = m.user("flat1").expect("manual flat1");
     assert_eq!(flat1["source"], "manual");
     assert_eq!(flat1["directory_id"], serde_json::Value::Null);
@@ -334,14 +481,20 @@ fn manual_users_are_never_touched() {
 #[test]
 fn config_errors_exit_2_naming_keys_and_store_nothing() {
     let m = Mfa::new();
-    let p = m.config_file("[directory]\nquery_size_limit = 0\nbogus = 1\n[sync]\napproval_threshold = 1000\n");
+    let p = m.config_file(
+        "[directory]\nquery_size_limit = 0\nbogus = 1\n[sync]\napproval_threshold = 1000\n",
+    );
     let o = m.run(&["config", "apply", p.to_str().expect("path")]);
     assert_eq!(o.code, 2);
     assert!(o.stderr.contains("directory.bogus"), "{}", o.stderr);
     let p = m.config_file("[directory]\nquery_size_limit = 0\n[sync]\napproval_threshold = 1000\n[filters]\nuser = \"(uid=a\"\n");
     let o = m.run(&["config", "apply", p.to_str().expect("path")]);
     assert_eq!(o.code, 2);
-    for key in ["directory.query_size_limit", "sync.approval_threshold", "filters.user"] {
+    for key in [
+        "directory.query_size_limit",
+        "sync.approval_threshold",
+        "filters.user",
+    ] {
         assert!(o.stderr.contains(key), "{key} missing in: {}", o.stderr);
     }
     let o = m.run(&["config", "export"]);
@@ -351,7 +504,10 @@ fn config_errors_exit_2_naming_keys_and_store_nothing() {
 #[test]
 fn config_export_has_no_secrets() {
     let m = Mfa::new();
-    m.apply(&config(&server(), &item("container", &format!("ou=Flat,{BASE}"), "")));
+    m.apply(&config(
+        &server(),
+        &item("container", &format!("ou=Flat,{BASE}"), ""),
+    ));
     let o = m.ok(&["config", "export"]);
     assert!(!o.stdout.contains(&slapd().admin_password), "{}", o.stdout);
     assert!(o.stdout.contains("ou=Flat"));
@@ -362,10 +518,17 @@ fn auth_by_ldap_bind() {
     let m = Mfa::new();
     let items = [
         item("container", &format!("ou=AuthOn,{BASE}"), ""),
-        item("container", &format!("ou=AuthOff,{BASE}"), "[sync.items.user]\nenabled = false"),
+        item(
+            "container",
+            &format!("ou=AuthOff,{BASE}"),
+            "[sync.items.user]\nenabled = false",
+        ),
     ]
     .concat();
-    let cfg = config(&server(), &items).replace("[filters]", "[directory.auth_bind]\ntype = \"simple\"\n[filters]");
+    let cfg = config(&server(), &items).replace(
+        "[filters]",
+        "[directory.auth_bind]\ntype = \"simple\"\n[filters]",
+    );
     m.apply(&cfg);
     m.sync_full();
     let auth = |user: &str, pw: &str| {
@@ -375,15 +538,43 @@ fn auth_by_ldap_bind() {
     };
     assert_eq!(auth("authuser", "right-Passw0rd\n"), (0, String::new()));
     assert_eq!(auth("authuser", "wrong"), (1, "invalid-credentials".into()));
-    assert_eq!(auth("authuser", ""), (1, "invalid-credentials".into()), "empty password refused before any bind");
-    assert_eq!(auth("nobody", "x"), (1, "invalid-credentials".into()), "unknown users look like bad passwords");
-    assert_eq!(auth("nomfa", "nomfa-Passw0rd"), (1, "not-an-mfa-user".into()));
-    assert_eq!(auth("offuser", "off-Passw0rd"), (1, "mfa-user-disabled".into()));
-    for evil in ["*", "a*)(uid=*", "authuser)(|(a=*", "auth*", "authuser\\", "(uid=authuser)"] {
-        assert_eq!(auth(evil, "right-Passw0rd"), (1, "invalid-credentials".into()), "{evil:?} must not match authuser");
+    assert_eq!(
+        auth("authuser", ""),
+        (1, "invalid-credentials".into()),
+        "empty password refused before any bind"
+    );
+    assert_eq!(
+        auth("nobody", "x"),
+        (1, "invalid-credentials".into()),
+        "unknown users look like bad passwords"
+    );
+    assert_eq!(
+        auth("nomfa", "nomfa-Passw0rd"),
+        (1, "not-an-mfa-user".into())
+    );
+    assert_eq!(
+        auth("offuser", "off-Passw0rd"),
+        (1, "mfa-user-disabled".into())
+    );
+    for evil in [
+        "*",
+        "a*)(uid=*",
+        "authuser)(|(a=*",
+        "auth*",
+        "authuser\\",
+        "(uid=authuser)",
+    ] {
+        assert_eq!(
+            auth(evil, "right-Passw0rd"),
+            (1, "invalid-credentials".into()),
+            "{evil:?} must not match authuser"
+        );
     }
     // directory down
     let dead = format!("\"ldap://127.0.0.1:{}\"", mfasync_testkit::free_port());
     m.apply(&cfg.replace(&server(), &dead));
-    assert_eq!(auth("authuser", "right-Passw0rd"), (1, "directory-unavailable".into()));
+    assert_eq!(
+        auth("authuser", "right-Passw0rd"),
+        (1, "directory-unavailable".into())
+    );
 }

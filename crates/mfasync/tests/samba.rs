@@ -20,9 +20,22 @@ fn user(cn: &str, ou: &str, sam: &str, extra: &str) -> String {
 
 fn fixture() -> String {
     let mut l = String::new();
-    for o in ["OU=People", "OU=Sales,OU=People", "OU=EMEA,OU=Sales,OU=People", "OU=Groups", "OU=Bulk"] {
-        let name = o.split(',').next().and_then(|r| r.split('=').nth(1)).unwrap_or("x");
-        let _ = writeln!(l, "dn: {o},{BASE}\nobjectClass: organizationalUnit\nou: {name}\n");
+    for o in [
+        "OU=People",
+        "OU=Sales,OU=People",
+        "OU=EMEA,OU=Sales,OU=People",
+        "OU=Groups",
+        "OU=Bulk",
+    ] {
+        let name = o
+            .split(',')
+            .next()
+            .and_then(|r| r.split('=').nth(1))
+            .unwrap_or("x");
+        let _ = writeln!(
+            l,
+            "dn: {o},{BASE}\nobjectClass: organizationalUnit\nou: {name}\n"
+        );
     }
     l.push_str(&user(
         "Alice Adams",
@@ -30,15 +43,40 @@ fn fixture() -> String {
         "alice",
         "userPrincipalName: alice@mfa.test\ngivenName: Alice\nsn: Adams\nmail: alice@mfa.test\ntelephoneNumber: +1 425 555 0100 x123\nmobile: (425) 555-0101\n",
     ));
-    l.push_str(&user("Bob", "OU=EMEA,OU=Sales,OU=People", "bob", "givenName: Bob\n"));
-    l.push_str(&user("Smith\\, John", "OU=People", "jsmith", "userPrincipalName: jsmith@mfa.test\n"));
-    l.push_str(&user("Jose Muller", "OU=People", "jmuller", "userPrincipalName: jmuller@mfa.test\ngivenName:: Sm9zw6k=\nsn:: TcO8bGxlcg==\n"));
+    l.push_str(&user(
+        "Bob",
+        "OU=EMEA,OU=Sales,OU=People",
+        "bob",
+        "givenName: Bob\n",
+    ));
+    l.push_str(&user(
+        "Smith\\, John",
+        "OU=People",
+        "jsmith",
+        "userPrincipalName: jsmith@mfa.test\n",
+    ));
+    l.push_str(&user(
+        "Jose Muller",
+        "OU=People",
+        "jmuller",
+        "userPrincipalName: jmuller@mfa.test\ngivenName:: Sm9zw6k=\nsn:: TcO8bGxlcg==\n",
+    ));
     l.push_str(
-        &user("Dan Disabled", "OU=Sales,OU=People", "dan", "userPrincipalName: dan@mfa.test\n")
-            .replace("userAccountControl: 544", "userAccountControl: 546"),
+        &user(
+            "Dan Disabled",
+            "OU=Sales,OU=People",
+            "dan",
+            "userPrincipalName: dan@mfa.test\n",
+        )
+        .replace("userAccountControl: 544", "userAccountControl: 546"),
     );
     for i in 0..BIG {
-        l.push_str(&user(&format!("bulk{i:05}"), "OU=Bulk", &format!("bulk{i:05}"), ""));
+        l.push_str(&user(
+            &format!("bulk{i:05}"),
+            "OU=Bulk",
+            &format!("bulk{i:05}"),
+            "",
+        ));
     }
     let group = |cn: &str, members: &[String]| {
         let mut g = format!("dn: CN={cn},OU=Groups,{BASE}\nobjectClass: group\nsAMAccountName: {cn}\ngroupType: -2147483646\n");
@@ -48,10 +86,27 @@ fn fixture() -> String {
         g.push('\n');
         g
     };
-    l.push_str(&group("mfa-users", &[format!("CN=Alice Adams,OU=Sales,OU=People,{BASE}"), format!("CN=Smith\\, John,OU=People,{BASE}")]));
-    l.push_str(&group("mfa-inner", &[format!("CN=Bob,OU=EMEA,OU=Sales,OU=People,{BASE}")]));
-    l.push_str(&group("mfa-outer", &[format!("CN=mfa-inner,OU=Groups,{BASE}"), format!("CN=Jose Muller,OU=People,{BASE}")]));
-    let bulk: Vec<String> = (0..BIG).map(|i| format!("CN=bulk{i:05},OU=Bulk,{BASE}")).collect();
+    l.push_str(&group(
+        "mfa-users",
+        &[
+            format!("CN=Alice Adams,OU=Sales,OU=People,{BASE}"),
+            format!("CN=Smith\\, John,OU=People,{BASE}"),
+        ],
+    ));
+    l.push_str(&group(
+        "mfa-inner",
+        &[format!("CN=Bob,OU=EMEA,OU=Sales,OU=People,{BASE}")],
+    ));
+    l.push_str(&group(
+        "mfa-outer",
+        &[
+            format!("CN=mfa-inner,OU=Groups,{BASE}"),
+            format!("CN=Jose Muller,OU=People,{BASE}"),
+        ],
+    ));
+    let bulk: Vec<String> = (0..BIG)
+        .map(|i| format!("CN=bulk{i:05},OU=Bulk,{BASE}"))
+        .collect();
     l.push_str(&group("big", &bulk));
     l
 }
@@ -107,29 +162,56 @@ fn guid_of(sam: &str) -> String {
 fn active_directory_users_map_field_by_field() {
     let m = Mfa::new();
     let items = [
-        item("container", &format!("OU=Sales,OU=People,{BASE}"), "[sync.items.user]\nbackup_phone = \"mobile\""),
-        item("security-group", &format!("CN=mfa-users,OU=Groups,{BASE}"), ""),
-        item("container", &format!("OU=People,{BASE}"), "include_nested = false"),
+        item(
+            "container",
+            &format!("OU=Sales,OU=People,{BASE}"),
+            "[sync.items.user]\nbackup_phone = \"mobile\"",
+        ),
+        item(
+            "security-group",
+            &format!("CN=mfa-users,OU=Groups,{BASE}"),
+            "",
+        ),
+        item(
+            "container",
+            &format!("OU=People,{BASE}"),
+            "include_nested = false",
+        ),
     ]
     .concat();
     m.apply(&config(true, &items));
     let r = m.sync_full();
     // Sales: alice, bob (nested EMEA), dan; group: jsmith; People one level: jmuller
     assert_eq!(counts(&r), (5, 0, 0, 0, 0, 0), "{r}");
-    let alice = m.user("alice@mfa.test").expect("alice by userPrincipalName");
+    let alice = m
+        .user("alice@mfa.test")
+        .expect("alice by userPrincipalName");
     assert_eq!(alice["directory_id"], guid_of("alice"));
-    assert_eq!(alice["dn"], format!("CN=Alice Adams,OU=Sales,OU=People,{BASE}"));
+    assert_eq!(
+        alice["dn"],
+        format!("CN=Alice Adams,OU=Sales,OU=People,{BASE}")
+    );
     assert_eq!(alice["primary_phone"], "+14255550100");
     assert_eq!(alice["extension"], "123");
     assert_eq!(alice["backup_phone"], "+14255550101");
     assert_eq!(alice["enabled"], true);
-    assert!(m.user("bob").is_some(), "no userPrincipalName: sAMAccountName is the backup");
-    assert_eq!(m.user("dan@mfa.test").expect("dan")["enabled"], false, "disabled AD account");
+    assert!(
+        m.user("bob").is_some(),
+        "no userPrincipalName: sAMAccountName is the backup"
+    );
+    assert_eq!(
+        m.user("dan@mfa.test").expect("dan")["enabled"],
+        false,
+        "disabled AD account"
+    );
     let js = m.user("jsmith@mfa.test").expect("jsmith");
     assert_eq!(js["dn"], format!("CN=Smith\\, John,OU=People,{BASE}"));
     assert_eq!(js["sync_item"], format!("CN=mfa-users,OU=Groups,{BASE}"));
     let jm = m.user("jmuller@mfa.test").expect("jmuller");
-    assert_eq!((jm["first_name"].as_str(), jm["last_name"].as_str()), (Some("José"), Some("Müller")));
+    assert_eq!(
+        (jm["first_name"].as_str(), jm["last_name"].as_str()),
+        (Some("José"), Some("Müller"))
+    );
     assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 5));
 }
 
@@ -137,7 +219,11 @@ fn active_directory_users_map_field_by_field() {
 fn groups_by_asq_and_by_member_ranges_agree() {
     let items = [
         item("security-group", &format!("CN=big,OU=Groups,{BASE}"), ""),
-        item("security-group", &format!("CN=mfa-outer,OU=Groups,{BASE}"), "include_nested = true"),
+        item(
+            "security-group",
+            &format!("CN=mfa-outer,OU=Groups,{BASE}"),
+            "include_nested = true",
+        ),
     ]
     .concat();
     let mut exports = Vec::new();

@@ -37,7 +37,9 @@ fn ldif_safe(v: &str) -> bool {
     if bytes.last() == Some(&b' ') {
         return false;
     }
-    bytes.iter().all(|&c| c.is_ascii() && c != 0 && c != b'\n' && c != b'\r')
+    bytes
+        .iter()
+        .all(|&c| c.is_ascii() && c != 0 && c != b'\n' && c != b'\r')
 }
 
 /// One LDIF line `name: value\n`, or `name:: base64\n` when the value is not a safe string.
@@ -116,7 +118,11 @@ pub fn openldap_fixture() -> String {
     let ou = |dn: &str, name: &str| {
         entry(
             dn,
-            &[("objectClass", "top"), ("objectClass", "organizationalUnit"), ("ou", name)],
+            &[
+                ("objectClass", "top"),
+                ("objectClass", "organizationalUnit"),
+                ("ou", name),
+            ],
         )
     };
     let mut s = String::new();
@@ -189,17 +195,29 @@ pub fn openldap_fixture() -> String {
     );
     s += &person(
         &dave,
-        &[("uid", "dave"), ("cn", "Dave Davis"), ("sn", "Davis"), ("givenName", "Dave")],
+        &[
+            ("uid", "dave"),
+            ("cn", "Dave Davis"),
+            ("sn", "Davis"),
+            ("givenName", "Dave"),
+        ],
     );
     let gon = |dn: &str, cn: &str, members: &[&str]| {
-        let mut a: Vec<(&str, &str)> =
-            vec![("objectClass", "top"), ("objectClass", "groupOfNames"), ("cn", cn)];
+        let mut a: Vec<(&str, &str)> = vec![
+            ("objectClass", "top"),
+            ("objectClass", "groupOfNames"),
+            ("cn", cn),
+        ];
         for m in members {
             a.push(("member", m));
         }
         entry(dn, &a)
     };
-    s += &gon(&format!("cn=mfa-users,{groups}"), "mfa-users", &[&alice, &carol]);
+    s += &gon(
+        &format!("cn=mfa-users,{groups}"),
+        "mfa-users",
+        &[&alice, &carol],
+    );
     s += &gon(&inner, "mfa-inner", &[&bob]);
     s += &gon(&format!("cn=mfa-nested,{groups}"), "mfa-nested", &[&inner]);
     s += &entry(
@@ -224,7 +242,11 @@ pub fn openldap_bulk(n: usize, ou: &str) -> String {
     let ou_dn = format!("ou={ou},dc=example,dc=com");
     let mut s = entry(
         &ou_dn,
-        &[("objectClass", "top"), ("objectClass", "organizationalUnit"), ("ou", ou)],
+        &[
+            ("objectClass", "top"),
+            ("objectClass", "organizationalUnit"),
+            ("ou", ou),
+        ],
     );
     let mut group = String::new();
     group += &ldif_attr("dn", &format!("cn=big-{ou},ou=Groups,dc=example,dc=com"));
@@ -288,7 +310,14 @@ pub fn samba_fixture() -> String {
     let dave = format!("CN=Dave Davis,{people}");
     let inner = format!("CN=mfa-inner,{groups}");
     let ou = |dn: &str, name: &str| {
-        entry(dn, &[("objectClass", "top"), ("objectClass", "organizationalUnit"), ("ou", name)])
+        entry(
+            dn,
+            &[
+                ("objectClass", "top"),
+                ("objectClass", "organizationalUnit"),
+                ("ou", name),
+            ],
+        )
     };
     let user = |dn: &str, sam: &str, upn: bool, uac: &str, extra: &[(&str, &str)]| {
         let upn_v = format!("{sam}@mfa.test");
@@ -385,7 +414,11 @@ pub fn samba_fixture() -> String {
         "dave",
         true,
         "546",
-        &[("givenName", "Dave"), ("sn", "Davis"), ("description", "Disabled account")],
+        &[
+            ("givenName", "Dave"),
+            ("sn", "Davis"),
+            ("description", "Disabled account"),
+        ],
     );
     let group = |dn: &str, name: &str, members: &[&str]| {
         let mut a: Vec<(&str, &str)> = vec![
@@ -399,7 +432,11 @@ pub fn samba_fixture() -> String {
         }
         entry(dn, &a)
     };
-    s += &group(&format!("CN=mfa-users,{groups}"), "mfa-users", &[&alice, &carol, &dave]);
+    s += &group(
+        &format!("CN=mfa-users,{groups}"),
+        "mfa-users",
+        &[&alice, &carol, &dave],
+    );
     s += &group(&inner, "mfa-inner", &[&bob]);
     s += &group(&format!("CN=mfa-nested,{groups}"), "mfa-nested", &[&inner]);
     s
@@ -415,7 +452,11 @@ pub fn samba_bulk(n: usize, ou: &str) -> String {
     let ou_dn = format!("OU={ou},DC=mfa,DC=test");
     let mut s = entry(
         &ou_dn,
-        &[("objectClass", "top"), ("objectClass", "organizationalUnit"), ("ou", ou)],
+        &[
+            ("objectClass", "top"),
+            ("objectClass", "organizationalUnit"),
+            ("ou", ou),
+        ],
     );
     let mut group = String::new();
     group += &ldif_attr("dn", &format!("CN=big-{ou},OU=Groups,DC=mfa,DC=test"));

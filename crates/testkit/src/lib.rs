@@ -17,9 +17,7 @@ mod samba;
 mod slapd;
 mod util;
 
-pub use fixtures::{
-    base64, ldif_attr, openldap_bulk, openldap_fixture, samba_bulk, samba_fixture,
-};
+pub use fixtures::{base64, ldif_attr, openldap_bulk, openldap_fixture, samba_bulk, samba_fixture};
 pub use postgres::{shared_postgres, Postgres};
 pub use samba::{Samba, SAMBA_ADMIN_DN, SAMBA_BASE_DN};
 pub use slapd::{Slapd, SLAPD_ADMIN_DN, SLAPD_BASE_DN};

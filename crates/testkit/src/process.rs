@@ -61,7 +61,9 @@ fn install_hook() {
 /// Remove `dir` when the process exits.
 pub(crate) fn register_dir(dir: &Path) {
     install_hook();
-    DIRS.lock().unwrap_or_else(|p| p.into_inner()).push(dir.to_path_buf());
+    DIRS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(dir.to_path_buf());
 }
 
 extern "C" fn at_exit() {
@@ -90,7 +92,11 @@ extern "C" fn at_exit() {
 /// With `watchdog`, a helper process also kills it if this process dies without exit hooks.
 pub(crate) fn register(pid: u32, signal: i32, dir: Option<&Path>, watchdog: bool) {
     install_hook();
-    let watchdog = if watchdog { spawn_watchdog(pid, signal, dir) } else { None };
+    let watchdog = if watchdog {
+        spawn_watchdog(pid, signal, dir)
+    } else {
+        None
+    };
     let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     reg.push(Registered {
         pid: pid as i32,
@@ -218,7 +224,10 @@ pub(crate) fn terminate_tree(pid: i32, signal: i32, grace: Duration) {
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 

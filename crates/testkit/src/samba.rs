@@ -101,10 +101,23 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let csr = dir.join("server.csr");
     let cert = dir.join("cert.pem");
     let ext = dir.join("ext.cnf");
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     util::run_ok(
         Command::new("openssl")
-            .args(["req", "-x509", "-days", "3650", "-subj", "/CN=mfasync test CA"])
+            .args([
+                "req",
+                "-x509",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=mfasync test CA",
+            ])
             .args(ec)
             .args(["-addext", "basicConstraints=critical,CA:TRUE"])
             .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
@@ -221,7 +234,12 @@ fn provision(dir: &Path) {
         // Test data only: skip fsync on every ldb/tdb transaction (as Samba's own selftest does).
         .env("TDB_NO_FSYNC", "1")
         .args(["domain", "provision", "--use-rfc2307", "--dns-backend=NONE"])
-        .args(["--server-role=dc", "--realm=MFA.TEST", "--domain=MFA", "--host-name=dc1"])
+        .args([
+            "--server-role=dc",
+            "--realm=MFA.TEST",
+            "--domain=MFA",
+            "--host-name=dc1",
+        ])
         .arg(format!("--adminpass={ADMIN_PASSWORD}"))
         .arg(format!("--targetdir={d}"))
         .arg(format!("--configfile={}", empty_conf.display()));

@@ -167,7 +167,11 @@ memberof-refint TRUE
             url: &self.url,
             bind_dn: &self.admin_dn,
             password: &self.admin_password,
-            scratch: self.dir.as_ref().map(|d| d.path()).unwrap_or(std::path::Path::new("/tmp")),
+            scratch: self
+                .dir
+                .as_ref()
+                .map(|d| d.path())
+                .unwrap_or(std::path::Path::new("/tmp")),
         }
     }
 

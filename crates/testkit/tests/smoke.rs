@@ -35,42 +35,88 @@ fn slapd_fixture_and_bulk() {
     let t = Instant::now();
     let seed = openldap_fixture() + &openldap_bulk(1700, "Bulk");
     let mut s = Slapd::start(&seed);
-    eprintln!("slapd start + seed (fixture + 1700 users): {:?}", t.elapsed());
+    eprintln!(
+        "slapd start + seed (fixture + 1700 users): {:?}",
+        t.elapsed()
+    );
     let q = |base: &str, filter: &str, attrs: &[&str]| {
         ldapsearch(&s.url, &s.admin_dn, &s.admin_password, base, filter, attrs)
     };
 
-    let people = q("ou=People,dc=example,dc=com", "(objectClass=inetOrgPerson)", &["uid"]);
+    let people = q(
+        "ou=People,dc=example,dc=com",
+        "(objectClass=inetOrgPerson)",
+        &["uid"],
+    );
     assert_eq!(count_dns(&people), 6, "{people}");
-    assert!(people.contains("dn: cn=Smith\\2C John,ou=Engineering,ou=People,dc=example,dc=com"), "{people}");
+    assert!(
+        people.contains("dn: cn=Smith\\2C John,ou=Engineering,ou=People,dc=example,dc=com"),
+        "{people}"
+    );
     let bulk = q("ou=Bulk,dc=example,dc=com", "(uid=user*)", &["1.1"]);
     assert_eq!(count_dns(&bulk), 1700);
-    let big = q("cn=big-Bulk,ou=Groups,dc=example,dc=com", "(objectClass=*)", &["member"]);
-    assert_eq!(big.lines().filter(|l| l.starts_with("member:")).count(), 1700);
-    let nested = q("ou=Groups,dc=example,dc=com", "(cn=mfa-nested)", &["member"]);
+    let big = q(
+        "cn=big-Bulk,ou=Groups,dc=example,dc=com",
+        "(objectClass=*)",
+        &["member"],
+    );
+    assert_eq!(
+        big.lines().filter(|l| l.starts_with("member:")).count(),
+        1700
+    );
+    let nested = q(
+        "ou=Groups,dc=example,dc=com",
+        "(cn=mfa-nested)",
+        &["member"],
+    );
     assert!(nested.contains("member: cn=mfa-inner,ou=Groups,dc=example,dc=com"));
     let jm = q("dc=example,dc=com", "(uid=jmuller)", &["givenName", "sn"]);
     assert!(jm.contains("givenName:: Sm9zw6k="), "{jm}"); // José
-    let alice = q("dc=example,dc=com", "(uid=alice)", &["telephoneNumber", "mobile"]);
+    let alice = q(
+        "dc=example,dc=com",
+        "(uid=alice)",
+        &["telephoneNumber", "mobile"],
+    );
     assert!(alice.contains("telephoneNumber: +1 425 555 0100 x123"));
 
     // memberof overlay: direct groups show up on the user.
     let mo = q("dc=example,dc=com", "(uid=alice)", &["memberOf"]);
-    assert!(mo.contains("memberOf: cn=mfa-users,ou=Groups,dc=example,dc=com"), "{mo}");
+    assert!(
+        mo.contains("memberOf: cn=mfa-users,ou=Groups,dc=example,dc=com"),
+        "{mo}"
+    );
     // ppolicy schema is loaded.
     s.ldapadd("dn: cn=default,ou=Groups,dc=example,dc=com\nobjectClass: device\nobjectClass: pwdPolicy\ncn: default\npwdAttribute: userPassword\n");
 
     // syncprov answers RFC 4533 refreshOnly with a cookie.
     let sync = run(Command::new("ldapsearch")
-        .args(["-x", "-H", &s.url, "-D", &s.admin_dn, "-w", &s.admin_password])
-        .args(["-b", "ou=People,dc=example,dc=com", "-E", "!sync=ro", "(uid=alice)", "1.1"]));
+        .args([
+            "-x",
+            "-H",
+            &s.url,
+            "-D",
+            &s.admin_dn,
+            "-w",
+            &s.admin_password,
+        ])
+        .args([
+            "-b",
+            "ou=People,dc=example,dc=com",
+            "-E",
+            "!sync=ro",
+            "(uid=alice)",
+            "1.1",
+        ]));
     assert!(sync.contains("cookie"), "{sync}");
 
     s.ldapmodify("dn: uid=carol,ou=Engineering,ou=People,dc=example,dc=com\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 0199\n");
     let carol = q("dc=example,dc=com", "(uid=carol)", &["mobile"]);
     assert!(carol.contains("mobile: +1 425 555 0199"));
     s.ldapdelete("uid=dave,ou=People,dc=example,dc=com");
-    assert_eq!(count_dns(&q("dc=example,dc=com", "(uid=dave)", &["1.1"])), 0);
+    assert_eq!(
+        count_dns(&q("dc=example,dc=com", "(uid=dave)", &["1.1"])),
+        0
+    );
 
     let t = Instant::now();
     s.stop();
@@ -83,10 +129,7 @@ fn slapd_seed_error_panics_with_output() {
         Slapd::start("dn: uid=x,ou=Missing,dc=example,dc=com\nobjectClass: account\nuid: x\n")
     });
     let err = r.err().expect("seeding below a missing parent must panic");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("ldapadd failed"), "{msg}");
     assert!(msg.contains("No such object"), "{msg}");
 }
@@ -106,7 +149,10 @@ fn samba_fixture_and_bulk() {
     );
     assert_eq!(count_dns(&users), 6, "{users}");
     assert_eq!(users.matches("objectGUID::").count(), 6, "{users}");
-    assert!(users.contains("CN=Smith\\, John,OU=Engineering,OU=People,DC=mfa,DC=test"), "{users}");
+    assert!(
+        users.contains("CN=Smith\\, John,OU=Engineering,OU=People,DC=mfa,DC=test"),
+        "{users}"
+    );
     let disabled = q(
         "DC=mfa,DC=test",
         "(&(objectClass=user)(userAccountControl:1.2.840.113556.1.4.803:=2))",
@@ -123,24 +169,55 @@ fn samba_fixture_and_bulk() {
     // Password + simple bind as the user, over plain LDAP and LDAPS verified with the test CA.
     s.set_password("alice", "Secr3t!pass");
     // (Samba has no WhoAmI extended operation: read our own entry instead.)
-    let me = ldapsearch(&s.url, "alice@mfa.test", "Secr3t!pass", &s.base_dn, "(sAMAccountName=alice)", &["cn"]);
+    let me = ldapsearch(
+        &s.url,
+        "alice@mfa.test",
+        "Secr3t!pass",
+        &s.base_dn,
+        "(sAMAccountName=alice)",
+        &["cn"],
+    );
     assert!(me.contains("cn: Alice Anderson"), "{me}");
     let me = run(Command::new("ldapsearch")
         .env("LDAPTLS_CACERT", &s.ca_cert)
         .env("LDAPTLS_REQCERT", "demand")
-        .args(["-x", "-LLL", "-H", &s.ldaps_url, "-D", "alice@mfa.test", "-w", "Secr3t!pass"])
+        .args([
+            "-x",
+            "-LLL",
+            "-H",
+            &s.ldaps_url,
+            "-D",
+            "alice@mfa.test",
+            "-w",
+            "Secr3t!pass",
+        ])
         .args(["-b", &s.base_dn, "(sAMAccountName=alice)", "cn"]));
     assert!(me.contains("cn: Alice Anderson"), "{me}");
     // A wrong password is refused.
     let bad = Command::new("ldapsearch")
-        .args(["-x", "-H", &s.url, "-D", "alice@mfa.test", "-w", "wrong", "-b", "", "-s", "base"])
+        .args([
+            "-x",
+            "-H",
+            &s.url,
+            "-D",
+            "alice@mfa.test",
+            "-w",
+            "wrong",
+            "-b",
+            "",
+            "-s",
+            "base",
+        ])
         .output()
         .expect("spawn");
     assert!(!bad.status.success());
 
     let t = Instant::now();
     s.ldapadd(&samba_bulk(1700, "Bulk"));
-    eprintln!("samba ldapadd 1700 users + 1700-member group: {:?}", t.elapsed());
+    eprintln!(
+        "samba ldapadd 1700 users + 1700-member group: {:?}",
+        t.elapsed()
+    );
     let bulk = q("OU=Bulk,DC=mfa,DC=test", "(objectClass=user)", &["1.1"]);
     assert_eq!(count_dns(&bulk), 1700);
     let members = q(
@@ -174,14 +251,31 @@ fn samba_second_instance_modify_delete() {
     // is shared per process, so this start only copies the template.
     let t = Instant::now();
     let s = Samba::start(&samba_fixture());
-    eprintln!("samba start (incl. waiting for the other instance) + fixture: {:?}", t.elapsed());
+    eprintln!(
+        "samba start (incl. waiting for the other instance) + fixture: {:?}",
+        t.elapsed()
+    );
     s.ldapmodify(
         "dn: CN=Bob Brown,OU=EMEA,OU=Sales,OU=People,DC=mfa,DC=test\nchangetype: modify\n\
          replace: mobile\nmobile: +44 20 7946 0999\n",
     );
-    let bob = ldapsearch(&s.url, &s.admin_dn, &s.admin_password, &s.base_dn, "(sAMAccountName=bob)", &["mobile"]);
+    let bob = ldapsearch(
+        &s.url,
+        &s.admin_dn,
+        &s.admin_password,
+        &s.base_dn,
+        "(sAMAccountName=bob)",
+        &["mobile"],
+    );
     assert!(bob.contains("mobile: +44 20 7946 0999"), "{bob}");
     s.ldapdelete("CN=Bob Brown,OU=EMEA,OU=Sales,OU=People,DC=mfa,DC=test");
-    let gone = ldapsearch(&s.url, &s.admin_dn, &s.admin_password, &s.base_dn, "(sAMAccountName=bob)", &["1.1"]);
+    let gone = ldapsearch(
+        &s.url,
+        &s.admin_dn,
+        &s.admin_password,
+        &s.base_dn,
+        "(sAMAccountName=bob)",
+        &["1.1"],
+    );
     assert_eq!(count_dns(&gone), 0);
 }

@@ -33,7 +33,10 @@ impl Mfa {
     }
 
     pub fn with_url(url: String) -> Mfa {
-        Mfa { dir: tempfile::tempdir().expect("tempdir"), url }
+        Mfa {
+            dir: tempfile::tempdir().expect("tempdir"),
+            url,
+        }
     }
 
     pub fn run(&self, args: &[&str]) -> Out {
@@ -65,7 +68,11 @@ impl Mfa {
     /// Run and require exit 0.
     pub fn ok(&self, args: &[&str]) -> Out {
         let o = self.run(args);
-        assert_eq!(o.code, 0, "mfasync {args:?} failed:\nstdout: {}\nstderr: {}", o.stdout, o.stderr);
+        assert_eq!(
+            o.code, 0,
+            "mfasync {args:?} failed:\nstdout: {}\nstderr: {}",
+            o.stdout, o.stderr
+        );
         o
     }
 
@@ -85,7 +92,10 @@ impl Mfa {
     }
 
     pub fn users(&self) -> Vec<Value> {
-        match self.ok(&["--json", "users", "export", "--format", "json"]).json() {
+        match self
+            .ok(&["--json", "users", "export", "--format", "json"])
+            .json()
+        {
             Value::Array(v) => v,
             other => panic!("users export is not an array: {other}"),
         }
@@ -105,5 +115,12 @@ fn rand_suffix() -> u64 {
 /// Counts of a sync JSON output as a tuple (created, updated, enabled, disabled, removed, unchanged).
 pub fn counts(v: &Value) -> (u64, u64, u64, u64, u64, u64) {
     let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"));
-    (n("created"), n("updated"), n("enabled"), n("disabled"), n("removed"), n("unchanged"))
+    (
+        n("created"),
+        n("updated"),
+        n("enabled"),
+        n("disabled"),
+        n("removed"),
+        n("unchanged"),
+    )
 }
