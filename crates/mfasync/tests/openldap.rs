@@ -1,6 +1,8 @@
 //! End to end against a real OpenLDAP slapd: full synchronization, mapping,
 //! item priority, nested containers and groups, departures, failover, safety.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{counts, Mfa};

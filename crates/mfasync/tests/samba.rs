@@ -2,6 +2,8 @@
 //! namespace of scripts/test): objectGUID, userPrincipalName with its
 //! sAMAccountName backup, disabled accounts, ASQ and range retrieval.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{counts, Mfa};

@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end tests: run the real `mfasync` binary
 //! against a database in a temp dir.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
 use std::path::PathBuf;
