@@ -57,6 +57,24 @@ pub(crate) fn parse_json(text: Option<String>) -> Result<Option<serde_json::Valu
     .transpose()
 }
 
+pub(crate) fn held_json(changes: &[crate::HeldChange]) -> Result<String> {
+    serde_json::to_string(changes)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode held changes: {e}")))
+}
+
+pub(crate) fn parse_held(text: &str) -> Result<Vec<crate::HeldChange>> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("approval holds invalid JSON: {e}")))
+}
+
+pub(crate) fn parse_status(s: &str) -> Result<crate::ApprovalStatus> {
+    crate::ApprovalStatus::parse(s)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown approval status {s:?}")))
+}
+
+pub(crate) const SELECT_APPROVALS: &str = "SELECT id, created_at, status, fingerprint, \
+     changes_json, decided_at, decided_by, detail FROM approvals";
+
 pub(crate) fn parse_source(s: &str) -> Result<Source> {
     Source::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown user source {s:?}")))
 }
@@ -441,6 +459,21 @@ macro_rules! impl_store {
             })
         }
 
+        fn approval_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::Approval> {
+            let changes: String = row.try_get("changes_json")?;
+            let status: String = row.try_get("status")?;
+            Ok($crate::Approval {
+                id: row.try_get("id")?,
+                created_at: row.try_get("created_at")?,
+                status: $crate::common::parse_status(&status)?,
+                fingerprint: row.try_get("fingerprint")?,
+                changes: $crate::common::parse_held(&changes)?,
+                decided_at: row.try_get("decided_at")?,
+                decided_by: row.try_get("decided_by")?,
+                detail: row.try_get("detail")?,
+            })
+        }
+
         fn config_from_row(row: &<$db as sqlx::Database>::Row) -> Result<ConfigVersion> {
             Ok(ConfigVersion {
                 version: row.try_get("version")?,
@@ -791,6 +824,191 @@ macro_rules! impl_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn audit_event(&self, actor: &str, action: &str, detail: &str) -> Result<()> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                let row = AuditRow {
+                    action,
+                    actor,
+                    username: None,
+                    directory_id: None,
+                    before: None,
+                    after: None,
+                    detail: Some(detail),
+                };
+                self.write_audit(&mut tx, &[row], &at).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_approval(
+                &self,
+                id: &str,
+                fingerprint: &str,
+                changes: &[$crate::HeldChange],
+            ) -> Result<$crate::Approval> {
+                let at = now()?;
+                let json = $crate::common::held_json(changes)?;
+                let mut tx = self.begin().await?;
+                let older: Vec<String> =
+                    sqlx::query_scalar("SELECT id FROM approvals WHERE status = 'pending' ORDER BY seq")
+                        .fetch_all(&mut *tx)
+                        .await?;
+                sqlx::query(
+                    "UPDATE approvals SET status = 'superseded', decided_at = $1, decided_by = $2, \
+                     detail = $3 WHERE status = 'pending'",
+                )
+                .bind(at.as_str())
+                .bind($crate::common::ACTOR_SYNC)
+                .bind(format!("superseded by {id}"))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO approvals (id, created_at, status, fingerprint, changes_json) \
+                     VALUES ($1, $2, 'pending', $3, $4)",
+                )
+                .bind(id)
+                .bind(at.as_str())
+                .bind(fingerprint)
+                .bind(json.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_unique(e, &format!("create approval {id}")))?;
+                let disable = changes.iter().filter(|c| c.action == "disable").count();
+                let remove = changes.iter().filter(|c| c.action == "remove").count();
+                let requested = format!(
+                    "approval {id}: {disable} to disable, {remove} to remove, held for approval"
+                );
+                let superseded: Vec<String> = older
+                    .iter()
+                    .map(|o| format!("approval {o}: superseded by {id}"))
+                    .collect();
+                let mut rows: Vec<AuditRow<'_>> = superseded
+                    .iter()
+                    .map(|d| AuditRow {
+                        action: "approval-superseded",
+                        actor: $crate::common::ACTOR_SYNC,
+                        username: None,
+                        directory_id: None,
+                        before: None,
+                        after: None,
+                        detail: Some(d.as_str()),
+                    })
+                    .collect();
+                rows.push(AuditRow {
+                    action: "approval-requested",
+                    actor: $crate::common::ACTOR_SYNC,
+                    username: None,
+                    directory_id: None,
+                    before: None,
+                    after: None,
+                    detail: Some(&requested),
+                });
+                self.write_audit(&mut tx, &rows, &at).await?;
+                tx.commit().await?;
+                Ok($crate::Approval {
+                    id: id.to_string(),
+                    created_at: at,
+                    status: $crate::ApprovalStatus::Pending,
+                    fingerprint: fingerprint.to_string(),
+                    changes: changes.to_vec(),
+                    decided_at: None,
+                    decided_by: None,
+                    detail: None,
+                })
+            }
+
+            async fn approval(&self, id: &str) -> Result<Option<$crate::Approval>> {
+                let sql = format!("{} WHERE id = $1", $crate::common::SELECT_APPROVALS);
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(approval_from_row).transpose()
+            }
+
+            async fn approvals(
+                &self,
+                status: Option<$crate::ApprovalStatus>,
+            ) -> Result<Vec<$crate::Approval>> {
+                let rows = match status {
+                    Some(st) => {
+                        let sql = format!(
+                            "{} WHERE status = $1 ORDER BY seq DESC",
+                            $crate::common::SELECT_APPROVALS
+                        );
+                        sqlx::query(&sql).bind(st.as_str()).fetch_all(&self.pool).await?
+                    }
+                    None => {
+                        let sql = format!(
+                            "{} ORDER BY seq DESC",
+                            $crate::common::SELECT_APPROVALS
+                        );
+                        sqlx::query(&sql).fetch_all(&self.pool).await?
+                    }
+                };
+                rows.iter().map(approval_from_row).collect()
+            }
+
+            async fn decide_approval(
+                &self,
+                id: &str,
+                status: $crate::ApprovalStatus,
+                actor: &str,
+                detail: Option<&str>,
+            ) -> Result<$crate::Approval> {
+                use $crate::ApprovalStatus as S;
+                if !matches!(status, S::Approved | S::Rejected) {
+                    return Err(StoreError::Conflict(format!(
+                        "approval {id}: can only be approved or rejected, not {}",
+                        status.as_str()
+                    )));
+                }
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                let sql = format!("{} WHERE id = $1", $crate::common::SELECT_APPROVALS);
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await?;
+                let Some(mut a) = row.as_ref().map(approval_from_row).transpose()? else {
+                    return Err(StoreError::Conflict(format!("no approval with id {id:?}")));
+                };
+                if a.status != S::Pending {
+                    return Err(StoreError::Conflict(format!(
+                        "approval {id} is {}, not pending{}",
+                        a.status.as_str(),
+                        a.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                    )));
+                }
+                sqlx::query(
+                    "UPDATE approvals SET status = $1, decided_at = $2, decided_by = $3, detail = $4 \
+                     WHERE id = $5 AND status = 'pending'",
+                )
+                .bind(status.as_str())
+                .bind(at.as_str())
+                .bind(actor)
+                .bind(detail)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let text = format!(
+                    "approval {id}: {}{}",
+                    status.as_str(),
+                    detail.map(|d| format!(" ({d})")).unwrap_or_default()
+                );
+                let row = AuditRow {
+                    action: if status == S::Approved { "approval-approved" } else { "approval-rejected" },
+                    actor,
+                    username: None,
+                    directory_id: None,
+                    before: None,
+                    after: None,
+                    detail: Some(&text),
+                };
+                self.write_audit(&mut tx, &[row], &at).await?;
+                tx.commit().await?;
+                a.status = status;
+                a.decided_at = Some(at);
+                a.decided_by = Some(actor.to_string());
+                a.detail = detail.map(str::to_string);
+                Ok(a)
             }
         }
     };

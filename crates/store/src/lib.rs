@@ -90,6 +90,64 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+/// The state of a held approval. Only a `Pending` one can be decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Rejected,
+    /// A newer pending approval replaced it before anyone decided.
+    Superseded,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Rejected => "rejected",
+            ApprovalStatus::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(ApprovalStatus::Pending),
+            "approved" => Some(ApprovalStatus::Approved),
+            "rejected" => Some(ApprovalStatus::Rejected),
+            "superseded" => Some(ApprovalStatus::Superseded),
+            _ => None,
+        }
+    }
+}
+
+/// One disable or removal held for approval.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldChange {
+    /// "disable" or "remove" (`Action::as_str`).
+    pub action: String,
+    pub username: String,
+    pub directory_id: Option<String>,
+    /// Why the user would go ("no longer in OU=Sales,...").
+    pub reason: Option<String>,
+}
+
+/// A set of disables/removals held back by `sync.approval_threshold`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// Short random text, unique.
+    pub id: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    pub status: ApprovalStatus,
+    /// `core::safeguard::fingerprint` of the held changes.
+    pub fingerprint: String,
+    pub changes: Vec<HeldChange>,
+    pub decided_at: Option<String>,
+    pub decided_by: Option<String>,
+    pub detail: Option<String>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// All MFA users (directory and manual), ordered by username (case-insensitively,
@@ -116,6 +174,31 @@ pub trait Store: Send + Sync {
     async fn runs(&self, limit: i64) -> Result<Vec<SyncRun>>;
     /// The newest `limit` audit entries, newest first.
     async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>>;
+    /// Record an event that changes no user (a notification sent or failed, ...)
+    /// in the audit trail.
+    async fn audit_event(&self, actor: &str, action: &str, detail: &str) -> Result<()>;
+    /// Store a new pending approval with `changes`; every other pending
+    /// approval becomes `Superseded`. Audited ("approval-requested", and
+    /// "approval-superseded" for each older one), in one transaction.
+    async fn create_approval(
+        &self,
+        id: &str,
+        fingerprint: &str,
+        changes: &[HeldChange],
+    ) -> Result<Approval>;
+    /// One approval by id, whatever its status.
+    async fn approval(&self, id: &str) -> Result<Option<Approval>>;
+    /// Approvals with `status` (all when None), newest first.
+    async fn approvals(&self, status: Option<ApprovalStatus>) -> Result<Vec<Approval>>;
+    /// Decide a pending approval (`Approved` or `Rejected`), audited with
+    /// `actor` and `detail`. A `Conflict` when it is unknown or not pending.
+    async fn decide_approval(
+        &self,
+        id: &str,
+        status: ApprovalStatus,
+        actor: &str,
+        detail: Option<&str>,
+    ) -> Result<Approval>;
 }
 
 /// Open (and migrate) the database named by a URL: `sqlite://PATH` or `postgres://...`.

@@ -24,13 +24,22 @@ pub struct PgStore {
 
 fn migrator() -> Migrator {
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("init"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("../migrations/postgres/0001_init.sql")),
-            false,
-        )]),
+        migrations: Cow::Owned(vec![
+            Migration::new(
+                1,
+                Cow::Borrowed("init"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../migrations/postgres/0001_init.sql")),
+                false,
+            ),
+            Migration::new(
+                2,
+                Cow::Borrowed("approvals"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../migrations/postgres/0002_approvals.sql")),
+                false,
+            ),
+        ]),
         ..Migrator::DEFAULT
     }
 }

@@ -16,7 +16,9 @@ use std::time::Instant;
 use mfasync_core::plan::{Action, Change};
 use mfasync_core::user::Source;
 use mfasync_core::MfaUser;
-use mfasync_store::{PgStore, SqliteStore, Store, StoreError, SyncRun, Watermark};
+use mfasync_store::{
+    ApprovalStatus, HeldChange, PgStore, SqliteStore, Store, StoreError, SyncRun, Watermark,
+};
 
 // ---------------------------------------------------------------- harness
 
@@ -96,6 +98,9 @@ contract!(
     many_updates_and_removes_cross_chunk_boundaries,
     bad_change_late_in_a_long_update_run_commits_nothing,
     two_changes_to_one_user_in_one_plan,
+    approvals_pending_superseded_and_decided,
+    approvals_decisions_only_on_pending,
+    audit_events,
     #[ignore]
     hundred_thousand_creates,
 );
@@ -777,4 +782,127 @@ async fn hundred_thousand_creates(s: &dyn Store) {
     eprintln!(
         "TIMING 100000 creates: apply {apply:?}, users() {read:?}; 100000 disables: apply {update:?}"
     );
+}
+
+// ---------------------------------------------------------------- approvals
+
+fn held(action: &str, name: &str) -> HeldChange {
+    HeldChange {
+        action: action.to_string(),
+        username: name.to_string(),
+        directory_id: Some(format!("id-{name}")),
+        reason: Some("no longer in ou=x".to_string()),
+    }
+}
+
+async fn approvals_pending_superseded_and_decided(s: &dyn Store) {
+    assert!(s.approvals(None).await.unwrap().is_empty());
+    assert_eq!(s.approval("nope").await.unwrap(), None);
+    let first = vec![held("disable", "a"), held("remove", "b")];
+    let a1 = s.create_approval("ap1", "fp1", &first).await.unwrap();
+    assert_eq!(a1.status, ApprovalStatus::Pending);
+    assert!(is_rfc3339_utc(&a1.created_at), "{}", a1.created_at);
+    assert_eq!(s.approval("ap1").await.unwrap(), Some(a1.clone()));
+    // a newer one supersedes the older
+    let second = vec![
+        held("disable", "a"),
+        held("remove", "b"),
+        held("remove", "c"),
+    ];
+    let a2 = s.create_approval("ap2", "fp2", &second).await.unwrap();
+    let pending = s.approvals(Some(ApprovalStatus::Pending)).await.unwrap();
+    assert_eq!(pending, vec![a2.clone()]);
+    assert_eq!(pending[0].changes, second);
+    let old = s.approval("ap1").await.unwrap().unwrap();
+    assert_eq!(old.status, ApprovalStatus::Superseded);
+    assert_eq!(old.detail.as_deref(), Some("superseded by ap2"));
+    let all = s.approvals(None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        vec!["ap2", "ap1"],
+        "newest first"
+    );
+    // decide
+    let d = s
+        .decide_approval("ap2", ApprovalStatus::Rejected, "carol", Some("not today"))
+        .await
+        .unwrap();
+    assert_eq!(d.status, ApprovalStatus::Rejected);
+    assert_eq!(d.decided_by.as_deref(), Some("carol"));
+    assert_eq!(s.approval("ap2").await.unwrap(), Some(d.clone()));
+    assert!(s
+        .approvals(Some(ApprovalStatus::Pending))
+        .await
+        .unwrap()
+        .is_empty());
+    let rejected = s.approvals(Some(ApprovalStatus::Rejected)).await.unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].fingerprint, "fp2");
+    // every step audited, with who
+    let audit = s.audit(10).await.unwrap();
+    let got: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|e| (e.action.as_str(), e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("approval-rejected", "carol"),
+            ("approval-requested", "sync"),
+            ("approval-superseded", "sync"),
+            ("approval-requested", "sync"),
+        ]
+    );
+    assert!(
+        audit[0].detail.as_deref().unwrap().contains("ap2"),
+        "{:?}",
+        audit[0]
+    );
+}
+
+async fn approvals_decisions_only_on_pending(s: &dyn Store) {
+    s.create_approval("ap1", "fp1", &[held("disable", "a")])
+        .await
+        .unwrap();
+    s.create_approval("ap2", "fp2", &[held("disable", "b")])
+        .await
+        .unwrap();
+    let r = s
+        .decide_approval("ap1", ApprovalStatus::Approved, "x", None)
+        .await;
+    assert!(is_conflict(&r), "superseded: {r:?}");
+    assert!(r.unwrap_err().to_string().contains("superseded"));
+    let r = s
+        .decide_approval("zzz", ApprovalStatus::Approved, "x", None)
+        .await;
+    assert!(is_conflict(&r), "unknown: {r:?}");
+    let r = s
+        .decide_approval("ap2", ApprovalStatus::Pending, "x", None)
+        .await;
+    assert!(is_conflict(&r), "not a decision: {r:?}");
+    s.decide_approval("ap2", ApprovalStatus::Approved, "x", Some("2 applied"))
+        .await
+        .unwrap();
+    let r = s
+        .decide_approval("ap2", ApprovalStatus::Rejected, "x", None)
+        .await;
+    assert!(is_conflict(&r), "decided twice: {r:?}");
+    assert_eq!(
+        s.approval("ap2").await.unwrap().unwrap().status,
+        ApprovalStatus::Approved
+    );
+    // ids are unique
+    let r = s.create_approval("ap2", "fp3", &[]).await;
+    assert!(r.is_err(), "{r:?}");
+}
+
+async fn audit_events(s: &dyn Store) {
+    s.audit_event("sync", "notify", "sent to a@example.com")
+        .await
+        .unwrap();
+    let a = s.audit(1).await.unwrap();
+    assert_eq!(a[0].action, "notify");
+    assert_eq!(a[0].actor, "sync");
+    assert_eq!(a[0].detail.as_deref(), Some("sent to a@example.com"));
+    assert_eq!((a[0].username.clone(), a[0].before.clone()), (None, None));
 }
