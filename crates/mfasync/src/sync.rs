@@ -150,7 +150,7 @@ async fn full(store: &dyn Store, cfg: &Config, plan_only: bool) -> Result<Plan> 
         remove_deleted_users: cfg.sync.remove_deleted_users,
         keep_as_is: &|id| snap.unmappable.contains(id),
     });
-    p.warnings.extend(snap.warnings.drain(..));
+    p.warnings.append(&mut snap.warnings);
     for w in &p.warnings {
         tracing::warn!("{w}");
     }
