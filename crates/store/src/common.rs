@@ -277,7 +277,9 @@ impl Sql {
         };
         format!(
             "SELECT username, username_lower, directory_id, source FROM users \
-             WHERE username_lower IN {names} OR directory_id IN {ids}"
+             WHERE username_lower IN {names} \
+             UNION ALL SELECT username, username_lower, directory_id, source FROM users \
+             WHERE directory_id IN {ids}"
         )
     }
 
@@ -507,38 +509,20 @@ macro_rules! impl_store {
                 for chunk in creates.chunks(USER_CHUNK) {
                     let lowers: Vec<String> =
                         chunk.iter().map(|c| c.user.username.to_lowercase()).collect();
-                    // Find collisions first: a failed statement would say little
-                    // about which user (and PostgreSQL aborts the transaction).
-                    let sql = self.sql.select_clashes(chunk.len());
-                    let mut q = sqlx::query(&sql);
-                    for lower in &lowers {
-                        q = q.bind(lower.as_str());
-                    }
-                    for c in chunk {
-                        q = q.bind(c.user.directory_id.as_deref());
-                    }
-                    let clashes = q
-                        .fetch_all(&mut **tx)
-                        .await?
-                        .iter()
-                        .map(|r| {
-                            Ok($crate::common::Clash {
-                                username: r.try_get("username")?,
-                                username_lower: r.try_get("username_lower")?,
-                                directory_id: r.try_get("directory_id")?,
-                                source: r.try_get("source")?,
-                            })
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    if let Some(e) = $crate::common::clash_error(chunk, &lowers, &clashes) {
-                        return Err(e);
-                    }
                     let sql = self.sql.insert_users(chunk.len());
                     let mut q = sqlx::query(&sql);
                     for (c, lower) in chunk.iter().zip(&lowers) {
                         q = bind_user!(q, &c.user, lower.as_str(), at);
                     }
-                    if let Err(e) = q.execute(&mut **tx).await {
+                    // In a savepoint, so that after a failure (which aborts a
+                    // PostgreSQL transaction) the culprit can still be looked up.
+                    let mut sp = sqlx::Connection::begin(&mut **tx).await?;
+                    let done = q.execute(&mut *sp).await;
+                    if let Err(e) = done {
+                        sp.rollback().await?;
+                        if let Some(clash) = self.find_clash(tx, chunk, &lowers).await? {
+                            return Err(clash);
+                        }
                         let what = match (chunk.first(), chunk.last()) {
                             (Some(a), Some(b)) if chunk.len() > 1 => format!(
                                 "create of one of {} users ({} .. {})",
@@ -551,8 +535,40 @@ macro_rules! impl_store {
                         };
                         return Err(map_unique(e, &what));
                     }
+                    sp.commit().await?;
                 }
                 Ok(())
+            }
+
+            /// The first create of `chunk` that collides with a stored user, as an error.
+            async fn find_clash(
+                &self,
+                tx: &mut Tx,
+                chunk: &[Change],
+                lowers: &[String],
+            ) -> Result<Option<StoreError>> {
+                let sql = self.sql.select_clashes(chunk.len());
+                let mut q = sqlx::query(&sql);
+                for lower in lowers {
+                    q = q.bind(lower.as_str());
+                }
+                for c in chunk {
+                    q = q.bind(c.user.directory_id.as_deref());
+                }
+                let clashes = q
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        Ok($crate::common::Clash {
+                            username: r.try_get("username")?,
+                            username_lower: r.try_get("username_lower")?,
+                            directory_id: r.try_get("directory_id")?,
+                            source: r.try_get("source")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok($crate::common::clash_error(chunk, lowers, &clashes))
             }
 
             /// Update or remove a run of changes with distinct directory_ids.
