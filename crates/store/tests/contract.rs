@@ -98,6 +98,7 @@ contract!(
     many_updates_and_removes_cross_chunk_boundaries,
     bad_change_late_in_a_long_update_run_commits_nothing,
     two_changes_to_one_user_in_one_plan,
+    concurrent_writers_wait_for_each_other,
     approvals_pending_superseded_and_decided,
     approvals_decisions_only_on_pending,
     audit_events,
@@ -746,6 +747,32 @@ async fn two_changes_to_one_user_in_one_plan(s: &dyn Store) {
         .await
         .unwrap();
     assert!(s.users().await.unwrap().is_empty());
+}
+
+async fn concurrent_writers_wait_for_each_other(s: &dyn Store) {
+    let a: Vec<Change> = (0..800)
+        .map(|i| create(&dir_user(&format!("a{i:04}"), &format!("ga-{i}"))))
+        .collect();
+    let b: Vec<Change> = (0..800)
+        .map(|i| create(&dir_user(&format!("b{i:04}"), &format!("gb-{i}"))))
+        .collect();
+    let m = manual_user("m");
+    let (wa, wb) = (wm("a"), wm("b"));
+    let (ra, rb, rc, rm, rr) = tokio::join!(
+        s.apply(&a, Some(&wa)),
+        s.apply(&b, Some(&wb)),
+        s.put_config("x = 1\n"),
+        s.insert_user(&m),
+        s.run_started("full"),
+    );
+    ra.unwrap();
+    rb.unwrap();
+    rc.unwrap();
+    rm.unwrap();
+    rr.unwrap();
+    assert_eq!(s.users().await.unwrap().len(), 1601);
+    let w = s.watermark().await.unwrap().unwrap();
+    assert!(w == wm("a") || w == wm("b"));
 }
 
 async fn hundred_thousand_creates(s: &dyn Store) {
