@@ -933,3 +933,43 @@ async fn audit_events(s: &dyn Store) {
     assert_eq!(a[0].detail.as_deref(), Some("sent to a@example.com"));
     assert_eq!((a[0].username.clone(), a[0].before.clone()), (None, None));
 }
+
+// ---------------------------------------------------------------- backend-specific
+
+#[tokio::test]
+async fn sqlite_reopen_keeps_data_and_open_url_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub-dir-less.db");
+    let url = format!("sqlite://{}", path.display());
+    {
+        let s = mfasync_store::open(&url).await.unwrap();
+        s.apply(&[create(&dir_user("alice", "id-a"))], Some(&wm("w")))
+            .await
+            .unwrap();
+        s.put_config("a = 1\n").await.unwrap();
+    }
+    let s = mfasync_store::open(&url).await.unwrap();
+    assert_eq!(s.users().await.unwrap(), vec![dir_user("alice", "id-a")]);
+    assert_eq!(s.watermark().await.unwrap(), Some(wm("w")));
+    assert_eq!(s.active_config().await.unwrap().unwrap().version, 1);
+    // WAL mode is on
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert!(matches!(
+        mfasync_store::open("mysql://x").await,
+        Err(StoreError::BadUrl(_))
+    ));
+}
+
+#[tokio::test]
+async fn sqlite_in_memory() {
+    let s = SqliteStore::open(":memory:").await.unwrap();
+    s.insert_user(&manual_user("m")).await.unwrap();
+    assert_eq!(s.users().await.unwrap().len(), 1);
+}
