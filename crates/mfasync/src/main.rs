@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Read;
 use std::process::ExitCode;
 
+mod approvals;
+mod audit;
 mod auth;
 mod secrets;
 mod sync;
@@ -73,6 +75,12 @@ enum Command {
         #[command(subcommand)]
         cmd: ApprovalsCmd,
     },
+    /// The audit trail: user changes by sync, configuration versions, approval decisions
+    Audit {
+        /// How many entries, newest first
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// Verify a password by LDAP bind
     Auth {
         username: String,
@@ -122,8 +130,11 @@ enum Format {
 
 #[derive(Subcommand)]
 enum ApprovalsCmd {
+    /// The pending approvals and the users each would disable or remove
     List,
+    /// Apply the held changes that still hold against the directory now
     Approve { id: String },
+    /// Keep the users; the same set is not asked about again until the directory changes
     Reject { id: String },
 }
 
@@ -312,19 +323,21 @@ async fn run(cli: Cli) -> CmdResult {
                 Ok(())
             }
         }
-        Command::Approvals { cmd } => match cmd {
-            ApprovalsCmd::List => {
-                if cli.json {
-                    print_json(&Vec::<serde_json::Value>::new())
-                } else {
-                    println!("no pending approvals");
-                    Ok(())
+        Command::Approvals { cmd } => {
+            let store = open_store(&cli.database).await?;
+            match cmd {
+                ApprovalsCmd::List => approvals::cli_list(store.as_ref(), cli.json).await,
+                ApprovalsCmd::Approve { id } => {
+                    let cfg = active_config(store.as_ref()).await?;
+                    approvals::cli_approve(store.as_ref(), &cfg, &id, cli.json).await
                 }
+                ApprovalsCmd::Reject { id } => approvals::cli_reject(store.as_ref(), &id, cli.json).await,
             }
-            ApprovalsCmd::Approve { id } | ApprovalsCmd::Reject { id } => {
-                Err(Failure::Refused(format!("no pending approval {id:?}")))
-            }
-        },
+        }
+        Command::Audit { limit } => {
+            let store = open_store(&cli.database).await?;
+            audit::cli_list(store.as_ref(), limit, cli.json).await
+        }
         Command::Auth { username, password_stdin } => {
             if !password_stdin {
                 return Err(Failure::Invalid(vec![

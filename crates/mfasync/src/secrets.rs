@@ -1,7 +1,7 @@
 //! Secrets named in the configuration: inline, in a file, or in an
 //! environment variable. Their values never appear in errors or logs.
 
-use mfasync_core::config::{Bind, BindType, Config};
+use mfasync_core::config::{Bind, BindType, Config, Smtp};
 
 fn resolve(
     inline: &Option<String>,
@@ -33,12 +33,17 @@ pub fn bind_password(b: &Bind, key: &str) -> Result<Option<String>, String> {
     resolve(&b.password, &b.password_file, &b.password_env, key)
 }
 
+/// The SMTP password (None when none is configured).
+pub fn smtp_password(s: &Smtp) -> Result<Option<String>, String> {
+    resolve(&s.password, &s.password_file, &s.password_env, "smtp")
+}
+
 /// Check that every configured secret can be read (used by `config apply`).
 pub fn check(cfg: &Config) -> Result<(), String> {
     bind_password(&cfg.directory.query_bind, "directory.query_bind")?;
     bind_password(&cfg.directory.auth_bind, "directory.auth_bind")?;
     if let Some(s) = &cfg.smtp {
-        resolve(&s.password, &s.password_file, &s.password_env, "smtp")?;
+        smtp_password(s)?;
     }
     Ok(())
 }

@@ -22,6 +22,8 @@ pub struct Outcome {
     pub plan: Plan,
     /// Why a full sync ran when an incremental one was asked for.
     pub note: Option<String>,
+    /// Disables/removals held back for administrator approval (issue 4).
+    pub pending_approval: Option<crate::approvals::PendingApproval>,
 }
 
 /// Everything read from the directory for one full cycle.
@@ -46,7 +48,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
     } else {
         Some(store.run_started("full").await?)
     };
-    let result = full(store, cfg, opts.plan_only).await;
+    let (result, pending_approval) = crate::approvals::track(full(store, cfg, opts.plan_only)).await;
     if let Some(id) = run_id {
         let (counts, error) = match &result {
             Ok(p) => (p.counts(), None),
@@ -73,6 +75,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         mode: "full",
         plan: result?,
         note,
+        pending_approval,
     })
 }
 
@@ -163,7 +166,9 @@ async fn full(store: &dyn Store, cfg: &Config, plan_only: bool) -> Result<Plan> 
             value: Vec::new(),
             items_fingerprint: cfg.items_fingerprint(),
         };
-        store.apply(&p.changes, Some(&wm)).await?;
+        // Disables/removals over sync.approval_threshold are held for approval (issue 4).
+        let (now, _pending) = crate::approvals::hold(store, cfg, &p).await?;
+        store.apply(&now, Some(&wm)).await?;
         tracing::info!(ms = t.elapsed().as_millis() as u64, "applied the plan");
     }
     Ok(p)
@@ -356,7 +361,7 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
         let mut v = serde_json::json!({
             "mode": o.mode, "created": c.created, "updated": c.updated, "enabled": c.enabled,
             "disabled": c.disabled, "removed": c.removed, "unchanged": c.unchanged,
-            "pending_approval": null,
+            "pending_approval": o.pending_approval,
         });
         if plan_only {
             v["changes"] = o
@@ -393,6 +398,12 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
         c.removed,
         c.unchanged
     );
+    if let Some(a) = &o.pending_approval {
+        println!(
+            "held for approval {}: {} to disable, {} to remove (see `mfasync approvals list`)",
+            a.id, a.disable, a.remove
+        );
+    }
     for w in &o.plan.warnings {
         eprintln!("mfasync: warning: {w}");
     }

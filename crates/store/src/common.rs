@@ -627,10 +627,14 @@ macro_rules! impl_store {
         #[async_trait::async_trait]
         impl Store for $store {
             async fn users(&self) -> Result<Vec<MfaUser>> {
-                let rows = sqlx::query(&self.sql.select_users).fetch_all(&self.pool).await?;
-                let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
-                let mut keyed: Vec<(String, MfaUser)> =
-                    users.drain(..).map(|u| (u.username.to_lowercase(), u)).collect();
+                use futures_util::TryStreamExt;
+                // Stream the rows: at most one row is held undecoded at a time.
+                let mut rows = sqlx::query(&self.sql.select_users).fetch(&self.pool);
+                let mut keyed: Vec<(String, MfaUser)> = Vec::new();
+                while let Some(row) = rows.try_next().await? {
+                    let u = user_from_row(&row)?;
+                    keyed.push((u.username.to_lowercase(), u));
+                }
                 keyed.sort_by(|(la, a), (lb, b)| la.cmp(lb).then_with(|| a.username.cmp(&b.username)));
                 Ok(keyed.into_iter().map(|(_, u)| u).collect())
             }

@@ -45,6 +45,13 @@ impl Slapd {
     /// (plain `ldapadd`, no `-c`: any seed error panics with the ldapadd output).
     /// Returns when it answers. An empty `seed_ldif` only adds the base entry.
     pub fn start(seed_ldif: &str) -> Slapd {
+        Slapd::start_with_acl(seed_ldif, "")
+    }
+
+    /// Like [`Slapd::start`], with `access` directives (slapd.conf syntax) for the database, e.g.
+    /// to give a service account fewer rights than the rootdn. Empty: slapd's default (everyone
+    /// reads everything).
+    pub fn start_with_acl(seed_ldif: &str, acl: &str) -> Slapd {
         let dir = tempfile::Builder::new()
             .prefix("mfasync-slapd-")
             .tempdir()
@@ -86,6 +93,7 @@ memberof-group-oc groupOfNames
 memberof-member-ad member
 memberof-memberof-ad memberOf
 memberof-refint TRUE
+{acl}
 "#,
             d = d.display(),
             db = db.display(),

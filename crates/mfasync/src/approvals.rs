@@ -1,0 +1,611 @@
+//! Removal safeguards (the seed's "Require administrator approval when more
+//! than X users will be disabled or removed"): a cycle that would disable or
+//! remove more than `sync.approval_threshold` users applies everything else and
+//! holds those departures back as ONE pending approval, stored in the database
+//! and announced by email to `sync.notify`.
+//!
+//! - `hold` is called by the sync cycle right before `Store::apply`.
+//! - A newer pending approval supersedes an older one; the same held set
+//!   (same `safeguard::fingerprint`) is not asked about twice.
+//! - A rejected set is remembered by its fingerprint: later cycles neither hold
+//!   nor apply it again until the directory changes (a different set).
+//! - `approve` re-runs a full cycle with the approval in force: only the held
+//!   changes that the directory still calls for are applied (re-checked now).
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use mfasync_core::config::{Config, Smtp};
+use mfasync_core::plan::{Action, Change, Plan};
+use mfasync_core::safeguard;
+use mfasync_store::{Approval, ApprovalStatus, HeldChange, Store};
+
+/// The approval a cycle created or found pending, as `sync --json` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PendingApproval {
+    pub id: String,
+    pub disable: usize,
+    pub remove: usize,
+}
+
+impl PendingApproval {
+    fn of(a: &Approval) -> Self {
+        PendingApproval {
+            id: a.id.clone(),
+            disable: a.changes.iter().filter(|c| c.action == "disable").count(),
+            remove: a.changes.iter().filter(|c| c.action == "remove").count(),
+        }
+    }
+}
+
+/// Users named in a notification; the rest are counted.
+const EMAIL_LISTED: usize = 20;
+/// How long one SMTP conversation may take.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What `hold` decided during one cycle, collected by `track`.
+#[derive(Default)]
+struct CycleReport {
+    pending: Option<PendingApproval>,
+    /// Keys (`safeguard::fingerprint` of one change) of the changes not applied.
+    withheld: HashSet<String>,
+}
+
+tokio::task_local! {
+    /// The approval being applied by `approvals approve` (its held changes may pass).
+    static IN_FORCE: Approval;
+    /// Filled by `hold`, read by `track`.
+    static CYCLE: RefCell<CycleReport>;
+}
+
+fn is_departure(c: &Change) -> bool {
+    matches!(c.action, Action::Disable | Action::Remove)
+}
+
+/// The fingerprint key of one change: "action:directory_id".
+fn change_key(c: &Change) -> String {
+    safeguard::fingerprint(std::slice::from_ref(c))
+}
+
+/// The same key for a stored held change.
+fn held_key(h: &HeldChange) -> String {
+    format!(
+        "{}:{}",
+        h.action,
+        h.directory_id.as_deref().unwrap_or(&h.username)
+    )
+}
+
+fn held_change(c: &Change) -> HeldChange {
+    HeldChange {
+        action: c.action.as_str().to_string(),
+        username: c.user.username.clone(),
+        directory_id: c
+            .user
+            .directory_id
+            .clone()
+            .or_else(|| c.before.as_ref().and_then(|b| b.directory_id.clone())),
+        reason: c.reason.clone(),
+    }
+}
+
+/// Split a cycle's plan into the changes to apply now and the pending approval
+/// (created, or found already pending for the same set) that holds the rest.
+/// Called right before `Store::apply`. Sends the notification when it creates
+/// an approval; a failed notification is logged and audited, never an error.
+pub async fn hold(
+    store: &dyn Store,
+    cfg: &Config,
+    plan: &Plan,
+) -> Result<(Vec<Change>, Option<PendingApproval>)> {
+    let (now, pending) = decide(store, cfg, plan).await?;
+    let _ = CYCLE.try_with(|r| {
+        let mut r = r.borrow_mut();
+        let applied: HashSet<String> = now.iter().map(change_key).collect();
+        r.withheld.extend(
+            plan.changes
+                .iter()
+                .map(change_key)
+                .filter(|k| !applied.contains(k)),
+        );
+        r.pending = pending.clone();
+    });
+    Ok((now, pending))
+}
+
+async fn decide(
+    store: &dyn Store,
+    cfg: &Config,
+    plan: &Plan,
+) -> Result<(Vec<Change>, Option<PendingApproval>)> {
+    if let Ok(approved) = IN_FORCE.try_with(Approval::clone) {
+        // `approvals approve`: the approved departures the directory still calls
+        // for pass; any other departure waits for the next regular cycle.
+        let keys: HashSet<String> = approved.changes.iter().map(held_key).collect();
+        let now = plan
+            .changes
+            .iter()
+            .filter(|c| !is_departure(c) || keys.contains(&change_key(c)))
+            .cloned()
+            .collect();
+        return Ok((now, None));
+    }
+    let split = safeguard::split(plan, cfg.sync.approval_threshold);
+    if split.held.is_empty() {
+        return Ok((split.now, None));
+    }
+    let fingerprint = safeguard::fingerprint(&split.held);
+    let rejected = store
+        .approvals(Some(ApprovalStatus::Rejected))
+        .await
+        .context("reading rejected approvals")?;
+    if let Some(r) = rejected.iter().find(|a| a.fingerprint == fingerprint) {
+        tracing::warn!(
+            approval = %r.id,
+            held = split.held.len(),
+            "these disables/removals were rejected before and the directory has not changed since; not applied, not asked again"
+        );
+        return Ok((split.now, None));
+    }
+    let pending = store
+        .approvals(Some(ApprovalStatus::Pending))
+        .await
+        .context("reading pending approvals")?;
+    if let Some(a) = pending.iter().find(|a| a.fingerprint == fingerprint) {
+        tracing::info!(approval = %a.id, "the held disables/removals are already waiting for approval");
+        return Ok((split.now, Some(PendingApproval::of(a))));
+    }
+    let id = new_id();
+    let held: Vec<HeldChange> = split.held.iter().map(held_change).collect();
+    let a = store
+        .create_approval(&id, &fingerprint, &held)
+        .await
+        .context("storing the pending approval")?;
+    tracing::warn!(
+        approval = %a.id,
+        held = held.len(),
+        threshold = cfg.sync.approval_threshold.unwrap_or_default(),
+        "more users would be disabled or removed than sync.approval_threshold allows: held for approval"
+    );
+    notify(store, cfg, &a).await;
+    Ok((split.now, Some(PendingApproval::of(&a))))
+}
+
+/// Run one sync cycle (a future giving its plan) and collect what `hold`
+/// decided in it: the plan returned keeps only the changes applied, so its
+/// counts are what happened, and the pending approval is returned beside it.
+pub async fn track<F>(cycle: F) -> (Result<Plan>, Option<PendingApproval>)
+where
+    F: Future<Output = Result<Plan>>,
+{
+    CYCLE
+        .scope(RefCell::new(CycleReport::default()), async {
+            let result = cycle.await;
+            let report = CYCLE.with(|r| std::mem::take(&mut *r.borrow_mut()));
+            let result = result.map(|mut p| {
+                if !report.withheld.is_empty() {
+                    p.changes
+                        .retain(|c| !report.withheld.contains(&change_key(c)));
+                }
+                p
+            });
+            (result, report.pending)
+        })
+        .await
+}
+
+/// A short random id (12 hex digits).
+fn new_id() -> String {
+    let mut s = uuid::Uuid::new_v4().simple().to_string();
+    s.truncate(12);
+    s
+}
+
+/// Who decides: the administrator behind sudo, else the login user, else "cli".
+pub fn who() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "cli".to_string())
+}
+
+/// The pending approval `id`, or a clear refusal.
+async fn pending(store: &dyn Store, id: &str) -> Result<Approval> {
+    match store.approval(id).await? {
+        None => bail!("no approval with id {id:?} (`mfasync approvals list` shows the pending ones)"),
+        Some(a) if a.status != ApprovalStatus::Pending => bail!(
+            "approval {id} is {}{}: only a pending approval can be decided (`mfasync approvals list`)",
+            a.status.as_str(),
+            a.detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        ),
+        Some(a) => Ok(a),
+    }
+}
+
+/// The result of `approvals approve`.
+pub struct Approved {
+    pub approval: Approval,
+    /// Held changes applied (they still held against the directory).
+    pub applied: Vec<Change>,
+    /// Held changes no longer called for by the directory (not applied).
+    pub dropped: Vec<HeldChange>,
+}
+
+/// Approve `id`: run a full cycle now with the approval in force, so the held
+/// changes that the directory still calls for are applied (and nothing else
+/// that would need approval), then mark it approved.
+pub async fn approve(store: &dyn Store, cfg: &Config, id: &str, actor: &str) -> Result<Approved> {
+    let a = pending(store, id).await?;
+    let outcome = IN_FORCE
+        .scope(
+            a.clone(),
+            crate::sync::run(
+                store,
+                cfg,
+                crate::sync::Options {
+                    full: true,
+                    plan_only: false,
+                },
+            ),
+        )
+        .await
+        .context("re-checking the held changes against the directory")?;
+    let applied: Vec<Change> = outcome
+        .plan
+        .changes
+        .iter()
+        .filter(|c| is_departure(c))
+        .cloned()
+        .collect();
+    let done: HashSet<String> = applied.iter().map(change_key).collect();
+    let dropped: Vec<HeldChange> = a
+        .changes
+        .iter()
+        .filter(|h| !done.contains(&held_key(h)))
+        .cloned()
+        .collect();
+    let detail = format!(
+        "{} of {} held changes applied after re-checking the directory",
+        applied.len(),
+        a.changes.len()
+    );
+    let approval = store
+        .decide_approval(id, ApprovalStatus::Approved, actor, Some(&detail))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(Approved {
+        approval,
+        applied,
+        dropped,
+    })
+}
+
+/// Reject `id`: nothing changes, and the same set is not asked about again
+/// until the directory changes.
+pub async fn reject(store: &dyn Store, id: &str, actor: &str) -> Result<Approval> {
+    pending(store, id).await?;
+    store
+        .decide_approval(
+            id,
+            ApprovalStatus::Rejected,
+            actor,
+            Some("users kept; not asked again until the directory changes"),
+        )
+        .await
+        .map_err(|e| anyhow!("{e}"))
+}
+
+// ---------------------------------------------------------------- email
+
+/// Send the notification for a new approval; failures are logged and audited.
+async fn notify(store: &dyn Store, cfg: &Config, a: &Approval) {
+    if cfg.sync.notify.is_empty() {
+        tracing::warn!(approval = %a.id, "sync.notify is empty: nobody is told about the pending approval");
+        return;
+    }
+    let Some(smtp) = &cfg.smtp else {
+        // `config apply` refuses notify without [smtp]; kept for safety
+        tracing::warn!(approval = %a.id, "no [smtp] configured: cannot send the approval notification");
+        return;
+    };
+    let to = cfg.sync.notify.join(", ");
+    let (action, detail) = match send(smtp, &cfg.sync.notify, a).await {
+        Ok(()) => (
+            "notify-sent",
+            format!("approval {}: notification sent to {to}", a.id),
+        ),
+        Err(e) => {
+            let e = redact(&format!("{e:#}"), smtp);
+            tracing::error!(approval = %a.id, "cannot send the approval notification to {to}: {e}");
+            (
+                "notify-failed",
+                format!("approval {}: notification to {to} failed: {e}", a.id),
+            )
+        }
+    };
+    if let Err(e) = store.audit_event("sync", action, &detail).await {
+        tracing::error!("cannot record the notification in the audit trail: {e}");
+    }
+}
+
+/// Never let a configured SMTP password reach a log line or the audit trail.
+fn redact(text: &str, smtp: &Smtp) -> String {
+    match crate::secrets::smtp_password(smtp) {
+        Ok(Some(pw)) if !pw.is_empty() => text.replace(&pw, "<redacted>"),
+        _ => text.to_string(),
+    }
+}
+
+/// The subject and plain-text body of the notification.
+pub fn message_text(a: &Approval) -> (String, String) {
+    let p = PendingApproval::of(a);
+    let subject = format!(
+        "mfasync: approval needed to disable {} and remove {} MFA users (approval {})",
+        p.disable, p.remove, a.id
+    );
+    let mut body = format!(
+        "A synchronization would disable {} and remove {} MFA users, more than\n\
+         sync.approval_threshold allows. None of them has been changed: they are\n\
+         held as approval {} (created {}).\n\n",
+        p.disable, p.remove, a.id, a.created_at
+    );
+    for h in a.changes.iter().take(EMAIL_LISTED) {
+        body.push_str(&format!(
+            "  {:8} {}  ({})\n",
+            h.action,
+            h.username,
+            h.reason.as_deref().unwrap_or("no reason given")
+        ));
+    }
+    if a.changes.len() > EMAIL_LISTED {
+        body.push_str(&format!(
+            "  ... and {} more\n",
+            a.changes.len() - EMAIL_LISTED
+        ));
+    }
+    body.push_str(&format!(
+        "\nTo review the full list:\n    mfasync approvals list\n\
+         To apply them (re-checked against the directory first):\n    mfasync approvals approve {id}\n\
+         To keep these users (not asked again until the directory changes):\n    mfasync approvals reject {id}\n\n\
+         If this is unexpected, check the directory configuration (base_dn,\n\
+         filters, the bind account's rights) before approving.\n",
+        id = a.id
+    ));
+    (subject, body)
+}
+
+async fn send(smtp: &Smtp, to: &[String], a: &Approval) -> Result<()> {
+    use lettre::message::header::ContentType;
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+    let (subject, body) = message_text(a);
+    let from = smtp
+        .from
+        .parse()
+        .map_err(|e| anyhow!("smtp.from {:?} is not a mailbox: {e}", smtp.from))?;
+    let mut msg = Message::builder().from(from).subject(subject);
+    for r in to {
+        let mbox = r
+            .parse()
+            .map_err(|e| anyhow!("sync.notify {r:?} is not a mailbox: {e}"))?;
+        msg = msg.to(mbox);
+    }
+    let msg = msg
+        .header(ContentType::TEXT_PLAIN)
+        .body(body)
+        .map_err(|e| anyhow!("cannot build the message: {e}"))?;
+    // smtp://host[:port] (plain; ?tls=required for STARTTLS, ?tls=opportunistic),
+    // smtps://host[:port] (TLS from the start)
+    let server = server_for_display(&smtp.server);
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp.server)
+        .map_err(|e| anyhow!("smtp.server {server}: {e}"))?
+        .timeout(Some(SMTP_TIMEOUT));
+    if let Some(user) = &smtp.username {
+        let password = crate::secrets::smtp_password(smtp)
+            .map_err(|e| anyhow!(e))?
+            .unwrap_or_default();
+        builder = builder.credentials(Credentials::new(user.clone(), password));
+    }
+    let transport = builder.build();
+    transport
+        .send(msg)
+        .await
+        .map_err(|e| anyhow!("sending through {server}: {e}"))?;
+    Ok(())
+}
+
+/// The server URL without any user:password part.
+fn server_for_display(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------- command line
+
+fn users_of<'a>(a: &'a Approval, action: &str) -> Vec<&'a str> {
+    a.changes
+        .iter()
+        .filter(|c| c.action == action)
+        .map(|c| c.username.as_str())
+        .collect()
+}
+
+/// `approvals list`: the pending approvals (PRODUCT.md JSON).
+pub async fn cli_list(store: &dyn Store, json: bool) -> crate::CmdResult {
+    let pending = store
+        .approvals(Some(ApprovalStatus::Pending))
+        .await
+        .map_err(|e| crate::Failure::Refused(e.to_string()))?;
+    if json {
+        let v: Vec<serde_json::Value> = pending
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "id": a.id,
+                    "created_at": a.created_at,
+                    "disable": users_of(a, "disable"),
+                    "remove": users_of(a, "remove"),
+                })
+            })
+            .collect();
+        return crate::print_json(&v);
+    }
+    if pending.is_empty() {
+        println!("no pending approvals");
+    }
+    for a in &pending {
+        let p = PendingApproval::of(a);
+        println!(
+            "approval {} (created {}): {} to disable, {} to remove",
+            a.id, a.created_at, p.disable, p.remove
+        );
+        for h in &a.changes {
+            println!(
+                "  {:8} {}  ({})",
+                h.action,
+                h.username,
+                h.reason.as_deref().unwrap_or("no reason given")
+            );
+        }
+        println!(
+            "approve: mfasync approvals approve {id}    reject: mfasync approvals reject {id}",
+            id = a.id
+        );
+    }
+    Ok(())
+}
+
+/// `approvals approve ID`.
+pub async fn cli_approve(
+    store: &dyn Store,
+    cfg: &Config,
+    id: &str,
+    json: bool,
+) -> crate::CmdResult {
+    let r = approve(store, cfg, id, &who())
+        .await
+        .map_err(|e| crate::Failure::Refused(format!("cannot approve: {e:#}")))?;
+    let count = |action: &str| {
+        r.applied
+            .iter()
+            .filter(|c| c.action.as_str() == action)
+            .count()
+    };
+    if json {
+        return crate::print_json(&serde_json::json!({
+            "id": r.approval.id,
+            "status": r.approval.status.as_str(),
+            "disabled": count("disable"),
+            "removed": count("remove"),
+            "no_longer_needed": r.dropped.iter().map(|h| h.username.as_str()).collect::<Vec<_>>(),
+        }));
+    }
+    println!(
+        "approval {} approved: {} disabled, {} removed",
+        r.approval.id,
+        count("disable"),
+        count("remove")
+    );
+    for h in &r.dropped {
+        println!(
+            "  not applied: {} {} (the directory no longer calls for it)",
+            h.action, h.username
+        );
+    }
+    Ok(())
+}
+
+/// `approvals reject ID`.
+pub async fn cli_reject(store: &dyn Store, id: &str, json: bool) -> crate::CmdResult {
+    let a = reject(store, id, &who())
+        .await
+        .map_err(|e| crate::Failure::Refused(format!("cannot reject: {e:#}")))?;
+    if json {
+        return crate::print_json(&serde_json::json!({"id": a.id, "status": a.status.as_str()}));
+    }
+    println!(
+        "approval {} rejected: {} users kept; the same set is not asked about again until the directory changes",
+        a.id,
+        a.changes.len()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_names_counts_users_and_commands() {
+        let changes: Vec<HeldChange> = (0..25)
+            .map(|i| HeldChange {
+                action: if i % 5 == 0 { "remove" } else { "disable" }.into(),
+                username: format!("user{i:02}"),
+                directory_id: Some(format!("id{i}")),
+                reason: Some("no longer in ou=Sales".into()),
+            })
+            .collect();
+        let a = Approval {
+            id: "abc123".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            status: ApprovalStatus::Pending,
+            fingerprint: String::new(),
+            changes,
+            decided_at: None,
+            decided_by: None,
+            detail: None,
+        };
+        let (subject, body) = message_text(&a);
+        assert!(
+            subject.contains("disable 20") && subject.contains("remove 5"),
+            "{subject}"
+        );
+        assert!(subject.contains("abc123"));
+        assert!(body.contains("user00") && body.contains("user19"), "{body}");
+        assert!(!body.contains("user20"), "only the first 20 are listed");
+        assert!(body.contains("... and 5 more"));
+        assert!(body.contains("mfasync approvals approve abc123"));
+        assert!(body.contains("mfasync approvals list"));
+    }
+
+    #[test]
+    fn server_display_drops_credentials() {
+        assert_eq!(
+            server_for_display("smtps://u:secret@mail.example.com:465"),
+            "smtps://mail.example.com:465"
+        );
+        assert_eq!(
+            server_for_display("smtp://127.0.0.1:25"),
+            "smtp://127.0.0.1:25"
+        );
+    }
+
+    #[test]
+    fn keys_agree_with_the_fingerprint() {
+        let c = Change {
+            action: Action::Disable,
+            user: mfasync_core::MfaUser {
+                username: "u".into(),
+                directory_id: Some("id-1".into()),
+                ..Default::default()
+            },
+            before: None,
+            fields: vec![],
+            reason: None,
+        };
+        assert_eq!(change_key(&c), held_key(&held_change(&c)));
+    }
+}

@@ -1,0 +1,673 @@
+//! Removal safeguards end to end (issue 4), against a real slapd and a real
+//! SMTP server (Python aiosmtpd) on loopback: the approval threshold, the
+//! notification email, `approvals list|approve|reject`, the audit trail, and
+//! reads that must never look like users leaving.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{counts, Mfa};
+use mfasync_testkit::Slapd;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BASE: &str = "dc=example,dc=com";
+const LIMITED_DN: &str = "uid=svc-limited,ou=Svc,dc=example,dc=com";
+const LIMITED_PW: &str = "limited-Passw0rd";
+const SMTP_PASSWORD: &str = "smtp-S3cret-never-shown";
+
+/// Teams (OUs) of users, one per test so tests running in parallel do not meet.
+const TEAMS: &[(&str, &str, usize)] = &[
+    ("Held", "held", 8),
+    ("Rej", "rej", 8),
+    ("Recheck", "rc", 8),
+    ("Super", "sup", 8),
+    ("Fail", "fail", 7),
+    ("Auth", "au", 7),
+    ("Safe", "safe", 3),
+    ("limited", "lim", 7),
+    ("Audit", "aud", 3),
+];
+
+fn person(dn: &str, uid: &str, extra: &str) -> String {
+    format!("dn: {dn}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n{extra}\n")
+}
+
+fn ou(name: &str) -> String {
+    format!("dn: ou={name},{BASE}\nobjectClass: organizationalUnit\nou: {name}\n\n")
+}
+
+fn fixture() -> String {
+    let mut l = String::new();
+    for o in ["Away", "Empty", "Svc"] {
+        l.push_str(&ou(o));
+    }
+    for (team, prefix, n) in TEAMS {
+        l.push_str(&ou(team));
+        for i in 1..=*n {
+            l.push_str(&person(
+                &format!("uid={prefix}{i},ou={team},{BASE}"),
+                &format!("{prefix}{i}"),
+                "",
+            ));
+        }
+    }
+    l.push_str(&person(
+        LIMITED_DN,
+        "svc-limited",
+        &format!("userPassword: {LIMITED_PW}\n"),
+    ));
+    l
+}
+
+/// The service account svc-limited cannot see lim1..lim6 (too few rights).
+fn acl() -> String {
+    format!(
+        "access to attrs=userPassword by anonymous auth by * none\n\
+         access to dn.regex=\"^uid=lim[1-6],ou=limited,dc=example,dc=com$\" by dn.exact=\"{LIMITED_DN}\" none by * read\n\
+         access to * by * read\n"
+    )
+}
+
+fn slapd() -> &'static Slapd {
+    static S: OnceLock<Slapd> = OnceLock::new();
+    S.get_or_init(|| Slapd::start_with_acl(&fixture(), &acl()))
+}
+
+fn move_user(uid: &str, from: &str, to: &str) {
+    slapd().ldapmodify(&format!(
+        "dn: uid={uid},ou={from},{BASE}\nchangetype: modrdn\nnewrdn: uid={uid}\ndeleteoldrdn: 1\nnewsuperior: ou={to},{BASE}\n"
+    ));
+}
+
+// ---------------------------------------------------------------- SMTP sink
+
+/// A real SMTP server on 127.0.0.1 that keeps every message it accepts.
+struct SmtpSink {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl SmtpSink {
+    fn start(auth: Option<&str>) -> SmtpSink {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
+        for _ in 0..5 {
+            let port = mfasync_testkit::free_port();
+            // Debian's python3 has aiosmtpd (python3-aiosmtpd, see scripts/install-deps)
+            let mut cmd = Command::new("/usr/bin/python3");
+            cmd.arg(&script).arg(dir.path()).arg(port.to_string());
+            if let Some(a) = auth {
+                cmd.arg(a);
+            }
+            let log = std::fs::File::create(dir.path().join("sink.log")).expect("log");
+            let mut child = cmd
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn /usr/bin/python3 smtp_sink.py");
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(20) {
+                if dir.path().join("ready").exists() {
+                    return SmtpSink { dir, port, child };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "SMTP sink did not start: {}",
+            std::fs::read_to_string(dir.path().join("sink.log")).unwrap_or_default()
+        );
+    }
+
+    /// Every message received so far, oldest first.
+    fn messages(&self) -> Vec<Value> {
+        let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(self.dir.path())
+            .expect("read sink dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| {
+                let name = p.file_name()?.to_str()?.to_string();
+                let n = name
+                    .strip_prefix("msg")?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()?;
+                Some((n, p))
+            })
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|(_, p)| {
+                serde_json::from_str(&std::fs::read_to_string(p).expect("read msg"))
+                    .expect("msg json")
+            })
+            .collect()
+    }
+
+    fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------- config
+
+/// A configuration: the shared slapd bound as `bind` (dn, password), one
+/// container item, threshold 5, notifications to two admins through `smtp`
+/// (extra lines for the [smtp] table).
+fn config(team: &str, bind: (&str, &str), smtp_url: &str, smtp_extra: &str) -> String {
+    let s = slapd();
+    format!(
+        r#"
+[directory]
+source = "ldap"
+servers = ["{url}"]
+base_dn = "{BASE}"
+timeout_seconds = 3
+[directory.query_bind]
+type = "simple"
+dn = "{dn}"
+password = "{pw}"
+[filters]
+container = "(objectClass=organizationalUnit)"
+security_group = "(objectClass=groupOfNames)"
+user = "(objectClass=inetOrgPerson)"
+[attributes]
+unique_id = "entryUUID"
+unique_id_type = "string"
+distinguished_name = "entryDN"
+username = ["uid"]
+[smtp]
+server = "{smtp_url}"
+from = "mfasync@example.com"
+{smtp_extra}
+[sync]
+approval_threshold = 5
+notify = ["mfa-admins@example.com", "security@example.com"]
+[[sync.items]]
+kind = "container"
+dn = "ou={team},{BASE}"
+when_removed = "disable"
+"#,
+        url = s.url,
+        dn = bind.0,
+        pw = bind.1,
+    )
+}
+
+fn admin() -> (&'static str, &'static str) {
+    let s = slapd();
+    (s.admin_dn.as_str(), s.admin_password.as_str())
+}
+
+fn enabled(m: &Mfa, prefix: &str) -> usize {
+    m.users()
+        .iter()
+        .filter(|u| {
+            u["username"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(prefix))
+                && u["enabled"] == true
+        })
+        .count()
+}
+
+fn pending(m: &Mfa) -> Vec<Value> {
+    match m.ok(&["--json", "approvals", "list"]).json() {
+        Value::Array(v) => v,
+        other => panic!("approvals list is not an array: {other}"),
+    }
+}
+
+fn audit(m: &Mfa) -> Vec<Value> {
+    match m.ok(&["--json", "audit", "--limit", "1000"]).json() {
+        Value::Array(v) => v,
+        other => panic!("audit is not an array: {other}"),
+    }
+}
+
+/// A header of a raw message, unfolded.
+fn header(data: &str, name: &str) -> String {
+    let mut lines = data
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("{name}:")));
+    let mut value = lines
+        .next()
+        .unwrap_or_else(|| panic!("no {name} in {data}"))
+        .to_string();
+    for l in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+        value.push_str(l);
+    }
+    value
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn six_leave_with_threshold_five_are_held_emailed_and_applied_on_approval() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    m.apply(&config("Held", admin(), &sink.url(), ""));
+    assert_eq!(counts(&m.sync_full()).0, 8);
+    for i in 1..=6 {
+        move_user(&format!("held{i}"), "Held", "Away");
+    }
+    let r = m.sync_full();
+    assert_eq!(counts(&r).3, 0, "nothing disabled: {r}");
+    let pa = &r["pending_approval"];
+    assert_eq!(pa["disable"], 6, "{r}");
+    assert_eq!(pa["remove"], 0, "{r}");
+    let id = pa["id"].as_str().expect("approval id").to_string();
+    assert_eq!(
+        enabled(&m, "held"),
+        8,
+        "none of them changes until approved"
+    );
+
+    // one email, to both admins, naming the users, the id and the commands
+    let msgs = sink.messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let mut rcpt: Vec<&str> = msgs[0]["rcpt_tos"]
+        .as_array()
+        .expect("rcpts")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    rcpt.sort();
+    assert_eq!(rcpt, ["mfa-admins@example.com", "security@example.com"]);
+    assert_eq!(msgs[0]["mail_from"], "mfasync@example.com");
+    let data = msgs[0]["data"].as_str().expect("data");
+    let subject = header(data, "Subject");
+    assert!(
+        subject.contains("disable 6") && subject.contains(&id),
+        "{subject}"
+    );
+    for i in 1..=6 {
+        assert!(data.contains(&format!("held{i}")), "names held{i}: {data}");
+    }
+    assert!(
+        data.contains(&format!("mfasync approvals approve {id}")),
+        "{data}"
+    );
+    assert!(
+        data.contains(&format!("no longer in ou=Held,{BASE}")),
+        "reason: {data}"
+    );
+
+    // listed, JSON of PRODUCT.md
+    let list = pending(&m);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["id"], id.as_str());
+    assert!(list[0]["created_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    let mut names: Vec<&str> = list[0]["disable"]
+        .as_array()
+        .expect("disable")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["held1", "held2", "held3", "held4", "held5", "held6"]
+    );
+    assert_eq!(list[0]["remove"], serde_json::json!([]));
+
+    // the next cycle: same set, same approval, no second email
+    let again = m.sync_full();
+    assert_eq!(again["pending_approval"]["id"], id.as_str(), "{again}");
+    assert_eq!(counts(&again).3, 0);
+    assert_eq!(sink.messages().len(), 1, "not asked twice");
+    assert_eq!(pending(&m).len(), 1);
+
+    // approve: re-checked and applied
+    let o = m.ok(&["--json", "approvals", "approve", &id]);
+    let v = o.json();
+    assert_eq!(v["disabled"], 6, "{v}");
+    assert_eq!(enabled(&m, "held"), 2);
+    for i in 1..=6 {
+        assert_eq!(
+            m.user(&format!("held{i}")).expect("still stored")["enabled"],
+            false
+        );
+    }
+    assert!(pending(&m).is_empty());
+    // decided once only
+    let o = m.run(&["approvals", "approve", &id]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("approved"), "{}", o.stderr);
+    // nothing more to do
+    let after = m.sync_full();
+    assert_eq!(counts(&after), (0, 0, 0, 0, 0, 8), "{after}");
+    assert_eq!(after["pending_approval"], Value::Null);
+
+    // audited: request, notification, decision (with who), each disable with before/after
+    let a = audit(&m);
+    let find = |action: &str| {
+        a.iter()
+            .filter(|e| e["action"] == action)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(find("approval-requested").len(), 1);
+    assert_eq!(find("notify-sent").len(), 1);
+    let decided = find("approval-approved");
+    assert_eq!(decided.len(), 1);
+    assert!(
+        decided[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&id) && d.contains("6 of 6")),
+        "{:?}",
+        decided[0]
+    );
+    assert!(!decided[0]["actor"].as_str().unwrap_or("").is_empty());
+    let disables = find("disable");
+    assert_eq!(disables.len(), 6);
+    assert_eq!(
+        disables[0]["changed"]["enabled"],
+        serde_json::json!({"before": true, "after": false})
+    );
+    assert!(!find("config").is_empty(), "config versions are audited");
+    let text = m.ok(&["audit", "--limit", "5"]).stdout;
+    assert!(text.contains("approval-approved"), "{text}");
+}
+
+#[test]
+fn rejected_set_is_kept_and_not_asked_again_until_the_directory_changes() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    m.apply(&config("Rej", admin(), &sink.url(), ""));
+    m.sync_full();
+    for i in 1..=6 {
+        move_user(&format!("rej{i}"), "Rej", "Away");
+    }
+    let r = m.sync_full();
+    let id = r["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(sink.messages().len(), 1);
+    let o = m.run_stdin(&["--json", "approvals", "reject", &id], "");
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.json()["status"], "rejected");
+    assert_eq!(enabled(&m, "rej"), 8, "rejected: none disabled");
+    assert!(pending(&m).is_empty());
+
+    // the next cycle neither asks again nor applies
+    let r = m.sync_full();
+    assert_eq!(r["pending_approval"], Value::Null, "{r}");
+    assert_eq!(counts(&r).3, 0, "{r}");
+    assert_eq!(sink.messages().len(), 1, "no new email");
+    assert!(pending(&m).is_empty());
+    assert_eq!(enabled(&m, "rej"), 8);
+    // a decided approval cannot be decided again
+    let o = m.run(&["approvals", "approve", &id]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("rejected"), "{}", o.stderr);
+
+    // the directory changes: a different set, asked again
+    move_user("rej7", "Rej", "Away");
+    let r = m.sync_full();
+    assert_eq!(r["pending_approval"]["disable"], 7, "{r}");
+    assert_ne!(r["pending_approval"]["id"], id.as_str());
+    assert_eq!(sink.messages().len(), 2);
+    assert_eq!(enabled(&m, "rej"), 8);
+    let a = audit(&m);
+    assert_eq!(
+        a.iter()
+            .filter(|e| e["action"] == "approval-rejected")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn approval_applies_only_what_still_holds() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    m.apply(&config("Recheck", admin(), &sink.url(), ""));
+    m.sync_full();
+    for i in 1..=6 {
+        move_user(&format!("rc{i}"), "Recheck", "Away");
+    }
+    let id = m.sync_full()["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // two come back before anyone approves
+    move_user("rc1", "Away", "Recheck");
+    move_user("rc2", "Away", "Recheck");
+    let v = m.ok(&["--json", "approvals", "approve", &id]).json();
+    assert_eq!(v["disabled"], 4, "{v}");
+    let mut back: Vec<&str> = v["no_longer_needed"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    back.sort();
+    assert_eq!(back, ["rc1", "rc2"]);
+    assert_eq!(m.user("rc1").expect("rc1")["enabled"], true);
+    assert_eq!(m.user("rc3").expect("rc3")["enabled"], false);
+    assert_eq!(enabled(&m, "rc"), 4);
+}
+
+#[test]
+fn newer_pending_approval_supersedes_the_older() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    m.apply(&config("Super", admin(), &sink.url(), ""));
+    m.sync_full();
+    for i in 1..=6 {
+        move_user(&format!("sup{i}"), "Super", "Away");
+    }
+    let first = m.sync_full()["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    move_user("sup7", "Super", "Away");
+    let second = m.sync_full()["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_ne!(first, second);
+    assert_eq!(sink.messages().len(), 2);
+    let list = pending(&m);
+    assert_eq!(list.len(), 1, "only the newest is pending: {list:?}");
+    assert_eq!(list[0]["id"], second.as_str());
+    for verb in ["approve", "reject"] {
+        let o = m.run(&["approvals", verb, &first]);
+        assert_eq!(o.code, 1, "{}", o.stderr);
+        assert!(o.stderr.contains("superseded"), "{}", o.stderr);
+    }
+    let o = m.run(&["approvals", "approve", "no-such-id"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("no approval with id"), "{}", o.stderr);
+    assert_eq!(enabled(&m, "sup"), 8);
+    m.ok(&["approvals", "approve", &second]);
+    assert_eq!(enabled(&m, "sup"), 1);
+}
+
+#[test]
+fn email_failure_does_not_fail_the_sync_and_never_shows_the_password() {
+    let m = Mfa::new();
+    let dead = format!("smtp://127.0.0.1:{}", mfasync_testkit::free_port());
+    let extra = format!("username = \"mfasync\"\npassword = \"{SMTP_PASSWORD}\"");
+    m.apply(&config("Fail", admin(), &dead, &extra));
+    m.sync_full();
+    for i in 1..=6 {
+        move_user(&format!("fail{i}"), "Fail", "Away");
+    }
+    let o = m.run(&["--json", "sync", "--full"]);
+    assert_eq!(o.code, 0, "the sync itself succeeds: {}", o.stderr);
+    let r = o.json();
+    assert_eq!(r["pending_approval"]["disable"], 6, "{r}");
+    assert!(!o.stdout.contains(SMTP_PASSWORD) && !o.stderr.contains(SMTP_PASSWORD));
+    assert!(
+        o.stderr.contains("notification"),
+        "the failure is logged: {}",
+        o.stderr
+    );
+    let a = m.ok(&["--json", "audit", "--limit", "1000"]);
+    assert!(!a.stdout.contains(SMTP_PASSWORD));
+    let failed: Vec<Value> = a
+        .json()
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter(|e| e["action"] == "notify-failed")
+        .cloned()
+        .collect();
+    assert_eq!(failed.len(), 1, "recorded");
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("127.0.0.1")),
+        "{:?}",
+        failed[0]
+    );
+    let export = m.ok(&["config", "export"]).stdout;
+    assert!(!export.contains(SMTP_PASSWORD));
+    assert_eq!(enabled(&m, "fail"), 7);
+}
+
+#[test]
+fn smtp_auth_with_password_from_the_environment() {
+    let sink = SmtpSink::start(Some(&format!("mfasync:{SMTP_PASSWORD}")));
+    let m = Mfa::new();
+    let extra = "username = \"mfasync\"\npassword_env = \"MFASYNC_TEST_SMTP_PW\"";
+    m.apply(&config("Auth", admin(), &sink.url(), extra));
+    m.sync_full();
+    for i in 1..=6 {
+        move_user(&format!("au{i}"), "Auth", "Away");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", &m.url, "--json", "sync", "--full"])
+        .env("MFASYNC_TEST_SMTP_PW", SMTP_PASSWORD)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let msgs = sink.messages();
+    assert_eq!(msgs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(msgs[0]["login"], "mfasync");
+}
+
+#[test]
+fn reads_that_fail_or_come_back_empty_never_disable_anyone() {
+    let m = Mfa::new();
+    let dead_smtp = format!("smtp://127.0.0.1:{}", mfasync_testkit::free_port());
+    let good = config("Safe", admin(), &dead_smtp, "")
+        .replace("when_removed = \"disable\"", "when_removed = \"remove\"");
+    m.apply(&good);
+    assert_eq!(counts(&m.sync_full()).0, 3);
+    let before = m.users();
+    let base = format!("base_dn = \"{BASE}\"");
+    let cases = [
+        (
+            "wrong base DN (no such entry)",
+            good.replace(&base, &format!("base_dn = \"ou=Nowhere,{BASE}\"")),
+        ),
+        (
+            "wrong base DN (holds nobody)",
+            good.replace(&base, &format!("base_dn = \"ou=Empty,{BASE}\"")),
+        ),
+        (
+            "filter matching nothing",
+            good.replace("(objectClass=inetOrgPerson)", "(objectClass=nothingAtAll)"),
+        ),
+        (
+            "directory down",
+            good.replace(
+                &slapd().url,
+                &format!("ldap://127.0.0.1:{}", mfasync_testkit::free_port()),
+            ),
+        ),
+    ];
+    for (what, cfg) in cases {
+        m.apply(&cfg);
+        let o = m.run(&["--json", "sync", "--full"]);
+        assert_eq!(o.code, 1, "{what}: must fail: {}", o.stdout);
+        assert!(o.stderr.contains("nothing changed"), "{what}: {}", o.stderr);
+        assert_eq!(m.users(), before, "{what}");
+        assert!(pending(&m).is_empty(), "{what}: no approval either");
+    }
+}
+
+#[test]
+fn bind_account_with_fewer_rights_is_held_not_applied() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    m.apply(&config("limited", admin(), &sink.url(), ""));
+    assert_eq!(counts(&m.sync_full()).0, 7);
+    // the same configuration, bound as an account that cannot see lim1..lim6
+    m.apply(&config(
+        "limited",
+        (LIMITED_DN, LIMITED_PW),
+        &sink.url(),
+        "",
+    ));
+    let r = m.sync_full();
+    assert_eq!((counts(&r).3, counts(&r).4), (0, 0), "{r}");
+    assert_eq!(
+        r["pending_approval"]["remove"], 6,
+        "they look deleted: held: {r}"
+    );
+    assert_eq!(m.users().len(), 7);
+    assert_eq!(enabled(&m, "lim"), 7);
+    assert_eq!(sink.messages().len(), 1);
+}
+
+#[test]
+fn config_versions_and_sync_changes_are_audited() {
+    let m = Mfa::new();
+    let dead_smtp = format!("smtp://127.0.0.1:{}", mfasync_testkit::free_port());
+    m.apply(&config("Audit", admin(), &dead_smtp, ""));
+    m.apply(
+        &config("Audit", admin(), &dead_smtp, "")
+            .replace("timeout_seconds = 3", "timeout_seconds = 4"),
+    );
+    m.sync_full();
+    move_user("aud1", "Audit", "Away");
+    m.sync_full();
+    move_user("aud1", "Away", "Audit");
+    let a = audit(&m);
+    let actions: Vec<&str> = a.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "config").count(),
+        2,
+        "{actions:?}"
+    );
+    assert_eq!(actions.iter().filter(|a| **a == "create").count(), 3);
+    let dis: Vec<&Value> = a.iter().filter(|e| e["action"] == "disable").collect();
+    assert_eq!(dis.len(), 1);
+    assert_eq!(dis[0]["username"], "aud1");
+    assert_eq!(dis[0]["before"]["enabled"], true);
+    assert_eq!(dis[0]["after"]["enabled"], false);
+    assert_eq!(dis[0]["detail"], format!("no longer in ou=Audit,{BASE}"));
+    let o = m.ok(&["--json", "audit", "--limit", "2"]);
+    assert_eq!(o.json().as_array().map(Vec::len), Some(2));
+    let o = m.run(&["audit", "--limit", "0"]);
+    assert_eq!(o.code, 2);
+}
