@@ -8,6 +8,7 @@ use std::process::ExitCode;
 mod approvals;
 mod audit;
 mod auth;
+mod incremental;
 mod secrets;
 mod sync;
 

@@ -2,6 +2,7 @@
 //! members (first item wins), compute the plan (pure, in core) and apply it in
 //! one store transaction together with the watermark.
 
+use crate::incremental;
 use anyhow::{anyhow, bail, Context, Result};
 use mfasync_core::config::{Config, ItemKind, SyncItem, WhenRemoved};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
@@ -22,6 +23,8 @@ pub struct Outcome {
     pub plan: Plan,
     /// Why a full sync ran when an incremental one was asked for.
     pub note: Option<String>,
+    /// Directory entries received by an incremental cycle (None for a full one).
+    pub entries_read: Option<usize>,
     /// Disables/removals held back for administrator approval (issue 4).
     pub pending_approval: Option<crate::approvals::PendingApproval>,
 }
@@ -35,73 +38,247 @@ struct Snapshot {
     warnings: Vec<String>,
 }
 
+/// Why this cycle cannot be incremental, judged from the configuration and
+/// the stored watermark alone (the directory is asked later). Pure.
+pub fn full_reason(cfg: &Config, full_asked: bool, wm: Option<&Watermark>) -> Option<String> {
+    if full_asked {
+        return Some(String::new());
+    }
+    if cfg.sync.always_full {
+        return Some("sync.always_full is set: running a full synchronization".into());
+    }
+    let Some(wm) = wm else {
+        return Some(
+            "no full synchronization has set a starting point yet: running a full synchronization"
+                .into(),
+        );
+    };
+    if wm.items_fingerprint != cfg.items_fingerprint() {
+        return Some(
+            "sync items changed since the last full sync: running a full synchronization".into(),
+        );
+    }
+    if incremental::Kind::parse(&wm.kind).is_none() {
+        return Some(
+            "the last full synchronization could not set an incremental starting point (the directory supports neither DirSync nor syncrepl for this configuration): running a full synchronization".into(),
+        );
+    }
+    None
+}
+
 pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outcome> {
     if cfg.sync.items.is_empty() {
         bail!("no sync items are configured: add [[sync.items]] to the configuration");
     }
-    // Incremental sync (issue 3) is not built yet: every cycle is full.
-    let note = (!opts.full).then(|| {
-        "incremental synchronization is not available yet; ran a full synchronization".to_string()
-    });
-    let run_id = if opts.plan_only {
+    let wm = store.watermark().await?;
+    let reason = full_reason(cfg, opts.full, wm.as_ref());
+    let mut note = reason.clone().filter(|r| !r.is_empty());
+    let mut mode: &'static str = if reason.is_some() {
+        "full"
+    } else {
+        "incremental"
+    };
+    let mut run_id = if opts.plan_only {
         None
     } else {
-        Some(store.run_started("full").await?)
+        Some(store.run_started(mode).await?)
     };
-    let (result, pending_approval) = crate::approvals::track(full(store, cfg, opts.plan_only)).await;
+    let mut entries_read = None;
+    let (result, pending_approval) = crate::approvals::track(async {
+        let mut client = connect(cfg).await?;
+        if mode == "incremental" {
+            let ok = match (wm.as_ref(), incremental::supported(&client, cfg)) {
+                (_, Err(e)) => Err(e),
+                (None, _) => Err("no starting point".to_string()),
+                (Some(w), Ok(kind)) if w.kind != kind.as_str() => Err(format!(
+                    "the starting point is a {} cookie but {} now offers {}",
+                    w.kind,
+                    client.server(),
+                    kind.as_str()
+                )),
+                (Some(w), Ok(_)) if w.server != client.server() => Err(format!(
+                    "the starting point came from {} but {} answered",
+                    w.server,
+                    client.server()
+                )),
+                (Some(w), Ok(kind)) => Ok((kind, w)),
+            };
+            match ok {
+                Ok((kind, w)) => {
+                    let (p, n) = incremental_cycle(store, cfg, &mut client, kind, w, opts.plan_only).await?;
+                    entries_read = Some(n);
+                    client.unbind().await;
+                    return Ok(p);
+                }
+                Err(why) => {
+                    let msg = format!(
+                        "incremental synchronization is not possible ({why}): running a full synchronization"
+                    );
+                    tracing::warn!("{msg}");
+                    note = Some(msg.clone());
+                    mode = "full";
+                    if let Some(id) = run_id {
+                        finish(store, id, "incremental", &Ok(Plan::default()), Some(msg)).await?;
+                        run_id = Some(store.run_started("full").await?);
+                    }
+                }
+            }
+        }
+        let p = full(store, cfg, &mut client, opts.plan_only).await?;
+        client.unbind().await;
+        Ok(p)
+    })
+    .await;
     if let Some(id) = run_id {
-        let (counts, error) = match &result {
-            Ok(p) => (p.counts(), None),
-            Err(e) => (Counts::default(), Some(format!("{e:#}"))),
-        };
-        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-        store
-            .run_finished(&SyncRun {
-                id,
-                started_at: String::new(),
-                finished_at: None,
-                mode: "full".into(),
-                created: n(counts.created),
-                updated: n(counts.updated),
-                enabled: n(counts.enabled),
-                disabled: n(counts.disabled),
-                removed: n(counts.removed),
-                unchanged: n(counts.unchanged),
-                error,
-            })
-            .await?;
+        finish(store, id, mode, &result, None).await?;
     }
     Ok(Outcome {
-        mode: "full",
+        mode,
         plan: result?,
         note,
+        entries_read,
         pending_approval,
     })
 }
 
-async fn full(store: &dyn Store, cfg: &Config, plan_only: bool) -> Result<Plan> {
+async fn finish(
+    store: &dyn Store,
+    id: i64,
+    mode: &str,
+    result: &Result<Plan>,
+    error: Option<String>,
+) -> Result<()> {
+    let (counts, error) = match result {
+        Ok(p) => (p.counts(), error),
+        Err(e) => (Counts::default(), Some(format!("{e:#}"))),
+    };
+    let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+    store
+        .run_finished(&SyncRun {
+            id,
+            started_at: String::new(),
+            finished_at: None,
+            mode: mode.into(),
+            created: n(counts.created),
+            updated: n(counts.updated),
+            enabled: n(counts.enabled),
+            disabled: n(counts.disabled),
+            removed: n(counts.removed),
+            unchanged: n(counts.unchanged),
+            error,
+        })
+        .await?;
+    Ok(())
+}
+
+async fn connect(cfg: &Config) -> Result<Client> {
     let password = crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
         .map_err(|e| anyhow!(e))?;
-    let mut client = mfasync_ldap::connect(&cfg.directory, &cfg.directory.query_bind, password.as_deref())
-        .await
-        .context("cannot connect to the directory")?;
-    let base = client.base_dn().to_string();
-    if base.is_empty() {
+    let client = mfasync_ldap::connect(
+        &cfg.directory,
+        &cfg.directory.query_bind,
+        password.as_deref(),
+    )
+    .await
+    .context("cannot connect to the directory")?;
+    if client.base_dn().is_empty() {
         bail!("directory.base_dn is empty and the server names no naming context");
     }
+    Ok(client)
+}
+
+/// One incremental cycle; returns the plan and the entries read.
+async fn incremental_cycle(
+    store: &dyn Store,
+    cfg: &Config,
+    client: &mut Client,
+    kind: incremental::Kind,
+    wm: &Watermark,
+    plan_only: bool,
+) -> Result<(Plan, usize)> {
+    let t = std::time::Instant::now();
+    let base = client.base_dn().to_string();
+    let stored = store.users().await?;
+    let c = incremental::cycle(client, cfg, &stored, kind, &base, &wm.value).await?;
+    for w in &c.plan.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        changes = c.plan.changes.len(),
+        entries_read = c.entries_read,
+        ms = t.elapsed().as_millis() as u64,
+        "incremental cycle computed"
+    );
+    if !plan_only {
+        let next = Watermark {
+            kind: kind.as_str().into(),
+            server: client.server().to_string(),
+            value: c.cookie.clone(),
+            items_fingerprint: cfg.items_fingerprint(),
+        };
+        commit(store, cfg, &c.plan, &next).await?;
+    }
+    Ok((c.plan, c.entries_read))
+}
+
+/// The single point where a cycle's plan is applied, with its watermark, in
+/// ONE transaction (full and incremental cycles alike).
+async fn commit(store: &dyn Store, cfg: &Config, p: &Plan, wm: &Watermark) -> Result<()> {
+    let t = std::time::Instant::now();
+    // Disables/removals over sync.approval_threshold are held for approval (issue 4).
+    let (now, _pending) = crate::approvals::hold(store, cfg, p).await?;
+    store.apply(&now, Some(wm)).await?;
+    tracing::info!(ms = t.elapsed().as_millis() as u64, "applied the plan");
+    Ok(())
+}
+
+async fn full(
+    store: &dyn Store,
+    cfg: &Config,
+    client: &mut Client,
+    plan_only: bool,
+) -> Result<Plan> {
+    let base = client.base_dn().to_string();
+    // The incremental starting point is taken BEFORE the full read: a change
+    // made while we read is then seen again by the next incremental cycle
+    // (harmless: resolution is idempotent) instead of being lost.
+    let start = if plan_only {
+        None
+    } else {
+        match incremental::supported(client, cfg) {
+            Ok(kind) => match incremental::starting_point(client, kind, &base).await {
+                Ok(cookie) => Some((kind, cookie)),
+                Err(e) => {
+                    tracing::warn!(
+                        "no incremental starting point: {e:#}; the next cycle will be full too"
+                    );
+                    None
+                }
+            },
+            Err(why) => {
+                tracing::info!("no incremental synchronization: {why}");
+                None
+            }
+        }
+    };
     let attrs = cfg.attributes.user_attributes();
     // Warm the phone-number metadata (~150 ms) on another core while we read.
     let warm = std::thread::spawn(|| mfasync_core::phone::to_e164("+1 425 555 0100", "1"));
     // Read the directory and load the stored users at the same time.
     let t = std::time::Instant::now();
-    let (snap, current) = tokio::join!(read_users(&mut client, cfg, &base, &attrs), async {
+    let (snap, current) = tokio::join!(read_users(client, cfg, &base, &attrs), async {
         let t = std::time::Instant::now();
         let r = store.users().await;
         tracing::info!(ms = t.elapsed().as_millis() as u64, "loaded stored users");
         r
     });
     let (mut snap, current) = (snap?, current?);
-    tracing::info!(users = snap.users.len(), stored = current.len(), ms = t.elapsed().as_millis() as u64, "read directory and store");
+    tracing::info!(
+        users = snap.users.len(),
+        stored = current.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "read directory and store"
+    );
     let _ = warm.join();
 
     // Safety: an empty answer must never look like everybody left.
@@ -119,18 +296,21 @@ async fn full(store: &dyn Store, cfg: &Config, plan_only: bool) -> Result<Plan> 
     let mut claimed: HashSet<String> = HashSet::new();
     let mut desired: Vec<MfaUser> = Vec::new();
     for (i, item) in cfg.sync.items.iter().enumerate() {
-        let members = item_members(&mut client, cfg, item, &base, &attrs, &mut snap)
+        let members = item_members(client, cfg, item, &base, &attrs, &mut snap)
             .await
             .with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
         for key in members {
-            let Some(du) = snap.users.get(&key) else { continue };
-            let Some(id) = du.user.directory_id.clone() else { continue };
+            let Some(du) = snap.users.get(&key) else {
+                continue;
+            };
+            let Some(id) = du.user.directory_id.clone() else {
+                continue;
+            };
             if claimed.insert(id) {
                 desired.push(mapping::apply_item(du, item));
             }
         }
     }
-    client.unbind().await;
 
     tracing::info!(desired = desired.len(), "resolved item members");
     let t = std::time::Instant::now();
@@ -157,26 +337,39 @@ async fn full(store: &dyn Store, cfg: &Config, plan_only: bool) -> Result<Plan> 
     for w in &p.warnings {
         tracing::warn!("{w}");
     }
-    tracing::info!(changes = p.changes.len(), ms = t.elapsed().as_millis() as u64, "computed the plan");
+    tracing::info!(
+        changes = p.changes.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "computed the plan"
+    );
     if !plan_only {
-        let t = std::time::Instant::now();
-        let wm = Watermark {
-            kind: "full".into(),
-            server: String::new(),
-            value: Vec::new(),
-            items_fingerprint: cfg.items_fingerprint(),
+        let wm = match start {
+            Some((kind, cookie)) => Watermark {
+                kind: kind.as_str().into(),
+                server: client.server().to_string(),
+                value: cookie,
+                items_fingerprint: cfg.items_fingerprint(),
+            },
+            None => Watermark {
+                kind: "full".into(),
+                server: String::new(),
+                value: Vec::new(),
+                items_fingerprint: cfg.items_fingerprint(),
+            },
         };
-        // Disables/removals over sync.approval_threshold are held for approval (issue 4).
-        let (now, _pending) = crate::approvals::hold(store, cfg, &p).await?;
-        store.apply(&now, Some(&wm)).await?;
-        tracing::info!(ms = t.elapsed().as_millis() as u64, "applied the plan");
+        commit(store, cfg, &p, &wm).await?;
     }
     Ok(p)
 }
 
 /// One paged read of every user under the base DN: the set that container
 /// items, group membership and "still in the directory" are decided from.
-async fn read_users(client: &mut Client, cfg: &Config, base: &str, attrs: &[String]) -> Result<Snapshot> {
+async fn read_users(
+    client: &mut Client,
+    cfg: &Config,
+    base: &str,
+    attrs: &[String],
+) -> Result<Snapshot> {
     let mut snap = Snapshot {
         users: HashMap::new(),
         unmappable: HashSet::new(),
@@ -220,14 +413,22 @@ async fn item_members(
 ) -> Result<Vec<String>> {
     let item_dn = normalize_dn(&item.dn);
     // The item itself must exist: a missing OU or group is an error, never "everybody left".
-    if client.read(&item.dn, &["objectClass".to_string()]).await?.is_none() {
+    if client
+        .read(&item.dn, &["objectClass".to_string()])
+        .await?
+        .is_none()
+    {
         bail!("{} does not exist in the directory", item.dn);
     }
     let mut out: Vec<String> = match item.kind {
         ItemKind::Container => {
             if !dn_is_under(&item_dn, &normalize_dn(base)) {
                 // outside the base DN: search it on its own
-                let scope = if item.include_nested { Scope::Subtree } else { Scope::OneLevel };
+                let scope = if item.include_nested {
+                    Scope::Subtree
+                } else {
+                    Scope::OneLevel
+                };
                 let a = &cfg.attributes;
                 let mut found = Vec::new();
                 let mut f = |e: mfasync_core::Entry| {
@@ -236,7 +437,9 @@ async fn item_members(
                         found.push((key, du));
                     }
                 };
-                client.search_each(&item.dn, scope, &cfg.filters.user, attrs, &mut f).await?;
+                client
+                    .search_each(&item.dn, scope, &cfg.filters.user, attrs, &mut f)
+                    .await?;
                 let mut keys = Vec::new();
                 for (k, du) in found {
                     snap.users.insert(k.clone(), du);
@@ -273,7 +476,8 @@ async fn group_members(
     attrs: &[String],
     snap: &mut Snapshot,
 ) -> Result<Vec<String>> {
-    let use_asq = cfg.directory.use_attribute_scope_queries && client.capabilities().attribute_scoped_query;
+    let use_asq =
+        cfg.directory.use_attribute_scope_queries && client.capabilities().attribute_scoped_query;
     let a = &cfg.attributes;
     let mut members: Vec<String> = Vec::new();
     let mut visited: HashSet<String> = HashSet::new();
@@ -289,7 +493,9 @@ async fn group_members(
                     found.push((normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn)), du));
                 }
             };
-            client.asq_each(&group, "member", &cfg.filters.user, attrs, &mut f).await?;
+            client
+                .asq_each(&group, "member", &cfg.filters.user, attrs, &mut f)
+                .await?;
             for (k, du) in found {
                 snap.users.entry(k.clone()).or_insert(du);
                 members.push(k);
@@ -298,7 +504,13 @@ async fn group_members(
                 let mut nested: Vec<String> = Vec::new();
                 let mut g = |e: mfasync_core::Entry| nested.push(e.dn.clone());
                 client
-                    .asq_each(&group, "member", &cfg.filters.security_group, &["objectClass".to_string()], &mut g)
+                    .asq_each(
+                        &group,
+                        "member",
+                        &cfg.filters.security_group,
+                        &["objectClass".to_string()],
+                        &mut g,
+                    )
                     .await?;
                 queue.extend(nested);
             }
@@ -315,9 +527,14 @@ async fn group_members(
                 }
                 // not a user under the base DN: a nested group, or a user elsewhere
                 if item.include_nested
-                    && !base_match(client, &dn, &cfg.filters.security_group, &["objectClass".to_string()])
-                        .await?
-                        .is_empty()
+                    && !base_match(
+                        client,
+                        &dn,
+                        &cfg.filters.security_group,
+                        &["objectClass".to_string()],
+                    )
+                    .await?
+                    .is_empty()
                 {
                     queue.push(dn);
                     continue;
@@ -363,6 +580,9 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
             "disabled": c.disabled, "removed": c.removed, "unchanged": c.unchanged,
             "pending_approval": o.pending_approval,
         });
+        if let Some(n) = o.entries_read {
+            v["entries_read"] = n.into();
+        }
         if plan_only {
             v["changes"] = o
                 .plan
@@ -384,13 +604,20 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
             println!("{:8} {} {}", ch.action.as_str(), ch.user.username, detail);
         }
         if o.plan.changes.len() > SHOWN {
-            println!("... and {} more (--json lists them all)", o.plan.changes.len() - SHOWN);
+            println!(
+                "... and {} more (--json lists them all)",
+                o.plan.changes.len() - SHOWN
+            );
         }
     }
     println!(
         "{} sync{}: {} created, {} updated, {} enabled, {} disabled, {} removed, {} unchanged",
         o.mode,
-        if plan_only { " (plan only, nothing changed)" } else { "" },
+        if plan_only {
+            " (plan only, nothing changed)"
+        } else {
+            ""
+        },
         c.created,
         c.updated,
         c.enabled,
@@ -398,6 +625,9 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
         c.removed,
         c.unchanged
     );
+    if let Some(n) = o.entries_read {
+        println!("{n} directory entries read");
+    }
     if let Some(a) = &o.pending_approval {
         println!(
             "held for approval {}: {} to disable, {} to remove (see `mfasync approvals list`)",

@@ -1,0 +1,738 @@
+//! Incremental synchronization: the changes since a stored starting point
+//! (an RFC 4533 syncrepl cookie on OpenLDAP, a DirSync cookie on Active
+//! Directory), turned into a plan for only the users they affect.
+//!
+//! How a cycle works:
+//! 1. Fetch what changed since the cookie: changed entries (their current DN
+//!    and unique id) and deleted ids. Every kind of object comes (users,
+//!    groups, containers, others); nothing is decided from the change alone.
+//! 2. Classify each changed entry by asking the server: a base search with the
+//!    user filter (then it is a changed user, read with the mapped
+//!    attributes), else with the group filter (a changed group), else it is no
+//!    user any more (a stored user with that id left the directory's users).
+//! 3. A changed group that is a group item, or nested in one that includes
+//!    nested groups, makes these users candidates: its current members (read
+//!    with range retrieval, nested groups followed) whose stored item comes
+//!    after the group's item, and the stored users governed by that item that
+//!    are no longer among those members.
+//! 4. Each candidate is resolved against the items in order, first item wins:
+//!    containers by DN, groups by asking which groups hold the user
+//!    (`(&group-filter(member=DN))`, upwards through nested groups).
+//! 5. The plan is `core::plan::compute` over the candidates only (the same
+//!    rules as a full synchronization), applied with the new cookie in one
+//!    transaction by the caller.
+
+use anyhow::{anyhow, bail, Context, Result};
+use mfasync_core::config::{Config, ItemKind, SyncItem, UniqueIdType, WhenRemoved};
+use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
+use mfasync_core::mapping::{self, DirectoryUser};
+use mfasync_core::plan::{self, Plan};
+use mfasync_core::{Entry, MfaUser, Source};
+use mfasync_ldap::{Client, Scope, SyncEvent};
+use std::collections::{HashMap, HashSet};
+
+/// Which incremental mechanism a watermark belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    SyncRepl,
+    DirSync,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::SyncRepl => "syncrepl",
+            Kind::DirSync => "dirsync",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "syncrepl" => Some(Kind::SyncRepl),
+            "dirsync" => Some(Kind::DirSync),
+            _ => None,
+        }
+    }
+}
+
+/// The incremental mechanism this directory and configuration allow, or why none.
+///
+/// Deleted entries are reported by their entryUUID (syncrepl) or objectGUID
+/// (DirSync tombstones) only, so the unique identifier must be that attribute.
+pub fn supported(client: &Client, cfg: &Config) -> std::result::Result<Kind, String> {
+    let caps = client.capabilities();
+    let uid = cfg.attributes.unique_id.to_ascii_lowercase();
+    if caps.dirsync {
+        if uid == "objectguid" && cfg.attributes.unique_id_type == UniqueIdType::Guid {
+            return Ok(Kind::DirSync);
+        }
+        return Err(format!(
+            "incremental synchronization with DirSync needs attributes.unique_id = \"objectGUID\" (type guid), not {:?}",
+            cfg.attributes.unique_id
+        ));
+    }
+    if caps.syncrepl {
+        if uid == "entryuuid" && cfg.attributes.unique_id_type == UniqueIdType::String {
+            return Ok(Kind::SyncRepl);
+        }
+        return Err(format!(
+            "incremental synchronization with syncrepl needs attributes.unique_id = \"entryUUID\" (type string), not {:?}",
+            cfg.attributes.unique_id
+        ));
+    }
+    Err(format!(
+        "{} supports neither DirSync nor syncrepl (RFC 4533)",
+        client.server()
+    ))
+}
+
+/// The naming context that holds `dn` (DirSync only accepts a naming context head).
+fn naming_context(client: &Client, dn: &str) -> String {
+    let caps = client.capabilities();
+    let n = normalize_dn(dn);
+    caps.naming_contexts
+        .iter()
+        .chain(caps.default_naming_context.iter())
+        .filter(|nc| dn_is_under(&n, &normalize_dn(nc)))
+        .max_by_key(|nc| nc.len())
+        .cloned()
+        .unwrap_or_else(|| {
+            caps.default_naming_context
+                .clone()
+                .unwrap_or_else(|| dn.to_string())
+        })
+}
+
+/// A filter that matches no entry: asking for a cookie without reading everything.
+const NOTHING: &str = "(&(objectClass=*)(!(objectClass=*)))";
+
+/// Take a starting point now (before the full read, so that no change made
+/// during the full read is lost: such a change is simply seen again by the
+/// next incremental cycle, which is harmless since resolution is idempotent).
+/// Reads almost nothing: a base-scope syncrepl refresh of the base entry, or a
+/// DirSync for a filter that matches nothing (tombstones still come; ignored).
+pub async fn starting_point(client: &mut Client, kind: Kind, base: &str) -> Result<Vec<u8>> {
+    match kind {
+        Kind::SyncRepl => {
+            let r = client
+                .syncrepl_refresh(
+                    base,
+                    Scope::Base,
+                    "(objectClass=*)",
+                    &["1.1".to_string()],
+                    None,
+                    &mut |_| {},
+                )
+                .await
+                .context("taking a syncrepl cookie")?;
+            r.cookie
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| anyhow!("{} gave no syncrepl cookie", client.server()))
+        }
+        Kind::DirSync => {
+            let nc = naming_context(client, base);
+            let r = client
+                .dirsync_each(
+                    &nc,
+                    NOTHING,
+                    &["objectGUID".to_string()],
+                    &[],
+                    mfasync_ldap::DIRSYNC_INCREMENTAL_VALUES,
+                    &mut |_| {},
+                )
+                .await
+                .context("taking a DirSync cookie")?;
+            if r.cookie.is_empty() {
+                bail!("{} gave no DirSync cookie", client.server());
+            }
+            Ok(r.cookie)
+        }
+    }
+}
+
+/// What changed since the cookie.
+#[derive(Default)]
+struct Changes {
+    /// Current DN and unique id (if known) of each changed entry.
+    changed: Vec<(String, Option<String>)>,
+    /// Unique ids of deleted entries.
+    deleted: HashSet<String>,
+    /// Present phase (syncrepl without a session log): ids still there.
+    present: Option<HashSet<String>>,
+    entries: usize,
+    cookie: Vec<u8>,
+}
+
+/// entryUUID bytes (RFC 4530, big-endian) as OpenLDAP writes them: lower-case, dashed.
+fn uuid_text(raw: &[u8]) -> Option<String> {
+    if raw.len() != 16 {
+        return None;
+    }
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        hex.get(0..8)?,
+        hex.get(8..12)?,
+        hex.get(12..16)?,
+        hex.get(16..20)?,
+        hex.get(20..32)?
+    ))
+}
+
+async fn fetch(
+    client: &mut Client,
+    cfg: &Config,
+    kind: Kind,
+    base: &str,
+    cookie: &[u8],
+) -> Result<Changes> {
+    let mut ch = Changes::default();
+    match kind {
+        Kind::SyncRepl => {
+            let mut present: HashSet<String> = HashSet::new();
+            let mut saw_present = false;
+            let mut f = |ev: SyncEvent| match ev {
+                SyncEvent::Changed { uuid, entry } => ch.changed.push((entry.dn, uuid_text(&uuid))),
+                SyncEvent::Deleted { uuid } => {
+                    if let Some(id) = uuid_text(&uuid) {
+                        ch.deleted.insert(id);
+                    }
+                }
+                SyncEvent::Present { uuid } => {
+                    saw_present = true;
+                    if let Some(id) = uuid_text(&uuid) {
+                        present.insert(id);
+                    }
+                }
+            };
+            let r = client
+                .syncrepl_refresh(
+                    base,
+                    Scope::Subtree,
+                    "(objectClass=*)",
+                    &["1.1".to_string()],
+                    Some(cookie),
+                    &mut f,
+                )
+                .await
+                .with_context(|| format!("syncrepl refresh of {base}"))?;
+            ch.entries = r.events;
+            ch.cookie = r.cookie.unwrap_or_else(|| cookie.to_vec());
+            // A present phase lists what is still there; without one (or with
+            // deletions listed) nothing is inferred from absence.
+            if !r.deletes_listed && saw_present {
+                ch.present = Some(present);
+            }
+        }
+        Kind::DirSync => {
+            let nc = naming_context(client, base);
+            let filter = format!("(|{}{})", cfg.filters.user, cfg.filters.security_group);
+            let attrs = vec!["objectGUID".to_string(), "isDeleted".to_string()];
+            let mut f = |e: Entry| {
+                let id = e
+                    .first_bytes("objectGUID")
+                    .and_then(|raw| mapping::unique_id_text(UniqueIdType::Guid, raw).ok());
+                let deleted = e
+                    .first_str("isDeleted")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                match (deleted, id) {
+                    (true, Some(id)) => {
+                        ch.deleted.insert(id);
+                    }
+                    (true, None) => {}
+                    (false, id) => ch.changed.push((e.dn, id)),
+                }
+            };
+            let r = client
+                .dirsync_each(
+                    &nc,
+                    &filter,
+                    &attrs,
+                    cookie,
+                    mfasync_ldap::DIRSYNC_INCREMENTAL_VALUES,
+                    &mut f,
+                )
+                .await
+                .with_context(|| format!("DirSync of {nc}"))?;
+            ch.entries = r.entries;
+            ch.cookie = r.cookie;
+        }
+    }
+    Ok(ch)
+}
+
+/// A user whose governing item may have changed.
+#[derive(Default)]
+struct Candidate {
+    /// The DN as the server wrote it.
+    dn: String,
+    entry: Option<DirectoryUser>,
+}
+
+struct Resolver<'a> {
+    client: &'a mut Client,
+    cfg: &'a Config,
+    attrs: Vec<String>,
+    group_bases: Vec<String>,
+    /// Direct groups of a DN (normalised DN -> (normalised, as written) group DNs).
+    groups_of: HashMap<String, Vec<(String, String)>>,
+    reads: usize,
+}
+
+impl Resolver<'_> {
+    /// `dn` if it matches `filter` (base search); None when it does not or is gone.
+    async fn base_match(
+        &mut self,
+        dn: &str,
+        filter: &str,
+        attrs: &[String],
+    ) -> Result<Option<Entry>> {
+        match self.client.search_all(dn, Scope::Base, filter, attrs).await {
+            Ok(mut v) => {
+                self.reads += v.len();
+                Ok(v.pop())
+            }
+            Err(mfasync_ldap::LdapError::Operation { code: 32, .. }) => Ok(None),
+            Err(e) => Err(anyhow!(e).context(format!("reading {dn}"))),
+        }
+    }
+
+    async fn read_user(&mut self, dn: &str) -> Result<Option<Entry>> {
+        let (f, a) = (self.cfg.filters.user.clone(), self.attrs.clone());
+        self.base_match(dn, &f, &a).await
+    }
+
+    async fn is_group(&mut self, dn: &str) -> Result<bool> {
+        let f = self.cfg.filters.security_group.clone();
+        Ok(self
+            .base_match(dn, &f, &["1.1".to_string()])
+            .await?
+            .is_some())
+    }
+
+    /// The groups (matching the group filter) that list `dn` as a member.
+    async fn direct_groups(&mut self, dn: &str) -> Result<Vec<(String, String)>> {
+        let key = normalize_dn(dn);
+        if let Some(g) = self.groups_of.get(&key) {
+            return Ok(g.clone());
+        }
+        let filter = format!(
+            "(&{}(member={}))",
+            self.cfg.filters.security_group,
+            mfasync_core::escape::filter_value(dn)
+        );
+        let mut out = Vec::new();
+        for base in self.group_bases.clone() {
+            let found = self
+                .client
+                .search_all(&base, Scope::Subtree, &filter, &["1.1".to_string()])
+                .await
+                .with_context(|| format!("searching the groups of {dn} under {base}"))?;
+            self.reads += found.len();
+            out.extend(found.into_iter().map(|e| (normalize_dn(&e.dn), e.dn)));
+        }
+        out.sort();
+        out.dedup();
+        self.groups_of.insert(key, out.clone());
+        Ok(out)
+    }
+
+    /// Every group that holds `dn`, directly or through nested groups.
+    async fn all_groups(&mut self, dn: &str) -> Result<HashSet<String>> {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut queue = vec![dn.to_string()];
+        while let Some(x) = queue.pop() {
+            for (n, orig) in self.direct_groups(&x).await? {
+                if seen.insert(n) {
+                    queue.push(orig);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    async fn holds(&mut self, item: &SyncItem, dn: &str) -> Result<bool> {
+        let n = normalize_dn(dn);
+        let item_dn = normalize_dn(&item.dn);
+        Ok(match item.kind {
+            ItemKind::Container => {
+                if item.include_nested {
+                    dn_is_under(&n, &item_dn) && n != item_dn
+                } else {
+                    parent_dn(&n) == item_dn
+                }
+            }
+            ItemKind::SecurityGroup => {
+                if item.include_nested {
+                    self.all_groups(dn).await?.contains(&item_dn)
+                } else {
+                    self.direct_groups(dn)
+                        .await?
+                        .iter()
+                        .any(|(g, _)| *g == item_dn)
+                }
+            }
+        })
+    }
+
+    /// The index of the first item that holds `dn`.
+    async fn first_item(&mut self, dn: &str) -> Result<Option<usize>> {
+        for (i, item) in self.cfg.sync.items.iter().enumerate() {
+            if self.holds(item, dn).await? {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+}
+
+pub struct Cycle {
+    pub plan: Plan,
+    pub cookie: Vec<u8>,
+    /// Directory entries received: changes plus the reads they needed.
+    pub entries_read: usize,
+}
+
+/// One incremental cycle: changes since `cookie`, resolved into a plan.
+pub async fn cycle(
+    client: &mut Client,
+    cfg: &Config,
+    stored: &[MfaUser],
+    kind: Kind,
+    base: &str,
+    cookie: &[u8],
+) -> Result<Cycle> {
+    let changes = fetch(client, cfg, kind, base, cookie).await?;
+    tracing::info!(
+        changed = changes.changed.len(),
+        deleted = changes.deleted.len(),
+        entries = changes.entries,
+        "fetched incremental changes"
+    );
+    let a = &cfg.attributes;
+    let mut group_bases: Vec<String> = cfg
+        .sync
+        .items
+        .iter()
+        .filter(|i| i.kind == ItemKind::SecurityGroup)
+        .map(|i| naming_context(client, &i.dn))
+        .collect();
+    group_bases.sort();
+    group_bases.dedup();
+    let mut r = Resolver {
+        client,
+        cfg,
+        attrs: a.user_attributes(),
+        group_bases,
+        groups_of: HashMap::new(),
+        reads: 0,
+    };
+
+    let dir_users: Vec<&MfaUser> = stored
+        .iter()
+        .filter(|u| u.source == Source::Directory && u.directory_id.is_some())
+        .collect();
+    let by_id: HashMap<&str, &MfaUser> = dir_users
+        .iter()
+        .filter_map(|u| u.directory_id.as_deref().map(|id| (id, *u)))
+        .collect();
+    let by_dn: HashMap<String, &MfaUser> = dir_users
+        .iter()
+        .filter_map(|u| u.dn.as_deref().map(|dn| (normalize_dn(dn), *u)))
+        .collect();
+    let item_index: HashMap<&str, usize> = cfg
+        .sync
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.dn.as_str(), i))
+        .collect();
+    let stored_index = |u: &MfaUser| {
+        u.sync_item
+            .as_deref()
+            .and_then(|s| item_index.get(s).copied())
+    };
+
+    let mut candidates: HashMap<String, Candidate> = HashMap::new();
+    let mut gone: HashSet<String> = changes.deleted.clone();
+    let mut keep: HashSet<String> = HashSet::new();
+    let mut warnings: Vec<String> = Vec::new();
+    let mut changed_ids: HashSet<String> = HashSet::new();
+    let mut changed_groups: Vec<String> = Vec::new();
+
+    // Present phase: stored users under the base DN not listed are gone.
+    if let Some(present) = &changes.present {
+        let listed: HashSet<&str> = changes
+            .changed
+            .iter()
+            .filter_map(|(_, id)| id.as_deref())
+            .collect();
+        let base_n = normalize_dn(base);
+        for u in &dir_users {
+            let (Some(id), Some(dn)) = (u.directory_id.as_deref(), u.dn.as_deref()) else {
+                continue;
+            };
+            if dn_is_under(&normalize_dn(dn), &base_n)
+                && !present.contains(id)
+                && !listed.contains(id)
+            {
+                gone.insert(id.to_string());
+            }
+        }
+    }
+
+    // Classify the changed entries.
+    for (dn, id) in &changes.changed {
+        if let Some(e) = r.read_user(dn).await? {
+            match mapping::map_user(a, &e) {
+                Ok(du) => {
+                    if let Some(i) = du.user.directory_id.clone() {
+                        changed_ids.insert(i);
+                    }
+                    let key = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
+                    candidates.insert(
+                        key,
+                        Candidate {
+                            dn: e.dn.clone(),
+                            entry: Some(du),
+                        },
+                    );
+                }
+                Err(err) => {
+                    if let Some(id) = id {
+                        keep.insert(id.clone());
+                    }
+                    warnings.push(err.to_string());
+                }
+            }
+        } else if r.is_group(dn).await? {
+            changed_groups.push(dn.clone());
+        } else if let Some(id) = id {
+            // no longer a user (or not one): a stored user with this id left
+            if by_id.contains_key(id.as_str()) {
+                gone.insert(id.clone());
+            }
+        }
+    }
+
+    // Changed groups: who may have joined or left an item.
+    for g in &changed_groups {
+        let gn = normalize_dn(g);
+        let above = r.all_groups(g).await?;
+        let relevant: Vec<usize> = cfg
+            .sync
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.kind == ItemKind::SecurityGroup)
+            .filter(|(_, it)| {
+                let n = normalize_dn(&it.dn);
+                n == gn || (it.include_nested && above.contains(&n))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let Some(&min_rel) = relevant.iter().min() else {
+            continue;
+        };
+        let nested = relevant
+            .iter()
+            .any(|&i| cfg.sync.items.get(i).is_some_and(|it| it.include_nested));
+        // the group's current members, nested groups followed when an item includes them
+        let mut members: HashSet<String> = HashSet::new();
+        let mut visited: HashSet<String> = HashSet::new();
+        let mut queue = vec![g.clone()];
+        while let Some(grp) = queue.pop() {
+            if !visited.insert(normalize_dn(&grp)) {
+                continue;
+            }
+            let values = r
+                .client
+                .read_all_values(&grp, "member")
+                .await
+                .with_context(|| format!("reading the members of {grp}"))?
+                .unwrap_or_default();
+            r.reads += 1;
+            for v in values {
+                let n = normalize_dn(&v);
+                if members.contains(&n) {
+                    continue;
+                }
+                if let Some(u) = by_dn.get(&n) {
+                    members.insert(n.clone());
+                    if stored_index(u).is_none_or(|k| k > min_rel) {
+                        candidates.entry(n).or_insert_with(|| Candidate {
+                            dn: v.clone(),
+                            entry: None,
+                        });
+                    }
+                    continue;
+                }
+                if candidates.contains_key(&n) {
+                    members.insert(n);
+                    continue;
+                }
+                if let Some(e) = r.read_user(&v).await? {
+                    members.insert(n.clone());
+                    match mapping::map_user(a, &e) {
+                        Ok(du) => {
+                            candidates.insert(
+                                n,
+                                Candidate {
+                                    dn: v.clone(),
+                                    entry: Some(du),
+                                },
+                            );
+                        }
+                        Err(err) => warnings.push(err.to_string()),
+                    }
+                } else if nested && r.is_group(&v).await? {
+                    queue.push(v);
+                }
+            }
+        }
+        // stored users governed by a relevant item that are not members any more (or via other paths)
+        for u in &dir_users {
+            let Some(dn) = u.dn.as_deref() else { continue };
+            let n = normalize_dn(dn);
+            if stored_index(u).is_some_and(|k| relevant.contains(&k)) && !members.contains(&n) {
+                candidates.entry(n).or_insert_with(|| Candidate {
+                    dn: dn.to_string(),
+                    entry: None,
+                });
+            }
+        }
+    }
+
+    // Resolve every candidate: read its entry if needed, then the first item that holds it.
+    let base_n = normalize_dn(base);
+    let mut desired: Vec<MfaUser> = Vec::new();
+    let mut subset: HashSet<String> = HashSet::new();
+    let mut resolved: HashSet<String> = HashSet::new();
+    let mut keys: Vec<String> = candidates.keys().cloned().collect();
+    keys.sort();
+    for key in keys {
+        let Some(c) = candidates.remove(&key) else {
+            continue;
+        };
+        let du = match c.entry {
+            Some(du) => du,
+            None => match r.read_user(&c.dn).await? {
+                Some(e) => match mapping::map_user(a, &e) {
+                    Ok(du) => du,
+                    Err(err) => {
+                        if let Some(id) = by_dn.get(&key).and_then(|u| u.directory_id.clone()) {
+                            keep.insert(id);
+                        }
+                        warnings.push(err.to_string());
+                        continue;
+                    }
+                },
+                None => {
+                    // not (or no longer) a user at this DN: moved (seen under its new DN),
+                    // deleted (seen as a deletion) or out of the filter (seen as a change);
+                    // anything else is left as it is: an empty read is never a departure
+                    continue;
+                }
+            },
+        };
+        let Some(id) = du.user.directory_id.clone() else {
+            continue;
+        };
+        if !resolved.insert(id.clone()) {
+            continue;
+        }
+        subset.insert(id.clone());
+        let dn = du.user.dn.clone().unwrap_or_else(|| c.dn.clone());
+        match r.first_item(&dn).await? {
+            Some(i) => {
+                if let Some(item) = cfg.sync.items.get(i) {
+                    desired.push(mapping::apply_item(&du, item));
+                }
+            }
+            None => {
+                if !dn_is_under(&normalize_dn(&dn), &base_n) {
+                    // outside the base DN and in no item: not a directory user any more
+                    gone.insert(id);
+                }
+            }
+        }
+    }
+
+    // Plan over the affected users only (plus manual users, for username clashes).
+    subset.extend(gone.iter().cloned());
+    subset.extend(keep.iter().cloned());
+    // a username held by a stored directory user outside this cycle is not taken over
+    let others: HashMap<String, &str> = dir_users
+        .iter()
+        .filter(|u| {
+            u.directory_id
+                .as_deref()
+                .is_some_and(|id| !subset.contains(id))
+        })
+        .filter_map(|u| {
+            u.directory_id
+                .as_deref()
+                .map(|id| (u.username.to_lowercase(), id))
+        })
+        .collect();
+    desired.retain(|d| match others.get(&d.username.to_lowercase()) {
+        Some(other) if Some(*other) != d.directory_id.as_deref() => {
+            warnings.push(format!(
+                "{}: two directory users share this username ({other} and {}); the second is skipped",
+                d.username,
+                d.directory_id.as_deref().unwrap_or_default()
+            ));
+            if let Some(id) = &d.directory_id {
+                keep.insert(id.clone());
+            }
+            false
+        }
+        _ => true,
+    });
+    let current: Vec<MfaUser> = stored
+        .iter()
+        .filter(|u| {
+            u.source == Source::Manual
+                || u.directory_id
+                    .as_deref()
+                    .is_some_and(|id| subset.contains(id))
+        })
+        .cloned()
+        .collect();
+    let items: HashMap<String, WhenRemoved> = cfg
+        .sync
+        .items
+        .iter()
+        .map(|i| (i.dn.clone(), i.when_removed))
+        .collect();
+    let mut p = plan::compute(plan::PlanInput {
+        desired,
+        current: &current,
+        exists_in_directory: &|id| !gone.contains(id),
+        when_removed: &|item| items.get(item).copied(),
+        remove_deleted_users: cfg.sync.remove_deleted_users,
+        keep_as_is: &|id| keep.contains(id),
+    });
+    p.warnings.extend(warnings);
+    let entries_read = changes.entries + r.reads;
+    Ok(Cycle {
+        plan: p,
+        cookie: changes.cookie,
+        entries_read,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_uuid_text() {
+        let raw: Vec<u8> = (0u8..16).collect();
+        assert_eq!(
+            uuid_text(&raw).as_deref(),
+            Some("00010203-0405-0607-0809-0a0b0c0d0e0f")
+        );
+        assert_eq!(uuid_text(&raw[..15]), None);
+    }
+}

@@ -1,0 +1,377 @@
+//! Incremental synchronization against a real OpenLDAP slapd (RFC 4533
+//! syncrepl refreshOnly with the cookie stored by the last cycle): one
+//! incremental `sync` after directory changes gives the same users as a fresh
+//! full synchronization, reads about as many entries as changed, and a cycle
+//! killed mid-way loses nothing. Each test has its own OU as base DN.
+
+mod common;
+
+use common::{counts, Mfa};
+use mfasync_testkit::Slapd;
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+const BASE: &str = "dc=example,dc=com";
+const BULK: usize = 400;
+
+fn person(dn: &str, uid: &str, extra: &str) -> String {
+    format!("dn: {dn}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n{extra}\n")
+}
+
+fn ou(dn: &str) -> String {
+    let name = dn
+        .split(',')
+        .next()
+        .and_then(|r| r.split('=').nth(1))
+        .unwrap_or("x");
+    format!("dn: {dn}\nobjectClass: organizationalUnit\nou: {name}\n\n")
+}
+
+/// One test tree under `ou={t},BASE`: Staff (u1..u10), Other (o1, o2), Bulk
+/// (BULK users), groups vip (u1, nested vipinner) and vipinner (u2).
+fn tree(t: &str) -> String {
+    let root = format!("ou={t},{BASE}");
+    let mut l = String::new();
+    for o in ["", "ou=Staff,", "ou=Other,", "ou=Bulk,", "ou=Groups,"] {
+        l.push_str(&ou(&format!("{o}{root}")));
+    }
+    for i in 1..=10 {
+        l.push_str(&person(
+            &format!("uid={t}u{i},ou=Staff,{root}"),
+            &format!("{t}u{i}"),
+            &format!("givenName: U{i}\nmobile: +1 425 555 01{i:02}\n"),
+        ));
+    }
+    for i in 1..=2 {
+        l.push_str(&person(
+            &format!("uid={t}o{i},ou=Other,{root}"),
+            &format!("{t}o{i}"),
+            "",
+        ));
+    }
+    for i in 0..BULK {
+        l.push_str(&person(
+            &format!("uid={t}b{i:04},ou=Bulk,{root}"),
+            &format!("{t}b{i:04}"),
+            "",
+        ));
+    }
+    let _ = writeln!(
+        l,
+        "dn: cn=vipinner,ou=Groups,{root}\nobjectClass: groupOfNames\ncn: vipinner\nmember: uid={t}u2,ou=Staff,{root}\n"
+    );
+    let _ = writeln!(
+        l,
+        "dn: cn=vip,ou=Groups,{root}\nobjectClass: groupOfNames\ncn: vip\nmember: uid={t}u1,ou=Staff,{root}\nmember: cn=vipinner,ou=Groups,{root}\n"
+    );
+    l
+}
+
+fn slapd() -> &'static Slapd {
+    static S: OnceLock<Slapd> = OnceLock::new();
+    S.get_or_init(|| {
+        let mut l = String::new();
+        for t in ["T1", "T2", "T3", "T4"] {
+            l.push_str(&tree(t));
+        }
+        Slapd::start(&l)
+    })
+}
+
+fn config(t: &str, extra_sync: &str, items: &str) -> String {
+    let s = slapd();
+    format!(
+        r#"
+[directory]
+source = "ldap"
+servers = ["{url}"]
+base_dn = "ou={t},{BASE}"
+timeout_seconds = 5
+[directory.query_bind]
+type = "simple"
+dn = "{dn}"
+password = "{pw}"
+[filters]
+container = "(objectClass=organizationalUnit)"
+security_group = "(objectClass=groupOfNames)"
+user = "(objectClass=inetOrgPerson)"
+[attributes]
+unique_id = "entryUUID"
+unique_id_type = "string"
+distinguished_name = "entryDN"
+username = ["uid"]
+[sync]
+remove_deleted_users = true
+{extra_sync}
+{items}
+"#,
+        url = s.url,
+        dn = s.admin_dn,
+        pw = s.admin_password,
+    )
+}
+
+fn items(t: &str) -> String {
+    let root = format!("ou={t},{BASE}");
+    format!(
+        r#"
+[[sync.items]]
+kind = "security-group"
+dn = "cn=vip,ou=Groups,{root}"
+include_nested = true
+[sync.items.user]
+method = "text-message"
+phone = "mobile"
+[[sync.items]]
+kind = "container"
+dn = "ou=Staff,{root}"
+when_removed = "disable"
+[sync.items.user]
+phone = "mobile"
+[[sync.items]]
+kind = "container"
+dn = "ou=Bulk,{root}"
+when_removed = "remove"
+"#
+    )
+}
+
+fn sync(m: &Mfa) -> (Value, String) {
+    let o = m.ok(&["--json", "sync"]);
+    (o.json(), o.stderr)
+}
+
+/// A reference database that took the same full sync before the changes and
+/// a full sync after them: the incremental database must equal it, user for
+/// user, field for field (a fresh empty database would not know the users who
+/// left an item with when_removed = disable).
+fn reference(cfg: &str) -> Mfa {
+    let r = Mfa::new();
+    r.apply(cfg);
+    assert_eq!(r.sync_full()["mode"], "full");
+    r
+}
+
+fn assert_same_as_full(m: &Mfa, reference: &Mfa) {
+    let f = reference.sync_full();
+    assert_eq!(f["mode"], "full");
+    let (a, b) = (m.users(), reference.users());
+    let name = |u: &Value| u["username"].as_str().unwrap_or_default().to_string();
+    let only_a: Vec<String> = a.iter().filter(|u| !b.contains(u)).map(name).collect();
+    let only_b: Vec<String> = b.iter().filter(|u| !a.contains(u)).map(name).collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty(),
+        "incremental and full differ: only in incremental {only_a:?}, only in full {only_b:?}"
+    );
+    assert_eq!(a.len(), b.len());
+}
+
+/// Create, modify (phone, name, username), delete, move in and out, group
+/// membership added and removed (directly and in a nested group), a bulk user
+/// modified and one deleted.
+fn change_everything(s: &Slapd, t: &str) {
+    let root = format!("ou={t},{BASE}");
+    s.ldapadd(&person(
+        &format!("uid={t}u11,ou=Staff,{root}"),
+        &format!("{t}u11"),
+        "givenName: New\nmobile: +1 425 555 0111\n",
+    ));
+    s.ldapmodify(&format!(
+        "dn: uid={t}u3,ou=Staff,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 206 555 0199\n\n\
+         dn: uid={t}u4,ou=Staff,{root}\nchangetype: modify\nreplace: givenName\ngivenName: Renamed\n-\nreplace: sn\nsn: Newsurname\n\n\
+         dn: uid={t}u5,ou=Staff,{root}\nchangetype: modrdn\nnewrdn: uid={t}u5x\ndeleteoldrdn: 1\n\n\
+         dn: uid={t}u7,ou=Staff,{root}\nchangetype: modrdn\nnewrdn: uid={t}u7\ndeleteoldrdn: 1\nnewsuperior: ou=Other,{root}\n\n\
+         dn: uid={t}o1,ou=Other,{root}\nchangetype: modrdn\nnewrdn: uid={t}o1\ndeleteoldrdn: 1\nnewsuperior: ou=Staff,{root}\n\n\
+         dn: cn=vip,ou=Groups,{root}\nchangetype: modify\nadd: member\nmember: uid={t}u9,ou=Staff,{root}\n-\ndelete: member\nmember: uid={t}u1,ou=Staff,{root}\n\n\
+         dn: cn=vipinner,ou=Groups,{root}\nchangetype: modify\nadd: member\nmember: uid={t}u10,ou=Staff,{root}\n\n\
+         dn: uid={t}b0001,ou=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 0999\n"
+    ));
+    s.ldapdelete(&format!("uid={t}u6,ou=Staff,{root}"));
+    s.ldapdelete(&format!("uid={t}b0002,ou=Bulk,{root}"));
+}
+
+#[test]
+fn one_incremental_cycle_equals_a_fresh_full_sync() {
+    let s = slapd();
+    let t = "T1";
+    let m = Mfa::new();
+    let cfg = config(t, "", &items(t));
+    m.apply(&cfg);
+    let first = m.sync_full();
+    assert_eq!(first["mode"], "full");
+    let full_db = reference(&cfg);
+    assert_eq!(counts(&first).0, (10 + BULK) as u64, "{first}");
+
+    // nothing changed: incremental, nothing read but the refresh itself
+    let (quiet, _) = sync(&m);
+    assert_eq!(quiet["mode"], "incremental", "{quiet}");
+    assert_eq!(counts(&quiet), (0, 0, 0, 0, 0, 0), "{quiet}");
+    let n0 = quiet["entries_read"].as_u64().unwrap_or(u64::MAX);
+    assert!(n0 <= 2, "a quiet cycle read {n0} entries");
+
+    change_everything(s, t);
+    let (inc, stderr) = sync(&m);
+    assert_eq!(inc["mode"], "incremental", "{inc}\n{stderr}");
+    let n = inc["entries_read"].as_u64().unwrap_or(u64::MAX);
+    eprintln!("incremental after changes: {inc}");
+    // ~12 changed entries (+ memberOf side effects) and the reads they need; the tree has 400+ entries
+    assert!(n < 80, "incremental cycle read {n} entries");
+
+    let u = |name: &str| m.user(name);
+    assert!(u(&format!("{t}u11")).is_some(), "created");
+    assert_eq!(
+        u(&format!("{t}u3")).expect("u3")["primary_phone"],
+        "+12065550199"
+    );
+    assert_eq!(u(&format!("{t}u4")).expect("u4")["first_name"], "Renamed");
+    assert!(
+        u(&format!("{t}u5")).is_none() && u(&format!("{t}u5x")).is_some(),
+        "username change"
+    );
+    assert!(u(&format!("{t}u6")).is_none(), "deleted");
+    assert_eq!(
+        u(&format!("{t}u7")).expect("u7")["enabled"],
+        false,
+        "moved out of Staff: disabled"
+    );
+    assert_eq!(
+        u(&format!("{t}o1")).expect("o1")["enabled"],
+        true,
+        "moved into Staff"
+    );
+    assert_eq!(
+        u(&format!("{t}u9")).expect("u9")["method"],
+        "text-message",
+        "joined vip"
+    );
+    assert_eq!(
+        u(&format!("{t}u10")).expect("u10")["method"],
+        "text-message",
+        "joined nested vipinner"
+    );
+    assert_eq!(
+        u(&format!("{t}u1")).expect("u1")["method"],
+        "phone-call",
+        "left vip: Staff governs"
+    );
+    assert!(u(&format!("{t}b0002")).is_none(), "bulk user deleted");
+
+    assert_same_as_full(&m, &full_db);
+
+    // and a full sync of the incremental database now changes nothing
+    let again = m.sync_full();
+    assert_eq!(
+        counts(&again).0 + counts(&again).1 + counts(&again).3 + counts(&again).4,
+        0,
+        "{again}"
+    );
+}
+
+#[test]
+fn killed_cycle_rerun_reaches_the_same_state() {
+    let s = slapd();
+    let t = "T2";
+    let m = Mfa::new();
+    let cfg = config(t, "", &items(t));
+    m.apply(&cfg);
+    m.sync_full();
+    let full_db = reference(&cfg);
+    change_everything(s, t);
+    // kill -9 an incremental cycle at several points, then let one finish
+    for delay_ms in [5u64, 30, 80] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mfasync"))
+            .args(["--database", &m.url, "--json", "sync"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (v, stderr) = sync(&m);
+    assert_eq!(v["mode"], "incremental", "{v}\n{stderr}");
+    assert_same_as_full(&m, &full_db);
+    // and again: nothing left to do
+    let (v, _) = sync(&m);
+    assert_eq!(counts(&v), (0, 0, 0, 0, 0, 0), "{v}");
+}
+
+#[test]
+fn changed_items_or_always_full_run_a_full_sync_and_say_why() {
+    let t = "T3";
+    let m = Mfa::new();
+    m.apply(&config(t, "", &items(t)));
+    // no full sync yet
+    let (v, stderr) = sync(&m);
+    assert_eq!(v["mode"], "full");
+    assert!(
+        stderr.contains("no full synchronization has set a starting point"),
+        "{stderr}"
+    );
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "incremental");
+
+    // reordered items: full, with the seed's reason
+    let root = format!("ou={t},{BASE}");
+    let reordered = format!(
+        "[[sync.items]]\nkind = \"container\"\ndn = \"ou=Bulk,{root}\"\nwhen_removed = \"remove\"\n{}",
+        items(t).replace(&format!("[[sync.items]]\nkind = \"container\"\ndn = \"ou=Bulk,{root}\"\nwhen_removed = \"remove\"\n"), "")
+    );
+    m.apply(&config(t, "", &reordered));
+    let (v, stderr) = sync(&m);
+    assert_eq!(v["mode"], "full", "{v}");
+    assert!(
+        stderr.contains(
+            "sync items changed since the last full sync: running a full synchronization"
+        ),
+        "{stderr}"
+    );
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "incremental");
+
+    // always_full
+    m.apply(&config(t, "always_full = true", &reordered));
+    let (v, stderr) = sync(&m);
+    assert_eq!(v["mode"], "full");
+    assert!(stderr.contains("always_full"), "{stderr}");
+
+    // history records each cycle with its mode
+    let h = m.ok(&["--json", "history"]).json();
+    let modes: Vec<&str> = h
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["mode"].as_str())
+        .collect();
+    assert_eq!(
+        modes,
+        ["full", "incremental", "full", "incremental", "full"],
+        "{h}"
+    );
+}
+
+#[test]
+fn entries_read_do_not_grow_with_the_directory() {
+    let s = slapd();
+    let t = "T4";
+    let m = Mfa::new();
+    m.apply(&config(t, "", &items(t)));
+    m.sync_full();
+    let root = format!("ou={t},{BASE}");
+    let mut ldif = String::new();
+    for i in 10..20 {
+        let _ = write!(
+            ldif,
+            "dn: uid={t}b{i:04},ou=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 {i:04}\n\n"
+        );
+    }
+    s.ldapmodify(&ldif);
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "incremental");
+    assert_eq!(counts(&v).1, 10, "{v}");
+    let n = v["entries_read"].as_u64().unwrap_or(u64::MAX);
+    eprintln!("10 modified users of {BULK}: entries_read = {n}");
+    assert!((10..=25).contains(&n), "entries_read {n}");
+}
