@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod incremental;
 mod secrets;
+mod serve;
 mod sync;
 
 /// Exit codes of PRODUCT.md: 1 refused/failed, 2 bad usage or invalid input.
@@ -371,8 +372,8 @@ async fn run(cli: Cli) -> CmdResult {
             }
         }
         Command::Serve { listen } => {
-            let _ = listen;
-            Err(Failure::Refused("serve is not implemented yet (issues 3 and 6)".into()))
+            let store = open_store(&cli.database).await?;
+            serve::run(store, &listen).await.map_err(Failure::from)
         }
     }
 }

@@ -3,6 +3,7 @@
 //! incremental `sync` after directory changes gives the same users as a fresh
 //! full synchronization, reads about as many entries as changed, and a cycle
 //! killed mid-way loses nothing. Each test has its own OU as base DN.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,0 +1,216 @@
+//! `serve`: the synchronization service. Cycles run every `sync.interval`,
+//! measured start to start (a cycle that overruns is followed at once by the
+//! next); the configuration is read from the store before every cycle, so a
+//! `config apply` takes effect without a restart; `sync.enabled = false`
+//! stops the cycles (the service keeps answering and re-reads the
+//! configuration every interval). A failing cycle (directory down, ...) is
+//! logged, recorded in the history with its error by `sync::run`, changes
+//! nothing, and is retried at the next interval.
+//!
+//! The listen address answers `GET /healthz` with 200 "ok" (the portal, REST
+//! API and /metrics come with issue 6).
+
+use crate::sync;
+use anyhow::{Context, Result};
+use mfasync_store::Store;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// When the next cycle starts: `interval` after the last start, or now when
+/// that moment has passed already (the last cycle overran). Pure.
+pub fn next_start(last_start: Instant, interval: Duration, now: Instant) -> Instant {
+    let due = last_start.checked_add(interval).unwrap_or(now);
+    if due <= now {
+        now
+    } else {
+        due
+    }
+}
+
+/// Interval used when no (valid) configuration is stored yet.
+const NO_CONFIG_RETRY: Duration = Duration::from_secs(60);
+
+pub async fn run(store: Box<dyn Store>, listen: &str) -> Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| listen.to_string());
+    tracing::info!(listen = %local, "serving /healthz");
+    eprintln!("mfasync: serving on http://{local} (GET /healthz)");
+    let http = tokio::spawn(http_loop(listener));
+    let result = tokio::select! {
+        r = cycles(store.as_ref()) => r,
+        _ = shutdown_signal() => {
+            eprintln!("mfasync: stopping");
+            Ok(())
+        }
+    };
+    http.abort();
+    result
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn cycles(store: &dyn Store) -> Result<()> {
+    loop {
+        let started = Instant::now();
+        let interval = match crate::active_config(store).await {
+            Err(f) => {
+                let msg = match f {
+                    crate::Failure::Refused(m) => m,
+                    crate::Failure::Invalid(v) => v.join("; "),
+                };
+                tracing::warn!("no cycle: {msg}");
+                eprintln!("mfasync: no cycle: {msg}");
+                NO_CONFIG_RETRY
+            }
+            Ok(cfg) => {
+                let interval = cfg.sync.interval_duration();
+                if !cfg.sync.enabled {
+                    tracing::info!("sync.enabled = false: no cycle");
+                } else {
+                    match sync::run(
+                        store,
+                        &cfg,
+                        sync::Options {
+                            full: false,
+                            plan_only: false,
+                        },
+                    )
+                    .await
+                    {
+                        Ok(o) => {
+                            let c = o.plan.counts();
+                            tracing::info!(
+                                mode = o.mode,
+                                created = c.created,
+                                updated = c.updated,
+                                enabled = c.enabled,
+                                disabled = c.disabled,
+                                removed = c.removed,
+                                unchanged = c.unchanged,
+                                entries_read = o.entries_read,
+                                ms = started.elapsed().as_millis() as u64,
+                                "sync cycle done"
+                            );
+                            if let Some(n) = &o.note {
+                                tracing::info!("{n}");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!("sync cycle failed, nothing changed: {e:#}");
+                            eprintln!("mfasync: sync cycle failed, nothing changed: {e:#}");
+                        }
+                    }
+                }
+                interval
+            }
+        };
+        let next = next_start(started, interval, Instant::now());
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+    }
+}
+
+async fn http_loop(listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(async move {
+                    if let Err(e) = answer(stream).await {
+                        tracing::debug!("http: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("http accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 answer: `GET /healthz` -> 200 "ok", anything else 404
+/// (405 for other methods on /healthz). One request per connection.
+async fn answer(mut stream: TcpStream) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head_done = |b: &[u8]| b.windows(4).any(|w| w == b"\r\n\r\n");
+    let read = async {
+        while !head_done(&buf) && buf.len() < 16 * 1024 {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(r) => r?,
+        Err(_) => return Ok(()),
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut first = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, path) = (
+        first.next().unwrap_or_default(),
+        first.next().unwrap_or_default(),
+    );
+    let path = path.split('?').next().unwrap_or_default();
+    let (status, body) = match (method, path) {
+        ("GET" | "HEAD", "/healthz") => ("200 OK", "ok"),
+        (_, "/healthz") => ("405 Method Not Allowed", "method not allowed"),
+        _ => ("404 Not Found", "not found"),
+    };
+    let body = if method == "HEAD" { "" } else { body };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(resp.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_start_is_start_to_start() {
+        let t0 = Instant::now();
+        let i = Duration::from_secs(300);
+        // a short cycle: wait for the rest of the interval
+        assert_eq!(next_start(t0, i, t0 + Duration::from_secs(20)), t0 + i);
+        // exactly on time
+        assert_eq!(next_start(t0, i, t0 + i), t0 + i);
+        // an overrunning cycle: the next one starts at once
+        let late = t0 + Duration::from_secs(420);
+        assert_eq!(next_start(t0, i, late), late);
+        // the interval is measured from the start, not from the end
+        let end = t0 + Duration::from_secs(100);
+        assert_eq!(next_start(t0, i, end) - end, Duration::from_secs(200));
+    }
+}

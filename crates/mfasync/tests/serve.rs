@@ -1,0 +1,209 @@
+//! `mfasync serve` against a real OpenLDAP slapd: /healthz answers, cycles
+//! run every interval (start to start) and land in the history, directory
+//! changes arrive without a restart, `config apply` (enabled = false) takes
+//! effect without a restart, and a cycle with the directory down is recorded
+//! with its error, changes nothing and is retried.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Mfa;
+use mfasync_testkit::Slapd;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BASE: &str = "dc=example,dc=com";
+
+fn slapd() -> &'static Slapd {
+    static S: OnceLock<Slapd> = OnceLock::new();
+    S.get_or_init(|| {
+        let mut l = String::new();
+        for t in ["S1", "S2"] {
+            l.push_str(&format!(
+                "dn: ou={t},{BASE}\nobjectClass: organizationalUnit\nou: {t}\n\n"
+            ));
+            for i in 1..=3 {
+                l.push_str(&person(t, &format!("{t}u{i}")));
+            }
+        }
+        Slapd::start(&l)
+    })
+}
+
+fn person(t: &str, uid: &str) -> String {
+    format!("dn: uid={uid},ou={t},{BASE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n\n")
+}
+
+fn config(t: &str, server: &str, sync: &str) -> String {
+    let s = slapd();
+    format!(
+        r#"
+[directory]
+source = "ldap"
+servers = ["{server}"]
+base_dn = "ou={t},{BASE}"
+timeout_seconds = 2
+[directory.query_bind]
+type = "simple"
+dn = "{dn}"
+password = "{pw}"
+[filters]
+container = "(objectClass=organizationalUnit)"
+security_group = "(objectClass=groupOfNames)"
+user = "(objectClass=inetOrgPerson)"
+[attributes]
+unique_id = "entryUUID"
+unique_id_type = "string"
+distinguished_name = "entryDN"
+username = ["uid"]
+[sync]
+interval = "10s"
+{sync}
+[[sync.items]]
+kind = "container"
+dn = "ou={t},{BASE}"
+"#,
+        dn = s.admin_dn,
+        pw = s.admin_password,
+    )
+}
+
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(m: &Mfa) -> Served {
+    let port = mfasync_testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", &m.url, "serve", "--listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    Served { child, addr }
+}
+
+fn get(addr: &str, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn history(m: &Mfa) -> Vec<Value> {
+    match m.ok(&["--json", "history", "--limit", "100"]).json() {
+        Value::Array(v) => v,
+        other => panic!("history is not an array: {other}"),
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Seconds since midnight of a run's `started_at` (RFC 3339, UTC).
+fn started(r: &Value) -> f64 {
+    let s = r["started_at"].as_str().unwrap_or_default();
+    let t = s
+        .split('T')
+        .nth(1)
+        .unwrap_or_default()
+        .trim_end_matches('Z');
+    let p: Vec<f64> = t
+        .split(':')
+        .map(|x| x.parse().unwrap_or(f64::NAN))
+        .collect();
+    assert_eq!(p.len(), 3, "started_at {s:?}");
+    p[0] * 3600.0 + p[1] * 60.0 + p[2]
+}
+
+#[test]
+fn serve_runs_cycles_every_interval_and_rereads_the_configuration() {
+    let s = slapd();
+    let m = Mfa::new();
+    m.apply(&config("S1", &s.url, ""));
+    m.sync_full();
+    let srv = serve(&m);
+
+    wait_for("/healthz", Duration::from_secs(10), || {
+        get(&srv.addr, "/healthz")
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\nok"))
+    });
+    let r = get(&srv.addr, "/nope").unwrap_or_default();
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+
+    // the first cycle starts at once, incremental (a full sync set the starting point)
+    wait_for("a first cycle", Duration::from_secs(8), || {
+        history(&m).len() >= 2
+    });
+    let h = history(&m);
+    assert_eq!(h[0]["mode"], "incremental", "{h:?}");
+    assert!(h[0]["error"].is_null(), "{h:?}");
+
+    // a directory change arrives with the next cycle, without a restart
+    s.ldapadd(&person("S1", "S1new"));
+    wait_for("the new user", Duration::from_secs(15), || {
+        m.user("S1new").is_some()
+    });
+    let h = history(&m);
+    assert!(h.len() >= 3, "{h:?}");
+    // start to start: 10 s apart (second resolution)
+    let gap = started(&h[0]) - started(&h[1]);
+    assert!((9.0..=12.0).contains(&gap), "cycles {gap} apart: {h:?}");
+
+    // enabled = false takes effect without a restart: no more cycles
+    m.apply(&config("S1", &s.url, "enabled = false"));
+    std::thread::sleep(Duration::from_secs(11));
+    let n1 = history(&m).len();
+    std::thread::sleep(Duration::from_secs(11));
+    let n2 = history(&m).len();
+    assert_eq!(n1, n2, "cycles ran while sync.enabled = false");
+    assert!(get(&srv.addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200")));
+}
+
+#[test]
+fn serve_records_a_failing_cycle_changes_nothing_and_retries() {
+    let s = slapd();
+    let m = Mfa::new();
+    m.apply(&config("S2", &s.url, ""));
+    m.sync_full();
+    let before = m.users();
+    assert_eq!(before.len(), 3);
+    // the directory is now unreachable (a closed port)
+    let closed = format!("ldap://127.0.0.1:{}", mfasync_testkit::free_port());
+    m.apply(&config("S2", &closed, ""));
+    let _srv = serve(&m);
+    wait_for("a failed cycle", Duration::from_secs(10), || {
+        history(&m).first().is_some_and(|r| !r["error"].is_null())
+    });
+    let h = history(&m);
+    let err = h[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("127.0.0.1"),
+        "the error names the server: {err}"
+    );
+    assert_eq!(m.users(), before, "a failed cycle changed users");
+    // retried at the next interval
+    wait_for("a second failed cycle", Duration::from_secs(15), || {
+        history(&m).iter().filter(|r| !r["error"].is_null()).count() >= 2
+    });
+    assert_eq!(m.users(), before);
+}
