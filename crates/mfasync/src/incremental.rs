@@ -227,7 +227,22 @@ async fn fetch(
         Kind::DirSync => {
             let nc = naming_context(client, base);
             let filter = format!("(|{}{})", cfg.filters.user, cfg.filters.security_group);
-            let attrs = vec!["objectGUID".to_string(), "isDeleted".to_string()];
+            // DirSync returns an object only when one of the requested
+            // attributes changed: ask for every mapped attribute, group
+            // membership, and what a move or rename changes.
+            let mut attrs = cfg.attributes.user_attributes();
+            for a in [
+                "objectGUID",
+                "isDeleted",
+                "name",
+                "member",
+                "userAccountControl",
+                "objectClass",
+            ] {
+                if !attrs.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+                    attrs.push(a.to_string());
+                }
+            }
             let mut f = |e: Entry| {
                 let id = e
                     .first_bytes("objectGUID")

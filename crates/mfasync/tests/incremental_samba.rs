@@ -1,0 +1,200 @@
+//! Incremental synchronization against a real Samba AD DC (DirSync as
+//! Administrator, started in the private network namespace of scripts/test):
+//! one incremental `sync` after directory changes gives the same users as a
+//! full synchronization, and reads about as many entries as changed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{counts, Mfa};
+use mfasync_testkit::Samba;
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+const BASE: &str = "DC=mfa,DC=test";
+const BULK: usize = 200;
+
+fn user(cn: &str, ou: &str, sam: &str, extra: &str) -> String {
+    format!(
+        "dn: CN={cn},{ou}\nobjectClass: user\nsAMAccountName: {sam}\nuserPrincipalName: {sam}@mfa.test\nuserAccountControl: 544\n{extra}\n"
+    )
+}
+
+fn tree(t: &str) -> String {
+    let root = format!("OU={t},{BASE}");
+    let mut l = String::new();
+    for o in ["", "OU=Staff,", "OU=Other,", "OU=Bulk,", "OU=Groups,"] {
+        let dn = format!("{o}{root}");
+        let name = dn
+            .split(',')
+            .next()
+            .and_then(|r| r.split('=').nth(1))
+            .unwrap_or("x");
+        let _ = writeln!(l, "dn: {dn}\nobjectClass: organizationalUnit\nou: {name}\n");
+    }
+    for i in 1..=6 {
+        l.push_str(&user(
+            &format!("{t}u{i}"),
+            &format!("OU=Staff,{root}"),
+            &format!("{t}u{i}"),
+            &format!("givenName: U{i}\nmobile: +1 425 555 01{i:02}\n"),
+        ));
+    }
+    l.push_str(&user(
+        &format!("{t}o1"),
+        &format!("OU=Other,{root}"),
+        &format!("{t}o1"),
+        "",
+    ));
+    for i in 0..BULK {
+        l.push_str(&user(
+            &format!("{t}b{i:04}"),
+            &format!("OU=Bulk,{root}"),
+            &format!("{t}b{i:04}"),
+            "",
+        ));
+    }
+    let _ = writeln!(
+        l,
+        "dn: CN={t}vip,OU=Groups,{root}\nobjectClass: group\nsAMAccountName: {t}vip\ngroupType: -2147483646\nmember: CN={t}u1,OU=Staff,{root}\n"
+    );
+    l
+}
+
+fn samba() -> &'static Samba {
+    static S: OnceLock<Samba> = OnceLock::new();
+    S.get_or_init(|| Samba::start(&tree("I1")))
+}
+
+fn config(t: &str) -> String {
+    let s = samba();
+    let root = format!("OU={t},{BASE}");
+    format!(
+        r#"
+[directory]
+source = "ldap"
+servers = ["{url}"]
+base_dn = "{root}"
+[directory.query_bind]
+type = "simple"
+dn = "{dn}"
+password = "{pw}"
+[sync]
+remove_deleted_users = true
+[[sync.items]]
+kind = "security-group"
+dn = "CN={t}vip,OU=Groups,{root}"
+[sync.items.user]
+method = "text-message"
+phone = "mobile"
+[[sync.items]]
+kind = "container"
+dn = "OU=Staff,{root}"
+when_removed = "disable"
+[sync.items.user]
+phone = "mobile"
+[[sync.items]]
+kind = "container"
+dn = "OU=Bulk,{root}"
+"#,
+        url = s.url,
+        dn = s.admin_dn,
+        pw = s.admin_password,
+    )
+}
+
+#[test]
+fn one_dirsync_cycle_equals_a_full_sync() {
+    let s = samba();
+    let t = "I1";
+    let root = format!("OU={t},{BASE}");
+    let cfg = config(t);
+    let m = Mfa::new();
+    m.apply(&cfg);
+    let first = m.sync_full();
+    assert_eq!(counts(&first).0, (6 + BULK) as u64, "{first}");
+    let reference = Mfa::new();
+    reference.apply(&cfg);
+    reference.sync_full();
+
+    let o = m.ok(&["--json", "sync"]);
+    let quiet = o.json();
+    assert_eq!(quiet["mode"], "incremental", "{quiet}\n{}", o.stderr);
+    assert_eq!(counts(&quiet), (0, 0, 0, 0, 0, 0), "{quiet}");
+
+    s.ldapadd(&user(
+        &format!("{t}u7"),
+        &format!("OU=Staff,{root}"),
+        &format!("{t}u7"),
+        "givenName: New\n",
+    ));
+    s.ldapmodify(&format!(
+        "dn: CN={t}u2,OU=Staff,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 206 555 0199\n\n\
+         dn: CN={t}u3,OU=Staff,{root}\nchangetype: modify\nreplace: givenName\ngivenName: Renamed\n\n\
+         dn: CN={t}u4,OU=Staff,{root}\nchangetype: modify\nreplace: userPrincipalName\nuserPrincipalName: {t}u4x@mfa.test\n\n\
+         dn: CN={t}u5,OU=Staff,{root}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n\n\
+         dn: CN={t}o1,OU=Other,{root}\nchangetype: modrdn\nnewrdn: CN={t}o1\ndeleteoldrdn: 1\nnewsuperior: OU=Staff,{root}\n\n\
+         dn: CN={t}u3,OU=Staff,{root}\nchangetype: modrdn\nnewrdn: CN={t}u3\ndeleteoldrdn: 1\nnewsuperior: OU=Other,{root}\n\n\
+         dn: CN={t}vip,OU=Groups,{root}\nchangetype: modify\nadd: member\nmember: CN={t}u2,OU=Staff,{root}\n-\ndelete: member\nmember: CN={t}u1,OU=Staff,{root}\n\n\
+         dn: CN={t}b0001,OU=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 0999\n"
+    ));
+    s.ldapdelete(&format!("CN={t}u6,OU=Staff,{root}"));
+
+    let o = m.ok(&["--json", "sync"]);
+    let inc = o.json();
+    eprintln!("dirsync cycle after changes: {inc}");
+    assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
+    let n = inc["entries_read"].as_u64().unwrap_or(u64::MAX);
+    assert!(n < 60, "incremental cycle read {n} entries");
+
+    let u = |name: &str| m.user(name);
+    assert!(u(&format!("{t}u7@mfa.test")).is_some(), "created");
+    assert_eq!(
+        u(&format!("{t}u2@mfa.test")).expect("u2")["method"],
+        "text-message",
+        "joined vip"
+    );
+    assert_eq!(
+        u(&format!("{t}u2@mfa.test")).expect("u2")["primary_phone"],
+        "+12065550199"
+    );
+    assert_eq!(
+        u(&format!("{t}u1@mfa.test")).expect("u1")["method"],
+        "phone-call",
+        "left vip"
+    );
+    assert_eq!(
+        u(&format!("{t}u3@mfa.test")).expect("u3")["enabled"],
+        false,
+        "moved out of Staff"
+    );
+    assert!(u(&format!("{t}u4x@mfa.test")).is_some() && u(&format!("{t}u4@mfa.test")).is_none());
+    assert_eq!(
+        u(&format!("{t}u5@mfa.test")).expect("u5")["enabled"],
+        false,
+        "disabled account"
+    );
+    assert!(
+        u(&format!("{t}u6@mfa.test")).is_none(),
+        "deleted (tombstone)"
+    );
+    assert_eq!(
+        u(&format!("{t}o1@mfa.test")).expect("o1")["enabled"],
+        true,
+        "moved in"
+    );
+
+    let f = reference.sync_full();
+    assert_eq!(f["mode"], "full");
+    let (a, b) = (m.users(), reference.users());
+    let name = |u: &Value| u["username"].as_str().unwrap_or_default().to_string();
+    let only_a: Vec<String> = a.iter().filter(|u| !b.contains(u)).map(name).collect();
+    let only_b: Vec<String> = b.iter().filter(|u| !a.contains(u)).map(name).collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty(),
+        "incremental and full differ: only in incremental {only_a:?}, only in full {only_b:?}"
+    );
+    assert_eq!(a.len(), b.len());
+}
