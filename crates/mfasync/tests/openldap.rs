@@ -580,3 +580,24 @@ fn auth_by_ldap_bind() {
         (1, "directory-unavailable".into())
     );
 }
+
+#[test]
+fn postgres_and_sqlite_give_the_same_users() {
+    let items = [
+        item("container", &format!("ou=Sales,ou=People,{BASE}"), ""),
+        item(
+            "security-group",
+            &format!("cn=mfa-outer,ou=Groups,{BASE}"),
+            "",
+        ),
+    ]
+    .concat();
+    let lite = Mfa::new();
+    let pg = Mfa::with_url(mfasync_testkit::shared_postgres().fresh_database());
+    for m in [&lite, &pg] {
+        m.apply(&config(&server(), &items));
+        assert_eq!(counts(&m.sync_full()).0, 4);
+        assert_eq!(counts(&m.sync_full()).5, 4, "second sync changes nothing");
+    }
+    assert_eq!(lite.users(), pg.users());
+}
