@@ -135,6 +135,7 @@ async fn decide(
     }
     let split = safeguard::split(plan, cfg.sync.approval_threshold);
     if split.held.is_empty() {
+        retire_pending(store, "no longer needed: a later cycle needed no approval").await?;
         return Ok((split.now, None));
     }
     let fingerprint = safeguard::fingerprint(&split.held);
@@ -148,6 +149,14 @@ async fn decide(
             held = split.held.len(),
             "these disables/removals were rejected before and the directory has not changed since; not applied, not asked again"
         );
+        retire_pending(
+            store,
+            &format!(
+                "no longer needed: the directory again calls for exactly the set rejected in {}",
+                r.id
+            ),
+        )
+        .await?;
         return Ok((split.now, None));
     }
     let pending = store
@@ -172,6 +181,28 @@ async fn decide(
     );
     notify(store, cfg, &a).await;
     Ok((split.now, Some(PendingApproval::of(&a))))
+}
+
+/// Pending approvals that the current cycle no longer calls for become
+/// superseded, so `approvals list` only shows what is still waiting.
+async fn retire_pending(store: &dyn Store, why: &str) -> Result<()> {
+    // read first: most cycles have nothing pending and need no write
+    if store
+        .approvals(Some(ApprovalStatus::Pending))
+        .await
+        .context("reading pending approvals")?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    let ids = store
+        .supersede_pending(why)
+        .await
+        .context("retiring pending approvals no longer needed")?;
+    if !ids.is_empty() {
+        tracing::info!(approvals = ?ids, "{why}");
+    }
+    Ok(())
 }
 
 /// Run one sync cycle (a future giving its plan) and collect what `hold`

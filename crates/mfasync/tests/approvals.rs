@@ -31,6 +31,7 @@ const TEAMS: &[(&str, &str, usize)] = &[
     ("Safe", "safe", 3),
     ("limited", "lim", 7),
     ("Audit", "aud", 3),
+    ("Back", "back", 8),
 ];
 
 fn person(dn: &str, uid: &str, extra: &str) -> String {
@@ -670,4 +671,35 @@ fn config_versions_and_sync_changes_are_audited() {
     assert_eq!(o.json().as_array().map(Vec::len), Some(2));
     let o = m.run(&["audit", "--limit", "0"]);
     assert_eq!(o.code, 2);
+}
+
+#[test]
+fn pending_approval_no_longer_needed_is_retired() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    m.apply(&config("Back", admin(), &sink.url(), ""));
+    m.sync_full();
+    for i in 1..=6 {
+        move_user(&format!("back{i}"), "Back", "Away");
+    }
+    let id = m.sync_full()["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // they all come back (say the directory was being reorganised)
+    for i in 1..=6 {
+        move_user(&format!("back{i}"), "Away", "Back");
+    }
+    let r = m.sync_full();
+    assert_eq!(r["pending_approval"], Value::Null, "{r}");
+    assert!(pending(&m).is_empty(), "nothing waits any more");
+    let o = m.run(&["approvals", "approve", &id]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("superseded") && o.stderr.contains("no longer needed"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(enabled(&m, "back"), 8);
+    assert_eq!(sink.messages().len(), 1);
 }

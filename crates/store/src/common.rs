@@ -940,6 +940,45 @@ macro_rules! impl_store {
                 })
             }
 
+            async fn supersede_pending(&self, detail: &str) -> Result<Vec<String>> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM approvals WHERE status = 'pending' ORDER BY seq",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                if ids.is_empty() {
+                    return Ok(ids);
+                }
+                sqlx::query(
+                    "UPDATE approvals SET status = 'superseded', decided_at = $1, decided_by = $2, \
+                     detail = $3 WHERE status = 'pending'",
+                )
+                .bind(at.as_str())
+                .bind($crate::common::ACTOR_SYNC)
+                .bind(detail)
+                .execute(&mut *tx)
+                .await?;
+                let texts: Vec<String> =
+                    ids.iter().map(|id| format!("approval {id}: {detail}")).collect();
+                let rows: Vec<AuditRow<'_>> = texts
+                    .iter()
+                    .map(|d| AuditRow {
+                        action: "approval-superseded",
+                        actor: $crate::common::ACTOR_SYNC,
+                        username: None,
+                        directory_id: None,
+                        before: None,
+                        after: None,
+                        detail: Some(d.as_str()),
+                    })
+                    .collect();
+                self.write_audit(&mut tx, &rows, &at).await?;
+                tx.commit().await?;
+                Ok(ids)
+            }
+
             async fn approval(&self, id: &str) -> Result<Option<$crate::Approval>> {
                 let sql = format!("{} WHERE id = $1", $crate::common::SELECT_APPROVALS);
                 let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;

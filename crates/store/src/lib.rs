@@ -186,6 +186,9 @@ pub trait Store: Send + Sync {
         fingerprint: &str,
         changes: &[HeldChange],
     ) -> Result<Approval>;
+    /// Mark every pending approval `Superseded` with `detail` (a cycle found
+    /// them no longer needed); audited. Returns their ids (empty: nothing done).
+    async fn supersede_pending(&self, detail: &str) -> Result<Vec<String>>;
     /// One approval by id, whatever its status.
     async fn approval(&self, id: &str) -> Result<Option<Approval>>;
     /// Approvals with `status` (all when None), newest first.

@@ -101,6 +101,7 @@ contract!(
     concurrent_writers_wait_for_each_other,
     approvals_pending_superseded_and_decided,
     approvals_decisions_only_on_pending,
+    approvals_superseded_when_no_longer_needed,
     audit_events,
     #[ignore]
     hundred_thousand_creates,
@@ -972,4 +973,47 @@ async fn sqlite_in_memory() {
     let s = SqliteStore::open(":memory:").await.unwrap();
     s.insert_user(&manual_user("m")).await.unwrap();
     assert_eq!(s.users().await.unwrap().len(), 1);
+}
+
+async fn approvals_superseded_when_no_longer_needed(s: &dyn Store) {
+    assert!(s.supersede_pending("not needed").await.unwrap().is_empty());
+    assert!(
+        s.audit(10).await.unwrap().is_empty(),
+        "nothing to do, nothing audited"
+    );
+    s.create_approval("ap1", "fp1", &[held("disable", "a")])
+        .await
+        .unwrap();
+    s.create_approval("ap2", "fp2", &[held("disable", "b")])
+        .await
+        .unwrap();
+    s.decide_approval("ap2", ApprovalStatus::Rejected, "x", None)
+        .await
+        .unwrap();
+    s.create_approval("ap3", "fp3", &[held("disable", "c")])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.supersede_pending("no longer needed").await.unwrap(),
+        vec!["ap3".to_string()]
+    );
+    let ap3 = s.approval("ap3").await.unwrap().unwrap();
+    assert_eq!(ap3.status, ApprovalStatus::Superseded);
+    assert_eq!(ap3.detail.as_deref(), Some("no longer needed"));
+    assert_eq!(
+        s.approval("ap2").await.unwrap().unwrap().status,
+        ApprovalStatus::Rejected,
+        "decided ones stay as they are"
+    );
+    assert!(s
+        .approvals(Some(ApprovalStatus::Pending))
+        .await
+        .unwrap()
+        .is_empty());
+    let last = &s.audit(1).await.unwrap()[0];
+    assert_eq!(last.action, "approval-superseded");
+    assert_eq!(
+        last.detail.as_deref(),
+        Some("approval ap3: no longer needed")
+    );
 }
