@@ -23,6 +23,7 @@ const SMTP_PASSWORD: &str = "smtp-S3cret-never-shown";
 /// Teams (OUs) of users, one per test so tests running in parallel do not meet.
 const TEAMS: &[(&str, &str, usize)] = &[
     ("Held", "held", 8),
+    ("HeldPg", "hpg", 8),
     ("Rej", "rej", 8),
     ("Recheck", "rc", 8),
     ("Super", "sup", 8),
@@ -264,12 +265,21 @@ fn header(data: &str, name: &str) -> String {
 
 #[test]
 fn six_leave_with_threshold_five_are_held_emailed_and_applied_on_approval() {
+    held_emailed_and_applied(Mfa::new(), "Held", "held");
+}
+
+#[test]
+fn six_leave_with_threshold_five_on_postgresql() {
+    let url = mfasync_testkit::shared_postgres().fresh_database();
+    held_emailed_and_applied(Mfa::with_url(url), "HeldPg", "hpg");
+}
+
+fn held_emailed_and_applied(m: Mfa, team: &str, prefix: &str) {
     let sink = SmtpSink::start(None);
-    let m = Mfa::new();
-    m.apply(&config("Held", admin(), &sink.url(), ""));
+    m.apply(&config(team, admin(), &sink.url(), ""));
     assert_eq!(counts(&m.sync_full()).0, 8);
     for i in 1..=6 {
-        move_user(&format!("held{i}"), "Held", "Away");
+        move_user(&format!("{prefix}{i}"), team, "Away");
     }
     let r = m.sync_full();
     assert_eq!(counts(&r).3, 0, "nothing disabled: {r}");
@@ -278,7 +288,7 @@ fn six_leave_with_threshold_five_are_held_emailed_and_applied_on_approval() {
     assert_eq!(pa["remove"], 0, "{r}");
     let id = pa["id"].as_str().expect("approval id").to_string();
     assert_eq!(
-        enabled(&m, "held"),
+        enabled(&m, prefix),
         8,
         "none of them changes until approved"
     );
@@ -302,14 +312,17 @@ fn six_leave_with_threshold_five_are_held_emailed_and_applied_on_approval() {
         "{subject}"
     );
     for i in 1..=6 {
-        assert!(data.contains(&format!("held{i}")), "names held{i}: {data}");
+        assert!(
+            data.contains(&format!("{prefix}{i}")),
+            "names {prefix}{i}: {data}"
+        );
     }
     assert!(
         data.contains(&format!("mfasync approvals approve {id}")),
         "{data}"
     );
     assert!(
-        data.contains(&format!("no longer in ou=Held,{BASE}")),
+        data.contains(&format!("no longer in ou={team},{BASE}")),
         "reason: {data}"
     );
 
@@ -329,7 +342,7 @@ fn six_leave_with_threshold_five_are_held_emailed_and_applied_on_approval() {
     names.sort();
     assert_eq!(
         names,
-        ["held1", "held2", "held3", "held4", "held5", "held6"]
+        (1..=6).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>()
     );
     assert_eq!(list[0]["remove"], serde_json::json!([]));
 
@@ -344,10 +357,10 @@ fn six_leave_with_threshold_five_are_held_emailed_and_applied_on_approval() {
     let o = m.ok(&["--json", "approvals", "approve", &id]);
     let v = o.json();
     assert_eq!(v["disabled"], 6, "{v}");
-    assert_eq!(enabled(&m, "held"), 2);
+    assert_eq!(enabled(&m, prefix), 2);
     for i in 1..=6 {
         assert_eq!(
-            m.user(&format!("held{i}")).expect("still stored")["enabled"],
+            m.user(&format!("{prefix}{i}")).expect("still stored")["enabled"],
             false
         );
     }
