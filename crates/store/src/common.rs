@@ -665,7 +665,6 @@ macro_rules! impl_store {
             async fn apply(&self, changes: &[Change], watermark: Option<&Watermark>) -> Result<()> {
                 validate(changes)?;
                 let at = now()?;
-                let audit = changes.iter().map(AuditRow::for_change).collect::<Result<Vec<_>>>()?;
                 let mut tx = self.begin().await?;
                 let mut rest = changes;
                 while let Some(first) = rest.first() {
@@ -688,7 +687,12 @@ macro_rules! impl_store {
                     };
                     rest = &rest[len..];
                 }
-                self.write_audit(&mut tx, &audit, &at).await?;
+                // Audit rows (before/after JSON) are built a chunk at a time, so a
+                // 100k-user plan never holds 100k JSON documents at once.
+                for chunk in changes.chunks(AUDIT_CHUNK) {
+                    let rows = chunk.iter().map(AuditRow::for_change).collect::<Result<Vec<_>>>()?;
+                    self.write_audit(&mut tx, &rows, &at).await?;
+                }
                 if let Some(w) = watermark {
                     sqlx::query(
                         "INSERT INTO watermark (id, kind, server, value, items_fingerprint, updated_at) \
