@@ -135,7 +135,6 @@ async fn decide(
     }
     let split = safeguard::split(plan, cfg.sync.approval_threshold);
     if split.held.is_empty() {
-        retire_pending(store, "no longer needed: a later cycle needed no approval").await?;
         return Ok((split.now, None));
     }
     let fingerprint = safeguard::fingerprint(&split.held);
@@ -149,14 +148,6 @@ async fn decide(
             held = split.held.len(),
             "these disables/removals were rejected before and the directory has not changed since; not applied, not asked again"
         );
-        retire_pending(
-            store,
-            &format!(
-                "no longer needed: the directory again calls for exactly the set rejected in {}",
-                r.id
-            ),
-        )
-        .await?;
         return Ok((split.now, None));
     }
     let pending = store
@@ -183,8 +174,21 @@ async fn decide(
     Ok((split.now, Some(PendingApproval::of(&a))))
 }
 
-/// Pending approvals that the current cycle no longer calls for become
-/// superseded, so `approvals list` only shows what is still waiting.
+/// After a cycle that applied its plan: when a FULL cycle (which sees every
+/// departure, unlike an incremental one) needed no approval, the approvals
+/// still pending are no longer needed and become superseded, so
+/// `approvals list` only shows what is still waiting. Not while an approval
+/// is being applied. Failures are logged: the cycle itself is done.
+pub async fn after_cycle(store: &dyn Store, full: bool, pending: Option<&PendingApproval>) {
+    if !full || pending.is_some() || IN_FORCE.try_with(|_| ()).is_ok() {
+        return;
+    }
+    let why = "no longer needed: a later full synchronization needed no approval";
+    if let Err(e) = retire_pending(store, why).await {
+        tracing::error!("{e:#}");
+    }
+}
+
 async fn retire_pending(store: &dyn Store, why: &str) -> Result<()> {
     // read first: most cycles have nothing pending and need no write
     if store

@@ -129,6 +129,9 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         Ok(p)
     })
     .await;
+    if !opts.plan_only && result.is_ok() {
+        crate::approvals::after_cycle(store, mode == "full", pending_approval.as_ref()).await;
+    }
     if let Some(id) = run_id {
         finish(store, id, mode, &result, None).await?;
     }

@@ -33,6 +33,7 @@ const TEAMS: &[(&str, &str, usize)] = &[
     ("limited", "lim", 7),
     ("Audit", "aud", 3),
     ("Back", "back", 8),
+    ("Inc", "inc", 8),
 ];
 
 fn person(dn: &str, uid: &str, extra: &str) -> String {
@@ -715,4 +716,31 @@ fn pending_approval_no_longer_needed_is_retired() {
     );
     assert_eq!(enabled(&m, "back"), 8);
     assert_eq!(sink.messages().len(), 1);
+}
+
+#[test]
+fn departures_held_by_an_incremental_cycle_stay_pending_until_decided() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    m.apply(&config("Inc", admin(), &sink.url(), ""));
+    m.sync_full();
+    for i in 1..=6 {
+        move_user(&format!("inc{i}"), "Inc", "Away");
+    }
+    let r = m.ok(&["--json", "sync"]).json();
+    assert_eq!(r["mode"], "incremental", "{r}");
+    assert_eq!(r["pending_approval"]["disable"], 6, "{r}");
+    let id = r["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(enabled(&m, "inc"), 8);
+    // a quiet incremental cycle does not see those departures again, and
+    // must not take the approval for "no longer needed"
+    let q = m.ok(&["--json", "sync"]).json();
+    assert_eq!(q["mode"], "incremental", "{q}");
+    assert_eq!(pending(&m).len(), 1, "still waiting");
+    assert_eq!(sink.messages().len(), 1);
+    m.ok(&["approvals", "approve", &id]);
+    assert_eq!(enabled(&m, "inc"), 2);
 }
