@@ -120,43 +120,48 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
         .collect();
     let mut seen: HashSet<&str> = HashSet::new();
     let mut desired_names: HashMap<String, String> = HashMap::new();
-    for d in &input.desired {
-        let Some(id) = d.directory_id.as_deref() else {
+    // `desired` is consumed: each user moves into its change (no copies of
+    // 100k users on a first sync).
+    for d in input.desired {
+        let Some(id) = d.directory_id.clone() else {
             continue;
         };
+        let cur: Option<(&str, &MfaUser)> = by_id.get_key_value(id.as_str()).map(|(k, u)| (*k, *u));
         if taken_by_manual.contains(&d.username.to_lowercase()) {
             plan.warnings.push(format!(
                 "{}: username already used by a manual MFA user; directory user {} skipped",
                 d.username, id
             ));
-            if let Some(cur) = by_id.get(id) {
-                seen.insert(cur.directory_id.as_deref().unwrap_or_default());
+            if let Some((k, _)) = cur {
+                seen.insert(k);
             }
             continue;
         }
-        if let Some(other) = desired_names.insert(d.username.to_lowercase(), id.to_string()) {
+        if let Some(other) = desired_names.insert(d.username.to_lowercase(), id.clone()) {
             if other != id {
                 plan.warnings.push(format!(
                     "{}: two directory users share this username ({other} and {id}); the second is skipped",
                     d.username
                 ));
-                if by_id.contains_key(id) && seen.insert(id) {
-                    plan.unchanged += 1;
+                if let Some((k, _)) = cur {
+                    if seen.insert(k) {
+                        plan.unchanged += 1;
+                    }
                 }
                 continue;
             }
         }
-        match by_id.get(id) {
+        match cur {
             None => plan.changes.push(Change {
                 action: Action::Create,
-                user: d.clone(),
+                user: d,
                 before: None,
                 fields: vec![],
                 reason: None,
             }),
-            Some(cur) => {
-                seen.insert(cur.directory_id.as_deref().unwrap_or_default());
-                let fields = cur.diff_fields(d);
+            Some((k, cur)) => {
+                seen.insert(k);
+                let fields = cur.diff_fields(&d);
                 if fields.is_empty() {
                     plan.unchanged += 1;
                 } else {
@@ -169,8 +174,8 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
                     };
                     plan.changes.push(Change {
                         action,
-                        user: d.clone(),
-                        before: Some((*cur).clone()),
+                        user: d,
+                        before: Some(cur.clone()),
                         fields,
                         reason: None,
                     });
