@@ -12,6 +12,7 @@ pub mod filter;
 pub mod mapping;
 pub mod phone;
 pub mod plan;
+pub mod ratelimit;
 pub mod safeguard;
 pub mod user;
 
