@@ -41,6 +41,12 @@ impl PendingApproval {
     }
 }
 
+/// Why a set is held (log line and email).
+const OVER_THRESHOLD: &str =
+    "more users would be disabled or removed than sync.approval_threshold allows";
+const TOUCHES_REJECTED: &str =
+    "the disables/removals include users whose departure an administrator rejected";
+
 /// Users named in a notification; the rest are counted.
 const EMAIL_LISTED: usize = 20;
 /// How long one SMTP conversation may take.
@@ -133,7 +139,28 @@ async fn decide(
             .collect();
         return Ok((now, None));
     }
-    let split = safeguard::split(plan, cfg.sync.approval_threshold);
+    let mut split = safeguard::split(plan, cfg.sync.approval_threshold);
+    let mut why = OVER_THRESHOLD;
+    if split.held.is_empty()
+        && cfg.sync.approval_threshold.is_some()
+        && plan.changes.iter().any(is_departure)
+    {
+        // Under the threshold, but the last decision rejected some of these
+        // users' departures: they are not made without asking again.
+        if let Some(r) = latest_rejection(store).await? {
+            let rejected: HashSet<String> = r.changes.iter().map(held_key).collect();
+            if plan
+                .changes
+                .iter()
+                .any(|c| is_departure(c) && rejected.contains(&change_key(c)))
+            {
+                let (held, now): (Vec<Change>, Vec<Change>) =
+                    plan.changes.iter().cloned().partition(is_departure);
+                split = safeguard::Split { now, held };
+                why = TOUCHES_REJECTED;
+            }
+        }
+    }
     if split.held.is_empty() {
         return Ok((split.now, None));
     }
@@ -168,10 +195,20 @@ async fn decide(
         approval = %a.id,
         held = held.len(),
         threshold = cfg.sync.approval_threshold.unwrap_or_default(),
-        "more users would be disabled or removed than sync.approval_threshold allows: held for approval"
+        "{why}: held for approval"
     );
-    notify(store, cfg, &a).await;
+    notify(store, cfg, &a, why).await;
     Ok((split.now, Some(PendingApproval::of(&a))))
+}
+
+/// The rejected approval that was the last word, if the newest approval is a
+/// rejection (a newer approval means the administrator was asked again).
+async fn latest_rejection(store: &dyn Store) -> Result<Option<Approval>> {
+    let all = store.approvals(None).await.context("reading approvals")?;
+    Ok(all
+        .into_iter()
+        .next()
+        .filter(|a| a.status == ApprovalStatus::Rejected))
 }
 
 /// After a cycle that applied its plan: when a FULL cycle (which sees every
@@ -340,7 +377,7 @@ pub async fn reject(store: &dyn Store, id: &str, actor: &str) -> Result<Approval
 // ---------------------------------------------------------------- email
 
 /// Send the notification for a new approval; failures are logged and audited.
-async fn notify(store: &dyn Store, cfg: &Config, a: &Approval) {
+async fn notify(store: &dyn Store, cfg: &Config, a: &Approval, why: &str) {
     if cfg.sync.notify.is_empty() {
         tracing::warn!(approval = %a.id, "sync.notify is empty: nobody is told about the pending approval");
         return;
@@ -351,7 +388,7 @@ async fn notify(store: &dyn Store, cfg: &Config, a: &Approval) {
         return;
     };
     let to = cfg.sync.notify.join(", ");
-    let (action, detail) = match send(smtp, &cfg.sync.notify, a).await {
+    let (action, detail) = match send(smtp, &cfg.sync.notify, a, why).await {
         Ok(()) => (
             "notify-sent",
             format!("approval {}: notification sent to {to}", a.id),
@@ -379,16 +416,15 @@ fn redact(text: &str, smtp: &Smtp) -> String {
 }
 
 /// The subject and plain-text body of the notification.
-pub fn message_text(a: &Approval) -> (String, String) {
+pub fn message_text(a: &Approval, why: &str) -> (String, String) {
     let p = PendingApproval::of(a);
     let subject = format!(
         "mfasync: approval needed to disable {} and remove {} MFA users (approval {})",
         p.disable, p.remove, a.id
     );
     let mut body = format!(
-        "A synchronization would disable {} and remove {} MFA users, more than\n\
-         sync.approval_threshold allows. None of them has been changed: they are\n\
-         held as approval {} (created {}).\n\n",
+        "A synchronization would disable {} and remove {} MFA users:\n{why}.\n\
+         None of them has been changed: they are held as approval {} (created {}).\n\n",
         p.disable, p.remove, a.id, a.created_at
     );
     for h in a.changes.iter().take(EMAIL_LISTED) {
@@ -416,12 +452,12 @@ pub fn message_text(a: &Approval) -> (String, String) {
     (subject, body)
 }
 
-async fn send(smtp: &Smtp, to: &[String], a: &Approval) -> Result<()> {
+async fn send(smtp: &Smtp, to: &[String], a: &Approval, why: &str) -> Result<()> {
     use lettre::message::header::ContentType;
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-    let (subject, body) = message_text(a);
+    let (subject, body) = message_text(a, why);
     let from = smtp
         .from
         .parse()
@@ -603,7 +639,7 @@ mod tests {
             decided_by: None,
             detail: None,
         };
-        let (subject, body) = message_text(&a);
+        let (subject, body) = message_text(&a, OVER_THRESHOLD);
         assert!(
             subject.contains("disable 20") && subject.contains("remove 5"),
             "{subject}"

@@ -34,6 +34,7 @@ const TEAMS: &[(&str, &str, usize)] = &[
     ("Audit", "aud", 3),
     ("Back", "back", 8),
     ("Inc", "inc", 8),
+    ("RejSub", "rs", 8),
 ];
 
 fn person(dn: &str, uid: &str, extra: &str) -> String {
@@ -247,21 +248,6 @@ fn audit(m: &Mfa) -> Vec<Value> {
     }
 }
 
-/// A header of a raw message, unfolded.
-fn header(data: &str, name: &str) -> String {
-    let mut lines = data
-        .lines()
-        .skip_while(|l| !l.starts_with(&format!("{name}:")));
-    let mut value = lines
-        .next()
-        .unwrap_or_else(|| panic!("no {name} in {data}"))
-        .to_string();
-    for l in lines.take_while(|l| l.starts_with([' ', '\t'])) {
-        value.push_str(l);
-    }
-    value
-}
-
 // ---------------------------------------------------------------- tests
 
 #[test]
@@ -306,8 +292,8 @@ fn held_emailed_and_applied(m: Mfa, team: &str, prefix: &str) {
     rcpt.sort();
     assert_eq!(rcpt, ["mfa-admins@example.com", "security@example.com"]);
     assert_eq!(msgs[0]["mail_from"], "mfasync@example.com");
-    let data = msgs[0]["data"].as_str().expect("data");
-    let subject = header(data, "Subject");
+    let data = msgs[0]["body"].as_str().expect("body");
+    let subject = msgs[0]["subject"].as_str().expect("subject");
     assert!(
         subject.contains("disable 6") && subject.contains(&id),
         "{subject}"
@@ -743,4 +729,39 @@ fn departures_held_by_an_incremental_cycle_stay_pending_until_decided() {
     assert_eq!(sink.messages().len(), 1);
     m.ok(&["approvals", "approve", &id]);
     assert_eq!(enabled(&m, "inc"), 2);
+}
+
+#[test]
+fn rejected_users_are_not_removed_without_asking_when_fewer_remain() {
+    // e.g. a bind account that lost rights: 6 users look gone, the
+    // administrator rejects, then one becomes visible again: the 5 others,
+    // now within the threshold, must still not go without asking
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    m.apply(&config("RejSub", admin(), &sink.url(), ""));
+    m.sync_full();
+    for i in 1..=6 {
+        move_user(&format!("rs{i}"), "RejSub", "Away");
+    }
+    let id = m.sync_full()["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    m.ok(&["approvals", "reject", &id]);
+    move_user("rs1", "Away", "RejSub");
+    let r = m.sync_full();
+    assert_eq!(counts(&r).3, 0, "{r}");
+    assert_eq!(r["pending_approval"]["disable"], 5, "asked again: {r}");
+    assert_eq!(enabled(&m, "rs"), 8);
+    let msgs = sink.messages();
+    assert_eq!(msgs.len(), 2);
+    let data = msgs[1]["body"].as_str().expect("body");
+    assert!(data.contains("rejected"), "says why: {data}");
+    // approving that one applies the 5
+    let id2 = r["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    m.ok(&["approvals", "approve", &id2]);
+    assert_eq!(enabled(&m, "rs"), 3);
 }

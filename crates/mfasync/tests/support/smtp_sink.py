@@ -3,11 +3,14 @@
 usage: smtp_sink.py OUTDIR PORT [USER:PASSWORD]
 
 Listens on 127.0.0.1:PORT and writes every message it accepts to
-OUTDIR/msgN.json ({"mail_from", "rcpt_tos", "login", "data"}) before it answers
+OUTDIR/msgN.json ({"mail_from", "rcpt_tos", "login", "data" (raw),
+"subject" and "body" (decoded)}) before it answers
 250, so a client that got its answer finds the file. With USER:PASSWORD, AUTH
 (PLAIN/LOGIN, no TLS) is required and only those credentials are accepted.
 Writes OUTDIR/ready when listening.
 """
+import email
+import email.policy
 import json
 import os
 import sys
@@ -34,6 +37,9 @@ class Handler:
             "login": login,
             "data": envelope.content.decode("utf8", "replace"),
         }
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        rec["subject"] = str(msg["subject"])
+        rec["body"] = msg.get_body().get_content()
         tmp = os.path.join(outdir, f".msg{Handler.n}.tmp")
         with open(tmp, "w") as f:
             json.dump(rec, f)
