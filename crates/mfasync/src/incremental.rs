@@ -29,6 +29,7 @@ use mfasync_core::mapping::{self, DirectoryUser};
 use mfasync_core::plan::{self, Plan};
 use mfasync_core::{Entry, MfaUser, Source};
 use mfasync_ldap::{Client, Scope, SyncEvent};
+use mfasync_store::{Store, UserKey};
 use std::collections::{HashMap, HashSet};
 
 /// Which incremental mechanism a watermark belongs to.
@@ -412,7 +413,7 @@ pub struct Cycle {
 pub async fn cycle(
     client: &mut Client,
     cfg: &Config,
-    stored: &[MfaUser],
+    store: &dyn Store,
     kind: Kind,
     base: &str,
     cookie: &[u8],
@@ -443,18 +444,6 @@ pub async fn cycle(
         reads: 0,
     };
 
-    let dir_users: Vec<&MfaUser> = stored
-        .iter()
-        .filter(|u| u.source == Source::Directory && u.directory_id.is_some())
-        .collect();
-    let by_id: HashMap<&str, &MfaUser> = dir_users
-        .iter()
-        .filter_map(|u| u.directory_id.as_deref().map(|id| (id, *u)))
-        .collect();
-    let by_dn: HashMap<String, &MfaUser> = dir_users
-        .iter()
-        .filter_map(|u| u.dn.as_deref().map(|dn| (normalize_dn(dn), *u)))
-        .collect();
     let item_index: HashMap<&str, usize> = cfg
         .sync
         .items
@@ -477,13 +466,15 @@ pub async fn cycle(
 
     // Present phase: stored users under the base DN not listed are gone.
     if let Some(present) = &changes.present {
+        // (a present phase lists everything: compare with every stored user)
+        let all = store.users().await?;
         let listed: HashSet<&str> = changes
             .changed
             .iter()
             .filter_map(|(_, id)| id.as_deref())
             .collect();
         let base_n = normalize_dn(base);
-        for u in &dir_users {
+        for u in all.iter().filter(|u| u.source == Source::Directory) {
             let (Some(id), Some(dn)) = (u.directory_id.as_deref(), u.dn.as_deref()) else {
                 continue;
             };
@@ -524,9 +515,7 @@ pub async fn cycle(
             changed_groups.push(dn.clone());
         } else if let Some(id) = id {
             // no longer a user (or not one): a stored user with this id left
-            if by_id.contains_key(id.as_str()) {
-                gone.insert(id.clone());
-            }
+            gone.insert(id.clone());
         }
     }
 
@@ -567,6 +556,13 @@ pub async fn cycle(
                 .with_context(|| format!("reading the members of {grp}"))?
                 .unwrap_or_default();
             r.reads += 1;
+            let by_dn: HashMap<String, MfaUser> = store
+                .users_by(UserKey::Dn, &values)
+                .await?
+                .into_iter()
+                .filter(|u| u.source == Source::Directory)
+                .filter_map(|u| u.dn.as_deref().map(normalize_dn).map(|n| (n, u)))
+                .collect();
             for v in values {
                 let n = normalize_dn(&v);
                 if members.contains(&n) {
@@ -606,7 +602,12 @@ pub async fn cycle(
             }
         }
         // stored users governed by a relevant item that are not members any more (or via other paths)
-        for u in &dir_users {
+        let relevant_dns: Vec<String> = relevant
+            .iter()
+            .filter_map(|&i| cfg.sync.items.get(i).map(|it| it.dn.clone()))
+            .collect();
+        let governed = store.users_by(UserKey::SyncItem, &relevant_dns).await?;
+        for u in governed.iter().filter(|u| u.source == Source::Directory) {
             let Some(dn) = u.dn.as_deref() else { continue };
             let n = normalize_dn(dn);
             if stored_index(u).is_some_and(|k| relevant.contains(&k)) && !members.contains(&n) {
@@ -635,9 +636,7 @@ pub async fn cycle(
                 Some(e) => match mapping::map_user(a, &e) {
                     Ok(du) => du,
                     Err(err) => {
-                        if let Some(id) = by_dn.get(&key).and_then(|u| u.directory_id.clone()) {
-                            keep.insert(id);
-                        }
+                        // not in this cycle's subset: left exactly as it is
                         warnings.push(err.to_string());
                         continue;
                     }
@@ -676,22 +675,36 @@ pub async fn cycle(
     // Plan over the affected users only (plus manual users, for username clashes).
     subset.extend(gone.iter().cloned());
     subset.extend(keep.iter().cloned());
+    let subset_ids: Vec<String> = subset.iter().cloned().collect();
+    let mut current: Vec<MfaUser> = store
+        .users_by(UserKey::DirectoryId, &subset_ids)
+        .await?
+        .into_iter()
+        .filter(|u| u.source == Source::Directory)
+        .collect();
+    let mut names: Vec<String> = desired.iter().map(|d| d.username.to_lowercase()).collect();
+    names.sort();
+    names.dedup();
+    let same_names = store.users_by(UserKey::UsernameLower, &names).await?;
     // a username held by a stored directory user outside this cycle is not taken over
-    let others: HashMap<String, &str> = dir_users
+    let others: HashMap<String, String> = same_names
         .iter()
-        .filter(|u| {
-            u.directory_id
-                .as_deref()
-                .is_some_and(|id| !subset.contains(id))
-        })
+        .filter(|u| u.source == Source::Directory)
         .filter_map(|u| {
             u.directory_id
                 .as_deref()
-                .map(|id| (u.username.to_lowercase(), id))
+                .filter(|id| !subset.contains(*id))
+                .map(|id| (u.username.to_lowercase(), id.to_string()))
         })
         .collect();
+    // manual users holding a wanted username: the plan skips those users with a warning
+    current.extend(
+        same_names
+            .into_iter()
+            .filter(|u| u.source == Source::Manual),
+    );
     desired.retain(|d| match others.get(&d.username.to_lowercase()) {
-        Some(other) if Some(*other) != d.directory_id.as_deref() => {
+        Some(other) if Some(other.as_str()) != d.directory_id.as_deref() => {
             warnings.push(format!(
                 "{}: two directory users share this username ({other} and {}); the second is skipped",
                 d.username,
@@ -704,16 +717,6 @@ pub async fn cycle(
         }
         _ => true,
     });
-    let current: Vec<MfaUser> = stored
-        .iter()
-        .filter(|u| {
-            u.source == Source::Manual
-                || u.directory_id
-                    .as_deref()
-                    .is_some_and(|id| subset.contains(id))
-        })
-        .cloned()
-        .collect();
     let items: HashMap<String, WhenRemoved> = cfg
         .sync
         .items

@@ -201,8 +201,7 @@ async fn incremental_cycle(
 ) -> Result<(Plan, usize)> {
     let t = std::time::Instant::now();
     let base = client.base_dn().to_string();
-    let stored = store.users().await?;
-    let c = incremental::cycle(client, cfg, &stored, kind, &base, &wm.value).await?;
+    let c = incremental::cycle(client, cfg, store, kind, &base, &wm.value).await?;
     for w in &c.plan.warnings {
         tracing::warn!("{w}");
     }

@@ -250,7 +250,7 @@ impl Sql {
         s
     }
 
-    fn key_list(&self, keys: usize) -> String {
+    pub(crate) fn key_list(&self, keys: usize) -> String {
         let mut s = String::new();
         placeholders(&mut s, self.numbered, 1, keys);
         s
@@ -637,6 +637,26 @@ macro_rules! impl_store {
                 }
                 keyed.sort_by(|(la, a), (lb, b)| la.cmp(lb).then_with(|| a.username.cmp(&b.username)));
                 Ok(keyed.into_iter().map(|(_, u)| u).collect())
+            }
+
+            async fn users_by(&self, key: $crate::UserKey, values: &[String]) -> Result<Vec<MfaUser>> {
+                let mut out = Vec::new();
+                for chunk in values.chunks(500) {
+                    let sql = format!(
+                        "{} WHERE {} IN {}",
+                        self.sql.select_users,
+                        key.column(),
+                        self.sql.key_list(chunk.len())
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for v in chunk {
+                        q = q.bind(v.as_str());
+                    }
+                    for row in q.fetch_all(&self.pool).await? {
+                        out.push(user_from_row(&row)?);
+                    }
+                }
+                Ok(out)
             }
 
             async fn insert_user(&self, user: &MfaUser) -> Result<()> {

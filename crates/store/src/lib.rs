@@ -148,11 +148,38 @@ pub struct Approval {
     pub detail: Option<String>,
 }
 
+/// A column to look users up by, for [`Store::users_by`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserKey {
+    DirectoryId,
+    /// The DN exactly as stored.
+    Dn,
+    /// The username lower-cased (Rust `to_lowercase`).
+    UsernameLower,
+    /// The `dn` of the governing sync item, exactly as configured.
+    SyncItem,
+}
+
+impl UserKey {
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            UserKey::DirectoryId => "directory_id",
+            UserKey::Dn => "dn",
+            UserKey::UsernameLower => "username_lower",
+            UserKey::SyncItem => "sync_item",
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// All MFA users (directory and manual), ordered by username (case-insensitively,
     /// ties by exact username).
     async fn users(&self) -> Result<Vec<MfaUser>>;
+    /// The users (directory and manual) whose `key` equals one of `values`,
+    /// in no particular order: the lookups of an incremental cycle, without
+    /// loading every user.
+    async fn users_by(&self, key: UserKey, values: &[String]) -> Result<Vec<MfaUser>>;
     /// Insert a user by hand (source manual or directory); fails on a username taken.
     async fn insert_user(&self, user: &MfaUser) -> Result<()>;
     /// Apply a plan and set the watermark, in ONE transaction. `Create` inserts,

@@ -103,11 +103,71 @@ contract!(
     approvals_decisions_only_on_pending,
     approvals_superseded_when_no_longer_needed,
     audit_events,
+    users_by_key,
     #[ignore]
     hundred_thousand_creates,
 );
 
 // ---------------------------------------------------------------- helpers
+
+async fn users_by_key(s: &dyn Store) {
+    use mfasync_store::UserKey;
+    let mut users: Vec<MfaUser> = (0..1200)
+        .map(|i| dir_user(&format!("u{i:04}"), &format!("id-{i}")))
+        .collect();
+    users[1].sync_item = Some("CN=vip,DC=example,DC=com".into());
+    users[2].username = "MixedCase".into();
+    let changes: Vec<Change> = users.iter().map(create).collect();
+    s.apply(&changes, None).await.unwrap();
+    s.insert_user(&manual_user("Hand")).await.unwrap();
+    let names = |v: Vec<MfaUser>| {
+        sorted(v)
+            .into_iter()
+            .map(|u| u.username)
+            .collect::<Vec<_>>()
+    };
+    let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    assert_eq!(
+        names(
+            s.users_by(UserKey::DirectoryId, &v(&["id-0", "id-3", "nope"]))
+                .await
+                .unwrap()
+        ),
+        ["u0000", "u0003"]
+    );
+    assert_eq!(
+        names(
+            s.users_by(UserKey::Dn, &v(&["CN=u0005,OU=Staff,DC=example,DC=com"]))
+                .await
+                .unwrap()
+        ),
+        ["u0005"]
+    );
+    assert_eq!(
+        names(
+            s.users_by(UserKey::UsernameLower, &v(&["mixedcase", "hand"]))
+                .await
+                .unwrap()
+        ),
+        ["Hand", "MixedCase"]
+    );
+    assert_eq!(
+        names(
+            s.users_by(UserKey::SyncItem, &v(&["CN=vip,DC=example,DC=com"]))
+                .await
+                .unwrap()
+        ),
+        ["u0001"]
+    );
+    assert!(s.users_by(UserKey::Dn, &[]).await.unwrap().is_empty());
+    // more values than one statement takes
+    let ids: Vec<String> = (0..1200).map(|i| format!("id-{i}")).collect();
+    assert_eq!(
+        s.users_by(UserKey::DirectoryId, &ids).await.unwrap().len(),
+        1200
+    );
+}
 
 fn dir_user(name: &str, id: &str) -> MfaUser {
     MfaUser {

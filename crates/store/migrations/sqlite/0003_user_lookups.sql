@@ -1,0 +1,3 @@
+-- Lookups of an incremental sync cycle (Store::users_by): by DN and by governing item.
+CREATE INDEX users_dn ON users (dn);
+CREATE INDEX users_sync_item ON users (sync_item);
