@@ -302,14 +302,14 @@ async fn run(cli: Cli) -> CmdResult {
                     .map(|r| {
                         serde_json::json!({"id": r.id, "started_at": r.started_at, "finished_at": r.finished_at,
                         "mode": r.mode, "created": r.created, "updated": r.updated, "enabled": r.enabled,
-                        "disabled": r.disabled, "removed": r.removed, "unchanged": r.unchanged, "error": r.error})
+                        "disabled": r.disabled, "removed": r.removed, "unchanged": r.unchanged, "entries_read": r.entries_read, "error": r.error})
                     })
                     .collect();
                 print_json(&v)
             } else {
                 for r in runs {
                     println!(
-                        "#{} {} {} created={} updated={} enabled={} disabled={} removed={} unchanged={}{}",
+                        "#{} {} {} created={} updated={} enabled={} disabled={} removed={} unchanged={}{}{}",
                         r.id,
                         r.started_at,
                         r.mode,
@@ -319,6 +319,9 @@ async fn run(cli: Cli) -> CmdResult {
                         r.disabled,
                         r.removed,
                         r.unchanged,
+                        r.entries_read
+                            .map(|n| format!(" entries_read={n}"))
+                            .unwrap_or_default(),
                         r.error.map(|e| format!(" error: {e}")).unwrap_or_default()
                     );
                 }

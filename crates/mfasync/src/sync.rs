@@ -118,7 +118,8 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
                     note = Some(msg.clone());
                     mode = "full";
                     if let Some(id) = run_id {
-                        finish(store, id, "incremental", &Ok(Plan::default()), Some(msg)).await?;
+                        let skipped = Ok(Plan::default());
+                        finish(store, id, "incremental", &skipped, Some(msg), None).await?;
                         run_id = Some(store.run_started("full").await?);
                     }
                 }
@@ -133,7 +134,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         crate::approvals::after_cycle(store, mode == "full", pending_approval.as_ref()).await;
     }
     if let Some(id) = run_id {
-        finish(store, id, mode, &result, None).await?;
+        finish(store, id, mode, &result, None, entries_read).await?;
     }
     Ok(Outcome {
         mode,
@@ -150,6 +151,7 @@ async fn finish(
     mode: &str,
     result: &Result<Plan>,
     error: Option<String>,
+    entries_read: Option<usize>,
 ) -> Result<()> {
     let (counts, error) = match result {
         Ok(p) => (p.counts(), error),
@@ -169,6 +171,7 @@ async fn finish(
             removed: n(counts.removed),
             unchanged: n(counts.unchanged),
             error,
+            entries_read: entries_read.map(n),
         })
         .await?;
     Ok(())

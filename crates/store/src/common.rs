@@ -458,6 +458,7 @@ macro_rules! impl_store {
                 removed: row.try_get("removed")?,
                 unchanged: row.try_get("unchanged")?,
                 error: row.try_get("error")?,
+                entries_read: row.try_get("entries_read")?,
             })
         }
 
@@ -817,8 +818,8 @@ macro_rules! impl_store {
                 };
                 let done = sqlx::query(
                     "UPDATE sync_runs SET finished_at = $1, created = $2, updated = $3, \
-                     enabled = $4, disabled = $5, removed = $6, unchanged = $7, error = $8 \
-                     WHERE id = $9",
+                     enabled = $4, disabled = $5, removed = $6, unchanged = $7, error = $8, \
+                     entries_read = $9 WHERE id = $10",
                 )
                 .bind(finished.as_str())
                 .bind(run.created)
@@ -828,6 +829,7 @@ macro_rules! impl_store {
                 .bind(run.removed)
                 .bind(run.unchanged)
                 .bind(run.error.as_deref())
+                .bind(run.entries_read)
                 .bind(run.id)
                 .execute(&self.pool)
                 .await?;
@@ -840,7 +842,7 @@ macro_rules! impl_store {
             async fn runs(&self, limit: i64) -> Result<Vec<SyncRun>> {
                 let rows = sqlx::query(
                     "SELECT id, started_at, finished_at, mode, created, updated, enabled, \
-                     disabled, removed, unchanged, error FROM sync_runs ORDER BY id DESC LIMIT $1",
+                     disabled, removed, unchanged, error, entries_read FROM sync_runs ORDER BY id DESC LIMIT $1",
                 )
                 .bind(limit)
                 .fetch_all(&self.pool)

@@ -67,6 +67,8 @@ pub struct SyncRun {
     pub removed: i64,
     pub unchanged: i64,
     pub error: Option<String>,
+    /// Directory entries an incremental cycle received (None for a full one).
+    pub entries_read: Option<i64>,
 }
 
 /// One row of the audit trail, written in the same transaction as the change it records.

@@ -40,6 +40,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed(include_str!("../migrations/sqlite/0002_approvals.sql")),
                 false,
             ),
+            Migration::new(
+                3,
+                Cow::Borrowed("user lookups"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../migrations/sqlite/0003_user_lookups.sql")),
+                false,
+            ),
         ]),
         ..Migrator::DEFAULT
     }

@@ -588,6 +588,7 @@ async fn sync_runs(s: &dyn Store) {
         removed: 1,
         unchanged: 1000,
         error: None,
+        entries_read: None,
     };
     s.run_finished(&done).await.unwrap();
     let failed = SyncRun {
@@ -595,12 +596,15 @@ async fn sync_runs(s: &dyn Store) {
         mode: "incremental".to_string(),
         error: Some("LDAP server down: dc1 ✗".to_string()),
         finished_at: Some("2026-01-02T03:04:05Z".to_string()),
+        entries_read: Some(42),
         ..done.clone()
     };
     s.run_finished(&failed).await.unwrap();
     let runs = s.runs(10).await.unwrap();
     assert_eq!(runs[0].error.as_deref(), Some("LDAP server down: dc1 ✗"));
     assert_eq!(runs[0].finished_at.as_deref(), Some("2026-01-02T03:04:05Z"));
+    assert_eq!(runs[0].entries_read, Some(42));
+    assert_eq!(runs[1].entries_read, None);
     let r = &runs[1];
     assert!(r.finished_at.is_some());
     assert_eq!(
