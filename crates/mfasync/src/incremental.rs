@@ -227,7 +227,10 @@ async fn fetch(
         }
         Kind::DirSync => {
             let nc = naming_context(client, base);
-            let filter = format!("(|{}{})", cfg.filters.user, cfg.filters.security_group);
+            let filter = format!(
+                "(|{}{}{})",
+                cfg.filters.user, cfg.filters.security_group, cfg.filters.container
+            );
             // DirSync returns an object only when one of the requested
             // attributes changed: ask for every mapped attribute, group
             // membership, and what a move or rename changes.
@@ -316,6 +319,14 @@ impl Resolver<'_> {
     async fn read_user(&mut self, dn: &str) -> Result<Option<Entry>> {
         let (f, a) = (self.cfg.filters.user.clone(), self.attrs.clone());
         self.base_match(dn, &f, &a).await
+    }
+
+    async fn is_container(&mut self, dn: &str) -> Result<bool> {
+        let f = self.cfg.filters.container.clone();
+        Ok(self
+            .base_match(dn, &f, &["1.1".to_string()])
+            .await?
+            .is_some())
     }
 
     async fn is_group(&mut self, dn: &str) -> Result<bool> {
@@ -409,7 +420,8 @@ pub struct Cycle {
     pub entries_read: usize,
 }
 
-/// One incremental cycle: changes since `cookie`, resolved into a plan.
+/// One incremental cycle: changes since `cookie`, resolved into a plan;
+/// `Ok(Err(why))` when the changes need a full synchronization instead.
 pub async fn cycle(
     client: &mut Client,
     cfg: &Config,
@@ -417,7 +429,7 @@ pub async fn cycle(
     kind: Kind,
     base: &str,
     cookie: &[u8],
-) -> Result<Cycle> {
+) -> Result<std::result::Result<Cycle, String>> {
     let changes = fetch(client, cfg, kind, base, cookie).await?;
     tracing::info!(
         changed = changes.changed.len(),
@@ -513,6 +525,12 @@ pub async fn cycle(
             }
         } else if r.is_group(dn).await? {
             changed_groups.push(dn.clone());
+        } else if r.is_container(dn).await? {
+            // a renamed or moved container moves every user below it, and
+            // the directory reports only the container: re-read everything
+            return Ok(Err(format!(
+                "container {dn} changed (renamed, moved or edited)"
+            )));
         } else if let Some(id) = id {
             // no longer a user (or not one): a stored user with this id left
             gone.insert(id.clone());
@@ -733,11 +751,11 @@ pub async fn cycle(
     });
     p.warnings.extend(warnings);
     let entries_read = changes.entries + r.reads;
-    Ok(Cycle {
+    Ok(Ok(Cycle {
         plan: p,
         cookie: changes.cookie,
         entries_read,
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -103,26 +103,29 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
                 )),
                 (Some(w), Ok(kind)) => Ok((kind, w)),
             };
-            match ok {
+            let why = match ok {
                 Ok((kind, w)) => {
-                    let (p, n) = incremental_cycle(store, cfg, &mut client, kind, w, opts.plan_only).await?;
-                    entries_read = Some(n);
-                    client.unbind().await;
-                    return Ok(p);
-                }
-                Err(why) => {
-                    let msg = format!(
-                        "incremental synchronization is not possible ({why}): running a full synchronization"
-                    );
-                    tracing::warn!("{msg}");
-                    note = Some(msg.clone());
-                    mode = "full";
-                    if let Some(id) = run_id {
-                        let skipped = Ok(Plan::default());
-                        finish(store, id, "incremental", &skipped, Some(msg), None).await?;
-                        run_id = Some(store.run_started("full").await?);
+                    match incremental_cycle(store, cfg, &mut client, kind, w, opts.plan_only).await? {
+                        Ok((p, n)) => {
+                            entries_read = Some(n);
+                            client.unbind().await;
+                            return Ok(p);
+                        }
+                        Err(why) => why,
                     }
                 }
+                Err(why) => why,
+            };
+            let msg = format!(
+                "incremental synchronization is not possible ({why}): running a full synchronization"
+            );
+            tracing::warn!("{msg}");
+            note = Some(msg.clone());
+            mode = "full";
+            if let Some(id) = run_id {
+                let skipped = Ok(Plan::default());
+                finish(store, id, "incremental", &skipped, Some(msg), None).await?;
+                run_id = Some(store.run_started("full").await?);
             }
         }
         let p = full(store, cfg, &mut client, opts.plan_only).await?;
@@ -201,10 +204,13 @@ async fn incremental_cycle(
     kind: incremental::Kind,
     wm: &Watermark,
     plan_only: bool,
-) -> Result<(Plan, usize)> {
+) -> Result<std::result::Result<(Plan, usize), String>> {
     let t = std::time::Instant::now();
     let base = client.base_dn().to_string();
-    let c = incremental::cycle(client, cfg, store, kind, &base, &wm.value).await?;
+    let c = match incremental::cycle(client, cfg, store, kind, &base, &wm.value).await? {
+        Ok(c) => c,
+        Err(why) => return Ok(Err(why)),
+    };
     for w in &c.plan.warnings {
         tracing::warn!("{w}");
     }
@@ -223,7 +229,7 @@ async fn incremental_cycle(
         };
         commit(store, cfg, &c.plan, &next).await?;
     }
-    Ok((c.plan, c.entries_read))
+    Ok(Ok((c.plan, c.entries_read)))
 }
 
 /// The single point where a cycle's plan is applied, with its watermark, in

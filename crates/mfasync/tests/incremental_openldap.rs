@@ -73,7 +73,7 @@ fn slapd() -> &'static Slapd {
     static S: OnceLock<Slapd> = OnceLock::new();
     S.get_or_init(|| {
         let mut l = String::new();
-        for t in ["T1", "T2", "T3", "T4"] {
+        for t in ["T1", "T2", "T3", "T4", "T5"] {
             l.push_str(&tree(t));
         }
         Slapd::start(&l)
@@ -379,4 +379,35 @@ fn entries_read_do_not_grow_with_the_directory() {
     assert_eq!(h[0]["entries_read"].as_u64(), Some(n), "history: {h}");
     eprintln!("10 modified users of {BULK}: entries_read = {n}");
     assert!((10..=25).contains(&n), "entries_read {n}");
+}
+
+#[test]
+fn a_moved_container_runs_a_full_sync() {
+    let s = slapd();
+    let t = "T5";
+    let root = format!("ou={t},{BASE}");
+    let m = Mfa::new();
+    let cfg = config(t, "", &items(t));
+    m.apply(&cfg);
+    m.sync_full();
+    let full_db = reference(&cfg);
+    assert!(m.user(&format!("{t}o1")).is_none());
+    // ou=Other (o1, o2) moves under ou=Staff: the directory reports only the OU
+    s.ldapmodify(&format!(
+        "dn: ou=Other,{root}\nchangetype: modrdn\nnewrdn: ou=Other\ndeleteoldrdn: 1\nnewsuperior: ou=Staff,{root}\n"
+    ));
+    let o = m.ok(&["--json", "sync"]);
+    let v = o.json();
+    assert_eq!(v["mode"], "full", "{v}");
+    assert!(
+        o.stderr.contains("changed (renamed, moved or edited)"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(counts(&v).0, 2, "o1 and o2 created: {v}");
+    assert_same_as_full(&m, &full_db);
+    // the full sync set a new starting point
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "incremental", "{v}");
+    assert_eq!(counts(&v), (0, 0, 0, 0, 0, 0), "{v}");
 }
