@@ -132,15 +132,8 @@ pub async fn starting_point(client: &mut Client, kind: Kind, base: &str) -> Resu
         }
         Kind::DirSync => {
             let nc = naming_context(client, base);
-            let r = client
-                .dirsync_each(
-                    &nc,
-                    NOTHING,
-                    &["objectGUID".to_string()],
-                    &[],
-                    mfasync_ldap::DIRSYNC_INCREMENTAL_VALUES,
-                    &mut |_| {},
-                )
+            let attrs = ["objectGUID".to_string()];
+            let r = dirsync(client, &nc, NOTHING, &attrs, &[], &mut |_| {})
                 .await
                 .context("taking a DirSync cookie")?;
             if r.cookie.is_empty() {
@@ -148,6 +141,37 @@ pub async fn starting_point(client: &mut Client, kind: Kind, base: &str) -> Resu
             }
             Ok(r.cookie)
         }
+    }
+}
+
+/// DirSync with incremental values; when the server refuses it (the bind
+/// account lacks the "Replicating Directory Changes" right), again with
+/// OBJECT_SECURITY, which only needs read access to the objects returned.
+async fn dirsync(
+    client: &mut Client,
+    nc: &str,
+    filter: &str,
+    attrs: &[String],
+    cookie: &[u8],
+    f: &mut (dyn FnMut(Entry) + Send),
+) -> std::result::Result<mfasync_ldap::DirSyncResult, mfasync_ldap::LdapError> {
+    let flags = mfasync_ldap::DIRSYNC_INCREMENTAL_VALUES;
+    match client
+        .dirsync_each(nc, filter, attrs, cookie, flags, f)
+        .await
+    {
+        Err(mfasync_ldap::LdapError::Operation { code, message, .. }) => {
+            tracing::info!(
+                code,
+                %message,
+                "DirSync refused; again with OBJECT_SECURITY (no replication right needed)"
+            );
+            let flags = flags | mfasync_ldap::DIRSYNC_OBJECT_SECURITY;
+            client
+                .dirsync_each(nc, filter, attrs, cookie, flags, f)
+                .await
+        }
+        other => other,
     }
 }
 
@@ -262,15 +286,7 @@ async fn fetch(
                     (false, id) => ch.changed.push((e.dn, id)),
                 }
             };
-            let r = client
-                .dirsync_each(
-                    &nc,
-                    &filter,
-                    &attrs,
-                    cookie,
-                    mfasync_ldap::DIRSYNC_INCREMENTAL_VALUES,
-                    &mut f,
-                )
+            let r = dirsync(client, &nc, &filter, &attrs, cookie, &mut f)
                 .await
                 .with_context(|| format!("DirSync of {nc}"))?;
             ch.entries = r.entries;

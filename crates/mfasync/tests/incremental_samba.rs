@@ -65,7 +65,7 @@ fn tree(t: &str) -> String {
 
 fn samba() -> &'static Samba {
     static S: OnceLock<Samba> = OnceLock::new();
-    S.get_or_init(|| Samba::start(&tree("I1")))
+    S.get_or_init(|| Samba::start(&(tree("I1") + &tree("I2"))))
 }
 
 fn config(t: &str) -> String {
@@ -197,4 +197,39 @@ fn one_dirsync_cycle_equals_a_full_sync() {
         "incremental and full differ: only in incremental {only_a:?}, only in full {only_b:?}"
     );
     assert_eq!(a.len(), b.len());
+}
+
+#[test]
+fn dirsync_without_the_replication_right_uses_object_security() {
+    let s = samba();
+    let t = "I2";
+    let root = format!("OU={t},{BASE}");
+    let svc = format!("CN={t}svc,OU=Other,{root}");
+    s.ldapadd(&format!(
+        "dn: {svc}\nobjectClass: user\nsAMAccountName: {t}svc\nuserAccountControl: 544\n"
+    ));
+    s.set_password(&format!("{t}svc"), "Svc-Passw0rd-42");
+    let cfg = config(t)
+        .replace(
+            &format!("dn = \"{}\"", s.admin_dn),
+            &format!("dn = \"{svc}\""),
+        )
+        .replace(
+            &format!("password = \"{}\"", s.admin_password),
+            "password = \"Svc-Passw0rd-42\"",
+        );
+    let m = Mfa::new();
+    m.apply(&cfg);
+    m.sync_full();
+    s.ldapmodify(&format!(
+        "dn: CN={t}b0100,OU=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 0777\n"
+    ));
+    let o = m.ok(&["--json", "sync"]);
+    let v = o.json();
+    eprintln!("dirsync as a plain user: {v}\n{}", o.stderr);
+    assert_eq!(v["mode"], "incremental", "{v}\n{}", o.stderr);
+    assert_eq!(
+        m.user(&format!("{t}b0100@mfa.test")).expect("b0100")["mobile_phone"],
+        "+1 425 555 0777"
+    );
 }
