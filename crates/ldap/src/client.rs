@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::error::{LdapError, ServerFailure};
+use crate::kerberos::{self, Credentials};
 use crate::proto::{
     asq_control, dirsync_control, dirsync_response, paged_control, paged_cookie, parse_entry,
     parse_intermediate, parse_range, ppolicy_control, ppolicy_error, rootdse_attrs, sync_done,
@@ -152,14 +153,6 @@ fn timeout_of(dir: &Directory) -> Duration {
 
 /// Settings that cannot work, found before any connection.
 fn precheck(dir: &Directory, bind: &Bind, password: Option<&str>) -> Result<(), (Step, LdapError)> {
-    if bind.kind == BindType::Windows {
-        return Err((
-            Step::Bind,
-            LdapError::Unsupported(
-                "bind type \"windows\" (Kerberos) is not supported yet; use simple or ssl".into(),
-            ),
-        ));
-    }
     if dir.servers.is_empty() {
         return Err((
             Step::Connect,
@@ -179,6 +172,23 @@ fn precheck(dir: &Directory, bind: &Bind, password: Option<&str>) -> Result<(), 
                 Step::Bind,
                 LdapError::Config(format!(
                     "bind type {kind} needs a non-empty password for {:?} (an empty password is an anonymous bind on Active Directory)",
+                    bind.dn
+                )),
+            ));
+        }
+    }
+    if bind.kind == BindType::Windows && !bind.dn.trim().is_empty() {
+        if let Err(m) = kerberos::principal_for(&bind.dn) {
+            return Err((
+                Step::Bind,
+                LdapError::Config(format!("bind type windows: {m}")),
+            ));
+        }
+        if matches!(password, None | Some("")) {
+            return Err((
+                Step::Bind,
+                LdapError::Config(format!(
+                    "bind type windows as {:?} needs a non-empty password (a blank username binds as the service's own Kerberos identity)",
                     bind.dn
                 )),
             ));
@@ -480,6 +490,114 @@ async fn do_simple_bind(
     }
 }
 
+/// Kerberos credentials for bind type windows (None for the other types):
+/// obtained once for the whole server list.
+async fn windows_credentials(
+    dir: &Directory,
+    bind: &Bind,
+    password: Option<&str>,
+) -> Result<Option<Credentials>, LdapError> {
+    if bind.kind != BindType::Windows {
+        return Ok(None);
+    }
+    kerberos::obtain(&bind.dn, password, timeout_of(dir))
+        .await
+        .map(Some)
+}
+
+/// The host name of the server's Kerberos service principal `ldap/<host>`:
+/// the host of the URL, or, when the URL names an IP address (which has no
+/// service principal), the `dnsHostName` the server publishes in its RootDSE
+/// (read anonymously before the bind). Kerberos mutual authentication still
+/// proves that the server holds that principal's key.
+async fn service_host(ldap: &mut Ldap, t: &Target, timeout: Duration) -> Result<String, LdapError> {
+    if t.host.parse::<std::net::IpAddr>().is_err() {
+        return Ok(t.host.clone());
+    }
+    let mut root = None;
+    let res = run_search(
+        ldap,
+        &t.url,
+        timeout,
+        "",
+        Scope::Base,
+        "(objectClass=*)",
+        &["dnsHostName".to_string()],
+        Vec::new(),
+        0,
+        &mut |e| {
+            root.get_or_insert(e);
+        },
+    )
+    .await?;
+    let name = root
+        .as_ref()
+        .and_then(|e| e.first_str("dnsHostName"))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty());
+    match name {
+        Some(h) if res.rc == 0 => Ok(h),
+        _ => Err(LdapError::Config(format!(
+            "bind type windows: {} is an IP address and the server publishes no dnsHostName; \
+             list the server by its DNS name (the Kerberos service is ldap/<DNS name>)",
+            t.url
+        ))),
+    }
+}
+
+/// SASL GSSAPI bind with `krb` for the service principal `ldap/<service_host>`.
+async fn do_gssapi_bind(
+    ldap: &mut Ldap,
+    t: &Target,
+    service_host: &str,
+    timeout: Duration,
+    krb: &Credentials,
+) -> Result<(), LdapError> {
+    let server = t.url.as_str();
+    let op = format!("GSSAPI bind as {}", krb.principal);
+    let res = krb
+        .scope(ldap.with_timeout(timeout).sasl_gssapi_bind(service_host))
+        .await;
+    let res = match res {
+        Ok(r) => r,
+        Err(ldap3::LdapError::GssapiOperationError(m)) => {
+            return Err(LdapError::Bind {
+                server: server.to_string(),
+                dn: krb.principal.clone(),
+                code: 82,
+                message: format!(
+                    "Kerberos (service ldap/{service_host}): {}",
+                    m.replace('\n', " ")
+                ),
+            })
+        }
+        Err(ldap3::LdapError::NoGssapiToken) => {
+            return Err(LdapError::Bind {
+                server: server.to_string(),
+                dn: krb.principal.clone(),
+                code: 82,
+                message: "the server sent no GSSAPI token".into(),
+            })
+        }
+        Err(e) => return Err(map_err(server, &op, timeout, e)),
+    };
+    match res.rc {
+        0 => Ok(()),
+        49 => Err(LdapError::InvalidCredentials {
+            server: server.to_string(),
+            dn: krb.principal.clone(),
+            detail: res.text.trim().to_string(),
+            ppolicy: None,
+        }),
+        rc => Err(LdapError::Bind {
+            server: server.to_string(),
+            dn: krb.principal.clone(),
+            code: rc,
+            message: result_message(&res),
+        }),
+    }
+}
+
 /// Whether the whole server list should be abandoned after this error.
 fn is_fatal(e: &LdapError) -> bool {
     matches!(
@@ -504,6 +622,7 @@ async fn attempt(
     dir: &Directory,
     bind: &Bind,
     password: Option<&str>,
+    krb: Option<&Credentials>,
     connector: Option<&native_tls::TlsConnector>,
 ) -> Attempt {
     let timeout = timeout_of(dir);
@@ -642,15 +761,45 @@ async fn attempt(
             }
         }
         BindType::Windows => {
-            abort(driver);
-            return fail(
-                steps,
-                Step::Bind,
-                LdapError::Unsupported(
-                    "bind type \"windows\" (Kerberos) is not supported yet; use simple or ssl"
-                        .into(),
+            let service_host = match service_host(&mut ldap, t, timeout).await {
+                Ok(h) => h,
+                Err(e) => {
+                    abort(driver);
+                    return fail(steps, Step::Bind, e);
+                }
+            };
+            let res = match krb {
+                Some(krb) => do_gssapi_bind(&mut ldap, t, &service_host, timeout, krb).await,
+                None => Err(LdapError::Config(
+                    "bind type windows: no Kerberos credentials".into(),
+                )),
+            };
+            match (res, krb) {
+                (Ok(()), Some(krb)) => ok(
+                    &mut steps,
+                    Step::Bind,
+                    format!(
+                        "{} to ldap/{}{}{}",
+                        krb.describe(),
+                        service_host,
+                        if service_host != t.host {
+                            " (the server's dnsHostName)"
+                        } else {
+                            ""
+                        },
+                        if use_tls {
+                            " over TLS (channel binding)"
+                        } else {
+                            "; signed and sealed (Kerberos encryption)"
+                        }
+                    ),
                 ),
-            );
+                (Ok(()), None) => {}
+                (Err(e), _) => {
+                    abort(driver);
+                    return fail(steps, Step::Bind, e);
+                }
+            }
         }
     }
 
@@ -741,6 +890,7 @@ pub async fn connect(
 ) -> Result<Client, LdapError> {
     precheck(dir, bind, password).map_err(|(_, e)| e)?;
     let connector = tls_connector(dir)?;
+    let krb = windows_credentials(dir, bind, password).await?;
     let mut failures = Vec::new();
     for url in &dir.servers {
         let target = match parse_target(url) {
@@ -754,7 +904,15 @@ pub async fn connect(
                 continue;
             }
         };
-        let (_, res) = attempt(&target, dir, bind, password, connector.as_ref()).await;
+        let (_, res) = attempt(
+            &target,
+            dir,
+            bind,
+            password,
+            krb.as_ref(),
+            connector.as_ref(),
+        )
+        .await;
         match res {
             Ok(c) => {
                 if !failures.is_empty() {
@@ -801,6 +959,10 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
         Ok(c) => c,
         Err(e) => return failed(first, Step::Tls, &e),
     };
+    let krb = match windows_credentials(dir, bind, password).await {
+        Ok(k) => k,
+        Err(e) => return failed(first, Step::Bind, &e),
+    };
     let mut last = None;
     for url in &dir.servers {
         let target = match parse_target(url) {
@@ -810,7 +972,15 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
                 continue;
             }
         };
-        let (mut steps, res) = attempt(&target, dir, bind, password, connector.as_ref()).await;
+        let (mut steps, res) = attempt(
+            &target,
+            dir,
+            bind,
+            password,
+            krb.as_ref(),
+            connector.as_ref(),
+        )
+        .await;
         match res {
             Ok(mut client) => {
                 let base = client.base_dn.clone();
@@ -1607,10 +1777,21 @@ mod tests {
         dir.starttls = true;
         assert_eq!(err(&dir, &bind, Some("x")), None);
         bind.kind = BindType::Windows;
-        assert_eq!(
-            err(&dir, &bind, Some("x")).unwrap_or_default(),
-            "bind type \"windows\" (Kerberos) is not supported yet; use simple or ssl"
-        );
+        bind.dn = "alice@mfa.test".into();
+        assert_eq!(err(&dir, &bind, Some("x")), None);
+        assert!(err(&dir, &bind, None)
+            .unwrap_or_default()
+            .contains("needs a non-empty password"));
+        bind.dn = String::new();
+        assert_eq!(err(&dir, &bind, None), None);
+        bind.dn = "CN=Alice,DC=mfa,DC=test".into();
+        assert!(err(&dir, &bind, Some("x"))
+            .unwrap_or_default()
+            .contains("not a DN"));
+        bind.dn = "-oops".into();
+        assert!(err(&dir, &bind, Some("x"))
+            .unwrap_or_default()
+            .contains("not a Kerberos username"));
     }
 
     fn assert_send<T: Send>(_: &T) {}

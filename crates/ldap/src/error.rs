@@ -30,7 +30,7 @@ fn list(failures: &[ServerFailure]) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LdapError {
-    /// A feature that is configured but not implemented (e.g. Kerberos binds).
+    /// A feature that is configured but not implemented.
     #[error("{0}")]
     Unsupported(String),
 
@@ -110,7 +110,8 @@ impl LdapError {
             | LdapError::Protocol { .. } => true,
             LdapError::AllServersFailed(f) => !f.is_empty(),
             LdapError::Operation { code, .. } | LdapError::Bind { code, .. } => {
-                matches!(code, 51..=52 | 80 | 81)
+                // 82: a local (client side) failure, e.g. Kerberos could not get a service ticket
+                matches!(code, 51..=52 | 80..=82)
             }
             _ => false,
         }

@@ -10,6 +10,7 @@
 
 mod client;
 mod error;
+mod kerberos;
 mod proto;
 
 pub use client::{

@@ -200,16 +200,23 @@ async fn bind_type_checks_happen_before_connecting() {
     let (listener, url) = silent_server();
     listener.set_nonblocking(true).unwrap();
     let d = dir(&[&url]);
+    // windows (Kerberos): the username is not a DN, and needs a password
     let windows = Bind {
         kind: BindType::Windows,
+        dn: "cn=a,dc=b".into(),
         ..Bind::default()
     };
     let err = connect(&d, &windows, Some("x")).await.unwrap_err();
-    assert!(matches!(err, LdapError::Unsupported(_)), "{err}");
-    assert_eq!(
-        err.to_string(),
-        "bind type \"windows\" (Kerberos) is not supported yet; use simple or ssl"
-    );
+    assert!(matches!(err, LdapError::Config(_)), "{err}");
+    assert!(err.to_string().contains("not a Kerberos username"), "{err}");
+    let windows = Bind {
+        kind: BindType::Windows,
+        dn: "alice@EXAMPLE.COM".into(),
+        ..Bind::default()
+    };
+    let err = connect(&d, &windows, None).await.unwrap_err();
+    assert!(matches!(err, LdapError::Config(_)), "{err}");
+    assert!(err.to_string().contains("non-empty password"), "{err}");
     let err = connect(&d, &simple("cn=a,dc=b"), Some(""))
         .await
         .unwrap_err();
@@ -228,7 +235,10 @@ async fn bind_type_checks_happen_before_connecting() {
     assert!(!r.ok);
     assert_eq!(r.steps.len(), 1);
     assert_eq!(r.steps[0].step, "bind");
-    assert!(r.steps[0].detail.contains("not supported"));
+    assert!(
+        r.steps[0].detail.contains("needs a non-empty password"),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]

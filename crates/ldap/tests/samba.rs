@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use mfasync_core::config::{Bind, BindType, Directory, DirectorySource};
 use mfasync_ldap::{connect, test, Client, Scope, Vendor};
-use mfasync_testkit::{samba_bulk, samba_fixture, Samba, SAMBA_BASE_DN};
+use mfasync_testkit::{krb5_conf, samba_bulk, samba_fixture, Samba, SAMBA_BASE_DN};
 
 const BULK: usize = 1700;
 const PW: &str = "Secr3t!pass-mfa";
@@ -21,6 +21,9 @@ const PW: &str = "Secr3t!pass-mfa";
 fn samba() -> &'static Samba {
     static S: OnceLock<Samba> = OnceLock::new();
     S.get_or_init(|| {
+        // For the Kerberos bind over LDAPS (windows_bind_over_ldaps): the test realm's KDC.
+        // Set once, before any Kerberos call; the other tests wait for this OnceLock.
+        std::env::set_var("KRB5_CONFIG", krb5_conf());
         let mut seed = samba_fixture();
         seed += &samba_bulk(BULK, "Bulk");
         let s = Samba::start(&seed);
@@ -354,4 +357,40 @@ async fn dirsync_reports_changes_and_deletions_since_the_cookie() {
     assert!(deleted.dn.contains("Deleted Objects"), "{}", deleted.dn);
     assert_eq!(deleted.first_bytes("objectGUID"), Some(&eve_guid[..]));
     assert!(changed.len() < 10, "{}", changed.len());
+}
+
+#[tokio::test]
+async fn windows_bind_over_ldaps() {
+    // Kerberos over TLS: no SASL security layer (as Active Directory wants it), the TLS
+    // channel binding token is sent. This DC allows it (`ldap server require strong auth =
+    // no`; Samba's default "yes" refuses GSSAPI over TLS without sign/seal: see tests/kerberos.rs).
+    let s = samba();
+    let mut d = dir(&[&s.ldaps_url]);
+    d.tls_ca_file = Some(s.ca_cert.display().to_string());
+    let bind = Bind {
+        kind: BindType::Windows,
+        dn: "alice@mfa.test".into(),
+        ..Bind::default()
+    };
+    let report = test(&d, &bind, Some(PW)).await;
+    assert!(report.ok, "{report:?}");
+    let step = report.steps.iter().find(|s| s.step == "bind").unwrap();
+    assert!(
+        step.detail
+            .contains("GSSAPI (Kerberos) as alice@MFA.TEST to ldap/dc1.mfa.test")
+            && step.detail.contains("over TLS"),
+        "{step:?}"
+    );
+    let mut c = connect(&d, &bind, Some(PW)).await.unwrap();
+    let found = c
+        .search_all(
+            SAMBA_BASE_DN,
+            Scope::Subtree,
+            "(sAMAccountName=alice)",
+            &attrs(&["mail"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    c.unbind().await;
 }

@@ -7,7 +7,7 @@
 //! ever told to someone who knows the password.
 
 use mfasync_core::auth::Reason;
-use mfasync_core::config::{Bind, Config};
+use mfasync_core::config::{Bind, BindType, Config};
 use mfasync_core::escape::filter_value;
 use mfasync_ldap::Scope;
 use mfasync_store::Store;
@@ -27,10 +27,16 @@ pub async fn authenticate(
     {
         return Err(Reason::InvalidCredentials);
     }
-    let dn = resolve_dn(cfg, username).await?;
+    let (dn, principal) = resolve_dn(cfg, username).await?;
+    let kind = cfg.directory.auth_bind.kind;
     let bind = Bind {
-        kind: cfg.directory.auth_bind.kind,
-        dn: dn.clone(),
+        kind,
+        // Bind type windows (Kerberos) binds as the account's principal, not its DN.
+        dn: if kind == BindType::Windows {
+            principal
+        } else {
+            dn.clone()
+        },
         password: None,
         password_file: None,
         password_env: None,
@@ -66,10 +72,10 @@ pub async fn authenticate(
     }
 }
 
-/// The user's DN: a search with the query bind on the username attributes,
-/// every value escaped (RFC 4515), restricted by the user filter. Exactly one
-/// entry must match.
-async fn resolve_dn(cfg: &Config, username: &str) -> Result<String, Reason> {
+/// The user's DN and Kerberos principal: a search with the query bind on the
+/// username attributes, every value escaped (RFC 4515), restricted by the user
+/// filter. Exactly one entry must match.
+async fn resolve_dn(cfg: &Config, username: &str) -> Result<(String, String), Reason> {
     let password = crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
         .map_err(|e| {
             tracing::error!("{e}");
@@ -95,7 +101,10 @@ async fn resolve_dn(cfg: &Config, username: &str) -> Result<String, Reason> {
         .collect();
     let filter = format!("(&{}(|{alternatives}))", wrap(&cfg.filters.user));
     let base = client.base_dn().to_string();
-    let attrs = vec![cfg.attributes.distinguished_name.clone()];
+    let mut attrs = vec![cfg.attributes.distinguished_name.clone()];
+    if cfg.directory.auth_bind.kind == BindType::Windows {
+        attrs.push("sAMAccountName".to_string());
+    }
     let found = client
         .search_all(&base, Scope::Subtree, &filter, &attrs)
         .await;
@@ -105,7 +114,13 @@ async fn resolve_dn(cfg: &Config, username: &str) -> Result<String, Reason> {
         Reason::DirectoryUnavailable
     })?;
     match found.as_slice() {
-        [one] => Ok(one.dn.clone()),
+        [one] => {
+            let principal = one
+                .first_str("sAMAccountName")
+                .and_then(|sam| kerberos_principal(&sam, &one.dn))
+                .unwrap_or_else(|| username.to_string());
+            Ok((one.dn.clone(), principal))
+        }
         [] => Err(Reason::InvalidCredentials),
         many => {
             tracing::warn!(
@@ -118,11 +133,51 @@ async fn resolve_dn(cfg: &Config, username: &str) -> Result<String, Reason> {
     }
 }
 
+/// An Active Directory account's Kerberos principal: `sAMAccountName@REALM`,
+/// the realm being the account's domain (the DC= components of its DN, upper
+/// case). None without DC= components.
+fn kerberos_principal(sam: &str, dn: &str) -> Option<String> {
+    let labels: Vec<&str> = dn
+        .split(',')
+        .filter_map(|rdn| {
+            let (k, v) = rdn.trim().split_once('=')?;
+            k.trim().eq_ignore_ascii_case("dc").then(|| v.trim())
+        })
+        .collect();
+    if sam.trim().is_empty() || labels.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}@{}",
+        sam.trim(),
+        labels.join(".").to_uppercase()
+    ))
+}
+
 fn wrap(filter: &str) -> String {
     let f = filter.trim();
     if f.starts_with('(') {
         f.to_string()
     } else {
         format!("({f})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kerberos_principals_from_the_dn() {
+        assert_eq!(
+            kerberos_principal("alice", "CN=Alice A,OU=People,DC=mfa,DC=test").as_deref(),
+            Some("alice@MFA.TEST")
+        );
+        assert_eq!(
+            kerberos_principal("bob", "cn=Bob,dc=Corp, dc=Example,dc=com").as_deref(),
+            Some("bob@CORP.EXAMPLE.COM")
+        );
+        assert_eq!(kerberos_principal("bob", "cn=Bob,o=corp"), None);
+        assert_eq!(kerberos_principal("", "cn=Bob,dc=corp"), None);
     }
 }

@@ -19,6 +19,6 @@ mod util;
 
 pub use fixtures::{base64, ldif_attr, openldap_bulk, openldap_fixture, samba_bulk, samba_fixture};
 pub use postgres::{shared_postgres, Postgres};
-pub use samba::{Samba, SAMBA_ADMIN_DN, SAMBA_BASE_DN};
+pub use samba::{krb5_conf, Samba, SAMBA_ADMIN_DN, SAMBA_BASE_DN};
 pub use slapd::{Slapd, SLAPD_ADMIN_DN, SLAPD_BASE_DN};
 pub use util::free_port;

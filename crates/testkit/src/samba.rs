@@ -20,6 +20,8 @@ const NAMESPACE_HINT: &str =
 /// network namespace (`scripts/test`), as root, one instance at a time per namespace (a lock file
 /// serialises concurrent `Samba::start` calls, also across test processes).
 ///
+/// Kerberos: the KDC listens on 127.0.0.1:88 (see [`krb5_conf`]); the DC has the service principals
+/// `ldap/dc1.mfa.test`, `ldap/DC1`, `ldap/dc1.mfa.test/mfa.test`.
 /// Provisioned with `--use-rfc2307 --dns-backend=NONE`, `ldap server require strong auth = no`
 /// (plain simple binds on 389 work), server services `ldap cldap kdc`, and an LDAPS certificate
 /// issued by a private CA ([`Samba::ca_cert`], PEM) with subjectAltName IP:127.0.0.1,
@@ -43,6 +45,8 @@ pub struct Samba {
     pub dir: PathBuf,
     /// PEM file of the CA that issued the LDAPS certificate.
     pub ca_cert: PathBuf,
+    // What the admin tools use: `url`, or LDAPS when simple binds need TLS.
+    admin_url: String,
     tmp: Option<TempDir>,
     child: Option<Child>,
     // Samba runs with `-i`: it exits by itself when this pipe closes (e.g. the test process dies).
@@ -247,6 +251,25 @@ fn provision(dir: &Path) {
         provision.arg(format!("--option={o}"));
     }
     util::run_ok(&mut provision, "samba-tool domain provision");
+    // The LDAP service principals of the DC (a real AD DC registers them; Samba's
+    // samba_spnupdate would, but only runs with the dnsupdate service): Kerberos binds ask
+    // for a ticket to ldap/dc1.mfa.test.
+    for spn in [
+        "ldap/dc1.mfa.test",
+        "ldap/DC1",
+        "ldap/dc1.mfa.test/mfa.test",
+    ] {
+        util::run_ok(
+            Command::new("samba-tool")
+                .env("TDB_NO_FSYNC", "1")
+                .args(["spn", "add", spn, "DC1$"])
+                .arg("-H")
+                .arg(dir.join("private/sam.ldb"))
+                .arg("-s")
+                .arg(dir.join("etc/smb.conf")),
+            "samba-tool spn add",
+        );
+    }
     // Provision silently drops some --option values from the smb.conf it writes (notably
     // `ldap server require strong auth`), so (re)state all of them at the end of [global].
     let smb_conf = dir.join("etc/smb.conf");
@@ -268,6 +291,17 @@ impl Samba {
     /// error panics with the tool output). Panics with a hint to use `scripts/test` when not root,
     /// on the host network namespace, or when 127.0.0.1:389 is taken.
     pub fn start(seed_ldif: &str) -> Samba {
+        Self::start_inner(seed_ldif, false)
+    }
+
+    /// Like [`Samba::start`], but with `ldap server require strong auth = yes` (Samba's and
+    /// AD's default): simple binds only over TLS, SASL binds over plain LDAP only with
+    /// signing/sealing. The admin tools of this instance ([`Samba::ldapadd`], ...) use LDAPS.
+    pub fn start_strong_auth(seed_ldif: &str) -> Samba {
+        Self::start_inner(seed_ldif, true)
+    }
+
+    fn start_inner(seed_ldif: &str, strong_auth: bool) -> Samba {
         check_environment();
         let tmp = tempfile::Builder::new()
             .prefix("mfasync-samba-")
@@ -286,7 +320,13 @@ impl Samba {
         let smb_conf = dir.join("etc/smb.conf");
         let conf = std::fs::read_to_string(&smb_conf)
             .unwrap_or_else(|e| panic!("testkit: read {}: {e}", smb_conf.display()));
-        let conf = conf.replace(&*tpl.to_string_lossy(), &dir.to_string_lossy());
+        let mut conf = conf.replace(&*tpl.to_string_lossy(), &dir.to_string_lossy());
+        if strong_auth {
+            conf = conf.replace(
+                "ldap server require strong auth = no",
+                "ldap server require strong auth = yes",
+            );
+        }
         std::fs::write(&smb_conf, conf)
             .unwrap_or_else(|e| panic!("testkit: write {}: {e}", smb_conf.display()));
         let ca = dir.join("tls-test/ca.pem");
@@ -331,19 +371,30 @@ impl Samba {
             domain: "MFA".to_string(),
             dir: dir.clone(),
             ca_cert: ca,
+            admin_url: if strong_auth {
+                "ldaps://127.0.0.1:636"
+            } else {
+                "ldap://127.0.0.1:389"
+            }
+            .to_string(),
             tmp: Some(tmp),
             child: None,
             stdin,
             lock: Some(lock),
         };
-        let (url, admin, pw) = (s.url.clone(), s.admin_dn.clone(), s.admin_password.clone());
+        let (url, admin, pw) = (
+            s.admin_url.clone(),
+            s.admin_dn.clone(),
+            s.admin_password.clone(),
+        );
         s.child = Some(child);
         if let Some(child) = s.child.as_mut() {
             util::wait_ready("samba", child, &log, Duration::from_secs(120), || {
                 util::output(
                     Command::new("ldapsearch")
                         .args(["-x", "-H", &url, "-D", &admin, "-w", &pw])
-                        .args(["-b", "", "-s", "base", "-o", "nettimeout=2", "dn"]),
+                        .args(["-b", "", "-s", "base", "-o", "nettimeout=2", "dn"])
+                        .env("LDAPTLS_REQCERT", "never"),
                 )
                 .status
                 .success()
@@ -357,7 +408,7 @@ impl Samba {
 
     fn tools(&self) -> LdapTools<'_> {
         LdapTools {
-            url: &self.url,
+            url: &self.admin_url,
             bind_dn: &self.admin_dn,
             password: &self.admin_password,
             scratch: &self.dir,
@@ -400,6 +451,22 @@ impl Samba {
         );
     }
 
+    /// Export the Kerberos keys of `principal` (e.g. a user's sAMAccountName, after
+    /// [`Samba::set_password`]) into the keytab file `path` (`samba-tool domain exportkeytab`).
+    pub fn export_keytab(&self, principal: &str, path: &Path) {
+        let _ = std::fs::remove_file(path);
+        util::run_ok(
+            Command::new("samba-tool")
+                .env("TDB_NO_FSYNC", "1")
+                .args(["domain", "exportkeytab"])
+                .arg(path)
+                .arg(format!("--principal={principal}"))
+                .arg("-s")
+                .arg(self.smb_conf()),
+            "samba-tool domain exportkeytab",
+        );
+    }
+
     /// Kill the samba process tree, release the namespace lock, remove the temp dir.
     /// Idempotent; also done on drop.
     pub fn stop(&mut self) {
@@ -418,4 +485,33 @@ impl Drop for Samba {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A krb5.conf for the test realm `MFA.TEST` with its KDC on 127.0.0.1:88 (the [`Samba`] of this
+/// network namespace), no DNS lookups and no hostname canonicalization (service principals are
+/// taken from the server URL as written, e.g. `ldap/dc1.mfa.test`). Written once per process
+/// into a temp dir; point `KRB5_CONFIG` at it. `dc1.mfa.test` resolves to 127.0.0.1 inside
+/// `scripts/test` (it bind-mounts a private /etc/hosts in its mount namespace).
+pub fn krb5_conf() -> PathBuf {
+    static CONF: OnceLock<PathBuf> = OnceLock::new();
+    CONF.get_or_init(|| {
+        let tmp = tempfile::Builder::new()
+            .prefix("mfasync-krb5-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("testkit: cannot create temp dir: {e}"));
+        let dir = tmp.keep();
+        process::register_dir(&dir);
+        let path = dir.join("krb5.conf");
+        std::fs::write(
+            &path,
+            "[libdefaults]\n\tdefault_realm = MFA.TEST\n\tdns_lookup_realm = false\n\
+             \tdns_lookup_kdc = false\n\tdns_canonicalize_hostname = false\n\trdns = false\n\
+             \tudp_preference_limit = 1\n\
+             [realms]\n\tMFA.TEST = {\n\t\tkdc = 127.0.0.1\n\t\tadmin_server = 127.0.0.1\n\t}\n\
+             [domain_realm]\n\t.mfa.test = MFA.TEST\n\tmfa.test = MFA.TEST\n",
+        )
+        .unwrap_or_else(|e| panic!("testkit: write {}: {e}", path.display()));
+        path
+    })
+    .clone()
 }
