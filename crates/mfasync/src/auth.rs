@@ -10,7 +10,7 @@ use mfasync_core::auth::Reason;
 use mfasync_core::config::{Bind, BindType, Config};
 use mfasync_core::escape::filter_value;
 use mfasync_ldap::Scope;
-use mfasync_store::Store;
+use mfasync_store::{Store, UserKey};
 
 /// Verify `username`/`password`. `Ok(())` when accepted.
 pub async fn authenticate(
@@ -27,7 +27,11 @@ pub async fn authenticate(
     {
         return Err(Reason::InvalidCredentials);
     }
-    let (dn, principal) = resolve_dn(cfg, username).await?;
+    let Resolved {
+        dn,
+        principal,
+        directory_id,
+    } = resolve_dn(cfg, username).await?;
     let kind = cfg.directory.auth_bind.kind;
     let bind = Bind {
         kind,
@@ -60,22 +64,43 @@ pub async fn authenticate(
             });
         }
     }
-    let users = store.users().await.map_err(|e| {
+    // The MFA user is the one synchronized from this directory entry (by its
+    // unique id), whichever username attribute the caller typed (a user stored
+    // as alice@example.com may sign in as "alice"); manual users by username.
+    let unavailable = |e: mfasync_store::StoreError| {
         tracing::error!(error = %e, "MFA database unavailable");
         Reason::DirectoryUnavailable
-    })?;
-    let lower = username.to_lowercase();
-    match users.iter().find(|u| u.username.to_lowercase() == lower) {
+    };
+    let mut found = match directory_id {
+        Some(id) => store
+            .users_by(UserKey::DirectoryId, &[id])
+            .await
+            .map_err(unavailable)?,
+        None => Vec::new(),
+    };
+    if found.is_empty() {
+        found = store
+            .users_by(UserKey::UsernameLower, &[username.to_lowercase()])
+            .await
+            .map_err(unavailable)?;
+    }
+    match found.first() {
         None => Err(Reason::NotAnMfaUser),
         Some(u) if !u.enabled => Err(Reason::MfaUserDisabled),
         Some(_) => Ok(()),
     }
 }
 
+struct Resolved {
+    dn: String,
+    principal: String,
+    directory_id: Option<String>,
+}
+
 /// The user's DN and Kerberos principal: a search with the query bind on the
 /// username attributes, every value escaped (RFC 4515), restricted by the user
 /// filter. Exactly one entry must match.
-async fn resolve_dn(cfg: &Config, username: &str) -> Result<(String, String), Reason> {
+async fn resolve_dn(cfg: &Config, username: &str) -> Result<Resolved, Reason> {
     let password = crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
         .map_err(|e| {
             tracing::error!("{e}");
@@ -101,7 +126,10 @@ async fn resolve_dn(cfg: &Config, username: &str) -> Result<(String, String), Re
         .collect();
     let filter = format!("(&{}(|{alternatives}))", wrap(&cfg.filters.user));
     let base = client.base_dn().to_string();
-    let mut attrs = vec![cfg.attributes.distinguished_name.clone()];
+    let mut attrs = vec![
+        cfg.attributes.distinguished_name.clone(),
+        cfg.attributes.unique_id.clone(),
+    ];
     if cfg.directory.auth_bind.kind == BindType::Windows {
         attrs.push("sAMAccountName".to_string());
     }
@@ -119,7 +147,14 @@ async fn resolve_dn(cfg: &Config, username: &str) -> Result<(String, String), Re
                 .first_str("sAMAccountName")
                 .and_then(|sam| kerberos_principal(&sam, &one.dn))
                 .unwrap_or_else(|| username.to_string());
-            Ok((one.dn.clone(), principal))
+            let directory_id = one.first_bytes(&cfg.attributes.unique_id).and_then(|raw| {
+                mfasync_core::mapping::unique_id_text(cfg.attributes.unique_id_type, raw).ok()
+            });
+            Ok(Resolved {
+                dn: one.dn.clone(),
+                principal,
+                directory_id,
+            })
         }
         [] => Err(Reason::InvalidCredentials),
         many => {

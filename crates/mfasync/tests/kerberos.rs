@@ -111,10 +111,11 @@ fn keytab_query_bind_syncs_and_password_auth_binds() {
     };
     let (code, reason, err) = auth("alice@mfa.test", &format!("{PW}\n"));
     assert_eq!((code, reason.as_str()), (0, ""), "{err}");
-    // By sAMAccountName: the password is verified (as alice@MFA.TEST, from the entry), then
-    // the MFA user is looked up by the name as typed, which is stored as her UPN.
+    // By sAMAccountName (the backup username attribute): the password is verified as
+    // alice@MFA.TEST, and the MFA user is found by the entry's objectGUID although it is
+    // stored under her UPN.
     let (code, reason, err) = auth("alice", PW);
-    assert_eq!((code, reason.as_str()), (1, "not-an-mfa-user"), "{err}");
+    assert_eq!((code, reason.as_str()), (0, ""), "{err}");
     let (code, reason, err) = auth("alice", "wrong-Passw0rd");
     assert_eq!((code, reason.as_str()), (1, "invalid-credentials"), "{err}");
     let (code, reason, err) = auth("alice@mfa.test", "wrong-Passw0rd");
