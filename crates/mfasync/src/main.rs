@@ -29,10 +29,19 @@ impl From<anyhow::Error> for Failure {
 type CmdResult = Result<(), Failure>;
 
 #[derive(Parser)]
-#[command(name = "mfasync", version, about = "Directory integration of an MFA server: keeps the MFA user database in step with Active Directory or LDAP")]
+#[command(
+    name = "mfasync",
+    version,
+    about = "Directory integration of an MFA server: keeps the MFA user database in step with Active Directory or LDAP"
+)]
 struct Cli {
     /// The MFA user database: sqlite://PATH (created if missing) or postgres://...
-    #[arg(long, global = true, env = "MFASYNC_DATABASE", default_value = "sqlite://mfasync.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "MFASYNC_DATABASE",
+        default_value = "sqlite://mfasync.db"
+    )]
     database: String,
     /// Machine-readable output on stdout (one JSON document)
     #[arg(long, global = true)]
@@ -149,7 +158,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mfasync: cannot start the runtime: {e}");
@@ -196,19 +208,28 @@ async fn active_config(store: &dyn mfasync_store::Store) -> Result<mfasync_core:
         Failure::Refused(format!(
             "stored configuration version {} is invalid: {}",
             v.version,
-            errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         ))
     })
 }
 
 async fn run(cli: Cli) -> CmdResult {
     match cli.command {
-        Command::Config { cmd: ConfigCmd::Apply { file, dry_run } } => {
+        Command::Config {
+            cmd: ConfigCmd::Apply { file, dry_run },
+        } => {
             let text = std::fs::read_to_string(&file).map_err(|e| {
                 Failure::Invalid(vec![format!("cannot read {}: {e}", file.display())])
             })?;
             let cfg = mfasync_core::config::parse(&text).map_err(|errs| {
-                Failure::Invalid(errs.iter().map(|e| format!("{}: {e}", file.display())).collect())
+                Failure::Invalid(
+                    errs.iter()
+                        .map(|e| format!("{}: {e}", file.display()))
+                        .collect(),
+                )
             })?;
             // secrets named by file or env are read by the service later; say so now if they are unreadable here
             if let Err(w) = secrets::check(&cfg) {
@@ -234,23 +255,38 @@ async fn run(cli: Cli) -> CmdResult {
                 Ok(())
             }
         }
-        Command::Config { cmd: ConfigCmd::Export } => {
+        Command::Config {
+            cmd: ConfigCmd::Export,
+        } => {
             let store = open_store(&cli.database).await?;
             let cfg = active_config(store.as_ref()).await?;
             print!("{}", cfg.to_toml_redacted());
             Ok(())
         }
-        Command::Directory { cmd: DirectoryCmd::Test } => {
+        Command::Directory {
+            cmd: DirectoryCmd::Test,
+        } => {
             let store = open_store(&cli.database).await?;
             let cfg = active_config(store.as_ref()).await?;
-            let password = secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
-                .map_err(Failure::Refused)?;
-            let report = mfasync_ldap::test(&cfg.directory, &cfg.directory.query_bind, password.as_deref()).await;
+            let password =
+                secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
+                    .map_err(Failure::Refused)?;
+            let report = mfasync_ldap::test(
+                &cfg.directory,
+                &cfg.directory.query_bind,
+                password.as_deref(),
+            )
+            .await;
             if cli.json {
                 print_json(&report)?;
             } else {
                 for s in &report.steps {
-                    println!("{:8} {:4} {}", s.step, if s.ok { "ok" } else { "FAIL" }, s.detail);
+                    println!(
+                        "{:8} {:4} {}",
+                        s.step,
+                        if s.ok { "ok" } else { "FAIL" },
+                        s.detail
+                    );
                 }
                 if report.ok {
                     println!(
@@ -274,20 +310,33 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Sync { full, plan } => {
             let store = open_store(&cli.database).await?;
             let cfg = active_config(store.as_ref()).await?;
-            let outcome = sync::run(store.as_ref(), &cfg, sync::Options { full, plan_only: plan })
-                .await
-                .map_err(|e| Failure::Refused(format!("sync failed, nothing changed: {e:#}")))?;
+            let outcome = sync::run(
+                store.as_ref(),
+                &cfg,
+                sync::Options {
+                    full,
+                    plan_only: plan,
+                },
+            )
+            .await
+            .map_err(|e| Failure::Refused(format!("sync failed, nothing changed: {e:#}")))?;
             sync::print(&outcome, cli.json, plan)
         }
-        Command::Users { cmd: UsersCmd::Export { format } } => {
+        Command::Users {
+            cmd: UsersCmd::Export { format },
+        } => {
             let store = open_store(&cli.database).await?;
-            let users = store.users().await.map_err(|e| Failure::Refused(e.to_string()))?;
+            let users = store
+                .users()
+                .await
+                .map_err(|e| Failure::Refused(e.to_string()))?;
             match format {
                 Format::Json => print_json(&users),
                 Format::Csv => {
                     let mut w = csv::Writer::from_writer(std::io::stdout());
                     for u in &users {
-                        w.serialize(u).map_err(|e| Failure::Refused(e.to_string()))?;
+                        w.serialize(u)
+                            .map_err(|e| Failure::Refused(e.to_string()))?;
                     }
                     w.flush().map_err(|e| Failure::Refused(e.to_string()))
                 }
@@ -295,7 +344,10 @@ async fn run(cli: Cli) -> CmdResult {
         }
         Command::History { limit } => {
             let store = open_store(&cli.database).await?;
-            let runs = store.runs(limit).await.map_err(|e| Failure::Refused(e.to_string()))?;
+            let runs = store
+                .runs(limit)
+                .await
+                .map_err(|e| Failure::Refused(e.to_string()))?;
             if cli.json {
                 let v: Vec<_> = runs
                     .iter()
@@ -336,17 +388,23 @@ async fn run(cli: Cli) -> CmdResult {
                     let cfg = active_config(store.as_ref()).await?;
                     approvals::cli_approve(store.as_ref(), &cfg, &id, cli.json).await
                 }
-                ApprovalsCmd::Reject { id } => approvals::cli_reject(store.as_ref(), &id, cli.json).await,
+                ApprovalsCmd::Reject { id } => {
+                    approvals::cli_reject(store.as_ref(), &id, cli.json).await
+                }
             }
         }
         Command::Audit { limit } => {
             let store = open_store(&cli.database).await?;
             audit::cli_list(store.as_ref(), limit, cli.json).await
         }
-        Command::Auth { username, password_stdin } => {
+        Command::Auth {
+            username,
+            password_stdin,
+        } => {
             if !password_stdin {
                 return Err(Failure::Invalid(vec![
-                    "auth needs --password-stdin (passwords are never taken from the command line)".into(),
+                    "auth needs --password-stdin (passwords are never taken from the command line)"
+                        .into(),
                 ]));
             }
             let mut pw = String::new();
@@ -354,7 +412,10 @@ async fn run(cli: Cli) -> CmdResult {
                 .read_to_string(&mut pw)
                 .map_err(|e| Failure::Refused(format!("cannot read the password: {e}")))?;
             // one trailing newline (from `echo`) is not part of the password
-            let pw = pw.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&pw);
+            let pw = pw
+                .strip_suffix('\n')
+                .map(|p| p.strip_suffix('\r').unwrap_or(p))
+                .unwrap_or(&pw);
             let store = open_store(&cli.database).await?;
             let cfg = active_config(store.as_ref()).await?;
             let result = auth::authenticate(store.as_ref(), &cfg, &username, pw).await;
@@ -371,7 +432,10 @@ async fn run(cli: Cli) -> CmdResult {
             }
             match result {
                 Ok(()) => Ok(()),
-                Err(r) => Err(Failure::Refused(format!("authentication refused: {}", r.as_str()))),
+                Err(r) => Err(Failure::Refused(format!(
+                    "authentication refused: {}",
+                    r.as_str()
+                ))),
             }
         }
         Command::Serve { listen } => {
