@@ -311,7 +311,18 @@ pub fn normalize_dn(dn: &str) -> String {
 
 /// Whether `dn` is `base` or below it (both normalised).
 pub fn dn_is_under(dn_norm: &str, base_norm: &str) -> bool {
-    dn_norm == base_norm || dn_norm.ends_with(&format!(",{base_norm}"))
+    if dn_norm.len() == base_norm.len() {
+        return dn_norm == base_norm;
+    }
+    if dn_norm.len() < base_norm.len() + 2 || !dn_norm.ends_with(base_norm) {
+        return false;
+    }
+    // the separator before the base must be an unescaped comma
+    let head = &dn_norm.as_bytes()[..dn_norm.len() - base_norm.len()];
+    let Some((&b',', before)) = head.split_last() else {
+        return false;
+    };
+    before.iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 0
 }
 
 /// The parent DN (one level up), or "" for a top entry.
@@ -384,6 +395,17 @@ mod tests {
         assert_eq!(n, "cn=smith\\, john,ou=sales,dc=example,dc=com");
         assert!(dn_is_under(&n, "ou=sales,dc=example,dc=com"));
         assert!(!dn_is_under(&n, "les,dc=example,dc=com"));
+        assert!(dn_is_under("dc=com", "dc=com"));
+        assert!(!dn_is_under("dc=com", "ou=x,dc=com"));
+        assert!(!dn_is_under("xdc=com", "dc=com"));
+        assert!(
+            !dn_is_under("cn=a\\,ou=x,dc=com", "ou=x,dc=com"),
+            "escaped comma"
+        );
+        assert!(
+            dn_is_under("cn=a\\\\,ou=x,dc=com", "ou=x,dc=com"),
+            "escaped backslash"
+        );
         assert_eq!(parent_dn(&n), "ou=sales,dc=example,dc=com");
         assert_eq!(
             normalize_dn("cn=Smith\\2C John,dc=x"),

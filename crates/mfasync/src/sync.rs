@@ -304,8 +304,9 @@ async fn full(
         );
     }
 
+    // Which item governs each user: the first that holds it.
     let mut claimed: HashSet<String> = HashSet::new();
-    let mut desired: Vec<MfaUser> = Vec::new();
+    let mut claims: Vec<(String, usize)> = Vec::new();
     for (i, item) in cfg.sync.items.iter().enumerate() {
         let members = item_members(client, cfg, item, &base, &attrs, &mut snap)
             .await
@@ -318,10 +319,11 @@ async fn full(
                 continue;
             };
             if claimed.insert(id) {
-                desired.push(mapping::apply_item(du, item));
+                claims.push((key, i));
             }
         }
     }
+    let desired = desired_users(&snap, &claims, &cfg.sync.items);
 
     tracing::info!(desired = desired.len(), "resolved item members");
     let t = std::time::Instant::now();
@@ -375,23 +377,72 @@ async fn full(
 
 /// One paged read of every user under the base DN: the set that container
 /// items, group membership and "still in the directory" are decided from.
+/// The MFA users the claims call for (item settings applied, phones in
+/// E.164), computed on two threads; the order of `claims` is kept.
+fn desired_users(snap: &Snapshot, claims: &[(String, usize)], items: &[SyncItem]) -> Vec<MfaUser> {
+    let work = |part: &[(String, usize)]| -> Vec<MfaUser> {
+        part.iter()
+            .filter_map(|(key, i)| {
+                let du = snap.users.get(key)?;
+                let item = items.get(*i)?;
+                Some(mapping::apply_item(du, item))
+            })
+            .collect()
+    };
+    if claims.len() < 2_000 {
+        return work(claims);
+    }
+    let (a, b) = claims.split_at(claims.len() / 2);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| work(b));
+        let mut first = work(a);
+        match second.join() {
+            Ok(mut rest) => first.append(&mut rest),
+            // a panic in the other half: do that half here rather than lose users
+            Err(_) => first.extend(work(b)),
+        }
+        first
+    })
+}
+
 async fn read_users(
     client: &mut Client,
     cfg: &Config,
     base: &str,
     attrs: &[String],
 ) -> Result<Snapshot> {
-    let mut snap = Snapshot {
-        users: HashMap::new(),
-        unmappable: HashSet::new(),
-        warnings: Vec::new(),
+    // Entries are mapped on a thread of their own while the directory is read
+    // (and, in a full cycle, while the stored users are loaded): mapping and
+    // decoding overlap on two cores instead of taking turns on one task.
+    let (tx, rx) = std::sync::mpsc::channel::<mfasync_core::Entry>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Snapshot>();
+    let a = cfg.attributes.clone();
+    std::thread::Builder::new()
+        .name("mfasync-map".into())
+        .spawn(move || {
+            let mut snap = Snapshot {
+                users: HashMap::new(),
+                unmappable: HashSet::new(),
+                warnings: Vec::new(),
+            };
+            for e in rx {
+                add_entry(&mut snap, &a, e);
+            }
+            let _ = done_tx.send(snap);
+        })
+        .context("cannot start the mapping thread")?;
+    let mut f = |e: mfasync_core::Entry| {
+        let _ = tx.send(e);
     };
-    let a = &cfg.attributes;
-    let mut f = |e: mfasync_core::Entry| add_entry(&mut snap, a, e);
-    client
+    let searched = client
         .search_each(base, Scope::Subtree, &cfg.filters.user, attrs, &mut f)
         .await
-        .with_context(|| format!("searching users under {base}"))?;
+        .with_context(|| format!("searching users under {base}"));
+    drop(tx);
+    let snap = done_rx
+        .await
+        .map_err(|_| anyhow!("the mapping thread stopped unexpectedly"))?;
+    searched?;
     Ok(snap)
 }
 
