@@ -9,6 +9,7 @@ mod approvals;
 mod audit;
 mod auth;
 mod incremental;
+mod progress;
 mod secrets;
 mod serve;
 mod sync;

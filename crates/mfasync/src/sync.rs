@@ -431,7 +431,11 @@ async fn read_users(
             let _ = done_tx.send(snap);
         })
         .context("cannot start the mapping thread")?;
+    let progress = crate::progress::counter("reading directory users");
     let mut f = |e: mfasync_core::Entry| {
+        if let Some(p) = &progress {
+            p.inc(1);
+        }
         let _ = tx.send(e);
     };
     let searched = client
@@ -439,6 +443,9 @@ async fn read_users(
         .await
         .with_context(|| format!("searching users under {base}"));
     drop(tx);
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
     let snap = done_rx
         .await
         .map_err(|_| anyhow!("the mapping thread stopped unexpectedly"))?;
