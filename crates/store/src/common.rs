@@ -75,6 +75,14 @@ pub(crate) fn parse_status(s: &str) -> Result<crate::ApprovalStatus> {
 pub(crate) const SELECT_APPROVALS: &str = "SELECT id, created_at, status, fingerprint, \
      changes_json, decided_at, decided_by, detail FROM approvals";
 
+pub(crate) const SELECT_TOKENS: &str = "SELECT token_hash, kind, username, label, csrf, \
+     created_at, expires_at FROM auth_tokens";
+
+/// The first 12 characters of a token hash: enough to name it in the audit.
+pub(crate) fn short_hash(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
 pub(crate) fn parse_source(s: &str) -> Result<Source> {
     Source::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown user source {s:?}")))
 }
@@ -474,6 +482,18 @@ macro_rules! impl_store {
                 decided_at: row.try_get("decided_at")?,
                 decided_by: row.try_get("decided_by")?,
                 detail: row.try_get("detail")?,
+            })
+        }
+
+        fn token_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::AuthToken> {
+            Ok($crate::AuthToken {
+                token_hash: row.try_get("token_hash")?,
+                kind: row.try_get("kind")?,
+                username: row.try_get("username")?,
+                label: row.try_get("label")?,
+                csrf: row.try_get("csrf")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
             })
         }
 
@@ -1094,6 +1114,134 @@ macro_rules! impl_store {
                 a.decided_by = Some(actor.to_string());
                 a.detail = detail.map(str::to_string);
                 Ok(a)
+            }
+
+            async fn admin_set_password(&self, username: &str, password_hash: &str) -> Result<()> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                sqlx::query(
+                    "INSERT INTO admins (username, password_hash, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(username)
+                .bind(password_hash)
+                .bind(at.as_str())
+                .execute(&mut *tx)
+                .await?;
+                let detail = format!("password of administrator {username} set");
+                let row = AuditRow {
+                    action: "admin-password",
+                    actor: ACTOR_ADMIN,
+                    username: None,
+                    directory_id: None,
+                    before: None,
+                    after: None,
+                    detail: Some(&detail),
+                };
+                self.write_audit(&mut tx, &[row], &at).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn admin_password_hash(&self, username: &str) -> Result<Option<String>> {
+                Ok(
+                    sqlx::query_scalar("SELECT password_hash FROM admins WHERE username = $1")
+                        .bind(username)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn token_create(&self, token: &$crate::AuthToken) -> Result<()> {
+                let mut tx = self.begin().await?;
+                sqlx::query(
+                    "INSERT INTO auth_tokens (token_hash, kind, username, label, csrf, created_at, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(token.token_hash.as_str())
+                .bind(token.kind.as_str())
+                .bind(token.username.as_str())
+                .bind(token.label.as_deref())
+                .bind(token.csrf.as_deref())
+                .bind(token.created_at.as_str())
+                .bind(token.expires_at.as_deref())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_unique(e, "store token"))?;
+                if token.kind == "api" {
+                    let detail = format!(
+                        "API token {} ({}) created for {}",
+                        $crate::common::short_hash(&token.token_hash),
+                        token.label.as_deref().unwrap_or(""),
+                        token.username
+                    );
+                    let row = AuditRow {
+                        action: "token-created",
+                        actor: ACTOR_ADMIN,
+                        username: None,
+                        directory_id: None,
+                        before: None,
+                        after: None,
+                        detail: Some(&detail),
+                    };
+                    self.write_audit(&mut tx, &[row], &token.created_at).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn token_get(&self, token_hash: &str) -> Result<Option<$crate::AuthToken>> {
+                let sql = format!("{} WHERE token_hash = $1", $crate::common::SELECT_TOKENS);
+                let row = sqlx::query(&sql).bind(token_hash).fetch_optional(&self.pool).await?;
+                row.as_ref().map(token_from_row).transpose()
+            }
+
+            async fn tokens(&self, kind: &str) -> Result<Vec<$crate::AuthToken>> {
+                let sql = format!(
+                    "{} WHERE kind = $1 ORDER BY created_at DESC, token_hash",
+                    $crate::common::SELECT_TOKENS
+                );
+                let rows = sqlx::query(&sql).bind(kind).fetch_all(&self.pool).await?;
+                rows.iter().map(token_from_row).collect()
+            }
+
+            async fn token_delete(&self, token_hash: &str) -> Result<bool> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                let kind: Option<String> =
+                    sqlx::query_scalar("DELETE FROM auth_tokens WHERE token_hash = $1 RETURNING kind")
+                        .bind(token_hash)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if kind.as_deref() == Some("api") {
+                    let detail = format!(
+                        "API token {} revoked",
+                        $crate::common::short_hash(token_hash)
+                    );
+                    let row = AuditRow {
+                        action: "token-revoked",
+                        actor: ACTOR_ADMIN,
+                        username: None,
+                        directory_id: None,
+                        before: None,
+                        after: None,
+                        detail: Some(&detail),
+                    };
+                    self.write_audit(&mut tx, &[row], &at).await?;
+                }
+                tx.commit().await?;
+                Ok(kind.is_some())
+            }
+
+            async fn tokens_delete_expired(&self, now: &str) -> Result<u64> {
+                let done = sqlx::query(
+                    "DELETE FROM auth_tokens WHERE expires_at IS NOT NULL AND expires_at < $1",
+                )
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
             }
         }
     };

@@ -150,6 +150,25 @@ pub struct Approval {
     pub detail: Option<String>,
 }
 
+/// A signed-in administrator's session, or an API token, as stored: only the
+/// SHA-256 of the secret token is kept (`token_hash`, lower-case hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthToken {
+    pub token_hash: String,
+    /// "session" or "api".
+    pub kind: String,
+    /// The administrator it acts for.
+    pub username: String,
+    /// What an API token is for (shown in the portal); None for sessions.
+    pub label: Option<String>,
+    /// The CSRF token a session's form posts must carry; None for API tokens.
+    pub csrf: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC; None: does not expire.
+    pub expires_at: Option<String>,
+}
+
 /// A column to look users up by, for [`Store::users_by`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserKey {
@@ -231,6 +250,24 @@ pub trait Store: Send + Sync {
         actor: &str,
         detail: Option<&str>,
     ) -> Result<Approval>;
+    /// Set (create or replace) a local administrator's password hash (a PHC
+    /// string; the store never sees the password). Audited ("admin-password").
+    async fn admin_set_password(&self, username: &str, password_hash: &str) -> Result<()>;
+    /// The stored password hash of a local administrator, None when unknown.
+    async fn admin_password_hash(&self, username: &str) -> Result<Option<String>>;
+    /// Store a session or API token; a `Conflict` when its hash is already
+    /// stored. API tokens are audited ("token-created"), sessions are not.
+    async fn token_create(&self, token: &AuthToken) -> Result<()>;
+    /// One token by the hash of its secret, whether expired or not.
+    async fn token_get(&self, token_hash: &str) -> Result<Option<AuthToken>>;
+    /// The tokens of `kind` ("session" or "api"), newest first.
+    async fn tokens(&self, kind: &str) -> Result<Vec<AuthToken>>;
+    /// Delete one token (sign-out, revocation); whether it existed. Deleting
+    /// an API token is audited ("token-revoked").
+    async fn token_delete(&self, token_hash: &str) -> Result<bool>;
+    /// Delete every token whose `expires_at` is before `now` (RFC 3339 UTC);
+    /// how many.
+    async fn tokens_delete_expired(&self, now: &str) -> Result<u64>;
 }
 
 /// Open (and migrate) the database named by a URL: `sqlite://PATH` or `postgres://...`.

@@ -47,6 +47,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed(include_str!("../migrations/sqlite/0003_user_lookups.sql")),
                 false,
             ),
+            Migration::new(
+                4,
+                Cow::Borrowed("admin"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../migrations/sqlite/0004_admin.sql")),
+                false,
+            ),
         ]),
         ..Migrator::DEFAULT
     }

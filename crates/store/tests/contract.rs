@@ -17,7 +17,8 @@ use mfasync_core::plan::{Action, Change};
 use mfasync_core::user::Source;
 use mfasync_core::MfaUser;
 use mfasync_store::{
-    ApprovalStatus, HeldChange, PgStore, SqliteStore, Store, StoreError, SyncRun, Watermark,
+    ApprovalStatus, AuthToken, HeldChange, PgStore, SqliteStore, Store, StoreError, SyncRun,
+    Watermark,
 };
 
 // ---------------------------------------------------------------- harness
@@ -104,6 +105,8 @@ contract!(
     approvals_superseded_when_no_longer_needed,
     audit_events,
     users_by_key,
+    admin_passwords,
+    sessions_and_api_tokens,
     #[ignore]
     hundred_thousand_creates,
 );
@@ -1080,4 +1083,98 @@ async fn approvals_superseded_when_no_longer_needed(s: &dyn Store) {
         last.detail.as_deref(),
         Some("approval ap3: no longer needed")
     );
+}
+
+async fn admin_passwords(s: &dyn Store) {
+    assert_eq!(s.admin_password_hash("admin").await.unwrap(), None);
+    s.admin_set_password("admin", "$argon2id$one")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.admin_password_hash("admin").await.unwrap().as_deref(),
+        Some("$argon2id$one")
+    );
+    s.admin_set_password("admin", "$argon2id$two")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.admin_password_hash("admin").await.unwrap().as_deref(),
+        Some("$argon2id$two"),
+        "set again replaces"
+    );
+    assert_eq!(s.admin_password_hash("Admin").await.unwrap(), None);
+    let last = &s.audit(1).await.unwrap()[0];
+    assert_eq!(last.action, "admin-password");
+    assert!(
+        !last.detail.as_deref().unwrap_or("").contains("argon2"),
+        "the hash is not audited"
+    );
+}
+
+fn token(hash: &str, kind: &str, created: &str, expires: Option<&str>) -> AuthToken {
+    AuthToken {
+        token_hash: hash.to_string(),
+        kind: kind.to_string(),
+        username: "admin".to_string(),
+        label: (kind == "api").then(|| "backup script".to_string()),
+        csrf: (kind == "session").then(|| format!("csrf-{hash}")),
+        created_at: created.to_string(),
+        expires_at: expires.map(str::to_string),
+    }
+}
+
+async fn sessions_and_api_tokens(s: &dyn Store) {
+    let s1 = token(
+        "aaaa1111",
+        "session",
+        "2026-01-01T00:00:00Z",
+        Some("2026-01-01T08:00:00Z"),
+    );
+    let s2 = token(
+        "bbbb2222",
+        "session",
+        "2026-01-02T00:00:00Z",
+        Some("2099-01-01T00:00:00Z"),
+    );
+    let a1 = token("cccc3333", "api", "2026-01-03T00:00:00Z", None);
+    for t in [&s1, &s2, &a1] {
+        s.token_create(t).await.unwrap();
+    }
+    assert!(is_conflict(&s.token_create(&s1).await), "same hash twice");
+    assert_eq!(s.token_get("aaaa1111").await.unwrap().as_ref(), Some(&s1));
+    assert_eq!(s.token_get("cccc3333").await.unwrap().as_ref(), Some(&a1));
+    assert_eq!(s.token_get("nope").await.unwrap(), None);
+    assert_eq!(
+        s.tokens("session").await.unwrap(),
+        vec![s2.clone(), s1.clone()]
+    );
+    assert_eq!(s.tokens("api").await.unwrap(), vec![a1.clone()]);
+    assert_eq!(
+        s.audit(1).await.unwrap()[0].action,
+        "token-created",
+        "API tokens are audited"
+    );
+
+    assert_eq!(
+        s.tokens_delete_expired("2026-06-01T00:00:00Z")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.token_get("aaaa1111").await.unwrap(),
+        None,
+        "expired one gone"
+    );
+    assert!(s.token_get("bbbb2222").await.unwrap().is_some());
+    assert!(
+        s.token_get("cccc3333").await.unwrap().is_some(),
+        "no expiry"
+    );
+
+    assert!(s.token_delete("bbbb2222").await.unwrap());
+    assert!(!s.token_delete("bbbb2222").await.unwrap(), "already gone");
+    assert!(s.token_delete("cccc3333").await.unwrap());
+    assert_eq!(s.audit(1).await.unwrap()[0].action, "token-revoked");
+    assert!(s.tokens("api").await.unwrap().is_empty());
 }
