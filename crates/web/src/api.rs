@@ -1,0 +1,263 @@
+//! The REST API under `/api/v1` (documented by `openapi.json`, served at
+//! `/api/v1/openapi.json`). JSON shapes are those of PRODUCT.md section 1.
+
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Admin;
+use crate::App;
+
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+pub(crate) fn routes() -> Router<App> {
+    Router::new()
+        .route("/config", get(config_get).put(config_put))
+        .route("/directory/test", post(directory_test))
+        .route("/sync", post(sync_now))
+        .route("/plan", get(plan))
+        .route("/users", get(users))
+        .route("/approvals", get(approvals))
+        .route("/approvals/{id}/approve", post(approve))
+        .route("/approvals/{id}/reject", post(reject))
+        .route("/history", get(history))
+        .route("/auth", post(auth))
+}
+
+pub(crate) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn store_error(e: mfasync_store::StoreError) -> Response {
+    tracing::error!("store: {e}");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "database error")
+}
+
+async fn config_get(State(app): State<App>) -> Response {
+    match app.store.active_config().await {
+        Ok(Some(v)) => {
+            let view = crate::ConfigView::from_stored(&v);
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        "application/toml; charset=utf-8".to_string(),
+                    ),
+                    (header::ETAG, format!("\"{}\"", view.version)),
+                ],
+                view.toml,
+            )
+                .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "no configuration applied yet"),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn config_put(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    body: String,
+) -> Response {
+    match app.backend.config_put(&body, &admin.username).await {
+        Ok(version) => {
+            tracing::info!(
+                "configuration version {version} applied by {}",
+                admin.username
+            );
+            Json(json!({ "version": version })).into_response()
+        }
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "errors": errors })),
+        )
+            .into_response(),
+    }
+}
+
+async fn directory_test(State(app): State<App>) -> Response {
+    Json(app.backend.directory_test().await).into_response()
+}
+
+#[derive(Deserialize)]
+struct SyncQuery {
+    #[serde(default)]
+    full: bool,
+}
+
+/// Run a cycle through the backend, counted in the metrics.
+pub(crate) async fn run_sync(app: &App, full: bool) -> Result<Value, String> {
+    let started = Instant::now();
+    let result = app.backend.sync_now(full).await;
+    let mode = if full { "full" } else { "auto" };
+    app.metrics
+        .record_sync(mode, started.elapsed().as_secs_f64(), result.as_ref().ok());
+    result
+}
+
+async fn sync_now(State(app): State<App>, query: Query<SyncQuery>) -> Response {
+    match run_sync(&app, query.full).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn plan(State(app): State<App>) -> Response {
+    match app.backend.plan().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct UserQuery {
+    #[serde(default)]
+    pub q: String,
+}
+
+/// Whether a user matches a search: every word of `q` appears
+/// (case-insensitively) in the username, a name, the email or the DN.
+pub(crate) fn user_matches(u: &mfasync_core::MfaUser, q: &str) -> bool {
+    let hay = [
+        Some(u.username.as_str()),
+        u.first_name.as_deref(),
+        u.last_name.as_deref(),
+        u.email.as_deref(),
+        u.dn.as_deref(),
+    ]
+    .iter()
+    .flatten()
+    .map(|s| s.to_lowercase())
+    .collect::<Vec<_>>()
+    .join("\n");
+    q.split_whitespace()
+        .all(|w| hay.contains(&w.to_lowercase()))
+}
+
+async fn users(State(app): State<App>, query: Query<UserQuery>) -> Response {
+    match app.store.users().await {
+        Ok(mut users) => {
+            users.retain(|u| user_matches(u, &query.q));
+            Json(users).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+/// A pending approval as `approvals list --json` shows it.
+pub(crate) fn approval_json(a: &mfasync_store::Approval) -> Value {
+    let names = |action: &str| {
+        a.changes
+            .iter()
+            .filter(|c| c.action == action)
+            .map(|c| c.username.clone())
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "id": a.id,
+        "created_at": a.created_at,
+        "disable": names("disable"),
+        "remove": names("remove"),
+    })
+}
+
+async fn approvals(State(app): State<App>) -> Response {
+    match app
+        .store
+        .approvals(Some(mfasync_store::ApprovalStatus::Pending))
+        .await
+    {
+        Ok(list) => Json(list.iter().map(approval_json).collect::<Vec<_>>()).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn approve(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<String>,
+) -> Response {
+    match app.backend.approve(&id, &admin.username).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn reject(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<String>,
+) -> Response {
+    match app.backend.reject(&id, &admin.username).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    limit: Option<i64>,
+}
+
+pub(crate) fn run_json(r: &mfasync_store::SyncRun) -> Value {
+    json!({
+        "id": r.id,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "mode": r.mode,
+        "created": r.created,
+        "updated": r.updated,
+        "enabled": r.enabled,
+        "disabled": r.disabled,
+        "removed": r.removed,
+        "unchanged": r.unchanged,
+        "entries_read": r.entries_read,
+        "error": r.error,
+    })
+}
+
+async fn history(State(app): State<App>, query: Query<HistoryQuery>) -> Response {
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    match app.store.runs(limit).await {
+        Ok(runs) => Json(runs.iter().map(run_json).collect::<Vec<_>>()).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct AuthBody {
+    username: String,
+    password: String,
+}
+
+async fn auth(
+    State(app): State<App>,
+    body: Result<Json<AuthBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON body {\"username\": \"...\", \"password\": \"...\"}",
+        );
+    };
+    match app.backend.auth(&body.username, &body.password).await {
+        Ok(()) => {
+            app.metrics.record_auth(None);
+            Json(json!({ "ok": true })).into_response()
+        }
+        Err(reason) => {
+            app.metrics.record_auth(Some(reason.as_str()));
+            Json(json!({ "ok": false, "reason": reason.as_str() })).into_response()
+        }
+    }
+}

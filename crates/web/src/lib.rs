@@ -1,0 +1,208 @@
+//! The web side of `mfasync serve`: the management portal (server-rendered
+//! HTML, plain forms), the REST API under `/api/v1`, `/metrics` (Prometheus
+//! text format) and `/healthz`.
+//!
+//! The crate does not know how to reach a directory or run a sync: the binary
+//! gives it a [`Backend`] for that. What is only a read of the MFA user
+//! database (users, pending approvals, sync history, the active configuration)
+//! and everything about administrators (password hashes, sessions, API tokens)
+//! comes straight from the [`mfasync_store::Store`].
+//!
+//! Security model (docs/web.md): a local administrator signs in with a password
+//! (argon2id hash in the store); the session is a random token whose SHA-256 is
+//! stored, sent as an `HttpOnly; SameSite=Strict; Secure` cookie. Every
+//! state-changing request without an `Authorization` header must come from the
+//! same origin (`Sec-Fetch-Site`/`Origin`), and every portal form carries the
+//! session's CSRF token. The API takes `Authorization: Bearer <token>` (an API
+//! token created in the portal, or a session token).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::routing::get;
+use axum::Router;
+use mfasync_core::auth::Reason;
+use mfasync_store::Store;
+
+mod api;
+pub mod auth;
+mod html;
+pub mod metrics;
+mod portal;
+
+pub use metrics::Metrics;
+
+/// What the web side needs from the service: everything that talks to the
+/// directory or changes MFA users. JSON values keep the shapes of PRODUCT.md
+/// section 1 (the same documents `mfasync --json` prints).
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Validate a configuration as `config apply` does and store it as the
+    /// active one; its version number, or every problem as "key.path: message".
+    async fn config_put(&self, toml: &str, actor: &str) -> Result<i64, Vec<String>>;
+    /// `directory test --json`.
+    async fn directory_test(&self) -> serde_json::Value;
+    /// One synchronization cycle now (`sync --json`, or `sync --full --json`).
+    async fn sync_now(&self, full: bool) -> Result<serde_json::Value, String>;
+    /// `sync --plan --json`.
+    async fn plan(&self) -> Result<serde_json::Value, String>;
+    /// Approve a pending approval as `actor` (`approvals approve ID`).
+    async fn approve(&self, id: &str, actor: &str) -> Result<serde_json::Value, String>;
+    /// Reject a pending approval as `actor` (`approvals reject ID`).
+    async fn reject(&self, id: &str, actor: &str) -> Result<serde_json::Value, String>;
+    /// Verify a password by LDAP bind (`auth USERNAME`).
+    async fn auth(&self, username: &str, password: &str) -> Result<(), Reason>;
+}
+
+/// How the web side behaves.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    /// Mark cookies `Secure` (default). Turn off only for plain HTTP on
+    /// loopback (tests, a local demo): browsers do not send Secure cookies
+    /// over http:// except to localhost.
+    pub secure_cookies: bool,
+    /// How long a portal session lasts after sign-in.
+    pub session_ttl: Duration,
+}
+
+impl Default for WebOptions {
+    fn default() -> Self {
+        WebOptions {
+            secure_cookies: true,
+            session_ttl: Duration::from_secs(8 * 3600),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct App {
+    pub backend: Arc<dyn Backend>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub opts: Arc<WebOptions>,
+}
+
+/// The whole web application: portal pages, `/api/v1`, `/metrics`, `/healthz`.
+pub fn router(
+    backend: Arc<dyn Backend>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    opts: WebOptions,
+) -> Router {
+    let app = App {
+        backend,
+        store,
+        metrics,
+        opts: Arc::new(opts),
+    };
+    let api = api::routes().route_layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        auth::require_api,
+    ));
+    let portal = portal::routes().route_layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        auth::require_portal,
+    ));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .merge(portal)
+        .route("/login", get(portal::login_page).post(portal::login))
+        .route("/static/style.css", get(html::stylesheet))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::render))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::guard,
+        ))
+        .with_state(app)
+}
+
+/// The route table (method, path) of the API, as in `openapi.json`; tested
+/// against the document so neither drifts.
+pub const API_ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/v1/config"),
+    ("put", "/api/v1/config"),
+    ("post", "/api/v1/directory/test"),
+    ("post", "/api/v1/sync"),
+    ("get", "/api/v1/plan"),
+    ("get", "/api/v1/users"),
+    ("get", "/api/v1/approvals"),
+    ("post", "/api/v1/approvals/{id}/approve"),
+    ("post", "/api/v1/approvals/{id}/reject"),
+    ("get", "/api/v1/history"),
+    ("post", "/api/v1/auth"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/metrics"),
+    ("get", "/healthz"),
+];
+
+/// The active configuration as the portal and `GET /api/v1/config` show it:
+/// TOML with every secret left out, and which secrets are set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigView {
+    pub version: i64,
+    pub created_at: String,
+    /// `Config::to_toml_redacted()`; inline passwords are never in it.
+    pub toml: String,
+    /// ("directory.query_bind.password", set?) for each secret.
+    pub secrets: Vec<(String, bool)>,
+}
+
+impl ConfigView {
+    /// Build the view of a stored version. A stored text that no longer parses
+    /// is not shown at all (it may hold secrets).
+    pub fn from_stored(v: &mfasync_store::ConfigVersion) -> ConfigView {
+        match mfasync_core::config::parse(&v.toml) {
+            Ok(cfg) => {
+                let mut secrets = vec![
+                    (
+                        "directory.query_bind.password".to_string(),
+                        cfg.directory.query_bind.has_password(),
+                    ),
+                    (
+                        "directory.auth_bind.password".to_string(),
+                        cfg.directory.auth_bind.has_password(),
+                    ),
+                ];
+                if let Some(smtp) = &cfg.smtp {
+                    secrets.push((
+                        "smtp.password".to_string(),
+                        smtp.password.is_some()
+                            || smtp.password_file.is_some()
+                            || smtp.password_env.is_some(),
+                    ));
+                }
+                ConfigView {
+                    version: v.version,
+                    created_at: v.created_at.clone(),
+                    toml: cfg.to_toml_redacted(),
+                    secrets,
+                }
+            }
+            Err(errors) => ConfigView {
+                version: v.version,
+                created_at: v.created_at.clone(),
+                toml: format!(
+                    "# stored configuration version {} no longer validates ({} problems); not shown\n",
+                    v.version,
+                    errors.len()
+                ),
+                secrets: Vec::new(),
+            },
+        }
+    }
+
+    /// Whether the stored configuration has an inline `password` (lost when
+    /// the redacted text is saved back).
+    pub fn has_inline_password(stored: &mfasync_store::ConfigVersion) -> bool {
+        mfasync_core::config::parse(&stored.toml)
+            .map(|c| {
+                c.directory.query_bind.password.is_some()
+                    || c.directory.auth_bind.password.is_some()
+                    || c.smtp.as_ref().is_some_and(|s| s.password.is_some())
+            })
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,727 @@
+//! The management portal: server-rendered pages and plain form posts (no
+//! script). Every POST carries the session's CSRF token in a hidden field.
+
+use std::convert::Infallible;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::{run_sync, user_matches, UserQuery};
+use crate::auth::{self, csrf_refusal, Admin};
+use crate::html::{csrf_field, esc, notice, page, url_component};
+use crate::App;
+
+/// Users shown on one Users page at most.
+const USERS_SHOWN: usize = 500;
+
+pub(crate) fn routes() -> Router<App> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/settings", get(settings).post(settings_apply))
+        .route("/settings/test", post(settings_test))
+        .route("/users", get(users))
+        .route("/approvals", get(approvals))
+        .route("/approvals/{id}/{decision}", post(decide))
+        .route("/history", get(history))
+        .route("/sync", post(sync_now))
+        .route("/tokens", get(tokens).post(token_create))
+        .route("/tokens/revoke", post(token_revoke))
+        .route("/logout", post(logout))
+}
+
+/// The signed-in administrator, if any (login page).
+pub(crate) struct MaybeAdmin(Option<Admin>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeAdmin {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(MaybeAdmin(parts.extensions.get::<Admin>().cloned()))
+    }
+}
+
+fn db_error(admin: Option<&Admin>, e: impl std::fmt::Display) -> Response {
+    tracing::error!("store: {e}");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        page(
+            "Error",
+            admin,
+            "",
+            &notice(
+                "error",
+                "The database could not be read; see the service log.",
+            ),
+        ),
+    )
+        .into_response()
+}
+
+// ------------------------------------------------------------------ sign-in
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct LoginForm {
+    username: String,
+    password: String,
+    login_csrf: String,
+}
+
+fn login_form(app: &App, status: StatusCode, message: Option<&str>) -> Response {
+    let token = auth::random_token();
+    let body = format!(
+        r#"{msg}<form method="post" action="/login" class="login">
+<input type="hidden" name="login_csrf" value="{token}">
+<label>Username <input name="username" autocomplete="username" required autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<button type="submit">Sign in</button>
+</form>"#,
+        msg = message.map(|m| notice("error", m)).unwrap_or_default(),
+    );
+    (
+        status,
+        [(
+            header::SET_COOKIE,
+            auth::set_cookie(app, auth::LOGIN_COOKIE, &token, Some(600)),
+        )],
+        page("Sign in", None, "", &body),
+    )
+        .into_response()
+}
+
+pub(crate) async fn login_page(State(app): State<App>, admin: MaybeAdmin) -> Response {
+    match admin.0 {
+        Some(a) if !a.bearer => Redirect::to("/").into_response(),
+        _ => login_form(&app, StatusCode::OK, None),
+    }
+}
+
+pub(crate) async fn login(
+    State(app): State<App>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return login_form(
+            &app,
+            StatusCode::BAD_REQUEST,
+            Some("Malformed sign-in form."),
+        );
+    };
+    let cookie = auth::cookie(&headers, auth::LOGIN_COOKIE).unwrap_or("");
+    if !auth::same_secret(cookie, &form.login_csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "forbidden: sign-in form expired or posted from elsewhere; reload /login\n",
+        )
+            .into_response();
+    }
+    if form.username.is_empty() || !auth::check_admin(&app, &form.username, &form.password).await {
+        tracing::warn!(
+            "portal sign-in refused for {:?}",
+            form.username.chars().take(64).collect::<String>()
+        );
+        return login_form(
+            &app,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong username or password."),
+        );
+    }
+    match auth::start_session(&app, &form.username).await {
+        Ok((token, _csrf)) => {
+            tracing::info!("administrator {} signed in to the portal", form.username);
+            let max_age = app.opts.session_ttl.as_secs();
+            let mut resp = Redirect::to("/").into_response();
+            let h = resp.headers_mut();
+            for c in [
+                auth::set_cookie(&app, auth::SESSION_COOKIE, &token, Some(max_age)),
+                auth::set_cookie(&app, auth::LOGIN_COOKIE, "", Some(0)),
+            ] {
+                if let Ok(v) = header::HeaderValue::from_str(&c) {
+                    h.append(header::SET_COOKIE, v);
+                }
+            }
+            resp
+        }
+        Err(e) => db_error(None, e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    if let Err(e) = app.store.token_delete(&admin.token_hash).await {
+        return db_error(Some(&admin), e);
+    }
+    tracing::info!("administrator {} signed out", admin.username);
+    (
+        [(
+            header::SET_COOKIE,
+            auth::set_cookie(&app, auth::SESSION_COOKIE, "", Some(0)),
+        )],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+// ------------------------------------------------------------------ overview
+
+async fn overview(State(app): State<App>, Extension(admin): Extension<Admin>) -> Response {
+    let config = match app.store.active_config().await {
+        Ok(c) => c,
+        Err(e) => return db_error(Some(&admin), e),
+    };
+    let pending = match app
+        .store
+        .approvals(Some(mfasync_store::ApprovalStatus::Pending))
+        .await
+    {
+        Ok(p) => p.len(),
+        Err(e) => return db_error(Some(&admin), e),
+    };
+    let last = match app.store.runs(1).await {
+        Ok(r) => r.into_iter().next(),
+        Err(e) => return db_error(Some(&admin), e),
+    };
+    let config = match config {
+        Some(c) => format!("version {} (applied {})", c.version, esc(&c.created_at)),
+        None => "none applied yet".to_string(),
+    };
+    let last = match last {
+        Some(r) => format!(
+            "{} cycle started {}{}",
+            esc(&r.mode),
+            esc(&r.started_at),
+            match &r.error {
+                Some(e) => format!(r#": <span class="bad">failed: {}</span>"#, esc(e)),
+                None => String::new(),
+            }
+        ),
+        None => "no cycle has run yet".to_string(),
+    };
+    let body = format!(
+        r#"<table>
+<tr><th>Configuration</th><td><a href="/settings">{config}</a></td></tr>
+<tr><th>Last synchronization</th><td><a href="/history">{last}</a></td></tr>
+<tr><th>Pending approvals</th><td><a href="/approvals">{pending}</a></td></tr>
+</table>"#
+    );
+    page("Overview", Some(&admin), "/", &body).into_response()
+}
+
+// ------------------------------------------------------------------ settings
+
+async fn settings_page(app: &App, admin: &Admin, status: StatusCode, extra: &str) -> Response {
+    let stored = match app.store.active_config().await {
+        Ok(c) => c,
+        Err(e) => return db_error(Some(admin), e),
+    };
+    let csrf = csrf_field(admin);
+    let (summary, text, warning) = match &stored {
+        Some(v) => {
+            let view = crate::ConfigView::from_stored(v);
+            let mut rows = format!(
+                "<tr><th>Version</th><td>{}</td></tr><tr><th>Applied</th><td>{}</td></tr>",
+                view.version,
+                esc(&view.created_at)
+            );
+            for (key, set) in &view.secrets {
+                rows.push_str(&format!(
+                    "<tr><th>{}</th><td>{}</td></tr>",
+                    esc(key),
+                    if *set { "set" } else { "not set" }
+                ));
+            }
+            let warning = if crate::ConfigView::has_inline_password(v) {
+                notice(
+                    "error",
+                    "This configuration has inline passwords, which are never shown. \
+                     Saving the text below as it is removes them: add them again, or use \
+                     password_file / password_env.",
+                )
+            } else {
+                String::new()
+            };
+            (format!("<table>{rows}</table>"), view.toml, warning)
+        }
+        None => (
+            notice("error", "No configuration has been applied yet."),
+            String::new(),
+            String::new(),
+        ),
+    };
+    let body = format!(
+        r#"{extra}{summary}
+<h2>Directory connection</h2>
+<form method="post" action="/settings/test">{csrf}<button type="submit" id="test">Test</button></form>
+<h2>Active configuration</h2>
+<pre id="active-config">{active}</pre>
+<h2>Apply a new configuration</h2>
+{warning}<form method="post" action="/settings">{csrf}
+<textarea name="toml" rows="24" spellcheck="false">{active}</textarea>
+<p><button type="submit">Validate and apply</button></p></form>"#,
+        active = esc(&text),
+    );
+    (status, page("Settings", Some(admin), "/settings", &body)).into_response()
+}
+
+async fn settings(State(app): State<App>, Extension(admin): Extension<Admin>) -> Response {
+    settings_page(&app, &admin, StatusCode::OK, "").await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ConfigForm {
+    csrf: String,
+    toml: String,
+}
+
+async fn settings_apply(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<ConfigForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    // Browsers post textareas with CRLF line ends.
+    let text = form.toml.replace("\r\n", "\n");
+    match app.backend.config_put(&text, &admin.username).await {
+        Ok(version) => {
+            tracing::info!(
+                "configuration version {version} applied by {}",
+                admin.username
+            );
+            let msg = notice("ok", &format!("Configuration version {version} applied."));
+            settings_page(&app, &admin, StatusCode::OK, &msg).await
+        }
+        Err(errors) => {
+            let items: String = errors
+                .iter()
+                .map(|e| format!("<li>{}</li>", esc(e)))
+                .collect();
+            let msg = format!(
+                r#"<div class="notice error">Not applied: the configuration has {} problem(s):<ul id="config-errors">{items}</ul></div>"#,
+                errors.len()
+            );
+            settings_page(&app, &admin, StatusCode::UNPROCESSABLE_ENTITY, &msg).await
+        }
+    }
+}
+
+fn yes_no(v: Option<&Value>) -> &'static str {
+    match v.and_then(Value::as_bool) {
+        Some(true) => r#"<span class="good">yes</span>"#,
+        Some(false) => r#"<span class="bad">no</span>"#,
+        None => "?",
+    }
+}
+
+fn text_of(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => esc(s),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => esc(&other.to_string()),
+    }
+}
+
+/// The `directory test` document as HTML: each step, then what is supported.
+fn test_html(v: &Value) -> String {
+    let mut out = format!(
+        r#"<div class="notice {}" id="test-result">Test {}: server {} ({})</div><table><tr><th>Step</th><th>OK</th><th>Detail</th></tr>"#,
+        if v.get("ok").and_then(Value::as_bool) == Some(true) {
+            "ok"
+        } else {
+            "error"
+        },
+        if v.get("ok").and_then(Value::as_bool) == Some(true) {
+            "passed"
+        } else {
+            "failed"
+        },
+        text_of(v.get("server")),
+        text_of(v.get("vendor")),
+    );
+    for step in v
+        .get("steps")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            text_of(step.get("step")),
+            yes_no(step.get("ok")),
+            text_of(step.get("detail"))
+        ));
+    }
+    out.push_str("</table>");
+    if let Some(Value::Object(sup)) = v.get("supports") {
+        out.push_str("<table><tr><th>Supports</th><th></th></tr>");
+        for (k, val) in sup {
+            out.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td></tr>",
+                esc(k),
+                yes_no(Some(val))
+            ));
+        }
+        out.push_str("</table>");
+    }
+    out
+}
+
+async fn settings_test(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    let result = app.backend.directory_test().await;
+    settings_page(&app, &admin, StatusCode::OK, &test_html(&result)).await
+}
+
+// ------------------------------------------------------------------ users
+
+async fn users(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    query: Query<UserQuery>,
+) -> Response {
+    let all = match app.store.users().await {
+        Ok(u) => u,
+        Err(e) => return db_error(Some(&admin), e),
+    };
+    let total = all.len();
+    let found: Vec<_> = all.iter().filter(|u| user_matches(u, &query.q)).collect();
+    let mut rows = String::new();
+    for u in found.iter().take(USERS_SHOWN) {
+        let name = [u.first_name.as_deref(), u.last_name.as_deref()]
+            .iter()
+            .flatten()
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&u.username),
+            esc(&name),
+            esc(u.email.as_deref().unwrap_or("")),
+            esc(u.primary_phone.as_deref().unwrap_or("")),
+            esc(u.method.as_deref().unwrap_or("")),
+            if u.enabled { "enabled" } else { r#"<span class="bad">disabled</span>"# },
+            esc(u.source.as_str()),
+            esc(u.sync_item.as_deref().unwrap_or("")),
+        ));
+    }
+    let shown = if found.len() > USERS_SHOWN {
+        format!(
+            "{} of {total} users match; the first {USERS_SHOWN} are shown.",
+            found.len()
+        )
+    } else {
+        format!("{} of {total} users match.", found.len())
+    };
+    let body = format!(
+        r#"<form method="get" action="/users"><input name="q" value="{q}" placeholder="name, email, DN" aria-label="Search"> <button type="submit">Search</button></form>
+<p id="user-count">{shown}</p>
+<table id="users"><tr><th>Username</th><th>Name</th><th>Email</th><th>Primary phone</th><th>Method</th><th>State</th><th>Source</th><th>Sync item</th></tr>
+{rows}</table>"#,
+        q = esc(&query.q),
+    );
+    page("Users", Some(&admin), "/users", &body).into_response()
+}
+
+// ------------------------------------------------------------------ approvals
+
+async fn approvals_page(app: &App, admin: &Admin, status: StatusCode, extra: &str) -> Response {
+    let pending = match app
+        .store
+        .approvals(Some(mfasync_store::ApprovalStatus::Pending))
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return db_error(Some(admin), e),
+    };
+    let csrf = csrf_field(admin);
+    let mut body = String::from(extra);
+    if pending.is_empty() {
+        body.push_str(r#"<p id="no-approvals">No approvals are pending.</p>"#);
+    }
+    for a in &pending {
+        let mut rows = String::new();
+        for c in &a.changes {
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.action),
+                esc(&c.username),
+                esc(c.reason.as_deref().unwrap_or(""))
+            ));
+        }
+        let id = url_component(&a.id);
+        body.push_str(&format!(
+            r#"<section class="approval"><h2>Approval {}</h2><p>Requested {}: {} change(s) held.</p>
+<table><tr><th>Action</th><th>User</th><th>Why</th></tr>{rows}</table>
+<form method="post" action="/approvals/{id}/approve" class="inline">{csrf}<button type="submit">Approve</button></form>
+<form method="post" action="/approvals/{id}/reject" class="inline">{csrf}<button type="submit">Reject</button></form>
+</section>"#,
+            esc(&a.id),
+            esc(&a.created_at),
+            a.changes.len(),
+        ));
+    }
+    (status, page("Approvals", Some(admin), "/approvals", &body)).into_response()
+}
+
+async fn approvals(State(app): State<App>, Extension(admin): Extension<Admin>) -> Response {
+    approvals_page(&app, &admin, StatusCode::OK, "").await
+}
+
+async fn decide(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path((id, decision)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    let result = match decision.as_str() {
+        "approve" => app.backend.approve(&id, &admin.username).await,
+        "reject" => app.backend.reject(&id, &admin.username).await,
+        _ => return (StatusCode::NOT_FOUND, "no such decision\n").into_response(),
+    };
+    match result {
+        Ok(_) => {
+            tracing::info!("approval {id}: {decision} by {}", admin.username);
+            let verb = if decision == "approve" {
+                "approved"
+            } else {
+                "rejected"
+            };
+            let msg = notice("ok", &format!("Approval {id} {verb}."));
+            approvals_page(&app, &admin, StatusCode::OK, &msg).await
+        }
+        Err(e) => {
+            let msg = notice("error", &format!("Approval {id} not decided: {e}"));
+            approvals_page(&app, &admin, StatusCode::CONFLICT, &msg).await
+        }
+    }
+}
+
+// ------------------------------------------------------------------ history
+
+async fn history_page(app: &App, admin: &Admin, status: StatusCode, extra: &str) -> Response {
+    let runs = match app.store.runs(100).await {
+        Ok(r) => r,
+        Err(e) => return db_error(Some(admin), e),
+    };
+    let mut rows = String::new();
+    for r in &runs {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r.id,
+            esc(&r.started_at),
+            esc(r.finished_at.as_deref().unwrap_or("running")),
+            esc(&r.mode),
+            r.created,
+            r.updated,
+            r.enabled,
+            r.disabled,
+            r.removed,
+            match &r.error {
+                Some(e) => format!(r#"<span class="bad">{}</span>"#, esc(e)),
+                None => String::new(),
+            }
+        ));
+    }
+    let body = format!(
+        r#"{extra}<form method="post" action="/sync">{csrf}<label><input type="checkbox" name="full" value="true" checked> full</label> <button type="submit" id="sync-now">Synchronize Now</button></form>
+<table id="runs"><tr><th>#</th><th>Started</th><th>Finished</th><th>Mode</th><th>Created</th><th>Updated</th><th>Enabled</th><th>Disabled</th><th>Removed</th><th>Error</th></tr>
+{rows}</table>"#,
+        csrf = csrf_field(admin),
+    );
+    (status, page("Sync history", Some(admin), "/history", &body)).into_response()
+}
+
+async fn history(State(app): State<App>, Extension(admin): Extension<Admin>) -> Response {
+    history_page(&app, &admin, StatusCode::OK, "").await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SyncForm {
+    csrf: String,
+    full: Option<String>,
+}
+
+fn sync_summary(v: &Value) -> String {
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mut s = format!(
+        "{} synchronization done: {} created, {} updated, {} enabled, {} disabled, {} removed, {} unchanged.",
+        v.get("mode").and_then(Value::as_str).unwrap_or("a"),
+        n("created"),
+        n("updated"),
+        n("enabled"),
+        n("disabled"),
+        n("removed"),
+        n("unchanged"),
+    );
+    if let Some(p) = v.get("pending_approval").filter(|p| !p.is_null()) {
+        s.push_str(&format!(
+            " Held for approval: {} ({} disable, {} remove).",
+            p.get("id").and_then(Value::as_str).unwrap_or("?"),
+            p.get("disable").and_then(Value::as_u64).unwrap_or(0),
+            p.get("remove").and_then(Value::as_u64).unwrap_or(0),
+        ));
+    }
+    s
+}
+
+async fn sync_now(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<SyncForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    let full = form.full.as_deref() == Some("true");
+    tracing::info!(
+        "synchronization requested by {} (full: {full})",
+        admin.username
+    );
+    match run_sync(&app, full).await {
+        Ok(v) => {
+            history_page(
+                &app,
+                &admin,
+                StatusCode::OK,
+                &notice("ok", &sync_summary(&v)),
+            )
+            .await
+        }
+        Err(e) => {
+            let msg = notice("error", &format!("Synchronization failed: {e}"));
+            history_page(&app, &admin, StatusCode::INTERNAL_SERVER_ERROR, &msg).await
+        }
+    }
+}
+
+// ------------------------------------------------------------------ API tokens
+
+async fn tokens_page(app: &App, admin: &Admin, status: StatusCode, extra: &str) -> Response {
+    let list = match app.store.tokens("api").await {
+        Ok(l) => l,
+        Err(e) => return db_error(Some(admin), e),
+    };
+    let csrf = csrf_field(admin);
+    let mut rows = String::new();
+    for t in &list {
+        rows.push_str(&format!(
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><form method="post" action="/tokens/revoke" class="inline">{csrf}<input type="hidden" name="hash" value="{}"><button type="submit">Revoke</button></form></td></tr>"#,
+            esc(t.label.as_deref().unwrap_or("")),
+            esc(&t.username),
+            esc(&t.created_at),
+            esc(t.token_hash.get(..12).unwrap_or("")),
+            esc(&t.token_hash),
+        ));
+    }
+    let body = format!(
+        r#"{extra}<p>API tokens authenticate REST calls: <code>Authorization: Bearer TOKEN</code>. A token is shown once, when it is created; only its hash is stored.</p>
+<form method="post" action="/tokens">{csrf}<input name="label" placeholder="what it is for" required> <button type="submit">Create token</button></form>
+<table id="tokens"><tr><th>Label</th><th>Created by</th><th>Created</th><th>Id</th><th></th></tr>{rows}</table>"#
+    );
+    (status, page("API tokens", Some(admin), "/tokens", &body)).into_response()
+}
+
+async fn tokens(State(app): State<App>, Extension(admin): Extension<Admin>) -> Response {
+    tokens_page(&app, &admin, StatusCode::OK, "").await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TokenForm {
+    csrf: String,
+    label: String,
+    hash: String,
+}
+
+async fn token_create(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    let token = auth::random_token();
+    let row = mfasync_store::AuthToken {
+        token_hash: auth::token_hash(&token),
+        kind: "api".into(),
+        username: admin.username.clone(),
+        label: Some(form.label.trim().chars().take(200).collect()),
+        csrf: None,
+        created_at: auth::now_text(),
+        expires_at: None,
+    };
+    if let Err(e) = app.store.token_create(&row).await {
+        return db_error(Some(&admin), e);
+    }
+    tracing::info!("API token created by {}", admin.username);
+    let msg = format!(
+        r#"<div class="notice ok">New API token (copy it now, it is not shown again): <code id="new-token">{}</code></div>"#,
+        esc(&token)
+    );
+    tokens_page(&app, &admin, StatusCode::OK, &msg).await
+}
+
+async fn token_revoke(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    // Only API tokens are revoked here, never somebody's session.
+    match app.store.token_get(&form.hash).await {
+        Ok(Some(t)) if t.kind == "api" => {}
+        Ok(_) => {
+            let msg = notice("error", "No such API token.");
+            return tokens_page(&app, &admin, StatusCode::NOT_FOUND, &msg).await;
+        }
+        Err(e) => return db_error(Some(&admin), e),
+    }
+    match app.store.token_delete(&form.hash).await {
+        Ok(_) => {
+            tracing::info!("API token revoked by {}", admin.username);
+            tokens_page(
+                &app,
+                &admin,
+                StatusCode::OK,
+                &notice("ok", "Token revoked."),
+            )
+            .await
+        }
+        Err(e) => db_error(Some(&admin), e),
+    }
+}

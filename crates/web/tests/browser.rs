@@ -1,0 +1,309 @@
+//! The portal in a real headless Chromium (Debian `chromium` +
+//! `chromium-driver`, installed by scripts/install-deps), driven over the W3C
+//! WebDriver protocol by a few lines of reqwest: sign in, see the Users page,
+//! press Synchronize Now (a real browser's same-origin form post with its CSRF
+//! field), and a cross-site form post from another origin is refused.
+//!
+//! Skipped (with a message) when /usr/bin/chromedriver is missing, unless
+//! `MFASYNC_REQUIRE_BROWSER=1`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mfasync_core::auth::Reason;
+use mfasync_core::user::Source;
+use mfasync_core::MfaUser;
+use mfasync_store::Store;
+use mfasync_web::{Backend, Metrics, WebOptions};
+use serde_json::{json, Value};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Backend1 {
+    syncs: Mutex<u32>,
+}
+
+#[async_trait]
+impl Backend for Backend1 {
+    async fn config_put(&self, _: &str, _: &str) -> Result<i64, Vec<String>> {
+        Err(vec!["not in this test".into()])
+    }
+    async fn directory_test(&self) -> Value {
+        json!({"ok": false, "steps": []})
+    }
+    async fn sync_now(&self, _full: bool) -> Result<Value, String> {
+        *self.syncs.lock().unwrap() += 1;
+        Ok(
+            json!({"mode": "full", "created": 2, "updated": 0, "enabled": 0, "disabled": 0,
+                  "removed": 0, "unchanged": 0, "pending_approval": null}),
+        )
+    }
+    async fn plan(&self) -> Result<Value, String> {
+        Err("not in this test".into())
+    }
+    async fn approve(&self, _: &str, _: &str) -> Result<Value, String> {
+        Err("not in this test".into())
+    }
+    async fn reject(&self, _: &str, _: &str) -> Result<Value, String> {
+        Err("not in this test".into())
+    }
+    async fn auth(&self, _: &str, _: &str) -> Result<(), Reason> {
+        Err(Reason::DirectoryUnavailable)
+    }
+}
+
+struct Driver {
+    child: Child,
+    http: reqwest::Client,
+    base: String,
+    session: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start(profile: &std::path::Path) -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut d = Driver {
+            child,
+            http,
+            base,
+            session: String::new(),
+        };
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let v = d.call("POST", "/session", caps).await;
+        d.session = v["sessionId"].as_str().unwrap().to_string();
+        d
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = if self.session.is_empty() {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/session/{}{path}", self.base, self.session)
+        };
+        let req = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(
+            v["value"].get("error").is_none(),
+            "{method} {path}: {}",
+            v["value"]
+        );
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call("POST", "/url", json!({ "url": url })).await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .call(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("{css}: {v}"))
+            .to_string()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.call(
+            "POST",
+            &format!("/element/{e}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.call("POST", &format!("/element/{e}/click"), json!({}))
+            .await;
+    }
+
+    async fn url(&self) -> String {
+        self.call("GET", "/url", Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Wait (up to 10 s) until the page source contains `text`: a click
+    /// returns before the page it causes has loaded.
+    async fn wait_source(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let page = self.source().await;
+            if page.contains(text) {
+                return page;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} in {page}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_url(&self, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url().await;
+            if url == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "at {url}, not {want}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn source(&self) -> String {
+        self.call("GET", "/source", Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_see_users_sync_now_and_cross_site_refused() {
+    if !std::path::Path::new(CHROMEDRIVER).exists() {
+        assert!(
+            std::env::var("MFASYNC_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "{CHROMEDRIVER} missing (scripts/install-deps installs it)"
+        );
+        eprintln!("skipped: {CHROMEDRIVER} missing (scripts/install-deps installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("mfa.db").display());
+    let store: Arc<dyn Store> = Arc::from(mfasync_store::open(&url).await.unwrap());
+    store
+        .admin_set_password(
+            "admin",
+            &mfasync_web::auth::hash_password("browser-pw").unwrap(),
+        )
+        .await
+        .unwrap();
+    store
+        .insert_user(&MfaUser {
+            username: "bob.browser".into(),
+            email: Some("bob@example.com".into()),
+            enabled: true,
+            source: Source::Manual,
+            ..MfaUser::default()
+        })
+        .await
+        .unwrap();
+    let backend = Arc::new(Backend1 {
+        syncs: Mutex::new(0),
+    });
+    // Secure cookies as in production: Chromium accepts them on http://127.0.0.1.
+    let app = mfasync_web::router(
+        backend.clone(),
+        store.clone(),
+        Arc::new(Metrics::new()),
+        WebOptions::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // Another origin, with a page that posts a form to the portal.
+    let evil_page = format!(
+        r#"<!doctype html><form id="f" method="post" action="{base}/sync"><input name="full" value="true"><input name="csrf" value="guess"></form><script>document.getElementById('f').submit()</script>"#
+    );
+    let evil = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let p = evil_page.clone();
+            async move { axum::response::Html(p) }
+        }),
+    );
+    let evil_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let evil_base = format!("http://{}", evil_listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(evil_listener, evil).await });
+
+    let profile = tempfile::tempdir().unwrap();
+    let d = Driver::start(profile.path()).await;
+
+    d.goto(&format!("{base}/users")).await;
+    assert_eq!(d.url().await, format!("{base}/login"), "sign-in required");
+    d.type_into("input[name=username]", "admin").await;
+    d.type_into("input[name=password]", "wrong").await;
+    d.click("button[type=submit]").await;
+    d.wait_source("Wrong username or password").await;
+    d.type_into("input[name=username]", "admin").await;
+    d.type_into("input[name=password]", "browser-pw").await;
+    d.click("button[type=submit]").await;
+    d.wait_url(&format!("{base}/")).await;
+    d.wait_source("Sign out").await;
+
+    d.goto(&format!("{base}/users")).await;
+    let page = d.source().await;
+    assert!(page.contains("bob.browser"), "{page}");
+    assert!(page.contains("1 of 1 users match"));
+
+    d.goto(&format!("{base}/history")).await;
+    d.click("#sync-now").await;
+    d.wait_source("2 created").await;
+    assert_eq!(*backend.syncs.lock().unwrap(), 1);
+
+    // The cross-site post: refused, nothing runs.
+    d.goto(&format!("{evil_base}/")).await;
+    d.wait_url(&format!("{base}/sync")).await;
+    d.wait_source("forbidden").await;
+    assert_eq!(*backend.syncs.lock().unwrap(), 1, "no second sync");
+
+    d.call("DELETE", "", Value::Null).await;
+}

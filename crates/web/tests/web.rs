@@ -1,0 +1,957 @@
+//! The web application served for real on 127.0.0.1 (an ephemeral port),
+//! driven over HTTP with reqwest: an in-test `Backend` and a real SQLite
+//! store in a temp dir.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use mfasync_core::auth::Reason;
+use mfasync_core::user::Source;
+use mfasync_core::MfaUser;
+use mfasync_store::{HeldChange, Store};
+use mfasync_web::{Backend, Metrics, WebOptions};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{redirect, Client, StatusCode};
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Stands in for the service: records calls, answers PRODUCT.md shapes.
+struct FakeBackend {
+    store: Arc<dyn Store>,
+    calls: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Backend for FakeBackend {
+    async fn config_put(&self, toml: &str, actor: &str) -> Result<i64, Vec<String>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("config_put by {actor}"));
+        mfasync_core::config::parse(toml)
+            .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        self.store
+            .put_config(toml)
+            .await
+            .map_err(|e| vec![e.to_string()])
+    }
+    async fn directory_test(&self) -> Value {
+        json!({"ok": true, "server": "ldap://127.0.0.1:3890", "vendor": "openldap",
+               "steps": [{"step": "connect", "ok": true, "detail": "connected in 2 ms"},
+                         {"step": "bind", "ok": true, "detail": "bound as <cn=svc>"}],
+               "supports": {"paged_results": true, "syncrepl": true}})
+    }
+    async fn sync_now(&self, full: bool) -> Result<Value, String> {
+        self.calls.lock().unwrap().push(format!("sync full={full}"));
+        Ok(
+            json!({"mode": "full", "created": 3, "updated": 1, "enabled": 0, "disabled": 0,
+                  "removed": 0, "unchanged": 7, "pending_approval": null}),
+        )
+    }
+    async fn plan(&self) -> Result<Value, String> {
+        Ok(
+            json!({"mode": "full", "created": 1, "updated": 0, "enabled": 0, "disabled": 0,
+                  "removed": 0, "unchanged": 0, "pending_approval": null,
+                  "changes": [{"action": "create", "username": "new", "fields": []}]}),
+        )
+    }
+    async fn approve(&self, id: &str, actor: &str) -> Result<Value, String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("approve {id} by {actor}"));
+        self.store
+            .decide_approval(id, mfasync_store::ApprovalStatus::Approved, actor, None)
+            .await
+            .map(|_| json!({"id": id, "status": "approved"}))
+            .map_err(|e| e.to_string())
+    }
+    async fn reject(&self, id: &str, actor: &str) -> Result<Value, String> {
+        self.store
+            .decide_approval(id, mfasync_store::ApprovalStatus::Rejected, actor, None)
+            .await
+            .map(|_| json!({"id": id, "status": "rejected"}))
+            .map_err(|e| e.to_string())
+    }
+    async fn auth(&self, username: &str, password: &str) -> Result<(), Reason> {
+        match (username, password) {
+            ("alice", "pw") => Ok(()),
+            ("alice", _) => Err(Reason::InvalidCredentials),
+            _ => Err(Reason::NotAnMfaUser),
+        }
+    }
+}
+
+struct Server {
+    base: String,
+    host: String,
+    store: Arc<dyn Store>,
+    backend: Arc<FakeBackend>,
+    client: Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("mfa.db").display());
+    let store: Arc<dyn Store> = Arc::from(mfasync_store::open(&url).await.unwrap());
+    let hash = mfasync_web::auth::hash_password(PASSWORD).unwrap();
+    store.admin_set_password(ADMIN, &hash).await.unwrap();
+    let backend = Arc::new(FakeBackend {
+        store: store.clone(),
+        calls: Mutex::new(Vec::new()),
+    });
+    let app = mfasync_web::router(
+        backend.clone(),
+        store.clone(),
+        Arc::new(Metrics::new()),
+        WebOptions {
+            secure_cookies: false,
+            ..WebOptions::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server {
+        base: format!("http://{addr}"),
+        host: addr.to_string(),
+        store,
+        backend,
+        client: Client::builder()
+            .redirect(redirect::Policy::none())
+            .build()
+            .unwrap(),
+        _dir: dir,
+    }
+}
+
+/// The value of the `name="NAME"` hidden input in a page.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+        + marker.len();
+    let end = page[start..].find('"').unwrap() + start;
+    page[start..end].to_string()
+}
+
+/// The value a response sets for cookie `name`.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")).map(str::to_string))
+        .map(|v| v.split(';').next().unwrap_or("").to_string())
+}
+
+/// A signed-in browser: its session cookie and its CSRF token.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+impl Server {
+    async fn login(&self, user: &str, password: &str) -> reqwest::Response {
+        let page = self
+            .client
+            .get(format!("{}/login", self.base))
+            .send()
+            .await
+            .unwrap();
+        let login_cookie = set_cookie(&page, "mfasync_login").unwrap();
+        let html = page.text().await.unwrap();
+        let field = hidden(&html, "login_csrf");
+        self.client
+            .post(format!("{}/login", self.base))
+            .header("cookie", format!("mfasync_login={login_cookie}"))
+            .header("origin", format!("http://{}", self.host))
+            .header("sec-fetch-site", "same-origin")
+            .form(&[
+                ("username", user),
+                ("password", password),
+                ("login_csrf", field.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn session(&self) -> Session {
+        let resp = self.login(ADMIN, PASSWORD).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let cookie = set_cookie(&resp, "mfasync_session").unwrap();
+        let page = self.get_page(&cookie, "/settings").await;
+        Session {
+            csrf: hidden(&page, "csrf"),
+            cookie: format!("mfasync_session={cookie}"),
+        }
+    }
+
+    async fn get_page(&self, cookie: &str, path: &str) -> String {
+        let cookie = if cookie.contains('=') {
+            cookie.to_string()
+        } else {
+            format!("mfasync_session={cookie}")
+        };
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+        resp.text().await.unwrap()
+    }
+
+    /// A same-origin form post, as a browser sends it.
+    async fn post_form(&self, s: &Session, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &s.cookie)
+            .header("origin", format!("http://{}", self.host))
+            .header("sec-fetch-site", "same-origin")
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn create_api_token(&self, s: &Session) -> String {
+        let resp = self
+            .post_form(s, "/tokens", &[("csrf", &s.csrf), ("label", "ci")])
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let html = resp.text().await.unwrap();
+        let start =
+            html.find(r#"<code id="new-token">"#).unwrap() + r#"<code id="new-token">"#.len();
+        html[start..start + 64].to_string()
+    }
+
+    fn bearer(&self, token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        h
+    }
+}
+
+fn user(name: &str, enabled: bool) -> MfaUser {
+    MfaUser {
+        username: name.to_string(),
+        first_name: Some(format!("{name}-first")),
+        email: Some(format!("{name}@example.com")),
+        enabled,
+        source: Source::Manual,
+        ..MfaUser::default()
+    }
+}
+
+#[tokio::test]
+async fn portal_requires_sign_in() {
+    let s = serve().await;
+    for path in [
+        "/",
+        "/users",
+        "/settings",
+        "/approvals",
+        "/history",
+        "/tokens",
+    ] {
+        let resp = s
+            .client
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(resp.headers()["location"], "/login", "{path}");
+    }
+    let resp = s
+        .client
+        .get(format!("{}/users", s.base))
+        .header("cookie", "mfasync_session=forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "an unknown session");
+}
+
+#[tokio::test]
+async fn api_requires_a_token() {
+    let s = serve().await;
+    for path in [
+        "/api/v1/users",
+        "/api/v1/approvals",
+        "/api/v1/history",
+        "/api/v1/config",
+    ] {
+        let resp = s
+            .client
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    }
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/sync?full=true", s.base))
+        .headers(s.bearer("not-a-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(s.backend.calls.lock().unwrap().is_empty(), "nothing ran");
+}
+
+#[tokio::test]
+async fn wrong_password_or_unknown_admin_refused() {
+    let s = serve().await;
+    let resp = s.login(ADMIN, "wrong").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&resp, "mfasync_session").is_none());
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("Wrong username or password"));
+    let resp = s.login("nobody", PASSWORD).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(s.store.tokens("session").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sign_in_without_the_login_form_token_refused() {
+    let s = serve().await;
+    let resp = s
+        .client
+        .post(format!("{}/login", s.base))
+        .form(&[("username", ADMIN), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn session_works_and_cookie_flags_are_set() {
+    let s = serve().await;
+    let resp = s.login(ADMIN, PASSWORD).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/");
+    let raw = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("mfasync_session="))
+        .unwrap();
+    assert!(
+        raw.contains("HttpOnly") && raw.contains("SameSite=Strict"),
+        "{raw}"
+    );
+    assert!(
+        !raw.contains("Secure"),
+        "turned off for http on loopback: {raw}"
+    );
+    let token = set_cookie(&resp, "mfasync_session").unwrap();
+    // Only the hash is stored.
+    let stored = s.store.tokens("session").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_ne!(stored[0].token_hash, token);
+    assert_eq!(stored[0].token_hash, mfasync_web::auth::token_hash(&token));
+
+    let page = s.get_page(&token, "/").await;
+    assert!(page.contains("Overview") && page.contains("Sign out"));
+    let page = s.get_page(&token, "/settings").await;
+    assert!(page.contains("No configuration has been applied yet"));
+
+    // Sign out ends the session.
+    let sess = s.session().await;
+    let resp = s.post_form(&sess, "/logout", &[("csrf", &sess.csrf)]).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let resp = s
+        .client
+        .get(format!("{}/users", s.base))
+        .header("cookie", &sess.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "signed out");
+}
+
+#[tokio::test]
+async fn secure_cookie_flag_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("mfa.db").display());
+    let store: Arc<dyn Store> = Arc::from(mfasync_store::open(&url).await.unwrap());
+    let backend = Arc::new(FakeBackend {
+        store: store.clone(),
+        calls: Mutex::new(Vec::new()),
+    });
+    let app = mfasync_web::router(
+        backend,
+        store,
+        Arc::new(Metrics::new()),
+        WebOptions::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let resp = reqwest::get(format!("http://{addr}/login")).await.unwrap();
+    let raw = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(raw.contains("; Secure"), "{raw}");
+}
+
+#[tokio::test]
+async fn csrf_token_missing_or_wrong_is_403() {
+    let s = serve().await;
+    let sess = s.session().await;
+    for form in [
+        vec![("full", "true")],
+        vec![("csrf", "wrong"), ("full", "true")],
+    ] {
+        let resp = s.post_form(&sess, "/sync", &form).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    }
+    assert!(s.backend.calls.lock().unwrap().is_empty(), "no sync ran");
+    let resp = s
+        .post_form(&sess, "/sync", &[("csrf", &sess.csrf), ("full", "true")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().await.unwrap().contains("3 created, 1 updated"));
+    assert_eq!(*s.backend.calls.lock().unwrap(), vec!["sync full=true"]);
+
+    // The API with a cookie session needs the token in X-CSRF-Token.
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/sync", s.base))
+        .header("cookie", &sess.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/sync", s.base))
+        .header("cookie", &sess.cookie)
+        .header("x-csrf-token", &sess.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn cross_site_posts_are_403() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let cases: [(&str, &str); 3] = [
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+    ];
+    for (name, value) in cases {
+        let resp = s
+            .client
+            .post(format!("{}/sync", s.base))
+            .header("cookie", &sess.cookie)
+            .header(name, value)
+            .form(&[("csrf", sess.csrf.as_str()), ("full", "true")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+    }
+    // Even the sign-in form.
+    let resp = s
+        .client
+        .post(format!("{}/login", s.base))
+        .header("origin", "https://evil.example")
+        .form(&[("username", ADMIN), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(s.backend.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bearer_token_works_and_can_be_revoked() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let token = s.create_api_token(&sess).await;
+    assert_eq!(token.len(), 64);
+    let stored = s.store.tokens("api").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].label.as_deref(), Some("ci"));
+
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/sync?full=true", s.base))
+        .headers(s.bearer(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["mode"], "full");
+    assert_eq!(v["created"], 3);
+
+    // An API token is not a portal cookie.
+    let resp = s
+        .client
+        .get(format!("{}/users", s.base))
+        .header("cookie", format!("mfasync_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+
+    let page = s.get_page(&sess.cookie, "/tokens").await;
+    assert!(!page.contains(&token), "the token is shown only once");
+    let resp = s
+        .post_form(
+            &sess,
+            "/tokens/revoke",
+            &[("csrf", &sess.csrf), ("hash", &stored[0].token_hash)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = s
+        .client
+        .get(format!("{}/api/v1/users", s.base))
+        .headers(s.bearer(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "revoked");
+}
+
+#[tokio::test]
+async fn api_users_approvals_history_config_and_auth() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let token = s.create_api_token(&sess).await;
+    let h = s.bearer(&token);
+    s.store.insert_user(&user("bob", true)).await.unwrap();
+    s.store.insert_user(&user("alice", false)).await.unwrap();
+
+    let users: Value = s
+        .client
+        .get(format!("{}/api/v1/users", s.base))
+        .headers(h.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let users = users.as_array().unwrap();
+    assert_eq!(users.len(), 2);
+    assert_eq!(users[0]["username"], "alice");
+    assert_eq!(users[0]["enabled"], false);
+    assert_eq!(users[0]["source"], "manual");
+    assert_eq!(users[0]["email"], "alice@example.com");
+    assert!(users[0]["dn"].is_null(), "absent values are null");
+    let found: Value = s
+        .client
+        .get(format!("{}/api/v1/users?q=BOB", s.base))
+        .headers(h.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1);
+
+    // Approvals: the PRODUCT.md list shape, then a decision.
+    let held = |action: &str, name: &str| HeldChange {
+        action: action.into(),
+        username: name.into(),
+        directory_id: None,
+        reason: None,
+    };
+    s.store
+        .create_approval(
+            "ap1",
+            "fp",
+            &[held("disable", "bob"), held("remove", "carol")],
+        )
+        .await
+        .unwrap();
+    let list: Value = s
+        .client
+        .get(format!("{}/api/v1/approvals", s.base))
+        .headers(h.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["id"], "ap1");
+    assert_eq!(list[0]["disable"], json!(["bob"]));
+    assert_eq!(list[0]["remove"], json!(["carol"]));
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/approvals/ap1/approve", s.base))
+        .headers(h.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/approvals/ap1/reject", s.base))
+        .headers(h.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT, "no longer pending");
+    assert!(s
+        .backend
+        .calls
+        .lock()
+        .unwrap()
+        .contains(&"approve ap1 by admin".to_string()));
+
+    // History.
+    let id = s.store.run_started("full").await.unwrap();
+    let runs: Value = s
+        .client
+        .get(format!("{}/api/v1/history?limit=5", s.base))
+        .headers(h.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs[0]["id"], id);
+    assert_eq!(runs[0]["mode"], "full");
+
+    // Config: invalid refused with key paths, valid stored, GET shows no secret.
+    let resp = s
+        .client
+        .put(format!("{}/api/v1/config", s.base))
+        .headers(h.clone())
+        .body("[sync]\napproval_threshold = 0\nbogus = 1\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["errors"].to_string().contains("sync.bogus"), "{v}");
+    let toml = "[directory]\nservers = [\"ldap://127.0.0.1:3890\"]\nbase_dn = \"dc=example,dc=com\"\n\
+                [directory.query_bind]\ntype = \"simple\"\ndn = \"cn=svc,dc=example,dc=com\"\npassword = \"TOPSECRET\"\n";
+    let resp = s
+        .client
+        .put(format!("{}/api/v1/config", s.base))
+        .headers(h.clone())
+        .body(toml)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["version"], 1);
+    let text = s
+        .client
+        .get(format!("{}/api/v1/config", s.base))
+        .headers(h.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("cn=svc,dc=example,dc=com"), "{text}");
+    assert!(!text.contains("TOPSECRET"));
+    let page = s.get_page(&sess.cookie, "/settings").await;
+    assert!(!page.contains("TOPSECRET"));
+    assert!(page.contains("<th>directory.query_bind.password</th><td>set</td>"));
+    assert!(page.contains("<th>directory.auth_bind.password</th><td>not set</td>"));
+
+    // Plan and test.
+    let plan: Value = s
+        .client
+        .get(format!("{}/api/v1/plan", s.base))
+        .headers(h.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plan["changes"][0]["username"], "new");
+    let test: Value = s
+        .client
+        .post(format!("{}/api/v1/directory/test", s.base))
+        .headers(h.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(test["steps"][0]["step"], "connect");
+
+    // Auth: the PRODUCT.md auth JSON.
+    for (user, pw, want) in [
+        ("alice", "pw", json!({"ok": true})),
+        (
+            "alice",
+            "bad",
+            json!({"ok": false, "reason": "invalid-credentials"}),
+        ),
+        (
+            "zed",
+            "x",
+            json!({"ok": false, "reason": "not-an-mfa-user"}),
+        ),
+    ] {
+        let v: Value = s
+            .client
+            .post(format!("{}/api/v1/auth", s.base))
+            .headers(h.clone())
+            .json(&json!({"username": user, "password": pw}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v, want);
+    }
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/auth", s.base))
+        .headers(h.clone())
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // Metrics count what happened.
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("mfasync_auth_total{outcome=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("mfasync_auth_total{outcome=\"invalid-credentials\"} 1"));
+    assert!(text.contains("mfasync_auth_total{outcome=\"not-an-mfa-user\"} 1"));
+    assert!(text.contains("mfasync_pending_approvals 0"));
+    assert!(text.contains("mfasync_last_sync_start_timestamp_seconds "));
+}
+
+#[tokio::test]
+async fn portal_pages_users_approvals_settings() {
+    let s = serve().await;
+    let sess = s.session().await;
+    s.store.insert_user(&user("bob", true)).await.unwrap();
+    s.store
+        .insert_user(&user("<script>x</script>", true))
+        .await
+        .unwrap();
+    let page = s.get_page(&sess.cookie, "/users").await;
+    assert!(page.contains("<td>bob</td>"));
+    assert!(page.contains("&lt;script&gt;x&lt;/script&gt;"), "escaped");
+    assert!(!page.contains("<script>x"));
+    let page = s.get_page(&sess.cookie, "/users?q=bob").await;
+    assert!(page.contains("1 of 2 users match"));
+
+    s.store
+        .create_approval(
+            "ap9",
+            "fp",
+            &[HeldChange {
+                action: "remove".into(),
+                username: "bob".into(),
+                directory_id: None,
+                reason: Some("no longer in OU=Sales".into()),
+            }],
+        )
+        .await
+        .unwrap();
+    let page = s.get_page(&sess.cookie, "/approvals").await;
+    assert!(page.contains("Approval ap9") && page.contains("no longer in OU=Sales"));
+    let resp = s
+        .post_form(&sess, "/approvals/ap9/approve", &[("csrf", &sess.csrf)])
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().await.unwrap().contains("Approval ap9 approved"));
+    let resp = s
+        .post_form(&sess, "/approvals/ap9/reject", &[("csrf", &sess.csrf)])
+        .await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+
+    // Settings: Test shows each step; an invalid config lists its problems.
+    let resp = s
+        .post_form(&sess, "/settings/test", &[("csrf", &sess.csrf)])
+        .await;
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("<td>connect</td>") && html.contains("bound as &lt;cn=svc&gt;"));
+    let resp = s
+        .post_form(
+            &sess,
+            "/settings",
+            &[
+                ("csrf", &sess.csrf),
+                ("toml", "[sync]\r\napproval_threshold = 1000\r\n"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("sync.approval_threshold"));
+    let resp = s
+        .post_form(
+            &sess,
+            "/settings",
+            &[
+                ("csrf", &sess.csrf),
+                ("toml", "[directory]\r\nservers = [\"ldap://h\"]\r\n"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("Configuration version 1 applied"));
+    let page = s.get_page(&sess.cookie, "/history").await;
+    assert!(page.contains("Synchronize Now"));
+}
+
+#[tokio::test]
+async fn security_headers_on_every_response() {
+    let s = serve().await;
+    let sess = s.session().await;
+    for (path, cookie) in [
+        ("/login", None),
+        ("/users", Some(&sess.cookie)),
+        ("/api/v1/users", None),
+        ("/metrics", None),
+        ("/healthz", None),
+    ] {
+        let mut req = s.client.get(format!("{}{path}", s.base));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let resp = req.send().await.unwrap();
+        let h = resp.headers();
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .starts_with("default-src 'self'"),
+            "{path}"
+        );
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_and_healthz_are_text() {
+    let s = serve().await;
+    let resp = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("# TYPE mfasync_sync_runs_total counter"));
+    assert!(text.contains("mfasync_pending_approvals 0"));
+    let resp = s
+        .client
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "ok\n");
+}
+
+#[tokio::test]
+async fn openapi_lists_every_route() {
+    let s = serve().await;
+    let doc: Value = s
+        .client
+        .get(format!("{}/api/v1/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = Vec::new();
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut routes: Vec<(String, String)> = mfasync_web::API_ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    routes.sort();
+    assert_eq!(documented, routes);
+    // And every listed route answers (not 404/405) with a token.
+    let sess = s.session().await;
+    let token = s.create_api_token(&sess).await;
+    for (method, path) in mfasync_web::API_ROUTES {
+        let url = format!("{}{}", s.base, path.replace("{id}", "nope"));
+        let req = match *method {
+            "get" => s.client.get(&url),
+            "put" => s.client.put(&url).body(""),
+            _ => s
+                .client
+                .post(&url)
+                .json(&json!({"username": "a", "password": "b"})),
+        };
+        let resp = req.headers(s.bearer(&token)).send().await.unwrap();
+        assert!(
+            resp.status() != StatusCode::NOT_FOUND
+                && resp.status() != StatusCode::METHOD_NOT_ALLOWED
+                || *path == "/api/v1/config" && *method == "get",
+            "{method} {path}: {}",
+            resp.status()
+        );
+    }
+}
