@@ -64,6 +64,10 @@ pub struct WebOptions {
     pub secure_cookies: bool,
     /// How long a portal session lasts after sign-in.
     pub session_ttl: Duration,
+    /// Failed sign-ins allowed per username within `login_window`; more are
+    /// refused (429) without checking the password.
+    pub login_max_failures: usize,
+    pub login_window: Duration,
 }
 
 impl Default for WebOptions {
@@ -71,6 +75,8 @@ impl Default for WebOptions {
         WebOptions {
             secure_cookies: true,
             session_ttl: Duration::from_secs(8 * 3600),
+            login_max_failures: 10,
+            login_window: Duration::from_secs(300),
         }
     }
 }
@@ -81,6 +87,8 @@ pub(crate) struct App {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub opts: Arc<WebOptions>,
+    /// Failed portal sign-ins by lower-cased username.
+    pub login_limiter: Arc<std::sync::Mutex<mfasync_core::ratelimit::Limiter>>,
 }
 
 /// The whole web application: portal pages, `/api/v1`, `/metrics`, `/healthz`.
@@ -90,11 +98,13 @@ pub fn router(
     metrics: Arc<Metrics>,
     opts: WebOptions,
 ) -> Router {
+    let limiter = mfasync_core::ratelimit::Limiter::new(opts.login_max_failures, opts.login_window);
     let app = App {
         backend,
         store,
         metrics,
         opts: Arc::new(opts),
+        login_limiter: Arc::new(std::sync::Mutex::new(limiter)),
     };
     let api = api::routes().route_layer(axum::middleware::from_fn_with_state(
         app.clone(),

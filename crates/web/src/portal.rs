@@ -2,6 +2,7 @@
 //! script). Every POST carries the session's CSRF token in a hidden field.
 
 use std::convert::Infallible;
+use std::time::Instant;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -122,7 +123,27 @@ pub(crate) async fn login(
         )
             .into_response();
     }
+    let key = form.username.to_lowercase();
+    let allowed = app
+        .login_limiter
+        .lock()
+        .map(|mut l| l.allowed(&key, Instant::now()))
+        .unwrap_or(false);
+    if !allowed {
+        tracing::warn!(
+            "portal sign-in for {:?} refused: too many failures",
+            form.username.chars().take(64).collect::<String>()
+        );
+        return login_form(
+            &app,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many failed sign-ins for this username; try again in a few minutes."),
+        );
+    }
     if form.username.is_empty() || !auth::check_admin(&app, &form.username, &form.password).await {
+        if let Ok(mut l) = app.login_limiter.lock() {
+            l.failed(&key, Instant::now());
+        }
         tracing::warn!(
             "portal sign-in refused for {:?}",
             form.username.chars().take(64).collect::<String>()

@@ -955,3 +955,26 @@ async fn openapi_lists_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn repeated_wrong_passwords_are_throttled() {
+    let s = serve().await;
+    for _ in 0..10 {
+        assert_eq!(
+            s.login(ADMIN, "guess").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let resp = s.login(ADMIN, PASSWORD).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password, until the window passes"
+    );
+    assert!(set_cookie(&resp, "mfasync_session").is_none());
+    // Other usernames are not affected.
+    assert_eq!(
+        s.login("other", "x").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
