@@ -120,7 +120,7 @@ pub fn router(
         .merge(portal)
         .route("/login", get(portal::login_page).post(portal::login))
         .route("/static/style.css", get(html::stylesheet))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

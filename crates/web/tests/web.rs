@@ -902,7 +902,7 @@ async fn metrics_and_healthz_are_text() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.text().await.unwrap(), "ok\n");
+    assert_eq!(resp.text().await.unwrap(), "ok");
 }
 
 #[tokio::test]
