@@ -327,10 +327,10 @@ async fn full(
 
     tracing::info!(desired = desired.len(), "resolved item members");
     let t = std::time::Instant::now();
-    let exists: HashSet<String> = snap
-        .users
-        .values()
-        .filter_map(|d| d.user.directory_id.clone())
+    // The snapshot is not needed past this point: keep only the ids (memory).
+    let exists: HashSet<String> = std::mem::take(&mut snap.users)
+        .into_values()
+        .filter_map(|d| d.user.directory_id)
         .collect();
     let items: HashMap<String, WhenRemoved> = cfg
         .sync
@@ -346,6 +346,7 @@ async fn full(
         remove_deleted_users: cfg.sync.remove_deleted_users,
         keep_as_is: &|id| snap.unmappable.contains(id),
     });
+    drop(current);
     p.warnings.append(&mut snap.warnings);
     for w in &p.warnings {
         tracing::warn!("{w}");
