@@ -112,6 +112,8 @@ textarea{width:100%;font-family:monospace}
 .bad{color:#a00;font-weight:bold}
 .good{color:#070;font-weight:bold}
 form.inline{display:inline}
+pre.diff .add{background:#e3f4e3}
+pre.diff .del{background:#fbe4e4}
 button{cursor:pointer}
 .login{max-width:22em;background:#fff;padding:1em 2em;border:1px solid #ccd}
 .login label{display:block;margin:.6em 0}

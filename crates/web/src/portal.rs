@@ -26,6 +26,8 @@ pub(crate) fn routes() -> Router<App> {
         .route("/", get(overview))
         .route("/settings", get(settings).post(settings_apply))
         .route("/settings/test", post(settings_test))
+        .route("/settings/versions", get(versions))
+        .route("/settings/versions/{version}", get(version_diff))
         .route("/users", get(users))
         .route("/approvals", get(approvals))
         .route("/approvals/{id}/{decision}", post(decide))
@@ -290,6 +292,7 @@ async fn settings_page(app: &App, admin: &Admin, status: StatusCode, extra: &str
     };
     let body = format!(
         r#"{extra}{summary}
+<p><a href="/settings/versions">All configuration versions</a></p>
 <h2>Directory connection</h2>
 <form method="post" action="/settings/test">{csrf}<button type="submit" id="test">Test</button></form>
 <h2>Active configuration</h2>
@@ -744,5 +747,133 @@ async fn token_revoke(
             .await
         }
         Err(e) => db_error(Some(&admin), e),
+    }
+}
+
+// ------------------------------------------------------------------ config versions
+
+async fn versions(State(app): State<App>, Extension(admin): Extension<Admin>) -> Response {
+    let list = match app.store.config_versions().await {
+        Ok(l) => l,
+        Err(e) => return db_error(Some(&admin), e),
+    };
+    let mut rows = String::new();
+    for v in &list {
+        rows.push_str(&format!(
+            r#"<tr><td><a href="/settings/versions/{n}">{n}</a></td><td>{}</td></tr>"#,
+            esc(&v.created_at),
+            n = v.version,
+        ));
+    }
+    let body = format!(
+        r#"<p>Every applied configuration is kept; each version shows what changed from the one before (secrets left out).</p>
+<table id="versions"><tr><th>Version</th><th>Applied</th></tr>{rows}</table>"#
+    );
+    page("Configuration versions", Some(&admin), "/settings", &body).into_response()
+}
+
+async fn version_diff(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path(version): Path<String>,
+) -> Response {
+    let list = match app.store.config_versions().await {
+        Ok(l) => l,
+        Err(e) => return db_error(Some(&admin), e),
+    };
+    let Some(idx) = version
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| list.iter().position(|v| v.version == n))
+    else {
+        let body = notice("error", "No such configuration version.");
+        return (
+            StatusCode::NOT_FOUND,
+            page("Configuration version", Some(&admin), "/settings", &body),
+        )
+            .into_response();
+    };
+    let this = crate::ConfigView::from_stored(&list[idx]);
+    // Newest first: the one before is the next in the list.
+    let before = list.get(idx + 1).map(crate::ConfigView::from_stored);
+    let (title, old) = match &before {
+        Some(b) => (
+            format!("Changes from version {}", b.version),
+            b.toml.as_str(),
+        ),
+        None => ("The first version".to_string(), ""),
+    };
+    let mut lines = String::new();
+    for (mark, line) in line_diff(old, &this.toml) {
+        let class = match mark {
+            '+' => "add",
+            '-' => "del",
+            _ => "same",
+        };
+        lines.push_str(&format!(
+            r#"<span class="{class}">{mark} {}</span>
+"#,
+            esc(line)
+        ));
+    }
+    let body = format!(
+        r#"<p>Applied {}. <a href="/settings/versions">All versions</a></p><h2>{}</h2><pre class="diff" id="diff">{lines}</pre>"#,
+        esc(&this.created_at),
+        esc(&title)
+    );
+    page(
+        &format!("Configuration version {}", this.version),
+        Some(&admin),
+        "/settings",
+        &body,
+    )
+    .into_response()
+}
+
+/// A line diff (longest common subsequence): (' ' | '-' | '+', line).
+pub(crate) fn line_diff<'a>(old: &'a str, new: &'a str) -> Vec<(char, &'a str)> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    // lcs[i][j]: common lines of a[i..] and b[j..]
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        if a[i] == b[j] {
+            out.push((' ', a[i]));
+            i += 1;
+            j += 1;
+        } else if lcs[i + 1][j] >= lcs[i][j + 1] {
+            out.push(('-', a[i]));
+            i += 1;
+        } else {
+            out.push(('+', b[j]));
+            j += 1;
+        }
+    }
+    out.extend(a[i..].iter().map(|l| ('-', *l)));
+    out.extend(b[j..].iter().map(|l| ('+', *l)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_diff;
+
+    #[test]
+    fn diff_lines() {
+        let d = line_diff("a\nb\nc\n", "a\nc\nd\n");
+        assert_eq!(d, vec![(' ', "a"), ('-', "b"), (' ', "c"), ('+', "d")]);
+        assert_eq!(line_diff("", "x"), vec![('+', "x")]);
+        assert_eq!(line_diff("x", ""), vec![('-', "x")]);
     }
 }

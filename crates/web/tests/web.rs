@@ -978,3 +978,45 @@ async fn repeated_wrong_passwords_are_throttled() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn config_versions_are_listed_and_diffed_without_secrets() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let v1 = "[directory]\nservers = [\"ldap://a\"]\n[directory.query_bind]\ntype = \"simple\"\ndn = \"cn=svc,dc=x\"\npassword = \"TOPSECRET\"\n";
+    let v2 = "[directory]\nservers = [\"ldap://b\"]\n[directory.query_bind]\ntype = \"simple\"\ndn = \"cn=svc,dc=x\"\npassword = \"OTHERSECRET\"\n";
+    for text in [v1, v2] {
+        let resp = s
+            .client
+            .put(format!("{}/api/v1/config", s.base))
+            .header("cookie", &sess.cookie)
+            .header("x-csrf-token", &sess.csrf)
+            .body(text)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let page = s.get_page(&sess.cookie, "/settings/versions").await;
+    assert!(page.contains(r#"<a href="/settings/versions/2">2</a>"#));
+    assert!(page.contains(r#"<a href="/settings/versions/1">1</a>"#));
+    let page = s.get_page(&sess.cookie, "/settings/versions/2").await;
+    assert!(page.contains("Changes from version 1"), "{page}");
+    assert!(
+        page.contains(r#"<span class="del">- servers = [&quot;ldap://a&quot;]</span>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<span class="add">+ servers = [&quot;ldap://b&quot;]</span>"#),
+        "{page}"
+    );
+    assert!(!page.contains("SECRET"));
+    let resp = s
+        .client
+        .get(format!("{}/settings/versions/99", s.base))
+        .header("cookie", &sess.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
