@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/settings/versions", get(versions))
         .route("/settings/versions/{version}", get(version_diff))
         .route("/users", get(users))
+        .route("/users/{username}", get(user_detail))
         .route("/approvals", get(approvals))
         .route("/approvals/{id}/{decision}", post(decide))
         .route("/history", get(history))
@@ -445,7 +446,8 @@ async fn users(
             .collect::<Vec<_>>()
             .join(" ");
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r#"<tr><td><a href="/users/{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            url_component(&u.username),
             esc(&u.username),
             esc(&name),
             esc(u.email.as_deref().unwrap_or("")),
@@ -472,6 +474,52 @@ async fn users(
         q = esc(&query.q),
     );
     page("Users", Some(&admin), "/users", &body).into_response()
+}
+
+async fn user_detail(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path(username): Path<String>,
+) -> Response {
+    let found = match app
+        .store
+        .users_by(
+            mfasync_store::UserKey::UsernameLower,
+            &[username.to_lowercase()],
+        )
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => return db_error(Some(&admin), e),
+    };
+    let Some(u) = found.into_iter().next() else {
+        let body = notice("error", "No such MFA user.");
+        return (
+            StatusCode::NOT_FOUND,
+            page("User", Some(&admin), "/users", &body),
+        )
+            .into_response();
+    };
+    let mut rows = format!(
+        "<tr><th>username</th><td>{}</td></tr><tr><th>enabled</th><td>{}</td></tr><tr><th>source</th><td>{}</td></tr>",
+        esc(&u.username),
+        u.enabled,
+        esc(u.source.as_str())
+    );
+    for (name, value) in u.text_fields() {
+        rows.push_str(&format!(
+            "<tr><th>{name}</th><td>{}</td></tr>",
+            value.as_deref().map(esc).unwrap_or_default()
+        ));
+    }
+    let body = format!(r#"<p><a href="/users">All users</a></p><table id="user">{rows}</table>"#);
+    page(
+        &format!("User {}", u.username),
+        Some(&admin),
+        "/users",
+        &body,
+    )
+    .into_response()
 }
 
 // ------------------------------------------------------------------ approvals

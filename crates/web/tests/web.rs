@@ -776,11 +776,30 @@ async fn portal_pages_users_approvals_settings() {
         .await
         .unwrap();
     let page = s.get_page(&sess.cookie, "/users").await;
-    assert!(page.contains("<td>bob</td>"));
+    assert!(page.contains(r#"<a href="/users/bob">bob</a>"#));
     assert!(page.contains("&lt;script&gt;x&lt;/script&gt;"), "escaped");
     assert!(!page.contains("<script>x"));
     let page = s.get_page(&sess.cookie, "/users?q=bob").await;
     assert!(page.contains("1 of 2 users match"));
+    assert!(page.contains(r#"<a href="/users/bob">bob</a>"#));
+    let page = s.get_page(&sess.cookie, "/users/BOB").await;
+    assert!(
+        page.contains("<th>email</th><td>bob@example.com</td>"),
+        "{page}"
+    );
+    assert!(page.contains("<th>dn</th><td></td>"));
+    let page = s
+        .get_page(&sess.cookie, "/users/%3Cscript%3Ex%3C%2Fscript%3E")
+        .await;
+    assert!(page.contains("User &lt;script&gt;x&lt;/script&gt;"));
+    let resp = s
+        .client
+        .get(format!("{}/users/nobody", s.base))
+        .header("cookie", &sess.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 
     s.store
         .create_approval(
