@@ -290,6 +290,16 @@ async fn sign_in_see_users_sync_now_and_cross_site_refused() {
     d.wait_source("Sign out").await;
 
     d.goto(&format!("{base}/users")).await;
+    // The stylesheet loads under the CSP (no inline style is used).
+    let header = d.find("header").await;
+    let bg = d
+        .call(
+            "GET",
+            &format!("/element/{header}/css/background-color"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(bg, json!("rgba(31, 58, 95, 1)"));
     let page = d.source().await;
     assert!(page.contains("bob.browser"), "{page}");
     assert!(page.contains("1 of 1 users match"));
