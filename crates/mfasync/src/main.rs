@@ -13,6 +13,7 @@ mod progress;
 mod secrets;
 mod serve;
 mod sync;
+mod web;
 
 /// Exit codes of PRODUCT.md: 1 refused/failed, 2 bad usage or invalid input.
 #[derive(Debug)]
@@ -103,6 +104,25 @@ enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Session cookies without the Secure flag: only for plain http that is
+        /// not on loopback (behind a TLS-terminating proxy, prefer the default)
+        #[arg(long)]
+        insecure_cookies: bool,
+    },
+    /// Local administrators of the web portal
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Set (create or replace) a local administrator's password, read from stdin
+    SetPassword {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
     },
 }
 
@@ -439,9 +459,52 @@ async fn run(cli: Cli) -> CmdResult {
                 ))),
             }
         }
-        Command::Serve { listen } => {
+        Command::Admin {
+            cmd:
+                AdminCmd::SetPassword {
+                    username,
+                    password_stdin,
+                },
+        } => {
+            if !password_stdin {
+                return Err(Failure::Invalid(vec![
+                    "admin set-password needs --password-stdin (passwords are never taken from the command line)".into(),
+                ]));
+            }
+            let mut pw = String::new();
+            std::io::stdin()
+                .read_to_string(&mut pw)
+                .map_err(|e| Failure::Refused(format!("cannot read the password: {e}")))?;
+            let pw = pw
+                .strip_suffix('\n')
+                .map(|p| p.strip_suffix('\r').unwrap_or(p))
+                .unwrap_or(&pw);
+            if pw.chars().count() < 12 {
+                return Err(Failure::Invalid(vec![
+                    "the password must have at least 12 characters".into(),
+                ]));
+            }
+            let hash = mfasync_web::auth::hash_password(pw).map_err(Failure::Refused)?;
             let store = open_store(&cli.database).await?;
-            serve::run(store, &listen).await.map_err(Failure::from)
+            store
+                .admin_set_password(&username, &hash)
+                .await
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            if cli.json {
+                print_json(&serde_json::json!({"ok": true, "username": username}))?;
+            } else {
+                println!("password of administrator {username} set");
+            }
+            Ok(())
+        }
+        Command::Serve {
+            listen,
+            insecure_cookies,
+        } => {
+            let store = open_store(&cli.database).await?;
+            serve::run(store, &listen, !insecure_cookies)
+                .await
+                .map_err(Failure::from)
         }
     }
 }

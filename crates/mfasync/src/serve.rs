@@ -13,9 +13,9 @@
 use crate::sync;
 use anyhow::{Context, Result};
 use mfasync_store::Store;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// When the next cycle starts: `interval` after the last start, or now when
 /// that moment has passed already (the last cycle overran). Pure.
@@ -31,7 +31,23 @@ pub fn next_start(last_start: Instant, interval: Duration, now: Instant) -> Inst
 /// Interval used when no (valid) configuration is stored yet.
 const NO_CONFIG_RETRY: Duration = Duration::from_secs(60);
 
-pub async fn run(store: Box<dyn Store>, listen: &str) -> Result<()> {
+pub async fn run(store: Box<dyn Store>, listen: &str, secure_cookies: bool) -> Result<()> {
+    let store: Arc<dyn Store> = Arc::from(store);
+    let metrics = Arc::new(mfasync_web::Metrics::new());
+    let sync_lock = Arc::new(tokio::sync::Mutex::new(()));
+    let backend = Arc::new(crate::web::ServiceBackend {
+        store: store.clone(),
+        sync_lock: sync_lock.clone(),
+    });
+    let app = mfasync_web::router(
+        backend,
+        store.clone(),
+        metrics.clone(),
+        mfasync_web::WebOptions {
+            secure_cookies,
+            ..mfasync_web::WebOptions::default()
+        },
+    );
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -39,11 +55,15 @@ pub async fn run(store: Box<dyn Store>, listen: &str) -> Result<()> {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| listen.to_string());
-    tracing::info!(listen = %local, "serving /healthz");
-    eprintln!("mfasync: serving on http://{local} (GET /healthz)");
-    let http = tokio::spawn(http_loop(listener));
+    tracing::info!(listen = %local, "serving the portal, /api/v1, /metrics, /healthz");
+    eprintln!("mfasync: serving on http://{local}");
+    let http = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("web server stopped: {e}");
+        }
+    });
     let result = tokio::select! {
-        r = cycles(store.as_ref()) => r,
+        r = cycles(store.as_ref(), &metrics, &sync_lock) => r,
         _ = shutdown_signal() => {
             eprintln!("mfasync: stopping");
             Ok(())
@@ -75,7 +95,11 @@ async fn shutdown_signal() {
     }
 }
 
-async fn cycles(store: &dyn Store) -> Result<()> {
+async fn cycles(
+    store: &dyn Store,
+    metrics: &mfasync_web::Metrics,
+    sync_lock: &tokio::sync::Mutex<()>,
+) -> Result<()> {
     loop {
         let started = Instant::now();
         let interval = match crate::active_config(store).await {
@@ -93,7 +117,8 @@ async fn cycles(store: &dyn Store) -> Result<()> {
                 if !cfg.sync.enabled {
                     tracing::info!("sync.enabled = false: no cycle");
                 } else {
-                    match sync::run(
+                    let _one_at_a_time = sync_lock.lock().await;
+                    let result = sync::run(
                         store,
                         &cfg,
                         sync::Options {
@@ -101,9 +126,15 @@ async fn cycles(store: &dyn Store) -> Result<()> {
                             plan_only: false,
                         },
                     )
-                    .await
-                    {
+                    .await;
+                    let secs = started.elapsed().as_secs_f64();
+                    match result {
                         Ok(o) => {
+                            metrics.record_sync(
+                                o.mode,
+                                secs,
+                                Some(&crate::web::outcome_json(&o, false)),
+                            );
                             let c = o.plan.counts();
                             tracing::info!(
                                 mode = o.mode,
@@ -122,6 +153,7 @@ async fn cycles(store: &dyn Store) -> Result<()> {
                             }
                         }
                         Err(e) => {
+                            metrics.record_sync("auto", secs, None);
                             tracing::error!("sync cycle failed, nothing changed: {e:#}");
                             eprintln!("mfasync: sync cycle failed, nothing changed: {e:#}");
                         }
@@ -133,65 +165,6 @@ async fn cycles(store: &dyn Store) -> Result<()> {
         let next = next_start(started, interval, Instant::now());
         tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
     }
-}
-
-async fn http_loop(listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(async move {
-                    if let Err(e) = answer(stream).await {
-                        tracing::debug!("http: {e}");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!("http accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// A minimal HTTP/1.1 answer: `GET /healthz` -> 200 "ok", anything else 404
-/// (405 for other methods on /healthz). One request per connection.
-async fn answer(mut stream: TcpStream) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let head_done = |b: &[u8]| b.windows(4).any(|w| w == b"\r\n\r\n");
-    let read = async {
-        while !head_done(&buf) && buf.len() < 16 * 1024 {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    match tokio::time::timeout(Duration::from_secs(5), read).await {
-        Ok(r) => r?,
-        Err(_) => return Ok(()),
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut first = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, path) = (
-        first.next().unwrap_or_default(),
-        first.next().unwrap_or_default(),
-    );
-    let path = path.split('?').next().unwrap_or_default();
-    let (status, body) = match (method, path) {
-        ("GET" | "HEAD", "/healthz") => ("200 OK", "ok"),
-        (_, "/healthz") => ("405 Method Not Allowed", "method not allowed"),
-        _ => ("404 Not Found", "not found"),
-    };
-    let body = if method == "HEAD" { "" } else { body };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(resp.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]

@@ -98,7 +98,11 @@ fn serve(m: &Mfa) -> Served {
 fn get(addr: &str, path: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
@@ -206,4 +210,56 @@ fn serve_records_a_failing_cycle_changes_nothing_and_retries() {
         history(&m).iter().filter(|r| !r["error"].is_null()).count() >= 2
     });
     assert_eq!(m.users(), before);
+}
+
+#[test]
+fn serve_exposes_the_portal_and_api_behind_sign_in() {
+    let s = slapd();
+    let m = Mfa::new();
+    m.apply(&config("S2", &s.url, "enabled = false"));
+    let short = m.run_stdin(
+        &["admin", "set-password", "admin", "--password-stdin"],
+        "short\n",
+    );
+    assert_eq!(
+        short.code, 2,
+        "too short a password is refused: {}",
+        short.stderr
+    );
+    let ok = m.run_stdin(
+        &["admin", "set-password", "admin", "--password-stdin"],
+        "correct-horse-battery\n",
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(!ok.stdout.contains("correct-horse") && !ok.stderr.contains("correct-horse"));
+    let srv = serve(&m);
+    wait_for("/healthz", Duration::from_secs(10), || {
+        get(&srv.addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    let users = get(&srv.addr, "/api/v1/users").unwrap_or_default();
+    assert!(
+        users.starts_with("HTTP/1.1 401"),
+        "API needs sign-in: {users}"
+    );
+    let portal = get(&srv.addr, "/users").unwrap_or_default();
+    assert!(
+        portal.starts_with("HTTP/1.1 303") || portal.starts_with("HTTP/1.1 302"),
+        "portal redirects to sign-in: {portal}"
+    );
+    let login = get(&srv.addr, "/login").unwrap_or_default();
+    assert!(
+        login.starts_with("HTTP/1.1 200") && login.contains("<form"),
+        "{login}"
+    );
+    assert!(
+        login.contains("content-security-policy"),
+        "security headers: {login}"
+    );
+    let metrics = get(&srv.addr, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.starts_with("HTTP/1.1 200") && metrics.contains("mfasync_"),
+        "{metrics}"
+    );
+    let api = get(&srv.addr, "/api/v1/openapi.json").unwrap_or_default();
+    assert!(api.contains("/api/v1/users"), "{api}");
 }
