@@ -250,12 +250,42 @@ async fn auth(
             "expected a JSON body {\"username\": \"...\", \"password\": \"...\"}",
         );
     };
+    let key = body.username.to_lowercase();
+    let now = std::time::Instant::now();
+    let allowed = app
+        .auth_limiter
+        .lock()
+        .map(|mut l| l.allowed(&key, now))
+        .unwrap_or(true);
+    if !allowed {
+        // Too many wrong passwords for this username lately: refused without
+        // asking the directory (password guessing).
+        app.metrics.record_auth(Some("account-locked"));
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({ "ok": false, "reason": "account-locked" })),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("60"),
+        );
+        return r;
+    }
     match app.backend.auth(&body.username, &body.password).await {
         Ok(()) => {
+            if let Ok(mut l) = app.auth_limiter.lock() {
+                l.succeeded(&key);
+            }
             app.metrics.record_auth(None);
             Json(json!({ "ok": true })).into_response()
         }
         Err(reason) => {
+            if reason == mfasync_core::auth::Reason::InvalidCredentials {
+                if let Ok(mut l) = app.auth_limiter.lock() {
+                    l.failed(&key, now);
+                }
+            }
             app.metrics.record_auth(Some(reason.as_str()));
             Json(json!({ "ok": false, "reason": reason.as_str() })).into_response()
         }

@@ -89,6 +89,9 @@ pub(crate) struct App {
     pub opts: Arc<WebOptions>,
     /// Failed portal sign-ins by lower-cased username.
     pub login_limiter: Arc<std::sync::Mutex<mfasync_core::ratelimit::Limiter>>,
+    /// Failed `POST /api/v1/auth` password checks by lower-cased username
+    /// (password guessing through the API: the same limits as portal sign-in).
+    pub auth_limiter: Arc<std::sync::Mutex<mfasync_core::ratelimit::Limiter>>,
 }
 
 /// The whole web application: portal pages, `/api/v1`, `/metrics`, `/healthz`.
@@ -99,12 +102,16 @@ pub fn router(
     opts: WebOptions,
 ) -> Router {
     let limiter = mfasync_core::ratelimit::Limiter::new(opts.login_max_failures, opts.login_window);
+    let (opts_max, opts_window) = (opts.login_max_failures, opts.login_window);
     let app = App {
         backend,
         store,
         metrics,
         opts: Arc::new(opts),
         login_limiter: Arc::new(std::sync::Mutex::new(limiter)),
+        auth_limiter: Arc::new(std::sync::Mutex::new(
+            mfasync_core::ratelimit::Limiter::new(opts_max, opts_window),
+        )),
     };
     let api = api::routes().route_layer(axum::middleware::from_fn_with_state(
         app.clone(),

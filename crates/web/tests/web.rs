@@ -1039,3 +1039,32 @@ async fn config_versions_are_listed_and_diffed_without_secrets() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn api_auth_is_rate_limited_per_username() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let token = s.create_api_token(&sess).await;
+    let h = s.bearer(&token);
+    let post = |user: &'static str, pw: &'static str| {
+        s.client
+            .post(format!("{}/api/v1/auth", s.base))
+            .headers(h.clone())
+            .json(&json!({"username": user, "password": pw}))
+            .send()
+    };
+    // ten wrong passwords are checked by the directory ...
+    for _ in 0..10 {
+        let v: Value = post("alice", "guess").await.unwrap().json().await.unwrap();
+        assert_eq!(v["reason"], "invalid-credentials");
+    }
+    // ... the eleventh, even the right one, is refused without asking it
+    let resp = post("Alice", "pw").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().get("retry-after").is_some());
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v, json!({"ok": false, "reason": "account-locked"}));
+    // other usernames are not affected
+    let v: Value = post("zed", "x").await.unwrap().json().await.unwrap();
+    assert_eq!(v["reason"], "not-an-mfa-user");
+}
