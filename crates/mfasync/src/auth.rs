@@ -12,12 +12,31 @@ use mfasync_core::escape::filter_value;
 use mfasync_ldap::Scope;
 use mfasync_store::{Store, UserKey};
 
+/// A query connection kept between password checks (the service): username
+/// lookups reuse it instead of connecting and binding each time. It is
+/// replaced when the directory settings change or the connection fails.
+#[derive(Default)]
+pub struct QueryConnection {
+    slot: tokio::sync::Mutex<Option<(String, mfasync_ldap::Client)>>,
+}
+
 /// Verify `username`/`password`. `Ok(())` when accepted.
 pub async fn authenticate(
     store: &dyn Store,
     cfg: &Config,
     username: &str,
     password: &str,
+) -> Result<(), Reason> {
+    authenticate_with(store, cfg, username, password, None).await
+}
+
+/// Like [`authenticate`], reusing `reuse` for the username lookup.
+pub async fn authenticate_with(
+    store: &dyn Store,
+    cfg: &Config,
+    username: &str,
+    password: &str,
+    reuse: Option<&QueryConnection>,
 ) -> Result<(), Reason> {
     // An empty password is an anonymous bind to AD: it would "succeed".
     if password.is_empty()
@@ -31,7 +50,7 @@ pub async fn authenticate(
         dn,
         principal,
         directory_id,
-    } = resolve_dn(cfg, username).await?;
+    } = resolve_dn(cfg, username, reuse).await?;
     let kind = cfg.directory.auth_bind.kind;
     let bind = Bind {
         kind,
@@ -100,13 +119,48 @@ struct Resolved {
 /// The user's DN and Kerberos principal: a search with the query bind on the
 /// username attributes, every value escaped (RFC 4515), restricted by the user
 /// filter. Exactly one entry must match.
-async fn resolve_dn(cfg: &Config, username: &str) -> Result<Resolved, Reason> {
+async fn resolve_dn(
+    cfg: &Config,
+    username: &str,
+    reuse: Option<&QueryConnection>,
+) -> Result<Resolved, Reason> {
+    let Some(reuse) = reuse else {
+        let mut client = query_connection(cfg).await?;
+        let r = search_user(&mut client, cfg, username).await;
+        client.unbind().await;
+        return r;
+    };
+    // The settings the connection was made with: a change means a new connection.
+    let key = format!("{:?}", cfg.directory);
+    let mut slot = reuse.slot.lock().await;
+    if let Some((k, client)) = slot.as_mut() {
+        if *k == key {
+            match search_user(client, cfg, username).await {
+                Err(Reason::DirectoryUnavailable) => {} // stale connection: reconnect below
+                other => return other,
+            }
+        }
+    }
+    if let Some((_, old)) = slot.take() {
+        old.unbind().await;
+    }
+    let mut client = query_connection(cfg).await?;
+    let r = search_user(&mut client, cfg, username).await;
+    if matches!(r, Err(Reason::DirectoryUnavailable)) {
+        client.unbind().await;
+    } else {
+        *slot = Some((key, client));
+    }
+    r
+}
+
+async fn query_connection(cfg: &Config) -> Result<mfasync_ldap::Client, Reason> {
     let password = crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
         .map_err(|e| {
             tracing::error!("{e}");
             Reason::DirectoryUnavailable
         })?;
-    let mut client = mfasync_ldap::connect(
+    mfasync_ldap::connect(
         &cfg.directory,
         &cfg.directory.query_bind,
         password.as_deref(),
@@ -115,7 +169,14 @@ async fn resolve_dn(cfg: &Config, username: &str) -> Result<Resolved, Reason> {
     .map_err(|e| {
         tracing::warn!(error = %e, "cannot search the directory for a password check");
         Reason::DirectoryUnavailable
-    })?;
+    })
+}
+
+async fn search_user(
+    client: &mut mfasync_ldap::Client,
+    cfg: &Config,
+    username: &str,
+) -> Result<Resolved, Reason> {
     let value = filter_value(username);
     let alternatives: String = cfg
         .attributes
@@ -136,7 +197,6 @@ async fn resolve_dn(cfg: &Config, username: &str) -> Result<Resolved, Reason> {
     let found = client
         .search_all(&base, Scope::Subtree, &filter, &attrs)
         .await;
-    client.unbind().await;
     let found = found.map_err(|e| {
         tracing::warn!(error = %e, "username search failed");
         Reason::DirectoryUnavailable

@@ -38,6 +38,7 @@ pub async fn run(store: Box<dyn Store>, listen: &str, secure_cookies: bool) -> R
     let backend = Arc::new(crate::web::ServiceBackend {
         store: store.clone(),
         sync_lock: sync_lock.clone(),
+        auth_query: Arc::default(),
     });
     let app = mfasync_web::router(
         backend,

@@ -14,6 +14,8 @@ pub struct ServiceBackend {
     pub store: Arc<dyn Store>,
     /// Held by every cycle (scheduled, Synchronize Now, approve): one at a time.
     pub sync_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The query connection reused by password checks (username lookups).
+    pub auth_query: Arc<crate::auth::QueryConnection>,
 }
 
 fn failure_text(f: crate::Failure) -> String {
@@ -145,6 +147,13 @@ impl mfasync_web::Backend for ServiceBackend {
             .config()
             .await
             .map_err(|_| Reason::DirectoryUnavailable)?;
-        crate::auth::authenticate(self.store.as_ref(), &cfg, username, password).await
+        crate::auth::authenticate_with(
+            self.store.as_ref(),
+            &cfg,
+            username,
+            password,
+            Some(self.auth_query.as_ref()),
+        )
+        .await
     }
 }

@@ -263,3 +263,92 @@ fn serve_exposes_the_portal_and_api_behind_sign_in() {
     let api = get(&srv.addr, "/api/v1/openapi.json").unwrap_or_default();
     assert!(api.contains("/api/v1/users"), "{api}");
 }
+
+fn post_json(addr: &str, path: &str, bearer: &str, body: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Established TCP connections of process `pid` to `port` (this network namespace).
+fn connections_to(pid: u32, port: u16) -> usize {
+    let out = Command::new("ss")
+        .args([
+            "-Htnp",
+            "state",
+            "established",
+            &format!("( dport = :{port} )"),
+        ])
+        .output()
+        .expect("ss");
+    let me = format!("pid={pid},");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&me))
+        .count()
+}
+
+#[test]
+fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
+    let s = slapd();
+    s.ldapadd(&format!(
+        "dn: ou=S4,{BASE}\nobjectClass: organizationalUnit\nou: S4\n\n\
+         dn: uid=pat,ou=S4,{BASE}\nobjectClass: inetOrgPerson\nuid: pat\ncn: pat\nsn: pat\nuserPassword: pat-Passw0rd\n\n"
+    ));
+    let m = Mfa::new();
+    m.apply(&config("S4", &s.url, "enabled = false").replace(
+        "[filters]",
+        "[directory.auth_bind]\ntype = \"simple\"\n[filters]",
+    ));
+    m.sync_full();
+    let token = "test-api-token-0123456789";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = mfasync_store::open(&m.url).await.unwrap();
+        store
+            .token_create(&mfasync_store::AuthToken {
+                token_hash: mfasync_web::auth::token_hash(token),
+                kind: "api".into(),
+                username: "admin".into(),
+                label: Some("test".into()),
+                csrf: None,
+                created_at: "2026-01-01T00:00:00Z".into(),
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+    });
+    let srv = serve(&m);
+    wait_for("/healthz", Duration::from_secs(10), || {
+        get(&srv.addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    let auth = |pw: &str| {
+        post_json(
+            &srv.addr,
+            "/api/v1/auth",
+            token,
+            &format!("{{\"username\":\"pat\",\"password\":\"{pw}\"}}"),
+        )
+        .unwrap_or_default()
+    };
+    for _ in 0..3 {
+        let r = auth("pat-Passw0rd");
+        assert!(r.ends_with("{\"ok\":true}"), "{r}");
+    }
+    let r = auth("wrong");
+    assert!(r.contains("\"reason\":\"invalid-credentials\""), "{r}");
+    // the username lookups share one query connection, kept open between checks
+    assert_eq!(
+        connections_to(srv.child.id(), s.port),
+        1,
+        "one persistent query connection"
+    );
+}
