@@ -47,6 +47,7 @@ pub(crate) fn csrf_field(admin: &Admin) -> String {
 const NAV: &[(&str, &str)] = &[
     ("/", "Overview"),
     ("/settings", "Settings"),
+    ("/sync", "Synchronization"),
     ("/users", "Users"),
     ("/approvals", "Approvals"),
     ("/history", "Sync history"),

@@ -30,6 +30,7 @@ pub mod auth;
 mod html;
 pub mod metrics;
 mod portal;
+mod syncpage;
 
 pub use metrics::Metrics;
 

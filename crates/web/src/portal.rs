@@ -33,7 +33,15 @@ pub(crate) fn routes() -> Router<App> {
         .route("/approvals", get(approvals))
         .route("/approvals/{id}/{decision}", post(decide))
         .route("/history", get(history))
-        .route("/sync", post(sync_now))
+        .route("/sync", get(crate::syncpage::sync_get).post(sync_now))
+        .route("/sync/settings", post(crate::syncpage::settings_save))
+        .route("/sync/items", post(crate::syncpage::item_add))
+        .route("/sync/items/{index}/edit", get(crate::syncpage::item_edit))
+        .route("/sync/items/{index}/save", post(crate::syncpage::item_save))
+        .route(
+            "/sync/items/{index}/{action}",
+            post(crate::syncpage::item_action),
+        )
         .route("/tokens", get(tokens).post(token_create))
         .route("/tokens/revoke", post(token_revoke))
         .route("/logout", post(logout))
@@ -50,7 +58,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeAdmin {
     }
 }
 
-fn db_error(admin: Option<&Admin>, e: impl std::fmt::Display) -> Response {
+pub(crate) fn db_error(admin: Option<&Admin>, e: impl std::fmt::Display) -> Response {
     tracing::error!("store: {e}");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -643,6 +651,8 @@ async fn history(State(app): State<App>, Extension(admin): Extension<Admin>) -> 
 struct SyncForm {
     csrf: String,
     full: Option<String>,
+    /// "sync": answer with the Synchronization page instead of the history.
+    from: String,
 }
 
 fn sync_summary(v: &Value) -> String {
@@ -681,7 +691,27 @@ async fn sync_now(
         "synchronization requested by {} (full: {full})",
         admin.username
     );
-    match run_sync(&app, full).await {
+    let result = run_sync(&app, full).await;
+    if form.from == "sync" {
+        return match result {
+            Ok(v) => {
+                let msg = notice("ok", &sync_summary(&v));
+                crate::syncpage::sync_page(&app, &admin, StatusCode::OK, &msg, None).await
+            }
+            Err(e) => {
+                let msg = notice("error", &format!("Synchronization failed: {e}"));
+                crate::syncpage::sync_page(
+                    &app,
+                    &admin,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &msg,
+                    None,
+                )
+                .await
+            }
+        };
+    }
+    match result {
         Ok(v) => {
             history_page(
                 &app,

@@ -263,6 +263,8 @@ async fn portal_requires_sign_in() {
         "/",
         "/users",
         "/settings",
+        "/sync",
+        "/sync/items/0/edit",
         "/approvals",
         "/history",
         "/tokens",
@@ -1067,4 +1069,316 @@ async fn api_auth_is_rate_limited_per_username() {
     // other usernames are not affected
     let v: Value = post("zed", "x").await.unwrap().json().await.unwrap();
     assert_eq!(v["reason"], "not-an-mfa-user");
+}
+
+// ------------------------------------------------------------------ /sync page
+
+const SYNC_BASE: &str = "[directory]\nsource = \"ldap\"\nservers = [\"ldap://a\"]\n\n[directory.query_bind]\ntype = \"simple\"\ndn = \"cn=svc,dc=x\"\npassword = \"TOPSECRET\"\n";
+
+impl Server {
+    /// The active configuration, validated.
+    async fn active(&self) -> mfasync_core::config::Config {
+        let v = self.store.active_config().await.unwrap().unwrap();
+        mfasync_core::config::parse(&v.toml).unwrap()
+    }
+
+    async fn versions(&self) -> usize {
+        self.store.config_versions().await.unwrap().len()
+    }
+
+    /// Record a full sync that ran with the active configuration's items.
+    async fn full_sync_ran(&self) {
+        let wm = mfasync_store::Watermark {
+            kind: "full".into(),
+            server: String::new(),
+            value: Vec::new(),
+            items_fingerprint: self.active().await.items_fingerprint(),
+        };
+        self.store.apply(&[], Some(&wm)).await.unwrap();
+    }
+
+    /// Post a form of the /sync page with the version shown on it.
+    async fn sync_post(
+        &self,
+        sess: &Session,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, String) {
+        let page = self.get_page(&sess.cookie, "/sync").await;
+        let version = hidden(&page, "version");
+        let mut form: Vec<(&str, &str)> = vec![("csrf", &sess.csrf), ("version", &version)];
+        form.extend_from_slice(fields);
+        let resp = self.post_form(sess, path, &form).await;
+        let status = resp.status();
+        (status, resp.text().await.unwrap())
+    }
+}
+
+fn item_fields<'a>(kind: &'a str, dn: &'a str, method: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("kind", kind),
+        ("dn", dn),
+        ("include_nested", "true"),
+        ("when_removed", "disable"),
+        ("user_enabled", "true"),
+        ("method", method),
+        ("phone", "mobile"),
+        ("backup_phone", ""),
+        ("country_code", "1"),
+        ("language", "en"),
+    ]
+}
+
+fn item_dns(cfg: &mfasync_core::config::Config) -> Vec<String> {
+    cfg.sync.items.iter().map(|i| i.dn.clone()).collect()
+}
+
+#[tokio::test]
+async fn sync_page_items_add_move_edit_remove_keep_the_password() {
+    use mfasync_core::config::{ItemKind, Method, PhoneKind, WhenRemoved};
+    let s = serve().await;
+    let sess = s.session().await;
+    s.store.put_config(SYNC_BASE).await.unwrap();
+
+    let page = s.get_page(&sess.cookie, "/sync").await;
+    assert!(page.contains(r#"id="no-items""#), "{page}");
+    assert!(page.contains(r#"id="sync-prompt""#), "no full sync yet");
+    s.full_sync_ran().await;
+    let page = s.get_page(&sess.cookie, "/sync").await;
+    assert!(!page.contains(r#"id="sync-prompt""#), "{page}");
+    assert!(!page.contains("TOPSECRET"));
+
+    // Add two items.
+    let (status, page) = s
+        .sync_post(
+            &sess,
+            "/sync/items",
+            &item_fields("container", "OU=Sales,DC=x", "phone-call"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Saved as configuration version 2"), "{page}");
+    assert_eq!(item_dns(&s.active().await), vec!["OU=Sales,DC=x"]);
+    assert!(
+        page.contains("Sync items changed since the last full synchronization"),
+        "{page}"
+    );
+    let mut vpn = item_fields("security-group", "CN=VPN,OU=Groups,DC=x", "text-message");
+    vpn.retain(|(k, _)| *k != "backup_phone");
+    vpn.push(("backup_phone", "business"));
+    let (status, page) = s.sync_post(&sess, "/sync/items", &vpn).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let cfg = s.active().await;
+    assert_eq!(
+        item_dns(&cfg),
+        vec!["OU=Sales,DC=x", "CN=VPN,OU=Groups,DC=x"]
+    );
+    assert_eq!(cfg.sync.items[1].kind, ItemKind::SecurityGroup);
+    assert_eq!(cfg.sync.items[1].user.method, Method::TextMessage);
+    assert_eq!(
+        cfg.sync.items[1].user.backup_phone,
+        Some(PhoneKind::Business)
+    );
+    assert!(page.contains("CN=VPN,OU=Groups,DC=x"));
+
+    // Move Up: the group first.
+    let (status, page) = s.sync_post(&sess, "/sync/items/1/up", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        item_dns(&s.active().await),
+        vec!["CN=VPN,OU=Groups,DC=x", "OU=Sales,DC=x"]
+    );
+    // Moving the first item up is refused, nothing stored.
+    let before = s.versions().await;
+    let (status, _) = s.sync_post(&sess, "/sync/items/0/up", &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(s.versions().await, before);
+
+    // Edit Sales (now the second item).
+    let page = s.get_page(&sess.cookie, "/sync/items/1/edit").await;
+    assert!(page.contains(r#"value="OU=Sales,DC=x""#), "{page}");
+    let (status, page) = s
+        .sync_post(
+            &sess,
+            "/sync/items/1/save",
+            &[
+                ("kind", "container"),
+                ("dn", "OU=Sales,DC=x"),
+                ("when_removed", "remove"),
+                ("user_enabled", "true"),
+                ("method", "mobile-app"),
+                ("phone", "business"),
+                ("backup_phone", "mobile"),
+                ("country_code", "44"),
+                ("language", "de"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let cfg = s.active().await;
+    let sales = &cfg.sync.items[1];
+    assert_eq!(sales.dn, "OU=Sales,DC=x");
+    assert!(!sales.include_nested);
+    assert_eq!(sales.when_removed, WhenRemoved::Remove);
+    assert_eq!(sales.user.method, Method::MobileApp);
+    assert_eq!(sales.user.phone, PhoneKind::Business);
+    assert_eq!(sales.user.backup_phone, Some(PhoneKind::Mobile));
+    assert_eq!(sales.user.country_code, "44");
+    assert_eq!(sales.user.language, "de");
+    assert_eq!(cfg.sync.items[0].dn, "CN=VPN,OU=Groups,DC=x", "untouched");
+
+    // Remove the group.
+    let (status, page) = s.sync_post(&sess, "/sync/items/0/remove", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(item_dns(&s.active().await), vec!["OU=Sales,DC=x"]);
+
+    // Settings.
+    let (status, page) = s
+        .sync_post(
+            &sess,
+            "/sync/settings",
+            &[
+                ("interval", "10m"),
+                ("always_full", "true"),
+                ("approval", "true"),
+                ("approval_threshold", "7"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let cfg = s.active().await;
+    assert!(!cfg.sync.enabled);
+    assert_eq!(cfg.sync.interval, "10m");
+    assert!(!cfg.sync.remove_deleted_users);
+    assert!(cfg.sync.always_full);
+    assert_eq!(cfg.sync.approval_threshold, Some(7));
+    assert_eq!(item_dns(&cfg), vec!["OU=Sales,DC=x"], "items kept");
+
+    // Every save kept the bind password and the rest of the directory section.
+    assert_eq!(
+        cfg.directory.query_bind.password.as_deref(),
+        Some("TOPSECRET")
+    );
+    assert_eq!(cfg.directory.servers, vec!["ldap://a"]);
+    assert_eq!(s.versions().await, 7);
+    assert!(!page.contains("TOPSECRET"));
+
+    // The prompt goes once a full sync ran with these items; Synchronize Now
+    // from the prompt runs a full sync and comes back to the page.
+    let page = s.get_page(&sess.cookie, "/sync").await;
+    assert!(page.contains(r#"id="sync-prompt""#));
+    let resp = s
+        .post_form(
+            &sess,
+            "/sync",
+            &[("csrf", &sess.csrf), ("full", "true"), ("from", "sync")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("3 created, 1 updated"), "{page}");
+    assert!(s
+        .backend
+        .calls
+        .lock()
+        .unwrap()
+        .contains(&"sync full=true".to_string()));
+    s.full_sync_ran().await;
+    let page = s.get_page(&sess.cookie, "/sync").await;
+    assert!(!page.contains(r#"id="sync-prompt""#), "{page}");
+}
+
+#[tokio::test]
+async fn sync_page_refuses_bad_input_stale_forms_and_missing_csrf() {
+    let s = serve().await;
+    let sess = s.session().await;
+    s.store.put_config(SYNC_BASE).await.unwrap();
+    let before = s.versions().await;
+
+    // A bad DN: the key path is shown, what was typed is kept, nothing stored.
+    let (status, page) = s
+        .sync_post(
+            &sess,
+            "/sync/items",
+            &item_fields("container", "not a dn", "phone-call"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("sync.items[0].dn: "), "{page}");
+    assert!(page.contains(r#"value="not a dn""#), "{page}");
+    let (status, page) = s
+        .sync_post(&sess, "/sync/settings", &[("interval", "often")])
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("sync.interval: "), "{page}");
+    for threshold in ["0", "many"] {
+        let (status, page) = s
+            .sync_post(
+                &sess,
+                "/sync/settings",
+                &[
+                    ("interval", "5m"),
+                    ("approval", "true"),
+                    ("approval_threshold", threshold),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(page.contains("sync.approval_threshold: "), "{page}");
+    }
+    let (status, page) = s
+        .sync_post(
+            &sess,
+            "/sync/items",
+            &item_fields("organisation", "OU=A,DC=x", "phone-call"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("sync.items[0].kind"), "{page}");
+    let (status, _) = s.sync_post(&sess, "/sync/items/3/remove", &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(s.versions().await, before, "nothing stored");
+
+    // A form from an older version of the configuration is refused.
+    let page = s.get_page(&sess.cookie, "/sync").await;
+    let old = hidden(&page, "version");
+    s.store.put_config(SYNC_BASE).await.unwrap();
+    let mut form = vec![("csrf", sess.csrf.as_str()), ("version", old.as_str())];
+    form.extend(item_fields("container", "OU=A,DC=x", "phone-call"));
+    let resp = s.post_form(&sess, "/sync/items", &form).await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert!(s.active().await.sync.items.is_empty());
+
+    // CSRF token missing or wrong -> 403.
+    let before = s.versions().await;
+    let version = before.to_string();
+    for path in [
+        "/sync/items",
+        "/sync/settings",
+        "/sync/items/0/remove",
+        "/sync/items/0/save",
+    ] {
+        for csrf in [None, Some("wrong")] {
+            let mut form = vec![("version", version.as_str())];
+            if let Some(c) = csrf {
+                form.push(("csrf", c));
+            }
+            form.extend(item_fields("container", "OU=A,DC=x", "phone-call"));
+            form.push(("interval", "5m"));
+            let resp = s.post_form(&sess, path, &form).await;
+            assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+        }
+    }
+    // Not signed in: sent to the sign-in page.
+    let resp = s
+        .client
+        .post(format!("{}/sync/items", s.base))
+        .header("origin", format!("http://{}", s.host))
+        .header("sec-fetch-site", "same-origin")
+        .form(&item_fields("container", "OU=A,DC=x", "phone-call"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.status(), StatusCode::OK);
+    assert_eq!(s.versions().await, before, "nothing stored");
 }
