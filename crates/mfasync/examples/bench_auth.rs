@@ -117,14 +117,104 @@ fn main() {
     }
     let ours_total = t.elapsed();
 
-    println!("checks: {checks} (sequential, one process per check), {USERS} users");
+    // The service path: POST /api/v1/auth to `mfasync serve`, next to a raw
+    // bind with the ldap3 client alone (fresh connection, simple bind, unbind).
+    let token = "bench-api-token-0123456789";
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    rt.block_on(async {
+        let store = mfasync_store::open(&db)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = store
+            .token_create(&mfasync_store::AuthToken {
+                token_hash: mfasync_web::auth::token_hash(token),
+                kind: "api".into(),
+                username: "admin".into(),
+                label: Some("bench".into()),
+                csrf: None,
+                created_at: "2026-01-01T00:00:00Z".into(),
+                expires_at: None,
+            })
+            .await;
+    });
+    let addr = format!("127.0.0.1:{}", mfasync_testkit::free_port());
+    let mut serve = Command::new(&bin)
+        .args(["--database", &db, "serve", "--listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn serve: {e}"));
+    let post = |body: &str| -> String {
+        use std::io::Read as _;
+        let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+            return String::new();
+        };
+        let _ = write!(
+            s,
+            "POST /api/v1/auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let t0 = Instant::now();
+    while !post("{}").starts_with("HTTP/1.1") && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut api = Vec::with_capacity(checks);
+    let t = Instant::now();
+    for k in 0..checks {
+        let i = (k * 7919) % USERS;
+        let s = Instant::now();
+        let r = post(&format!(
+            "{{\"username\":\"u{i:05}\",\"password\":\"pw-{i}\"}}"
+        ));
+        assert!(r.ends_with("{\"ok\":true}"), "API auth u{i:05}: {r}");
+        api.push(s.elapsed());
+    }
+    let api_total = t.elapsed();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let mut direct = Vec::with_capacity(checks);
+    let t = Instant::now();
+    rt.block_on(async {
+        for k in 0..checks {
+            let i = (k * 7919) % USERS;
+            let s = Instant::now();
+            let (conn, mut ldap) = ldap3::LdapConnAsync::new(&slapd.url)
+                .await
+                .unwrap_or_else(|e| panic!("ldap3 connect: {e}"));
+            ldap3::drive!(conn);
+            let r = ldap
+                .simple_bind(&format!("uid=u{i:05},ou=Bench,{BASE}"), &format!("pw-{i}"))
+                .await
+                .and_then(|r| r.success());
+            assert!(r.is_ok(), "raw bind failed");
+            let _ = ldap.unbind().await;
+            direct.push(s.elapsed());
+        }
+    });
+    let direct_total = t.elapsed();
+
+    println!("checks: {checks} sequential, {USERS} users");
     println!("| what | checks/s | p50 | p99 |");
     println!("| --- | --- | --- | --- |");
-    let a = report("ldapwhoami (raw simple bind)", raw, raw_total);
+    let a = report("ldapwhoami process (raw simple bind)", raw, raw_total);
     let b = report(
-        "mfasync auth (resolve + bind + MFA lookup)",
+        "`mfasync auth` process (resolve + bind + MFA lookup)",
         ours,
         ours_total,
     );
-    println!("p50 ratio mfasync / raw bind: {:.2}", b / a);
+    let c = report(
+        "ldap3 client in-process (connect + simple bind)",
+        direct,
+        direct_total,
+    );
+    let d = report("POST /api/v1/auth to `mfasync serve`", api, api_total);
+    println!(
+        "p50 ratio, processes: mfasync auth / ldapwhoami = {:.2}",
+        b / a
+    );
+    println!("p50 ratio, in-process: API / ldap3 raw bind = {:.2}", d / c);
 }
