@@ -9,6 +9,57 @@ use mfasync_core::plan::Change;
 use mfasync_core::MfaUser;
 
 mod common;
+/// The schema migrations of a backend, from `migrations/<dir>/`. ONE list for
+/// both backends, so a migration cannot be registered for one and forgotten
+/// for the other (each backend keeps its own SQL file per step).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! migrations {
+    ($dir:literal) => {{
+        use sqlx::migrate::{Migration, MigrationType, Migrator};
+        use std::borrow::Cow;
+        let steps: [(i64, &'static str, &'static str); 4] = [
+            (
+                1,
+                "init",
+                include_str!(concat!("../migrations/", $dir, "/0001_init.sql")),
+            ),
+            (
+                2,
+                "approvals",
+                include_str!(concat!("../migrations/", $dir, "/0002_approvals.sql")),
+            ),
+            (
+                3,
+                "user lookups",
+                include_str!(concat!("../migrations/", $dir, "/0003_user_lookups.sql")),
+            ),
+            (
+                4,
+                "admin",
+                include_str!(concat!("../migrations/", $dir, "/0004_admin.sql")),
+            ),
+        ];
+        Migrator {
+            migrations: Cow::Owned(
+                steps
+                    .into_iter()
+                    .map(|(version, name, sql)| {
+                        Migration::new(
+                            version,
+                            Cow::Borrowed(name),
+                            MigrationType::Simple,
+                            Cow::Borrowed(sql),
+                            false,
+                        )
+                    })
+                    .collect(),
+            ),
+            ..Migrator::DEFAULT
+        }
+    }};
+}
+
 mod postgres;
 mod sqlite;
 

@@ -4,11 +4,10 @@
 //! large plans; cast with `::jsonb` to query it). The `Store` implementation is
 //! shared (see `common.rs`).
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::common::Sql;
@@ -23,39 +22,7 @@ pub struct PgStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(vec![
-            Migration::new(
-                1,
-                Cow::Borrowed("init"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../migrations/postgres/0001_init.sql")),
-                false,
-            ),
-            Migration::new(
-                2,
-                Cow::Borrowed("approvals"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../migrations/postgres/0002_approvals.sql")),
-                false,
-            ),
-            Migration::new(
-                3,
-                Cow::Borrowed("user lookups"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../migrations/postgres/0003_user_lookups.sql")),
-                false,
-            ),
-            Migration::new(
-                4,
-                Cow::Borrowed("admin"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../migrations/postgres/0004_admin.sql")),
-                false,
-            ),
-        ]),
-        ..Migrator::DEFAULT
-    }
+    crate::migrations!("postgres")
 }
 
 impl PgStore {

@@ -3,11 +3,10 @@
 //! instead of failing). The `Store` implementation itself is shared with
 //! PostgreSQL (see `common.rs`).
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -24,39 +23,7 @@ pub struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(vec![
-            Migration::new(
-                1,
-                Cow::Borrowed("init"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../migrations/sqlite/0001_init.sql")),
-                false,
-            ),
-            Migration::new(
-                2,
-                Cow::Borrowed("approvals"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../migrations/sqlite/0002_approvals.sql")),
-                false,
-            ),
-            Migration::new(
-                3,
-                Cow::Borrowed("user lookups"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../migrations/sqlite/0003_user_lookups.sql")),
-                false,
-            ),
-            Migration::new(
-                4,
-                Cow::Borrowed("admin"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../migrations/sqlite/0004_admin.sql")),
-                false,
-            ),
-        ]),
-        ..Migrator::DEFAULT
-    }
+    crate::migrations!("sqlite")
 }
 
 impl SqliteStore {
