@@ -134,7 +134,7 @@ async fn cycles(
                             metrics.record_sync(
                                 o.mode,
                                 secs,
-                                Some(&crate::web::outcome_json(&o, false)),
+                                Some(&crate::sync::outcome_json(&o, false)),
                             );
                             let c = o.plan.counts();
                             tracing::info!(

@@ -397,11 +397,11 @@ fn desired_users(snap: &Snapshot, claims: &[(String, usize)], items: &[SyncItem]
     std::thread::scope(|s| {
         let second = s.spawn(|| work(b));
         let mut first = work(a);
-        match second.join() {
-            Ok(mut rest) => first.append(&mut rest),
-            // a panic in the other half: do that half here rather than lose users
-            Err(_) => first.extend(work(b)),
-        }
+        // a panic on the other thread is a bug: let it surface here (nothing is written yet)
+        let mut rest = second
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        first.append(&mut rest);
         first
     })
 }
@@ -639,29 +639,36 @@ async fn base_match(
     }
 }
 
+/// The `sync --json` document of PRODUCT.md (`plan_only`: with the changes, as
+/// `--plan`); also what the REST API answers for a sync.
+pub fn outcome_json(o: &Outcome, plan_only: bool) -> serde_json::Value {
+    let c = o.plan.counts();
+    let mut v = serde_json::json!({
+        "mode": o.mode, "created": c.created, "updated": c.updated, "enabled": c.enabled,
+        "disabled": c.disabled, "removed": c.removed, "unchanged": c.unchanged,
+        "pending_approval": o.pending_approval,
+    });
+    if let Some(n) = o.entries_read {
+        v["entries_read"] = n.into();
+    }
+    if plan_only {
+        v["changes"] = o
+            .plan
+            .changes
+            .iter()
+            .map(|ch| serde_json::json!({"action": ch.action.as_str(), "username": ch.user.username, "fields": ch.fields}))
+            .collect();
+    }
+    v
+}
+
 pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
     let c = o.plan.counts();
     if let Some(n) = &o.note {
         eprintln!("mfasync: {n}");
     }
     if json {
-        let mut v = serde_json::json!({
-            "mode": o.mode, "created": c.created, "updated": c.updated, "enabled": c.enabled,
-            "disabled": c.disabled, "removed": c.removed, "unchanged": c.unchanged,
-            "pending_approval": o.pending_approval,
-        });
-        if let Some(n) = o.entries_read {
-            v["entries_read"] = n.into();
-        }
-        if plan_only {
-            v["changes"] = o
-                .plan
-                .changes
-                .iter()
-                .map(|ch| serde_json::json!({"action": ch.action.as_str(), "username": ch.user.username, "fields": ch.fields}))
-                .collect();
-        }
-        return crate::print_json(&v);
+        return crate::print_json(&outcome_json(o, plan_only));
     }
     if plan_only {
         const SHOWN: usize = 50;

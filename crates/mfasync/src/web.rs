@@ -25,28 +25,6 @@ fn failure_text(f: crate::Failure) -> String {
     }
 }
 
-/// The `sync --json` document (`plan_only`: with the changes, as `--plan`).
-pub fn outcome_json(o: &sync::Outcome, plan_only: bool) -> Value {
-    let c = o.plan.counts();
-    let mut v = json!({
-        "mode": o.mode, "created": c.created, "updated": c.updated, "enabled": c.enabled,
-        "disabled": c.disabled, "removed": c.removed, "unchanged": c.unchanged,
-        "pending_approval": o.pending_approval,
-    });
-    if let Some(n) = o.entries_read {
-        v["entries_read"] = n.into();
-    }
-    if plan_only {
-        v["changes"] = o
-            .plan
-            .changes
-            .iter()
-            .map(|ch| json!({"action": ch.action.as_str(), "username": ch.user.username, "fields": ch.fields}))
-            .collect();
-    }
-    v
-}
-
 impl ServiceBackend {
     async fn config(&self) -> Result<mfasync_core::Config, String> {
         crate::active_config(self.store.as_ref())
@@ -60,7 +38,7 @@ impl ServiceBackend {
         let o = sync::run(self.store.as_ref(), &cfg, sync::Options { full, plan_only })
             .await
             .map_err(|e| format!("{e:#}"))?;
-        Ok(outcome_json(&o, plan_only))
+        Ok(sync::outcome_json(&o, plan_only))
     }
 }
 

@@ -159,6 +159,19 @@ pub(crate) struct AuditRow<'a> {
 }
 
 impl<'a> AuditRow<'a> {
+    /// An event that concerns no single user (config version, approval, token…).
+    pub(crate) fn event(action: &'a str, actor: &'a str, detail: &'a str) -> Self {
+        AuditRow {
+            action,
+            actor,
+            username: None,
+            directory_id: None,
+            before: None,
+            after: None,
+            detail: Some(detail),
+        }
+    }
+
     pub(crate) fn for_change(ch: &'a Change) -> Result<Self> {
         let before = match (&ch.before, ch.action) {
             (_, Action::Create) => None,
@@ -787,15 +800,7 @@ macro_rules! impl_store {
                 .await
                 .map_err(|e| map_unique(e, "store configuration"))?;
                 let detail = format!("config version {version}");
-                let row = AuditRow {
-                    action: "config",
-                    actor: ACTOR_ADMIN,
-                    username: None,
-                    directory_id: None,
-                    before: None,
-                    after: None,
-                    detail: Some(&detail),
-                };
+                let row = AuditRow::event("config", ACTOR_ADMIN, &detail);
                 self.write_audit(&mut tx, &[row], &at).await?;
                 tx.commit().await?;
                 Ok(version)
@@ -895,15 +900,7 @@ macro_rules! impl_store {
             async fn audit_event(&self, actor: &str, action: &str, detail: &str) -> Result<()> {
                 let at = now()?;
                 let mut tx = self.begin().await?;
-                let row = AuditRow {
-                    action,
-                    actor,
-                    username: None,
-                    directory_id: None,
-                    before: None,
-                    after: None,
-                    detail: Some(detail),
-                };
+                let row = AuditRow::event(action, actor, detail);
                 self.write_audit(&mut tx, &[row], &at).await?;
                 tx.commit().await?;
                 Ok(())
@@ -953,25 +950,9 @@ macro_rules! impl_store {
                     .collect();
                 let mut rows: Vec<AuditRow<'_>> = superseded
                     .iter()
-                    .map(|d| AuditRow {
-                        action: "approval-superseded",
-                        actor: $crate::common::ACTOR_SYNC,
-                        username: None,
-                        directory_id: None,
-                        before: None,
-                        after: None,
-                        detail: Some(d.as_str()),
-                    })
+                    .map(|d| AuditRow::event("approval-superseded", $crate::common::ACTOR_SYNC, d.as_str()))
                     .collect();
-                rows.push(AuditRow {
-                    action: "approval-requested",
-                    actor: $crate::common::ACTOR_SYNC,
-                    username: None,
-                    directory_id: None,
-                    before: None,
-                    after: None,
-                    detail: Some(&requested),
-                });
+                rows.push(AuditRow::event("approval-requested", $crate::common::ACTOR_SYNC, &requested));
                 self.write_audit(&mut tx, &rows, &at).await?;
                 tx.commit().await?;
                 Ok($crate::Approval {
@@ -1010,15 +991,7 @@ macro_rules! impl_store {
                     ids.iter().map(|id| format!("approval {id}: {detail}")).collect();
                 let rows: Vec<AuditRow<'_>> = texts
                     .iter()
-                    .map(|d| AuditRow {
-                        action: "approval-superseded",
-                        actor: $crate::common::ACTOR_SYNC,
-                        username: None,
-                        directory_id: None,
-                        before: None,
-                        after: None,
-                        detail: Some(d.as_str()),
-                    })
+                    .map(|d| AuditRow::event("approval-superseded", $crate::common::ACTOR_SYNC, d.as_str()))
                     .collect();
                 self.write_audit(&mut tx, &rows, &at).await?;
                 tx.commit().await?;
@@ -1098,15 +1071,7 @@ macro_rules! impl_store {
                     status.as_str(),
                     detail.map(|d| format!(" ({d})")).unwrap_or_default()
                 );
-                let row = AuditRow {
-                    action: if status == S::Approved { "approval-approved" } else { "approval-rejected" },
-                    actor,
-                    username: None,
-                    directory_id: None,
-                    before: None,
-                    after: None,
-                    detail: Some(&text),
-                };
+                let row = AuditRow::event(if status == S::Approved { "approval-approved" } else { "approval-rejected" }, actor, &text);
                 self.write_audit(&mut tx, &[row], &at).await?;
                 tx.commit().await?;
                 a.status = status;
@@ -1130,15 +1095,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 let detail = format!("password of administrator {username} set");
-                let row = AuditRow {
-                    action: "admin-password",
-                    actor: ACTOR_ADMIN,
-                    username: None,
-                    directory_id: None,
-                    before: None,
-                    after: None,
-                    detail: Some(&detail),
-                };
+                let row = AuditRow::event("admin-password", ACTOR_ADMIN, &detail);
                 self.write_audit(&mut tx, &[row], &at).await?;
                 tx.commit().await?;
                 Ok(())
@@ -1176,15 +1133,7 @@ macro_rules! impl_store {
                         token.label.as_deref().unwrap_or(""),
                         token.username
                     );
-                    let row = AuditRow {
-                        action: "token-created",
-                        actor: ACTOR_ADMIN,
-                        username: None,
-                        directory_id: None,
-                        before: None,
-                        after: None,
-                        detail: Some(&detail),
-                    };
+                    let row = AuditRow::event("token-created", ACTOR_ADMIN, &detail);
                     self.write_audit(&mut tx, &[row], &token.created_at).await?;
                 }
                 tx.commit().await?;
@@ -1219,15 +1168,7 @@ macro_rules! impl_store {
                         "API token {} revoked",
                         $crate::common::short_hash(token_hash)
                     );
-                    let row = AuditRow {
-                        action: "token-revoked",
-                        actor: ACTOR_ADMIN,
-                        username: None,
-                        directory_id: None,
-                        before: None,
-                        after: None,
-                        detail: Some(&detail),
-                    };
+                    let row = AuditRow::event("token-revoked", ACTOR_ADMIN, &detail);
                     self.write_audit(&mut tx, &[row], &at).await?;
                 }
                 tx.commit().await?;
