@@ -32,6 +32,70 @@ const AUDIT_PARAMS: usize = 8;
 pub(crate) const ACTOR_SYNC: &str = "sync";
 pub(crate) const ACTOR_ADMIN: &str = "admin";
 
+/// The fence a store handle's sync writes are checked against
+/// (`Store::set_fence`); None: no check.
+#[derive(Default)]
+pub(crate) struct FenceSlot(std::sync::Mutex<Option<crate::Fence>>);
+
+impl FenceSlot {
+    pub(crate) fn set(&self, fence: Option<crate::Fence>) {
+        match self.0.lock() {
+            Ok(mut g) => *g = fence,
+            Err(poisoned) => *poisoned.into_inner() = fence,
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<crate::Fence> {
+        match self.0.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// Now, as Unix epoch milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+pub(crate) const SELECT_LEASE: &str =
+    "SELECT holder, instance, token, expires_ms, pinned FROM sync_lease WHERE id = 1";
+
+pub(crate) const SELECT_SERVERS: &str = "SELECT name, instance, address, version, started_ms, \
+     heartbeat_ms, lease_ms FROM servers";
+
+/// Why a write checked against `fence` must be refused, given the lease as
+/// locked in the write's transaction at `now_ms`; None: it may commit.
+pub(crate) fn fence_error(
+    fence: &crate::Fence,
+    lease: &crate::Lease,
+    now_ms: i64,
+) -> Option<StoreError> {
+    let same = lease.holder.as_deref() == Some(fence.holder.as_str())
+        && lease.instance.as_deref() == Some(fence.instance.as_str())
+        && lease.token == fence.token;
+    if !same {
+        let now_held = match &lease.holder {
+            Some(h) => format!(", now held by server {h}"),
+            None => ", now free".to_string(),
+        };
+        return Some(StoreError::Fenced(format!(
+            "server {} does not hold the sync lease (its fencing token {} is not the current {}{}): nothing committed",
+            fence.holder, fence.token, lease.token, now_held
+        )));
+    }
+    if lease.expires_ms <= now_ms {
+        return Some(StoreError::Fenced(format!(
+            "the sync lease of server {} (fencing token {}) expired {} ms ago: nothing committed",
+            fence.holder,
+            fence.token,
+            now_ms.saturating_sub(lease.expires_ms)
+        )));
+    }
+    None
+}
+
 /// The names of the optional text fields (= their column names), from core.
 pub(crate) fn text_columns() -> [&'static str; 24] {
     MfaUser::default().text_fields().map(|(name, _)| name)
@@ -198,6 +262,9 @@ impl<'a> AuditRow<'a> {
 pub(crate) struct Sql {
     pub select_users: String,
     pub select_audit: String,
+    /// `SELECT` of the lease row with a row lock where the backend has one
+    /// (PostgreSQL `FOR UPDATE`; a SQLite write transaction is exclusive).
+    pub select_lease_locked: String,
     numbered: bool,
 }
 
@@ -237,9 +304,15 @@ impl Sql {
         let select_audit = "SELECT id, at, actor, action, username, directory_id, \
              before_json, after_json, detail FROM audit ORDER BY id DESC LIMIT $1"
             .to_string();
+        let select_lease_locked = if numbered {
+            format!("{SELECT_LEASE} FOR UPDATE")
+        } else {
+            SELECT_LEASE.to_string()
+        };
         Sql {
             select_users,
             select_audit,
+            select_lease_locked,
             numbered,
         }
     }
@@ -518,7 +591,52 @@ macro_rules! impl_store {
             })
         }
 
+        fn lease_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::Lease> {
+            Ok($crate::Lease {
+                holder: row.try_get("holder")?,
+                instance: row.try_get("instance")?,
+                token: row.try_get("token")?,
+                expires_ms: row.try_get("expires_ms")?,
+                pinned: row.try_get("pinned")?,
+            })
+        }
+
+        fn server_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::ServerInfo> {
+            Ok($crate::ServerInfo {
+                name: row.try_get("name")?,
+                instance: row.try_get("instance")?,
+                address: row.try_get("address")?,
+                version: row.try_get("version")?,
+                started_ms: row.try_get("started_ms")?,
+                heartbeat_ms: row.try_get("heartbeat_ms")?,
+                lease_ms: row.try_get("lease_ms")?,
+            })
+        }
+
         impl $store {
+            /// The lease row, locked until the end of `tx`.
+            async fn lease_locked(&self, tx: &mut Tx) -> Result<$crate::Lease> {
+                let row = sqlx::query(&self.sql.select_lease_locked)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("the sync_lease row is missing".into()))?;
+                lease_from_row(&row)
+            }
+
+            /// The fencing check of a sync write, inside its transaction (see
+            /// `Store::set_fence`): the lease row stays locked until the
+            /// transaction ends, so nobody can take the lease before it commits.
+            async fn check_fence(&self, tx: &mut Tx) -> Result<()> {
+                let Some(fence) = self.fence.get() else {
+                    return Ok(());
+                };
+                let lease = self.lease_locked(tx).await?;
+                match $crate::common::fence_error(&fence, &lease, $crate::common::now_ms()) {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            }
+
             async fn write_audit(&self, tx: &mut Tx, rows: &[AuditRow<'_>], at: &str) -> Result<()> {
                 for chunk in rows.chunks(AUDIT_CHUNK) {
                     let sql = self.sql.insert_audit(chunk.len());
@@ -762,6 +880,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 }
+                self.check_fence(&mut tx).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -954,6 +1073,7 @@ macro_rules! impl_store {
                     .collect();
                 rows.push(AuditRow::event("approval-requested", $crate::common::ACTOR_SYNC, &requested));
                 self.write_audit(&mut tx, &rows, &at).await?;
+                self.check_fence(&mut tx).await?;
                 tx.commit().await?;
                 Ok($crate::Approval {
                     id: id.to_string(),
@@ -994,6 +1114,7 @@ macro_rules! impl_store {
                     .map(|d| AuditRow::event("approval-superseded", $crate::common::ACTOR_SYNC, d.as_str()))
                     .collect();
                 self.write_audit(&mut tx, &rows, &at).await?;
+                self.check_fence(&mut tx).await?;
                 tx.commit().await?;
                 Ok(ids)
             }
@@ -1183,6 +1304,157 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected())
+            }
+
+            fn set_fence(&self, fence: Option<$crate::Fence>) {
+                self.fence.set(fence);
+            }
+
+            async fn server_heartbeat(&self, server: &$crate::ServerInfo) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO servers (name, instance, address, version, started_ms, heartbeat_ms, \
+                     lease_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO UPDATE SET \
+                     instance = excluded.instance, address = excluded.address, \
+                     version = excluded.version, started_ms = excluded.started_ms, \
+                     heartbeat_ms = excluded.heartbeat_ms, lease_ms = excluded.lease_ms",
+                )
+                .bind(server.name.as_str())
+                .bind(server.instance.as_str())
+                .bind(server.address.as_str())
+                .bind(server.version.as_str())
+                .bind(server.started_ms)
+                .bind(server.heartbeat_ms)
+                .bind(server.lease_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn servers(&self) -> Result<Vec<$crate::ServerInfo>> {
+                let sql = format!("{} ORDER BY name", $crate::common::SELECT_SERVERS);
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                rows.iter().map(server_from_row).collect()
+            }
+
+            async fn server_forget(&self, name: &str) -> Result<bool> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                let done = sqlx::query("DELETE FROM servers WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                let found = done.rows_affected() > 0;
+                if found {
+                    let detail = format!("server {name} forgotten");
+                    let row = AuditRow::event("server-forgotten", ACTOR_ADMIN, &detail);
+                    self.write_audit(&mut tx, &[row], &at).await?;
+                }
+                tx.commit().await?;
+                Ok(found)
+            }
+
+            async fn lease(&self) -> Result<$crate::Lease> {
+                let row = sqlx::query($crate::common::SELECT_LEASE)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("the sync_lease row is missing".into()))?;
+                lease_from_row(&row)
+            }
+
+            async fn lease_acquire(
+                &self,
+                name: &str,
+                instance: &str,
+                now_ms: i64,
+                period_ms: i64,
+            ) -> Result<$crate::Lease> {
+                let mut tx = self.begin().await?;
+                let mut l = self.lease_locked(&mut tx).await?;
+                let mine = l.holder.as_deref() == Some(name) && l.instance.as_deref() == Some(instance);
+                let allowed = l.pinned.as_deref().is_none_or(|p| p == name);
+                let expires = now_ms.saturating_add(period_ms);
+                let mut event = None;
+                if !allowed {
+                    if mine {
+                        event = Some(format!(
+                            "server {name} gave the sync lease up: synchronization is pinned to server {}",
+                            l.pinned.as_deref().unwrap_or_default()
+                        ));
+                        l.holder = None;
+                        l.instance = None;
+                        l.expires_ms = 0;
+                    }
+                } else if mine {
+                    l.expires_ms = expires;
+                } else if l.holder.is_none() || l.expires_ms <= now_ms || l.holder.as_deref() == Some(name) {
+                    let was = match (&l.holder, l.expires_ms <= now_ms) {
+                        (None, _) => "it was free".to_string(),
+                        (Some(h), _) if h == name => "a restart of the same server".to_string(),
+                        (Some(h), true) => format!("the lease of server {h} had expired"),
+                        (Some(h), false) => format!("held by server {h}"),
+                    };
+                    l.holder = Some(name.to_string());
+                    l.instance = Some(instance.to_string());
+                    l.token += 1;
+                    l.expires_ms = expires;
+                    event = Some(format!(
+                        "server {name} took the sync lease, fencing token {} ({was})",
+                        l.token
+                    ));
+                }
+                if let Some(detail) = event {
+                    sqlx::query(
+                        "UPDATE sync_lease SET holder = $1, instance = $2, token = $3, expires_ms = $4 \
+                         WHERE id = 1",
+                    )
+                    .bind(l.holder.as_deref())
+                    .bind(l.instance.as_deref())
+                    .bind(l.token)
+                    .bind(l.expires_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    let at = now()?;
+                    let row = AuditRow::event("sync-lease", name, &detail);
+                    self.write_audit(&mut tx, &[row], &at).await?;
+                } else if mine && allowed {
+                    sqlx::query("UPDATE sync_lease SET expires_ms = $1 WHERE id = 1")
+                        .bind(l.expires_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(l)
+            }
+
+            async fn lease_release(&self, name: &str, instance: &str) -> Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE sync_lease SET holder = NULL, instance = NULL, expires_ms = 0 \
+                     WHERE id = 1 AND holder = $1 AND instance = $2",
+                )
+                .bind(name)
+                .bind(instance)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn lease_pin(&self, name: Option<&str>, actor: &str) -> Result<$crate::Lease> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                let mut l = self.lease_locked(&mut tx).await?;
+                sqlx::query("UPDATE sync_lease SET pinned = $1 WHERE id = 1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                l.pinned = name.map(str::to_string);
+                let detail = match name {
+                    Some(n) => format!("synchronization pinned to server {n}"),
+                    None => "synchronization no longer pinned: any server may run it".to_string(),
+                };
+                let row = AuditRow::event("servers-pin", actor, &detail);
+                self.write_audit(&mut tx, &[row], &at).await?;
+                tx.commit().await?;
+                Ok(l)
             }
         }
     };

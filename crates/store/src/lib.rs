@@ -18,7 +18,7 @@ macro_rules! migrations {
     ($dir:literal) => {{
         use sqlx::migrate::{Migration, MigrationType, Migrator};
         use std::borrow::Cow;
-        let steps: [(i64, &'static str, &'static str); 4] = [
+        let steps = [
             (
                 1,
                 "init",
@@ -38,6 +38,11 @@ macro_rules! migrations {
                 4,
                 "admin",
                 include_str!(concat!("../migrations/", $dir, "/0004_admin.sql")),
+            ),
+            (
+                6,
+                "cluster",
+                include_str!(concat!("../migrations/", $dir, "/0006_cluster.sql")),
             ),
         ];
         Migrator {
@@ -78,6 +83,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A sync write by a server that no longer holds the sync lease (or whose
+    /// lease expired): refused, nothing committed.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -243,6 +252,58 @@ impl UserKey {
     }
 }
 
+/// One registered `mfasync serve` process (issue 8). Times are Unix epoch
+/// milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// Unique per server: `serve --name`, default the host name.
+    pub name: String,
+    /// Random per process start.
+    pub instance: String,
+    /// The address the server listens on (`serve --listen`).
+    pub address: String,
+    /// The mfasync version it runs.
+    pub version: String,
+    pub started_ms: i64,
+    /// Its last heartbeat.
+    pub heartbeat_ms: i64,
+    /// The lease period it runs with.
+    pub lease_ms: i64,
+}
+
+/// The sync lease: who may run synchronization, until when, with which
+/// fencing token, and the administrator's pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The server name holding it; None when free.
+    pub holder: Option<String>,
+    /// The holder's `ServerInfo::instance`.
+    pub instance: Option<String>,
+    /// The fencing token: grows by one whenever a holder takes the lease.
+    pub token: i64,
+    /// Unix epoch milliseconds; at or after it the lease is expired.
+    pub expires_ms: i64,
+    /// Only this server may hold the lease (None: any server, automatic).
+    pub pinned: Option<String>,
+}
+
+impl Lease {
+    /// Whether (`name`, `instance`) holds the lease at `now_ms`.
+    pub fn held_by(&self, name: &str, instance: &str, now_ms: i64) -> bool {
+        self.holder.as_deref() == Some(name)
+            && self.instance.as_deref() == Some(instance)
+            && self.expires_ms > now_ms
+    }
+}
+
+/// What a server's sync writes are checked against (see [`Store::set_fence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub holder: String,
+    pub instance: String,
+    pub token: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// All MFA users (directory and manual), ordered by username (case-insensitively,
@@ -319,6 +380,42 @@ pub trait Store: Send + Sync {
     /// Delete every token whose `expires_at` is before `now` (RFC 3339 UTC);
     /// how many.
     async fn tokens_delete_expired(&self, now: &str) -> Result<u64>;
+
+    // ---- several servers on one database (issue 8) ----
+
+    /// From now on, every sync write of this store handle (`apply`,
+    /// `create_approval`, `supersede_pending`) first checks, under a lock of
+    /// the lease row and INSIDE its transaction, that `fence` still holds the
+    /// sync lease (same holder, instance and token, not expired); otherwise
+    /// it fails with `Fenced` and commits nothing. None (the default): no
+    /// check (the one-shot CLI commands).
+    fn set_fence(&self, fence: Option<Fence>);
+    /// Register a server or record its heartbeat (insert or replace by name).
+    async fn server_heartbeat(&self, server: &ServerInfo) -> Result<()>;
+    /// Every registered server, by name.
+    async fn servers(&self) -> Result<Vec<ServerInfo>>;
+    /// Forget a registered server (audited); whether it was registered.
+    async fn server_forget(&self, name: &str) -> Result<bool>;
+    /// The sync lease as stored.
+    async fn lease(&self) -> Result<Lease>;
+    /// Take or renew the sync lease for (`name`, `instance`) at `now_ms` for
+    /// `period_ms`, in one transaction; returns the lease as it is afterwards
+    /// (see [`Lease::held_by`]). Renewing keeps the token; taking it adds one.
+    /// It is taken when free, expired, or held by an earlier process of the
+    /// same server name (a restart). When another server is pinned, a holder
+    /// gives it up instead and nobody else takes it.
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        instance: &str,
+        now_ms: i64,
+        period_ms: i64,
+    ) -> Result<Lease>;
+    /// Give the lease up (a clean shutdown) when (`name`, `instance`) holds it;
+    /// whether it did.
+    async fn lease_release(&self, name: &str, instance: &str) -> Result<bool>;
+    /// Pin synchronization to one server (None: automatic), audited by `actor`.
+    async fn lease_pin(&self, name: Option<&str>, actor: &str) -> Result<Lease>;
 }
 
 /// Open (and migrate) the database named by a URL: `sqlite://PATH` or `postgres://...`.

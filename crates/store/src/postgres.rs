@@ -14,11 +14,16 @@ use crate::common::Sql;
 
 /// How long to wait for a connection, and for a lock held by another session.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a session may sit idle inside a transaction (its statements come
+/// back to back: only a frozen or cut-off client waits this long).
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(20);
 
 /// The MFA user database in PostgreSQL.
 pub struct PgStore {
     pool: PgPool,
     sql: Sql,
+    /// Checked by every sync write (`Store::set_fence`, issue 8).
+    fence: crate::common::FenceSlot,
 }
 
 fn migrator() -> Migrator {
@@ -29,8 +34,14 @@ impl PgStore {
     /// Connect to `url` (postgres://...) and migrate the database.
     pub async fn open(url: &str) -> crate::Result<Self> {
         let timeout_ms = BUSY_TIMEOUT.as_millis().to_string();
-        let options =
-            PgConnectOptions::from_str(url)?.options([("lock_timeout", timeout_ms.as_str())]);
+        // A client frozen or cut off inside a transaction (SIGSTOP, a network
+        // partition) must not keep its locks, the sync lease row's included:
+        // its session ends after IDLE_IN_TRANSACTION and the transaction rolls back.
+        let idle_ms = IDLE_IN_TRANSACTION.as_millis().to_string();
+        let options = PgConnectOptions::from_str(url)?.options([
+            ("lock_timeout", timeout_ms.as_str()),
+            ("idle_in_transaction_session_timeout", idle_ms.as_str()),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(BUSY_TIMEOUT)
@@ -39,6 +50,7 @@ impl PgStore {
         migrator().run(&pool).await?;
         Ok(PgStore {
             pool,
+            fence: crate::common::FenceSlot::default(),
             sql: Sql::new(true),
         })
     }

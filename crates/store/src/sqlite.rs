@@ -20,6 +20,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct SqliteStore {
     pool: SqlitePool,
     sql: Sql,
+    /// Checked by every sync write (`Store::set_fence`, issue 8).
+    fence: crate::common::FenceSlot,
 }
 
 fn migrator() -> Migrator {
@@ -62,6 +64,7 @@ impl SqliteStore {
         migrator().run(&pool).await?;
         Ok(SqliteStore {
             pool,
+            fence: crate::common::FenceSlot::default(),
             sql: Sql::new(false),
         })
     }

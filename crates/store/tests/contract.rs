@@ -107,6 +107,10 @@ contract!(
     users_by_key,
     admin_passwords,
     sessions_and_api_tokens,
+    servers_register_heartbeat_and_forget,
+    lease_taken_renewed_expired_and_taken_over,
+    lease_pinned_to_one_server,
+    fenced_writes_refused_after_takeover_or_expiry,
     #[ignore]
     hundred_thousand_creates,
 );
@@ -1177,4 +1181,248 @@ async fn sessions_and_api_tokens(s: &dyn Store) {
     assert!(s.token_delete("cccc3333").await.unwrap());
     assert_eq!(s.audit(1).await.unwrap()[0].action, "token-revoked");
     assert!(s.tokens("api").await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------- several servers (issue 8)
+
+fn server(name: &str, instance: &str, heartbeat_ms: i64) -> mfasync_store::ServerInfo {
+    mfasync_store::ServerInfo {
+        name: name.to_string(),
+        instance: instance.to_string(),
+        address: format!("{name}.example.com:8080"),
+        version: "1.2.3".to_string(),
+        started_ms: 1_000,
+        heartbeat_ms,
+        lease_ms: 30_000,
+    }
+}
+
+fn real_now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+async fn servers_register_heartbeat_and_forget(s: &dyn Store) {
+    assert!(s.servers().await.unwrap().is_empty());
+    s.server_heartbeat(&server("srv-b", "i1", 2_000))
+        .await
+        .unwrap();
+    s.server_heartbeat(&server("srv-a", "i2", 2_000))
+        .await
+        .unwrap();
+    s.server_heartbeat(&server("srv-b", "i3", 5_000))
+        .await
+        .unwrap();
+    let list = s.servers().await.unwrap();
+    assert_eq!(
+        list,
+        vec![server("srv-a", "i2", 2_000), server("srv-b", "i3", 5_000)]
+    );
+    assert!(s.server_forget("srv-a").await.unwrap());
+    assert!(!s.server_forget("srv-a").await.unwrap(), "already gone");
+    assert_eq!(
+        s.servers().await.unwrap(),
+        vec![server("srv-b", "i3", 5_000)]
+    );
+    let last = &s.audit(1).await.unwrap()[0];
+    assert_eq!(
+        (last.action.as_str(), last.detail.as_deref()),
+        ("server-forgotten", Some("server srv-a forgotten"))
+    );
+}
+
+async fn lease_taken_renewed_expired_and_taken_over(s: &dyn Store) {
+    let l = s.lease().await.unwrap();
+    assert_eq!(
+        (l.holder, l.token, l.pinned),
+        (None, 0, None),
+        "free at first"
+    );
+
+    // A takes it (token 1) for 100 ms
+    let l = s.lease_acquire("A", "a1", 1_000, 100).await.unwrap();
+    assert!(l.held_by("A", "a1", 1_000));
+    assert_eq!((l.token, l.expires_ms), (1, 1_100));
+    // B cannot while it runs
+    let l = s.lease_acquire("B", "b1", 1_050, 100).await.unwrap();
+    assert!(!l.held_by("B", "b1", 1_050));
+    assert_eq!((l.holder.as_deref(), l.token), (Some("A"), 1));
+    // A renews: same token, later expiry
+    let l = s.lease_acquire("A", "a1", 1_080, 100).await.unwrap();
+    assert_eq!((l.token, l.expires_ms), (1, 1_180));
+    assert_eq!(s.lease().await.unwrap(), l, "stored as returned");
+    // expired (at exactly expires_ms): B takes it with the next token
+    let l = s.lease_acquire("B", "b1", 1_180, 100).await.unwrap();
+    assert!(l.held_by("B", "b1", 1_180));
+    assert_eq!(l.token, 2);
+    // A is out: it cannot renew
+    let l = s.lease_acquire("A", "a1", 1_190, 100).await.unwrap();
+    assert!(!l.held_by("A", "a1", 1_190));
+    assert_eq!((l.holder.as_deref(), l.token), (Some("B"), 2));
+    // B restarted (same name, new process): takes it back at once, new token
+    let l = s.lease_acquire("B", "b2", 1_200, 100).await.unwrap();
+    assert!(l.held_by("B", "b2", 1_200));
+    assert_eq!(l.token, 3);
+    // a clean shutdown gives it up; only the holder can
+    assert!(!s.lease_release("B", "b1").await.unwrap());
+    assert!(s.lease_release("B", "b2").await.unwrap());
+    assert!(!s.lease_release("B", "b2").await.unwrap());
+    let l = s.lease().await.unwrap();
+    assert_eq!((l.holder, l.token), (None, 3), "free, the token kept");
+    let l = s.lease_acquire("A", "a1", 1_210, 100).await.unwrap();
+    assert!(l.held_by("A", "a1", 1_210));
+    assert_eq!(l.token, 4, "never reused");
+    // every change of holder is audited, renewals are not
+    let events: Vec<String> = s
+        .audit(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "sync-lease")
+        .filter_map(|a| a.detail)
+        .collect();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert!(
+        events[0].starts_with("server A took the sync lease, fencing token 4"),
+        "{events:?}"
+    );
+    assert!(
+        events[2].contains("fencing token 2 (the lease of server A had expired)"),
+        "{events:?}"
+    );
+}
+
+async fn lease_pinned_to_one_server(s: &dyn Store) {
+    let l = s.lease_acquire("A", "a1", 1_000, 100).await.unwrap();
+    assert_eq!(l.token, 1);
+    let l = s.lease_pin(Some("B"), "admin").await.unwrap();
+    assert_eq!(l.pinned.as_deref(), Some("B"));
+    assert_eq!(s.lease().await.unwrap().pinned.as_deref(), Some("B"));
+    // B cannot take it before it expires or is given up
+    let l = s.lease_acquire("B", "b1", 1_010, 100).await.unwrap();
+    assert_eq!(l.holder.as_deref(), Some("A"));
+    // A's next renewal gives it up instead
+    let l = s.lease_acquire("A", "a1", 1_020, 100).await.unwrap();
+    assert!(!l.held_by("A", "a1", 1_020));
+    assert_eq!(l.holder, None);
+    // and nobody but B takes it, even when free
+    let l = s.lease_acquire("C", "c1", 1_030, 100).await.unwrap();
+    assert_eq!(l.holder, None);
+    let l = s.lease_acquire("B", "b1", 1_040, 100).await.unwrap();
+    assert!(l.held_by("B", "b1", 1_040));
+    assert_eq!(l.token, 2);
+    // unpinned: automatic again; C takes over once B's lease expired
+    s.lease_pin(None, "admin").await.unwrap();
+    assert!(s
+        .lease_acquire("C", "c1", 1_200, 100)
+        .await
+        .unwrap()
+        .held_by("C", "c1", 1_200));
+    let pins: Vec<(String, Option<String>)> = s
+        .audit(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "servers-pin")
+        .map(|a| (a.actor, a.detail))
+        .collect();
+    assert_eq!(
+        pins,
+        vec![
+            (
+                "admin".to_string(),
+                Some("synchronization no longer pinned: any server may run it".to_string())
+            ),
+            (
+                "admin".to_string(),
+                Some("synchronization pinned to server B".to_string())
+            ),
+        ]
+    );
+}
+
+async fn fenced_writes_refused_after_takeover_or_expiry(s: &dyn Store) {
+    let now = real_now_ms();
+    let a = s.lease_acquire("A", "a1", now, 600_000).await.unwrap();
+    assert!(a.held_by("A", "a1", now));
+    let fence_a = mfasync_store::Fence {
+        holder: "A".into(),
+        instance: "a1".into(),
+        token: a.token,
+    };
+    s.set_fence(Some(fence_a.clone()));
+    // the holder writes
+    s.apply(&[create(&dir_user("alice", "id-a"))], Some(&wm("w1")))
+        .await
+        .unwrap();
+    s.create_approval("ap1", "fp1", &[held("disable", "alice")])
+        .await
+        .unwrap();
+    // B takes over (A's lease expired as far as B's clock says)
+    let b = s
+        .lease_acquire("B", "b1", now + 700_000, 600_000)
+        .await
+        .unwrap();
+    assert_eq!(b.token, a.token + 1);
+    // A's writes are refused now, and nothing of them is committed
+    let r = s
+        .apply(&[create(&dir_user("bob", "id-b"))], Some(&wm("w2")))
+        .await;
+    match &r {
+        Err(StoreError::Fenced(m)) => {
+            assert!(m.contains("server A does not hold the sync lease"), "{m}");
+            assert!(
+                m.contains(&format!(
+                    "fencing token {} is not the current {}",
+                    a.token, b.token
+                )),
+                "{m}"
+            );
+            assert!(m.contains("now held by server B"), "{m}");
+        }
+        other => panic!("not fenced: {other:?}"),
+    }
+    assert_eq!(s.users().await.unwrap(), vec![dir_user("alice", "id-a")]);
+    assert_eq!(s.watermark().await.unwrap(), Some(wm("w1")));
+    assert!(matches!(
+        s.create_approval("ap2", "fp2", &[held("disable", "alice")])
+            .await,
+        Err(StoreError::Fenced(_))
+    ));
+    assert!(matches!(
+        s.supersede_pending("not needed").await,
+        Err(StoreError::Fenced(_))
+    ));
+    assert!(s.approval("ap2").await.unwrap().is_none());
+    assert_eq!(
+        s.approval("ap1").await.unwrap().unwrap().status,
+        ApprovalStatus::Pending
+    );
+    // B's fence passes
+    s.set_fence(Some(mfasync_store::Fence {
+        holder: "B".into(),
+        instance: "b1".into(),
+        token: b.token,
+    }));
+    s.apply(&[create(&dir_user("bob", "id-b"))], Some(&wm("w2")))
+        .await
+        .unwrap();
+    // an expired lease is refused too, even with the current token
+    let old = now - 1_200_000;
+    s.lease_release("B", "b1").await.unwrap();
+    let c = s.lease_acquire("C", "c1", old, 600_000).await.unwrap();
+    s.set_fence(Some(mfasync_store::Fence {
+        holder: "C".into(),
+        instance: "c1".into(),
+        token: c.token,
+    }));
+    match s.apply(&[create(&dir_user("carol", "id-c"))], None).await {
+        Err(StoreError::Fenced(m)) => assert!(m.contains("the sync lease of server C"), "{m}"),
+        other => panic!("not fenced: {other:?}"),
+    }
+    // no fence (one-shot commands): no check
+    s.set_fence(None);
+    s.apply(&[create(&dir_user("carol", "id-c"))], None)
+        .await
+        .unwrap();
+    assert_eq!(s.users().await.unwrap().len(), 3);
 }
