@@ -205,9 +205,18 @@ fn phone_of(u: &MfaUser, k: PhoneKind) -> Option<&String> {
 
 /// The MFA user for a directory user governed by `item`.
 pub fn apply_item(d: &DirectoryUser, item: &SyncItem) -> MfaUser {
+    apply_item_with(d, item, &mut phone::E164Cache::default())
+}
+
+/// `apply_item`, with E.164 results remembered in `cache` across users.
+pub fn apply_item_with(
+    d: &DirectoryUser,
+    item: &SyncItem,
+    cache: &mut phone::E164Cache,
+) -> MfaUser {
     let mut u = d.user.clone();
     let s = &item.user;
-    u.primary_phone = phone_of(&u, s.phone).map(|p| phone::to_e164(p, &s.country_code));
+    u.primary_phone = phone_of(&u, s.phone).map(|p| cache.to_e164(p, &s.country_code));
     u.extension = d
         .extension_attr
         .clone()
@@ -215,7 +224,7 @@ pub fn apply_item(d: &DirectoryUser, item: &SyncItem) -> MfaUser {
     u.backup_phone = s
         .backup_phone
         .and_then(|k| phone_of(&u, k))
-        .map(|p| phone::to_e164(p, &s.country_code));
+        .map(|p| cache.to_e164(p, &s.country_code));
     u.method = Some(s.method.as_str().to_string());
     let lang_attr = match s.method {
         Method::PhoneCall => &u.phone_call_language,
@@ -227,6 +236,111 @@ pub fn apply_item(d: &DirectoryUser, item: &SyncItem) -> MfaUser {
     u.enabled = s.enabled && !d.account_disabled;
     u.sync_item = Some(item.dn.clone());
     u
+}
+
+/// A `DirectoryUser` packed into one allocation (length-prefixed fields), so a
+/// full cycle that must hold every directory user until the items are
+/// resolved keeps ~250 bytes per user instead of ~1.2 KB. `directory_id` is
+/// first, readable without unpacking the rest (`Packed::directory_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packed(Box<[u8]>);
+
+const ABSENT: u32 = u32::MAX;
+
+fn put(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        None => out.extend_from_slice(&ABSENT.to_le_bytes()),
+        Some(s) => {
+            // a directory value over 4 GiB cannot arrive in one LDAP message
+            let len = u32::try_from(s.len()).unwrap_or(ABSENT - 1);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&s.as_bytes()[..len as usize]);
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn get(&mut self) -> Option<Option<String>> {
+        let (len, rest) = self.0.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len);
+        if len == ABSENT {
+            self.0 = rest;
+            return Some(None);
+        }
+        let len = len as usize;
+        let v = rest.get(..len)?;
+        self.0 = &rest[len..];
+        Some(Some(String::from_utf8_lossy(v).into_owned()))
+    }
+    fn byte(&mut self) -> Option<u8> {
+        let (b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*b)
+    }
+}
+
+impl Packed {
+    pub fn pack(d: &DirectoryUser) -> Packed {
+        let mut out = Vec::with_capacity(256);
+        let u = &d.user;
+        put(&mut out, u.directory_id.as_deref());
+        put(&mut out, Some(&u.username));
+        for (name, v) in u.text_fields() {
+            if name != "directory_id" {
+                put(&mut out, v.as_deref());
+            }
+        }
+        for e in &d.phone_extensions {
+            put(&mut out, e.as_deref());
+        }
+        put(&mut out, d.extension_attr.as_deref());
+        out.push(u8::from(u.enabled) | u8::from(d.account_disabled) << 1);
+        out.push(match u.source {
+            Source::Directory => 0,
+            Source::Manual => 1,
+        });
+        Packed(out.into_boxed_slice())
+    }
+
+    /// The directory id, without unpacking the rest.
+    pub fn directory_id(&self) -> Option<String> {
+        Reader(&self.0).get().flatten()
+    }
+
+    /// The `DirectoryUser` packed (None only if the bytes are not a `pack` result).
+    pub fn unpack(&self) -> Option<DirectoryUser> {
+        let mut r = Reader(&self.0);
+        let mut u = MfaUser {
+            directory_id: r.get()?,
+            username: r.get()?.unwrap_or_default(),
+            ..MfaUser::default()
+        };
+        for name in MfaUser::default().text_fields().map(|(n, _)| n) {
+            if name != "directory_id" {
+                let v = r.get()?;
+                *u.text_field_mut(name)? = v;
+            }
+        }
+        let mut exts: [Option<String>; 7] = Default::default();
+        for e in &mut exts {
+            *e = r.get()?;
+        }
+        let extension_attr = r.get()?;
+        let flags = r.byte()?;
+        u.enabled = flags & 1 != 0;
+        u.source = match r.byte()? {
+            0 => Source::Directory,
+            _ => Source::Manual,
+        };
+        Some(DirectoryUser {
+            user: u,
+            account_disabled: flags & 2 != 0,
+            phone_extensions: exts,
+            extension_attr,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +463,34 @@ mod tests {
             map_user(&Attributes::default(), &e),
             Err(MapError::NoUniqueId { .. })
         ));
+    }
+
+    #[test]
+    fn packed_round_trip() {
+        let e = Entry::new("CN=Smith\\, John,OU=Sales,DC=x")
+            .with_bytes("objectGUID", guid_bytes())
+            .with("sAMAccountName", &["jsmith"])
+            .with("givenName", &["José"])
+            .with("telephoneNumber", &["+1 425 555 0100 x123"])
+            .with("userAccountControl", &["514"]);
+        let d = map_user(&Attributes::default(), &e).unwrap_or_else(|e| panic!("{e}"));
+        let p = Packed::pack(&d);
+        assert_eq!(p.unpack(), Some(d.clone()));
+        assert_eq!(p.directory_id(), d.user.directory_id);
+        let mut other = d.clone();
+        other.extension_attr = Some(String::new());
+        other.user.enabled = false;
+        assert_eq!(Packed::pack(&other).unpack(), Some(other));
+        // and apply_item with a cache gives what apply_item gives
+        let mut cache = phone::E164Cache::default();
+        assert_eq!(
+            apply_item_with(&d, &item(), &mut cache),
+            apply_item(&d, &item())
+        );
+        assert_eq!(
+            apply_item_with(&d, &item(), &mut cache),
+            apply_item(&d, &item())
+        );
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct Plan {
     pub unchanged: usize,
     /// Problems that did not stop the plan (e.g. a username already taken by a manual user).
     pub warnings: Vec<String>,
+    /// Changes applied but not listed in `changes` (a full sync writes its
+    /// creates to the store as they are computed instead of holding them);
+    /// `counts()` includes them. Never departures: those are always listed.
+    pub unlisted: Counts,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -58,9 +62,14 @@ pub struct Counts {
 
 impl Plan {
     pub fn counts(&self) -> Counts {
+        let u = &self.unlisted;
         let mut c = Counts {
-            unchanged: self.unchanged,
-            ..Counts::default()
+            unchanged: self.unchanged + u.unchanged,
+            created: u.created,
+            updated: u.updated,
+            enabled: u.enabled,
+            disabled: u.disabled,
+            removed: u.removed,
         };
         for ch in &self.changes {
             match ch.action {
@@ -161,24 +170,9 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
             }),
             Some((k, cur)) => {
                 seen.insert(k);
-                let fields = cur.diff_fields(&d);
-                if fields.is_empty() {
-                    plan.unchanged += 1;
-                } else {
-                    let action = if fields == ["enabled"] && d.enabled {
-                        Action::Enable
-                    } else if fields == ["enabled"] {
-                        Action::Disable
-                    } else {
-                        Action::Update
-                    };
-                    plan.changes.push(Change {
-                        action,
-                        user: d,
-                        before: Some(cur.clone()),
-                        fields,
-                        reason: None,
-                    });
+                match modify(d, cur) {
+                    None => plan.unchanged += 1,
+                    Some(c) => plan.changes.push(c),
                 }
             }
         }
@@ -198,62 +192,324 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
     gone.sort_by(|a, b| a.username.cmp(&b.username));
     for cur in gone {
         let id = cur.directory_id.as_deref().unwrap_or_default();
-        let item = cur.sync_item.clone().unwrap_or_default();
-        let (action, reason) = if !(input.exists_in_directory)(id) {
-            if input.remove_deleted_users {
-                (
-                    Some(Action::Remove),
-                    "no longer in the directory".to_string(),
-                )
-            } else if cur.enabled {
-                (
-                    Some(Action::Disable),
-                    "no longer in the directory".to_string(),
-                )
-            } else {
-                (None, String::new())
-            }
-        } else {
-            match (input.when_removed)(&item) {
-                Some(crate::config::WhenRemoved::Keep) => (None, String::new()),
-                Some(crate::config::WhenRemoved::Remove) => {
-                    (Some(Action::Remove), format!("no longer in {item}"))
-                }
-                Some(crate::config::WhenRemoved::Disable) => (
-                    cur.enabled.then_some(Action::Disable),
-                    format!("no longer in {item}"),
-                ),
-                None => (
-                    cur.enabled.then_some(Action::Disable),
-                    format!("sync item {item} was removed from the configuration"),
-                ),
-            }
-        };
+        let (action, reason) = departure(
+            cur.enabled,
+            cur.sync_item.as_deref().unwrap_or_default(),
+            (input.exists_in_directory)(id),
+            input.remove_deleted_users,
+            input.when_removed,
+        );
         match action {
             None => plan.unchanged += 1,
-            Some(Action::Disable) => {
-                let mut after = cur.clone();
-                after.enabled = false;
-                plan.changes.push(Change {
-                    action: Action::Disable,
-                    user: after,
-                    before: Some(cur.clone()),
-                    fields: vec!["enabled"],
-                    reason: Some(reason),
-                });
-            }
-            Some(a) => plan.changes.push(Change {
-                action: a,
-                user: cur.clone(),
-                before: Some(cur.clone()),
-                fields: vec![],
-                reason: Some(reason),
-            }),
+            Some(a) => plan.changes.push(departure_change(a, cur, reason)),
         }
     }
-    plan.changes
-        .sort_by(|a, b| (a.action, &a.user.username).cmp(&(b.action, &b.user.username)));
+    sort_changes(&mut plan.changes);
     plan
+}
+
+/// What happens to a stored directory user no item holds (the seed's rules):
+/// gone from the directory -> removed when `remove_deleted_users`, else
+/// disabled; still there -> its item's `when_removed`; its item no longer
+/// configured -> disabled. `None`: left as it is.
+pub fn departure(
+    enabled: bool,
+    item: &str,
+    exists_in_directory: bool,
+    remove_deleted_users: bool,
+    when_removed: &dyn Fn(&str) -> Option<crate::config::WhenRemoved>,
+) -> (Option<Action>, String) {
+    use crate::config::WhenRemoved;
+    if !exists_in_directory {
+        let why = "no longer in the directory".to_string();
+        if remove_deleted_users {
+            (Some(Action::Remove), why)
+        } else {
+            (enabled.then_some(Action::Disable), why)
+        }
+    } else {
+        match when_removed(item) {
+            Some(WhenRemoved::Keep) => (None, String::new()),
+            Some(WhenRemoved::Remove) => (Some(Action::Remove), format!("no longer in {item}")),
+            Some(WhenRemoved::Disable) => (
+                enabled.then_some(Action::Disable),
+                format!("no longer in {item}"),
+            ),
+            None => (
+                enabled.then_some(Action::Disable),
+                format!("sync item {item} was removed from the configuration"),
+            ),
+        }
+    }
+}
+
+/// The change a departure makes to the stored user `cur`.
+pub fn departure_change(action: Action, cur: &MfaUser, reason: String) -> Change {
+    if action == Action::Disable {
+        let mut after = cur.clone();
+        after.enabled = false;
+        Change {
+            action,
+            user: after,
+            before: Some(cur.clone()),
+            fields: vec!["enabled"],
+            reason: Some(reason),
+        }
+    } else {
+        Change {
+            action,
+            user: cur.clone(),
+            before: Some(cur.clone()),
+            fields: vec![],
+            reason: Some(reason),
+        }
+    }
+}
+
+/// The change that turns `cur` into `d` (same directory user), or None when
+/// no field differs.
+pub fn modify(d: MfaUser, cur: &MfaUser) -> Option<Change> {
+    let fields = cur.diff_fields(&d);
+    if fields.is_empty() {
+        return None;
+    }
+    let action = if fields == ["enabled"] && d.enabled {
+        Action::Enable
+    } else if fields == ["enabled"] {
+        Action::Disable
+    } else {
+        Action::Update
+    };
+    Some(Change {
+        action,
+        user: d,
+        before: Some(cur.clone()),
+        fields,
+        reason: None,
+    })
+}
+
+/// A stable digest of everything a sync writes for a user (username, every
+/// text field, enabled, source): 32 hex digits of SHA-256 over a
+/// length-prefixed encoding. The store keeps it beside each user, so a full
+/// sync recognises an unchanged user without loading its row. Changing the
+/// encoding only costs one slower sync (every digest differs, rows are then
+/// compared field by field).
+pub fn digest(u: &MfaUser) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"mfasync-user-v1");
+    let mut put = |v: Option<&str>| match v {
+        None => h.update([0u8]),
+        Some(s) => {
+            h.update([1u8]);
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+    };
+    put(Some(&u.username));
+    for (_, v) in u.text_fields() {
+        put(v.as_deref());
+    }
+    put(Some(if u.enabled { "1" } else { "0" }));
+    put(Some(u.source.as_str()));
+    let out = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(32);
+    for b in &out[..16] {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// What a full sync needs of a stored user before it knows whether the user
+/// changed: identity, the departure inputs and the digest (`Store::user_digests`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDigest {
+    pub username: String,
+    pub directory_id: Option<String>,
+    pub source: Source,
+    pub sync_item: Option<String>,
+    pub enabled: bool,
+    /// `digest` of the stored row (None: not known yet).
+    pub digest: Option<String>,
+}
+
+/// What the planner says about one desired user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Stored and identical (same digest), or skipped with a warning.
+    Unchanged,
+    /// Not stored: to create.
+    Create(MfaUser),
+    /// Stored with another digest: compare with the stored row (`modify`).
+    Changed(MfaUser),
+}
+
+/// The full-sync plan computed one desired user at a time, against digests of
+/// the stored users instead of their rows: memory stays with the number of
+/// changes, not the directory. Same rules and results as `compute` (tested
+/// against it); the caller loads the stored rows only of `Changed` users and
+/// of `departures`.
+pub struct Planner {
+    /// Directory users by directory_id, and whether the cycle met them:
+    /// (stored, held by an item, exists in the directory, left as it is).
+    stored: std::collections::HashMap<String, (StoredDigest, Seen)>,
+    taken_by_manual: std::collections::HashSet<String>,
+    desired_names: std::collections::HashMap<String, String>,
+    pub unchanged: usize,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    held: bool,
+    exists: bool,
+    keep: bool,
+}
+
+impl Planner {
+    pub fn new(stored: Vec<StoredDigest>) -> Self {
+        let mut p = Planner {
+            stored: Default::default(),
+            taken_by_manual: Default::default(),
+            desired_names: Default::default(),
+            unchanged: 0,
+            warnings: Vec::new(),
+        };
+        for s in stored {
+            match (s.source, s.directory_id.clone()) {
+                (Source::Manual, _) => {
+                    p.taken_by_manual.insert(s.username.to_lowercase());
+                }
+                (Source::Directory, Some(id)) => {
+                    p.stored.insert(id, (s, Seen::default()));
+                }
+                (Source::Directory, None) => {}
+            }
+        }
+        p
+    }
+
+    /// Stored directory users.
+    pub fn stored_directory_users(&self) -> usize {
+        self.stored.len()
+    }
+
+    /// A directory entry with this unique id exists (held by an item or not).
+    pub fn exists(&mut self, id: &str) {
+        if let Some((_, s)) = self.stored.get_mut(id) {
+            s.exists = true;
+        }
+    }
+
+    /// A directory entry with this id exists but could not be mapped: its
+    /// stored user is left exactly as it is this cycle.
+    pub fn keep_as_is(&mut self, id: &str) {
+        if let Some((_, s)) = self.stored.get_mut(id) {
+            s.keep = true;
+        }
+    }
+
+    /// One desired user (item settings applied), in item order: first wins.
+    pub fn desired(&mut self, d: MfaUser) -> Verdict {
+        let Some(id) = d.directory_id.clone() else {
+            return Verdict::Unchanged;
+        };
+        let lower = d.username.to_lowercase();
+        let cur = self.stored.get_mut(id.as_str());
+        if self.taken_by_manual.contains(&lower) {
+            self.warnings.push(format!(
+                "{}: username already used by a manual MFA user; directory user {} skipped",
+                d.username, id
+            ));
+            if let Some((_, s)) = cur {
+                s.held = true;
+            }
+            return Verdict::Unchanged;
+        }
+        if let Some(other) = self.desired_names.get(&lower) {
+            if *other != id {
+                self.warnings.push(format!(
+                    "{}: two directory users share this username ({other} and {id}); the second is skipped",
+                    d.username
+                ));
+                if let Some((_, s)) = cur {
+                    if !s.held {
+                        s.held = true;
+                        self.unchanged += 1;
+                    }
+                }
+                return Verdict::Unchanged;
+            }
+        } else {
+            self.desired_names.insert(lower, id.clone());
+        }
+        match cur {
+            None => Verdict::Create(d),
+            Some((stored, s)) => {
+                s.held = true;
+                if stored.digest.as_deref() == Some(digest(&d).as_str()) {
+                    self.unchanged += 1;
+                    Verdict::Unchanged
+                } else {
+                    Verdict::Changed(d)
+                }
+            }
+        }
+    }
+
+    /// A `Changed` user compared with its stored row; counts it unchanged
+    /// when no field differs after all.
+    pub fn changed(&mut self, d: MfaUser, cur: &MfaUser) -> Option<Change> {
+        let c = modify(d, cur);
+        if c.is_none() {
+            self.unchanged += 1;
+        }
+        c
+    }
+
+    /// The stored directory users no item held, with what happens to them
+    /// (by directory_id, ordered by username); the ones left as they are are
+    /// counted unchanged.
+    pub fn departures(
+        &mut self,
+        when_removed: &dyn Fn(&str) -> Option<crate::config::WhenRemoved>,
+        remove_deleted_users: bool,
+    ) -> Vec<(String, Action, String)> {
+        let mut gone: Vec<(&str, &StoredDigest, Seen)> = self
+            .stored
+            .iter()
+            .filter(|(_, (_, s))| !s.held)
+            .map(|(id, (u, s))| (id.as_str(), u, *s))
+            .collect();
+        gone.sort_by(|a, b| a.1.username.cmp(&b.1.username));
+        let mut out = Vec::new();
+        for (id, u, s) in gone {
+            if s.keep {
+                self.unchanged += 1;
+                continue;
+            }
+            let (action, reason) = departure(
+                u.enabled,
+                u.sync_item.as_deref().unwrap_or_default(),
+                s.exists,
+                remove_deleted_users,
+                when_removed,
+            );
+            match action {
+                None => self.unchanged += 1,
+                Some(a) => out.push((id.to_string(), a, reason)),
+            }
+        }
+        out
+    }
+}
+
+/// Sort changes as `compute` does: by action, then username.
+pub fn sort_changes(changes: &mut [Change]) {
+    changes.sort_by(|a, b| (a.action, &a.user.username).cmp(&(b.action, &b.user.username)));
 }
 
 #[cfg(test)]
@@ -278,15 +534,158 @@ mod tests {
         wr: WhenRemoved,
         rm: bool,
     ) -> Plan {
-        let exists: Vec<String> = exists.iter().map(|s| s.to_string()).collect();
-        compute(PlanInput {
-            desired,
+        let exists_owned: Vec<String> = exists.iter().map(|s| s.to_string()).collect();
+        let p = compute(PlanInput {
+            desired: desired.clone(),
             current,
-            exists_in_directory: &|id| exists.iter().any(|e| e == id),
+            exists_in_directory: &|id| exists_owned.iter().any(|e| e == id),
             when_removed: &|item| (item == "ou=a").then_some(wr),
             remove_deleted_users: rm,
             keep_as_is: &|id| id == "keep",
-        })
+        });
+        // the streaming planner (digests instead of rows) must give the same plan
+        assert_eq!(streamed(desired, current, exists, wr, rm), p);
+        p
+    }
+
+    /// The plan as a full sync computes it with `Planner`.
+    fn streamed(
+        desired: Vec<MfaUser>,
+        current: &[MfaUser],
+        exists: &[&str],
+        wr: WhenRemoved,
+        rm: bool,
+    ) -> Plan {
+        let row = |id: &str| {
+            current
+                .iter()
+                .find(|u| u.directory_id.as_deref() == Some(id))
+                .cloned()
+                .unwrap_or_else(|| panic!("no stored {id}"))
+        };
+        let mut p = Planner::new(
+            current
+                .iter()
+                .map(|u| StoredDigest {
+                    username: u.username.clone(),
+                    directory_id: u.directory_id.clone(),
+                    source: u.source,
+                    sync_item: u.sync_item.clone(),
+                    enabled: u.enabled,
+                    digest: Some(digest(u)),
+                })
+                .collect(),
+        );
+        for e in exists {
+            p.exists(e);
+        }
+        p.keep_as_is("keep");
+        let mut changes = Vec::new();
+        for d in desired {
+            match p.desired(d) {
+                Verdict::Unchanged => {}
+                Verdict::Create(u) => changes.push(Change {
+                    action: Action::Create,
+                    user: u,
+                    before: None,
+                    fields: vec![],
+                    reason: None,
+                }),
+                Verdict::Changed(u) => {
+                    let cur = row(u.directory_id.as_deref().unwrap_or_default());
+                    changes.extend(p.changed(u, &cur));
+                }
+            }
+        }
+        for (id, a, why) in p.departures(&|item| (item == "ou=a").then_some(wr), rm) {
+            changes.push(departure_change(a, &row(&id), why));
+        }
+        sort_changes(&mut changes);
+        Plan {
+            changes,
+            unchanged: p.unchanged,
+            warnings: p.warnings,
+            unlisted: Counts::default(),
+        }
+    }
+
+    #[test]
+    fn digest_sees_every_field() {
+        let a = u("a", "1", "ou=a");
+        assert_eq!(digest(&a), digest(&a.clone()));
+        assert_eq!(digest(&a).len(), 32);
+        let mut b = a.clone();
+        b.enabled = false;
+        assert_ne!(digest(&a), digest(&b));
+        for name in crate::user::FIELDS {
+            let mut b = a.clone();
+            match b.text_field_mut(name) {
+                Some(slot) => *slot = Some(format!("{name}!")),
+                None => continue,
+            }
+            assert_ne!(digest(&a), digest(&b), "{name}");
+        }
+        // None and "" differ, and field boundaries count
+        let mut c = a.clone();
+        c.email = Some(String::new());
+        assert_ne!(digest(&a), digest(&c));
+        let (mut d, mut e) = (a.clone(), a.clone());
+        d.first_name = Some("ab".into());
+        e.first_name = Some("a".into());
+        e.last_name = Some("b".into());
+        d.last_name = Some(String::new());
+        assert_ne!(digest(&d), digest(&e));
+    }
+
+    #[test]
+    fn unlisted_changes_are_counted() {
+        let p = Plan {
+            unchanged: 2,
+            unlisted: Counts {
+                created: 5,
+                ..Counts::default()
+            },
+            ..Plan::default()
+        };
+        assert_eq!(p.counts().created, 5);
+        assert_eq!(p.counts().unchanged, 2);
+    }
+
+    #[test]
+    fn planner_matches_compute_on_a_mixed_cycle() {
+        // changed, unchanged, enabled again, disabled in the directory,
+        // moved out (kept), gone, unmappable (kept as is), duplicate name
+        let mut cur = vec![
+            u("same", "1", "ou=a"),
+            u("edit", "2", "ou=a"),
+            u("back", "3", "ou=a"),
+            u("off", "4", "ou=a"),
+            u("gone", "5", "ou=a"),
+            u("keep", "keep", "ou=a"),
+            u("dup", "6", "ou=a"),
+        ];
+        cur[2].enabled = false;
+        let mut edit = u("edit", "2", "ou=a");
+        edit.email = Some("e@x".into());
+        let mut off = u("off", "4", "ou=a");
+        off.enabled = false;
+        for rm in [true, false] {
+            run(
+                vec![
+                    u("same", "1", "ou=a"),
+                    edit.clone(),
+                    u("back", "3", "ou=a"),
+                    off.clone(),
+                    u("new", "9", "ou=a"),
+                    u("DUP", "8", "ou=a"),
+                    u("dup", "6", "ou=a"),
+                ],
+                &cur,
+                &["1", "2", "3", "4", "6", "8", "9", "keep"],
+                WhenRemoved::Remove,
+                rm,
+            );
+        }
     }
 
     fn actions(p: &Plan) -> Vec<(Action, String)> {
