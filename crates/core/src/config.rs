@@ -103,6 +103,13 @@ pub struct Directory {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub domain: String,
     pub servers: Vec<String>,
+    /// DNS servers for the DC discovery of `source = "active-directory"`
+    /// (`"IP"` or `"IP:port"`); empty = the host's resolver (/etc/resolv.conf).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<String>,
+    /// Active Directory site whose DCs are tried first (`source = "active-directory"`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub site: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub base_dn: String,
     pub include_trusted_domains: bool,
@@ -123,6 +130,8 @@ impl Default for Directory {
             source: DirectorySource::ActiveDirectory,
             domain: String::new(),
             servers: Vec::new(),
+            dns_servers: Vec::new(),
+            site: String::new(),
             base_dn: String::new(),
             include_trusted_domains: true,
             use_attribute_scope_queries: true,
@@ -464,6 +473,8 @@ const DIRECTORY_KEYS: &[&str] = &[
     "source",
     "domain",
     "servers",
+    "dns_servers",
+    "site",
     "base_dn",
     "include_trusted_domains",
     "use_attribute_scope_queries",
@@ -705,6 +716,47 @@ fn validate_bind(b: &Bind, key: &str, needs_dn: bool, out: &mut Vec<ConfigError>
     }
 }
 
+/// `directory.domain`, `directory.site` and `directory.dns_servers` (DC discovery).
+fn validate_discovery(d: &Directory, out: &mut Vec<ConfigError>) {
+    let domain = d.domain.trim().trim_end_matches('.');
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !d.domain.is_empty() && (domain.len() > 253 || !domain.split('.').all(label_ok)) {
+        out.push(err(
+            "directory.domain",
+            format!(
+                "{:?} is not a DNS domain name (e.g. \"example.com\")",
+                d.domain
+            ),
+        ));
+    }
+    if !d.site.is_empty() && !label_ok(d.site.trim()) {
+        out.push(err(
+            "directory.site",
+            format!(
+                "{:?} is not an Active Directory site name (letters, digits, '-' and '_')",
+                d.site
+            ),
+        ));
+    }
+    for (i, s) in d.dns_servers.iter().enumerate() {
+        let s = s.trim();
+        let ok = s.parse::<std::net::SocketAddr>().is_ok() || s.parse::<std::net::IpAddr>().is_ok();
+        if !ok {
+            out.push(err(
+                format!("directory.dns_servers[{i}]"),
+                format!("{s:?} is not an IP address or IP:port (e.g. \"10.0.0.53\", \"[::1]:53\")"),
+            ));
+        }
+    }
+}
+
 /// Value checks beyond what the types enforce.
 pub fn validate(cfg: &Config) -> Vec<ConfigError> {
     let mut out = Vec::new();
@@ -720,6 +772,7 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             out.push(err(format!("directory.servers[{i}]"), m));
         }
     }
+    validate_discovery(d, &mut out);
     if !d.base_dn.is_empty() {
         if let Err(m) = crate::filter::validate_dn(&d.base_dn) {
             out.push(err("directory.base_dn", m));
@@ -994,6 +1047,12 @@ mod tests {
             ),
             ("[directory]\nbase_dn = \"not a dn\"", "directory.base_dn"),
             ("[directory]\nsource = \"ldap\"", "directory.servers"),
+            ("[directory]\ndomain = \"bad domain\"", "directory.domain"),
+            ("[directory]\nsite = \"a.b\"", "directory.site"),
+            (
+                "[directory]\ndns_servers = [\"dns.example.com\"]",
+                "directory.dns_servers[0]",
+            ),
             (
                 "[directory]\nservers = [\"http://x\"]",
                 "directory.servers[0]",

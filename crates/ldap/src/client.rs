@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::discovery::{self, DiscoveryReport};
 use crate::error::{LdapError, ServerFailure};
 use crate::kerberos::{self, Credentials};
 use crate::proto::{
@@ -68,6 +69,22 @@ pub struct TestReport {
     pub vendor: Vendor,
     pub steps: Vec<TestStep>,
     pub supports: Supports,
+    /// `source = "active-directory"`: the domain and the DCs found by DNS SRV.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryReport>,
+    /// Every server tried, in order (a failed one names its failed step).
+    pub tried: Vec<TriedServer>,
+}
+
+/// One server tried by [`test`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TriedServer {
+    pub server: String,
+    pub ok: bool,
+    /// The step that failed (connect | tls | bind | rootdse); absent when ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +123,9 @@ struct Target {
     host: String,
     port: u16,
     ldaps: bool,
+    /// The server's DNS name when `url` names its address (a DC found by DNS
+    /// SRV through `directory.dns_servers`): its Kerberos service name.
+    name: Option<String>,
 }
 
 fn parse_target(url: &str) -> Result<Target, String> {
@@ -144,6 +164,7 @@ fn parse_target(url: &str) -> Result<Target, String> {
         host,
         port,
         ldaps,
+        name: None,
     })
 }
 
@@ -511,6 +532,9 @@ async fn windows_credentials(
 /// (read anonymously before the bind). Kerberos mutual authentication still
 /// proves that the server holds that principal's key.
 async fn service_host(ldap: &mut Ldap, t: &Target, timeout: Duration) -> Result<String, LdapError> {
+    if let Some(name) = &t.name {
+        return Ok(name.clone());
+    }
     if t.host.parse::<std::net::IpAddr>().is_err() {
         return Ok(t.host.clone());
     }
@@ -617,6 +641,10 @@ fn reason_of(server: &str, e: &LdapError) -> String {
 type Attempt = (Vec<TestStep>, Result<Client, (Step, LdapError)>);
 
 /// Connect, TLS, bind and RootDSE on one server, recording each step.
+///
+/// `bind_only` (password checks): no separate TCP probe before the LDAP
+/// connection and no RootDSE read after the bind; the client then has empty
+/// capabilities and only serves to unbind.
 async fn attempt(
     t: &Target,
     dir: &Directory,
@@ -624,6 +652,7 @@ async fn attempt(
     password: Option<&str>,
     krb: Option<&Credentials>,
     connector: Option<&native_tls::TlsConnector>,
+    bind_only: bool,
 ) -> Attempt {
     let timeout = timeout_of(dir);
     let server = t.url.as_str();
@@ -644,8 +673,17 @@ async fn attempt(
         })
     };
 
-    // 1. TCP
-    match tokio::time::timeout(timeout, TcpStream::connect((t.host.as_str(), t.port))).await {
+    // 1. TCP (a probe, so that the test report tells "no TCP connection"
+    // apart from a TLS failure; password checks skip it)
+    let probe = async {
+        if bind_only {
+            return Ok(Ok(None));
+        }
+        tokio::time::timeout(timeout, TcpStream::connect((t.host.as_str(), t.port)))
+            .await
+            .map(|r| r.map(Some))
+    };
+    match probe.await {
         Err(_) => {
             let e = LdapError::Timeout {
                 server: server.into(),
@@ -782,7 +820,9 @@ async fn attempt(
                         "{} to ldap/{}{}{}",
                         krb.describe(),
                         service_host,
-                        if service_host != t.host {
+                        if t.name.is_some() {
+                            " (the DC's name in DNS)"
+                        } else if service_host != t.host {
                             " (the server's dnsHostName)"
                         } else {
                             ""
@@ -803,7 +843,22 @@ async fn attempt(
         }
     }
 
-    // 4. RootDSE
+    // 4. RootDSE (not for a password check: it needs no capabilities)
+    if bind_only {
+        let client = Client {
+            ldap,
+            driver,
+            server: t.url.clone(),
+            caps: Capabilities::default(),
+            base_dn: dir.base_dn.trim().to_string(),
+            timeout,
+            size_limit: dir.query_size_limit.max(1),
+            paging: false,
+            split_attr: String::new(),
+            range_step: None,
+        };
+        return (steps, Ok(client));
+    }
     let mut root = None;
     let res = run_search(
         &mut ldap,
@@ -888,13 +943,53 @@ pub async fn connect(
     bind: &Bind,
     password: Option<&str>,
 ) -> Result<Client, LdapError> {
+    connect_with(dir, bind, password, false).await
+}
+
+/// Verify a password: connect to the servers of `dir` in order (failover and
+/// timeouts as [`connect`]), bind as `bind` with `password` on a fresh
+/// connection, unbind. Reads nothing (no RootDSE, no probe connection).
+pub async fn check_bind(
+    dir: &Directory,
+    bind: &Bind,
+    password: Option<&str>,
+) -> Result<(), LdapError> {
+    let client = connect_with(dir, bind, password, true).await?;
+    client.unbind().await;
+    Ok(())
+}
+
+async fn connect_with(
+    dir: &Directory,
+    bind: &Bind,
+    password: Option<&str>,
+    bind_only: bool,
+) -> Result<Client, LdapError> {
+    let discovered = match discovery::wanted(dir) {
+        true => Some(discovery::discover(dir).await?),
+        false => None,
+    };
+    let with_dcs;
+    let dir = match &discovered {
+        Some(d) => {
+            with_dcs = Directory {
+                servers: d.urls(),
+                ..dir.clone()
+            };
+            &with_dcs
+        }
+        None => dir,
+    };
     precheck(dir, bind, password).map_err(|(_, e)| e)?;
     let connector = tls_connector(dir)?;
     let krb = windows_credentials(dir, bind, password).await?;
     let mut failures = Vec::new();
     for url in &dir.servers {
         let target = match parse_target(url) {
-            Ok(t) => t,
+            Ok(t) => Target {
+                name: discovered.as_ref().and_then(|d| d.name_for(url)),
+                ..t
+            },
             Err(m) => {
                 failures.push(ServerFailure {
                     server: url.clone(),
@@ -911,6 +1006,7 @@ pub async fn connect(
             password,
             krb.as_ref(),
             connector.as_ref(),
+            bind_only,
         )
         .await;
         match res {
@@ -940,7 +1036,6 @@ pub async fn connect(
 /// steps. Servers are tried in order like [`connect`]; the report is of the
 /// first that works, else of the last failure.
 pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestReport {
-    let first = dir.servers.first().cloned().unwrap_or_default();
     let failed = |server: String, step: Step, e: &LdapError| TestReport {
         ok: false,
         server,
@@ -951,7 +1046,34 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
             detail: e.to_string(),
         }],
         supports: Supports::default(),
+        discovery: None,
+        tried: Vec::new(),
     };
+    let discovered = if discovery::wanted(dir) {
+        match discovery::discover(dir).await {
+            Ok(d) => Some(d),
+            Err(e) => return failed(String::new(), Step::Connect, &e),
+        }
+    } else {
+        None
+    };
+    let with_dcs;
+    let dir = match &discovered {
+        Some(d) => {
+            with_dcs = Directory {
+                servers: d.urls(),
+                ..dir.clone()
+            };
+            &with_dcs
+        }
+        None => dir,
+    };
+    let first = dir.servers.first().cloned().unwrap_or_default();
+    let failed = |server: String, step: Step, e: &LdapError| TestReport {
+        discovery: discovered.as_ref().map(|d| d.report.clone()),
+        ..failed(server, step, e)
+    };
+    let mut tried: Vec<TriedServer> = Vec::new();
     if let Err((step, e)) = precheck(dir, bind, password) {
         return failed(first, step, &e);
     }
@@ -966,8 +1088,17 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
     let mut last = None;
     for url in &dir.servers {
         let target = match parse_target(url) {
-            Ok(t) => t,
+            Ok(t) => Target {
+                name: discovered.as_ref().and_then(|d| d.name_for(url)),
+                ..t
+            },
             Err(m) => {
+                tried.push(TriedServer {
+                    server: url.clone(),
+                    ok: false,
+                    step: Some(Step::Connect.as_str().into()),
+                    detail: m.clone(),
+                });
                 last = Some(failed(url.clone(), Step::Connect, &LdapError::Config(m)));
                 continue;
             }
@@ -979,6 +1110,7 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
             password,
             krb.as_ref(),
             connector.as_ref(),
+            false,
         )
         .await;
         match res {
@@ -1006,23 +1138,39 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
                         }
                     }
                 }
+                tried.push(TriedServer {
+                    server: url.clone(),
+                    ok: true,
+                    step: None,
+                    detail: "used".into(),
+                });
                 let report = TestReport {
                     ok,
                     server: url.clone(),
                     vendor: client.caps.vendor,
                     steps,
                     supports: Supports::from(&client.caps),
+                    discovery: discovered.as_ref().map(|d| d.report.clone()),
+                    tried,
                 };
                 client.unbind().await;
                 return report;
             }
-            Err((_, e)) => {
+            Err((step, e)) => {
+                tried.push(TriedServer {
+                    server: url.clone(),
+                    ok: false,
+                    step: Some(step.as_str().into()),
+                    detail: reason_of(url, &e),
+                });
                 last = Some(TestReport {
                     ok: false,
                     server: url.clone(),
                     vendor: Vendor::Other,
                     steps,
                     supports: Supports::default(),
+                    discovery: discovered.as_ref().map(|d| d.report.clone()),
+                    tried: Vec::new(),
                 });
                 if is_fatal(&e) {
                     break;
@@ -1030,13 +1178,15 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
             }
         }
     }
-    last.unwrap_or_else(|| {
+    let mut report = last.unwrap_or_else(|| {
         failed(
             first,
             Step::Connect,
             &LdapError::Config("no LDAP servers configured".into()),
         )
-    })
+    });
+    report.tried = tried;
+    report
 }
 
 /// Characters used to split a search that exceeds the size limit: a search

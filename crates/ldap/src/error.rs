@@ -93,6 +93,11 @@ pub enum LdapError {
     /// Every server of the list failed.
     #[error("no directory server could be used: {}", list(.0))]
     AllServersFailed(Vec<ServerFailure>),
+
+    /// The domain controllers of `directory.domain` could not be found by DNS
+    /// (no SRV records, DNS unreachable); the message names the domain.
+    #[error("{0}")]
+    Discovery(String),
 }
 
 impl LdapError {
@@ -107,7 +112,8 @@ impl LdapError {
             LdapError::Connect { .. }
             | LdapError::Tls { .. }
             | LdapError::Timeout { .. }
-            | LdapError::Protocol { .. } => true,
+            | LdapError::Protocol { .. }
+            | LdapError::Discovery(_) => true,
             LdapError::AllServersFailed(f) => !f.is_empty(),
             LdapError::Operation { code, .. } | LdapError::Bind { code, .. } => {
                 // 82: a local (client side) failure, e.g. Kerberos could not get a service ticket

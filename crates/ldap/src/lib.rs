@@ -9,14 +9,16 @@
 //! or a `Debug` output of this crate; binds are described by their DN only.
 
 mod client;
+mod discovery;
 mod error;
 mod kerberos;
 mod proto;
 
 pub use client::{
-    connect, test, Client, DirSyncResult, Scope, Supports, SyncEvent, SyncReplResult, TestReport,
-    TestStep,
+    check_bind, connect, test, Client, DirSyncResult, Scope, Supports, SyncEvent, SyncReplResult,
+    TestReport, TestStep, TriedServer,
 };
+pub use discovery::{DiscoveryReport, FoundDc};
 pub use error::{LdapError, ServerFailure};
 pub use proto::{
     Capabilities, Vendor, DIRSYNC_ANCESTORS_FIRST_ORDER, DIRSYNC_INCREMENTAL_VALUES,

@@ -4,12 +4,14 @@
 //! * [`Samba`]: a Samba AD DC (`DC=mfa,DC=test`) on the standard ports of 127.0.0.1 — only inside
 //!   a private network namespace, i.e. when the tests run through `scripts/test`.
 //! * [`Postgres`] / [`shared_postgres`]: a private PostgreSQL 15 cluster.
+//! * [`Dns`]: a real DNS server (dnsmasq) on 127.0.0.1:random port serving given SRV/A records.
 //! * Seed data: [`openldap_fixture`], [`openldap_bulk`], [`samba_fixture`], [`samba_bulk`].
 //!
 //! Every server is stopped (process tree killed, temp dir removed) on drop, and whatever is still
 //! running when the test binary exits (shared instances, servers kept in statics) is stopped by an
 //! `atexit` hook. Setup failures panic with the tool output / server log.
 
+mod dns;
 mod fixtures;
 mod postgres;
 mod process;
@@ -17,6 +19,7 @@ mod samba;
 mod slapd;
 mod util;
 
+pub use dns::{Dns, SrvRecord};
 pub use fixtures::{base64, ldif_attr, openldap_bulk, openldap_fixture, samba_bulk, samba_fixture};
 pub use postgres::{shared_postgres, Postgres};
 pub use samba::{krb5_conf, Samba, SAMBA_ADMIN_DN, SAMBA_BASE_DN};

@@ -1,0 +1,491 @@
+//! "Use Active Directory" (`source = "active-directory"` with no `servers`):
+//! the domain's domain controllers found by DNS SRV.
+//!
+//! * The domain is `directory.domain`, else the host's Kerberos default realm
+//!   (`default_realm` of `$KRB5_CONFIG` or /etc/krb5.conf), lower-cased.
+//! * With `directory.site`, `_ldap._tcp.SITE._sites.dc._msdcs.DOMAIN` is asked
+//!   first and its DCs are tried first; then `_ldap._tcp.dc._msdcs.DOMAIN` (the
+//!   domain's other DCs are backups).
+//! * Each list is ordered as RFC 2782 says: by priority (lowest first), and
+//!   within one priority by a weighted random draw (weight 0 rarely first).
+//! * DNS is the host's resolver (/etc/resolv.conf), or `directory.dns_servers`.
+//!   With `dns_servers`, the DCs' addresses are also looked up there and the
+//!   connection goes to the address (the host's resolver may not know the
+//!   AD zone); the DC's name stays the Kerberos service name (`ldap/<name>`).
+//!
+//! Every error names `directory.domain` (and the DNS servers asked).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::{ResolveError, TokioResolver};
+use mfasync_core::config::{Directory, DirectorySource};
+use rand::Rng;
+use serde::Serialize;
+
+use crate::error::LdapError;
+
+/// What discovery found, as reported by `directory test` (`"discovery"`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DiscoveryReport {
+    /// The Active Directory domain, e.g. `example.com`.
+    pub domain: String,
+    /// Where the domain came from: `directory.domain` or the Kerberos default realm.
+    pub domain_from: String,
+    /// `directory.site`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The DNS servers asked (`directory.dns_servers`), or "the host's resolver".
+    pub dns: String,
+    /// The SRV names asked, in order.
+    pub queries: Vec<String>,
+    /// The domain controllers found, in the order they are tried.
+    pub domain_controllers: Vec<FoundDc>,
+}
+
+/// One domain controller from an SRV record.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FoundDc {
+    /// The SRV target, e.g. `dc1.example.com`.
+    pub name: String,
+    pub port: u16,
+    pub priority: u16,
+    pub weight: u16,
+    /// Found under the site's SRV name.
+    pub in_site: bool,
+    /// The URLs tried for it (one per address with `dns_servers`).
+    pub servers: Vec<String>,
+    /// Why it has no URL (its address could not be looked up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The result of discovery: the report and the servers to try, in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Discovered {
+    pub report: DiscoveryReport,
+    /// (URL, the DC's DNS name when the URL names its address instead).
+    pub servers: Vec<(String, Option<String>)>,
+}
+
+impl Discovered {
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(|(u, _)| u.clone()).collect()
+    }
+
+    /// The DC's DNS name for a URL that names its address.
+    pub fn name_for(&self, url: &str) -> Option<String> {
+        self.servers
+            .iter()
+            .find(|(u, _)| u == url)
+            .and_then(|(_, n)| n.clone())
+    }
+}
+
+/// Whether `dir` asks for DC discovery: `source = "active-directory"` and no
+/// `servers` listed (listed servers are used as given).
+pub fn wanted(dir: &Directory) -> bool {
+    dir.source == DirectorySource::ActiveDirectory && dir.servers.is_empty()
+}
+
+/// The Kerberos configuration files the host's Kerberos library reads.
+fn krb5_config_files() -> Vec<String> {
+    match std::env::var("KRB5_CONFIG") {
+        Ok(v) if !v.trim().is_empty() => v
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => vec!["/etc/krb5.conf".to_string()],
+    }
+}
+
+/// `default_realm` of the `[libdefaults]` section of a krb5.conf text.
+pub(crate) fn default_realm(krb5_conf: &str) -> Option<String> {
+    let mut in_libdefaults = false;
+    for line in krb5_conf.lines() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        if let Some(section) = l.strip_prefix('[') {
+            in_libdefaults = section
+                .trim_end()
+                .trim_end_matches(']')
+                .trim()
+                .eq_ignore_ascii_case("libdefaults");
+            continue;
+        }
+        if !in_libdefaults {
+            continue;
+        }
+        if let Some((k, v)) = l.split_once('=') {
+            let v = v.trim();
+            if k.trim() == "default_realm" && !v.is_empty() {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// The domain to discover: `directory.domain`, else the Kerberos default realm.
+pub(crate) fn domain_of(dir: &Directory) -> Result<(String, String), LdapError> {
+    let d = dir.domain.trim().trim_end_matches('.');
+    if !d.is_empty() {
+        return Ok((d.to_ascii_lowercase(), "directory.domain".to_string()));
+    }
+    let files = krb5_config_files();
+    for f in &files {
+        if let Some(realm) = std::fs::read_to_string(f)
+            .ok()
+            .as_deref()
+            .and_then(default_realm)
+        {
+            let realm = realm.trim_end_matches('.').to_ascii_lowercase();
+            return Ok((realm, format!("the Kerberos default_realm in {f}")));
+        }
+    }
+    Err(LdapError::Config(format!(
+        "directory.domain is not set and the host's Kerberos configuration ({}) names no \
+         default_realm: set directory.domain to the Active Directory domain (e.g. \"example.com\"), \
+         or list the domain controllers in directory.servers",
+        files.join(", ")
+    )))
+}
+
+/// `IP` or `IP:port` (port 53 by default).
+fn dns_server_addr(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+}
+
+fn resolver(dir: &Directory) -> Result<(TokioResolver, String), LdapError> {
+    // One DNS answer should take far less than an LDAP operation.
+    let timeout = Duration::from_secs(u64::from(dir.timeout_seconds.clamp(1, 5)));
+    if dir.dns_servers.is_empty() {
+        let mut b = TokioResolver::builder_tokio().map_err(|e| {
+            LdapError::Discovery(format!(
+                "directory.domain: cannot read the host's DNS configuration (/etc/resolv.conf): \
+                 {e}; set directory.dns_servers"
+            ))
+        })?;
+        b.options_mut().timeout = timeout;
+        b.options_mut().attempts = 2;
+        return Ok((
+            b.build(),
+            "the host's resolver (/etc/resolv.conf)".to_string(),
+        ));
+    }
+    let mut cfg = ResolverConfig::new();
+    let mut names = Vec::new();
+    for (i, s) in dir.dns_servers.iter().enumerate() {
+        let addr = dns_server_addr(s).ok_or_else(|| {
+            LdapError::Config(format!(
+                "directory.dns_servers[{i}]: {s:?} is not an IP address or IP:port"
+            ))
+        })?;
+        cfg.add_name_server(NameServerConfig::new(addr, Protocol::Udp));
+        cfg.add_name_server(NameServerConfig::new(addr, Protocol::Tcp));
+        names.push(addr.to_string());
+    }
+    let mut b = TokioResolver::builder_with_config(cfg, TokioConnectionProvider::default());
+    b.options_mut().timeout = timeout;
+    b.options_mut().attempts = 2;
+    Ok((b.build(), format!("DNS server {}", names.join(", "))))
+}
+
+/// One SRV record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Srv {
+    pub target: String,
+    pub port: u16,
+    pub priority: u16,
+    pub weight: u16,
+}
+
+/// RFC 2782 order: ascending priority; within a priority, repeatedly draw
+/// `pick(total)` in `0..=total` (the sum of the remaining weights) and take
+/// the first record (weight-0 records first in the running list) whose
+/// running weight sum is >= the draw.
+pub(crate) fn rfc2782_order(mut records: Vec<Srv>, mut pick: impl FnMut(u32) -> u32) -> Vec<Srv> {
+    records.sort_by_key(|r| r.priority);
+    let mut out = Vec::with_capacity(records.len());
+    let mut rest = records.as_slice();
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .take_while(|r| r.priority == first.priority)
+            .count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        // Weight-0 records first, otherwise in the order DNS gave them.
+        let mut group: Vec<Srv> = group.to_vec();
+        group.sort_by_key(|r| r.weight != 0);
+        while !group.is_empty() {
+            let total: u32 = group.iter().map(|r| u32::from(r.weight)).sum();
+            let draw = pick(total).min(total);
+            let mut sum = 0u32;
+            let mut chosen = group.len() - 1;
+            for (i, r) in group.iter().enumerate() {
+                sum += u32::from(r.weight);
+                if sum >= draw {
+                    chosen = i;
+                    break;
+                }
+            }
+            out.push(group.remove(chosen));
+        }
+    }
+    out
+}
+
+/// A uniform draw in `0..=total`.
+fn draw(total: u32) -> u32 {
+    rand::thread_rng().gen_range(0..=total)
+}
+
+fn lookup_error(domain: &str, query: &str, dns: &str, e: &ResolveError) -> LdapError {
+    let query = query.trim_end_matches('.');
+    if e.is_no_records_found() || e.is_nx_domain() {
+        LdapError::Discovery(format!(
+            "directory.domain {domain:?}: no domain controllers found: {dns} has no SRV records for {query}"
+        ))
+    } else {
+        LdapError::Discovery(format!(
+            "directory.domain {domain:?}: DNS lookup of {query} via {dns} failed: {e}"
+        ))
+    }
+}
+
+/// SRV records of `query`; `Ok(None)` when the name has none.
+async fn srv_records(
+    r: &TokioResolver,
+    domain: &str,
+    query: &str,
+    dns: &str,
+) -> Result<Option<Vec<Srv>>, LdapError> {
+    match r.srv_lookup(query).await {
+        Ok(l) => {
+            let v: Vec<Srv> = l
+                .iter()
+                .filter(|s| !s.target().is_root()) // "." = no service here (RFC 2782)
+                .map(|s| Srv {
+                    target: s
+                        .target()
+                        .to_utf8()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
+                    port: s.port(),
+                    priority: s.priority(),
+                    weight: s.weight(),
+                })
+                .collect();
+            Ok(if v.is_empty() { None } else { Some(v) })
+        }
+        Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(None),
+        Err(e) => Err(lookup_error(domain, query, dns, &e)),
+    }
+}
+
+fn url_of(host: &str, port: u16) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => format!("ldap://[{ip}]:{port}"),
+        _ => format!("ldap://{host}:{port}"),
+    }
+}
+
+/// Find the domain controllers of `dir`'s domain (see the module docs).
+pub(crate) async fn discover(dir: &Directory) -> Result<Discovered, LdapError> {
+    let (domain, domain_from) = domain_of(dir)?;
+    let (resolver, dns) = resolver(dir)?;
+    let site = Some(dir.site.trim().to_string()).filter(|s| !s.is_empty());
+    let mut queries = Vec::new();
+    let mut records: Vec<(Srv, bool)> = Vec::new();
+    if let Some(site) = &site {
+        let q = format!("_ldap._tcp.{site}._sites.dc._msdcs.{domain}.");
+        queries.push(q.trim_end_matches('.').to_string());
+        if let Some(v) = srv_records(&resolver, &domain, &q, &dns).await? {
+            let ordered = rfc2782_order(v, draw);
+            records.extend(ordered.into_iter().map(|s| (s, true)));
+        }
+    }
+    let q = format!("_ldap._tcp.dc._msdcs.{domain}.");
+    let shown = q.trim_end_matches('.').to_string();
+    queries.push(shown.clone());
+    if let Some(v) = srv_records(&resolver, &domain, &q, &dns).await? {
+        for s in rfc2782_order(v, draw) {
+            if !records
+                .iter()
+                .any(|(r, _)| r.target == s.target && r.port == s.port)
+            {
+                records.push((s, false));
+            }
+        }
+    }
+    if records.is_empty() {
+        return Err(LdapError::Discovery(format!(
+            "directory.domain {domain:?} (from {domain_from}): no domain controllers found: {dns} has no SRV records for {}",
+            queries.join(" or ")
+        )));
+    }
+    let mut servers = Vec::new();
+    let mut found = Vec::new();
+    for (s, in_site) in records {
+        let mut dc = FoundDc {
+            name: s.target.clone(),
+            port: s.port,
+            priority: s.priority,
+            weight: s.weight,
+            in_site,
+            servers: Vec::new(),
+            error: None,
+        };
+        if dir.dns_servers.is_empty() {
+            dc.servers.push(url_of(&s.target, s.port));
+        } else {
+            match resolver.lookup_ip(format!("{}.", s.target)).await {
+                Ok(ips) => {
+                    for ip in ips.iter() {
+                        dc.servers.push(url_of(&ip.to_string(), s.port));
+                    }
+                    if dc.servers.is_empty() {
+                        dc.error = Some(format!("{dns} has no address for {}", s.target));
+                    }
+                }
+                Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
+                    dc.error = Some(format!("{dns} has no address for {}", s.target));
+                }
+                Err(e) => {
+                    dc.error = Some(format!("address lookup via {dns} failed: {e}"));
+                }
+            }
+        }
+        let name = (!dir.dns_servers.is_empty()).then(|| s.target.clone());
+        for u in &dc.servers {
+            if !servers.iter().any(|(x, _): &(String, _)| x == u) {
+                servers.push((u.clone(), name.clone()));
+            }
+        }
+        found.push(dc);
+    }
+    if servers.is_empty() {
+        let why: Vec<String> = found
+            .iter()
+            .map(|d| format!("{}: {}", d.name, d.error.clone().unwrap_or_default()))
+            .collect();
+        return Err(LdapError::Discovery(format!(
+            "directory.domain {domain:?}: domain controllers found ({shown}) but none has an address: {}",
+            why.join("; ")
+        )));
+    }
+    tracing::debug!(domain = %domain, dcs = ?servers, "domain controllers discovered");
+    Ok(Discovered {
+        report: DiscoveryReport {
+            domain,
+            domain_from,
+            site,
+            dns,
+            queries,
+            domain_controllers: found,
+        },
+        servers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn srv(target: &str, priority: u16, weight: u16) -> Srv {
+        Srv {
+            target: target.into(),
+            port: 389,
+            priority,
+            weight,
+        }
+    }
+
+    fn names(v: &[Srv]) -> Vec<&str> {
+        v.iter().map(|s| s.target.as_str()).collect()
+    }
+
+    #[test]
+    fn priority_first_then_weight() {
+        let recs = vec![
+            srv("c", 10, 50),
+            srv("a", 0, 0),
+            srv("b", 5, 100),
+            srv("d", 10, 0),
+        ];
+        // Draw 0: the first record whose running sum reaches 0 -> weight-0 records first.
+        assert_eq!(
+            names(&rfc2782_order(recs.clone(), |_| 0)),
+            ["a", "b", "d", "c"]
+        );
+        // Draw the total: the last record of the running list.
+        assert_eq!(names(&rfc2782_order(recs, |t| t)), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn weights_split_the_draw() {
+        let recs = vec![srv("x", 0, 10), srv("y", 0, 30), srv("z", 0, 60)];
+        // Running sums 10, 40, 100.
+        assert_eq!(names(&rfc2782_order(recs.clone(), |_| 10)), ["x", "y", "z"]);
+        let mut draws = vec![11, 0].into_iter();
+        assert_eq!(
+            names(&rfc2782_order(recs.clone(), |_| draws.next().unwrap_or(0))),
+            ["y", "x", "z"]
+        );
+        let mut draws = vec![41, 0].into_iter();
+        assert_eq!(
+            names(&rfc2782_order(recs, |_| draws.next().unwrap_or(0))),
+            ["z", "x", "y"]
+        );
+    }
+
+    #[test]
+    fn default_realm_from_krb5_conf() {
+        let conf = "# comment\n[logging]\n default_realm = NOT.THIS\n[libdefaults]\n\
+                    \tdns_lookup_kdc = true\n\tdefault_realm = EXAMPLE.COM\n[realms]\n";
+        assert_eq!(default_realm(conf).as_deref(), Some("EXAMPLE.COM"));
+        assert_eq!(default_realm("[libdefaults]\n rdns = false\n"), None);
+        assert_eq!(default_realm(""), None);
+    }
+
+    #[test]
+    fn domain_from_config_wins() {
+        let dir = Directory {
+            domain: "Example.COM.".into(),
+            ..Directory::default()
+        };
+        assert_eq!(
+            domain_of(&dir).unwrap(),
+            ("example.com".to_string(), "directory.domain".to_string())
+        );
+    }
+
+    #[test]
+    fn dns_server_addresses() {
+        assert_eq!(
+            dns_server_addr("10.0.0.53"),
+            Some("10.0.0.53:53".parse().unwrap())
+        );
+        assert_eq!(
+            dns_server_addr("127.0.0.1:5353"),
+            Some("127.0.0.1:5353".parse().unwrap())
+        );
+        assert_eq!(
+            dns_server_addr("[::1]:53"),
+            Some("[::1]:53".parse().unwrap())
+        );
+        assert_eq!(dns_server_addr("dns.example.com"), None);
+        assert_eq!(url_of("::1", 389), "ldap://[::1]:389");
+        assert_eq!(url_of("dc1.example.com", 389), "ldap://dc1.example.com:389");
+    }
+}
