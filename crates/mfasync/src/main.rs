@@ -8,6 +8,7 @@ use std::process::ExitCode;
 mod approvals;
 mod audit;
 mod auth;
+mod cluster;
 mod incremental;
 mod progress;
 mod secrets;
@@ -108,11 +109,55 @@ enum Command {
         /// not on loopback (behind a TLS-terminating proxy, prefer the default)
         #[arg(long)]
         insecure_cookies: bool,
+        /// This server's name among the servers sharing the database
+        /// (default: the host name)
+        #[arg(long)]
+        name: Option<String>,
+        /// The sync lease period: a runner that stops renewing is replaced
+        /// within two periods
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        lease_seconds: u64,
+    },
+    /// The servers sharing this database, and which one runs synchronization
+    Servers {
+        #[command(subcommand)]
+        cmd: ServersCmd,
+    },
+    /// The database itself
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
     },
     /// Local administrators of the web portal
     Admin {
         #[command(subcommand)]
         cmd: AdminCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServersCmd {
+    /// Every registered server: address, version, last heartbeat, the runner
+    List,
+    /// Only this server may run synchronization (the seed's choice)
+    Pin { name: String },
+    /// Any server may run synchronization (automatic failover)
+    Unpin,
+    /// Remove a server that is gone for good from the list
+    Forget { name: String },
+}
+
+#[derive(Subcommand)]
+enum DbCmd {
+    /// Copy every table of --database (SQLite) into a PostgreSQL database,
+    /// verified by per-table row counts and checksums
+    Migrate {
+        /// The target: postgres://...
+        #[arg(long)]
+        to: String,
+        /// Replace what the target holds (refused otherwise when not empty)
+        #[arg(long)]
+        overwrite: bool,
     },
 }
 
@@ -225,6 +270,13 @@ async fn active_config(store: &dyn mfasync_store::Store) -> Result<mfasync_core:
         .ok_or_else(|| {
             Failure::Refused("no configuration yet: run `mfasync config apply FILE` first".into())
         })?;
+    parse_stored_config(&v)
+}
+
+/// A stored configuration version, parsed and validated.
+fn parse_stored_config(
+    v: &mfasync_store::ConfigVersion,
+) -> Result<mfasync_core::Config, Failure> {
     mfasync_core::config::parse(&v.toml).map_err(|errs| {
         Failure::Refused(format!(
             "stored configuration version {} is invalid: {}",
@@ -301,6 +353,38 @@ async fn run(cli: Cli) -> CmdResult {
             if cli.json {
                 print_json(&report)?;
             } else {
+                if let Some(d) = &report.discovery {
+                    println!(
+                        "domain   {} (from {}), asked {}: {}",
+                        d.domain,
+                        d.domain_from,
+                        d.dns,
+                        d.queries.join(", ")
+                    );
+                    for dc in &d.domain_controllers {
+                        println!(
+                            "found    {}:{} priority {} weight {}{} {}",
+                            dc.name,
+                            dc.port,
+                            dc.priority,
+                            dc.weight,
+                            if dc.in_site { " (site)" } else { "" },
+                            dc.error.as_deref().unwrap_or(&dc.servers.join(" "))
+                        );
+                    }
+                }
+                if report.tried.len() > 1 {
+                    for t in &report.tried {
+                        println!(
+                            "tried    {} {}",
+                            t.server,
+                            match &t.step {
+                                Some(step) => format!("FAIL at {step}: {}", t.detail),
+                                None => t.detail.clone(),
+                            }
+                        );
+                    }
+                }
                 for s in &report.steps {
                     println!(
                         "{:8} {:4} {}",
@@ -325,7 +409,11 @@ async fn run(cli: Cli) -> CmdResult {
             if report.ok {
                 Ok(())
             } else {
-                Err(Failure::Refused("directory test failed".into()))
+                let why = report.steps.iter().rev().find(|s| !s.ok);
+                Err(Failure::Refused(match why {
+                    Some(s) => format!("directory test failed: {}", s.detail),
+                    None => "directory test failed".into(),
+                }))
             }
         }
         Command::Sync { full, plan } => {
@@ -500,11 +588,28 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Serve {
             listen,
             insecure_cookies,
+            name,
+            lease_seconds,
         } => {
+            let name = name.unwrap_or_else(cluster::default_name);
+            if name.trim().is_empty() {
+                return Err(Failure::Invalid(vec!["--name must not be empty".into()]));
+            }
             let store = open_store(&cli.database).await?;
-            serve::run(store, &listen, !insecure_cookies)
+            let node = cluster::Options {
+                name,
+                lease: std::time::Duration::from_secs(lease_seconds),
+            };
+            serve::run(store, &listen, !insecure_cookies, node)
                 .await
                 .map_err(Failure::from)
         }
+        Command::Servers { cmd } => {
+            let store = open_store(&cli.database).await?;
+            cluster::cli(store.as_ref(), cmd, cli.json).await
+        }
+        Command::Db {
+            cmd: DbCmd::Migrate { to, overwrite },
+        } => cluster::cli_migrate(&cli.database, &to, overwrite, cli.json).await,
     }
 }

@@ -31,7 +31,12 @@ pub fn next_start(last_start: Instant, interval: Duration, now: Instant) -> Inst
 /// Interval used when no (valid) configuration is stored yet.
 const NO_CONFIG_RETRY: Duration = Duration::from_secs(60);
 
-pub async fn run(store: Box<dyn Store>, listen: &str, secure_cookies: bool) -> Result<()> {
+pub async fn run(
+    store: Box<dyn Store>,
+    listen: &str,
+    secure_cookies: bool,
+    node: crate::cluster::Options,
+) -> Result<()> {
     let store: Arc<dyn Store> = Arc::from(store);
     let metrics = Arc::new(mfasync_web::Metrics::new());
     let sync_lock = Arc::new(tokio::sync::Mutex::new(()));
@@ -58,19 +63,47 @@ pub async fn run(store: Box<dyn Store>, listen: &str, secure_cookies: bool) -> R
         .unwrap_or_else(|_| listen.to_string());
     tracing::info!(listen = %local, "serving the portal, /api/v1, /metrics, /healthz");
     eprintln!("mfasync: serving on http://{local}");
+    // Register, heartbeat, and take the sync lease when it is free (issue 8).
+    let cluster = Arc::new(crate::cluster::Cluster::new(
+        store.clone(),
+        &node.name,
+        &local,
+        node.lease,
+    ));
+    cluster
+        .tick()
+        .await
+        .with_context(|| format!("server {}: cannot join", node.name))?;
+    eprintln!(
+        "mfasync: server {} {}",
+        node.name,
+        if cluster.is_runner() {
+            "runs synchronization"
+        } else {
+            "waits: another server runs synchronization"
+        }
+    );
+    let maintain = tokio::spawn({
+        let cluster = cluster.clone();
+        async move { cluster.maintain().await }
+    });
     let http = tokio::spawn(async move {
+        // the socket peer is the client address of the per-address auth limit
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("web server stopped: {e}");
         }
     });
     let result = tokio::select! {
-        r = cycles(store.as_ref(), &metrics, &sync_lock) => r,
+        r = cycles(store.as_ref(), &metrics, &sync_lock, &cluster) => r,
         _ = shutdown_signal() => {
             eprintln!("mfasync: stopping");
             Ok(())
         }
     };
     http.abort();
+    maintain.abort();
+    cluster.leave().await;
     result
 }
 
@@ -100,8 +133,21 @@ async fn cycles(
     store: &dyn Store,
     metrics: &mfasync_web::Metrics,
     sync_lock: &tokio::sync::Mutex<()>,
+    cluster: &crate::cluster::Cluster,
 ) -> Result<()> {
+    let mut role = cluster.subscribe();
     loop {
+        // Only the holder of the sync lease runs cycles; a server that
+        // becomes the holder starts one at once (its predecessor may have
+        // died mid-cycle).
+        if !*role.borrow_and_update() {
+            tracing::info!("another server runs synchronization: waiting");
+            while !*role.borrow_and_update() {
+                if role.changed().await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
         let started = Instant::now();
         let interval = match crate::active_config(store).await {
             Err(f) => {
@@ -164,7 +210,10 @@ async fn cycles(
             }
         };
         let next = next_start(started, interval, Instant::now());
-        tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
+            _ = role.wait_for(|runner| !*runner) => {}
+        }
     }
 }
 

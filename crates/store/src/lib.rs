@@ -9,6 +9,8 @@ use mfasync_core::plan::Change;
 use mfasync_core::MfaUser;
 
 mod common;
+mod copy;
+pub use copy::{copy_to_postgres, CopyReport, TableCopy};
 /// The schema migrations of a backend, from `migrations/<dir>/`. ONE list for
 /// both backends, so a migration cannot be registered for one and forgotten
 /// for the other (each backend keeps its own SQL file per step).
@@ -38,6 +40,11 @@ macro_rules! migrations {
                 4,
                 "admin",
                 include_str!(concat!("../migrations/", $dir, "/0004_admin.sql")),
+            ),
+            (
+                5,
+                "user digest",
+                include_str!(concat!("../migrations/", $dir, "/0005_user_digest.sql")),
             ),
             (
                 6,
@@ -320,6 +327,17 @@ pub trait Store: Send + Sync {
     /// `Remove` deletes the row with that directory_id. Manual users are never
     /// touched: a change aimed at one is an error and nothing is committed.
     async fn apply(&self, changes: &[Change], watermark: Option<&Watermark>) -> Result<()>;
+    /// Every user (directory and manual) as a full sync first needs it:
+    /// identity, departure inputs and the digest of the stored row
+    /// (`core::plan::digest`), without decoding the rows. No order.
+    async fn user_digests(&self) -> Result<Vec<mfasync_core::plan::StoredDigest>>;
+    /// Begin ONE write transaction that a full sync fills a chunk at a time
+    /// (`Applying::write`) and commits with its watermark
+    /// (`Applying::commit`): the same checks and the same single transaction
+    /// as `apply`, without the whole plan in memory at once. Dropped without
+    /// `commit`, nothing is written. On SQLite it holds the write lock until
+    /// it ends, so other writers of the same database wait (busy timeout).
+    async fn begin_apply(&self) -> Result<Box<dyn Applying + '_>>;
     async fn watermark(&self) -> Result<Option<Watermark>>;
     /// Store a new active configuration version; returns its number.
     async fn put_config(&self, toml: &str) -> Result<i64>;
@@ -416,6 +434,16 @@ pub trait Store: Send + Sync {
     async fn lease_release(&self, name: &str, instance: &str) -> Result<bool>;
     /// Pin synchronization to one server (None: automatic), audited by `actor`.
     async fn lease_pin(&self, name: Option<&str>, actor: &str) -> Result<Lease>;
+}
+
+/// A sync's write transaction in progress (`Store::begin_apply`).
+#[async_trait]
+pub trait Applying: Send {
+    /// Write `changes` as `Store::apply` would (checked first; an error
+    /// leaves the transaction unusable: drop it).
+    async fn write(&mut self, changes: &[Change]) -> Result<()>;
+    /// Set the watermark (when given), check the fence, commit everything written.
+    async fn commit(self: Box<Self>, watermark: Option<&Watermark>) -> Result<()>;
 }
 
 /// Open (and migrate) the database named by a URL: `sqlite://PATH` or `postgres://...`.

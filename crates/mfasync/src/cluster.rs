@@ -1,0 +1,424 @@
+//! Several `mfasync serve` processes on one database (issue 8): each
+//! registers itself and heartbeats; exactly one — the holder of the sync
+//! lease — runs synchronization.
+//!
+//! Every `lease / 3` a server records its heartbeat and takes or renews the
+//! lease (`Store::lease_acquire`, one transaction). The holder renews it; when
+//! it stops renewing (killed, frozen, cut off), the lease expires after one
+//! period and the next server to try takes it with the fencing token plus one:
+//! a takeover within `lease + lease / 3`, under two lease periods.
+//!
+//! Safety does not rest on timing: the store handle of a server carries its
+//! fence (`Store::set_fence`), and every sync write checks, under a row lock
+//! of the lease inside its own transaction, that the fence's token is still
+//! the current one and the lease has not expired. A former runner that wakes
+//! up (SIGCONT, a healed partition) after another took over cannot commit.
+//!
+//! An administrator may pin synchronization to one server (`mfasync servers
+//! pin NAME`, the seed's choice of "the" synchronization server); with SQLite
+//! the one server simply holds the lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use mfasync_store::{Fence, Lease, ServerInfo, Store};
+use tokio::sync::watch;
+
+/// How `serve` joins the cluster.
+pub struct Options {
+    /// Unique per server (`serve --name`, default the host name).
+    pub name: String,
+    /// The lease period (`serve --lease-seconds`).
+    pub lease: Duration,
+}
+
+/// Now, as Unix epoch milliseconds.
+pub fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The default server name: the host name.
+pub fn default_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "mfasync".to_string())
+}
+
+/// Whether the local view says we may run synchronization: we held the lease
+/// when we last asked and the lease, counted from BEFORE that request, has
+/// not run out. Pure.
+pub fn still_runner(held_since_ms: Option<i64>, lease_ms: i64, now_ms: i64) -> bool {
+    held_since_ms.is_some_and(|t| now_ms < t.saturating_add(lease_ms))
+}
+
+/// How a registered server looks in `servers list`, the API and the portal.
+pub fn server_json(s: &ServerInfo, lease: &Lease, now_ms: i64) -> serde_json::Value {
+    let runner = lease.holder.as_deref() == Some(s.name.as_str())
+        && lease.instance.as_deref() == Some(s.instance.as_str())
+        && lease.expires_ms > now_ms;
+    serde_json::json!({
+        "name": s.name,
+        "address": s.address,
+        "version": s.version,
+        "started_at": rfc3339(s.started_ms),
+        "last_heartbeat": rfc3339(s.heartbeat_ms),
+        "alive": alive(s, now_ms),
+        "runner": runner,
+        "pinned": lease.pinned.as_deref() == Some(s.name.as_str()),
+    })
+}
+
+/// A server is alive while its last heartbeat is younger than two of its
+/// lease periods. Pure.
+pub fn alive(s: &ServerInfo, now_ms: i64) -> bool {
+    now_ms.saturating_sub(s.heartbeat_ms) < s.lease_ms.saturating_mul(2)
+}
+
+/// Unix epoch milliseconds as RFC 3339 UTC (seconds).
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The lease as shown: holder, token, expiry, pin.
+pub fn lease_json(l: &Lease, now_ms: i64) -> serde_json::Value {
+    let held = l.holder.is_some() && l.expires_ms > now_ms;
+    serde_json::json!({
+        "runner": if held { l.holder.clone() } else { None },
+        "token": l.token,
+        "expires_at": if held { Some(rfc3339(l.expires_ms)) } else { None },
+        "pinned": l.pinned,
+    })
+}
+
+/// This process in the cluster.
+pub struct Cluster {
+    store: Arc<dyn Store>,
+    me: ServerInfo,
+    lease: Duration,
+    /// Whether we may run synchronization now.
+    role: watch::Sender<bool>,
+    state: std::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// When (our clock, before asking) the lease was last confirmed ours.
+    held_since_ms: Option<i64>,
+    token: i64,
+}
+
+impl Cluster {
+    pub fn new(store: Arc<dyn Store>, name: &str, address: &str, lease: Duration) -> Cluster {
+        let now = now_ms();
+        let me = ServerInfo {
+            name: name.to_string(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            address: address.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_ms: now,
+            heartbeat_ms: now,
+            lease_ms: ms(lease),
+        };
+        let (role, _) = watch::channel(false);
+        Cluster {
+            store,
+            me,
+            lease,
+            role,
+            state: std::sync::Mutex::new(State::default()),
+        }
+    }
+
+    /// Whether this server runs synchronization now.
+    pub fn is_runner(&self) -> bool {
+        *self.role.borrow()
+    }
+
+    /// Changes of [`Cluster::is_runner`].
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.role.subscribe()
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        match self.state.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// One heartbeat and lease request. Errors (database unreachable) leave
+    /// the role as the local view says: runner only until our last confirmed
+    /// lease runs out.
+    pub async fn tick(&self) -> Result<()> {
+        let asked = now_ms();
+        let result = self.request(asked).await;
+        let now = now_ms();
+        let runner = match &result {
+            Ok(lease) => {
+                let held = lease.held_by(&self.me.name, &self.me.instance, asked);
+                self.with_state(|s| {
+                    s.held_since_ms = held.then_some(asked);
+                    if held {
+                        s.token = lease.token;
+                    }
+                    still_runner(s.held_since_ms, self.me.lease_ms, now)
+                })
+            }
+            Err(_) => {
+                self.with_state(|s| still_runner(s.held_since_ms, self.me.lease_ms, now))
+            }
+        };
+        // Our writes always carry our fence: as a non-runner (token of our
+        // last tenure, or 0) they are refused by the store.
+        let token = self.with_state(|s| s.token);
+        self.store.set_fence(Some(Fence {
+            holder: self.me.name.clone(),
+            instance: self.me.instance.clone(),
+            token,
+        }));
+        self.role.send_if_modified(|r| {
+            if *r == runner {
+                return false;
+            }
+            *r = runner;
+            true
+        });
+        result.map(|_| ())
+    }
+
+    async fn request(&self, now: i64) -> Result<Lease> {
+        let mut me = self.me.clone();
+        me.heartbeat_ms = now;
+        self.store
+            .server_heartbeat(&me)
+            .await
+            .context("cannot record the heartbeat")?;
+        self.store
+            .lease_acquire(&me.name, &me.instance, now, me.lease_ms)
+            .await
+            .context("cannot take or renew the sync lease")
+    }
+
+    /// Heartbeat and lease requests every `lease / 3`, for ever.
+    pub async fn maintain(&self) {
+        let every = (self.lease / 3).max(Duration::from_millis(100));
+        let mut was = self.is_runner();
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = self.tick().await {
+                tracing::warn!("server {}: {e:#}", self.me.name);
+            }
+            let now = self.is_runner();
+            if now != was {
+                let token = self.with_state(|s| s.token);
+                if now {
+                    tracing::info!(server = %self.me.name, token, "this server now runs synchronization");
+                    eprintln!(
+                        "mfasync: server {} now runs synchronization (fencing token {token})",
+                        self.me.name
+                    );
+                } else {
+                    tracing::warn!(server = %self.me.name, "this server no longer runs synchronization");
+                    eprintln!(
+                        "mfasync: server {} no longer runs synchronization",
+                        self.me.name
+                    );
+                }
+                was = now;
+            }
+        }
+    }
+
+    /// A clean shutdown: give the lease up so another server takes over at once.
+    pub async fn leave(&self) {
+        match self
+            .store
+            .lease_release(&self.me.name, &self.me.instance)
+            .await
+        {
+            Ok(true) => tracing::info!("gave the sync lease up"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot give the sync lease up: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_only_until_the_confirmed_lease_runs_out() {
+        assert!(!still_runner(None, 30_000, 1_000));
+        assert!(still_runner(Some(1_000), 30_000, 1_000));
+        assert!(still_runner(Some(1_000), 30_000, 30_999));
+        assert!(!still_runner(Some(1_000), 30_000, 31_000));
+    }
+
+    #[test]
+    fn alive_for_two_lease_periods() {
+        let s = ServerInfo {
+            name: "a".into(),
+            instance: "i".into(),
+            address: "x".into(),
+            version: "1".into(),
+            started_ms: 0,
+            heartbeat_ms: 10_000,
+            lease_ms: 30_000,
+        };
+        assert!(alive(&s, 69_999));
+        assert!(!alive(&s, 70_000));
+    }
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_999), "2023-11-14T22:13:20Z");
+    }
+}
+
+/// `mfasync servers list|pin|unpin|forget`.
+pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate::CmdResult {
+    use crate::{Failure, ServersCmd};
+    let refused = |e: mfasync_store::StoreError| Failure::Refused(e.to_string());
+    match cmd {
+        ServersCmd::List => {
+            let servers = store.servers().await.map_err(refused)?;
+            let lease = store.lease().await.map_err(refused)?;
+            let now = now_ms();
+            if json {
+                let list: Vec<_> = servers
+                    .iter()
+                    .map(|s| server_json(s, &lease, now))
+                    .collect();
+                return crate::print_json(&serde_json::json!({
+                    "servers": list,
+                    "lease": lease_json(&lease, now),
+                }));
+            }
+            if servers.is_empty() {
+                println!("no server has registered yet (servers register when `mfasync serve` starts)");
+            }
+            for s in &servers {
+                let v = server_json(s, &lease, now);
+                let mut flags = Vec::new();
+                if v["runner"] == true {
+                    flags.push("runs synchronization");
+                }
+                if v["pinned"] == true {
+                    flags.push("pinned");
+                }
+                if !alive(s, now) {
+                    flags.push("DOWN");
+                }
+                println!(
+                    "{:20} {:24} {:10} last heartbeat {}{}",
+                    s.name,
+                    s.address,
+                    s.version,
+                    rfc3339(s.heartbeat_ms),
+                    if flags.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  [{}]", flags.join(", "))
+                    }
+                );
+            }
+            match &lease.pinned {
+                Some(p) => println!("synchronization is pinned to server {p}"),
+                None => println!("synchronization: automatic (any server may run it)"),
+            }
+            if !(lease.holder.is_some() && lease.expires_ms > now) {
+                println!("no server runs synchronization right now");
+            }
+            Ok(())
+        }
+        ServersCmd::Pin { name } => {
+            let servers = store.servers().await.map_err(refused)?;
+            if !servers.iter().any(|s| s.name == name) {
+                let known: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+                return Err(Failure::Refused(format!(
+                    "no server named {name:?} has registered (known: {}); start it with `mfasync serve --name {name}` first",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )));
+            }
+            let lease = store
+                .lease_pin(Some(&name), "admin")
+                .await
+                .map_err(refused)?;
+            if json {
+                crate::print_json(&lease_json(&lease, now_ms()))
+            } else {
+                println!("synchronization pinned to server {name}: only it runs synchronization (it takes over within one lease period)");
+                Ok(())
+            }
+        }
+        ServersCmd::Unpin => {
+            let lease = store.lease_pin(None, "admin").await.map_err(refused)?;
+            if json {
+                crate::print_json(&lease_json(&lease, now_ms()))
+            } else {
+                println!("synchronization no longer pinned: any server may run it");
+                Ok(())
+            }
+        }
+        ServersCmd::Forget { name } => {
+            let servers = store.servers().await.map_err(refused)?;
+            if let Some(s) = servers.iter().find(|s| s.name == name) {
+                if alive(s, now_ms()) {
+                    return Err(Failure::Refused(format!(
+                        "server {name} is alive (last heartbeat {}): stop it first",
+                        rfc3339(s.heartbeat_ms)
+                    )));
+                }
+            }
+            let found = store.server_forget(&name).await.map_err(refused)?;
+            if !found {
+                return Err(Failure::Refused(format!("no server named {name:?}")));
+            }
+            if json {
+                crate::print_json(&serde_json::json!({"ok": true, "forgotten": name}))
+            } else {
+                println!("server {name} forgotten");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `mfasync db migrate --to postgres://...`: copy the SQLite database into
+/// PostgreSQL, verified table by table (`mfasync_store::copy_to_postgres`).
+pub async fn cli_migrate(from: &str, to: &str, overwrite: bool, json: bool) -> crate::CmdResult {
+    let report = mfasync_store::copy_to_postgres(from, to, overwrite)
+        .await
+        .map_err(|e| crate::Failure::Refused(format!("db migrate: {e}")))?;
+    if json {
+        return crate::print_json(&report);
+    }
+    for t in &report.tables {
+        println!(
+            "{:16} {:>8} rows  checksum {}  ok",
+            t.table, t.rows, t.checksum
+        );
+    }
+    println!(
+        "copied and verified {} tables (not copied: {}); point every server at the new database with --database",
+        report.tables.len(),
+        report.skipped.join(", ")
+    );
+    Ok(())
+}
