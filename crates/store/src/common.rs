@@ -15,18 +15,18 @@ use mfasync_core::MfaUser;
 
 use crate::{Result, StoreError};
 
-/// Rows per multi-row INSERT of users (29 parameters each: 14,500 per statement,
+/// Rows per multi-row INSERT of users (30 parameters each: 15,000 per statement,
 /// under SQLite's 32,766 and PostgreSQL's 65,535).
 pub(crate) const USER_CHUNK: usize = 500;
 /// Rows per multi-row INSERT of audit entries (8 parameters each).
 pub(crate) const AUDIT_CHUNK: usize = 1000;
-/// Rows per multi-row UPDATE (30 parameters each) and per DELETE (1 each).
+/// Rows per multi-row UPDATE (31 parameters each) and per DELETE (1 each).
 pub(crate) const UPDATE_CHUNK: usize = 400;
 pub(crate) const DELETE_CHUNK: usize = 1000;
 
 /// Columns written for a user, in bind order: username, username_lower, the 24
-/// text fields, enabled, source, updated_at.
-pub(crate) const USER_PARAMS: usize = 29;
+/// text fields, enabled, source, updated_at, digest.
+pub(crate) const USER_PARAMS: usize = 30;
 const AUDIT_PARAMS: usize = 8;
 
 pub(crate) const ACTOR_SYNC: &str = "sync";
@@ -320,7 +320,7 @@ impl Sql {
     /// Insert `rows` users, `USER_PARAMS` parameters each (see `bind_user!`).
     pub(crate) fn insert_users(&self, rows: usize) -> String {
         let mut s = format!(
-            "INSERT INTO users (username, username_lower, {}, enabled, source, updated_at) VALUES ",
+            "INSERT INTO users (username, username_lower, {}, enabled, source, updated_at, digest) VALUES ",
             text_columns().join(", ")
         );
         placeholders(&mut s, self.numbered, rows, USER_PARAMS);
@@ -337,7 +337,8 @@ impl Sql {
             s.push_str(&format!(", {c} = v.column{}", i + 4));
         }
         s.push_str(
-            ", enabled = v.column28, source = v.column29, updated_at = v.column30 FROM (VALUES ",
+            ", enabled = v.column28, source = v.column29, updated_at = v.column30, \
+             digest = v.column31 FROM (VALUES ",
         );
         placeholders(&mut s, self.numbered, rows, USER_PARAMS + 1);
         s.push_str(") AS v WHERE users.directory_id = v.column1 AND users.source = 'directory'");
@@ -491,7 +492,8 @@ pub(crate) fn check_targets(
     Ok(())
 }
 
-/// Bind the 29 values of a user row (see `USER_PARAMS`) onto a query.
+/// Bind the 30 values of a user row (see `USER_PARAMS`) onto a query. The
+/// digest is computed here, so every write of a user row keeps it current.
 macro_rules! bind_user {
     ($q:expr, $user:expr, $lower:expr, $now:expr) => {{
         let user: &mfasync_core::MfaUser = $user;
@@ -499,7 +501,10 @@ macro_rules! bind_user {
         for (_, value) in user.text_fields() {
             q = q.bind(value.as_deref());
         }
-        q.bind(user.enabled).bind(user.source.as_str()).bind($now)
+        q.bind(user.enabled)
+            .bind(user.source.as_str())
+            .bind($now)
+            .bind(mfasync_core::plan::digest(user))
     }};
 }
 pub(crate) use bind_user;
@@ -776,6 +781,97 @@ macro_rules! impl_store {
             }
         }
 
+        /// A sync's write transaction in progress (`Store::begin_apply`).
+        struct StoreApplying<'a> {
+            store: &'a $store,
+            tx: Tx,
+            at: String,
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::Applying for StoreApplying<'_> {
+            async fn write(&mut self, changes: &[Change]) -> Result<()> {
+                validate(changes)?;
+                let (store, at) = (self.store, self.at.as_str());
+                let tx = &mut self.tx;
+                let mut rest = changes;
+                while let Some(first) = rest.first() {
+                    let len = match kind(first.action) {
+                        Kind::Create => {
+                            let len = run_len(rest, usize::MAX);
+                            store.create_users(tx, &rest[..len], at).await?;
+                            len
+                        }
+                        Kind::Modify => {
+                            let len = run_len(rest, UPDATE_CHUNK);
+                            store.modify_users(tx, &rest[..len], at).await?;
+                            len
+                        }
+                        Kind::Remove => {
+                            let len = run_len(rest, DELETE_CHUNK);
+                            store.modify_users(tx, &rest[..len], at).await?;
+                            len
+                        }
+                    };
+                    rest = &rest[len..];
+                }
+                // Audit rows (before/after JSON) are built a chunk at a time, so a
+                // 100k-user plan never holds 100k JSON documents at once.
+                for chunk in changes.chunks(AUDIT_CHUNK) {
+                    let rows = chunk.iter().map(AuditRow::for_change).collect::<Result<Vec<_>>>()?;
+                    store.write_audit(tx, &rows, at).await?;
+                }
+                Ok(())
+            }
+
+            async fn commit(self: Box<Self>, watermark: Option<&Watermark>) -> Result<()> {
+                let StoreApplying { store, mut tx, at } = *self;
+                if let Some(w) = watermark {
+                    sqlx::query(
+                        "INSERT INTO watermark (id, kind, server, value, items_fingerprint, updated_at) \
+                         VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET \
+                         kind = excluded.kind, server = excluded.server, value = excluded.value, \
+                         items_fingerprint = excluded.items_fingerprint, updated_at = excluded.updated_at",
+                    )
+                    .bind(w.kind.as_str())
+                    .bind(w.server.as_str())
+                    .bind(w.value.as_slice())
+                    .bind(w.items_fingerprint.as_str())
+                    .bind(at.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                store.check_fence(&mut tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+
+        impl $store {
+            /// Fill the digest of rows written before the digest column
+            /// existed (migration 5), in one transaction; nothing to do after that.
+            pub(crate) async fn fill_digests(&self) -> Result<()> {
+                let sql = format!("{}, id FROM users WHERE digest IS NULL", self.sql.select_users.trim_end_matches(" FROM users"));
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin().await?;
+                for r in &rows {
+                    let id: i64 = r.try_get("id")?;
+                    let u = user_from_row(r)?;
+                    sqlx::query("UPDATE users SET digest = $1 WHERE id = $2")
+                        .bind(mfasync_core::plan::digest(&u))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                tracing::info!(users = rows.len(), "filled the digests of stored users");
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl Store for $store {
             async fn users(&self) -> Result<Vec<MfaUser>> {
@@ -835,54 +931,38 @@ macro_rules! impl_store {
             }
 
             async fn apply(&self, changes: &[Change], watermark: Option<&Watermark>) -> Result<()> {
-                validate(changes)?;
-                let at = now()?;
-                let mut tx = self.begin().await?;
-                let mut rest = changes;
-                while let Some(first) = rest.first() {
-                    let len = match kind(first.action) {
-                        Kind::Create => {
-                            let len = run_len(rest, usize::MAX);
-                            self.create_users(&mut tx, &rest[..len], &at).await?;
-                            len
-                        }
-                        Kind::Modify => {
-                            let len = run_len(rest, UPDATE_CHUNK);
-                            self.modify_users(&mut tx, &rest[..len], &at).await?;
-                            len
-                        }
-                        Kind::Remove => {
-                            let len = run_len(rest, DELETE_CHUNK);
-                            self.modify_users(&mut tx, &rest[..len], &at).await?;
-                            len
-                        }
-                    };
-                    rest = &rest[len..];
+                validate(changes)?; // before the transaction begins
+                let mut w = self.begin_apply().await?;
+                w.write(changes).await?;
+                w.commit(watermark).await
+            }
+
+            async fn user_digests(&self) -> Result<Vec<mfasync_core::plan::StoredDigest>> {
+                use futures_util::TryStreamExt;
+                let mut rows = sqlx::query(
+                    "SELECT username, directory_id, source, sync_item, enabled, digest FROM users",
+                )
+                .fetch(&self.pool);
+                let mut out = Vec::new();
+                while let Some(r) = rows.try_next().await? {
+                    out.push(mfasync_core::plan::StoredDigest {
+                        username: r.try_get("username")?,
+                        directory_id: r.try_get("directory_id")?,
+                        source: parse_source(&r.try_get::<String, _>("source")?)?,
+                        sync_item: r.try_get("sync_item")?,
+                        enabled: r.try_get("enabled")?,
+                        digest: r.try_get("digest")?,
+                    });
                 }
-                // Audit rows (before/after JSON) are built a chunk at a time, so a
-                // 100k-user plan never holds 100k JSON documents at once.
-                for chunk in changes.chunks(AUDIT_CHUNK) {
-                    let rows = chunk.iter().map(AuditRow::for_change).collect::<Result<Vec<_>>>()?;
-                    self.write_audit(&mut tx, &rows, &at).await?;
-                }
-                if let Some(w) = watermark {
-                    sqlx::query(
-                        "INSERT INTO watermark (id, kind, server, value, items_fingerprint, updated_at) \
-                         VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET \
-                         kind = excluded.kind, server = excluded.server, value = excluded.value, \
-                         items_fingerprint = excluded.items_fingerprint, updated_at = excluded.updated_at",
-                    )
-                    .bind(w.kind.as_str())
-                    .bind(w.server.as_str())
-                    .bind(w.value.as_slice())
-                    .bind(w.items_fingerprint.as_str())
-                    .bind(at.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                self.check_fence(&mut tx).await?;
-                tx.commit().await?;
-                Ok(())
+                Ok(out)
+            }
+
+            async fn begin_apply(&self) -> Result<Box<dyn $crate::Applying + '_>> {
+                Ok(Box::new(StoreApplying {
+                    store: self,
+                    tx: self.begin().await?,
+                    at: now()?,
+                }))
             }
 
             async fn watermark(&self) -> Result<Option<Watermark>> {
@@ -1371,7 +1451,7 @@ macro_rules! impl_store {
                 let mut tx = self.begin().await?;
                 let mut l = self.lease_locked(&mut tx).await?;
                 let mine = l.holder.as_deref() == Some(name) && l.instance.as_deref() == Some(instance);
-                let allowed = l.pinned.as_deref().is_none_or(|p| p == name);
+                let allowed = l.pinned.as_deref().map_or(true, |p| p == name);
                 let expires = now_ms.saturating_add(period_ms);
                 let mut event = None;
                 if !allowed {

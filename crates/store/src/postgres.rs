@@ -48,11 +48,13 @@ impl PgStore {
             .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
-        Ok(PgStore {
+        let store = PgStore {
             pool,
             fence: crate::common::FenceSlot::default(),
             sql: Sql::new(true),
-        })
+        };
+        store.fill_digests().await?;
+        Ok(store)
     }
 
     async fn begin(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {

@@ -62,11 +62,13 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             pool,
             fence: crate::common::FenceSlot::default(),
             sql: Sql::new(false),
-        })
+        };
+        store.fill_digests().await?;
+        Ok(store)
     }
 
     async fn begin(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {

@@ -111,6 +111,8 @@ contract!(
     lease_taken_renewed_expired_and_taken_over,
     lease_pinned_to_one_server,
     fenced_writes_refused_after_takeover_or_expiry,
+    user_digests_follow_every_write,
+    streamed_apply_is_one_transaction,
     #[ignore]
     hundred_thousand_creates,
 );
@@ -1425,4 +1427,164 @@ async fn fenced_writes_refused_after_takeover_or_expiry(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(s.users().await.unwrap().len(), 3);
+}
+
+// ---------------------------------------------------------------- digests and streamed apply (full sync)
+
+fn digest_of(s: &[mfasync_core::plan::StoredDigest], name: &str) -> Option<String> {
+    s.iter()
+        .find(|d| d.username == name)
+        .unwrap_or_else(|| panic!("no {name} in {s:?}"))
+        .digest
+        .clone()
+}
+
+async fn user_digests_follow_every_write(s: &dyn Store) {
+    use mfasync_core::plan::digest;
+    assert!(s.user_digests().await.unwrap().is_empty());
+    s.insert_user(&manual_user("boss")).await.unwrap();
+    let a = dir_user("alice", "id-a");
+    let mut b = full_user();
+    s.apply(&[create(&a), create(&b)], None).await.unwrap();
+    let d = s.user_digests().await.unwrap();
+    assert_eq!(d.len(), 3);
+    assert_eq!(digest_of(&d, "boss"), Some(digest(&manual_user("boss"))));
+    assert_eq!(digest_of(&d, "alice"), Some(digest(&a)));
+    assert_eq!(digest_of(&d, &b.username), Some(digest(&b)));
+    let alice = d.iter().find(|x| x.username == "alice").unwrap();
+    assert_eq!(alice.directory_id.as_deref(), Some("id-a"));
+    assert_eq!(alice.source, Source::Directory);
+    assert_eq!(alice.sync_item, a.sync_item);
+    assert!(alice.enabled);
+    let boss = d.iter().find(|x| x.username == "boss").unwrap();
+    assert_eq!(boss.source, Source::Manual);
+    // an update and a disable move the digest with the row
+    let mut a2 = a.clone();
+    a2.email = Some("new@example.com".into());
+    let before_b = b.clone();
+    b.enabled = true;
+    s.apply(
+        &[
+            change(Action::Update, &a, &a2),
+            change(Action::Enable, &before_b, &b),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let d = s.user_digests().await.unwrap();
+    assert_eq!(digest_of(&d, "alice"), Some(digest(&a2)));
+    assert_ne!(digest(&a2), digest(&a));
+    assert_eq!(digest_of(&d, &b.username), Some(digest(&b)));
+    assert!(d.iter().find(|x| x.username == b.username).unwrap().enabled);
+    // every stored row's digest is the digest of the row as read back
+    for u in s.users().await.unwrap() {
+        assert_eq!(
+            digest_of(&d, &u.username),
+            Some(digest(&u)),
+            "{}",
+            u.username
+        );
+    }
+    s.apply(&[remove(&a2)], None).await.unwrap();
+    assert_eq!(s.user_digests().await.unwrap().len(), 2);
+}
+
+async fn streamed_apply_is_one_transaction(s: &dyn Store) {
+    let old = dir_user("old", "id-old");
+    s.apply(&[create(&old)], None).await.unwrap();
+    // chunks written one after another, committed together with the watermark
+    let many = numbered(1200);
+    let mut w = s.begin_apply().await.unwrap();
+    for chunk in many.chunks(500) {
+        let creates: Vec<Change> = chunk.iter().map(create).collect();
+        w.write(&creates).await.unwrap();
+    }
+    let mut old2 = old.clone();
+    old2.email = Some("moved@example.com".into());
+    w.write(&[change(Action::Update, &old, &old2)])
+        .await
+        .unwrap();
+    w.commit(Some(&wm("streamed"))).await.unwrap();
+    assert_eq!(s.users().await.unwrap().len(), 1201);
+    assert_eq!(s.watermark().await.unwrap(), Some(wm("streamed")));
+    assert_eq!(
+        s.users_by(mfasync_store::UserKey::DirectoryId, &["id-old".into()])
+            .await
+            .unwrap(),
+        vec![old2.clone()]
+    );
+    let audit = s.audit(5000).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "create").count(), 1201);
+    assert_eq!(audit.iter().filter(|e| e.action == "update").count(), 1);
+
+    // dropped without commit: nothing of any chunk is written
+    let mut w = s.begin_apply().await.unwrap();
+    w.write(&[create(&dir_user("ghost", "id-ghost"))])
+        .await
+        .unwrap();
+    w.write(&[remove(&old2)]).await.unwrap();
+    drop(w);
+    assert_eq!(s.users().await.unwrap().len(), 1201);
+    assert!(s
+        .users_by(mfasync_store::UserKey::DirectoryId, &["id-ghost".into()])
+        .await
+        .unwrap()
+        .is_empty());
+
+    // a clash in a later chunk (with a row of an earlier chunk): an error naming it, nothing committed
+    let mut w = s.begin_apply().await.unwrap();
+    w.write(&[create(&dir_user("fresh", "id-fresh"))])
+        .await
+        .unwrap();
+    let err = w
+        .write(&[create(&dir_user("FRESH", "id-other"))])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("FRESH"), "{err}");
+    drop(w);
+    assert!(s
+        .users_by(mfasync_store::UserKey::DirectoryId, &["id-fresh".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    // and the store is usable afterwards
+    s.apply(
+        &[create(&dir_user("fresh", "id-fresh"))],
+        Some(&wm("after")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.watermark().await.unwrap(), Some(wm("after")));
+}
+
+/// Rows written before the digest column existed get their digest when the store opens.
+#[tokio::test]
+async fn sqlite_fills_missing_digests_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("legacy.db");
+    let a = full_user();
+    {
+        let s = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+        s.apply(&[create(&a)], None).await.unwrap();
+        s.insert_user(&manual_user("boss")).await.unwrap();
+    }
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE users SET digest = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let s = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+    let d = s.user_digests().await.unwrap();
+    assert_eq!(
+        digest_of(&d, &a.username),
+        Some(mfasync_core::plan::digest(&a))
+    );
+    assert_eq!(
+        digest_of(&d, "boss"),
+        Some(mfasync_core::plan::digest(&manual_user("boss")))
+    );
 }
