@@ -47,6 +47,8 @@ pub(crate) fn csrf_field(admin: &Admin) -> String {
 const NAV: &[(&str, &str)] = &[
     ("/", "Overview"),
     ("/settings", "Settings"),
+    ("/filters", "Filters"),
+    ("/attributes", "Attributes"),
     ("/sync", "Synchronization"),
     ("/users", "Users"),
     ("/approvals", "Approvals"),

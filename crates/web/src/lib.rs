@@ -30,7 +30,9 @@ pub mod auth;
 mod html;
 pub mod metrics;
 mod portal;
+mod progress;
 mod syncpage;
+mod tabs;
 
 pub use metrics::Metrics;
 
@@ -93,6 +95,8 @@ pub(crate) struct App {
     /// Failed `POST /api/v1/auth` password checks by lower-cased username
     /// (password guessing through the API: the same limits as portal sign-in).
     pub auth_limiter: Arc<std::sync::Mutex<mfasync_core::ratelimit::Limiter>>,
+    /// Synchronize Now jobs started from the portal (live progress).
+    pub jobs: Arc<std::sync::Mutex<progress::Jobs>>,
 }
 
 /// The whole web application: portal pages, `/api/v1`, `/metrics`, `/healthz`.
@@ -113,6 +117,7 @@ pub fn router(
         auth_limiter: Arc::new(std::sync::Mutex::new(
             mfasync_core::ratelimit::Limiter::new(opts_max, opts_window),
         )),
+        jobs: Arc::default(),
     };
     let api = api::routes().route_layer(axum::middleware::from_fn_with_state(
         app.clone(),
@@ -128,6 +133,7 @@ pub fn router(
         .merge(portal)
         .route("/login", get(portal::login_page).post(portal::login))
         .route("/static/style.css", get(html::stylesheet))
+        .route("/static/progress.js", get(progress::script))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn_with_state(

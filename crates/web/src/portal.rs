@@ -13,7 +13,7 @@ use axum::{Extension, Form, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{run_sync, user_matches, UserQuery};
+use crate::api::{user_matches, UserQuery};
 use crate::auth::{self, csrf_refusal, Admin};
 use crate::html::{csrf_field, esc, notice, page, url_component};
 use crate::App;
@@ -26,6 +26,20 @@ pub(crate) fn routes() -> Router<App> {
         .route("/", get(overview))
         .route("/settings", get(settings).post(settings_apply))
         .route("/settings/test", post(settings_test))
+        .route("/settings/directory", post(crate::tabs::directory_save))
+        .route(
+            "/filters",
+            get(crate::tabs::filters_get).post(crate::tabs::filters_save),
+        )
+        .route("/filters/defaults", post(crate::tabs::filters_defaults))
+        .route(
+            "/attributes",
+            get(crate::tabs::attributes_get).post(crate::tabs::attributes_save),
+        )
+        .route(
+            "/attributes/defaults",
+            post(crate::tabs::attributes_defaults),
+        )
         .route("/settings/versions", get(versions))
         .route("/settings/versions/{version}", get(version_diff))
         .route("/users", get(users))
@@ -34,6 +48,8 @@ pub(crate) fn routes() -> Router<App> {
         .route("/approvals/{id}/{decision}", post(decide))
         .route("/history", get(history))
         .route("/sync", get(crate::syncpage::sync_get).post(sync_now))
+        .route("/sync/progress/{id}", get(crate::progress::progress_page))
+        .route("/sync/status/{id}", get(crate::progress::status))
         .route("/sync/settings", post(crate::syncpage::settings_save))
         .route("/sync/items", post(crate::syncpage::item_add))
         .route("/sync/items/{index}/edit", get(crate::syncpage::item_edit))
@@ -260,12 +276,41 @@ async fn overview(State(app): State<App>, Extension(admin): Extension<Admin>) ->
 
 // ------------------------------------------------------------------ settings
 
-async fn settings_page(app: &App, admin: &Admin, status: StatusCode, extra: &str) -> Response {
+/// The Settings page. `typed`: the directory form as posted (after a refused save).
+pub(crate) async fn settings_page(
+    app: &App,
+    admin: &Admin,
+    status: StatusCode,
+    extra: &str,
+    typed: Option<&crate::tabs::DirectoryForm>,
+) -> Response {
     let stored = match app.store.active_config().await {
         Ok(c) => c,
         Err(e) => return db_error(Some(admin), e),
     };
     let csrf = csrf_field(admin);
+    let directory = match stored.as_ref().map(|v| (v.version, mfasync_core::config::parse(&v.toml))) {
+        None => {
+            let cfg = mfasync_core::Config::default();
+            match typed {
+                Some(f) => crate::tabs::directory_form_html(admin, 0, f, false),
+                None => crate::tabs::directory_form_current(admin, 0, &cfg),
+            }
+        }
+        Some((version, Ok(cfg))) => match typed {
+            Some(f) => crate::tabs::directory_form_html(
+                admin,
+                version,
+                f,
+                cfg.directory.query_bind.has_password(),
+            ),
+            None => crate::tabs::directory_form_current(admin, version, &cfg),
+        },
+        Some((_, Err(_))) => notice(
+            "error",
+            "The stored configuration no longer validates: fix it with the text below.",
+        ),
+    };
     let (summary, text, warning) = match &stored {
         Some(v) => {
             let view = crate::ConfigView::from_stored(v);
@@ -303,10 +348,12 @@ async fn settings_page(app: &App, admin: &Admin, status: StatusCode, extra: &str
         r#"{extra}{summary}
 <p><a href="/settings/versions">All configuration versions</a></p>
 <h2>Directory connection</h2>
+{directory}
+<p>Test connects, starts TLS, binds and reads the RootDSE with the saved settings, showing each step.</p>
 <form method="post" action="/settings/test">{csrf}<button type="submit" id="test">Test</button></form>
 <h2>Active configuration</h2>
 <pre id="active-config">{active}</pre>
-<h2>Apply a new configuration</h2>
+<h2>Apply a whole configuration (TOML)</h2>
 {warning}<form method="post" action="/settings">{csrf}
 <textarea name="toml" rows="24" spellcheck="false">{active}</textarea>
 <p><button type="submit">Validate and apply</button></p></form>"#,
@@ -316,7 +363,7 @@ async fn settings_page(app: &App, admin: &Admin, status: StatusCode, extra: &str
 }
 
 async fn settings(State(app): State<App>, Extension(admin): Extension<Admin>) -> Response {
-    settings_page(&app, &admin, StatusCode::OK, "").await
+    settings_page(&app, &admin, StatusCode::OK, "", None).await
 }
 
 #[derive(Deserialize, Default)]
@@ -343,7 +390,7 @@ async fn settings_apply(
                 admin.username
             );
             let msg = notice("ok", &format!("Configuration version {version} applied."));
-            settings_page(&app, &admin, StatusCode::OK, &msg).await
+            settings_page(&app, &admin, StatusCode::OK, &msg, None).await
         }
         Err(errors) => {
             let items: String = errors
@@ -354,7 +401,7 @@ async fn settings_apply(
                 r#"<div class="notice error">Not applied: the configuration has {} problem(s):<ul id="config-errors">{items}</ul></div>"#,
                 errors.len()
             );
-            settings_page(&app, &admin, StatusCode::UNPROCESSABLE_ENTITY, &msg).await
+            settings_page(&app, &admin, StatusCode::UNPROCESSABLE_ENTITY, &msg, None).await
         }
     }
 }
@@ -429,7 +476,7 @@ async fn settings_test(
         return r;
     }
     let result = app.backend.directory_test().await;
-    settings_page(&app, &admin, StatusCode::OK, &test_html(&result)).await
+    settings_page(&app, &admin, StatusCode::OK, &test_html(&result), None).await
 }
 
 // ------------------------------------------------------------------ users
@@ -655,7 +702,7 @@ struct SyncForm {
     from: String,
 }
 
-fn sync_summary(v: &Value) -> String {
+pub(crate) fn sync_summary(v: &Value) -> String {
     let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     let mut s = format!(
         "{} synchronization done: {} created, {} updated, {} enabled, {} disabled, {} removed, {} unchanged.",
@@ -691,41 +738,8 @@ async fn sync_now(
         "synchronization requested by {} (full: {full})",
         admin.username
     );
-    let result = run_sync(&app, full).await;
-    if form.from == "sync" {
-        return match result {
-            Ok(v) => {
-                let msg = notice("ok", &sync_summary(&v));
-                crate::syncpage::sync_page(&app, &admin, StatusCode::OK, &msg, None).await
-            }
-            Err(e) => {
-                let msg = notice("error", &format!("Synchronization failed: {e}"));
-                crate::syncpage::sync_page(
-                    &app,
-                    &admin,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &msg,
-                    None,
-                )
-                .await
-            }
-        };
-    }
-    match result {
-        Ok(v) => {
-            history_page(
-                &app,
-                &admin,
-                StatusCode::OK,
-                &notice("ok", &sync_summary(&v)),
-            )
-            .await
-        }
-        Err(e) => {
-            let msg = notice("error", &format!("Synchronization failed: {e}"));
-            history_page(&app, &admin, StatusCode::INTERNAL_SERVER_ERROR, &msg).await
-        }
-    }
+    let id = crate::progress::start(&app, &admin, full, form.from == "sync");
+    crate::progress::redirect(id)
 }
 
 // ------------------------------------------------------------------ API tokens

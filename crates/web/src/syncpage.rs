@@ -31,18 +31,18 @@ const PHONES: &[&str] = &["business", "home", "pager", "mobile", "fax", "ip", "c
 
 /// The active configuration: its version (0 when none), stored text as a
 /// table, and the validated value.
-struct Active {
-    version: i64,
-    table: Table,
-    config: Config,
+pub(crate) struct Active {
+    pub(crate) version: i64,
+    pub(crate) table: Table,
+    pub(crate) config: Config,
 }
 
-enum LoadError {
+pub(crate) enum LoadError {
     Db(String),
     Invalid(String),
 }
 
-async fn load(app: &App) -> Result<Active, LoadError> {
+pub(crate) async fn load(app: &App) -> Result<Active, LoadError> {
     let stored = app
         .store
         .active_config()
@@ -71,7 +71,7 @@ async fn load(app: &App) -> Result<Active, LoadError> {
 }
 
 /// Serialized enum value ("security-group").
-fn enum_str<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn enum_str<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -184,7 +184,7 @@ pub(crate) struct ActionForm {
     version: String,
 }
 
-fn options(all: &[&str], selected: &str, none: Option<&str>) -> String {
+pub(crate) fn options(all: &[&str], selected: &str, none: Option<&str>) -> String {
     let mut out = String::new();
     if let Some(label) = none {
         out.push_str(&format!(
@@ -202,7 +202,7 @@ fn options(all: &[&str], selected: &str, none: Option<&str>) -> String {
     out
 }
 
-fn checked(b: bool) -> &'static str {
+pub(crate) fn checked(b: bool) -> &'static str {
     if b {
         " checked"
     } else {
@@ -425,7 +425,7 @@ enum Back<'a> {
     Edit(usize, &'a ItemForm),
 }
 
-fn errors_html(errors: &[String]) -> String {
+pub(crate) fn errors_html(errors: &[String]) -> String {
     let items: String = errors
         .iter()
         .map(|e| format!("<li>{}</li>", esc(e)))

@@ -224,6 +224,34 @@ impl Server {
             .unwrap()
     }
 
+    /// Synchronize Now from a portal form: it answers at once with a
+    /// redirect to the job's progress page, whose status is polled until the
+    /// cycle has finished; the final progress page.
+    async fn sync_now_done(&self, s: &Session, form: &[(&str, &str)]) -> String {
+        let resp = self.post_form(s, "/sync", form).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let location = resp.headers()["location"].to_str().unwrap().to_string();
+        assert!(location.starts_with("/sync/progress/"), "{location}");
+        let id = location.trim_start_matches("/sync/progress/").to_string();
+        for _ in 0..600 {
+            let st: Value = self
+                .client
+                .get(format!("{}/sync/status/{id}", self.base))
+                .header("cookie", &s.cookie)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if st["state"] != "running" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.get_page(&s.cookie, &location).await
+    }
+
     async fn create_api_token(&self, s: &Session) -> String {
         let resp = self
             .post_form(s, "/tokens", &[("csrf", &s.csrf), ("label", "ci")])
@@ -428,11 +456,10 @@ async fn csrf_token_missing_or_wrong_is_403() {
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     }
     assert!(s.backend.calls.lock().unwrap().is_empty(), "no sync ran");
-    let resp = s
-        .post_form(&sess, "/sync", &[("csrf", &sess.csrf), ("full", "true")])
+    let page = s
+        .sync_now_done(&sess, &[("csrf", &sess.csrf), ("full", "true")])
         .await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.text().await.unwrap().contains("3 created, 1 updated"));
+    assert!(page.contains("3 created, 1 updated"), "{page}");
     assert_eq!(*s.backend.calls.lock().unwrap(), vec!["sync full=true"]);
 
     // The API with a cookie session needs the token in X-CSRF-Token.
@@ -1267,16 +1294,14 @@ async fn sync_page_items_add_move_edit_remove_keep_the_password() {
     // from the prompt runs a full sync and comes back to the page.
     let page = s.get_page(&sess.cookie, "/sync").await;
     assert!(page.contains(r#"id="sync-prompt""#));
-    let resp = s
-        .post_form(
+    let page = s
+        .sync_now_done(
             &sess,
-            "/sync",
             &[("csrf", &sess.csrf), ("full", "true"), ("from", "sync")],
         )
         .await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let page = resp.text().await.unwrap();
     assert!(page.contains("3 created, 1 updated"), "{page}");
+    assert!(page.contains(r#"<a href="/sync" class="active">"#), "{page}");
     assert!(s
         .backend
         .calls
@@ -1381,4 +1406,344 @@ async fn sync_page_refuses_bad_input_stale_forms_and_missing_csrf() {
         .unwrap();
     assert_ne!(resp.status(), StatusCode::OK);
     assert_eq!(s.versions().await, before, "nothing stored");
+}
+
+// ------------------------------------------------------------------ Settings / Filters / Attributes tabs
+
+impl Server {
+    /// Post a form of `page` (its version hidden field) to `path`.
+    async fn tab_post(
+        &self,
+        sess: &Session,
+        page: &str,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, String) {
+        let html = self.get_page(&sess.cookie, page).await;
+        let version = hidden(&html, "version");
+        let mut form: Vec<(&str, &str)> = vec![("csrf", &sess.csrf), ("version", &version)];
+        form.extend_from_slice(fields);
+        let resp = self.post_form(sess, path, &form).await;
+        let status = resp.status();
+        (status, resp.text().await.unwrap())
+    }
+}
+
+fn directory_fields<'a>(servers: &'a str, password: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("source", "ldap"),
+        ("domain", ""),
+        ("include_trusted_domains", "true"),
+        ("servers", servers),
+        ("base_dn", "dc=example,dc=com"),
+        ("query_size_limit", "500"),
+        ("timeout_seconds", "7"),
+        ("tls_verify", "true"),
+        ("tls_ca_file", ""),
+        ("query_type", "simple"),
+        ("query_dn", "cn=admin,dc=example,dc=com"),
+        ("query_password", password),
+        ("auth_type", "simple"),
+        ("auth_dn", ""),
+    ]
+}
+
+#[tokio::test]
+async fn settings_directory_form_saves_validates_and_keeps_the_password() {
+    use mfasync_core::config::{BindType, DirectorySource};
+    let s = serve().await;
+    let sess = s.session().await;
+
+    // From nothing: the form makes version 1.
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/settings",
+            "/settings/directory",
+            &directory_fields("ldap://one:389\r\nldaps://two", "FIRSTSECRET"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("Directory settings saved as configuration version 1"),
+        "{page}"
+    );
+    assert!(!page.contains("FIRSTSECRET"), "the password is never shown");
+    assert!(page.contains(r#"<span id="query-password-state">set</span>"#));
+    let cfg = s.active().await;
+    assert_eq!(cfg.directory.source, DirectorySource::Ldap);
+    assert_eq!(cfg.directory.servers, vec!["ldap://one:389", "ldaps://two"]);
+    assert_eq!(cfg.directory.base_dn, "dc=example,dc=com");
+    assert_eq!(cfg.directory.query_size_limit, 500);
+    assert_eq!(cfg.directory.timeout_seconds, 7);
+    assert!(!cfg.directory.use_attribute_scope_queries);
+    assert!(!cfg.directory.starttls);
+    assert_eq!(cfg.directory.query_bind.kind, BindType::Simple);
+    assert_eq!(
+        cfg.directory.query_bind.password.as_deref(),
+        Some("FIRSTSECRET")
+    );
+    assert_eq!(cfg.directory.auth_bind.kind, BindType::Simple);
+
+    // A blank password keeps the stored one; other sections are kept.
+    s.store
+        .put_config(&format!(
+            "{}\n[sync]\ninterval = \"15m\"\n",
+            s.store.active_config().await.unwrap().unwrap().toml
+        ))
+        .await
+        .unwrap();
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/settings",
+            "/settings/directory",
+            &directory_fields("ldap://three", ""),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let cfg = s.active().await;
+    assert_eq!(cfg.directory.servers, vec!["ldap://three"]);
+    assert_eq!(
+        cfg.directory.query_bind.password.as_deref(),
+        Some("FIRSTSECRET")
+    );
+    assert_eq!(cfg.sync.interval, "15m", "other sections kept");
+
+    // Bad input: every problem by key path, what was typed kept, nothing stored.
+    let before = s.versions().await;
+    let mut bad = directory_fields("http://nope", "");
+    bad.retain(|(k, _)| *k != "base_dn");
+    bad.push(("base_dn", "not a dn"));
+    let (status, page) = s
+        .tab_post(&sess, "/settings", "/settings/directory", &bad)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(page.contains("directory.servers[0]:"), "{page}");
+    assert!(page.contains("directory.base_dn:"), "{page}");
+    assert!(page.contains(r#"value="not a dn""#), "typed value kept: {page}");
+    assert_eq!(s.versions().await, before);
+    let mut bad = directory_fields("ldap://x", "");
+    bad.retain(|(k, _)| *k != "timeout_seconds");
+    bad.push(("timeout_seconds", "soon"));
+    let (status, page) = s
+        .tab_post(&sess, "/settings", "/settings/directory", &bad)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(page.contains("directory.timeout_seconds: must be a whole number"));
+    assert_eq!(s.versions().await, before);
+
+    // Remove the stored password.
+    let mut clear = directory_fields("ldap://three", "");
+    clear.push(("query_password_clear", "true"));
+    let (status, page) = s
+        .tab_post(&sess, "/settings", "/settings/directory", &clear)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(s.active().await.directory.query_bind.password.is_none());
+    assert!(page.contains(r#"<span id="query-password-state">not set</span>"#));
+
+    // A stale form and a missing CSRF token are refused.
+    let stale = s
+        .post_form(
+            &sess,
+            "/settings/directory",
+            &[("csrf", &sess.csrf), ("version", "1"), ("source", "ldap")],
+        )
+        .await;
+    assert_eq!(stale.status(), StatusCode::CONFLICT);
+    let no_csrf = s
+        .post_form(&sess, "/settings/directory", &[("version", "4")])
+        .await;
+    assert_eq!(no_csrf.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s.versions().await, before + 1);
+}
+
+#[tokio::test]
+async fn filters_and_attributes_tabs_save_validate_and_restore_defaults() {
+    use mfasync_core::config::{Attributes, Filters, UniqueIdType};
+    let s = serve().await;
+    let sess = s.session().await;
+    s.store.put_config(SYNC_BASE).await.unwrap();
+
+    // Filters.
+    let page = s.get_page(&sess.cookie, "/filters").await;
+    assert!(page.contains("objectCategory=person"), "seed defaults shown");
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/filters",
+            "/filters",
+            &[
+                ("container", "(objectClass=organizationalUnit)"),
+                ("security_group", "(objectClass=groupOfNames)"),
+                ("user", "(objectClass=inetOrgPerson)"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Filters saved as configuration version 2"));
+    let cfg = s.active().await;
+    assert_eq!(cfg.filters.user, "(objectClass=inetOrgPerson)");
+    assert_eq!(
+        cfg.directory.query_bind.password.as_deref(),
+        Some("TOPSECRET")
+    );
+    let before = s.versions().await;
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/filters",
+            "/filters",
+            &[
+                ("container", "(objectClass=organizationalUnit)"),
+                ("security_group", "(objectClass=groupOfNames"),
+                ("user", "(objectClass=inetOrgPerson)"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(page.contains("filters.security_group:"), "{page}");
+    assert!(page.contains(r#"value="(objectClass=groupOfNames""#));
+    assert_eq!(s.versions().await, before);
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/filters",
+            "/filters/defaults",
+            &[("schema", "active-directory")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(s.active().await.filters, Filters::default());
+
+    // Attributes: every mapped attribute is on the form.
+    let page = s.get_page(&sess.cookie, "/attributes").await;
+    for key in [
+        "unique_id",
+        "unique_id_type",
+        "distinguished_name",
+        "container_name",
+        "security_group_name",
+        "username",
+        "first_name",
+        "last_name",
+        "email",
+        "user_group",
+        "description",
+        "phone_call_language",
+        "text_message_language",
+        "mobile_app_language",
+        "oath_token_language",
+        "business_phone",
+        "home_phone",
+        "pager",
+        "mobile_phone",
+        "fax",
+        "ip_phone",
+        "custom_phone",
+        "extension",
+    ] {
+        assert!(page.contains(&format!(r#"name="{key}""#)), "{key}");
+    }
+    assert!(page.contains(r#"value="userPrincipalName;sAMAccountName""#));
+    // OpenLDAP defaults (preselected for source = "ldap").
+    assert!(page.contains(r#"<option value="openldap" selected>"#), "{page}");
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/attributes",
+            "/attributes/defaults",
+            &[("schema", "openldap")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let a = s.active().await.attributes;
+    assert_eq!(a.unique_id, "entryUUID");
+    assert_eq!(a.unique_id_type, UniqueIdType::String);
+    assert_eq!(a.username.0, vec!["uid"]);
+    // Edit: the whole form as shown, with two fields changed.
+    let html = s.get_page(&sess.cookie, "/attributes").await;
+    let version = hidden(&html, "version");
+    let mut form: Vec<(String, String)> = vec![
+        ("csrf".into(), sess.csrf.clone()),
+        ("version".into(), version),
+    ];
+    for (k, v) in [
+        ("unique_id", "entryUUID"),
+        ("unique_id_type", "string"),
+        ("distinguished_name", "entryDN"),
+        ("container_name", "ou; cn"),
+        ("security_group_name", "cn"),
+        ("username", "uid;mail"),
+        ("first_name", "givenName"),
+        ("last_name", "sn"),
+        ("email", "mail"),
+        ("mobile_phone", "mobileTelephoneNumber"),
+    ] {
+        form.push((k.into(), v.into()));
+    }
+    let resp = s.post_form(&sess, "/attributes", &form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let a = s.active().await.attributes;
+    assert_eq!(a.username.0, vec!["uid", "mail"]);
+    assert_eq!(a.container_name.0, vec!["ou", "cn"]);
+    assert_eq!(a.mobile_phone, "mobileTelephoneNumber");
+    assert_eq!(a.business_phone, "", "a field left out is not mapped");
+    // Invalid: three username attributes, unknown id type.
+    let before = s.versions().await;
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/attributes",
+            "/attributes",
+            &[
+                ("unique_id", "entryUUID"),
+                ("unique_id_type", "number"),
+                ("distinguished_name", "entryDN"),
+                ("username", "uid;mail;cn"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(page.contains("attributes.unique_id_type"), "{page}");
+    assert_eq!(s.versions().await, before);
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/attributes",
+            "/attributes",
+            &[
+                ("unique_id", "entryUUID"),
+                ("unique_id_type", "string"),
+                ("distinguished_name", "entryDN"),
+                ("username", "uid;mail;cn"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(page.contains("attributes.username: at most two"), "{page}");
+    assert!(page.contains(r#"value="uid;mail;cn""#), "typed value kept");
+    assert_eq!(s.versions().await, before);
+    // Restore Defaults: the seed's.
+    let (status, _) = s
+        .tab_post(
+            &sess,
+            "/attributes",
+            "/attributes/defaults",
+            &[("schema", "active-directory")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.active().await.attributes, Attributes::default());
+    // Every version is audited.
+    let audited = s
+        .store
+        .audit(100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == "config")
+        .count();
+    assert_eq!(audited, s.versions().await);
 }
