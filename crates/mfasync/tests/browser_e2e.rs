@@ -1,0 +1,506 @@
+//! The portal end to end, in a real headless Chromium (Debian `chromium` +
+//! `chromium-driver`, driven over the W3C WebDriver protocol with reqwest),
+//! against the real `mfasync serve` and a real slapd:
+//!
+//! sign in; configure the directory on Settings (typed, with the bind
+//! password) and on Filters / Attributes (Restore Defaults for OpenLDAP);
+//! press Test and see each step pass; set the approval threshold on the
+//! Synchronization page, add two sync items and reorder them; Synchronize Now
+//! and see the users; delete users in slapd so that the removals exceed the
+//! threshold, Synchronize Now, and approve the held removal on the Approvals
+//! page (the users are then gone). Unauthenticated requests are refused and a
+//! form posted from another origin is refused.
+//!
+//! Skipped (with a message) when /usr/bin/chromedriver is missing, unless
+//! `MFASYNC_REQUIRE_BROWSER=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Mfa;
+use mfasync_testkit::Slapd;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+const BASE: &str = "dc=example,dc=com";
+const ADMIN_PW: &str = "e2e-admin-Passw0rd";
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Driver {
+    _child: Killed,
+    http: reqwest::Client,
+    base: String,
+    session: String,
+}
+
+impl Driver {
+    async fn start(profile: &std::path::Path) -> Driver {
+        let port = mfasync_testkit::free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut d = Driver {
+            _child: Killed(child),
+            http,
+            base,
+            session: String::new(),
+        };
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let v = d.call("POST", "/session", caps).await;
+        d.session = v["sessionId"].as_str().unwrap().to_string();
+        d
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = if self.session.is_empty() {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/session/{}{path}", self.base, self.session)
+        };
+        let req = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(
+            v["value"].get("error").is_none(),
+            "{method} {path}: {}",
+            v["value"]
+        );
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call("POST", "/url", json!({ "url": url })).await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .call(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("{css}: {v}"))
+            .to_string()
+    }
+
+    /// Replace what an input or textarea holds.
+    async fn fill(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.call("POST", &format!("/element/{e}/clear"), json!({}))
+            .await;
+        self.call(
+            "POST",
+            &format!("/element/{e}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.call("POST", &format!("/element/{e}/click"), json!({}))
+            .await;
+    }
+
+    /// Set a checkbox to `on`.
+    async fn check(&self, css: &str, on: bool) {
+        let e = self.find(css).await;
+        let now = self
+            .call("GET", &format!("/element/{e}/selected"), Value::Null)
+            .await;
+        if now.as_bool() != Some(on) {
+            self.call("POST", &format!("/element/{e}/click"), json!({}))
+                .await;
+        }
+    }
+
+    async fn url(&self) -> String {
+        self.call("GET", "/url", Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn source(&self) -> String {
+        self.call("GET", "/source", Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Wait until the page source contains `text` (a click returns before
+    /// the page it causes has loaded); the page.
+    async fn wait_source(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let page = self.source().await;
+            if page.contains(text) {
+                return page;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} in {page}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_url(&self, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let url = self.url().await;
+            if url == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "at {url}, not {want}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn seed() -> String {
+    let mut l = String::new();
+    for (ou, users) in [("A", &["a1", "a2", "a3"][..]), ("B", &["b1", "b2"][..])] {
+        l.push_str(&format!(
+            "dn: ou={ou},{BASE}\nobjectClass: organizationalUnit\nou: {ou}\n\n"
+        ));
+        for u in users {
+            l.push_str(&format!(
+                "dn: uid={u},ou={ou},{BASE}\nobjectClass: inetOrgPerson\nuid: {u}\ncn: {u}\nsn: {u}-sn\nmail: {u}@example.com\n\n"
+            ));
+        }
+    }
+    l
+}
+
+/// A plain HTTP GET (no cookies): the status line and the rest.
+fn raw_get(addr: &str, path: &str) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new(); // not listening yet
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Another origin: a page whose form posts to the portal by itself.
+fn evil_site(target: &str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let page = format!(
+        r#"<!doctype html><form id="f" method="post" action="{target}/sync"><input name="full" value="true"><input name="csrf" value="guess"></form><script>document.getElementById('f').submit()</script>"#
+    );
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn history_len(m: &Mfa) -> usize {
+    m.ok(&["--json", "history", "--limit", "1000"])
+        .json()
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0)
+}
+
+fn usernames(m: &Mfa) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .users()
+        .iter()
+        .filter_map(|u| u["username"].as_str().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
+    if !std::path::Path::new(CHROMEDRIVER).exists() {
+        assert!(
+            std::env::var("MFASYNC_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "{CHROMEDRIVER} missing (scripts/install-deps installs it)"
+        );
+        eprintln!("skipped: {CHROMEDRIVER} missing (scripts/install-deps installs it)");
+        return;
+    }
+    let slapd = Slapd::start(&seed());
+    let m = Mfa::new();
+    let set = m.run_stdin(
+        &["admin", "set-password", "admin", "--password-stdin"],
+        &format!("{ADMIN_PW}\n"),
+    );
+    assert_eq!(set.code, 0, "{}", set.stderr);
+
+    let port = mfasync_testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _serve = Killed(
+        Command::new(env!("CARGO_BIN_EXE_mfasync"))
+            .args(["--database", &m.url, "serve", "--listen", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://{addr}");
+    let t0 = Instant::now();
+    while !raw_get(&addr, "/healthz").ends_with("\r\n\r\nok") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Unauthenticated requests are refused.
+    let r = raw_get(&addr, "/api/v1/users");
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let r = raw_get(&addr, "/settings");
+    assert!(
+        r.starts_with("HTTP/1.1 303") && r.contains("location: /login"),
+        "{r}"
+    );
+
+    let profile = tempfile::tempdir().unwrap();
+    let d = Driver::start(profile.path()).await;
+
+    // Sign in.
+    d.goto(&format!("{base}/settings")).await;
+    assert_eq!(d.url().await, format!("{base}/login"), "sign-in required");
+    d.fill("input[name=username]", "admin").await;
+    d.fill("input[name=password]", ADMIN_PW).await;
+    d.click("button[type=submit]").await;
+    d.wait_url(&format!("{base}/")).await;
+    d.wait_source("Sign out").await;
+
+    // Settings: the directory connection.
+    d.goto(&format!("{base}/settings")).await;
+    d.wait_source("No configuration has been applied yet").await;
+    d.click("select[name=source] option[value=ldap]").await;
+    d.fill("textarea[name=servers]", &slapd.url).await;
+    d.fill("input[name=base_dn]", BASE).await;
+    d.fill("input[name=timeout_seconds]", "5").await;
+    d.click("select[name=query_type] option[value=simple]")
+        .await;
+    d.fill("input[name=query_dn]", &slapd.admin_dn).await;
+    d.fill("input[name=query_password]", &slapd.admin_password)
+        .await;
+    d.click("select[name=auth_type] option[value=simple]").await;
+    d.click("#save-directory").await;
+    let page = d
+        .wait_source("Directory settings saved as configuration version 1")
+        .await;
+    assert!(
+        !page.contains(&slapd.admin_password),
+        "the bind password is never shown"
+    );
+    let state = d.find("#query-password-state").await;
+    let text = d
+        .call("GET", &format!("/element/{state}/text"), Value::Null)
+        .await;
+    assert_eq!(text, json!("set"));
+
+    // Test: every step passes.
+    d.click("#test").await;
+    let page = d.wait_source("id=\"test-result\"").await;
+    assert!(page.contains("Test passed"), "{page}");
+    for step in ["connect", "bind", "rootdse"] {
+        assert!(
+            page.contains(&format!(
+                "<td>{step}</td><td><span class=\"good\">yes</span>"
+            )),
+            "step {step}: {page}"
+        );
+    }
+
+    // Filters and Attributes: the OpenLDAP defaults (preselected for source = ldap).
+    d.goto(&format!("{base}/filters")).await;
+    d.click("#filters-defaults").await;
+    d.wait_source("Default filters (openldap) saved").await;
+    assert_eq!(
+        d.call(
+            "GET",
+            &format!(
+                "/element/{}/property/value",
+                d.find("input[name=user]").await
+            ),
+            Value::Null
+        )
+        .await,
+        json!("(objectClass=inetOrgPerson)")
+    );
+    d.goto(&format!("{base}/attributes")).await;
+    d.click("#attributes-defaults").await;
+    d.wait_source("Default attributes (openldap) saved").await;
+    // One attribute typed by hand.
+    d.fill("input[name=business_phone]", "telephoneNumber")
+        .await;
+    d.fill("input[name=first_name]", "cn").await;
+    d.click("#save-attributes").await;
+    d.wait_source("Attributes saved").await;
+
+    // Synchronization: approval threshold 2, no scheduled cycles during the test.
+    d.goto(&format!("{base}/sync")).await;
+    d.check("input[name=enabled]", false).await;
+    d.check("input[name=approval]", true).await;
+    d.fill("input[name=approval_threshold]", "2").await;
+    d.click("#sync-settings button[type=submit]").await;
+    d.wait_source("Synchronization settings saved").await;
+
+    // Two items, then reordered.
+    for ou in ["A", "B"] {
+        d.fill("form.item input[name=dn]", &format!("ou={ou},{BASE}"))
+            .await;
+        d.click("form.item button[type=submit]").await;
+        d.wait_source(&format!("Item ou={ou},{BASE} added")).await;
+    }
+    let page = d.source().await;
+    let a = page.find(&format!("<td>ou=A,{BASE}</td>")).unwrap();
+    let b = page.find(&format!("<td>ou=B,{BASE}</td>")).unwrap();
+    assert!(a < b, "added in order");
+    assert!(page.contains("id=\"sync-prompt\""), "full sync prompt");
+    d.click("form[action=\"/sync/items/0/down\"] button").await;
+    let page = d.wait_source("Item 1 moved down").await;
+    let a = page.find(&format!("<td>ou=A,{BASE}</td>")).unwrap();
+    let b = page.find(&format!("<td>ou=B,{BASE}</td>")).unwrap();
+    assert!(b < a, "B is now first");
+    d.click("form[action=\"/sync/items/1/up\"] button").await;
+    let page = d.wait_source("Item 2 moved up").await;
+    let a = page.find(&format!("<td>ou=A,{BASE}</td>")).unwrap();
+    let b = page.find(&format!("<td>ou=B,{BASE}</td>")).unwrap();
+    assert!(a < b, "A is first again");
+    d.click("form[action=\"/sync/items/0/down\"] button").await;
+    d.wait_source("Item 1 moved down").await;
+    // The stored configuration has the items in that order.
+    let exported: toml::Table = m.ok(&["config", "export"]).stdout.parse().unwrap();
+    let items: Vec<&str> = exported["sync"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["dn"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        items,
+        vec![format!("ou=B,{BASE}"), format!("ou=A,{BASE}")],
+        "stored order"
+    );
+    assert!(
+        !m.ok(&["config", "export"])
+            .stdout
+            .contains(&slapd.admin_password),
+        "secrets are not exported"
+    );
+
+    // Synchronize Now, from the prompt: a progress page that follows the
+    // cycle (polling, then the result).
+    d.click("#prompt-sync-now").await;
+    d.wait_source("id=\"sync-result\"").await;
+    assert!(d.url().await.starts_with(&format!("{base}/sync/progress/")));
+    d.wait_source("full synchronization done: 5 created").await;
+    d.goto(&format!("{base}/sync")).await;
+    let page = d.wait_source("Synchronization items").await;
+    assert!(
+        !page.contains("id=\"sync-prompt\""),
+        "the prompt goes after the full sync"
+    );
+    assert_eq!(usernames(&m), vec!["a1", "a2", "a3", "b1", "b2"]);
+
+    // The Users page shows them.
+    d.goto(&format!("{base}/users")).await;
+    let page = d.wait_source("5 of 5 users match").await;
+    for u in ["a1", "a2", "a3", "b1", "b2"] {
+        assert!(page.contains(&format!(">{u}</a>")), "{u}: {page}");
+    }
+    d.goto(&format!("{base}/users/b1")).await;
+    let page = d.wait_source("b1@example.com").await;
+    assert!(page.contains(&format!("ou=B,{BASE}")), "{page}");
+
+    // A change in the directory over the threshold: held for approval.
+    for u in ["a1", "a2", "a3"] {
+        slapd.ldapdelete(&format!("uid={u},ou=A,{BASE}"));
+    }
+    d.goto(&format!("{base}/history")).await;
+    d.click("#sync-now").await;
+    d.wait_source("Held for approval").await;
+    assert_eq!(usernames(&m).len(), 5, "nothing removed yet");
+
+    // A form posted from another origin is refused; nothing runs.
+    let runs = history_len(&m);
+    let evil = evil_site(&base);
+    d.goto(&format!("{evil}/")).await;
+    d.wait_url(&format!("{base}/sync")).await;
+    d.wait_source("forbidden").await;
+    assert_eq!(history_len(&m), runs, "no cycle ran");
+
+    // Approve on the Approvals page.
+    d.goto(&format!("{base}/approvals")).await;
+    let page = d.wait_source("change(s) held").await;
+    for u in ["a1", "a2", "a3"] {
+        assert!(page.contains(&format!("<td>{u}</td>")), "{u}: {page}");
+    }
+    d.click("form[action$=\"/approve\"] button").await;
+    d.wait_source("approved.").await;
+    d.wait_source("No approvals are pending").await;
+    assert_eq!(usernames(&m), vec!["b1", "b2"], "the removals were applied");
+    d.goto(&format!("{base}/users")).await;
+    let page = d.wait_source("2 of 2 users match").await;
+    assert!(!page.contains(">a1</a>"));
+
+    d.call("DELETE", "", Value::Null).await;
+}
