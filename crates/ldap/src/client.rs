@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::discovery::{self, DiscoveryReport};
+use crate::discovery::{self, DiscoveryReport, TrustReport};
 use crate::error::{LdapError, ServerFailure};
 use crate::kerberos::{self, Credentials};
 use crate::proto::{
@@ -74,6 +74,10 @@ pub struct TestReport {
     pub discovery: Option<DiscoveryReport>,
     /// Every server tried, in order (a failed one names its failed step).
     pub tried: Vec<TriedServer>,
+    /// `include_trusted_domains` on Active Directory: the forest's domains and
+    /// the trusted domains, each with whether a DC of it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domains: Option<TrustReport>,
 }
 
 /// One server tried by [`test`].
@@ -1048,6 +1052,7 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
         supports: Supports::default(),
         discovery: None,
         tried: Vec::new(),
+        domains: None,
     };
     let discovered = if discovery::wanted(dir) {
         match discovery::discover(dir).await {
@@ -1144,6 +1149,14 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
                     step: None,
                     detail: "used".into(),
                 });
+                let domains = if ok
+                    && dir.include_trusted_domains
+                    && client.caps.vendor == Vendor::ActiveDirectory
+                {
+                    Some(discovery::trusted_domains(&mut client, dir).await)
+                } else {
+                    None
+                };
                 let report = TestReport {
                     ok,
                     server: url.clone(),
@@ -1152,6 +1165,7 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
                     supports: Supports::from(&client.caps),
                     discovery: discovered.as_ref().map(|d| d.report.clone()),
                     tried,
+                    domains,
                 };
                 client.unbind().await;
                 return report;
@@ -1171,6 +1185,7 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
                     supports: Supports::default(),
                     discovery: discovered.as_ref().map(|d| d.report.clone()),
                     tried: Vec::new(),
+                    domains: None,
                 });
                 if is_fatal(&e) {
                     break;

@@ -398,6 +398,220 @@ pub(crate) async fn discover(dir: &Directory) -> Result<Discovered, LdapError> {
     })
 }
 
+/// One domain of the forest or trusted by it, as reported by `directory test`
+/// (`"domains"`, with `include_trusted_domains`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DomainInfo {
+    /// DNS name, e.g. `emea.example.com`.
+    pub name: String,
+    /// NetBIOS name, e.g. `EMEA`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netbios: Option<String>,
+    /// The domain's naming context (from its crossRef), when in the forest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_dn: Option<String>,
+    /// `this domain`, `forest`, or `trust` (a trustedDomain object).
+    pub relation: String,
+    /// For trusts: `inbound`, `outbound` or `bidirectional` (trustDirection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// Whether one of its DCs (found by DNS SRV) accepts connections.
+    pub reachable: bool,
+    /// How it was reached, or why not.
+    pub detail: String,
+}
+
+/// The forest's domains and the trusted domains, read from the connected DC.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TrustReport {
+    pub domains: Vec<DomainInfo>,
+    /// Why the list could not be read (the rest of the test is unaffected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+const FLAG_CR_NTDS_DOMAIN: &str = "2";
+
+fn direction(v: Option<String>) -> Option<String> {
+    let d = v?.trim().parse::<u32>().ok()?;
+    Some(
+        match d {
+            1 => "inbound",
+            2 => "outbound",
+            3 => "bidirectional",
+            _ => "disabled",
+        }
+        .to_string(),
+    )
+}
+
+/// `example.com` -> `DC=example,DC=com`.
+fn dn_of_domain(name: &str) -> String {
+    name.split('.')
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("DC={l}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether a DC of `domain` (found by DNS SRV with `dir`'s DNS settings)
+/// accepts a TCP connection; the detail names it, or says why not.
+async fn reach(dir: &Directory, domain: &str) -> (bool, String) {
+    let d = Directory {
+        source: DirectorySource::ActiveDirectory,
+        domain: domain.to_string(),
+        servers: Vec::new(),
+        ..dir.clone()
+    };
+    let found = match discover(&d).await {
+        Ok(f) => f,
+        Err(e) => return (false, e.to_string()),
+    };
+    let timeout = Duration::from_secs(u64::from(dir.timeout_seconds.clamp(1, 10)));
+    let mut failures = Vec::new();
+    for (url, _) in &found.servers {
+        let hostport = url.trim_start_matches("ldap://");
+        let attempt = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(hostport)).await;
+        match attempt {
+            Ok(Ok(_)) => return (true, format!("domain controller {url} answers")),
+            Ok(Err(e)) => failures.push(format!("{url}: {e}")),
+            Err(_) => failures.push(format!("{url}: no answer within {} s", timeout.as_secs())),
+        }
+    }
+    (
+        false,
+        format!("no domain controller answers: {}", failures.join("; ")),
+    )
+}
+
+/// With `include_trusted_domains`: the forest's domains (crossRef objects
+/// with FLAG_CR_NTDS_DOMAIN in CN=Partitions of the configuration naming
+/// context) and the trusted domains (trustedDomain objects in CN=System of
+/// this domain), each checked for a reachable DC. An unreachable domain is
+/// reported and does not stop the others.
+pub(crate) async fn trusted_domains(client: &mut crate::Client, dir: &Directory) -> TrustReport {
+    let mut report = TrustReport {
+        domains: Vec::new(),
+        error: None,
+    };
+    let attrs = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let root = match client
+        .read(
+            "",
+            &attrs(&["configurationNamingContext", "defaultNamingContext"]),
+        )
+        .await
+    {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            report.error = Some("the RootDSE could not be read".into());
+            return report;
+        }
+        Err(e) => {
+            report.error = Some(format!("cannot read the RootDSE: {e}"));
+            return report;
+        }
+    };
+    let this_nc = root.first_str("defaultNamingContext").unwrap_or_default();
+    let mut errors = Vec::new();
+    match root.first_str("configurationNamingContext") {
+        Some(config) => {
+            let filter = format!(
+                "(&(objectClass=crossRef)(systemFlags:1.2.840.113556.1.4.803:={FLAG_CR_NTDS_DOMAIN}))"
+            );
+            match client
+                .search_all(
+                    &format!("CN=Partitions,{config}"),
+                    crate::Scope::OneLevel,
+                    &filter,
+                    &attrs(&["dnsRoot", "nETBIOSName", "nCName"]),
+                )
+                .await
+            {
+                Ok(refs) => {
+                    for r in refs {
+                        let Some(name) = r.first_str("dnsRoot") else {
+                            errors.push(format!("crossRef {:?} has no dnsRoot", r.dn));
+                            continue;
+                        };
+                        let nc = r.first_str("nCName");
+                        let this = nc
+                            .as_deref()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(&this_nc));
+                        report.domains.push(DomainInfo {
+                            name: name.trim_end_matches('.').to_ascii_lowercase(),
+                            netbios: r.first_str("nETBIOSName"),
+                            base_dn: nc,
+                            relation: if this { "this domain" } else { "forest" }.into(),
+                            direction: None,
+                            reachable: this,
+                            detail: if this {
+                                format!("connected to {}", client.server())
+                            } else {
+                                String::new()
+                            },
+                        });
+                    }
+                }
+                Err(e) => errors.push(format!("cannot read the forest's domains: {e}")),
+            }
+        }
+        None => errors.push("the RootDSE names no configurationNamingContext".into()),
+    }
+    if !this_nc.is_empty() {
+        match client
+            .search_all(
+                &format!("CN=System,{this_nc}"),
+                crate::Scope::OneLevel,
+                "(objectClass=trustedDomain)",
+                &attrs(&["trustPartner", "flatName", "trustDirection"]),
+            )
+            .await
+        {
+            Ok(trusts) => {
+                for t in trusts {
+                    let Some(name) = t.first_str("trustPartner") else {
+                        errors.push(format!("trustedDomain {:?} has no trustPartner", t.dn));
+                        continue;
+                    };
+                    let name = name.trim_end_matches('.').to_ascii_lowercase();
+                    let dir_ = direction(t.first_str("trustDirection"));
+                    match report.domains.iter_mut().find(|d| d.name == name) {
+                        // A trust inside the forest (parent/child, tree root).
+                        Some(d) => d.direction = dir_,
+                        None => report.domains.push(DomainInfo {
+                            name,
+                            netbios: t.first_str("flatName"),
+                            base_dn: None,
+                            relation: "trust".into(),
+                            direction: dir_,
+                            reachable: false,
+                            detail: String::new(),
+                        }),
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("cannot read the trusted domains: {e}")),
+        }
+    }
+    for d in report
+        .domains
+        .iter_mut()
+        .filter(|d| d.relation != "this domain")
+    {
+        if d.base_dn.is_none() {
+            d.base_dn = Some(dn_of_domain(&d.name));
+        }
+        let (ok, detail) = reach(dir, &d.name).await;
+        d.reachable = ok;
+        d.detail = detail;
+    }
+    if !errors.is_empty() {
+        report.error = Some(errors.join("; "));
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,6 +681,20 @@ mod tests {
         assert_eq!(
             domain_of(&dir).unwrap(),
             ("example.com".to_string(), "directory.domain".to_string())
+        );
+    }
+
+    #[test]
+    fn trust_attributes() {
+        assert_eq!(
+            direction(Some("3".into())).as_deref(),
+            Some("bidirectional")
+        );
+        assert_eq!(direction(Some("1".into())).as_deref(), Some("inbound"));
+        assert_eq!(direction(Some("x".into())), None);
+        assert_eq!(
+            dn_of_domain("emea.example.com"),
+            "DC=emea,DC=example,DC=com"
         );
     }
 

@@ -18,7 +18,7 @@ pub use client::{
     check_bind, connect, test, Client, DirSyncResult, Scope, Supports, SyncEvent, SyncReplResult,
     TestReport, TestStep, TriedServer,
 };
-pub use discovery::{DiscoveryReport, FoundDc};
+pub use discovery::{DiscoveryReport, DomainInfo, FoundDc, TrustReport};
 pub use error::{LdapError, ServerFailure};
 pub use proto::{
     Capabilities, Vendor, DIRSYNC_ANCESTORS_FIRST_ORDER, DIRSYNC_INCREMENTAL_VALUES,

@@ -54,6 +54,8 @@ fn env() -> &'static Env {
                     "dc1.mfa.test",
                     0,
                 ),
+                // A trusted domain whose DC answers (far.test); other.test has no records.
+                srv("_ldap._tcp.dc._msdcs.far.test", "dc1.mfa.test", 0),
             ],
             &[
                 ("dc0.mfa.test", "127.0.0.2".parse::<IpAddr>().unwrap()),
@@ -62,6 +64,16 @@ fn env() -> &'static Env {
         );
         let samba = Samba::start_strong_auth(&samba_fixture());
         samba.set_password("alice", PW);
+        // Two trusted domains (trustedDomain objects, as a trust creates them).
+        for (name, flat, direction, sub) in
+            [("other.test", "OTHER", 3, 7), ("far.test", "FAR", 2, 8)]
+        {
+            samba.add_local(&format!(
+                "dn: CN={name},CN=System,{SAMBA_BASE_DN}\nobjectClass: trustedDomain\n\
+                 trustPartner: {name}\nflatName: {flat}\ntrustDirection: {direction}\n\
+                 trustType: 2\ntrustAttributes: 8\nsecurityIdentifier: S-1-5-21-1-2-{sub}\n"
+            ));
+        }
         Env { _samba: samba, dns }
     })
 }
@@ -265,4 +277,62 @@ async fn an_unreachable_dns_server_is_a_clear_error() {
             )),
         "{s}"
     );
+}
+
+#[tokio::test]
+async fn forest_and_trusted_domains_are_reported_and_an_unreachable_one_does_not_fail_the_test() {
+    let r = test(&ad("mfa.test"), &windows("alice@mfa.test"), Some(PW)).await;
+    let v = serde_json::to_value(&r).unwrap();
+    assert!(r.ok, "{v:#}");
+    let domains = &v["domains"];
+    assert!(domains.get("error").is_none(), "{v:#}");
+    let find = |name: &str| {
+        domains["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}: {v:#}"))
+    };
+    // This domain, from its crossRef in CN=Partitions.
+    let this = find("mfa.test");
+    assert_eq!(this["netbios"], "MFA", "{this}");
+    assert_eq!(this["base_dn"], SAMBA_BASE_DN, "{this}");
+    assert_eq!(this["relation"], "this domain", "{this}");
+    assert_eq!(this["reachable"], true, "{this}");
+    // The trusted domains, from trustedDomain objects in CN=System.
+    let other = find("other.test");
+    assert_eq!(other["netbios"], "OTHER", "{other}");
+    assert_eq!(other["relation"], "trust", "{other}");
+    assert_eq!(other["direction"], "bidirectional", "{other}");
+    assert_eq!(other["base_dn"], "DC=other,DC=test", "{other}");
+    assert_eq!(other["reachable"], false, "{other}");
+    assert!(
+        other["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no SRV records for _ldap._tcp.dc._msdcs.other.test"),
+        "{other}"
+    );
+    let far = find("far.test");
+    assert_eq!(far["direction"], "outbound", "{far}");
+    assert_eq!(far["reachable"], true, "{far}");
+    assert!(
+        far["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ldap://127.0.0.1:389 answers"),
+        "{far}"
+    );
+    assert_eq!(domains["domains"].as_array().unwrap().len(), 3, "{v:#}");
+
+    // Unchecked: nothing is read.
+    let d = Directory {
+        include_trusted_domains: false,
+        ..ad("mfa.test")
+    };
+    let r = test(&d, &windows("alice@mfa.test"), Some(PW)).await;
+    assert!(r.ok);
+    assert!(r.domains.is_none(), "{r:?}");
 }

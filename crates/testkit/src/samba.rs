@@ -435,6 +435,31 @@ impl Samba {
         self.tools().ldapdelete(dn)
     }
 
+    /// Add the entries of `ldif` through Samba's local, trusted database access (its Python
+    /// bindings on private/sam.ldb, as `samba-tool` does) instead of LDAP: for objects Samba
+    /// refuses over LDAP, e.g. trustedDomain (LSA) objects. Panics with the tool output on failure.
+    pub fn add_local(&self, ldif: &str) {
+        const SCRIPT: &str = "import sys\n\
+            from samba.samdb import SamDB\n\
+            from samba.auth import system_session\n\
+            from samba.param import LoadParm\n\
+            lp = LoadParm()\n\
+            lp.load(sys.argv[1])\n\
+            db = SamDB(url=sys.argv[2], session_info=system_session(), lp=lp)\n\
+            for _, msg in db.parse_ldif(open(sys.argv[3]).read()):\n    db.add(msg)\n";
+        let file = util::write_temp(&self.dir, "add-local", ldif);
+        util::run_ok(
+            Command::new("/usr/bin/python3")
+                .env("TDB_NO_FSYNC", "1")
+                .arg("-c")
+                .arg(SCRIPT)
+                .arg(self.smb_conf())
+                .arg(self.dir.join("private/sam.ldb"))
+                .arg(&file),
+            "adding entries to sam.ldb (Samba Python bindings)",
+        );
+    }
+
     /// Set (reset) a user's password with `samba-tool user setpassword` on the local sam.ldb.
     /// The domain's default complexity rules apply (use something like `Secr3t!pass`).
     pub fn set_password(&self, sam_account_name: &str, password: &str) {
