@@ -470,6 +470,12 @@ async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
     d.goto(&format!("{base}/users/b1")).await;
     let page = d.wait_source("b1@example.com").await;
     assert!(page.contains(&format!("ou=B,{BASE}")), "{page}");
+    // ... with its sync history: created by the full sync.
+    let history = &page[page.find("id=\"user-history\"").expect("user history")..];
+    assert!(
+        history.contains("<td>create</td><td>sync</td>"),
+        "{history}"
+    );
 
     // A change in the directory over the threshold: held for approval.
     for u in ["a1", "a2", "a3"] {
@@ -478,6 +484,12 @@ async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
     d.goto(&format!("{base}/history")).await;
     d.click("#sync-now").await;
     d.wait_source("Held for approval").await;
+    d.goto(&format!("{base}/history")).await;
+    let page = d.wait_source("id=\"changes-chart\"").await;
+    assert!(
+        page.contains("class=\"c-created\""),
+        "the chart shows the creations"
+    );
     assert_eq!(usernames(&m).len(), 5, "nothing removed yet");
 
     // A form posted from another origin is refused; nothing runs.

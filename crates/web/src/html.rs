@@ -118,6 +118,17 @@ form.inline{display:inline}
 pre.diff .add{background:#e3f4e3}
 pre.diff .del{background:#fbe4e4}
 button{cursor:pointer}
+svg.chart{background:#fff;border:1px solid #ccd;max-width:100%;height:auto}
+.c-created{fill:#2e7d32}
+.c-updated{fill:#1f5fa8}
+.c-enabled{fill:#26a69a}
+.c-disabled{fill:#ef8c00}
+.c-removed{fill:#c62828}
+.c-failed{fill:#888}
+svg.chart .axis{stroke:#667}
+svg.chart .label{font-size:11px;fill:#445}
+svg.chart .end{text-anchor:end}
+.legend svg{vertical-align:middle}
 .login{max-width:22em;background:#fff;padding:1em 2em;border:1px solid #ccd}
 .login label{display:block;margin:.6em 0}
 .login input{width:100%}

@@ -27,6 +27,7 @@ use mfasync_store::Store;
 
 mod api;
 pub mod auth;
+mod charts;
 mod html;
 pub mod metrics;
 mod portal;

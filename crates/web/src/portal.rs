@@ -20,6 +20,8 @@ use crate::App;
 
 /// Users shown on one Users page at most.
 const USERS_SHOWN: usize = 500;
+/// Audit rows searched for one user's history (the newest).
+const USER_AUDIT_SCANNED: i64 = 20_000;
 
 pub(crate) fn routes() -> Router<App> {
     Router::new()
@@ -289,7 +291,10 @@ pub(crate) async fn settings_page(
         Err(e) => return db_error(Some(admin), e),
     };
     let csrf = csrf_field(admin);
-    let directory = match stored.as_ref().map(|v| (v.version, mfasync_core::config::parse(&v.toml))) {
+    let directory = match stored
+        .as_ref()
+        .map(|v| (v.version, mfasync_core::config::parse(&v.toml)))
+    {
         None => {
             let cfg = mfasync_core::Config::default();
             match typed {
@@ -567,7 +572,26 @@ async fn user_detail(
             value.as_deref().map(esc).unwrap_or_default()
         ));
     }
-    let body = format!(r#"<p><a href="/users">All users</a></p><table id="user">{rows}</table>"#);
+    // The user's audit rows (sync changes, manual inserts), among the newest
+    // USER_AUDIT_SCANNED rows of the audit trail.
+    let audit = match app.store.audit(USER_AUDIT_SCANNED).await {
+        Ok(a) => a,
+        Err(e) => return db_error(Some(&admin), e),
+    };
+    let mine: Vec<&mfasync_store::AuditEntry> = audit
+        .iter()
+        .filter(|e| {
+            e.username
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&u.username))
+                || (u.directory_id.is_some() && e.directory_id == u.directory_id)
+        })
+        .collect();
+    let body = format!(
+        r#"<p><a href="/users">All users</a></p><table id="user">{rows}</table>
+<h2>Sync history</h2>{}"#,
+        crate::charts::user_history_html(&mine)
+    );
     page(
         &format!("User {}", u.username),
         Some(&admin),
@@ -680,8 +704,12 @@ async fn history_page(app: &App, admin: &Admin, status: StatusCode, extra: &str)
             }
         ));
     }
+    let chart = crate::charts::changes_svg(&runs);
     let body = format!(
         r#"{extra}<form method="post" action="/sync">{csrf}<label><input type="checkbox" name="full" value="true" checked> full</label> <button type="submit" id="sync-now">Synchronize Now</button></form>
+<h2>Changes over time</h2>
+{chart}
+<h2>Runs</h2>
 <table id="runs"><tr><th>#</th><th>Started</th><th>Finished</th><th>Mode</th><th>Created</th><th>Updated</th><th>Enabled</th><th>Disabled</th><th>Removed</th><th>Error</th></tr>
 {rows}</table>"#,
         csrf = csrf_field(admin),

@@ -97,7 +97,11 @@ pub(crate) async fn save_edit(
 }
 
 /// The sub-table `key` of `t`, created when missing.
-pub(crate) fn table_mut<'a>(t: &'a mut Table, key: &str, path: &str) -> Result<&'a mut Table, Vec<String>> {
+pub(crate) fn table_mut<'a>(
+    t: &'a mut Table,
+    key: &str,
+    path: &str,
+) -> Result<&'a mut Table, Vec<String>> {
     t.entry(key)
         .or_insert_with(|| Value::Table(Table::new()))
         .as_table_mut()
@@ -191,8 +195,16 @@ impl DirectoryForm {
     /// Write the form into the stored table.
     fn apply(&self, root: &mut Table) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
-        let size = whole(&self.query_size_limit, "directory.query_size_limit", &mut errors);
-        let timeout = whole(&self.timeout_seconds, "directory.timeout_seconds", &mut errors);
+        let size = whole(
+            &self.query_size_limit,
+            "directory.query_size_limit",
+            &mut errors,
+        );
+        let timeout = whole(
+            &self.timeout_seconds,
+            "directory.timeout_seconds",
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -223,7 +235,10 @@ impl DirectoryForm {
             d.insert("timeout_seconds".into(), Value::Integer(n));
         }
         d.insert("starttls".into(), Value::Boolean(self.starttls.is_some()));
-        d.insert("tls_verify".into(), Value::Boolean(self.tls_verify.is_some()));
+        d.insert(
+            "tls_verify".into(),
+            Value::Boolean(self.tls_verify.is_some()),
+        );
         set_opt(d, "tls_ca_file", &self.tls_ca_file);
         {
             let q = table_mut(d, "query_bind", "directory.query_bind")?;
@@ -369,8 +384,7 @@ pub(crate) fn filter_defaults(schema: &str) -> Filters {
     match schema {
         "openldap" => Filters {
             container: "(|(objectClass=organizationalUnit)(objectClass=organization))".into(),
-            security_group: "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))"
-                .into(),
+            security_group: "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))".into(),
             user: "(objectClass=inetOrgPerson)".into(),
         },
         _ => Filters::default(),
@@ -645,7 +659,11 @@ async fn attributes_page(
 <p>active-directory: the seed's defaults (Active Directory or ADAM schema); openldap: entryUUID (string), entryDN, uid and the inetOrgPerson attributes.</p>"#,
         schemas = options(SCHEMAS, schema, None),
     );
-    (status, page("Attributes", Some(admin), "/attributes", &body)).into_response()
+    (
+        status,
+        page("Attributes", Some(admin), "/attributes", &body),
+    )
+        .into_response()
 }
 
 pub(crate) async fn attributes_get(
@@ -727,9 +745,7 @@ pub(crate) async fn attributes_defaults(
     match saved {
         Err(r) => r,
         Ok(Saved::Stored(msg)) => attributes_page(&app, &admin, StatusCode::OK, &msg, None).await,
-        Ok(Saved::Refused(status, msg)) => {
-            attributes_page(&app, &admin, status, &msg, None).await
-        }
+        Ok(Saved::Refused(status, msg)) => attributes_page(&app, &admin, status, &msg, None).await,
     }
 }
 
@@ -751,7 +767,10 @@ mod tests {
 
     #[test]
     fn defaults_by_schema() {
-        assert_eq!(attribute_defaults("active-directory"), Attributes::default());
+        assert_eq!(
+            attribute_defaults("active-directory"),
+            Attributes::default()
+        );
         let o = attribute_defaults("openldap");
         assert_eq!(o.unique_id, "entryUUID");
         assert_eq!(o.unique_id_type, UniqueIdType::String);

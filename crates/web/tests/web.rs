@@ -1301,7 +1301,10 @@ async fn sync_page_items_add_move_edit_remove_keep_the_password() {
         )
         .await;
     assert!(page.contains("3 created, 1 updated"), "{page}");
-    assert!(page.contains(r#"<a href="/sync" class="active">"#), "{page}");
+    assert!(
+        page.contains(r#"<a href="/sync" class="active">"#),
+        "{page}"
+    );
     assert!(s
         .backend
         .calls
@@ -1521,7 +1524,10 @@ async fn settings_directory_form_saves_validates_and_keeps_the_password() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
     assert!(page.contains("directory.servers[0]:"), "{page}");
     assert!(page.contains("directory.base_dn:"), "{page}");
-    assert!(page.contains(r#"value="not a dn""#), "typed value kept: {page}");
+    assert!(
+        page.contains(r#"value="not a dn""#),
+        "typed value kept: {page}"
+    );
     assert_eq!(s.versions().await, before);
     let mut bad = directory_fields("ldap://x", "");
     bad.retain(|(k, _)| *k != "timeout_seconds");
@@ -1568,7 +1574,10 @@ async fn filters_and_attributes_tabs_save_validate_and_restore_defaults() {
 
     // Filters.
     let page = s.get_page(&sess.cookie, "/filters").await;
-    assert!(page.contains("objectCategory=person"), "seed defaults shown");
+    assert!(
+        page.contains("objectCategory=person"),
+        "seed defaults shown"
+    );
     let (status, page) = s
         .tab_post(
             &sess,
@@ -1648,7 +1657,10 @@ async fn filters_and_attributes_tabs_save_validate_and_restore_defaults() {
     }
     assert!(page.contains(r#"value="userPrincipalName;sAMAccountName""#));
     // OpenLDAP defaults (preselected for source = "ldap").
-    assert!(page.contains(r#"<option value="openldap" selected>"#), "{page}");
+    assert!(
+        page.contains(r#"<option value="openldap" selected>"#),
+        "{page}"
+    );
     let (status, page) = s
         .tab_post(
             &sess,
@@ -1683,7 +1695,16 @@ async fn filters_and_attributes_tabs_save_validate_and_restore_defaults() {
     ] {
         form.push((k.into(), v.into()));
     }
-    let resp = s.post_form(&sess, "/attributes", &form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>()).await;
+    let resp = s
+        .post_form(
+            &sess,
+            "/attributes",
+            &form
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let a = s.active().await.attributes;
     assert_eq!(a.username.0, vec!["uid", "mail"]);
@@ -1746,4 +1767,61 @@ async fn filters_and_attributes_tabs_save_validate_and_restore_defaults() {
         .filter(|e| e.action == "config")
         .count();
     assert_eq!(audited, s.versions().await);
+}
+
+#[tokio::test]
+async fn history_chart_and_a_users_sync_history() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let page = s.get_page(&sess.cookie, "/history").await;
+    assert!(page.contains(r#"id="chart-empty""#), "{page}");
+    for (created, removed, error) in [(4, 0, None), (0, 2, None), (0, 0, Some("directory down"))] {
+        let id = s.store.run_started("full").await.unwrap();
+        s.store
+            .run_finished(&mfasync_store::SyncRun {
+                id,
+                started_at: String::new(),
+                finished_at: Some("2026-01-01T00:00:00Z".into()),
+                mode: "full".into(),
+                created,
+                updated: 0,
+                enabled: 0,
+                disabled: 0,
+                removed,
+                unchanged: 0,
+                error: error.map(str::to_string),
+                entries_read: None,
+            })
+            .await
+            .unwrap();
+    }
+    let page = s.get_page(&sess.cookie, "/history").await;
+    assert!(page.contains(r#"<svg id="changes-chart""#), "{page}");
+    // tallest bar 4: run 1's created bar is full height, run 2's removed bar half.
+    assert!(
+        page.contains(r#"class="c-created" x="26.7" y="0.0" width="213.3" height="180.0""#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"class="c-removed" x="293.3" y="90.0" width="213.3" height="90.0""#),
+        "{page}"
+    );
+    assert!(page.contains(r#"class="c-failed""#));
+    // The stylesheet colours the series (no inline style).
+    let css = reqwest::get(format!("{}/static/style.css", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(css.contains(".c-removed{fill:"));
+
+    // A user's page lists its own audit rows only.
+    s.store.insert_user(&user("carol", true)).await.unwrap();
+    s.store.insert_user(&user("dave", true)).await.unwrap();
+    let page = s.get_page(&sess.cookie, "/users/carol").await;
+    let history = &page[page.find(r#"id="user-history""#).expect("history table")..];
+    assert!(history.contains("<td>insert</td>"), "{history}");
+    assert_eq!(history.matches("<tr><td>").count(), 1, "{history}");
+    assert!(!history.contains("dave"));
 }
