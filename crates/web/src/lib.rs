@@ -28,6 +28,7 @@ use mfasync_store::Store;
 mod api;
 pub mod auth;
 mod charts;
+mod docs;
 mod html;
 pub mod metrics;
 mod portal;
@@ -131,6 +132,9 @@ pub fn router(
     Router::new()
         .nest("/api/v1", api)
         .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/api/v1/docs", get(docs::root))
+        .route("/api/v1/docs/", get(docs::index))
+        .route("/api/v1/docs/{*file}", get(docs::asset))
         .merge(portal)
         .route("/login", get(portal::login_page).post(portal::login))
         .route("/static/style.css", get(html::stylesheet))

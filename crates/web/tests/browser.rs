@@ -315,5 +315,11 @@ async fn sign_in_see_users_sync_now_and_cross_site_refused() {
     d.wait_source("forbidden").await;
     assert_eq!(*backend.syncs.lock().unwrap(), 1, "no second sync");
 
+    // Swagger UI renders the API document under the CSP (vendored files).
+    d.goto(&format!("{base}/api/v1/docs/")).await;
+    d.wait_source("opblock-summary-path").await;
+    let page = d.wait_source("/api/v1/approvals/{id}/approve").await;
+    assert!(page.contains("mfasync"), "the document's title: {page}");
+
     d.call("DELETE", "", Value::Null).await;
 }

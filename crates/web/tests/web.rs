@@ -1825,3 +1825,61 @@ async fn history_chart_and_a_users_sync_history() {
     assert_eq!(history.matches("<tr><td>").count(), 1, "{history}");
     assert!(!history.contains("dave"));
 }
+
+#[tokio::test]
+async fn swagger_ui_is_served_from_vendored_files() {
+    let s = serve().await;
+    let resp = s
+        .client
+        .get(format!("{}/api/v1/docs", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_redirection());
+    assert_eq!(resp.headers()["location"], "/api/v1/docs/");
+    let resp = s
+        .client
+        .get(format!("{}/api/v1/docs/", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.starts_with("default-src 'self';"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("swagger-ui-bundle.js"), "{html}");
+    assert!(!html.contains("<script>"), "no inline script: {html}");
+    let init = s
+        .client
+        .get(format!("{}/api/v1/docs/swagger-initializer.js", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("/api/v1/openapi.json"), "{init}");
+    let bundle = s
+        .client
+        .get(format!("{}/api/v1/docs/swagger-ui-bundle.js", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bundle.status(), StatusCode::OK);
+    assert!(bundle.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
+    let missing = s
+        .client
+        .get(format!("{}/api/v1/docs/nope.js", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
