@@ -466,6 +466,21 @@ pub struct Config {
     pub sync: Sync,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smtp: Option<Smtp>,
+    /// The web portal (not a seed setting; optional).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal: Option<Portal>,
+}
+
+/// `[portal]`: who may sign in to the web portal besides its local
+/// administrators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Portal {
+    /// DN of a directory group: its members (directly or through nested
+    /// groups) sign in to the portal with their directory username and
+    /// password. Blank: local administrators only.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub admin_group: String,
 }
 
 // Known keys, for listing every unknown key with its path.
@@ -563,7 +578,14 @@ fn unknown_keys(root: &toml::Table) -> Vec<ConfigError> {
     check_keys(
         root,
         "",
-        &["directory", "filters", "attributes", "sync", "smtp"],
+        &[
+            "directory",
+            "filters",
+            "attributes",
+            "sync",
+            "smtp",
+            "portal",
+        ],
         &mut out,
     );
     if let Some(d) = sub(root, "directory") {
@@ -579,6 +601,9 @@ fn unknown_keys(root: &toml::Table) -> Vec<ConfigError> {
     }
     if let Some(t) = sub(root, "attributes") {
         check_keys(t, "attributes", ATTRIBUTE_KEYS, &mut out);
+    }
+    if let Some(t) = sub(root, "portal") {
+        check_keys(t, "portal", &["admin_group"], &mut out);
     }
     if let Some(t) = sub(root, "smtp") {
         check_keys(t, "smtp", SMTP_KEYS, &mut out);
@@ -917,6 +942,13 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
                 "smtp.password",
                 "give only one of password, password_file, password_env",
             ));
+        }
+    }
+    if let Some(p) = &cfg.portal {
+        if !p.admin_group.trim().is_empty() {
+            if let Err(m) = crate::filter::validate_dn(&p.admin_group) {
+                out.push(err("portal.admin_group", m));
+            }
         }
     }
     if !s.notify.is_empty() && cfg.smtp.is_none() {

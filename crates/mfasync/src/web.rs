@@ -134,4 +134,121 @@ impl mfasync_web::Backend for ServiceBackend {
         )
         .await
     }
+
+    async fn directory_admin(&self, username: &str, password: &str) -> Result<(), String> {
+        let cfg = self.config().await?;
+        let group = cfg
+            .portal
+            .as_ref()
+            .map(|p| p.admin_group.trim().to_string())
+            .filter(|g| !g.is_empty())
+            .ok_or("portal.admin_group is not set")?;
+        // The password as `mfasync auth` checks it; "not an MFA user" and
+        // "MFA user disabled" are only answered once the password was accepted.
+        match crate::auth::authenticate_with(
+            self.store.as_ref(),
+            &cfg,
+            username,
+            password,
+            Some(self.auth_query.as_ref()),
+        )
+        .await
+        {
+            Ok(()) | Err(Reason::NotAnMfaUser) | Err(Reason::MfaUserDisabled) => {}
+            Err(r) => return Err(format!("password not accepted ({})", r.as_str())),
+        }
+        admin_group_member(&cfg, username, &group).await
+    }
+}
+
+/// Whether the account `username` (found as a password check finds it) is a
+/// member of `group`, directly or through nested groups: groups holding the
+/// account are searched with the security group filter, then the groups
+/// holding those, up to 16 levels.
+async fn admin_group_member(
+    cfg: &mfasync_core::Config,
+    username: &str,
+    group: &str,
+) -> Result<(), String> {
+    use mfasync_core::escape::filter_value;
+    let password =
+        crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")?;
+    let mut client = mfasync_ldap::connect(
+        &cfg.directory,
+        &cfg.directory.query_bind,
+        password.as_deref(),
+    )
+    .await
+    .map_err(|e| format!("cannot search the directory: {e}"))?;
+    let result = async {
+        let wrap = |f: &str| {
+            let f = f.trim();
+            if f.starts_with('(') {
+                f.to_string()
+            } else {
+                format!("({f})")
+            }
+        };
+        let value = filter_value(username);
+        let alternatives: String = cfg
+            .attributes
+            .username
+            .0
+            .iter()
+            .map(|a| format!("({a}={value})"))
+            .collect();
+        let base = client.base_dn().to_string();
+        // one small attribute rather than all of them (groups can be large)
+        let attrs = [cfg.attributes.distinguished_name.clone()];
+        let filter = format!("(&{}(|{alternatives}))", wrap(&cfg.filters.user));
+        let found = client
+            .search_all(&base, mfasync_ldap::Scope::Subtree, &filter, &attrs)
+            .await
+            .map_err(|e| format!("username search failed: {e}"))?;
+        let user_dn = match found.as_slice() {
+            [one] => one.dn.clone(),
+            [] => return Err("no such account".to_string()),
+            _ => return Err("the username matches several accounts".to_string()),
+        };
+        let norm = |dn: &str| {
+            dn.split(',')
+                .map(|p| p.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let wanted = norm(group);
+        let mut seen = std::collections::HashSet::new();
+        let mut frontier = vec![user_dn];
+        for _ in 0..16 {
+            let mut next = Vec::new();
+            for dn in &frontier {
+                let v = filter_value(dn);
+                let filter = format!(
+                    "(&{}(|(member={v})(uniqueMember={v})))",
+                    wrap(&cfg.filters.security_group)
+                );
+                let groups = client
+                    .search_all(&base, mfasync_ldap::Scope::Subtree, &filter, &attrs)
+                    .await
+                    .map_err(|e| format!("group search failed: {e}"))?;
+                for g in groups {
+                    let n = norm(&g.dn);
+                    if n == wanted {
+                        return Ok(());
+                    }
+                    if seen.insert(n) {
+                        next.push(g.dn);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        Err(format!("not a member of {group}"))
+    }
+    .await;
+    client.unbind().await;
+    result
 }

@@ -200,8 +200,30 @@ impl Driver {
     }
 }
 
+/// One slapd for the tests of this binary: ou=A, ou=B (synchronized by the
+/// browser test) and ou=People, ou=Groups (the admin group sign-in test).
+fn slapd() -> &'static Slapd {
+    static S: std::sync::OnceLock<Slapd> = std::sync::OnceLock::new();
+    S.get_or_init(|| Slapd::start(&seed()))
+}
+
 fn seed() -> String {
     let mut l = String::new();
+    l.push_str(&format!(
+        "dn: ou=People,{BASE}\nobjectClass: organizationalUnit\nou: People\n\n\
+         dn: ou=Groups,{BASE}\nobjectClass: organizationalUnit\nou: Groups\n\n"
+    ));
+    for u in ["boss", "deputy", "outsider"] {
+        l.push_str(&format!(
+            "dn: uid={u},ou=People,{BASE}\nobjectClass: inetOrgPerson\nuid: {u}\ncn: {u}\nsn: {u}\nuserPassword: {u}-Passw0rd\n\n"
+        ));
+    }
+    // boss directly; deputy through the nested group ops
+    l.push_str(&format!(
+        "dn: cn=ops,ou=Groups,{BASE}\nobjectClass: groupOfNames\ncn: ops\nmember: uid=deputy,ou=People,{BASE}\n\n\
+         dn: cn=mfa-admins,ou=Groups,{BASE}\nobjectClass: groupOfNames\ncn: mfa-admins\nmember: uid=boss,ou=People,{BASE}\nmember: cn=ops,ou=Groups,{BASE}\n\n\
+         dn: cn=others,ou=Groups,{BASE}\nobjectClass: groupOfNames\ncn: others\nmember: uid=outsider,ou=People,{BASE}\n\n"
+    ));
     for (ou, users) in [("A", &["a1", "a2", "a3"][..]), ("B", &["b1", "b2"][..])] {
         l.push_str(&format!(
             "dn: ou={ou},{BASE}\nobjectClass: organizationalUnit\nou: {ou}\n\n"
@@ -213,6 +235,29 @@ fn seed() -> String {
         }
     }
     l
+}
+
+/// `mfasync serve` on a free port, killed when dropped; its address once it
+/// answers /healthz.
+fn serve(m: &Mfa) -> (Killed, String) {
+    let addr = format!("127.0.0.1:{}", mfasync_testkit::free_port());
+    let child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_mfasync"))
+            .args(["--database", &m.url, "serve", "--listen", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    while !raw_get(&addr, "/healthz").ends_with("\r\n\r\nok") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, addr)
 }
 
 /// A plain HTTP GET (no cookies): the status line and the rest.
@@ -280,7 +325,7 @@ async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
         eprintln!("skipped: {CHROMEDRIVER} missing (scripts/install-deps installs it)");
         return;
     }
-    let slapd = Slapd::start(&seed());
+    let slapd = slapd();
     let m = Mfa::new();
     let set = m.run_stdin(
         &["admin", "set-password", "admin", "--password-stdin"],
@@ -288,25 +333,8 @@ async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
     );
     assert_eq!(set.code, 0, "{}", set.stderr);
 
-    let port = mfasync_testkit::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let _serve = Killed(
-        Command::new(env!("CARGO_BIN_EXE_mfasync"))
-            .args(["--database", &m.url, "serve", "--listen", &addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_serve, addr) = serve(&m);
     let base = format!("http://{addr}");
-    let t0 = Instant::now();
-    while !raw_get(&addr, "/healthz").ends_with("\r\n\r\nok") {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     // Unauthenticated requests are refused.
     let r = raw_get(&addr, "/api/v1/users");
@@ -515,4 +543,136 @@ async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
     assert!(!page.contains(">a1</a>"));
 
     d.call("DELETE", "", Value::Null).await;
+}
+
+/// A sign-in through the form, as a browser posts it: the response.
+async fn sign_in(
+    http: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    let page = http.get(format!("{base}/login")).send().await.unwrap();
+    let cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("mfasync_login="))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    let html = page.text().await.unwrap();
+    let marker = r#"name="login_csrf" value=""#;
+    let start = html.find(marker).unwrap() + marker.len();
+    let field = &html[start..start + html[start..].find('"').unwrap()];
+    http.post(format!("{base}/login"))
+        .header("cookie", format!("mfasync_login={cookie}"))
+        .header("origin", base)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("login_csrf", field),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+fn session_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("mfasync_session="))
+        .and_then(|v| v.split(';').next())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_the_admin_group_sign_in_with_their_directory_password() {
+    let s = slapd();
+    let m = Mfa::new();
+    let config = |portal: &str| {
+        format!(
+            r#"
+[directory]
+source = "ldap"
+servers = ["{url}"]
+base_dn = "{BASE}"
+timeout_seconds = 5
+[directory.query_bind]
+type = "simple"
+dn = "{dn}"
+password = "{pw}"
+[directory.auth_bind]
+type = "simple"
+[filters]
+container = "(objectClass=organizationalUnit)"
+security_group = "(objectClass=groupOfNames)"
+user = "(objectClass=inetOrgPerson)"
+[attributes]
+unique_id = "entryUUID"
+unique_id_type = "string"
+distinguished_name = "entryDN"
+username = ["uid"]
+[sync]
+enabled = false
+{portal}
+"#,
+            url = s.url,
+            dn = s.admin_dn,
+            pw = s.admin_password,
+        )
+    };
+    let group = format!("cn=mfa-admins,ou=Groups,{BASE}");
+    m.apply(&config(&format!("[portal]\nadmin_group = \"{group}\"")));
+    // A bad group DN is refused by its key path, like every setting.
+    let bad = m.config_file(&config("[portal]\nadmin_group = \"not a dn\""));
+    let out = m.run(&["config", "apply", bad.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("portal.admin_group"), "{}", out.stderr);
+
+    let (_serve, addr) = serve(&m);
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // A direct member and a member through a nested group get a session.
+    for user in ["boss", "deputy"] {
+        let resp = sign_in(&http, &base, user, &format!("{user}-Passw0rd")).await;
+        assert_eq!(resp.status(), reqwest::StatusCode::SEE_OTHER, "{user}");
+        assert_eq!(resp.headers()["location"], "/");
+        let session = session_cookie(&resp).expect("a session");
+        let page = http
+            .get(format!("{base}/settings"))
+            .header("cookie", format!("mfasync_session={session}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), reqwest::StatusCode::OK);
+        assert!(page
+            .text()
+            .await
+            .unwrap()
+            .contains(&format!("<span>{user}</span>")));
+    }
+    // A wrong password, a non-member with the right one, an unknown name: refused.
+    for (user, pw) in [
+        ("boss", "wrong"),
+        ("outsider", "outsider-Passw0rd"),
+        ("nobody", "x"),
+    ] {
+        let resp = sign_in(&http, &base, user, pw).await;
+        assert_eq!(resp.status(), reqwest::StatusCode::UNAUTHORIZED, "{user}");
+        assert!(session_cookie(&resp).is_none(), "{user}");
+    }
+    // Without portal.admin_group, directory accounts cannot sign in.
+    m.apply(&config(""));
+    let resp = sign_in(&http, &base, "boss", "boss-Passw0rd").await;
+    assert_eq!(resp.status(), reqwest::StatusCode::UNAUTHORIZED);
 }

@@ -85,6 +85,43 @@ pub(crate) async fn check_admin(app: &App, username: &str, password: &str) -> bo
     known && ok
 }
 
+/// Whether the active configuration names a `portal.admin_group`.
+async fn admin_group_configured(app: &App) -> bool {
+    match app.store.active_config().await {
+        Ok(Some(v)) => mfasync_core::config::parse(&v.toml)
+            .ok()
+            .and_then(|c| c.portal)
+            .is_some_and(|p| !p.admin_group.trim().is_empty()),
+        _ => false,
+    }
+}
+
+/// Portal sign-in: a local administrator (argon2 hash in the store), else a
+/// member of `portal.admin_group` whose directory password is right. The way
+/// in, or None.
+pub(crate) async fn check_sign_in(
+    app: &App,
+    username: &str,
+    password: &str,
+) -> Option<&'static str> {
+    if check_admin(app, username, password).await {
+        return Some("local");
+    }
+    if password.is_empty() || !admin_group_configured(app).await {
+        return None;
+    }
+    match app.backend.directory_admin(username, password).await {
+        Ok(()) => Some("directory"),
+        Err(why) => {
+            tracing::info!(
+                "portal sign-in by directory credentials refused for {:?}: {why}",
+                username.chars().take(64).collect::<String>()
+            );
+            None
+        }
+    }
+}
+
 /// 32 random bytes as lower-case hex.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];

@@ -58,6 +58,13 @@ pub trait Backend: Send + Sync {
     async fn reject(&self, id: &str, actor: &str) -> Result<serde_json::Value, String>;
     /// Verify a password by LDAP bind (`auth USERNAME`).
     async fn auth(&self, username: &str, password: &str) -> Result<(), Reason>;
+    /// Portal sign-in by directory credentials: `Ok(())` when the directory
+    /// accepts the password (as `auth` checks it) AND the account is a member,
+    /// directly or through nested groups, of `portal.admin_group`. `Err`: why
+    /// not, for the log only (never shown; it must not name the password).
+    async fn directory_admin(&self, _username: &str, _password: &str) -> Result<(), String> {
+        Err("sign-in by directory credentials is not available".into())
+    }
 }
 
 /// How the web side behaves.

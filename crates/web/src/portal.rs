@@ -169,7 +169,12 @@ pub(crate) async fn login(
             Some("Too many failed sign-ins for this username; try again in a few minutes."),
         );
     }
-    if form.username.is_empty() || !auth::check_admin(&app, &form.username, &form.password).await {
+    let way = if form.username.is_empty() {
+        None
+    } else {
+        auth::check_sign_in(&app, &form.username, &form.password).await
+    };
+    let Some(way) = way else {
         if let Ok(mut l) = app.login_limiter.lock() {
             l.failed(&key, Instant::now());
         }
@@ -182,10 +187,13 @@ pub(crate) async fn login(
             StatusCode::UNAUTHORIZED,
             Some("Wrong username or password."),
         );
-    }
+    };
     match auth::start_session(&app, &form.username).await {
         Ok((token, _csrf)) => {
-            tracing::info!("administrator {} signed in to the portal", form.username);
+            tracing::info!(
+                "administrator {} signed in to the portal ({way} account)",
+                form.username
+            );
             let max_age = app.opts.session_ttl.as_secs();
             let mut resp = Redirect::to("/").into_response();
             let h = resp.headers_mut();
