@@ -43,6 +43,21 @@ impl Limiter {
         self.failures.get(key).map_or(0, VecDeque::len) < self.max_failures
     }
 
+    /// How long until an attempt for `key` is allowed again (None: allowed now).
+    pub fn retry_after(&mut self, key: &str, now: Instant) -> Option<Duration> {
+        self.prune(key, now);
+        let q = self.failures.get(key)?;
+        if q.len() < self.max_failures {
+            return None;
+        }
+        // allowed again once enough of the oldest failures left the window
+        let oldest_to_expire = q.get(q.len() - self.max_failures)?;
+        Some(
+            self.window
+                .saturating_sub(now.saturating_duration_since(*oldest_to_expire)),
+        )
+    }
+
     /// Record a failed attempt.
     pub fn failed(&mut self, key: &str, now: Instant) {
         self.prune(key, now);
@@ -90,5 +105,26 @@ mod tests {
         );
         l.succeeded("alice");
         assert!(l.allowed("alice", t0 + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn retry_after_is_when_the_oldest_counted_failure_leaves() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(2, Duration::from_secs(60));
+        assert_eq!(l.retry_after("ip", t0), None);
+        l.failed("ip", t0);
+        assert_eq!(l.retry_after("ip", t0), None);
+        l.failed("ip", t0 + Duration::from_secs(10));
+        assert_eq!(
+            l.retry_after("ip", t0 + Duration::from_secs(20)),
+            Some(Duration::from_secs(40))
+        );
+        // a third failure (counted while blocked) keeps it blocked longer
+        l.failed("ip", t0 + Duration::from_secs(30));
+        assert_eq!(
+            l.retry_after("ip", t0 + Duration::from_secs(30)),
+            Some(Duration::from_secs(40))
+        );
+        assert_eq!(l.retry_after("ip", t0 + Duration::from_secs(70)), None);
     }
 }

@@ -66,6 +66,15 @@ fn main() {
         );
     }
 
+    if std::env::var_os("BENCH_AUTH_HOLD").is_some() {
+        // profiling aid: keep the directory and database up until stdin closes
+        println!(
+            "database {db}\nserver {}\nuser u00001 password pw-1",
+            slapd.url
+        );
+        let _ = std::io::stdin().read_line(&mut String::new());
+        return;
+    }
     let mut raw = Vec::with_capacity(checks);
     let t = Instant::now();
     for k in 0..checks {

@@ -63,29 +63,46 @@ pub async fn authenticate_with(
         password: None,
         password_file: None,
         password_env: None,
+        password_encrypted: None,
     };
-    match mfasync_ldap::connect(&cfg.directory, &bind, Some(password)).await {
-        Ok(client) => client.unbind().await,
-        Err(e) => {
-            if let Some(r) = e.auth_reason() {
-                tracing::info!(
-                    username,
-                    reason = r.as_str(),
-                    "password refused by the directory"
-                );
-                return Err(r);
-            }
-            tracing::warn!(username, error = %e, "directory unavailable for a password check");
-            return Err(if e.is_unavailable() {
-                Reason::DirectoryUnavailable
-            } else {
-                Reason::InvalidCredentials
-            });
+    // The password check (a fresh connection, bind, unbind: no RootDSE read)
+    // and the MFA user lookup run at the same time; the lookup's answer is
+    // only told once the directory has accepted the password.
+    let (checked, found) = tokio::join!(
+        mfasync_ldap::check_bind(&cfg.directory, &bind, Some(password)),
+        mfa_user(store, directory_id, username)
+    );
+    if let Err(e) = checked {
+        if let Some(r) = e.auth_reason() {
+            tracing::info!(
+                username,
+                reason = r.as_str(),
+                "password refused by the directory"
+            );
+            return Err(r);
         }
+        tracing::warn!(username, error = %e, "directory unavailable for a password check");
+        return Err(if e.is_unavailable() {
+            Reason::DirectoryUnavailable
+        } else {
+            Reason::InvalidCredentials
+        });
     }
-    // The MFA user is the one synchronized from this directory entry (by its
-    // unique id), whichever username attribute the caller typed (a user stored
-    // as alice@example.com may sign in as "alice"); manual users by username.
+    match found?.first() {
+        None => Err(Reason::NotAnMfaUser),
+        Some(u) if !u.enabled => Err(Reason::MfaUserDisabled),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The MFA user synchronized from this directory entry (by its unique id),
+/// whichever username attribute the caller typed (a user stored as
+/// alice@example.com may sign in as "alice"); manual users by username.
+async fn mfa_user(
+    store: &dyn Store,
+    directory_id: Option<String>,
+    username: &str,
+) -> Result<Vec<mfasync_core::MfaUser>, Reason> {
     let unavailable = |e: mfasync_store::StoreError| {
         tracing::error!(error = %e, "MFA database unavailable");
         Reason::DirectoryUnavailable
@@ -103,11 +120,7 @@ pub async fn authenticate_with(
             .await
             .map_err(unavailable)?;
     }
-    match found.first() {
-        None => Err(Reason::NotAnMfaUser),
-        Some(u) if !u.enabled => Err(Reason::MfaUserDisabled),
-        Some(_) => Ok(()),
-    }
+    Ok(found)
 }
 
 struct Resolved {

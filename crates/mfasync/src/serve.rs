@@ -44,6 +44,7 @@ pub async fn run(
         store: store.clone(),
         sync_lock: sync_lock.clone(),
         auth_query: Arc::default(),
+        config_cache: Default::default(),
     });
     let app = mfasync_web::router(
         backend,

@@ -16,6 +16,32 @@ pub struct ServiceBackend {
     pub sync_lock: Arc<tokio::sync::Mutex<()>>,
     /// The query connection reused by password checks (username lookups).
     pub auth_query: Arc<crate::auth::QueryConnection>,
+    /// The active configuration, parsed once per version.
+    pub config_cache: ConfigCache,
+}
+
+/// The parsed active configuration, kept while the active version number
+/// stays the same: a request reads the active version from the store (so a
+/// `config apply` by another process is seen at once) but parses and
+/// validates the TOML only when the version changed.
+#[derive(Default)]
+pub struct ConfigCache {
+    slot: std::sync::Mutex<Option<(i64, Arc<mfasync_core::Config>)>>,
+}
+
+impl ConfigCache {
+    fn get(&self, version: i64) -> Option<Arc<mfasync_core::Config>> {
+        let slot = self.slot.lock().ok()?;
+        slot.as_ref()
+            .filter(|(v, _)| *v == version)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn put(&self, version: i64, cfg: Arc<mfasync_core::Config>) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some((version, cfg));
+        }
+    }
 }
 
 fn failure_text(f: crate::Failure) -> String {
@@ -26,10 +52,19 @@ fn failure_text(f: crate::Failure) -> String {
 }
 
 impl ServiceBackend {
-    async fn config(&self) -> Result<mfasync_core::Config, String> {
-        crate::active_config(self.store.as_ref())
+    async fn config(&self) -> Result<Arc<mfasync_core::Config>, String> {
+        let v = self
+            .store
+            .active_config()
             .await
-            .map_err(failure_text)
+            .map_err(|e| e.to_string())?
+            .ok_or("no configuration yet: run `mfasync config apply FILE` first")?;
+        if let Some(cfg) = self.config_cache.get(v.version) {
+            return Ok(cfg);
+        }
+        let cfg = Arc::new(crate::parse_stored_config(&v).map_err(failure_text)?);
+        self.config_cache.put(v.version, cfg.clone());
+        Ok(cfg)
     }
 
     async fn cycle(&self, full: bool, plan_only: bool) -> Result<Value, String> {

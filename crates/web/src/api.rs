@@ -240,8 +240,56 @@ struct AuthBody {
     password: String,
 }
 
+/// The client of a request: the socket peer, or, when the peer is a trusted
+/// proxy, the right-most `X-Forwarded-For` address that is not itself a
+/// trusted proxy. None without a socket address (not served over TCP).
+pub(crate) fn client_address(
+    peer: Option<std::net::SocketAddr>,
+    headers: &axum::http::HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    let peer = peer?.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|a| a.trim().parse::<std::net::IpAddr>())
+        .collect::<Result<_, _>>()
+        // a malformed header from a trusted proxy: count the proxy itself
+        .unwrap_or_default();
+    Some(
+        forwarded
+            .iter()
+            .rev()
+            .find(|a| !trusted.contains(a))
+            .copied()
+            .unwrap_or(peer),
+    )
+}
+
+/// 429 with Retry-After (whole seconds, at least 1) and the PRODUCT.md body.
+fn too_many(app: &App, wait: std::time::Duration) -> Response {
+    app.metrics.record_auth(Some("account-locked"));
+    let mut r = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({ "ok": false, "reason": "account-locked" })),
+    )
+        .into_response();
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&secs.max(1).to_string()) {
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
 async fn auth(
     State(app): State<App>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<AuthBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(Json(body)) = body else {
@@ -251,26 +299,33 @@ async fn auth(
         );
     };
     let key = body.username.to_lowercase();
+    let client = client_address(
+        peer.map(|Extension(c)| c.0),
+        &headers,
+        &app.opts.trusted_proxies,
+    )
+    .map(|a| a.to_string());
     let now = std::time::Instant::now();
-    let allowed = app
+    // Too many wrong passwords from this address, or for this username,
+    // lately: refused without asking the directory (password guessing).
+    if let Some(c) = &client {
+        let wait = app
+            .auth_client_limiter
+            .lock()
+            .ok()
+            .and_then(|mut l| l.retry_after(c, now));
+        if let Some(wait) = wait {
+            tracing::warn!(client = %c, "password checks from this address refused for {}s (too many failures)", wait.as_secs());
+            return too_many(&app, wait);
+        }
+    }
+    let wait = app
         .auth_limiter
         .lock()
-        .map(|mut l| l.allowed(&key, now))
-        .unwrap_or(true);
-    if !allowed {
-        // Too many wrong passwords for this username lately: refused without
-        // asking the directory (password guessing).
-        app.metrics.record_auth(Some("account-locked"));
-        let mut r = (
-            StatusCode::TOO_MANY_REQUESTS,
-            Json(json!({ "ok": false, "reason": "account-locked" })),
-        )
-            .into_response();
-        r.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("60"),
-        );
-        return r;
+        .ok()
+        .and_then(|mut l| l.retry_after(&key, now));
+    if let Some(wait) = wait {
+        return too_many(&app, wait);
     }
     match app.backend.auth(&body.username, &body.password).await {
         Ok(()) => {
@@ -285,9 +340,57 @@ async fn auth(
                 if let Ok(mut l) = app.auth_limiter.lock() {
                     l.failed(&key, now);
                 }
+                if let (Some(c), Ok(mut l)) = (&client, app.auth_client_limiter.lock()) {
+                    l.failed(c, now);
+                }
             }
             app.metrics.record_auth(Some(reason.as_str()));
             Json(json!({ "ok": false, "reason": reason.as_str() })).into_response()
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::client_address;
+    use axum::http::{HeaderMap, HeaderValue};
+    use std::net::{IpAddr, SocketAddr};
+
+    #[test]
+    fn client_address_trusts_forwarded_for_only_from_trusted_proxies() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let peer = |s: &str| Some(SocketAddr::new(ip(s), 4000));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.0.0.2"),
+        );
+        // not a trusted proxy: the header is ignored
+        assert_eq!(
+            client_address(peer("192.0.2.1"), &h, &[]),
+            Some(ip("192.0.2.1"))
+        );
+        // trusted proxy: right-most address that is not a trusted proxy
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        assert_eq!(
+            client_address(peer("10.0.0.1"), &h, &trusted),
+            Some(ip("198.51.100.7"))
+        );
+        // trusted proxy without a header, or with garbage: the proxy itself
+        assert_eq!(
+            client_address(peer("10.0.0.1"), &HeaderMap::new(), &trusted),
+            Some(ip("10.0.0.1"))
+        );
+        let mut bad = HeaderMap::new();
+        bad.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, nonsense"),
+        );
+        assert_eq!(
+            client_address(peer("10.0.0.1"), &bad, &trusted),
+            Some(ip("10.0.0.1"))
+        );
+        assert_eq!(client_address(None, &h, &trusted), None);
     }
 }

@@ -80,6 +80,17 @@ pub struct WebOptions {
     /// refused (429) without checking the password.
     pub login_max_failures: usize,
     pub login_window: Duration,
+    /// Failed `POST /api/v1/auth` password checks allowed per client address
+    /// (any usernames) within `auth_client_window`; more are refused (429)
+    /// without asking the directory. Counts failures only, and a success does
+    /// not clear them (one known account must not reset a guessing run).
+    pub auth_client_max_failures: usize,
+    pub auth_client_window: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: for a request
+    /// from one of these, the client is the right-most address in that
+    /// header that is not itself a trusted proxy. Empty (default): the socket
+    /// peer is the client and the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for WebOptions {
@@ -89,6 +100,9 @@ impl Default for WebOptions {
             session_ttl: Duration::from_secs(8 * 3600),
             login_max_failures: 10,
             login_window: Duration::from_secs(300),
+            auth_client_max_failures: 50,
+            auth_client_window: Duration::from_secs(300),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -104,6 +118,8 @@ pub(crate) struct App {
     /// Failed `POST /api/v1/auth` password checks by lower-cased username
     /// (password guessing through the API: the same limits as portal sign-in).
     pub auth_limiter: Arc<std::sync::Mutex<mfasync_core::ratelimit::Limiter>>,
+    /// Failed `POST /api/v1/auth` password checks by client address.
+    pub auth_client_limiter: Arc<std::sync::Mutex<mfasync_core::ratelimit::Limiter>>,
     /// Synchronize Now jobs started from the portal (live progress).
     pub jobs: Arc<std::sync::Mutex<progress::Jobs>>,
 }
@@ -117,6 +133,10 @@ pub fn router(
 ) -> Router {
     let limiter = mfasync_core::ratelimit::Limiter::new(opts.login_max_failures, opts.login_window);
     let (opts_max, opts_window) = (opts.login_max_failures, opts.login_window);
+    let client_limiter = mfasync_core::ratelimit::Limiter::new(
+        opts.auth_client_max_failures,
+        opts.auth_client_window,
+    );
     let app = App {
         backend,
         store,
@@ -126,6 +146,7 @@ pub fn router(
         auth_limiter: Arc::new(std::sync::Mutex::new(
             mfasync_core::ratelimit::Limiter::new(opts_max, opts_window),
         )),
+        auth_client_limiter: Arc::new(std::sync::Mutex::new(client_limiter)),
         jobs: Arc::default(),
     };
     let api = api::routes().route_layer(axum::middleware::from_fn_with_state(
