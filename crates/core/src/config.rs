@@ -75,6 +75,11 @@ pub struct Bind {
     pub password_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// The password sealed with the service's secret key (what the web portal
+    /// stores when a password is typed there): "v1:" and base64. Never
+    /// serialized, like `password`.
+    #[serde(skip_serializing)]
+    pub password_encrypted: Option<String>,
 }
 
 impl fmt::Debug for Bind {
@@ -85,6 +90,10 @@ impl fmt::Debug for Bind {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("password_file", &self.password_file)
             .field("password_env", &self.password_env)
+            .field(
+                "password_encrypted",
+                &self.password_encrypted.as_ref().map(|_| "<sealed>"),
+            )
             .finish()
     }
 }
@@ -92,7 +101,10 @@ impl fmt::Debug for Bind {
 impl Bind {
     /// Whether some password source is configured.
     pub fn has_password(&self) -> bool {
-        self.password.is_some() || self.password_file.is_some() || self.password_env.is_some()
+        self.password.is_some()
+            || self.password_file.is_some()
+            || self.password_env.is_some()
+            || self.password_encrypted.is_some()
     }
 }
 
@@ -501,7 +513,14 @@ const DIRECTORY_KEYS: &[&str] = &[
     "query_bind",
     "auth_bind",
 ];
-const BIND_KEYS: &[&str] = &["type", "dn", "password", "password_file", "password_env"];
+const BIND_KEYS: &[&str] = &[
+    "type",
+    "dn",
+    "password",
+    "password_file",
+    "password_env",
+    "password_encrypted",
+];
 const FILTER_KEYS: &[&str] = &["container", "security_group", "user"];
 const ATTRIBUTE_KEYS: &[&str] = &[
     "unique_id",
@@ -716,15 +735,28 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
 /// `needs_dn`: the query bind binds as its own account; the auth bind binds as
 /// the user being checked, so it has no DN of its own.
 fn validate_bind(b: &Bind, key: &str, needs_dn: bool, out: &mut Vec<ConfigError>) {
-    let sources = [&b.password, &b.password_file, &b.password_env]
-        .iter()
-        .filter(|p| p.is_some())
-        .count();
+    let sources = [
+        &b.password,
+        &b.password_file,
+        &b.password_env,
+        &b.password_encrypted,
+    ]
+    .iter()
+    .filter(|p| p.is_some())
+    .count();
     if sources > 1 {
         out.push(err(
             format!("{key}.password"),
-            "give only one of password, password_file, password_env",
+            "give only one of password, password_file, password_env, password_encrypted",
         ));
+    }
+    if let Some(sealed) = &b.password_encrypted {
+        if !sealed.starts_with("v1:") {
+            out.push(err(
+                format!("{key}.password_encrypted"),
+                "not a sealed password (\"v1:...\", as the web portal writes it)",
+            ));
+        }
     }
     match b.kind {
         BindType::Simple | BindType::Ssl if needs_dn => {

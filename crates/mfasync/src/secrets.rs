@@ -30,6 +30,22 @@ pub fn bind_password(b: &Bind, key: &str) -> Result<Option<String>, String> {
     if b.kind == BindType::Anonymous {
         return Ok(None);
     }
+    if let Some(sealed) = &b.password_encrypted {
+        // Typed in the web portal: sealed with the service's secret key.
+        let secret = mfasync_web::secret::load_key()
+            .map_err(|e| format!("{key}.password_encrypted: {e}"))?
+            .ok_or_else(|| {
+                format!(
+                    "{key}.password_encrypted: no secret key to open it: set {} or {}",
+                    mfasync_web::secret::KEY_FILE_ENV,
+                    mfasync_web::secret::KEY_ENV
+                )
+            })?;
+        return secret
+            .open(key, sealed)
+            .map(Some)
+            .map_err(|e| format!("{key}.password_encrypted: {e}"));
+    }
     resolve(&b.password, &b.password_file, &b.password_env, key)
 }
 

@@ -52,6 +52,7 @@ pub async fn run(
         metrics.clone(),
         mfasync_web::WebOptions {
             secure_cookies,
+            secret_key: mfasync_web::secret::load_key().map_err(anyhow::Error::msg)?,
             ..mfasync_web::WebOptions::default()
         },
     );

@@ -29,6 +29,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 const BASE: &str = "dc=example,dc=com";
 const ADMIN_PW: &str = "e2e-admin-Passw0rd";
+const SECRET_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 struct Killed(Child);
 
@@ -241,9 +242,13 @@ fn seed() -> String {
 /// answers /healthz.
 fn serve(m: &Mfa) -> (Killed, String) {
     let addr = format!("127.0.0.1:{}", mfasync_testkit::free_port());
+    // The key that seals passwords typed in the portal.
+    let key_file = m.dir.path().join("secret.key");
+    std::fs::write(&key_file, format!("{SECRET_KEY}\n")).unwrap();
     let child = Killed(
         Command::new(env!("CARGO_BIN_EXE_mfasync"))
             .args(["--database", &m.url, "serve", "--listen", &addr])
+            .env("MFASYNC_SECRET_KEY_FILE", &key_file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -383,6 +388,26 @@ async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
         .call("GET", &format!("/element/{state}/text"), Value::Null)
         .await;
     assert_eq!(text, json!("set"));
+    // Stored sealed with the service's key, never in clear.
+    let stored = mfasync_store::open(&m.url)
+        .await
+        .unwrap()
+        .active_config()
+        .await
+        .unwrap()
+        .unwrap()
+        .toml;
+    assert!(!stored.contains(&slapd.admin_password), "{stored}");
+    let sealed: toml::Table = stored.parse().unwrap();
+    let sealed = sealed["directory"]["query_bind"]["password_encrypted"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = mfasync_web::secret::SecretKey::from_hex(SECRET_KEY).unwrap();
+    assert_eq!(
+        key.open("directory.query_bind", &sealed).unwrap(),
+        slapd.admin_password
+    );
 
     // Test: every step passes.
     d.click("#test").await;

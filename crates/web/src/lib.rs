@@ -33,6 +33,7 @@ mod html;
 pub mod metrics;
 mod portal;
 mod progress;
+pub mod secret;
 mod syncpage;
 mod tabs;
 
@@ -91,6 +92,10 @@ pub struct WebOptions {
     /// header that is not itself a trusted proxy. Empty (default): the socket
     /// peer is the client and the header is ignored.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The key that seals passwords typed in the portal (`secret::load_key`:
+    /// `MFASYNC_SECRET_KEY_FILE` or `MFASYNC_SECRET_KEY`). None: the portal
+    /// refuses to store a typed password.
+    pub secret_key: Option<secret::SecretKey>,
 }
 
 impl Default for WebOptions {
@@ -103,6 +108,7 @@ impl Default for WebOptions {
             auth_client_max_failures: 50,
             auth_client_window: Duration::from_secs(300),
             trusted_proxies: Vec::new(),
+            secret_key: None,
         }
     }
 }

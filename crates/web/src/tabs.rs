@@ -192,9 +192,35 @@ impl DirectoryForm {
         }
     }
 
-    /// Write the form into the stored table.
-    fn apply(&self, root: &mut Table) -> Result<(), Vec<String>> {
+    /// Write the form into the stored table; a typed password is sealed
+    /// with `key`.
+    fn apply(
+        &self,
+        root: &mut Table,
+        key: Option<&crate::secret::SecretKey>,
+    ) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
+        let sealed = if self.query_password.is_empty() || self.query_password_clear.is_some() {
+            None
+        } else {
+            match key {
+                Some(k) => match k.seal("directory.query_bind", &self.query_password) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        errors.push(format!("directory.query_bind.password: {e}"));
+                        None
+                    }
+                },
+                None => {
+                    errors.push(format!(
+                        "directory.query_bind.password: not stored: passwords typed here are stored encrypted, and the service has no secret key (set {} or {}; see docs/web.md), or use password_file / password_env in the configuration",
+                        crate::secret::KEY_FILE_ENV,
+                        crate::secret::KEY_ENV
+                    ));
+                    None
+                }
+            }
+        };
         let size = whole(
             &self.query_size_limit,
             "directory.query_size_limit",
@@ -246,14 +272,13 @@ impl DirectoryForm {
             set_opt(q, "dn", &self.query_dn);
             if self.query_password_clear.is_some() {
                 q.remove("password");
-            } else if !self.query_password.is_empty() {
+                q.remove("password_encrypted");
+            } else if let Some(sealed) = sealed {
                 // A typed password replaces every other source of it.
+                q.remove("password");
                 q.remove("password_file");
                 q.remove("password_env");
-                q.insert(
-                    "password".into(),
-                    Value::String(self.query_password.clone()),
-                );
+                q.insert("password_encrypted".into(), Value::String(sealed));
             }
         }
         let a = table_mut(d, "auth_bind", "directory.auth_bind")?;
@@ -287,7 +312,7 @@ pub(crate) fn directory_form_html(
 <tr><th>CA file</th><td><input name="tls_ca_file" size="50" value="{ca}"></td></tr>
 <tr><th>Bind type - Queries</th><td><select name="query_type">{qtypes}</select></td></tr>
 <tr><th>Bind DN or username</th><td><input name="query_dn" size="50" value="{qdn}"></td></tr>
-<tr><th>Bind password</th><td><input type="password" name="query_password" autocomplete="new-password" placeholder="{pw_hint}"> <span id="query-password-state">{pw_state}</span> <label><input type="checkbox" name="query_password_clear" value="true"> remove the stored password</label></td></tr>
+<tr><th>Bind password</th><td><input type="password" name="query_password" autocomplete="new-password" placeholder="{pw_hint}"> <span id="query-password-state">{pw_state}</span> <label><input type="checkbox" name="query_password_clear" value="true"> remove the stored password</label><br>stored encrypted with the service's secret key; never shown</td></tr>
 <tr><th>Bind type - Authentications</th><td><select name="auth_type">{atypes}</select></td></tr>
 <tr><th>Authentication bind DN or username</th><td><input name="auth_dn" size="50" value="{adn}"> (usually blank: users bind as themselves)</td></tr>
 </table>
@@ -337,7 +362,7 @@ pub(crate) async fn directory_save(
         return r;
     }
     let saved = save_edit(&app, &admin, &form.version, "Directory settings", |t| {
-        form.apply(t)
+        form.apply(t, app.opts.secret_key.as_ref())
     })
     .await;
     match saved {

@@ -95,6 +95,26 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+fn test_key() -> mfasync_web::secret::SecretKey {
+    mfasync_web::secret::SecretKey::from_hex(
+        "8f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0",
+    )
+    .unwrap()
+}
+
+/// The query bind password as stored: sealed, opened with the test key.
+fn stored_password(cfg: &mfasync_core::config::Config) -> Option<String> {
+    assert!(
+        cfg.directory.query_bind.password.is_none(),
+        "never stored in clear"
+    );
+    cfg.directory
+        .query_bind
+        .password_encrypted
+        .as_ref()
+        .map(|s| test_key().open("directory.query_bind", s).unwrap())
+}
+
 async fn serve() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("mfa.db").display());
@@ -111,6 +131,7 @@ async fn serve() -> Server {
         Arc::new(Metrics::new()),
         WebOptions {
             secure_cookies: false,
+            secret_key: Some(test_key()),
             ..WebOptions::default()
         },
     );
@@ -1482,10 +1503,10 @@ async fn settings_directory_form_saves_validates_and_keeps_the_password() {
     assert!(!cfg.directory.use_attribute_scope_queries);
     assert!(!cfg.directory.starttls);
     assert_eq!(cfg.directory.query_bind.kind, BindType::Simple);
-    assert_eq!(
-        cfg.directory.query_bind.password.as_deref(),
-        Some("FIRSTSECRET")
-    );
+    assert_eq!(stored_password(&cfg).as_deref(), Some("FIRSTSECRET"));
+    let raw = s.store.active_config().await.unwrap().unwrap().toml;
+    assert!(!raw.contains("FIRSTSECRET"), "encrypted at rest: {raw}");
+    assert!(raw.contains("password_encrypted = \"v1:"), "{raw}");
     assert_eq!(cfg.directory.auth_bind.kind, BindType::Simple);
 
     // A blank password keeps the stored one; other sections are kept.
@@ -1507,10 +1528,7 @@ async fn settings_directory_form_saves_validates_and_keeps_the_password() {
     assert_eq!(status, StatusCode::OK, "{page}");
     let cfg = s.active().await;
     assert_eq!(cfg.directory.servers, vec!["ldap://three"]);
-    assert_eq!(
-        cfg.directory.query_bind.password.as_deref(),
-        Some("FIRSTSECRET")
-    );
+    assert_eq!(stored_password(&cfg).as_deref(), Some("FIRSTSECRET"));
     assert_eq!(cfg.sync.interval, "15m", "other sections kept");
 
     // Bad input: every problem by key path, what was typed kept, nothing stored.
@@ -1546,7 +1564,7 @@ async fn settings_directory_form_saves_validates_and_keeps_the_password() {
         .tab_post(&sess, "/settings", "/settings/directory", &clear)
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(s.active().await.directory.query_bind.password.is_none());
+    assert!(!s.active().await.directory.query_bind.has_password());
     assert!(page.contains(r#"<span id="query-password-state">not set</span>"#));
 
     // A stale form and a missing CSRF token are refused.
@@ -1882,4 +1900,70 @@ async fn swagger_ui_is_served_from_vendored_files() {
         .await
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_typed_password_is_refused_without_a_secret_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("mfa.db").display());
+    let store: Arc<dyn Store> = Arc::from(mfasync_store::open(&url).await.unwrap());
+    store
+        .admin_set_password(ADMIN, &mfasync_web::auth::hash_password(PASSWORD).unwrap())
+        .await
+        .unwrap();
+    let backend = Arc::new(FakeBackend {
+        store: store.clone(),
+        calls: Mutex::new(Vec::new()),
+    });
+    let app = mfasync_web::router(
+        backend.clone(),
+        store.clone(),
+        Arc::new(Metrics::new()),
+        WebOptions {
+            secure_cookies: false,
+            ..WebOptions::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let s = Server {
+        base: format!("http://{addr}"),
+        host: addr.to_string(),
+        store,
+        backend,
+        client: Client::builder()
+            .redirect(redirect::Policy::none())
+            .build()
+            .unwrap(),
+        _dir: dir,
+    };
+    let sess = s.session().await;
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/settings",
+            "/settings/directory",
+            &directory_fields("ldap://one", "TYPED"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(
+        page.contains("directory.query_bind.password: not stored"),
+        "{page}"
+    );
+    assert!(page.contains("MFASYNC_SECRET_KEY_FILE"));
+    assert!(!page.contains("TYPED"));
+    assert_eq!(s.versions().await, 0, "nothing stored");
+    // Without a typed password the rest is saved.
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/settings",
+            "/settings/directory",
+            &directory_fields("ldap://one", ""),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(s.versions().await, 1);
 }
