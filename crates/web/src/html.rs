@@ -54,6 +54,7 @@ const NAV: &[(&str, &str)] = &[
     ("/approvals", "Approvals"),
     ("/history", "Sync history"),
     ("/tokens", "API tokens"),
+    ("/servers", "Servers"),
 ];
 
 /// A whole page. `body` is already HTML.

@@ -34,6 +34,7 @@ pub mod metrics;
 mod portal;
 mod progress;
 pub mod secret;
+pub mod servers;
 mod syncpage;
 mod tabs;
 
@@ -155,14 +156,15 @@ pub fn router(
         auth_client_limiter: Arc::new(std::sync::Mutex::new(client_limiter)),
         jobs: Arc::default(),
     };
-    let api = api::routes().route_layer(axum::middleware::from_fn_with_state(
-        app.clone(),
-        auth::require_api,
-    ));
-    let portal = portal::routes().route_layer(axum::middleware::from_fn_with_state(
-        app.clone(),
-        auth::require_portal,
-    ));
+    let api = api::routes().merge(servers::api_routes()).route_layer(
+        axum::middleware::from_fn_with_state(app.clone(), auth::require_api),
+    );
+    let portal = portal::routes()
+        .merge(servers::portal_routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_portal,
+        ));
     Router::new()
         .nest("/api/v1", api)
         .route("/api/v1/openapi.json", get(api::openapi))
@@ -195,6 +197,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/approvals/{id}/approve"),
     ("post", "/api/v1/approvals/{id}/reject"),
     ("get", "/api/v1/history"),
+    ("get", "/api/v1/servers"),
     ("post", "/api/v1/auth"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/metrics"),

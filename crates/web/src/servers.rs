@@ -1,0 +1,209 @@
+//! The servers sharing the database (issue 8): `GET /api/v1/servers` and the
+//! portal's Servers page, read straight from the store (registry and sync
+//! lease). The JSON document is the one `mfasync servers list --json` prints
+//! ([`servers_json`]).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use mfasync_store::{Lease, ServerInfo};
+use serde_json::{json, Value};
+
+use crate::auth::Admin;
+use crate::html::{esc, page};
+use crate::App;
+
+pub(crate) fn api_routes() -> Router<App> {
+    Router::new().route("/servers", get(api_servers))
+}
+
+pub(crate) fn portal_routes() -> Router<App> {
+    Router::new().route("/servers", get(servers_page))
+}
+
+/// Now, as Unix epoch milliseconds.
+pub fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+/// Unix epoch milliseconds as RFC 3339 UTC (whole seconds).
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// A server is alive while its last heartbeat is younger than two of its
+/// lease periods.
+pub fn alive(s: &ServerInfo, now_ms: i64) -> bool {
+    now_ms.saturating_sub(s.heartbeat_ms) < s.lease_ms.saturating_mul(2)
+}
+
+/// Whether the lease is held (by anyone) at `now_ms`.
+fn held(l: &Lease, now_ms: i64) -> bool {
+    l.holder.is_some() && l.expires_ms > now_ms
+}
+
+/// `{"servers": [...], "lease": {...}}`: every registered server (name,
+/// address, version, started_at, last_heartbeat, alive, runner, pinned) and
+/// the lease (runner, token, expires_at, pinned).
+pub fn servers_json(servers: &[ServerInfo], lease: &Lease, now_ms: i64) -> Value {
+    let list: Vec<Value> = servers
+        .iter()
+        .map(|s| {
+            let runner = held(lease, now_ms)
+                && lease.holder.as_deref() == Some(s.name.as_str())
+                && lease.instance.as_deref() == Some(s.instance.as_str());
+            json!({
+                "name": s.name,
+                "address": s.address,
+                "version": s.version,
+                "started_at": rfc3339(s.started_ms),
+                "last_heartbeat": rfc3339(s.heartbeat_ms),
+                "alive": alive(s, now_ms),
+                "runner": runner,
+                "pinned": lease.pinned.as_deref() == Some(s.name.as_str()),
+            })
+        })
+        .collect();
+    let h = held(lease, now_ms);
+    json!({
+        "servers": list,
+        "lease": {
+            "runner": if h { lease.holder.clone() } else { None },
+            "token": lease.token,
+            "expires_at": if h { Some(rfc3339(lease.expires_ms)) } else { None },
+            "pinned": lease.pinned,
+        },
+    })
+}
+
+async fn load(app: &App) -> Result<Value, mfasync_store::StoreError> {
+    let servers = app.store.servers().await?;
+    let lease = app.store.lease().await?;
+    Ok(servers_json(&servers, &lease, now_ms()))
+}
+
+async fn api_servers(State(app): State<App>) -> Response {
+    match load(&app).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => {
+            tracing::error!("store: {e}");
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "database error"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn servers_page(State(app): State<App>, Extension(admin): Extension<Admin>) -> Response {
+    let v = match load(&app).await {
+        Ok(v) => v,
+        Err(e) => return crate::portal::db_error(Some(&admin), e),
+    };
+    let text = |x: &Value| esc(x.as_str().unwrap_or(""));
+    let mut body = String::new();
+    match v["lease"]["pinned"].as_str() {
+        Some(p) => body.push_str(&format!(
+            "<p>Synchronization is <strong>pinned</strong> to server <strong>{}</strong>: only it runs synchronization. Undo with <code>mfasync servers unpin</code>.</p>",
+            esc(p)
+        )),
+        None => body.push_str(
+            "<p>Synchronization is <strong>automatic</strong>: one server holds the sync lease and runs synchronization; when it stops, another takes over. Pin it to one server with <code>mfasync servers pin NAME</code>.</p>",
+        ),
+    }
+    match v["lease"]["runner"].as_str() {
+        Some(r) => body.push_str(&format!(
+            "<p>Runs synchronization now: <strong>{}</strong> (fencing token {}, lease until {}).</p>",
+            esc(r),
+            v["lease"]["token"],
+            text(&v["lease"]["expires_at"])
+        )),
+        None => body.push_str("<p><strong>No server runs synchronization right now.</strong></p>"),
+    }
+    let servers = v["servers"].as_array().cloned().unwrap_or_default();
+    if servers.is_empty() {
+        body.push_str("<p>No server has registered yet.</p>");
+    } else {
+        body.push_str(
+            "<table><thead><tr><th>Server</th><th>Address</th><th>Version</th><th>Started</th><th>Last heartbeat</th><th>Status</th><th>Synchronization</th></tr></thead><tbody>",
+        );
+        for s in &servers {
+            let mut role = Vec::new();
+            if s["runner"] == true {
+                role.push("runs synchronization");
+            }
+            if s["pinned"] == true {
+                role.push("pinned");
+            }
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                text(&s["name"]),
+                text(&s["address"]),
+                text(&s["version"]),
+                text(&s["started_at"]),
+                text(&s["last_heartbeat"]),
+                if s["alive"] == true { "up" } else { "down" },
+                role.join(", ")
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    page("Servers", Some(&admin), "/servers", &body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(name: &str, instance: &str, heartbeat_ms: i64) -> ServerInfo {
+        ServerInfo {
+            name: name.into(),
+            instance: instance.into(),
+            address: format!("{name}:8080"),
+            version: "0.1.0".into(),
+            started_ms: 0,
+            heartbeat_ms,
+            lease_ms: 30_000,
+        }
+    }
+
+    #[test]
+    fn runner_alive_and_pinned() {
+        let lease = Lease {
+            holder: Some("a".into()),
+            instance: Some("i1".into()),
+            token: 7,
+            expires_ms: 100_000,
+            pinned: Some("b".into()),
+        };
+        let v = servers_json(
+            &[server("a", "i1", 90_000), server("b", "i2", 10_000)],
+            &lease,
+            95_000,
+        );
+        assert_eq!(v["servers"][0]["runner"], true);
+        assert_eq!(v["servers"][0]["alive"], true);
+        assert_eq!(v["servers"][1]["runner"], false);
+        assert_eq!(v["servers"][1]["alive"], false, "85 s without heartbeat");
+        assert_eq!(v["servers"][1]["pinned"], true);
+        assert_eq!(v["lease"]["runner"], "a");
+        assert_eq!(v["lease"]["token"], 7);
+        assert_eq!(v["lease"]["expires_at"], "1970-01-01T00:01:40Z");
+        // an older process of the same name is not the runner
+        let v = servers_json(&[server("a", "i0", 90_000)], &lease, 95_000);
+        assert_eq!(v["servers"][0]["runner"], false);
+        // expired: nobody runs
+        let v = servers_json(&[server("a", "i1", 90_000)], &lease, 100_000);
+        assert_eq!(v["lease"]["runner"], Value::Null);
+        assert_eq!(v["servers"][0]["runner"], false);
+    }
+}
