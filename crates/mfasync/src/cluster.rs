@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mfasync_store::{Fence, Lease, ServerInfo, Store};
+use mfasync_web::servers::{alive, rfc3339, servers_json};
 use tokio::sync::watch;
 
 /// How `serve` joins the cluster.
@@ -57,51 +58,6 @@ pub fn default_name() -> String {
 /// not run out. Pure.
 pub fn still_runner(held_since_ms: Option<i64>, lease_ms: i64, now_ms: i64) -> bool {
     held_since_ms.is_some_and(|t| now_ms < t.saturating_add(lease_ms))
-}
-
-/// How a registered server looks in `servers list`, the API and the portal.
-pub fn server_json(s: &ServerInfo, lease: &Lease, now_ms: i64) -> serde_json::Value {
-    let runner = lease.holder.as_deref() == Some(s.name.as_str())
-        && lease.instance.as_deref() == Some(s.instance.as_str())
-        && lease.expires_ms > now_ms;
-    serde_json::json!({
-        "name": s.name,
-        "address": s.address,
-        "version": s.version,
-        "started_at": rfc3339(s.started_ms),
-        "last_heartbeat": rfc3339(s.heartbeat_ms),
-        "alive": alive(s, now_ms),
-        "runner": runner,
-        "pinned": lease.pinned.as_deref() == Some(s.name.as_str()),
-    })
-}
-
-/// A server is alive while its last heartbeat is younger than two of its
-/// lease periods. Pure.
-pub fn alive(s: &ServerInfo, now_ms: i64) -> bool {
-    now_ms.saturating_sub(s.heartbeat_ms) < s.lease_ms.saturating_mul(2)
-}
-
-/// Unix epoch milliseconds as RFC 3339 UTC (seconds).
-pub fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
-}
-
-/// The lease as shown: holder, token, expiry, pin.
-pub fn lease_json(l: &Lease, now_ms: i64) -> serde_json::Value {
-    let held = l.holder.is_some() && l.expires_ms > now_ms;
-    serde_json::json!({
-        "runner": if held { l.holder.clone() } else { None },
-        "token": l.token,
-        "expires_at": if held { Some(rfc3339(l.expires_ms)) } else { None },
-        "pinned": l.pinned,
-    })
 }
 
 /// This process in the cluster.
@@ -178,9 +134,7 @@ impl Cluster {
                     still_runner(s.held_since_ms, self.me.lease_ms, now)
                 })
             }
-            Err(_) => {
-                self.with_state(|s| still_runner(s.held_since_ms, self.me.lease_ms, now))
-            }
+            Err(_) => self.with_state(|s| still_runner(s.held_since_ms, self.me.lease_ms, now)),
         };
         // Our writes always carry our fence: as a non-runner (token of our
         // last tenure, or 0) they are refused by the store.
@@ -257,40 +211,6 @@ impl Cluster {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runner_only_until_the_confirmed_lease_runs_out() {
-        assert!(!still_runner(None, 30_000, 1_000));
-        assert!(still_runner(Some(1_000), 30_000, 1_000));
-        assert!(still_runner(Some(1_000), 30_000, 30_999));
-        assert!(!still_runner(Some(1_000), 30_000, 31_000));
-    }
-
-    #[test]
-    fn alive_for_two_lease_periods() {
-        let s = ServerInfo {
-            name: "a".into(),
-            instance: "i".into(),
-            address: "x".into(),
-            version: "1".into(),
-            started_ms: 0,
-            heartbeat_ms: 10_000,
-            lease_ms: 30_000,
-        };
-        assert!(alive(&s, 69_999));
-        assert!(!alive(&s, 70_000));
-    }
-
-    #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000_999), "2023-11-14T22:13:20Z");
-    }
-}
-
 /// `mfasync servers list|pin|unpin|forget`.
 pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate::CmdResult {
     use crate::{Failure, ServersCmd};
@@ -299,38 +219,38 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
         ServersCmd::List => {
             let servers = store.servers().await.map_err(refused)?;
             let lease = store.lease().await.map_err(refused)?;
-            let now = now_ms();
+            // the document of `GET /api/v1/servers`
+            let v = servers_json(&servers, &lease, now_ms());
             if json {
-                let list: Vec<_> = servers
-                    .iter()
-                    .map(|s| server_json(s, &lease, now))
-                    .collect();
-                return crate::print_json(&serde_json::json!({
-                    "servers": list,
-                    "lease": lease_json(&lease, now),
-                }));
+                return crate::print_json(&v);
             }
             if servers.is_empty() {
-                println!("no server has registered yet (servers register when `mfasync serve` starts)");
+                println!(
+                    "no server has registered yet (servers register when `mfasync serve` starts)"
+                );
             }
-            for s in &servers {
-                let v = server_json(s, &lease, now);
+            for s in v["servers"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
                 let mut flags = Vec::new();
-                if v["runner"] == true {
+                if s["runner"] == true {
                     flags.push("runs synchronization");
                 }
-                if v["pinned"] == true {
+                if s["pinned"] == true {
                     flags.push("pinned");
                 }
-                if !alive(s, now) {
+                if s["alive"] != true {
                     flags.push("DOWN");
                 }
                 println!(
                     "{:20} {:24} {:10} last heartbeat {}{}",
-                    s.name,
-                    s.address,
-                    s.version,
-                    rfc3339(s.heartbeat_ms),
+                    text("name"),
+                    text("address"),
+                    text("version"),
+                    text("last_heartbeat"),
                     if flags.is_empty() {
                         String::new()
                     } else {
@@ -342,7 +262,7 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
                 Some(p) => println!("synchronization is pinned to server {p}"),
                 None => println!("synchronization: automatic (any server may run it)"),
             }
-            if !(lease.holder.is_some() && lease.expires_ms > now) {
+            if v["lease"]["runner"].is_null() {
                 println!("no server runs synchronization right now");
             }
             Ok(())
@@ -361,7 +281,7 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
                 .await
                 .map_err(refused)?;
             if json {
-                crate::print_json(&lease_json(&lease, now_ms()))
+                crate::print_json(&servers_json(&[], &lease, now_ms())["lease"])
             } else {
                 println!("synchronization pinned to server {name}: only it runs synchronization (it takes over within one lease period)");
                 Ok(())
@@ -370,7 +290,7 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
         ServersCmd::Unpin => {
             let lease = store.lease_pin(None, "admin").await.map_err(refused)?;
             if json {
-                crate::print_json(&lease_json(&lease, now_ms()))
+                crate::print_json(&servers_json(&[], &lease, now_ms())["lease"])
             } else {
                 println!("synchronization no longer pinned: any server may run it");
                 Ok(())
@@ -421,4 +341,17 @@ pub async fn cli_migrate(from: &str, to: &str, overwrite: bool, json: bool) -> c
         report.skipped.join(", ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_only_until_the_confirmed_lease_runs_out() {
+        assert!(!still_runner(None, 30_000, 1_000));
+        assert!(still_runner(Some(1_000), 30_000, 1_000));
+        assert!(still_runner(Some(1_000), 30_000, 30_999));
+        assert!(!still_runner(Some(1_000), 30_000, 31_000));
+    }
 }

@@ -136,7 +136,9 @@ impl Checksum {
 
 fn sqlite_value(row: &SqliteRow, i: usize, ty: Type) -> Result<Value> {
     Ok(match ty {
-        Type::Int => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
+        Type::Int => row
+            .try_get::<Option<i64>, _>(i)?
+            .map_or(Value::Null, Value::Int),
         Type::Bool => row
             .try_get::<Option<bool>, _>(i)?
             .map_or(Value::Null, Value::Bool),
@@ -154,7 +156,9 @@ fn sqlite_value(row: &SqliteRow, i: usize, ty: Type) -> Result<Value> {
 
 fn pg_value(row: &PgRow, i: usize, ty: Type) -> Result<Value> {
     Ok(match ty {
-        Type::Int => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
+        Type::Int => row
+            .try_get::<Option<i64>, _>(i)?
+            .map_or(Value::Null, Value::Int),
         Type::Bool => row
             .try_get::<Option<bool>, _>(i)?
             .map_or(Value::Null, Value::Bool),
@@ -207,9 +211,16 @@ async fn insert_rows(
     }
     let mut q = sqlx::query(&sql);
     for row in rows {
-        for v in row {
+        for (v, c) in row.iter().zip(cols) {
+            // a NULL is bound with its column's type
             q = match v {
-                Value::Null => q.bind(None::<String>),
+                Value::Null => match c.ty {
+                    Type::Int => q.bind(None::<i64>),
+                    Type::Bool => q.bind(None::<bool>),
+                    Type::Float => q.bind(None::<f64>),
+                    Type::Text => q.bind(None::<String>),
+                    Type::Bytes => q.bind(None::<Vec<u8>>),
+                },
                 Value::Int(i) => q.bind(*i),
                 Value::Bool(b) => q.bind(*b),
                 Value::Float(f) => q.bind(*f),
@@ -347,9 +358,8 @@ pub async fn copy_to_postgres(from: &str, to: &str, overwrite: bool) -> Result<C
                     .iter()
                     .enumerate()
                     .map(|(i, c)| {
-                        sqlite_value(&row, i, c.ty).map_err(|e| {
-                            StoreError::Corrupt(format!("source {t}.{}: {e}", c.name))
-                        })
+                        sqlite_value(&row, i, c.ty)
+                            .map_err(|e| StoreError::Corrupt(format!("source {t}.{}: {e}", c.name)))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 source.add(&values);
