@@ -266,7 +266,9 @@ impl ConfigView {
         mfasync_core::config::parse(&stored.toml)
             .map(|c| {
                 c.directory.query_bind.password.is_some()
+                    || c.directory.query_bind.password_encrypted.is_some()
                     || c.directory.auth_bind.password.is_some()
+                    || c.directory.auth_bind.password_encrypted.is_some()
                     || c.smtp.as_ref().is_some_and(|s| s.password.is_some())
             })
             .unwrap_or(false)

@@ -342,9 +342,9 @@ pub(crate) async fn settings_page(
             let warning = if crate::ConfigView::has_inline_password(v) {
                 notice(
                     "error",
-                    "This configuration has inline passwords, which are never shown. \
-                     Saving the text below as it is removes them: add them again, or use \
-                     password_file / password_env.",
+                    "This configuration has passwords stored in it (inline or sealed), which are \
+                     never shown. Saving the text below as it is removes them: type them again in \
+                     the directory form above, or use password_file / password_env.",
                 )
             } else {
                 String::new()

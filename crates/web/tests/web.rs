@@ -1967,3 +1967,62 @@ async fn a_typed_password_is_refused_without_a_secret_key() {
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(s.versions().await, 1);
 }
+
+#[tokio::test]
+async fn sealed_passwords_are_validated_and_never_shown() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let token = s.create_api_token(&sess).await;
+    let put = |body: String| {
+        s.client
+            .put(format!("{}/api/v1/config", s.base))
+            .headers(s.bearer(&token))
+            .body(body)
+            .send()
+    };
+    let base = "[directory]\nsource = \"ldap\"\nservers = [\"ldap://a\"]\n[directory.query_bind]\ntype = \"simple\"\ndn = \"cn=svc,dc=x\"\n";
+    // Not a sealed value; two password sources: refused by key path.
+    let resp = put(format!("{base}password_encrypted = \"plain\"\n"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("directory.query_bind.password_encrypted:"),
+        "{v}"
+    );
+    let sealed = test_key().seal("directory.query_bind", "S3ALED").unwrap();
+    let resp = put(format!(
+        "{base}password = \"x\"\npassword_encrypted = \"{sealed}\"\n"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(s.versions().await, 0);
+    // A sealed value: stored, shown only as set, never exported.
+    let resp = put(format!("{base}password_encrypted = \"{sealed}\"\n"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = s.get_page(&sess.cookie, "/settings").await;
+    assert!(page.contains(r#"<span id="query-password-state">set</span>"#));
+    assert!(!page.contains(&sealed) && !page.contains("S3ALED"));
+    assert!(
+        page.contains("passwords stored in it (inline or sealed)"),
+        "{page}"
+    );
+    let exported = s
+        .client
+        .get(format!("{}/api/v1/config", s.base))
+        .headers(s.bearer(&token))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!exported.contains("password_encrypted") && !exported.contains(&sealed));
+}
