@@ -21,6 +21,8 @@ pub(crate) fn routes() -> Router<App> {
         .route("/config", get(config_get).put(config_put))
         .route("/directory/test", post(directory_test))
         .route("/sync", post(sync_now))
+        .route("/sync/jobs/{id}", get(crate::progress::api_job))
+        .route("/users/{username}/history", get(user_history))
         .route("/plan", get(plan))
         .route("/users", get(users))
         .route("/approvals", get(approvals))
@@ -93,6 +95,13 @@ async fn directory_test(State(app): State<App>) -> Response {
 struct SyncQuery {
     #[serde(default)]
     full: bool,
+    /// false: start the cycle and answer 202 with the job to poll.
+    #[serde(default = "yes")]
+    wait: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Run a cycle through the backend, counted in the metrics.
@@ -105,7 +114,19 @@ pub(crate) async fn run_sync(app: &App, full: bool) -> Result<Value, String> {
     result
 }
 
-async fn sync_now(State(app): State<App>, query: Query<SyncQuery>) -> Response {
+async fn sync_now(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    query: Query<SyncQuery>,
+) -> Response {
+    if !query.wait {
+        let id = crate::progress::start(&app, &admin, query.full, false);
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({ "job": id, "status": format!("/api/v1/sync/jobs/{id}") })),
+        )
+            .into_response();
+    }
     match run_sync(&app, query.full).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -201,6 +222,34 @@ async fn reject(
     match app.backend.reject(&id, &admin.username).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+/// One user's sync history: its audit rows, newest first.
+async fn user_history(State(app): State<App>, Path(username): Path<String>) -> Response {
+    let found = match app
+        .store
+        .users_by(
+            mfasync_store::UserKey::UsernameLower,
+            &[username.to_lowercase()],
+        )
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => return store_error(e),
+    };
+    let Some(u) = found.into_iter().next() else {
+        return error(StatusCode::NOT_FOUND, "no such MFA user");
+    };
+    match app.store.audit(crate::charts::USER_AUDIT_SCANNED).await {
+        Ok(audit) => Json(
+            crate::charts::user_entries(&audit, &u)
+                .into_iter()
+                .map(crate::charts::history_json)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => store_error(e),
     }
 }
 

@@ -104,19 +104,53 @@ pub(crate) fn changes_svg(runs: &[SyncRun]) -> String {
     format!("{svg}{legend}")
 }
 
-/// The fields that differ between two user documents (audit before/after).
-fn changed_fields(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>) -> String {
+/// Audit rows searched for one user's history (the newest).
+pub(crate) const USER_AUDIT_SCANNED: i64 = 20_000;
+
+/// One user's audit rows (by username, case-insensitively, or by its
+/// directory id), newest first, among `audit`.
+pub(crate) fn user_entries<'a>(
+    audit: &'a [AuditEntry],
+    u: &mfasync_core::MfaUser,
+) -> Vec<&'a AuditEntry> {
+    audit
+        .iter()
+        .filter(|e| {
+            e.username
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&u.username))
+                || (u.directory_id.is_some() && e.directory_id == u.directory_id)
+        })
+        .collect()
+}
+
+/// The fields that differ between two user documents (audit before/after);
+/// none for a create or a remove.
+pub(crate) fn changed_fields(e: &AuditEntry) -> Vec<String> {
+    let (Some(before), Some(after)) = (e.before.as_ref(), e.after.as_ref()) else {
+        return Vec::new();
+    };
     let empty = serde_json::Map::new();
-    let b = before.and_then(|v| v.as_object()).unwrap_or(&empty);
-    let a = after.and_then(|v| v.as_object()).unwrap_or(&empty);
+    let b = before.as_object().unwrap_or(&empty);
+    let a = after.as_object().unwrap_or(&empty);
     let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
     keys.sort();
     keys.dedup();
     keys.into_iter()
         .filter(|k| b.get(*k) != a.get(*k))
-        .map(|k| esc(k))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .cloned()
+        .collect()
+}
+
+/// One audit row of a user's history as the API answers it.
+pub(crate) fn history_json(e: &AuditEntry) -> serde_json::Value {
+    serde_json::json!({
+        "at": e.at,
+        "action": e.action,
+        "actor": e.actor,
+        "fields": changed_fields(e),
+        "detail": e.detail,
+    })
 }
 
 /// One user's audit rows (newest first) as a table.
@@ -127,11 +161,11 @@ pub(crate) fn user_history_html(entries: &[&AuditEntry]) -> String {
     }
     let mut rows = String::new();
     for e in entries {
-        let fields = if e.before.is_none() || e.after.is_none() {
-            String::new()
-        } else {
-            changed_fields(e.before.as_ref(), e.after.as_ref())
-        };
+        let fields = changed_fields(e)
+            .iter()
+            .map(|f| esc(f))
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = write!(
             rows,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

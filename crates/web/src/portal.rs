@@ -20,8 +20,6 @@ use crate::App;
 
 /// Users shown on one Users page at most.
 const USERS_SHOWN: usize = 500;
-/// Audit rows searched for one user's history (the newest).
-const USER_AUDIT_SCANNED: i64 = 20_000;
 
 pub(crate) fn routes() -> Router<App> {
     Router::new()
@@ -582,19 +580,11 @@ async fn user_detail(
     }
     // The user's audit rows (sync changes, manual inserts), among the newest
     // USER_AUDIT_SCANNED rows of the audit trail.
-    let audit = match app.store.audit(USER_AUDIT_SCANNED).await {
+    let audit = match app.store.audit(crate::charts::USER_AUDIT_SCANNED).await {
         Ok(a) => a,
         Err(e) => return db_error(Some(&admin), e),
     };
-    let mine: Vec<&mfasync_store::AuditEntry> = audit
-        .iter()
-        .filter(|e| {
-            e.username
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(&u.username))
-                || (u.directory_id.is_some() && e.directory_id == u.directory_id)
-        })
-        .collect();
+    let mine = crate::charts::user_entries(&audit, &u);
     let body = format!(
         r#"<p><a href="/users">All users</a></p><table id="user">{rows}</table>
 <h2>Sync history</h2>{}"#,

@@ -133,6 +133,11 @@ async fn running_run(app: &App) -> Option<String> {
     ))
 }
 
+/// `GET /api/v1/sync/jobs/{id}`: the same document as `/sync/status/{id}`.
+pub(crate) async fn api_job(state: State<App>, id: Path<u64>) -> Response {
+    status(state, id).await
+}
+
 pub(crate) async fn status(State(app): State<App>, Path(id): Path<u64>) -> Response {
     let Some((_, _, _, secs, _, mut state)) = snapshot(&app, id) else {
         return (
