@@ -175,6 +175,8 @@ pub(crate) struct SettingsForm {
     always_full: Option<String>,
     approval: Option<String>,
     approval_threshold: String,
+    /// Who is emailed when removals are held: addresses, one per line.
+    notify: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -294,6 +296,7 @@ pub(crate) async fn sync_page(
 <p><label><input type="checkbox" name="remove_deleted_users" value="true"{remove}> Remove users no longer in the directory</label></p>
 <p><label><input type="checkbox" name="always_full" value="true"{full}> Always perform a full synchronization</label></p>
 <p><label><input type="checkbox" name="approval" value="true"{approval}> Require approval when more than</label> <input name="approval_threshold" size="4" value="{threshold}"> users will be disabled or removed (1 to 999)</p>
+<p><label>Email these addresses when removals wait for approval (one per line; needs [smtp]):<br><textarea name="notify" rows="3" cols="50" spellcheck="false">{notify}</textarea></label></p>
 <p><button type="submit">Save settings</button></p></form>"#,
         enabled = checked(s.enabled),
         interval = esc(&s.interval),
@@ -301,6 +304,7 @@ pub(crate) async fn sync_page(
         full = checked(s.always_full),
         approval = checked(s.approval_threshold.is_some()),
         threshold = s.approval_threshold.unwrap_or(5),
+        notify = esc(&s.notify.join("\n")),
     );
     let n = s.items.len();
     let mut rows = String::new();
@@ -599,6 +603,18 @@ pub(crate) async fn settings_save(
             Some(n) => s.insert("approval_threshold".into(), Value::Integer(n)),
             None => s.remove("approval_threshold"),
         };
+        let notify: Vec<Value> = form
+            .notify
+            .split(['\n', ',', ';'])
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| Value::String(a.to_string()))
+            .collect();
+        if notify.is_empty() {
+            s.remove("notify");
+        } else {
+            s.insert("notify".into(), Value::Array(notify));
+        }
         Ok("Synchronization settings saved".into())
     })
     .await

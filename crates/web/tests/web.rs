@@ -2103,3 +2103,59 @@ async fn api_sync_without_waiting_and_a_users_history() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn sync_page_edits_who_is_notified() {
+    let s = serve().await;
+    let sess = s.session().await;
+    s.store.put_config(SYNC_BASE).await.unwrap();
+    let settings = |notify: &'static str| {
+        vec![
+            ("enabled", "true"),
+            ("interval", "5m"),
+            ("approval", "true"),
+            ("approval_threshold", "3"),
+            ("notify", notify),
+        ]
+    };
+    // Recipients without [smtp]: refused by key path, nothing stored.
+    let (status, page) = s
+        .sync_post(&sess, "/sync/settings", &settings("ops@example.com"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(
+        page.contains("smtp: sync.notify lists recipients"),
+        "{page}"
+    );
+    assert_eq!(s.versions().await, 1);
+    s.store
+        .put_config(&format!(
+            "{SYNC_BASE}\n[smtp]\nserver = \"smtp://127.0.0.1:25\"\nfrom = \"mfasync@example.com\"\n"
+        ))
+        .await
+        .unwrap();
+    let (status, page) = s
+        .sync_post(&sess, "/sync/settings", &settings("not-an-address"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(page.contains("sync.notify[0]:"), "{page}");
+    let (status, page) = s
+        .sync_post(
+            &sess,
+            "/sync/settings",
+            &settings("ops@example.com\r\n\r\nsecurity@example.com\r\n"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let cfg = s.active().await;
+    assert_eq!(
+        cfg.sync.notify,
+        vec!["ops@example.com", "security@example.com"]
+    );
+    assert!(cfg.smtp.is_some(), "[smtp] kept");
+    assert!(page.contains("ops@example.com\nsecurity@example.com</textarea>"));
+    // Emptied: no one is notified.
+    let (status, _) = s.sync_post(&sess, "/sync/settings", &settings("")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(s.active().await.sync.notify.is_empty());
+}
