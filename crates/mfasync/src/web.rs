@@ -119,6 +119,38 @@ impl mfasync_web::Backend for ServiceBackend {
         serde_json::to_value(&report).unwrap_or_else(|e| failed(e.to_string()))
     }
 
+    async fn directory_test_candidate(&self, toml: &str) -> Value {
+        let failed = |detail: String| {
+            json!({"ok": false, "server": "", "vendor": "other",
+                   "steps": [{"step": "connect", "ok": false, "detail": detail}], "supports": {}})
+        };
+        let cfg = match mfasync_core::config::parse(toml) {
+            Ok(c) => c,
+            Err(errs) => {
+                return failed(
+                    errs.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            }
+        };
+        let password = match crate::secrets::bind_password(
+            &cfg.directory.query_bind,
+            "directory.query_bind",
+        ) {
+            Ok(p) => p,
+            Err(e) => return failed(e),
+        };
+        let report = mfasync_ldap::test(
+            &cfg.directory,
+            &cfg.directory.query_bind,
+            password.as_deref(),
+        )
+        .await;
+        serde_json::to_value(&report).unwrap_or_else(|e| failed(e.to_string()))
+    }
+
     async fn sync_now(&self, full: bool) -> Result<Value, String> {
         self.cycle(full, false).await
     }

@@ -375,6 +375,25 @@ async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
     d.fill("input[name=query_password]", &slapd.admin_password)
         .await;
     d.click("select[name=auth_type] option[value=simple]").await;
+    // The seed's Test before the settings are used: nothing is stored.
+    d.click("#test-unsaved").await;
+    let page = d.wait_source("id=\"test-result\"").await;
+    assert!(page.contains("they are not saved"), "{page}");
+    assert!(page.contains("Test passed"), "{page}");
+    assert!(!page.contains(&slapd.admin_password));
+    assert!(
+        mfasync_store::open(&m.url)
+            .await
+            .unwrap()
+            .active_config()
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing stored by Test"
+    );
+    // The typed values are kept (the password is never echoed): type it again.
+    d.fill("input[name=query_password]", &slapd.admin_password)
+        .await;
     d.click("#save-directory").await;
     let page = d
         .wait_source("Directory settings saved as configuration version 1")

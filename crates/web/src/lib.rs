@@ -50,6 +50,15 @@ pub trait Backend: Send + Sync {
     async fn config_put(&self, toml: &str, actor: &str) -> Result<i64, Vec<String>>;
     /// `directory test --json`.
     async fn directory_test(&self) -> serde_json::Value;
+    /// `directory test --json` with a configuration that is not stored (the
+    /// Settings form's values: the seed's Test before the settings are used).
+    /// `toml` has been validated and may hold a typed password inline: it is
+    /// neither stored nor logged.
+    async fn directory_test_candidate(&self, _toml: &str) -> serde_json::Value {
+        serde_json::json!({"ok": false, "server": "", "vendor": "other", "supports": {},
+            "steps": [{"step": "connect", "ok": false,
+                       "detail": "testing settings that are not saved is not available"}]})
+    }
     /// One synchronization cycle now (`sync --json`, or `sync --full --json`).
     async fn sync_now(&self, full: bool) -> Result<serde_json::Value, String>;
     /// `sync --plan --json`.

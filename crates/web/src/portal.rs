@@ -28,6 +28,10 @@ pub(crate) fn routes() -> Router<App> {
         .route("/settings/test", post(settings_test))
         .route("/settings/directory", post(crate::tabs::directory_save))
         .route(
+            "/settings/directory/test",
+            post(crate::tabs::directory_test_unsaved),
+        )
+        .route(
             "/filters",
             get(crate::tabs::filters_get).post(crate::tabs::filters_save),
         )
@@ -434,7 +438,7 @@ fn text_of(v: Option<&Value>) -> String {
 }
 
 /// The `directory test` document as HTML: each step, then what is supported.
-fn test_html(v: &Value) -> String {
+pub(crate) fn test_html(v: &Value) -> String {
     let mut out = format!(
         r#"<div class="notice {}" id="test-result">Test {}: server {} ({})</div><table><tr><th>Step</th><th>OK</th><th>Detail</th></tr>"#,
         if v.get("ok").and_then(Value::as_bool) == Some(true) {

@@ -193,25 +193,25 @@ impl DirectoryForm {
     }
 
     /// Write the form into the stored table; a typed password is sealed
-    /// with `key`.
-    fn apply(
-        &self,
-        root: &mut Table,
-        key: Option<&crate::secret::SecretKey>,
-    ) -> Result<(), Vec<String>> {
+    /// with the key (to be stored), or written inline (a Test of settings
+    /// that are not stored).
+    fn apply(&self, root: &mut Table, typed: TypedPassword<'_>) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
         let sealed = if self.query_password.is_empty() || self.query_password_clear.is_some() {
             None
         } else {
-            match key {
-                Some(k) => match k.seal("directory.query_bind", &self.query_password) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        errors.push(format!("directory.query_bind.password: {e}"));
-                        None
+            match typed {
+                TypedPassword::Inline => Some(("password", self.query_password.clone())),
+                TypedPassword::Seal(Some(k)) => {
+                    match k.seal("directory.query_bind", &self.query_password) {
+                        Ok(s) => Some(("password_encrypted", s)),
+                        Err(e) => {
+                            errors.push(format!("directory.query_bind.password: {e}"));
+                            None
+                        }
                     }
-                },
-                None => {
+                }
+                TypedPassword::Seal(None) => {
                     errors.push(format!(
                         "directory.query_bind.password: not stored: passwords typed here are stored encrypted, and the service has no secret key (set {} or {}; see docs/web.md), or use password_file / password_env in the configuration",
                         crate::secret::KEY_FILE_ENV,
@@ -273,18 +273,95 @@ impl DirectoryForm {
             if self.query_password_clear.is_some() {
                 q.remove("password");
                 q.remove("password_encrypted");
-            } else if let Some(sealed) = sealed {
+            } else if let Some((as_key, value)) = sealed {
                 // A typed password replaces every other source of it.
-                q.remove("password");
-                q.remove("password_file");
-                q.remove("password_env");
-                q.insert("password_encrypted".into(), Value::String(sealed));
+                for k in [
+                    "password",
+                    "password_file",
+                    "password_env",
+                    "password_encrypted",
+                ] {
+                    q.remove(k);
+                }
+                q.insert(as_key.into(), Value::String(value));
             }
         }
         let a = table_mut(d, "auth_bind", "directory.auth_bind")?;
         set_str(a, "type", &self.auth_type);
         set_opt(a, "dn", &self.auth_dn);
         Ok(())
+    }
+}
+
+/// What becomes of a password typed in the directory form.
+enum TypedPassword<'a> {
+    /// Stored: sealed with the service's key (refused without one).
+    Seal(Option<&'a crate::secret::SecretKey>),
+    /// Only tested, never stored: inline in the candidate text.
+    Inline,
+}
+
+/// The seed's Test before the settings are used: the form's values (with the
+/// stored configuration's other keys) are validated like a save, then tested
+/// by `Backend::directory_test_candidate`; nothing is stored.
+pub(crate) async fn directory_test_unsaved(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<DirectoryForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    let mut table = match load(&app).await {
+        Ok(a) => a.table,
+        Err(LoadError::Db(e)) => return db_error(Some(&admin), e),
+        Err(LoadError::Invalid(m)) => {
+            let msg = notice("error", &m);
+            return crate::portal::settings_page(
+                &app,
+                &admin,
+                StatusCode::CONFLICT,
+                &msg,
+                Some(&form),
+            )
+            .await;
+        }
+    };
+    let refused = |errors: Vec<String>| errors_html(&errors);
+    let msg = match form.apply(&mut table, TypedPassword::Inline) {
+        Err(errors) => Err(refused(errors)),
+        Ok(()) => match toml::to_string(&table) {
+            Err(e) => Err(refused(vec![format!(
+                "(file): cannot write the configuration: {e}"
+            )])),
+            Ok(text) => match mfasync_core::config::parse(&text) {
+                Err(errors) => Err(refused(errors.iter().map(ToString::to_string).collect())),
+                Ok(_) => Ok(app.backend.directory_test_candidate(&text).await),
+            },
+        },
+    };
+    match msg {
+        Ok(result) => {
+            let extra = format!(
+                "{}{}",
+                notice(
+                    "ok",
+                    "Tested the settings in the form below; they are not saved (press Save to use them)."
+                ),
+                crate::portal::test_html(&result)
+            );
+            crate::portal::settings_page(&app, &admin, StatusCode::OK, &extra, Some(&form)).await
+        }
+        Err(errors) => {
+            crate::portal::settings_page(
+                &app,
+                &admin,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &errors,
+                Some(&form),
+            )
+            .await
+        }
     }
 }
 
@@ -316,7 +393,7 @@ pub(crate) fn directory_form_html(
 <tr><th>Bind type - Authentications</th><td><select name="auth_type">{atypes}</select></td></tr>
 <tr><th>Authentication bind DN or username</th><td><input name="auth_dn" size="50" value="{adn}"> (usually blank: users bind as themselves)</td></tr>
 </table>
-<p><button type="submit" id="save-directory">Save</button></p></form>"#,
+<p><button type="submit" id="save-directory">Save</button> <button type="submit" formaction="/settings/directory/test" id="test-unsaved">Test these settings</button> (without saving them)</p></form>"#,
         csrf = csrf_field(admin),
         sources = options(SOURCES, &f.source, None),
         domain = esc(&f.domain),
@@ -362,7 +439,7 @@ pub(crate) async fn directory_save(
         return r;
     }
     let saved = save_edit(&app, &admin, &form.version, "Directory settings", |t| {
-        form.apply(t, app.opts.secret_key.as_ref())
+        form.apply(t, TypedPassword::Seal(app.opts.secret_key.as_ref()))
     })
     .await;
     match saved {

@@ -45,6 +45,17 @@ impl Backend for FakeBackend {
                          {"step": "bind", "ok": true, "detail": "bound as <cn=svc>"}],
                "supports": {"paged_results": true, "syncrepl": true}})
     }
+    async fn directory_test_candidate(&self, toml: &str) -> Value {
+        let cfg = mfasync_core::config::parse(toml).unwrap();
+        self.calls.lock().unwrap().push(format!(
+            "test candidate {} password={}",
+            cfg.directory.servers.join(","),
+            cfg.directory.query_bind.password.as_deref().unwrap_or("-")
+        ));
+        json!({"ok": true, "server": cfg.directory.servers[0], "vendor": "openldap",
+               "steps": [{"step": "connect", "ok": true, "detail": "connected"}],
+               "supports": {}})
+    }
     async fn sync_now(&self, full: bool) -> Result<Value, String> {
         self.calls.lock().unwrap().push(format!("sync full={full}"));
         Ok(
@@ -2158,4 +2169,71 @@ async fn sync_page_edits_who_is_notified() {
     let (status, _) = s.sync_post(&sess, "/sync/settings", &settings("")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(s.active().await.sync.notify.is_empty());
+}
+
+#[tokio::test]
+async fn settings_tests_the_typed_values_without_saving_them() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/settings",
+            "/settings/directory/test",
+            &directory_fields("ldap://candidate:389", "TYPED-ONLY"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("they are not saved"), "{page}");
+    assert!(
+        page.contains("Test passed: server ldap://candidate:389"),
+        "{page}"
+    );
+    assert!(
+        page.contains("ldap://candidate:389</textarea>"),
+        "typed values kept"
+    );
+    assert!(!page.contains("TYPED-ONLY"), "the password is not echoed");
+    assert_eq!(s.versions().await, 0, "nothing stored");
+    assert_eq!(
+        *s.backend.calls.lock().unwrap(),
+        vec!["test candidate ldap://candidate:389 password=TYPED-ONLY"]
+    );
+    // Invalid values are not tested: the problems by key path.
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/settings",
+            "/settings/directory/test",
+            &directory_fields("http://bad", ""),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(page.contains("directory.servers[0]:"), "{page}");
+    assert_eq!(s.backend.calls.lock().unwrap().len(), 1);
+    // A blank password tests with the stored one (sealed).
+    let (status, _) = s
+        .tab_post(
+            &sess,
+            "/settings",
+            "/settings/directory",
+            &directory_fields("ldap://saved", "STORED"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s
+        .tab_post(
+            &sess,
+            "/settings",
+            "/settings/directory/test",
+            &directory_fields("ldap://other", ""),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        s.backend.calls.lock().unwrap().last().unwrap(),
+        "test candidate ldap://other password=-",
+        "the stored password stays sealed in the candidate"
+    );
+    assert_eq!(s.active().await.directory.servers, vec!["ldap://saved"]);
 }
