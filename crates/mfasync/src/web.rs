@@ -119,6 +119,80 @@ impl mfasync_web::Backend for ServiceBackend {
         serde_json::to_value(&report).unwrap_or_else(|e| failed(e.to_string()))
     }
 
+    async fn directory_entries(
+        &self,
+        kind: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, String> {
+        let cfg = self.config().await?;
+        let (filter, names) = match kind {
+            "security-group" => (
+                cfg.filters.security_group.clone(),
+                vec![cfg.attributes.security_group_name.clone()],
+            ),
+            _ => (
+                cfg.filters.container.clone(),
+                cfg.attributes.container_name.0.clone(),
+            ),
+        };
+        let filter = if filter.trim().is_empty() {
+            match kind {
+                "security-group" => mfasync_core::config::DEFAULT_SECURITY_GROUP_FILTER.to_string(),
+                _ => mfasync_core::config::DEFAULT_CONTAINER_FILTER.to_string(),
+            }
+        } else if filter.trim().starts_with('(') {
+            filter.trim().to_string()
+        } else {
+            format!("({})", filter.trim())
+        };
+        let password =
+            crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")?;
+        let mut client = mfasync_ldap::connect(
+            &cfg.directory,
+            &cfg.directory.query_bind,
+            password.as_deref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let base = client.base_dn().to_string();
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut full = false;
+        let found = client
+            .search_each(
+                &base,
+                mfasync_ldap::Scope::Subtree,
+                &filter,
+                &names,
+                &mut |e| {
+                    if out.len() >= limit {
+                        full = true;
+                        return;
+                    }
+                    let name = names
+                        .iter()
+                        .find_map(|a| e.first_str(a))
+                        .unwrap_or_else(|| {
+                            e.dn.split(',').next().unwrap_or(&e.dn).to_string()
+                        });
+                    out.push((e.dn.clone(), name));
+                },
+            )
+            .await;
+        client.unbind().await;
+        found.map_err(|e| e.to_string())?;
+        if full {
+            tracing::info!("directory browse: the first {limit} {kind} entries listed");
+        }
+        // Parents before their children: by the RDNs from the top.
+        out.sort_by_cached_key(|(dn, _)| {
+            dn.split(',')
+                .rev()
+                .map(|r| r.trim().to_lowercase())
+                .collect::<Vec<_>>()
+        });
+        Ok(out)
+    }
+
     async fn directory_test_candidate(&self, toml: &str) -> Value {
         let failed = |detail: String| {
             json!({"ok": false, "server": "", "vendor": "other",

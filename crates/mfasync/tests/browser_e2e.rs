@@ -476,12 +476,27 @@ async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
     d.wait_source("Synchronization settings saved").await;
 
     // Two items, then reordered.
-    for ou in ["A", "B"] {
-        d.fill("form.item input[name=dn]", &format!("ou={ou},{BASE}"))
-            .await;
-        d.click("form.item button[type=submit]").await;
-        d.wait_source(&format!("Item ou={ou},{BASE} added")).await;
+    // The first chosen from the directory's container hierarchy, the second typed.
+    d.click("#browse-containers").await;
+    let page = d.wait_source("id=\"browse\"").await;
+    for ou in ["A", "B", "People", "Groups"] {
+        assert!(
+            page.contains(&format!("<code>ou={ou},{BASE}</code>")),
+            "{ou}: {page}"
+        );
     }
+    d.click(&format!(
+        "a.use[href$=\"dn=ou%3DA%2C{}\"]",
+        BASE.replace('=', "%3D").replace(',', "%2C")
+    ))
+    .await;
+    d.wait_source("chosen: check the settings below").await;
+    d.click("form.item button[type=submit]").await;
+    d.wait_source(&format!("Item ou=A,{BASE} added")).await;
+    d.fill("form.item input[name=dn]", &format!("ou=B,{BASE}"))
+        .await;
+    d.click("form.item button[type=submit]").await;
+    d.wait_source(&format!("Item ou=B,{BASE} added")).await;
     let page = d.source().await;
     let a = page.find(&format!("<td>ou=A,{BASE}</td>")).unwrap();
     let b = page.find(&format!("<td>ou=B,{BASE}</td>")).unwrap();

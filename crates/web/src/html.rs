@@ -130,6 +130,14 @@ svg.chart .axis{stroke:#667}
 svg.chart .label{font-size:11px;fill:#445}
 svg.chart .end{text-anchor:end}
 .legend svg{vertical-align:middle}
+td.depth1{padding-left:1.6em}
+td.depth2{padding-left:2.8em}
+td.depth3{padding-left:4em}
+td.depth4{padding-left:5.2em}
+td.depth5{padding-left:6.4em}
+td.depth6{padding-left:7.6em}
+td.depth7{padding-left:8.8em}
+td.depth8{padding-left:10em}
 .login{max-width:22em;background:#fff;padding:1em 2em;border:1px solid #ccd}
 .login label{display:block;margin:.6em 0}
 .login input{width:100%}

@@ -50,6 +50,17 @@ pub trait Backend: Send + Sync {
     async fn config_put(&self, toml: &str, actor: &str) -> Result<i64, Vec<String>>;
     /// `directory test --json`.
     async fn directory_test(&self) -> serde_json::Value;
+    /// The directory's containers (`kind` "container", by the container
+    /// filter) or security groups ("security-group", by the group filter)
+    /// under the base DN, as (DN, display name), for choosing a sync item;
+    /// at most `limit`. The seed's container hierarchy and group list.
+    async fn directory_entries(
+        &self,
+        _kind: &str,
+        _limit: usize,
+    ) -> Result<Vec<(String, String)>, String> {
+        Err("browsing the directory is not available".into())
+    }
     /// `directory test --json` with a configuration that is not stored (the
     /// Settings form's values: the seed's Test before the settings are used).
     /// `toml` has been validated and may hold a typed password inline: it is

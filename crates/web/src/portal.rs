@@ -55,6 +55,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/sync/progress/{id}", get(crate::progress::progress_page))
         .route("/sync/status/{id}", get(crate::progress::status))
         .route("/sync/settings", post(crate::syncpage::settings_save))
+        .route("/sync/browse", get(crate::syncpage::browse))
         .route("/sync/items", post(crate::syncpage::item_add))
         .route("/sync/items/{index}/edit", get(crate::syncpage::item_edit))
         .route("/sync/items/{index}/save", post(crate::syncpage::item_save))

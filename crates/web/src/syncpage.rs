@@ -350,7 +350,8 @@ pub(crate) async fn sync_page(
 <p>In priority order: a user's settings come from the first item that holds it. A full synchronization is needed after items are added, edited, removed or reordered.</p>
 {list}
 <form method="post" action="/sync">{csrf}<input type="hidden" name="full" value="true"><input type="hidden" name="from" value="sync"><button type="submit" id="sync-now">Synchronize Now</button> (full)</form>
-<h2>Add an item</h2>
+<h2 id="add">Add an item</h2>
+<p>Type the DN, or choose it from the directory: <a href="/sync/browse?kind=container" id="browse-containers">containers</a> · <a href="/sync/browse?kind=security-group" id="browse-groups">security groups</a>.</p>
 {add_form}"#,
         shown = if version == 0 {
             "none applied yet".to_string()
@@ -361,11 +362,131 @@ pub(crate) async fn sync_page(
     (status, page("Synchronization", Some(admin), "/sync", &body)).into_response()
 }
 
+/// `/sync?kind=..&dn=..`: the Add form prefilled with an item chosen on
+/// `/sync/browse`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Prefill {
+    kind: String,
+    dn: String,
+}
+
 pub(crate) async fn sync_get(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
+    axum::extract::Query(pre): axum::extract::Query<Prefill>,
 ) -> Response {
-    sync_page(&app, &admin, StatusCode::OK, "", None).await
+    if pre.dn.is_empty() {
+        return sync_page(&app, &admin, StatusCode::OK, "", None).await;
+    }
+    let mut f = ItemForm::new_item();
+    f.dn = pre.dn;
+    if KINDS.contains(&pre.kind.as_str()) {
+        f.kind = pre.kind;
+    }
+    let msg = notice(
+        "ok",
+        &format!("{} chosen: check the settings below and press Add.", f.dn),
+    );
+    sync_page(&app, &admin, StatusCode::OK, &msg, Some(&f)).await
+}
+
+/// Entries listed on the browse page at most.
+const BROWSE_LIMIT: usize = 5000;
+
+/// The seed's container hierarchy and security group list: choose an item's
+/// DN from the directory (query bind); each "Use" fills the Add form.
+pub(crate) async fn browse(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    axum::extract::Query(pre): axum::extract::Query<Prefill>,
+) -> Response {
+    let kind = if pre.kind == "security-group" {
+        "security-group"
+    } else {
+        "container"
+    };
+    let tabs = format!(
+        r#"<p><a href="/sync">Back to Synchronization</a> · {} · {}</p>"#,
+        if kind == "container" {
+            "<strong>Containers</strong>".to_string()
+        } else {
+            r#"<a href="/sync/browse?kind=container">Containers</a>"#.to_string()
+        },
+        if kind == "security-group" {
+            "<strong>Security groups</strong>".to_string()
+        } else {
+            r#"<a href="/sync/browse?kind=security-group">Security groups</a>"#.to_string()
+        },
+    );
+    let body = match app.backend.directory_entries(kind, BROWSE_LIMIT).await {
+        Err(e) => format!(
+            "{tabs}{}",
+            notice("error", &format!("The directory could not be read: {e}"))
+        ),
+        Ok(entries) if entries.is_empty() => format!(
+            r#"{tabs}<p id="browse-empty">No {} found under the base DN with the configured filter.</p>"#,
+            if kind == "container" {
+                "containers"
+            } else {
+                "security groups"
+            }
+        ),
+        Ok(entries) => {
+            let min_depth = entries
+                .iter()
+                .map(|(dn, _)| dn_depth(dn))
+                .min()
+                .unwrap_or(0);
+            let mut rows = String::new();
+            for (dn, name) in &entries {
+                let indent = if kind == "container" {
+                    dn_depth(dn).saturating_sub(min_depth)
+                } else {
+                    0
+                };
+                rows.push_str(&format!(
+                    r#"<tr><td class="depth{d}">{name}</td><td><code>{dn_text}</code></td><td><a href="/sync?kind={kind}&amp;dn={dn_url}" class="use">Use</a></td></tr>"#,
+                    d = indent.min(8),
+                    name = esc(name),
+                    dn_text = esc(dn),
+                    dn_url = crate::html::url_component(dn),
+                ));
+            }
+            let more = if entries.len() >= BROWSE_LIMIT {
+                notice(
+                    "error",
+                    &format!("Only the first {BROWSE_LIMIT} are listed; type the DN of others."),
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                r#"{tabs}{more}<table id="browse"><tr><th>Name</th><th>DN</th><th></th></tr>{rows}</table>"#
+            )
+        }
+    };
+    page(
+        "Choose a synchronization item",
+        Some(&admin),
+        "/sync",
+        &body,
+    )
+    .into_response()
+}
+
+/// The number of RDNs of a DN (escaped commas aside).
+fn dn_depth(dn: &str) -> usize {
+    let mut n = 1;
+    let mut escaped = false;
+    for c in dn.chars() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            ',' if !escaped => n += 1,
+            _ => escaped = false,
+        }
+    }
+    n
 }
 
 async fn edit_page(

@@ -45,6 +45,20 @@ impl Backend for FakeBackend {
                          {"step": "bind", "ok": true, "detail": "bound as <cn=svc>"}],
                "supports": {"paged_results": true, "syncrepl": true}})
     }
+    async fn directory_entries(
+        &self,
+        kind: &str,
+        _limit: usize,
+    ) -> Result<Vec<(String, String)>, String> {
+        Ok(match kind {
+            "container" => vec![
+                ("DC=x".into(), "x".into()),
+                ("OU=Sales,DC=x".into(), "Sales".into()),
+                ("OU=EMEA,OU=Sales,DC=x".into(), "EMEA <&>".into()),
+            ],
+            _ => vec![("CN=VPN Users,OU=Groups,DC=x".into(), "VPN Users".into())],
+        })
+    }
     async fn directory_test_candidate(&self, toml: &str) -> Value {
         let cfg = mfasync_core::config::parse(toml).unwrap();
         self.calls.lock().unwrap().push(format!(
@@ -2236,4 +2250,63 @@ async fn settings_tests_the_typed_values_without_saving_them() {
         "the stored password stays sealed in the candidate"
     );
     assert_eq!(s.active().await.directory.servers, vec!["ldap://saved"]);
+}
+
+#[tokio::test]
+async fn sync_items_are_chosen_from_the_directory() {
+    let s = serve().await;
+    let sess = s.session().await;
+    s.store.put_config(SYNC_BASE).await.unwrap();
+    let page = s.get_page(&sess.cookie, "/sync").await;
+    assert!(page.contains(r#"href="/sync/browse?kind=container""#));
+    let page = s
+        .get_page(&sess.cookie, "/sync/browse?kind=container")
+        .await;
+    // The hierarchy: indented by depth below the top, names escaped.
+    assert!(page.contains(r#"<td class="depth0">x</td>"#), "{page}");
+    assert!(page.contains(r#"<td class="depth1">Sales</td>"#), "{page}");
+    assert!(
+        page.contains(r#"<td class="depth2">EMEA &lt;&amp;&gt;</td>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"href="/sync?kind=container&amp;dn=OU%3DEMEA%2COU%3DSales%2CDC%3Dx""#),
+        "{page}"
+    );
+    let page = s
+        .get_page(&sess.cookie, "/sync/browse?kind=security-group")
+        .await;
+    assert!(page.contains("VPN Users"), "{page}");
+    // "Use" fills the Add form; Add stores it.
+    let page = s
+        .get_page(
+            &sess.cookie,
+            "/sync?kind=security-group&dn=CN%3DVPN%20Users%2COU%3DGroups%2CDC%3Dx",
+        )
+        .await;
+    assert!(
+        page.contains(r#"value="CN=VPN Users,OU=Groups,DC=x""#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<option value="security-group" selected>"#),
+        "{page}"
+    );
+    assert_eq!(s.versions().await, 1, "choosing stores nothing");
+    let (status, _) = s
+        .sync_post(
+            &sess,
+            "/sync/items",
+            &item_fields(
+                "security-group",
+                "CN=VPN Users,OU=Groups,DC=x",
+                "phone-call",
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        item_dns(&s.active().await),
+        vec!["CN=VPN Users,OU=Groups,DC=x"]
+    );
 }
