@@ -1110,6 +1110,16 @@ mod tests {
                 "filters.container",
             ),
             ("[directory]\nbase_dn = \"not a dn\"", "directory.base_dn"),
+            ("[portal]\nadmin_group = \"not a dn\"", "portal.admin_group"),
+            ("[portal]\nadmin_grp = \"cn=a\"", "portal.admin_grp"),
+            (
+                "[directory.query_bind]\npassword_encrypted = \"plain\"",
+                "directory.query_bind.password_encrypted",
+            ),
+            (
+                "[directory.query_bind]\npassword = \"a\"\npassword_encrypted = \"v1:x\"",
+                "directory.query_bind.password",
+            ),
             ("[directory]\nsource = \"ldap\"", "directory.servers"),
             ("[directory]\ndomain = \"bad domain\"", "directory.domain"),
             ("[directory]\nsite = \"a.b\"", "directory.site"),
