@@ -224,10 +224,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A password check is one short request: a single-threaded runtime starts
+    // faster (no worker threads), which is most of what such a process costs.
+    let mut builder = if matches!(cli.command, Command::Auth { .. }) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mfasync: cannot start the runtime: {e}");
@@ -274,9 +278,7 @@ async fn active_config(store: &dyn mfasync_store::Store) -> Result<mfasync_core:
 }
 
 /// A stored configuration version, parsed and validated.
-fn parse_stored_config(
-    v: &mfasync_store::ConfigVersion,
-) -> Result<mfasync_core::Config, Failure> {
+fn parse_stored_config(v: &mfasync_store::ConfigVersion) -> Result<mfasync_core::Config, Failure> {
     mfasync_core::config::parse(&v.toml).map_err(|errs| {
         Failure::Refused(format!(
             "stored configuration version {} is invalid: {}",
@@ -392,6 +394,24 @@ async fn run(cli: Cli) -> CmdResult {
                         if s.ok { "ok" } else { "FAIL" },
                         s.detail
                     );
+                }
+                if let Some(t) = &report.domains {
+                    for d in &t.domains {
+                        println!(
+                            "domain   {} ({}{}{}): {}",
+                            d.name,
+                            d.netbios.as_deref().unwrap_or("-"),
+                            match &d.direction {
+                                Some(dir) => format!(", {} {dir}", d.relation),
+                                None => format!(", {}", d.relation),
+                            },
+                            if d.reachable { "" } else { ", UNREACHABLE" },
+                            d.detail
+                        );
+                    }
+                    if let Some(e) = &t.error {
+                        println!("domains  FAIL {e}");
+                    }
                 }
                 if report.ok {
                     println!(

@@ -105,12 +105,20 @@ fn directory_test_and_full_sync_through_the_second_dc() {
         "{v:#}"
     );
 
+    // include_trusted_domains (the default): the forest's domains, here only this one.
+    let this = &v["domains"]["domains"][0];
+    assert_eq!(this["name"], "mfa.test", "{v:#}");
+    assert_eq!(this["relation"], "this domain", "{v:#}");
+
     // The human report names the DCs found and tried too.
     let o = m.ok(&["directory", "test"]);
     assert!(
         o.stdout.contains("found    dc0.mfa.test:389 priority 0")
             && o.stdout
-                .contains("tried    ldap://127.0.0.2:389 FAIL at connect"),
+                .contains("tried    ldap://127.0.0.2:389 FAIL at connect")
+            && o.stdout.contains(
+                "domain   mfa.test (MFA, this domain): connected to ldap://127.0.0.1:389"
+            ),
         "{}",
         o.stdout
     );
