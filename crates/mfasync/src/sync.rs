@@ -6,11 +6,11 @@ use crate::incremental;
 use anyhow::{anyhow, bail, Context, Result};
 use mfasync_core::config::{Config, ItemKind, SyncItem, WhenRemoved};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
-use mfasync_core::mapping::{self, DirectoryUser};
+use mfasync_core::mapping::{self, DirectoryUser, Packed};
 use mfasync_core::plan::{self, Action, Counts, Plan};
 use mfasync_core::MfaUser;
 use mfasync_ldap::{Client, Scope};
-use mfasync_store::{Store, SyncRun, Watermark};
+use mfasync_store::{Store, SyncRun, UserKey, Watermark};
 use std::collections::{HashMap, HashSet};
 
 pub struct Options {
@@ -29,13 +29,12 @@ pub struct Outcome {
     pub pending_approval: Option<crate::approvals::PendingApproval>,
 }
 
-/// Everything read from the directory for one full cycle.
+/// The users of a full cycle kept for item resolution after the read (when
+/// some item cannot be decided from the DN alone), packed (~250 bytes each).
 struct Snapshot {
-    /// Users under the base DN matching the user filter, by normalised DN.
-    users: HashMap<String, DirectoryUser>,
-    /// Unique ids of entries that exist but could not be mapped (left as they are).
-    unmappable: HashSet<String>,
-    warnings: Vec<String>,
+    /// Users under the base DN matching the user filter (and users found
+    /// outside it through an item), by normalised DN.
+    users: HashMap<String, Packed>,
 }
 
 /// Why this cycle cannot be incremental, judged from the configuration and
@@ -90,7 +89,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
             let ok = match (wm.as_ref(), incremental::supported(&client, cfg)) {
                 (_, Err(e)) => Err(e),
                 (None, _) => Err("no starting point".to_string()),
-                (Some(w), Ok(kind)) if w.kind != kind.as_str() => Err(format!(
+                (Some(w), Ok(kind)) if kind.resume(&w.kind).is_none() => Err(format!(
                     "the starting point is a {} cookie but {} now offers {}",
                     w.kind,
                     client.server(),
@@ -101,7 +100,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
                     w.server,
                     client.server()
                 )),
-                (Some(w), Ok(kind)) => Ok((kind, w)),
+                (Some(w), Ok(kind)) => Ok((kind.resume(&w.kind).unwrap_or(kind), w)),
             };
             let why = match ok {
                 Ok((kind, w)) => {
@@ -258,7 +257,7 @@ async fn full(
     } else {
         match incremental::supported(client, cfg) {
             Ok(kind) => match incremental::starting_point(client, kind, &base).await {
-                Ok(cookie) => Some((kind, cookie)),
+                Ok(start) => Some(start),
                 Err(e) => {
                     tracing::warn!(
                         "no incremental starting point: {e:#}; the next cycle will be full too"
@@ -273,83 +272,138 @@ async fn full(
         }
     };
     let attrs = cfg.attributes.user_attributes();
+    let claimer = Claimer::new(&cfg.sync.items, &base);
+    if claimer.is_some() {
+        // Every item is decided from the DN while reading: check they exist first.
+        for (i, item) in cfg.sync.items.iter().enumerate() {
+            item_exists(client, item)
+                .await
+                .with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
+        }
+    }
     // Warm the phone-number metadata (~150 ms) on another core while we read.
     let warm = std::thread::spawn(|| mfasync_core::phone::to_e164("+1 425 555 0100", "1"));
-    // Read the directory and load the stored users at the same time.
     let t = std::time::Instant::now();
-    let (snap, current) = tokio::join!(read_users(client, cfg, &base, &attrs), async {
-        let t = std::time::Instant::now();
-        let r = store.users().await;
-        tracing::info!(ms = t.elapsed().as_millis() as u64, "loaded stored users");
-        r
-    });
-    let (mut snap, current) = (snap?, current?);
+    let streaming = claimer.is_some();
+    let (worker, stored_dir_users, applying, streamed) =
+        read_users(store, client, cfg, &base, &attrs, claimer, plan_only).await?;
+    let mut w = worker;
     tracing::info!(
-        users = snap.users.len(),
-        stored = current.len(),
+        users = w.users,
+        stored = stored_dir_users,
+        streaming,
+        creates_written = streamed,
         ms = t.elapsed().as_millis() as u64,
-        "read directory and store"
+        "read the directory"
     );
     let _ = warm.join();
 
     // Safety: an empty answer must never look like everybody left.
-    let stored_dir_users = current
-        .iter()
-        .filter(|u| u.source == mfasync_core::Source::Directory)
-        .count();
-    if snap.users.is_empty() && stored_dir_users > 0 {
+    if w.users == 0 && stored_dir_users > 0 {
         bail!(
             "the directory returned no users under {base} with filter {} while {stored_dir_users} directory users are stored; refusing to treat that as everybody leaving (check base_dn, filters.user and the bind account's rights)",
             cfg.filters.user
         );
     }
 
-    // Which item governs each user: the first that holds it.
-    let mut claimed: HashSet<String> = HashSet::new();
-    let mut claims: Vec<(String, usize)> = Vec::new();
-    for (i, item) in cfg.sync.items.iter().enumerate() {
-        let members = item_members(client, cfg, item, &base, &attrs, &mut snap)
-            .await
-            .with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
-        for key in members {
-            let Some(du) = snap.users.get(&key) else {
-                continue;
-            };
-            let Some(id) = du.user.directory_id.clone() else {
-                continue;
-            };
-            if claimed.insert(id) {
-                claims.push((key, i));
+    let mut applying = applying;
+    let mut streamed = streamed;
+    if let Some(mut snap) = w.deferred.take() {
+        // Some item cannot be told from the DN (a group, a container outside
+        // the base DN): resolve the items over the packed snapshot, in order.
+        let mut claimed: HashSet<String> = HashSet::new();
+        for (i, item) in cfg.sync.items.iter().enumerate() {
+            let members = item_members(client, cfg, item, &base, &attrs, &mut snap)
+                .await
+                .with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
+            for key in members {
+                let Some(du) = snap.users.get(&key).and_then(Packed::unpack) else {
+                    continue;
+                };
+                let Some(id) = du.user.directory_id.clone() else {
+                    continue;
+                };
+                if claimed.insert(id) {
+                    w.take(&du, i);
+                    if let Some(a) = applying.as_mut() {
+                        streamed += w.flush_creates(a.as_mut(), false).await?;
+                    }
+                }
+            }
+        }
+        for p in snap.users.values() {
+            if let Some(id) = p.directory_id() {
+                w.planner.exists(&id);
             }
         }
     }
-    let desired = desired_users(&snap, &claims, &cfg.sync.items);
+    if let Some(a) = applying.as_mut() {
+        streamed += w.flush_creates(a.as_mut(), true).await?;
+    }
 
-    tracing::info!(desired = desired.len(), "resolved item members");
     let t = std::time::Instant::now();
-    // The snapshot is not needed past this point: keep only the ids (memory).
-    let exists: HashSet<String> = std::mem::take(&mut snap.users)
-        .into_values()
-        .filter_map(|d| d.user.directory_id)
-        .collect();
+    let mut changes: Vec<plan::Change> = std::mem::take(&mut w.creates);
+    // Users whose digest differs: compare with their stored rows.
+    let candidates = std::mem::take(&mut w.changed);
+    for chunk in candidates.chunks(500) {
+        let ids: Vec<String> = chunk
+            .iter()
+            .filter_map(|d| d.directory_id.clone())
+            .collect();
+        let rows = store.users_by(UserKey::DirectoryId, &ids).await?;
+        let by_id: HashMap<&str, &MfaUser> = rows
+            .iter()
+            .filter(|u| u.source == mfasync_core::Source::Directory)
+            .filter_map(|u| u.directory_id.as_deref().map(|id| (id, u)))
+            .collect();
+        for d in chunk {
+            let Some(cur) = d.directory_id.as_deref().and_then(|id| by_id.get(id)) else {
+                bail!(
+                    "stored user {} changed while the synchronization ran; run it again",
+                    d.username
+                );
+            };
+            changes.extend(w.planner.changed(d.clone(), cur));
+        }
+    }
+    // Stored users no item holds.
     let items: HashMap<String, WhenRemoved> = cfg
         .sync
         .items
         .iter()
         .map(|i| (i.dn.clone(), i.when_removed))
         .collect();
-    let mut p = plan::compute(plan::PlanInput {
-        desired,
-        current: &current,
-        exists_in_directory: &|id| exists.contains(id),
-        when_removed: &|item| items.get(item).copied(),
-        remove_deleted_users: cfg.sync.remove_deleted_users,
-        keep_as_is: &|id| snap.unmappable.contains(id),
-    });
-    drop(current);
-    p.warnings.append(&mut snap.warnings);
-    for w in &p.warnings {
-        tracing::warn!("{w}");
+    let gone = w.planner.departures(
+        &|item| items.get(item).copied(),
+        cfg.sync.remove_deleted_users,
+    );
+    for chunk in gone.chunks(500) {
+        let ids: Vec<String> = chunk.iter().map(|(id, _, _)| id.clone()).collect();
+        let rows = store.users_by(UserKey::DirectoryId, &ids).await?;
+        for (id, action, reason) in chunk {
+            let Some(cur) = rows
+                .iter()
+                .find(|u| u.directory_id.as_deref() == Some(id.as_str()))
+            else {
+                bail!("stored user {id} disappeared while the synchronization ran; run it again");
+            };
+            changes.push(plan::departure_change(*action, cur, reason.clone()));
+        }
+    }
+    plan::sort_changes(&mut changes);
+    let mut p = Plan {
+        changes,
+        unchanged: w.planner.unchanged,
+        warnings: std::mem::take(&mut w.planner.warnings),
+        unlisted: Counts {
+            created: streamed,
+            ..Counts::default()
+        },
+    };
+    p.warnings.append(&mut w.warnings);
+    drop(w);
+    for warning in &p.warnings {
+        tracing::warn!("{warning}");
     }
     tracing::info!(
         changes = p.changes.len(),
@@ -371,105 +425,306 @@ async fn full(
                 items_fingerprint: cfg.items_fingerprint(),
             },
         };
-        commit(store, cfg, &p, &wm).await?;
+        match applying {
+            // Creates were written while reading (nothing was stored: no
+            // departure is possible, so the approval hold writes nothing).
+            Some(a) => commit_into(store, cfg, &p, a, &wm).await?,
+            None => commit(store, cfg, &p, &wm).await?,
+        }
     }
     Ok(p)
 }
 
-/// One paged read of every user under the base DN: the set that container
-/// items, group membership and "still in the directory" are decided from.
-/// The MFA users the claims call for (item settings applied, phones in
-/// E.164), computed on two threads; the order of `claims` is kept.
-fn desired_users(snap: &Snapshot, claims: &[(String, usize)], items: &[SyncItem]) -> Vec<MfaUser> {
-    let work = |part: &[(String, usize)]| -> Vec<MfaUser> {
-        part.iter()
-            .filter_map(|(key, i)| {
-                let du = snap.users.get(key)?;
-                let item = items.get(*i)?;
-                Some(mapping::apply_item(du, item))
-            })
-            .collect()
-    };
-    if claims.len() < 2_000 {
-        return work(claims);
-    }
-    let (a, b) = claims.split_at(claims.len() / 2);
-    std::thread::scope(|s| {
-        let second = s.spawn(|| work(b));
-        let mut first = work(a);
-        // a panic on the other thread is a bug: let it surface here (nothing is written yet)
-        let mut rest = second
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        first.append(&mut rest);
-        first
-    })
+/// `commit` into a write transaction already holding streamed creates.
+async fn commit_into(
+    store: &dyn Store,
+    cfg: &Config,
+    p: &Plan,
+    mut a: Box<dyn mfasync_store::Applying + '_>,
+    wm: &Watermark,
+) -> Result<()> {
+    let t = std::time::Instant::now();
+    let (now, _pending) = crate::approvals::hold(store, cfg, p).await?;
+    a.write(&now).await?;
+    a.commit(Some(wm)).await?;
+    tracing::info!(ms = t.elapsed().as_millis() as u64, "applied the plan");
+    Ok(())
 }
 
-async fn read_users(
+/// The governing item of a user, told from its DN alone: possible when every
+/// item is a container under the base DN (then the whole cycle streams).
+struct Claimer {
+    /// Per item in order: its normalised DN and include_nested.
+    items: Vec<(String, bool)>,
+}
+
+impl Claimer {
+    fn new(items: &[SyncItem], base: &str) -> Option<Claimer> {
+        let base = normalize_dn(base);
+        items
+            .iter()
+            .map(|i| {
+                let dn = normalize_dn(&i.dn);
+                (i.kind == ItemKind::Container && dn_is_under(&dn, &base))
+                    .then_some((dn, i.include_nested))
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|items| Claimer { items })
+    }
+
+    /// The first item holding the user with normalised DN `key`.
+    fn claim(&self, key: &str) -> Option<usize> {
+        self.items.iter().position(|(dn, nested)| {
+            if *nested {
+                dn_is_under(key, dn) && key != dn
+            } else {
+                parent_dn(key) == *dn
+            }
+        })
+    }
+}
+
+/// The mapping side of a full cycle: maps each entry, decides its item when
+/// the DN tells (else keeps it packed for later), applies the item's
+/// settings and asks the planner whether anything changed. Only changes are kept.
+struct Worker {
+    attrs: mfasync_core::config::Attributes,
+    items: Vec<SyncItem>,
+    claimer: Option<Claimer>,
+    planner: plan::Planner,
+    cache: mfasync_core::phone::E164Cache,
+    /// Users kept for item resolution after the read (no `claimer`).
+    deferred: Option<Snapshot>,
+    /// Creates not yet handed on.
+    creates: Vec<plan::Change>,
+    /// Where creates go while reading (first sync into an empty store).
+    sink: Option<tokio::sync::mpsc::UnboundedSender<Vec<plan::Change>>>,
+    /// Stored users whose digest differs: to compare with their rows.
+    changed: Vec<MfaUser>,
+    warnings: Vec<String>,
+    /// Users read under the base DN (mapped).
+    users: usize,
+}
+
+/// Creates handed to the store per write.
+const CREATE_CHUNK: usize = 1000;
+
+impl Worker {
+    fn add_entry(&mut self, e: mfasync_core::Entry) {
+        match mapping::map_user(&self.attrs, &e) {
+            Ok(du) => {
+                self.users += 1;
+                if let Some(id) = du.user.directory_id.as_deref() {
+                    self.planner.exists(id);
+                }
+                let key = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
+                match (&self.claimer, &mut self.deferred) {
+                    (Some(c), _) => {
+                        if let Some(i) = c.claim(&key) {
+                            self.take(&du, i);
+                        }
+                    }
+                    (None, Some(snap)) => {
+                        snap.users.insert(key, Packed::pack(&du));
+                    }
+                    (None, None) => {}
+                }
+            }
+            Err(err) => {
+                if let Some(id) = e
+                    .first_bytes(&self.attrs.unique_id)
+                    .and_then(|raw| mapping::unique_id_text(self.attrs.unique_id_type, raw).ok())
+                {
+                    self.planner.keep_as_is(&id);
+                }
+                self.warnings.push(err.to_string());
+            }
+        }
+    }
+
+    /// A user held by item `i` (first item wins: the caller decides).
+    fn take(&mut self, du: &DirectoryUser, i: usize) {
+        let Some(item) = self.items.get(i) else {
+            return;
+        };
+        let d = mapping::apply_item_with(du, item, &mut self.cache);
+        match self.planner.desired(d) {
+            plan::Verdict::Unchanged => {}
+            plan::Verdict::Changed(d) => self.changed.push(d),
+            plan::Verdict::Create(d) => {
+                self.creates.push(plan::Change {
+                    action: Action::Create,
+                    user: d,
+                    before: None,
+                    fields: vec![],
+                    reason: None,
+                });
+                if self.creates.len() >= CREATE_CHUNK {
+                    self.send_creates();
+                }
+            }
+        }
+    }
+
+    /// Hand the creates to the writer, when one listens.
+    fn send_creates(&mut self) {
+        if let Some(sink) = &self.sink {
+            if !self.creates.is_empty() {
+                // a closed writer has failed: its error ends the cycle
+                let _ = sink.send(std::mem::take(&mut self.creates));
+            }
+        }
+    }
+
+    /// Write the creates held after the read (a full chunk, or all of them
+    /// when `all`); how many were written.
+    async fn flush_creates(
+        &mut self,
+        a: &mut (dyn mfasync_store::Applying + '_),
+        all: bool,
+    ) -> Result<usize> {
+        if self.creates.is_empty() || (!all && self.creates.len() < CREATE_CHUNK) {
+            return Ok(0);
+        }
+        let chunk = std::mem::take(&mut self.creates);
+        a.write(&chunk).await?;
+        Ok(chunk.len())
+    }
+}
+
+/// Read every user under the base DN once and hand each entry to the
+/// `Worker` on a thread of its own (mapping overlaps with reading). The
+/// stored users' digests are loaded at the same time; when nothing is stored
+/// yet (a first sync), creates are written to the store as they come, in the
+/// cycle's one transaction. Returns the worker, the number of stored
+/// directory users, the open transaction (if creates were written) and how
+/// many creates it holds.
+async fn read_users<'s>(
+    store: &'s dyn Store,
     client: &mut Client,
     cfg: &Config,
     base: &str,
     attrs: &[String],
-) -> Result<Snapshot> {
-    // Entries are mapped on a thread of their own while the directory is read
-    // (and, in a full cycle, while the stored users are loaded): mapping and
-    // decoding overlap on two cores instead of taking turns on one task.
+    claimer: Option<Claimer>,
+    plan_only: bool,
+) -> Result<(
+    Worker,
+    usize,
+    Option<Box<dyn mfasync_store::Applying + 's>>,
+    usize,
+)> {
     let (tx, rx) = std::sync::mpsc::channel::<mfasync_core::Entry>();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Snapshot>();
-    let a = cfg.attributes.clone();
+    let (planner_tx, planner_rx) = std::sync::mpsc::sync_channel::<(
+        plan::Planner,
+        Option<tokio::sync::mpsc::UnboundedSender<Vec<plan::Change>>>,
+    )>(1);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Worker>();
+    let attributes = cfg.attributes.clone();
+    let items = cfg.sync.items.clone();
     std::thread::Builder::new()
         .name("mfasync-map".into())
         .spawn(move || {
-            let mut snap = Snapshot {
+            // the stored digests arrive first (loaded while the read starts)
+            let Ok((planner, sink)) = planner_rx.recv() else {
+                return;
+            };
+            let deferred = claimer.is_none().then(|| Snapshot {
                 users: HashMap::new(),
-                unmappable: HashSet::new(),
+            });
+            let mut w = Worker {
+                attrs: attributes,
+                items,
+                claimer,
+                planner,
+                cache: Default::default(),
+                deferred,
+                creates: Vec::new(),
+                sink,
+                changed: Vec::new(),
                 warnings: Vec::new(),
+                users: 0,
             };
             for e in rx {
-                add_entry(&mut snap, &a, e);
+                w.add_entry(e);
             }
-            let _ = done_tx.send(snap);
+            w.send_creates();
+            // closes the creates channel: the writer ends once it has written them
+            w.sink = None;
+            let _ = done_tx.send(w);
         })
         .context("cannot start the mapping thread")?;
     let progress = crate::progress::counter("reading directory users");
-    let mut f = |e: mfasync_core::Entry| {
-        if let Some(p) = &progress {
-            p.inc(1);
-        }
-        let _ = tx.send(e);
+    let progress_ref = progress.as_ref();
+    let read = async move {
+        let mut f = |e: mfasync_core::Entry| {
+            if let Some(p) = progress_ref {
+                p.inc(1);
+            }
+            let _ = tx.send(e);
+        };
+        let r = client
+            .search_each(base, Scope::Subtree, &cfg.filters.user, attrs, &mut f)
+            .await
+            .with_context(|| format!("searching users under {base}"));
+        drop(tx);
+        r
     };
-    let searched = client
-        .search_each(base, Scope::Subtree, &cfg.filters.user, attrs, &mut f)
-        .await
-        .with_context(|| format!("searching users under {base}"));
-    drop(tx);
+    let load_and_write = async {
+        let t = std::time::Instant::now();
+        let stored = store.user_digests().await?;
+        let planner = plan::Planner::new(stored);
+        let stored_dir_users = planner.stored_directory_users();
+        tracing::info!(
+            ms = t.elapsed().as_millis() as u64,
+            stored = stored_dir_users,
+            "loaded stored digests"
+        );
+        let (sink, mut creates) = if !plan_only && stored_dir_users == 0 {
+            let (s, r) = tokio::sync::mpsc::unbounded_channel();
+            (Some(s), Some(r))
+        } else {
+            (None, None)
+        };
+        planner_tx
+            .send((planner, sink))
+            .map_err(|_| anyhow!("the mapping thread stopped unexpectedly"))?;
+        let mut applying: Option<Box<dyn mfasync_store::Applying + 's>> = None;
+        let mut written = 0;
+        if let Some(r) = creates.as_mut() {
+            while let Some(chunk) = r.recv().await {
+                let a = match applying.as_mut() {
+                    Some(a) => a,
+                    None => applying.insert(store.begin_apply().await?),
+                };
+                a.write(&chunk).await?;
+                written += chunk.len();
+            }
+        }
+        anyhow::Ok((stored_dir_users, applying, written))
+    };
+    let (searched, loaded) = tokio::join!(read, load_and_write);
     if let Some(p) = progress {
         p.finish_and_clear();
     }
-    let snap = done_rx
+    let loaded = loaded?;
+    let w = done_rx
         .await
         .map_err(|_| anyhow!("the mapping thread stopped unexpectedly"))?;
     searched?;
-    Ok(snap)
+    let (stored_dir_users, applying, written) = loaded;
+    Ok((w, stored_dir_users, applying, written))
 }
 
-fn add_entry(snap: &mut Snapshot, a: &mfasync_core::config::Attributes, e: mfasync_core::Entry) {
-    match mapping::map_user(a, &e) {
-        Ok(du) => {
-            let key = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
-            snap.users.insert(key, du);
-        }
-        Err(err) => {
-            if let Some(id) = e
-                .first_bytes(&a.unique_id)
-                .and_then(|raw| mapping::unique_id_text(a.unique_id_type, raw).ok())
-            {
-                snap.unmappable.insert(id);
-            }
-            snap.warnings.push(err.to_string());
-        }
+/// The item itself must exist: a missing OU or group is an error, never "everybody left".
+async fn item_exists(client: &mut Client, item: &SyncItem) -> Result<()> {
+    if client
+        .read(&item.dn, &["objectClass".to_string()])
+        .await?
+        .is_none()
+    {
+        bail!("{} does not exist in the directory", item.dn);
     }
+    Ok(())
 }
 
 /// The normalised DNs of the users an item holds, in a stable order.
@@ -482,14 +737,7 @@ async fn item_members(
     snap: &mut Snapshot,
 ) -> Result<Vec<String>> {
     let item_dn = normalize_dn(&item.dn);
-    // The item itself must exist: a missing OU or group is an error, never "everybody left".
-    if client
-        .read(&item.dn, &["objectClass".to_string()])
-        .await?
-        .is_none()
-    {
-        bail!("{} does not exist in the directory", item.dn);
-    }
+    item_exists(client, item).await?;
     let mut out: Vec<String> = match item.kind {
         ItemKind::Container => {
             if !dn_is_under(&item_dn, &normalize_dn(base)) {
@@ -512,7 +760,7 @@ async fn item_members(
                     .await?;
                 let mut keys = Vec::new();
                 for (k, du) in found {
-                    snap.users.insert(k.clone(), du);
+                    snap.users.insert(k.clone(), Packed::pack(&du));
                     keys.push(k);
                 }
                 keys
@@ -567,7 +815,9 @@ async fn group_members(
                 .asq_each(&group, "member", &cfg.filters.user, attrs, &mut f)
                 .await?;
             for (k, du) in found {
-                snap.users.entry(k.clone()).or_insert(du);
+                snap.users
+                    .entry(k.clone())
+                    .or_insert_with(|| Packed::pack(&du));
                 members.push(k);
             }
             if item.include_nested {
@@ -612,7 +862,9 @@ async fn group_members(
                 let found = base_match(client, &dn, &cfg.filters.user, attrs).await?;
                 for e in found {
                     if let Ok(du) = mapping::map_user(a, &e) {
-                        snap.users.entry(key.clone()).or_insert(du);
+                        snap.users
+                            .entry(key.clone())
+                            .or_insert_with(|| Packed::pack(&du));
                         members.push(key.clone());
                     }
                 }
