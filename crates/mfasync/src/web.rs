@@ -171,9 +171,7 @@ impl mfasync_web::Backend for ServiceBackend {
                     let name = names
                         .iter()
                         .find_map(|a| e.first_str(a))
-                        .unwrap_or_else(|| {
-                            e.dn.split(',').next().unwrap_or(&e.dn).to_string()
-                        });
+                        .unwrap_or_else(|| e.dn.split(',').next().unwrap_or(&e.dn).to_string());
                     out.push((e.dn.clone(), name));
                 },
             )
