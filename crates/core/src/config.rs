@@ -319,6 +319,25 @@ pub enum ItemKind {
     SecurityGroup,
 }
 
+/// `sync.change_tracking`: how Active Directory changes are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeTracking {
+    /// DirSync; without the replication right DirSync with OBJECT_SECURITY;
+    /// when DirSync is refused altogether, uSNChanged polling.
+    #[default]
+    Auto,
+    /// uSNChanged polling on one DC (plus Show Deleted for tombstones), even
+    /// where DirSync would work.
+    Usn,
+}
+
+impl ChangeTracking {
+    pub fn is_auto(&self) -> bool {
+        *self == ChangeTracking::Auto
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum WhenRemoved {
@@ -415,6 +434,9 @@ pub struct Sync {
     pub interval: String,
     pub remove_deleted_users: bool,
     pub always_full: bool,
+    /// How incremental cycles find changes on Active Directory (docs/sync.md).
+    #[serde(skip_serializing_if = "ChangeTracking::is_auto")]
+    pub change_tracking: ChangeTracking,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_threshold: Option<u32>,
     pub notify: Vec<String>,
@@ -428,6 +450,7 @@ impl Default for Sync {
             interval: "5m".into(),
             remove_deleted_users: true,
             always_full: false,
+            change_tracking: ChangeTracking::Auto,
             approval_threshold: None,
             notify: Vec::new(),
             items: Vec::new(),
@@ -552,6 +575,7 @@ const SYNC_KEYS: &[&str] = &[
     "interval",
     "remove_deleted_users",
     "always_full",
+    "change_tracking",
     "approval_threshold",
     "notify",
     "items",

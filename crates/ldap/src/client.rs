@@ -1365,7 +1365,7 @@ impl Client {
             .await
     }
 
-    async fn search_with(
+    pub(crate) async fn search_with(
         &mut self,
         base: &str,
         scope: Scope,

@@ -13,6 +13,7 @@ mod discovery;
 mod error;
 mod kerberos;
 mod proto;
+mod usn;
 
 pub use client::{
     check_bind, connect, test, Client, DirSyncResult, Scope, Supports, SyncEvent, SyncReplResult,
@@ -24,6 +25,7 @@ pub use proto::{
     Capabilities, Vendor, DIRSYNC_ANCESTORS_FIRST_ORDER, DIRSYNC_INCREMENTAL_VALUES,
     DIRSYNC_OBJECT_SECURITY,
 };
+pub use usn::{deleted_objects, UsnState, OID_SHOW_DELETED};
 
 /// Control and capability OIDs, for callers that build their own requests.
 pub mod oids {

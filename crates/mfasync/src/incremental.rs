@@ -1,6 +1,8 @@
 //! Incremental synchronization: the changes since a stored starting point
 //! (an RFC 4533 syncrepl cookie on OpenLDAP, a DirSync cookie on Active
-//! Directory), turned into a plan for only the users they affect.
+//! Directory, or — when DirSync is refused altogether, or with
+//! `sync.change_tracking = "usn"` — a DC's highestCommittedUSN), turned into
+//! a plan for only the users they affect.
 //!
 //! How a cycle works:
 //! 1. Fetch what changed since the cookie: changed entries (their current DN
@@ -23,7 +25,7 @@
 //!    transaction by the caller.
 
 use anyhow::{anyhow, bail, Context, Result};
-use mfasync_core::config::{Config, ItemKind, SyncItem, UniqueIdType, WhenRemoved};
+use mfasync_core::config::{ChangeTracking, Config, ItemKind, SyncItem, UniqueIdType, WhenRemoved};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
 use mfasync_core::mapping::{self, DirectoryUser};
 use mfasync_core::plan::{self, Plan};
@@ -37,6 +39,8 @@ use std::collections::{HashMap, HashSet};
 pub enum Kind {
     SyncRepl,
     DirSync,
+    /// uSNChanged polling on one Active Directory DC (plus Show Deleted).
+    Usn,
 }
 
 impl Kind {
@@ -44,6 +48,7 @@ impl Kind {
         match self {
             Kind::SyncRepl => "syncrepl",
             Kind::DirSync => "dirsync",
+            Kind::Usn => "usn",
         }
     }
 
@@ -51,6 +56,18 @@ impl Kind {
         match s {
             "syncrepl" => Some(Kind::SyncRepl),
             "dirsync" => Some(Kind::DirSync),
+            "usn" => Some(Kind::Usn),
+            _ => None,
+        }
+    }
+
+    /// The mechanism to continue a stored watermark of kind `stored` with,
+    /// when the directory offers `self`: the same one, or uSNChanged polling
+    /// on a DC that offers DirSync (the full sync found DirSync refused).
+    pub fn resume(self, stored: &str) -> Option<Kind> {
+        match (self, Kind::parse(stored)?) {
+            (a, b) if a == b => Some(a),
+            (Kind::DirSync, Kind::Usn) => Some(Kind::Usn),
             _ => None,
         }
     }
@@ -63,6 +80,21 @@ impl Kind {
 pub fn supported(client: &Client, cfg: &Config) -> std::result::Result<Kind, String> {
     let caps = client.capabilities();
     let uid = cfg.attributes.unique_id.to_ascii_lowercase();
+    if cfg.sync.change_tracking == ChangeTracking::Usn {
+        if !caps.usn || caps.vendor != mfasync_ldap::Vendor::ActiveDirectory {
+            return Err(format!(
+                "sync.change_tracking = \"usn\" needs an Active Directory DC (highestCommittedUSN); {} is not one",
+                client.server()
+            ));
+        }
+        if uid == "objectguid" && cfg.attributes.unique_id_type == UniqueIdType::Guid {
+            return Ok(Kind::Usn);
+        }
+        return Err(format!(
+            "uSNChanged polling needs attributes.unique_id = \"objectGUID\" (type guid), not {:?}",
+            cfg.attributes.unique_id
+        ));
+    }
     if caps.dirsync {
         if uid == "objectguid" && cfg.attributes.unique_id_type == UniqueIdType::Guid {
             return Ok(Kind::DirSync);
@@ -110,10 +142,66 @@ const NOTHING: &str = "(&(objectClass=*)(!(objectClass=*)))";
 /// Take a starting point now (before the full read, so that no change made
 /// during the full read is lost: such a change is simply seen again by the
 /// next incremental cycle, which is harmless since resolution is idempotent).
-/// Reads almost nothing: a base-scope syncrepl refresh of the base entry, or a
-/// DirSync for a filter that matches nothing (tombstones still come; ignored).
-pub async fn starting_point(client: &mut Client, kind: Kind, base: &str) -> Result<Vec<u8>> {
+/// Reads almost nothing: a base-scope syncrepl refresh of the base entry, a
+/// DirSync for a filter that matches nothing (tombstones still come; ignored),
+/// or the DC's highestCommittedUSN and identity.
+///
+/// Returns the kind actually used: where the server refuses DirSync even with
+/// OBJECT_SECURITY, uSNChanged polling (when the account may read tombstones).
+pub async fn starting_point(
+    client: &mut Client,
+    kind: Kind,
+    base: &str,
+) -> Result<(Kind, Vec<u8>)> {
+    if kind == Kind::DirSync {
+        let nc = naming_context(client, base);
+        let attrs = ["objectGUID".to_string()];
+        return match dirsync(client, &nc, NOTHING, &attrs, &[], &mut |_| {}).await {
+            Ok(r) if r.cookie.is_empty() => bail!("{} gave no DirSync cookie", client.server()),
+            Ok(r) => Ok((Kind::DirSync, r.cookie)),
+            Err(mfasync_ldap::LdapError::Operation { code, message, .. })
+                if client.capabilities().usn =>
+            {
+                tracing::warn!(
+                    code,
+                    %message,
+                    "DirSync refused even with OBJECT_SECURITY; incremental cycles poll uSNChanged on {} instead",
+                    client.server()
+                );
+                Ok((Kind::Usn, usn_starting_point(client, base).await?))
+            }
+            Err(e) => Err(anyhow!(e).context("taking a DirSync cookie")),
+        };
+    }
+    Ok((kind, cookie_for(client, kind, base).await?))
+}
+
+/// A uSNChanged starting point: this DC's state, after checking that the
+/// account can see tombstones (else deletions would go unnoticed).
+async fn usn_starting_point(client: &mut Client, base: &str) -> Result<Vec<u8>> {
+    let nc = naming_context(client, base);
+    if !client
+        .can_read_tombstones(&nc)
+        .await
+        .context("looking for deleted objects")?
+    {
+        bail!(
+            "uSNChanged polling needs to see deleted objects, and the bind account cannot read {} \
+             with the Show Deleted control (grant it List Contents and Read Property there, \
+             or the Replicating Directory Changes right for DirSync)",
+            mfasync_ldap::deleted_objects(&nc)
+        );
+    }
+    let state = client
+        .usn_state()
+        .await
+        .context("reading highestCommittedUSN")?;
+    Ok(UsnMark::from(&state).encode())
+}
+
+async fn cookie_for(client: &mut Client, kind: Kind, base: &str) -> Result<Vec<u8>> {
     match kind {
+        Kind::Usn => usn_starting_point(client, base).await,
         Kind::SyncRepl => {
             let r = client
                 .syncrepl_refresh(
@@ -130,17 +218,45 @@ pub async fn starting_point(client: &mut Client, kind: Kind, base: &str) -> Resu
                 .filter(|c| !c.is_empty())
                 .ok_or_else(|| anyhow!("{} gave no syncrepl cookie", client.server()))
         }
-        Kind::DirSync => {
-            let nc = naming_context(client, base);
-            let attrs = ["objectGUID".to_string()];
-            let r = dirsync(client, &nc, NOTHING, &attrs, &[], &mut |_| {})
-                .await
-                .context("taking a DirSync cookie")?;
-            if r.cookie.is_empty() {
-                bail!("{} gave no DirSync cookie", client.server());
-            }
-            Ok(r.cookie)
+        Kind::DirSync => bail!("DirSync cookies are taken by starting_point"),
+    }
+}
+
+/// A uSNChanged watermark: the last USN seen, and the DC database it counts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UsnMark {
+    usn: u64,
+    invocation_id: String,
+    dsa: String,
+}
+
+impl From<&mfasync_ldap::UsnState> for UsnMark {
+    fn from(s: &mfasync_ldap::UsnState) -> Self {
+        UsnMark {
+            usn: s.highest_committed_usn,
+            invocation_id: s.invocation_id.clone(),
+            dsa: s.dsa.clone(),
         }
+    }
+}
+
+impl UsnMark {
+    /// `USN\ninvocationId\ndsServiceName` (text, stored as the watermark value).
+    fn encode(&self) -> Vec<u8> {
+        format!("{}\n{}\n{}", self.usn, self.invocation_id, self.dsa).into_bytes()
+    }
+
+    fn decode(raw: &[u8]) -> Option<UsnMark> {
+        let text = std::str::from_utf8(raw).ok()?;
+        let mut parts = text.splitn(3, '\n');
+        let usn = parts.next()?.parse().ok()?;
+        let invocation_id = parts.next()?.to_string();
+        let dsa = parts.next()?.to_string();
+        (!invocation_id.is_empty() && !dsa.is_empty()).then_some(UsnMark {
+            usn,
+            invocation_id,
+            dsa,
+        })
     }
 }
 
@@ -186,6 +302,9 @@ struct Changes {
     present: Option<HashSet<String>>,
     entries: usize,
     cookie: Vec<u8>,
+    /// The starting point cannot be continued (uSNChanged: another DC
+    /// database): why, and nothing else was read.
+    needs_full: Option<String>,
 }
 
 /// entryUUID bytes (RFC 4530, big-endian) as OpenLDAP writes them: lower-case, dashed.
@@ -249,6 +368,7 @@ async fn fetch(
                 ch.present = Some(present);
             }
         }
+        Kind::Usn => return fetch_usn(client, cfg, base, cookie).await,
         Kind::DirSync => {
             let nc = naming_context(client, base);
             let filter = format!(
@@ -293,6 +413,73 @@ async fn fetch(
             ch.cookie = r.cookie;
         }
     }
+    Ok(ch)
+}
+
+/// Changes by uSNChanged: the objects of the naming context that match the
+/// user, group or container filter and were written after the stored USN
+/// (like DirSync, the whole naming context, so that a user moved out of the
+/// base DN is seen), and the tombstones written after it (Show Deleted).
+/// The new watermark is the highestCommittedUSN read BEFORE the searches: a
+/// change made meanwhile is seen again next cycle (harmless), never lost.
+async fn fetch_usn(client: &mut Client, cfg: &Config, base: &str, raw: &[u8]) -> Result<Changes> {
+    let mut ch = Changes::default();
+    let Some(mark) = UsnMark::decode(raw) else {
+        ch.needs_full = Some("the stored uSNChanged starting point is unreadable".into());
+        return Ok(ch);
+    };
+    let now = client
+        .usn_state()
+        .await
+        .context("reading highestCommittedUSN")?;
+    if now.dsa != mark.dsa || now.invocation_id != mark.invocation_id {
+        ch.needs_full = Some(format!(
+            "{} is not the DC database the uSNChanged starting point came from (invocationId or dsServiceName changed: restored or replaced)",
+            client.server()
+        ));
+        return Ok(ch);
+    }
+    if now.highest_committed_usn < mark.usn {
+        ch.needs_full = Some(format!(
+            "{} reports highestCommittedUSN {} below the stored {}",
+            client.server(),
+            now.highest_committed_usn,
+            mark.usn
+        ));
+        return Ok(ch);
+    }
+    let from = mark.usn.saturating_add(1);
+    let nc = naming_context(client, base);
+    let filter = format!(
+        "(&(uSNChanged>={from})(|{}{}{}))",
+        cfg.filters.user, cfg.filters.security_group, cfg.filters.container
+    );
+    let guid = |e: &Entry| {
+        e.first_bytes("objectGUID")
+            .and_then(|raw| mapping::unique_id_text(UniqueIdType::Guid, raw).ok())
+    };
+    let attrs = ["objectGUID".to_string()];
+    let mut changed = Vec::new();
+    let n = client
+        .search_each(&nc, Scope::Subtree, &filter, &attrs, &mut |e| {
+            let id = guid(&e);
+            changed.push((e.dn, id));
+        })
+        .await
+        .with_context(|| format!("searching {nc} for uSNChanged>={from}"))?;
+    let mut deleted = HashSet::new();
+    let d = client
+        .deleted_since(&nc, from, &attrs, &mut |e| {
+            if let Some(id) = guid(&e) {
+                deleted.insert(id);
+            }
+        })
+        .await
+        .with_context(|| format!("searching the deleted objects of {nc}"))?;
+    ch.changed = changed;
+    ch.deleted = deleted;
+    ch.entries = n + d;
+    ch.cookie = UsnMark::from(&now).encode();
     Ok(ch)
 }
 
@@ -447,6 +634,9 @@ pub async fn cycle(
     cookie: &[u8],
 ) -> Result<std::result::Result<Cycle, String>> {
     let changes = fetch(client, cfg, kind, base, cookie).await?;
+    if let Some(why) = changes.needs_full {
+        return Ok(Err(why));
+    }
     tracing::info!(
         changed = changes.changed.len(),
         deleted = changes.deleted.len(),
@@ -777,6 +967,29 @@ pub async fn cycle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usn_marks_round_trip_and_bad_ones_are_refused() {
+        let m = UsnMark {
+            usn: 40213,
+            invocation_id: "00112233445566778899aabbccddeeff".into(),
+            dsa: "CN=NTDS Settings,CN=DC1,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=mfa,DC=test".into(),
+        };
+        assert_eq!(UsnMark::decode(&m.encode()), Some(m));
+        for bad in [&b""[..], b"12", b"x\ny\nz", b"12\n\nCN=a", b"\xff\n1\n2"] {
+            assert_eq!(UsnMark::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_usn_watermark_continues_where_dirsync_is_offered() {
+        assert_eq!(Kind::DirSync.resume("usn"), Some(Kind::Usn));
+        assert_eq!(Kind::DirSync.resume("dirsync"), Some(Kind::DirSync));
+        assert_eq!(Kind::Usn.resume("usn"), Some(Kind::Usn));
+        assert_eq!(Kind::Usn.resume("dirsync"), None);
+        assert_eq!(Kind::SyncRepl.resume("usn"), None);
+        assert_eq!(Kind::DirSync.resume("full"), None);
+    }
 
     #[test]
     fn entry_uuid_text() {

@@ -1,7 +1,8 @@
 //! Incremental synchronization against a real Samba AD DC (DirSync as
-//! Administrator, started in the private network namespace of scripts/test):
-//! one incremental `sync` after directory changes gives the same users as a
-//! full synchronization, and reads about as many entries as changed.
+//! Administrator, and uSNChanged polling with `sync.change_tracking = "usn"`;
+//! started in the private network namespace of scripts/test): one
+//! incremental `sync` after directory changes gives the same users as a full
+//! synchronization, and reads about as many entries as changed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -65,7 +66,7 @@ fn tree(t: &str) -> String {
 
 fn samba() -> &'static Samba {
     static S: OnceLock<Samba> = OnceLock::new();
-    S.get_or_init(|| Samba::start(&(tree("I1") + &tree("I2"))))
+    S.get_or_init(|| Samba::start(&(tree("I1") + &tree("I2") + &tree("I3") + &tree("I4"))))
 }
 
 fn config(t: &str) -> String {
@@ -107,10 +108,113 @@ dn = "OU=Bulk,{root}"
 
 #[test]
 fn one_dirsync_cycle_equals_a_full_sync() {
+    changes_then_one_cycle_equals_a_full_sync("I1", &config("I1"));
+}
+
+/// The stored watermark (kind, value as text).
+fn watermark(m: &Mfa) -> mfasync_store::Watermark {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = mfasync_store::open(&m.url).await.unwrap();
+        store.watermark().await.unwrap().expect("a watermark")
+    })
+}
+
+fn set_watermark(m: &Mfa, wm: &mfasync_store::Watermark) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = mfasync_store::open(&m.url).await.unwrap();
+        store.apply(&[], Some(wm)).await.unwrap();
+    })
+}
+
+fn usn_config(t: &str) -> String {
+    config(t).replace("[sync]\n", "[sync]\nchange_tracking = \"usn\"\n")
+}
+
+#[test]
+fn one_usn_polling_cycle_equals_a_full_sync() {
+    let m = changes_then_one_cycle_equals_a_full_sync("I3", &usn_config("I3"));
+    let wm = watermark(&m);
+    assert_eq!(wm.kind, "usn");
+    let text = String::from_utf8(wm.value).unwrap();
+    let mut parts = text.split('\n');
+    let usn: u64 = parts.next().unwrap().parse().unwrap();
+    assert!(usn > 0, "{text}");
+    assert_eq!(parts.next().unwrap().len(), 32, "invocationId: {text}");
+    assert!(
+        parts.next().unwrap().starts_with("CN=NTDS Settings,"),
+        "dsServiceName: {text}"
+    );
+}
+
+#[test]
+fn usn_polling_resyncs_in_full_when_the_dc_database_or_the_dc_changes() {
     let s = samba();
-    let t = "I1";
+    let t = "I4";
     let root = format!("OU={t},{BASE}");
-    let cfg = config(t);
+    let m = Mfa::new();
+    m.apply(&usn_config(t));
+    m.sync_full();
+    let good = watermark(&m);
+    assert_eq!(good.kind, "usn");
+
+    // the same DC, restored from a backup: another invocationId
+    let text = String::from_utf8(good.value.clone()).unwrap();
+    let mut parts: Vec<&str> = text.splitn(3, '\n').collect();
+    parts[1] = "ffffffffffffffffffffffffffffffff";
+    set_watermark(
+        &m,
+        &mfasync_store::Watermark {
+            value: parts.join("\n").into_bytes(),
+            ..good.clone()
+        },
+    );
+    s.ldapmodify(&format!(
+        "dn: CN={t}u2,OU=Staff,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 206 555 0142\n"
+    ));
+    let o = m.ok(&["--json", "sync"]);
+    let v = o.json();
+    assert_eq!(v["mode"], "full", "{v}\n{}", o.stderr);
+    assert!(o.stderr.contains("invocationId"), "{}", o.stderr);
+    assert_eq!(
+        m.user(&format!("{t}u2@mfa.test")).expect("u2")["mobile_phone"],
+        "+1 206 555 0142"
+    );
+    // the full cycle stored a good starting point again: incremental from here
+    let again = watermark(&m);
+    assert_eq!(again.kind, "usn");
+    assert_eq!(
+        String::from_utf8(again.value.clone())
+            .unwrap()
+            .split('\n')
+            .nth(1),
+        Some(text.split('\n').nth(1).unwrap())
+    );
+    let o = m.ok(&["--json", "sync"]);
+    assert_eq!(o.json()["mode"], "incremental", "{}", o.stderr);
+
+    // another DC answered: its USNs mean nothing here
+    set_watermark(
+        &m,
+        &mfasync_store::Watermark {
+            server: "ldap://dc2.mfa.test".into(),
+            ..watermark(&m)
+        },
+    );
+    let o = m.ok(&["--json", "sync"]);
+    assert_eq!(o.json()["mode"], "full", "{}", o.stderr);
+    assert!(o.stderr.contains("dc2.mfa.test"), "{}", o.stderr);
+}
+
+/// After a full sync: create, modify (phone, name, username), disable,
+/// delete and move users and change group members; one incremental `sync`
+/// reads about as many entries as changed and gives the users a fresh full
+/// sync gives.
+fn changes_then_one_cycle_equals_a_full_sync(t: &str, cfg: &str) -> Mfa {
+    let s = samba();
+    let root = format!("OU={t},{BASE}");
+    let cfg = cfg.to_string();
     let m = Mfa::new();
     m.apply(&cfg);
     let first = m.sync_full();
@@ -144,7 +248,7 @@ fn one_dirsync_cycle_equals_a_full_sync() {
 
     let o = m.ok(&["--json", "sync"]);
     let inc = o.json();
-    eprintln!("dirsync cycle after changes: {inc}");
+    eprintln!("{t}: incremental cycle after changes: {inc}");
     assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
     let n = inc["entries_read"].as_u64().unwrap_or(u64::MAX);
     assert!(n < 60, "incremental cycle read {n} entries");
@@ -197,6 +301,7 @@ fn one_dirsync_cycle_equals_a_full_sync() {
         "incremental and full differ: only in incremental {only_a:?}, only in full {only_b:?}"
     );
     assert_eq!(a.len(), b.len());
+    m
 }
 
 #[test]
