@@ -13,10 +13,15 @@
 //!   connection goes to the address (the host's resolver may not know the
 //!   AD zone); the DC's name stays the Kerberos service name (`ldap/<name>`).
 //!
+//! * A result is reused for the SRV records' TTL (at most 10 minutes) by the
+//!   process; errors are not kept.
+//!
 //! Every error names `directory.domain` (and the DNS servers asked).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
@@ -269,9 +274,10 @@ async fn srv_records(
     domain: &str,
     query: &str,
     dns: &str,
-) -> Result<Option<Vec<Srv>>, LdapError> {
+) -> Result<Option<(Vec<Srv>, Instant)>, LdapError> {
     match r.srv_lookup(query).await {
         Ok(l) => {
+            let valid_until = l.as_lookup().valid_until();
             let v: Vec<Srv> = l
                 .iter()
                 .filter(|s| !s.target().is_root()) // "." = no service here (RFC 2782)
@@ -286,7 +292,11 @@ async fn srv_records(
                     weight: s.weight(),
                 })
                 .collect();
-            Ok(if v.is_empty() { None } else { Some(v) })
+            Ok(if v.is_empty() {
+                None
+            } else {
+                Some((v, valid_until))
+            })
         }
         Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(None),
         Err(e) => Err(lookup_error(domain, query, dns, &e)),
@@ -301,16 +311,56 @@ fn url_of(host: &str, port: u16) -> String {
 }
 
 /// Find the domain controllers of `dir`'s domain (see the module docs).
+///
+/// A result is kept for the SRV records' TTL (at most [`CACHE_MAX`]), as the
+/// Windows DC locator caches its DC: password checks do not ask DNS each time.
 pub(crate) async fn discover(dir: &Directory) -> Result<Discovered, LdapError> {
     let (domain, domain_from) = domain_of(dir)?;
-    let (resolver, dns) = resolver(dir)?;
     let site = Some(dir.site.trim().to_string()).filter(|s| !s.is_empty());
+    let key = format!(
+        "{domain}\n{domain_from}\n{}\n{}",
+        site.as_deref().unwrap_or(""),
+        dir.dns_servers.join(",")
+    );
+    let now = Instant::now();
+    if let Some((until, d)) = cache().get(&key) {
+        if *until > now {
+            return Ok(d.clone());
+        }
+    }
+    let (d, until) = lookup(dir, domain, domain_from, site).await?;
+    cache().insert(key, (until.min(now + CACHE_MAX), d.clone()));
+    Ok(d)
+}
+
+/// The longest a discovery result is reused.
+const CACHE_MAX: Duration = Duration::from_secs(600);
+
+type Cache = HashMap<String, (Instant, Discovered)>;
+
+fn cache() -> std::sync::MutexGuard<'static, Cache> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+async fn lookup(
+    dir: &Directory,
+    domain: String,
+    domain_from: String,
+    site: Option<String>,
+) -> Result<(Discovered, Instant), LdapError> {
+    let (resolver, dns) = resolver(dir)?;
+    let mut until = Instant::now() + CACHE_MAX;
     let mut queries = Vec::new();
     let mut records: Vec<(Srv, bool)> = Vec::new();
     if let Some(site) = &site {
         let q = format!("_ldap._tcp.{site}._sites.dc._msdcs.{domain}.");
         queries.push(q.trim_end_matches('.').to_string());
-        if let Some(v) = srv_records(&resolver, &domain, &q, &dns).await? {
+        if let Some((v, valid)) = srv_records(&resolver, &domain, &q, &dns).await? {
+            until = until.min(valid);
             let ordered = rfc2782_order(v, draw);
             records.extend(ordered.into_iter().map(|s| (s, true)));
         }
@@ -318,7 +368,8 @@ pub(crate) async fn discover(dir: &Directory) -> Result<Discovered, LdapError> {
     let q = format!("_ldap._tcp.dc._msdcs.{domain}.");
     let shown = q.trim_end_matches('.').to_string();
     queries.push(shown.clone());
-    if let Some(v) = srv_records(&resolver, &domain, &q, &dns).await? {
+    if let Some((v, valid)) = srv_records(&resolver, &domain, &q, &dns).await? {
+        until = until.min(valid);
         for s in rfc2782_order(v, draw) {
             if !records
                 .iter()
@@ -385,17 +436,20 @@ pub(crate) async fn discover(dir: &Directory) -> Result<Discovered, LdapError> {
         )));
     }
     tracing::debug!(domain = %domain, dcs = ?servers, "domain controllers discovered");
-    Ok(Discovered {
-        report: DiscoveryReport {
-            domain,
-            domain_from,
-            site,
-            dns,
-            queries,
-            domain_controllers: found,
+    Ok((
+        Discovered {
+            report: DiscoveryReport {
+                domain,
+                domain_from,
+                site,
+                dns,
+                queries,
+                domain_controllers: found,
+            },
+            servers,
         },
-        servers,
-    })
+        until,
+    ))
 }
 
 /// One domain of the forest or trusted by it, as reported by `directory test`

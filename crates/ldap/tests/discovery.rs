@@ -336,3 +336,28 @@ async fn forest_and_trusted_domains_are_reported_and_an_unreachable_one_does_not
     assert!(r.ok);
     assert!(r.domains.is_none(), "{r:?}");
 }
+
+#[tokio::test]
+async fn dcs_found_are_reused_for_the_records_ttl() {
+    env();
+    let mut dns = Dns::start_with_ttl(
+        &[srv("_ldap._tcp.dc._msdcs.cached.test", "dc1.mfa.test", 0)],
+        &[("dc1.mfa.test", "127.0.0.1".parse::<IpAddr>().unwrap())],
+        3600,
+    );
+    let d = Directory {
+        dns_servers: vec![dns.addr.to_string()],
+        ..ad("cached.test")
+    };
+    let c = connect(&d, &windows("alice@mfa.test"), Some(PW))
+        .await
+        .unwrap();
+    c.unbind().await;
+    // DNS gone: the answer of a moment ago is still valid for an hour.
+    dns.stop();
+    let c = connect(&d, &windows("alice@mfa.test"), Some(PW))
+        .await
+        .unwrap_or_else(|e| panic!("not reused: {e}"));
+    assert_eq!(c.server(), "ldap://127.0.0.1:389");
+    c.unbind().await;
+}

@@ -38,6 +38,12 @@ impl Dns {
     /// Start dnsmasq with `srv` records and `hosts` (name, address) records. Every name
     /// not listed is answered locally (NXDOMAIN / no records), never forwarded.
     pub fn start(srv: &[SrvRecord], hosts: &[(&str, IpAddr)]) -> Dns {
+        Self::start_with_ttl(srv, hosts, 0)
+    }
+
+    /// Like [`Dns::start`], with answers valid for `ttl` seconds (dnsmasq `--local-ttl`;
+    /// [`Dns::start`] answers with TTL 0, so clients do not cache).
+    pub fn start_with_ttl(srv: &[SrvRecord], hosts: &[(&str, IpAddr)], ttl: u32) -> Dns {
         let tmp = tempfile::Builder::new()
             .prefix("mfasync-dns-")
             .tempdir()
@@ -56,6 +62,7 @@ impl Dns {
             .arg("--listen-address=127.0.0.1")
             .arg("--bind-interfaces")
             .arg(format!("--port={port}"))
+            .arg(format!("--local-ttl={ttl}"))
             .arg("--user=root")
             .arg("--log-queries")
             .arg(format!("--log-facility={}", log.display()))
