@@ -399,7 +399,13 @@ async fn settings_apply(
     }
     // Browsers post textareas with CRLF line ends.
     let text = form.toml.replace("\r\n", "\n");
-    match app.backend.config_put(&text, &admin.username).await {
+    // Passwords typed here are stored only sealed.
+    let sealed = crate::secret::seal_typed_config(&text, app.opts.secret_key.as_ref());
+    let result = match sealed {
+        Ok(text) => app.backend.config_put(&text, &admin.username).await,
+        Err(errors) => Err(errors),
+    };
+    match result {
         Ok(version) => {
             tracing::info!(
                 "configuration version {version} applied by {}",

@@ -94,6 +94,58 @@ impl SecretKey {
     }
 }
 
+/// Seal the inline bind passwords of a configuration typed in the portal
+/// (`[directory.query_bind] password`, `[directory.auth_bind] password`) into
+/// `password_encrypted`. An inline `smtp.password` is refused (no sealed form:
+/// use `password_file` / `password_env`), and so is any inline password
+/// without a key. The text comes back unchanged (comments kept) when it holds
+/// no inline password or is not TOML (validation reports that).
+pub fn seal_typed_config(text: &str, key: Option<&SecretKey>) -> Result<String, Vec<String>> {
+    let Ok(mut root) = text.parse::<toml::Table>() else {
+        return Ok(text.to_string());
+    };
+    let mut errors = Vec::new();
+    let mut changed = false;
+    if let Some(toml::Value::Table(d)) = root.get_mut("directory") {
+        for bind in ["query_bind", "auth_bind"] {
+            let path = format!("directory.{bind}");
+            let Some(toml::Value::Table(b)) = d.get_mut(bind) else {
+                continue;
+            };
+            let Some(toml::Value::String(password)) = b.get("password").cloned() else {
+                continue;
+            };
+            match key {
+                None => errors.push(format!(
+                    "{path}.password: not stored: passwords typed here are stored encrypted, and the service has no secret key (set {KEY_FILE_ENV} or {KEY_ENV}), or use password_file / password_env"
+                )),
+                Some(k) => match k.seal(&path, &password) {
+                    Ok(sealed) => {
+                        b.remove("password");
+                        b.insert("password_encrypted".into(), toml::Value::String(sealed));
+                        changed = true;
+                    }
+                    Err(e) => errors.push(format!("{path}.password: {e}")),
+                },
+            }
+        }
+    }
+    if let Some(toml::Value::Table(smtp)) = root.get("smtp") {
+        if smtp.contains_key("password") {
+            errors.push(
+                "smtp.password: not stored: a password typed here is stored encrypted only for directory binds; use smtp.password_file or smtp.password_env".into(),
+            );
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if !changed {
+        return Ok(text.to_string());
+    }
+    toml::to_string(&root).map_err(|e| vec![format!("(file): cannot write the configuration: {e}")])
+}
+
 /// The key from `MFASYNC_SECRET_KEY_FILE` or `MFASYNC_SECRET_KEY`; None when
 /// neither is set. Errors name the variable, never the key.
 pub fn load_key() -> Result<Option<SecretKey>, String> {
@@ -143,6 +195,33 @@ mod tests {
         assert!(k.open("directory.query_bind", &t).is_err());
         assert!(k.open("directory.query_bind", "plain").is_err());
         assert_eq!(format!("{k:?}"), "SecretKey(<redacted>)");
+    }
+
+    #[test]
+    fn typed_configurations_have_their_bind_passwords_sealed() {
+        let k = SecretKey::from_hex(HEX).unwrap_or_else(|e| panic!("{e}"));
+        let text = "# mine\n[directory.query_bind]\ntype = \"simple\"\ndn = \"cn=a\"\npassword = \"pw1\"\n";
+        let out = seal_typed_config(text, Some(&k)).unwrap_or_default();
+        assert!(
+            !out.contains("pw1") && out.contains("password_encrypted"),
+            "{out}"
+        );
+        let t: toml::Table = out.parse().unwrap_or_default();
+        let sealed = t["directory"]["query_bind"]["password_encrypted"]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(k.open("directory.query_bind", sealed).as_deref(), Ok("pw1"));
+        // nothing to seal: unchanged, comments kept
+        let plain = "# mine\n[sync]\nenabled = false\n";
+        assert_eq!(seal_typed_config(plain, Some(&k)).as_deref(), Ok(plain));
+        // no key, or an SMTP password: refused by key path
+        let e = seal_typed_config(text, None).unwrap_err();
+        assert!(
+            e[0].starts_with("directory.query_bind.password: not stored"),
+            "{e:?}"
+        );
+        let e = seal_typed_config("[smtp]\npassword = \"x\"\n", Some(&k)).unwrap_err();
+        assert!(e[0].starts_with("smtp.password:"), "{e:?}");
     }
 
     #[test]

@@ -1999,6 +1999,54 @@ async fn a_typed_password_is_refused_without_a_secret_key() {
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(s.versions().await, 1);
+    // The whole-configuration text area too: an inline password is refused.
+    let resp = s
+        .post_form(
+            &sess,
+            "/settings",
+            &[("csrf", &sess.csrf), ("toml", SYNC_BASE)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains("directory.query_bind.password: not stored"),
+        "{page}"
+    );
+    assert!(!page.contains("TOPSECRET"));
+    assert_eq!(s.versions().await, 1);
+}
+
+#[tokio::test]
+async fn the_configuration_text_area_stores_typed_passwords_sealed() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let resp = s
+        .post_form(
+            &sess,
+            "/settings",
+            &[("csrf", &sess.csrf), ("toml", SYNC_BASE)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let raw = s.store.active_config().await.unwrap().unwrap().toml;
+    assert!(!raw.contains("TOPSECRET"), "{raw}");
+    assert_eq!(
+        stored_password(&s.active().await).as_deref(),
+        Some("TOPSECRET")
+    );
+    // An SMTP password typed there has no sealed form: refused by key path.
+    let text = format!(
+        "{SYNC_BASE}[smtp]\nserver = \"smtp://127.0.0.1:25\"\nfrom = \"a@example.com\"\npassword = \"MAILPW\"\n"
+    );
+    let resp = s
+        .post_form(&sess, "/settings", &[("csrf", &sess.csrf), ("toml", &text)])
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("smtp.password: not stored"), "{page}");
+    assert!(!page.contains("MAILPW"));
+    assert_eq!(s.versions().await, 1);
 }
 
 #[tokio::test]
