@@ -1017,6 +1017,9 @@ async fn connect_with(
             Ok(c) => {
                 if !failures.is_empty() {
                     tracing::info!(server = %url, "using backup directory server");
+                    if let Some(d) = &discovered {
+                        discovery::prefer(d, url);
+                    }
                 }
                 return Ok(c);
             }

@@ -74,6 +74,8 @@ pub(crate) struct Discovered {
     pub report: DiscoveryReport,
     /// (URL, the DC's DNS name when the URL names its address instead).
     pub servers: Vec<(String, Option<String>)>,
+    /// Its key in the cache.
+    key: String,
 }
 
 impl Discovered {
@@ -328,9 +330,22 @@ pub(crate) async fn discover(dir: &Directory) -> Result<Discovered, LdapError> {
             return Ok(d.clone());
         }
     }
-    let (d, until) = lookup(dir, domain, domain_from, site).await?;
+    let (mut d, until) = lookup(dir, domain, domain_from, site).await?;
+    d.key = key.clone();
     cache().insert(key, (until.min(now + CACHE_MAX), d.clone()));
     Ok(d)
+}
+
+/// A connection through `url` worked after earlier DCs of `d` failed: while
+/// `d` is cached, try `url` first (a DC that is down is not waited for on
+/// every connection, as the Windows DC locator keeps the DC that answered).
+pub(crate) fn prefer(d: &Discovered, url: &str) {
+    if let Some((_, cached)) = cache().get_mut(&d.key) {
+        if let Some(i) = cached.servers.iter().position(|(u, _)| u == url) {
+            let s = cached.servers.remove(i);
+            cached.servers.insert(0, s);
+        }
+    }
 }
 
 /// The longest a discovery result is reused.
@@ -447,6 +462,7 @@ async fn lookup(
                 domain_controllers: found,
             },
             servers,
+            key: String::new(),
         },
         until,
     ))

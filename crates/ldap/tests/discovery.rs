@@ -361,3 +361,40 @@ async fn dcs_found_are_reused_for_the_records_ttl() {
     assert_eq!(c.server(), "ldap://127.0.0.1:389");
     c.unbind().await;
 }
+
+#[tokio::test]
+async fn the_dc_that_answered_is_tried_first_while_cached() {
+    env();
+    let dns = Dns::start_with_ttl(
+        &[
+            srv("_ldap._tcp.dc._msdcs.pref.test", "dc0.mfa.test", 0),
+            srv("_ldap._tcp.dc._msdcs.pref.test", "dc1.mfa.test", 10),
+        ],
+        &[
+            ("dc0.mfa.test", "127.0.0.2".parse::<IpAddr>().unwrap()),
+            ("dc1.mfa.test", "127.0.0.1".parse::<IpAddr>().unwrap()),
+        ],
+        3600,
+    );
+    let d = Directory {
+        dns_servers: vec![dns.addr.to_string()],
+        ..ad("pref.test")
+    };
+    let tried = |r: &mfasync_ldap::TestReport| -> Vec<(String, bool)> {
+        r.tried.iter().map(|t| (t.server.clone(), t.ok)).collect()
+    };
+    // First: the priority-0 DC is down, the backup answers.
+    let c = connect(&d, &windows("alice@mfa.test"), Some(PW))
+        .await
+        .unwrap();
+    assert_eq!(c.server(), "ldap://127.0.0.1:389");
+    c.unbind().await;
+    // Then the DC that answered comes first; the down one is only a backup.
+    let r = test(&d, &windows("alice@mfa.test"), Some(PW)).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(
+        tried(&r),
+        [("ldap://127.0.0.1:389".to_string(), true)],
+        "{r:?}"
+    );
+}
