@@ -8,6 +8,10 @@
 //!   domain's other DCs are backups).
 //! * Each list is ordered as RFC 2782 says: by priority (lowest first), and
 //!   within one priority by a weighted random draw (weight 0 rarely first).
+//!   The draw is seeded by this host's name and the domain: hosts spread over
+//!   the DCs as the weights say, while one host keeps choosing the same DC as
+//!   long as the records do not change (its DirSync cookie is that DC's, so
+//!   incremental cycles are not turned into full ones by a random choice).
 //! * DNS is the host's resolver (/etc/resolv.conf), or `directory.dns_servers`.
 //!   With `dns_servers`, the DCs' addresses are also looked up there and the
 //!   connection goes to the address (the host's resolver may not know the
@@ -252,9 +256,17 @@ pub(crate) fn rfc2782_order(mut records: Vec<Srv>, mut pick: impl FnMut(u32) -> 
     out
 }
 
-/// A uniform draw in `0..=total`.
-fn draw(total: u32) -> u32 {
-    rand::thread_rng().gen_range(0..=total)
+/// The weighted draws for `domain` on this host: random across hosts,
+/// repeatable on one host (see the module docs).
+fn host_draws(domain: &str) -> impl FnMut(u32) -> u32 {
+    use rand::SeedableRng;
+    use std::hash::{Hash, Hasher};
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    // SipHash with fixed keys: the same seed in every run.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (host.trim(), domain).hash(&mut h);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(h.finish());
+    move |total| rng.gen_range(0..=total)
 }
 
 fn lookup_error(domain: &str, query: &str, dns: &str, e: &ResolveError) -> LdapError {
@@ -376,7 +388,7 @@ async fn lookup(
         queries.push(q.trim_end_matches('.').to_string());
         if let Some((v, valid)) = srv_records(&resolver, &domain, &q, &dns).await? {
             until = until.min(valid);
-            let ordered = rfc2782_order(v, draw);
+            let ordered = rfc2782_order(v, host_draws(&domain));
             records.extend(ordered.into_iter().map(|s| (s, true)));
         }
     }
@@ -385,7 +397,7 @@ async fn lookup(
     queries.push(shown.clone());
     if let Some((v, valid)) = srv_records(&resolver, &domain, &q, &dns).await? {
         until = until.min(valid);
-        for s in rfc2782_order(v, draw) {
+        for s in rfc2782_order(v, host_draws(&domain)) {
             if !records
                 .iter()
                 .any(|(r, _)| r.target == s.target && r.port == s.port)
@@ -752,6 +764,17 @@ mod tests {
             domain_of(&dir).unwrap(),
             ("example.com".to_string(), "directory.domain".to_string())
         );
+    }
+
+    #[test]
+    fn the_draw_is_repeatable_on_one_host() {
+        let recs: Vec<Srv> = (0..8).map(|i| srv(&format!("dc{i}"), 0, 100)).collect();
+        let a = rfc2782_order(recs.clone(), host_draws("example.com"));
+        let b = rfc2782_order(recs.clone(), host_draws("example.com"));
+        assert_eq!(a, b);
+        let mut sorted = names(&a);
+        sorted.sort_unstable();
+        assert_eq!(sorted, names(&recs));
     }
 
     #[test]
