@@ -3,9 +3,10 @@
 //!
 //! * The domain is `directory.domain`, else the host's Kerberos default realm
 //!   (`default_realm` of `$KRB5_CONFIG` or /etc/krb5.conf), lower-cased.
-//! * With `directory.site`, `_ldap._tcp.SITE._sites.dc._msdcs.DOMAIN` is asked
-//!   first and its DCs are tried first; then `_ldap._tcp.dc._msdcs.DOMAIN` (the
-//!   domain's other DCs are backups).
+//! * `_ldap._tcp.dc._msdcs.DOMAIN` is asked; the site is `directory.site`, else
+//!   the client site a DC names in its reply to an LDAP ping (the Windows DC
+//!   locator's way); the DCs of `_ldap._tcp.SITE._sites.dc._msdcs.DOMAIN` are
+//!   tried first, the domain's other DCs are backups.
 //! * Each list is ordered as RFC 2782 says: by priority (lowest first), and
 //!   within one priority by a weighted random draw (weight 0 rarely first).
 //!   The draw is seeded by this host's name and the domain: hosts spread over
@@ -44,9 +45,13 @@ pub struct DiscoveryReport {
     pub domain: String,
     /// Where the domain came from: `directory.domain` or the Kerberos default realm.
     pub domain_from: String,
-    /// `directory.site`, when set.
+    /// The AD site whose DCs come first: `directory.site`, else the one a DC
+    /// names for this host (LDAP ping).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// Where the site came from: `directory.site` or `LDAP ping to <DC>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site_from: Option<String>,
     /// The DNS servers asked (`directory.dns_servers`), or "the host's resolver".
     pub dns: String,
     /// The SRV names asked, in order.
@@ -317,6 +322,170 @@ async fn srv_records(
     }
 }
 
+type Addresses = HashMap<(String, u16), (Vec<String>, Option<String>)>;
+
+/// The URLs of one DC: by name with the host's resolver; with `dns_servers`,
+/// one per address looked up there (or why there is none). Memoized in `memo`.
+async fn urls_for(
+    dir: &Directory,
+    resolver: &TokioResolver,
+    dns: &str,
+    s: &Srv,
+    memo: &mut Addresses,
+) -> (Vec<String>, Option<String>) {
+    let key = (s.target.clone(), s.port);
+    if let Some(v) = memo.get(&key) {
+        return v.clone();
+    }
+    let mut urls = Vec::new();
+    let mut error = None;
+    if dir.dns_servers.is_empty() {
+        urls.push(url_of(&s.target, s.port));
+    } else {
+        match resolver.lookup_ip(format!("{}.", s.target)).await {
+            Ok(ips) => {
+                urls.extend(ips.iter().map(|ip| url_of(&ip.to_string(), s.port)));
+                if urls.is_empty() {
+                    error = Some(format!("{dns} has no address for {}", s.target));
+                }
+            }
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
+                error = Some(format!("{dns} has no address for {}", s.target));
+            }
+            Err(e) => error = Some(format!("address lookup via {dns} failed: {e}")),
+        }
+    }
+    memo.insert(key, (urls.clone(), error.clone()));
+    (urls, error)
+}
+
+/// How many DCs are asked for this host's site before giving up.
+const PING_DCS: usize = 3;
+
+/// The AD site of this host, as the Windows DC locator learns it: an "LDAP
+/// ping" (a RootDSE search for `Netlogon` with `DnsDomain` and `NtVer`, over
+/// TCP) to the first DCs that answer; their reply names the client's site
+/// (from the subnets defined in AD). `None` when no DC tells.
+async fn ping_site(
+    dir: &Directory,
+    resolver: &TokioResolver,
+    dns: &str,
+    domain: &str,
+    dcs: &[Srv],
+    memo: &mut Addresses,
+) -> Option<(String, String)> {
+    let timeout = Duration::from_secs(u64::from(dir.timeout_seconds.clamp(1, 3)));
+    for s in dcs.iter().take(PING_DCS) {
+        let (urls, _) = urls_for(dir, resolver, dns, s, memo).await;
+        for url in urls {
+            match ldap_ping(&url, domain, timeout).await {
+                Some(site) if site_name_ok(&site) => return Some((site, url)),
+                Some(site) => {
+                    tracing::debug!(url = %url, site = %site, "LDAP ping: unusable site name");
+                    return None;
+                }
+                None => continue,
+            }
+        }
+    }
+    None
+}
+
+fn site_name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// One LDAP ping; the client site name of the reply.
+async fn ldap_ping(url: &str, domain: &str, timeout: Duration) -> Option<String> {
+    let settings = ldap3::LdapConnSettings::new().set_conn_timeout(timeout);
+    let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(settings, url)
+        .await
+        .ok()?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.drive().await;
+    });
+    // NtVer 0x00000006: NETLOGON_NT_VERSION_5 | NETLOGON_NT_VERSION_5EX.
+    let filter = format!(
+        "(&(DnsDomain={})(NtVer=\\06\\00\\00\\00))",
+        mfasync_core::escape::filter_value(domain)
+    );
+    let res = ldap
+        .with_timeout(timeout)
+        .search("", ldap3::Scope::Base, &filter, vec!["Netlogon"])
+        .await;
+    driver.abort();
+    let (entries, _) = res.ok()?.success().ok()?;
+    let entry = ldap3::SearchEntry::construct(entries.into_iter().next()?);
+    let blob: Vec<u8> = entry
+        .bin_attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("netlogon"))
+        .and_then(|(_, v)| v.first().cloned())
+        .or_else(|| {
+            entry
+                .attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("netlogon"))
+                .and_then(|(_, v)| v.first().map(|s| s.clone().into_bytes()))
+        })?;
+    let site = client_site(&blob);
+    tracing::debug!(url, site = ?site, "LDAP ping");
+    site
+}
+
+/// The ClientSiteName of a NETLOGON_SAM_LOGON_RESPONSE_EX ([MS-ADTS]
+/// 6.3.1.9): after opcode (2), Sbz (2), Flags (4) and DomainGuid (16), eight
+/// compressed DNS names (RFC 1035 4.1.4): forest, domain, host, NetBIOS
+/// domain, NetBIOS computer, user, DC site, client site.
+pub(crate) fn client_site(b: &[u8]) -> Option<String> {
+    let opcode = u16::from_le_bytes([*b.first()?, *b.get(1)?]);
+    // 23: LOGON_SAM_LOGON_RESPONSE_EX, 25: LOGON_SAM_USER_UNKNOWN_EX.
+    if opcode != 23 && opcode != 25 {
+        return None;
+    }
+    let mut pos = 24;
+    let mut name = String::new();
+    for _ in 0..8 {
+        let (n, next) = compressed_name(b, pos)?;
+        name = n;
+        pos = next;
+    }
+    Some(name).filter(|n| !n.is_empty())
+}
+
+/// A compressed DNS name at `start`: (the name, the position after it).
+fn compressed_name(b: &[u8], start: usize) -> Option<(String, usize)> {
+    let mut labels = Vec::new();
+    let mut pos = start;
+    let mut end = None;
+    let mut jumps = 0;
+    loop {
+        let len = usize::from(*b.get(pos)?);
+        if len == 0 {
+            return Some((labels.join("."), end.unwrap_or(pos + 1)));
+        }
+        if len & 0xC0 == 0xC0 {
+            let low = usize::from(*b.get(pos + 1)?);
+            end.get_or_insert(pos + 2);
+            pos = ((len & 0x3F) << 8) | low;
+            jumps += 1;
+            if jumps > 32 {
+                return None;
+            }
+            continue;
+        }
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        let label = b.get(pos + 1..pos + 1 + len)?;
+        labels.push(String::from_utf8_lossy(label).into_owned());
+        pos += 1 + len;
+    }
+}
+
 fn url_of(host: &str, port: u16) -> String {
     match host.parse::<IpAddr>() {
         Ok(IpAddr::V6(ip)) => format!("ldap://[{ip}]:{port}"),
@@ -382,6 +551,26 @@ async fn lookup(
     let (resolver, dns) = resolver(dir)?;
     let mut until = Instant::now() + CACHE_MAX;
     let mut queries = Vec::new();
+    let q = format!("_ldap._tcp.dc._msdcs.{domain}.");
+    let shown = q.trim_end_matches('.').to_string();
+    queries.push(shown.clone());
+    let domain_wide = match srv_records(&resolver, &domain, &q, &dns).await? {
+        Some((v, valid)) => {
+            until = until.min(valid);
+            rfc2782_order(v, host_draws(&domain))
+        }
+        None => Vec::new(),
+    };
+    let mut addresses = HashMap::new();
+    let (site, site_from) = match site {
+        Some(s) => (Some(s), Some("directory.site".to_string())),
+        None => {
+            match ping_site(dir, &resolver, &dns, &domain, &domain_wide, &mut addresses).await {
+                Some((s, url)) => (Some(s), Some(format!("LDAP ping to {url}"))),
+                None => (None, None),
+            }
+        }
+    };
     let mut records: Vec<(Srv, bool)> = Vec::new();
     if let Some(site) = &site {
         let q = format!("_ldap._tcp.{site}._sites.dc._msdcs.{domain}.");
@@ -392,18 +581,12 @@ async fn lookup(
             records.extend(ordered.into_iter().map(|s| (s, true)));
         }
     }
-    let q = format!("_ldap._tcp.dc._msdcs.{domain}.");
-    let shown = q.trim_end_matches('.').to_string();
-    queries.push(shown.clone());
-    if let Some((v, valid)) = srv_records(&resolver, &domain, &q, &dns).await? {
-        until = until.min(valid);
-        for s in rfc2782_order(v, host_draws(&domain)) {
-            if !records
-                .iter()
-                .any(|(r, _)| r.target == s.target && r.port == s.port)
-            {
-                records.push((s, false));
-            }
+    for s in domain_wide {
+        if !records
+            .iter()
+            .any(|(r, _)| r.target == s.target && r.port == s.port)
+        {
+            records.push((s, false));
         }
     }
     if records.is_empty() {
@@ -424,26 +607,9 @@ async fn lookup(
             servers: Vec::new(),
             error: None,
         };
-        if dir.dns_servers.is_empty() {
-            dc.servers.push(url_of(&s.target, s.port));
-        } else {
-            match resolver.lookup_ip(format!("{}.", s.target)).await {
-                Ok(ips) => {
-                    for ip in ips.iter() {
-                        dc.servers.push(url_of(&ip.to_string(), s.port));
-                    }
-                    if dc.servers.is_empty() {
-                        dc.error = Some(format!("{dns} has no address for {}", s.target));
-                    }
-                }
-                Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
-                    dc.error = Some(format!("{dns} has no address for {}", s.target));
-                }
-                Err(e) => {
-                    dc.error = Some(format!("address lookup via {dns} failed: {e}"));
-                }
-            }
-        }
+        let (urls, error) = urls_for(dir, &resolver, &dns, &s, &mut addresses).await;
+        dc.servers = urls;
+        dc.error = error;
         let name = (!dir.dns_servers.is_empty()).then(|| s.target.clone());
         for u in &dc.servers {
             if !servers.iter().any(|(x, _): &(String, _)| x == u) {
@@ -469,6 +635,7 @@ async fn lookup(
                 domain,
                 domain_from,
                 site,
+                site_from,
                 dns,
                 queries,
                 domain_controllers: found,
@@ -775,6 +942,40 @@ mod tests {
         let mut sorted = names(&a);
         sorted.sort_unstable();
         assert_eq!(sorted, names(&recs));
+    }
+
+    #[test]
+    fn client_site_of_a_samba_ldap_ping_reply() {
+        // The Netlogon attribute Samba 4.17 returned for NtVer 6.
+        let reply: &[u8] = &[
+            23, 0, 0, 0, 189, 17, 0, 0, 32, 110, 53, 247, 34, 4, 10, 74, 189, 61, 131, 13, 183,
+            219, 146, 63, 3, 109, 102, 97, 4, 116, 101, 115, 116, 0, 192, 24, 3, 100, 99, 49, 192,
+            24, 3, 77, 70, 65, 0, 3, 68, 67, 49, 0, 0, 23, 68, 101, 102, 97, 117, 108, 116, 45, 70,
+            105, 114, 115, 116, 45, 83, 105, 116, 101, 45, 78, 97, 109, 101, 0, 192, 53, 5, 0, 0,
+            0, 255, 255, 255, 255,
+        ];
+        assert_eq!(
+            client_site(reply).as_deref(),
+            Some("Default-First-Site-Name")
+        );
+        assert_eq!(
+            compressed_name(reply, 24),
+            Some(("mfa.test".to_string(), 34))
+        );
+        assert_eq!(
+            compressed_name(reply, 36),
+            Some(("dc1.mfa.test".to_string(), 42))
+        );
+        // Truncated, a pointer loop, another opcode: nothing, no panic.
+        assert_eq!(client_site(&reply[..60]), None);
+        assert_eq!(client_site(&[23, 0]), None);
+        let mut looped = reply.to_vec();
+        looped[24] = 0xC0;
+        looped[25] = 24;
+        assert_eq!(client_site(&looped), None);
+        let mut other = reply.to_vec();
+        other[0] = 19;
+        assert_eq!(client_site(&other), None);
     }
 
     #[test]

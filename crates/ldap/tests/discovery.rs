@@ -109,7 +109,21 @@ async fn test_reports_the_dcs_found_and_tried_and_uses_the_second() {
     let disc = &v["discovery"];
     assert_eq!(disc["domain"], "mfa.test", "{v:#}");
     assert_eq!(disc["domain_from"], "directory.domain", "{v:#}");
-    assert_eq!(disc["queries"], serde_json::json!([DCS]), "{v:#}");
+    // The site comes from an LDAP ping to the DC that answers (Samba names
+    // its own site for every client); this DNS has no DCs for it.
+    assert_eq!(disc["site"], "Default-First-Site-Name", "{v:#}");
+    assert_eq!(
+        disc["site_from"], "LDAP ping to ldap://127.0.0.1:389",
+        "{v:#}"
+    );
+    assert_eq!(
+        disc["queries"],
+        serde_json::json!([
+            DCS,
+            format!("_ldap._tcp.Default-First-Site-Name._sites.dc._msdcs.mfa.test")
+        ]),
+        "{v:#}"
+    );
     let dcs: Vec<(&str, u64, &str)> = disc["domain_controllers"]
         .as_array()
         .unwrap()
@@ -196,9 +210,10 @@ async fn site_dcs_come_first() {
     assert!(r.ok, "{v:#}");
     assert_eq!(
         v["discovery"]["queries"],
-        serde_json::json!(["_ldap._tcp.Branch._sites.dc._msdcs.mfa.test", DCS]),
+        serde_json::json!([DCS, "_ldap._tcp.Branch._sites.dc._msdcs.mfa.test"]),
         "{v:#}"
     );
+    assert_eq!(v["discovery"]["site_from"], "directory.site", "{v:#}");
     let dcs = v["discovery"]["domain_controllers"].as_array().unwrap();
     let order: Vec<(&str, bool)> = dcs
         .iter()
@@ -397,4 +412,50 @@ async fn the_dc_that_answered_is_tried_first_while_cached() {
         [("ldap://127.0.0.1:389".to_string(), true)],
         "{r:?}"
     );
+}
+
+#[tokio::test]
+async fn the_site_learned_by_ldap_ping_puts_its_dcs_first() {
+    env();
+    let site = "_ldap._tcp.Default-First-Site-Name._sites.dc._msdcs.mfa.test";
+    let dns = Dns::start(
+        &[
+            srv(DCS, "dc0.mfa.test", 0),
+            srv(DCS, "dc1.mfa.test", 10),
+            srv(site, "dc1.mfa.test", 0),
+        ],
+        &[
+            ("dc0.mfa.test", "127.0.0.2".parse::<IpAddr>().unwrap()),
+            ("dc1.mfa.test", "127.0.0.1".parse::<IpAddr>().unwrap()),
+        ],
+    );
+    let d = Directory {
+        dns_servers: vec![dns.addr.to_string()],
+        ..ad("mfa.test")
+    };
+    let r = test(&d, &windows("alice@mfa.test"), Some(PW)).await;
+    let v = serde_json::to_value(&r).unwrap();
+    assert!(r.ok, "{v:#}");
+    let disc = &v["discovery"];
+    assert_eq!(disc["site"], "Default-First-Site-Name", "{v:#}");
+    assert_eq!(disc["queries"], serde_json::json!([DCS, site]), "{v:#}");
+    let order: Vec<(&str, bool)> = disc["domain_controllers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap(), d["in_site"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        order,
+        [("dc1.mfa.test", true), ("dc0.mfa.test", false)],
+        "{v:#}"
+    );
+    // The site's DC is tried first: the one that is down is not waited for.
+    let tried: Vec<&str> = v["tried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["server"].as_str().unwrap())
+        .collect();
+    assert_eq!(tried, ["ldap://127.0.0.1:389"], "{v:#}");
 }
