@@ -269,6 +269,14 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
         }
         ServersCmd::Pin { name } => {
             let servers = store.servers().await.map_err(refused)?;
+            if let Some(s) = servers.iter().find(|s| s.name == name) {
+                if !alive(s, now_ms()) {
+                    eprintln!(
+                        "mfasync: warning: server {name} is down (last heartbeat {}): no server synchronizes until it is back or `mfasync servers unpin`",
+                        rfc3339(s.heartbeat_ms)
+                    );
+                }
+            }
             if !servers.iter().any(|s| s.name == name) {
                 let known: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
                 return Err(Failure::Refused(format!(

@@ -433,8 +433,64 @@ fn pinned_server_runs_synchronization_and_unpinning_restores_failover() {
     drop(b);
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(runner(&m), None, "pinned to a stopped server: nobody runs");
-    // unpinned: automatic again
-    m.ok(&["servers", "unpin"]);
+    // unpinned on the portal (the seed's choice, on alpha): automatic again
+    let session = sign_in(&a.addr, "root", "correct horse battery");
+    let cookie_header = format!("mfasync_session={session}");
+    let (_, page) = http(
+        &a.addr,
+        "GET",
+        "/servers",
+        &[("cookie", &cookie_header)],
+        "",
+    );
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf in {page}"))
+        .to_string();
+    let origin = format!("http://{}", a.addr);
+    let post = |body: String| {
+        http(
+            &a.addr,
+            "POST",
+            "/servers/pin",
+            &[
+                ("cookie", &cookie_header),
+                ("origin", &origin),
+                ("sec-fetch-site", "same-origin"),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            &body,
+        )
+    };
+    let (status, page) = post(format!("csrf={}&server=gamma", form_encode(&csrf)));
+    assert_eq!(status, 422, "{page}");
+    assert!(
+        page.contains("No server named gamma has registered."),
+        "{page}"
+    );
+    let (status, page) = post("csrf=wrong&server=".to_string());
+    assert_eq!(
+        status, 403,
+        "a form without the session's CSRF token: {page}"
+    );
+    assert_eq!(servers(&m)["lease"]["pinned"], "beta", "nothing changed");
+    let (status, page) = post(format!("csrf={}&server=", form_encode(&csrf)));
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Synchronization is automatic again."),
+        "{page}"
+    );
+    let pins = audit_details(&m, "servers-pin");
+    assert_eq!(
+        pins.first().map(String::as_str),
+        Some("synchronization no longer pinned: any server may run it"),
+        "{pins:?}"
+    );
+    // (the CLI says the same)
+    let lease = m.ok(&["--json", "servers", "unpin"]).json();
+    assert_eq!(lease["pinned"], Value::Null, "{lease}");
     wait_for("alpha to take over", Duration::from_secs(20), || {
         runner(&m).as_deref() == Some("alpha")
     });

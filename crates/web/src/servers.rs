@@ -4,14 +4,16 @@
 //! ([`servers_json`]).
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Json, Router};
 use mfasync_store::{Lease, ServerInfo};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::Admin;
-use crate::html::{esc, page};
+use crate::auth::{csrf_refusal, Admin};
+use crate::html::{csrf_field, esc, notice, page};
 use crate::App;
 
 pub(crate) fn api_routes() -> Router<App> {
@@ -19,7 +21,9 @@ pub(crate) fn api_routes() -> Router<App> {
 }
 
 pub(crate) fn portal_routes() -> Router<App> {
-    Router::new().route("/servers", get(servers_page))
+    Router::new()
+        .route("/servers", get(servers_get))
+        .route("/servers/pin", post(pin))
 }
 
 /// Now, as Unix epoch milliseconds.
@@ -104,20 +108,70 @@ async fn api_servers(State(app): State<App>) -> Response {
     }
 }
 
-async fn servers_page(State(app): State<App>, Extension(admin): Extension<Admin>) -> Response {
-    let v = match load(&app).await {
+async fn servers_get(State(app): State<App>, Extension(admin): Extension<Admin>) -> Response {
+    servers_page(&app, &admin, StatusCode::OK, "").await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PinForm {
+    csrf: String,
+    /// A server name, or empty for automatic.
+    server: String,
+}
+
+/// The seed's choice of "the" synchronization server: pin (or unpin, with
+/// an empty name), audited with the administrator's name.
+async fn pin(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<PinForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    let name = form.server.trim();
+    if !name.is_empty() {
+        match app.store.servers().await {
+            Ok(list) if list.iter().any(|s| s.name == name) => {}
+            Ok(_) => {
+                let msg = notice("error", &format!("No server named {name} has registered."));
+                return servers_page(&app, &admin, StatusCode::UNPROCESSABLE_ENTITY, &msg).await;
+            }
+            Err(e) => return crate::portal::db_error(Some(&admin), e),
+        }
+    }
+    let pinned = (!name.is_empty()).then_some(name);
+    if let Err(e) = app.store.lease_pin(pinned, &admin.username).await {
+        return crate::portal::db_error(Some(&admin), e);
+    }
+    tracing::info!("synchronization pinned to {pinned:?} by {}", admin.username);
+    let msg = match pinned {
+        Some(n) => notice(
+            "ok",
+            &format!(
+                "Synchronization pinned to server {n}: it takes over within one lease period."
+            ),
+        ),
+        None => notice("ok", "Synchronization is automatic again."),
+    };
+    servers_page(&app, &admin, StatusCode::OK, &msg).await
+}
+
+async fn servers_page(app: &App, admin: &Admin, status: StatusCode, extra: &str) -> Response {
+    let v = match load(app).await {
         Ok(v) => v,
-        Err(e) => return crate::portal::db_error(Some(&admin), e),
+        Err(e) => return crate::portal::db_error(Some(admin), e),
     };
     let text = |x: &Value| esc(x.as_str().unwrap_or(""));
-    let mut body = String::new();
+    let mut body = extra.to_string();
     match v["lease"]["pinned"].as_str() {
         Some(p) => body.push_str(&format!(
-            "<p>Synchronization is <strong>pinned</strong> to server <strong>{}</strong>: only it runs synchronization. Undo with <code>mfasync servers unpin</code>.</p>",
+            "<p>Synchronization is <strong>pinned</strong> to server <strong>{}</strong>: only it runs synchronization.</p>",
             esc(p)
         )),
         None => body.push_str(
-            "<p>Synchronization is <strong>automatic</strong>: one server holds the sync lease and runs synchronization; when it stops, another takes over. Pin it to one server with <code>mfasync servers pin NAME</code>.</p>",
+            "<p>Synchronization is <strong>automatic</strong>: one server holds the sync lease and runs synchronization; when it stops, another takes over.</p>",
         ),
     }
     match v["lease"]["runner"].as_str() {
@@ -157,7 +211,26 @@ async fn servers_page(State(app): State<App>, Extension(admin): Extension<Admin>
         }
         body.push_str("</tbody></table>");
     }
-    page("Servers", Some(&admin), "/servers", &body).into_response()
+    // the seed's choice: which server synchronizes
+    let pinned = v["lease"]["pinned"].as_str().unwrap_or("");
+    let mut choices = format!(
+        r#"<option value=""{}>Automatic (any server, failover)</option>"#,
+        if pinned.is_empty() { " selected" } else { "" }
+    );
+    for s in &servers {
+        let n = s["name"].as_str().unwrap_or("");
+        choices.push_str(&format!(
+            r#"<option value="{n}"{sel}>{n}</option>"#,
+            n = esc(n),
+            sel = if n == pinned { " selected" } else { "" }
+        ));
+    }
+    body.push_str(&format!(
+        r#"<form method="post" action="/servers/pin">{}<label>Server that runs synchronization <select name="server">{choices}</select></label> <button type="submit">Save</button></form>
+<p>Pinned to a server that is down, no server synchronizes until it is back or this is set to automatic.</p>"#,
+        csrf_field(admin)
+    ));
+    (status, page("Servers", Some(admin), "/servers", &body)).into_response()
 }
 
 #[cfg(test)]
