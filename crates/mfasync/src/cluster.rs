@@ -116,6 +116,32 @@ impl Cluster {
         }
     }
 
+    /// Join at start-up: warn when another live process already uses our
+    /// name (two servers with one name would take the lease from each other),
+    /// then the first heartbeat and lease request.
+    pub async fn join(&self) -> Result<()> {
+        let now = now_ms();
+        let servers = self
+            .store
+            .servers()
+            .await
+            .context("cannot read the servers")?;
+        if let Some(s) = servers
+            .iter()
+            .find(|s| s.name == self.me.name && alive(s, now))
+        {
+            let msg = format!(
+                "a server named {} heartbeated at {} (listening on {}): if it still runs, give this one another --name (a server restarted under its name replaces the earlier process)",
+                s.name,
+                rfc3339(s.heartbeat_ms),
+                s.address
+            );
+            tracing::warn!("{msg}");
+            eprintln!("mfasync: warning: {msg}");
+        }
+        self.tick().await
+    }
+
     /// One heartbeat and lease request. Errors (database unreachable) leave
     /// the role as the local view says: runner only until our last confirmed
     /// lease runs out.

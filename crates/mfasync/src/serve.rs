@@ -73,7 +73,7 @@ pub async fn run(
         node.lease,
     ));
     cluster
-        .tick()
+        .join()
         .await
         .with_context(|| format!("server {}: cannot join", node.name))?;
     eprintln!(
