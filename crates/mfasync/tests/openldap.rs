@@ -572,8 +572,13 @@ fn auth_by_ldap_bind() {
             "{evil:?} must not match authuser"
         );
     }
-    // directory down
+    // first server down: the username search and the password bind both
+    // fail over to the backup server
     let dead = format!("\"ldap://127.0.0.1:{}\"", mfasync_testkit::free_port());
+    m.apply(&cfg.replace(&server(), &format!("{dead}, {}", server())));
+    assert_eq!(auth("authuser", "right-Passw0rd"), (0, String::new()));
+    assert_eq!(auth("authuser", "wrong"), (1, "invalid-credentials".into()));
+    // directory down
     m.apply(&cfg.replace(&server(), &dead));
     assert_eq!(
         auth("authuser", "right-Passw0rd"),
