@@ -351,4 +351,30 @@ fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
         1,
         "one persistent query connection"
     );
+    // Per client address (the socket peer): the 50th failure from 127.0.0.1,
+    // whatever the usernames, blocks this address, even for a right password.
+    let check = |user: &str, pw: &str| {
+        post_json(
+            &srv.addr,
+            "/api/v1/auth",
+            token,
+            &format!("{{\"username\":\"{user}\",\"password\":\"{pw}\"}}"),
+        )
+        .unwrap_or_default()
+    };
+    for i in 1..50 {
+        let r = check(&format!("nobody{i}"), "guess");
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.contains("invalid-credentials"),
+            "failure {}: {r}",
+            i + 1
+        );
+    }
+    let r = check("pat", "pat-Passw0rd");
+    assert!(r.starts_with("HTTP/1.1 429"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("\r\nretry-after: "), "{r}");
+    assert!(
+        r.ends_with("{\"ok\":false,\"reason\":\"account-locked\"}"),
+        "{r}"
+    );
 }
