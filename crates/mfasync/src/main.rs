@@ -117,6 +117,14 @@ enum Command {
         /// within two periods
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
         lease_seconds: u64,
+        /// A reverse proxy whose X-Forwarded-For names the client of
+        /// POST /api/v1/auth (repeatable; default: none, the socket peer is the client)
+        #[arg(long = "trusted-proxy", value_name = "IP")]
+        trusted_proxies: Vec<std::net::IpAddr>,
+        /// Failed password checks (POST /api/v1/auth) allowed per client
+        /// address within 5 minutes; more get 429 without asking the directory
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        auth_client_limit: u64,
     },
     /// The servers sharing this database, and which one runs synchronization
     Servers {
@@ -610,6 +618,8 @@ async fn run(cli: Cli) -> CmdResult {
             insecure_cookies,
             name,
             lease_seconds,
+            trusted_proxies,
+            auth_client_limit,
         } => {
             let name = name.unwrap_or_else(cluster::default_name);
             if name.trim().is_empty() {
@@ -620,7 +630,11 @@ async fn run(cli: Cli) -> CmdResult {
                 name,
                 lease: std::time::Duration::from_secs(lease_seconds),
             };
-            serve::run(store, &listen, !insecure_cookies, node)
+            let limits = web::AuthLimits {
+                trusted_proxies,
+                client_max_failures: usize::try_from(auth_client_limit).unwrap_or(usize::MAX),
+            };
+            serve::run(store, &listen, !insecure_cookies, node, limits)
                 .await
                 .map_err(Failure::from)
         }

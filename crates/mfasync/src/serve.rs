@@ -36,6 +36,7 @@ pub async fn run(
     listen: &str,
     secure_cookies: bool,
     node: crate::cluster::Options,
+    limits: crate::web::AuthLimits,
 ) -> Result<()> {
     let store: Arc<dyn Store> = Arc::from(store);
     let metrics = Arc::new(mfasync_web::Metrics::new());
@@ -53,6 +54,8 @@ pub async fn run(
         mfasync_web::WebOptions {
             secure_cookies,
             secret_key: mfasync_web::secret::load_key().map_err(anyhow::Error::msg)?,
+            trusted_proxies: limits.trusted_proxies,
+            auth_client_max_failures: limits.client_max_failures,
             ..mfasync_web::WebOptions::default()
         },
     );

@@ -20,6 +20,14 @@ pub struct ServiceBackend {
     pub config_cache: ConfigCache,
 }
 
+/// `serve --trusted-proxy` / `--auth-client-limit`: how `POST /api/v1/auth`
+/// finds and limits the client address (docs/web.md).
+#[derive(Debug, Clone)]
+pub struct AuthLimits {
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub client_max_failures: usize,
+}
+
 /// The parsed active configuration, kept while the active version number
 /// stays the same: a request reads the active version from the store (so a
 /// `config apply` by another process is seen at once) but parses and

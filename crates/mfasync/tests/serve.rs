@@ -84,10 +84,15 @@ impl Drop for Served {
 }
 
 fn serve(m: &Mfa) -> Served {
+    serve_with(m, &[])
+}
+
+fn serve_with(m: &Mfa, extra: &[&str]) -> Served {
     let port = mfasync_testkit::free_port();
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
         .args(["--database", &m.url, "serve", "--listen", &addr])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -377,4 +382,36 @@ fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
         r.ends_with("{\"ok\":false,\"reason\":\"account-locked\"}"),
         "{r}"
     );
+    drop(srv);
+
+    // --auth-client-limit 2 behind --trusted-proxy 127.0.0.1: the client is
+    // the X-Forwarded-For address, and two failures block it
+    let srv = serve_with(
+        &m,
+        &["--auth-client-limit", "2", "--trusted-proxy", "127.0.0.1"],
+    );
+    wait_for("/healthz", Duration::from_secs(10), || {
+        get(&srv.addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    let from = |client: &str, user: &str, pw: &str| {
+        let body = format!("{{\"username\":\"{user}\",\"password\":\"{pw}\"}}");
+        let mut s = std::net::TcpStream::connect(&srv.addr).unwrap();
+        write!(
+            s,
+            "POST /api/v1/auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nX-Forwarded-For: {client}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    for i in 0..2 {
+        let r = from("198.51.100.1", &format!("nobody{i}"), "guess");
+        assert!(r.contains("invalid-credentials"), "{r}");
+    }
+    let r = from("198.51.100.1", "pat", "pat-Passw0rd");
+    assert!(r.starts_with("HTTP/1.1 429"), "{r}");
+    let r = from("198.51.100.2", "pat", "pat-Passw0rd");
+    assert!(r.ends_with("{\"ok\":true}"), "another client: {r}");
 }
