@@ -10,7 +10,7 @@
 mod common;
 
 use common::Mfa;
-use mfasync_testkit::Slapd;
+use mfasync_testkit::{Proxy, Slapd};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -18,8 +18,20 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const BASE: &str = "dc=example,dc=com";
-/// Users in ou=Big: enough that a full cycle takes a while (killed mid-way).
+/// Users in ou=Big: a full cycle reads several pages of them.
 const BIG: usize = 4000;
+/// Directory bytes a runner's cycle receives before the test's proxy holds
+/// the rest back: the cycle is then under way and cannot finish until the
+/// proxy is resumed, however fast the machine or the sync code is.
+const HOLD_AFTER: u64 = 64 * 1024;
+
+/// A proxy to the test's slapd that pauses itself once a cycle has read
+/// `HOLD_AFTER` bytes.
+fn holding_proxy() -> Proxy {
+    let p = Proxy::start(slapd().url.trim_start_matches("ldap://"));
+    p.pause_after_down(HOLD_AFTER);
+    p
+}
 
 fn slapd() -> &'static Slapd {
     static S: OnceLock<Slapd> = OnceLock::new();
@@ -45,6 +57,11 @@ fn slapd() -> &'static Slapd {
 }
 
 fn config(ou: &str, extra: &str) -> String {
+    config_via(&slapd().url, ou, extra)
+}
+
+/// The configuration with the directory reached at `url` (a [`Proxy`]).
+fn config_via(url: &str, ou: &str, extra: &str) -> String {
     let s = slapd();
     format!(
         r#"
@@ -52,7 +69,7 @@ fn config(ou: &str, extra: &str) -> String {
 source = "ldap"
 servers = ["{url}"]
 base_dn = "{BASE}"
-timeout_seconds = 10
+timeout_seconds = 60
 [directory.query_bind]
 type = "simple"
 dn = "{dn}"
@@ -73,7 +90,6 @@ interval = "1h"
 kind = "container"
 dn = "ou={ou},{BASE}"
 "#,
-        url = s.url,
         dn = s.admin_dn,
         pw = s.admin_password,
     )
@@ -190,8 +206,9 @@ fn clean_sync(cfg: &str) -> Vec<Value> {
 #[test]
 fn runner_killed_mid_sync_is_replaced_and_the_end_state_is_a_clean_full_sync() {
     let _ = slapd();
+    let proxy = holding_proxy();
     let m = pg();
-    let cfg = config("Big", "");
+    let cfg = config_via(&proxy.ldap_url(), "Big", "");
     m.apply(&cfg);
 
     let mut a = Server::start(&m, "alpha");
@@ -223,18 +240,22 @@ fn runner_killed_mid_sync_is_replaced_and_the_end_state_is_a_clean_full_sync() {
         .starts_with("127.0.0.1:"));
     assert_eq!(list["lease"]["token"], 1, "{list}");
 
-    // alpha's first cycle (a full one: no starting point) is under way: kill it
-    wait_for("alpha's cycle to start", Duration::from_secs(20), || {
-        !history(&m).is_empty()
-    });
+    // alpha's first cycle (a full one: no starting point) is reading the
+    // directory, held by the proxy after HOLD_AFTER bytes: kill it
+    assert!(
+        proxy.wait_paused(Duration::from_secs(60)),
+        "alpha's cycle never read {HOLD_AFTER} bytes: {}",
+        a.log()
+    );
+    let h = history(&m);
+    assert_eq!(h.len(), 1, "{h:?}");
     a.child.kill().expect("kill -9 alpha");
     a.child.wait().expect("reap alpha");
     let h = history(&m);
     assert_eq!(h.len(), 1, "{h:?}");
-    assert!(
-        h[0]["finished_at"].is_null(),
-        "alpha finished before it was killed (make BIG larger): {h:?}"
-    );
+    assert!(h[0]["finished_at"].is_null(), "{h:?}");
+    // the rest of the directory flows again, for beta
+    proxy.resume();
     assert!(
         !a.log().contains("applied the plan"),
         "alpha committed before it was killed: {}",
@@ -280,8 +301,9 @@ fn runner_killed_mid_sync_is_replaced_and_the_end_state_is_a_clean_full_sync() {
 #[test]
 fn runner_frozen_past_its_lease_cannot_commit_when_resumed() {
     let _ = slapd();
+    let proxy = holding_proxy();
     let m = pg();
-    m.apply(&config("Big", ""));
+    m.apply(&config_via(&proxy.ldap_url(), "Big", ""));
 
     let a = Server::start(&m, "alpha");
     wait_for(
@@ -289,19 +311,23 @@ fn runner_frozen_past_its_lease_cannot_commit_when_resumed() {
         Duration::from_secs(20),
         || runner(&m).as_deref() == Some("alpha"),
     );
-    // freeze alpha in the middle of its first cycle
-    wait_for("alpha's cycle to start", Duration::from_secs(20), || {
-        !history(&m).is_empty()
-    });
+    // freeze alpha in the middle of its first cycle: it has read HOLD_AFTER
+    // bytes of the directory and waits for the rest (held by the proxy)
+    assert!(
+        proxy.wait_paused(Duration::from_secs(60)),
+        "alpha's cycle never read {HOLD_AFTER} bytes: {}",
+        a.log()
+    );
     a.signal("-STOP");
     let h = history(&m);
-    assert!(
-        h[0]["finished_at"].is_null(),
-        "alpha finished before it was frozen (make BIG larger): {h:?}"
-    );
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert!(h[0]["finished_at"].is_null(), "{h:?}");
+    // the rest flows into alpha's socket while it is frozen, and beta's
+    // reads go through
+    proxy.resume();
     // meanwhile the administrator changes the configuration: an item that
     // holds nobody. Whatever alpha computed is stale now.
-    m.apply(&config("Empty", ""));
+    m.apply(&config_via(&proxy.ldap_url(), "Empty", ""));
 
     // beta starts, takes over once alpha's lease expired, and syncs
     let _b = Server::start(&m, "beta");

@@ -4,6 +4,7 @@
 //! * [`Samba`]: a Samba AD DC (`DC=mfa,DC=test`) on the standard ports of 127.0.0.1 — only inside
 //!   a private network namespace, i.e. when the tests run through `scripts/test`.
 //! * [`Postgres`] / [`shared_postgres`]: a private PostgreSQL 15 cluster.
+//! * [`Proxy`]: a TCP proxy to one of them that the test pauses/resumes (holds a cycle mid-read).
 //! * [`Dns`]: a real DNS server (dnsmasq) on 127.0.0.1:random port serving given SRV/A records.
 //! * Seed data: [`openldap_fixture`], [`openldap_bulk`], [`samba_fixture`], [`samba_bulk`].
 //!
@@ -15,6 +16,7 @@ mod dns;
 mod fixtures;
 mod postgres;
 mod process;
+mod proxy;
 mod samba;
 mod slapd;
 mod util;
@@ -22,6 +24,7 @@ mod util;
 pub use dns::{Dns, SrvRecord};
 pub use fixtures::{base64, ldif_attr, openldap_bulk, openldap_fixture, samba_bulk, samba_fixture};
 pub use postgres::{shared_postgres, Postgres};
+pub use proxy::Proxy;
 pub use samba::{krb5_conf, Samba, SAMBA_ADMIN_DN, SAMBA_BASE_DN};
 pub use slapd::{Slapd, SLAPD_ADMIN_DN, SLAPD_BASE_DN};
 pub use util::free_port;
