@@ -37,10 +37,13 @@ impl Entry {
     }
 
     pub fn values(&self, name: &str) -> &[Vec<u8>] {
-        self.attrs
-            .get(&name.to_ascii_lowercase())
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        // names already lower-case (see `mapping::lowercase_names`) need no copy
+        let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.attrs.get(&name.to_ascii_lowercase())
+        } else {
+            self.attrs.get(name)
+        };
+        found.map(Vec::as_slice).unwrap_or(&[])
     }
 
     pub fn first_bytes(&self, name: &str) -> Option<&[u8]> {

@@ -92,6 +92,41 @@ pub fn container_name(attrs: &Attributes, e: &Entry) -> Option<String> {
     attrs.container_name.0.iter().find_map(|a| e.first_str(a))
 }
 
+/// The attribute names lower-cased (LDAP names are case-insensitive and
+/// `Entry` keeps them lower-case): mapping many entries with these looks
+/// attributes up without a copy of the name each time. Same mapping.
+pub fn lowercase_names(a: &Attributes) -> Attributes {
+    let mut a = a.clone();
+    for s in [
+        &mut a.unique_id,
+        &mut a.distinguished_name,
+        &mut a.security_group_name,
+        &mut a.first_name,
+        &mut a.last_name,
+        &mut a.email,
+        &mut a.user_group,
+        &mut a.description,
+        &mut a.phone_call_language,
+        &mut a.text_message_language,
+        &mut a.mobile_app_language,
+        &mut a.oath_token_language,
+        &mut a.business_phone,
+        &mut a.home_phone,
+        &mut a.pager,
+        &mut a.mobile_phone,
+        &mut a.fax,
+        &mut a.ip_phone,
+        &mut a.custom_phone,
+        &mut a.extension,
+    ] {
+        s.make_ascii_lowercase();
+    }
+    for s in a.container_name.0.iter_mut().chain(a.username.0.iter_mut()) {
+        s.make_ascii_lowercase();
+    }
+    a
+}
+
 /// Map a user entry (the seed's Attributes table).
 pub fn map_user(attrs: &Attributes, e: &Entry) -> Result<DirectoryUser, MapError> {
     let dn = entry_dn(attrs, e);
@@ -139,7 +174,7 @@ pub fn map_user(attrs: &Attributes, e: &Entry) -> Result<DirectoryUser, MapError
     }
     let [business_phone, home_phone, pager, mobile_phone, fax, ip_phone, custom_phone] = phones;
     let uac = e
-        .first_str("userAccountControl")
+        .first_str("useraccountcontrol")
         .and_then(|v| v.parse::<i64>().ok())
         .map(|v| v as u32)
         .unwrap_or(0);
@@ -474,6 +509,10 @@ mod tests {
             .with("telephoneNumber", &["+1 425 555 0100 x123"])
             .with("userAccountControl", &["514"]);
         let d = map_user(&Attributes::default(), &e).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            map_user(&lowercase_names(&Attributes::default()), &e),
+            Ok(d.clone())
+        );
         let p = Packed::pack(&d);
         assert_eq!(p.unpack(), Some(d.clone()));
         assert_eq!(p.directory_id(), d.user.directory_id);

@@ -296,6 +296,11 @@ pub fn modify(d: MfaUser, cur: &MfaUser) -> Option<Change> {
 /// encoding only costs one slower sync (every digest differs, rows are then
 /// compared field by field).
 pub fn digest(u: &MfaUser) -> String {
+    format!("{:032x}", digest_bits(u))
+}
+
+/// `digest` as a number (its 32 hex digits are this, big-endian).
+pub fn digest_bits(u: &MfaUser) -> u128 {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"mfasync-user-v1");
@@ -314,13 +319,9 @@ pub fn digest(u: &MfaUser) -> String {
     put(Some(if u.enabled { "1" } else { "0" }));
     put(Some(u.source.as_str()));
     let out = h.finalize();
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(32);
-    for b in &out[..16] {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&out[..16]);
+    u128::from_be_bytes(first)
 }
 
 /// What a full sync needs of a stored user before it knows whether the user
@@ -355,11 +356,23 @@ pub enum Verdict {
 pub struct Planner {
     /// Directory users by directory_id, and whether the cycle met them:
     /// (stored, held by an item, exists in the directory, left as it is).
-    stored: std::collections::HashMap<String, (StoredDigest, Seen)>,
+    stored: std::collections::HashMap<Box<str>, (Kept, Seen)>,
+    /// The distinct `sync_item`s of stored users (`Kept::item` indexes it).
+    items: Vec<Box<str>>,
     taken_by_manual: std::collections::HashSet<String>,
     desired_names: std::collections::HashMap<String, String>,
     pub unchanged: usize,
     pub warnings: Vec<String>,
+}
+
+/// What the planner keeps of a stored directory user (~100 bytes).
+#[derive(Debug)]
+struct Kept {
+    username: Box<str>,
+    /// Index into `Planner::items`; None: no sync_item.
+    item: Option<u32>,
+    enabled: bool,
+    digest: Option<u128>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -373,23 +386,49 @@ impl Planner {
     pub fn new(stored: Vec<StoredDigest>) -> Self {
         let mut p = Planner {
             stored: Default::default(),
+            items: Vec::new(),
             taken_by_manual: Default::default(),
             desired_names: Default::default(),
             unchanged: 0,
             warnings: Vec::new(),
         };
         for s in stored {
-            match (s.source, s.directory_id.clone()) {
-                (Source::Manual, _) => {
-                    p.taken_by_manual.insert(s.username.to_lowercase());
-                }
-                (Source::Directory, Some(id)) => {
-                    p.stored.insert(id, (s, Seen::default()));
-                }
-                (Source::Directory, None) => {}
-            }
+            p.add_stored(s);
         }
         p
+    }
+
+    /// One more stored user (all before the first `desired`).
+    pub fn add_stored(&mut self, s: StoredDigest) {
+        match (s.source, s.directory_id) {
+            (Source::Manual, _) => {
+                self.taken_by_manual.insert(s.username.to_lowercase());
+            }
+            (Source::Directory, Some(id)) => {
+                let item = s
+                    .sync_item
+                    .map(|i| match self.items.iter().position(|x| **x == *i) {
+                        Some(n) => n as u32,
+                        None => {
+                            self.items.push(i.into_boxed_str());
+                            (self.items.len() - 1) as u32
+                        }
+                    });
+                let kept = Kept {
+                    username: s.username.into_boxed_str(),
+                    item,
+                    enabled: s.enabled,
+                    // an unreadable digest compares unequal: the row is then compared field by field
+                    digest: s
+                        .digest
+                        .as_deref()
+                        .and_then(|d| u128::from_str_radix(d, 16).ok()),
+                };
+                self.stored
+                    .insert(id.into_boxed_str(), (kept, Seen::default()));
+            }
+            (Source::Directory, None) => {}
+        }
     }
 
     /// Stored directory users.
@@ -450,7 +489,7 @@ impl Planner {
             None => Verdict::Create(d),
             Some((stored, s)) => {
                 s.held = true;
-                if stored.digest.as_deref() == Some(digest(&d).as_str()) {
+                if stored.digest == Some(digest_bits(&d)) {
                     self.unchanged += 1;
                     Verdict::Unchanged
                 } else {
@@ -478,11 +517,11 @@ impl Planner {
         when_removed: &dyn Fn(&str) -> Option<crate::config::WhenRemoved>,
         remove_deleted_users: bool,
     ) -> Vec<(String, Action, String)> {
-        let mut gone: Vec<(&str, &StoredDigest, Seen)> = self
+        let mut gone: Vec<(&str, &Kept, Seen)> = self
             .stored
             .iter()
             .filter(|(_, (_, s))| !s.held)
-            .map(|(id, (u, s))| (id.as_str(), u, *s))
+            .map(|(id, (u, s))| (&**id, u, *s))
             .collect();
         gone.sort_by(|a, b| a.1.username.cmp(&b.1.username));
         let mut out = Vec::new();
@@ -493,7 +532,10 @@ impl Planner {
             }
             let (action, reason) = departure(
                 u.enabled,
-                u.sync_item.as_deref().unwrap_or_default(),
+                u.item
+                    .and_then(|i| self.items.get(i as usize))
+                    .map(|i| &**i)
+                    .unwrap_or_default(),
                 s.exists,
                 remove_deleted_users,
                 when_removed,

@@ -142,6 +142,20 @@ fn main() {
     sync.args(["--database", &db, "sync", "--full"]);
     let (first, rss1) = timed(&mut sync);
     let (second, rss2) = timed(&mut sync);
+    // Profiling aid: MFASYNC_BENCH_WRAP="perf record -g -o /tmp/p.data --" runs
+    // a third (no-change) sync under that command; not part of the figures.
+    if let Ok(wrap) = std::env::var("MFASYNC_BENCH_WRAP") {
+        let mut words = wrap.split_whitespace();
+        if let Some(program) = words.next() {
+            let status = Command::new(program)
+                .args(words)
+                .arg(&bin)
+                .args(["--database", &db, "sync", "--full"])
+                .stdout(Stdio::null())
+                .status();
+            eprintln!("wrapped sync: {status:?}");
+        }
+    }
 
     println!("users: {n}");
     println!("| step | seconds | ratio to floor | peak RSS |");

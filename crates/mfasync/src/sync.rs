@@ -498,7 +498,7 @@ struct Worker {
     /// Creates not yet handed on.
     creates: Vec<plan::Change>,
     /// Where creates go while reading (first sync into an empty store).
-    sink: Option<tokio::sync::mpsc::UnboundedSender<Vec<plan::Change>>>,
+    sink: Option<std::sync::mpsc::SyncSender<Vec<plan::Change>>>,
     /// Stored users whose digest differs: to compare with their rows.
     changed: Vec<MfaUser>,
     warnings: Vec<String>,
@@ -508,6 +508,26 @@ struct Worker {
 
 /// Creates handed to the store per write.
 const CREATE_CHUNK: usize = 1000;
+/// Entries read but not yet mapped, at most (bounded queue).
+const ENTRY_QUEUE: usize = 2000;
+/// Chunks of creates computed but not yet written, at most.
+const CREATE_QUEUE: usize = 2;
+
+/// The reader's end of the entry queue.
+enum EntryTx {
+    Bounded(std::sync::mpsc::SyncSender<mfasync_core::Entry>),
+    Unbounded(std::sync::mpsc::Sender<mfasync_core::Entry>),
+}
+
+impl EntryTx {
+    /// Queue an entry; a stopped mapping thread has failed, and its error ends the cycle.
+    fn send(&self, e: mfasync_core::Entry) {
+        let _ = match self {
+            EntryTx::Bounded(t) => t.send(e).map_err(|_| ()),
+            EntryTx::Unbounded(t) => t.send(e).map_err(|_| ()),
+        };
+    }
+}
 
 impl Worker {
     fn add_entry(&mut self, e: mfasync_core::Entry) {
@@ -613,13 +633,26 @@ async fn read_users<'s>(
     Option<Box<dyn mfasync_store::Applying + 's>>,
     usize,
 )> {
-    let (tx, rx) = std::sync::mpsc::channel::<mfasync_core::Entry>();
+    let handle = tokio::runtime::Handle::current();
+    // On a multi-threaded runtime the reader, the mapping thread and the
+    // writer each have a thread, and bounded channels between them keep
+    // memory flat: a slower stage holds back the one before it (the reader
+    // then asks for the next page later). Elsewhere (never in the binary's
+    // sync paths) everything shares one task: unbounded, creates after the read.
+    let threads = handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
+    let (tx, rx) = if threads {
+        let (t, r) = std::sync::mpsc::sync_channel::<mfasync_core::Entry>(ENTRY_QUEUE);
+        (EntryTx::Bounded(t), r)
+    } else {
+        let (t, r) = std::sync::mpsc::channel::<mfasync_core::Entry>();
+        (EntryTx::Unbounded(t), r)
+    };
     let (planner_tx, planner_rx) = std::sync::mpsc::sync_channel::<(
         plan::Planner,
-        Option<tokio::sync::mpsc::UnboundedSender<Vec<plan::Change>>>,
+        Option<std::sync::mpsc::SyncSender<Vec<plan::Change>>>,
     )>(1);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Worker>();
-    let attributes = cfg.attributes.clone();
+    let attributes = mapping::lowercase_names(&cfg.attributes);
     let items = cfg.sync.items.clone();
     std::thread::Builder::new()
         .name("mfasync-map".into())
@@ -660,7 +693,7 @@ async fn read_users<'s>(
             if let Some(p) = progress_ref {
                 p.inc(1);
             }
-            let _ = tx.send(e);
+            tx.send(e);
         };
         let r = client
             .search_each(base, Scope::Subtree, &cfg.filters.user, attrs, &mut f)
@@ -671,16 +704,16 @@ async fn read_users<'s>(
     };
     let load_and_write = async {
         let t = std::time::Instant::now();
-        let stored = store.user_digests().await?;
-        let planner = plan::Planner::new(stored);
+        let mut planner = plan::Planner::new(Vec::new());
+        store.user_digests(&mut |d| planner.add_stored(d)).await?;
         let stored_dir_users = planner.stored_directory_users();
         tracing::info!(
             ms = t.elapsed().as_millis() as u64,
             stored = stored_dir_users,
             "loaded stored digests"
         );
-        let (sink, mut creates) = if !plan_only && stored_dir_users == 0 {
-            let (s, r) = tokio::sync::mpsc::unbounded_channel();
+        let (sink, creates) = if threads && !plan_only && stored_dir_users == 0 {
+            let (s, r) = std::sync::mpsc::sync_channel(CREATE_QUEUE);
             (Some(s), Some(r))
         } else {
             (None, None)
@@ -690,8 +723,9 @@ async fn read_users<'s>(
             .map_err(|_| anyhow!("the mapping thread stopped unexpectedly"))?;
         let mut applying: Option<Box<dyn mfasync_store::Applying + 's>> = None;
         let mut written = 0;
-        if let Some(r) = creates.as_mut() {
-            while let Some(chunk) = r.recv().await {
+        if let Some(r) = creates {
+            // a blocking receive: this runs on the writer's own thread (`threads`)
+            while let Ok(chunk) = r.recv() {
                 let a = match applying.as_mut() {
                     Some(a) => a,
                     None => applying.insert(store.begin_apply().await?),
@@ -702,7 +736,23 @@ async fn read_users<'s>(
         }
         anyhow::Ok((stored_dir_users, applying, written))
     };
-    let (searched, loaded) = tokio::join!(read, load_and_write);
+    let (searched, loaded) = if threads {
+        // The writer gets a thread of its own: binding rows and building
+        // audit JSON then overlap with decoding the directory's answers.
+        tokio::task::block_in_place(|| {
+            std::thread::scope(|sc| {
+                let h = handle.clone();
+                let writer = sc.spawn(move || h.block_on(load_and_write));
+                let searched = handle.block_on(read);
+                let loaded = writer
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+                (searched, loaded)
+            })
+        })
+    } else {
+        tokio::join!(read, load_and_write)
+    };
     if let Some(p) = progress {
         p.finish_and_clear();
     }

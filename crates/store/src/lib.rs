@@ -329,8 +329,12 @@ pub trait Store: Send + Sync {
     async fn apply(&self, changes: &[Change], watermark: Option<&Watermark>) -> Result<()>;
     /// Every user (directory and manual) as a full sync first needs it:
     /// identity, departure inputs and the digest of the stored row
-    /// (`core::plan::digest`), without decoding the rows. No order.
-    async fn user_digests(&self) -> Result<Vec<mfasync_core::plan::StoredDigest>>;
+    /// (`core::plan::digest`), without decoding the rows, handed to `each`
+    /// a page at a time (memory: one page). No order.
+    async fn user_digests(
+        &self,
+        each: &mut (dyn FnMut(mfasync_core::plan::StoredDigest) + Send),
+    ) -> Result<()>;
     /// Begin ONE write transaction that a full sync fills a chunk at a time
     /// (`Applying::write`) and commits with its watermark
     /// (`Applying::commit`): the same checks and the same single transaction

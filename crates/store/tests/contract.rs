@@ -1431,6 +1431,12 @@ async fn fenced_writes_refused_after_takeover_or_expiry(s: &dyn Store) {
 
 // ---------------------------------------------------------------- digests and streamed apply (full sync)
 
+async fn digests(s: &dyn Store) -> Vec<mfasync_core::plan::StoredDigest> {
+    let mut out = Vec::new();
+    s.user_digests(&mut |d| out.push(d)).await.unwrap();
+    out
+}
+
 fn digest_of(s: &[mfasync_core::plan::StoredDigest], name: &str) -> Option<String> {
     s.iter()
         .find(|d| d.username == name)
@@ -1441,12 +1447,12 @@ fn digest_of(s: &[mfasync_core::plan::StoredDigest], name: &str) -> Option<Strin
 
 async fn user_digests_follow_every_write(s: &dyn Store) {
     use mfasync_core::plan::digest;
-    assert!(s.user_digests().await.unwrap().is_empty());
+    assert!(digests(s).await.is_empty());
     s.insert_user(&manual_user("boss")).await.unwrap();
     let a = dir_user("alice", "id-a");
     let mut b = full_user();
     s.apply(&[create(&a), create(&b)], None).await.unwrap();
-    let d = s.user_digests().await.unwrap();
+    let d = digests(s).await;
     assert_eq!(d.len(), 3);
     assert_eq!(digest_of(&d, "boss"), Some(digest(&manual_user("boss"))));
     assert_eq!(digest_of(&d, "alice"), Some(digest(&a)));
@@ -1472,7 +1478,7 @@ async fn user_digests_follow_every_write(s: &dyn Store) {
     )
     .await
     .unwrap();
-    let d = s.user_digests().await.unwrap();
+    let d = digests(s).await;
     assert_eq!(digest_of(&d, "alice"), Some(digest(&a2)));
     assert_ne!(digest(&a2), digest(&a));
     assert_eq!(digest_of(&d, &b.username), Some(digest(&b)));
@@ -1487,7 +1493,21 @@ async fn user_digests_follow_every_write(s: &dyn Store) {
         );
     }
     s.apply(&[remove(&a2)], None).await.unwrap();
-    assert_eq!(s.user_digests().await.unwrap().len(), 2);
+    assert_eq!(digests(s).await.len(), 2);
+    // more users than one page (20,000) are all listed, once each
+    let many = numbered(20_500);
+    s.apply(&many.iter().map(create).collect::<Vec<_>>(), None)
+        .await
+        .unwrap();
+    let d = digests(s).await;
+    assert_eq!(d.len(), 20_502);
+    let ids: std::collections::HashSet<_> = d.iter().map(|x| x.username.clone()).collect();
+    assert_eq!(ids.len(), 20_502);
+    assert_eq!(
+        digest_of(&d, "user20499"),
+        Some(digest(&many[20_499])),
+        "last page"
+    );
 }
 
 async fn streamed_apply_is_one_transaction(s: &dyn Store) {
@@ -1578,7 +1598,7 @@ async fn sqlite_fills_missing_digests_on_open() {
         .unwrap();
     pool.close().await;
     let s = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
-    let d = s.user_digests().await.unwrap();
+    let d = digests(&s).await;
     assert_eq!(
         digest_of(&d, &a.username),
         Some(mfasync_core::plan::digest(&a))
