@@ -84,26 +84,50 @@ impl Client {
     }
 
     /// Whether this bind account can see the tombstones of the naming
-    /// context `nc` (its `CN=Deleted Objects` container, with Show Deleted).
-    /// By default only administrators can.
+    /// context `nc` (in its `CN=Deleted Objects` container, with Show
+    /// Deleted). By default only administrators can, and the container itself
+    /// may be visible while the tombstones in it are not (Samba). So: true
+    /// when the account sees at least one tombstone there, or when the DC
+    /// counts no children there (`msDS-Approx-Immed-Subordinates` = 0);
+    /// false otherwise (also for a domain with no tombstone yet whose DC does
+    /// not count: then it cannot be verified).
     pub async fn can_read_tombstones(&mut self, nc: &str) -> Result<bool, LdapError> {
+        let container = deleted_objects(nc);
         let mut seen = false;
+        let mut approx: Option<u64> = None;
         let res = self
             .search_with(
-                &deleted_objects(nc),
+                &container,
                 Scope::Base,
                 "(objectClass=*)",
-                &["1.1".to_string()],
+                &["msDS-Approx-Immed-Subordinates".to_string()],
                 vec![show_deleted()],
-                &mut |_| seen = true,
+                &mut |e| {
+                    seen = true;
+                    approx = e
+                        .first_str("msDS-Approx-Immed-Subordinates")
+                        .and_then(|v| v.trim().parse().ok());
+                },
             )
             .await;
         match res {
-            Ok(_) => Ok(seen),
+            Ok(_) if !seen => return Ok(false),
+            Ok(_) => {}
             // noSuchObject, insufficientAccessRights: not visible to this account
-            Err(LdapError::Operation { code: 32 | 50, .. }) => Ok(false),
-            Err(e) => Err(e),
+            Err(LdapError::Operation { code: 32 | 50, .. }) => return Ok(false),
+            Err(e) => return Err(e),
         }
+        let mut visible = 0usize;
+        self.search_with(
+            &container,
+            Scope::OneLevel,
+            "(isDeleted=TRUE)",
+            &["1.1".to_string()],
+            vec![show_deleted()],
+            &mut |_| visible += 1,
+        )
+        .await?;
+        Ok(visible > 0 || approx == Some(0))
     }
 
     /// Tombstones of the naming context `nc` written at or after `from_usn`

@@ -128,6 +128,16 @@ fn set_watermark(m: &Mfa, wm: &mfasync_store::Watermark) {
     })
 }
 
+/// A tombstone in the domain: uSNChanged polling is only used when the bind
+/// account is seen to read tombstones, and a fresh DC may have none.
+fn ensure_tombstone(s: &Samba, t: &str) {
+    let dn = format!("CN={t}gone0,OU=Other,OU={t},{BASE}");
+    s.ldapadd(&format!(
+        "dn: {dn}\nobjectClass: user\nsAMAccountName: {t}gone0\n"
+    ));
+    s.ldapdelete(&dn);
+}
+
 fn usn_config(t: &str) -> String {
     config(t).replace("[sync]\n", "[sync]\nchange_tracking = \"usn\"\n")
 }
@@ -153,6 +163,7 @@ fn usn_polling_resyncs_in_full_when_the_dc_database_or_the_dc_changes() {
     let s = samba();
     let t = "I4";
     let root = format!("OU={t},{BASE}");
+    ensure_tombstone(s, t);
     let m = Mfa::new();
     m.apply(&usn_config(t));
     m.sync_full();
@@ -207,6 +218,47 @@ fn usn_polling_resyncs_in_full_when_the_dc_database_or_the_dc_changes() {
     assert!(o.stderr.contains("dc2.mfa.test"), "{}", o.stderr);
 }
 
+#[test]
+fn usn_polling_is_not_used_by_an_account_that_cannot_see_tombstones() {
+    let s = samba();
+    let t = "I4";
+    let root = format!("OU={t},{BASE}");
+    // a plain domain user: Samba shows it CN=Deleted Objects but not the
+    // tombstones in it, so deletions would go unnoticed
+    let svc = format!("CN={t}svc,OU=Other,{root}");
+    s.ldapadd(&format!(
+        "dn: {svc}\nobjectClass: user\nsAMAccountName: {t}svc\nuserAccountControl: 544\n"
+    ));
+    s.set_password(&format!("{t}svc"), "Svc-Passw0rd-42");
+    // at least one tombstone exists
+    s.ldapadd(&format!(
+        "dn: CN={t}gone,OU=Other,{root}\nobjectClass: user\nsAMAccountName: {t}gone\n"
+    ));
+    s.ldapdelete(&format!("CN={t}gone,OU=Other,{root}"));
+    let cfg = usn_config(t)
+        .replace(
+            &format!("dn = \"{}\"", s.admin_dn),
+            &format!("dn = \"{svc}\""),
+        )
+        .replace(
+            &format!("password = \"{}\"", s.admin_password),
+            "password = \"Svc-Passw0rd-42\"",
+        );
+    let m = Mfa::new();
+    m.apply(&cfg);
+    let o = m.ok(&["--json", "sync", "--full"]);
+    assert_eq!(counts(&o.json()).0, (6 + BULK) as u64, "{}", o.json());
+    // no uSNChanged starting point, and the log says what to grant
+    assert_eq!(watermark(&m).kind, "full", "{}", o.stderr);
+    assert!(
+        o.stderr.contains("CN=Deleted Objects,DC=mfa,DC=test"),
+        "{}",
+        o.stderr
+    );
+    let o = m.ok(&["--json", "sync"]);
+    assert_eq!(o.json()["mode"], "full", "{}", o.stderr);
+}
+
 /// After a full sync: create, modify (phone, name, username), disable,
 /// delete and move users and change group members; one incremental `sync`
 /// reads about as many entries as changed and gives the users a fresh full
@@ -214,6 +266,7 @@ fn usn_polling_resyncs_in_full_when_the_dc_database_or_the_dc_changes() {
 fn changes_then_one_cycle_equals_a_full_sync(t: &str, cfg: &str) -> Mfa {
     let s = samba();
     let root = format!("OU={t},{BASE}");
+    ensure_tombstone(s, t);
     let cfg = cfg.to_string();
     let m = Mfa::new();
     m.apply(&cfg);
