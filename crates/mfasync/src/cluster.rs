@@ -237,6 +237,105 @@ impl Cluster {
     }
 }
 
+/// The lease period of a one-shot CLI command (renewed every third of it
+/// while the command runs).
+pub const CLI_LEASE: Duration = Duration::from_secs(30);
+
+/// The sync lease held by a one-shot CLI command (`mfasync sync`, `approvals
+/// approve|reject`) for the duration of its cycle: taken only when no live
+/// holder exists, renewed while the command runs, given up at its end. The
+/// command's writes are fenced like a server's. A serve process takes the
+/// lease afterwards with the token plus one.
+pub struct CliLease {
+    name: String,
+    instance: String,
+}
+
+impl CliLease {
+    /// Take the lease for `what` ("sync", "approve", "reject"), or refuse
+    /// (exit 1) naming the server that holds it.
+    pub async fn take(store: &dyn Store, what: &str) -> Result<CliLease, crate::Failure> {
+        let name = format!("cli:{}:{}", default_name(), std::process::id());
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let now = now_ms();
+        let lease = store
+            .lease_acquire(&name, &instance, now, ms(CLI_LEASE))
+            .await
+            .map_err(|e| crate::Failure::Refused(format!("cannot take the sync lease: {e}")))?;
+        if !lease.held_by(&name, &instance, now) {
+            let servers = store.servers().await.unwrap_or_default();
+            return Err(crate::Failure::Refused(refusal(
+                &lease, &servers, what, now,
+            )));
+        }
+        store.set_fence(Some(Fence {
+            holder: name.clone(),
+            instance: instance.clone(),
+            token: lease.token,
+        }));
+        Ok(CliLease { name, instance })
+    }
+
+    /// Run `work` while renewing the lease every third of its period.
+    pub async fn hold<T>(
+        &self,
+        store: &dyn Store,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let renew = async {
+            loop {
+                tokio::time::sleep(CLI_LEASE / 3).await;
+                // A lost lease is caught by the fence at commit.
+                if let Err(e) = store
+                    .lease_acquire(&self.name, &self.instance, now_ms(), ms(CLI_LEASE))
+                    .await
+                {
+                    tracing::warn!("cannot renew the sync lease: {e}");
+                }
+            }
+        };
+        tokio::select! {
+            r = work => r,
+            never = renew => never,
+        }
+    }
+
+    /// Give the lease up (a serve process takes it at its next heartbeat).
+    pub async fn release(self, store: &dyn Store) {
+        store.set_fence(None);
+        if let Err(e) = store.lease_release(&self.name, &self.instance).await {
+            tracing::warn!("cannot give the sync lease up: {e}");
+        }
+    }
+}
+
+/// Why a CLI command may not run now: who holds the lease (or the pin), and
+/// where to run it instead. Pure.
+pub fn refusal(lease: &Lease, servers: &[ServerInfo], what: &str, now_ms: i64) -> String {
+    let instead = match what {
+        "sync" => "use its portal (Synchronize Now) or POST /api/v1/sync there",
+        "approve" => "use its portal (Approvals) or POST /api/v1/approvals/ID/approve there",
+        _ => "use its portal (Approvals) or POST /api/v1/approvals/ID/reject there",
+    };
+    match (&lease.holder, &lease.pinned) {
+        (Some(h), _) if lease.expires_ms > now_ms && h.starts_with("cli:") => format!(
+            "another mfasync command ({h}) holds the sync lease of this database: try again when it ends"
+        ),
+        (Some(h), _) if lease.expires_ms > now_ms => {
+            let at = servers
+                .iter()
+                .find(|s| &s.name == h)
+                .map(|s| format!(" (listening on {})", s.address))
+                .unwrap_or_default();
+            format!("server {h}{at} runs synchronization on this database: {instead}")
+        }
+        (_, Some(p)) => format!(
+            "synchronization is pinned to server {p}: start it and {instead}, or `mfasync servers unpin` first"
+        ),
+        _ => "the sync lease was taken by another process meanwhile: try again".to_string(),
+    }
+}
+
 /// `mfasync servers list|pin|unpin|forget`.
 pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate::CmdResult {
     use crate::{Failure, ServersCmd};
@@ -380,6 +479,45 @@ pub async fn cli_migrate(from: &str, to: &str, overwrite: bool, json: bool) -> c
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cli_refusal_names_the_holder_and_where_to_go() {
+        let server = ServerInfo {
+            name: "mfa1".into(),
+            instance: "i".into(),
+            address: "10.0.0.1:8080".into(),
+            version: "0".into(),
+            started_ms: 0,
+            heartbeat_ms: 0,
+            lease_ms: 30_000,
+        };
+        let lease = Lease {
+            holder: Some("mfa1".into()),
+            instance: Some("i".into()),
+            token: 3,
+            expires_ms: 2_000,
+            pinned: None,
+        };
+        assert_eq!(
+            refusal(&lease, &[server], "sync", 1_000),
+            "server mfa1 (listening on 10.0.0.1:8080) runs synchronization on this database: use its portal (Synchronize Now) or POST /api/v1/sync there"
+        );
+        let cli = Lease {
+            holder: Some("cli:h:7".into()),
+            ..lease.clone()
+        };
+        assert!(
+            refusal(&cli, &[], "approve", 1_000).starts_with("another mfasync command (cli:h:7)")
+        );
+        let pinned = Lease {
+            holder: None,
+            pinned: Some("mfa2".into()),
+            ..lease
+        };
+        assert!(refusal(&pinned, &[], "reject", 1_000).starts_with(
+            "synchronization is pinned to server mfa2: start it and use its portal (Approvals)"
+        ));
+    }
 
     #[test]
     fn runner_only_until_the_confirmed_lease_runs_out() {

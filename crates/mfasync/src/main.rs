@@ -447,16 +447,25 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Sync { full, plan } => {
             let store = open_store(&cli.database).await?;
             let cfg = active_config(store.as_ref()).await?;
-            let outcome = sync::run(
-                store.as_ref(),
-                &cfg,
-                sync::Options {
-                    full,
-                    plan_only: plan,
-                },
-            )
-            .await
-            .map_err(|e| Failure::Refused(format!("sync failed, nothing changed: {e:#}")))?;
+            // not while a server runs synchronization (docs/cluster.md)
+            let lease = match plan {
+                true => None,
+                false => Some(cluster::CliLease::take(store.as_ref(), "sync").await?),
+            };
+            let opts = sync::Options {
+                full,
+                plan_only: plan,
+            };
+            let work = sync::run(store.as_ref(), &cfg, opts);
+            let outcome = match &lease {
+                Some(l) => l.hold(store.as_ref(), work).await,
+                None => work.await,
+            };
+            if let Some(l) = lease {
+                l.release(store.as_ref()).await;
+            }
+            let outcome = outcome
+                .map_err(|e| Failure::Refused(format!("sync failed, nothing changed: {e:#}")))?;
             sync::print(&outcome, cli.json, plan)
         }
         Command::Users {
@@ -523,10 +532,17 @@ async fn run(cli: Cli) -> CmdResult {
                 ApprovalsCmd::List => approvals::cli_list(store.as_ref(), cli.json).await,
                 ApprovalsCmd::Approve { id } => {
                     let cfg = active_config(store.as_ref()).await?;
-                    approvals::cli_approve(store.as_ref(), &cfg, &id, cli.json).await
+                    let lease = cluster::CliLease::take(store.as_ref(), "approve").await?;
+                    let work = approvals::cli_approve(store.as_ref(), &cfg, &id, cli.json);
+                    let r = lease.hold(store.as_ref(), work).await;
+                    lease.release(store.as_ref()).await;
+                    r
                 }
                 ApprovalsCmd::Reject { id } => {
-                    approvals::cli_reject(store.as_ref(), &id, cli.json).await
+                    let lease = cluster::CliLease::take(store.as_ref(), "reject").await?;
+                    let r = approvals::cli_reject(store.as_ref(), &id, cli.json).await;
+                    lease.release(store.as_ref()).await;
+                    r
                 }
             }
         }

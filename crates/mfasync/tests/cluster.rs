@@ -524,6 +524,93 @@ fn pinned_server_runs_synchronization_and_unpinning_restores_failover() {
 }
 
 #[test]
+fn cli_sync_and_approvals_take_the_lease_or_are_refused_while_a_server_runs_synchronization() {
+    let _ = slapd();
+    let m = pg();
+    m.apply(&config("Mig", ""));
+
+    // no server: the CLI takes the lease for its cycle and gives it up
+    let out = m.ok(&["--json", "sync", "--full"]).json();
+    assert_eq!(out["created"], 3, "{out}");
+    let lease = &servers(&m)["lease"];
+    assert_eq!(lease["runner"], Value::Null, "given up: {lease}");
+    assert_eq!(lease["token"], 1, "{lease}");
+    let took = audit_details(&m, "sync-lease");
+    assert!(
+        took.iter().any(|d| d.starts_with("server cli:")
+            && d.ends_with("took the sync lease, fencing token 1 (it was free)")),
+        "{took:?}"
+    );
+
+    // a server runs synchronization: the CLI is refused, nothing changes
+    let mut a = Server::start(&m, "alpha");
+    wait_for(
+        "alpha to run synchronization",
+        Duration::from_secs(20),
+        || runner(&m).as_deref() == Some("alpha"),
+    );
+    assert_eq!(servers(&m)["lease"]["token"], 2);
+    wait_for("alpha's first cycle", Duration::from_secs(20), || {
+        history(&m)
+            .iter()
+            .any(|r| !r["finished_at"].is_null() && r["error"].is_null() && r["id"] != 1)
+    });
+    let runs = history(&m).len();
+    for args in [&["sync"][..], &["sync", "--full"], &["--json", "sync"]] {
+        let o = m.run(args);
+        assert_eq!(o.code, 1, "{args:?}: {}", o.stderr);
+        assert!(
+            o.stderr.contains(&format!(
+                "server alpha (listening on {}) runs synchronization on this database: use its portal (Synchronize Now) or POST /api/v1/sync there",
+                a.addr
+            )),
+            "{}",
+            o.stderr
+        );
+    }
+    let o = m.run(&["approvals", "approve", "abc"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("use its portal (Approvals) or POST /api/v1/approvals/ID/approve there"),
+        "{}",
+        o.stderr
+    );
+    let o = m.run(&["approvals", "reject", "abc"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("runs synchronization"), "{}", o.stderr);
+    // (a plan changes nothing: always allowed)
+    let plan = m.ok(&["--json", "sync", "--plan"]).json();
+    assert_eq!(plan["changes"], serde_json::json!([]), "{plan}");
+    let lease = &servers(&m)["lease"];
+    assert_eq!(
+        (lease["runner"].as_str(), lease["token"].as_i64()),
+        (Some("alpha"), Some(2)),
+        "the refused commands left the lease alone: {lease}"
+    );
+    assert_eq!(
+        history(&m).len(),
+        runs,
+        "the refused commands recorded no run"
+    );
+    assert_eq!(m.users().len(), 3);
+
+    // alpha stops cleanly (gives the lease up): the CLI runs again
+    a.signal("-TERM");
+    a.child.wait().expect("reap alpha");
+    assert_eq!(runner(&m), None);
+    m.ok(&["sync"]);
+    assert_eq!(servers(&m)["lease"]["token"], 3);
+    // and a server takes over afterwards
+    let _b = Server::start(&m, "beta");
+    wait_for("beta to take over", Duration::from_secs(20), || {
+        runner(&m).as_deref() == Some("beta")
+    });
+    assert_eq!(servers(&m)["lease"]["token"], 4);
+    assert_eq!(m.users().len(), 3);
+}
+
+#[test]
 fn db_migrate_copies_a_sqlite_database_into_postgres_verified() {
     let _ = slapd();
     let src = Mfa::new();
