@@ -1584,6 +1584,69 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn sync_request(
+                &self,
+                full: bool,
+                by: &str,
+                on: &str,
+                now_ms: i64,
+            ) -> Result<$crate::Lease> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                let l = self.lease_locked(&mut tx).await?;
+                sqlx::query(
+                    "UPDATE sync_lease SET request_mode = CASE WHEN request_mode = 1 OR $1 = 1 \
+                     THEN 1 ELSE 0 END, request_by = $2, request_on = $3, request_ms = $4 WHERE id = 1",
+                )
+                .bind(i64::from(full))
+                .bind(by)
+                .bind(on)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                let runner = match &l.holder {
+                    Some(h) if l.expires_ms > now_ms => format!("server {h}"),
+                    _ => "the next server to run synchronization".to_string(),
+                };
+                let detail = format!(
+                    "{} requested on server {on}, handed to {runner}",
+                    if full { "full synchronization" } else { "synchronization" }
+                );
+                let row = AuditRow::event("sync-requested", by, &detail);
+                self.write_audit(&mut tx, &[row], &at).await?;
+                tx.commit().await?;
+                Ok(l)
+            }
+
+            async fn sync_request_take(&self) -> Result<Option<$crate::SyncRequest>> {
+                let mut tx = self.begin().await?;
+                self.lease_locked(&mut tx).await?;
+                let row = sqlx::query(
+                    "SELECT request_mode, request_by, request_on, request_ms FROM sync_lease \
+                     WHERE id = 1 AND request_mode IS NOT NULL",
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let mode: i64 = row.try_get("request_mode")?;
+                let req = $crate::SyncRequest {
+                    full: mode == 1,
+                    by: row.try_get::<Option<String>, _>("request_by")?.unwrap_or_default(),
+                    on: row.try_get::<Option<String>, _>("request_on")?.unwrap_or_default(),
+                    at_ms: row.try_get::<Option<i64>, _>("request_ms")?.unwrap_or_default(),
+                };
+                sqlx::query(
+                    "UPDATE sync_lease SET request_mode = NULL, request_by = NULL, \
+                     request_on = NULL, request_ms = NULL WHERE id = 1",
+                )
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(req))
+            }
+
             async fn lease_pin(&self, name: Option<&str>, actor: &str) -> Result<$crate::Lease> {
                 let at = now()?;
                 let mut tx = self.begin().await?;

@@ -51,6 +51,11 @@ macro_rules! migrations {
                 "cluster",
                 include_str!(concat!("../migrations/", $dir, "/0006_cluster.sql")),
             ),
+            (
+                7,
+                "sync request",
+                include_str!(concat!("../migrations/", $dir, "/0007_sync_request.sql")),
+            ),
         ];
         Migrator {
             migrations: Cow::Owned(
@@ -303,6 +308,20 @@ impl Lease {
     }
 }
 
+/// A Synchronize Now handed to the runner by a server that does not run
+/// synchronization (`Store::sync_request`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRequest {
+    /// A full cycle (any of the coalesced requests asked for one).
+    pub full: bool,
+    /// The administrator who asked (the latest one).
+    pub by: String,
+    /// The server it was asked on.
+    pub on: String,
+    /// When, Unix epoch milliseconds.
+    pub at_ms: i64,
+}
+
 /// What a server's sync writes are checked against (see [`Store::set_fence`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
@@ -438,6 +457,13 @@ pub trait Store: Send + Sync {
     async fn lease_release(&self, name: &str, instance: &str) -> Result<bool>;
     /// Pin synchronization to one server (None: automatic), audited by `actor`.
     async fn lease_pin(&self, name: Option<&str>, actor: &str) -> Result<Lease>;
+    /// Queue a Synchronize Now for the runner (it takes it with
+    /// `sync_request_take` at its next heartbeat): ONE pending request, a
+    /// second one before it is taken joins it (full when either is).
+    /// Audited ("sync-requested") by `by`. Returns the lease (who will run it).
+    async fn sync_request(&self, full: bool, by: &str, on: &str, now_ms: i64) -> Result<Lease>;
+    /// Take (and clear) the pending request, if any.
+    async fn sync_request_take(&self) -> Result<Option<SyncRequest>>;
 }
 
 /// A sync's write transaction in progress (`Store::begin_apply`).

@@ -110,6 +110,7 @@ contract!(
     servers_register_heartbeat_and_forget,
     lease_taken_renewed_expired_and_taken_over,
     lease_pinned_to_one_server,
+    sync_requests_coalesce_and_are_taken_once,
     fenced_writes_refused_after_takeover_or_expiry,
     user_digests_follow_every_write,
     streamed_apply_is_one_transaction,
@@ -1606,5 +1607,48 @@ async fn sqlite_fills_missing_digests_on_open() {
     assert_eq!(
         digest_of(&d, "boss"),
         Some(mfasync_core::plan::digest(&manual_user("boss")))
+    );
+}
+
+async fn sync_requests_coalesce_and_are_taken_once(s: &dyn Store) {
+    assert_eq!(s.sync_request_take().await.unwrap(), None, "none yet");
+    s.lease_acquire("A", "a1", 1_000, 100).await.unwrap();
+    let l = s.sync_request(false, "root", "B", 1_010).await.unwrap();
+    assert_eq!(l.holder.as_deref(), Some("A"), "the lease says who runs it");
+    // a second request before the runner takes them: one cycle, full
+    s.sync_request(true, "ops", "C", 1_020).await.unwrap();
+    s.sync_request(false, "root", "B", 1_030).await.unwrap();
+    let r = s.sync_request_take().await.unwrap();
+    assert_eq!(
+        r,
+        Some(mfasync_store::SyncRequest {
+            full: true,
+            by: "root".into(),
+            on: "B".into(),
+            at_ms: 1_030,
+        })
+    );
+    assert_eq!(s.sync_request_take().await.unwrap(), None, "taken once");
+    // the lease itself is untouched
+    let l = s.lease().await.unwrap();
+    assert_eq!((l.holder.as_deref(), l.token), (Some("A"), 1));
+    s.sync_request(false, "root", "B", 1_040).await.unwrap();
+    assert_eq!(
+        s.sync_request_take().await.unwrap().map(|r| r.full),
+        Some(false)
+    );
+    let audit = s.audit(10).await.unwrap();
+    let asked: Vec<_> = audit
+        .iter()
+        .filter(|a| a.action == "sync-requested")
+        .map(|a| (a.actor.as_str(), a.detail.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(asked.len(), 4, "{asked:?}");
+    assert_eq!(
+        asked[2],
+        (
+            "ops",
+            "full synchronization requested on server C, handed to server A"
+        )
     );
 }
