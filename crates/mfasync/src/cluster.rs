@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use mfasync_store::{Fence, Lease, ServerInfo, Store};
+use mfasync_store::{Fence, Lease, ServerInfo, Store, SyncRequest};
 use mfasync_web::servers::{alive, rfc3339, servers_json};
 use tokio::sync::watch;
 
@@ -67,6 +67,9 @@ pub struct Cluster {
     lease: Duration,
     /// Whether we may run synchronization now.
     role: watch::Sender<bool>,
+    /// A Synchronize Now handed over by another server, taken from the
+    /// store by the runner at its heartbeat, waiting for `serve`'s cycles.
+    requests: watch::Sender<Option<SyncRequest>>,
     state: std::sync::Mutex<State>,
 }
 
@@ -90,11 +93,13 @@ impl Cluster {
             lease_ms: ms(lease),
         };
         let (role, _) = watch::channel(false);
+        let (requests, _) = watch::channel(None);
         Cluster {
             store,
             me,
             lease,
             role,
+            requests,
             state: std::sync::Mutex::new(State::default()),
         }
     }
@@ -107,6 +112,39 @@ impl Cluster {
     /// Changes of [`Cluster::is_runner`].
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.role.subscribe()
+    }
+
+    /// Changes of the handed-over request waiting for a cycle.
+    pub fn requests(&self) -> watch::Receiver<Option<SyncRequest>> {
+        self.requests.subscribe()
+    }
+
+    /// The handed-over request waiting for a cycle, taken.
+    pub fn take_request(&self) -> Option<SyncRequest> {
+        self.requests.send_replace(None)
+    }
+
+    /// Synchronize Now on a server that does not run synchronization: queue
+    /// the request in the database for the runner (it starts the cycle at
+    /// its next heartbeat, within `lease / 3`). The answer says who runs it.
+    pub async fn hand_over(&self, full: bool, by: &str) -> Result<serde_json::Value, String> {
+        let lease = self
+            .store
+            .sync_request(full, by, &self.me.name, now_ms())
+            .await
+            .map_err(|e| format!("cannot hand the synchronization over: {e}"))?;
+        let runner = lease.holder.filter(|_| lease.expires_ms > now_ms());
+        tracing::info!(
+            "synchronization requested on server {}: handed to {}",
+            self.me.name,
+            runner.as_deref().unwrap_or("the next runner")
+        );
+        Ok(serde_json::json!({
+            "status": "queued",
+            "full": full,
+            "requested_on": self.me.name,
+            "handed_to": runner,
+        }))
     }
 
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -177,6 +215,24 @@ impl Cluster {
             *r = runner;
             true
         });
+        if runner && result.is_ok() {
+            match self.store.sync_request_take().await {
+                Ok(Some(req)) => {
+                    tracing::info!(
+                        "synchronization requested by {} on server {} (full: {})",
+                        req.by,
+                        req.on,
+                        req.full
+                    );
+                    self.requests.send_modify(|slot| {
+                        let full = req.full || slot.as_ref().is_some_and(|r| r.full);
+                        *slot = Some(SyncRequest { full, ..req });
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cannot read the synchronization requests: {e}"),
+            }
+        }
         result.map(|_| ())
     }
 

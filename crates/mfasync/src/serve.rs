@@ -42,13 +42,14 @@ pub async fn run(
     let metrics = Arc::new(mfasync_web::Metrics::new());
     let sync_lock = Arc::new(tokio::sync::Mutex::new(()));
     let backend = Arc::new(crate::web::ServiceBackend {
+        cluster: Default::default(),
         store: store.clone(),
         sync_lock: sync_lock.clone(),
         auth_query: Arc::default(),
         config_cache: Default::default(),
     });
     let app = mfasync_web::router(
-        backend,
+        backend.clone(),
         store.clone(),
         metrics.clone(),
         mfasync_web::WebOptions {
@@ -75,6 +76,7 @@ pub async fn run(
         &local,
         node.lease,
     ));
+    let _ = backend.cluster.set(cluster.clone());
     cluster
         .join()
         .await
@@ -141,6 +143,7 @@ async fn cycles(
     cluster: &crate::cluster::Cluster,
 ) -> Result<()> {
     let mut role = cluster.subscribe();
+    let mut requests = cluster.requests();
     loop {
         // Only the holder of the sync lease runs cycles; a server that
         // becomes the holder starts one at once (its predecessor may have
@@ -170,11 +173,13 @@ async fn cycles(
                     tracing::info!("sync.enabled = false: no cycle");
                 } else {
                     let _one_at_a_time = sync_lock.lock().await;
+                    // a Synchronize Now handed over by another server
+                    let full = cluster.take_request().is_some_and(|r| r.full);
                     let result = sync::run(
                         store,
                         &cfg,
                         sync::Options {
-                            full: false,
+                            full,
                             plan_only: false,
                         },
                     )
@@ -218,6 +223,7 @@ async fn cycles(
         tokio::select! {
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
             _ = role.wait_for(|runner| !*runner) => {}
+            _ = requests.wait_for(|r| r.is_some()) => {}
         }
     }
 }

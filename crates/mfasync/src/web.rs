@@ -18,6 +18,10 @@ pub struct ServiceBackend {
     pub auth_query: Arc<crate::auth::QueryConnection>,
     /// The active configuration, parsed once per version.
     pub config_cache: ConfigCache,
+    /// This server among those sharing the database (set once it joined):
+    /// Synchronize Now on a server that does not run synchronization is
+    /// handed to the one that does.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// `serve --trusted-proxy` / `--auth-client-limit`: how `POST /api/v1/auth`
@@ -232,7 +236,10 @@ impl mfasync_web::Backend for ServiceBackend {
     }
 
     async fn sync_now(&self, full: bool) -> Result<Value, String> {
-        self.cycle(full, false).await
+        match self.cluster.get() {
+            Some(c) if !c.is_runner() => c.hand_over(full, "admin").await,
+            _ => self.cycle(full, false).await,
+        }
     }
 
     async fn plan(&self) -> Result<Value, String> {

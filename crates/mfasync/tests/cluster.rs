@@ -433,7 +433,14 @@ fn pinned_server_runs_synchronization_and_unpinning_restores_failover() {
         assert_eq!(status, 200, "{body}");
         let api: Value = serde_json::from_str(&body).unwrap();
         let cli = servers(&m);
-        assert_eq!(api["lease"], cli["lease"]);
+        // the same document (the expiry moves with every renewal in between)
+        let lease = |v: &Value| {
+            let mut l = v["lease"].clone();
+            assert!(l["expires_at"].is_string(), "{v}");
+            l["expires_at"] = Value::Null;
+            l
+        };
+        assert_eq!(lease(&api), lease(&cli));
         assert_eq!(api["servers"].as_array().unwrap().len(), 2);
         assert_eq!(api["servers"][1]["name"], "beta");
         assert_eq!(api["servers"][1]["runner"], true);
@@ -608,6 +615,90 @@ fn cli_sync_and_approvals_take_the_lease_or_are_refused_while_a_server_runs_sync
     });
     assert_eq!(servers(&m)["lease"]["token"], 4);
     assert_eq!(m.users().len(), 3);
+}
+
+#[test]
+fn synchronize_now_on_a_server_that_does_not_run_synchronization_is_handed_to_the_runner() {
+    let _ = slapd();
+    let m = pg();
+    m.apply(&config("Mig", ""));
+    let a = Server::start(&m, "alpha");
+    wait_for(
+        "alpha to run synchronization",
+        Duration::from_secs(20),
+        || runner(&m).as_deref() == Some("alpha"),
+    );
+    let done = |m: &Mfa| {
+        history(m)
+            .iter()
+            .filter(|r| !r["finished_at"].is_null() && r["error"].is_null())
+            .count()
+    };
+    wait_for("alpha's first cycle", Duration::from_secs(30), || {
+        done(&m) == 1
+    });
+    let b = Server::start(&m, "beta");
+    wait_for("beta to register", Duration::from_secs(20), || {
+        servers(&m)["servers"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2)
+    });
+    let o = m.run_stdin(
+        &["admin", "set-password", "root", "--password-stdin"],
+        "correct horse battery",
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+
+    // on beta: queued for alpha, 202 with who runs it
+    let session = sign_in(&b.addr, "root", "correct horse battery");
+    let bearer = format!("Bearer {session}");
+    let (status, body) = http(
+        &b.addr,
+        "POST",
+        "/api/v1/sync?full=true",
+        &[("authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 202, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"status": "queued", "full": true,
+                           "requested_on": "beta", "handed_to": "alpha"})
+    );
+    // alpha picks it up at its next heartbeat (its own interval is 1 h)
+    wait_for("the handed-over cycle", Duration::from_secs(30), || {
+        done(&m) == 2
+    });
+    let h = history(&m);
+    assert_eq!(h[0]["mode"], "full", "the request's full flag: {h:?}");
+    assert_eq!(
+        audit_details(&m, "sync-requested"),
+        ["full synchronization requested on server beta, handed to server alpha"]
+    );
+    assert!(
+        a.log()
+            .contains("synchronization requested by admin on server beta"),
+        "{}",
+        a.log()
+    );
+    assert_eq!(m.users().len(), 3);
+
+    // on alpha itself: the cycle runs there and answers with its counts
+    let session = sign_in(&a.addr, "root", "correct horse battery");
+    let (status, body) = http(
+        &a.addr,
+        "POST",
+        "/api/v1/sync",
+        &[("authorization", &format!("Bearer {session}"))],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["mode"].is_string(), "{v}");
+    assert_eq!(v["created"], 0, "{v}");
+    assert_eq!(done(&m), 3);
+    assert_eq!(audit_details(&m, "sync-requested").len(), 1);
 }
 
 #[test]

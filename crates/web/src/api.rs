@@ -104,10 +104,19 @@ fn yes() -> bool {
     true
 }
 
+/// A Synchronize Now queued for the server that runs synchronization
+/// (`{"status": "queued", "handed_to": …}`) rather than run here.
+pub(crate) fn handed_over(v: &Value) -> bool {
+    v.get("status").and_then(Value::as_str) == Some("queued")
+}
+
 /// Run a cycle through the backend, counted in the metrics.
 pub(crate) async fn run_sync(app: &App, full: bool) -> Result<Value, String> {
     let started = Instant::now();
     let result = app.backend.sync_now(full).await;
+    if result.as_ref().is_ok_and(handed_over) {
+        return result; // no cycle here (docs/cluster.md)
+    }
     let mode = if full { "full" } else { "auto" };
     app.metrics
         .record_sync(mode, started.elapsed().as_secs_f64(), result.as_ref().ok());
@@ -128,6 +137,7 @@ async fn sync_now(
             .into_response();
     }
     match run_sync(&app, query.full).await {
+        Ok(v) if handed_over(&v) => (StatusCode::ACCEPTED, Json(v)).into_response(),
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }

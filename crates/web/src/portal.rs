@@ -740,6 +740,17 @@ struct SyncForm {
 }
 
 pub(crate) fn sync_summary(v: &Value) -> String {
+    if crate::api::handed_over(v) {
+        let on = v.get("requested_on").and_then(Value::as_str).unwrap_or("?");
+        return match v.get("handed_to").and_then(Value::as_str) {
+            Some(to) => format!(
+                "This server ({on}) does not run synchronization: the request was handed to server {to}, which starts it at its next heartbeat (see the history)."
+            ),
+            None => format!(
+                "This server ({on}) does not run synchronization and no server does right now: the request waits for the next server to run synchronization."
+            ),
+        };
+    }
     let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     let mut s = format!(
         "{} synchronization done: {} created, {} updated, {} enabled, {} disabled, {} removed, {} unchanged.",
