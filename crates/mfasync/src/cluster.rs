@@ -119,6 +119,30 @@ impl Cluster {
         self.requests.subscribe()
     }
 
+    /// Why this server may not approve now (it does not run synchronization:
+    /// the approval's full cycle would be refused at commit), naming the
+    /// server that does. None: it runs synchronization.
+    pub async fn not_runner(&self) -> Option<String> {
+        if self.is_runner() {
+            return None;
+        }
+        let now = now_ms();
+        let runner = match self.store.lease().await {
+            Ok(l) => l.holder.filter(|_| l.expires_ms > now),
+            Err(_) => None,
+        };
+        Some(match runner {
+            Some(r) => format!(
+                "server {} does not run synchronization: approve on server {r}, which does",
+                self.me.name
+            ),
+            None => format!(
+                "server {} does not run synchronization and no server does right now: approve on the server that runs it (the Servers page shows which)",
+                self.me.name
+            ),
+        })
+    }
+
     /// The handed-over request waiting for a cycle, taken.
     pub fn take_request(&self) -> Option<SyncRequest> {
         self.requests.send_replace(None)

@@ -38,20 +38,38 @@ pub struct AuthLimits {
 /// validates the TOML only when the version changed.
 #[derive(Default)]
 pub struct ConfigCache {
-    slot: std::sync::Mutex<Option<(i64, Arc<mfasync_core::Config>)>>,
+    /// (version, parsed, when the version was last read from the store)
+    slot: std::sync::Mutex<Option<(i64, Arc<mfasync_core::Config>, std::time::Instant)>>,
 }
 
+/// How long a password check trusts the cached active version without
+/// reading it again: a new configuration reaches password checks within this.
+const AUTH_CONFIG_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl ConfigCache {
+    /// The cached configuration if `version` is still the active one (and
+    /// note that it was just checked).
     fn get(&self, version: i64) -> Option<Arc<mfasync_core::Config>> {
+        let mut slot = self.slot.lock().ok()?;
+        let (v, c, checked) = slot.as_mut()?;
+        if *v != version {
+            return None;
+        }
+        *checked = std::time::Instant::now();
+        Some(c.clone())
+    }
+
+    /// The cached configuration if its version was checked within `max_age`.
+    fn recent(&self, max_age: std::time::Duration) -> Option<Arc<mfasync_core::Config>> {
         let slot = self.slot.lock().ok()?;
         slot.as_ref()
-            .filter(|(v, _)| *v == version)
-            .map(|(_, c)| c.clone())
+            .filter(|(_, _, checked)| checked.elapsed() < max_age)
+            .map(|(_, c, _)| c.clone())
     }
 
     fn put(&self, version: i64, cfg: Arc<mfasync_core::Config>) {
         if let Ok(mut slot) = self.slot.lock() {
-            *slot = Some((version, cfg));
+            *slot = Some((version, cfg, std::time::Instant::now()));
         }
     }
 }
@@ -247,6 +265,11 @@ impl mfasync_web::Backend for ServiceBackend {
     }
 
     async fn approve(&self, id: &str, actor: &str) -> Result<Value, String> {
+        if let Some(why) = self.cluster.get().map(|c| c.not_runner()) {
+            if let Some(why) = why.await {
+                return Err(format!("cannot approve: {why}"));
+            }
+        }
         let cfg = self.config().await?;
         let _one_at_a_time = self.sync_lock.lock().await;
         let r = approvals::approve(self.store.as_ref(), &cfg, id, actor)
@@ -275,10 +298,14 @@ impl mfasync_web::Backend for ServiceBackend {
     }
 
     async fn auth(&self, username: &str, password: &str) -> Result<(), Reason> {
-        let cfg = self
-            .config()
-            .await
-            .map_err(|_| Reason::DirectoryUnavailable)?;
+        // the active version is read at most once a second for password checks
+        let cfg = match self.config_cache.recent(AUTH_CONFIG_RECHECK) {
+            Some(cfg) => cfg,
+            None => self
+                .config()
+                .await
+                .map_err(|_| Reason::DirectoryUnavailable)?,
+        };
         crate::auth::authenticate_with(
             self.store.as_ref(),
             &cfg,

@@ -666,6 +666,21 @@ fn synchronize_now_on_a_server_that_does_not_run_synchronization_is_handed_to_th
         serde_json::json!({"status": "queued", "full": true,
                            "requested_on": "beta", "handed_to": "alpha"})
     );
+    // approving on beta is refused before anything is read, naming alpha
+    let (status, body) = http(
+        &b.addr,
+        "POST",
+        "/api/v1/approvals/abc/approve",
+        &[("authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains(
+            "cannot approve: server beta does not run synchronization: approve on server alpha, which does"
+        ),
+        "{body}"
+    );
     // alpha picks it up at its next heartbeat (its own interval is 1 h)
     wait_for("the handed-over cycle", Duration::from_secs(30), || {
         done(&m) == 2
