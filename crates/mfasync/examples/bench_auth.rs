@@ -183,6 +183,44 @@ fn main() {
         api.push(s.elapsed());
     }
     let api_total = t.elapsed();
+    // The same over one kept-alive HTTP connection (as a front end that keeps
+    // its connection to the service open would do).
+    let mut kept = Vec::with_capacity(checks);
+    let t = Instant::now();
+    {
+        use std::io::{BufRead as _, BufReader, Read as _};
+        let stream = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect: {e}"));
+        let mut reader =
+            BufReader::new(stream.try_clone().unwrap_or_else(|e| panic!("clone: {e}")));
+        let _ = stream.set_nodelay(true);
+        let mut writer = stream;
+        for k in 0..checks {
+            let i = (k * 7919) % USERS;
+            let s = Instant::now();
+            let body = format!("{{\"username\":\"u{i:05}\",\"password\":\"pw-{i}\"}}");
+            // one write per request (Nagle would hold a second small one)
+            let request = format!(
+                "POST /api/v1/auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = writer.write_all(request.as_bytes());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut out = vec![0u8; length];
+            let _ = reader.read_exact(&mut out);
+            assert_eq!(out, b"{\"ok\":true}", "API auth (kept alive) u{i:05}");
+            kept.push(s.elapsed());
+        }
+    }
+    let kept_total = t.elapsed();
     let _ = serve.kill();
     let _ = serve.wait();
     let mut direct = Vec::with_capacity(checks);
@@ -221,9 +259,18 @@ fn main() {
         direct_total,
     );
     let d = report("POST /api/v1/auth to `mfasync serve`", api, api_total);
+    let e = report(
+        "POST /api/v1/auth, one kept-alive HTTP connection",
+        kept,
+        kept_total,
+    );
     println!(
         "p50 ratio, processes: mfasync auth / ldapwhoami = {:.2}",
         b / a
     );
     println!("p50 ratio, in-process: API / ldap3 raw bind = {:.2}", d / c);
+    println!(
+        "p50 ratio, in-process: API kept alive / ldap3 raw bind = {:.2}",
+        e / c
+    );
 }

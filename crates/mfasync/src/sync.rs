@@ -71,6 +71,9 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
     }
     let wm = store.watermark().await?;
     let reason = full_reason(cfg, opts.full, wm.as_ref());
+    if reason.is_some() {
+        warm_phone_metadata();
+    }
     let mut note = reason.clone().filter(|r| !r.is_empty());
     let mut mode: &'static str = if reason.is_some() {
         "full"
@@ -281,8 +284,7 @@ async fn full(
                 .with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
         }
     }
-    // Warm the phone-number metadata (~150 ms) on another core while we read.
-    let warm = std::thread::spawn(|| mfasync_core::phone::to_e164("+1 425 555 0100", "1"));
+    warm_phone_metadata();
     let t = std::time::Instant::now();
     let streaming = claimer.is_some();
     let (worker, stored_dir_users, applying, streamed) =
@@ -296,7 +298,6 @@ async fn full(
         ms = t.elapsed().as_millis() as u64,
         "read the directory"
     );
-    let _ = warm.join();
 
     // Safety: an empty answer must never look like everybody left.
     if w.users == 0 && stored_dir_users > 0 {
@@ -433,6 +434,18 @@ async fn full(
         }
     }
     Ok(p)
+}
+
+/// Load the phone-number metadata (150-400 ms, once per process) on another
+/// core while the cycle connects and reads; the first E.164 conversion would
+/// otherwise stall the mapping thread (and, through its queue, the reader).
+fn warm_phone_metadata() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("mfasync-phone-warm".into())
+            .spawn(|| mfasync_core::phone::to_e164("+1 425 555 0100", "1"));
+    });
 }
 
 /// `commit` into a write transaction already holding streamed creates.
