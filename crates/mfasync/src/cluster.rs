@@ -335,9 +335,22 @@ impl CliLease {
     /// Take the lease for `what` ("sync", "approve", "reject"), or refuse
     /// (exit 1) naming the server that holds it.
     pub async fn take(store: &dyn Store, what: &str) -> Result<CliLease, crate::Failure> {
-        let name = format!("cli:{}:{}", default_name(), std::process::id());
+        let host = default_name();
+        let name = format!("cli:{host}:{}", std::process::id());
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let now = now_ms();
+        // An earlier command on this host that was killed (kill -9, Ctrl-C)
+        // left its lease behind: give it up rather than wait for it to run
+        // out. (Were it alive after all, its writes would be fenced.)
+        if let Ok(l) = store.lease().await {
+            if let (Some(h), Some(i)) = (&l.holder, &l.instance) {
+                if l.expires_ms > now && cli_holder_gone(h, &host, process_alive) {
+                    if let Ok(true) = store.lease_release(h, i).await {
+                        tracing::info!("gave up the sync lease of {h}: that command is gone");
+                    }
+                }
+            }
+        }
         let lease = store
             .lease_acquire(&name, &instance, now, ms(CLI_LEASE))
             .await
@@ -386,6 +399,36 @@ impl CliLease {
         if let Err(e) = store.lease_release(&self.name, &self.instance).await {
             tracing::warn!("cannot give the sync lease up: {e}");
         }
+    }
+}
+
+/// Whether `holder` names a CLI command on `host` (`cli:<host>:<pid>`)
+/// whose process is gone. Pure (`alive` asks about a pid).
+pub fn cli_holder_gone(holder: &str, host: &str, alive: impl Fn(u32) -> bool) -> bool {
+    let Some((h, pid)) = holder
+        .strip_prefix("cli:")
+        .and_then(|rest| rest.rsplit_once(':'))
+    else {
+        return false;
+    };
+    match pid.parse::<u32>() {
+        Ok(pid) => h == host && pid != std::process::id() && !alive(pid),
+        Err(_) => false,
+    }
+}
+
+/// Whether process `pid` runs on this host (not a zombie). Where /proc is
+/// not available, every process is taken to be alive.
+fn process_alive(pid: u32) -> bool {
+    if !std::path::Path::new("/proc/self").exists() {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) STATE ...": the state follows the last ')'
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
     }
 }
 
@@ -559,6 +602,19 @@ pub async fn cli_migrate(from: &str, to: &str, overwrite: bool, json: bool) -> c
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gone_cli_holder_on_this_host_is_recognised() {
+        let dead = |_| false;
+        let alive = |_| true;
+        assert!(cli_holder_gone("cli:h1:42", "h1", dead));
+        assert!(!cli_holder_gone("cli:h1:42", "h1", alive));
+        assert!(!cli_holder_gone("cli:h2:42", "h1", dead), "another host");
+        assert!(!cli_holder_gone("mfa1", "h1", dead), "a server");
+        assert!(!cli_holder_gone("cli:h1:x", "h1", dead));
+        assert!(cli_holder_gone("cli:a:b:42", "a:b", dead));
+        assert!(process_alive(std::process::id()));
+    }
 
     #[test]
     fn cli_refusal_names_the_holder_and_where_to_go() {

@@ -549,6 +549,42 @@ fn cli_sync_and_approvals_take_the_lease_or_are_refused_while_a_server_runs_sync
         "{took:?}"
     );
 
+    // a command on this host still running holds the lease: refused; once
+    // its process is gone (killed), the next command gives its lease up
+    let host = hostname::get().unwrap().into_string().unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(mfasync_store::open(&m.url)).unwrap();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let live = format!("cli:{host}:{}", std::process::id());
+    rt.block_on(store.lease_acquire(&live, "i1", now, 60_000))
+        .unwrap();
+    let o = m.run(&["sync"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "another mfasync command ({live}) holds the sync lease of this database: try again when it ends"
+        )),
+        "{}",
+        o.stderr
+    );
+    rt.block_on(store.lease_release(&live, "i1")).unwrap();
+    let dead = format!("cli:{host}:{gone_pid}");
+    rt.block_on(store.lease_acquire(&dead, "i2", now, 60_000))
+        .unwrap();
+    m.ok(&["sync"]);
+    let lease = &servers(&m)["lease"];
+    assert_eq!(lease["runner"], Value::Null, "{lease}");
+    assert_eq!(lease["token"], 4, "{lease}");
+
     // a server runs synchronization: the CLI is refused, nothing changes
     let mut a = Server::start(&m, "alpha");
     wait_for(
@@ -556,7 +592,7 @@ fn cli_sync_and_approvals_take_the_lease_or_are_refused_while_a_server_runs_sync
         Duration::from_secs(20),
         || runner(&m).as_deref() == Some("alpha"),
     );
-    assert_eq!(servers(&m)["lease"]["token"], 2);
+    assert_eq!(servers(&m)["lease"]["token"], 5);
     wait_for("alpha's first cycle", Duration::from_secs(20), || {
         history(&m)
             .iter()
@@ -592,7 +628,7 @@ fn cli_sync_and_approvals_take_the_lease_or_are_refused_while_a_server_runs_sync
     let lease = &servers(&m)["lease"];
     assert_eq!(
         (lease["runner"].as_str(), lease["token"].as_i64()),
-        (Some("alpha"), Some(2)),
+        (Some("alpha"), Some(5)),
         "the refused commands left the lease alone: {lease}"
     );
     assert_eq!(
@@ -607,13 +643,13 @@ fn cli_sync_and_approvals_take_the_lease_or_are_refused_while_a_server_runs_sync
     a.child.wait().expect("reap alpha");
     assert_eq!(runner(&m), None);
     m.ok(&["sync"]);
-    assert_eq!(servers(&m)["lease"]["token"], 3);
+    assert_eq!(servers(&m)["lease"]["token"], 6);
     // and a server takes over afterwards
     let _b = Server::start(&m, "beta");
     wait_for("beta to take over", Duration::from_secs(20), || {
         runner(&m).as_deref() == Some("beta")
     });
-    assert_eq!(servers(&m)["lease"]["token"], 4);
+    assert_eq!(servers(&m)["lease"]["token"], 7);
     assert_eq!(m.users().len(), 3);
 }
 
