@@ -593,12 +593,14 @@ fn cli_sync_and_approvals_take_the_lease_or_are_refused_while_a_server_runs_sync
         || runner(&m).as_deref() == Some("alpha"),
     );
     assert_eq!(servers(&m)["lease"]["token"], 5);
+    // (runs 1 and 2 were the CLI's)
     wait_for("alpha's first cycle", Duration::from_secs(20), || {
         history(&m)
             .iter()
-            .any(|r| !r["finished_at"].is_null() && r["error"].is_null() && r["id"] != 1)
+            .any(|r| !r["finished_at"].is_null() && r["error"].is_null() && r["id"] == 3)
     });
     let runs = history(&m).len();
+    assert_eq!(runs, 3);
     for args in [&["sync"][..], &["sync", "--full"], &["--json", "sync"]] {
         let o = m.run(args);
         assert_eq!(o.code, 1, "{args:?}: {}", o.stderr);
