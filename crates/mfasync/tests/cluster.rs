@@ -752,6 +752,67 @@ fn synchronize_now_on_a_server_that_does_not_run_synchronization_is_handed_to_th
     assert_eq!(v["created"], 0, "{v}");
     assert_eq!(done(&m), 3);
     assert_eq!(audit_details(&m, "sync-requested").len(), 1);
+
+    // the portal's Synchronize Now on beta says where the request went
+    let cookie_header = format!("mfasync_session={}", bearer.trim_start_matches("Bearer "));
+    let (_, page) = http(
+        &b.addr,
+        "GET",
+        "/servers",
+        &[("cookie", &cookie_header)],
+        "",
+    );
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf in {page}"))
+        .to_string();
+    let origin = format!("http://{}", b.addr);
+    let (status, head, _) = http_full(
+        &b.addr,
+        "POST",
+        "/sync",
+        &[
+            ("cookie", &cookie_header),
+            ("origin", &origin),
+            ("sec-fetch-site", "same-origin"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        &format!("csrf={}&from=history", form_encode(&csrf)),
+    );
+    assert_eq!(status, 303, "{head}");
+    let progress = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .unwrap_or_else(|| panic!("no location in {head}"))
+        .trim()
+        .to_string();
+    let mut page = String::new();
+    wait_for(
+        "the progress page's result",
+        Duration::from_secs(20),
+        || {
+            page = http(&b.addr, "GET", &progress, &[("cookie", &cookie_header)], "").1;
+            page.contains("sync-result")
+        },
+    );
+    assert!(
+        page.contains("This server (beta) does not run synchronization: the request was handed to server alpha"),
+        "{page}"
+    );
+    wait_for(
+        "the second handed-over cycle",
+        Duration::from_secs(30),
+        || done(&m) == 4,
+    );
+    assert_eq!(
+        audit_details(&m, "sync-requested")[0],
+        "synchronization requested on server beta, handed to server alpha"
+    );
 }
 
 #[test]
