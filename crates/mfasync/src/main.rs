@@ -224,6 +224,8 @@ enum ApprovalsCmd {
 }
 
 fn main() -> ExitCode {
+    // before any thread starts: see sync::limit_malloc_arenas
+    sync::limit_malloc_arenas();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
