@@ -5,6 +5,15 @@
 //! Order of checks: the password is verified before MFA membership is looked
 //! at, so the distinct reasons "not-an-mfa-user" / "mfa-user-disabled" are only
 //! ever told to someone who knows the password.
+//!
+//! Fast path (simple/ssl auth binds): when the username is, exactly and
+//! case-insensitively, the stored username of one enabled MFA user
+//! synchronized from the directory, the password is bound to the DN stored by
+//! the last sync, without the username search. If the directory answers
+//! "invalid credentials" or "no such object" for that DN (the account may
+//! have been renamed or moved since), the usual search-then-bind decides;
+//! when the search finds the same DN, the refusal stands without a second
+//! bind (a wrong password counts once against lockout policies).
 
 use mfasync_core::auth::Reason;
 use mfasync_core::config::{Bind, BindType, Config};
@@ -46,11 +55,24 @@ pub async fn authenticate_with(
     {
         return Err(Reason::InvalidCredentials);
     }
+    let refused_dn = match fast_path(store, cfg, username, password).await {
+        Fast::Done(result) => return result,
+        Fast::Search { refused_dn } => refused_dn,
+    };
     let Resolved {
         dn,
         principal,
         directory_id,
     } = resolve_dn(cfg, username, reuse).await?;
+    if refused_dn.is_some_and(|r| same_dn(&r, &dn)) {
+        // The fast path's bind to this very DN was refused: that is the answer.
+        tracing::info!(
+            username,
+            reason = Reason::InvalidCredentials.as_str(),
+            "password refused by the directory"
+        );
+        return Err(Reason::InvalidCredentials);
+    }
     let kind = cfg.directory.auth_bind.kind;
     let bind = Bind {
         kind,
@@ -73,26 +95,119 @@ pub async fn authenticate_with(
         mfa_user(store, directory_id, username)
     );
     if let Err(e) = checked {
-        if let Some(r) = e.auth_reason() {
-            tracing::info!(
-                username,
-                reason = r.as_str(),
-                "password refused by the directory"
-            );
-            return Err(r);
-        }
-        tracing::warn!(username, error = %e, "directory unavailable for a password check");
-        return Err(if e.is_unavailable() {
-            Reason::DirectoryUnavailable
-        } else {
-            Reason::InvalidCredentials
-        });
+        return Err(refused(username, &e));
     }
     match found?.first() {
         None => Err(Reason::NotAnMfaUser),
         Some(u) if !u.enabled => Err(Reason::MfaUserDisabled),
         Some(_) => Ok(()),
     }
+}
+
+/// The reason for a password bind that failed with `e` (logged, without the password).
+fn refused(username: &str, e: &mfasync_ldap::LdapError) -> Reason {
+    if let Some(r) = e.auth_reason() {
+        tracing::info!(
+            username,
+            reason = r.as_str(),
+            "password refused by the directory"
+        );
+        return r;
+    }
+    tracing::warn!(username, error = %e, "directory unavailable for a password check");
+    if e.is_unavailable() {
+        Reason::DirectoryUnavailable
+    } else {
+        Reason::InvalidCredentials
+    }
+}
+
+enum Fast {
+    /// The answer, as the search-then-bind path would give it.
+    Done(Result<(), Reason>),
+    /// Search for the username and bind as today. `refused_dn`: the stored DN
+    /// whose bind was just refused with "invalid credentials" (if the search
+    /// finds it again, that refusal is the answer).
+    Search { refused_dn: Option<String> },
+}
+
+/// The stored-DN fast path (see the module documentation).
+async fn fast_path(store: &dyn Store, cfg: &Config, username: &str, password: &str) -> Fast {
+    let search = Fast::Search { refused_dn: None };
+    let kind = cfg.directory.auth_bind.kind;
+    if !matches!(kind, BindType::Simple | BindType::Ssl) {
+        return search;
+    }
+    // An exact (bound-parameter) match on the lower-cased stored username:
+    // never a pattern, so `*` or `a*)(uid=*` can only find a user named so.
+    let found = match store
+        .users_by(UserKey::UsernameLower, &[username.to_lowercase()])
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "MFA database lookup failed; searching the directory");
+            return search;
+        }
+    };
+    let dn = match found.as_slice() {
+        [u] if u.enabled && u.source == mfasync_core::user::Source::Directory => {
+            match u.dn.as_deref().map(str::trim) {
+                Some(dn) if !dn.is_empty() => dn.to_string(),
+                _ => return search,
+            }
+        }
+        _ => return search,
+    };
+    let bind = Bind {
+        kind,
+        dn: dn.clone(),
+        password: None,
+        password_file: None,
+        password_env: None,
+        password_encrypted: None,
+    };
+    match mfasync_ldap::check_bind(&cfg.directory, &bind, Some(password)).await {
+        Ok(()) => Fast::Done(Ok(())),
+        Err(e) => match e.auth_reason() {
+            Some(Reason::InvalidCredentials) => {
+                tracing::debug!(
+                    username,
+                    "bind as the stored DN refused; searching the directory"
+                );
+                Fast::Search {
+                    refused_dn: Some(dn),
+                }
+            }
+            Some(_) => Fast::Done(Err(refused(username, &e))),
+            None if no_such_dn(&e) => {
+                tracing::debug!(username, "the stored DN is gone; searching the directory");
+                search
+            }
+            None => Fast::Done(Err(refused(username, &e))),
+        },
+    }
+}
+
+/// Whether a bind failed because its DN does not exist (noSuchObject, 32) or
+/// is not a DN (invalidDNSyntax, 34) on some server of the list.
+fn no_such_dn(e: &mfasync_ldap::LdapError) -> bool {
+    use mfasync_ldap::LdapError;
+    match e {
+        LdapError::Bind { code, .. } => matches!(code, 32 | 34),
+        LdapError::AllServersFailed(failures) => failures.iter().any(|f| {
+            f.step == "bind"
+                && (f.reason.ends_with("(result code 32)")
+                    || f.reason.ends_with("(result code 34)"))
+        }),
+        _ => false,
+    }
+}
+
+/// Whether two DNs name the same entry as written by the directory (the
+/// stored DN and the search result come from the same server's answers).
+fn same_dn(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
 }
 
 /// The MFA user synchronized from this directory entry (by its unique id),
@@ -287,5 +402,42 @@ mod tests {
         );
         assert_eq!(kerberos_principal("bob", "cn=Bob,o=corp"), None);
         assert_eq!(kerberos_principal("", "cn=Bob,dc=corp"), None);
+    }
+
+    #[test]
+    fn a_missing_dn_sends_the_fast_path_to_the_search() {
+        use mfasync_ldap::{LdapError, ServerFailure};
+        let bind = |code| LdapError::Bind {
+            server: "ldap://a".into(),
+            dn: "uid=x".into(),
+            code,
+            message: "m".into(),
+        };
+        assert!(no_such_dn(&bind(32)));
+        assert!(no_such_dn(&bind(34)));
+        assert!(!no_such_dn(&bind(53)));
+        let failure = |step: &str, e: &LdapError| ServerFailure {
+            server: "ldap://a".into(),
+            step: step.into(),
+            reason: e.to_string(),
+        };
+        let down = LdapError::Connect {
+            server: "ldap://b".into(),
+            reason: "refused".into(),
+        };
+        assert!(no_such_dn(&LdapError::AllServersFailed(vec![
+            failure("connect", &down),
+            failure("bind", &bind(32)),
+        ])));
+        assert!(!no_such_dn(&LdapError::AllServersFailed(vec![
+            failure("connect", &down),
+            failure("bind", &bind(53)),
+        ])));
+        assert!(!no_such_dn(&down));
+        assert!(same_dn(
+            "uid=a,dc=Example,dc=com",
+            " UID=a,dc=example,dc=com"
+        ));
+        assert!(!same_dn("uid=a,ou=x,dc=example", "uid=a,ou=y,dc=example"));
     }
 }

@@ -607,3 +607,133 @@ fn postgres_and_sqlite_give_the_same_users() {
     }
     assert_eq!(lite.users(), pg.users());
 }
+
+/// The stored-DN fast path of `auth` (simple bind): an enabled MFA user is
+/// bound as the DN of the last sync without the username search; a DN gone
+/// stale (moved or renamed account) falls back to search-then-bind.
+#[test]
+fn auth_binds_as_the_stored_dn_and_falls_back_when_it_moved() {
+    let s = slapd();
+    let on = format!("ou=AuthFast,{BASE}");
+    let off = format!("ou=AuthFastOff,{BASE}");
+    let policy = format!("cn=fastpolicy,{on}");
+    let user = |uid: &str, ou: &str, extra: &str| {
+        person(
+            &format!("uid={uid},{ou}"),
+            uid,
+            &format!("userPassword: pw-{uid}\n{extra}"),
+        )
+    };
+    s.ldapadd(&format!(
+        "{}{}{}dn: {policy}\nobjectClass: device\nobjectClass: pwdPolicy\ncn: fastpolicy\npwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 2\n\n{}{}{}{}{}",
+        ou(&on),
+        ou(&format!("ou=Moved,{on}")),
+        ou(&off),
+        user("fast1", &on, ""),
+        user("fast2", &on, ""),
+        user("fast3", &on, ""),
+        user("fastlock", &on, &format!("pwdPolicySubentry: {policy}\n")),
+        user("fastoff", &off, ""),
+    ));
+    let m = Mfa::new();
+    let items = [
+        item("container", &on, ""),
+        item("container", &off, "[sync.items.user]\nenabled = false"),
+    ]
+    .concat();
+    let cfg = config(&server(), &items).replace(
+        "[filters]",
+        "[directory.auth_bind]\ntype = \"simple\"\n[filters]",
+    );
+    // the same directory, but the query bind cannot search any more: only a
+    // check that never searches can succeed
+    let no_search = cfg.replace(
+        &format!("password = \"{}\"", s.admin_password),
+        "password = \"not-the-password\"",
+    );
+    assert_ne!(cfg, no_search);
+    m.apply(&cfg);
+    assert_eq!(counts(&m.sync_full()).0, 5);
+    let auth = |user: &str, pw: &str| {
+        let o = m.run_stdin(&["--json", "auth", user, "--password-stdin"], pw);
+        let v = o.json();
+        (o.code, v["reason"].as_str().unwrap_or("").to_string())
+    };
+    let ok = (0, String::new());
+    let refused = |r: &str| (1, r.to_string());
+
+    m.apply(&no_search);
+    assert_eq!(auth("fast1", "pw-fast1"), ok, "bound as the stored DN");
+    assert_eq!(
+        auth("FAST1", "pw-fast1"),
+        ok,
+        "case-insensitive like the search"
+    );
+    assert_eq!(
+        auth("nomfa", "nomfa-Passw0rd"),
+        refused("directory-unavailable"),
+        "not in the MFA database: the search is needed (and fails)"
+    );
+    assert_eq!(
+        auth("fastoff", "pw-fastoff"),
+        refused("directory-unavailable"),
+        "a disabled MFA user takes the search path: nothing told before the password is checked"
+    );
+    assert_eq!(
+        auth("fast1", "wrong"),
+        refused("directory-unavailable"),
+        "a refused stored-DN bind is decided by the search, as without the fast path"
+    );
+    for evil in ["*", "fast*", "fast1*", "a*)(uid=*", "fast1)(|(a=*"] {
+        assert_eq!(
+            auth(evil, "pw-fast1"),
+            refused("directory-unavailable"),
+            "{evil:?} must not find fast1 in the MFA database"
+        );
+    }
+
+    m.apply(&cfg);
+    assert_eq!(auth("fast1", "pw-fast1"), ok);
+    assert_eq!(auth("fast1", "wrong"), refused("invalid-credentials"));
+    assert_eq!(auth("fastoff", "pw-fastoff"), refused("mfa-user-disabled"));
+    assert_eq!(auth("fastoff", "wrong"), refused("invalid-credentials"));
+
+    // moved and renamed after the sync
+    s.ldapmodify(&format!(
+        "dn: uid=fast2,{on}\nchangetype: modrdn\nnewrdn: uid=fast2\ndeleteoldrdn: 1\nnewsuperior: ou=Moved,{on}\n\n\
+         dn: uid=fast3,{on}\nchangetype: modrdn\nnewrdn: uid=fast3new\ndeleteoldrdn: 1\n"
+    ));
+    assert_eq!(auth("fast2", "pw-fast2"), ok, "moved: found by the search");
+    assert_eq!(auth("fast2", "wrong"), refused("invalid-credentials"));
+    assert_eq!(
+        auth("fast3", "pw-fast3"),
+        refused("invalid-credentials"),
+        "the old name is gone from the directory"
+    );
+    assert_eq!(
+        auth("fast3new", "pw-fast3"),
+        ok,
+        "the new name, by entryUUID"
+    );
+    m.apply(&no_search);
+    assert_eq!(
+        auth("fast2", "pw-fast2"),
+        refused("directory-unavailable"),
+        "the moved account needs the search"
+    );
+    m.apply(&cfg);
+
+    // a wrong password is ONE failed bind: with pwdMaxFailure 2, one wrong
+    // password and then the right one is accepted ...
+    assert_eq!(auth("fastlock", "wrong"), refused("invalid-credentials"));
+    assert_eq!(auth("fastlock", "pw-fastlock"), ok);
+    // ... and two lock the account (the policy is in force)
+    assert_eq!(auth("fastlock", "wrong"), refused("invalid-credentials"));
+    assert_eq!(auth("fastlock", "wrong"), refused("invalid-credentials"));
+    let (code, reason) = auth("fastlock", "pw-fastlock");
+    assert_eq!(code, 1);
+    assert!(
+        ["account-locked", "invalid-credentials"].contains(&reason.as_str()),
+        "{reason}"
+    );
+}
