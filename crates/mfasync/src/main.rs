@@ -571,7 +571,10 @@ async fn run(cli: Cli) -> CmdResult {
                 .strip_suffix('\n')
                 .map(|p| p.strip_suffix('\r').unwrap_or(p))
                 .unwrap_or(&pw);
-            let store = open_store(&cli.database).await?;
+            // a current schema is not migrated again: one cheap version read
+            let store = mfasync_store::open_current(&cli.database)
+                .await
+                .map_err(|e| Failure::Refused(format!("cannot open database: {e}")))?;
             let cfg = active_config(store.as_ref()).await?;
             let result = auth::authenticate(store.as_ref(), &cfg, &username, pw).await;
             if cli.json {

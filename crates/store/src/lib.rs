@@ -476,6 +476,17 @@ pub trait Applying: Send {
     async fn commit(self: Box<Self>, watermark: Option<&Watermark>) -> Result<()>;
 }
 
+/// Open the database named by a URL for a short command that only reads a few
+/// rows (`mfasync auth`): a SQLite database whose schema is already current is
+/// opened with one connection and without the migration run
+/// ([`SqliteStore::open_current`]); anything else as [`open`].
+pub async fn open_current(url: &str) -> Result<Box<dyn Store>> {
+    match url.strip_prefix("sqlite://") {
+        Some(path) => Ok(Box::new(SqliteStore::open_current(path).await?)),
+        None => open(url).await,
+    }
+}
+
 /// Open (and migrate) the database named by a URL: `sqlite://PATH` or `postgres://...`.
 pub async fn open(url: &str) -> Result<Box<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {

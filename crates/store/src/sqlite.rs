@@ -32,6 +32,18 @@ impl SqliteStore {
     /// Open (creating it if missing) and migrate the database file at `path`.
     /// `:memory:` gives a private in-memory database (tests).
     pub async fn open(path: &str) -> crate::Result<Self> {
+        SqliteStore::open_with(path, false).await
+    }
+
+    /// Like [`SqliteStore::open`], for a short command that reads a few rows
+    /// (`mfasync auth`): one pooled connection, and when the schema is already
+    /// current (every migration of this build applied successfully, no other)
+    /// neither the migration run nor the digest fill; otherwise as `open`.
+    pub async fn open_current(path: &str) -> crate::Result<Self> {
+        SqliteStore::open_with(path, true).await
+    }
+
+    async fn open_with(path: &str, short: bool) -> crate::Result<Self> {
         let memory = path == ":memory:";
         let options = if memory {
             SqliteConnectOptions::from_str("sqlite::memory:")?
@@ -46,7 +58,9 @@ impl SqliteStore {
         .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             // An in-memory database lives only as long as its one connection.
-            .max_connections(if memory { 1 } else { 4 })
+            // (A short command: one connection, not one more per query while
+            // the previous one is still being handed back to the pool.)
+            .max_connections(if memory || short { 1 } else { 4 })
             .min_connections(if memory { 1 } else { 0 })
             .idle_timeout(if memory {
                 None
@@ -61,18 +75,38 @@ impl SqliteStore {
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options)
             .await?;
-        migrator().run(&pool).await?;
+        let current = short && schema_current(&pool).await;
+        if !current {
+            migrator().run(&pool).await?;
+        }
         let store = SqliteStore {
             pool,
             fence: crate::common::FenceSlot::default(),
             sql: Sql::new(false),
         };
-        store.fill_digests().await?;
+        if !current {
+            store.fill_digests().await?;
+        }
         Ok(store)
     }
 
     async fn begin(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Whether the database holds exactly the migrations of this build, all
+/// applied successfully (one cheap read; any error: not current).
+async fn schema_current(pool: &SqlitePool) -> bool {
+    let m = migrator();
+    let latest = m.iter().map(|m| m.version).max();
+    let applied: std::result::Result<(i64, Option<i64>, Option<i64>), sqlx::Error> =
+        sqlx::query_as("SELECT COUNT(*), MAX(version), MIN(success) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await;
+    match applied {
+        Ok((count, max, Some(1))) => count == m.iter().count() as i64 && max == latest,
+        _ => false,
     }
 }
 

@@ -1049,6 +1049,48 @@ async fn sqlite_in_memory() {
     assert_eq!(s.users().await.unwrap().len(), 1);
 }
 
+/// `open_current` (for `mfasync auth`): a new database is migrated; a current
+/// one is opened without the migration run; one that is not current goes
+/// through the migration run (here refused, like `open`, as dirty).
+#[tokio::test]
+async fn sqlite_open_current_migrates_only_when_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.db");
+    let url = format!("sqlite://{}", path.display());
+    {
+        let s = mfasync_store::open_current(&url).await.unwrap();
+        s.put_config("a = 1\n").await.unwrap();
+        s.insert_user(&manual_user("m")).await.unwrap();
+    }
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let sql = |q: &'static str| sqlx::query(q).execute(&raw);
+    // a wrong checksum: `open` (the migration run) refuses it, so a store
+    // that opens was not migrated again
+    sql("UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1")
+        .await
+        .unwrap();
+    assert!(matches!(
+        mfasync_store::open(&url).await,
+        Err(StoreError::Migrate(_))
+    ));
+    let s = mfasync_store::open_current(&url).await.unwrap();
+    assert_eq!(s.active_config().await.unwrap().unwrap().version, 1);
+    assert_eq!(
+        s.users_by(mfasync_store::UserKey::UsernameLower, &["m".into()])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(s);
+    // the last migration marked failed: not current, so the migration run
+    // decides (and refuses the dirty database)
+    sql("UPDATE _sqlx_migrations SET success = false WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)")
+        .await
+        .unwrap();
+    assert!(mfasync_store::open_current(&url).await.is_err());
+}
+
 async fn approvals_superseded_when_no_longer_needed(s: &dyn Store) {
     assert!(s.supersede_pending("not needed").await.unwrap().is_empty());
     assert!(
