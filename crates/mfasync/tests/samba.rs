@@ -239,3 +239,64 @@ fn groups_by_asq_and_by_member_ranges_agree() {
     }
     assert_eq!(exports[0], exports[1]);
 }
+
+/// The stored-DN fast path of `auth` on Active Directory: with a query bind
+/// that cannot search any more, synchronized users are still checked (bound
+/// as their stored DN), and the directory's own refusals (disabled account,
+/// password that must be changed) are final answers.
+#[test]
+fn auth_binds_as_the_stored_dn_on_active_directory() {
+    let s = samba();
+    const PW: &str = "Fast!Passw0rd1";
+    s.ldapadd(&format!(
+        "dn: OU=AuthFast,{BASE}\nobjectClass: organizationalUnit\n\n{}{}{}",
+        user("Fast One", "OU=AuthFast", "fastone", ""),
+        user("Fast Off", "OU=AuthFast", "fastoff", ""),
+        user("Fast Reset", "OU=AuthFast", "fastreset", ""),
+    ));
+    for sam in ["fastone", "fastoff", "fastreset"] {
+        s.set_password(sam, PW);
+    }
+    let m = Mfa::new();
+    let cfg = config(
+        false,
+        &format!(
+            "[directory.auth_bind]\ntype = \"simple\"\n{}",
+            item("container", &format!("OU=AuthFast,{BASE}"), "")
+        ),
+    );
+    m.apply(&cfg);
+    assert_eq!(counts(&m.sync_full()).0, 3);
+    s.ldapmodify(&format!(
+        "dn: CN=Fast Off,OU=AuthFast,{BASE}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n\n\
+         dn: CN=Fast Reset,OU=AuthFast,{BASE}\nchangetype: modify\nreplace: pwdLastSet\npwdLastSet: 0\n"
+    ));
+    let auth = |user: &str, pw: &str| {
+        let o = m.run_stdin(&["--json", "auth", user, "--password-stdin"], pw);
+        let v = o.json();
+        (o.code, v["reason"].as_str().unwrap_or("").to_string())
+    };
+    let ok = (0, String::new());
+    let refused = |r: &str| (1, r.to_string());
+    let no_search = cfg.replace(
+        &format!("password = \"{}\"", s.admin_password),
+        "password = \"not-the-password\"",
+    );
+    assert_ne!(cfg, no_search);
+    m.apply(&no_search);
+    assert_eq!(auth("fastone", PW), ok, "bound as the stored DN");
+    assert_eq!(auth("FastOne", PW), ok);
+    assert_eq!(auth("fastoff", PW), refused("account-disabled"));
+    assert_eq!(auth("fastreset", PW), refused("must-change-password"));
+    assert_eq!(
+        auth("fastone", "Wr0ng!pass"),
+        refused("directory-unavailable"),
+        "a refused stored-DN bind is decided by the search"
+    );
+    m.apply(&cfg);
+    assert_eq!(
+        auth("fastone", "Wr0ng!pass"),
+        refused("invalid-credentials")
+    );
+    assert_eq!(auth("fastone", PW), ok);
+}
