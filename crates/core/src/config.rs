@@ -478,6 +478,21 @@ pub struct Smtp {
     pub password_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// The password sealed with the service's secret key (typed on the
+    /// portal's SMTP form): "v1:" and base64, sealed for the setting `smtp`.
+    /// Never serialized, like `password`.
+    #[serde(skip_serializing)]
+    pub password_encrypted: Option<String>,
+}
+
+impl Smtp {
+    /// Whether some password source is configured.
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+            || self.password_file.is_some()
+            || self.password_env.is_some()
+            || self.password_encrypted.is_some()
+    }
 }
 
 impl fmt::Debug for Smtp {
@@ -487,6 +502,12 @@ impl fmt::Debug for Smtp {
             .field("from", &self.from)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .field(
+                "password_encrypted",
+                &self.password_encrypted.as_ref().map(|_| "<sealed>"),
+            )
             .finish()
     }
 }
@@ -597,6 +618,7 @@ const SMTP_KEYS: &[&str] = &[
     "password",
     "password_file",
     "password_env",
+    "password_encrypted",
 ];
 
 fn check_keys(table: &toml::Table, path: &str, known: &[&str], out: &mut Vec<ConfigError>) {
@@ -989,15 +1011,28 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
         if !looks_like_email(&smtp.from) {
             out.push(err("smtp.from", "must be an email address"));
         }
-        let n = [&smtp.password, &smtp.password_file, &smtp.password_env]
-            .iter()
-            .filter(|p| p.is_some())
-            .count();
+        let n = [
+            &smtp.password,
+            &smtp.password_file,
+            &smtp.password_env,
+            &smtp.password_encrypted,
+        ]
+        .iter()
+        .filter(|p| p.is_some())
+        .count();
         if n > 1 {
             out.push(err(
                 "smtp.password",
-                "give only one of password, password_file, password_env",
+                "give only one of password, password_file, password_env, password_encrypted",
             ));
+        }
+        if let Some(sealed) = &smtp.password_encrypted {
+            if !sealed.starts_with("v1:") {
+                out.push(err(
+                    "smtp.password_encrypted",
+                    "not a sealed password (\"v1:...\", as the web portal writes it)",
+                ));
+            }
         }
     }
     if let Some(p) = &cfg.portal {
@@ -1144,6 +1179,14 @@ mod tests {
                 "[directory.query_bind]\npassword = \"a\"\npassword_encrypted = \"v1:x\"",
                 "directory.query_bind.password",
             ),
+            (
+                "[smtp]\nserver = \"smtp://h\"\nfrom = \"a@b.c\"\npassword_encrypted = \"plain\"",
+                "smtp.password_encrypted",
+            ),
+            (
+                "[smtp]\nserver = \"smtp://h\"\nfrom = \"a@b.c\"\npassword_env = \"X\"\npassword_encrypted = \"v1:x\"",
+                "smtp.password",
+            ),
             ("[directory]\nsource = \"ldap\"", "directory.servers"),
             ("[directory]\ndomain = \"bad domain\"", "directory.domain"),
             ("[directory]\nsite = \"a.b\"", "directory.site"),
@@ -1195,6 +1238,12 @@ mod tests {
         let c = parse(
             "[directory]\nsource=\"ldap\"\nservers=[\"ldap://h\"]\n[directory.query_bind]\ntype=\"simple\"\ndn=\"cn=a,dc=b\"\npassword=\"hunter2\"\n[smtp]\nserver=\"smtp://h\"\nfrom=\"a@b.c\"\npassword=\"smtpsecret\"\n",
         );
+        let sealed = parse("[smtp]\nserver=\"smtp://h\"\nfrom=\"a@b.c\"\nusername=\"u\"\npassword_encrypted=\"v1:SEALEDSMTP\"\n")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let smtp = sealed.smtp.clone().unwrap_or_default();
+        assert!(smtp.has_password());
+        assert!(!sealed.to_toml_redacted().contains("SEALEDSMTP"));
+        assert!(!format!("{smtp:?}").contains("SEALEDSMTP"));
         let c = match c {
             Ok(c) => c,
             Err(e) => panic!("{e:?}"),

@@ -35,6 +35,7 @@ mod portal;
 mod progress;
 pub mod secret;
 pub mod servers;
+mod smtp;
 mod syncpage;
 mod tabs;
 

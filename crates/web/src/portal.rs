@@ -28,6 +28,10 @@ pub(crate) fn routes() -> Router<App> {
         .route("/settings/test", post(settings_test))
         .route("/settings/directory", post(crate::tabs::directory_save))
         .route(
+            "/settings/smtp",
+            get(crate::smtp::smtp_get).post(crate::smtp::smtp_save),
+        )
+        .route(
             "/settings/directory/test",
             post(crate::tabs::directory_test_unsaved),
         )
@@ -367,6 +371,8 @@ pub(crate) async fn settings_page(
 {directory}
 <p>Test connects, starts TLS, binds and reads the RootDSE with the saved settings, showing each step.</p>
 <form method="post" action="/settings/test">{csrf}<button type="submit" id="test">Test</button></form>
+<h2>Email (SMTP)</h2>
+<p><a href="/settings/smtp" id="smtp-link">SMTP settings</a>: the mail server for approval notifications (<code>[smtp]</code>).</p>
 <h2>Active configuration</h2>
 <pre id="active-config">{active}</pre>
 <h2>Apply a whole configuration (TOML)</h2>

@@ -96,9 +96,9 @@ impl SecretKey {
 
 /// Seal the inline bind passwords of a configuration typed in the portal
 /// (`[directory.query_bind] password`, `[directory.auth_bind] password`) into
-/// `password_encrypted`. An inline `smtp.password` is refused (no sealed form:
-/// use `password_file` / `password_env`), and so is any inline password
-/// without a key. The text comes back unchanged (comments kept) when it holds
+/// `password_encrypted`, and an inline `smtp.password` into
+/// `smtp.password_encrypted` (sealed for the setting `smtp`). Any inline
+/// password is refused without a key. The text comes back unchanged (comments kept) when it holds
 /// no inline password or is not TOML (validation reports that).
 pub fn seal_typed_config(text: &str, key: Option<&SecretKey>) -> Result<String, Vec<String>> {
     let Ok(mut root) = text.parse::<toml::Table>() else {
@@ -130,11 +130,21 @@ pub fn seal_typed_config(text: &str, key: Option<&SecretKey>) -> Result<String, 
             }
         }
     }
-    if let Some(toml::Value::Table(smtp)) = root.get("smtp") {
-        if smtp.contains_key("password") {
-            errors.push(
-                "smtp.password: not stored: a password typed here is stored encrypted only for directory binds; use smtp.password_file or smtp.password_env".into(),
-            );
+    if let Some(toml::Value::Table(smtp)) = root.get_mut("smtp") {
+        if let Some(toml::Value::String(password)) = smtp.get("password").cloned() {
+            match key {
+                None => errors.push(format!(
+                    "smtp.password: not stored: passwords typed here are stored encrypted, and the service has no secret key (set {KEY_FILE_ENV} or {KEY_ENV}), or use password_file / password_env"
+                )),
+                Some(k) => match k.seal("smtp", &password) {
+                    Ok(sealed) => {
+                        smtp.remove("password");
+                        smtp.insert("password_encrypted".into(), toml::Value::String(sealed));
+                        changed = true;
+                    }
+                    Err(e) => errors.push(format!("smtp.password: {e}")),
+                },
+            }
         }
     }
     if !errors.is_empty() {
@@ -220,8 +230,14 @@ mod tests {
             e[0].starts_with("directory.query_bind.password: not stored"),
             "{e:?}"
         );
-        let e = seal_typed_config("[smtp]\npassword = \"x\"\n", Some(&k)).unwrap_err();
-        assert!(e[0].starts_with("smtp.password:"), "{e:?}");
+        let e = seal_typed_config("[smtp]\npassword = \"x\"\n", None).unwrap_err();
+        assert!(e[0].starts_with("smtp.password: not stored"), "{e:?}");
+        let out =
+            seal_typed_config("[smtp]\npassword = \"mailpw\"\n", Some(&k)).unwrap_or_default();
+        let t: toml::Table = out.parse().unwrap_or_default();
+        let sealed = t["smtp"]["password_encrypted"].as_str().unwrap_or_default();
+        assert!(!out.contains("mailpw"), "{out}");
+        assert_eq!(k.open("smtp", sealed).as_deref(), Ok("mailpw"));
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub(crate) fn table_mut<'a>(
 }
 
 /// Set a string key, or remove it when blank.
-fn set_opt(t: &mut Table, key: &str, v: &str) {
+pub(crate) fn set_opt(t: &mut Table, key: &str, v: &str) {
     let v = v.trim();
     if v.is_empty() {
         t.remove(key);
@@ -118,7 +118,7 @@ fn set_opt(t: &mut Table, key: &str, v: &str) {
     }
 }
 
-fn set_str(t: &mut Table, key: &str, v: &str) {
+pub(crate) fn set_str(t: &mut Table, key: &str, v: &str) {
     t.insert(key.into(), Value::String(v.trim().to_string()));
 }
 

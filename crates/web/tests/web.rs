@@ -140,6 +140,14 @@ fn stored_password(cfg: &mfasync_core::config::Config) -> Option<String> {
         .map(|s| test_key().open("directory.query_bind", s).unwrap())
 }
 
+fn stored_smtp_password(cfg: &mfasync_core::config::Config) -> Option<String> {
+    let smtp = cfg.smtp.clone().unwrap_or_default();
+    assert!(smtp.password.is_none(), "never stored in clear");
+    smtp.password_encrypted
+        .as_ref()
+        .map(|s| test_key().open("smtp", s).unwrap())
+}
+
 async fn serve() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("mfa.db").display());
@@ -2035,18 +2043,23 @@ async fn the_configuration_text_area_stores_typed_passwords_sealed() {
         stored_password(&s.active().await).as_deref(),
         Some("TOPSECRET")
     );
-    // An SMTP password typed there has no sealed form: refused by key path.
+    // An SMTP password typed there is sealed too (for the setting `smtp`).
     let text = format!(
-        "{SYNC_BASE}[smtp]\nserver = \"smtp://127.0.0.1:25\"\nfrom = \"a@example.com\"\npassword = \"MAILPW\"\n"
+        "{SYNC_BASE}[smtp]\nserver = \"smtp://127.0.0.1:25\"\nfrom = \"a@example.com\"\nusername = \"u\"\npassword = \"MAILPW\"\n"
     );
     let resp = s
         .post_form(&sess, "/settings", &[("csrf", &sess.csrf), ("toml", &text)])
         .await;
-    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(resp.status(), StatusCode::OK);
     let page = resp.text().await.unwrap();
-    assert!(page.contains("smtp.password: not stored"), "{page}");
     assert!(!page.contains("MAILPW"));
-    assert_eq!(s.versions().await, 1);
+    assert_eq!(s.versions().await, 2);
+    let raw = s.store.active_config().await.unwrap().unwrap().toml;
+    assert!(!raw.contains("MAILPW"), "{raw}");
+    assert_eq!(
+        stored_smtp_password(&s.active().await).as_deref(),
+        Some("MAILPW")
+    );
 }
 
 #[tokio::test]
@@ -2357,4 +2370,172 @@ async fn sync_items_are_chosen_from_the_directory() {
         item_dns(&s.active().await),
         vec!["CN=VPN Users,OU=Groups,DC=x"]
     );
+}
+
+#[tokio::test]
+async fn the_smtp_form_validates_saves_and_seals_the_password() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let page = s.get_page(&sess.cookie, "/settings").await;
+    assert!(page.contains("href=\"/settings/smtp\""), "{page}");
+    let page = s.get_page(&sess.cookie, "/settings/smtp").await;
+    assert!(page.contains("id=\"smtp-form\""), "{page}");
+    assert!(page.contains("<span id=\"smtp-password-state\">not set</span>"));
+    // Invalid values: named by key path, nothing stored, the typed password
+    // never echoed.
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/settings/smtp",
+            "/settings/smtp",
+            &[
+                ("server", "mail.example.com"),
+                ("from", "not-an-address"),
+                ("username", "mailer"),
+                ("password", "MAILSECRET"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(
+        page.contains("smtp.server: must start with smtp://"),
+        "{page}"
+    );
+    assert!(
+        page.contains("smtp.from: must be an email address"),
+        "{page}"
+    );
+    assert!(!page.contains("MAILSECRET"));
+    assert!(
+        page.contains("value=\"mail.example.com\""),
+        "typed values kept"
+    );
+    assert_eq!(s.versions().await, 0, "nothing stored");
+    // A good save: a new version, the password sealed for `smtp`.
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/settings/smtp",
+            "/settings/smtp",
+            &[
+                ("server", "smtp://mail.example.com:25?tls=required"),
+                ("from", "mfasync@example.com"),
+                ("username", "mailer"),
+                ("password", "MAILSECRET"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("SMTP settings saved as configuration version 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<span id=\"smtp-password-state\">set</span>"),
+        "{page}"
+    );
+    assert!(!page.contains("MAILSECRET"));
+    assert_eq!(s.versions().await, 1);
+    let raw = s.store.active_config().await.unwrap().unwrap().toml;
+    assert!(!raw.contains("MAILSECRET"), "{raw}");
+    let cfg = s.active().await;
+    let smtp = cfg.smtp.clone().unwrap();
+    assert_eq!(smtp.server, "smtp://mail.example.com:25?tls=required");
+    assert_eq!(smtp.from, "mfasync@example.com");
+    assert_eq!(smtp.username.as_deref(), Some("mailer"));
+    assert_eq!(stored_smtp_password(&cfg).as_deref(), Some("MAILSECRET"));
+    // Never exported: `config export` / GET /api/v1/config print the
+    // redacted text, without the password or its sealed form.
+    let sealed = smtp.password_encrypted.clone().unwrap();
+    let export = cfg.to_toml_redacted();
+    assert!(
+        !export.contains(&sealed) && !export.contains("MAILSECRET"),
+        "{export}"
+    );
+    let token = s.create_api_token(&sess).await;
+    let api = s
+        .client
+        .get(format!("{}/api/v1/config", s.base))
+        .headers(s.bearer(&token))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(api.contains("smtp://mail.example.com"), "{api}");
+    assert!(
+        !api.contains(&sealed) && !api.contains("MAILSECRET"),
+        "{api}"
+    );
+    let page = s.get_page(&sess.cookie, "/settings").await;
+    assert!(!page.contains(&sealed) && !page.contains("MAILSECRET"));
+    // Blank keeps the stored password; another field changes.
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/settings/smtp",
+            "/settings/smtp",
+            &[
+                ("server", "smtps://mail.example.com:465"),
+                ("from", "mfasync@example.com"),
+                ("username", "mailer"),
+                ("password", ""),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(s.versions().await, 2);
+    let cfg = s.active().await;
+    assert_eq!(
+        cfg.smtp.as_ref().unwrap().server,
+        "smtps://mail.example.com:465"
+    );
+    assert_eq!(stored_smtp_password(&cfg).as_deref(), Some("MAILSECRET"));
+    // Removed on request.
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/settings/smtp",
+            "/settings/smtp",
+            &[
+                ("server", "smtps://mail.example.com:465"),
+                ("from", "mfasync@example.com"),
+                ("username", ""),
+                ("password", ""),
+                ("password_clear", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("<span id=\"smtp-password-state\">not set</span>"),
+        "{page}"
+    );
+    let cfg = s.active().await;
+    assert!(!cfg.smtp.as_ref().unwrap().has_password());
+    assert_eq!(s.versions().await, 3);
+    // A stale form is refused; a missing CSRF token too.
+    let resp = s
+        .post_form(
+            &sess,
+            "/settings/smtp",
+            &[
+                ("csrf", &sess.csrf),
+                ("version", "1"),
+                ("server", "smtp://x"),
+                ("from", "a@b.c"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let resp = s
+        .post_form(
+            &sess,
+            "/settings/smtp",
+            &[("version", "3"), ("server", "smtp://x")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s.versions().await, 3);
 }
