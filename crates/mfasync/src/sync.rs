@@ -722,11 +722,13 @@ async fn read_users<'s>(
         .context("cannot start the mapping thread")?;
     let progress = crate::progress::counter("reading directory users");
     let progress_ref = progress.as_ref();
+    crate::progress::live::reading();
     let read = async move {
         let mut f = |e: mfasync_core::Entry| {
             if let Some(p) = progress_ref {
                 p.inc(1);
             }
+            crate::progress::live::entry_read();
             tx.send(e);
         };
         let r = client
@@ -734,6 +736,7 @@ async fn read_users<'s>(
             .await
             .with_context(|| format!("searching users under {base}"));
         drop(tx);
+        crate::progress::live::applying();
         r
     };
     let load_and_write = async {

@@ -100,6 +100,7 @@ impl ServiceBackend {
     async fn cycle(&self, full: bool, plan_only: bool) -> Result<Value, String> {
         let cfg = self.config().await?;
         let _one_at_a_time = self.sync_lock.lock().await;
+        crate::progress::live::reset();
         let o = sync::run(self.store.as_ref(), &cfg, sync::Options { full, plan_only })
             .await
             .map_err(|e| format!("{e:#}"))?;
@@ -109,6 +110,11 @@ impl ServiceBackend {
 
 #[async_trait]
 impl mfasync_web::Backend for ServiceBackend {
+    fn sync_progress(&self) -> Value {
+        let (entries_read, phase) = crate::progress::live::snapshot();
+        json!({"entries_read": entries_read, "phase": phase})
+    }
+
     async fn config_put(&self, toml: &str, actor: &str) -> Result<i64, Vec<String>> {
         let cfg = mfasync_core::config::parse(toml)
             .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>())?;

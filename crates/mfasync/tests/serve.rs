@@ -415,3 +415,74 @@ fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
     let r = from("198.51.100.2", "pat", "pat-Passw0rd");
     assert!(r.ends_with("{\"ok\":true}"), "another client: {r}");
 }
+
+fn get_bearer(addr: &str, path: &str, bearer: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {bearer}\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn json_body(resp: &str) -> Value {
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {resp}"))
+}
+
+#[test]
+fn sync_jobs_report_the_directory_entries_read() {
+    let s = slapd();
+    let mut ldif = format!("dn: ou=S5,{BASE}\nobjectClass: organizationalUnit\nou: S5\n\n");
+    for uid in ["s5a", "s5b", "s5c", "s5d", "s5e"] {
+        ldif.push_str(&person("S5", uid));
+    }
+    s.ldapadd(&ldif);
+    let m = Mfa::new();
+    m.apply(&config("S5", &s.url, "enabled = false"));
+    let token = "test-api-token-progress-0123456789";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = mfasync_store::open(&m.url).await.unwrap();
+        store
+            .token_create(&mfasync_store::AuthToken {
+                token_hash: mfasync_web::auth::token_hash(token),
+                kind: "api".into(),
+                username: "admin".into(),
+                label: Some("test".into()),
+                csrf: None,
+                created_at: "2026-01-01T00:00:00Z".into(),
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+    });
+    let srv = serve(&m);
+    wait_for("/healthz", Duration::from_secs(10), || {
+        get(&srv.addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    let started = json_body(
+        &post_json(&srv.addr, "/api/v1/sync?full=true&wait=false", token, "").unwrap_or_default(),
+    );
+    let job = started["job"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{started}"));
+    let mut last = Value::Null;
+    wait_for("the job to finish", Duration::from_secs(60), || {
+        last = json_body(
+            &get_bearer(&srv.addr, &format!("/api/v1/sync/jobs/{job}"), token).unwrap_or_default(),
+        );
+        assert!(last["entries_read"].is_u64(), "a count field: {last}");
+        last["state"] != "running"
+    });
+    assert_eq!(last["state"], "done", "{last}");
+    assert_eq!(last["result"]["created"], 5, "{last}");
+    assert_eq!(
+        last["entries_read"], 5,
+        "the entries the full read saw: {last}"
+    );
+}

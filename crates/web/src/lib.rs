@@ -71,6 +71,14 @@ pub trait Backend: Send + Sync {
             "steps": [{"step": "connect", "ok": false,
                        "detail": "testing settings that are not saved is not available"}]})
     }
+    /// Progress of the cycle running now, for Synchronize Now's live
+    /// progress: `{"entries_read": N, "phase": "..."}` (directory entries
+    /// read so far by the cycle's full read, and what it is doing). Read
+    /// again right after the cycle ends for its final count. Default:
+    /// nothing known (`null`).
+    fn sync_progress(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
     /// One synchronization cycle now (`sync --json`, or `sync --full --json`).
     async fn sync_now(&self, full: bool) -> Result<serde_json::Value, String>;
     /// `sync --plan --json`.

@@ -39,6 +39,8 @@ pub(crate) struct Job {
     /// Answer on the Synchronization page rather than the history.
     from_sync: bool,
     state: JobState,
+    /// `Backend::sync_progress` read right after the cycle ended.
+    last_progress: Value,
 }
 
 #[derive(Default)]
@@ -76,6 +78,7 @@ pub(crate) fn start(app: &App, admin: &Admin, full: bool, from_sync: bool) -> u6
             started: Instant::now(),
             from_sync,
             state: JobState::Running,
+            last_progress: Value::Null,
         });
         while jobs.list.len() > KEPT {
             jobs.list.pop_front();
@@ -85,6 +88,7 @@ pub(crate) fn start(app: &App, admin: &Admin, full: bool, from_sync: bool) -> u6
     let app2 = app.clone();
     tokio::spawn(async move {
         let result = crate::api::run_sync(&app2, full).await;
+        let last_progress = app2.backend.sync_progress();
         if let Err(e) = &result {
             tracing::error!("synchronization {id} failed: {e}");
         }
@@ -94,6 +98,7 @@ pub(crate) fn start(app: &App, admin: &Admin, full: bool, from_sync: bool) -> u6
                     Ok(v) => JobState::Done(v),
                     Err(e) => JobState::Failed(e),
                 };
+                j.last_progress = last_progress;
             }
         }
     });
@@ -104,11 +109,16 @@ pub(crate) fn start(app: &App, admin: &Admin, full: bool, from_sync: bool) -> u6
 fn snapshot(app: &App, id: u64) -> Option<(bool, String, String, u64, bool, Value)> {
     let jobs = app.jobs.lock().ok()?;
     let j = jobs.list.iter().find(|j| j.id == id)?;
-    let state = match &j.state {
+    let mut state = match &j.state {
         JobState::Running => json!({"state": "running"}),
         JobState::Done(v) => json!({"state": "done", "result": v}),
         JobState::Failed(e) => json!({"state": "failed", "error": e}),
     };
+    if !matches!(j.state, JobState::Running) {
+        if let Value::Object(o) = &mut state {
+            o.insert("entries_read".into(), json!(entries_read(&j.last_progress)));
+        }
+    }
     Some((
         j.full,
         j.by.clone(),
@@ -117,6 +127,23 @@ fn snapshot(app: &App, id: u64) -> Option<(bool, String, String, u64, bool, Valu
         j.from_sync,
         state,
     ))
+}
+
+/// Directory entries read, from `Backend::sync_progress` (0 when unknown).
+fn entries_read(progress: &Value) -> u64 {
+    progress
+        .get("entries_read")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// " (N directory entries read, phase)" for a running job.
+fn live_text(progress: &Value) -> String {
+    let n = entries_read(progress);
+    match progress.get("phase").and_then(Value::as_str) {
+        Some(p) => format!("{n} directory entries read; {p}"),
+        None => format!("{n} directory entries read"),
+    }
 }
 
 /// What the store's history says the running cycle is (the newest run
@@ -150,6 +177,11 @@ pub(crate) async fn status(State(app): State<App>, Path(id): Path<u64>) -> Respo
         o.insert("elapsed_seconds".into(), json!(secs));
         if o.get("state") == Some(&json!("running")) {
             o.insert("cycle".into(), json!(running_run(&app).await));
+            let p = app.backend.sync_progress();
+            o.insert("entries_read".into(), json!(entries_read(&p)));
+            if let Some(phase) = p.get("phase") {
+                o.insert("phase".into(), phase.clone());
+            }
         }
     }
     Json(state).into_response()
@@ -182,23 +214,29 @@ pub(crate) async fn progress_page(
     let body = match state.get("state").and_then(Value::as_str) {
         Some("running") => {
             let cycle = running_run(&app).await.unwrap_or_default();
+            let live = live_text(&app.backend.sync_progress());
             format!(
-                r#"{head}<p class="notice ok" id="progress" data-job="{id}">Synchronization running: {secs} s{cycle}</p>
+                r#"{head}<p class="notice ok" id="progress" data-job="{id}">Synchronization running: {secs} s{cycle}; {live}</p>
 <noscript><p><a href="/sync/progress/{id}">Reload</a> to see whether it has finished.</p></noscript>
 <script src="/static/progress.js"></script>{links}"#,
                 cycle = if cycle.is_empty() {
                     String::new()
                 } else {
                     format!(" ({})", esc(&cycle))
-                }
+                },
+                live = esc(&live),
             )
         }
         Some("done") => format!(
-            r#"{head}<div id="sync-result">{}</div>{links}"#,
+            r#"{head}<div id="sync-result">{}</div><p id="entries-read">{} directory entries read.</p>{links}"#,
             notice(
                 "ok",
                 &crate::portal::sync_summary(state.get("result").unwrap_or(&Value::Null))
-            )
+            ),
+            state
+                .get("entries_read")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
         ),
         _ => format!(
             r#"{head}<div id="sync-result">{}</div>{links}"#,
@@ -230,7 +268,8 @@ const SCRIPT: &str = r#"// Live progress of Synchronize Now: poll the job's stat
       .then(function (s) {
         if (s.state === 'running') {
           el.textContent = 'Synchronization running: ' + s.elapsed_seconds + ' s' +
-            (s.cycle ? ' (' + s.cycle + ')' : '');
+            (s.cycle ? ' (' + s.cycle + ')' : '') + '; ' + (s.entries_read || 0) +
+            ' directory entries read' + (s.phase ? '; ' + s.phase : '');
           setTimeout(poll, 1000);
         } else {
           location.reload();

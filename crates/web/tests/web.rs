@@ -70,6 +70,16 @@ impl Backend for FakeBackend {
                "steps": [{"step": "connect", "ok": true, "detail": "connected"}],
                "supports": {}})
     }
+    fn sync_progress(&self) -> Value {
+        // The fake's cycle "reads" 11 entries (3 created, 1 updated, 7 unchanged).
+        let synced = self
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.starts_with("sync "));
+        json!({"entries_read": if synced { 11 } else { 0 }, "phase": "reading directory users"})
+    }
     async fn sync_now(&self, full: bool) -> Result<Value, String> {
         self.calls.lock().unwrap().push(format!("sync full={full}"));
         Ok(
@@ -2538,4 +2548,43 @@ async fn the_smtp_form_validates_saves_and_seals_the_password() {
         .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(s.versions().await, 3);
+}
+
+#[tokio::test]
+async fn sync_status_reports_the_entries_read() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let resp = s
+        .post_form(&sess, "/sync", &[("csrf", &sess.csrf), ("full", "true")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let id = location.trim_start_matches("/sync/progress/").to_string();
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        last = s
+            .client
+            .get(format!("{}/sync/status/{id}", s.base))
+            .header("cookie", &sess.cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(last["entries_read"].is_u64(), "a count field: {last}");
+        if last["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(last["state"], "done", "{last}");
+    // After the cycle: the entries it read (created + updated + unchanged).
+    let r = &last["result"];
+    let read = r["created"].as_u64().unwrap()
+        + r["updated"].as_u64().unwrap()
+        + r["unchanged"].as_u64().unwrap();
+    assert_eq!(last["entries_read"].as_u64(), Some(read), "{last}");
+    let page = s.get_page(&sess.cookie, &location).await;
+    assert!(page.contains("11 directory entries read."), "{page}");
 }
