@@ -266,6 +266,8 @@ pub(crate) struct Sql {
     /// `$1` the last id of the previous page, `$2` the page size.
     pub select_digests: String,
     pub select_audit: String,
+    /// `$1` username (compared lower-cased), `$2` directory id, `$3` limit.
+    pub select_user_audit: String,
     /// `SELECT` of the lease row with a row lock where the backend has one
     /// (PostgreSQL `FOR UPDATE`; a SQLite write transaction is exclusive).
     pub select_lease_locked: String,
@@ -308,6 +310,10 @@ impl Sql {
         let select_audit = "SELECT id, at, actor, action, username, directory_id, \
              before_json, after_json, detail FROM audit ORDER BY id DESC LIMIT $1"
             .to_string();
+        let select_user_audit = "SELECT id, at, actor, action, username, directory_id, \
+             before_json, after_json, detail FROM audit \
+             WHERE lower(username) = lower($1) OR directory_id = $2 ORDER BY id DESC LIMIT $3"
+            .to_string();
         let select_lease_locked = if numbered {
             format!("{SELECT_LEASE} FOR UPDATE")
         } else {
@@ -330,6 +336,7 @@ impl Sql {
             select_users,
             select_digests,
             select_audit,
+            select_user_audit,
             select_lease_locked,
             numbered,
         }
@@ -587,6 +594,24 @@ macro_rules! impl_store {
         use mfasync_core::MfaUser;
 
         type Tx = sqlx::Transaction<'static, $db>;
+
+        fn audit_entries(rows: &[<$db as sqlx::Database>::Row]) -> Result<Vec<AuditEntry>> {
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditEntry {
+                        id: r.try_get("id")?,
+                        at: r.try_get("at")?,
+                        actor: r.try_get("actor")?,
+                        action: r.try_get("action")?,
+                        username: r.try_get("username")?,
+                        directory_id: r.try_get("directory_id")?,
+                        before: parse_json(r.try_get("before_json")?)?,
+                        after: parse_json(r.try_get("after_json")?)?,
+                        detail: r.try_get("detail")?,
+                    })
+                })
+                .collect()
+        }
 
         fn user_from_row(row: &<$db as sqlx::Database>::Row) -> Result<MfaUser> {
             let mut user = MfaUser {
@@ -1145,21 +1170,22 @@ macro_rules! impl_store {
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(AuditEntry {
-                            id: r.try_get("id")?,
-                            at: r.try_get("at")?,
-                            actor: r.try_get("actor")?,
-                            action: r.try_get("action")?,
-                            username: r.try_get("username")?,
-                            directory_id: r.try_get("directory_id")?,
-                            before: parse_json(r.try_get("before_json")?)?,
-                            after: parse_json(r.try_get("after_json")?)?,
-                            detail: r.try_get("detail")?,
-                        })
-                    })
-                    .collect()
+                audit_entries(&rows)
+            }
+
+            async fn user_audit(
+                &self,
+                username: &str,
+                directory_id: Option<&str>,
+                limit: i64,
+            ) -> Result<Vec<AuditEntry>> {
+                let rows = sqlx::query(&self.sql.select_user_audit)
+                    .bind(username)
+                    .bind(directory_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                audit_entries(&rows)
             }
 
             async fn audit_event(&self, actor: &str, action: &str, detail: &str) -> Result<()> {

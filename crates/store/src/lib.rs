@@ -56,6 +56,11 @@ macro_rules! migrations {
                 "sync request",
                 include_str!(concat!("../migrations/", $dir, "/0007_sync_request.sql")),
             ),
+            (
+                8,
+                "user audit index",
+                include_str!(concat!("../migrations/", $dir, "/0008_user_audit.sql")),
+            ),
         ];
         Migrator {
             migrations: Cow::Owned(
@@ -375,6 +380,15 @@ pub trait Store: Send + Sync {
     async fn runs(&self, limit: i64) -> Result<Vec<SyncRun>>;
     /// The newest `limit` audit entries, newest first.
     async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>>;
+    /// One user's audit rows, newest first, at most `limit`: rows whose
+    /// username equals `username` case-insensitively, or whose directory id is
+    /// `directory_id` (a renamed user keeps its history). Indexed.
+    async fn user_audit(
+        &self,
+        username: &str,
+        directory_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>>;
     /// Record an event that changes no user (a notification sent or failed, ...)
     /// in the audit trail.
     async fn audit_event(&self, actor: &str, action: &str, detail: &str) -> Result<()>;

@@ -95,6 +95,7 @@ contract!(
     config_versions_newest_active,
     sync_runs,
     audit_records_before_and_after,
+    user_audit_by_username_or_directory_id,
     many_creates_cross_chunk_boundaries,
     many_updates_and_removes_cross_chunk_boundaries,
     bad_change_late_in_a_long_update_run_commits_nothing,
@@ -631,6 +632,44 @@ async fn sync_runs(s: &dyn Store) {
     assert_eq!(r.error, None);
     assert_eq!(s.runs(1).await.unwrap().len(), 1);
     assert!(s.run_finished(&SyncRun { id: 9999, ..done }).await.is_err());
+}
+
+async fn user_audit_by_username_or_directory_id(s: &dyn Store) {
+    let a = dir_user("Alice", "id-a");
+    let b = dir_user("bob", "id-b");
+    s.apply(&[create(&a), create(&b)], None).await.unwrap();
+    // renamed: the new name's rows and the old name's rows share the directory id
+    let mut a2 = a.clone();
+    a2.username = "alice2".to_string();
+    s.apply(&[change(Action::Update, &a, &a2)], None)
+        .await
+        .unwrap();
+    s.audit_event("admin", "config-applied", "x").await.unwrap();
+    let names = |v: Vec<mfasync_store::AuditEntry>| {
+        v.into_iter()
+            .map(|e| (e.action, e.username))
+            .collect::<Vec<_>>()
+    };
+    // by username, case-insensitively; never another user's rows nor rows
+    // without a user (the update row carries the new name)
+    assert_eq!(
+        names(s.user_audit("ALICE", None, 10).await.unwrap()),
+        vec![("create".to_string(), Some("Alice".to_string()))]
+    );
+    // with the directory id: the renamed user's whole history, newest first
+    assert_eq!(
+        names(s.user_audit("alice2", Some("id-a"), 10).await.unwrap()),
+        vec![
+            ("update".to_string(), Some("alice2".to_string())),
+            ("create".to_string(), Some("Alice".to_string()))
+        ]
+    );
+    // the limit keeps the newest
+    assert_eq!(
+        names(s.user_audit("bob", Some("id-b"), 1).await.unwrap()),
+        vec![("create".to_string(), Some("bob".to_string()))]
+    );
+    assert!(s.user_audit("nobody", None, 10).await.unwrap().is_empty());
 }
 
 async fn audit_records_before_and_after(s: &dyn Store) {

@@ -251,10 +251,18 @@ async fn user_history(State(app): State<App>, Path(username): Path<String>) -> R
     let Some(u) = found.into_iter().next() else {
         return error(StatusCode::NOT_FOUND, "no such MFA user");
     };
-    match app.store.audit(crate::charts::USER_AUDIT_SCANNED).await {
+    match app
+        .store
+        .user_audit(
+            &u.username,
+            u.directory_id.as_deref(),
+            crate::charts::USER_HISTORY_ROWS,
+        )
+        .await
+    {
         Ok(audit) => Json(
-            crate::charts::user_entries(&audit, &u)
-                .into_iter()
+            audit
+                .iter()
                 .map(crate::charts::history_json)
                 .collect::<Vec<_>>(),
         )

@@ -104,25 +104,8 @@ pub(crate) fn changes_svg(runs: &[SyncRun]) -> String {
     format!("{svg}{legend}")
 }
 
-/// Audit rows searched for one user's history (the newest).
-pub(crate) const USER_AUDIT_SCANNED: i64 = 20_000;
-
-/// One user's audit rows (by username, case-insensitively, or by its
-/// directory id), newest first, among `audit`.
-pub(crate) fn user_entries<'a>(
-    audit: &'a [AuditEntry],
-    u: &mfasync_core::MfaUser,
-) -> Vec<&'a AuditEntry> {
-    audit
-        .iter()
-        .filter(|e| {
-            e.username
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(&u.username))
-                || (u.directory_id.is_some() && e.directory_id == u.directory_id)
-        })
-        .collect()
-}
+/// The most audit rows shown as one user's history (the newest).
+pub(crate) const USER_HISTORY_ROWS: i64 = 1_000;
 
 /// The fields that differ between two user documents (audit before/after);
 /// none for a create or a remove.

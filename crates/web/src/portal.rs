@@ -595,13 +595,21 @@ async fn user_detail(
             value.as_deref().map(esc).unwrap_or_default()
         ));
     }
-    // The user's audit rows (sync changes, manual inserts), among the newest
-    // USER_AUDIT_SCANNED rows of the audit trail.
-    let audit = match app.store.audit(crate::charts::USER_AUDIT_SCANNED).await {
+    // The user's audit rows (sync changes, manual inserts), newest first, by
+    // username or directory id (indexed: the whole trail is searched).
+    let audit = match app
+        .store
+        .user_audit(
+            &u.username,
+            u.directory_id.as_deref(),
+            crate::charts::USER_HISTORY_ROWS,
+        )
+        .await
+    {
         Ok(a) => a,
         Err(e) => return db_error(Some(&admin), e),
     };
-    let mine = crate::charts::user_entries(&audit, &u);
+    let mine: Vec<_> = audit.iter().collect();
     let body = format!(
         r#"<p><a href="/users">All users</a></p><table id="user">{rows}</table>
 <h2>Sync history</h2>{}"#,
