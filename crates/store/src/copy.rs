@@ -21,8 +21,8 @@ use std::str::FromStr;
 
 use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
-use sqlx::postgres::{PgConnectOptions, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row};
 
 use crate::{Result, StoreError};
@@ -134,27 +134,16 @@ impl Checksum {
     }
 }
 
-fn sqlite_value(row: &SqliteRow, i: usize, ty: Type) -> Result<Value> {
-    Ok(match ty {
-        Type::Int => row
-            .try_get::<Option<i64>, _>(i)?
-            .map_or(Value::Null, Value::Int),
-        Type::Bool => row
-            .try_get::<Option<bool>, _>(i)?
-            .map_or(Value::Null, Value::Bool),
-        Type::Float => row
-            .try_get::<Option<f64>, _>(i)?
-            .map_or(Value::Null, Value::Float),
-        Type::Text => row
-            .try_get::<Option<String>, _>(i)?
-            .map_or(Value::Null, Value::Text),
-        Type::Bytes => row
-            .try_get::<Option<Vec<u8>>, _>(i)?
-            .map_or(Value::Null, Value::Bytes),
-    })
-}
-
-fn pg_value(row: &PgRow, i: usize, ty: Type) -> Result<Value> {
+/// Column `i` of a SQLite or PostgreSQL row as a `Value` of type `ty`.
+fn row_value<R: Row>(row: &R, i: usize, ty: Type) -> Result<Value>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     Ok(match ty {
         Type::Int => row
             .try_get::<Option<i64>, _>(i)?
@@ -358,7 +347,7 @@ pub async fn copy_to_postgres(from: &str, to: &str, overwrite: bool) -> Result<C
                     .iter()
                     .enumerate()
                     .map(|(i, c)| {
-                        sqlite_value(&row, i, c.ty)
+                        row_value(&row, i, c.ty)
                             .map_err(|e| StoreError::Corrupt(format!("source {t}.{}: {e}", c.name)))
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -391,7 +380,7 @@ pub async fn copy_to_postgres(from: &str, to: &str, overwrite: bool) -> Result<C
                 let values = cols
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| pg_value(&row, i, c.ty))
+                    .map(|(i, c)| row_value(&row, i, c.ty))
                     .collect::<Result<Vec<_>>>()?;
                 target.add(&values);
             }
