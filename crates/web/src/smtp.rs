@@ -15,9 +15,8 @@ use serde::Deserialize;
 use toml::Value;
 
 use crate::auth::{csrf_refusal, Admin};
-use crate::html::{csrf_field, esc, notice, page};
-use crate::portal::db_error;
-use crate::syncpage::{checked, load, LoadError};
+use crate::html::{csrf_field, esc, page};
+use crate::syncpage::{checked, load_for_page};
 use crate::tabs::{save_edit, set_opt, set_str, table_mut, Saved};
 use crate::App;
 
@@ -95,17 +94,9 @@ async fn smtp_page(
     extra: &str,
     typed: Option<&SmtpForm>,
 ) -> Response {
-    let active = match load(app).await {
+    let active = match load_for_page(app, admin, "SMTP", "/settings", extra).await {
         Ok(a) => a,
-        Err(LoadError::Db(e)) => return db_error(Some(admin), e),
-        Err(LoadError::Invalid(m)) => {
-            let body = format!("{extra}{}", notice("error", &m));
-            return (
-                StatusCode::CONFLICT,
-                page("SMTP", Some(admin), "/settings", &body),
-            )
-                .into_response();
-        }
+        Err(r) => return r,
     };
     let smtp = active.config.smtp.clone();
     let current = SmtpForm {

@@ -70,6 +70,26 @@ pub(crate) async fn load(app: &App) -> Result<Active, LoadError> {
     })
 }
 
+/// `load` for a page that shows the active configuration: on a database
+/// error the error page, when the stored text no longer loads the page
+/// `title` (nav `nav`) with `extra` and the problem, as 409.
+pub(crate) async fn load_for_page(
+    app: &App,
+    admin: &Admin,
+    title: &str,
+    nav: &str,
+    extra: &str,
+) -> Result<Active, Response> {
+    match load(app).await {
+        Ok(a) => Ok(a),
+        Err(LoadError::Db(e)) => Err(db_error(Some(admin), e)),
+        Err(LoadError::Invalid(m)) => {
+            let body = format!("{extra}{}", notice("error", &m));
+            Err((StatusCode::CONFLICT, page(title, Some(admin), nav, &body)).into_response())
+        }
+    }
+}
+
 /// Serialized enum value ("security-group").
 pub(crate) fn enum_str<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
@@ -269,17 +289,9 @@ pub(crate) async fn sync_page(
     extra: &str,
     add: Option<&ItemForm>,
 ) -> Response {
-    let active = match load(app).await {
+    let active = match load_for_page(app, admin, "Synchronization", "/sync", extra).await {
         Ok(a) => a,
-        Err(LoadError::Db(e)) => return db_error(Some(admin), e),
-        Err(LoadError::Invalid(m)) => {
-            let body = format!("{extra}{}", notice("error", &m));
-            return (
-                StatusCode::CONFLICT,
-                page("Synchronization", Some(admin), "/sync", &body),
-            )
-                .into_response();
-        }
+        Err(r) => return r,
     };
     let prompt = match prompt(app, admin, &active.config).await {
         Ok(p) => p,

@@ -17,7 +17,7 @@ use toml::{Table, Value};
 use crate::auth::{csrf_refusal, Admin};
 use crate::html::{csrf_field, esc, notice, page};
 use crate::portal::db_error;
-use crate::syncpage::{checked, enum_str, errors_html, load, options, LoadError};
+use crate::syncpage::{checked, enum_str, errors_html, load, load_for_page, options, LoadError};
 use crate::App;
 
 /// What a save came to.
@@ -510,17 +510,9 @@ async fn filters_page(
     extra: &str,
     typed: Option<&FiltersForm>,
 ) -> Response {
-    let active = match load(app).await {
+    let active = match load_for_page(app, admin, "Filters", "/filters", extra).await {
         Ok(a) => a,
-        Err(LoadError::Db(e)) => return db_error(Some(admin), e),
-        Err(LoadError::Invalid(m)) => {
-            let body = format!("{extra}{}", notice("error", &m));
-            return (
-                StatusCode::CONFLICT,
-                page("Filters", Some(admin), "/filters", &body),
-            )
-                .into_response();
-        }
+        Err(r) => return r,
     };
     let current = FiltersForm::from_filters(&active.config.filters);
     let f = typed.unwrap_or(&current);
@@ -715,17 +707,9 @@ async fn attributes_page(
     extra: &str,
     typed: Option<&[(String, String)]>,
 ) -> Response {
-    let active = match load(app).await {
+    let active = match load_for_page(app, admin, "Attributes", "/attributes", extra).await {
         Ok(a) => a,
-        Err(LoadError::Db(e)) => return db_error(Some(admin), e),
-        Err(LoadError::Invalid(m)) => {
-            let body = format!("{extra}{}", notice("error", &m));
-            return (
-                StatusCode::CONFLICT,
-                page("Attributes", Some(admin), "/attributes", &body),
-            )
-                .into_response();
-        }
+        Err(r) => return r,
     };
     let current = attribute_texts(&active.config.attributes);
     let values = typed.unwrap_or(&current);
