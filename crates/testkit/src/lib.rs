@@ -20,6 +20,7 @@ mod proxy;
 mod samba;
 mod slapd;
 mod util;
+pub mod webdriver;
 
 pub use dns::{Dns, SrvRecord};
 pub use fixtures::{base64, ldif_attr, openldap_bulk, openldap_fixture, samba_bulk, samba_fixture};
