@@ -82,10 +82,7 @@ pub async fn authenticate_with(
         } else {
             dn.clone()
         },
-        password: None,
-        password_file: None,
-        password_env: None,
-        password_encrypted: None,
+        ..Bind::default()
     };
     // The password check (a fresh connection, bind, unbind: no RootDSE read)
     // and the MFA user lookup run at the same time; the lookup's answer is
@@ -162,10 +159,7 @@ async fn fast_path(store: &dyn Store, cfg: &Config, username: &str, password: &s
     let bind = Bind {
         kind,
         dn: dn.clone(),
-        password: None,
-        password_file: None,
-        password_env: None,
-        password_encrypted: None,
+        ..Bind::default()
     };
     match mfasync_ldap::check_bind(&cfg.directory, &bind, Some(password)).await {
         Ok(()) => Fast::Done(Ok(())),
