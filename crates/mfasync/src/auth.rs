@@ -371,7 +371,8 @@ fn kerberos_principal(sam: &str, dn: &str) -> Option<String> {
     ))
 }
 
-fn wrap(filter: &str) -> String {
+/// A filter in parentheses (`uid=*` becomes `(uid=*)`), trimmed.
+pub(crate) fn wrap(filter: &str) -> String {
     let f = filter.trim();
     if f.starts_with('(') {
         f.to_string()

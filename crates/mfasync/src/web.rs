@@ -176,10 +176,8 @@ impl mfasync_web::Backend for ServiceBackend {
                 "security-group" => mfasync_core::config::DEFAULT_SECURITY_GROUP_FILTER.to_string(),
                 _ => mfasync_core::config::DEFAULT_CONTAINER_FILTER.to_string(),
             }
-        } else if filter.trim().starts_with('(') {
-            filter.trim().to_string()
         } else {
-            format!("({})", filter.trim())
+            crate::auth::wrap(&filter)
         };
         let password =
             crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")?;
@@ -357,6 +355,7 @@ async fn admin_group_member(
     username: &str,
     group: &str,
 ) -> Result<(), String> {
+    use crate::auth::wrap;
     use mfasync_core::escape::filter_value;
     let password =
         crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")?;
@@ -368,14 +367,6 @@ async fn admin_group_member(
     .await
     .map_err(|e| format!("cannot search the directory: {e}"))?;
     let result = async {
-        let wrap = |f: &str| {
-            let f = f.trim();
-            if f.starts_with('(') {
-                f.to_string()
-            } else {
-                format!("({f})")
-            }
-        };
         let value = filter_value(username);
         let alternatives: String = cfg
             .attributes
