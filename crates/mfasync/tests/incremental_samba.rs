@@ -1,6 +1,7 @@
 //! Incremental synchronization against a real Samba AD DC (DirSync as
-//! Administrator, and uSNChanged polling with `sync.change_tracking = "usn"`;
-//! started in the private network namespace of scripts/test): one
+//! Administrator, uSNChanged polling with `sync.change_tracking = "usn"`, and
+//! the automatic switch to it when a proxy refuses DirSync; started in the
+//! private network namespace of scripts/test): one
 //! incremental `sync` after directory changes gives the same users as a full
 //! synchronization, and reads about as many entries as changed.
 
@@ -9,7 +10,7 @@
 mod common;
 
 use common::{counts, Mfa};
-use mfasync_testkit::Samba;
+use mfasync_testkit::{LdapProxy, Samba};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
@@ -66,7 +67,9 @@ fn tree(t: &str) -> String {
 
 fn samba() -> &'static Samba {
     static S: OnceLock<Samba> = OnceLock::new();
-    S.get_or_init(|| Samba::start(&(tree("I1") + &tree("I2") + &tree("I3") + &tree("I4"))))
+    S.get_or_init(|| {
+        Samba::start(&(tree("I1") + &tree("I2") + &tree("I3") + &tree("I4") + &tree("I5")))
+    })
 }
 
 fn config(t: &str) -> String {
@@ -257,6 +260,107 @@ fn usn_polling_is_not_used_by_an_account_that_cannot_see_tombstones() {
     );
     let o = m.ok(&["--json", "sync"]);
     assert_eq!(o.json()["mode"], "full", "{}", o.stderr);
+}
+
+const DIRSYNC_OID: &str = "1.2.840.113556.1.4.841";
+
+/// A DC that refuses DirSync even with OBJECT_SECURITY (Samba behind a proxy
+/// that answers every DirSync search with insufficientAccessRights, as AD
+/// does): the full sync switches to uSNChanged polling by itself, and the
+/// incremental cycles that follow poll uSNChanged without asking for DirSync.
+#[test]
+fn dirsync_refused_even_with_object_security_switches_to_usn_polling() {
+    let s = samba();
+    let t = "I5";
+    let root = format!("OU={t},{BASE}");
+    let upstream = s.url.trim_start_matches("ldap://");
+    let proxy = LdapProxy::start(upstream, DIRSYNC_OID);
+    // Administrator: may read tombstones, so uSNChanged polling can be used
+    let cfg = config(t).replace(
+        &format!("servers = [\"{}\"]", s.url),
+        &format!("servers = [\"{}\"]", proxy.url()),
+    );
+    assert!(cfg.contains(&proxy.url()), "{cfg}");
+
+    let m = changes_then_one_cycle_equals_a_full_sync(t, &cfg);
+    let wm = watermark(&m);
+    assert_eq!(
+        wm.kind, "usn",
+        "the automatic switch stored a uSNChanged watermark"
+    );
+    assert_eq!(wm.server, proxy.url());
+    // three full syncs (one of `m`, two of the reference), each refused plain
+    // and with OBJECT_SECURITY; the two incremental cycles never asked
+    assert_eq!(proxy.refused(), 3 * 2);
+
+    // a full sync says why it polls uSNChanged
+    let before = proxy.refused();
+    let o = m.ok(&["--json", "sync", "--full"]);
+    assert_eq!(o.json()["mode"], "full");
+    assert_eq!(
+        proxy.refused(),
+        before + 2,
+        "plain, then with OBJECT_SECURITY"
+    );
+    assert!(
+        o.stderr
+            .contains("DirSync refused even with OBJECT_SECURITY")
+            && o.stderr.contains("INSUFF_ACCESS_RIGHTS"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(watermark(&m).kind, "usn");
+
+    // the next cycles stay incremental on uSNChanged, without DirSync
+    let before = proxy.refused();
+    for phone in ["+1 425 555 0701", "+1 425 555 0702"] {
+        s.ldapmodify(&format!(
+            "dn: CN={t}b0002,OU=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: {phone}\n"
+        ));
+        let o = m.ok(&["--json", "sync"]);
+        let v = o.json();
+        assert_eq!(v["mode"], "incremental", "{v}\n{}", o.stderr);
+        assert_eq!(counts(&v).1, 1, "{v}");
+        assert!(!o.stderr.contains("not possible"), "{}", o.stderr);
+        assert_eq!(watermark(&m).kind, "usn");
+        assert_eq!(
+            m.user(&format!("{t}b0002@mfa.test")).expect("b0002")["mobile_phone"],
+            phone
+        );
+    }
+    assert_eq!(
+        proxy.refused(),
+        before,
+        "incremental cycles do not try DirSync"
+    );
+    // the history, newest first: no cycle fell back to a full one
+    let history = m.ok(&["--json", "history"]).json();
+    let modes: Vec<&str> = history
+        .as_array()
+        .expect("history is an array")
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            "incremental",
+            "incremental",
+            "full",
+            "incremental",
+            "incremental",
+            "full"
+        ],
+        "{history}"
+    );
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["error"].is_null()),
+        "{history}"
+    );
 }
 
 /// After a full sync: create, modify (phone, name, username), disable,

@@ -5,6 +5,7 @@
 //!   a private network namespace, i.e. when the tests run through `scripts/test`.
 //! * [`Postgres`] / [`shared_postgres`]: a private PostgreSQL 15 cluster.
 //! * [`Proxy`]: a TCP proxy to one of them that the test pauses/resumes (holds a cycle mid-read).
+//! * [`LdapProxy`]: an LDAP proxy that refuses searches carrying one control (DirSync refused).
 //! * [`Dns`]: a real DNS server (dnsmasq) on 127.0.0.1:random port serving given SRV/A records.
 //! * Seed data: [`openldap_fixture`], [`openldap_bulk`], [`samba_fixture`], [`samba_bulk`].
 //!
@@ -14,6 +15,7 @@
 
 mod dns;
 mod fixtures;
+mod ldapproxy;
 mod postgres;
 mod process;
 mod proxy;
@@ -24,6 +26,7 @@ pub mod webdriver;
 
 pub use dns::{Dns, SrvRecord};
 pub use fixtures::{base64, ldif_attr, openldap_bulk, openldap_fixture, samba_bulk, samba_fixture};
+pub use ldapproxy::LdapProxy;
 pub use postgres::{shared_postgres, Postgres};
 pub use proxy::Proxy;
 pub use samba::{krb5_conf, Samba, SAMBA_ADMIN_DN, SAMBA_BASE_DN};
