@@ -664,6 +664,10 @@ pub struct DomainInfo {
     /// For trusts: `inbound`, `outbound` or `bidirectional` (trustDirection).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<String>,
+    /// For trusts: `forest`, `external`, `within forest` or `realm` (an MIT
+    /// Kerberos realm), from trustType and trustAttributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_type: Option<String>,
     /// Whether one of its DCs (found by DNS SRV) accepts connections.
     pub reachable: bool,
     /// How it was reached, or why not.
@@ -689,6 +693,26 @@ fn direction(v: Option<String>) -> Option<String> {
             2 => "outbound",
             3 => "bidirectional",
             _ => "disabled",
+        }
+        .to_string(),
+    )
+}
+
+/// What kind of trust a trustedDomain object is (trustType, trustAttributes).
+fn trust_kind(trust_type: Option<String>, attributes: Option<String>) -> Option<String> {
+    const WITHIN_FOREST: u32 = 0x20;
+    const FOREST_TRANSITIVE: u32 = 0x8;
+    let t = trust_type?.trim().parse::<u32>().ok()?;
+    let a = attributes
+        .and_then(|a| a.trim().parse::<i64>().ok())
+        .map_or(0, |a| a as u32);
+    Some(
+        match t {
+            3 => "realm",
+            1 | 2 if a & WITHIN_FOREST != 0 => "within forest",
+            2 if a & FOREST_TRANSITIVE != 0 => "forest",
+            1 | 2 => "external",
+            _ => return None,
         }
         .to_string(),
     )
@@ -793,6 +817,7 @@ pub(crate) async fn trusted_domains(client: &mut crate::Client, dir: &Directory)
                             base_dn: nc,
                             relation: if this { "this domain" } else { "forest" }.into(),
                             direction: None,
+                            trust_type: None,
                             reachable: this,
                             detail: if this {
                                 format!("connected to {}", client.server())
@@ -813,7 +838,13 @@ pub(crate) async fn trusted_domains(client: &mut crate::Client, dir: &Directory)
                 &format!("CN=System,{this_nc}"),
                 crate::Scope::OneLevel,
                 "(objectClass=trustedDomain)",
-                &attrs(&["trustPartner", "flatName", "trustDirection"]),
+                &attrs(&[
+                    "trustPartner",
+                    "flatName",
+                    "trustDirection",
+                    "trustType",
+                    "trustAttributes",
+                ]),
             )
             .await
         {
@@ -825,15 +856,20 @@ pub(crate) async fn trusted_domains(client: &mut crate::Client, dir: &Directory)
                     };
                     let name = name.trim_end_matches('.').to_ascii_lowercase();
                     let dir_ = direction(t.first_str("trustDirection"));
+                    let kind = trust_kind(t.first_str("trustType"), t.first_str("trustAttributes"));
                     match report.domains.iter_mut().find(|d| d.name == name) {
                         // A trust inside the forest (parent/child, tree root).
-                        Some(d) => d.direction = dir_,
+                        Some(d) => {
+                            d.direction = dir_;
+                            d.trust_type = kind;
+                        }
                         None => report.domains.push(DomainInfo {
                             name,
                             netbios: t.first_str("flatName"),
                             base_dn: None,
                             relation: "trust".into(),
                             direction: dir_,
+                            trust_type: kind,
                             reachable: false,
                             detail: String::new(),
                         }),
@@ -986,6 +1022,14 @@ mod tests {
         );
         assert_eq!(direction(Some("1".into())).as_deref(), Some("inbound"));
         assert_eq!(direction(Some("x".into())), None);
+        let kind = |t: &str, a: &str| trust_kind(Some(t.into()), Some(a.into()));
+        assert_eq!(kind("2", "8").as_deref(), Some("forest"));
+        assert_eq!(kind("2", "4").as_deref(), Some("external"));
+        assert_eq!(kind("1", "0").as_deref(), Some("external"));
+        assert_eq!(kind("2", "32").as_deref(), Some("within forest"));
+        assert_eq!(kind("3", "0").as_deref(), Some("realm"));
+        assert_eq!(kind("2", "-2147483640").as_deref(), Some("forest"));
+        assert_eq!(trust_kind(Some("x".into()), None), None);
         assert_eq!(
             dn_of_domain("emea.example.com"),
             "DC=emea,DC=example,DC=com"

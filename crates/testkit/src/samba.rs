@@ -56,7 +56,38 @@ pub struct Samba {
 
 pub const SAMBA_BASE_DN: &str = "DC=mfa,DC=test";
 pub const SAMBA_ADMIN_DN: &str = "CN=Administrator,CN=Users,DC=mfa,DC=test";
-const ADMIN_PASSWORD: &str = "Adm1n!Passw0rd-MFA";
+pub(crate) const ADMIN_PASSWORD: &str = "Adm1n!Passw0rd-MFA";
+
+/// The fixed names of one test domain and its one DC.
+pub(crate) struct DomainSpec {
+    /// `MFA.TEST`
+    pub realm: &'static str,
+    /// `MFA` (NetBIOS domain)
+    pub netbios: &'static str,
+    /// `dc1` (the DC's host name; NetBIOS name upper-cased)
+    pub host: &'static str,
+    /// `mfa.test`
+    pub dns: &'static str,
+    pub base_dn: &'static str,
+    /// The loopback address the DC listens on.
+    pub ip: &'static str,
+}
+
+impl DomainSpec {
+    pub(crate) fn fqdn(&self) -> String {
+        format!("{}.{}", self.host, self.dns)
+    }
+}
+
+/// The domain of [`Samba::start`].
+pub(crate) const MFA: DomainSpec = DomainSpec {
+    realm: "MFA.TEST",
+    netbios: "MFA",
+    host: "dc1",
+    dns: "mfa.test",
+    base_dn: SAMBA_BASE_DN,
+    ip: "127.0.0.1",
+};
 
 fn netns_id() -> String {
     std::fs::read_link("/proc/self/ns/net")
@@ -64,7 +95,7 @@ fn netns_id() -> String {
         .unwrap_or_default()
 }
 
-fn check_environment() {
+pub(crate) fn check_environment() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         panic!("testkit: Samba needs root; {NAMESPACE_HINT}");
@@ -98,7 +129,7 @@ fn non_loopback_interfaces() -> Vec<String> {
         .collect()
 }
 
-fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+fn make_certs(dir: &Path, spec: &DomainSpec) -> (PathBuf, PathBuf, PathBuf) {
     let ca_key = dir.join("ca.key");
     let ca = dir.join("ca.pem");
     let key = dir.join("key.pem");
@@ -133,7 +164,7 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     );
     util::run_ok(
         Command::new("openssl")
-            .args(["req", "-subj", "/CN=dc1.mfa.test"])
+            .args(["req", "-subj", &format!("/CN={}", spec.fqdn())])
             .args(ec)
             .arg("-keyout")
             .arg(&key)
@@ -143,10 +174,15 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     );
     std::fs::write(
         &ext,
-        "basicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\n\
-         subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:dc1.mfa.test,DNS:mfa.test\n",
+        format!(
+            "basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\n\
+             subjectAltName=IP:{},DNS:localhost,DNS:{},DNS:{}\n",
+            spec.ip,
+            spec.fqdn(),
+            spec.dns
+        ),
     )
     .unwrap_or_else(|e| panic!("testkit: write {}: {e}", ext.display()));
     util::run_ok(
@@ -171,7 +207,7 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 
 /// One Samba per network namespace: an abstract unix socket is both namespace-scoped and released
 /// automatically when its holder exits, so it serves as the lock (also across test processes).
-fn acquire_lock() -> UnixListener {
+pub(crate) fn acquire_lock() -> UnixListener {
     let addr = SocketAddr::from_abstract_name(b"mfasync-testkit-samba-lock")
         .unwrap_or_else(|e| panic!("testkit: abstract socket address: {e}"));
     let start = std::time::Instant::now();
@@ -190,39 +226,58 @@ fn acquire_lock() -> UnixListener {
 }
 
 /// The per-process provisioned domain that every [`Samba::start`] copies.
-fn template() -> PathBuf {
+pub(crate) fn template() -> PathBuf {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     TEMPLATE
-        .get_or_init(|| {
-            let t = std::time::Instant::now();
-            let tmp = tempfile::Builder::new()
-                .prefix("mfasync-samba-tpl-")
-                .tempdir()
-                .unwrap_or_else(|e| panic!("testkit: cannot create temp dir: {e}"));
-            let dir = tmp.keep();
-            process::register_dir(&dir);
-            provision(&dir);
-            if std::env::var_os("MFASYNC_TESTKIT_VERBOSE").is_some() {
-                eprintln!("testkit: Samba provisioned in {:?}", t.elapsed());
-            }
-            dir
-        })
+        .get_or_init(|| provisioned(&MFA, "mfasync-samba-tpl-"))
         .clone()
 }
 
+/// A kept temp dir (removed at exit) with `spec`'s domain provisioned in it.
+pub(crate) fn provisioned(spec: &DomainSpec, prefix: &str) -> PathBuf {
+    let t = std::time::Instant::now();
+    let dir = kept_temp_dir(prefix);
+    provision(&dir, spec);
+    if std::env::var_os("MFASYNC_TESTKIT_VERBOSE").is_some() {
+        eprintln!(
+            "testkit: Samba {} provisioned in {:?}",
+            spec.dns,
+            t.elapsed()
+        );
+    }
+    dir
+}
+
+/// A temp dir that stays until the test process exits.
+pub(crate) fn kept_temp_dir(prefix: &str) -> PathBuf {
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|e| panic!("testkit: cannot create temp dir: {e}"));
+    let dir = tmp.keep();
+    process::register_dir(&dir);
+    dir
+}
+
 /// `samba-tool domain provision` into `dir`, with a test CA + LDAPS certificate in dir/tls-test.
-fn provision(dir: &Path) {
+fn provision(dir: &Path, spec: &DomainSpec) {
     let tls_dir = dir.join("tls-test");
     std::fs::create_dir(&tls_dir)
         .unwrap_or_else(|e| panic!("testkit: mkdir {}: {e}", tls_dir.display()));
-    let (ca, key, cert) = make_certs(&tls_dir);
+    let (ca, key, cert) = make_certs(&tls_dir, spec);
     let empty_conf = dir.join("empty.conf");
     std::fs::write(&empty_conf, "")
         .unwrap_or_else(|e| panic!("testkit: write {}: {e}", empty_conf.display()));
     let d = dir.display();
     let options = [
         "ldap server require strong auth = no".to_string(),
-        "interfaces = lo".to_string(),
+        // The DC's own address only (and ::1 for the first DC): a second DC of the same
+        // namespace (`SambaTrust`) listens on another loopback address of `lo`.
+        format!(
+            "interfaces = {}{}",
+            spec.ip,
+            if spec.ip == MFA.ip { " ::1" } else { "" }
+        ),
         "bind interfaces only = yes".to_string(),
         format!("pid directory = {d}/pid"),
         format!("log file = {d}/log.%m"),
@@ -238,12 +293,10 @@ fn provision(dir: &Path) {
         // Test data only: skip fsync on every ldb/tdb transaction (as Samba's own selftest does).
         .env("TDB_NO_FSYNC", "1")
         .args(["domain", "provision", "--use-rfc2307", "--dns-backend=NONE"])
-        .args([
-            "--server-role=dc",
-            "--realm=MFA.TEST",
-            "--domain=MFA",
-            "--host-name=dc1",
-        ])
+        .arg("--server-role=dc")
+        .arg(format!("--realm={}", spec.realm))
+        .arg(format!("--domain={}", spec.netbios))
+        .arg(format!("--host-name={}", spec.host))
         .arg(format!("--adminpass={ADMIN_PASSWORD}"))
         .arg(format!("--targetdir={d}"))
         .arg(format!("--configfile={}", empty_conf.display()));
@@ -254,15 +307,17 @@ fn provision(dir: &Path) {
     // The LDAP service principals of the DC (a real AD DC registers them; Samba's
     // samba_spnupdate would, but only runs with the dnsupdate service): Kerberos binds ask
     // for a ticket to ldap/dc1.mfa.test.
+    let fqdn = spec.fqdn();
+    let account = format!("{}$", spec.host.to_ascii_uppercase());
     for spn in [
-        "ldap/dc1.mfa.test",
-        "ldap/DC1",
-        "ldap/dc1.mfa.test/mfa.test",
+        format!("ldap/{fqdn}"),
+        format!("ldap/{}", spec.host.to_ascii_uppercase()),
+        format!("ldap/{fqdn}/{}", spec.dns),
     ] {
         util::run_ok(
             Command::new("samba-tool")
                 .env("TDB_NO_FSYNC", "1")
-                .args(["spn", "add", spn, "DC1$"])
+                .args(["spn", "add", &spn, &account])
                 .arg("-H")
                 .arg(dir.join("private/sam.ldb"))
                 .arg("-s")
@@ -272,8 +327,12 @@ fn provision(dir: &Path) {
     }
     // Provision silently drops some --option values from the smb.conf it writes (notably
     // `ldap server require strong auth`), so (re)state all of them at the end of [global].
-    let smb_conf = dir.join("etc/smb.conf");
-    let conf = std::fs::read_to_string(&smb_conf)
+    add_global_options(&dir.join("etc/smb.conf"), &options);
+}
+
+/// Append `options` at the end of the [global] section of `smb_conf` (later lines win).
+pub(crate) fn add_global_options(smb_conf: &Path, options: &[String]) {
+    let conf = std::fs::read_to_string(smb_conf)
         .unwrap_or_else(|e| panic!("testkit: read {}: {e}", smb_conf.display()));
     let extra: String = options.iter().map(|o| format!("\t{o}\n")).collect();
     let global = conf.find("[global]").map(|g| g + "[global]".len());
@@ -281,8 +340,45 @@ fn provision(dir: &Path) {
         Some(i) => format!("{}\n{}{}", &conf[..i], extra, &conf[i..]),
         None => format!("{conf}\n{extra}"),
     };
+    std::fs::write(smb_conf, conf)
+        .unwrap_or_else(|e| panic!("testkit: write {}: {e}", smb_conf.display()));
+}
+
+/// Copy the provisioned domain in `template` into `dir` (`cp -a`) and point its smb.conf at
+/// `dir`. Only etc/smb.conf holds absolute paths (the ldb files reference each other
+/// relatively).
+pub(crate) fn copy_template(template: &Path, dir: &Path) {
+    let mut src = template.as_os_str().to_owned();
+    src.push("/.");
+    util::run_ok(
+        Command::new("cp").arg("-a").arg(&src).arg(dir),
+        "copying the provisioned Samba template",
+    );
+    let smb_conf = dir.join("etc/smb.conf");
+    let conf = std::fs::read_to_string(&smb_conf)
+        .unwrap_or_else(|e| panic!("testkit: read {}: {e}", smb_conf.display()));
+    let conf = conf.replace(&*template.to_string_lossy(), &dir.to_string_lossy());
     std::fs::write(&smb_conf, conf)
         .unwrap_or_else(|e| panic!("testkit: write {}: {e}", smb_conf.display()));
+}
+
+/// How [`Samba::start_from`] starts a DC.
+pub(crate) struct StartOptions<'a> {
+    pub spec: &'a DomainSpec,
+    /// A provisioned domain of `spec` (copied, never changed).
+    pub template: PathBuf,
+    pub strong_auth: bool,
+    pub lock: NsLock,
+}
+
+/// The one-Samba-per-namespace lock of a DC started by [`Samba::start_from`].
+pub(crate) enum NsLock {
+    /// Take it (wait for it) before binding the ports.
+    Take,
+    /// Already taken by the caller; the DC holds it until stopped.
+    Held(UnixListener),
+    /// Held by another DC of the caller's.
+    Elsewhere,
 }
 
 impl Samba {
@@ -294,6 +390,19 @@ impl Samba {
         Self::start_inner(seed_ldif, false)
     }
 
+    fn start_inner(seed_ldif: &str, strong_auth: bool) -> Samba {
+        check_environment();
+        Self::start_from(
+            seed_ldif,
+            StartOptions {
+                spec: &MFA,
+                template: template(),
+                strong_auth,
+                lock: NsLock::Take,
+            },
+        )
+    }
+
     /// Like [`Samba::start`], but with `ldap server require strong auth = yes` (Samba's and
     /// AD's default): simple binds only over TLS, SASL binds over plain LDAP only with
     /// signing/sealing. The admin tools of this instance ([`Samba::ldapadd`], ...) use LDAPS.
@@ -301,42 +410,45 @@ impl Samba {
         Self::start_inner(seed_ldif, true)
     }
 
-    fn start_inner(seed_ldif: &str, strong_auth: bool) -> Samba {
-        check_environment();
+    /// Start a DC of `o.spec` from a copy of `o.template` (see [`Samba::start`]).
+    pub(crate) fn start_from(seed_ldif: &str, o: StartOptions<'_>) -> Samba {
+        let StartOptions {
+            spec,
+            template,
+            strong_auth,
+            lock,
+        } = o;
         let tmp = tempfile::Builder::new()
             .prefix("mfasync-samba-")
             .tempdir()
             .unwrap_or_else(|e| panic!("testkit: cannot create temp dir: {e}"));
         let dir = tmp.path().to_path_buf();
-        // Provisioning takes seconds; do it once per test process and copy the result. Only
-        // etc/smb.conf holds absolute paths (the ldb files reference each other relatively).
-        let tpl = template();
-        let mut src = tpl.as_os_str().to_owned();
-        src.push("/.");
-        util::run_ok(
-            Command::new("cp").arg("-a").arg(&src).arg(&dir),
-            "copying the provisioned Samba template",
-        );
+        // Provisioning takes seconds; do it once per test process and copy the result.
+        copy_template(&template, &dir);
         let smb_conf = dir.join("etc/smb.conf");
-        let conf = std::fs::read_to_string(&smb_conf)
-            .unwrap_or_else(|e| panic!("testkit: read {}: {e}", smb_conf.display()));
-        let mut conf = conf.replace(&*tpl.to_string_lossy(), &dir.to_string_lossy());
         if strong_auth {
-            conf = conf.replace(
+            let conf = std::fs::read_to_string(&smb_conf)
+                .unwrap_or_else(|e| panic!("testkit: read {}: {e}", smb_conf.display()));
+            let conf = conf.replace(
                 "ldap server require strong auth = no",
                 "ldap server require strong auth = yes",
             );
+            std::fs::write(&smb_conf, conf)
+                .unwrap_or_else(|e| panic!("testkit: write {}: {e}", smb_conf.display()));
         }
-        std::fs::write(&smb_conf, conf)
-            .unwrap_or_else(|e| panic!("testkit: write {}: {e}", smb_conf.display()));
         let ca = dir.join("tls-test/ca.pem");
 
         // One Samba per network namespace at a time: the ports are fixed.
-        let lock = acquire_lock();
-        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", 389)) {
+        let lock = match lock {
+            NsLock::Take => Some(acquire_lock()),
+            NsLock::Held(l) => Some(l),
+            NsLock::Elsewhere => None,
+        };
+        if let Err(e) = std::net::TcpListener::bind((spec.ip, 389)) {
             panic!(
-                "testkit: 127.0.0.1:389 is not available ({e}); Samba needs the standard LDAP ports: \
-                 {NAMESPACE_HINT}"
+                "testkit: {}:389 is not available ({e}); Samba needs the standard LDAP ports: \
+                 {NAMESPACE_HINT}",
+                spec.ip
             );
         }
 
@@ -361,26 +473,23 @@ impl Samba {
             .unwrap_or_else(|e| panic!("testkit: cannot spawn samba: {e}"));
         process::register(child.id(), libc::SIGTERM, Some(&dir), true);
         let stdin = child.stdin.take();
+        let url = format!("ldap://{}:389", spec.ip);
+        let ldaps_url = format!("ldaps://{}:636", spec.ip);
         let mut s = Samba {
-            url: "ldap://127.0.0.1:389".to_string(),
-            ldaps_url: "ldaps://127.0.0.1:636".to_string(),
-            base_dn: SAMBA_BASE_DN.to_string(),
-            admin_dn: SAMBA_ADMIN_DN.to_string(),
+            admin_url: if strong_auth { &ldaps_url } else { &url }.clone(),
+            url,
+            ldaps_url,
+            base_dn: spec.base_dn.to_string(),
+            admin_dn: format!("CN=Administrator,CN=Users,{}", spec.base_dn),
             admin_password: ADMIN_PASSWORD.to_string(),
-            realm: "MFA.TEST".to_string(),
-            domain: "MFA".to_string(),
+            realm: spec.realm.to_string(),
+            domain: spec.netbios.to_string(),
             dir: dir.clone(),
             ca_cert: ca,
-            admin_url: if strong_auth {
-                "ldaps://127.0.0.1:636"
-            } else {
-                "ldap://127.0.0.1:389"
-            }
-            .to_string(),
             tmp: Some(tmp),
             child: None,
             stdin,
-            lock: Some(lock),
+            lock,
         };
         let (url, admin, pw) = (
             s.admin_url.clone(),

@@ -1,0 +1,185 @@
+//! End to end: `include_trusted_domains` against two real Samba AD DCs with a
+//! real two-way forest trust (`testkit::SambaTrust`): mfa.test on 127.0.0.1
+//! and other.test on 127.0.0.2, both found by DNS SRV on a dnsmasq of the
+//! test; the query bind is Kerberos as alice@MFA.TEST.
+//!
+//! Runs only through `scripts/test -p mfasync --test trusted_domains`. The
+//! mfasync children inherit KRB5_CONFIG (both realms), set once by this binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use common::Mfa;
+use mfasync_testkit::{samba_fixture, Dns, SambaTrust, SrvRecord, OTHER_BASE_DN, SAMBA_BASE_DN};
+use serde_json::Value;
+
+const PW: &str = "Secr3t!pass-mfa";
+
+struct Env {
+    trust: SambaTrust,
+    dns: Dns,
+}
+
+/// One pair of DCs for the binary; a test that stops a DC holds the lock.
+fn env() -> &'static Mutex<Env> {
+    static E: OnceLock<Mutex<Env>> = OnceLock::new();
+    E.get_or_init(|| {
+        std::env::set_var("KRB5_CONFIG", SambaTrust::krb5_conf());
+        let srv = |domain: &str, target: &str| SrvRecord {
+            name: format!("_ldap._tcp.dc._msdcs.{domain}"),
+            target: target.into(),
+            port: 389,
+            priority: 0,
+            weight: 100,
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let dns = Dns::start(
+            &[
+                srv("mfa.test", "dc1.mfa.test"),
+                srv("other.test", "dc2.other.test"),
+            ],
+            &[
+                ("dc1.mfa.test", ip("127.0.0.1")),
+                ("dc2.other.test", ip("127.0.0.2")),
+            ],
+        );
+        let trust = SambaTrust::start(&samba_fixture(), &other_fixture());
+        trust.mfa.set_password("alice", PW);
+        Mutex::new(Env { trust, dns })
+    })
+}
+
+/// other.test: OU=People with two users.
+fn other_fixture() -> String {
+    let people = format!("OU=People,{OTHER_BASE_DN}");
+    let mut s = format!("dn: {people}\nobjectClass: organizationalUnit\nou: People\n\n");
+    for (cn, sam) in [("Olga Olsen", "olga"), ("Oscar Ortiz", "oscar")] {
+        s += &format!(
+            "dn: CN={cn},{people}\nobjectClass: user\nsAMAccountName: {sam}\n\
+             userPrincipalName: {sam}@other.test\nmail: {sam}@other.test\n\
+             telephoneNumber: +15550100\n\n"
+        );
+    }
+    s
+}
+
+/// "Use Active Directory" for mfa.test, query bind Kerberos as alice.
+fn config(dns: &str) -> String {
+    format!(
+        r#"
+[directory]
+source = "active-directory"
+domain = "mfa.test"
+dns_servers = ["{dns}"]
+timeout_seconds = 5
+include_trusted_domains = true
+[directory.query_bind]
+type = "windows"
+dn = "alice@mfa.test"
+password = "{PW}"
+[directory.auth_bind]
+type = "windows"
+[[sync.items]]
+kind = "container"
+dn = "OU=Sales,OU=People,{SAMBA_BASE_DN}"
+include_nested = true
+"#
+    )
+}
+
+fn domain<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["domains"]["domains"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no domains: {v:#}"))
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no {name}: {v:#}"))
+}
+
+#[test]
+fn the_trusted_forest_is_listed_and_when_its_dc_is_down_reported_unreachable() {
+    let mut e = env().lock().unwrap_or_else(|p| p.into_inner());
+    let m = Mfa::new();
+    m.apply(&config(&e.dns.addr.to_string()));
+
+    // The trust as the DC of mfa.test stores it (a real trust, made by samba-tool).
+    let v = m.ok(&["--json", "directory", "test"]).json();
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert!(v["domains"].get("error").is_none(), "{v:#}");
+    let this = domain(&v, "mfa.test");
+    assert_eq!(this["relation"], "this domain", "{this}");
+    let other = domain(&v, "other.test");
+    assert_eq!(other["relation"], "trust", "{other}");
+    assert_eq!(other["netbios"], "OTHER", "{other}");
+    assert_eq!(other["direction"], "bidirectional", "{other}");
+    assert_eq!(other["trust_type"], "forest", "{other}");
+    assert_eq!(other["base_dn"], OTHER_BASE_DN, "{other}");
+    assert_eq!(other["reachable"], true, "{other}");
+    assert!(
+        other["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ldap://127.0.0.2:389"),
+        "{other}"
+    );
+    // The other side of the trust: other.test's DC has the trustedDomain object for mfa.test.
+    let o = Command::new("ldapsearch")
+        .args([
+            "-LLL",
+            "-x",
+            "-H",
+            &e.trust.other.url,
+            "-D",
+            &e.trust.other.admin_dn,
+        ])
+        .args(["-w", &e.trust.other.admin_password])
+        .args(["-b", &format!("CN=System,{OTHER_BASE_DN}")])
+        .args([
+            "(objectClass=trustedDomain)",
+            "trustPartner",
+            "trustDirection",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("trustPartner: mfa.test") && out.contains("trustDirection: 3"),
+        "{out}"
+    );
+
+    let o = m.ok(&["directory", "test"]);
+    assert!(
+        o.stdout
+            .contains("domain   other.test (OTHER, trust bidirectional): domain controller"),
+        "{}",
+        o.stdout
+    );
+
+    // The trusted forest's only DC goes down: reported, the test of mfa.test still passes.
+    e.trust.other.stop();
+    let o = m.ok(&["--json", "directory", "test"]);
+    let v = o.json();
+    assert_eq!(v["ok"], true, "{v:#}");
+    let other = domain(&v, "other.test");
+    assert_eq!(other["reachable"], false, "{other}");
+    assert_eq!(other["direction"], "bidirectional", "{other}");
+    let detail = other["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("no domain controller answers") && detail.contains("127.0.0.2:389"),
+        "{other}"
+    );
+    assert_eq!(domain(&v, "mfa.test")["reachable"], true, "{v:#}");
+    let o = m.ok(&["directory", "test"]);
+    assert!(
+        o.stdout.contains(
+            "domain   other.test (OTHER, trust bidirectional, UNREACHABLE): no domain controller answers"
+        ),
+        "{}",
+        o.stdout
+    );
+}
