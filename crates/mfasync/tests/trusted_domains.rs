@@ -68,13 +68,14 @@ fn other_fixture() -> String {
     s
 }
 
-/// "Use Active Directory" for mfa.test, query bind Kerberos as alice.
-fn config(dns: &str) -> String {
+/// "Use Active Directory" for `domain`, query bind Kerberos as alice@MFA.TEST, one
+/// container item.
+fn config(dns: &str, domain: &str, item: &str) -> String {
     format!(
         r#"
 [directory]
 source = "active-directory"
-domain = "mfa.test"
+domain = "{domain}"
 dns_servers = ["{dns}"]
 timeout_seconds = 5
 include_trusted_domains = true
@@ -86,9 +87,18 @@ password = "{PW}"
 type = "windows"
 [[sync.items]]
 kind = "container"
-dn = "OU=Sales,OU=People,{SAMBA_BASE_DN}"
+dn = "{item}"
 include_nested = true
 "#
+    )
+}
+
+/// The usual configuration: mfa.test, alice's OU.
+fn mfa_config(dns: &str) -> String {
+    config(
+        dns,
+        "mfa.test",
+        &format!("OU=Sales,OU=People,{SAMBA_BASE_DN}"),
     )
 }
 
@@ -102,10 +112,10 @@ fn domain<'a>(v: &'a Value, name: &str) -> &'a Value {
 }
 
 #[test]
-fn the_trusted_forest_is_listed_and_when_its_dc_is_down_reported_unreachable() {
-    let mut e = env().lock().unwrap_or_else(|p| p.into_inner());
+fn the_trusted_forest_is_listed_as_a_reachable_forest_trust() {
+    let e = env().lock().unwrap_or_else(|p| p.into_inner());
     let m = Mfa::new();
-    m.apply(&config(&e.dns.addr.to_string()));
+    m.apply(&mfa_config(&e.dns.addr.to_string()));
 
     // The trust as the DC of mfa.test stores it (a real trust, made by samba-tool).
     let v = m.ok(&["--json", "directory", "test"]).json();
@@ -127,6 +137,7 @@ fn the_trusted_forest_is_listed_and_when_its_dc_is_down_reported_unreachable() {
             .contains("ldap://127.0.0.2:389"),
         "{other}"
     );
+
     // The other side of the trust: other.test's DC has the trustedDomain object for mfa.test.
     let o = Command::new("ldapsearch")
         .args([
@@ -159,11 +170,20 @@ fn the_trusted_forest_is_listed_and_when_its_dc_is_down_reported_unreachable() {
         "{}",
         o.stdout
     );
+}
+
+#[test]
+fn a_stopped_trusted_dc_is_reported_unreachable_and_fails_nothing() {
+    let mut e = env().lock().unwrap_or_else(|p| p.into_inner());
+    let m = Mfa::new();
+    m.apply(&mfa_config(&e.dns.addr.to_string()));
 
     // The trusted forest's only DC goes down: reported, the test of mfa.test still passes.
     e.trust.other.stop();
-    let o = m.ok(&["--json", "directory", "test"]);
-    let v = o.json();
+    let v = m.ok(&["--json", "directory", "test"]).json();
+    let out = m.ok(&["directory", "test"]).stdout;
+    e.trust.start_other(&other_fixture());
+
     assert_eq!(v["ok"], true, "{v:#}");
     let other = domain(&v, "other.test");
     assert_eq!(other["reachable"], false, "{other}");
@@ -174,12 +194,49 @@ fn the_trusted_forest_is_listed_and_when_its_dc_is_down_reported_unreachable() {
         "{other}"
     );
     assert_eq!(domain(&v, "mfa.test")["reachable"], true, "{v:#}");
-    let o = m.ok(&["directory", "test"]);
     assert!(
-        o.stdout.contains(
+        out.contains(
             "domain   other.test (OTHER, trust bidirectional, UNREACHABLE): no domain controller answers"
         ),
-        "{}",
-        o.stdout
+        "{out}"
     );
+}
+
+/// The query account of mfa.test reads other.test through the trust: a Kerberos
+/// (windows) bind as alice@MFA.TEST at dc2.other.test takes a cross-realm ticket.
+#[test]
+fn the_query_bind_of_mfa_test_reads_the_trusted_forest_by_kerberos() {
+    let e = env().lock().unwrap_or_else(|p| p.into_inner());
+    let m = Mfa::new();
+    let people = format!("OU=People,{OTHER_BASE_DN}");
+    m.apply(&config(&e.dns.addr.to_string(), "other.test", &people));
+
+    let v = m.ok(&["--json", "directory", "test"]).json();
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(v["server"], "ldap://127.0.0.2:389", "{v:#}");
+    let bind = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "bind")
+        .cloned()
+        .unwrap();
+    assert!(
+        bind["detail"]
+            .as_str()
+            .unwrap()
+            .contains("alice@MFA.TEST to ldap/dc2.other.test"),
+        "{bind}"
+    );
+    // Seen from other.test, mfa.test is the trusted forest.
+    assert_eq!(domain(&v, "mfa.test")["relation"], "trust", "{v:#}");
+
+    let s = m.sync_full();
+    assert_eq!(s["mode"], "full", "{s}");
+    for u in ["olga@other.test", "oscar@other.test"] {
+        let user = m
+            .user(u)
+            .unwrap_or_else(|| panic!("{u} not synchronized: {s}"));
+        assert_eq!(user["sync_item"], people, "{user}");
+    }
 }

@@ -96,6 +96,23 @@ impl SambaTrust {
         SambaTrust { other, mfa }
     }
 
+    /// Start other.test's DC again after [`Samba::stop`] on [`SambaTrust::other`]: a fresh
+    /// copy of the template (the trust as created, none of the changes made since), seeded
+    /// with `seed`.
+    pub fn start_other(&mut self, seed: &str) {
+        self.other.stop();
+        let (_, other_tpl) = templates();
+        self.other = Samba::start_from(
+            seed,
+            StartOptions {
+                spec: &OTHER,
+                template: other_tpl,
+                strong_auth: false,
+                lock: NsLock::Elsewhere,
+            },
+        );
+    }
+
     /// A krb5.conf for both realms: `MFA.TEST` (default realm, KDC 127.0.0.1) and
     /// `OTHER.TEST` (KDC 127.0.0.2), `.mfa.test`/`.other.test` mapped to them, no DNS
     /// lookups, no hostname canonicalization. Written once per process; point
