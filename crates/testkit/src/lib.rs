@@ -7,6 +7,8 @@
 //! * [`Proxy`]: a TCP proxy to one of them that the test pauses/resumes (holds a cycle mid-read).
 //! * [`LdapProxy`]: an LDAP proxy that refuses searches carrying one control (DirSync refused).
 //! * [`Dns`]: a real DNS server (dnsmasq) on 127.0.0.1:random port serving given SRV/A records.
+//! * [`FakeAd`]: an in-process FAKE Active Directory, only for what no real server here shows
+//!   (range truncation, the page cap, DirSync rounds, connections lost mid-search).
 //! * Seed data: [`openldap_fixture`], [`openldap_bulk`], [`samba_fixture`], [`samba_bulk`].
 //!
 //! Every server is stopped (process tree killed, temp dir removed) on drop, and whatever is still
@@ -14,6 +16,7 @@
 //! `atexit` hook. Setup failures panic with the tool output / server log.
 
 mod dns;
+mod fakead;
 mod fixtures;
 mod ldapproxy;
 mod postgres;
@@ -26,6 +29,7 @@ mod util;
 pub mod webdriver;
 
 pub use dns::{Dns, SrvRecord};
+pub use fakead::{FakeAd, FakeAdData, FakeEntry, FakeSearch};
 pub use fixtures::{base64, ldif_attr, openldap_bulk, openldap_fixture, samba_bulk, samba_fixture};
 pub use ldapproxy::LdapProxy;
 pub use postgres::{shared_postgres, Postgres};

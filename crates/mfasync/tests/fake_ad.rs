@@ -1,0 +1,115 @@
+//! End to end against `mfasync_testkit::FakeAd`, an in-process fake of the
+//! Active Directory behaviours no real server here shows: a security group
+//! of 3200 members behind AD's automatic range truncation (member;range=0-1499,
+//! 1500-2999, 3000-*), read without Attribute Scoped Queries, and the user
+//! search under AD's page cap. Everything else runs against Samba (samba.rs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{counts, Mfa};
+use mfasync_testkit::{FakeAd, FakeAdData, FakeEntry};
+use std::collections::HashSet;
+
+const BASE: &str = "DC=fake,DC=test";
+const SVC_DN: &str = "CN=svc,CN=Users,DC=fake,DC=test";
+const SVC_PW: &str = "svc-secret-pw";
+const GROUP: &str = "CN=mfa-big,OU=Groups,DC=fake,DC=test";
+const MEMBERS: usize = 3200;
+const OTHERS: usize = 40;
+
+fn user_dn(i: usize) -> String {
+    format!("CN=User {i:05},OU=Staff,{BASE}")
+}
+
+fn directory() -> FakeAdData {
+    let mut d = FakeAdData::new(BASE, SVC_DN, SVC_PW);
+    d.max_page_size = 700;
+    for ou in ["Staff", "Groups"] {
+        d.add(
+            FakeEntry::new(&format!("OU={ou},{BASE}"))
+                .with("objectClass", &["top", "organizationalUnit"])
+                .with("name", &[ou]),
+        );
+    }
+    for i in 0..MEMBERS + OTHERS {
+        d.add(
+            FakeEntry::new(&user_dn(i))
+                .with(
+                    "objectClass",
+                    &["top", "person", "organizationalPerson", "user"],
+                )
+                .with("objectCategory", &["person"])
+                .with("name", &[format!("User {i:05}")])
+                .with("sAMAccountName", &[format!("user{i:05}")])
+                .with("userPrincipalName", &[format!("user{i:05}@fake.test")])
+                // 16 bytes, like a GUID
+                .with("objectGUID", &[format!("guid{i:012}")])
+                .with("userAccountControl", &["512"]),
+        );
+    }
+    // the first MEMBERS users are members; the others are not
+    let members: Vec<String> = (0..MEMBERS).map(user_dn).collect();
+    d.add(
+        FakeEntry::new(GROUP)
+            .with("objectClass", &["top", "group"])
+            .with("objectCategory", &["group"])
+            .with("groupType", &["-2147483646"])
+            .with("name", &["mfa-big"])
+            .with("sAMAccountName", &["mfa-big"])
+            .with("member", &members),
+    );
+    d
+}
+
+#[test]
+fn a_group_of_3200_behind_range_truncation_syncs_every_member() {
+    let ad = FakeAd::start(directory());
+    let m = Mfa::new();
+    m.apply(&format!(
+        r#"
+[directory]
+source = "ldap"
+servers = ["{url}"]
+base_dn = "{BASE}"
+use_attribute_scope_queries = false
+query_size_limit = 1000
+[directory.query_bind]
+type = "simple"
+dn = "{SVC_DN}"
+password = "{SVC_PW}"
+[[sync.items]]
+kind = "security-group"
+dn = "{GROUP}"
+"#,
+        url = ad.url
+    ));
+    let r = m.sync_full();
+    assert_eq!(counts(&r), (MEMBERS as u64, 0, 0, 0, 0, 0), "{r}");
+    let users = m.users();
+    let names: HashSet<String> = users
+        .iter()
+        .map(|u| u["username"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!((users.len(), names.len()), (MEMBERS, MEMBERS));
+    assert!((0..MEMBERS).all(|i| names.contains(&format!("user{i:05}@fake.test"))));
+    assert!(!names.contains(&format!("user{MEMBERS:05}@fake.test")));
+    // the member values came in AD's chunks
+    let asked: Vec<Vec<String>> = ad
+        .searches()
+        .into_iter()
+        .filter(|s| s.base == GROUP && s.attrs.iter().any(|a| a.starts_with("member")))
+        .map(|s| s.attrs)
+        .collect();
+    assert_eq!(
+        asked,
+        vec![
+            vec!["member;range=0-*".to_string()],
+            vec!["member;range=1500-*".to_string()],
+            vec!["member;range=3000-*".to_string()],
+        ]
+    );
+    // nothing changed: a second full cycle changes nothing
+    assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, MEMBERS as u64));
+}
