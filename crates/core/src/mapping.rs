@@ -214,18 +214,6 @@ pub fn map_user(attrs: &Attributes, e: &Entry) -> Result<DirectoryUser, MapError
     })
 }
 
-fn phone_index(k: PhoneKind) -> usize {
-    match k {
-        PhoneKind::Business => 0,
-        PhoneKind::Home => 1,
-        PhoneKind::Pager => 2,
-        PhoneKind::Mobile => 3,
-        PhoneKind::Fax => 4,
-        PhoneKind::Ip => 5,
-        PhoneKind::Custom => 6,
-    }
-}
-
 fn phone_of(u: &MfaUser, k: PhoneKind) -> Option<&String> {
     match k {
         PhoneKind::Business => u.business_phone.as_ref(),
@@ -249,13 +237,28 @@ pub fn apply_item_with(
     item: &SyncItem,
     cache: &mut phone::E164Cache,
 ) -> MfaUser {
-    let mut u = d.user.clone();
+    apply_item_into(d.clone(), item, cache)
+}
+
+/// `apply_item_with`, consuming the directory user (no copy of its fields).
+pub fn apply_item_into(d: DirectoryUser, item: &SyncItem, cache: &mut phone::E164Cache) -> MfaUser {
+    let DirectoryUser {
+        user: mut u,
+        account_disabled,
+        phone_extensions: [e0, e1, e2, e3, e4, e5, e6],
+        extension_attr,
+    } = d;
     let s = &item.user;
     u.primary_phone = phone_of(&u, s.phone).map(|p| cache.to_e164(p, &s.country_code));
-    u.extension = d
-        .extension_attr
-        .clone()
-        .or_else(|| d.phone_extensions[phone_index(s.phone)].clone());
+    u.extension = extension_attr.or(match s.phone {
+        PhoneKind::Business => e0,
+        PhoneKind::Home => e1,
+        PhoneKind::Pager => e2,
+        PhoneKind::Mobile => e3,
+        PhoneKind::Fax => e4,
+        PhoneKind::Ip => e5,
+        PhoneKind::Custom => e6,
+    });
     u.backup_phone = s
         .backup_phone
         .and_then(|k| phone_of(&u, k))
@@ -268,7 +271,7 @@ pub fn apply_item_with(
         Method::OathToken => &u.oath_token_language,
     };
     u.language = Some(lang_attr.clone().unwrap_or_else(|| s.language.clone()));
-    u.enabled = s.enabled && !d.account_disabled;
+    u.enabled = s.enabled && !account_disabled;
     u.sync_item = Some(item.dn.clone());
     u
 }
@@ -530,6 +533,14 @@ mod tests {
             apply_item_with(&d, &item(), &mut cache),
             apply_item(&d, &item())
         );
+        for phone in [PhoneKind::Business, PhoneKind::Mobile, PhoneKind::Custom] {
+            let mut it = item();
+            it.user.phone = phone;
+            assert_eq!(
+                apply_item_into(d.clone(), &it, &mut cache),
+                apply_item(&d, &it)
+            );
+        }
     }
 
     #[test]

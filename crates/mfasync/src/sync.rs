@@ -325,7 +325,7 @@ async fn full(
                     continue;
                 };
                 if claimed.insert(id) {
-                    w.take(&du, i);
+                    w.take(du, i);
                     if let Some(a) = applying.as_mut() {
                         streamed += w.flush_creates(a.as_mut(), false).await?;
                     }
@@ -575,7 +575,7 @@ impl Worker {
                 match (&self.claimer, &mut self.deferred) {
                     (Some(c), _) => {
                         if let Some(i) = c.claim(&key) {
-                            self.take(&du, i);
+                            self.take(du, i);
                         }
                     }
                     (None, Some(snap)) => {
@@ -597,11 +597,11 @@ impl Worker {
     }
 
     /// A user held by item `i` (first item wins: the caller decides).
-    fn take(&mut self, du: &DirectoryUser, i: usize) {
+    fn take(&mut self, du: DirectoryUser, i: usize) {
         let Some(item) = self.items.get(i) else {
             return;
         };
-        let d = mapping::apply_item_with(du, item, &mut self.cache);
+        let d = mapping::apply_item_into(du, item, &mut self.cache);
         match self.planner.desired(d) {
             plan::Verdict::Unchanged => {}
             plan::Verdict::Changed(d) => self.changed.push(d),
