@@ -6,6 +6,7 @@ use ldap3::asn1::{
 };
 use ldap3::controls::RawControl;
 use ldap3::ResultEntry;
+use mfasync_core::entry::Attrs;
 use mfasync_core::Entry;
 use serde::Serialize;
 
@@ -122,16 +123,24 @@ impl Capabilities {
 }
 
 /// A search result entry as an [`Entry`]; `None` when the message is not a
-/// well-formed SearchResultEntry.
+/// well-formed SearchResultEntry. The decoded byte buffers are moved, not
+/// copied: each attribute name becomes its `String` (lower-cased in place)
+/// and each value its `Vec<u8>`.
 pub fn parse_entry(re: ResultEntry) -> Option<Entry> {
     let mut tags = re.0.match_id(4)?.expect_constructed()?.into_iter();
     let dn = String::from_utf8(tags.next()?.expect_primitive()?).ok()?;
-    let mut entry = Entry::new(dn);
-    for a_v in tags.next()?.expect_constructed()? {
+    let list = tags.next()?.expect_constructed()?;
+    let mut entry = Entry {
+        dn,
+        attrs: Attrs::with_capacity(list.len()),
+    };
+    for a_v in list {
         let mut parts = a_v.expect_constructed()?.into_iter();
         let name = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
-        let slot = entry.attrs.entry(name.to_ascii_lowercase()).or_default();
-        for v in parts.next()?.expect_constructed()? {
+        let values = parts.next()?.expect_constructed()?;
+        let slot = entry.attrs.slot(name);
+        slot.reserve_exact(values.len());
+        for v in values {
             slot.push(v.expect_primitive()?);
         }
     }
