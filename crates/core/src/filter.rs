@@ -291,22 +291,34 @@ pub fn canonical_escapes(dn: &str) -> String {
 /// returned by the same server.)
 pub fn normalize_dn(dn: &str) -> String {
     let dn = canonical_escapes(dn);
-    split_unescaped(&dn, b',')
-        .into_iter()
-        .map(|rdn| {
-            split_unescaped(rdn, b'+')
-                .into_iter()
-                .map(|ava| match split_once_unescaped(ava, b'=') {
-                    Some((a, v)) => {
-                        format!("{}={}", a.trim().to_lowercase(), v.trim().to_lowercase())
-                    }
-                    None => ava.trim().to_lowercase(),
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    // Written into one string (a full sync normalises every user's DN).
+    let mut out = String::with_capacity(dn.len());
+    let lower = |out: &mut String, s: &str| {
+        if s.is_ascii() {
+            out.extend(s.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        } else {
+            out.push_str(&s.to_lowercase());
+        }
+    };
+    for (i, rdn) in split_unescaped(&dn, b',').into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, ava) in split_unescaped(rdn, b'+').into_iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            match split_once_unescaped(ava, b'=') {
+                Some((a, v)) => {
+                    lower(&mut out, a.trim());
+                    out.push('=');
+                    lower(&mut out, v.trim());
+                }
+                None => lower(&mut out, ava.trim()),
+            }
+        }
+    }
+    out
 }
 
 /// Whether `dn` is `base` or below it (both normalised).
@@ -386,6 +398,44 @@ mod tests {
         }
         for bad in ["", "not a dn", "dc=x,,dc=y", "=x", "cn=a\\", "c n=x"] {
             assert!(validate_dn(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn normalize_dn_matches_the_component_wise_definition() {
+        // the definition: each AVA's type and value trimmed and lower-cased
+        // (Unicode rules), joined back with '+' and ','
+        fn reference(dn: &str) -> String {
+            let dn = canonical_escapes(dn);
+            split_unescaped(&dn, b',')
+                .into_iter()
+                .map(|rdn| {
+                    split_unescaped(rdn, b'+')
+                        .into_iter()
+                        .map(|ava| match split_once_unescaped(ava, b'=') {
+                            Some((a, v)) => {
+                                format!("{}={}", a.trim().to_lowercase(), v.trim().to_lowercase())
+                            }
+                            None => ava.trim().to_lowercase(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("+")
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        for dn in [
+            "",
+            "dc=com",
+            " CN = Smith\\, John , OU=Sales,DC=Example,DC=com ",
+            "cn=a+SN=B,dc=c",
+            "CN=ΣΑΣ ΟΔΟΣ,OU=Ελλάδα,DC=x",
+            "CN=Jos\\C3\\A9,DC=X\\2c",
+            "novalue,DC=X",
+            "cn=a\\+b=c,dc=d\\",
+            "CN=İstanbul\u{3000},DC=x",
+        ] {
+            assert_eq!(normalize_dn(dn), reference(dn), "{dn}");
         }
     }
 
