@@ -142,18 +142,34 @@ fn main() {
     sync.args(["--database", &db, "sync", "--full"]);
     let (first, rss1) = timed(&mut sync);
     let (second, rss2) = timed(&mut sync);
-    // Profiling aid: MFASYNC_BENCH_WRAP="perf record -g -o /tmp/p.data --" runs
-    // a third (no-change) sync under that command; not part of the figures.
+    // Profiling aid: MFASYNC_BENCH_WRAP="valgrind --tool=callgrind
+    // --callgrind-out-file=/tmp/cg.{}.out" runs two more syncs under that
+    // command, `{}` replaced by the run's name: "first" (a first sync into
+    // another empty database) and "second" (a no-change sync of the
+    // benchmark's database). Not part of the figures.
     if let Ok(wrap) = std::env::var("MFASYNC_BENCH_WRAP") {
-        let mut words = wrap.split_whitespace();
-        if let Some(program) = words.next() {
-            let status = Command::new(program)
-                .args(words)
-                .arg(&bin)
-                .args(["--database", &db, "sync", "--full"])
-                .stdout(Stdio::null())
-                .status();
-            eprintln!("wrapped sync: {status:?}");
+        let db2 = format!("sqlite://{}", dir.path().join("wrapped.db").display());
+        let status = Command::new(&bin)
+            .args(["--database", &db2, "config", "apply"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "config apply failed"
+        );
+        for (run, database) in [("first", &db2), ("second", &db)] {
+            let wrap = wrap.replace("{}", run);
+            let mut words = wrap.split_whitespace();
+            if let Some(program) = words.next() {
+                let status = Command::new(program)
+                    .args(words)
+                    .arg(&bin)
+                    .args(["--database", database, "sync", "--full"])
+                    .stdout(Stdio::null())
+                    .status();
+                eprintln!("wrapped {run} sync: {status:?}");
+            }
         }
     }
 
