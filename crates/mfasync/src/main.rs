@@ -9,6 +9,7 @@ mod approvals;
 mod audit;
 mod auth;
 mod cluster;
+mod domains;
 mod incremental;
 mod progress;
 mod secrets;

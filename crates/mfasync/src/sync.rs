@@ -89,8 +89,10 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
     let (result, pending_approval) = crate::approvals::track(async {
         let mut client = connect(cfg).await?;
         if mode == "incremental" {
+            let foreign = crate::domains::full_only(cfg, client.base_dn());
             let ok = match (wm.as_ref(), incremental::supported(&client, cfg)) {
                 (_, Err(e)) => Err(e),
+                (_, Ok(_)) if foreign.is_some() => Err(foreign.unwrap_or_default()),
                 (None, _) => Err("no starting point".to_string()),
                 (Some(w), Ok(kind)) if kind.resume(&w.kind).is_none() => Err(format!(
                     "the starting point is a {} cookie but {} now offers {}",
@@ -275,7 +277,8 @@ async fn full(
         }
     };
     let attrs = cfg.attributes.user_attributes();
-    let claimer = Claimer::new(&cfg.sync.items, &base);
+    let claimer = Claimer::new(&cfg.sync.items, &base)
+        .filter(|_| crate::domains::foreign_items(cfg, &base).is_empty());
     if claimer.is_some() {
         // Every item is decided from the DN while reading: check they exist first.
         for (i, item) in cfg.sync.items.iter().enumerate() {
@@ -313,10 +316,19 @@ async fn full(
         // Some item cannot be told from the DN (a group, a container outside
         // the base DN): resolve the items over the packed snapshot, in order.
         let mut claimed: HashSet<String> = HashSet::new();
+        let mut domains = crate::domains::Domains::new(&base);
         for (i, item) in cfg.sync.items.iter().enumerate() {
-            let members = item_members(client, cfg, item, &base, &attrs, &mut snap)
-                .await
-                .with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
+            let members = match domains.client_for(cfg, item).await {
+                Ok(None) => item_members(client, cfg, item, &base, &attrs, &mut snap).await,
+                // In another domain: read on its own (no base) from its DCs.
+                Ok(Some(c)) => item_members(c, cfg, item, "", &attrs, &mut snap).await,
+                Err(why) => {
+                    let (p, warn) = (&mut w.planner, &mut w.warnings);
+                    crate::domains::leave_as_is(store, p, warn, i, item, &why).await?;
+                    continue;
+                }
+            }
+            .with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
             for key in members {
                 let Some(du) = snap.users.get(&key).and_then(Packed::unpack) else {
                     continue;
@@ -332,6 +344,7 @@ async fn full(
                 }
             }
         }
+        domains.close().await;
         for p in snap.users.values() {
             if let Some(id) = p.directory_id() {
                 w.planner.exists(&id);

@@ -62,7 +62,7 @@ fn other_fixture() -> String {
         s += &format!(
             "dn: CN={cn},{people}\nobjectClass: user\nsAMAccountName: {sam}\n\
              userPrincipalName: {sam}@other.test\nmail: {sam}@other.test\n\
-             telephoneNumber: +15550100\n\n"
+             telephoneNumber: +15550100\nuserAccountControl: 544\n\n"
         );
     }
     s
@@ -238,5 +238,72 @@ fn the_query_bind_of_mfa_test_reads_the_trusted_forest_by_kerberos() {
             .user(u)
             .unwrap_or_else(|| panic!("{u} not synchronized: {s}"));
         assert_eq!(user["sync_item"], people, "{user}");
+    }
+}
+
+/// Sync items in both forests: mfa.test's users from its DC, other.test's from
+/// other.test's DC through the trust (same query bind); with other.test's DC
+/// down, its users are left as they are and mfa.test's are still synchronized.
+#[test]
+fn items_in_the_trusted_forest_are_read_from_its_dc_and_an_unreachable_one_blocks_nothing() {
+    let mut e = env().lock().unwrap_or_else(|p| p.into_inner());
+    let m = Mfa::new();
+    let sales = format!("OU=Sales,OU=People,{SAMBA_BASE_DN}");
+    let people = format!("OU=People,{OTHER_BASE_DN}");
+    let mut toml = mfa_config(&e.dns.addr.to_string());
+    toml += &format!(
+        "[[sync.items]]\nkind = \"container\"\ndn = \"{people}\"\ninclude_nested = true\n"
+    );
+    m.apply(&toml);
+
+    let s = m.sync_full();
+    assert_eq!(s["mode"], "full", "{s}");
+    let alice = m
+        .user("alice@mfa.test")
+        .unwrap_or_else(|| panic!("no alice: {s}"));
+    assert_eq!(alice["sync_item"], sales, "{alice}");
+    for u in ["olga@other.test", "oscar@other.test"] {
+        let user = m
+            .user(u)
+            .unwrap_or_else(|| panic!("{u} not synchronized: {s}"));
+        assert_eq!(user["sync_item"], people, "{user}");
+        assert_eq!(user["enabled"], true, "{user}");
+    }
+    let before = m.users().len();
+
+    // Not incremental while an item is in another domain: every cycle reads it in full.
+    let o = m.ok(&["--json", "sync"]);
+    let s = o.json();
+    assert_eq!(s["mode"], "full", "{s}");
+    assert_eq!(
+        common::counts(&s).0 + common::counts(&s).3 + common::counts(&s).4,
+        0,
+        "{s}"
+    );
+
+    // other.test's DC down: its users stay as they are, mfa.test is synchronized.
+    e.trust.other.stop();
+    e.trust.mfa.ldapmodify(&format!(
+        "dn: CN=Alice Anderson,{sales}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +1 425 555 0199\n"
+    ));
+    let o = m.run(&["--json", "sync", "--full"]);
+    e.trust.start_other(&other_fixture());
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let s = o.json();
+    let (created, updated, _, disabled, removed, _) = common::counts(&s);
+    assert_eq!((created, updated, disabled, removed), (0, 1, 0, 0), "{s}");
+    assert!(
+        o.stderr
+            .contains(&format!("sync.items[1] ({people}) was not read"))
+            && o.stderr.contains("other.test")
+            && o.stderr
+                .contains("its 2 stored user(s) are left as they are"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(m.users().len(), before);
+    for u in ["olga@other.test", "oscar@other.test"] {
+        let user = m.user(u).unwrap();
+        assert_eq!(user["enabled"], true, "{user}");
     }
 }
