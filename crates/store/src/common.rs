@@ -184,28 +184,32 @@ pub(crate) fn validate(changes: &[Change]) -> Result<()> {
     let mut names = HashSet::new();
     let mut ids = HashSet::new();
     for ch in changes {
-        let what = format!("{} {}", ch.action.as_str(), ch.user.username);
+        // only formatted for an error (a first sync validates every create)
+        let what = || format!("{} {}", ch.action.as_str(), ch.user.username);
         if ch.action != Action::Remove && ch.user.source != Source::Directory {
             return Err(StoreError::Conflict(format!(
-                "{what}: a sync may only write directory users, not manual ones"
+                "{}: a sync may only write directory users, not manual ones",
+                what()
             )));
         }
         if ch.action == Action::Create {
             let Some(id) = ch.user.directory_id.as_deref() else {
-                return Err(StoreError::Conflict(format!("{what}: no directory_id")));
+                return Err(StoreError::Conflict(format!("{}: no directory_id", what())));
             };
             if !names.insert(ch.user.username.to_lowercase()) {
                 return Err(StoreError::Conflict(format!(
-                    "{what}: username already taken by another create of the same plan"
+                    "{}: username already taken by another create of the same plan",
+                    what()
                 )));
             }
             if !ids.insert(id.to_string()) {
                 return Err(StoreError::Conflict(format!(
-                    "{what}: directory_id {id} created twice in the same plan"
+                    "{}: directory_id {id} created twice in the same plan",
+                    what()
                 )));
             }
         } else if change_key(ch).is_none() {
-            return Err(StoreError::Conflict(format!("{what}: no directory_id")));
+            return Err(StoreError::Conflict(format!("{}: no directory_id", what())));
         }
     }
     Ok(())
@@ -522,27 +526,45 @@ pub(crate) const DIGEST_PAGE: i64 = 20_000;
 
 /// A page of `Sql::select_digests`: (row id, digest) per user.
 pub(crate) fn parse_digests(text: &str) -> Result<Vec<(i64, mfasync_core::plan::StoredDigest)>> {
-    /// SQLite gives a boolean as 0/1, PostgreSQL as true/false.
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Flag {
-        Bool(bool),
-        Int(i64),
+    /// SQLite gives a boolean as 0/1, PostgreSQL as true/false (read
+    /// directly: an untagged enum would buffer every value first).
+    struct Flag(bool);
+    impl<'de> serde::Deserialize<'de> for Flag {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Flag;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a boolean or an integer")
+                }
+                fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<Flag, E> {
+                    Ok(Flag(v))
+                }
+                fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Flag, E> {
+                    Ok(Flag(v != 0))
+                }
+                fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Flag, E> {
+                    Ok(Flag(v != 0))
+                }
+            }
+            d.deserialize_any(V)
+        }
     }
-    type Row = (
+    #[derive(serde::Deserialize)]
+    struct Row<'a>(
         i64,
         String,
         Option<String>,
-        String,
+        #[serde(borrow)] std::borrow::Cow<'a, str>,
         Option<String>,
         Flag,
         Option<String>,
     );
-    let rows: Vec<Row> = serde_json::from_str(text)
+    let rows: Vec<Row<'_>> = serde_json::from_str(text)
         .map_err(|e| StoreError::Corrupt(format!("user digests: {e}")))?;
     rows.into_iter()
         .map(
-            |(id, username, directory_id, source, sync_item, enabled, digest)| {
+            |Row(id, username, directory_id, source, sync_item, enabled, digest)| {
                 Ok((
                     id,
                     mfasync_core::plan::StoredDigest {
@@ -550,10 +572,7 @@ pub(crate) fn parse_digests(text: &str) -> Result<Vec<(i64, mfasync_core::plan::
                         directory_id,
                         source: parse_source(&source)?,
                         sync_item,
-                        enabled: match enabled {
-                            Flag::Bool(b) => b,
-                            Flag::Int(i) => i != 0,
-                        },
+                        enabled: enabled.0,
                         digest,
                     },
                 ))
@@ -1695,3 +1714,32 @@ macro_rules! impl_store {
     };
 }
 pub(crate) use impl_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_pages_of_both_backends() {
+        // SQLite: enabled as 0/1; PostgreSQL: true/false; an escaped source still reads
+        let text = r#"[[1,"Ann","id-1","directory","OU=A",1,"00ff"],
+            [2,"bob","id-2","direct\u006fry",null,false,null],
+            [3,"m","id-3","manual",null,0,"ab"]]"#;
+        let rows = parse_digests(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.len(), 3);
+        let (id, d) = &rows[0];
+        assert_eq!(*id, 1);
+        assert_eq!(d.username, "Ann");
+        assert_eq!(d.directory_id.as_deref(), Some("id-1"));
+        assert_eq!(d.sync_item.as_deref(), Some("OU=A"));
+        assert!(d.enabled);
+        assert_eq!(d.digest.as_deref(), Some("00ff"));
+        assert_eq!(rows[1].1.source, Source::Directory);
+        assert!(!rows[1].1.enabled);
+        assert_eq!(rows[1].1.digest, None);
+        assert_eq!(rows[2].1.source, Source::Manual);
+        assert!(!rows[2].1.enabled);
+        assert!(parse_digests(r#"[[1,"a",null,"directory",null,"yes",null]]"#).is_err());
+        assert!(parse_digests(r#"[[1,"a",null,"robot",null,true,null]]"#).is_err());
+    }
+}
