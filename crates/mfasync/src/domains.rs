@@ -128,10 +128,8 @@ impl Domains {
             return Ok(None);
         };
         if !self.conns.contains_key(&domain) {
+            // A failure is reported once, as the plan's warning (see leave_as_is).
             let c = connect(cfg, &domain).await;
-            if let Err(why) = &c {
-                tracing::warn!(domain = %domain, "{why}");
-            }
             self.conns.insert(domain.clone(), c);
         }
         match self.conns.get_mut(&domain) {
