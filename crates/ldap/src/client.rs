@@ -642,6 +642,63 @@ fn reason_of(server: &str, e: &LdapError) -> String {
         .unwrap_or(s)
 }
 
+/// An LDAP connection with its driver task, or the step that failed and why.
+type Connection = Result<(Ldap, JoinHandle<()>), (Step, LdapError)>;
+
+/// A connection to `t` (TCP, then LDAPS or StartTLS when asked).
+async fn open_connection(
+    t: &Target,
+    dir: &Directory,
+    connector: Option<&native_tls::TlsConnector>,
+) -> Connection {
+    let timeout = timeout_of(dir);
+    let server = t.url.as_str();
+    let starttls = dir.starttls && !t.ldaps;
+    let use_tls = t.ldaps || starttls;
+    let mut settings = LdapConnSettings::new().set_conn_timeout(timeout);
+    if let Some(c) = connector {
+        settings = settings.set_connector(c.clone());
+    }
+    if starttls {
+        settings = settings.set_starttls(true);
+    }
+    let tls_what = if t.ldaps { "LDAPS" } else { "StartTLS" };
+    let (conn, ldap) = match LdapConnAsync::with_settings(settings, &t.url).await {
+        Ok(x) => x,
+        Err(err) => {
+            let (step, op) = if use_tls {
+                (Step::Tls, format!("{tls_what} handshake"))
+            } else {
+                (Step::Connect, "connection".to_string())
+            };
+            let e = match map_err(server, &op, timeout, err) {
+                LdapError::Operation {
+                    server, message, ..
+                } if starttls => LdapError::Tls {
+                    server,
+                    reason: format!("the server refused StartTLS: {message}"),
+                },
+                LdapError::Connect { server, reason } if use_tls => {
+                    LdapError::Tls { server, reason }
+                }
+                LdapError::Protocol { server, message } if use_tls => LdapError::Tls {
+                    server,
+                    reason: message,
+                },
+                e => e,
+            };
+            return Err((step, e));
+        }
+    };
+    let log_server = t.url.clone();
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.drive().await {
+            tracing::debug!(server = %log_server, error = %e, "LDAP connection ended");
+        }
+    });
+    Ok((ldap, driver))
+}
+
 type Attempt = (Vec<TestStep>, Result<Client, (Step, LdapError)>);
 
 /// Connect, TLS, bind and RootDSE on one server, recording each step.
@@ -649,6 +706,7 @@ type Attempt = (Vec<TestStep>, Result<Client, (Step, LdapError)>);
 /// `bind_only` (password checks): no separate TCP probe before the LDAP
 /// connection and no RootDSE read after the bind; the client then has empty
 /// capabilities and only serves to unbind.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     t: &Target,
     dir: &Directory,
@@ -657,6 +715,7 @@ async fn attempt(
     krb: Option<&Credentials>,
     connector: Option<&native_tls::TlsConnector>,
     bind_only: bool,
+    opened: Option<Connection>,
 ) -> Attempt {
     let timeout = timeout_of(dir);
     let server = t.url.as_str();
@@ -713,50 +772,18 @@ async fn attempt(
         }
     }
 
-    // 2. LDAP connection, with TLS when asked
-    let starttls = dir.starttls && !t.ldaps;
-    let use_tls = t.ldaps || starttls;
-    let mut settings = LdapConnSettings::new().set_conn_timeout(timeout);
-    if let Some(c) = connector {
-        settings = settings.set_connector(c.clone());
-    }
-    if starttls {
-        settings = settings.set_starttls(true);
-    }
+    // 2. LDAP connection, with TLS when asked (or the one opened ahead of
+    // the bind by `open_for_check`, on this server)
+    let use_tls = t.ldaps || dir.starttls;
     let tls_what = if t.ldaps { "LDAPS" } else { "StartTLS" };
-    let (conn, mut ldap) = match LdapConnAsync::with_settings(settings, &t.url).await {
-        Ok(x) => x,
-        Err(err) => {
-            let (step, op) = if use_tls {
-                (Step::Tls, format!("{tls_what} handshake"))
-            } else {
-                (Step::Connect, "connection".to_string())
-            };
-            let e = match map_err(server, &op, timeout, err) {
-                LdapError::Operation {
-                    server, message, ..
-                } if starttls => LdapError::Tls {
-                    server,
-                    reason: format!("the server refused StartTLS: {message}"),
-                },
-                LdapError::Connect { server, reason } if use_tls => {
-                    LdapError::Tls { server, reason }
-                }
-                LdapError::Protocol { server, message } if use_tls => LdapError::Tls {
-                    server,
-                    reason: message,
-                },
-                e => e,
-            };
-            return fail(steps, step, e);
-        }
+    let opened = match opened {
+        Some(o) => o,
+        None => open_connection(t, dir, connector).await,
     };
-    let log_server = t.url.clone();
-    let driver = tokio::spawn(async move {
-        if let Err(e) = conn.drive().await {
-            tracing::debug!(server = %log_server, error = %e, "LDAP connection ended");
-        }
-    });
+    let (mut ldap, driver) = match opened {
+        Ok(x) => x,
+        Err((step, e)) => return fail(steps, step, e),
+    };
     ok(
         &mut steps,
         Step::Tls,
@@ -958,7 +985,51 @@ pub async fn check_bind(
     bind: &Bind,
     password: Option<&str>,
 ) -> Result<(), LdapError> {
-    let client = connect_with(dir, bind, password, true).await?;
+    check_bind_opened(dir, bind, password, None).await
+}
+
+/// The connection a password check will bind on, opened to the first server
+/// of the list before the DN to bind as is known (so that opening it can
+/// overlap with finding the DN): TCP, and LDAPS or StartTLS when configured.
+/// Holds the failure instead when that server cannot be reached, so that
+/// [`check_bind_opened`] goes on with the next one without trying it twice.
+/// Dropped unused, the connection is closed.
+pub struct Opened {
+    url: String,
+    /// The TLS settings it was opened with (reused for the other servers).
+    connector: Option<native_tls::TlsConnector>,
+    opened: Connection,
+}
+
+/// Open the connection for a password check with `dir` (see [`Opened`]).
+/// `None` where that does not apply: servers found by DNS (their order is
+/// decided at the check), no valid first server, or settings that cannot be
+/// used (the check itself then reports why).
+pub async fn open_for_check(dir: &Directory) -> Option<Opened> {
+    if discovery::wanted(dir) {
+        return None;
+    }
+    let url = dir.servers.first()?;
+    let target = parse_target(url).ok()?;
+    let connector = tls_connector(dir).ok()?;
+    let opened = open_connection(&target, dir, connector.as_ref()).await;
+    Some(Opened {
+        url: url.clone(),
+        connector,
+        opened,
+    })
+}
+
+/// [`check_bind`] on the connection `opened` for the first server when
+/// given (by [`open_for_check`] with the same `dir`); the failover to the
+/// other servers, the errors and the timeouts are those of [`check_bind`].
+pub async fn check_bind_opened(
+    dir: &Directory,
+    bind: &Bind,
+    password: Option<&str>,
+    opened: Option<Opened>,
+) -> Result<(), LdapError> {
+    let client = connect_opened(dir, bind, password, true, opened).await?;
     client.unbind().await;
     Ok(())
 }
@@ -968,6 +1039,16 @@ async fn connect_with(
     bind: &Bind,
     password: Option<&str>,
     bind_only: bool,
+) -> Result<Client, LdapError> {
+    connect_opened(dir, bind, password, bind_only, None).await
+}
+
+async fn connect_opened(
+    dir: &Directory,
+    bind: &Bind,
+    password: Option<&str>,
+    bind_only: bool,
+    mut opened: Option<Opened>,
 ) -> Result<Client, LdapError> {
     let discovered = match discovery::wanted(dir) {
         true => Some(discovery::discover(dir).await?),
@@ -984,11 +1065,26 @@ async fn connect_with(
         }
         None => dir,
     };
+    if discovered.is_some()
+        || opened
+            .as_ref()
+            .is_some_and(|o| dir.servers.first() != Some(&o.url))
+    {
+        opened = None;
+    }
     precheck(dir, bind, password).map_err(|(_, e)| e)?;
-    let connector = tls_connector(dir)?;
+    let connector = match &opened {
+        Some(o) => o.connector.clone(),
+        None => tls_connector(dir)?,
+    };
     let krb = windows_credentials(dir, bind, password).await?;
     let mut failures = Vec::new();
-    for url in &dir.servers {
+    for (i, url) in dir.servers.iter().enumerate() {
+        // the connection opened ahead is for the first server
+        let ahead = match i {
+            0 => opened.take().map(|o| o.opened),
+            _ => None,
+        };
         let target = match parse_target(url) {
             Ok(t) => Target {
                 name: discovered.as_ref().and_then(|d| d.name_for(url)),
@@ -1011,6 +1107,7 @@ async fn connect_with(
             krb.as_ref(),
             connector.as_ref(),
             bind_only,
+            ahead,
         )
         .await;
         match res {
@@ -1119,6 +1216,7 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
             krb.as_ref(),
             connector.as_ref(),
             false,
+            None,
         )
         .await;
         match res {

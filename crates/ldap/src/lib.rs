@@ -16,8 +16,8 @@ mod proto;
 mod usn;
 
 pub use client::{
-    check_bind, connect, test, Client, DirSyncResult, Scope, Supports, SyncEvent, SyncReplResult,
-    TestReport, TestStep, TriedServer,
+    check_bind, check_bind_opened, connect, open_for_check, test, Client, DirSyncResult, Opened,
+    Scope, Supports, SyncEvent, SyncReplResult, TestReport, TestStep, TriedServer,
 };
 pub use discovery::{DiscoveryReport, DomainInfo, FoundDc, TrustReport};
 pub use error::{LdapError, ServerFailure};

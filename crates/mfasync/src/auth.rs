@@ -13,7 +13,9 @@
 //! "invalid credentials" or "no such object" for that DN (the account may
 //! have been renamed or moved since), the usual search-then-bind decides;
 //! when the search finds the same DN, the refusal stands without a second
-//! bind (a wrong password counts once against lockout policies).
+//! bind (a wrong password counts once against lockout policies). The
+//! connection to the first directory server that the password is bound on
+//! is opened while the stored username is looked up (`open_for_check`).
 
 use mfasync_core::auth::Reason;
 use mfasync_core::config::{Bind, BindType, Config};
@@ -55,9 +57,9 @@ pub async fn authenticate_with(
     {
         return Err(Reason::InvalidCredentials);
     }
-    let refused_dn = match fast_path(store, cfg, username, password).await {
+    let (refused_dn, opened) = match fast_path(store, cfg, username, password).await {
         Fast::Done(result) => return result,
-        Fast::Search { refused_dn } => refused_dn,
+        Fast::Search { refused_dn, opened } => (refused_dn, opened),
     };
     let Resolved {
         dn,
@@ -88,7 +90,7 @@ pub async fn authenticate_with(
     // and the MFA user lookup run at the same time; the lookup's answer is
     // only told once the directory has accepted the password.
     let (checked, found) = tokio::join!(
-        mfasync_ldap::check_bind(&cfg.directory, &bind, Some(password)),
+        mfasync_ldap::check_bind_opened(&cfg.directory, &bind, Some(password), opened),
         mfa_user(store, directory_id, username)
     );
     if let Err(e) = checked {
@@ -124,44 +126,52 @@ enum Fast {
     Done(Result<(), Reason>),
     /// Search for the username and bind as today. `refused_dn`: the stored DN
     /// whose bind was just refused with "invalid credentials" (if the search
-    /// finds it again, that refusal is the answer).
-    Search { refused_dn: Option<String> },
+    /// finds it again, that refusal is the answer). `opened`: the connection
+    /// opened for the bind and not used yet.
+    Search {
+        refused_dn: Option<String>,
+        opened: Option<mfasync_ldap::Opened>,
+    },
 }
 
 /// The stored-DN fast path (see the module documentation).
 async fn fast_path(store: &dyn Store, cfg: &Config, username: &str, password: &str) -> Fast {
-    let search = Fast::Search { refused_dn: None };
+    let search = |refused_dn, opened| Fast::Search { refused_dn, opened };
     let kind = cfg.directory.auth_bind.kind;
     if !matches!(kind, BindType::Simple | BindType::Ssl) {
-        return search;
+        return search(None, None);
     }
     // An exact (bound-parameter) match on the lower-cased stored username:
     // never a pattern, so `*` or `a*)(uid=*` can only find a user named so.
-    let found = match store
-        .users_by(UserKey::UsernameLower, &[username.to_lowercase()])
-        .await
-    {
+    // Meanwhile the connection the password will be bound on is opened (the
+    // search path binds on it when the fast path does not apply).
+    let lower = [username.to_lowercase()];
+    let (found, opened) = tokio::join!(
+        store.users_by(UserKey::UsernameLower, &lower),
+        mfasync_ldap::open_for_check(&cfg.directory)
+    );
+    let found = match found {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(error = %e, "MFA database lookup failed; searching the directory");
-            return search;
+            return search(None, opened);
         }
     };
     let dn = match found.as_slice() {
         [u] if u.enabled && u.source == mfasync_core::user::Source::Directory => {
             match u.dn.as_deref().map(str::trim) {
                 Some(dn) if !dn.is_empty() => dn.to_string(),
-                _ => return search,
+                _ => return search(None, opened),
             }
         }
-        _ => return search,
+        _ => return search(None, opened),
     };
     let bind = Bind {
         kind,
         dn: dn.clone(),
         ..Bind::default()
     };
-    match mfasync_ldap::check_bind(&cfg.directory, &bind, Some(password)).await {
+    match mfasync_ldap::check_bind_opened(&cfg.directory, &bind, Some(password), opened).await {
         Ok(()) => Fast::Done(Ok(())),
         Err(e) => match e.auth_reason() {
             Some(Reason::InvalidCredentials) => {
@@ -169,14 +179,12 @@ async fn fast_path(store: &dyn Store, cfg: &Config, username: &str, password: &s
                     username,
                     "bind as the stored DN refused; searching the directory"
                 );
-                Fast::Search {
-                    refused_dn: Some(dn),
-                }
+                search(Some(dn), None)
             }
             Some(_) => Fast::Done(Err(refused(username, &e))),
             None if no_such_dn(&e) => {
                 tracing::debug!(username, "the stored DN is gone; searching the directory");
-                search
+                search(None, None)
             }
             None => Fast::Done(Err(refused(username, &e))),
         },
