@@ -290,35 +290,76 @@ pub fn canonical_escapes(dn: &str) -> String {
 /// no spaces around separators. (Good enough for membership comparison of DNs
 /// returned by the same server.)
 pub fn normalize_dn(dn: &str) -> String {
-    let dn = canonical_escapes(dn);
-    // Written into one string (a full sync normalises every user's DN).
+    let dn: std::borrow::Cow<str> = if dn.contains('\\') {
+        canonical_escapes(dn).into()
+    } else {
+        dn.into()
+    };
+    // One pass into one string (a full sync normalises every user's DN):
+    // the parts are those of `split_unescaped`, without collecting them.
     let mut out = String::with_capacity(dn.len());
     let lower = |out: &mut String, s: &str| {
         if s.is_ascii() {
-            out.extend(s.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+            let start = out.len();
+            out.push_str(s);
+            out[start..].make_ascii_lowercase();
         } else {
             out.push_str(&s.to_lowercase());
         }
     };
-    for (i, rdn) in split_unescaped(&dn, b',').into_iter().enumerate() {
+    for (i, rdn) in unescaped_parts(&dn, b',').enumerate() {
         if i > 0 {
             out.push(',');
         }
-        for (j, ava) in split_unescaped(rdn, b'+').into_iter().enumerate() {
+        for (j, ava) in unescaped_parts(rdn, b'+').enumerate() {
             if j > 0 {
                 out.push('+');
             }
-            match split_once_unescaped(ava, b'=') {
-                Some((a, v)) => {
-                    lower(&mut out, a.trim());
+            match find_unescaped(ava.as_bytes(), 0, b'=') {
+                Some(eq) => {
+                    lower(&mut out, ava[..eq].trim());
                     out.push('=');
-                    lower(&mut out, v.trim());
+                    lower(&mut out, ava[eq + 1..].trim());
                 }
                 None => lower(&mut out, ava.trim()),
             }
         }
     }
     out
+}
+
+/// The first `sep` at or after `from` that no backslash escapes.
+fn find_unescaped(b: &[u8], from: usize, sep: u8) -> Option<usize> {
+    let mut i = from;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == sep {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `split_unescaped` as an iterator (at least one part, maybe empty).
+fn unescaped_parts(s: &str, sep: u8) -> impl Iterator<Item = &str> + '_ {
+    let mut start = Some(0);
+    std::iter::from_fn(move || {
+        let from = start?;
+        match find_unescaped(s.as_bytes(), from, sep) {
+            Some(at) => {
+                start = Some(at + 1);
+                Some(&s[from..at])
+            }
+            None => {
+                start = None;
+                Some(&s[from.min(s.len())..])
+            }
+        }
+    })
 }
 
 /// Whether `dn` is `base` or below it (both normalised).
@@ -434,6 +475,13 @@ mod tests {
             "novalue,DC=X",
             "cn=a\\+b=c,dc=d\\",
             "CN=İstanbul\u{3000},DC=x",
+            "cn=a,,dc=b,",
+            ",",
+            "+=,=+",
+            "cn=a\\",
+            "cn=x\\é,dc=y\\,",
+            "cn=a\\,,dc=b",
+            "CN = \\2B Ab \\2c\\5C ,O=Z",
         ] {
             assert_eq!(normalize_dn(dn), reference(dn), "{dn}");
         }
