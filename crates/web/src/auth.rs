@@ -226,6 +226,60 @@ pub(crate) async fn start_session(app: &App, username: &str) -> Result<(String, 
     Ok((token, csrf))
 }
 
+/// How long an API token read from the store is trusted without reading it
+/// again: a token revoked on another server sharing the database (or in the
+/// database directly) stops working within this.
+const TOKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// API tokens (`kind = "api"`, sent as `Authorization: Bearer`) recently
+/// found in the store, by hash: a client sending many requests with its token
+/// costs one store read per token and [`TOKEN_RECHECK`], not one per request.
+/// Sessions are not kept (sign-out ends them at once), nor unknown tokens; a
+/// token revoked in this server's portal is forgotten at once
+/// ([`TokenCache::forget`]); the expiry is checked on every request.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    slot: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, CachedToken)>>,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    username: String,
+    expires_at: Option<String>,
+}
+
+/// At most this many tokens are kept (when full, stale entries are dropped,
+/// and all of them if none is stale).
+const TOKEN_CACHE_MAX: usize = 256;
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<CachedToken> {
+        let slot = self.slot.lock().ok()?;
+        slot.get(hash)
+            .filter(|(read, _)| read.elapsed() < TOKEN_RECHECK)
+            .map(|(_, t)| t.clone())
+    }
+
+    fn put(&self, hash: &str, token: CachedToken) {
+        if let Ok(mut slot) = self.slot.lock() {
+            if slot.len() >= TOKEN_CACHE_MAX {
+                slot.retain(|_, (read, _)| read.elapsed() < TOKEN_RECHECK);
+                if slot.len() >= TOKEN_CACHE_MAX {
+                    slot.clear();
+                }
+            }
+            slot.insert(hash.to_string(), (std::time::Instant::now(), token));
+        }
+    }
+
+    /// Stop trusting a token (revoked or expired).
+    pub(crate) fn forget(&self, hash: &str) {
+        if let Ok(mut slot) = self.slot.lock() {
+            slot.remove(hash);
+        }
+    }
+}
+
 /// Find who a request is from: a bearer token, else the session cookie.
 async fn identify(app: &App, headers: &HeaderMap) -> Option<Admin> {
     let (secret, bearer) = match headers
@@ -239,6 +293,21 @@ async fn identify(app: &App, headers: &HeaderMap) -> Option<Admin> {
         return None;
     }
     let hash = token_hash(secret);
+    if bearer {
+        if let Some(t) = app.tokens.get(&hash) {
+            if expired(t.expires_at.as_deref()) {
+                app.tokens.forget(&hash);
+                let _ = app.store.token_delete(&hash).await;
+                return None;
+            }
+            return Some(Admin {
+                username: t.username,
+                csrf: String::new(),
+                token_hash: hash,
+                bearer,
+            });
+        }
+    }
     let row = match app.store.token_get(&hash).await {
         Ok(Some(row)) => row,
         Ok(None) => return None,
@@ -253,6 +322,13 @@ async fn identify(app: &App, headers: &HeaderMap) -> Option<Admin> {
     if expired(row.expires_at.as_deref()) {
         let _ = app.store.token_delete(&hash).await;
         return None;
+    }
+    if bearer && row.kind == "api" {
+        let cached = CachedToken {
+            username: row.username.clone(),
+            expires_at: row.expires_at.clone(),
+        };
+        app.tokens.put(&hash, cached);
     }
     Some(Admin {
         username: row.username,
@@ -398,6 +474,31 @@ mod tests {
             token_hash("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn token_cache_keeps_forgets_and_stays_bounded() {
+        let cache = TokenCache::default();
+        let token = |name: &str| CachedToken {
+            username: name.into(),
+            expires_at: None,
+        };
+        assert!(cache.get("h1").is_none());
+        cache.put("h1", token("alice"));
+        assert_eq!(
+            cache.get("h1").map(|t| t.username).as_deref(),
+            Some("alice")
+        );
+        cache.forget("h1");
+        assert!(cache.get("h1").is_none(), "a revoked token is not kept");
+        for i in 0..3 * TOKEN_CACHE_MAX {
+            cache.put(&format!("h{i}"), token("bob"));
+        }
+        let kept = cache.slot.lock().map(|s| s.len()).unwrap_or(usize::MAX);
+        assert!(kept <= TOKEN_CACHE_MAX, "{kept} tokens kept");
+        assert!(cache
+            .get(&format!("h{}", 3 * TOKEN_CACHE_MAX - 1))
+            .is_some());
     }
 
     #[test]

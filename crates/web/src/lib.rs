@@ -158,6 +158,8 @@ pub(crate) struct App {
     pub auth_client_limiter: Arc<std::sync::Mutex<mfasync_core::ratelimit::Limiter>>,
     /// Synchronize Now jobs started from the portal (live progress).
     pub jobs: Arc<std::sync::Mutex<progress::Jobs>>,
+    /// API tokens recently read from the store (`auth::TokenCache`).
+    pub tokens: Arc<auth::TokenCache>,
 }
 
 /// The whole web application: portal pages, `/api/v1`, `/metrics`, `/healthz`.
@@ -184,6 +186,7 @@ pub fn router(
         )),
         auth_client_limiter: Arc::new(std::sync::Mutex::new(client_limiter)),
         jobs: Arc::default(),
+        tokens: Arc::default(),
     };
     let api = api::routes().merge(servers::api_routes()).route_layer(
         axum::middleware::from_fn_with_state(app.clone(), auth::require_api),

@@ -889,7 +889,10 @@ async fn token_revoke(
         }
         Err(e) => return db_error(Some(&admin), e),
     }
-    match app.store.token_delete(&form.hash).await {
+    let deleted = app.store.token_delete(&form.hash).await;
+    // after the delete: a request in between cannot put it back
+    app.tokens.forget(&form.hash);
+    match deleted {
         Ok(_) => {
             tracing::info!("API token revoked by {}", admin.username);
             tokens_page(
