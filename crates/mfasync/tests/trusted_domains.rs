@@ -239,6 +239,35 @@ fn the_query_bind_of_mfa_test_reads_the_trusted_forest_by_kerberos() {
             .unwrap_or_else(|| panic!("{u} not synchronized: {s}"));
         assert_eq!(user["sync_item"], people, "{user}");
     }
+
+    // A simple bind of the same account does not cross the trust: other.test's DC
+    // (Samba) refuses alice's DN and password (it does not pass them on to mfa.test).
+    let simple = config(&e.dns.addr.to_string(), "other.test", &people).replace(
+        "type = \"windows\"\ndn = \"alice@mfa.test\"",
+        &format!(
+            "type = \"simple\"\ndn = \"CN=Alice Anderson,OU=Sales,OU=People,{SAMBA_BASE_DN}\""
+        ),
+    );
+    assert!(simple.contains("type = \"simple\""), "{simple}");
+    m.apply(&simple);
+    let v = m.run(&["--json", "directory", "test"]).json();
+    assert_eq!(v["ok"], false, "{v:#}");
+    let bind = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "bind")
+        .cloned()
+        .unwrap_or_else(|| panic!("no bind step: {v:#}"));
+    assert_eq!(bind["ok"], false, "{bind}");
+    assert!(
+        bind["detail"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("invalid credentials"),
+        "{bind}"
+    );
 }
 
 /// Sync items in both forests: mfa.test's users from its DC, other.test's from
