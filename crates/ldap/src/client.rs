@@ -515,19 +515,72 @@ async fn do_simple_bind(
     }
 }
 
-/// Kerberos credentials for bind type windows (None for the other types):
-/// obtained once for the whole server list.
+/// How a bind of type windows authenticates, decided once for the whole
+/// server list.
+pub(crate) enum Windows {
+    /// Kerberos credentials (a ticket obtained with the password, or the
+    /// service's own identity).
+    Kerberos(Credentials),
+    /// Kerberos is not possible here (`why`: no KDC answers, no realm, no
+    /// kinit): NTLM, i.e. SASL GSS-SPNEGO carrying NTLMSSP, with the username
+    /// and password.
+    Ntlm { username: String, why: String },
+}
+
+/// Whether a failed Kerberos step may fall back to NTLM: only with a
+/// username and password (NTLM has no "own identity"), and never after the
+/// KDC or the DC refused the credentials (a wrong password must count once).
+fn ntlm_fallback_allowed(bind: &Bind, password: Option<&str>, e: &LdapError) -> bool {
+    !bind.dn.trim().is_empty()
+        && password.is_some_and(|p| !p.is_empty())
+        && !e.is_invalid_credentials()
+}
+
+/// The username as NTLM takes it: `DOMAIN\user`, `user@domain` or `user`
+/// (checked here: the NTLM library would refuse mixed forms).
+fn ntlm_username(username: &str) -> Result<String, String> {
+    let u = username.trim();
+    let ok = match u.split_once('\\') {
+        Some((d, a)) => {
+            !d.is_empty() && !a.is_empty() && !d.contains(['\\', '@']) && !a.contains(['\\', '@'])
+        }
+        None => {
+            !u.is_empty()
+                && u.rsplit_once('@')
+                    .is_none_or(|(a, s)| !a.is_empty() && !s.is_empty())
+        }
+    };
+    if ok && !u.chars().any(char::is_control) {
+        Ok(u.to_string())
+    } else {
+        Err(format!(
+            "{username:?} is not an NTLM username (DOMAIN\\user, user@domain or user)"
+        ))
+    }
+}
+
+/// Credentials for bind type windows (None for the other types): a Kerberos
+/// ticket, or NTLM when Kerberos is not possible here.
 async fn windows_credentials(
     dir: &Directory,
     bind: &Bind,
     password: Option<&str>,
-) -> Result<Option<Credentials>, LdapError> {
+) -> Result<Option<Windows>, LdapError> {
     if bind.kind != BindType::Windows {
         return Ok(None);
     }
-    kerberos::obtain(&bind.dn, password, timeout_of(dir))
-        .await
-        .map(Some)
+    match kerberos::obtain(&bind.dn, password, timeout_of(dir)).await {
+        Ok(c) => Ok(Some(Windows::Kerberos(c))),
+        Err(e) if ntlm_fallback_allowed(bind, password, &e) => {
+            let username = ntlm_username(&bind.dn).map_err(LdapError::Config)?;
+            tracing::warn!(error = %e, "Kerberos is not possible; binding with NTLM instead");
+            Ok(Some(Windows::Ntlm {
+                username,
+                why: e.to_string(),
+            }))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The host name of the server's Kerberos service principal `ldap/<host>`:
@@ -626,6 +679,106 @@ async fn do_gssapi_bind(
     }
 }
 
+/// SASL GSS-SPNEGO bind carrying NTLMSSP (NTLMv2) as `username`. NTLM
+/// cannot sign or seal here: over plain `ldap://` a DC that requires strong
+/// authentication refuses it (result 8), so NTLM wants `ldaps://` or StartTLS
+/// (where the TLS channel binding token is sent).
+async fn do_ntlm_bind(
+    ldap: &mut Ldap,
+    t: &Target,
+    timeout: Duration,
+    username: &str,
+    password: &str,
+) -> Result<(), LdapError> {
+    let server = t.url.as_str();
+    let op = format!("NTLM bind as {username}");
+    let res = match ldap
+        .with_timeout(timeout)
+        .sasl_ntlm_bind(username, password)
+        .await
+    {
+        Ok(r) => r,
+        Err(ldap3::LdapError::NoNtlmChallengeToken) => {
+            return Err(LdapError::Bind {
+                server: server.to_string(),
+                dn: username.to_string(),
+                code: 82,
+                message: "the server sent no NTLM challenge".into(),
+            })
+        }
+        Err(ldap3::LdapError::SSPIError { source }) => {
+            return Err(LdapError::Bind {
+                server: server.to_string(),
+                dn: username.to_string(),
+                code: 82,
+                message: format!("NTLM: {}", source.to_string().replace('\n', " ")),
+            })
+        }
+        Err(e) => return Err(map_err(server, &op, timeout, e)),
+    };
+    match res.rc {
+        0 => Ok(()),
+        49 => Err(LdapError::InvalidCredentials {
+            server: server.to_string(),
+            dn: username.to_string(),
+            detail: res.text.trim().to_string(),
+            ppolicy: None,
+        }),
+        8 => Err(LdapError::Bind {
+            server: server.to_string(),
+            dn: username.to_string(),
+            code: 8,
+            message: format!(
+                "{}; the server requires signing/sealing, which an NTLM bind cannot give here: \
+                 use ldaps:// or starttls = true (or make Kerberos possible)",
+                result_message(&res)
+            ),
+        }),
+        rc => Err(LdapError::Bind {
+            server: server.to_string(),
+            dn: username.to_string(),
+            code: rc,
+            message: result_message(&res),
+        }),
+    }
+}
+
+/// A Kerberos failure `e` after which NTLM failed too (`n`): `e`, with
+/// NTLM's reason added.
+fn with_ntlm_failure(e: LdapError, n: &LdapError) -> LdapError {
+    match e {
+        LdapError::Bind {
+            server,
+            dn,
+            code,
+            message,
+        } => LdapError::Bind {
+            server,
+            dn,
+            code,
+            message: format!("{message}; NTLM instead: {n}"),
+        },
+        LdapError::Config(m) => LdapError::Config(format!("{m}; NTLM instead: {n}")),
+        other => other,
+    }
+}
+
+/// An NTLM bind and its description for the test report.
+async fn ntlm_step(
+    ldap: &mut Ldap,
+    t: &Target,
+    timeout: Duration,
+    username: &str,
+    password: &str,
+    why: &str,
+    transport: &str,
+) -> Result<String, LdapError> {
+    do_ntlm_bind(ldap, t, timeout, username, password).await?;
+    Ok(format!(
+        "NTLM (GSS-SPNEGO) as {username}{transport}; Kerberos not possible: {why}"
+    ))
+}
+
 /// Whether the whole server list should be abandoned after this error.
 fn is_fatal(e: &LdapError) -> bool {
     matches!(
@@ -712,7 +865,7 @@ async fn attempt(
     dir: &Directory,
     bind: &Bind,
     password: Option<&str>,
-    krb: Option<&Credentials>,
+    win: Option<&Windows>,
     connector: Option<&native_tls::TlsConnector>,
     bind_only: bool,
     opened: Option<Connection>,
@@ -830,43 +983,83 @@ async fn attempt(
             }
         }
         BindType::Windows => {
-            let service_host = match service_host(&mut ldap, t, timeout).await {
-                Ok(h) => h,
-                Err(e) => {
-                    abort(driver);
-                    return fail(steps, Step::Bind, e);
+            let tls_note = |kerberos: bool| {
+                if use_tls {
+                    " over TLS (channel binding)"
+                } else if kerberos {
+                    "; signed and sealed (Kerberos encryption)"
+                } else {
+                    " (plain LDAP: NTLM neither signs nor seals)"
                 }
             };
-            let res = match krb {
-                Some(krb) => do_gssapi_bind(&mut ldap, t, &service_host, timeout, krb).await,
+            let pw = password.unwrap_or_default();
+            let res = match win {
+                Some(Windows::Kerberos(krb)) => {
+                    let res =
+                        match service_host(&mut ldap, t, timeout).await {
+                            Ok(host) => do_gssapi_bind(&mut ldap, t, &host, timeout, krb)
+                                .await
+                                .map(|()| {
+                                    format!(
+                                        "{} to ldap/{}{}{}",
+                                        krb.describe(),
+                                        host,
+                                        if t.name.is_some() {
+                                            " (the DC's name in DNS)"
+                                        } else if host != t.host {
+                                            " (the server's dnsHostName)"
+                                        } else {
+                                            ""
+                                        },
+                                        tls_note(true)
+                                    )
+                                }),
+                            Err(e) => Err(e),
+                        };
+                    match res {
+                        // Kerberos cannot reach this DC (no service principal,
+                        // a local GSSAPI error): NTLM with the same password.
+                        Err(e @ (LdapError::Config(_) | LdapError::Bind { code: 82, .. }))
+                            if ntlm_fallback_allowed(bind, password, &e) =>
+                        {
+                            match ntlm_username(&bind.dn) {
+                                Ok(u) => {
+                                    let why = e.to_string();
+                                    match ntlm_step(
+                                        &mut ldap,
+                                        t,
+                                        timeout,
+                                        &u,
+                                        pw,
+                                        &why,
+                                        tls_note(false),
+                                    )
+                                    .await
+                                    {
+                                        // A refused password is the answer;
+                                        // otherwise tell both failures.
+                                        Err(n) if !n.is_invalid_credentials() => {
+                                            Err(with_ntlm_failure(e, &n))
+                                        }
+                                        other => other,
+                                    }
+                                }
+                                Err(m) => Err(with_ntlm_failure(e, &LdapError::Config(m))),
+                            }
+                        }
+                        other => other,
+                    }
+                }
+                Some(Windows::Ntlm { username, why }) => {
+                    ntlm_step(&mut ldap, t, timeout, username, pw, why, tls_note(false)).await
+                }
                 None => Err(LdapError::Config(
-                    "bind type windows: no Kerberos credentials".into(),
+                    "bind type windows: no credentials".into(),
                 )),
             };
-            match (res, krb) {
-                (Ok(()), Some(krb)) => ok(
-                    &mut steps,
-                    Step::Bind,
-                    format!(
-                        "{} to ldap/{}{}{}",
-                        krb.describe(),
-                        service_host,
-                        if t.name.is_some() {
-                            " (the DC's name in DNS)"
-                        } else if service_host != t.host {
-                            " (the server's dnsHostName)"
-                        } else {
-                            ""
-                        },
-                        if use_tls {
-                            " over TLS (channel binding)"
-                        } else {
-                            "; signed and sealed (Kerberos encryption)"
-                        }
-                    ),
-                ),
-                (Ok(()), None) => {}
-                (Err(e), _) => {
+            match res {
+                Ok(detail) => ok(&mut steps, Step::Bind, detail),
+                Err(e) => {
                     abort(driver);
                     return fail(steps, Step::Bind, e);
                 }
@@ -1077,7 +1270,7 @@ async fn connect_opened(
         Some(o) => o.connector.clone(),
         None => tls_connector(dir)?,
     };
-    let krb = windows_credentials(dir, bind, password).await?;
+    let win = windows_credentials(dir, bind, password).await?;
     let mut failures = Vec::new();
     for (i, url) in dir.servers.iter().enumerate() {
         // the connection opened ahead is for the first server
@@ -1104,7 +1297,7 @@ async fn connect_opened(
             dir,
             bind,
             password,
-            krb.as_ref(),
+            win.as_ref(),
             connector.as_ref(),
             bind_only,
             ahead,
@@ -1186,7 +1379,7 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
         Ok(c) => c,
         Err(e) => return failed(first, Step::Tls, &e),
     };
-    let krb = match windows_credentials(dir, bind, password).await {
+    let win = match windows_credentials(dir, bind, password).await {
         Ok(k) => k,
         Err(e) => return failed(first, Step::Bind, &e),
     };
@@ -1213,7 +1406,7 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
             dir,
             bind,
             password,
-            krb.as_ref(),
+            win.as_ref(),
             connector.as_ref(),
             false,
             None,
@@ -1988,6 +2181,59 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ntlm_usernames() {
+        for (given, want) in [
+            ("MFA\\alice", "MFA\\alice"),
+            ("alice@mfa.test", "alice@mfa.test"),
+            (" alice ", "alice"),
+            ("a@b@mfa.test", "a@b@mfa.test"),
+        ] {
+            assert_eq!(ntlm_username(given).as_deref(), Ok(want), "{given}");
+        }
+        // Mixed or empty forms the NTLM library would refuse (it panics on them).
+        for bad in [
+            "MFA\\a@b",
+            "MFA\\",
+            "\\alice",
+            "A\\B\\c",
+            "alice@",
+            "@mfa.test",
+            "",
+            "a\nb",
+        ] {
+            assert!(ntlm_username(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ntlm_fallback_only_with_a_password_and_never_after_a_refusal() {
+        let bind = Bind {
+            kind: BindType::Windows,
+            dn: "alice@mfa.test".into(),
+            ..Bind::default()
+        };
+        let kdc_down = LdapError::Connect {
+            server: "kerberos".into(),
+            reason: "Cannot contact any KDC".into(),
+        };
+        assert!(ntlm_fallback_allowed(&bind, Some("pw"), &kdc_down));
+        assert!(!ntlm_fallback_allowed(&bind, None, &kdc_down));
+        assert!(!ntlm_fallback_allowed(&bind, Some(""), &kdc_down));
+        let refused = LdapError::InvalidCredentials {
+            server: "kerberos".into(),
+            dn: "alice@MFA.TEST".into(),
+            detail: "Password incorrect".into(),
+            ppolicy: None,
+        };
+        assert!(!ntlm_fallback_allowed(&bind, Some("pw"), &refused));
+        let own = Bind {
+            dn: String::new(),
+            ..bind
+        };
+        assert!(!ntlm_fallback_allowed(&own, Some("pw"), &kdc_down));
+    }
 
     #[test]
     fn targets() {

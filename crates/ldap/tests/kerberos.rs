@@ -238,6 +238,8 @@ async fn wrong_service_host_is_reported() {
     .unwrap();
     let s = e.to_string();
     assert!(s.contains("ldap/localhost"), "{s}");
+    // NTLM was tried instead (this DC refuses it without signing) and both reasons are told.
+    assert!(s.contains("NTLM instead"), "{s}");
     assert!(e.is_unavailable(), "{e}");
 }
 
