@@ -578,14 +578,6 @@ async fn run(cli: Cli) -> CmdResult {
                 .map_err(|e| Failure::Refused(format!("cannot open database: {e}")))?;
             let cfg = active_config(store.as_ref()).await?;
             let result = auth::authenticate(store.as_ref(), &cfg, &username, pw).await;
-            // SQLite, only read from: not closed. A close (by the store's
-            // worker thread) would start checkpointing the WAL when it is the
-            // last connection, work a password check does not need and that
-            // the exit used to cut short; the exit releases the file (SQLite
-            // is made for connections that end without a close).
-            if cli.database.starts_with("sqlite://") {
-                std::mem::forget(store);
-            }
             if cli.json {
                 match result {
                     Ok(()) => print_json(&serde_json::json!({"ok": true}))?,
