@@ -1,7 +1,10 @@
 //! `scripts/bench-auth [CHECKS]`: password checks per second and p50/p99
 //! latency of `mfasync auth` against a private slapd, next to the raw bind
 //! (`ldapwhoami` binding as the same users) measured in the same run. Both are
-//! one process per check, as a RADIUS/PAM helper would call them.
+//! one process per check, as a RADIUS/PAM helper would call them. Then
+//! `POST /api/v1/auth` to `mfasync serve` next to an in-process ldap3 bind.
+//! The kinds of check compared take turns, check by check, so that the
+//! machine's load changing during the run weighs on them alike.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -16,7 +19,10 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-fn report(name: &str, mut lat: Vec<Duration>, total: Duration) -> f64 {
+/// One table row; checks/s from the time the checks themselves took (the
+/// kinds of check take turns, so the run's wall time is shared).
+fn report(name: &str, mut lat: Vec<Duration>) -> f64 {
+    let total: Duration = lat.iter().sum();
     lat.sort();
     let p50 = pct(&lat, 0.5);
     println!(
@@ -75,10 +81,10 @@ fn main() {
         let _ = std::io::stdin().read_line(&mut String::new());
         return;
     }
-    let mut raw = Vec::with_capacity(checks);
-    let t = Instant::now();
-    for k in 0..checks {
-        let i = (k * 7919) % USERS;
+    // Processes: `ldapwhoami` and `mfasync auth` take turns (which goes
+    // first alternates), so that a change in the machine's load during the
+    // run weighs on both alike.
+    let whoami = |i: usize| {
         let s = Instant::now();
         let ok = Command::new("ldapwhoami")
             .args([
@@ -93,14 +99,9 @@ fn main() {
             .stdout(Stdio::null())
             .status();
         assert!(matches!(ok, Ok(s) if s.success()), "ldapwhoami failed");
-        raw.push(s.elapsed());
-    }
-    let raw_total = t.elapsed();
-
-    let mut ours = Vec::with_capacity(checks);
-    let t = Instant::now();
-    for k in 0..checks {
-        let i = (k * 7919) % USERS;
+        s.elapsed()
+    };
+    let auth = |i: usize| {
         let s = Instant::now();
         let mut child = Command::new(&bin)
             .args([
@@ -122,12 +123,26 @@ fn main() {
             matches!(ok, Ok(s) if s.success()),
             "mfasync auth u{i:05} refused"
         );
-        ours.push(s.elapsed());
+        s.elapsed()
+    };
+    let mut raw = Vec::with_capacity(checks);
+    let mut ours = Vec::with_capacity(checks);
+    for k in 0..checks {
+        let i = (k * 7919) % USERS;
+        if k % 2 == 0 {
+            raw.push(whoami(i));
+            ours.push(auth(i));
+        } else {
+            ours.push(auth(i));
+            raw.push(whoami(i));
+        }
     }
-    let ours_total = t.elapsed();
 
-    // The service path: POST /api/v1/auth to `mfasync serve`, next to a raw
-    // bind with the ldap3 client alone (fresh connection, simple bind, unbind).
+    // The service path: POST /api/v1/auth to `mfasync serve` (a new HTTP
+    // connection per check, and one kept-alive connection as a front end
+    // keeping its connection open would use), next to a raw bind with the
+    // ldap3 client alone (fresh connection, simple bind, unbind); the three
+    // take turns like the processes above.
     let token = "bench-api-token-0123456789";
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.block_on(async {
@@ -171,63 +186,45 @@ fn main() {
     while !post("{}").starts_with("HTTP/1.1") && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut api = Vec::with_capacity(checks);
-    let t = Instant::now();
-    for k in 0..checks {
-        let i = (k * 7919) % USERS;
+    let api_new = |i: usize| {
         let s = Instant::now();
         let r = post(&format!(
             "{{\"username\":\"u{i:05}\",\"password\":\"pw-{i}\"}}"
         ));
         assert!(r.ends_with("{\"ok\":true}"), "API auth u{i:05}: {r}");
-        api.push(s.elapsed());
-    }
-    let api_total = t.elapsed();
-    // The same over one kept-alive HTTP connection (as a front end that keeps
-    // its connection to the service open would do).
-    let mut kept = Vec::with_capacity(checks);
-    let t = Instant::now();
-    {
-        use std::io::{BufRead as _, BufReader, Read as _};
-        let stream = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect: {e}"));
-        let mut reader =
-            BufReader::new(stream.try_clone().unwrap_or_else(|e| panic!("clone: {e}")));
-        let _ = stream.set_nodelay(true);
-        let mut writer = stream;
-        for k in 0..checks {
-            let i = (k * 7919) % USERS;
-            let s = Instant::now();
-            let body = format!("{{\"username\":\"u{i:05}\",\"password\":\"pw-{i}\"}}");
-            // one write per request (Nagle would hold a second small one)
-            let request = format!(
-                "POST /api/v1/auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = writer.write_all(request.as_bytes());
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
+        s.elapsed()
+    };
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let stream = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut reader = BufReader::new(stream.try_clone().unwrap_or_else(|e| panic!("clone: {e}")));
+    let _ = stream.set_nodelay(true);
+    let mut writer = stream;
+    let mut api_kept = |i: usize| {
+        let s = Instant::now();
+        let body = format!("{{\"username\":\"u{i:05}\",\"password\":\"pw-{i}\"}}");
+        // one write per request (Nagle would hold a second small one)
+        let request = format!(
+            "POST /api/v1/auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = writer.write_all(request.as_bytes());
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
             }
-            let mut out = vec![0u8; length];
-            let _ = reader.read_exact(&mut out);
-            assert_eq!(out, b"{\"ok\":true}", "API auth (kept alive) u{i:05}");
-            kept.push(s.elapsed());
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
         }
-    }
-    let kept_total = t.elapsed();
-    let _ = serve.kill();
-    let _ = serve.wait();
-    let mut direct = Vec::with_capacity(checks);
-    let t = Instant::now();
-    rt.block_on(async {
-        for k in 0..checks {
-            let i = (k * 7919) % USERS;
+        let mut out = vec![0u8; length];
+        let _ = reader.read_exact(&mut out);
+        assert_eq!(out, b"{\"ok\":true}", "API auth (kept alive) u{i:05}");
+        s.elapsed()
+    };
+    let raw_bind = |i: usize| {
+        rt.block_on(async {
             let s = Instant::now();
             let (conn, mut ldap) = ldap3::LdapConnAsync::new(&slapd.url)
                 .await
@@ -239,31 +236,36 @@ fn main() {
                 .and_then(|r| r.success());
             assert!(r.is_ok(), "raw bind failed");
             let _ = ldap.unbind().await;
-            direct.push(s.elapsed());
+            s.elapsed()
+        })
+    };
+    let mut direct = Vec::with_capacity(checks);
+    let mut api = Vec::with_capacity(checks);
+    let mut kept = Vec::with_capacity(checks);
+    for k in 0..checks {
+        let i = (k * 7919) % USERS;
+        for turn in 0..3 {
+            match (k + turn) % 3 {
+                0 => direct.push(raw_bind(i)),
+                1 => api.push(api_new(i)),
+                _ => kept.push(api_kept(i)),
+            }
         }
-    });
-    let direct_total = t.elapsed();
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
 
-    println!("checks: {checks} sequential, {USERS} users");
+    println!("checks: {checks} sequential of each kind, taking turns, {USERS} users");
     println!("| what | checks/s | p50 | p99 |");
     println!("| --- | --- | --- | --- |");
-    let a = report("ldapwhoami process (raw simple bind)", raw, raw_total);
+    let a = report("ldapwhoami process (raw simple bind)", raw);
     let b = report(
         "`mfasync auth` process (MFA lookup + bind as the stored DN)",
         ours,
-        ours_total,
     );
-    let c = report(
-        "ldap3 client in-process (connect + simple bind)",
-        direct,
-        direct_total,
-    );
-    let d = report("POST /api/v1/auth to `mfasync serve`", api, api_total);
-    let e = report(
-        "POST /api/v1/auth, one kept-alive HTTP connection",
-        kept,
-        kept_total,
-    );
+    let c = report("ldap3 client in-process (connect + simple bind)", direct);
+    let d = report("POST /api/v1/auth to `mfasync serve`", api);
+    let e = report("POST /api/v1/auth, one kept-alive HTTP connection", kept);
     println!(
         "p50 ratio, processes: mfasync auth / ldapwhoami = {:.2}",
         b / a
