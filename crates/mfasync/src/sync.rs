@@ -557,18 +557,22 @@ struct Worker {
 const CREATE_CHUNK: usize = 1000;
 /// Entries read but not yet mapped, at most (bounded queue).
 const ENTRY_QUEUE: usize = 2000;
+/// Entries handed to the mapping thread at a time: one hand-over (and at
+/// most one wake-up of the other thread) per batch instead of per entry.
+const ENTRY_BATCH: usize = 64;
 /// Chunks of creates computed but not yet written, at most.
 const CREATE_QUEUE: usize = 2;
 
 /// The reader's end of the entry queue.
 enum EntryTx {
-    Bounded(std::sync::mpsc::SyncSender<mfasync_core::Entry>),
-    Unbounded(std::sync::mpsc::Sender<mfasync_core::Entry>),
+    Bounded(std::sync::mpsc::SyncSender<Vec<mfasync_core::Entry>>),
+    Unbounded(std::sync::mpsc::Sender<Vec<mfasync_core::Entry>>),
 }
 
 impl EntryTx {
-    /// Queue an entry; a stopped mapping thread has failed, and its error ends the cycle.
-    fn send(&self, e: mfasync_core::Entry) {
+    /// Queue a batch of entries; a stopped mapping thread has failed, and
+    /// its error ends the cycle.
+    fn send(&self, e: Vec<mfasync_core::Entry>) {
         let _ = match self {
             EntryTx::Bounded(t) => t.send(e).map_err(|_| ()),
             EntryTx::Unbounded(t) => t.send(e).map_err(|_| ()),
@@ -688,10 +692,11 @@ async fn read_users<'s>(
     // sync paths) everything shares one task: unbounded, creates after the read.
     let threads = handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
     let (tx, rx) = if threads {
-        let (t, r) = std::sync::mpsc::sync_channel::<mfasync_core::Entry>(ENTRY_QUEUE);
+        let (t, r) =
+            std::sync::mpsc::sync_channel::<Vec<mfasync_core::Entry>>(ENTRY_QUEUE / ENTRY_BATCH);
         (EntryTx::Bounded(t), r)
     } else {
-        let (t, r) = std::sync::mpsc::channel::<mfasync_core::Entry>();
+        let (t, r) = std::sync::mpsc::channel::<Vec<mfasync_core::Entry>>();
         (EntryTx::Unbounded(t), r)
     };
     let (planner_tx, planner_rx) = std::sync::mpsc::sync_channel::<(
@@ -724,8 +729,10 @@ async fn read_users<'s>(
                 warnings: Vec::new(),
                 users: 0,
             };
-            for e in rx {
-                w.add_entry(e);
+            for batch in rx {
+                for e in batch {
+                    w.add_entry(e);
+                }
             }
             w.send_creates();
             // closes the creates channel: the writer ends once it has written them
@@ -737,17 +744,27 @@ async fn read_users<'s>(
     let progress_ref = progress.as_ref();
     crate::progress::live::reading();
     let read = async move {
+        let mut batch = Vec::with_capacity(ENTRY_BATCH);
         let mut f = |e: mfasync_core::Entry| {
             if let Some(p) = progress_ref {
                 p.inc(1);
             }
             crate::progress::live::entry_read();
-            tx.send(e);
+            batch.push(e);
+            if batch.len() >= ENTRY_BATCH {
+                tx.send(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(ENTRY_BATCH),
+                ));
+            }
         };
         let r = client
             .search_each(base, Scope::Subtree, &cfg.filters.user, attrs, &mut f)
             .await
             .with_context(|| format!("searching users under {base}"));
+        if !batch.is_empty() {
+            tx.send(batch);
+        }
         drop(tx);
         crate::progress::live::applying();
         r
