@@ -73,6 +73,10 @@ impl SqliteStore {
                 Some(Duration::from_secs(3600))
             })
             .acquire_timeout(BUSY_TIMEOUT)
+            // A connection to a local file does not go stale like a network
+            // one: no ping round trip to the worker thread before each use
+            // (half the cost of a password check's MFA user lookup).
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         let current = short && schema_current(&pool).await;
