@@ -369,28 +369,37 @@ impl CliLease {
         Ok(CliLease { name, instance })
     }
 
-    /// Run `work` while renewing the lease every third of its period.
+    /// Run `work` while renewing the lease every third of its period. The
+    /// renewal is a task of its own: a full sync blocks its own task while it
+    /// reads the directory (`block_in_place`), which must not stop the
+    /// renewal (a read longer than the lease would otherwise lose it and be
+    /// fenced at commit).
     pub async fn hold<T>(
         &self,
-        store: &dyn Store,
+        store: &std::sync::Arc<dyn Store>,
         work: impl std::future::Future<Output = T>,
     ) -> T {
-        let renew = async {
+        let (name, instance, store) = (
+            self.name.clone(),
+            self.instance.clone(),
+            std::sync::Arc::clone(store),
+        );
+        let renew = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(CLI_LEASE / 3).await;
                 // A lost lease is caught by the fence at commit.
                 if let Err(e) = store
-                    .lease_acquire(&self.name, &self.instance, now_ms(), ms(CLI_LEASE))
+                    .lease_acquire(&name, &instance, now_ms(), ms(CLI_LEASE))
                     .await
                 {
                     tracing::warn!("cannot renew the sync lease: {e}");
                 }
             }
-        };
-        tokio::select! {
-            r = work => r,
-            never = renew => never,
-        }
+        });
+        let r = work.await;
+        renew.abort();
+        let _ = renew.await;
+        r
     }
 
     /// Give the lease up (a serve process takes it at its next heartbeat).

@@ -448,7 +448,8 @@ async fn run(cli: Cli) -> CmdResult {
             }
         }
         Command::Sync { full, plan } => {
-            let store = open_store(&cli.database).await?;
+            let store: std::sync::Arc<dyn mfasync_store::Store> =
+                open_store(&cli.database).await?.into();
             let cfg = active_config(store.as_ref()).await?;
             // not while a server runs synchronization (docs/cluster.md)
             let lease = match plan {
@@ -461,7 +462,7 @@ async fn run(cli: Cli) -> CmdResult {
             };
             let work = sync::run(store.as_ref(), &cfg, opts);
             let outcome = match &lease {
-                Some(l) => l.hold(store.as_ref(), work).await,
+                Some(l) => l.hold(&store, work).await,
                 None => work.await,
             };
             if let Some(l) = lease {
@@ -530,14 +531,15 @@ async fn run(cli: Cli) -> CmdResult {
             }
         }
         Command::Approvals { cmd } => {
-            let store = open_store(&cli.database).await?;
+            let store: std::sync::Arc<dyn mfasync_store::Store> =
+                open_store(&cli.database).await?.into();
             match cmd {
                 ApprovalsCmd::List => approvals::cli_list(store.as_ref(), cli.json).await,
                 ApprovalsCmd::Approve { id } => {
                     let cfg = active_config(store.as_ref()).await?;
                     let lease = cluster::CliLease::take(store.as_ref(), "approve").await?;
                     let work = approvals::cli_approve(store.as_ref(), &cfg, &id, cli.json);
-                    let r = lease.hold(store.as_ref(), work).await;
+                    let r = lease.hold(&store, work).await;
                     lease.release(store.as_ref()).await;
                     r
                 }

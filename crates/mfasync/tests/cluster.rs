@@ -530,6 +530,41 @@ fn pinned_server_runs_synchronization_and_unpinning_restores_failover() {
     drop(a);
 }
 
+/// A `sync` command whose directory read outlasts its lease (30 s) keeps
+/// renewing it while the read blocks, so its commit is not fenced.
+#[test]
+fn cli_sync_held_longer_than_its_lease_renews_it_and_commits() {
+    let _ = slapd();
+    let proxy = holding_proxy();
+    let m = pg();
+    m.apply(&config_via(&proxy.ldap_url(), "Big", ""));
+    let child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", &m.url, "--json", "sync", "--full"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        proxy.wait_paused(Duration::from_secs(60)),
+        "the sync never read {HOLD_AFTER} bytes"
+    );
+    // longer than the CLI's 30 s lease
+    std::thread::sleep(Duration::from_secs(40));
+    let lease = &servers(&m)["lease"];
+    assert!(
+        lease["runner"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("cli:")),
+        "the command's lease ran out while it read: {lease}"
+    );
+    proxy.resume();
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(out["created"], BIG, "{out}");
+}
+
 #[test]
 fn cli_sync_and_approvals_take_the_lease_or_are_refused_while_a_server_runs_synchronization() {
     let _ = slapd();
