@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Read;
 use std::process::ExitCode;
 
+mod alloc;
 mod approvals;
 mod audit;
 mod auth;
@@ -225,8 +226,7 @@ enum ApprovalsCmd {
 }
 
 fn main() -> ExitCode {
-    // before any thread starts: see sync::limit_malloc_arenas
-    sync::limit_malloc_arenas();
+    alloc::tune();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -461,27 +461,6 @@ fn warm_phone_metadata() {
     });
 }
 
-/// glibc gives each thread that allocates under contention an arena of its
-/// own (up to 8 per core) and keeps freed memory there: a full cycle's reader,
-/// mapping and writer threads then hold ~30% more memory than they use
-/// (100,000 users: 113-122 MB peak instead of 87 MB). Two arenas are plenty
-/// for this process. Called first thing in `main`, before any thread exists;
-/// nothing elsewhere (musl, other OSes).
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static DONE: std::sync::Once = std::sync::Once::new();
-        DONE.call_once(|| {
-            // SAFETY: mallopt only changes an allocator parameter; M_ARENA_MAX
-            // may be set at any time (it bounds arenas created from then on).
-            let ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
-            if ok == 0 {
-                tracing::debug!("mallopt(M_ARENA_MAX) was refused");
-            }
-        });
-    }
-}
-
 /// `commit` into a write transaction already holding streamed creates.
 async fn commit_into(
     store: &dyn Store,
