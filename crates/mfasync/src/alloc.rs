@@ -11,6 +11,14 @@
 //! 1.6-2.7 s -> 1.3-1.4 s, peak RSS 75/84 MB -> 68/74 MB. Without the two
 //! options below mimalloc keeps freed pages for a while and eagerly commits
 //! its arenas: 103-132 MB peak at 50,000 users.
+//!
+//! The price, measured the same evening (one `mfasync auth` process per
+//! check, taking turns with `ldapwhoami`, 300 each): ~0.45 ms more per
+//! process start (mimalloc 3's initialisation), 1.22x ldapwhoami instead of
+//! 1.15x with glibc. mimalloc 2 (the `v2` feature) cost nothing there, but
+//! its syncs were slower (100,000 users: 3.1-3.4x / 1.6x the floor) and
+//! their peak RSS higher (81-96 MB). A password check has nothing to give
+//! back, so `tune` is skipped for `auth`.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -226,8 +226,11 @@ enum ApprovalsCmd {
 }
 
 fn main() -> ExitCode {
-    alloc::tune();
     let cli = Cli::parse();
+    // (a password check is a short process: nothing to give back)
+    if !matches!(cli.command, Command::Auth { .. }) {
+        alloc::tune();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MFASYNC_LOG")
