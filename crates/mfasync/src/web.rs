@@ -131,28 +131,7 @@ impl mfasync_web::Backend for ServiceBackend {
     }
 
     async fn directory_test(&self) -> Value {
-        let failed = |detail: String| {
-            json!({"ok": false, "server": "", "vendor": "other",
-                   "steps": [{"step": "connect", "ok": false, "detail": detail}], "supports": {}})
-        };
-        let cfg = match self.config().await {
-            Ok(c) => c,
-            Err(e) => return failed(e),
-        };
-        let password = match crate::secrets::bind_password(
-            &cfg.directory.query_bind,
-            "directory.query_bind",
-        ) {
-            Ok(p) => p,
-            Err(e) => return failed(e),
-        };
-        let report = mfasync_ldap::test(
-            &cfg.directory,
-            &cfg.directory.query_bind,
-            password.as_deref(),
-        )
-        .await;
-        serde_json::to_value(&report).unwrap_or_else(|e| failed(e.to_string()))
+        test_report(self.config().await).await
     }
 
     async fn directory_entries(
@@ -226,35 +205,15 @@ impl mfasync_web::Backend for ServiceBackend {
     }
 
     async fn directory_test_candidate(&self, toml: &str) -> Value {
-        let failed = |detail: String| {
-            json!({"ok": false, "server": "", "vendor": "other",
-                   "steps": [{"step": "connect", "ok": false, "detail": detail}], "supports": {}})
-        };
-        let cfg = match mfasync_core::config::parse(toml) {
-            Ok(c) => c,
-            Err(errs) => {
-                return failed(
-                    errs.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
-            }
-        };
-        let password = match crate::secrets::bind_password(
-            &cfg.directory.query_bind,
-            "directory.query_bind",
-        ) {
-            Ok(p) => p,
-            Err(e) => return failed(e),
-        };
-        let report = mfasync_ldap::test(
-            &cfg.directory,
-            &cfg.directory.query_bind,
-            password.as_deref(),
-        )
-        .await;
-        serde_json::to_value(&report).unwrap_or_else(|e| failed(e.to_string()))
+        let cfg = mfasync_core::config::parse(toml)
+            .map(Arc::new)
+            .map_err(|errs| {
+                errs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+        test_report(cfg).await
     }
 
     async fn sync_now(&self, full: bool) -> Result<Value, String> {
@@ -429,4 +388,29 @@ async fn admin_group_member(
     .await;
     client.unbind().await;
     result
+}
+
+/// The seed's Test (PRODUCT.md's `directory test` JSON) of a configuration
+/// with the query bind, or a failed "connect" step naming why there is none.
+async fn test_report(cfg: Result<Arc<mfasync_core::Config>, String>) -> Value {
+    let failed = |detail: String| {
+        json!({"ok": false, "server": "", "vendor": "other",
+               "steps": [{"step": "connect", "ok": false, "detail": detail}], "supports": {}})
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => return failed(e),
+    };
+    let password =
+        match crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind") {
+            Ok(p) => p,
+            Err(e) => return failed(e),
+        };
+    let report = mfasync_ldap::test(
+        &cfg.directory,
+        &cfg.directory.query_bind,
+        password.as_deref(),
+    )
+    .await;
+    serde_json::to_value(&report).unwrap_or_else(|e| failed(e.to_string()))
 }
