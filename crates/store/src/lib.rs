@@ -61,6 +61,11 @@ macro_rules! migrations {
                 "user audit index",
                 include_str!(concat!("../migrations/", $dir, "/0008_user_audit.sql")),
             ),
+            (
+                9,
+                "index of rows without a digest",
+                include_str!(concat!("../migrations/", $dir, "/0009_digest_missing.sql")),
+            ),
         ];
         Migrator {
             migrations: Cow::Owned(
