@@ -718,8 +718,8 @@ fn trust_kind(trust_type: Option<String>, attributes: Option<String>) -> Option<
     )
 }
 
-/// `example.com` -> `DC=example,DC=com`.
-fn dn_of_domain(name: &str) -> String {
+/// `example.com` -> `DC=example,DC=com` (the naming context of a domain).
+pub fn dn_of_domain(name: &str) -> String {
     name.split('.')
         .filter(|l| !l.is_empty())
         .map(|l| format!("DC={l}"))

@@ -19,7 +19,7 @@ pub use client::{
     check_bind, check_bind_opened, connect, open_for_check, test, Client, DirSyncResult, Opened,
     Scope, Supports, SyncEvent, SyncReplResult, TestReport, TestStep, TriedServer,
 };
-pub use discovery::{DiscoveryReport, DomainInfo, FoundDc, TrustReport};
+pub use discovery::{dn_of_domain, DiscoveryReport, DomainInfo, FoundDc, TrustReport};
 pub use error::{LdapError, ServerFailure};
 pub use proto::{
     Capabilities, Vendor, DIRSYNC_ANCESTORS_FIRST_ORDER, DIRSYNC_INCREMENTAL_VALUES,

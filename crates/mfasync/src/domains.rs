@@ -54,16 +54,6 @@ pub fn domain_of_dn(dn: &str) -> Option<String> {
     Some(labels.join("."))
 }
 
-/// `example.com` -> `DC=example,DC=com`.
-fn base_of_domain(domain: &str) -> String {
-    domain
-        .split('.')
-        .filter(|l| !l.is_empty())
-        .map(|l| format!("DC={l}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Whether items in other domains are read from those domains' DCs.
 fn enabled(cfg: &Config) -> bool {
     cfg.directory.include_trusted_domains
@@ -183,7 +173,7 @@ async fn connect(cfg: &Config, domain: &str) -> Result<Client, String> {
         domain: domain.to_string(),
         servers: Vec::new(),
         site: String::new(),
-        base_dn: base_of_domain(domain),
+        base_dn: mfasync_ldap::dn_of_domain(domain),
         ..cfg.directory.clone()
     };
     mfasync_ldap::connect(&dir, &cfg.directory.query_bind, password.as_deref())
@@ -225,7 +215,7 @@ mod tests {
         assert_eq!(domain_of_dn("DC=a,OU=b,DC=c,DC=d").as_deref(), Some("c.d"));
         assert_eq!(domain_of_dn("ou=people,o=example"), None);
         assert_eq!(domain_of_dn(""), None);
-        assert_eq!(base_of_domain("other.test"), "DC=other,DC=test");
+        assert_eq!(mfasync_ldap::dn_of_domain("other.test"), "DC=other,DC=test");
     }
 
     #[test]
