@@ -476,12 +476,7 @@ fn pinned_server_runs_synchronization_and_unpinning_restores_failover() {
         &[("cookie", &cookie_header)],
         "",
     );
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or_else(|| panic!("no csrf in {page}"))
-        .to_string();
+    let csrf = csrf_of(&page);
     let origin = format!("http://{}", a.addr);
     let post = |body: String| {
         http(
@@ -797,12 +792,7 @@ fn synchronize_now_on_a_server_that_does_not_run_synchronization_is_handed_to_th
         &[("cookie", &cookie_header)],
         "",
     );
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or_else(|| panic!("no csrf in {page}"))
-        .to_string();
+    let csrf = csrf_of(&page);
     let origin = format!("http://{}", b.addr);
     let (status, head, _) = http_full(
         &b.addr,
@@ -991,6 +981,15 @@ fn dechunk(mut body: &str) -> String {
         body = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// The CSRF token of a portal page's forms.
+fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf in {page}"))
+        .to_string()
 }
 
 fn cookie(head: &str, name: &str) -> String {

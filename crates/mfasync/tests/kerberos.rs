@@ -83,13 +83,7 @@ fn keytab_query_bind_syncs_and_password_auth_binds() {
     let o = m.ok(&["--json", "directory", "test"]);
     let v = o.json();
     assert_eq!(v["ok"], true, "{v}");
-    let bind = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["step"] == "bind")
-        .cloned()
-        .unwrap();
+    let bind = common::step(&v, "bind");
     let detail = bind["detail"].as_str().unwrap();
     assert!(
         detail.contains("GSSAPI (Kerberos) as the service's own identity (svc-mfa@MFA.TEST)")

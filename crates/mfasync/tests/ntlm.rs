@@ -86,13 +86,10 @@ include_nested = true
 }
 
 fn bind_step(v: &serde_json::Value) -> String {
-    v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["step"] == "bind")
-        .map(|s| s["detail"].as_str().unwrap_or("").to_string())
-        .unwrap_or_default()
+    common::step(v, "bind")["detail"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]

@@ -214,13 +214,7 @@ fn the_query_bind_of_mfa_test_reads_the_trusted_forest_by_kerberos() {
     let v = m.ok(&["--json", "directory", "test"]).json();
     assert_eq!(v["ok"], true, "{v:#}");
     assert_eq!(v["server"], "ldap://127.0.0.2:389", "{v:#}");
-    let bind = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["step"] == "bind")
-        .cloned()
-        .unwrap();
+    let bind = common::step(&v, "bind");
     assert!(
         bind["detail"]
             .as_str()
@@ -252,13 +246,7 @@ fn the_query_bind_of_mfa_test_reads_the_trusted_forest_by_kerberos() {
     m.apply(&simple);
     let v = m.run(&["--json", "directory", "test"]).json();
     assert_eq!(v["ok"], false, "{v:#}");
-    let bind = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["step"] == "bind")
-        .cloned()
-        .unwrap_or_else(|| panic!("no bind step: {v:#}"));
+    let bind = common::step(&v, "bind");
     assert_eq!(bind["ok"], false, "{bind}");
     assert!(
         bind["detail"]

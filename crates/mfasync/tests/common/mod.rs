@@ -124,3 +124,12 @@ pub fn counts(v: &Value) -> (u64, u64, u64, u64, u64, u64) {
         n("unchanged"),
     )
 }
+
+/// The step named `name` of a `directory test` report.
+pub fn step(report: &Value, name: &str) -> Value {
+    report["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["step"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} step: {report:#}"))
+}
