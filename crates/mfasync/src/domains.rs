@@ -22,8 +22,21 @@
 //! they are (never a departure), the other items are synchronized, and the
 //! plan carries a warning naming the domain and why.
 //!
-//! Full cycles only: every cycle with such an item reads it in full (there
-//! is one watermark, the connected domain's; see [`full_only`]).
+//! Each other domain has its own incremental starting point (DirSync cookie
+//! or uSNChanged mark, [`mfasync_store::DomainWatermark`]), taken by a full
+//! cycle right after connecting to the domain and before reading its items,
+//! and committed with the connected domain's watermark in one transaction.
+//! An incremental cycle fetches every domain's changes from its own DCs and
+//! resolves each entry on the DCs of the domain its DN is in. The rules:
+//!
+//! * a domain with items but no stored starting point (the last full cycle
+//!   could not read it, or could not take one) makes the cycle full;
+//! * a domain that cannot be reached in an incremental cycle keeps its
+//!   starting point (its changes are read when it answers again) and its
+//!   users are left as they are; if it holds a group item (whose members
+//!   cannot then be told), the cycle is full instead;
+//! * a domain whose starting point came from another DC, or whose DC no
+//!   longer offers that kind, makes the cycle full (as for this domain).
 
 use std::collections::HashMap;
 
@@ -80,21 +93,50 @@ pub fn foreign_items(cfg: &Config, base: &str) -> Vec<(usize, String)> {
         .collect()
 }
 
-/// Why a cycle must be full: some item is in another domain (its changes are
-/// not in this domain's DirSync/uSNChanged watermark).
-pub fn full_only(cfg: &Config, base: &str) -> Option<String> {
-    let items = foreign_items(cfg, base);
-    let (i, d) = items.first()?;
-    Some(format!(
-        "sync.items[{i}] is in the domain {d}, which is read by full cycles only ({} item(s) in other domains)",
-        items.len()
-    ))
+/// The other domains that hold items, each once, in item order.
+pub fn item_domains(cfg: &Config, base: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, d) in foreign_items(cfg, base) {
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
 }
+
+/// Whether `domain` holds a security-group item (its members can only be
+/// told by asking its DCs).
+pub fn holds_group_item(cfg: &Config, base: &str, domain: &str) -> bool {
+    cfg.sync.items.iter().any(|i| {
+        i.kind == mfasync_core::config::ItemKind::SecurityGroup
+            && foreign_domain(cfg, base, &i.dn).as_deref() == Some(domain)
+    })
+}
+
+/// A domain's DCs could not be read (an incremental cycle then falls back
+/// to a full one, which leaves that domain's users as they are).
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// A starting point taken in another domain: (kind, DC, value).
+pub type Mark = (crate::incremental::Kind, String, Vec<u8>);
 
 /// Connections to the other domains of one cycle.
 pub struct Domains {
     base: String,
     conns: HashMap<String, Result<Client, String>>,
+    /// Take a starting point in each domain right after connecting (full
+    /// cycles that commit).
+    take_marks: bool,
+    marks: HashMap<String, Mark>,
 }
 
 impl Domains {
@@ -103,7 +145,16 @@ impl Domains {
         Domains {
             base: base.to_string(),
             conns: HashMap::new(),
+            take_marks: false,
+            marks: HashMap::new(),
         }
+    }
+
+    /// A full cycle that commits: take each domain's starting point when
+    /// connecting, before anything of it is read.
+    pub fn taking_marks(mut self) -> Domains {
+        self.take_marks = true;
+        self
     }
 
     /// The connection for `item`: `Ok(None)` when it is in the connected
@@ -117,16 +168,54 @@ impl Domains {
         let Some(domain) = foreign_domain(cfg, &self.base, &item.dn) else {
             return Ok(None);
         };
-        if !self.conns.contains_key(&domain) {
-            // A failure is reported once, as the plan's warning (see leave_as_is).
-            let c = connect(cfg, &domain).await;
-            self.conns.insert(domain.clone(), c);
-        }
+        self.connect(cfg, &domain).await;
         match self.conns.get_mut(&domain) {
             Some(Ok(c)) => Ok(Some(c)),
             Some(Err(why)) => Err(why.clone()),
             None => Err(format!("the domain {domain} was not connected")),
         }
+    }
+
+    /// Connect to `domain` once per cycle (a failure is remembered, and
+    /// reported once, by the caller); take its starting point if asked.
+    pub async fn connect(&mut self, cfg: &Config, domain: &str) {
+        if self.conns.contains_key(domain) {
+            return;
+        }
+        let mut c = connect(cfg, domain).await;
+        if let (true, Ok(client)) = (self.take_marks, c.as_mut()) {
+            if let Some(mark) = take_mark(client, cfg).await {
+                self.marks.insert(domain.to_string(), mark);
+            }
+        }
+        self.conns.insert(domain.to_string(), c);
+    }
+
+    /// The connection to `domain`, if [`Domains::connect`] was asked for it.
+    pub fn connected(&mut self, domain: &str) -> Option<Result<&mut Client, String>> {
+        self.conns
+            .get_mut(domain)
+            .map(|c| c.as_mut().map_err(|e| e.clone()))
+    }
+
+    /// The connection for an entry at `dn`: `Ok(None)` for the connected
+    /// domain and for domains this cycle has not connected to (asked at the
+    /// connected domain's DC, as before); an error when `dn`'s domain could
+    /// not be reached.
+    pub fn for_dn(&mut self, cfg: &Config, dn: &str) -> Result<Option<&mut Client>, Unreachable> {
+        let Some(domain) = foreign_domain(cfg, &self.base, dn) else {
+            return Ok(None);
+        };
+        match self.conns.get_mut(&domain) {
+            None => Ok(None),
+            Some(Ok(c)) => Ok(Some(c)),
+            Some(Err(why)) => Err(Unreachable(why.clone())),
+        }
+    }
+
+    /// The starting points taken, by domain.
+    pub fn taken_marks(&mut self) -> HashMap<String, Mark> {
+        std::mem::take(&mut self.marks)
     }
 
     /// Unbind every connection.
@@ -135,6 +224,29 @@ impl Domains {
             if let Ok(c) = c {
                 c.unbind().await;
             }
+        }
+    }
+}
+
+/// The incremental starting point of another domain's DC, or None (logged:
+/// the next cycle is then full).
+async fn take_mark(client: &mut Client, cfg: &Config) -> Option<Mark> {
+    let server = client.server().to_string();
+    let base = client.base_dn().to_string();
+    let kind = match crate::incremental::supported(client, cfg) {
+        Ok(kind) => kind,
+        Err(why) => {
+            tracing::info!("no incremental synchronization of {base}: {why}");
+            return None;
+        }
+    };
+    match crate::incremental::starting_point(client, kind, &base).await {
+        Ok((kind, value)) => Some((kind, server, value)),
+        Err(e) => {
+            tracing::warn!(
+                "no incremental starting point for {base} at {server}: {e:#}; the next cycle will be full too"
+            );
+            None
         }
     }
 }
@@ -234,10 +346,13 @@ mod tests {
                 (2, "emea.mfa.test".to_string())
             ]
         );
-        assert!(full_only(&c, base)
-            .unwrap()
-            .starts_with("sync.items[1] is in the domain other.test"));
-        assert_eq!(full_only(&cfg(&["OU=Sales,DC=mfa,DC=test"]), base), None);
+        assert_eq!(item_domains(&c, base), ["other.test", "emea.mfa.test"]);
+        assert!(!holds_group_item(&c, base, "other.test"));
+        let mut g = c.clone();
+        g.sync.items[1].kind = ItemKind::SecurityGroup;
+        assert!(holds_group_item(&g, base, "other.test"));
+        assert!(!holds_group_item(&g, base, "emea.mfa.test"));
+        assert!(item_domains(&cfg(&["OU=Sales,DC=mfa,DC=test"]), base).is_empty());
 
         // Off without include_trusted_domains, and for source = "ldap".
         let mut off = c.clone();

@@ -24,6 +24,7 @@
 //!    rules as a full synchronization), applied with the new cookie in one
 //!    transaction by the caller.
 
+use crate::domains::{Domains, Unreachable};
 use anyhow::{anyhow, bail, Context, Result};
 use mfasync_core::config::{ChangeTracking, Config, ItemKind, SyncItem, UniqueIdType, WhenRemoved};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
@@ -493,6 +494,8 @@ struct Candidate {
 
 struct Resolver<'a> {
     client: &'a mut Client,
+    /// The other domains' connections: an entry is read from its own domain's DCs.
+    domains: &'a mut Domains,
     cfg: &'a Config,
     attrs: Vec<String>,
     group_bases: Vec<String>,
@@ -502,6 +505,15 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// The connection to the DCs of the domain `dn` is in.
+    fn client_for(&mut self, dn: &str) -> Result<&mut Client> {
+        match self.domains.for_dn(self.cfg, dn) {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => Ok(&mut *self.client),
+            Err(e) => Err(anyhow!(e)),
+        }
+    }
+
     /// `dn` if it matches `filter` (base search); None when it does not or is gone.
     async fn base_match(
         &mut self,
@@ -509,7 +521,8 @@ impl Resolver<'_> {
         filter: &str,
         attrs: &[String],
     ) -> Result<Option<Entry>> {
-        match self.client.search_all(dn, Scope::Base, filter, attrs).await {
+        let client = self.client_for(dn)?;
+        match client.search_all(dn, Scope::Base, filter, attrs).await {
             Ok(mut v) => {
                 self.reads += v.len();
                 Ok(v.pop())
@@ -554,7 +567,7 @@ impl Resolver<'_> {
         let mut out = Vec::new();
         for base in self.group_bases.clone() {
             let found = self
-                .client
+                .client_for(&base)?
                 .search_all(&base, Scope::Subtree, &filter, &["1.1".to_string()])
                 .await
                 .with_context(|| format!("searching the groups of {dn} under {base}"))?;
@@ -619,23 +632,84 @@ impl Resolver<'_> {
 pub struct Cycle {
     pub plan: Plan,
     pub cookie: Vec<u8>,
+    /// The new starting points of the other domains read, as `(domain, value)`.
+    pub domain_cookies: Vec<(String, Vec<u8>)>,
     /// Directory entries received: changes plus the reads they needed.
     pub entries_read: usize,
 }
 
-/// One incremental cycle: changes since `cookie`, resolved into a plan;
-/// `Ok(Err(why))` when the changes need a full synchronization instead.
+/// Another domain read by an incremental cycle (connected in `Domains`):
+/// its mechanism and stored starting point.
+pub struct OtherDomain {
+    pub domain: String,
+    pub kind: Kind,
+    pub cookie: Vec<u8>,
+}
+
+/// One incremental cycle: changes since `cookie` (and since each other
+/// domain's own starting point, read from its DCs), resolved into a plan;
+/// `Ok(Err(why))` when the changes need a full synchronization instead (also
+/// when another domain's DCs fail in the middle: a full cycle leaves its
+/// users as they are).
+#[allow(clippy::too_many_arguments)]
 pub async fn cycle(
     client: &mut Client,
+    domains: &mut Domains,
+    others: &[OtherDomain],
     cfg: &Config,
     store: &dyn Store,
     kind: Kind,
     base: &str,
     cookie: &[u8],
 ) -> Result<std::result::Result<Cycle, String>> {
-    let changes = fetch(client, cfg, kind, base, cookie).await?;
+    match cycle_all(client, domains, others, cfg, store, kind, base, cookie).await {
+        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<Unreachable>()) {
+            Some(u) => Ok(Err(u.to_string())),
+            None => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn cycle_all(
+    client: &mut Client,
+    domains: &mut Domains,
+    others: &[OtherDomain],
+    cfg: &Config,
+    store: &dyn Store,
+    kind: Kind,
+    base: &str,
+    cookie: &[u8],
+) -> Result<std::result::Result<Cycle, String>> {
+    let mut changes = fetch(client, cfg, kind, base, cookie).await?;
     if let Some(why) = changes.needs_full {
         return Ok(Err(why));
+    }
+    let mut domain_cookies = Vec::new();
+    for o in others {
+        let c = match domains.connected(&o.domain) {
+            Some(Ok(c)) => c,
+            Some(Err(why)) => return Ok(Err(why)),
+            None => return Ok(Err(format!("the domain {} was not connected", o.domain))),
+        };
+        let b = c.base_dn().to_string();
+        let ch = match fetch(c, cfg, o.kind, &b, &o.cookie).await {
+            Ok(ch) => ch,
+            Err(e) => {
+                return Ok(Err(format!(
+                    "reading the changes of the domain {} failed: {e:#}",
+                    o.domain
+                )))
+            }
+        };
+        if let Some(why) = ch.needs_full {
+            return Ok(Err(format!("the domain {}: {why}", o.domain)));
+        }
+        changes.changed.extend(ch.changed);
+        changes.deleted.extend(ch.deleted);
+        changes.entries += ch.entries;
+        domain_cookies.push((o.domain.clone(), ch.cookie));
     }
     tracing::info!(
         changed = changes.changed.len(),
@@ -644,17 +718,25 @@ pub async fn cycle(
         "fetched incremental changes"
     );
     let a = &cfg.attributes;
-    let mut group_bases: Vec<String> = cfg
+    let mut group_bases: Vec<String> = Vec::new();
+    for i in cfg
         .sync
         .items
         .iter()
         .filter(|i| i.kind == ItemKind::SecurityGroup)
-        .map(|i| naming_context(client, &i.dn))
-        .collect();
+    {
+        // each group item's naming context, as its own domain's DCs name it
+        let nc = match domains.for_dn(cfg, &i.dn)? {
+            Some(c) => naming_context(c, &i.dn),
+            None => naming_context(client, &i.dn),
+        };
+        group_bases.push(nc);
+    }
     group_bases.sort();
     group_bases.dedup();
     let mut r = Resolver {
         client,
+        domains,
         cfg,
         attrs: a.user_attributes(),
         group_bases,
@@ -774,7 +856,7 @@ pub async fn cycle(
                 continue;
             }
             let values = r
-                .client
+                .client_for(&grp)?
                 .read_all_values(&grp, "member")
                 .await
                 .with_context(|| format!("reading the members of {grp}"))?
@@ -960,6 +1042,7 @@ pub async fn cycle(
     Ok(Ok(Cycle {
         plan: p,
         cookie: changes.cookie,
+        domain_cookies,
         entries_read,
     }))
 }

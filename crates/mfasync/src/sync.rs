@@ -10,7 +10,7 @@ use mfasync_core::mapping::{self, DirectoryUser, Packed};
 use mfasync_core::plan::{self, Action, Counts, Plan};
 use mfasync_core::MfaUser;
 use mfasync_ldap::{Client, Scope};
-use mfasync_store::{Store, SyncRun, UserKey, Watermark};
+use mfasync_store::{DomainWatermark, Store, SyncRun, UserKey, Watermark};
 use std::collections::{HashMap, HashSet};
 
 pub struct Options {
@@ -89,11 +89,13 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
     let (result, pending_approval) = crate::approvals::track(async {
         let mut client = connect(cfg).await?;
         if mode == "incremental" {
-            let foreign = crate::domains::full_only(cfg, client.base_dn());
+            let missing = wm
+                .as_ref()
+                .and_then(|w| missing_domain_mark(cfg, client.base_dn(), w));
             let ok = match (wm.as_ref(), incremental::supported(&client, cfg)) {
                 (_, Err(e)) => Err(e),
-                (_, Ok(_)) if foreign.is_some() => Err(foreign.unwrap_or_default()),
                 (None, _) => Err("no starting point".to_string()),
+                (Some(_), Ok(_)) if missing.is_some() => Err(missing.unwrap_or_default()),
                 (Some(w), Ok(kind)) if kind.resume(&w.kind).is_none() => Err(format!(
                     "the starting point is a {} cookie but {} now offers {}",
                     w.kind,
@@ -200,6 +202,19 @@ async fn connect(cfg: &Config) -> Result<Client> {
     Ok(client)
 }
 
+/// Why the stored watermark cannot continue: an item is in another domain
+/// for which it holds no starting point.
+fn missing_domain_mark(cfg: &Config, base: &str, wm: &Watermark) -> Option<String> {
+    crate::domains::item_domains(cfg, base)
+        .into_iter()
+        .find(|d| !wm.domains.iter().any(|m| m.domain == *d))
+        .map(|d| {
+            format!(
+                "there is no starting point for the domain {d} (the last full synchronization could not read it or take one there)"
+            )
+        })
+}
+
 /// One incremental cycle; returns the plan and the entries read.
 async fn incremental_cycle(
     store: &dyn Store,
@@ -209,31 +224,122 @@ async fn incremental_cycle(
     wm: &Watermark,
     plan_only: bool,
 ) -> Result<std::result::Result<(Plan, usize), String>> {
+    let base = client.base_dn().to_string();
+    let mut domains = crate::domains::Domains::new(&base);
+    let r = incremental_in_domains(store, cfg, client, &mut domains, kind, wm, plan_only).await;
+    domains.close().await;
+    r
+}
+
+/// The other domains with items: those reached are read from their own
+/// starting points; one that cannot be reached keeps its starting point and
+/// its users (unless it holds a group item: then the cycle is full).
+async fn incremental_in_domains(
+    store: &dyn Store,
+    cfg: &Config,
+    client: &mut Client,
+    domains: &mut crate::domains::Domains,
+    kind: incremental::Kind,
+    wm: &Watermark,
+    plan_only: bool,
+) -> Result<std::result::Result<(Plan, usize), String>> {
     let t = std::time::Instant::now();
     let base = client.base_dn().to_string();
-    let c = match incremental::cycle(client, cfg, store, kind, &base, &wm.value).await? {
+    let mut others: Vec<incremental::OtherDomain> = Vec::new();
+    let mut servers: HashMap<String, String> = HashMap::new();
+    let mut carried: Vec<DomainWatermark> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    for d in crate::domains::item_domains(cfg, &base) {
+        let Some(mark) = wm.domains.iter().find(|m| m.domain == d) else {
+            return Ok(Err(format!(
+                "there is no starting point for the domain {d}"
+            )));
+        };
+        domains.connect(cfg, &d).await;
+        match domains.connected(&d) {
+            Some(Ok(c)) => {
+                let offered = match incremental::supported(c, cfg) {
+                    Ok(k) => k,
+                    Err(why) => return Ok(Err(format!("the domain {d}: {why}"))),
+                };
+                let Some(k) = offered.resume(&mark.kind) else {
+                    return Ok(Err(format!(
+                        "the starting point of the domain {d} is a {} cookie but {} now offers {}",
+                        mark.kind,
+                        c.server(),
+                        offered.as_str()
+                    )));
+                };
+                if mark.server != c.server() {
+                    return Ok(Err(format!(
+                        "the starting point of the domain {d} came from {} but {} answered",
+                        mark.server,
+                        c.server()
+                    )));
+                }
+                servers.insert(d.clone(), c.server().to_string());
+                others.push(incremental::OtherDomain {
+                    domain: d,
+                    kind: k,
+                    cookie: mark.value.clone(),
+                });
+            }
+            unreachable => {
+                let why = match unreachable {
+                    Some(Err(why)) => why,
+                    _ => format!("the domain {d} was not connected"),
+                };
+                if crate::domains::holds_group_item(cfg, &base, &d) {
+                    return Ok(Err(format!(
+                        "{why}; it holds a group item, whose members cannot be told without it"
+                    )));
+                }
+                warnings.push(format!(
+                    "{why}; its users are left as they are and its changes are read when it answers again"
+                ));
+                carried.push(mark.clone());
+            }
+        }
+    }
+    let c = match incremental::cycle(client, domains, &others, cfg, store, kind, &base, &wm.value)
+        .await?
+    {
         Ok(c) => c,
         Err(why) => return Ok(Err(why)),
     };
-    for w in &c.plan.warnings {
+    let mut p = c.plan;
+    p.warnings.extend(warnings);
+    for w in &p.warnings {
         tracing::warn!("{w}");
     }
     tracing::info!(
-        changes = c.plan.changes.len(),
+        changes = p.changes.len(),
         entries_read = c.entries_read,
+        domains = others.len(),
         ms = t.elapsed().as_millis() as u64,
         "incremental cycle computed"
     );
     if !plan_only {
+        let mut marks = carried;
+        for (o, (domain, value)) in others.iter().zip(c.domain_cookies) {
+            marks.push(DomainWatermark {
+                server: servers.remove(&domain).unwrap_or_default(),
+                domain,
+                kind: o.kind.as_str().into(),
+                value,
+            });
+        }
+        marks.sort_by(|a, b| a.domain.cmp(&b.domain));
         let next = Watermark {
             kind: kind.as_str().into(),
             server: client.server().to_string(),
-            value: c.cookie.clone(),
+            value: c.cookie,
             items_fingerprint: cfg.items_fingerprint(),
+            domains: marks,
         };
-        commit(store, cfg, &c.plan, &next).await?;
+        commit(store, cfg, &p, &next).await?;
     }
-    Ok(Ok((c.plan, c.entries_read)))
+    Ok(Ok((p, c.entries_read)))
 }
 
 /// The single point where a cycle's plan is applied, with its watermark, in
@@ -312,11 +418,16 @@ async fn full(
 
     let mut applying = applying;
     let mut streamed = streamed;
+    // The other domains' starting points, taken as each is connected.
+    let mut domain_marks = HashMap::new();
     if let Some(mut snap) = w.deferred.take() {
         // Some item cannot be told from the DN (a group, a container outside
         // the base DN): resolve the items over the packed snapshot, in order.
         let mut claimed: HashSet<String> = HashSet::new();
         let mut domains = crate::domains::Domains::new(&base);
+        if !plan_only && start.is_some() {
+            domains = domains.taking_marks();
+        }
         for (i, item) in cfg.sync.items.iter().enumerate() {
             let members = match domains.client_for(cfg, item).await {
                 Ok(None) => item_members(client, cfg, item, &base, &attrs, &mut snap).await,
@@ -344,6 +455,7 @@ async fn full(
                 }
             }
         }
+        domain_marks = domains.taken_marks();
         domains.close().await;
         for p in snap.users.values() {
             if let Some(id) = p.directory_id() {
@@ -426,17 +538,31 @@ async fn full(
     );
     if !plan_only {
         let wm = match start {
-            Some((kind, cookie)) => Watermark {
-                kind: kind.as_str().into(),
-                server: client.server().to_string(),
-                value: cookie,
-                items_fingerprint: cfg.items_fingerprint(),
-            },
+            Some((kind, cookie)) => {
+                let mut domains: Vec<DomainWatermark> = domain_marks
+                    .into_iter()
+                    .map(|(domain, (kind, server, value))| DomainWatermark {
+                        domain,
+                        kind: kind.as_str().into(),
+                        server,
+                        value,
+                    })
+                    .collect();
+                domains.sort_by(|a, b| a.domain.cmp(&b.domain));
+                Watermark {
+                    kind: kind.as_str().into(),
+                    server: client.server().to_string(),
+                    value: cookie,
+                    items_fingerprint: cfg.items_fingerprint(),
+                    domains,
+                }
+            }
             None => Watermark {
                 kind: "full".into(),
                 server: String::new(),
                 value: Vec::new(),
                 items_fingerprint: cfg.items_fingerprint(),
+                domains: Vec::new(),
             },
         };
         match applying {

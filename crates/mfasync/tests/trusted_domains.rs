@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use common::Mfa;
+use common::{counts, Mfa};
 use mfasync_testkit::{samba_fixture, Dns, SambaTrust, SrvRecord, OTHER_BASE_DN, SAMBA_BASE_DN};
 use serde_json::Value;
 
@@ -288,15 +288,11 @@ fn items_in_the_trusted_forest_are_read_from_its_dc_and_an_unreachable_one_block
     }
     let before = m.users().len();
 
-    // Not incremental while an item is in another domain: every cycle reads it in full.
+    // Nothing changed: the next cycle is incremental in both domains.
     let o = m.ok(&["--json", "sync"]);
     let s = o.json();
-    assert_eq!(s["mode"], "full", "{s}");
-    assert_eq!(
-        common::counts(&s).0 + common::counts(&s).3 + common::counts(&s).4,
-        0,
-        "{s}"
-    );
+    assert_eq!(s["mode"], "incremental", "{s}\n{}", o.stderr);
+    assert_eq!(counts(&s), (0, 0, 0, 0, 0, 0), "{s}");
 
     // other.test's DC down: its users stay as they are, mfa.test is synchronized.
     e.trust.other.stop();
@@ -307,7 +303,7 @@ fn items_in_the_trusted_forest_are_read_from_its_dc_and_an_unreachable_one_block
     e.trust.start_other(&other_fixture());
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
     let s = o.json();
-    let (created, updated, _, disabled, removed, _) = common::counts(&s);
+    let (created, updated, _, disabled, removed, _) = counts(&s);
     assert_eq!((created, updated, disabled, removed), (0, 1, 0, 0), "{s}");
     assert!(
         o.stderr
@@ -323,4 +319,188 @@ fn items_in_the_trusted_forest_are_read_from_its_dc_and_an_unreachable_one_block
         let user = m.user(u).unwrap();
         assert_eq!(user["enabled"], true, "{user}");
     }
+}
+
+/// The stored watermark.
+fn watermark(m: &Mfa) -> mfasync_store::Watermark {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = mfasync_store::open(&m.url).await.unwrap();
+        store.watermark().await.unwrap().expect("a watermark")
+    })
+}
+
+/// A user entry for an `ldapadd` into either domain.
+fn ad_user(cn: &str, ou: &str, sam: &str, domain: &str, phone: &str) -> String {
+    format!(
+        "dn: CN={cn},{ou}\nobjectClass: user\nsAMAccountName: {sam}\n\
+         userPrincipalName: {sam}@{domain}\ntelephoneNumber: {phone}\nuserAccountControl: 544\n\n"
+    )
+}
+
+/// Each domain has its own incremental starting point: a full cycle takes
+/// other.test's at its DC and commits it with mfa.test's; incremental cycles
+/// read each domain's changes from its own DC. A DC that is down keeps its
+/// domain's starting point (its changes are read when it is back) and blocks
+/// nothing; a full cycle that could not reach it leaves no starting point for
+/// it, so the next cycle is full.
+#[test]
+fn each_domain_is_synchronized_incrementally_from_its_own_starting_point() {
+    let mut e = env().lock().unwrap_or_else(|p| p.into_inner());
+    let (here, there) = (
+        format!("OU=Inc7,{SAMBA_BASE_DN}"),
+        format!("OU=Inc7,{OTHER_BASE_DN}"),
+    );
+    let ou = |dn: &str| format!("dn: {dn}\nobjectClass: organizationalUnit\nou: Inc7\n\n");
+    // (Re)create the OUs: an earlier test may have restarted other.test.
+    for (s, dn) in [(&e.trust.mfa, &here), (&e.trust.other, &there)] {
+        let _ = Command::new("ldapdelete")
+            .args(["-x", "-r", "-H", &s.url, "-D", &s.admin_dn, "-w"])
+            .args([&s.admin_password, dn])
+            .output();
+    }
+    e.trust
+        .mfa
+        .ldapadd(&(ou(&here) + &ad_user("Mia Main", &here, "mia7", "mfa.test", "+15550701")));
+    e.trust.other.ldapadd(
+        &(ou(&there)
+            + &ad_user("Ivy Inc", &there, "ivy7", "other.test", "+15550702")
+            + &ad_user("Ian Inc", &there, "ian7", "other.test", "+15550703")),
+    );
+    let toml = config(&e.dns.addr.to_string(), "mfa.test", &here)
+        + &format!(
+            "[[sync.items]]\nkind = \"container\"\ndn = \"{there}\"\ninclude_nested = true\n"
+        );
+    let m = Mfa::new();
+    m.apply(&toml);
+    let reference = Mfa::new();
+    reference.apply(&toml);
+
+    let s = m.sync_full();
+    assert_eq!(counts(&s).0, 3, "{s}");
+    let wm = watermark(&m);
+    assert!(["dirsync", "usn"].contains(&wm.kind.as_str()), "{wm:?}");
+    assert_eq!(wm.domains.len(), 1, "{wm:?}");
+    let first = wm.domains[0].clone();
+    assert_eq!(first.domain, "other.test");
+    assert_eq!(first.server, "ldap://127.0.0.2:389");
+    assert!(
+        ["dirsync", "usn"].contains(&first.kind.as_str()),
+        "{first:?}"
+    );
+    assert!(!first.value.is_empty());
+
+    // Nothing changed: incremental in both domains.
+    let o = m.ok(&["--json", "sync"]);
+    let q = o.json();
+    assert_eq!(q["mode"], "incremental", "{q}\n{}", o.stderr);
+    assert_eq!(counts(&q), (0, 0, 0, 0, 0, 0), "{q}");
+
+    // Changes on both sides, read from each domain's DC.
+    e.trust.other.ldapadd(&ad_user(
+        "Iris Inc",
+        &there,
+        "iris7",
+        "other.test",
+        "+15550704",
+    ));
+    e.trust.other.ldapmodify(&format!(
+        "dn: CN=Ivy Inc,{there}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +15550712\n\n\
+         dn: CN=Ian Inc,{there}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n"
+    ));
+    e.trust.mfa.ldapmodify(&format!(
+        "dn: CN=Mia Main,{here}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +15550711\n"
+    ));
+    let o = m.ok(&["--json", "sync"]);
+    let inc = o.json();
+    assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
+    let n = inc["entries_read"].as_u64().unwrap_or(u64::MAX);
+    assert!(n < 40, "the incremental cycle read {n} entries: {inc}");
+    assert_eq!(
+        m.user("iris7@other.test").expect("iris created")["sync_item"],
+        there
+    );
+    assert_eq!(
+        m.user("ivy7@other.test").unwrap()["primary_phone"],
+        "+15550712"
+    );
+    assert_eq!(m.user("ian7@other.test").unwrap()["enabled"], false);
+    assert_eq!(
+        m.user("mia7@mfa.test").unwrap()["primary_phone"],
+        "+15550711"
+    );
+    reference.sync_full();
+    let (a, b) = (m.users(), reference.users());
+    assert_eq!(a, b, "the incremental cycles and a full sync differ");
+    let second = watermark(&m).domains;
+    assert_eq!(second.len(), 1);
+    assert_ne!(
+        second[0].value, first.value,
+        "other.test's starting point moved on"
+    );
+
+    // other.test's DC down: mfa.test goes on incrementally, other.test's users
+    // stay as they are and its starting point is kept.
+    e.trust.other.pause();
+    e.trust.mfa.ldapmodify(&format!(
+        "dn: CN=Mia Main,{here}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +15550721\n"
+    ));
+    let o = m.run(&["--json", "sync"]);
+    let down = o.json();
+    let kept = watermark(&m).domains;
+    let users_down = m.users();
+    e.trust.other.resume();
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(down["mode"], "incremental", "{down}\n{}", o.stderr);
+    assert_eq!(counts(&down).1, 1, "{down}");
+    assert!(
+        o.stderr.contains("other.test") && o.stderr.contains("its users are left as they are"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        kept, second,
+        "other.test's starting point is kept while it is down"
+    );
+    let ivy = users_down
+        .iter()
+        .find(|u| u["username"] == "ivy7@other.test");
+    assert_eq!(ivy.unwrap()["enabled"], true);
+
+    // Back: the changes made there since its starting point are read.
+    e.trust.other.ldapmodify(&format!(
+        "dn: CN=Ivy Inc,{there}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +15550722\n"
+    ));
+    let o = m.ok(&["--json", "sync"]);
+    let back = o.json();
+    assert_eq!(back["mode"], "incremental", "{back}\n{}", o.stderr);
+    assert_eq!(
+        m.user("ivy7@other.test").unwrap()["primary_phone"],
+        "+15550722"
+    );
+    assert_eq!(
+        m.user("mia7@mfa.test").unwrap()["primary_phone"],
+        "+15550721"
+    );
+
+    // A full cycle while it is down takes no starting point there: the next
+    // cycle is full (and reads it), then incremental again.
+    e.trust.other.pause();
+    let o = m.run(&["--json", "sync", "--full"]);
+    let no_mark = watermark(&m).domains;
+    e.trust.other.resume();
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(no_mark.is_empty(), "{no_mark:?}");
+    let o = m.ok(&["--json", "sync"]);
+    let full = o.json();
+    assert_eq!(full["mode"], "full", "{full}");
+    assert!(
+        o.stderr
+            .contains("there is no starting point for the domain other.test"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(watermark(&m).domains.len(), 1);
+    let o = m.ok(&["--json", "sync"]);
+    assert_eq!(o.json()["mode"], "incremental", "{}", o.stderr);
 }

@@ -608,7 +608,7 @@ macro_rules! impl_store {
             Kind, ACTOR_ADMIN, AUDIT_CHUNK, DELETE_CHUNK, UPDATE_CHUNK, USER_CHUNK,
         };
         use sqlx::Row as _;
-        use $crate::{AuditEntry, ConfigVersion, Result, Store, StoreError, SyncRun, Watermark};
+        use $crate::{AuditEntry, ConfigVersion, Result, Store, StoreError, SyncRun, Watermark, DomainWatermark};
         use mfasync_core::plan::{Action, Change};
         use mfasync_core::MfaUser;
 
@@ -947,6 +947,22 @@ macro_rules! impl_store {
                     .bind(at.as_str())
                     .execute(&mut *tx)
                     .await?;
+                    // The other domains' starting points: replaced as a whole.
+                    sqlx::query("DELETE FROM domain_watermarks")
+                        .execute(&mut *tx)
+                        .await?;
+                    for d in &w.domains {
+                        sqlx::query(
+                            "INSERT INTO domain_watermarks (domain, kind, server, value) \
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(d.domain.as_str())
+                        .bind(d.kind.as_str())
+                        .bind(d.server.as_str())
+                        .bind(d.value.as_slice())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
                 store.check_fence(&mut tx).await?;
                 tx.commit().await?;
@@ -1081,15 +1097,29 @@ macro_rules! impl_store {
                 )
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|r| {
-                    Ok(Watermark {
-                        kind: r.try_get("kind")?,
-                        server: r.try_get("server")?,
-                        value: r.try_get("value")?,
-                        items_fingerprint: r.try_get("items_fingerprint")?,
+                let Some(r) = row else { return Ok(None) };
+                let domains = sqlx::query(
+                    "SELECT domain, kind, server, value FROM domain_watermarks ORDER BY domain",
+                )
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|d| {
+                    Ok(DomainWatermark {
+                        domain: d.try_get("domain")?,
+                        kind: d.try_get("kind")?,
+                        server: d.try_get("server")?,
+                        value: d.try_get("value")?,
                     })
                 })
-                .transpose()
+                .collect::<Result<Vec<_>>>()?;
+                Ok(Some(Watermark {
+                    kind: r.try_get("kind")?,
+                    server: r.try_get("server")?,
+                    value: r.try_get("value")?,
+                    items_fingerprint: r.try_get("items_fingerprint")?,
+                    domains,
+                }))
             }
 
             async fn put_config(&self, toml: &str) -> Result<i64> {

@@ -66,6 +66,15 @@ macro_rules! migrations {
                 "index of rows without a digest",
                 include_str!(concat!("../migrations/", $dir, "/0009_digest_missing.sql")),
             ),
+            (
+                10,
+                "starting points of other domains",
+                include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0010_domain_watermarks.sql"
+                )),
+            ),
         ];
         Migrator {
             migrations: Cow::Owned(
@@ -124,6 +133,23 @@ pub struct Watermark {
     pub value: Vec<u8>,
     /// `Config::items_fingerprint()` of the configuration the full sync ran with.
     pub items_fingerprint: String,
+    /// The starting points of the other domains whose items are synchronized
+    /// (`include_trusted_domains`), one per domain, committed in the same
+    /// transaction; replaced as a whole with the watermark. Sorted by domain.
+    pub domains: Vec<DomainWatermark>,
+}
+
+/// The incremental starting point of one other domain (a trusted domain or
+/// another domain of the forest): its own DirSync cookie or uSNChanged mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainWatermark {
+    /// The domain's DNS name, lower case (`other.example.com`).
+    pub domain: String,
+    /// "dirsync" or "usn".
+    pub kind: String,
+    /// The domain controller the starting point came from.
+    pub server: String,
+    pub value: Vec<u8>,
 }
 
 /// A stored configuration version.

@@ -92,6 +92,7 @@ contract!(
     apply_with_a_bad_change_commits_nothing,
     apply_failure_in_a_late_create_chunk_commits_nothing,
     watermark_set_and_replaced_with_changes,
+    domain_watermarks_are_replaced_with_the_watermark,
     config_versions_newest_active,
     sync_runs,
     audit_records_before_and_after,
@@ -255,6 +256,7 @@ fn wm(value: &str) -> Watermark {
         server: "dc1.example.com".to_string(),
         value: value.as_bytes().to_vec(),
         items_fingerprint: "fp-1".to_string(),
+        domains: Vec::new(),
     }
 }
 
@@ -557,6 +559,53 @@ async fn watermark_set_and_replaced_with_changes(s: &dyn Store) {
     // a failing plan keeps the old watermark
     let r = s.apply(&[create(&a)], Some(&wm("cookie-4"))).await;
     assert!(r.is_err());
+    assert_eq!(s.watermark().await.unwrap(), Some(wm("cookie-3")));
+}
+
+async fn domain_watermarks_are_replaced_with_the_watermark(s: &dyn Store) {
+    let dom = |domain: &str, value: &[u8]| mfasync_store::DomainWatermark {
+        domain: domain.to_string(),
+        kind: "dirsync".to_string(),
+        server: format!("ldap://dc.{domain}:389"),
+        value: value.to_vec(),
+    };
+    let mut w1 = wm("cookie-1");
+    // stored and read back sorted by domain, bytes intact
+    w1.domains = vec![dom("b.example", &[0, 255, 7]), dom("a.example", b"x")];
+    s.apply(&[create(&dir_user("alice", "id-a"))], Some(&w1))
+        .await
+        .unwrap();
+    let got = s.watermark().await.unwrap().unwrap();
+    assert_eq!(
+        got.domains,
+        vec![dom("a.example", b"x"), dom("b.example", &[0, 255, 7])]
+    );
+
+    // a plan without a watermark leaves them; a failing plan keeps them
+    s.apply(&[remove(&dir_user("alice", "id-a"))], None)
+        .await
+        .unwrap();
+    assert_eq!(s.watermark().await.unwrap().unwrap().domains.len(), 2);
+    let mut bad = wm("cookie-bad");
+    bad.domains = vec![dom("c.example", b"c")];
+    let r = s
+        .apply(
+            &[
+                create(&dir_user("bob", "id-b")),
+                create(&dir_user("bob", "id-b")),
+            ],
+            Some(&bad),
+        )
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(s.watermark().await.unwrap().unwrap().domains.len(), 2);
+
+    // a new watermark replaces the set as a whole (one domain left, then none)
+    let mut w2 = wm("cookie-2");
+    w2.domains = vec![dom("b.example", b"new")];
+    s.apply(&[], Some(&w2)).await.unwrap();
+    assert_eq!(s.watermark().await.unwrap(), Some(w2));
+    s.apply(&[], Some(&wm("cookie-3"))).await.unwrap();
     assert_eq!(s.watermark().await.unwrap(), Some(wm("cookie-3")));
 }
 

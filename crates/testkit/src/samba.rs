@@ -1,4 +1,3 @@
-use std::fs::File;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
@@ -452,9 +451,41 @@ impl Samba {
             );
         }
 
+        let url = format!("ldap://{}:389", spec.ip);
+        let ldaps_url = format!("ldaps://{}:636", spec.ip);
+        let mut s = Samba {
+            admin_url: if strong_auth { &ldaps_url } else { &url }.clone(),
+            url,
+            ldaps_url,
+            base_dn: spec.base_dn.to_string(),
+            admin_dn: format!("CN=Administrator,CN=Users,{}", spec.base_dn),
+            admin_password: ADMIN_PASSWORD.to_string(),
+            realm: spec.realm.to_string(),
+            domain: spec.netbios.to_string(),
+            dir: dir.clone(),
+            ca_cert: ca,
+            tmp: Some(tmp),
+            child: None,
+            stdin: None,
+            lock,
+        };
+        s.spawn();
+        if !seed_ldif.trim().is_empty() {
+            s.ldapadd(seed_ldif);
+        }
+        s
+    }
+
+    /// Start `samba` on this DC's directory and wait until LDAP answers.
+    fn spawn(&mut self) {
+        let dir = self.dir.clone();
+        let smb_conf = dir.join("etc/smb.conf");
         let log = dir.join("samba.stdout.log");
-        let log_file =
-            File::create(&log).unwrap_or_else(|e| panic!("testkit: create {}: {e}", log.display()));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("testkit: create {}: {e}", log.display()));
         let log_err = log_file
             .try_clone()
             .unwrap_or_else(|e| panic!("testkit: dup log fd: {e}"));
@@ -472,32 +503,14 @@ impl Samba {
             .spawn()
             .unwrap_or_else(|e| panic!("testkit: cannot spawn samba: {e}"));
         process::register(child.id(), libc::SIGTERM, Some(&dir), true);
-        let stdin = child.stdin.take();
-        let url = format!("ldap://{}:389", spec.ip);
-        let ldaps_url = format!("ldaps://{}:636", spec.ip);
-        let mut s = Samba {
-            admin_url: if strong_auth { &ldaps_url } else { &url }.clone(),
-            url,
-            ldaps_url,
-            base_dn: spec.base_dn.to_string(),
-            admin_dn: format!("CN=Administrator,CN=Users,{}", spec.base_dn),
-            admin_password: ADMIN_PASSWORD.to_string(),
-            realm: spec.realm.to_string(),
-            domain: spec.netbios.to_string(),
-            dir: dir.clone(),
-            ca_cert: ca,
-            tmp: Some(tmp),
-            child: None,
-            stdin,
-            lock,
-        };
+        self.stdin = child.stdin.take();
         let (url, admin, pw) = (
-            s.admin_url.clone(),
-            s.admin_dn.clone(),
-            s.admin_password.clone(),
+            self.admin_url.clone(),
+            self.admin_dn.clone(),
+            self.admin_password.clone(),
         );
-        s.child = Some(child);
-        if let Some(child) = s.child.as_mut() {
+        self.child = Some(child);
+        if let Some(child) = self.child.as_mut() {
             util::wait_ready("samba", child, &log, Duration::from_secs(120), || {
                 util::output(
                     Command::new("ldapsearch")
@@ -509,10 +522,23 @@ impl Samba {
                 .success()
             });
         }
-        if !seed_ldif.trim().is_empty() {
-            s.ldapadd(seed_ldif);
+    }
+
+    /// Take the DC down (its processes stop; its database is kept):
+    /// [`Samba::resume`] starts it again on the same database, as a DC that
+    /// was down for a while. Stopping an already paused DC does nothing.
+    pub fn pause(&mut self) {
+        drop(self.stdin.take());
+        if let Some(mut c) = self.child.take() {
+            process::stop_child(&mut c, libc::SIGTERM);
         }
-        s
+    }
+
+    /// Start a [`Samba::pause`]d DC again on its database; waits until LDAP answers.
+    pub fn resume(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
     }
 
     fn tools(&self) -> LdapTools<'_> {

@@ -1192,6 +1192,7 @@ impl Server {
             server: String::new(),
             value: Vec::new(),
             items_fingerprint: self.active().await.items_fingerprint(),
+            domains: Vec::new(),
         };
         self.store.apply(&[], Some(&wm)).await.unwrap();
     }
