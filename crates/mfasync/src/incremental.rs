@@ -970,8 +970,11 @@ async fn cycle_all(
                 }
             }
             None => {
-                if !dn_is_under(&normalize_dn(&dn), &base_n) {
-                    // outside the base DN and in no item: not a directory user any more
+                // Outside the base DN and in no item: not a directory user any
+                // more; except in another domain read this cycle, whose whole
+                // naming context is its directory (as in a full cycle).
+                let other_domain = matches!(r.domains.for_dn(cfg, &dn), Ok(Some(_)));
+                if !dn_is_under(&normalize_dn(&dn), &base_n) && !other_domain {
                     gone.insert(id);
                 }
             }

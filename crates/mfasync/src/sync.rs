@@ -455,6 +455,40 @@ async fn full(
                 }
             }
         }
+        // Stored users of items in other domains who are no longer among
+        // their members: still in their domain (left the item: its
+        // when_removed) or not (gone from the directory)?
+        let in_snap: HashSet<String> = snap
+            .users
+            .values()
+            .filter_map(Packed::directory_id)
+            .collect();
+        for item in &cfg.sync.items {
+            let Ok(Some(c)) = domains.client_for(cfg, item).await else {
+                continue;
+            };
+            let stored = store
+                .users_by(UserKey::SyncItem, std::slice::from_ref(&item.dn))
+                .await?;
+            for u in stored
+                .iter()
+                .filter(|u| u.source == mfasync_core::Source::Directory)
+            {
+                let Some(id) = u
+                    .directory_id
+                    .as_deref()
+                    .filter(|id| !in_snap.contains(*id))
+                else {
+                    continue;
+                };
+                if still_in_directory(c, cfg, id, u.dn.as_deref())
+                    .await
+                    .with_context(|| format!("looking for {} in {}", u.username, c.base_dn()))?
+                {
+                    w.planner.exists(id);
+                }
+            }
+        }
         domain_marks = domains.taken_marks();
         domains.close().await;
         for p in snap.users.values() {
@@ -1100,6 +1134,28 @@ async fn group_members(
 
 /// The entry `dn` if it matches `filter`; empty when it does not or no longer
 /// exists (a member value pointing at a deleted object). Other errors stop the cycle.
+/// Whether the user with unique id `id` (stored DN `dn`) is still a user of
+/// the directory `client` reads: by `<GUID=…>` where the id is an objectGUID,
+/// else by its stored DN.
+async fn still_in_directory(
+    client: &mut Client,
+    cfg: &Config,
+    id: &str,
+    dn: Option<&str>,
+) -> Result<bool> {
+    let guid = cfg.attributes.unique_id.eq_ignore_ascii_case("objectGUID")
+        && cfg.attributes.unique_id_type == mfasync_core::config::UniqueIdType::Guid
+        && id.len() == 36
+        && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    let base = match (guid, dn) {
+        (true, _) => format!("<GUID={id}>"),
+        (false, Some(dn)) => dn.to_string(),
+        (false, None) => return Ok(false),
+    };
+    let found = base_match(client, &base, &cfg.filters.user, &["1.1".to_string()]).await?;
+    Ok(!found.is_empty())
+}
+
 async fn base_match(
     client: &mut Client,
     dn: &str,

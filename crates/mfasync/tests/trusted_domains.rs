@@ -504,3 +504,81 @@ fn each_domain_is_synchronized_incrementally_from_its_own_starting_point() {
     let o = m.ok(&["--json", "sync"]);
     assert_eq!(o.json()["mode"], "incremental", "{}", o.stderr);
 }
+
+/// A security group of the trusted forest as a sync item: its members are read
+/// at other.test's DC, a membership change there is picked up by an
+/// incremental cycle from other.test's own starting point, and while that DC
+/// is down the cycle is full (the group's members cannot be told) and leaves
+/// the group's users as they are.
+#[test]
+fn a_group_of_the_trusted_forest_is_an_item_and_its_membership_is_followed_incrementally() {
+    let mut e = env().lock().unwrap_or_else(|p| p.into_inner());
+    let there = format!("OU=Grp7,{OTHER_BASE_DN}");
+    let team = format!("CN=Team7,{there}");
+    let _ = Command::new("ldapdelete")
+        .args(["-x", "-r", "-H", &e.trust.other.url, "-D"])
+        .args([&e.trust.other.admin_dn, "-w", &e.trust.other.admin_password])
+        .arg(&there)
+        .output();
+    e.trust.other.ldapadd(
+        &(format!("dn: {there}\nobjectClass: organizationalUnit\nou: Grp7\n\n")
+            + &ad_user("Gail Grp", &there, "gail7", "other.test", "+15550731")
+            + &ad_user("Gus Grp", &there, "gus7", "other.test", "+15550732")
+            + &format!(
+                "dn: {team}\nobjectClass: group\nsAMAccountName: team7\n\
+                 member: CN=Gail Grp,{there}\n\n"
+            )),
+    );
+    let toml = mfa_config(&e.dns.addr.to_string())
+        + &format!(
+            "[[sync.items]]\nkind = \"security-group\"\ndn = \"{team}\"\ninclude_nested = true\nwhen_removed = \"disable\"\n"
+        );
+    let m = Mfa::new();
+    m.apply(&toml);
+    let reference = Mfa::new();
+    reference.apply(&toml);
+
+    let s = m.sync_full();
+    assert_eq!(s["mode"], "full", "{s}");
+    assert_eq!(m.user("gail7@other.test").expect("gail")["sync_item"], team);
+    assert!(m.user("gus7@other.test").is_none(), "gus is not a member");
+    assert_eq!(watermark(&m).domains.len(), 1);
+    reference.sync_full();
+
+    // Gus joins, Gail leaves: one incremental cycle, read from other.test's DC.
+    e.trust.other.ldapmodify(&format!(
+        "dn: {team}\nchangetype: modify\nadd: member\nmember: CN=Gus Grp,{there}\n-\n\
+         delete: member\nmember: CN=Gail Grp,{there}\n"
+    ));
+    let o = m.ok(&["--json", "sync"]);
+    let inc = o.json();
+    assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
+    assert_eq!(
+        m.user("gus7@other.test").expect("gus joined")["sync_item"],
+        team
+    );
+    assert_eq!(
+        m.user("gail7@other.test").unwrap()["enabled"],
+        false,
+        "gail left"
+    );
+    // A full cycle agrees: Gail is still a user of other.test, so she left the
+    // item (disabled); she did not leave the directory (removed).
+    reference.sync_full();
+    assert_eq!(m.users(), reference.users());
+
+    // other.test down: a group item there makes the cycle full, its users are
+    // left as they are, and no starting point is kept for it.
+    e.trust.other.pause();
+    let o = m.run(&["--json", "sync"]);
+    let users_down = m.users();
+    let marks_down = watermark(&m).domains;
+    e.trust.other.resume();
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let down = o.json();
+    assert_eq!(down["mode"], "full", "{down}");
+    assert!(o.stderr.contains("holds a group item"), "{}", o.stderr);
+    assert_eq!(counts(&down).3 + counts(&down).4, 0, "{down}");
+    assert_eq!(users_down, reference.users());
+    assert!(marks_down.is_empty(), "{marks_down:?}");
+}
