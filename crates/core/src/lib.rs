@@ -14,6 +14,7 @@ pub mod phone;
 pub mod plan;
 pub mod ratelimit;
 pub mod safeguard;
+pub mod sid;
 pub mod user;
 
 pub use config::Config;

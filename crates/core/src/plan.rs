@@ -443,6 +443,17 @@ impl Planner {
         }
     }
 
+    /// Stored users that no item took this cycle, not seen in the directory
+    /// and not kept: the departures before their actions are decided (a
+    /// caller may still find some of them in the directory: [`Planner::exists`]).
+    pub fn unseen(&self) -> Vec<String> {
+        self.stored
+            .iter()
+            .filter(|(_, (_, s))| !s.held && !s.exists && !s.keep)
+            .map(|(id, _)| id.to_string())
+            .collect()
+    }
+
     /// A directory entry with this id exists but could not be mapped: its
     /// stored user is left exactly as it is this cycle.
     pub fn keep_as_is(&mut self, id: &str) {

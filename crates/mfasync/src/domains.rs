@@ -67,7 +67,12 @@ pub fn domain_of_dn(dn: &str) -> Option<String> {
     Some(labels.join("."))
 }
 
-/// Whether items in other domains are read from those domains' DCs.
+/// Whether items in other domains are read from those domains' DCs (and
+/// members from trusted domains followed).
+pub fn follows_other_domains(cfg: &Config) -> bool {
+    enabled(cfg)
+}
+
 fn enabled(cfg: &Config) -> bool {
     cfg.directory.include_trusted_domains
         && cfg.directory.source == DirectorySource::ActiveDirectory
@@ -113,18 +118,35 @@ pub fn holds_group_item(cfg: &Config, base: &str, domain: &str) -> bool {
     })
 }
 
-/// A domain's DCs could not be read (an incremental cycle then falls back
-/// to a full one, which leaves that domain's users as they are).
+/// An incremental cycle cannot be decided (a domain's DCs could not be read,
+/// or members come from a domain without a starting point): it falls back to
+/// a full one, which leaves an unreachable domain's users as they are.
 #[derive(Debug)]
-pub struct Unreachable(pub String);
+pub struct NeedsFull(pub String);
 
-impl std::fmt::Display for Unreachable {
+impl std::fmt::Display for NeedsFull {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for Unreachable {}
+impl std::error::Error for NeedsFull {}
+
+/// What a foreign security principal (a member from a trusted domain in a
+/// group of this domain) stands for.
+pub enum Principal {
+    /// Its entries (matching the filter asked; none: not such an object) in
+    /// `domain`, read from that domain's DCs.
+    Found {
+        domain: String,
+        entries: Vec<mfasync_core::Entry>,
+    },
+    /// Its domain's DCs could not be read.
+    Unreachable { domain: String, why: String },
+    /// Its SID is of no trusted domain (e.g. a well-known SID such as
+    /// Authenticated Users): nobody to synchronize.
+    NotTrusted,
+}
 
 /// A starting point taken in another domain: (kind, DC, value).
 pub type Mark = (crate::incremental::Kind, String, Vec<u8>);
@@ -133,6 +155,8 @@ pub type Mark = (crate::incremental::Kind, String, Vec<u8>);
 pub struct Domains {
     base: String,
     conns: HashMap<String, Result<Client, String>>,
+    /// The trusted domains by domain SID, read once per cycle.
+    trusts: Option<HashMap<String, String>>,
     /// Take a starting point in each domain right after connecting (full
     /// cycles that commit).
     take_marks: bool,
@@ -145,6 +169,7 @@ impl Domains {
         Domains {
             base: base.to_string(),
             conns: HashMap::new(),
+            trusts: None,
             take_marks: false,
             marks: HashMap::new(),
         }
@@ -202,20 +227,110 @@ impl Domains {
     /// domain and for domains this cycle has not connected to (asked at the
     /// connected domain's DC, as before); an error when `dn`'s domain could
     /// not be reached.
-    pub fn for_dn(&mut self, cfg: &Config, dn: &str) -> Result<Option<&mut Client>, Unreachable> {
+    pub fn for_dn(&mut self, cfg: &Config, dn: &str) -> Result<Option<&mut Client>, NeedsFull> {
         let Some(domain) = foreign_domain(cfg, &self.base, dn) else {
             return Ok(None);
         };
         match self.conns.get_mut(&domain) {
             None => Ok(None),
             Some(Ok(c)) => Ok(Some(c)),
-            Some(Err(why)) => Err(Unreachable(why.clone())),
+            Some(Err(why)) => Err(NeedsFull(why.clone())),
         }
     }
 
-    /// The starting points taken, by domain.
-    pub fn taken_marks(&mut self) -> HashMap<String, Mark> {
-        std::mem::take(&mut self.marks)
+    /// The object the foreign security principal `sid` stands for, matching
+    /// `filter`, in its trusted domain (found by the trust's SID, read by
+    /// `main` from the trustedDomain objects of the connected domain).
+    pub async fn principal(
+        &mut self,
+        main: &mut Client,
+        cfg: &Config,
+        sid: &str,
+        filter: &str,
+        attrs: &[String],
+    ) -> Result<Principal, mfasync_ldap::LdapError> {
+        if self.trusts.is_none() {
+            self.trusts = Some(self.read_trusts(main).await?);
+        }
+        let domain = match (mfasync_core::sid::domain_sid(sid), self.trusts.as_ref()) {
+            (Some(d), Some(t)) => match t.get(d) {
+                Some(name) => name.clone(),
+                None => return Ok(Principal::NotTrusted),
+            },
+            _ => return Ok(Principal::NotTrusted),
+        };
+        self.connect(cfg, &domain).await;
+        let client = match self.conns.get_mut(&domain) {
+            Some(Ok(c)) => c,
+            Some(Err(why)) => {
+                return Ok(Principal::Unreachable {
+                    domain,
+                    why: why.clone(),
+                })
+            }
+            None => {
+                return Ok(Principal::Unreachable {
+                    why: format!("the domain {domain} was not connected"),
+                    domain,
+                })
+            }
+        };
+        let base = client.base_dn().to_string();
+        let f = format!(
+            "(&{filter}(objectSid={}))",
+            mfasync_core::escape::filter_value(sid)
+        );
+        let entries = client
+            .search_all(&base, mfasync_ldap::Scope::Subtree, &f, attrs)
+            .await?;
+        Ok(Principal::Found { domain, entries })
+    }
+
+    /// The trusted domains (`trustPartner`) by their SID
+    /// (`securityIdentifier`), from `CN=System` of the connected domain.
+    async fn read_trusts(
+        &self,
+        main: &mut Client,
+    ) -> Result<HashMap<String, String>, mfasync_ldap::LdapError> {
+        let Some(domain) = domain_of_dn(&self.base) else {
+            return Ok(HashMap::new());
+        };
+        let system = format!("CN=System,{}", mfasync_ldap::dn_of_domain(&domain));
+        let attrs = ["trustPartner".to_string(), "securityIdentifier".to_string()];
+        let found = match main
+            .search_all(
+                &system,
+                mfasync_ldap::Scope::OneLevel,
+                "(objectClass=trustedDomain)",
+                &attrs,
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(mfasync_ldap::LdapError::Operation { code: 32, .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(found
+            .iter()
+            .filter_map(|e| {
+                let sid = mfasync_core::sid::sid_text(e.first_bytes("securityIdentifier")?)?;
+                let name = e.first_str("trustPartner")?.to_ascii_lowercase();
+                Some((sid, name))
+            })
+            .collect())
+    }
+
+    /// Every domain this cycle connected to (or tried to), with the
+    /// starting point taken there: `None` where none could be (unreachable,
+    /// or no incremental mechanism), which makes the next cycle full.
+    pub fn taken_marks(&mut self) -> Vec<(String, Option<Mark>)> {
+        let mut out: Vec<(String, Option<Mark>)> = self
+            .conns
+            .keys()
+            .map(|d| (d.clone(), self.marks.remove(d)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Unbind every connection.
@@ -271,6 +386,36 @@ pub async fn leave_as_is(
     }
     warnings.push(format!(
         "sync.items[{index}] ({}) was not read: {why}; its {n} stored user(s) are left as they are",
+        item.dn
+    ));
+    Ok(())
+}
+
+/// Members of `item` from `domain` (foreign security principals) could not
+/// be read this cycle (`why`): its stored users of that domain are left
+/// exactly as they are, and the plan says so.
+pub async fn leave_domain_as_is(
+    store: &dyn Store,
+    planner: &mut Planner,
+    warnings: &mut Vec<String>,
+    index: usize,
+    item: &SyncItem,
+    domain: &str,
+    why: &str,
+) -> anyhow::Result<()> {
+    let stored = store
+        .users_by(UserKey::SyncItem, std::slice::from_ref(&item.dn))
+        .await?;
+    let mut n = 0;
+    for u in &stored {
+        let in_domain = u.dn.as_deref().and_then(domain_of_dn).as_deref() == Some(domain);
+        if let (true, Some(id)) = (in_domain, u.directory_id.as_deref()) {
+            planner.keep_as_is(id);
+            n += 1;
+        }
+    }
+    warnings.push(format!(
+        "sync.items[{index}] ({}): its members from {domain} were not read: {why}; its {n} stored user(s) of {domain} are left as they are",
         item.dn
     ));
     Ok(())

@@ -24,7 +24,7 @@
 //!    rules as a full synchronization), applied with the new cookie in one
 //!    transaction by the caller.
 
-use crate::domains::{Domains, Unreachable};
+use crate::domains::{Domains, NeedsFull};
 use anyhow::{anyhow, bail, Context, Result};
 use mfasync_core::config::{ChangeTracking, Config, ItemKind, SyncItem, UniqueIdType, WhenRemoved};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
@@ -499,6 +499,11 @@ struct Resolver<'a> {
     cfg: &'a Config,
     attrs: Vec<String>,
     group_bases: Vec<String>,
+    /// The connected domain's naming context (where its foreign security
+    /// principals are), when members from trusted domains are followed.
+    fsp_nc: Option<String>,
+    /// The other domains whose changes this cycle read.
+    fetched: Vec<String>,
     /// Direct groups of a DN (normalised DN -> (normalised, as written) group DNs).
     groups_of: HashMap<String, Vec<(String, String)>>,
     reads: usize,
@@ -574,10 +579,105 @@ impl Resolver<'_> {
             self.reads += found.len();
             out.extend(found.into_iter().map(|e| (normalize_dn(&e.dn), e.dn)));
         }
+        // An entry of another domain is a member of this domain's groups as
+        // a foreign security principal (CN=<its SID>,CN=ForeignSecurityPrincipals,…).
+        if let Some(fsp) = self.principal_dn(dn).await? {
+            let filter = format!(
+                "(&{}(member={}))",
+                self.cfg.filters.security_group,
+                mfasync_core::escape::filter_value(&fsp)
+            );
+            for base in self.group_bases.clone() {
+                if !matches!(self.domains.for_dn(self.cfg, &base), Ok(None)) {
+                    continue;
+                }
+                let found = self
+                    .client
+                    .search_all(&base, Scope::Subtree, &filter, &["1.1".to_string()])
+                    .await
+                    .with_context(|| format!("searching the groups of {fsp} under {base}"))?;
+                self.reads += found.len();
+                out.extend(found.into_iter().map(|e| (normalize_dn(&e.dn), e.dn)));
+            }
+        }
         out.sort();
         out.dedup();
         self.groups_of.insert(key, out.clone());
         Ok(out)
+    }
+
+    /// The foreign security principal DN that stands for `dn` (an entry of
+    /// another domain read this cycle) in the connected domain.
+    async fn principal_dn(&mut self, dn: &str) -> Result<Option<String>> {
+        let Some(nc) = self.fsp_nc.clone() else {
+            return Ok(None);
+        };
+        let client = match self.domains.for_dn(self.cfg, dn) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(anyhow!(e)),
+        };
+        let attrs = ["objectSid".to_string()];
+        let found = match client
+            .search_all(dn, Scope::Base, "(objectClass=*)", &attrs)
+            .await
+        {
+            Ok(v) => v,
+            Err(mfasync_ldap::LdapError::Operation { code: 32, .. }) => Vec::new(),
+            Err(e) => return Err(anyhow!(e).context(format!("reading the objectSid of {dn}"))),
+        };
+        self.reads += found.len();
+        Ok(found
+            .first()
+            .and_then(|e| e.first_bytes("objectSid"))
+            .and_then(mfasync_core::sid::sid_text)
+            .map(|sid| mfasync_core::sid::foreign_principal_dn(&sid, &nc)))
+    }
+
+    /// What a foreign security principal `sid` (a member of `group`) stands
+    /// for in its trusted domain: the DN of a user (with its entry) or of a
+    /// group there; None when neither (or of no trusted domain).
+    async fn principal(
+        &mut self,
+        sid: &str,
+        group: &str,
+    ) -> Result<Option<(String, Option<Entry>)>> {
+        use crate::domains::Principal;
+        let (cfg, attrs) = (self.cfg, self.attrs.clone());
+        let found = self
+            .domains
+            .principal(self.client, cfg, sid, &cfg.filters.user, &attrs)
+            .await
+            .with_context(|| format!("following the member {sid} of {group}"))?;
+        match found {
+            Principal::NotTrusted => Ok(None),
+            Principal::Unreachable { why, .. } => Err(anyhow!(NeedsFull(why))),
+            Principal::Found { domain, .. } if !self.fetched.contains(&domain) => {
+                Err(anyhow!(NeedsFull(format!(
+                    "{group} holds members from {domain}, which has no starting point yet"
+                ))))
+            }
+            Principal::Found { mut entries, .. } => {
+                self.reads += entries.len();
+                if let Some(e) = entries.pop() {
+                    return Ok(Some((e.dn.clone(), Some(e))));
+                }
+                let one = ["1.1".to_string()];
+                let groups = self
+                    .domains
+                    .principal(self.client, cfg, sid, &cfg.filters.security_group, &one)
+                    .await
+                    .with_context(|| format!("following the member {sid} of {group}"))?;
+                // a group of the trusted domain: its DN (read as a nested group there)
+                match groups {
+                    Principal::Found { mut entries, .. } => {
+                        self.reads += entries.len();
+                        Ok(entries.pop().map(|g| (g.dn, None)))
+                    }
+                    _ => Ok(None),
+                }
+            }
+        }
     }
 
     /// Every group that holds `dn`, directly or through nested groups.
@@ -663,7 +763,7 @@ pub async fn cycle(
     cookie: &[u8],
 ) -> Result<std::result::Result<Cycle, String>> {
     match cycle_all(client, domains, others, cfg, store, kind, base, cookie).await {
-        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<Unreachable>()) {
+        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<NeedsFull>()) {
             Some(u) => Ok(Err(u.to_string())),
             None => Err(e),
         },
@@ -734,12 +834,15 @@ async fn cycle_all(
     }
     group_bases.sort();
     group_bases.dedup();
+    let fsp_nc = crate::domains::follows_other_domains(cfg).then(|| naming_context(client, base));
     let mut r = Resolver {
         client,
         domains,
         cfg,
         attrs: a.user_attributes(),
         group_bases,
+        fsp_nc,
+        fetched: others.iter().map(|o| o.domain.clone()).collect(),
         groups_of: HashMap::new(),
         reads: 0,
     };
@@ -870,6 +973,20 @@ async fn cycle_all(
                 .filter_map(|u| u.dn.as_deref().map(normalize_dn).map(|n| (n, u)))
                 .collect();
             for v in values {
+                // a member from a trusted domain: its entry there
+                let mut principal_entry = None;
+                let v = match mfasync_core::sid::foreign_principal_sid(&v)
+                    .filter(|_| r.fsp_nc.is_some())
+                {
+                    None => v,
+                    Some(sid) => match r.principal(&sid, &grp).await? {
+                        Some((dn, e)) => {
+                            principal_entry = e;
+                            dn
+                        }
+                        None => continue,
+                    },
+                };
                 let n = normalize_dn(&v);
                 if members.contains(&n) {
                     continue;
@@ -888,7 +1005,11 @@ async fn cycle_all(
                     members.insert(n);
                     continue;
                 }
-                if let Some(e) = r.read_user(&v).await? {
+                let entry = match principal_entry {
+                    Some(e) => Some(e),
+                    None => r.read_user(&v).await?,
+                };
+                if let Some(e) = entry {
                     members.insert(n.clone());
                     match mapping::map_user(a, &e) {
                         Ok(du) => {

@@ -205,9 +205,17 @@ async fn connect(cfg: &Config) -> Result<Client> {
 /// Why the stored watermark cannot continue: an item is in another domain
 /// for which it holds no starting point.
 fn missing_domain_mark(cfg: &Config, base: &str, wm: &Watermark) -> Option<String> {
-    crate::domains::item_domains(cfg, base)
-        .into_iter()
-        .find(|d| !wm.domains.iter().any(|m| m.domain == *d))
+    let unread = wm
+        .domains
+        .iter()
+        .find(|m| incremental::Kind::parse(&m.kind).is_none())
+        .map(|m| m.domain.clone());
+    unread
+        .or_else(|| {
+            crate::domains::item_domains(cfg, base)
+                .into_iter()
+                .find(|d| !wm.domains.iter().any(|m| m.domain == *d))
+        })
         .map(|d| {
             format!(
                 "there is no starting point for the domain {d} (the last full synchronization could not read it or take one there)"
@@ -249,7 +257,15 @@ async fn incremental_in_domains(
     let mut servers: HashMap<String, String> = HashMap::new();
     let mut carried: Vec<DomainWatermark> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
-    for d in crate::domains::item_domains(cfg, &base) {
+    // The items' domains, and those the last full cycle read for members
+    // from trusted domains (each has a starting point).
+    let mut read = crate::domains::item_domains(cfg, &base);
+    for m in &wm.domains {
+        if !read.contains(&m.domain) && crate::domains::follows_other_domains(cfg) {
+            read.push(m.domain.clone());
+        }
+    }
+    for d in read {
         let Some(mark) = wm.domains.iter().find(|m| m.domain == d) else {
             return Ok(Err(format!(
                 "there is no starting point for the domain {d}"
@@ -419,7 +435,7 @@ async fn full(
     let mut applying = applying;
     let mut streamed = streamed;
     // The other domains' starting points, taken as each is connected.
-    let mut domain_marks = HashMap::new();
+    let mut domain_marks = Vec::new();
     if let Some(mut snap) = w.deferred.take() {
         // Some item cannot be told from the DN (a group, a container outside
         // the base DN): resolve the items over the packed snapshot, in order.
@@ -428,18 +444,30 @@ async fn full(
         if !plan_only && start.is_some() {
             domains = domains.taking_marks();
         }
+        let follow = crate::domains::follows_other_domains(cfg);
         for (i, item) in cfg.sync.items.iter().enumerate() {
-            let members = match domains.client_for(cfg, item).await {
-                Ok(None) => item_members(client, cfg, item, &base, &attrs, &mut snap).await,
-                // In another domain: read on its own (no base) from its DCs.
-                Ok(Some(c)) => item_members(c, cfg, item, "", &attrs, &mut snap).await,
-                Err(why) => {
-                    let (p, warn) = (&mut w.planner, &mut w.warnings);
-                    crate::domains::leave_as_is(store, p, warn, i, item, &why).await?;
-                    continue;
+            let read = if crate::domains::foreign_domain(cfg, &base, &item.dn).is_none() {
+                // groups of this domain: members from trusted domains followed
+                let fsp = follow.then_some(&mut domains);
+                item_members(client, cfg, item, &base, &attrs, &mut snap, fsp).await
+            } else {
+                match domains.client_for(cfg, item).await {
+                    // In another domain: read on its own (no base) from its DCs.
+                    Ok(Some(c)) => item_members(c, cfg, item, "", &attrs, &mut snap, None).await,
+                    Ok(None) => Err(anyhow!("the domain of {} was not connected", item.dn)),
+                    Err(why) => {
+                        let (p, warn) = (&mut w.planner, &mut w.warnings);
+                        crate::domains::leave_as_is(store, p, warn, i, item, &why).await?;
+                        continue;
+                    }
                 }
+            };
+            let (members, unread) =
+                read.with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
+            for (domain, why) in unread {
+                let (p, warn) = (&mut w.planner, &mut w.warnings);
+                crate::domains::leave_domain_as_is(store, p, warn, i, item, &domain, &why).await?;
             }
-            .with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
             for key in members {
                 let Some(du) = snap.users.get(&key).and_then(Packed::unpack) else {
                     continue;
@@ -455,47 +483,19 @@ async fn full(
                 }
             }
         }
-        // Stored users of items in other domains who are no longer among
-        // their members: still in their domain (left the item: its
-        // when_removed) or not (gone from the directory)?
-        let in_snap: HashSet<String> = snap
-            .users
-            .values()
-            .filter_map(Packed::directory_id)
-            .collect();
-        for item in &cfg.sync.items {
-            let Ok(Some(c)) = domains.client_for(cfg, item).await else {
-                continue;
-            };
-            let stored = store
-                .users_by(UserKey::SyncItem, std::slice::from_ref(&item.dn))
-                .await?;
-            for u in stored
-                .iter()
-                .filter(|u| u.source == mfasync_core::Source::Directory)
-            {
-                let Some(id) = u
-                    .directory_id
-                    .as_deref()
-                    .filter(|id| !in_snap.contains(*id))
-                else {
-                    continue;
-                };
-                if still_in_directory(c, cfg, id, u.dn.as_deref())
-                    .await
-                    .with_context(|| format!("looking for {} in {}", u.username, c.base_dn()))?
-                {
-                    w.planner.exists(id);
-                }
-            }
-        }
-        domain_marks = domains.taken_marks();
-        domains.close().await;
         for p in snap.users.values() {
             if let Some(id) = p.directory_id() {
                 w.planner.exists(&id);
             }
         }
+        if follow {
+            // Stored users of other domains no item took: still users there
+            // (they left their item: its when_removed) or gone?
+            let unseen = w.planner.unseen();
+            check_other_domains(store, cfg, &base, &mut domains, &mut w, &unseen).await?;
+        }
+        domain_marks = domains.taken_marks();
+        domains.close().await;
     }
     if let Some(a) = applying.as_mut() {
         streamed += w.flush_creates(a.as_mut(), true).await?;
@@ -573,16 +573,25 @@ async fn full(
     if !plan_only {
         let wm = match start {
             Some((kind, cookie)) => {
-                let mut domains: Vec<DomainWatermark> = domain_marks
+                // A domain read without a starting point is stored as "none":
+                // the next cycle is full.
+                let domains: Vec<DomainWatermark> = domain_marks
                     .into_iter()
-                    .map(|(domain, (kind, server, value))| DomainWatermark {
-                        domain,
-                        kind: kind.as_str().into(),
-                        server,
-                        value,
+                    .map(|(domain, mark)| match mark {
+                        Some((kind, server, value)) => DomainWatermark {
+                            domain,
+                            kind: kind.as_str().into(),
+                            server,
+                            value,
+                        },
+                        None => DomainWatermark {
+                            domain,
+                            kind: "none".into(),
+                            server: String::new(),
+                            value: Vec::new(),
+                        },
                     })
                     .collect();
-                domains.sort_by(|a, b| a.domain.cmp(&b.domain));
                 Watermark {
                     kind: kind.as_str().into(),
                     server: client.server().to_string(),
@@ -991,7 +1000,9 @@ async fn item_members(
     base: &str,
     attrs: &[String],
     snap: &mut Snapshot,
-) -> Result<Vec<String>> {
+    fsp: Option<&mut crate::domains::Domains>,
+) -> Result<(Vec<String>, Vec<(String, String)>)> {
+    let mut unread = Vec::new();
     let item_dn = normalize_dn(&item.dn);
     item_exists(client, item).await?;
     let mut out: Vec<String> = match item.kind {
@@ -1034,25 +1045,36 @@ async fn item_members(
                     .collect()
             }
         }
-        ItemKind::SecurityGroup => group_members(client, cfg, item, attrs, snap).await?,
+        ItemKind::SecurityGroup => {
+            let (members, u) = group_members(client, cfg, item, attrs, snap, fsp).await?;
+            unread = u;
+            members
+        }
     };
     out.sort();
-    Ok(out)
+    Ok((out, unread))
 }
 
 /// Members of a security group (and of its nested groups when include_nested):
 /// by Attribute Scoped Query when enabled and supported, else by reading
 /// `member` with range retrieval.
+///
+/// With `fsp` (a group of the connected domain, `include_trusted_domains`),
+/// members from trusted domains (foreign security principals) are followed
+/// to their users (and, with include_nested, groups) in their own domain; the
+/// domains that could not be read are returned with why.
 async fn group_members(
     client: &mut Client,
     cfg: &Config,
     item: &SyncItem,
     attrs: &[String],
     snap: &mut Snapshot,
-) -> Result<Vec<String>> {
+    mut fsp: Option<&mut crate::domains::Domains>,
+) -> Result<(Vec<String>, Vec<(String, String)>)> {
     let use_asq =
         cfg.directory.use_attribute_scope_queries && client.capabilities().attribute_scoped_query;
     let a = &cfg.attributes;
+    let mut unread: Vec<(String, String)> = Vec::new();
     let mut members: Vec<String> = Vec::new();
     let mut visited: HashSet<String> = HashSet::new();
     let mut queue: Vec<String> = vec![item.dn.clone()];
@@ -1075,6 +1097,25 @@ async fn group_members(
                     .entry(k.clone())
                     .or_insert_with(|| Packed::pack(&du));
                 members.push(k);
+            }
+            if let Some(d) = fsp.as_deref_mut() {
+                let mut principals: Vec<String> = Vec::new();
+                let mut p = |e: mfasync_core::Entry| principals.push(e.dn);
+                client
+                    .asq_each(
+                        &group,
+                        "member",
+                        "(objectClass=foreignSecurityPrincipal)",
+                        &["1.1".to_string()],
+                        &mut p,
+                    )
+                    .await?;
+                for dn in principals {
+                    if let Some(sid) = mfasync_core::sid::foreign_principal_sid(&dn) {
+                        let out = (&mut members, &mut unread);
+                        follow_principal(client, d, cfg, item, &sid, attrs, snap, out).await?;
+                    }
+                }
             }
             if item.include_nested {
                 let mut nested: Vec<String> = Vec::new();
@@ -1099,6 +1140,14 @@ async fn group_members(
                 let key = normalize_dn(&dn);
                 if snap.users.contains_key(&key) {
                     members.push(key);
+                    continue;
+                }
+                if let (Some(sid), Some(d)) = (
+                    mfasync_core::sid::foreign_principal_sid(&dn),
+                    fsp.as_deref_mut(),
+                ) {
+                    let out = (&mut members, &mut unread);
+                    follow_principal(client, d, cfg, item, &sid, attrs, snap, out).await?;
                     continue;
                 }
                 // not a user under the base DN: a nested group, or a user elsewhere
@@ -1129,11 +1178,137 @@ async fn group_members(
     }
     members.sort();
     members.dedup();
-    Ok(members)
+    Ok((members, unread))
+}
+
+/// A member from a trusted domain (foreign security principal `sid`): its
+/// user in that domain, or with include_nested its group's members there.
+#[allow(clippy::too_many_arguments)]
+async fn follow_principal(
+    client: &mut Client,
+    domains: &mut crate::domains::Domains,
+    cfg: &Config,
+    item: &SyncItem,
+    sid: &str,
+    attrs: &[String],
+    snap: &mut Snapshot,
+    (members, unread): (&mut Vec<String>, &mut Vec<(String, String)>),
+) -> Result<()> {
+    use crate::domains::Principal;
+    let what = || format!("following the member {sid} from a trusted domain");
+    let user = domains
+        .principal(client, cfg, sid, &cfg.filters.user, attrs)
+        .await
+        .with_context(what)?;
+    let domain = match user {
+        Principal::NotTrusted => return Ok(()),
+        Principal::Unreachable { domain, why } => {
+            unread.push((domain, why));
+            return Ok(());
+        }
+        Principal::Found { domain, entries } if entries.is_empty() => domain,
+        Principal::Found { entries, .. } => {
+            for e in entries {
+                if let Ok(du) = mapping::map_user(&cfg.attributes, &e) {
+                    let key = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
+                    snap.users
+                        .entry(key.clone())
+                        .or_insert_with(|| Packed::pack(&du));
+                    members.push(key);
+                }
+            }
+            return Ok(());
+        }
+    };
+    if !item.include_nested {
+        return Ok(());
+    }
+    let one = ["1.1".to_string()];
+    let groups = match domains
+        .principal(client, cfg, sid, &cfg.filters.security_group, &one)
+        .await
+        .with_context(what)?
+    {
+        Principal::Found { entries, .. } => entries,
+        _ => Vec::new(),
+    };
+    let Some(Ok(c)) = domains.connected(&domain) else {
+        return Ok(());
+    };
+    for g in groups {
+        // a group of the trusted domain: its members there (nested groups
+        // followed; members from further domains are not)
+        let sub = SyncItem {
+            dn: g.dn.clone(),
+            ..item.clone()
+        };
+        let (found, _) = Box::pin(group_members(c, cfg, &sub, attrs, snap, None))
+            .await
+            .with_context(|| format!("reading the members of {} in {domain}", g.dn))?;
+        members.extend(found);
+    }
+    Ok(())
 }
 
 /// The entry `dn` if it matches `filter`; empty when it does not or no longer
 /// exists (a member value pointing at a deleted object). Other errors stop the cycle.
+/// Of the stored users `unseen` (no item took them), those whose DN is in
+/// another domain are looked up at that domain's DCs: found, they exist (and
+/// get their item's when_removed); that domain unreachable, they are left as
+/// they are (a trusted domain that is down never disables its users).
+async fn check_other_domains(
+    store: &dyn Store,
+    cfg: &Config,
+    base: &str,
+    domains: &mut crate::domains::Domains,
+    w: &mut Worker,
+    unseen: &[String],
+) -> Result<()> {
+    let mut down: Vec<(String, String, usize)> = Vec::new();
+    for chunk in unseen.chunks(500) {
+        let rows = store.users_by(UserKey::DirectoryId, chunk).await?;
+        for u in rows
+            .iter()
+            .filter(|u| u.source == mfasync_core::Source::Directory)
+        {
+            let (Some(id), Some(dn)) = (u.directory_id.as_deref(), u.dn.as_deref()) else {
+                continue;
+            };
+            let Some(d) = crate::domains::foreign_domain(cfg, base, dn) else {
+                continue;
+            };
+            domains.connect(cfg, &d).await;
+            match domains.connected(&d) {
+                Some(Ok(c)) => {
+                    if still_in_directory(c, cfg, id, Some(dn))
+                        .await
+                        .with_context(|| format!("looking for {} in {d}", u.username))?
+                    {
+                        w.planner.exists(id);
+                    }
+                }
+                other => {
+                    w.planner.keep_as_is(id);
+                    let why = match other {
+                        Some(Err(why)) => why,
+                        _ => format!("the domain {d} was not connected"),
+                    };
+                    match down.iter_mut().find(|(x, _, _)| *x == d) {
+                        Some(e) => e.2 += 1,
+                        None => down.push((d, why, 1)),
+                    }
+                }
+            }
+        }
+    }
+    for (d, why, n) in down {
+        w.warnings.push(format!(
+            "{why}; {n} stored user(s) of {d} that no item holds now are left as they are"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the user with unique id `id` (stored DN `dn`) is still a user of
 /// the directory `client` reads: by `<GUID=…>` where the id is an objectGUID,
 /// else by its stored DN.

@@ -483,14 +483,15 @@ fn each_domain_is_synchronized_incrementally_from_its_own_starting_point() {
         "+15550721"
     );
 
-    // A full cycle while it is down takes no starting point there: the next
-    // cycle is full (and reads it), then incremental again.
+    // A full cycle while it is down takes no starting point there ("none"):
+    // the next cycle is full (and reads it), then incremental again.
     e.trust.other.pause();
     let o = m.run(&["--json", "sync", "--full"]);
     let no_mark = watermark(&m).domains;
     e.trust.other.resume();
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
-    assert!(no_mark.is_empty(), "{no_mark:?}");
+    assert_eq!(no_mark.len(), 1, "{no_mark:?}");
+    assert_eq!(no_mark[0].kind, "none", "no starting point: {no_mark:?}");
     let o = m.ok(&["--json", "sync"]);
     let full = o.json();
     assert_eq!(full["mode"], "full", "{full}");
@@ -501,6 +502,7 @@ fn each_domain_is_synchronized_incrementally_from_its_own_starting_point() {
         o.stderr
     );
     assert_eq!(watermark(&m).domains.len(), 1);
+    assert_ne!(watermark(&m).domains[0].kind, "none");
     let o = m.ok(&["--json", "sync"]);
     assert_eq!(o.json()["mode"], "incremental", "{}", o.stderr);
 }
@@ -568,7 +570,7 @@ fn a_group_of_the_trusted_forest_is_an_item_and_its_membership_is_followed_incre
     assert_eq!(m.users(), reference.users());
 
     // other.test down: a group item there makes the cycle full, its users are
-    // left as they are, and no starting point is kept for it.
+    // left as they are, and no starting point is kept for it ("none").
     e.trust.other.pause();
     let o = m.run(&["--json", "sync"]);
     let users_down = m.users();
@@ -580,5 +582,155 @@ fn a_group_of_the_trusted_forest_is_an_item_and_its_membership_is_followed_incre
     assert!(o.stderr.contains("holds a group item"), "{}", o.stderr);
     assert_eq!(counts(&down).3 + counts(&down).4, 0, "{down}");
     assert_eq!(users_down, reference.users());
-    assert!(marks_down.is_empty(), "{marks_down:?}");
+    assert_eq!(marks_down.len(), 1, "{marks_down:?}");
+    assert_eq!(marks_down[0].kind, "none", "{marks_down:?}");
+}
+
+/// The objectSid of `dn` at `s`, as text.
+fn sid_of(s: &mfasync_testkit::Samba, dn: &str) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "ldapsearch -LLL -o ldif-wrap=no -x -H \"$1\" -D \"$2\" -w \"$3\" -b \"$4\" -s base objectSid \
+             | sed -n 's/^objectSid:: //p' | base64 -d",
+        )
+        .args(["sh", &s.url, &s.admin_dn, &s.admin_password, dn])
+        .output()
+        .unwrap();
+    mfasync_core::sid::sid_text(&o.stdout)
+        .unwrap_or_else(|| panic!("no objectSid for {dn}: {:?}", o))
+}
+
+/// Members from the trusted forest in a group of mfa.test (foreign security
+/// principals, as AD and Samba store them: `CN=<SID>,CN=ForeignSecurityPrincipals`)
+/// are followed to their users at other.test's DC — directly, and through a
+/// group of other.test with include_nested — in full cycles; incremental
+/// cycles follow a change of such a user (read from other.test's starting
+/// point), a member added by SID and a member removed. With other.test down,
+/// those users are left as they are.
+#[test]
+fn members_from_the_trusted_forest_in_a_group_are_followed_to_their_users() {
+    let mut e = env().lock().unwrap_or_else(|p| p.into_inner());
+    let there = format!("OU=Fsp7,{OTHER_BASE_DN}");
+    let crew = format!("CN=Crew7,{there}");
+    let group = format!("CN=Fsp7,OU=People,{SAMBA_BASE_DN}");
+    let _ = Command::new("ldapdelete")
+        .args(["-x", "-r", "-H", &e.trust.other.url, "-D"])
+        .args([&e.trust.other.admin_dn, "-w", &e.trust.other.admin_password])
+        .arg(&there)
+        .output();
+    let _ = Command::new("ldapdelete")
+        .args(["-x", "-H", &e.trust.mfa.url, "-D"])
+        .args([&e.trust.mfa.admin_dn, "-w", &e.trust.mfa.admin_password])
+        .arg(&group)
+        .output();
+    e.trust.other.ldapadd(
+        &(format!("dn: {there}\nobjectClass: organizationalUnit\nou: Fsp7\n\n")
+            + &ad_user("Fay Fsp", &there, "fay7", "other.test", "+15550741")
+            + &ad_user("Finn Fsp", &there, "finn7", "other.test", "+15550742")
+            + &ad_user("Gwen Fsp", &there, "gwen7", "other.test", "+15550743")
+            + &format!(
+                "dn: {crew}\nobjectClass: group\nsAMAccountName: crew7\n\
+                 member: CN=Finn Fsp,{there}\n\n"
+            )),
+    );
+    let fay = sid_of(&e.trust.other, &format!("CN=Fay Fsp,{there}"));
+    let gwen = sid_of(&e.trust.other, &format!("CN=Gwen Fsp,{there}"));
+    let crew_sid = sid_of(&e.trust.other, &crew);
+    // Added by SID, the DC of mfa.test makes the foreign security principals.
+    e.trust.mfa.ldapadd(&format!(
+        "dn: {group}\nobjectClass: group\nsAMAccountName: fsp7\n\
+         member: <SID={fay}>\nmember: <SID={crew_sid}>\n\n"
+    ));
+    let toml = mfa_config(&e.dns.addr.to_string())
+        + &format!(
+            "[[sync.items]]\nkind = \"security-group\"\ndn = \"{group}\"\ninclude_nested = true\nwhen_removed = \"disable\"\n"
+        );
+    let m = Mfa::new();
+    m.apply(&toml);
+    let reference = Mfa::new();
+    reference.apply(&toml);
+
+    let s = m.sync_full();
+    for u in ["fay7@other.test", "finn7@other.test"] {
+        let user = m.user(u).unwrap_or_else(|| panic!("{u} not followed: {s}"));
+        assert_eq!(user["sync_item"], group, "{user}");
+        assert!(
+            user["dn"].as_str().unwrap().ends_with(OTHER_BASE_DN),
+            "{user}"
+        );
+    }
+    assert!(m.user("gwen7@other.test").is_none());
+    let marks = watermark(&m).domains;
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(marks[0].domain, "other.test");
+    assert_ne!(marks[0].kind, "none", "{marks:?}");
+    reference.sync_full();
+
+    // Fay's phone changes at other.test; Gwen is added to the group by SID
+    // and Fay removed: one incremental cycle.
+    e.trust.other.ldapmodify(&format!(
+        "dn: CN=Fay Fsp,{there}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +15550751\n"
+    ));
+    let o = m.ok(&["--json", "sync"]);
+    let inc = o.json();
+    assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
+    assert_eq!(
+        m.user("fay7@other.test").unwrap()["primary_phone"],
+        "+15550751"
+    );
+    reference.sync_full();
+    assert_eq!(m.users(), reference.users());
+    let fay_fsp = format!("CN={fay},CN=ForeignSecurityPrincipals,{SAMBA_BASE_DN}");
+    e.trust.mfa.ldapmodify(&format!(
+        "dn: {group}\nchangetype: modify\nadd: member\nmember: <SID={gwen}>\n-\n\
+         delete: member\nmember: {fay_fsp}\n"
+    ));
+    let o = m.ok(&["--json", "sync"]);
+    let inc = o.json();
+    assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
+    assert_eq!(
+        m.user("gwen7@other.test").expect("gwen joined")["sync_item"],
+        group
+    );
+    let f = m.user("fay7@other.test").unwrap();
+    assert_eq!(
+        f["enabled"], false,
+        "fay left the group, still a user of other.test: {f}"
+    );
+    assert_eq!(m.user("finn7@other.test").unwrap()["enabled"], true);
+    // A full cycle agrees.
+    reference.sync_full();
+    assert_eq!(m.users(), reference.users());
+
+    // Finn leaves Crew7 at other.test (the nested group of the trusted
+    // forest): seen through other.test's starting point.
+    e.trust.other.ldapmodify(&format!(
+        "dn: {crew}\nchangetype: modify\ndelete: member\nmember: CN=Finn Fsp,{there}\n"
+    ));
+    let o = m.ok(&["--json", "sync"]);
+    let inc = o.json();
+    assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
+    assert_eq!(
+        m.user("finn7@other.test").unwrap()["enabled"],
+        false,
+        "{inc}"
+    );
+    reference.sync_full();
+    assert_eq!(m.users(), reference.users());
+
+    // other.test down: its users in the group are left as they are.
+    e.trust.other.pause();
+    let o = m.run(&["--json", "sync", "--full"]);
+    let users_down = m.users();
+    e.trust.other.resume();
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let down = o.json();
+    assert_eq!(counts(&down).3 + counts(&down).4, 0, "{down}\n{}", o.stderr);
+    assert!(
+        o.stderr.contains("members from other.test were not read"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(users_down, reference.users());
 }
