@@ -203,9 +203,94 @@ fn kinit_error(principal: &str, stderr: &str) -> LdapError {
     }
 }
 
+/// How long a realm whose KDCs did not answer is not asked again by this
+/// process: a windows bind then goes to NTLM at once instead of waiting for
+/// the KDCs on every password check (`serve`).
+const KDC_DOWN_FOR: Duration = Duration::from_secs(60);
+
+/// Realms whose KDCs did not answer: (realm, when, why).
+#[derive(Default)]
+struct KdcDown(Vec<(String, std::time::Instant, String)>);
+
+impl KdcDown {
+    /// Why `realm`'s KDCs are taken as down at `now`, if they are.
+    fn down(&self, realm: &str, now: std::time::Instant) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(r, at, _)| r == realm && now.saturating_duration_since(*at) < KDC_DOWN_FOR)
+            .map(|(_, at, why)| {
+                format!(
+                    "{why} ({} s ago; asked again {} s after that)",
+                    now.saturating_duration_since(*at).as_secs(),
+                    KDC_DOWN_FOR.as_secs()
+                )
+            })
+    }
+
+    fn note(&mut self, realm: &str, now: std::time::Instant, why: String) {
+        self.0.retain(|(r, _, _)| r != realm);
+        self.0.push((realm.to_string(), now, why));
+    }
+
+    fn clear(&mut self, realm: &str) {
+        self.0.retain(|(r, _, _)| r != realm);
+    }
+}
+
+static KDC_DOWN: std::sync::Mutex<KdcDown> = std::sync::Mutex::new(KdcDown(Vec::new()));
+
+/// Whether a kinit failure means that no KDC answered (as opposed to a
+/// refusal, or a local problem).
+fn no_kdc_answered(e: &LdapError) -> bool {
+    match e {
+        LdapError::Timeout { .. } => true,
+        LdapError::Connect { reason, .. } => {
+            let r = reason.to_ascii_lowercase();
+            r.contains("cannot contact any kdc") || r.contains("cannot find kdc")
+        }
+        _ => false,
+    }
+}
+
 /// Credentials for a windows bind as `username` (blank: the service's own
-/// identity) with `password`.
+/// identity) with `password`. A realm whose KDCs did not answer within the
+/// last minute is not asked again (the same error at once: NTLM fallback).
 pub(crate) async fn obtain(
+    username: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<Credentials, LdapError> {
+    // the realm as kinit will be asked for it ("" for the default realm)
+    let realm = principal_for(username)
+        .ok()
+        .and_then(|p| p.rsplit_once('@').map(|(_, r)| r.to_string()))
+        .unwrap_or_default();
+    let now = std::time::Instant::now();
+    if !username.trim().is_empty() {
+        let down = KDC_DOWN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .down(&realm, now);
+        if let Some(why) = down {
+            return Err(LdapError::Connect {
+                server: "kerberos".into(),
+                reason: why,
+            });
+        }
+    }
+    let r = obtain_now(username, password, timeout).await;
+    if !username.trim().is_empty() {
+        let mut memo = KDC_DOWN.lock().unwrap_or_else(|p| p.into_inner());
+        match &r {
+            Err(e) if no_kdc_answered(e) => memo.note(&realm, now, e.to_string()),
+            Err(_) => {}
+            Ok(_) => memo.clear(&realm),
+        }
+    }
+    r
+}
+
+async fn obtain_now(
     username: &str,
     password: Option<&str>,
     timeout: Duration,
@@ -322,6 +407,48 @@ fn default_principal() -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_realm_whose_kdcs_did_not_answer_is_not_asked_again_for_a_minute() {
+        let t0 = std::time::Instant::now();
+        let mut m = KdcDown::default();
+        assert_eq!(m.down("MFA.TEST", t0), None);
+        m.note(
+            "MFA.TEST",
+            t0,
+            "cannot obtain a Kerberos ticket: Cannot contact any KDC".into(),
+        );
+        let why = m
+            .down("MFA.TEST", t0 + Duration::from_secs(5))
+            .unwrap_or_default();
+        assert!(
+            why.contains("Cannot contact any KDC") && why.contains("5 s ago"),
+            "{why}"
+        );
+        assert_eq!(m.down("OTHER.TEST", t0), None, "per realm");
+        assert_eq!(
+            m.down("MFA.TEST", t0 + KDC_DOWN_FOR),
+            None,
+            "asked again after a minute"
+        );
+        m.clear("MFA.TEST");
+        assert_eq!(m.down("MFA.TEST", t0), None);
+
+        let timeout = LdapError::Timeout {
+            server: "kerberos".into(),
+            op: "kinit".into(),
+            seconds: 5,
+        };
+        assert!(no_kdc_answered(&timeout));
+        assert!(no_kdc_answered(&kinit_error(
+            "alice@MFA.TEST",
+            "kinit: Cannot contact any KDC for realm 'MFA.TEST' while getting initial credentials",
+        )));
+        assert!(!no_kdc_answered(&kinit_error(
+            "alice@MFA.TEST",
+            "kinit: Password incorrect while getting initial credentials",
+        )));
+    }
 
     #[test]
     fn principals() {
