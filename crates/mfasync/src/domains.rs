@@ -132,6 +132,13 @@ impl std::fmt::Display for NeedsFull {
 
 impl std::error::Error for NeedsFull {}
 
+/// Why `e` means "run a full cycle instead" (it carries [`NeedsFull`]).
+pub fn needs_full(e: &anyhow::Error) -> Option<String> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<NeedsFull>())
+        .map(ToString::to_string)
+}
+
 /// What a foreign security principal (a member from a trusted domain in a
 /// group of this domain) stands for.
 pub enum Principal {
@@ -366,41 +373,16 @@ async fn take_mark(client: &mut Client, cfg: &Config) -> Option<Mark> {
     }
 }
 
-/// `item`'s domain cannot be read this cycle (`why`): its stored users are
-/// left exactly as they are (never departures), and the plan says so.
+/// `item`'s domain cannot be read this cycle (`why`), or with `domain`,
+/// its members from that domain (foreign security principals) cannot: its
+/// stored users (of that domain) are left exactly as they are (never
+/// departures), and the plan says so.
 pub async fn leave_as_is(
     store: &dyn Store,
     planner: &mut Planner,
     warnings: &mut Vec<String>,
-    index: usize,
-    item: &SyncItem,
-    why: &str,
-) -> anyhow::Result<()> {
-    let stored = store
-        .users_by(UserKey::SyncItem, std::slice::from_ref(&item.dn))
-        .await?;
-    let mut n = 0;
-    for id in stored.iter().filter_map(|u| u.directory_id.as_deref()) {
-        planner.keep_as_is(id);
-        n += 1;
-    }
-    warnings.push(format!(
-        "sync.items[{index}] ({}) was not read: {why}; its {n} stored user(s) are left as they are",
-        item.dn
-    ));
-    Ok(())
-}
-
-/// Members of `item` from `domain` (foreign security principals) could not
-/// be read this cycle (`why`): its stored users of that domain are left
-/// exactly as they are, and the plan says so.
-pub async fn leave_domain_as_is(
-    store: &dyn Store,
-    planner: &mut Planner,
-    warnings: &mut Vec<String>,
-    index: usize,
-    item: &SyncItem,
-    domain: &str,
+    (index, item): (usize, &SyncItem),
+    domain: Option<&str>,
     why: &str,
 ) -> anyhow::Result<()> {
     let stored = store
@@ -408,16 +390,23 @@ pub async fn leave_domain_as_is(
         .await?;
     let mut n = 0;
     for u in &stored {
-        let in_domain = u.dn.as_deref().and_then(domain_of_dn).as_deref() == Some(domain);
+        let in_domain =
+            domain.is_none_or(|d| u.dn.as_deref().and_then(domain_of_dn).as_deref() == Some(d));
         if let (true, Some(id)) = (in_domain, u.directory_id.as_deref()) {
             planner.keep_as_is(id);
             n += 1;
         }
     }
-    warnings.push(format!(
-        "sync.items[{index}] ({}): its members from {domain} were not read: {why}; its {n} stored user(s) of {domain} are left as they are",
-        item.dn
-    ));
+    warnings.push(match domain {
+        None => format!(
+            "sync.items[{index}] ({}) was not read: {why}; its {n} stored user(s) are left as they are",
+            item.dn
+        ),
+        Some(d) => format!(
+            "sync.items[{index}] ({}): its members from {d} were not read: {why}; its {n} stored user(s) of {d} are left as they are",
+            item.dn
+        ),
+    });
     Ok(())
 }
 

@@ -750,29 +750,10 @@ pub struct OtherDomain {
 /// domain's own starting point, read from its DCs), resolved into a plan;
 /// `Ok(Err(why))` when the changes need a full synchronization instead (also
 /// when another domain's DCs fail in the middle: a full cycle leaves its
-/// users as they are).
+/// users as they are). An error carrying [`NeedsFull`] means the same (the
+/// caller turns it into a full cycle: [`crate::domains::needs_full`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn cycle(
-    client: &mut Client,
-    domains: &mut Domains,
-    others: &[OtherDomain],
-    cfg: &Config,
-    store: &dyn Store,
-    kind: Kind,
-    base: &str,
-    cookie: &[u8],
-) -> Result<std::result::Result<Cycle, String>> {
-    match cycle_all(client, domains, others, cfg, store, kind, base, cookie).await {
-        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<NeedsFull>()) {
-            Some(u) => Ok(Err(u.to_string())),
-            None => Err(e),
-        },
-        ok => ok,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn cycle_all(
     client: &mut Client,
     domains: &mut Domains,
     others: &[OtherDomain],

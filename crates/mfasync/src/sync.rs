@@ -318,10 +318,14 @@ async fn incremental_in_domains(
         }
     }
     let c = match incremental::cycle(client, domains, &others, cfg, store, kind, &base, &wm.value)
-        .await?
+        .await
     {
-        Ok(c) => c,
-        Err(why) => return Ok(Err(why)),
+        Ok(Ok(c)) => c,
+        Ok(Err(why)) => return Ok(Err(why)),
+        Err(e) => match crate::domains::needs_full(&e) {
+            Some(why) => return Ok(Err(why)),
+            None => return Err(e),
+        },
     };
     let mut p = c.plan;
     p.warnings.extend(warnings);
@@ -457,7 +461,7 @@ async fn full(
                     Ok(None) => Err(anyhow!("the domain of {} was not connected", item.dn)),
                     Err(why) => {
                         let (p, warn) = (&mut w.planner, &mut w.warnings);
-                        crate::domains::leave_as_is(store, p, warn, i, item, &why).await?;
+                        crate::domains::leave_as_is(store, p, warn, (i, item), None, &why).await?;
                         continue;
                     }
                 }
@@ -466,7 +470,8 @@ async fn full(
                 read.with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
             for (domain, why) in unread {
                 let (p, warn) = (&mut w.planner, &mut w.warnings);
-                crate::domains::leave_domain_as_is(store, p, warn, i, item, &domain, &why).await?;
+                let d = Some(domain.as_str());
+                crate::domains::leave_as_is(store, p, warn, (i, item), d, &why).await?;
             }
             for key in members {
                 let Some(du) = snap.users.get(&key).and_then(Packed::unpack) else {

@@ -289,9 +289,7 @@ fn items_in_the_trusted_forest_are_read_from_its_dc_and_an_unreachable_one_block
     let before = m.users().len();
 
     // Nothing changed: the next cycle is incremental in both domains.
-    let o = m.ok(&["--json", "sync"]);
-    let s = o.json();
-    assert_eq!(s["mode"], "incremental", "{s}\n{}", o.stderr);
+    let s = incremental(&m);
     assert_eq!(counts(&s), (0, 0, 0, 0, 0, 0), "{s}");
 
     // other.test's DC down: its users stay as they are, mfa.test is synchronized.
@@ -319,6 +317,23 @@ fn items_in_the_trusted_forest_are_read_from_its_dc_and_an_unreachable_one_block
         let user = m.user(u).unwrap();
         assert_eq!(user["enabled"], true, "{user}");
     }
+}
+
+/// An incremental `sync` (asserted), its JSON output.
+fn incremental(m: &Mfa) -> Value {
+    let o = m.ok(&["--json", "sync"]);
+    let v = o.json();
+    assert_eq!(v["mode"], "incremental", "{v}\n{}", o.stderr);
+    v
+}
+
+/// Delete `dn` and everything below it, if it exists (a test's own subtree,
+/// left by an earlier run of the same DC).
+fn delete_tree(s: &mfasync_testkit::Samba, dn: &str) {
+    let _ = Command::new("ldapdelete")
+        .args(["-x", "-r", "-H", &s.url, "-D", &s.admin_dn, "-w"])
+        .args([&s.admin_password, dn])
+        .output();
 }
 
 /// The stored watermark.
@@ -353,12 +368,8 @@ fn each_domain_is_synchronized_incrementally_from_its_own_starting_point() {
     );
     let ou = |dn: &str| format!("dn: {dn}\nobjectClass: organizationalUnit\nou: Inc7\n\n");
     // (Re)create the OUs: an earlier test may have restarted other.test.
-    for (s, dn) in [(&e.trust.mfa, &here), (&e.trust.other, &there)] {
-        let _ = Command::new("ldapdelete")
-            .args(["-x", "-r", "-H", &s.url, "-D", &s.admin_dn, "-w"])
-            .args([&s.admin_password, dn])
-            .output();
-    }
+    delete_tree(&e.trust.mfa, &here);
+    delete_tree(&e.trust.other, &there);
     e.trust
         .mfa
         .ldapadd(&(ou(&here) + &ad_user("Mia Main", &here, "mia7", "mfa.test", "+15550701")));
@@ -391,9 +402,7 @@ fn each_domain_is_synchronized_incrementally_from_its_own_starting_point() {
     assert!(!first.value.is_empty());
 
     // Nothing changed: incremental in both domains.
-    let o = m.ok(&["--json", "sync"]);
-    let q = o.json();
-    assert_eq!(q["mode"], "incremental", "{q}\n{}", o.stderr);
+    let q = incremental(&m);
     assert_eq!(counts(&q), (0, 0, 0, 0, 0, 0), "{q}");
 
     // Changes on both sides, read from each domain's DC.
@@ -411,9 +420,7 @@ fn each_domain_is_synchronized_incrementally_from_its_own_starting_point() {
     e.trust.mfa.ldapmodify(&format!(
         "dn: CN=Mia Main,{here}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +15550711\n"
     ));
-    let o = m.ok(&["--json", "sync"]);
-    let inc = o.json();
-    assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
+    let inc = incremental(&m);
     let n = inc["entries_read"].as_u64().unwrap_or(u64::MAX);
     assert!(n < 40, "the incremental cycle read {n} entries: {inc}");
     assert_eq!(
@@ -471,9 +478,7 @@ fn each_domain_is_synchronized_incrementally_from_its_own_starting_point() {
     e.trust.other.ldapmodify(&format!(
         "dn: CN=Ivy Inc,{there}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +15550722\n"
     ));
-    let o = m.ok(&["--json", "sync"]);
-    let back = o.json();
-    assert_eq!(back["mode"], "incremental", "{back}\n{}", o.stderr);
+    incremental(&m);
     assert_eq!(
         m.user("ivy7@other.test").unwrap()["primary_phone"],
         "+15550722"
@@ -503,8 +508,7 @@ fn each_domain_is_synchronized_incrementally_from_its_own_starting_point() {
     );
     assert_eq!(watermark(&m).domains.len(), 1);
     assert_ne!(watermark(&m).domains[0].kind, "none");
-    let o = m.ok(&["--json", "sync"]);
-    assert_eq!(o.json()["mode"], "incremental", "{}", o.stderr);
+    incremental(&m);
 }
 
 /// A security group of the trusted forest as a sync item: its members are read
@@ -517,11 +521,7 @@ fn a_group_of_the_trusted_forest_is_an_item_and_its_membership_is_followed_incre
     let mut e = env().lock().unwrap_or_else(|p| p.into_inner());
     let there = format!("OU=Grp7,{OTHER_BASE_DN}");
     let team = format!("CN=Team7,{there}");
-    let _ = Command::new("ldapdelete")
-        .args(["-x", "-r", "-H", &e.trust.other.url, "-D"])
-        .args([&e.trust.other.admin_dn, "-w", &e.trust.other.admin_password])
-        .arg(&there)
-        .output();
+    delete_tree(&e.trust.other, &there);
     e.trust.other.ldapadd(
         &(format!("dn: {there}\nobjectClass: organizationalUnit\nou: Grp7\n\n")
             + &ad_user("Gail Grp", &there, "gail7", "other.test", "+15550731")
@@ -552,9 +552,7 @@ fn a_group_of_the_trusted_forest_is_an_item_and_its_membership_is_followed_incre
         "dn: {team}\nchangetype: modify\nadd: member\nmember: CN=Gus Grp,{there}\n-\n\
          delete: member\nmember: CN=Gail Grp,{there}\n"
     ));
-    let o = m.ok(&["--json", "sync"]);
-    let inc = o.json();
-    assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
+    incremental(&m);
     assert_eq!(
         m.user("gus7@other.test").expect("gus joined")["sync_item"],
         team
@@ -614,16 +612,8 @@ fn members_from_the_trusted_forest_in_a_group_are_followed_to_their_users() {
     let there = format!("OU=Fsp7,{OTHER_BASE_DN}");
     let crew = format!("CN=Crew7,{there}");
     let group = format!("CN=Fsp7,OU=People,{SAMBA_BASE_DN}");
-    let _ = Command::new("ldapdelete")
-        .args(["-x", "-r", "-H", &e.trust.other.url, "-D"])
-        .args([&e.trust.other.admin_dn, "-w", &e.trust.other.admin_password])
-        .arg(&there)
-        .output();
-    let _ = Command::new("ldapdelete")
-        .args(["-x", "-H", &e.trust.mfa.url, "-D"])
-        .args([&e.trust.mfa.admin_dn, "-w", &e.trust.mfa.admin_password])
-        .arg(&group)
-        .output();
+    delete_tree(&e.trust.other, &there);
+    delete_tree(&e.trust.mfa, &group);
     e.trust.other.ldapadd(
         &(format!("dn: {there}\nobjectClass: organizationalUnit\nou: Fsp7\n\n")
             + &ad_user("Fay Fsp", &there, "fay7", "other.test", "+15550741")
@@ -672,9 +662,7 @@ fn members_from_the_trusted_forest_in_a_group_are_followed_to_their_users() {
     e.trust.other.ldapmodify(&format!(
         "dn: CN=Fay Fsp,{there}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +15550751\n"
     ));
-    let o = m.ok(&["--json", "sync"]);
-    let inc = o.json();
-    assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
+    incremental(&m);
     assert_eq!(
         m.user("fay7@other.test").unwrap()["primary_phone"],
         "+15550751"
@@ -686,9 +674,7 @@ fn members_from_the_trusted_forest_in_a_group_are_followed_to_their_users() {
         "dn: {group}\nchangetype: modify\nadd: member\nmember: <SID={gwen}>\n-\n\
          delete: member\nmember: {fay_fsp}\n"
     ));
-    let o = m.ok(&["--json", "sync"]);
-    let inc = o.json();
-    assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
+    incremental(&m);
     assert_eq!(
         m.user("gwen7@other.test").expect("gwen joined")["sync_item"],
         group
@@ -708,9 +694,7 @@ fn members_from_the_trusted_forest_in_a_group_are_followed_to_their_users() {
     e.trust.other.ldapmodify(&format!(
         "dn: {crew}\nchangetype: modify\ndelete: member\nmember: CN=Finn Fsp,{there}\n"
     ));
-    let o = m.ok(&["--json", "sync"]);
-    let inc = o.json();
-    assert_eq!(inc["mode"], "incremental", "{inc}\n{}", o.stderr);
+    let inc = incremental(&m);
     assert_eq!(
         m.user("finn7@other.test").unwrap()["enabled"],
         false,
