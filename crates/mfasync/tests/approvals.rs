@@ -179,26 +179,9 @@ impl Drop for SmtpSink {
 /// (extra lines for the [smtp] table).
 fn config(team: &str, bind: (&str, &str), smtp_url: &str, smtp_extra: &str) -> String {
     let s = slapd();
+    let head = common::openldap_directory(&format!("\"{}\"", s.url), BASE, 3, bind);
     format!(
-        r#"
-[directory]
-source = "ldap"
-servers = ["{url}"]
-base_dn = "{BASE}"
-timeout_seconds = 3
-[directory.query_bind]
-type = "simple"
-dn = "{dn}"
-password = "{pw}"
-[filters]
-container = "(objectClass=organizationalUnit)"
-security_group = "(objectClass=groupOfNames)"
-user = "(objectClass=inetOrgPerson)"
-[attributes]
-unique_id = "entryUUID"
-unique_id_type = "string"
-distinguished_name = "entryDN"
-username = ["uid"]
+        r#"{head}
 [smtp]
 server = "{smtp_url}"
 from = "mfasync@example.com"
@@ -210,10 +193,7 @@ notify = ["mfa-admins@example.com", "security@example.com"]
 kind = "container"
 dn = "ou={team},{BASE}"
 when_removed = "disable"
-"#,
-        url = s.url,
-        dn = bind.0,
-        pw = bind.1,
+"#
     )
 }
 

@@ -63,35 +63,21 @@ fn config(ou: &str, extra: &str) -> String {
 /// The configuration with the directory reached at `url` (a [`Proxy`]).
 fn config_via(url: &str, ou: &str, extra: &str) -> String {
     let s = slapd();
+    let head = common::openldap_directory(
+        &format!("\"{url}\""),
+        BASE,
+        60,
+        (&s.admin_dn, &s.admin_password),
+    );
     format!(
-        r#"
-[directory]
-source = "ldap"
-servers = ["{url}"]
-base_dn = "{BASE}"
-timeout_seconds = 60
-[directory.query_bind]
-type = "simple"
-dn = "{dn}"
-password = "{pw}"
-[filters]
-container = "(objectClass=organizationalUnit)"
-security_group = "(objectClass=groupOfNames)"
-user = "(objectClass=inetOrgPerson)"
-[attributes]
-unique_id = "entryUUID"
-unique_id_type = "string"
-distinguished_name = "entryDN"
-username = ["uid"]
+        r#"{head}
 [sync]
 interval = "1h"
 {extra}
 [[sync.items]]
 kind = "container"
 dn = "ou={ou},{BASE}"
-"#,
-        dn = s.admin_dn,
-        pw = s.admin_password,
+"#
     )
 }
 

@@ -82,34 +82,19 @@ fn slapd() -> &'static Slapd {
 
 fn config(t: &str, extra_sync: &str, items: &str) -> String {
     let s = slapd();
+    let head = common::openldap_directory(
+        &format!("\"{}\"", s.url),
+        &format!("ou={t},{BASE}"),
+        5,
+        (&s.admin_dn, &s.admin_password),
+    );
     format!(
-        r#"
-[directory]
-source = "ldap"
-servers = ["{url}"]
-base_dn = "ou={t},{BASE}"
-timeout_seconds = 5
-[directory.query_bind]
-type = "simple"
-dn = "{dn}"
-password = "{pw}"
-[filters]
-container = "(objectClass=organizationalUnit)"
-security_group = "(objectClass=groupOfNames)"
-user = "(objectClass=inetOrgPerson)"
-[attributes]
-unique_id = "entryUUID"
-unique_id_type = "string"
-distinguished_name = "entryDN"
-username = ["uid"]
+        r#"{head}
 [sync]
 remove_deleted_users = true
 {extra_sync}
 {items}
-"#,
-        url = s.url,
-        dn = s.admin_dn,
-        pw = s.admin_password,
+"#
     )
 }
 

@@ -160,31 +160,8 @@ fn slapd() -> &'static Slapd {
 /// A configuration for the shared slapd with the given items (TOML text).
 fn config(servers: &str, items: &str) -> String {
     let s = slapd();
-    format!(
-        r#"
-[directory]
-source = "ldap"
-servers = [{servers}]
-base_dn = "{BASE}"
-timeout_seconds = 3
-[directory.query_bind]
-type = "simple"
-dn = "{dn}"
-password = "{pw}"
-[filters]
-container = "(objectClass=organizationalUnit)"
-security_group = "(objectClass=groupOfNames)"
-user = "(objectClass=inetOrgPerson)"
-[attributes]
-unique_id = "entryUUID"
-unique_id_type = "string"
-distinguished_name = "entryDN"
-username = ["uid"]
-{items}
-"#,
-        dn = s.admin_dn,
-        pw = s.admin_password,
-    )
+    let head = common::openldap_directory(servers, BASE, 3, (&s.admin_dn, &s.admin_password));
+    format!("{head}{items}\n")
 }
 
 fn server() -> String {

@@ -39,35 +39,21 @@ fn person(t: &str, uid: &str) -> String {
 
 fn config(t: &str, server: &str, sync: &str) -> String {
     let s = slapd();
+    let head = common::openldap_directory(
+        &format!("\"{server}\""),
+        &format!("ou={t},{BASE}"),
+        2,
+        (&s.admin_dn, &s.admin_password),
+    );
     format!(
-        r#"
-[directory]
-source = "ldap"
-servers = ["{server}"]
-base_dn = "ou={t},{BASE}"
-timeout_seconds = 2
-[directory.query_bind]
-type = "simple"
-dn = "{dn}"
-password = "{pw}"
-[filters]
-container = "(objectClass=organizationalUnit)"
-security_group = "(objectClass=groupOfNames)"
-user = "(objectClass=inetOrgPerson)"
-[attributes]
-unique_id = "entryUUID"
-unique_id_type = "string"
-distinguished_name = "entryDN"
-username = ["uid"]
+        r#"{head}
 [sync]
 interval = "10s"
 {sync}
 [[sync.items]]
 kind = "container"
 dn = "ou={t},{BASE}"
-"#,
-        dn = s.admin_dn,
-        pw = s.admin_password,
+"#
     )
 }
 

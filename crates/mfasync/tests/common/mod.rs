@@ -133,3 +133,37 @@ pub fn step(report: &Value, name: &str) -> Value {
         .cloned()
         .unwrap_or_else(|| panic!("no {name} step: {report:#}"))
 }
+
+/// The `[directory]`, `[directory.query_bind]`, `[filters]` and
+/// `[attributes]` tables for a test slapd (`servers`: the TOML array's
+/// contents, e.g. `"ldap://…"`; a simple query bind as `bind_dn`): what the
+/// OpenLDAP end-to-end tests share. Their own tables follow it.
+pub fn openldap_directory(
+    servers: &str,
+    base_dn: &str,
+    timeout_seconds: u32,
+    (bind_dn, password): (&str, &str),
+) -> String {
+    format!(
+        r#"
+[directory]
+source = "ldap"
+servers = [{servers}]
+base_dn = "{base_dn}"
+timeout_seconds = {timeout_seconds}
+[directory.query_bind]
+type = "simple"
+dn = "{bind_dn}"
+password = "{password}"
+[filters]
+container = "(objectClass=organizationalUnit)"
+security_group = "(objectClass=groupOfNames)"
+user = "(objectClass=inetOrgPerson)"
+[attributes]
+unique_id = "entryUUID"
+unique_id_type = "string"
+distinguished_name = "entryDN"
+username = ["uid"]
+"#
+    )
+}
