@@ -134,6 +134,48 @@ pub struct Directory {
     pub tls_verify: bool,
     pub query_bind: Bind,
     pub auth_bind: Bind,
+    /// Query binds for other domains (`include_trusted_domains`): where this
+    /// domain's query account cannot read another domain (a one-way trust,
+    /// or a simple bind that the other domain's DCs do not pass on).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<DomainBind>,
+}
+
+/// `[[directory.domains]]`: the query bind to use for one other domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainBind {
+    /// The domain's DNS name (`other.example.com`).
+    pub name: String,
+    pub query_bind: Bind,
+}
+
+impl DomainBind {
+    /// The configuration key of its query bind (also the setting a typed
+    /// password is sealed for): `directory.domains.<name>.query_bind`.
+    pub fn key(&self) -> String {
+        format!(
+            "directory.domains.{}.query_bind",
+            self.name.trim().trim_end_matches('.').to_ascii_lowercase()
+        )
+    }
+}
+
+impl Directory {
+    /// The query bind for `domain` (a DNS name): its own when one is
+    /// configured, else the query bind, with its configuration key.
+    pub fn query_bind_for(&self, domain: &str) -> (&Bind, String) {
+        let want = domain.trim().trim_end_matches('.');
+        match self.domains.iter().find(|d| {
+            d.name
+                .trim()
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(want)
+        }) {
+            Some(d) => (&d.query_bind, d.key()),
+            None => (&self.query_bind, "directory.query_bind".to_string()),
+        }
+    }
 }
 
 impl Default for Directory {
@@ -154,6 +196,7 @@ impl Default for Directory {
             tls_verify: true,
             query_bind: Bind::default(),
             auth_bind: Bind::default(),
+            domains: Vec::new(),
         }
     }
 }
@@ -556,6 +599,7 @@ const DIRECTORY_KEYS: &[&str] = &[
     "tls_verify",
     "query_bind",
     "auth_bind",
+    "domains",
 ];
 const BIND_KEYS: &[&str] = &[
     "type",
@@ -658,6 +702,17 @@ fn unknown_keys(root: &toml::Table) -> Vec<ConfigError> {
         for b in ["query_bind", "auth_bind"] {
             if let Some(t) = sub(d, b) {
                 check_keys(t, &format!("directory.{b}"), BIND_KEYS, &mut out);
+            }
+        }
+        if let Some(list) = d.get("domains").and_then(toml::Value::as_array) {
+            for (i, v) in list.iter().enumerate() {
+                if let Some(t) = v.as_table() {
+                    let path = format!("directory.domains[{i}]");
+                    check_keys(t, &path, &["name", "query_bind"], &mut out);
+                    if let Some(b) = sub(t, "query_bind") {
+                        check_keys(b, &format!("{path}.query_bind"), BIND_KEYS, &mut out);
+                    }
+                }
             }
         }
     }
@@ -819,18 +874,48 @@ fn validate_bind(b: &Bind, key: &str, needs_dn: bool, out: &mut Vec<ConfigError>
     }
 }
 
+/// A DNS label as AD uses them (letters, digits, '-', '_').
+fn label_ok(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 63
+        && l.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !l.starts_with('-')
+        && !l.ends_with('-')
+}
+
+/// Whether `name` is a DNS domain name (a trailing dot allowed).
+fn dns_name_ok(name: &str) -> bool {
+    let n = name.trim().trim_end_matches('.');
+    n.len() <= 253 && n.split('.').all(label_ok)
+}
+
+/// `[[directory.domains]]`: a DNS name each, once, and a query bind.
+fn validate_domains(d: &Directory, out: &mut Vec<ConfigError>) {
+    let mut seen: Vec<String> = Vec::new();
+    for (i, dom) in d.domains.iter().enumerate() {
+        let key = format!("directory.domains[{i}]");
+        if !dns_name_ok(&dom.name) {
+            out.push(err(
+                format!("{key}.name"),
+                format!(
+                    "{:?} is not a DNS domain name (e.g. \"other.example.com\")",
+                    dom.name
+                ),
+            ));
+        }
+        let n = dom.name.trim().trim_end_matches('.').to_ascii_lowercase();
+        if seen.contains(&n) {
+            out.push(err(format!("{key}.name"), format!("{n} is listed twice")));
+        }
+        seen.push(n);
+        validate_bind(&dom.query_bind, &format!("{key}.query_bind"), true, out);
+    }
+}
+
 /// `directory.domain`, `directory.site` and `directory.dns_servers` (DC discovery).
 fn validate_discovery(d: &Directory, out: &mut Vec<ConfigError>) {
-    let domain = d.domain.trim().trim_end_matches('.');
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if !d.domain.is_empty() && (domain.len() > 253 || !domain.split('.').all(label_ok)) {
+    if !d.domain.is_empty() && !dns_name_ok(&d.domain) {
         out.push(err(
             "directory.domain",
             format!(
@@ -895,6 +980,7 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
     }
     validate_bind(&d.query_bind, "directory.query_bind", true, &mut out);
     validate_bind(&d.auth_bind, "directory.auth_bind", false, &mut out);
+    validate_domains(d, &mut out);
     if d.auth_bind.kind == BindType::Anonymous {
         out.push(err(
             "directory.auth_bind.type",
@@ -1258,5 +1344,55 @@ mod tests {
         let back = parse(&out).unwrap_or_default();
         assert_eq!(back.directory.servers, c.directory.servers);
         assert_eq!(back.directory.query_bind.password, None);
+    }
+
+    #[test]
+    fn query_binds_of_other_domains() {
+        let text = "[[directory.domains]]\nname = \"Other.Test\"\n[directory.domains.query_bind]\n\
+                    type = \"simple\"\ndn = \"CN=svc,CN=Users,DC=other,DC=test\"\npassword = \"otherpw\"\n";
+        let c = parse(text).unwrap_or_else(|e| panic!("{e:?}"));
+        let (b, key) = c.directory.query_bind_for("other.test.");
+        assert_eq!(b.kind, BindType::Simple);
+        assert_eq!(key, "directory.domains.other.test.query_bind");
+        let (b, key) = c.directory.query_bind_for("third.test");
+        assert_eq!(b.kind, BindType::Windows, "the query bind for the others");
+        assert_eq!(key, "directory.query_bind");
+        // never exported, never in debug output; the rest round-trips
+        let out = c.to_toml_redacted();
+        assert!(
+            !out.contains("otherpw") && out.contains("other,DC=test"),
+            "{out}"
+        );
+        assert!(!format!("{c:?}").contains("otherpw"));
+        let back = parse(&out).unwrap_or_else(|e| panic!("{e:?}\n{out}"));
+        assert_eq!(back.directory.domains.len(), 1);
+        assert_eq!(back.directory.domains[0].query_bind.password, None);
+
+        for (text, key) in [
+            (
+                "[[directory.domains]]\nname = \"not a domain\"\n[directory.domains.query_bind]\ntype = \"anonymous\"\n",
+                "directory.domains[0].name",
+            ),
+            (
+                "[[directory.domains]]\nname = \"a.test\"\n[directory.domains.query_bind]\ntype = \"anonymous\"\n\
+                 [[directory.domains]]\nname = \"A.test\"\n[directory.domains.query_bind]\ntype = \"anonymous\"\n",
+                "directory.domains[1].name",
+            ),
+            (
+                "[[directory.domains]]\nname = \"a.test\"\n[directory.domains.query_bind]\ntype = \"simple\"\n",
+                "directory.domains[0].query_bind.dn",
+            ),
+            (
+                "[[directory.domains]]\nname = \"a.test\"\ncolour = 1\n[directory.domains.query_bind]\ntype = \"anonymous\"\n",
+                "directory.domains[0].colour",
+            ),
+            (
+                "[[directory.domains]]\nname = \"a.test\"\n[directory.domains.query_bind]\ntype = \"anonymous\"\npasword = \"x\"\n",
+                "directory.domains[0].query_bind.pasword",
+            ),
+        ] {
+            let k = keys(parse(text));
+            assert!(k.contains(&key.to_string()), "{text:?} gave {k:?}, wanted {key}");
+        }
     }
 }

@@ -9,12 +9,14 @@
 //!   domain's are (`directory.dns_servers`, failover, timeouts), with the
 //!   domain's naming context as base DN; `directory.site` is not used (a
 //!   site of this forest means nothing in another);
-//! * the bind is the query bind (`directory.query_bind`). With the `windows`
-//!   (Kerberos) bind this domain's account takes a cross-realm ticket for
-//!   `ldap/<DC>` of the other domain, which works across a forest or external
-//!   trust. A simple bind of this domain's account at another domain's DC
-//!   only works where that DC passes the password on to this domain (Samba
-//!   4.17 DCs refuse it); there are no per-domain credentials;
+//! * the bind is the domain's own query bind when `[[directory.domains]]`
+//!   names it, else the query bind (`directory.query_bind`). With the
+//!   `windows` (Kerberos) bind this domain's account takes a cross-realm
+//!   ticket for `ldap/<DC>` of the other domain, which works across a forest
+//!   or external trust. A simple bind of this domain's account at another
+//!   domain's DC only works where that DC passes the password on to this
+//!   domain (Samba 4.17 DCs refuse it); an account of the other domain
+//!   (`[[directory.domains]]`) works anywhere, also across a one-way trust;
 //! * one connection per domain per cycle.
 //!
 //! A domain whose DCs cannot be found or reached, or which refuses the bind,
@@ -410,10 +412,11 @@ pub async fn leave_as_is(
     Ok(())
 }
 
-/// Connect to `domain`'s DCs (DNS SRV) with the query bind.
+/// Connect to `domain`'s DCs (DNS SRV) with its own query bind
+/// (`[[directory.domains]]`) or else the query bind.
 async fn connect(cfg: &Config, domain: &str) -> Result<Client, String> {
-    let password =
-        crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")?;
+    let (bind, key) = cfg.directory.query_bind_for(domain);
+    let password = crate::secrets::bind_password(bind, &key)?;
     let dir = mfasync_core::config::Directory {
         source: DirectorySource::ActiveDirectory,
         domain: domain.to_string(),
@@ -422,7 +425,7 @@ async fn connect(cfg: &Config, domain: &str) -> Result<Client, String> {
         base_dn: mfasync_ldap::dn_of_domain(domain),
         ..cfg.directory.clone()
     };
-    mfasync_ldap::connect(&dir, &cfg.directory.query_bind, password.as_deref())
+    mfasync_ldap::connect(&dir, bind, password.as_deref())
         .await
         .map_err(|e| format!("the domain {domain} cannot be read: {e}"))
 }

@@ -67,6 +67,9 @@ pub fn smtp_password(s: &Smtp) -> Result<Option<String>, String> {
 pub fn check(cfg: &Config) -> Result<(), String> {
     bind_password(&cfg.directory.query_bind, "directory.query_bind")?;
     bind_password(&cfg.directory.auth_bind, "directory.auth_bind")?;
+    for d in &cfg.directory.domains {
+        bind_password(&d.query_bind, &d.key())?;
+    }
     if let Some(s) = &cfg.smtp {
         smtp_password(s)?;
     }

@@ -718,3 +718,76 @@ fn members_from_the_trusted_forest_in_a_group_are_followed_to_their_users() {
     );
     assert_eq!(users_down, reference.users());
 }
+
+/// `[[directory.domains]]`: another domain read with an account of its own
+/// (simple binds; a simple bind of mfa.test's account does not cross the
+/// trust on Samba). Its password comes from a file and is never exported;
+/// without it, the domain's items are left as they are.
+#[test]
+fn another_domain_is_read_with_its_own_query_bind() {
+    let e = env().lock().unwrap_or_else(|p| p.into_inner());
+    let m = Mfa::new();
+    let pw_file = m.dir.path().join("other.pw");
+    std::fs::write(&pw_file, format!("{}\n", e.trust.other.admin_password)).unwrap();
+    let people = format!("OU=People,{OTHER_BASE_DN}");
+    let sales = format!("OU=Sales,OU=People,{SAMBA_BASE_DN}");
+    let main = format!(
+        r#"
+[directory]
+source = "active-directory"
+domain = "mfa.test"
+dns_servers = ["{dns}"]
+timeout_seconds = 5
+include_trusted_domains = true
+[directory.query_bind]
+type = "simple"
+dn = "CN=Alice Anderson,{sales}"
+password = "{PW}"
+[directory.auth_bind]
+type = "simple"
+"#,
+        dns = e.dns.addr
+    );
+    let other = format!(
+        "[[directory.domains]]\nname = \"Other.Test\"\n[directory.domains.query_bind]\n\
+         type = \"simple\"\ndn = \"{}\"\npassword_file = \"{}\"\n",
+        e.trust.other.admin_dn,
+        pw_file.display()
+    );
+    let items = format!(
+        "[[sync.items]]\nkind = \"container\"\ndn = \"{sales}\"\ninclude_nested = true\n\
+         [[sync.items]]\nkind = \"container\"\ndn = \"{people}\"\ninclude_nested = true\n"
+    );
+    m.apply(&format!("{main}{other}{items}"));
+    let exported = m.ok(&["config", "export"]).stdout;
+    assert!(
+        exported.contains("[[directory.domains]]")
+            && exported.contains(&e.trust.other.admin_dn)
+            && !exported.contains(&e.trust.other.admin_password),
+        "{exported}"
+    );
+
+    let s = m.sync_full();
+    assert_eq!(m.user("alice@mfa.test").expect("alice")["sync_item"], sales);
+    for u in ["olga@other.test", "oscar@other.test"] {
+        let user = m.user(u).unwrap_or_else(|| panic!("{u} not read: {s}"));
+        assert_eq!(user["sync_item"], people, "{user}");
+    }
+    assert_ne!(watermark(&m).domains[0].kind, "none");
+    incremental(&m);
+
+    // Without it, alice's simple bind is refused at other.test's DC: its
+    // users are left as they are.
+    m.apply(&format!("{main}{items}"));
+    let o = m.run(&["--json", "sync", "--full"]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(counts(&o.json()).3 + counts(&o.json()).4, 0, "{}", o.stdout);
+    assert!(
+        o.stderr
+            .contains(&format!("sync.items[1] ({people}) was not read"))
+            && o.stderr.to_lowercase().contains("invalid credentials"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(m.user("olga@other.test").unwrap()["enabled"], true);
+}

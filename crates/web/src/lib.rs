@@ -303,6 +303,9 @@ impl ConfigView {
                     || c.directory.query_bind.password_encrypted.is_some()
                     || c.directory.auth_bind.password.is_some()
                     || c.directory.auth_bind.password_encrypted.is_some()
+                    || c.directory.domains.iter().any(|d| {
+                        d.query_bind.password.is_some() || d.query_bind.password_encrypted.is_some()
+                    })
                     || c.smtp.as_ref().is_some_and(|s| s.password.is_some())
             })
             .unwrap_or(false)

@@ -107,11 +107,33 @@ pub fn seal_typed_config(text: &str, key: Option<&SecretKey>) -> Result<String, 
     let mut errors = Vec::new();
     let mut changed = false;
     if let Some(toml::Value::Table(d)) = root.get_mut("directory") {
-        for bind in ["query_bind", "auth_bind"] {
-            let path = format!("directory.{bind}");
-            let Some(toml::Value::Table(b)) = d.get_mut(bind) else {
-                continue;
-            };
+        // the query binds of other domains: sealed for directory.domains.<name>.query_bind
+        let mut other_binds: Vec<(String, &mut toml::Table)> = Vec::new();
+        let mut own: Vec<(String, &mut toml::Table)> = Vec::new();
+        for (k, v) in d.iter_mut() {
+            match (k.as_str(), v) {
+                ("query_bind" | "auth_bind", toml::Value::Table(b)) => {
+                    own.push((format!("directory.{k}"), b));
+                }
+                ("domains", toml::Value::Array(list)) => {
+                    for dom in list.iter_mut().filter_map(toml::Value::as_table_mut) {
+                        let name = dom
+                            .get("name")
+                            .and_then(toml::Value::as_str)
+                            .unwrap_or_default()
+                            .trim()
+                            .trim_end_matches('.')
+                            .to_ascii_lowercase();
+                        if let Some(toml::Value::Table(b)) = dom.get_mut("query_bind") {
+                            other_binds.push((format!("directory.domains.{name}.query_bind"), b));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        own.sort_by_key(|(path, _)| path != "directory.query_bind");
+        for (path, b) in own.into_iter().chain(other_binds) {
             let Some(toml::Value::String(password)) = b.get("password").cloned() else {
                 continue;
             };
@@ -238,6 +260,27 @@ mod tests {
         let sealed = t["smtp"]["password_encrypted"].as_str().unwrap_or_default();
         assert!(!out.contains("mailpw"), "{out}");
         assert_eq!(k.open("smtp", sealed).as_deref(), Ok("mailpw"));
+
+        // another domain's query bind: sealed for its own setting
+        let text = "[[directory.domains]]\nname = \"Other.Test\"\n[directory.domains.query_bind]\n\
+                    type = \"simple\"\ndn = \"cn=svc\"\npassword = \"domainpw\"\n";
+        let out = seal_typed_config(text, Some(&k)).unwrap_or_default();
+        assert!(!out.contains("domainpw"), "{out}");
+        let t: toml::Table = out.parse().unwrap_or_default();
+        let sealed = t["directory"]["domains"][0]["query_bind"]["password_encrypted"]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(
+            k.open("directory.domains.other.test.query_bind", sealed)
+                .as_deref(),
+            Ok("domainpw")
+        );
+        assert!(k.open("directory.query_bind", sealed).is_err());
+        let e = seal_typed_config(text, None).unwrap_err();
+        assert!(
+            e[0].starts_with("directory.domains.other.test.query_bind.password: not stored"),
+            "{e:?}"
+        );
     }
 
     #[test]
