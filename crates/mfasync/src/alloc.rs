@@ -19,15 +19,27 @@
 //! its syncs were slower (100,000 users: 3.1-3.4x / 1.6x the floor) and
 //! their peak RSS higher (81-96 MB). A password check has nothing to give
 //! back, so `tune` is skipped for `auth`.
+//!
+//! Most of that price was one transparent huge page: mimalloc 3 advises its
+//! arenas `MADV_HUGEPAGE`, so the first allocation (in the standard library,
+//! before `main`) and the SQLite worker thread's first one each made the
+//! kernel find and zero a 2 MiB page (`perf`: `folio_zero_user` under
+//! `_mi_malloc_generic`, ~0.5 ms of a ~6 ms process). A password check uses
+//! a few hundred KiB, so for `auth` THP is switched off before the first
+//! allocation by `before_main`, a constructor that looks at the
+//! subcommand; every other command keeps mimalloc's defaults (the full
+//! synchronization was measured with them).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// Two entries of mimalloc's `mi_option_e` (mimalloc.h of the pinned
-// libmimalloc-sys; identical in its v2 and v3 sources). The test below checks
-// them by their documented defaults.
+// Entries of mimalloc's `mi_option_e` (mimalloc.h of the pinned
+// libmimalloc-sys, v3 sources; the first two are the same in v2, allow_thp
+// is not: 37 there). The test below checks them by their documented defaults.
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_OPTION_ARENA_RESERVE: libmimalloc_sys::mi_option_t = 23;
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
 /// Purge freed memory at once (`purge_delay` 0) and commit arena memory only
 /// when used (`arena_eager_commit` 0). Called first thing in `main`.
@@ -40,6 +52,67 @@ pub fn tune() {
     }
 }
 
+/// Whether the command line `args` (without the program name) runs the
+/// `auth` subcommand: the first argument that is neither an option nor the
+/// value of `--database` (the one global option taking a value). A wrong
+/// guess only changes how memory is mapped, never what the command does.
+fn is_auth<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        if a == b"--database" {
+            args.next();
+        } else if a == b"--" {
+            return args.next() == Some(b"auth".as_slice());
+        } else if !a.starts_with(b"-") {
+            return a == b"auth";
+        }
+    }
+    false
+}
+
+/// Before `main` (and before the standard library's first allocation):
+/// `mfasync auth` runs without transparent huge pages (module documentation).
+/// glibc calls the functions of `.init_array` with `argc, argv, envp`.
+#[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
+#[used]
+#[link_section = ".init_array"]
+static BEFORE_MAIN: extern "C" fn(
+    std::ffi::c_int,
+    *const *const std::ffi::c_char,
+    *const *const std::ffi::c_char,
+) = before_main;
+
+#[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
+extern "C" fn before_main(
+    argc: std::ffi::c_int,
+    argv: *const *const std::ffi::c_char,
+    _envp: *const *const std::ffi::c_char,
+) {
+    let n = usize::try_from(argc).unwrap_or(0);
+    if argv.is_null() || n < 2 {
+        return;
+    }
+    // SAFETY: glibc passes the process's argv: `argc` valid pointers to
+    // NUL-terminated strings (null ones are skipped). Nothing is allocated.
+    let args = (1..n).filter_map(|i| {
+        let p = unsafe { *argv.add(i) };
+        (!p.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes())
+    });
+    if is_auth(args) {
+        // SAFETY: stores option values; mimalloc reads them when it reserves
+        // and maps arena memory (none yet from Rust code at this point) and
+        // when it purges.
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
+            // 32 MiB (the minimum; in KiB) instead of 1 GiB: the first
+            // arena's bitmaps are written when it is reserved
+            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_RESERVE, 32 * 1024);
+            // nothing given back while the process ends anyway
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,14 +122,31 @@ mod tests {
         // SAFETY: reading an option value.
         let get = |o| unsafe { libmimalloc_sys::mi_option_get(o) };
         // their defaults in the pinned sources (options.c): purge_delay
-        // 1000 ms, arena_eager_commit 2
-        // (a test process never calls `tune`)
+        // 1000 ms, arena_eager_commit 2, arena_reserve 1 GiB (in KiB),
+        // allow_thp 1 (a test process never calls `tune` nor `before_main`)
         assert_eq!(get(MI_OPTION_PURGE_DELAY), 1000);
         assert_eq!(get(MI_OPTION_ARENA_EAGER_COMMIT), 2);
+        assert_eq!(get(MI_OPTION_ARENA_RESERVE), 1024 * 1024);
+        assert_eq!(get(MI_OPTION_ALLOW_THP), 1);
         tune();
         assert_eq!(get(MI_OPTION_PURGE_DELAY), 0);
         assert_eq!(get(MI_OPTION_ARENA_EAGER_COMMIT), 0);
         let v: Vec<u64> = (0..100_000).collect();
         assert_eq!(v.iter().sum::<u64>(), 4_999_950_000);
+    }
+
+    #[test]
+    fn the_auth_subcommand_is_recognised_before_main() {
+        let auth = |line: &str| is_auth(line.split_whitespace().map(str::as_bytes));
+        assert!(auth("auth alice --password-stdin"));
+        assert!(auth("--database sqlite://a.db auth alice --password-stdin"));
+        assert!(auth("--json --database=sqlite://a.db auth alice"));
+        assert!(auth("--database auth auth alice"));
+        assert!(!auth("--database auth sync"));
+        assert!(!auth("sync --full"));
+        assert!(!auth("serve --listen 127.0.0.1:8080"));
+        assert!(!auth("users export auth"));
+        assert!(!auth(""));
+        assert!(!auth("--database"));
     }
 }
