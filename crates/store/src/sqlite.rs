@@ -57,6 +57,11 @@ impl SqliteStore {
         }
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT);
+        // (a short command's kept WAL file is truncated to nothing at close)
+        let options = match short && !memory {
+            true => options.pragma("journal_size_limit", "0"),
+            false => options,
+        };
         let mut pool_options = SqlitePoolOptions::new();
         if short && !memory {
             pool_options = pool_options.after_connect(|conn, _| {
@@ -128,8 +133,10 @@ const SQLITE_FCNTL_PERSIST_WAL: std::ffi::c_int = 10;
 /// process, when no server holds the database open, created both files
 /// (two inodes, 32 KiB of `-shm`) and deleted them again: ~0.4 ms of a
 /// ~7 ms password check (`perf`, ext4). The files are those any open
-/// connection keeps; the next connection without this setting to close last
-/// removes them as before. A failure only costs that time.
+/// connection keeps (the WAL checkpointed into the database and, with the
+/// short open's `journal_size_limit` 0, truncated to nothing); the next
+/// connection without this setting to close last removes them as before. A
+/// failure only costs that time.
 async fn persist_wal(conn: &mut sqlx::SqliteConnection) {
     let Ok(mut handle) = conn.lock_handle().await else {
         return;
