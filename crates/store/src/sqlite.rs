@@ -39,7 +39,8 @@ impl SqliteStore {
     /// (`mfasync auth`): one pooled connection, and when the schema is already
     /// current (every migration of this build applied successfully, no other)
     /// neither the migration run nor the digest fill; otherwise as `open`.
-    /// Its connection leaves the WAL files in place (`persist_wal`).
+    /// Its connection leaves the WAL files in place (`persist_wal`) when they
+    /// belong to the database's owner.
     pub async fn open_current(path: &str) -> crate::Result<Self> {
         SqliteStore::open_with(path, true).await
     }
@@ -64,9 +65,13 @@ impl SqliteStore {
         };
         let mut pool_options = SqlitePoolOptions::new();
         if short && !memory {
-            pool_options = pool_options.after_connect(|conn, _| {
+            let db_path = std::path::PathBuf::from(path);
+            pool_options = pool_options.after_connect(move |conn, _| {
+                let keep = same_owner_as_database(&db_path);
                 Box::pin(async move {
-                    persist_wal(conn).await;
+                    if keep {
+                        persist_wal(conn).await;
+                    }
                     Ok(())
                 })
             });
@@ -136,7 +141,8 @@ const SQLITE_FCNTL_PERSIST_WAL: std::ffi::c_int = 10;
 /// connection keeps (the WAL checkpointed into the database and, with the
 /// short open's `journal_size_limit` 0, truncated to nothing); the next
 /// connection without this setting to close last removes them as before. A
-/// failure only costs that time.
+/// failure only costs that time. Only when the `-wal` and `-shm` files have
+/// the database file's owner and group ([`same_owner_as_database`]).
 async fn persist_wal(conn: &mut sqlx::SqliteConnection) {
     let Ok(mut handle) = conn.lock_handle().await else {
         return;
@@ -155,6 +161,32 @@ async fn persist_wal(conn: &mut sqlx::SqliteConnection) {
     };
     if rc != 0 {
         tracing::debug!(rc, "SQLITE_FCNTL_PERSIST_WAL not applied");
+    }
+}
+
+/// Whether the `-wal` and `-shm` files beside the database at `db` (there
+/// once a connection is open) have its owner and group. SQLite creates them
+/// with the database's permission bits, as the process's user (as the
+/// database's owner when run by root): files of another user (say a RADIUS
+/// server calling `mfasync auth` as its own user) are not left behind for
+/// the service to stumble on. Not on other systems.
+fn same_owner_as_database(db: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.uid(), m.gid()));
+        let beside = |suffix: &str| {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            owner(std::path::Path::new(&name))
+        };
+        let want = owner(db);
+        want.is_some() && beside("-wal") == want && beside("-shm") == want
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = db;
+        false
     }
 }
 
