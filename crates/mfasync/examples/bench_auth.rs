@@ -5,6 +5,11 @@
 //! `POST /api/v1/auth` to `mfasync serve` next to an in-process ldap3 bind.
 //! The kinds of check compared take turns, check by check, so that the
 //! machine's load changing during the run weighs on them alike.
+//!
+//! `BENCH_AUTH_HOLD=1`: set up, print the database and server, and wait for
+//! stdin to close (profiling). `BENCH_AUTH_COMPARE="BIN1 BIN2 ..."`: only
+//! the process comparison, `ldapwhoami` and several builds of `mfasync`
+//! head to head (see `compare_builds`).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -31,6 +36,110 @@ fn report(name: &str, mut lat: Vec<Duration>) -> f64 {
         pct(&lat, 0.99)
     );
     p50
+}
+
+/// One `ldapwhoami` process binding as user `i`; its wall time.
+fn whoami_process(url: &str, i: usize) -> Duration {
+    let s = Instant::now();
+    let ok = Command::new("ldapwhoami")
+        .args([
+            "-x",
+            "-H",
+            url,
+            "-D",
+            &format!("uid=u{i:05},ou=Bench,{BASE}"),
+            "-w",
+            &format!("pw-{i}"),
+        ])
+        .stdout(Stdio::null())
+        .status();
+    assert!(matches!(ok, Ok(s) if s.success()), "ldapwhoami failed");
+    s.elapsed()
+}
+
+/// One `BIN --database DB auth` process checking user `i`; its wall time.
+fn auth_process(bin: &str, db: &str, i: usize) -> Duration {
+    let s = Instant::now();
+    let mut child = Command::new(bin)
+        .args([
+            "--database",
+            db,
+            "auth",
+            &format!("u{i:05}"),
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(format!("pw-{i}").as_bytes());
+    }
+    let ok = child.wait();
+    assert!(
+        matches!(ok, Ok(s) if s.success()),
+        "{bin} auth u{i:05} refused"
+    );
+    s.elapsed()
+}
+
+/// `BENCH_AUTH_COMPARE="BIN1 BIN2 ..."`: `ldapwhoami` and `auth` processes
+/// of several builds head to head on one setup, `checks` rounds in which
+/// each takes one turn (the order rotating). Each build gets its own copy of
+/// the database (what one leaves beside it, e.g. WAL files, is not the
+/// other's). Prints p50/p90 and the median over rounds of each build's time
+/// divided by `ldapwhoami`'s in the same round.
+fn compare_builds(url: &str, dir: &std::path::Path, list: &str, checks: usize) {
+    let bins: Vec<&str> = list.split_whitespace().collect();
+    let mut dbs = Vec::new();
+    for k in 0..bins.len() {
+        let copy = dir.join(format!("auth-{k}.db"));
+        std::fs::copy(dir.join("auth.db"), &copy).unwrap_or_else(|e| panic!("copy: {e}"));
+        // (a WAL not yet checkpointed into the database goes along)
+        let wal = dir.join("auth.db-wal");
+        if wal.exists() {
+            std::fs::copy(&wal, dir.join(format!("auth-{k}.db-wal")))
+                .unwrap_or_else(|e| panic!("copy: {e}"));
+        }
+        dbs.push(format!("sqlite://{}", copy.display()));
+    }
+    let kinds = bins.len() + 1;
+    let mut times = vec![Vec::with_capacity(checks); kinds];
+    for round in 0..checks {
+        let i = (round * 7919) % USERS;
+        for turn in 0..kinds {
+            let k = (round + turn) % kinds;
+            times[k].push(match k {
+                0 => whoami_process(url, i),
+                _ => auth_process(bins[k - 1], &dbs[k - 1], i),
+            });
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("{checks} rounds, each kind once per round, {USERS} users");
+    println!("| process | p50 | p90 | p50 / ldapwhoami p50 | median of per-round ratios |");
+    println!("| --- | --- | --- | --- | --- |");
+    let mut sorted0 = times[0].clone();
+    sorted0.sort();
+    let base = pct(&sorted0, 0.5);
+    for (k, t) in times.iter().enumerate() {
+        let mut sorted = t.clone();
+        sorted.sort();
+        let mut ratios: Vec<f64> = t
+            .iter()
+            .zip(&times[0])
+            .map(|(a, b)| ms(*a) / ms(*b))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let name = if k == 0 { "ldapwhoami" } else { bins[k - 1] };
+        println!(
+            "| {name} | {:.2} ms | {:.2} ms | {:.3} | {:.3} |",
+            pct(&sorted, 0.5),
+            pct(&sorted, 0.9),
+            pct(&sorted, 0.5) / base,
+            ratios.get(ratios.len() / 2).copied().unwrap_or(0.0)
+        );
+    }
 }
 
 fn main() {
@@ -84,47 +193,12 @@ fn main() {
     // Processes: `ldapwhoami` and `mfasync auth` take turns (which goes
     // first alternates), so that a change in the machine's load during the
     // run weighs on both alike.
-    let whoami = |i: usize| {
-        let s = Instant::now();
-        let ok = Command::new("ldapwhoami")
-            .args([
-                "-x",
-                "-H",
-                &slapd.url,
-                "-D",
-                &format!("uid=u{i:05},ou=Bench,{BASE}"),
-                "-w",
-                &format!("pw-{i}"),
-            ])
-            .stdout(Stdio::null())
-            .status();
-        assert!(matches!(ok, Ok(s) if s.success()), "ldapwhoami failed");
-        s.elapsed()
-    };
-    let auth = |i: usize| {
-        let s = Instant::now();
-        let mut child = Command::new(&bin)
-            .args([
-                "--database",
-                &db,
-                "auth",
-                &format!("u{i:05}"),
-                "--password-stdin",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn mfasync: {e}"));
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(format!("pw-{i}").as_bytes());
-        }
-        let ok = child.wait();
-        assert!(
-            matches!(ok, Ok(s) if s.success()),
-            "mfasync auth u{i:05} refused"
-        );
-        s.elapsed()
-    };
+    let whoami = |i: usize| whoami_process(&slapd.url, i);
+    let auth = |i: usize| auth_process(&bin, &db, i);
+    if let Ok(list) = std::env::var("BENCH_AUTH_COMPARE") {
+        compare_builds(&slapd.url, dir.path(), &list, checks);
+        return;
+    }
     let mut raw = Vec::with_capacity(checks);
     let mut ours = Vec::with_capacity(checks);
     for k in 0..checks {
