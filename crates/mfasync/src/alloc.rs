@@ -20,21 +20,25 @@
 //! their peak RSS higher (81-96 MB). A password check has nothing to give
 //! back, so `tune` is skipped for `auth`.
 //!
-//! Most of that price was one transparent huge page: mimalloc 3 advises its
+//! Most of that price was transparent huge pages: mimalloc 3 advises its
 //! arenas `MADV_HUGEPAGE`, so the first allocation (in the standard library,
 //! before `main`) and the SQLite worker thread's first one each made the
 //! kernel find and zero a 2 MiB page (`perf`: `folio_zero_user` under
-//! `_mi_malloc_generic`, ~0.5 ms of a ~6 ms process). A password check uses
-//! a few hundred KiB, so for `auth` THP is switched off before the first
-//! allocation by `before_main`, a constructor that looks at the
-//! subcommand; every other command keeps mimalloc's defaults (the full
-//! synchronization was measured with them).
+//! `_mi_malloc_generic`, ~10% of an `auth` process); then the bitmaps of a
+//! 1 GiB arena written at its reservation, and purging at exit. A password
+//! check uses a few hundred KiB, so for `auth`, before the first allocation,
+//! `before_main` (a constructor that looks at the subcommand) switches THP
+//! off, makes the first arena 32 MiB and purging never; every other command
+//! keeps mimalloc's defaults (the full synchronization was measured with
+//! them). Head to head with `ldapwhoami` (BENCHMARKS.md, 2026-11-25 late
+//! evening), with the SQLite change of the same commit: 1.24-1.31x -> mostly
+//! 1.08-1.14x.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 // Entries of mimalloc's `mi_option_e` (mimalloc.h of the pinned
-// libmimalloc-sys, v3 sources; the first two are the same in v2, allow_thp
+// libmimalloc-sys, v3 sources; the first three are the same in v2, allow_thp
 // is not: 37 there). The test below checks them by their documented defaults.
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
