@@ -908,6 +908,13 @@ fn validate_domains(d: &Directory, out: &mut Vec<ConfigError>) {
         if seen.contains(&n) {
             out.push(err(format!("{key}.name"), format!("{n} is listed twice")));
         }
+        let this = d.domain.trim().trim_end_matches('.');
+        if !this.is_empty() && this.eq_ignore_ascii_case(&n) {
+            out.push(err(
+                format!("{key}.name"),
+                format!("{n} is directory.domain, which directory.query_bind reads"),
+            ));
+        }
         seen.push(n);
         validate_bind(&dom.query_bind, &format!("{key}.query_bind"), true, out);
     }
@@ -1381,6 +1388,10 @@ mod tests {
             (
                 "[[directory.domains]]\nname = \"a.test\"\n[directory.domains.query_bind]\ntype = \"simple\"\n",
                 "directory.domains[0].query_bind.dn",
+            ),
+            (
+                "[directory]\ndomain = \"A.test\"\n[[directory.domains]]\nname = \"a.test.\"\n[directory.domains.query_bind]\ntype = \"anonymous\"\n",
+                "directory.domains[0].name",
             ),
             (
                 "[[directory.domains]]\nname = \"a.test\"\ncolour = 1\n[directory.domains.query_bind]\ntype = \"anonymous\"\n",

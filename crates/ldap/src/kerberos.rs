@@ -243,7 +243,7 @@ static KDC_DOWN: std::sync::Mutex<KdcDown> = std::sync::Mutex::new(KdcDown(Vec::
 /// refusal, or a local problem).
 fn no_kdc_answered(e: &LdapError) -> bool {
     match e {
-        LdapError::Timeout { .. } => true,
+        // (a timeout may be one slow KDC: not remembered)
         LdapError::Connect { reason, .. } => {
             let r = reason.to_ascii_lowercase();
             r.contains("cannot contact any kdc") || r.contains("cannot find kdc")
@@ -282,7 +282,9 @@ pub(crate) async fn obtain(
     if !username.trim().is_empty() {
         let mut memo = KDC_DOWN.lock().unwrap_or_else(|p| p.into_inner());
         match &r {
-            Err(e) if no_kdc_answered(e) => memo.note(&realm, now, e.to_string()),
+            Err(e) if no_kdc_answered(e) => {
+                memo.note(&realm, std::time::Instant::now(), e.to_string())
+            }
             Err(_) => {}
             Ok(_) => memo.clear(&realm),
         }
@@ -439,7 +441,7 @@ mod tests {
             op: "kinit".into(),
             seconds: 5,
         };
-        assert!(no_kdc_answered(&timeout));
+        assert!(!no_kdc_answered(&timeout), "one slow KDC is not remembered");
         assert!(no_kdc_answered(&kinit_error(
             "alice@MFA.TEST",
             "kinit: Cannot contact any KDC for realm 'MFA.TEST' while getting initial credentials",

@@ -152,10 +152,16 @@ pub enum Principal {
     },
     /// Its domain's DCs could not be read.
     Unreachable { domain: String, why: String },
-    /// Its SID is of no trusted domain (e.g. a well-known SID such as
-    /// Authenticated Users): nobody to synchronize.
+    /// A well-known SID (e.g. Authenticated Users): nobody to synchronize.
     NotTrusted,
+    /// A domain account's SID (`S-1-5-21-…`) of a domain not found among
+    /// the trusts (a child domain of a trusted forest, or the trusts are not
+    /// readable): its users cannot be told, so they are left as they are.
+    UnknownDomain,
 }
+
+/// The `domain` of [`leave_as_is`] meaning "every domain but the item's".
+pub const ANY_OTHER_DOMAIN: &str = "*";
 
 /// A starting point taken in another domain: (kind, DC, value).
 pub type Mark = (crate::incremental::Kind, String, Vec<u8>);
@@ -166,6 +172,9 @@ pub struct Domains {
     conns: HashMap<String, Result<Client, String>>,
     /// The trusted domains by domain SID, read once per cycle.
     trusts: Option<HashMap<String, String>>,
+    /// Domains connected for their items or members (they need a starting
+    /// point), as opposed to only looking up stored users there.
+    needed: std::collections::HashSet<String>,
     /// Take a starting point in each domain right after connecting (full
     /// cycles that commit).
     take_marks: bool,
@@ -179,6 +188,7 @@ impl Domains {
             base: base.to_string(),
             conns: HashMap::new(),
             trusts: None,
+            needed: Default::default(),
             take_marks: false,
             marks: HashMap::new(),
         }
@@ -213,11 +223,22 @@ impl Domains {
     /// Connect to `domain` once per cycle (a failure is remembered, and
     /// reported once, by the caller); take its starting point if asked.
     pub async fn connect(&mut self, cfg: &Config, domain: &str) {
+        self.needed.insert(domain.to_string());
+        self.connect_to(cfg, domain, self.take_marks).await;
+    }
+
+    /// Connect to `domain` only to look up stored users there: no starting
+    /// point is taken or required for it.
+    pub async fn connect_for_lookup(&mut self, cfg: &Config, domain: &str) {
+        self.connect_to(cfg, domain, false).await;
+    }
+
+    async fn connect_to(&mut self, cfg: &Config, domain: &str, with_mark: bool) {
         if self.conns.contains_key(domain) {
             return;
         }
         let mut c = connect(cfg, domain).await;
-        if let (true, Ok(client)) = (self.take_marks, c.as_mut()) {
+        if let (true, Ok(client)) = (with_mark, c.as_mut()) {
             if let Some(mark) = take_mark(client, cfg).await {
                 self.marks.insert(domain.to_string(), mark);
             }
@@ -264,6 +285,7 @@ impl Domains {
         let domain = match (mfasync_core::sid::domain_sid(sid), self.trusts.as_ref()) {
             (Some(d), Some(t)) => match t.get(d) {
                 Some(name) => name.clone(),
+                None if d.starts_with("S-1-5-21-") => return Ok(Principal::UnknownDomain),
                 None => return Ok(Principal::NotTrusted),
             },
             _ => return Ok(Principal::NotTrusted),
@@ -336,6 +358,7 @@ impl Domains {
         let mut out: Vec<(String, Option<Mark>)> = self
             .conns
             .keys()
+            .filter(|d| self.needed.contains(*d))
             .map(|d| (d.clone(), self.marks.remove(d)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -392,8 +415,12 @@ pub async fn leave_as_is(
         .await?;
     let mut n = 0;
     for u in &stored {
-        let in_domain =
-            domain.is_none_or(|d| u.dn.as_deref().and_then(domain_of_dn).as_deref() == Some(d));
+        let of = u.dn.as_deref().and_then(domain_of_dn);
+        let in_domain = match domain {
+            None => true,
+            Some(ANY_OTHER_DOMAIN) => of.is_some() && of != domain_of_dn(&item.dn),
+            Some(d) => of.as_deref() == Some(d),
+        };
         if let (true, Some(id)) = (in_domain, u.directory_id.as_deref()) {
             planner.keep_as_is(id);
             n += 1;
@@ -402,6 +429,10 @@ pub async fn leave_as_is(
     warnings.push(match domain {
         None => format!(
             "sync.items[{index}] ({}) was not read: {why}; its {n} stored user(s) are left as they are",
+            item.dn
+        ),
+        Some(ANY_OTHER_DOMAIN) => format!(
+            "sync.items[{index}] ({}): some members from other domains were not read: {why}; its {n} stored user(s) of other domains are left as they are",
             item.dn
         ),
         Some(d) => format!(

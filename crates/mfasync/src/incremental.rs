@@ -579,8 +579,24 @@ impl Resolver<'_> {
             self.reads += found.len();
             out.extend(found.into_iter().map(|e| (normalize_dn(&e.dn), e.dn)));
         }
-        // An entry of another domain is a member of this domain's groups as
-        // a foreign security principal (CN=<its SID>,CN=ForeignSecurityPrincipals,…).
+        // An entry of another domain read this cycle: the groups of its own
+        // domain that hold it (a trusted domain's group may be a member of
+        // this domain's groups, below) ...
+        if self.fsp_nc.is_some() {
+            if let Ok(Some(c)) = self.domains.for_dn(self.cfg, dn) {
+                let nc = naming_context(c, dn);
+                if !self.group_bases.contains(&nc) {
+                    let found = c
+                        .search_all(&nc, Scope::Subtree, &filter, &["1.1".to_string()])
+                        .await
+                        .with_context(|| format!("searching the groups of {dn} under {nc}"))?;
+                    self.reads += found.len();
+                    out.extend(found.into_iter().map(|e| (normalize_dn(&e.dn), e.dn)));
+                }
+            }
+        }
+        // ... and it is a member of this domain's groups as a foreign
+        // security principal (CN=<its SID>,CN=ForeignSecurityPrincipals,…).
         if let Some(fsp) = self.principal_dn(dn).await? {
             let filter = format!(
                 "(&{}(member={}))",
@@ -651,6 +667,9 @@ impl Resolver<'_> {
             .with_context(|| format!("following the member {sid} of {group}"))?;
         match found {
             Principal::NotTrusted => Ok(None),
+            Principal::UnknownDomain => Err(anyhow!(NeedsFull(format!(
+                "{group} holds {sid}, of a domain not found among the trusts"
+            )))),
             Principal::Unreachable { why, .. } => Err(anyhow!(NeedsFull(why))),
             Principal::Found { domain, .. } if !self.fetched.contains(&domain) => {
                 Err(anyhow!(NeedsFull(format!(
@@ -956,8 +975,10 @@ pub async fn cycle(
             for v in values {
                 // a member from a trusted domain: its entry there
                 let mut principal_entry = None;
+                // (followed in groups of this domain only, as full cycles do)
+                let this_domain = matches!(r.domains.for_dn(cfg, &grp), Ok(None));
                 let v = match mfasync_core::sid::foreign_principal_sid(&v)
-                    .filter(|_| r.fsp_nc.is_some())
+                    .filter(|_| r.fsp_nc.is_some() && this_domain)
                 {
                     None => v,
                     Some(sid) => match r.principal(&sid, &grp).await? {

@@ -35,6 +35,30 @@ struct Snapshot {
     /// Users under the base DN matching the user filter (and users found
     /// outside it through an item), by normalised DN.
     users: HashMap<String, Packed>,
+    /// Entries found through an item that could not be mapped: (their
+    /// unique id if readable, why). Their stored users are left as they are.
+    unmapped: Vec<(Option<String>, String)>,
+}
+
+impl Snapshot {
+    /// Map `e` (found through an item); an entry that cannot be mapped is
+    /// noted (its stored user is then kept as it is) instead of vanishing.
+    fn map(
+        &mut self,
+        a: &mfasync_core::config::Attributes,
+        e: &mfasync_core::Entry,
+    ) -> Option<DirectoryUser> {
+        match mapping::map_user(a, e) {
+            Ok(du) => Some(du),
+            Err(err) => {
+                let id = e
+                    .first_bytes(&a.unique_id)
+                    .and_then(|raw| mapping::unique_id_text(a.unique_id_type, raw).ok());
+                self.unmapped.push((id, err.to_string()));
+                None
+            }
+        }
+    }
 }
 
 /// Why this cycle cannot be incremental, judged from the configuration and
@@ -468,6 +492,21 @@ async fn full(
             };
             let (members, unread) =
                 read.with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
+            // An item of another domain that answers with nobody while users
+            // of it are stored: as for the connected domain, an empty answer
+            // is never everybody leaving (its users are left as they are).
+            if members.is_empty() && crate::domains::foreign_domain(cfg, &base, &item.dn).is_some()
+            {
+                let stored = store
+                    .users_by(UserKey::SyncItem, std::slice::from_ref(&item.dn))
+                    .await?;
+                if !stored.is_empty() {
+                    let why = "its domain's DCs returned no users for it (check the bind account's rights there)";
+                    let (p, warn) = (&mut w.planner, &mut w.warnings);
+                    crate::domains::leave_as_is(store, p, warn, (i, item), None, why).await?;
+                    continue;
+                }
+            }
             for (domain, why) in unread {
                 let (p, warn) = (&mut w.planner, &mut w.warnings);
                 let d = Some(domain.as_str());
@@ -492,6 +531,14 @@ async fn full(
             if let Some(id) = p.directory_id() {
                 w.planner.exists(&id);
             }
+        }
+        // entries found through an item that could not be mapped: their
+        // stored users are left as they are (as for entries under the base DN)
+        for (id, why) in std::mem::take(&mut snap.unmapped) {
+            if let Some(id) = id {
+                w.planner.keep_as_is(&id);
+            }
+            w.warnings.push(why);
         }
         if follow {
             // Stored users of other domains no item took: still users there
@@ -868,6 +915,7 @@ async fn read_users<'s>(
             };
             let deferred = claimer.is_none().then(|| Snapshot {
                 users: HashMap::new(),
+                unmapped: Vec::new(),
             });
             let mut w = Worker {
                 attrs: attributes,
@@ -1021,19 +1069,17 @@ async fn item_members(
                 };
                 let a = &cfg.attributes;
                 let mut found = Vec::new();
-                let mut f = |e: mfasync_core::Entry| {
-                    if let Ok(du) = mapping::map_user(a, &e) {
-                        let key = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
-                        found.push((key, du));
-                    }
-                };
+                let mut f = |e: mfasync_core::Entry| found.push(e);
                 client
                     .search_each(&item.dn, scope, &cfg.filters.user, attrs, &mut f)
                     .await?;
                 let mut keys = Vec::new();
-                for (k, du) in found {
-                    snap.users.insert(k.clone(), Packed::pack(&du));
-                    keys.push(k);
+                for e in found {
+                    if let Some(du) = snap.map(a, &e) {
+                        let k = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
+                        snap.users.insert(k.clone(), Packed::pack(&du));
+                        keys.push(k);
+                    }
                 }
                 keys
             } else {
@@ -1088,33 +1134,42 @@ async fn group_members(
             continue; // nested-group cycle
         }
         if use_asq {
-            let mut found: Vec<(String, DirectoryUser)> = Vec::new();
-            let mut f = |e: mfasync_core::Entry| {
-                if let Ok(du) = mapping::map_user(a, &e) {
-                    found.push((normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn)), du));
-                }
+            // with members from trusted domains followed: users and foreign
+            // security principals in one query, told apart by objectClass
+            let follow = fsp.is_some();
+            let filter = match follow {
+                true => format!(
+                    "(|{}(objectClass=foreignSecurityPrincipal))",
+                    cfg.filters.user
+                ),
+                false => cfg.filters.user.clone(),
             };
+            let mut asked = attrs.to_vec();
+            if follow && !asked.iter().any(|x| x.eq_ignore_ascii_case("objectClass")) {
+                asked.push("objectClass".to_string());
+            }
+            let mut found: Vec<mfasync_core::Entry> = Vec::new();
+            let mut f = |e: mfasync_core::Entry| found.push(e);
             client
-                .asq_each(&group, "member", &cfg.filters.user, attrs, &mut f)
+                .asq_each(&group, "member", &filter, &asked, &mut f)
                 .await?;
-            for (k, du) in found {
-                snap.users
-                    .entry(k.clone())
-                    .or_insert_with(|| Packed::pack(&du));
-                members.push(k);
+            let mut principals: Vec<String> = Vec::new();
+            for e in found {
+                let is_fsp = follow
+                    && e.values("objectClass")
+                        .iter()
+                        .any(|v| v.eq_ignore_ascii_case(b"foreignSecurityPrincipal"));
+                if is_fsp {
+                    principals.push(e.dn);
+                } else if let Some(du) = snap.map(a, &e) {
+                    let k = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
+                    snap.users
+                        .entry(k.clone())
+                        .or_insert_with(|| Packed::pack(&du));
+                    members.push(k);
+                }
             }
             if let Some(d) = fsp.as_deref_mut() {
-                let mut principals: Vec<String> = Vec::new();
-                let mut p = |e: mfasync_core::Entry| principals.push(e.dn);
-                client
-                    .asq_each(
-                        &group,
-                        "member",
-                        "(objectClass=foreignSecurityPrincipal)",
-                        &["1.1".to_string()],
-                        &mut p,
-                    )
-                    .await?;
                 for dn in principals {
                     if let Some(sid) = mfasync_core::sid::foreign_principal_sid(&dn) {
                         let out = (&mut members, &mut unread);
@@ -1171,7 +1226,7 @@ async fn group_members(
                 }
                 let found = base_match(client, &dn, &cfg.filters.user, attrs).await?;
                 for e in found {
-                    if let Ok(du) = mapping::map_user(a, &e) {
+                    if let Some(du) = snap.map(a, &e) {
                         snap.users
                             .entry(key.clone())
                             .or_insert_with(|| Packed::pack(&du));
@@ -1183,6 +1238,9 @@ async fn group_members(
     }
     members.sort();
     members.dedup();
+    // one entry per domain (each is one look at the stored users)
+    unread.sort();
+    unread.dedup_by(|a, b| a.0 == b.0);
     Ok((members, unread))
 }
 
@@ -1207,6 +1265,13 @@ async fn follow_principal(
         .with_context(what)?;
     let domain = match user {
         Principal::NotTrusted => return Ok(()),
+        Principal::UnknownDomain => {
+            unread.push((
+                crate::domains::ANY_OTHER_DOMAIN.to_string(),
+                format!("{sid} is of a domain not found among this domain's trusts (a child domain of a trusted forest?)"),
+            ));
+            return Ok(());
+        }
         Principal::Unreachable { domain, why } => {
             unread.push((domain, why));
             return Ok(());
@@ -1214,7 +1279,7 @@ async fn follow_principal(
         Principal::Found { domain, entries } if entries.is_empty() => domain,
         Principal::Found { entries, .. } => {
             for e in entries {
-                if let Ok(du) = mapping::map_user(&cfg.attributes, &e) {
+                if let Some(du) = snap.map(&cfg.attributes, &e) {
                     let key = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
                     snap.users
                         .entry(key.clone())
@@ -1255,8 +1320,6 @@ async fn follow_principal(
     Ok(())
 }
 
-/// The entry `dn` if it matches `filter`; empty when it does not or no longer
-/// exists (a member value pointing at a deleted object). Other errors stop the cycle.
 /// Of the stored users `unseen` (no item took them), those whose DN is in
 /// another domain are looked up at that domain's DCs: found, they exist (and
 /// get their item's when_removed); that domain unreachable, they are left as
@@ -1282,7 +1345,7 @@ async fn check_other_domains(
             let Some(d) = crate::domains::foreign_domain(cfg, base, dn) else {
                 continue;
             };
-            domains.connect(cfg, &d).await;
+            domains.connect_for_lookup(cfg, &d).await;
             match domains.connected(&d) {
                 Some(Ok(c)) => {
                     if still_in_directory(c, cfg, id, Some(dn))
@@ -1336,6 +1399,8 @@ async fn still_in_directory(
     Ok(!found.is_empty())
 }
 
+/// The entry `dn` if it matches `filter`; empty when it does not or no longer
+/// exists (a member value pointing at a deleted object). Other errors stop the cycle.
 async fn base_match(
     client: &mut Client,
     dn: &str,

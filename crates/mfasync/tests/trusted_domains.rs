@@ -619,6 +619,7 @@ fn members_from_the_trusted_forest_in_a_group_are_followed_to_their_users() {
             + &ad_user("Fay Fsp", &there, "fay7", "other.test", "+15550741")
             + &ad_user("Finn Fsp", &there, "finn7", "other.test", "+15550742")
             + &ad_user("Gwen Fsp", &there, "gwen7", "other.test", "+15550743")
+            + &ad_user("Hal Fsp", &there, "hal7", "other.test", "+15550744")
             + &format!(
                 "dn: {crew}\nobjectClass: group\nsAMAccountName: crew7\n\
                  member: CN=Finn Fsp,{there}\n\n"
@@ -686,6 +687,23 @@ fn members_from_the_trusted_forest_in_a_group_are_followed_to_their_users() {
     );
     assert_eq!(m.user("finn7@other.test").unwrap()["enabled"], true);
     // A full cycle agrees.
+    reference.sync_full();
+    assert_eq!(m.users(), reference.users());
+
+    // Through Crew7 (a group of other.test in the group, by SID): Finn's
+    // phone changes while he stays, and Hal joins Crew7 at other.test.
+    e.trust.other.ldapmodify(&format!(
+        "dn: CN=Finn Fsp,{there}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +15550752\n\n\
+         dn: {crew}\nchangetype: modify\nadd: member\nmember: CN=Hal Fsp,{there}\n"
+    ));
+    incremental(&m);
+    let finn = m.user("finn7@other.test").unwrap();
+    assert_eq!(finn["enabled"], true, "{finn}");
+    assert_eq!(finn["primary_phone"], "+15550752", "{finn}");
+    assert_eq!(
+        m.user("hal7@other.test").expect("hal joined Crew7")["sync_item"],
+        group
+    );
     reference.sync_full();
     assert_eq!(m.users(), reference.users());
 

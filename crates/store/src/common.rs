@@ -1092,16 +1092,18 @@ macro_rules! impl_store {
             }
 
             async fn watermark(&self) -> Result<Option<Watermark>> {
+                // both tables in one read transaction (committed together)
+                let mut tx = self.pool.begin().await?;
                 let row = sqlx::query(
                     "SELECT kind, server, value, items_fingerprint FROM watermark WHERE id = 1",
                 )
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
                 let Some(r) = row else { return Ok(None) };
                 let domains = sqlx::query(
                     "SELECT domain, kind, server, value FROM domain_watermarks ORDER BY domain",
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
                 .map(|d| {
