@@ -809,3 +809,46 @@ type = "simple"
     );
     assert_eq!(m.user("olga@other.test").unwrap()["enabled"], true);
 }
+
+/// A user from a trusted domain (followed through a foreign security
+/// principal) whose entry can no longer be mapped (here: the only username
+/// attribute removed) is left as it is with a warning, as one of this domain
+/// is; it is never disabled for it.
+#[test]
+fn a_trusted_member_that_cannot_be_mapped_is_left_as_it_is() {
+    let e = env().lock().unwrap_or_else(|p| p.into_inner());
+    let there = format!("OU=Unm7,{OTHER_BASE_DN}");
+    let group = format!("CN=Unm7,OU=People,{SAMBA_BASE_DN}");
+    delete_tree(&e.trust.other, &there);
+    delete_tree(&e.trust.mfa, &group);
+    e.trust.other.ldapadd(
+        &(format!("dn: {there}\nobjectClass: organizationalUnit\nou: Unm7\n\n")
+            + &ad_user("Uma Unm", &there, "uma7", "other.test", "+15550761")),
+    );
+    let uma = sid_of(&e.trust.other, &format!("CN=Uma Unm,{there}"));
+    e.trust.mfa.ldapadd(&format!(
+        "dn: {group}\nobjectClass: group\nsAMAccountName: unm7\nmember: <SID={uma}>\n\n"
+    ));
+    let toml = mfa_config(&e.dns.addr.to_string())
+        + &format!(
+            "[[sync.items]]\nkind = \"security-group\"\ndn = \"{group}\"\nwhen_removed = \"disable\"\n\
+             [attributes]\nusername = [\"userPrincipalName\"]\n"
+        );
+    let m = Mfa::new();
+    m.apply(&toml);
+    m.sync_full();
+    assert_eq!(m.user("uma7@other.test").expect("uma")["sync_item"], group);
+
+    e.trust.other.ldapmodify(&format!(
+        "dn: CN=Uma Unm,{there}\nchangetype: modify\ndelete: userPrincipalName\n"
+    ));
+    let o = m.ok(&["--json", "sync", "--full"]);
+    let s = o.json();
+    assert_eq!(counts(&s).3 + counts(&s).4, 0, "{s}\n{}", o.stderr);
+    assert!(
+        o.stderr.contains("CN=Uma Unm") && o.stderr.contains("no username"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(m.user("uma7@other.test").unwrap()["enabled"], true);
+}
