@@ -25,14 +25,7 @@ fn user_dn(i: usize) -> String {
 }
 
 fn user(i: usize) -> FakeEntry {
-    FakeEntry::new(&user_dn(i))
-        .with(
-            "objectClass",
-            &["top", "person", "organizationalPerson", "user"],
-        )
-        .with("objectCategory", &["person"])
-        .with("name", &[format!("User {i:05}")])
-        .with("sAMAccountName", &[format!("user{i:05}")])
+    FakeEntry::numbered_user(&user_dn(i), i)
 }
 
 /// `users` users under OU=Staff and BIG_GROUP with all of them as members.

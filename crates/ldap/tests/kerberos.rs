@@ -37,11 +37,7 @@ fn env() -> &'static Env {
     static E: OnceLock<Env> = OnceLock::new();
     E.get_or_init(|| {
         let conf = krb5_conf();
-        let work = tempfile::Builder::new()
-            .prefix("mfasync-krb-test-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let work = mfasync_testkit::kept_temp_dir("mfasync-krb-test-");
         let keytab = work.join("svc-mfa.keytab");
         // SAFETY (of the process environment): set once, before any Kerberos call, under the
         // OnceLock; the other tests of this binary wait for it.

@@ -66,6 +66,19 @@ fn timed(cmd: &mut Command) -> (f64, u64) {
     (secs, rss)
 }
 
+/// `mfasync config apply` of the benchmark's configuration into `db`.
+fn apply_config(bin: &str, db: &str, cfg: &std::path::Path) {
+    let status = Command::new(bin)
+        .args(["--database", db, "config", "apply"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .status();
+    assert!(
+        matches!(status, Ok(s) if s.success()),
+        "config apply failed"
+    );
+}
+
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
@@ -87,15 +100,7 @@ fn main() {
         pw = slapd.admin_password,
     );
     std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("write config: {e}"));
-    let status = Command::new(&bin)
-        .args(["--database", &db, "config", "apply"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        matches!(status, Ok(s) if s.success()),
-        "config apply failed"
-    );
+    apply_config(&bin, &db, &cfg);
 
     // The floor: the same entries and attributes, paged, straight to /dev/null.
     let attrs = [
@@ -149,15 +154,7 @@ fn main() {
     // benchmark's database). Not part of the figures.
     if let Ok(wrap) = std::env::var("MFASYNC_BENCH_WRAP") {
         let db2 = format!("sqlite://{}", dir.path().join("wrapped.db").display());
-        let status = Command::new(&bin)
-            .args(["--database", &db2, "config", "apply"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .status();
-        assert!(
-            matches!(status, Ok(s) if s.success()),
-            "config apply failed"
-        );
+        apply_config(&bin, &db2, &cfg);
         for (run, database) in [("first", &db2), ("second", &db)] {
             let wrap = wrap.replace("{}", run);
             let mut words = wrap.split_whitespace();

@@ -168,7 +168,9 @@ pub type Mark = (crate::incremental::Kind, String, Vec<u8>);
 
 /// Connections to the other domains of one cycle.
 pub struct Domains {
-    base: String,
+    /// The connected domain (of `base`), None when `base` names none or
+    /// other domains are not read: then every DN is this domain's.
+    this: Option<String>,
     conns: HashMap<String, Result<Client, String>>,
     /// The trusted domains by domain SID, read once per cycle.
     trusts: Option<HashMap<String, String>>,
@@ -185,13 +187,20 @@ impl Domains {
     /// For a cycle connected to the domain of naming context `base`.
     pub fn new(base: &str) -> Domains {
         Domains {
-            base: base.to_string(),
+            this: domain_of_dn(base),
             conns: HashMap::new(),
             trusts: None,
             needed: Default::default(),
             take_marks: false,
             marks: HashMap::new(),
         }
+    }
+
+    /// The other domain `dn` is in ([`foreign_domain`], with the connected
+    /// domain worked out once).
+    fn other(&self, cfg: &Config, dn: &str) -> Option<String> {
+        let this = self.this.as_deref().filter(|_| enabled(cfg))?;
+        domain_of_dn(dn).filter(|d| d != this)
     }
 
     /// A full cycle that commits: take each domain's starting point when
@@ -209,7 +218,7 @@ impl Domains {
         cfg: &Config,
         item: &SyncItem,
     ) -> Result<Option<&mut Client>, String> {
-        let Some(domain) = foreign_domain(cfg, &self.base, &item.dn) else {
+        let Some(domain) = self.other(cfg, &item.dn) else {
             return Ok(None);
         };
         self.connect(cfg, &domain).await;
@@ -258,7 +267,12 @@ impl Domains {
     /// connected domain's DC, as before); an error when `dn`'s domain could
     /// not be reached.
     pub fn for_dn(&mut self, cfg: &Config, dn: &str) -> Result<Option<&mut Client>, NeedsFull> {
-        let Some(domain) = foreign_domain(cfg, &self.base, dn) else {
+        // (called for every directory read of an incremental cycle: the
+        // connected domain is worked out once, in `new`)
+        if self.conns.is_empty() {
+            return Ok(None);
+        }
+        let Some(domain) = self.other(cfg, dn) else {
             return Ok(None);
         };
         match self.conns.get_mut(&domain) {
@@ -323,10 +337,10 @@ impl Domains {
         &self,
         main: &mut Client,
     ) -> Result<HashMap<String, String>, mfasync_ldap::LdapError> {
-        let Some(domain) = domain_of_dn(&self.base) else {
+        let Some(domain) = self.this.as_deref() else {
             return Ok(HashMap::new());
         };
-        let system = format!("CN=System,{}", mfasync_ldap::dn_of_domain(&domain));
+        let system = format!("CN=System,{}", mfasync_ldap::dn_of_domain(domain));
         let attrs = ["trustPartner".to_string(), "securityIdentifier".to_string()];
         let found = match main
             .search_all(

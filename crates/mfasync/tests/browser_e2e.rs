@@ -491,36 +491,15 @@ fn session_cookie(resp: &reqwest::Response) -> Option<String> {
 async fn members_of_the_admin_group_sign_in_with_their_directory_password() {
     let s = slapd();
     let m = Mfa::new();
+    let head = common::openldap_directory(
+        &format!("\"{}\"", s.url),
+        BASE,
+        5,
+        (&s.admin_dn, &s.admin_password),
+    );
     let config = |portal: &str| {
         format!(
-            r#"
-[directory]
-source = "ldap"
-servers = ["{url}"]
-base_dn = "{BASE}"
-timeout_seconds = 5
-[directory.query_bind]
-type = "simple"
-dn = "{dn}"
-password = "{pw}"
-[directory.auth_bind]
-type = "simple"
-[filters]
-container = "(objectClass=organizationalUnit)"
-security_group = "(objectClass=groupOfNames)"
-user = "(objectClass=inetOrgPerson)"
-[attributes]
-unique_id = "entryUUID"
-unique_id_type = "string"
-distinguished_name = "entryDN"
-username = ["uid"]
-[sync]
-enabled = false
-{portal}
-"#,
-            url = s.url,
-            dn = s.admin_dn,
-            pw = s.admin_password,
+            "{head}[directory.auth_bind]\ntype = \"simple\"\n[sync]\nenabled = false\n{portal}\n"
         )
     };
     let group = format!("cn=mfa-admins,ou=Groups,{BASE}");

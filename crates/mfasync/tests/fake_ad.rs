@@ -35,14 +35,7 @@ fn directory() -> FakeAdData {
     }
     for i in 0..MEMBERS + OTHERS {
         d.add(
-            FakeEntry::new(&user_dn(i))
-                .with(
-                    "objectClass",
-                    &["top", "person", "organizationalPerson", "user"],
-                )
-                .with("objectCategory", &["person"])
-                .with("name", &[format!("User {i:05}")])
-                .with("sAMAccountName", &[format!("user{i:05}")])
+            FakeEntry::numbered_user(&user_dn(i), i)
                 .with("userPrincipalName", &[format!("user{i:05}@fake.test")])
                 // 16 bytes, like a GUID
                 .with("objectGUID", &[format!("guid{i:012}")])

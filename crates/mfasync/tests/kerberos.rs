@@ -27,11 +27,7 @@ struct Env {
 fn env() -> &'static Env {
     static E: OnceLock<Env> = OnceLock::new();
     E.get_or_init(|| {
-        let work = tempfile::Builder::new()
-            .prefix("mfasync-krb-e2e-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let work = mfasync_testkit::kept_temp_dir("mfasync-krb-e2e-");
         let keytab = work.join("svc-mfa.keytab");
         std::env::set_var("KRB5_CONFIG", krb5_conf());
         std::env::set_var("KRB5_CLIENT_KTNAME", format!("FILE:{}", keytab.display()));

@@ -29,11 +29,7 @@ struct Env {
 fn env() -> &'static Env {
     static E: OnceLock<Env> = OnceLock::new();
     E.get_or_init(|| {
-        let work = tempfile::Builder::new()
-            .prefix("mfasync-ntlm-e2e-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let work = mfasync_testkit::kept_temp_dir("mfasync-ntlm-e2e-");
         // The realm exists, but its KDC is a port nobody listens on: kinit
         // fails with "Cannot contact any KDC", i.e. Kerberos is not possible.
         let closed = free_port();

@@ -66,6 +66,19 @@ impl FakeEntry {
         }
     }
 
+    /// A user object as AD holds one (objectClass, objectCategory), named
+    /// `User {i:05}` with sAMAccountName `user{i:05}`: the tests' numbered users.
+    pub fn numbered_user(dn: &str, i: usize) -> FakeEntry {
+        FakeEntry::new(dn)
+            .with(
+                "objectClass",
+                &["top", "person", "organizationalPerson", "user"],
+            )
+            .with("objectCategory", &["person"])
+            .with("name", &[format!("User {i:05}")])
+            .with("sAMAccountName", &[format!("user{i:05}")])
+    }
+
     /// Set attribute `name` to `values` (replacing it).
     pub fn with<S: AsRef<str>>(mut self, name: &str, values: &[S]) -> FakeEntry {
         let vals = values

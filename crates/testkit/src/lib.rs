@@ -34,7 +34,7 @@ pub use fixtures::{base64, ldif_attr, openldap_bulk, openldap_fixture, samba_bul
 pub use ldapproxy::LdapProxy;
 pub use postgres::{shared_postgres, Postgres};
 pub use proxy::Proxy;
-pub use samba::{krb5_conf, Samba, SAMBA_ADMIN_DN, SAMBA_BASE_DN};
+pub use samba::{kept_temp_dir, krb5_conf, Samba, SAMBA_ADMIN_DN, SAMBA_BASE_DN};
 pub use samba_trust::{SambaTrust, OTHER_ADMIN_DN, OTHER_BASE_DN};
 pub use slapd::{Slapd, SLAPD_ADMIN_DN, SLAPD_BASE_DN};
 pub use util::free_port;

@@ -247,8 +247,8 @@ pub(crate) fn provisioned(spec: &DomainSpec, prefix: &str) -> PathBuf {
     dir
 }
 
-/// A temp dir that stays until the test process exits.
-pub(crate) fn kept_temp_dir(prefix: &str) -> PathBuf {
+/// A temp dir that stays until the test process exits (then removed).
+pub fn kept_temp_dir(prefix: &str) -> PathBuf {
     let tmp = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
