@@ -84,7 +84,18 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let bin = std::env::var("MFASYNC_BIN").unwrap_or_else(|_| "target/release/mfasync".into());
+    // MFASYNC_BENCH_COMPARE="BIN1 BIN2" times several builds taking turns on
+    // the same seeded directory; otherwise MFASYNC_BIN (or the release build).
+    let bins: Vec<String> = match std::env::var("MFASYNC_BENCH_COMPARE") {
+        Ok(list) if !list.trim().is_empty() => list.split_whitespace().map(String::from).collect(),
+        _ => vec![std::env::var("MFASYNC_BIN").unwrap_or_else(|_| "target/release/mfasync".into())],
+    };
+    // MFASYNC_BENCH_ROUNDS (default 3): rounds of floor + syncs; medians are reported.
+    let rounds: usize = std::env::var("MFASYNC_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(3);
     eprintln!("seeding slapd with {n} users ...");
     let t = Instant::now();
     let slapd = mfasync_testkit::Slapd::start(&generate(n));
@@ -92,7 +103,6 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let cfg = dir.path().join("bench.toml");
-    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
     let config = format!(
         "[directory]\nsource = \"ldap\"\nservers = [\"{url}\"]\nbase_dn = \"{BASE}\"\n[directory.query_bind]\ntype = \"simple\"\ndn = \"{dn}\"\npassword = \"{pw}\"\n[filters]\nuser = \"(objectClass=inetOrgPerson)\"\n[attributes]\nunique_id = \"entryUUID\"\nunique_id_type = \"string\"\ndistinguished_name = \"entryDN\"\nusername = [\"uid\"]\n[[sync.items]]\nkind = \"container\"\ndn = \"ou=Bench,{BASE}\"\n[sync.items.user]\nbackup_phone = \"mobile\"\n",
         url = slapd.url,
@@ -100,7 +110,14 @@ fn main() {
         pw = slapd.admin_password,
     );
     std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("write config: {e}"));
-    apply_config(&bin, &db, &cfg);
+    // MFASYNC_BENCH_HOLD=1: keep the seeded directory for experiments and
+    // print the configuration to apply; ends when killed.
+    if std::env::var_os("MFASYNC_BENCH_HOLD").is_some() {
+        println!("holding: config {}  ldap {}", cfg.display(), slapd.url);
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
 
     // The floor: the same entries and attributes, paged, straight to /dev/null.
     let attrs = [
@@ -139,49 +156,99 @@ fn main() {
             "(objectClass=inetOrgPerson)",
         ])
         .args(attrs);
-    let (floor, _) = timed(&mut ldapsearch);
-    let (floor2, _) = timed(&mut ldapsearch);
-    let floor = floor.min(floor2);
+    // Warm the server's caches once, untimed.
+    timed(&mut ldapsearch);
 
-    let mut sync = Command::new(&bin);
-    sync.args(["--database", &db, "sync", "--full"]);
-    let (first, rss1) = timed(&mut sync);
-    let (second, rss2) = timed(&mut sync);
-    // Profiling aid: MFASYNC_BENCH_WRAP="valgrind --tool=callgrind
-    // --callgrind-out-file=/tmp/cg.{}.out" runs two more syncs under that
-    // command, `{}` replaced by the run's name: "first" (a first sync into
-    // another empty database) and "second" (a no-change sync of the
-    // benchmark's database). Not part of the figures.
-    if let Ok(wrap) = std::env::var("MFASYNC_BENCH_WRAP") {
-        let db2 = format!("sqlite://{}", dir.path().join("wrapped.db").display());
-        apply_config(&bin, &db2, &cfg);
-        for (run, database) in [("first", &db2), ("second", &db)] {
-            let wrap = wrap.replace("{}", run);
-            let mut words = wrap.split_whitespace();
-            if let Some(program) = words.next() {
-                let status = Command::new(program)
-                    .args(words)
-                    .arg(&bin)
-                    .args(["--database", database, "sync", "--full"])
-                    .stdout(Stdio::null())
-                    .status();
-                eprintln!("wrapped {run} sync: {status:?}");
+    // Per build: (first ratio, second ratio, first s, second s, rss1, rss2) per round.
+    let mut results: Vec<Vec<[f64; 6]>> = vec![Vec::new(); bins.len()];
+    let mut floors = Vec::new();
+    for round in 0..rounds {
+        let (f1, _) = timed(&mut ldapsearch);
+        let (f2, _) = timed(&mut ldapsearch);
+        let floor = f1.min(f2);
+        floors.push(floor);
+        for (b, bin) in bins.iter().enumerate() {
+            let db = format!(
+                "sqlite://{}",
+                dir.path().join(format!("bench-{round}-{b}.db")).display()
+            );
+            apply_config(bin, &db, &cfg);
+            let mut sync = Command::new(bin);
+            sync.args(["--database", &db, "sync", "--full"]);
+            let (first, rss1) = timed(&mut sync);
+            let (second, rss2) = timed(&mut sync);
+            eprintln!(
+                "round {round} {bin}: floor {floor:.2} s, first {first:.2} s ({:.2}x), second {second:.2} s ({:.2}x)",
+                first / floor,
+                second / floor
+            );
+            results[b].push([
+                first / floor,
+                second / floor,
+                first,
+                second,
+                (rss1 / 1024) as f64,
+                (rss2 / 1024) as f64,
+            ]);
+            if round + 1 == rounds {
+                wrapped(bin, &db, &cfg, dir.path());
             }
         }
     }
 
-    println!("users: {n}");
-    println!("| step | seconds | ratio to floor | peak RSS |");
-    println!("| --- | --- | --- | --- |");
-    println!("| ldapsearch paged dump (floor) | {floor:.2} | 1.00 | |");
     println!(
-        "| mfasync first full sync (empty SQLite) | {first:.2} | {:.2} | {} MB |",
-        first / floor,
-        rss1 / 1024
+        "users: {n}, rounds: {rounds} (medians; floor = best of two ldapsearch runs per round)"
     );
-    println!(
-        "| mfasync second full sync (no change) | {second:.2} | {:.2} | {} MB |",
-        second / floor,
-        rss2 / 1024
-    );
+    println!("| build | floor s | first s | first ratio | second s | second ratio | peak RSS first / second |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let floor = median(floors);
+    for (bin, rows) in bins.iter().zip(&results) {
+        let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
+        let max = |i: usize| rows.iter().map(|r| r[i]).fold(0.0, f64::max);
+        println!(
+            "| {bin} | {floor:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} MB / {:.0} MB (max) |",
+            col(2),
+            col(0),
+            col(3),
+            col(1),
+            max(4),
+            max(5)
+        );
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Profiling aid: MFASYNC_BENCH_WRAP="valgrind --tool=callgrind
+/// --callgrind-out-file=/tmp/cg.{}.out" runs two more syncs under that
+/// command, `{}` replaced by the run's name: "first" (a first sync into
+/// another empty database) and "second" (a no-change sync of the
+/// benchmark's database). Not part of the figures.
+fn wrapped(bin: &str, db: &str, cfg: &std::path::Path, dir: &std::path::Path) {
+    let Ok(wrap) = std::env::var("MFASYNC_BENCH_WRAP") else {
+        return;
+    };
+    let db2 = format!("sqlite://{}", dir.join("wrapped.db").display());
+    let _ = std::fs::remove_file(dir.join("wrapped.db"));
+    apply_config(bin, &db2, cfg);
+    for (run, database) in [("first", &db2), ("second", &db.to_string())] {
+        let wrap = wrap.replace("{}", run);
+        let mut words = wrap.split_whitespace();
+        if let Some(program) = words.next() {
+            let status = Command::new(program)
+                .args(words)
+                .arg(bin)
+                .args(["--database", database, "sync", "--full"])
+                .stdout(Stdio::null())
+                .status();
+            eprintln!("wrapped {run} sync: {status:?}");
+        }
+    }
 }
