@@ -36,6 +36,87 @@ pub struct Change {
     pub fields: Vec<&'static str>,
     /// Why (for disable/remove): "left OU=Sales,…", "deleted from the directory".
     pub reason: Option<String>,
+    /// The directory entry `user` was mapped from, when a full sync knows
+    /// it: the store then writes the row's raw stamp ([`raw_stamp`]).
+    pub raw: Option<RawMark>,
+}
+
+/// A user as mapped by a full sync from one directory entry: the entry's
+/// [`RawSeed::entry`] hash and the [`digest_bits`] of the mapped user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawMark {
+    pub raw: u128,
+    pub digest: u128,
+}
+
+/// What the mapping of a directory entry depends on besides the entry: the
+/// build (`build`: anything that changes with the binary, so new mapping
+/// code or phone metadata never trusts an old stamp), the attribute mapping
+/// and the item's settings. [`RawSeed::entry`] hashes an entry on top.
+#[derive(Clone)]
+pub struct RawSeed(sha2::Sha256);
+
+impl RawSeed {
+    pub fn new(
+        build: &str,
+        attrs: &crate::config::Attributes,
+        item: &crate::config::SyncItem,
+    ) -> Self {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"mfasync-raw-v1");
+        for part in [build.to_string(), format!("{attrs:?}"), format!("{item:?}")] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        RawSeed(h)
+    }
+
+    /// A hash of everything the mapping reads of `e` (its DN, every
+    /// attribute and value in the order received) with this seed.
+    pub fn entry(&self, e: &crate::Entry) -> u128 {
+        use sha2::Digest;
+        let mut h = self.0.clone();
+        h.update((e.dn.len() as u64).to_le_bytes());
+        h.update(e.dn.as_bytes());
+        for (name, values) in e.attrs.iter() {
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update((values.len() as u64).to_le_bytes());
+            for v in values {
+                h.update((v.len() as u64).to_le_bytes());
+                h.update(v);
+            }
+        }
+        first_128(&h.finalize())
+    }
+}
+
+fn first_128(out: &[u8]) -> u128 {
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&out[..16]);
+    u128::from_be_bytes(first)
+}
+
+/// The raw stamp stored beside a user row: "the entry with hash `raw`
+/// maps to a row with digest `digest`". A full sync that reads an entry
+/// whose hash, combined with the stored row's digest, gives the stored
+/// stamp knows the user is unchanged without mapping it (no attribute
+/// copies, phone parsing or digest). A row written by anything else (an
+/// incremental cycle, an administrator) gets another digest, so its old
+/// stamp no longer matches.
+pub fn raw_stamp_bits(raw: u128, digest: u128) -> u128 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"mfasync-stamp-v1");
+    h.update(raw.to_be_bytes());
+    h.update(digest.to_be_bytes());
+    first_128(&h.finalize())
+}
+
+/// [`raw_stamp_bits`] as stored: 32 hex digits.
+pub fn raw_stamp(raw: u128, digest: u128) -> String {
+    format!("{:032x}", raw_stamp_bits(raw, digest))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -167,6 +248,7 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
                 before: None,
                 fields: vec![],
                 reason: None,
+                raw: None,
             }),
             Some((k, cur)) => {
                 seen.insert(k);
@@ -254,6 +336,7 @@ pub fn departure_change(action: Action, cur: &MfaUser, reason: String) -> Change
             before: Some(cur.clone()),
             fields: vec!["enabled"],
             reason: Some(reason),
+            raw: None,
         }
     } else {
         Change {
@@ -262,6 +345,7 @@ pub fn departure_change(action: Action, cur: &MfaUser, reason: String) -> Change
             before: Some(cur.clone()),
             fields: vec![],
             reason: Some(reason),
+            raw: None,
         }
     }
 }
@@ -286,6 +370,7 @@ pub fn modify(d: MfaUser, cur: &MfaUser) -> Option<Change> {
         before: Some(cur.clone()),
         fields,
         reason: None,
+        raw: None,
     })
 }
 
@@ -318,10 +403,7 @@ pub fn digest_bits(u: &MfaUser) -> u128 {
     }
     put(Some(if u.enabled { "1" } else { "0" }));
     put(Some(u.source.as_str()));
-    let out = h.finalize();
-    let mut first = [0u8; 16];
-    first.copy_from_slice(&out[..16]);
-    u128::from_be_bytes(first)
+    first_128(&h.finalize())
 }
 
 /// What a full sync needs of a stored user before it knows whether the user
@@ -335,6 +417,8 @@ pub struct StoredDigest {
     pub enabled: bool,
     /// `digest` of the stored row (None: not known yet).
     pub digest: Option<String>,
+    /// The row's [`raw_stamp`] (None: none written).
+    pub raw_stamp: Option<String>,
 }
 
 /// What the planner says about one desired user.
@@ -356,11 +440,13 @@ pub enum Verdict {
 pub struct Planner {
     /// Directory users by directory_id, and whether the cycle met them:
     /// (stored, held by an item, exists in the directory, left as it is).
-    stored: std::collections::HashMap<Box<str>, (Kept, Seen)>,
+    /// (foldhash: a full sync looks every user up here, SipHash cost ~5 %
+    /// of a no-change sync's CPU; seeded per process)
+    stored: std::collections::HashMap<Box<str>, (Kept, Seen), foldhash::fast::RandomState>,
     /// The distinct `sync_item`s of stored users (`Kept::item` indexes it).
     items: Vec<Box<str>>,
-    taken_by_manual: std::collections::HashSet<String>,
-    desired_names: std::collections::HashMap<String, String>,
+    taken_by_manual: std::collections::HashSet<String, foldhash::fast::RandomState>,
+    desired_names: std::collections::HashMap<String, String, foldhash::fast::RandomState>,
     pub unchanged: usize,
     pub warnings: Vec<String>,
 }
@@ -373,6 +459,7 @@ struct Kept {
     item: Option<u32>,
     enabled: bool,
     digest: Option<u128>,
+    raw_stamp: Option<u128>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -423,6 +510,10 @@ impl Planner {
                         .digest
                         .as_deref()
                         .and_then(|d| u128::from_str_radix(d, 16).ok()),
+                    raw_stamp: s
+                        .raw_stamp
+                        .as_deref()
+                        .and_then(|d| u128::from_str_radix(d, 16).ok()),
                 };
                 self.stored
                     .insert(id.into_boxed_str(), (kept, Seen::default()));
@@ -462,8 +553,45 @@ impl Planner {
         }
     }
 
+    /// The entry with unique id `id` and hash `raw` (its item decided, in
+    /// item order) when its stored row's raw stamp says it maps to that
+    /// row: then it is unchanged, with the same rules as [`Planner::desired`]
+    /// (a username taken by a manual user or by another entry: false, so
+    /// that `desired` tells). False: map it and ask `desired`.
+    pub fn unchanged_raw(&mut self, id: &str, raw: u128) -> bool {
+        let Some((kept, seen)) = self.stored.get_mut(id) else {
+            return false;
+        };
+        let (Some(stamp), Some(digest)) = (kept.raw_stamp, kept.digest) else {
+            return false;
+        };
+        if seen.held || raw_stamp_bits(raw, digest) != stamp {
+            return false;
+        }
+        let lower = kept.username.to_lowercase();
+        if self.taken_by_manual.contains(&lower) {
+            return false;
+        }
+        match self.desired_names.get(&lower) {
+            Some(other) if other != id => return false,
+            Some(_) => {}
+            None => {
+                self.desired_names.insert(lower, id.to_string());
+            }
+        }
+        seen.held = true;
+        self.unchanged += 1;
+        true
+    }
+
     /// One desired user (item settings applied), in item order: first wins.
     pub fn desired(&mut self, d: MfaUser) -> Verdict {
+        let digest = digest_bits(&d);
+        self.desired_with_digest(d, digest)
+    }
+
+    /// [`Planner::desired`] with the user's [`digest_bits`] already computed.
+    pub fn desired_with_digest(&mut self, d: MfaUser, digest: u128) -> Verdict {
         let Some(id) = d.directory_id.clone() else {
             return Verdict::Unchanged;
         };
@@ -500,7 +628,7 @@ impl Planner {
             None => Verdict::Create(d),
             Some((stored, s)) => {
                 s.held = true;
-                if stored.digest == Some(digest_bits(&d)) {
+                if stored.digest == Some(digest) {
                     self.unchanged += 1;
                     Verdict::Unchanged
                 } else {
@@ -626,6 +754,7 @@ mod tests {
                     sync_item: u.sync_item.clone(),
                     enabled: u.enabled,
                     digest: Some(digest(u)),
+                    raw_stamp: None,
                 })
                 .collect(),
         );
@@ -643,6 +772,7 @@ mod tests {
                     before: None,
                     fields: vec![],
                     reason: None,
+                    raw: None,
                 }),
                 Verdict::Changed(u) => {
                     let cur = row(u.directory_id.as_deref().unwrap_or_default());
@@ -822,6 +952,93 @@ mod tests {
         let cur = vec![u("x", "1", "ou=old")];
         let p = run(vec![], &cur, &["1"], WhenRemoved::Keep, true);
         assert_eq!(actions(&p), vec![(Action::Disable, "x".into())]);
+    }
+
+    fn stored_with_stamp(u: &MfaUser, raw: Option<u128>) -> StoredDigest {
+        StoredDigest {
+            username: u.username.clone(),
+            directory_id: u.directory_id.clone(),
+            source: u.source,
+            sync_item: u.sync_item.clone(),
+            enabled: u.enabled,
+            digest: Some(digest(u)),
+            raw_stamp: raw.map(|r| raw_stamp(r, digest_bits(u))),
+        }
+    }
+
+    #[test]
+    fn a_raw_stamp_stands_for_the_mapped_user_only_under_the_same_rules() {
+        let a = u("ann", "1", "ou=a");
+        let mut b = u("bob", "2", "ou=a");
+        let mut p = Planner::new(vec![
+            stored_with_stamp(&a, Some(7)),
+            stored_with_stamp(&b, Some(8)),
+        ]);
+        assert!(!p.unchanged_raw("1", 6), "another entry");
+        assert!(!p.unchanged_raw("3", 7), "not stored");
+        assert!(p.unchanged_raw("1", 7));
+        assert!(!p.unchanged_raw("1", 7), "one entry per user and cycle");
+        assert_eq!(p.unchanged, 1);
+        // a row written since (another digest) has no valid stamp
+        b.email = Some("b@example.com".into());
+        let mut stale = stored_with_stamp(&u("bob", "2", "ou=a"), Some(8));
+        stale.digest = Some(digest(&b));
+        let mut p = Planner::new(vec![stale]);
+        assert!(!p.unchanged_raw("2", 8));
+        // a username taken by a manual user, or already by another entry:
+        // `desired` decides (with its warning)
+        let mut manual = u("ANN", "m", "ou=a");
+        manual.source = Source::Manual;
+        manual.directory_id = None;
+        let mut p = Planner::new(vec![
+            stored_with_stamp(&a, Some(7)),
+            stored_with_stamp(&manual, None),
+        ]);
+        assert!(!p.unchanged_raw("1", 7));
+        let mut p = Planner::new(vec![stored_with_stamp(&a, Some(7))]);
+        assert!(matches!(
+            p.desired(u("Ann", "9", "ou=a")),
+            Verdict::Create(_)
+        ));
+        assert!(
+            !p.unchanged_raw("1", 7),
+            "ann is taken by entry 9 this cycle"
+        );
+        // and a stamp-known user's name is taken for the entries after it
+        let mut p = Planner::new(vec![stored_with_stamp(&a, Some(7))]);
+        assert!(p.unchanged_raw("1", 7));
+        assert_eq!(p.desired(u("ANN", "9", "ou=a")), Verdict::Unchanged);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(p.departures(&|_| None, true).is_empty(), "ann was held");
+    }
+
+    #[test]
+    fn the_raw_hash_reads_every_attribute_value_and_the_seed() {
+        let attrs = crate::config::Attributes::default();
+        let item = |cc: &str| {
+            let mut i: crate::config::SyncItem =
+                toml::from_str("kind = \"container\"\ndn = \"ou=a\"").unwrap();
+            i.user.country_code = cc.into();
+            i
+        };
+        let mut e = crate::Entry {
+            dn: "uid=a,ou=a".into(),
+            ..Default::default()
+        };
+        e.attrs.slot("mail".into()).push(b"a@example.com".to_vec());
+        let seed = RawSeed::new("build 1", &attrs, &item("1"));
+        let h = seed.entry(&e);
+        assert_eq!(h, RawSeed::new("build 1", &attrs, &item("1")).entry(&e));
+        assert_ne!(h, RawSeed::new("build 2", &attrs, &item("1")).entry(&e));
+        assert_ne!(h, RawSeed::new("build 1", &attrs, &item("44")).entry(&e));
+        let mut f = e.clone();
+        f.attrs
+            .slot("mail".into())
+            .push(b"second@example.com".to_vec());
+        assert_ne!(h, seed.entry(&f));
+        let mut g = e.clone();
+        g.dn = "uid=b,ou=a".into();
+        assert_ne!(h, seed.entry(&g));
     }
 
     #[test]

@@ -73,6 +73,7 @@ mod tests {
             before: None,
             fields: vec![],
             reason: None,
+            raw: None,
         }
     }
 

@@ -2,6 +2,9 @@
 //! or split into batches under a size limit).
 
 use std::collections::HashSet;
+
+/// The DNs a search has returned (foldhash: one lookup per entry of a full sync).
+type SeenDns = HashSet<String, foldhash::fast::RandomState>;
 use std::time::Duration;
 
 use ldap3::controls::RawControl;
@@ -1669,7 +1672,7 @@ impl Client {
         f: &mut (dyn FnMut(Entry) + Send),
     ) -> Result<usize, LdapError> {
         let filter = parenthesized(filter);
-        let mut seen = HashSet::new();
+        let mut seen = SeenDns::default();
         if self.paging && self.caps.paged_results {
             match self
                 .paged(base, scope, &filter, attrs, &controls, &mut seen, f)
@@ -1697,7 +1700,7 @@ impl Client {
         filter: &str,
         attrs: &[String],
         controls: &[RawControl],
-        seen: &mut HashSet<String>,
+        seen: &mut SeenDns,
         f: &mut (dyn FnMut(Entry) + Send),
     ) -> Result<PagedEnd, LdapError> {
         let size = self.page_size();
@@ -1755,7 +1758,7 @@ impl Client {
         filter: &str,
         attrs: &[String],
         controls: &[RawControl],
-        seen: &mut HashSet<String>,
+        seen: &mut SeenDns,
         f: &mut (dyn FnMut(Entry) + Send),
     ) -> Result<(), LdapError> {
         let attr = self.split_attribute();

@@ -27,10 +27,12 @@
 //! `_mi_malloc_generic`, ~10% of an `auth` process); then the bitmaps of a
 //! 1 GiB arena written at its reservation, and purging at exit. A password
 //! check uses a few hundred KiB, so for `auth`, before the first allocation,
-//! `before_main` (a constructor that looks at the subcommand) switches THP
-//! off, makes the first arena 32 MiB and purging never; every other command
-//! keeps mimalloc's defaults (the full synchronization was measured with
-//! them). Head to head with `ldapwhoami` (BENCHMARKS.md, 2026-11-25 late
+//! `before_main` (a constructor that looks at the subcommand) makes the
+//! first arena 32 MiB and purging never. THP is off for every command (also
+//! `before_main`): a full synchronization of 100,000 users then peaks at
+//! 69-73 MB instead of 86-92 MB, in the same time (`scripts/bench 100000`,
+//! 2026-11-26: huge pages only made the arenas' partly used 2 MiB pages
+//! resident). Head to head with `ldapwhoami` (BENCHMARKS.md, 2026-11-25 late
 //! evening), with the SQLite change of the same commit: 1.24-1.31x -> mostly
 //! 1.08-1.14x.
 
@@ -74,8 +76,9 @@ fn is_auth<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> bool {
     false
 }
 
-/// Before `main` (and before the standard library's first allocation):
-/// `mfasync auth` runs without transparent huge pages (module documentation).
+/// Before `main` (and before the standard library's first allocation): no
+/// transparent huge pages, and `mfasync auth`'s small first arena (module
+/// documentation).
 /// glibc calls the functions of `.init_array` with `argc, argv, envp`.
 #[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
 #[used]
@@ -92,6 +95,9 @@ extern "C" fn before_main(
     argv: *const *const std::ffi::c_char,
     _envp: *const *const std::ffi::c_char,
 ) {
+    // SAFETY: stores an option value; mimalloc reads it when it reserves
+    // and maps arena memory (none yet from Rust code at this point).
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
     let n = usize::try_from(argc).unwrap_or(0);
     if argv.is_null() || n < 2 {
         return;
@@ -107,7 +113,6 @@ extern "C" fn before_main(
         // and maps arena memory (none yet from Rust code at this point) and
         // when it purges.
         unsafe {
-            libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
             // 32 MiB (the minimum; in KiB) instead of 1 GiB: the first
             // arena's bitmaps are written when it is reserved
             libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_RESERVE, 32 * 1024);

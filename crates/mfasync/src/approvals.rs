@@ -676,6 +676,7 @@ mod tests {
             before: None,
             fields: vec![],
             reason: None,
+            raw: None,
         };
         assert_eq!(change_key(&c), held_key(&held_change(&c)));
     }

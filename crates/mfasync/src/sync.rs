@@ -95,7 +95,9 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
     }
     let wm = store.watermark().await?;
     let reason = full_reason(cfg, opts.full, wm.as_ref());
-    if reason.is_some() {
+    if reason.is_some() && wm.is_none() {
+        // a first sync maps every user: load the phone metadata at once
+        // (otherwise at the first user that needs mapping: `Worker::add_entry`)
         warm_phone_metadata();
     }
     let mut note = reason.clone().filter(|r| !r.is_empty());
@@ -437,7 +439,6 @@ async fn full(
                 .with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
         }
     }
-    warm_phone_metadata();
     let t = std::time::Instant::now();
     let streaming = claimer.is_some();
     let (worker, stored_dir_users, applying, streamed) =
@@ -520,7 +521,7 @@ async fn full(
                     continue;
                 };
                 if claimed.insert(id) {
-                    w.take(du, i);
+                    w.take(du, i, None);
                     if let Some(a) = applying.as_mut() {
                         streamed += w.flush_creates(a.as_mut(), false).await?;
                     }
@@ -560,7 +561,7 @@ async fn full(
     for chunk in candidates.chunks(500) {
         let ids: Vec<String> = chunk
             .iter()
-            .filter_map(|d| d.directory_id.clone())
+            .filter_map(|(d, _)| d.directory_id.clone())
             .collect();
         let rows = store.users_by(UserKey::DirectoryId, &ids).await?;
         let by_id: HashMap<&str, &MfaUser> = rows
@@ -568,14 +569,24 @@ async fn full(
             .filter(|u| u.source == mfasync_core::Source::Directory)
             .filter_map(|u| u.directory_id.as_deref().map(|id| (id, u)))
             .collect();
-        for d in chunk {
+        for (d, raw) in chunk {
             let Some(cur) = d.directory_id.as_deref().and_then(|id| by_id.get(id)) else {
                 bail!(
                     "stored user {} changed while the synchronization ran; run it again",
                     d.username
                 );
             };
-            changes.extend(w.planner.changed(d.clone(), cur));
+            match w.planner.changed(d.clone(), cur) {
+                Some(mut c) => {
+                    c.raw = *raw;
+                    changes.push(c);
+                }
+                None => {
+                    if let (Some(id), Some(raw)) = (d.directory_id.clone(), raw) {
+                        w.restamp.push((id, *raw));
+                    }
+                }
+            }
         }
     }
     // Stored users no item holds.
@@ -613,6 +624,7 @@ async fn full(
         },
     };
     p.warnings.append(&mut w.warnings);
+    let restamp = std::mem::take(&mut w.restamp);
     drop(w);
     for warning in &p.warnings {
         tracing::warn!("{warning}");
@@ -666,6 +678,20 @@ async fn full(
             Some(a) => commit_into(store, cfg, &p, a, &wm).await?,
             None => commit(store, cfg, &p, &wm).await?,
         }
+        if !restamp.is_empty() {
+            // after the cycle's commit: only a cache for the next full sync
+            let t = std::time::Instant::now();
+            match store.restamp(&restamp).await {
+                Ok(()) => tracing::info!(
+                    users = restamp.len(),
+                    ms = t.elapsed().as_millis() as u64,
+                    "wrote raw stamps of unchanged users"
+                ),
+                Err(e) => tracing::warn!(
+                    "could not write raw stamps (the next full sync maps those users again): {e}"
+                ),
+            }
+        }
     }
     Ok(p)
 }
@@ -673,6 +699,8 @@ async fn full(
 /// Load the phone-number metadata (150-400 ms, once per process) on another
 /// core while the cycle connects and reads; the first E.164 conversion would
 /// otherwise stall the mapping thread (and, through its queue, the reader).
+/// Not at all in a full sync whose users are all known unchanged by their
+/// raw stamps (it is then never needed).
 fn warm_phone_metadata() {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
@@ -746,11 +774,48 @@ struct Worker {
     creates: Vec<plan::Change>,
     /// Where creates go while reading (first sync into an empty store).
     sink: Option<std::sync::mpsc::SyncSender<Vec<plan::Change>>>,
-    /// Stored users whose digest differs: to compare with their rows.
-    changed: Vec<MfaUser>,
+    /// Stored users whose digest differs: to compare with their rows (with
+    /// the entry each was mapped from, when known).
+    changed: Vec<(MfaUser, Option<plan::RawMark>)>,
+    /// Per item: the raw seed of its entries (streaming only; empty: every
+    /// entry is mapped).
+    seeds: Vec<plan::RawSeed>,
+    /// Users unchanged by digest whose raw stamp is missing or stale: the
+    /// stamp to write (directory_id and mark).
+    restamp: Vec<(String, plan::RawMark)>,
     warnings: Vec<String>,
-    /// Users read under the base DN (mapped).
+    /// Users read under the base DN (mapped, or known unchanged by their raw stamp).
     users: usize,
+}
+
+/// What `Worker::stamp_check` found: unchanged, or to map, with the raw
+/// mark to keep and (when the DN was looked at) the item the DN gives.
+enum Stamp {
+    Unchanged,
+    Map(Option<plan::RawMark>, Option<Option<usize>>),
+}
+
+/// What identifies this build for raw stamps (`core::plan::RawSeed`): the
+/// version and the executable's size and modification time, so a new binary
+/// (new mapping code, new phone metadata) maps every user once more. None
+/// (the executable cannot be looked at): no raw stamps, every entry mapped.
+fn build_identity() -> Option<&'static str> {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let m = std::env::current_exe().and_then(std::fs::metadata).ok()?;
+        let modified = m
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(format!(
+            "{} {} {}",
+            env!("CARGO_PKG_VERSION"),
+            m.len(),
+            modified.as_nanos()
+        ))
+    })
+    .as_deref()
 }
 
 /// Creates handed to the store per write.
@@ -781,24 +846,69 @@ impl EntryTx {
 }
 
 impl Worker {
+    /// Whether the entry is known unchanged by its stored raw stamp (then
+    /// it is counted and nothing else is done with it), else the raw mark
+    /// to write with its user once mapped (its digest filled in by `take`)
+    /// and the item its DN gives.
+    fn stamp_check(&mut self, e: &mfasync_core::Entry) -> Stamp {
+        let Some(c) = self.claimer.as_ref().filter(|_| !self.seeds.is_empty()) else {
+            return Stamp::Map(None, None);
+        };
+        let key = normalize_dn(&mapping::entry_dn(&self.attrs, e));
+        let Some(i) = c.claim(&key) else {
+            return Stamp::Map(None, Some(None));
+        };
+        let Some(seed) = self.seeds.get(i) else {
+            return Stamp::Map(None, Some(Some(i)));
+        };
+        let raw = seed.entry(e);
+        // (nothing stored, as in a first sync: no stamp to compare with)
+        if self.planner.stored_directory_users() > 0 {
+            if let Some(id) = e
+                .first_bytes(&self.attrs.unique_id)
+                .and_then(|v| mapping::unique_id_text(self.attrs.unique_id_type, v).ok())
+            {
+                if self.planner.unchanged_raw(&id, raw) {
+                    self.planner.exists(&id);
+                    self.users += 1;
+                    return Stamp::Unchanged;
+                }
+            }
+        }
+        Stamp::Map(Some(plan::RawMark { raw, digest: 0 }), Some(Some(i)))
+    }
+
     fn add_entry(&mut self, e: mfasync_core::Entry) {
+        let (raw, claimed) = match self.stamp_check(&e) {
+            Stamp::Unchanged => return,
+            Stamp::Map(raw, claimed) => (raw, claimed),
+        };
+        // (once) the phone metadata loads on another core meanwhile
+        warm_phone_metadata();
         match mapping::map_user(&self.attrs, &e) {
             Ok(du) => {
                 self.users += 1;
                 if let Some(id) = du.user.directory_id.as_deref() {
                     self.planner.exists(id);
                 }
-                let key = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
-                match (&self.claimer, &mut self.deferred) {
-                    (Some(c), _) => {
-                        if let Some(i) = c.claim(&key) {
-                            self.take(du, i);
+                match (&self.claimer, &mut self.deferred, claimed) {
+                    // the item is already known from the DN
+                    (Some(_), _, Some(item)) => {
+                        if let Some(i) = item {
+                            self.take(du, i, raw);
                         }
                     }
-                    (None, Some(snap)) => {
+                    (Some(c), _, None) => {
+                        let key = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
+                        if let Some(i) = c.claim(&key) {
+                            self.take(du, i, raw);
+                        }
+                    }
+                    (None, Some(snap), _) => {
+                        let key = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
                         snap.users.insert(key, Packed::pack(&du));
                     }
-                    (None, None) => {}
+                    (None, None, _) => {}
                 }
             }
             Err(err) => {
@@ -813,15 +923,25 @@ impl Worker {
         }
     }
 
-    /// A user held by item `i` (first item wins: the caller decides).
-    fn take(&mut self, du: DirectoryUser, i: usize) {
+    /// A user held by item `i` (first item wins: the caller decides);
+    /// `raw`: the entry it was mapped from, when its raw stamp is kept.
+    fn take(&mut self, du: DirectoryUser, i: usize, raw: Option<plan::RawMark>) {
         let Some(item) = self.items.get(i) else {
             return;
         };
         let d = mapping::apply_item_into(du, item, &mut self.cache);
-        match self.planner.desired(d) {
-            plan::Verdict::Unchanged => {}
-            plan::Verdict::Changed(d) => self.changed.push(d),
+        let digest = plan::digest_bits(&d);
+        let raw = raw.map(|r| plan::RawMark { raw: r.raw, digest });
+        let id = raw.and(d.directory_id.clone());
+        match self.planner.desired_with_digest(d, digest) {
+            plan::Verdict::Unchanged => {
+                // unchanged, but its stamp is missing or stale (a new build,
+                // another mapping, a first sync with stamps)
+                if let (Some(id), Some(raw)) = (id, raw) {
+                    self.restamp.push((id, raw));
+                }
+            }
+            plan::Verdict::Changed(d) => self.changed.push((d, raw)),
             plan::Verdict::Create(d) => {
                 self.creates.push(plan::Change {
                     action: Action::Create,
@@ -829,6 +949,7 @@ impl Worker {
                     before: None,
                     fields: vec![],
                     reason: None,
+                    raw,
                 });
                 if self.creates.len() >= CREATE_CHUNK {
                     self.send_creates();
@@ -906,6 +1027,14 @@ async fn read_users<'s>(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Worker>();
     let attributes = mapping::lowercase_names(&cfg.attributes);
     let items = cfg.sync.items.clone();
+    // Raw stamps: only when each entry's item is told by its DN.
+    let seeds: Vec<plan::RawSeed> = match (&claimer, build_identity()) {
+        (Some(_), Some(build)) => items
+            .iter()
+            .map(|i| plan::RawSeed::new(build, &attributes, i))
+            .collect(),
+        _ => Vec::new(),
+    };
     std::thread::Builder::new()
         .name("mfasync-map".into())
         .spawn(move || {
@@ -927,6 +1056,8 @@ async fn read_users<'s>(
                 creates: Vec::new(),
                 sink,
                 changed: Vec::new(),
+                seeds,
+                restamp: Vec::new(),
                 warnings: Vec::new(),
                 users: 0,
             };
@@ -971,6 +1102,10 @@ async fn read_users<'s>(
         r
     };
     let load_and_write = async {
+        // moved in: if loading fails, the mapping thread's wait for the
+        // planner ends with this future (else it would wait forever, and the
+        // reader with it on the full entry queue)
+        let planner_tx = planner_tx;
         let t = std::time::Instant::now();
         let mut planner = plan::Planner::new(Vec::new());
         store.user_digests(&mut |d| planner.add_stored(d)).await?;

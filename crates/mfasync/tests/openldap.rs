@@ -714,3 +714,171 @@ fn auth_binds_as_the_stored_dn_and_falls_back_when_it_moved() {
         "{reason}"
     );
 }
+
+/// The stored raw stamps of directory users, by username.
+fn raw_stamps(m: &Mfa) -> std::collections::BTreeMap<String, Option<String>> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = mfasync_store::open(&m.url).await.unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        store
+            .user_digests(&mut |d| {
+                out.insert(d.username, d.raw_stamp);
+            })
+            .await
+            .unwrap();
+        out
+    })
+}
+
+/// A full sync knows a user whose directory entry did not change by the
+/// raw stamp of its row (without mapping it), and never misses what does
+/// change the user: the entry, the configuration, or the row itself.
+#[test]
+fn raw_stamps_skip_unchanged_users_but_never_a_change() {
+    let s = slapd();
+    let ou = format!("ou=Stamps,{BASE}");
+    let mut ldif =
+        format!("dn: {ou}\nchangetype: add\nobjectClass: organizationalUnit\nou: Stamps\n\n");
+    for i in 1..=3 {
+        let _ = write!(
+            ldif,
+            "dn: uid=st{i},{ou}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: st{i}\ncn: Stamp {i}\nsn: Stamp\ntelephoneNumber: 425 555 010{i}\n\n"
+        );
+    }
+    s.ldapmodify(&ldif);
+    let m = Mfa::new();
+    let with = |item_settings: &str, user_settings: &str| {
+        config(
+            &server(),
+            &item(
+                "container",
+                &ou,
+                &format!(
+                    "{item_settings}\n[sync.items.user]\nphone = \"business\"\n{user_settings}"
+                ),
+            ),
+        )
+    };
+    m.apply(&with("", "country_code = \"1\""));
+    assert_eq!(counts(&m.sync_full()), (3, 0, 0, 0, 0, 0));
+    let stamps = raw_stamps(&m);
+    assert_eq!(stamps.len(), 3);
+    assert!(stamps.values().all(Option::is_some), "stamped: {stamps:?}");
+    assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 3));
+    assert_eq!(raw_stamps(&m), stamps, "unchanged users keep their stamps");
+
+    // the entry changes
+    s.ldapmodify(&format!(
+        "dn: uid=st1,{ou}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: 425 555 0199\n"
+    ));
+    assert_eq!(counts(&m.sync_full()), (0, 1, 0, 0, 0, 2));
+    assert_eq!(m.user("st1").unwrap()["primary_phone"], "+14255550199");
+
+    // the item's settings change, the directory does not
+    m.apply(&with("", "country_code = \"44\""));
+    assert_eq!(counts(&m.sync_full()), (0, 3, 0, 0, 0, 0));
+    assert_eq!(m.user("st2").unwrap()["primary_phone"], "+444255550102");
+
+    // the row changes by another writer (as an incremental cycle or an
+    // administrator would): the next full sync puts the directory's value back
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = mfasync_store::open(&m.url).await.unwrap();
+        let before = store
+            .users_by(mfasync_store::UserKey::UsernameLower, &["st2".to_string()])
+            .await
+            .unwrap()
+            .remove(0);
+        let mut after = before.clone();
+        after.primary_phone = Some("+15550000000".into());
+        let change = mfasync_core::plan::Change {
+            action: mfasync_core::plan::Action::Update,
+            user: after,
+            before: Some(before),
+            fields: vec!["primary_phone"],
+            reason: None,
+            raw: None,
+        };
+        store.apply(&[change], None).await.unwrap();
+    });
+    assert_eq!(
+        raw_stamps(&m)["st2"],
+        None,
+        "a write without the entry clears the stamp"
+    );
+    assert_eq!(counts(&m.sync_full()), (0, 1, 0, 0, 0, 2));
+    assert_eq!(m.user("st2").unwrap()["primary_phone"], "+444255550102");
+
+    // a setting that changes no user: every user is mapped again, found
+    // unchanged, and stamped anew (the next sync trusts the new stamps)
+    let stamped = raw_stamps(&m);
+    m.apply(&with("when_removed = \"keep\"", "country_code = \"44\""));
+    assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 3));
+    let restamped = raw_stamps(&m);
+    assert!(restamped.values().all(Option::is_some), "{restamped:?}");
+    for (user, stamp) in &restamped {
+        assert_ne!(stamp, &stamped[user], "{user}: stamp of the new settings");
+    }
+    assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 3));
+    assert_eq!(raw_stamps(&m), restamped);
+}
+
+/// A store failure while a full sync reads the directory ends the sync with
+/// an error naming it. (It used to leave the reader, blocked on a full entry
+/// queue, and the mapping thread, waiting for the stored users, waiting on
+/// each other forever: it takes more users than the queue holds.)
+#[test]
+fn a_store_failure_while_reading_ends_the_sync() {
+    let mut ldif = format!("dn: ou=Many,{BASE}\nobjectClass: organizationalUnit\nou: Many\n\n");
+    for i in 0..2500 {
+        ldif.push_str(&person(
+            &format!("uid=many{i},ou=Many,{BASE}"),
+            &format!("many{i}"),
+            "",
+        ));
+    }
+    let s = Slapd::start(&ldif);
+    let head = common::openldap_directory(
+        &format!("\"{}\"", s.url),
+        BASE,
+        3,
+        (&s.admin_dn, &s.admin_password),
+    );
+    let m = Mfa::new();
+    m.apply(&format!(
+        "{head}{}",
+        item("container", &format!("ou=Many,{BASE}"), "")
+    ));
+    assert_eq!(counts(&m.sync_full()).0, 2500);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection as _;
+        let mut c = sqlx::SqliteConnection::connect(&m.url).await.unwrap();
+        sqlx::query("ALTER TABLE users RENAME COLUMN raw_stamp TO raw_stamp_gone")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", &m.url, "sync", "--full"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the sync still runs after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("raw_stamp"), "{err}");
+}

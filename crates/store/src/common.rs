@@ -20,13 +20,15 @@ use crate::{Result, StoreError};
 pub(crate) const USER_CHUNK: usize = 500;
 /// Rows per multi-row INSERT of audit entries (8 parameters each).
 pub(crate) const AUDIT_CHUNK: usize = 1000;
-/// Rows per multi-row UPDATE (31 parameters each) and per DELETE (1 each).
+/// Rows per multi-row UPDATE (32 parameters each) and per DELETE (1 each).
 pub(crate) const UPDATE_CHUNK: usize = 400;
 pub(crate) const DELETE_CHUNK: usize = 1000;
+/// Rows per multi-row UPDATE of raw stamps (3 parameters each).
+pub(crate) const RESTAMP_CHUNK: usize = 1000;
 
 /// Columns written for a user, in bind order: username, username_lower, the 24
-/// text fields, enabled, source, updated_at, digest.
-pub(crate) const USER_PARAMS: usize = 30;
+/// text fields, enabled, source, updated_at, digest, raw_stamp.
+pub(crate) const USER_PARAMS: usize = 31;
 const AUDIT_PARAMS: usize = 8;
 
 pub(crate) const ACTOR_SYNC: &str = "sync";
@@ -323,17 +325,17 @@ impl Sql {
         } else {
             SELECT_LEASE.to_string()
         };
-        let page = "SELECT id, username, directory_id, source, sync_item, enabled, digest \
-             FROM users WHERE id > $1 ORDER BY id LIMIT $2";
+        let page = "SELECT id, username, directory_id, source, sync_item, enabled, digest, \
+             raw_stamp FROM users WHERE id > $1 ORDER BY id LIMIT $2";
         let select_digests = if numbered {
             format!(
                 "SELECT COALESCE(json_agg(json_build_array(id, username, directory_id, source, \
-                 sync_item, enabled, digest) ORDER BY id)::text, '[]') FROM ({page}) AS p"
+                 sync_item, enabled, digest, raw_stamp) ORDER BY id)::text, '[]') FROM ({page}) AS p"
             )
         } else {
             format!(
                 "SELECT json_group_array(json_array(id, username, directory_id, source, \
-                 sync_item, enabled, digest)) FROM ({page})"
+                 sync_item, enabled, digest, raw_stamp)) FROM ({page})"
             )
         };
         Sql {
@@ -349,7 +351,7 @@ impl Sql {
     /// Insert `rows` users, `USER_PARAMS` parameters each (see `bind_user!`).
     pub(crate) fn insert_users(&self, rows: usize) -> String {
         let mut s = format!(
-            "INSERT INTO users (username, username_lower, {}, enabled, source, updated_at, digest) VALUES ",
+            "INSERT INTO users (username, username_lower, {}, enabled, source, updated_at, digest, raw_stamp) VALUES ",
             text_columns().join(", ")
         );
         placeholders(&mut s, self.numbered, rows, USER_PARAMS);
@@ -367,10 +369,22 @@ impl Sql {
         }
         s.push_str(
             ", enabled = v.column28, source = v.column29, updated_at = v.column30, \
-             digest = v.column31 FROM (VALUES ",
+             digest = v.column31, raw_stamp = v.column32 FROM (VALUES ",
         );
         placeholders(&mut s, self.numbered, rows, USER_PARAMS + 1);
         s.push_str(") AS v WHERE users.directory_id = v.column1 AND users.source = 'directory'");
+        s
+    }
+
+    /// Set the raw stamp of `rows` directory users, each given as directory_id,
+    /// digest (the row must still have it) and stamp.
+    pub(crate) fn restamp_users(&self, rows: usize) -> String {
+        let mut s = String::from("UPDATE users SET raw_stamp = v.column3 FROM (VALUES ");
+        placeholders(&mut s, self.numbered, rows, 3);
+        s.push_str(
+            ") AS v WHERE users.directory_id = v.column1 AND users.digest = v.column2 \
+             AND users.source = 'directory'",
+        );
         s
     }
 
@@ -559,12 +573,13 @@ pub(crate) fn parse_digests(text: &str) -> Result<Vec<(i64, mfasync_core::plan::
         Option<String>,
         Flag,
         Option<String>,
+        Option<String>,
     );
     let rows: Vec<Row<'_>> = serde_json::from_str(text)
         .map_err(|e| StoreError::Corrupt(format!("user digests: {e}")))?;
     rows.into_iter()
         .map(
-            |Row(id, username, directory_id, source, sync_item, enabled, digest)| {
+            |Row(id, username, directory_id, source, sync_item, enabled, digest, raw_stamp)| {
                 Ok((
                     id,
                     mfasync_core::plan::StoredDigest {
@@ -574,6 +589,7 @@ pub(crate) fn parse_digests(text: &str) -> Result<Vec<(i64, mfasync_core::plan::
                         sync_item,
                         enabled: enabled.0,
                         digest,
+                        raw_stamp,
                     },
                 ))
             },
@@ -581,19 +597,27 @@ pub(crate) fn parse_digests(text: &str) -> Result<Vec<(i64, mfasync_core::plan::
         .collect()
 }
 
-/// Bind the 30 values of a user row (see `USER_PARAMS`) onto a query. The
-/// digest is computed here, so every write of a user row keeps it current.
+/// Bind the 31 values of a user row (see `USER_PARAMS`) onto a query. The
+/// digest is computed here, so every write of a user row keeps it current;
+/// the raw stamp is written only when `$raw` (the entry the user was mapped
+/// from) gave exactly this row, else cleared.
 macro_rules! bind_user {
-    ($q:expr, $user:expr, $lower:expr, $now:expr) => {{
+    ($q:expr, $user:expr, $lower:expr, $now:expr, $raw:expr) => {{
         let user: &mfasync_core::MfaUser = $user;
+        let raw: Option<mfasync_core::plan::RawMark> = $raw;
         let mut q = $q.bind(user.username.as_str()).bind($lower);
         for (_, value) in user.text_fields() {
             q = q.bind(value.as_deref());
         }
+        let digest = mfasync_core::plan::digest_bits(user);
+        let stamp = raw
+            .filter(|m| m.digest == digest)
+            .map(|m| mfasync_core::plan::raw_stamp(m.raw, digest));
         q.bind(user.enabled)
             .bind(user.source.as_str())
             .bind($now)
-            .bind(mfasync_core::plan::digest(user))
+            .bind(format!("{digest:032x}"))
+            .bind(stamp)
     }};
 }
 pub(crate) use bind_user;
@@ -776,7 +800,7 @@ macro_rules! impl_store {
                     let sql = self.sql.insert_users(chunk.len());
                     let mut q = sqlx::query(&sql);
                     for (c, lower) in chunk.iter().zip(&lowers) {
-                        q = bind_user!(q, &c.user, lower.as_str(), at);
+                        q = bind_user!(q, &c.user, lower.as_str(), at, c.raw);
                     }
                     // In a savepoint, so that after a failure (which aborts a
                     // PostgreSQL transaction) the culprit can still be looked up.
@@ -869,7 +893,7 @@ macro_rules! impl_store {
                     let sql = self.sql.update_users(run.len());
                     let mut q = sqlx::query(&sql);
                     for ((c, lower), key) in run.iter().zip(&lowers).zip(&keys) {
-                        q = bind_user!(q.bind(*key), &c.user, lower.as_str(), at);
+                        q = bind_user!(q.bind(*key), &c.user, lower.as_str(), at, c.raw);
                     }
                     let what = match run {
                         [one] => format!("{} {}", one.action.as_str(), one.user.username),
@@ -1035,7 +1059,7 @@ macro_rules! impl_store {
                 let lower = user.username.to_lowercase();
                 let sql = self.sql.insert_users(1);
                 let mut tx = self.begin().await?;
-                bind_user!(sqlx::query(&sql), user, lower.as_str(), at.as_str())
+                bind_user!(sqlx::query(&sql), user, lower.as_str(), at.as_str(), None)
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| map_unique(e, &format!("insert {}", user.username)))?;
@@ -1081,6 +1105,26 @@ macro_rules! impl_store {
                         return Ok(());
                     }
                 }
+            }
+
+            async fn restamp(&self, stamps: &[(String, mfasync_core::plan::RawMark)]) -> Result<()> {
+                if stamps.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin().await?;
+                for chunk in stamps.chunks($crate::common::RESTAMP_CHUNK) {
+                    let sql = self.sql.restamp_users(chunk.len());
+                    let mut q = sqlx::query(&sql);
+                    for (id, m) in chunk {
+                        q = q
+                            .bind(id.as_str())
+                            .bind(format!("{:032x}", m.digest))
+                            .bind(mfasync_core::plan::raw_stamp(m.raw, m.digest));
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn begin_apply(&self) -> Result<Box<dyn $crate::Applying + '_>> {

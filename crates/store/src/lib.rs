@@ -75,6 +75,11 @@ macro_rules! migrations {
                     "/0010_domain_watermarks.sql"
                 )),
             ),
+            (
+                11,
+                "raw stamps of synchronized users",
+                include_str!(concat!("../migrations/", $dir, "/0011_raw_stamp.sql")),
+            ),
         ];
         Migrator {
             migrations: Cow::Owned(
@@ -390,6 +395,13 @@ pub trait Store: Send + Sync {
         &self,
         each: &mut (dyn FnMut(mfasync_core::plan::StoredDigest) + Send),
     ) -> Result<()>;
+    /// Write the raw stamps (`core::plan::raw_stamp`) of directory users a
+    /// full sync found unchanged while their stamp was missing or stale: per
+    /// directory_id, the entry's hash and the digest of the row it maps to.
+    /// Only a row that still has that digest gets its stamp (a row changed
+    /// since keeps what it has). One transaction; a cache of the full sync,
+    /// never a change of a user.
+    async fn restamp(&self, stamps: &[(String, mfasync_core::plan::RawMark)]) -> Result<()>;
     /// Begin ONE write transaction that a full sync fills a chunk at a time
     /// (`Applying::write`) and commits with its watermark
     /// (`Applying::commit`): the same checks and the same single transaction

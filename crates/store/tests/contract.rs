@@ -115,6 +115,7 @@ contract!(
     sync_requests_coalesce_and_are_taken_once,
     fenced_writes_refused_after_takeover_or_expiry,
     user_digests_follow_every_write,
+    raw_stamps_are_written_only_for_the_row_they_were_mapped_to,
     streamed_apply_is_one_transaction,
     #[ignore]
     hundred_thousand_creates,
@@ -227,6 +228,7 @@ fn create(u: &MfaUser) -> Change {
         before: None,
         fields: vec![],
         reason: None,
+        raw: None,
     }
 }
 
@@ -237,6 +239,7 @@ fn change(action: Action, before: &MfaUser, after: &MfaUser) -> Change {
         before: Some(before.clone()),
         fields: before.diff_fields(after),
         reason: Some("test".to_string()),
+        raw: None,
     }
 }
 
@@ -247,6 +250,7 @@ fn remove(u: &MfaUser) -> Change {
         before: Some(u.clone()),
         fields: vec![],
         reason: Some("no longer in the directory".to_string()),
+        raw: None,
     }
 }
 
@@ -1781,4 +1785,83 @@ async fn sync_requests_coalesce_and_are_taken_once(s: &dyn Store) {
             "full synchronization requested on server C, handed to server A"
         )
     );
+}
+
+/// The raw stamps of stored users, by username.
+async fn stamps(s: &dyn Store) -> std::collections::BTreeMap<String, Option<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    s.user_digests(&mut |d| {
+        out.insert(d.username, d.raw_stamp);
+    })
+    .await
+    .unwrap();
+    out
+}
+
+async fn raw_stamps_are_written_only_for_the_row_they_were_mapped_to(s: &dyn Store) {
+    use mfasync_core::plan::{digest_bits, raw_stamp, RawMark};
+    let a = dir_user("ann", "id-a");
+    let b = dir_user("bob", "id-b");
+    let mark = |u: &MfaUser, raw: u128| RawMark {
+        raw,
+        digest: digest_bits(u),
+    };
+    let mut ca = create(&a);
+    ca.raw = Some(mark(&a, 1));
+    let mut cb = create(&b);
+    // mapped to another row than the one written: no stamp
+    cb.raw = Some(RawMark {
+        raw: 2,
+        digest: digest_bits(&a),
+    });
+    s.apply(&[ca, cb], None).await.unwrap();
+    let got = stamps(s).await;
+    assert_eq!(got["ann"], Some(raw_stamp(1, digest_bits(&a))));
+    assert_eq!(got["bob"], None);
+
+    // an update with its entry stamps the new row; one without clears it
+    let mut a2 = a.clone();
+    a2.email = Some("ann@new.example.com".into());
+    let mut up = change(Action::Update, &a, &a2);
+    up.raw = Some(mark(&a2, 3));
+    s.apply(&[up], None).await.unwrap();
+    assert_eq!(stamps(s).await["ann"], Some(raw_stamp(3, digest_bits(&a2))));
+    let mut a3 = a2.clone();
+    a3.email = Some("ann@third.example.com".into());
+    s.apply(&[change(Action::Update, &a2, &a3)], None)
+        .await
+        .unwrap();
+    assert_eq!(stamps(s).await["ann"], None);
+
+    // restamp: only rows that still have the digest they were mapped to
+    s.restamp(&[
+        ("id-a".to_string(), mark(&a2, 4)),
+        ("id-b".to_string(), mark(&b, 5)),
+        ("id-none".to_string(), mark(&b, 6)),
+    ])
+    .await
+    .unwrap();
+    let got = stamps(s).await;
+    assert_eq!(got["ann"], None, "ann's row is a3 now, not a2");
+    assert_eq!(got["bob"], Some(raw_stamp(5, digest_bits(&b))));
+    assert_eq!(got.len(), 2);
+    // never a change of a user
+    let users = s.users().await.unwrap();
+    assert_eq!(users.iter().find(|u| u.username == "ann"), Some(&a3));
+    assert_eq!(users.iter().find(|u| u.username == "bob"), Some(&b));
+    // manual users are never stamped
+    let mut m = dir_user("manual", "id-m");
+    m.source = Source::Manual;
+    s.insert_user(&m).await.unwrap();
+    s.restamp(&[("id-m".to_string(), mark(&m, 7))])
+        .await
+        .unwrap();
+    assert_eq!(stamps(s).await.get("manual"), Some(&None));
+    // the store checks whole chunks
+    let many: Vec<(String, RawMark)> = (0..2500)
+        .map(|i| (format!("id-x{i}"), mark(&b, i)))
+        .chain(std::iter::once(("id-b".to_string(), mark(&b, 9))))
+        .collect();
+    s.restamp(&many).await.unwrap();
+    assert_eq!(stamps(s).await["bob"], Some(raw_stamp(9, digest_bits(&b))));
 }
