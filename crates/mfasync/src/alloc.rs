@@ -29,7 +29,7 @@
 //! check uses a few hundred KiB, so for `auth`, before the first allocation,
 //! `before_main` (a constructor that looks at the subcommand) makes the
 //! first arena 32 MiB and purging never. THP is off for every command (also
-//! `before_main`): a full synchronization of 100,000 users then peaks at
+//! `before_main`, so on Linux with glibc only): a full synchronization of 100,000 users then peaks at
 //! 69-73 MB instead of 86-92 MB, in the same time (`scripts/bench 100000`,
 //! 2026-11-26: huge pages only made the arenas' partly used 2 MiB pages
 //! resident). Head to head with `ldapwhoami` (BENCHMARKS.md, 2026-11-25 late

@@ -9,6 +9,7 @@ mod alloc;
 mod approvals;
 mod audit;
 mod auth;
+mod build_id;
 mod cluster;
 mod domains;
 mod incremental;

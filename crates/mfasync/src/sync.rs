@@ -439,6 +439,10 @@ async fn full(
                 .with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
         }
     }
+    if claimer.is_none() || build_identity().is_none() {
+        // no raw stamps this cycle: every user is mapped
+        warm_phone_metadata();
+    }
     let t = std::time::Instant::now();
     let streaming = claimer.is_some();
     let (worker, stored_dir_users, applying, streamed) =
@@ -796,24 +800,21 @@ enum Stamp {
 }
 
 /// What identifies this build for raw stamps (`core::plan::RawSeed`): the
-/// version and the executable's size and modification time, so a new binary
-/// (new mapping code, new phone metadata) maps every user once more. None
-/// (the executable cannot be looked at): no raw stamps, every entry mapped.
+/// executable's GNU build ID (`build_id`), so a new binary (new mapping
+/// code, new phone metadata) maps every user once more. None (no build ID,
+/// or `MFASYNC_NO_RAW_STAMPS` set: the way to force every user through the
+/// mapping): no raw stamps are compared or written.
 fn build_identity() -> Option<&'static str> {
     static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if std::env::var_os("MFASYNC_NO_RAW_STAMPS").is_some() {
+        return None;
+    }
     ID.get_or_init(|| {
-        let m = std::env::current_exe().and_then(std::fs::metadata).ok()?;
-        let modified = m
-            .modified()
-            .ok()?
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?;
-        Some(format!(
-            "{} {} {}",
-            env!("CARGO_PKG_VERSION"),
-            m.len(),
-            modified.as_nanos()
-        ))
+        let id = crate::build_id::current();
+        if id.is_none() {
+            tracing::info!("the executable has no build ID: full syncs map every user");
+        }
+        id.map(|id| format!("{} {id}", env!("CARGO_PKG_VERSION")))
     })
     .as_deref()
 }
@@ -883,8 +884,11 @@ impl Worker {
             Stamp::Unchanged => return,
             Stamp::Map(raw, claimed) => (raw, claimed),
         };
-        // (once) the phone metadata loads on another core meanwhile
-        warm_phone_metadata();
+        // (once) the phone metadata loads on another core meanwhile; an
+        // entry of no item is mapped without it
+        if claimed != Some(None) {
+            warm_phone_metadata();
+        }
         match mapping::map_user(&self.attrs, &e) {
             Ok(du) => {
                 self.users += 1;

@@ -822,6 +822,23 @@ fn raw_stamps_skip_unchanged_users_but_never_a_change() {
     }
     assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 3));
     assert_eq!(raw_stamps(&m), restamped);
+
+    // MFASYNC_NO_RAW_STAMPS: every user mapped, no stamp written
+    let fresh = Mfa::new();
+    fresh.apply(&with("", "country_code = \"1\""));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", &fresh.url, "--json", "sync", "--full"])
+        .env("MFASYNC_NO_RAW_STAMPS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let none = raw_stamps(&fresh);
+    assert_eq!(none.len(), 3);
+    assert!(none.values().all(Option::is_none), "{none:?}");
 }
 
 /// A store failure while a full sync reads the directory ends the sync with

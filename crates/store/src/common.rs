@@ -383,7 +383,8 @@ impl Sql {
         placeholders(&mut s, self.numbered, rows, 3);
         s.push_str(
             ") AS v WHERE users.directory_id = v.column1 AND users.digest = v.column2 \
-             AND users.source = 'directory'",
+             AND users.source = 'directory' \
+             AND (users.raw_stamp IS NULL OR users.raw_stamp <> v.column3)",
         );
         s
     }
@@ -1108,22 +1109,24 @@ macro_rules! impl_store {
             }
 
             async fn restamp(&self, stamps: &[(String, mfasync_core::plan::RawMark)]) -> Result<()> {
-                if stamps.is_empty() {
-                    return Ok(());
-                }
-                let mut tx = self.begin().await?;
-                for chunk in stamps.chunks($crate::common::RESTAMP_CHUNK) {
+                // In directory_id order (rows locked in one order by any
+                // writer doing the same), one short transaction per chunk:
+                // other writers wait for a chunk, not for all of them.
+                let mut sorted: Vec<&(String, mfasync_core::plan::RawMark)> = stamps.iter().collect();
+                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                for chunk in sorted.chunks($crate::common::RESTAMP_CHUNK) {
                     let sql = self.sql.restamp_users(chunk.len());
                     let mut q = sqlx::query(&sql);
-                    for (id, m) in chunk {
+                    for (id, m) in chunk.iter().copied() {
                         q = q
                             .bind(id.as_str())
                             .bind(format!("{:032x}", m.digest))
                             .bind(mfasync_core::plan::raw_stamp(m.raw, m.digest));
                     }
+                    let mut tx = self.begin().await?;
                     q.execute(&mut *tx).await?;
+                    tx.commit().await?;
                 }
-                tx.commit().await?;
                 Ok(())
             }
 

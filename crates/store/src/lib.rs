@@ -399,8 +399,9 @@ pub trait Store: Send + Sync {
     /// full sync found unchanged while their stamp was missing or stale: per
     /// directory_id, the entry's hash and the digest of the row it maps to.
     /// Only a row that still has that digest gets its stamp (a row changed
-    /// since keeps what it has). One transaction; a cache of the full sync,
-    /// never a change of a user.
+    /// since keeps what it has; one already stamped so is not written again).
+    /// In directory_id order, one short transaction per chunk of 1,000: a
+    /// cache of the full sync, never a change of a user.
     async fn restamp(&self, stamps: &[(String, mfasync_core::plan::RawMark)]) -> Result<()>;
     /// Begin ONE write transaction that a full sync fills a chunk at a time
     /// (`Applying::write`) and commits with its watermark
