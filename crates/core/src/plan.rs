@@ -744,20 +744,7 @@ mod tests {
                 .cloned()
                 .unwrap_or_else(|| panic!("no stored {id}"))
         };
-        let mut p = Planner::new(
-            current
-                .iter()
-                .map(|u| StoredDigest {
-                    username: u.username.clone(),
-                    directory_id: u.directory_id.clone(),
-                    source: u.source,
-                    sync_item: u.sync_item.clone(),
-                    enabled: u.enabled,
-                    digest: Some(digest(u)),
-                    raw_stamp: None,
-                })
-                .collect(),
-        );
+        let mut p = Planner::new(current.iter().map(|u| stored_with_stamp(u, None)).collect());
         for e in exists {
             p.exists(e);
         }
