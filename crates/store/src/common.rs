@@ -1801,9 +1801,9 @@ mod tests {
     #[test]
     fn digest_pages_of_both_backends() {
         // SQLite: enabled as 0/1; PostgreSQL: true/false; an escaped source still reads
-        let text = r#"[[1,"Ann","id-1","directory","OU=A",1,"00ff"],
-            [2,"bob","id-2","direct\u006fry",null,false,null],
-            [3,"m","id-3","manual",null,0,"ab"]]"#;
+        let text = r#"[[1,"Ann","id-1","directory","OU=A",1,"00ff","0a0b"],
+            [2,"bob","id-2","direct\u006fry",null,false,null,null],
+            [3,"m","id-3","manual",null,0,"ab",null]]"#;
         let rows = parse_digests(text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows.len(), 3);
         let (id, d) = &rows[0];
@@ -1813,12 +1813,16 @@ mod tests {
         assert_eq!(d.sync_item.as_deref(), Some("OU=A"));
         assert!(d.enabled);
         assert_eq!(d.digest.as_deref(), Some("00ff"));
+        assert_eq!(d.raw_stamp.as_deref(), Some("0a0b"));
+        assert_eq!(rows[1].1.raw_stamp, None);
         assert_eq!(rows[1].1.source, Source::Directory);
         assert!(!rows[1].1.enabled);
         assert_eq!(rows[1].1.digest, None);
         assert_eq!(rows[2].1.source, Source::Manual);
         assert!(!rows[2].1.enabled);
-        assert!(parse_digests(r#"[[1,"a",null,"directory",null,"yes",null]]"#).is_err());
-        assert!(parse_digests(r#"[[1,"a",null,"robot",null,true,null]]"#).is_err());
+        assert!(parse_digests(r#"[[1,"a",null,"directory",null,"yes",null,null]]"#).is_err());
+        assert!(parse_digests(r#"[[1,"a",null,"robot",null,true,null,null]]"#).is_err());
+        // a page without the stamp column is not read as one
+        assert!(parse_digests(r#"[[1,"a",null,"directory",null,true,null]]"#).is_err());
     }
 }
