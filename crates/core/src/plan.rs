@@ -116,7 +116,7 @@ pub fn raw_stamp_bits(raw: u128, digest: u128) -> u128 {
 
 /// [`raw_stamp_bits`] as stored: 32 hex digits.
 pub fn raw_stamp(raw: u128, digest: u128) -> String {
-    format!("{:032x}", raw_stamp_bits(raw, digest))
+    digest_text(raw_stamp_bits(raw, digest))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -381,7 +381,12 @@ pub fn modify(d: MfaUser, cur: &MfaUser) -> Option<Change> {
 /// encoding only costs one slower sync (every digest differs, rows are then
 /// compared field by field).
 pub fn digest(u: &MfaUser) -> String {
-    format!("{:032x}", digest_bits(u))
+    digest_text(digest_bits(u))
+}
+
+/// A digest (or raw stamp) as stored: 32 hex digits.
+pub fn digest_text(bits: u128) -> String {
+    format!("{bits:032x}")
 }
 
 /// `digest` as a number (its 32 hex digits are this, big-endian).

@@ -439,10 +439,6 @@ async fn full(
                 .with_context(|| format!("sync.items[{i}] ({})", item.dn))?;
         }
     }
-    if claimer.is_none() || build_identity().is_none() {
-        // no raw stamps this cycle: every user is mapped
-        warm_phone_metadata();
-    }
     let t = std::time::Instant::now();
     let streaming = claimer.is_some();
     let (worker, stored_dir_users, applying, streamed) =
@@ -792,11 +788,11 @@ struct Worker {
     users: usize,
 }
 
-/// What `Worker::stamp_check` found: unchanged, or to map, with the raw
-/// mark to keep and (when the DN was looked at) the item the DN gives.
+/// What `Worker::stamp_check` found: unchanged, or to map (with the raw
+/// hash of the entry, when stamps are kept).
 enum Stamp {
     Unchanged,
-    Map(Option<plan::RawMark>, Option<Option<usize>>),
+    Map(Option<u128>),
 }
 
 /// What identifies this build for raw stamps (`core::plan::RawSeed`): the
@@ -847,20 +843,12 @@ impl EntryTx {
 }
 
 impl Worker {
-    /// Whether the entry is known unchanged by its stored raw stamp (then
-    /// it is counted and nothing else is done with it), else the raw mark
-    /// to write with its user once mapped (its digest filled in by `take`)
-    /// and the item its DN gives.
-    fn stamp_check(&mut self, e: &mfasync_core::Entry) -> Stamp {
-        let Some(c) = self.claimer.as_ref().filter(|_| !self.seeds.is_empty()) else {
-            return Stamp::Map(None, None);
-        };
-        let key = normalize_dn(&mapping::entry_dn(&self.attrs, e));
-        let Some(i) = c.claim(&key) else {
-            return Stamp::Map(None, Some(None));
-        };
+    /// Whether the entry, held by item `i`, is known unchanged by its stored
+    /// raw stamp (then it is counted and nothing else is done with it), else
+    /// its raw hash to stamp its user with once mapped (None: no stamps).
+    fn stamp_check(&mut self, e: &mfasync_core::Entry, i: usize) -> Stamp {
         let Some(seed) = self.seeds.get(i) else {
-            return Stamp::Map(None, Some(Some(i)));
+            return Stamp::Map(None);
         };
         let raw = seed.entry(e);
         // (nothing stored, as in a first sync: no stamp to compare with)
@@ -876,13 +864,21 @@ impl Worker {
                 }
             }
         }
-        Stamp::Map(Some(plan::RawMark { raw, digest: 0 }), Some(Some(i)))
+        Stamp::Map(Some(raw))
     }
 
     fn add_entry(&mut self, e: mfasync_core::Entry) {
-        let (raw, claimed) = match self.stamp_check(&e) {
-            Stamp::Unchanged => return,
-            Stamp::Map(raw, claimed) => (raw, claimed),
+        // Streaming: the entry's item, told by its DN (None: no item holds it).
+        let claimed = self
+            .claimer
+            .as_ref()
+            .map(|c| c.claim(&normalize_dn(&mapping::entry_dn(&self.attrs, &e))));
+        let raw = match claimed {
+            Some(Some(i)) => match self.stamp_check(&e, i) {
+                Stamp::Unchanged => return,
+                Stamp::Map(raw) => raw,
+            },
+            _ => None,
         };
         // (once) the phone metadata loads on another core meanwhile; an
         // entry of no item is mapped without it
@@ -895,24 +891,13 @@ impl Worker {
                 if let Some(id) = du.user.directory_id.as_deref() {
                     self.planner.exists(id);
                 }
-                match (&self.claimer, &mut self.deferred, claimed) {
-                    // the item is already known from the DN
-                    (Some(_), _, Some(item)) => {
-                        if let Some(i) = item {
-                            self.take(du, i, raw);
-                        }
-                    }
-                    (Some(c), _, None) => {
-                        let key = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
-                        if let Some(i) = c.claim(&key) {
-                            self.take(du, i, raw);
-                        }
-                    }
-                    (None, Some(snap), _) => {
+                match (claimed, &mut self.deferred) {
+                    (Some(Some(i)), _) => self.take(du, i, raw),
+                    (Some(None), _) | (None, None) => {}
+                    (None, Some(snap)) => {
                         let key = normalize_dn(du.user.dn.as_deref().unwrap_or(&e.dn));
                         snap.users.insert(key, Packed::pack(&du));
                     }
-                    (None, None, _) => {}
                 }
             }
             Err(err) => {
@@ -928,14 +913,14 @@ impl Worker {
     }
 
     /// A user held by item `i` (first item wins: the caller decides);
-    /// `raw`: the entry it was mapped from, when its raw stamp is kept.
-    fn take(&mut self, du: DirectoryUser, i: usize, raw: Option<plan::RawMark>) {
+    /// `raw`: the hash of the entry it was mapped from, when stamps are kept.
+    fn take(&mut self, du: DirectoryUser, i: usize, raw: Option<u128>) {
         let Some(item) = self.items.get(i) else {
             return;
         };
         let d = mapping::apply_item_into(du, item, &mut self.cache);
         let digest = plan::digest_bits(&d);
-        let raw = raw.map(|r| plan::RawMark { raw: r.raw, digest });
+        let raw = raw.map(|raw| plan::RawMark { raw, digest });
         let id = raw.and(d.directory_id.clone());
         match self.planner.desired_with_digest(d, digest) {
             plan::Verdict::Unchanged => {
@@ -1039,6 +1024,10 @@ async fn read_users<'s>(
             .collect(),
         _ => Vec::new(),
     };
+    if seeds.is_empty() {
+        // no raw stamps this cycle: every user is mapped
+        warm_phone_metadata();
+    }
     std::thread::Builder::new()
         .name("mfasync-map".into())
         .spawn(move || {

@@ -617,7 +617,7 @@ macro_rules! bind_user {
         q.bind(user.enabled)
             .bind(user.source.as_str())
             .bind($now)
-            .bind(format!("{digest:032x}"))
+            .bind(mfasync_core::plan::digest_text(digest))
             .bind(stamp)
     }};
 }
@@ -1120,7 +1120,7 @@ macro_rules! impl_store {
                     for (id, m) in chunk.iter().copied() {
                         q = q
                             .bind(id.as_str())
-                            .bind(format!("{:032x}", m.digest))
+                            .bind(mfasync_core::plan::digest_text(m.digest))
                             .bind(mfasync_core::plan::raw_stamp(m.raw, m.digest));
                     }
                     let mut tx = self.begin().await?;
