@@ -899,3 +899,50 @@ fn a_store_failure_while_reading_ends_the_sync() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("raw_stamp"), "{err}");
 }
+
+/// A full read has a connection of its own (opened on the reading thread, to
+/// the same server); a server that allows no second connection is read on
+/// the first, with the same result.
+#[test]
+fn users_are_read_on_a_second_connection_or_on_the_first_when_refused() {
+    let s = slapd();
+    let proxy = mfasync_testkit::LdapProxy::start(
+        s.url.trim_start_matches("ldap://"),
+        // a control nobody sends: nothing is refused
+        "1.3.6.1.4.1.99999.1",
+    );
+    let cfg = config(
+        &format!("\"{}\"", proxy.url()),
+        &item("container", &format!("ou=People,{BASE}"), ""),
+    );
+    let names = |m: &Mfa| {
+        let mut v: Vec<String> = m
+            .users()
+            .iter()
+            .map(|u| u["username"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let m = Mfa::new();
+    m.apply(&cfg);
+    let first = m.sync_full();
+    // the connect's TCP probe, the first connection, the read's own
+    assert_eq!(
+        proxy.connections(),
+        3,
+        "one connection for the read: {first}"
+    );
+    assert_eq!(proxy.turned_away(), 0);
+    let users = names(&m);
+    assert!(users.len() >= 5, "{users:?}");
+
+    // the probe and one connection allowed: the read's is closed at once
+    proxy.limit_connections(proxy.connections() + 2);
+    let other = Mfa::new();
+    other.apply(&cfg);
+    let again = other.sync_full();
+    assert_eq!(proxy.turned_away(), 1, "the read's connection was refused");
+    assert_eq!(counts(&again), counts(&first), "{again}");
+    assert_eq!(names(&other), users);
+}

@@ -45,6 +45,10 @@ struct Shared {
     stop: AtomicBool,
     refused: AtomicU64,
     connections: AtomicU64,
+    /// Connections after this many are closed at once (0: no limit).
+    limit: AtomicU64,
+    /// Connections closed at once for the limit.
+    turned_away: AtomicU64,
     /// Both sockets of every connection, shut down when the proxy stops.
     sockets: Mutex<Vec<TcpStream>>,
 }
@@ -83,6 +87,13 @@ impl LdapProxy {
                     break;
                 }
                 let Ok(client) = client else { continue };
+                let limit = s.limit.load(Ordering::SeqCst);
+                if limit > 0 && s.connections.load(Ordering::SeqCst) >= limit {
+                    // as a server at its connection limit: closed at once
+                    s.turned_away.fetch_add(1, Ordering::SeqCst);
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     // the client sees the connection closed, as with a down server
                     continue;
@@ -119,9 +130,20 @@ impl LdapProxy {
         self.shared.refused.load(Ordering::SeqCst)
     }
 
-    /// Connections accepted so far.
+    /// Connections accepted (and forwarded) so far.
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// From now on, close every connection at once after `n` forwarded in
+    /// all (0: no limit), like a server that allows a client no more.
+    pub fn limit_connections(&self, n: u64) {
+        self.shared.limit.store(n, Ordering::SeqCst);
+    }
+
+    /// Connections closed at once because of [`LdapProxy::limit_connections`].
+    pub fn turned_away(&self) -> u64 {
+        self.shared.turned_away.load(Ordering::SeqCst)
     }
 }
 
