@@ -1656,6 +1656,36 @@ impl Client {
         )
         .await;
         let mut c = res.map_err(|(_, e)| e)?;
+        // A name that several servers answer for (DNS round robin, a load
+        // balancer) may have led elsewhere: Active Directory names each DC.
+        if let Some(want) = &self.caps.dns_host_name {
+            let mut root = None;
+            run_search(
+                &mut c.ldap,
+                &self.server,
+                self.timeout,
+                "",
+                Scope::Base,
+                "(objectClass=*)",
+                &["dnsHostName".to_string()],
+                Vec::new(),
+                0,
+                &mut |e| {
+                    root.get_or_insert(e);
+                },
+            )
+            .await?;
+            let got = Capabilities::from_rootdse(&root.unwrap_or_default()).dns_host_name;
+            if !got.as_deref().is_some_and(|g| g.eq_ignore_ascii_case(want)) {
+                return Err(LdapError::Protocol {
+                    server: self.server.clone(),
+                    message: format!(
+                        "the second connection reached another server ({}, not {want})",
+                        got.as_deref().unwrap_or("no dnsHostName")
+                    ),
+                });
+            }
+        }
         c.caps = self.caps.clone();
         c.base_dn = self.base_dn.clone();
         c.timeout = self.timeout;

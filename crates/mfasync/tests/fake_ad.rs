@@ -106,3 +106,54 @@ dn = "{GROUP}"
     // nothing changed: a second full cycle changes nothing
     assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, MEMBERS as u64));
 }
+
+/// A full read has a second connection of its own only when that connection
+/// reaches the same DC (its RootDSE's dnsHostName): behind a name several DCs
+/// answer for, the read stays on the first connection, where the cycle's
+/// starting point was taken.
+#[test]
+fn the_read_stays_on_the_first_connection_when_the_second_reaches_another_dc() {
+    for later in ["", "dc2.fake.test"] {
+        let mut d = directory();
+        d.later_dns_host_name = later.to_string();
+        let ad = FakeAd::start(d);
+        let m = Mfa::new();
+        m.apply(&format!(
+            r#"
+[directory]
+source = "ldap"
+servers = ["{url}"]
+base_dn = "{BASE}"
+query_size_limit = 1000
+[directory.query_bind]
+type = "simple"
+dn = "{SVC_DN}"
+password = "{SVC_PW}"
+[[sync.items]]
+kind = "container"
+dn = "OU=Staff,{BASE}"
+"#,
+            url = ad.url
+        ));
+        let r = m.sync_full();
+        let all = (MEMBERS + OTHERS) as u64;
+        assert_eq!(counts(&r), (all, 0, 0, 0, 0, 0), "{later:?}: {r}");
+        let searches = ad.searches();
+        let first = searches
+            .iter()
+            .find(|s| s.base == format!("OU=Staff,{BASE}") && s.scope == 0)
+            .map(|s| s.connection)
+            .expect("the item was checked");
+        let read: HashSet<usize> = searches
+            .iter()
+            .filter(|s| s.base == BASE && s.scope == 2 && s.dirsync.is_none())
+            .map(|s| s.connection)
+            .collect();
+        if later.is_empty() {
+            assert_eq!(read.len(), 1, "{searches:?}");
+            assert!(!read.contains(&first), "read on a connection of its own");
+        } else {
+            assert_eq!(read, HashSet::from([first]), "read on the first connection");
+        }
+    }
+}

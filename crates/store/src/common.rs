@@ -536,8 +536,11 @@ pub(crate) fn check_targets(
     Ok(())
 }
 
-/// Users per page of `Store::user_digests`.
-pub(crate) const DIGEST_PAGE: i64 = 20_000;
+/// Users per page of `Store::user_digests`. Small enough that a page's text
+/// (~0.5 MB) is not a fresh mapping each time: with 20,000 (~5 MB, copied
+/// three times) a no-change sync of 100,000 users took 13,000 more page
+/// faults and 5 MB more peak memory, for the same time.
+pub(crate) const DIGEST_PAGE: i64 = 2_000;
 
 /// A page of `Sql::select_digests`: (row id, digest) per user.
 pub(crate) fn parse_digests(text: &str) -> Result<Vec<(i64, mfasync_core::plan::StoredDigest)>> {
@@ -1091,12 +1094,14 @@ macro_rules! impl_store {
             ) -> Result<()> {
                 let mut after: i64 = 0;
                 loop {
-                    let text: String = sqlx::query_scalar(&self.sql.select_digests)
+                    let row = sqlx::query(&self.sql.select_digests)
                         .bind(after)
                         .bind($crate::common::DIGEST_PAGE)
                         .fetch_one(&self.pool)
                         .await?;
-                    let page = $crate::common::parse_digests(&text)?;
+                    // borrowed from the row: the page's text is not copied again
+                    let text: &str = sqlx::Row::try_get(&row, 0)?;
+                    let page = $crate::common::parse_digests(text)?;
                     let n = page.len();
                     for (id, d) in page {
                         after = after.max(id);

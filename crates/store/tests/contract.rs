@@ -820,6 +820,11 @@ async fn many_creates_cross_chunk_boundaries(s: &dyn Store) {
     assert_eq!(audit.len(), 2347);
     // audit rows follow the plan's order
     assert_eq!(audit[2345 - 1000].action, "update");
+    // the digests come in pages of 2,000: every user once, across the boundary
+    let d = digests(s).await;
+    let names: std::collections::BTreeSet<&str> = d.iter().map(|x| x.username.as_str()).collect();
+    assert_eq!((d.len(), names.len()), (2346, 2346));
+    assert!(names.contains("user02344") && names.contains("mid"));
 }
 
 fn numbered(n: usize) -> Vec<MfaUser> {

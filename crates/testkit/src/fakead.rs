@@ -104,6 +104,9 @@ pub struct FakeAdData {
     /// defaultNamingContext, e.g. `DC=fake,DC=test`.
     pub base_dn: String,
     pub dns_host_name: String,
+    /// dnsHostName for the connections after the first one that reads the
+    /// RootDSE (empty: `dns_host_name`): a name several DCs answer for.
+    pub later_dns_host_name: String,
     /// The one account a simple bind accepts (an empty DN and password: anonymous).
     pub bind_dn: String,
     pub bind_password: String,
@@ -127,6 +130,7 @@ impl FakeAdData {
         let mut d = FakeAdData {
             base_dn: base_dn.to_string(),
             dns_host_name: "dc1.fake.test".into(),
+            later_dns_host_name: String::new(),
             bind_dn: bind_dn.to_string(),
             bind_password: bind_password.to_string(),
             entries: Vec::new(),
@@ -172,7 +176,11 @@ impl FakeAdData {
         self.entries.iter().map(|e| e.usn).max().unwrap_or(0)
     }
 
-    fn rootdse(&self) -> FakeEntry {
+    fn rootdse(&self, later: bool) -> FakeEntry {
+        let host = match later && !self.later_dns_host_name.is_empty() {
+            true => &self.later_dns_host_name,
+            false => &self.dns_host_name,
+        };
         let b = &self.base_dn;
         let config = format!("CN=Configuration,{b}");
         let ntds = format!(
@@ -200,7 +208,7 @@ impl FakeAdData {
             )
             .with("highestCommittedUSN", &[self.highest_usn().to_string()])
             .with("supportedSASLMechanisms", &["GSSAPI", "GSS-SPNEGO"])
-            .with("dnsHostName", &[&self.dns_host_name])
+            .with("dnsHostName", &[host])
             .with("isSynchronized", &["TRUE"])
             .with("isGlobalCatalogReady", &["TRUE"])
             .with("domainFunctionality", &["7"])
@@ -233,10 +241,15 @@ pub struct FakeSearch {
     pub dirsync: Option<(i64, Vec<u8>)>,
     /// Entries sent for it.
     pub entries_sent: usize,
+    /// The connection it came on (1, 2, … in the order they were accepted).
+    pub connection: usize,
     pub result_code: Option<i64>,
 }
 
 struct Shared {
+    /// Connections accepted, and connections that read the RootDSE.
+    accepted: std::sync::atomic::AtomicUsize,
+    rootdse_readers: std::sync::atomic::AtomicUsize,
     data: Mutex<FakeAdData>,
     log: Mutex<Vec<FakeSearch>>,
     stop: AtomicBool,
@@ -266,6 +279,8 @@ impl FakeAd {
             .unwrap_or_else(|e| panic!("testkit fake AD: local_addr: {e}"))
             .to_string();
         let shared = Arc::new(Shared {
+            accepted: Default::default(),
+            rootdse_readers: Default::default(),
             data: Mutex::new(data),
             log: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -609,6 +624,10 @@ enum Next {
 struct Conn {
     stream: TcpStream,
     shared: Arc<Shared>,
+    /// Its number in accept order (from 1).
+    number: usize,
+    /// Its order among the connections that read the RootDSE (from 1; 0: not yet).
+    rootdse_order: usize,
     /// Entries sent on this connection (searches other than the RootDSE).
     sent: usize,
 }
@@ -646,9 +665,12 @@ fn result_op(app_id: u64, rc: i64, text: &str) -> StructureTag {
 
 impl Conn {
     fn new(stream: TcpStream, shared: Arc<Shared>) -> Conn {
+        let number = shared.accepted.fetch_add(1, Ordering::SeqCst) + 1;
         Conn {
             stream,
             shared,
+            number,
+            rootdse_order: 0,
             sent: 0,
         }
     }
@@ -834,7 +856,11 @@ impl Conn {
                 .map(|(f, c)| (decode_int(&f).unwrap_or(i64::MIN), c)),
             entries_sent: 0,
             result_code: None,
+            connection: self.number,
         };
+        if rootdse && self.rootdse_order == 0 {
+            self.rootdse_order = self.shared.rootdse_readers.fetch_add(1, Ordering::SeqCst) + 1;
+        }
         let answer = {
             let d = lock(&self.shared.data);
             let unknown_critical = controls
@@ -843,7 +869,7 @@ impl Conn {
             if let Some(c) = unknown_critical {
                 Answer::error(12, &format!("critical control {} not supported", c.0))
             } else if rootdse {
-                let e = d.rootdse();
+                let e = d.rootdse(self.rootdse_order > 1);
                 Answer {
                     entries: vec![entry_op(&e, &attrs, d.max_value_range)],
                     rc: 0,
