@@ -110,15 +110,48 @@ pub(crate) fn now() -> Result<String> {
         .map_err(|e| StoreError::Corrupt(format!("cannot format the current time: {e}")))
 }
 
+/// A user as an audit row stores it: its fields without the empty ones (a
+/// first sync of 100,000 users wrote ~270 bytes of `null`s per row, a third
+/// of the audit table). [`parse_json`] gives them back.
+struct AuditUser<'a>(&'a MfaUser);
+
+impl serde::Serialize for AuditUser<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let u = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("username", &u.username)?;
+        for (name, value) in u.text_fields() {
+            if name == "sync_item" {
+                // (the export order)
+                m.serialize_entry("enabled", &u.enabled)?;
+            }
+            if let Some(v) = value {
+                m.serialize_entry(name, v)?;
+            }
+        }
+        m.serialize_entry("source", &u.source)?;
+        m.end()
+    }
+}
+
 pub(crate) fn user_json(user: &MfaUser) -> Result<String> {
-    serde_json::to_string(user)
+    serde_json::to_string(&AuditUser(user))
         .map_err(|e| StoreError::Corrupt(format!("cannot encode user {}: {e}", user.username)))
 }
 
+/// An audit row's before/after user: every field of the user, the ones not
+/// stored (empty) as `null`, as rows written before the compact form have them.
 pub(crate) fn parse_json(text: Option<String>) -> Result<Option<serde_json::Value>> {
     text.map(|t| {
-        serde_json::from_str(&t)
-            .map_err(|e| StoreError::Corrupt(format!("audit entry holds invalid JSON: {e}")))
+        let mut v: serde_json::Value = serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("audit entry holds invalid JSON: {e}")))?;
+        if let Some(m) = v.as_object_mut().filter(|m| m.contains_key("username")) {
+            for name in mfasync_core::user::FIELDS {
+                m.entry(*name).or_insert(serde_json::Value::Null);
+            }
+        }
+        Ok(v)
     })
     .transpose()
 }
@@ -1802,6 +1835,39 @@ pub(crate) use impl_store;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_users_are_stored_without_empty_fields_and_read_back_whole() {
+        let mut u = MfaUser {
+            username: "alice".into(),
+            directory_id: Some("id-a".into()),
+            dn: Some("uid=alice,dc=x".into()),
+            primary_phone: Some("+14255550100".into()),
+            enabled: true,
+            sync_item: Some("ou=People,dc=x".into()),
+            ..Default::default()
+        };
+        u.description = Some(String::new());
+        let text = user_json(&u).unwrap_or_default();
+        assert!(!text.contains("null"), "{text}");
+        assert!(
+            text.contains("\"description\":\"\""),
+            "an empty string is kept: {text}"
+        );
+        let back = parse_json(Some(text)).unwrap_or_default();
+        let whole = serde_json::to_value(&u).unwrap_or_default();
+        assert_eq!(back, Some(whole.clone()));
+        // a row written before the compact form reads the same
+        assert_eq!(
+            parse_json(Some(whole.to_string())).unwrap_or_default(),
+            Some(whole)
+        );
+        // other JSON (not a user) is left as it is
+        assert_eq!(
+            parse_json(Some(r#"{"a":1}"#.into())).unwrap_or_default(),
+            Some(serde_json::json!({"a": 1}))
+        );
+    }
 
     #[test]
     fn digest_pages_of_both_backends() {
