@@ -617,22 +617,17 @@ async fn windows_credentials(
     }
 }
 
-/// The host name of the server's Kerberos service principal `ldap/<host>`:
-/// the host of the URL, or, when the URL names an IP address (which has no
-/// service principal), the `dnsHostName` the server publishes in its RootDSE
-/// (read anonymously before the bind). Kerberos mutual authentication still
-/// proves that the server holds that principal's key.
-async fn service_host(ldap: &mut Ldap, t: &Target, timeout: Duration) -> Result<String, LdapError> {
-    if let Some(name) = &t.name {
-        return Ok(name.clone());
-    }
-    if t.host.parse::<std::net::IpAddr>().is_err() {
-        return Ok(t.host.clone());
-    }
+/// The server's name as its RootDSE gives it (`dnsHostName`, trimmed and
+/// lower-cased); None when it has none or the read is refused.
+async fn rootdse_dns_host_name(
+    ldap: &mut Ldap,
+    server: &str,
+    timeout: Duration,
+) -> Result<Option<String>, LdapError> {
     let mut root = None;
     let res = run_search(
         ldap,
-        &t.url,
+        server,
         timeout,
         "",
         Scope::Base,
@@ -645,14 +640,29 @@ async fn service_host(ldap: &mut Ldap, t: &Target, timeout: Duration) -> Result<
         },
     )
     .await?;
-    let name = root
+    Ok(root
         .as_ref()
+        .filter(|_| res.rc == 0)
         .and_then(|e| e.first_str("dnsHostName"))
         .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty());
-    match name {
-        Some(h) if res.rc == 0 => Ok(h),
-        _ => Err(LdapError::Config(format!(
+        .filter(|h| !h.is_empty()))
+}
+
+/// The host name of the server's Kerberos service principal `ldap/<host>`:
+/// the host of the URL, or, when the URL names an IP address (which has no
+/// service principal), the `dnsHostName` the server publishes in its RootDSE
+/// (read anonymously before the bind). Kerberos mutual authentication still
+/// proves that the server holds that principal's key.
+async fn service_host(ldap: &mut Ldap, t: &Target, timeout: Duration) -> Result<String, LdapError> {
+    if let Some(name) = &t.name {
+        return Ok(name.clone());
+    }
+    if t.host.parse::<std::net::IpAddr>().is_err() {
+        return Ok(t.host.clone());
+    }
+    match rootdse_dns_host_name(ldap, &t.url, timeout).await? {
+        Some(h) => Ok(h),
+        None => Err(LdapError::Config(format!(
             "bind type windows: {} is an IP address and the server publishes no dnsHostName; \
              list the server by its DNS name (the Kerberos service is ldap/<DNS name>)",
             t.url
@@ -1659,24 +1669,11 @@ impl Client {
         // A name that several servers answer for (DNS round robin, a load
         // balancer) may have led elsewhere: Active Directory names each DC.
         if let Some(want) = &self.caps.dns_host_name {
-            let mut root = None;
-            run_search(
-                &mut c.ldap,
-                &self.server,
-                self.timeout,
-                "",
-                Scope::Base,
-                "(objectClass=*)",
-                &["dnsHostName".to_string()],
-                Vec::new(),
-                0,
-                &mut |e| {
-                    root.get_or_insert(e);
-                },
-            )
-            .await?;
-            let got = Capabilities::from_rootdse(&root.unwrap_or_default()).dns_host_name;
-            if !got.as_deref().is_some_and(|g| g.eq_ignore_ascii_case(want)) {
+            let got = rootdse_dns_host_name(&mut c.ldap, &self.server, self.timeout).await?;
+            if !got
+                .as_deref()
+                .is_some_and(|g| g.eq_ignore_ascii_case(want.trim()))
+            {
                 return Err(LdapError::Protocol {
                     server: self.server.clone(),
                     message: format!(

@@ -56,27 +56,35 @@ fn directory() -> FakeAdData {
     d
 }
 
-#[test]
-fn a_group_of_3200_behind_range_truncation_syncs_every_member() {
-    let ad = FakeAd::start(directory());
-    let m = Mfa::new();
-    m.apply(&format!(
+/// The configuration for the fake at `url`: `directory` more lines of
+/// `[directory]`, one sync item (`item`: its keys).
+fn config(url: &str, directory: &str, item: &str) -> String {
+    format!(
         r#"
 [directory]
 source = "ldap"
 servers = ["{url}"]
 base_dn = "{BASE}"
-use_attribute_scope_queries = false
 query_size_limit = 1000
+{directory}
 [directory.query_bind]
 type = "simple"
 dn = "{SVC_DN}"
 password = "{SVC_PW}"
 [[sync.items]]
-kind = "security-group"
-dn = "{GROUP}"
-"#,
-        url = ad.url
+{item}
+"#
+    )
+}
+
+#[test]
+fn a_group_of_3200_behind_range_truncation_syncs_every_member() {
+    let ad = FakeAd::start(directory());
+    let m = Mfa::new();
+    m.apply(&config(
+        &ad.url,
+        "use_attribute_scope_queries = false",
+        &format!("kind = \"security-group\"\ndn = \"{GROUP}\""),
     ));
     let r = m.sync_full();
     assert_eq!(counts(&r), (MEMBERS as u64, 0, 0, 0, 0, 0), "{r}");
@@ -118,22 +126,10 @@ fn the_read_stays_on_the_first_connection_when_the_second_reaches_another_dc() {
         d.later_dns_host_name = later.to_string();
         let ad = FakeAd::start(d);
         let m = Mfa::new();
-        m.apply(&format!(
-            r#"
-[directory]
-source = "ldap"
-servers = ["{url}"]
-base_dn = "{BASE}"
-query_size_limit = 1000
-[directory.query_bind]
-type = "simple"
-dn = "{SVC_DN}"
-password = "{SVC_PW}"
-[[sync.items]]
-kind = "container"
-dn = "OU=Staff,{BASE}"
-"#,
-            url = ad.url
+        m.apply(&config(
+            &ad.url,
+            "",
+            &format!("kind = \"container\"\ndn = \"OU=Staff,{BASE}\""),
         ));
         let r = m.sync_full();
         let all = (MEMBERS + OTHERS) as u64;
