@@ -819,6 +819,11 @@ fn build_identity() -> Option<&'static str> {
 const CREATE_CHUNK: usize = 1000;
 /// Entries read but not yet mapped, at most (bounded queue).
 const ENTRY_QUEUE: usize = 2000;
+/// Entries the mapping thread takes off the queue while the stored digests
+/// still load, at most: the read goes on meanwhile. A no-change sync of
+/// 100,000 users read ~18,000 entries during the ~0.18 s load; with only the
+/// queue the read stood still for most of it (1.18 -> 1.05 s, ~+9 MB peak).
+const LOAD_SLACK: usize = 16384;
 /// Entries handed to the mapping thread at a time: one hand-over (and at
 /// most one wake-up of the other thread) per batch instead of per entry.
 const ENTRY_BATCH: usize = 64;
@@ -1031,9 +1036,28 @@ async fn read_users<'s>(
     std::thread::Builder::new()
         .name("mfasync-map".into())
         .spawn(move || {
-            // the stored digests arrive first (loaded while the read starts)
-            let Ok((planner, sink)) = planner_rx.recv() else {
-                return;
+            // The stored digests arrive first (loaded while the read starts).
+            // Meanwhile up to LOAD_SLACK entries are taken off the queue, so
+            // that the read goes on instead of waiting for the load.
+            let mut early: Vec<mfasync_core::Entry> = Vec::new();
+            let mut queue_open = true;
+            let (planner, sink) = loop {
+                match planner_rx.try_recv() {
+                    Ok(p) => break p,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                }
+                if !queue_open || early.len() >= LOAD_SLACK {
+                    match planner_rx.recv() {
+                        Ok(p) => break p,
+                        Err(_) => return,
+                    }
+                }
+                match rx.recv_timeout(std::time::Duration::from_millis(2)) {
+                    Ok(batch) => early.extend(batch),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => queue_open = false,
+                }
             };
             let deferred = claimer.is_none().then(|| Snapshot {
                 users: HashMap::new(),
@@ -1054,6 +1078,9 @@ async fn read_users<'s>(
                 warnings: Vec::new(),
                 users: 0,
             };
+            for e in early {
+                w.add_entry(e);
+            }
             for batch in rx {
                 for e in batch {
                     w.add_entry(e);
