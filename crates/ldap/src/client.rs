@@ -2,6 +2,26 @@
 //! or split into batches under a size limit).
 
 use std::collections::HashSet;
+use std::time::Duration;
+
+use ldap3::controls::RawControl;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, SearchOptions};
+use mfasync_core::config::{Bind, BindType, Directory};
+use mfasync_core::escape::filter_value;
+use mfasync_core::Entry;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::discovery::{self, DiscoveryReport, TrustReport};
+use crate::error::{LdapError, ServerFailure};
+use crate::kerberos::{self, Credentials};
+use crate::proto::{
+    asq_control, dirsync_control, dirsync_response, paged_control, paged_cookie, parse_entry,
+    parse_intermediate, parse_range, ppolicy_control, ppolicy_error, rootdse_attrs, sync_done,
+    sync_info, sync_request_control, sync_state, Capabilities, SyncInfo, SyncState, Vendor,
+    OID_DIRSYNC, OID_PAGED, OID_PPOLICY, OID_SYNC_DONE, OID_SYNC_INFO, OID_SYNC_STATE,
+};
 
 /// The DNs a search has delivered, compared case-insensitively, kept as
 /// 128-bit hashes (two independently seeded foldhash states, random per
@@ -36,26 +56,6 @@ impl SeenDns {
         self.set.len()
     }
 }
-use std::time::Duration;
-
-use ldap3::controls::RawControl;
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, SearchOptions};
-use mfasync_core::config::{Bind, BindType, Directory};
-use mfasync_core::escape::filter_value;
-use mfasync_core::Entry;
-use serde::Serialize;
-use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
-
-use crate::discovery::{self, DiscoveryReport, TrustReport};
-use crate::error::{LdapError, ServerFailure};
-use crate::kerberos::{self, Credentials};
-use crate::proto::{
-    asq_control, dirsync_control, dirsync_response, paged_control, paged_cookie, parse_entry,
-    parse_intermediate, parse_range, ppolicy_control, ppolicy_error, rootdse_attrs, sync_done,
-    sync_info, sync_request_control, sync_state, Capabilities, SyncInfo, SyncState, Vendor,
-    OID_DIRSYNC, OID_PAGED, OID_PPOLICY, OID_SYNC_DONE, OID_SYNC_INFO, OID_SYNC_STATE,
-};
 
 /// Search scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1640,7 +1640,9 @@ impl Client {
     /// A second connection to this client's server (never another one of
     /// the list: a starting point taken on this server must describe what
     /// is read), bound as `bind` with `password` like the first, with the
-    /// same capabilities, base DN and search settings (no RootDSE read).
+    /// same capabilities, base DN and search settings. Of the RootDSE only
+    /// `dnsHostName` is read, when the first connection has one: it must
+    /// name the same server (else an error).
     ///
     /// Its driver task runs on the runtime it is opened on, so a thread
     /// with a runtime of its own can read on it without a thread hand-off

@@ -212,9 +212,15 @@ async fn finish(
     Ok(())
 }
 
+/// The query bind's password (`directory.query_bind`), for every connection
+/// a cycle opens to the main domain.
+fn query_password(cfg: &Config) -> Result<Option<String>> {
+    crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
+        .map_err(|e| anyhow!(e))
+}
+
 async fn connect(cfg: &Config) -> Result<Client> {
-    let password = crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
-        .map_err(|e| anyhow!(e))?;
+    let password = query_password(cfg)?;
     let client = mfasync_ldap::connect(
         &cfg.directory,
         &cfg.directory.query_bind,
@@ -1216,16 +1222,18 @@ async fn read_users<'s>(
 /// its own (`Client::sibling`); None when it cannot be had (the server may
 /// limit connections): the read then goes on `client`, only slower.
 async fn sibling(client: &Client, cfg: &Config) -> Option<Client> {
-    let password =
-        crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind").ok()?;
-    match client
-        .sibling(
-            &cfg.directory,
-            &cfg.directory.query_bind,
-            password.as_deref(),
-        )
-        .await
-    {
+    let opened = match query_password(cfg) {
+        Ok(password) => client
+            .sibling(
+                &cfg.directory,
+                &cfg.directory.query_bind,
+                password.as_deref(),
+            )
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    match opened {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::info!(
