@@ -472,6 +472,7 @@ async fn run(cli: Cli) -> CmdResult {
             if let Some(l) = lease {
                 l.release(store.as_ref()).await;
             }
+            store.close().await;
             let outcome = outcome
                 .map_err(|e| Failure::Refused(format!("sync failed, nothing changed: {e:#}")))?;
             sync::print(&outcome, cli.json, plan)

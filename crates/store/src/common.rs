@@ -646,18 +646,29 @@ macro_rules! bind_user {
         for (_, value) in user.text_fields() {
             q = q.bind(value.as_deref());
         }
-        let digest = mfasync_core::plan::digest_bits(user);
-        let stamp = raw
-            .filter(|m| m.digest == digest)
-            .map(|m| mfasync_core::plan::raw_stamp(m.raw, digest));
+        let (digest, stamp) = $crate::common::digest_and_stamp(user, raw);
         q.bind(user.enabled)
             .bind(user.source.as_str())
             .bind($now)
-            .bind(mfasync_core::plan::digest_text(digest))
+            .bind(digest)
             .bind(stamp)
     }};
 }
 pub(crate) use bind_user;
+
+/// The digest column of a user row, and its raw stamp: written only when
+/// `raw` (the entry the user was mapped from) gave exactly this row, else
+/// cleared (`bind_user!`).
+pub(crate) fn digest_and_stamp(
+    user: &MfaUser,
+    raw: Option<mfasync_core::plan::RawMark>,
+) -> (String, Option<String>) {
+    let digest = mfasync_core::plan::digest_bits(user);
+    let stamp = raw
+        .filter(|m| m.digest == digest)
+        .map(|m| mfasync_core::plan::raw_stamp(m.raw, digest));
+    (mfasync_core::plan::digest_text(digest), stamp)
+}
 
 /// Write the `Store` implementation for `$store`, which must have fields
 /// `pool: sqlx::Pool<$db>` and `sql: Sql`, and an inherent
@@ -810,7 +821,10 @@ macro_rules! impl_store {
                 }
             }
 
-            async fn write_audit(&self, tx: &mut Tx, rows: &[AuditRow<'_>], at: &str) -> Result<()> {
+            /// Audit rows by multi-row INSERTs (PostgreSQL; SQLite has its own
+            /// `write_audit`, in sqlite.rs).
+            #[allow(dead_code)]
+            async fn write_audit_multirow(&self, tx: &mut Tx, rows: &[AuditRow<'_>], at: &str) -> Result<()> {
                 for chunk in rows.chunks(AUDIT_CHUNK) {
                     let sql = self.sql.insert_audit(chunk.len());
                     let mut q = sqlx::query(&sql);
@@ -830,7 +844,10 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn create_users(&self, tx: &mut Tx, creates: &[Change], at: &str) -> Result<()> {
+            /// Creates by multi-row INSERTs (PostgreSQL; SQLite has its own
+            /// `create_users`, in sqlite.rs).
+            #[allow(dead_code)]
+            async fn create_users_multirow(&self, tx: &mut Tx, creates: &[Change], at: &str) -> Result<()> {
                 for chunk in creates.chunks(USER_CHUNK) {
                     let lowers: Vec<String> =
                         chunk.iter().map(|c| c.user.username.to_lowercase()).collect();
@@ -954,12 +971,42 @@ macro_rules! impl_store {
             store: &'a $store,
             tx: Tx,
             at: String,
+            /// A write failed: what it wrote may be there in part (SQLite's
+            /// creates are one statement each), so nothing more is written
+            /// and nothing is committed.
+            failed: bool,
+        }
+
+        impl StoreApplying<'_> {
+            fn check_usable(&self) -> Result<()> {
+                match self.failed {
+                    true => Err(StoreError::Conflict(
+                        "an earlier write of this sync's transaction failed: nothing is committed".into(),
+                    )),
+                    false => Ok(()),
+                }
+            }
         }
 
         #[async_trait::async_trait]
         impl $crate::Applying for StoreApplying<'_> {
             async fn write(&mut self, changes: &[Change]) -> Result<()> {
+                self.check_usable()?;
                 validate(changes)?;
+                self.failed = true;
+                self.write_checked(changes).await?;
+                self.failed = false;
+                Ok(())
+            }
+
+            async fn commit(self: Box<Self>, watermark: Option<&Watermark>) -> Result<()> {
+                self.check_usable()?;
+                self.commit_usable(watermark).await
+            }
+        }
+
+        impl StoreApplying<'_> {
+            async fn write_checked(&mut self, changes: &[Change]) -> Result<()> {
                 let (store, at) = (self.store, self.at.as_str());
                 let tx = &mut self.tx;
                 let mut rest = changes;
@@ -992,8 +1039,8 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn commit(self: Box<Self>, watermark: Option<&Watermark>) -> Result<()> {
-                let StoreApplying { store, mut tx, at } = *self;
+            async fn commit_usable(self: Box<Self>, watermark: Option<&Watermark>) -> Result<()> {
+                let StoreApplying { store, mut tx, at, .. } = *self;
                 if let Some(w) = watermark {
                     sqlx::query(
                         "INSERT INTO watermark (id, kind, server, value, items_fingerprint, updated_at) \
@@ -1173,6 +1220,7 @@ macro_rules! impl_store {
                     store: self,
                     tx: self.begin().await?,
                     at: now()?,
+                    failed: false,
                 }))
             }
 
@@ -1612,6 +1660,11 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn close(&self) {
+                self.wind_down().await;
+                self.pool.close().await;
             }
 
             fn set_fence(&self, fence: Option<$crate::Fence>) {

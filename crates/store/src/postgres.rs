@@ -63,3 +63,18 @@ impl PgStore {
 }
 
 crate::common::impl_store!(PgStore, sqlx::Postgres);
+
+impl PgStore {
+    /// Before the pool closes (`Store::close`): nothing to do.
+    async fn wind_down(&self) {}
+
+    /// A sync's creates: multi-row INSERTs (`impl_store!`).
+    async fn create_users(&self, tx: &mut Tx, creates: &[Change], at: &str) -> Result<()> {
+        self.create_users_multirow(tx, creates, at).await
+    }
+
+    /// Audit rows: multi-row INSERTs (`impl_store!`).
+    async fn write_audit(&self, tx: &mut Tx, rows: &[AuditRow<'_>], at: &str) -> Result<()> {
+        self.write_audit_multirow(tx, rows, at).await
+    }
+}

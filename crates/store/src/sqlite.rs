@@ -219,6 +219,145 @@ async fn schema_current(pool: &SqlitePool) -> bool {
 
 crate::common::impl_store!(SqliteStore, sqlx::Sqlite);
 
+/// A sync's bulk writes on SQLite: one prepared single-row INSERT per row,
+/// stepped by this thread on the transaction's own connection (rusqlite over
+/// the handle sqlx lends while it is locked, [`direct`]). Through sqlx, each
+/// 500-row INSERT was bound into an argument list here, handed to the
+/// connection's worker thread, bound again there and run with a statement
+/// journal (a multi-row statement that may fail half-way needs one) inside
+/// a savepoint; a single-row INSERT that fails leaves nothing behind.
+impl SqliteStore {
+    /// Before the pool closes (`Store::close`): checkpoint the WAL into the
+    /// database and truncate it to nothing, so that no large WAL is left
+    /// for the next process whatever order the connections close in (the
+    /// last one to close would remove it, but a process could end first).
+    /// It waits for at most a moment for another process's readers; when
+    /// they do not let it, the WAL stays (that process's last connection
+    /// cleans up).
+    async fn wind_down(&self) {
+        let Ok(mut conn) = self.pool.acquire().await else {
+            return;
+        };
+        let done = sqlx::query("PRAGMA busy_timeout = 200")
+            .execute(&mut *conn)
+            .await
+            .and(
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&mut *conn)
+                    .await,
+            );
+        if let Err(e) = done {
+            tracing::debug!("WAL not truncated at close: {e}");
+        }
+    }
+
+    /// A sync's creates. A create that breaks a unique index is reported as
+    /// the stored user it clashes with (as with PostgreSQL), nothing of it
+    /// written; the rows written before it stay in the transaction, which
+    /// the caller must drop (`StoreApplying` refuses to go on).
+    async fn create_users(&self, tx: &mut Tx, creates: &[Change], at: &str) -> Result<()> {
+        let sql = self.sql.insert_users(1);
+        let failed = {
+            let mut handle = (**tx).lock_handle().await?;
+            direct(&mut handle, |conn| insert_creates(conn, &sql, creates, at))?
+        };
+        let Some((i, message)) = failed else {
+            return Ok(());
+        };
+        let Some(create) = creates.get(i) else {
+            return Err(StoreError::Conflict(message));
+        };
+        let lower = create.user.username.to_lowercase();
+        let one = std::slice::from_ref(create);
+        if let Some(clash) = self
+            .find_clash(tx, one, std::slice::from_ref(&lower))
+            .await?
+        {
+            return Err(clash);
+        }
+        Err(StoreError::Conflict(format!(
+            "create {}: {message}",
+            create.user.username
+        )))
+    }
+
+    /// Audit rows.
+    async fn write_audit(&self, tx: &mut Tx, rows: &[AuditRow<'_>], at: &str) -> Result<()> {
+        let sql = self.sql.insert_audit(1);
+        let mut handle = (**tx).lock_handle().await?;
+        direct(&mut handle, |conn| {
+            let mut st = conn.prepare(&sql)?;
+            for r in rows {
+                st.execute(rusqlite::params![
+                    at,
+                    r.actor,
+                    r.action,
+                    r.username,
+                    r.directory_id,
+                    r.before.as_deref(),
+                    r.after.as_deref(),
+                    r.detail
+                ])?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Run `f` with sqlx's connection behind `handle` as a rusqlite connection
+/// (which neither closes it nor touches its transaction; its statements are
+/// finalized before this returns).
+fn direct<T>(
+    handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+) -> Result<T> {
+    // SAFETY: the pointer is sqlx's open connection, which stays open and is
+    // used by nobody else while `handle` is held (its worker thread waits for
+    // the lock); `from_handle` does not take ownership (no close on drop), and
+    // the rusqlite connection is dropped before `handle`.
+    let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+    let done = f(&conn);
+    drop(conn);
+    Ok(done?)
+}
+
+/// Insert `creates` with the single-row `sql` (the columns of `bind_user!`).
+/// `Ok(Some((i, message)))`: create `i` broke a constraint and was not written.
+fn insert_creates(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    creates: &[Change],
+    at: &str,
+) -> rusqlite::Result<Option<(usize, String)>> {
+    let mut st = conn.prepare(sql)?;
+    for (i, c) in creates.iter().enumerate() {
+        let user = &c.user;
+        let (digest, stamp) = crate::common::digest_and_stamp(user, c.raw);
+        st.raw_bind_parameter(1, user.username.as_str())?;
+        st.raw_bind_parameter(2, user.username.to_lowercase())?;
+        let mut n = 3;
+        for (_, value) in user.text_fields() {
+            st.raw_bind_parameter(n, value.as_deref())?;
+            n += 1;
+        }
+        st.raw_bind_parameter(n, user.enabled)?;
+        st.raw_bind_parameter(n + 1, user.source.as_str())?;
+        st.raw_bind_parameter(n + 2, at)?;
+        st.raw_bind_parameter(n + 3, digest)?;
+        st.raw_bind_parameter(n + 4, stamp)?;
+        match st.raw_execute() {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, message))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Ok(Some((i, message.unwrap_or_else(|| e.to_string()))));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -1708,6 +1708,32 @@ async fn streamed_apply_is_one_transaction(s: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+    // a clash in the middle of one write: the creates before it are not
+    // committed either, even by a caller that tries to commit anyway
+    let mut w = s.begin_apply().await.unwrap();
+    let err = w
+        .write(&[
+            create(&dir_user("early", "id-early")),
+            create(&dir_user("OLD", "id-clash")),
+            create(&dir_user("late", "id-late")),
+        ])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("OLD"), "{err}");
+    assert!(
+        w.write(&[]).await.is_err(),
+        "a failed transaction takes no more writes"
+    );
+    assert!(w.commit(Some(&wm("half"))).await.is_err());
+    assert_ne!(s.watermark().await.unwrap(), Some(wm("half")));
+    for id in ["id-early", "id-late"] {
+        assert!(s
+            .users_by(mfasync_store::UserKey::DirectoryId, &[id.into()])
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
     // and the store is usable afterwards
     s.apply(
         &[create(&dir_user("fresh", "id-fresh"))],
