@@ -381,6 +381,47 @@ mod tests {
         }
     }
 
+    /// A sync ends with `Store::close`: the WAL is checkpointed and emptied
+    /// even while another process (here another store on the same file, as
+    /// `serve` would be) keeps the database open, so its last close does not
+    /// remove the WAL.
+    #[tokio::test]
+    async fn close_empties_the_wal_while_others_keep_the_database_open() {
+        use crate::Store;
+        use mfasync_core::plan::{Action, Change};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let path = path.to_str().unwrap();
+        let other = SqliteStore::open(path).await.unwrap();
+        assert!(other.users().await.unwrap().is_empty());
+        let store = SqliteStore::open(path).await.unwrap();
+        let creates: Vec<Change> = (0..300)
+            .map(|i| Change {
+                action: Action::Create,
+                user: mfasync_core::MfaUser {
+                    username: format!("user{i}"),
+                    directory_id: Some(format!("id-{i}")),
+                    ..Default::default()
+                },
+                before: None,
+                fields: vec![],
+                reason: None,
+                raw: None,
+            })
+            .collect();
+        store.apply(&creates, None).await.unwrap();
+        let wal = || {
+            std::fs::metadata(format!("{path}-wal"))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        assert!(wal() > 0, "the write went to the WAL");
+        store.close().await;
+        assert_eq!(wal(), 0);
+        // the other store reads everything from the database itself
+        assert_eq!(other.users().await.unwrap().len(), 300);
+    }
+
     async fn page_size(store: &SqliteStore) -> i64 {
         sqlx::query_scalar("PRAGMA page_size")
             .fetch_one(&store.pool)
