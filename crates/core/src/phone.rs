@@ -75,8 +75,13 @@ pub fn to_e164(number: &str, country_code: &str) -> String {
 /// Bounded: past `MAX` distinct numbers it only answers what it already holds.
 #[derive(Debug, Default)]
 pub struct E164Cache {
-    /// country code -> number as written -> E.164 form
-    map: std::collections::HashMap<String, std::collections::HashMap<String, String>>,
+    /// country code -> number as written -> E.164 form (foldhash: every
+    /// phone of every mapped user is looked up, most of them only once)
+    map: std::collections::HashMap<
+        String,
+        std::collections::HashMap<String, String, foldhash::fast::RandomState>,
+        foldhash::fast::RandomState,
+    >,
     len: usize,
 }
 

@@ -1178,6 +1178,7 @@ async fn read_users<'s>(
         let mut applying: Option<Box<dyn mfasync_store::Applying + 's>> = None;
         let mut written = 0;
         if let Some((r, back)) = creates {
+            let _keep = crate::alloc::KeepFreedMemory::start();
             // a blocking receive: this runs on the writer's own thread (`threads`)
             while let Ok(mut chunk) = r.recv() {
                 let a = match applying.as_mut() {
