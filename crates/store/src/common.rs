@@ -975,6 +975,8 @@ macro_rules! impl_store {
             /// creates are one statement each), so nothing more is written
             /// and nothing is committed.
             failed: bool,
+            /// Writes so far (`after_write`).
+            writes: u64,
         }
 
         impl StoreApplying<'_> {
@@ -996,6 +998,8 @@ macro_rules! impl_store {
                 self.failed = true;
                 self.write_checked(changes).await?;
                 self.failed = false;
+                self.writes += 1;
+                self.store.after_write(self.writes);
                 Ok(())
             }
 
@@ -1221,6 +1225,7 @@ macro_rules! impl_store {
                     tx: self.begin().await?,
                     at: now()?,
                     failed: false,
+                    writes: 0,
                 }))
             }
 

@@ -68,6 +68,9 @@ impl PgStore {
     /// Before the pool closes (`Store::close`): nothing to do.
     async fn wind_down(&self) {}
 
+    /// After each write of a sync's transaction: nothing to do.
+    fn after_write(&self, _writes: u64) {}
+
     /// A sync's creates: multi-row INSERTs (`impl_store!`).
     async fn create_users(&self, tx: &mut Tx, creates: &[Change], at: &str) -> Result<()> {
         self.create_users_multirow(tx, creates, at).await

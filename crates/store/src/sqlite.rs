@@ -22,6 +22,8 @@ pub struct SqliteStore {
     sql: Sql,
     /// Checked by every sync write (`Store::set_fence`, issue 8).
     fence: crate::common::FenceSlot,
+    /// The WAL file (None in memory), for [`SqliteStore::after_write`].
+    wal: Option<std::path::PathBuf>,
 }
 
 fn migrator() -> Migrator {
@@ -119,6 +121,7 @@ impl SqliteStore {
             pool,
             fence: crate::common::FenceSlot::default(),
             sql: Sql::new(false),
+            wal: (!memory).then(|| std::path::PathBuf::from(format!("{path}-wal"))),
         };
         if !current {
             store.fill_digests().await?;
@@ -249,6 +252,29 @@ impl SqliteStore {
         if let Err(e) = done {
             tracing::debug!("WAL not truncated at close: {e}");
         }
+    }
+
+    /// After each write of a sync's transaction (`Applying::write`; `writes`
+    /// counts them): every 8th (~8,000 creates, ~10 MB of WAL), ask the
+    /// kernel to start writing the WAL to disk (`sync_file_range`, which
+    /// does not wait). The commit's checkpoint begins with an fsync of the
+    /// whole WAL; without this, a first sync of 100,000 users waited
+    /// ~0.09 s there for 129 MB, after the read, with nothing else to do.
+    /// Only a hint: what is durable when is decided by SQLite's own syncs.
+    fn after_write(&self, writes: u64) {
+        #[cfg(target_os = "linux")]
+        if writes.is_multiple_of(8) {
+            if let Some(f) = self.wal.as_ref().and_then(|p| std::fs::File::open(p).ok()) {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a valid open descriptor; the call only starts
+                // writeback of its dirty pages.
+                unsafe {
+                    libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = writes;
     }
 
     /// A sync's creates. A create that breaks a unique index is reported as
