@@ -63,7 +63,8 @@ pub fn tune() {
 /// to the system (`purge_delay`), then again at once. Its three threads
 /// allocate and free at a steady rate, and with the pages given back at once
 /// they were faulted in again moments later: a first sync of 100,000 users
-/// 1.92 -> 1.72 s (median of 6), peak RSS 58 -> 73 MB. Not for a later
+/// 1.68 -> 1.62 s, CPU 2.15 -> 1.99 s (medians of 6), peak RSS 58 -> 72 MB.
+/// Not for a later
 /// sync: the same delay raised its peak from 75 to 95-104 MB (goal
 /// 100 MB) for no gain in time.
 pub struct KeepFreedMemory(());

@@ -3,9 +3,12 @@
 //! before it is written, error mapping, and `impl_store!`, which writes the one
 //! `Store` implementation for a concrete sqlx database type.
 //!
-//! Only two things differ between the backends and are passed in by each store:
-//! how a write transaction begins (`BEGIN IMMEDIATE` on SQLite) and whether the
-//! long multi-row statements use `$N` (PostgreSQL) or `?` (SQLite) placeholders.
+//! What differs between the backends is passed in by each store: how a write
+//! transaction begins (`BEGIN IMMEDIATE` on SQLite), whether the long
+//! multi-row statements use `$N` (PostgreSQL) or `?` (SQLite) placeholders,
+//! and each store's own `create_users` and `write_audit` (PostgreSQL: the
+//! multi-row ones here; SQLite: single-row statements on its connection,
+//! sqlite.rs), `after_write` and `wind_down` (before `Store::close`).
 
 use std::collections::HashSet;
 
@@ -671,8 +674,11 @@ pub(crate) fn digest_and_stamp(
 }
 
 /// Write the `Store` implementation for `$store`, which must have fields
-/// `pool: sqlx::Pool<$db>` and `sql: Sql`, and an inherent
-/// `async fn begin(&self) -> Result<sqlx::Transaction<'static, $db>>`.
+/// `pool: sqlx::Pool<$db>` and `sql: Sql`, and the inherent methods
+/// `async fn begin(&self) -> Result<sqlx::Transaction<'static, $db>>`,
+/// `create_users` and `write_audit` (a sync's creates and audit rows, in the
+/// transaction `Tx` this macro defines), `after_write(&self, writes: u64)`
+/// and `async fn wind_down(&self)`.
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         use $crate::common::{

@@ -222,7 +222,8 @@ async fn schema_current(pool: &SqlitePool) -> bool {
 
 crate::common::impl_store!(SqliteStore, sqlx::Sqlite);
 
-/// A sync's bulk writes on SQLite: one prepared single-row INSERT per row,
+/// What SQLite does its own way (see common.rs). A sync's bulk writes: one
+/// prepared single-row INSERT per row,
 /// stepped by this thread on the transaction's own connection (rusqlite over
 /// the handle sqlx lends while it is locked, [`direct`]). Through sqlx, each
 /// 500-row INSERT was bound into an argument list here, handed to the
