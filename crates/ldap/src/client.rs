@@ -2282,9 +2282,11 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_search_delivers_each_dn_once_whatever_its_case() {
-        let mut seen = super::SeenDns::default();
+        let mut seen = SeenDns::default();
         assert!(seen.insert("uid=a,ou=People,dc=example,dc=com"));
         assert!(!seen.insert("UID=A,OU=people,DC=Example,DC=com"));
         assert!(seen.insert("uid=b,ou=People,dc=example,dc=com"));
@@ -2293,8 +2295,6 @@ mod tests {
         assert!(seen.insert("cn=José Müller2,dc=example,dc=com"));
         assert_eq!(seen.len(), 4);
     }
-
-    use super::*;
 
     #[test]
     fn ntlm_usernames() {

@@ -50,12 +50,10 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// Purge freed memory at once (`purge_delay` 0) and commit arena memory only
 /// when used (`arena_eager_commit` 0). Called first thing in `main`.
 pub fn tune() {
-    // SAFETY: mi_option_set only stores an option value; both options are
-    // read by mimalloc when it purges or reserves memory, at any time.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
-    }
+    set_purge_delay(0);
+    // SAFETY: mi_option_set only stores an option value, read by mimalloc
+    // when it reserves memory, at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) }
 }
 
 /// While a first synchronization writes its creates as it reads
@@ -64,9 +62,8 @@ pub fn tune() {
 /// allocate and free at a steady rate, and with the pages given back at once
 /// they were faulted in again moments later: a first sync of 100,000 users
 /// 1.68 -> 1.62 s, CPU 2.15 -> 1.99 s (medians of 6), peak RSS 58 -> 72 MB.
-/// Not for a later
-/// sync: the same delay raised its peak from 75 to 95-104 MB (goal
-/// 100 MB) for no gain in time.
+/// Not for a later sync: the same delay raised its peak from 75 to 95-104 MB
+/// (goal 100 MB) for no gain in time.
 pub struct KeepFreedMemory(());
 
 impl KeepFreedMemory {
@@ -83,7 +80,8 @@ impl Drop for KeepFreedMemory {
 }
 
 fn set_purge_delay(ms: std::ffi::c_long) {
-    // SAFETY: as in `tune`: only an option value is stored.
+    // SAFETY: mi_option_set only stores an option value, read by mimalloc
+    // when it purges memory, at any time.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) }
 }
 

@@ -824,15 +824,6 @@ fn build_identity() -> Option<&'static str> {
 /// Creates handed to the store per write.
 const CREATE_CHUNK: usize = 1000;
 
-/// The mapping thread's way to the writer during a first sync: chunks of
-/// creates go `to` it, and come `back` emptied to be filled again. A chunk
-/// is ~1.3 MB; allocated anew each time, its memory was faulted in afresh
-/// (the allocator returns freed memory to the system): ~4 % of the CPU of
-/// a first sync of 100,000 users (`perf`).
-struct CreateSink {
-    to: std::sync::mpsc::SyncSender<Vec<plan::Change>>,
-    back: std::sync::mpsc::Receiver<Vec<plan::Change>>,
-}
 /// Entries read but not yet mapped, at most (bounded queue).
 const ENTRY_QUEUE: usize = 2000;
 /// Entries the mapping thread takes off the queue while the stored digests
@@ -845,6 +836,16 @@ const LOAD_SLACK: usize = 16384;
 const ENTRY_BATCH: usize = 64;
 /// Chunks of creates computed but not yet written, at most.
 const CREATE_QUEUE: usize = 2;
+
+/// The mapping thread's way to the writer during a first sync: chunks of
+/// creates go `to` it, and come `back` emptied to be filled again. A chunk
+/// is ~1.3 MB; allocated anew each time, its memory was faulted in afresh
+/// (the allocator returns freed memory to the system): ~4 % of the CPU of
+/// a first sync of 100,000 users (`perf`).
+struct CreateSink {
+    to: std::sync::mpsc::SyncSender<Vec<plan::Change>>,
+    back: std::sync::mpsc::Receiver<Vec<plan::Change>>,
+}
 
 /// The reader's end of the entry queue.
 enum EntryTx {

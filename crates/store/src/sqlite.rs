@@ -61,10 +61,11 @@ impl SqliteStore {
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT)
         // Statement journals in memory, not in a file under /var/tmp: each
-        // multi-row INSERT of a write transaction needs one (it may fail on a
-        // unique index and must undo only itself), and a first sync of 100,000
-        // users wrote 171 MB to them (`strace`). One statement's journal is
-        // its few pages; no query here sorts large results without an index.
+        // multi-row statement of a write transaction needs one (it may fail
+        // on a unique index and must undo only itself); when a first sync's
+        // creates were multi-row INSERTs, 100,000 users wrote 171 MB to them
+        // (`strace`). One statement's journal is its few pages; no query here
+        // sorts large results without an index.
         .pragma("temp_store", "memory")
         // 16 KiB pages for a database created now (an existing one keeps its
         // own: the size cannot change in WAL mode): a first sync of 100,000
@@ -223,9 +224,9 @@ async fn schema_current(pool: &SqlitePool) -> bool {
 crate::common::impl_store!(SqliteStore, sqlx::Sqlite);
 
 /// What SQLite does its own way (see common.rs). A sync's bulk writes: one
-/// prepared single-row INSERT per row,
-/// stepped by this thread on the transaction's own connection (rusqlite over
-/// the handle sqlx lends while it is locked, [`direct`]). Through sqlx, each
+/// prepared single-row INSERT per row, stepped by this thread on the
+/// transaction's own connection (rusqlite over the handle sqlx lends while
+/// it is locked, [`direct`]). Through sqlx, each
 /// 500-row INSERT was bound into an argument list here, handed to the
 /// connection's worker thread, bound again there and run with a statement
 /// journal (a multi-row statement that may fail half-way needs one) inside
@@ -242,14 +243,15 @@ impl SqliteStore {
         let Ok(mut conn) = self.pool.acquire().await else {
             return;
         };
-        let done = sqlx::query("PRAGMA busy_timeout = 200")
-            .execute(&mut *conn)
-            .await
-            .and(
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(&mut *conn)
-                    .await,
-            );
+        let done = async {
+            sqlx::query("PRAGMA busy_timeout = 200")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await
+        }
+        .await;
         if let Err(e) = done {
             tracing::debug!("WAL not truncated at close: {e}");
         }
@@ -391,7 +393,7 @@ mod tests {
     use super::*;
 
     /// Every pooled connection keeps its statement journals in memory (no
-    /// temporary files for a sync's multi-row inserts).
+    /// temporary files for a sync's multi-row statements).
     #[tokio::test]
     async fn connections_keep_temporary_data_in_memory() {
         let dir = tempfile::tempdir().unwrap();
