@@ -2,6 +2,7 @@
 //! or split into batches under a size limit).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::controls::RawControl;
@@ -267,7 +268,7 @@ fn precheck(dir: &Directory, bind: &Bind, password: Option<&str>) -> Result<(), 
 }
 
 /// Split a PEM file into its certificates.
-fn pem_certificates(pem: &str) -> Vec<String> {
+pub(crate) fn pem_certificates(pem: &str) -> Vec<String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
     let mut out = Vec::new();
@@ -283,38 +284,6 @@ fn pem_certificates(pem: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// The TLS connector for these settings; `None` when no server uses TLS.
-fn tls_connector(dir: &Directory) -> Result<Option<native_tls::TlsConnector>, LdapError> {
-    let any_tls = dir.starttls || dir.servers.iter().any(|s| s.starts_with("ldaps://"));
-    if !any_tls {
-        return Ok(None);
-    }
-    let mut b = native_tls::TlsConnector::builder();
-    if let Some(path) = dir.tls_ca_file.as_deref().filter(|p| !p.is_empty()) {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| LdapError::Config(format!("tls_ca_file {path}: cannot read: {e}")))?;
-        let certs = pem_certificates(&pem);
-        if certs.is_empty() {
-            return Err(LdapError::Config(format!(
-                "tls_ca_file {path}: no PEM certificate (-----BEGIN CERTIFICATE-----) found"
-            )));
-        }
-        for c in certs {
-            let cert = native_tls::Certificate::from_pem(c.as_bytes()).map_err(|e| {
-                LdapError::Config(format!("tls_ca_file {path}: bad certificate: {e}"))
-            })?;
-            b.add_root_certificate(cert);
-        }
-    }
-    if !dir.tls_verify {
-        b.danger_accept_invalid_certs(true);
-        b.danger_accept_invalid_hostnames(true);
-    }
-    b.build()
-        .map(Some)
-        .map_err(|e| LdapError::Config(format!("cannot set up TLS: {e}")))
 }
 
 fn rc_name(rc: u32) -> &'static str {
@@ -377,9 +346,13 @@ fn map_err(server: &str, op: &str, timeout: Duration, e: ldap3::LdapError) -> Ld
             code: 87,
             message: "invalid search filter".into(),
         },
-        ldap3::LdapError::NativeTLS { source } => LdapError::Tls {
+        ldap3::LdapError::Rustls { source } => LdapError::Tls {
             server,
             reason: source.to_string(),
+        },
+        ldap3::LdapError::DNSName { source } => LdapError::Tls {
+            server,
+            reason: format!("not a name a certificate can be checked against: {source}"),
         },
         ldap3::LdapError::Io { source } => LdapError::Connect {
             server,
@@ -846,7 +819,7 @@ type Connection = Result<(Ldap, JoinHandle<()>), (Step, LdapError)>;
 async fn open_connection(
     t: &Target,
     dir: &Directory,
-    connector: Option<&native_tls::TlsConnector>,
+    connector: Option<&Arc<rustls::ClientConfig>>,
 ) -> Connection {
     let timeout = timeout_of(dir);
     let server = t.url.as_str();
@@ -854,7 +827,7 @@ async fn open_connection(
     let use_tls = t.ldaps || starttls;
     let mut settings = LdapConnSettings::new().set_conn_timeout(timeout);
     if let Some(c) = connector {
-        settings = settings.set_connector(c.clone());
+        settings = settings.set_config(c.clone());
     }
     if starttls {
         settings = settings.set_starttls(true);
@@ -910,7 +883,7 @@ async fn attempt(
     bind: &Bind,
     password: Option<&str>,
     win: Option<&Windows>,
-    connector: Option<&native_tls::TlsConnector>,
+    connector: Option<&Arc<rustls::ClientConfig>>,
     bind_only: bool,
     opened: Option<Connection>,
 ) -> Attempt {
@@ -1236,7 +1209,7 @@ pub async fn check_bind(
 pub struct Opened {
     url: String,
     /// The TLS settings it was opened with (reused for the other servers).
-    connector: Option<native_tls::TlsConnector>,
+    connector: Option<Arc<rustls::ClientConfig>>,
     opened: Connection,
 }
 
@@ -1250,7 +1223,7 @@ pub async fn open_for_check(dir: &Directory) -> Option<Opened> {
     }
     let url = dir.servers.first()?;
     let target = parse_target(url).ok()?;
-    let connector = tls_connector(dir).ok()?;
+    let connector = crate::tls::client_config(dir).ok()?;
     let opened = open_connection(&target, dir, connector.as_ref()).await;
     Some(Opened {
         url: url.clone(),
@@ -1314,7 +1287,7 @@ async fn connect_opened(
     precheck(dir, bind, password).map_err(|(_, e)| e)?;
     let connector = match &opened {
         Some(o) => o.connector.clone(),
-        None => tls_connector(dir)?,
+        None => crate::tls::client_config(dir)?,
     };
     let win = windows_credentials(dir, bind, password).await?;
     let mut failures = Vec::new();
@@ -1421,7 +1394,7 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
     if let Err((step, e)) = precheck(dir, bind, password) {
         return failed(first, step, &e);
     }
-    let connector = match tls_connector(dir) {
+    let connector = match crate::tls::client_config(dir) {
         Ok(c) => c,
         Err(e) => return failed(first, Step::Tls, &e),
     };
@@ -1654,7 +1627,7 @@ impl Client {
         password: Option<&str>,
     ) -> Result<Client, LdapError> {
         precheck(dir, bind, password).map_err(|(_, e)| e)?;
-        let connector = tls_connector(dir)?;
+        let connector = crate::tls::client_config(dir)?;
         let win = windows_credentials(dir, bind, password).await?;
         let (_, res) = attempt(
             &self.target,

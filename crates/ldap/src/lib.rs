@@ -13,6 +13,7 @@ mod discovery;
 mod error;
 mod kerberos;
 mod proto;
+mod tls;
 mod usn;
 
 pub use client::{

@@ -526,6 +526,13 @@ fn make_ca(d: &Path, name: &str) -> (PathBuf, PathBuf) {
 }
 
 fn private_slapd() -> PrivateSlapd {
+    private_slapd_with("/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\n", true)
+}
+
+/// A slapd of its own whose server certificate has `subject` and the extra
+/// extension lines `extensions`; `seed`: the bulk users too (else only the
+/// base entries).
+fn private_slapd_with(subject: &str, extensions: &str, seed: bool) -> PrivateSlapd {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (ca_key, ca_pem) = make_ca(d, "ca");
@@ -540,7 +547,7 @@ fn private_slapd() -> PrivateSlapd {
             "rsa:2048",
             "-nodes",
             "-subj",
-            "/CN=127.0.0.1",
+            subject,
         ])
         .arg("-keyout")
         .arg(&key)
@@ -549,7 +556,7 @@ fn private_slapd() -> PrivateSlapd {
     let ext = d.join("ext.cnf");
     std::fs::write(
         &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        format!("{extensions}basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
     )
     .unwrap();
     run(Command::new("openssl")
@@ -636,11 +643,14 @@ ppolicy_use_lockout
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    let bulk = seed;
     let mut seed = String::from(
         "dn: dc=example,dc=com\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n\n\
          dn: ou=Groups,dc=example,dc=com\nobjectClass: organizationalUnit\nou: Groups\n\n",
     );
-    seed += &openldap_bulk(BULK, "Bulk");
+    if bulk {
+        seed += &openldap_bulk(BULK, "Bulk");
+    }
     let ldif = s._dir.path().join("seed.ldif");
     std::fs::write(&ldif, seed).unwrap();
     run(Command::new("ldapadd")
@@ -897,6 +907,57 @@ async fn private_slapd_size_limit_and_tls() {
     d.tls_ca_file = Some("/nonexistent/ca.pem".into());
     let err = connect(&d, &ssl, Some("secret")).await.unwrap_err();
     assert!(matches!(err, LdapError::Config(_)), "{err}");
+}
+
+/// A server certificate without subjectAltName (older AD CS templates,
+/// hand-made certificates): its subject CN names the server, as OpenSSL and
+/// Windows accept. An IP address is never matched against a CN.
+#[tokio::test]
+async fn a_certificate_without_subject_alt_name_is_matched_on_its_cn() {
+    let p = private_slapd_with("/CN=localhost", "", false);
+    let ca = p.ca_file.display().to_string();
+    let mut ssl = simple("cn=admin,dc=example,dc=com");
+    ssl.kind = BindType::Ssl;
+    let by_name = p.ldaps_url.replace("127.0.0.1", "localhost");
+    let mut d = dir(&[&by_name]);
+    d.tls_ca_file = Some(ca.clone());
+    let r = test(&d, &ssl, Some("secret")).await;
+    assert!(r.ok, "{r:?}");
+    assert!(r.steps[1].detail.contains("LDAPS established"), "{r:?}");
+    // StartTLS, too
+    let mut d = dir(&[&p.ldap_url.replace("127.0.0.1", "localhost")]);
+    d.tls_ca_file = Some(ca.clone());
+    d.starttls = true;
+    connect(&d, &ssl, Some("secret")).await.unwrap();
+
+    // the name must still match: by IP address it does not
+    let mut d = dir(&[&p.ldaps_url]);
+    d.tls_ca_file = Some(ca.clone());
+    let r = test(&d, &ssl, Some("secret")).await;
+    let last = r.steps.last().unwrap();
+    assert_eq!((last.step.as_str(), last.ok), ("tls", false), "{r:?}");
+    assert!(last.detail.contains("not valid for name"), "{r:?}");
+    // and the chain must lead to a trusted CA
+    let mut d = dir(&[&by_name]);
+    d.tls_ca_file = Some(p.other_ca_file.display().to_string());
+    let r = test(&d, &ssl, Some("secret")).await;
+    let last = r.steps.last().unwrap();
+    assert_eq!((last.step.as_str(), last.ok), ("tls", false), "{r:?}");
+    assert!(last.detail.contains("UnknownIssuer"), "{r:?}");
+}
+
+/// A certificate that names DNS subjectAltNames is not matched on its CN.
+#[tokio::test]
+async fn a_certificate_with_subject_alt_names_is_not_matched_on_its_cn() {
+    let p = private_slapd_with("/CN=localhost", "subjectAltName=DNS:dc9.example.com\n", false);
+    let mut ssl = simple("cn=admin,dc=example,dc=com");
+    ssl.kind = BindType::Ssl;
+    let mut d = dir(&[&p.ldaps_url.replace("127.0.0.1", "localhost")]);
+    d.tls_ca_file = Some(p.ca_file.display().to_string());
+    let r = test(&d, &ssl, Some("secret")).await;
+    let last = r.steps.last().unwrap();
+    assert_eq!((last.step.as_str(), last.ok), ("tls", false), "{r:?}");
+    assert!(last.detail.contains("not valid for name"), "{r:?}");
 }
 
 #[tokio::test]

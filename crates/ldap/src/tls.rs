@@ -1,0 +1,281 @@
+//! TLS for LDAPS and StartTLS, with rustls (pure Rust, linked into the binary).
+//!
+//! OpenSSL was used before (through native-tls). Loading libssl and libcrypto
+//! cost every `mfasync` process ~0.8 ms before `main` (BENCHMARKS.md, issue 5),
+//! more than a whole password check over plain LDAP takes once started.
+//!
+//! What an administrator had with OpenSSL still holds:
+//! - the system's trusted CAs (`/etc/ssl/certs`, `SSL_CERT_FILE`) and the
+//!   certificates of `tls_ca_file` are trusted;
+//! - a server certificate without a subjectAltName DNS name is matched on its
+//!   subject CN (OpenSSL and Windows do this; webpki alone would refuse such a
+//!   certificate, as issued by older AD CS templates);
+//! - `tls_verify = false` accepts any certificate (the handshake's signatures
+//!   are still checked);
+//! - the NTLM/Kerberos channel binding hashes the server certificate (ldap3,
+//!   `tls-server-end-point`).
+
+use std::sync::Arc;
+
+use mfasync_core::config::Directory;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::error::LdapError;
+
+/// The rustls configuration for these settings; `None` when no server uses TLS.
+pub(crate) fn client_config(dir: &Directory) -> Result<Option<Arc<ClientConfig>>, LdapError> {
+    let any_tls = dir.starttls || dir.servers.iter().any(|s| s.starts_with("ldaps://"));
+    if !any_tls {
+        return Ok(None);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LdapError::Config(format!("cannot set up TLS: {e}")))?;
+    let verifier: Arc<dyn ServerCertVerifier> = if dir.tls_verify {
+        let roots = Arc::new(roots(dir.tls_ca_file.as_deref())?);
+        let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| LdapError::Config(format!("cannot set up TLS: {e}")))?;
+        Arc::new(Verifier {
+            inner,
+            roots,
+            provider,
+        })
+    } else {
+        // (a CA file that cannot be read is still an error)
+        if let Some(path) = dir.tls_ca_file.as_deref().filter(|p| !p.is_empty()) {
+            ca_file(path)?;
+        }
+        Arc::new(NoVerification(provider))
+    };
+    Ok(Some(Arc::new(
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    )))
+}
+
+/// The system's trusted CAs and those of `tls_ca_file`.
+fn roots(ca: Option<&str>) -> Result<RootCertStore, LdapError> {
+    let mut roots = RootCertStore::empty();
+    // Unreadable or malformed system certificates are skipped, as OpenSSL does.
+    let system = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(system.certs);
+    if let Some(path) = ca.filter(|p| !p.is_empty()) {
+        for cert in ca_file(path)? {
+            roots.add(cert).map_err(|e| {
+                LdapError::Config(format!("tls_ca_file {path}: bad certificate: {e}"))
+            })?;
+        }
+    }
+    Ok(roots)
+}
+
+/// The certificates of a PEM file (`tls_ca_file`).
+fn ca_file(path: &str) -> Result<Vec<CertificateDer<'static>>, LdapError> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| LdapError::Config(format!("tls_ca_file {path}: cannot read: {e}")))?;
+    let blocks = crate::client::pem_certificates(&pem);
+    if blocks.is_empty() {
+        return Err(LdapError::Config(format!(
+            "tls_ca_file {path}: no PEM certificate (-----BEGIN CERTIFICATE-----) found"
+        )));
+    }
+    blocks
+        .iter()
+        .map(|b| {
+            CertificateDer::from_pem_slice(b.as_bytes()).map_err(|e| {
+                LdapError::Config(format!("tls_ca_file {path}: bad certificate: {e}"))
+            })
+        })
+        .collect()
+}
+
+/// webpki's verification, with OpenSSL's fallback to the subject CN for a
+/// certificate that names no DNS subjectAltName.
+#[derive(Debug)]
+struct Verifier {
+    inner: Arc<WebPkiServerVerifier>,
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let err = match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let wrong_name = matches!(
+            err,
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            )
+        );
+        let ServerName::DnsName(host) = server_name else {
+            return Err(err);
+        };
+        if !wrong_name || !cn_fallback(end_entity, host.as_ref()) {
+            return Err(err);
+        }
+        // The name is the CN's: the chain must still lead to a trusted CA.
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `tls_verify = false`: any certificate, any name.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// OpenSSL's rule (`X509_check_host`): when a certificate has no DNS
+/// subjectAltName, the host may match its subject CN (also `*.` wildcards in
+/// the leftmost label).
+fn cn_fallback(der: &CertificateDer<'_>, host: &str) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return false;
+    };
+    let has_dns_san = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .any(|n| matches!(n, x509_parser::extensions::GeneralName::DNSName(_))),
+        Ok(None) => false,
+        // a malformed or duplicated extension: no fallback
+        Err(_) => return false,
+    };
+    if has_dns_san {
+        return false;
+    }
+    let matched = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .any(|cn| name_matches(cn, host));
+    matched
+}
+
+/// `pattern` (a CN) names `host`: equal ignoring case and a final dot, or a
+/// `*.rest` wildcard standing for exactly one leftmost label of a host with
+/// at least two labels after it.
+fn name_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.trim_end_matches('.');
+    let host = host.trim_end_matches('.');
+    if pattern.is_empty() || host.is_empty() {
+        return false;
+    }
+    if let Some(rest) = pattern.strip_prefix("*.") {
+        let Some((first, host_rest)) = host.split_once('.') else {
+            return false;
+        };
+        return !first.is_empty()
+            && rest.contains('.')
+            && !rest.contains('*')
+            && host_rest.eq_ignore_ascii_case(rest);
+    }
+    !pattern.contains('*') && pattern.eq_ignore_ascii_case(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cn_names_match_like_openssl() {
+        assert!(name_matches("dc1.example.com", "DC1.Example.com"));
+        assert!(name_matches("dc1.example.com.", "dc1.example.com"));
+        assert!(!name_matches("dc1.example.com", "dc2.example.com"));
+        assert!(!name_matches("example.com", "dc1.example.com"));
+        assert!(name_matches("*.example.com", "dc1.example.com"));
+        assert!(!name_matches("*.example.com", "a.dc1.example.com"));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(!name_matches("*.com", "example.com"));
+        assert!(!name_matches("dc*.example.com", "dc1.example.com"));
+        assert!(!name_matches("", "x"));
+    }
+}
