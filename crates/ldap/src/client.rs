@@ -1213,6 +1213,14 @@ pub struct Opened {
     opened: Connection,
 }
 
+impl Opened {
+    /// Whether the connection is open and still up: the server has not
+    /// closed it (idle timeout, restart) as far as its reader has seen.
+    pub fn is_alive(&self) -> bool {
+        matches!(&self.opened, Ok((_, driver)) if !driver.is_finished())
+    }
+}
+
 /// Open the connection for a password check with `dir` (see [`Opened`]).
 /// `None` where that does not apply: servers found by DNS (their order is
 /// decided at the check), no valid first server, or settings that cannot be
@@ -1311,7 +1319,11 @@ async fn connect_opened(
                 continue;
             }
         };
-        let (_, res) = attempt(
+        // A connection opened ahead that the server closed before or while
+        // it was used (an idle timeout) gets one fresh connection in its place;
+        // a timeout does not (the server is slow, not gone).
+        let was_open = matches!(ahead, Some(Ok(_)));
+        let (_, mut res) = attempt(
             &target,
             dir,
             bind,
@@ -1322,6 +1334,21 @@ async fn connect_opened(
             ahead,
         )
         .await;
+        if was_open && matches!(res, Err((_, LdapError::Connect { .. }))) {
+            tracing::debug!(server = %url, "the connection opened ahead was closed; opening another");
+            res = attempt(
+                &target,
+                dir,
+                bind,
+                password,
+                win.as_ref(),
+                connector.as_ref(),
+                bind_only,
+                None,
+            )
+            .await
+            .1;
+        }
         match res {
             Ok(c) => {
                 if !failures.is_empty() {

@@ -541,14 +541,7 @@ fn private_slapd_with(subject: &str, extensions: &str, seed: bool) -> PrivateSla
     let csr = d.join("server.csr");
     let cert = d.join("server.pem");
     run(Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            subject,
-        ])
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", subject])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -949,7 +942,11 @@ async fn a_certificate_without_subject_alt_name_is_matched_on_its_cn() {
 /// A certificate that names DNS subjectAltNames is not matched on its CN.
 #[tokio::test]
 async fn a_certificate_with_subject_alt_names_is_not_matched_on_its_cn() {
-    let p = private_slapd_with("/CN=localhost", "subjectAltName=DNS:dc9.example.com\n", false);
+    let p = private_slapd_with(
+        "/CN=localhost",
+        "subjectAltName=DNS:dc9.example.com\n",
+        false,
+    );
     let mut ssl = simple("cn=admin,dc=example,dc=com");
     ssl.kind = BindType::Ssl;
     let mut d = dir(&[&p.ldaps_url.replace("127.0.0.1", "localhost")]);

@@ -23,12 +23,78 @@ use mfasync_core::escape::filter_value;
 use mfasync_ldap::Scope;
 use mfasync_store::{Store, UserKey};
 
-/// A query connection kept between password checks (the service): username
-/// lookups reuse it instead of connecting and binding each time. It is
-/// replaced when the directory settings change or the connection fails.
+/// Connections kept between password checks (the service, `serve`).
+///
+/// - The query connection: username lookups reuse it instead of connecting
+///   and binding each time. It is replaced when the directory settings change
+///   or the connection fails.
+/// - Spare connections for the password binds: after a check, a new
+///   connection to the first server (TCP, and TLS when configured; never
+///   bound) is opened in the background for the next check, so a check waits
+///   for its bind only. Each is used for one bind at most, as a fresh
+///   connection would be. At most [`SPARES`] wait, each at most
+///   [`SPARE_MAX_AGE`]; one the server has closed, or opened with other
+///   directory settings, is never used (and one that the server closes while
+///   the bind is sent is replaced by a fresh connection, `check_bind_opened`).
 #[derive(Default)]
-pub struct QueryConnection {
+pub struct AuthConnections {
     slot: tokio::sync::Mutex<Option<(String, mfasync_ldap::Client)>>,
+    spares: std::sync::Mutex<Spares>,
+}
+
+/// Spare connections waiting for a password check.
+pub const SPARES: usize = 2;
+/// How long a spare connection waits unused before it is closed (well under
+/// the idle timeouts of directory servers: Active Directory's is 900 s).
+pub const SPARE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Default)]
+struct Spares {
+    next_id: u64,
+    /// (id, the directory settings it was opened with, the connection)
+    waiting: Vec<(u64, String, mfasync_ldap::Opened)>,
+}
+
+impl AuthConnections {
+    /// A spare connection opened with these settings and still up.
+    fn take_spare(&self, key: &str) -> Option<mfasync_ldap::Opened> {
+        let mut spares = self.spares.lock().ok()?;
+        // (connections that can no longer be used are closed on the way)
+        spares
+            .waiting
+            .retain(|(_, k, o)| k.as_str() == key && o.is_alive());
+        spares.waiting.pop().map(|(_, _, o)| o)
+    }
+
+    /// Open a spare connection for the next check, in the background.
+    fn refill(self: &std::sync::Arc<Self>, dir: &mfasync_core::config::Directory) {
+        let me = std::sync::Arc::clone(self);
+        let dir = dir.clone();
+        tokio::spawn(async move {
+            let Some(opened) = mfasync_ldap::open_for_check(&dir).await else {
+                return;
+            };
+            if !opened.is_alive() {
+                return; // the server is down: the next check finds out itself
+            }
+            let id = {
+                let Ok(mut spares) = me.spares.lock() else {
+                    return;
+                };
+                if spares.waiting.len() >= SPARES {
+                    return;
+                }
+                spares.next_id += 1;
+                let id = spares.next_id;
+                spares.waiting.push((id, format!("{dir:?}"), opened));
+                id
+            };
+            tokio::time::sleep(SPARE_MAX_AGE).await;
+            if let Ok(mut spares) = me.spares.lock() {
+                spares.waiting.retain(|(i, _, _)| *i != id);
+            }
+        });
+    }
 }
 
 /// Verify `username`/`password`. `Ok(())` when accepted.
@@ -47,7 +113,7 @@ pub async fn authenticate_with(
     cfg: &Config,
     username: &str,
     password: &str,
-    reuse: Option<&QueryConnection>,
+    reuse: Option<&std::sync::Arc<AuthConnections>>,
 ) -> Result<(), Reason> {
     // An empty password is an anonymous bind to AD: it would "succeed".
     if password.is_empty()
@@ -57,7 +123,7 @@ pub async fn authenticate_with(
     {
         return Err(Reason::InvalidCredentials);
     }
-    let (refused_dn, opened) = match fast_path(store, cfg, username, password).await {
+    let (refused_dn, opened) = match fast_path(store, cfg, username, password, reuse).await {
         Fast::Done(result) => return result,
         Fast::Search { refused_dn, opened } => (refused_dn, opened),
     };
@@ -135,21 +201,36 @@ enum Fast {
 }
 
 /// The stored-DN fast path (see the module documentation).
-async fn fast_path(store: &dyn Store, cfg: &Config, username: &str, password: &str) -> Fast {
+async fn fast_path(
+    store: &dyn Store,
+    cfg: &Config,
+    username: &str,
+    password: &str,
+    reuse: Option<&std::sync::Arc<AuthConnections>>,
+) -> Fast {
     let search = |refused_dn, opened| Fast::Search { refused_dn, opened };
     let kind = cfg.directory.auth_bind.kind;
     if !matches!(kind, BindType::Simple | BindType::Ssl) {
         return search(None, None);
+    }
+    // The service: a spare connection opened after the last check, and
+    // another opened for the next one.
+    let spare = reuse.and_then(|r| r.take_spare(&format!("{:?}", cfg.directory)));
+    if let Some(r) = reuse {
+        r.refill(&cfg.directory);
     }
     // An exact (bound-parameter) match on the lower-cased stored username:
     // never a pattern, so `*` or `a*)(uid=*` can only find a user named so.
     // Meanwhile the connection the password will be bound on is opened (the
     // search path binds on it when the fast path does not apply).
     let lower = [username.to_lowercase()];
-    let (found, opened) = tokio::join!(
-        store.users_by(UserKey::UsernameLower, &lower),
-        mfasync_ldap::open_for_check(&cfg.directory)
-    );
+    let open = async {
+        match spare {
+            Some(spare) => Some(spare),
+            None => mfasync_ldap::open_for_check(&cfg.directory).await,
+        }
+    };
+    let (found, opened) = tokio::join!(store.users_by(UserKey::UsernameLower, &lower), open);
     let found = match found {
         Ok(found) => found,
         Err(e) => {
@@ -252,7 +333,7 @@ struct Resolved {
 async fn resolve_dn(
     cfg: &Config,
     username: &str,
-    reuse: Option<&QueryConnection>,
+    reuse: Option<&std::sync::Arc<AuthConnections>>,
 ) -> Result<Resolved, Reason> {
     let Some(reuse) = reuse else {
         let mut client = query_connection(cfg).await?;

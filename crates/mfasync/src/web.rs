@@ -15,7 +15,7 @@ pub struct ServiceBackend {
     /// Held by every cycle (scheduled, Synchronize Now, approve): one at a time.
     pub sync_lock: Arc<tokio::sync::Mutex<()>>,
     /// The query connection reused by password checks (username lookups).
-    pub auth_query: Arc<crate::auth::QueryConnection>,
+    pub auth_query: Arc<crate::auth::AuthConnections>,
     /// The active configuration, parsed once per version.
     pub config_cache: ConfigCache,
     /// This server among those sharing the database (set once it joined):
@@ -274,7 +274,7 @@ impl mfasync_web::Backend for ServiceBackend {
             &cfg,
             username,
             password,
-            Some(self.auth_query.as_ref()),
+            Some(&self.auth_query),
         )
         .await
     }
@@ -294,7 +294,7 @@ impl mfasync_web::Backend for ServiceBackend {
             &cfg,
             username,
             password,
-            Some(self.auth_query.as_ref()),
+            Some(&self.auth_query),
         )
         .await
         {

@@ -287,19 +287,8 @@ fn connections_to(pid: u32, port: u16) -> usize {
         .count()
 }
 
-#[test]
-fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
-    let s = slapd();
-    s.ldapadd(&format!(
-        "dn: ou=S4,{BASE}\nobjectClass: organizationalUnit\nou: S4\n\n\
-         dn: uid=pat,ou=S4,{BASE}\nobjectClass: inetOrgPerson\nuid: pat\ncn: pat\nsn: pat\nuserPassword: pat-Passw0rd\n\n"
-    ));
-    let m = Mfa::new();
-    m.apply(&config("S4", &s.url, "enabled = false").replace(
-        "[filters]",
-        "[directory.auth_bind]\ntype = \"simple\"\n[filters]",
-    ));
-    m.sync_full();
+/// An API token for `m`'s database.
+fn api_token(m: &Mfa) -> &'static str {
     let token = "test-api-token-0123456789";
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -317,6 +306,90 @@ fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
             .await
             .unwrap();
     });
+    token
+}
+
+/// After a password check, the service opens the connection the next check
+/// binds on (TCP, TLS when configured; never bound twice), so a check waits
+/// for its bind only. One the server closed is not used.
+#[test]
+fn serve_auth_api_binds_on_a_connection_opened_before_the_check() {
+    let s = slapd();
+    s.ldapadd(&format!(
+        "dn: ou=S9,{BASE}\nobjectClass: organizationalUnit\nou: S9\n\n\
+         dn: uid=kim,ou=S9,{BASE}\nobjectClass: inetOrgPerson\nuid: kim\ncn: kim\nsn: kim\nuserPassword: kim-Passw0rd\n\n"
+    ));
+    let proxy = mfasync_testkit::Proxy::start(&format!("127.0.0.1:{}", s.port));
+    let proxy_port: u16 = proxy
+        .addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap();
+    let m = Mfa::new();
+    m.apply(&config("S9", &proxy.ldap_url(), "enabled = false").replace(
+        "[filters]",
+        "[directory.auth_bind]\ntype = \"simple\"\n[filters]",
+    ));
+    m.sync_full();
+    let token = api_token(&m);
+    let srv = serve(&m);
+    wait_for("/healthz", Duration::from_secs(10), || {
+        get(&srv.addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    let auth = |pw: &str| {
+        post_json(
+            &srv.addr,
+            "/api/v1/auth",
+            token,
+            &format!("{{\"username\":\"kim\",\"password\":\"{pw}\"}}"),
+        )
+        .unwrap_or_default()
+    };
+    let r = auth("kim-Passw0rd");
+    assert!(r.ends_with("{\"ok\":true}"), "{r}");
+    // the connection checked on is closed; one is open for the next check
+    wait_for("a spare connection", Duration::from_secs(5), || {
+        connections_to(srv.child.id(), proxy_port) == 1
+    });
+    let before = proxy.connections();
+    for k in 1..=3 {
+        let r = auth("kim-Passw0rd");
+        assert!(r.ends_with("{\"ok\":true}"), "{r}");
+        wait_for("the next spare connection", Duration::from_secs(5), || {
+            proxy.connections() >= before + k && connections_to(srv.child.id(), proxy_port) == 1
+        });
+        // (the spare is kept a moment after its TCP connection is up)
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // each check bound on the connection opened before it: one new connection
+    // per check (the next one's), none of its own
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(proxy.connections(), before + 3);
+    assert_eq!(connections_to(srv.child.id(), proxy_port), 1);
+
+    // the server closes its idle connections: the checks still get answers
+    proxy.close_all();
+    let r = auth("kim-Passw0rd");
+    assert!(r.ends_with("{\"ok\":true}"), "{r}");
+    proxy.close_all();
+    let r = auth("wrong");
+    assert!(r.contains("\"reason\":\"invalid-credentials\""), "{r}");
+}
+
+#[test]
+fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
+    let s = slapd();
+    s.ldapadd(&format!(
+        "dn: ou=S4,{BASE}\nobjectClass: organizationalUnit\nou: S4\n\n\
+         dn: uid=pat,ou=S4,{BASE}\nobjectClass: inetOrgPerson\nuid: pat\ncn: pat\nsn: pat\nuserPassword: pat-Passw0rd\n\n"
+    ));
+    let m = Mfa::new();
+    m.apply(&config("S4", &s.url, "enabled = false").replace(
+        "[filters]",
+        "[directory.auth_bind]\ntype = \"simple\"\n[filters]",
+    ));
+    m.sync_full();
+    let token = api_token(&m);
     let srv = serve(&m);
     wait_for("/healthz", Duration::from_secs(10), || {
         get(&srv.addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
@@ -336,11 +409,12 @@ fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
     }
     let r = auth("wrong");
     assert!(r.contains("\"reason\":\"invalid-credentials\""), "{r}");
-    // the username lookups share one query connection, kept open between checks
-    assert_eq!(
-        connections_to(srv.child.id(), s.port),
-        1,
-        "one persistent query connection"
+    // the username lookups share one query connection, kept open between
+    // checks; beside it, the spare connection for the next password bind
+    wait_for(
+        "the query and spare connections",
+        Duration::from_secs(5),
+        || connections_to(srv.child.id(), s.port) == 2,
     );
     // Per client address (the socket peer): the 50th failure from 127.0.0.1,
     // whatever the usernames, blocks this address, even for a right password.

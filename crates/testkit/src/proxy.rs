@@ -31,6 +31,8 @@ struct Shared {
     up: AtomicU64,
     connections: AtomicU64,
     stop: AtomicBool,
+    /// The client side of every connection accepted (for `close_all`).
+    clients: Mutex<Vec<TcpStream>>,
 }
 
 impl Shared {
@@ -97,6 +99,9 @@ impl Proxy {
                     continue;
                 };
                 s.connections.fetch_add(1, Ordering::SeqCst);
+                if let (Ok(c), Ok(mut all)) = (client.try_clone(), s.clients.lock()) {
+                    all.push(c);
+                }
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 for (from, to, down) in [
@@ -173,6 +178,21 @@ impl Proxy {
     /// Bytes forwarded from the clients to the server so far.
     pub fn bytes_up(&self) -> u64 {
         self.shared.up.load(Ordering::SeqCst)
+    }
+
+    /// Close every connection accepted so far, as a server closing idle
+    /// connections does (the clients read the end of the stream).
+    pub fn close_all(&self) {
+        let all = std::mem::take(
+            &mut *self
+                .shared
+                .clients
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for c in all {
+            let _ = c.shutdown(Shutdown::Both);
+        }
     }
 
     /// Connections accepted so far.
