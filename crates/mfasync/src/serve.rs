@@ -39,6 +39,8 @@ pub async fn run(
     limits: crate::web::AuthLimits,
 ) -> Result<()> {
     let store: Arc<dyn Store> = Arc::from(store);
+    // password checks look their MFA user up on the calling thread (SQLite)
+    store.read_inline();
     let metrics = Arc::new(mfasync_web::Metrics::new());
     let sync_lock = Arc::new(tokio::sync::Mutex::new(()));
     let backend = Arc::new(crate::web::ServiceBackend {

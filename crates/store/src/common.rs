@@ -677,8 +677,10 @@ pub(crate) fn digest_and_stamp(
 /// `pool: sqlx::Pool<$db>` and `sql: Sql`, and the inherent methods
 /// `async fn begin(&self) -> Result<sqlx::Transaction<'static, $db>>`,
 /// `create_users` and `write_audit` (a sync's creates and audit rows, in the
-/// transaction `Tx` this macro defines), `after_write(&self, writes: u64)`
-/// and `async fn wind_down(&self)`.
+/// transaction `Tx` this macro defines), `after_write(&self, writes: u64)`,
+/// `async fn wind_down(&self)`, `fn read_inline_now(&self)` and
+/// `fn users_by_inline(&self, key, values) -> Option<Result<Vec<MfaUser>>>`
+/// (`Store::read_inline`).
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         use $crate::common::{
@@ -1129,6 +1131,9 @@ macro_rules! impl_store {
             }
 
             async fn users_by(&self, key: $crate::UserKey, values: &[String]) -> Result<Vec<MfaUser>> {
+                if let Some(found) = self.users_by_inline(key, values) {
+                    return found;
+                }
                 let mut out = Vec::new();
                 for chunk in values.chunks(500) {
                     let sql = format!(
@@ -1676,6 +1681,10 @@ macro_rules! impl_store {
             async fn close(&self) {
                 self.wind_down().await;
                 self.pool.close().await;
+            }
+
+            fn read_inline(&self) {
+                self.read_inline_now();
             }
 
             fn set_fence(&self, fence: Option<$crate::Fence>) {

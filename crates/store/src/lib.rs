@@ -383,6 +383,13 @@ pub trait Store: Send + Sync {
     /// reads through to rebuild its index and copies into the database once
     /// more. Later calls on the store fail.
     async fn close(&self);
+    /// A long-running service's password checks: from now on, a lookup of a
+    /// few users (`users_by` with at most [`INLINE_LOOKUP`] values) reads on
+    /// a connection of its own, on the calling thread, instead of handing the
+    /// query to a pooled connection's worker thread and back (SQLite; a
+    /// no-op for PostgreSQL, whose queries cross the network anyway). A
+    /// failure to open that connection leaves lookups as they were.
+    fn read_inline(&self);
     /// All MFA users (directory and manual), ordered by username (case-insensitively,
     /// ties by exact username).
     async fn users(&self) -> Result<Vec<MfaUser>>;
@@ -554,6 +561,9 @@ pub async fn open_current(url: &str) -> Result<Box<dyn Store>> {
         None => open(url).await,
     }
 }
+
+/// The most values a lookup reads inline after [`Store::read_inline`].
+pub const INLINE_LOOKUP: usize = 16;
 
 /// Open (and migrate) the database named by a URL: `sqlite://PATH` or `postgres://...`.
 pub async fn open(url: &str) -> Result<Box<dyn Store>> {

@@ -71,6 +71,18 @@ impl PgStore {
     /// After each write of a sync's transaction: nothing to do.
     fn after_write(&self, _writes: u64) {}
 
+    /// `Store::read_inline`: nothing to do (queries cross the network anyway).
+    fn read_inline_now(&self) {}
+
+    /// Lookups always go through the pool.
+    fn users_by_inline(
+        &self,
+        _key: crate::UserKey,
+        _values: &[String],
+    ) -> Option<Result<Vec<MfaUser>>> {
+        None
+    }
+
     /// A sync's creates: multi-row INSERTs (`impl_store!`).
     async fn create_users(&self, tx: &mut Tx, creates: &[Change], at: &str) -> Result<()> {
         self.create_users_multirow(tx, creates, at).await

@@ -24,6 +24,10 @@ pub struct SqliteStore {
     fence: crate::common::FenceSlot,
     /// The WAL file (None in memory), for [`SqliteStore::after_write`].
     wal: Option<std::path::PathBuf>,
+    /// The database file (None in memory), for [`SqliteStore::read_inline_now`].
+    path: Option<String>,
+    /// The connection small lookups read on after `Store::read_inline`.
+    reader: std::sync::OnceLock<std::sync::Mutex<rusqlite::Connection>>,
 }
 
 fn migrator() -> Migrator {
@@ -123,6 +127,8 @@ impl SqliteStore {
             fence: crate::common::FenceSlot::default(),
             sql: Sql::new(false),
             wal: (!memory).then(|| std::path::PathBuf::from(format!("{path}-wal"))),
+            path: (!memory).then(|| path.to_string()),
+            reader: std::sync::OnceLock::new(),
         };
         if !current {
             store.fill_digests().await?;
@@ -280,6 +286,70 @@ impl SqliteStore {
         let _ = writes;
     }
 
+    /// `Store::read_inline`: open the connection small lookups read on
+    /// (read-only queries: `query_only`; the pool's busy timeout). A
+    /// password check's MFA user lookup took ~80 µs through sqlx, most of it
+    /// handing the query to the connection's worker thread and the rows back
+    /// (`perf`: futex wake-ups and task switches); inline it is one indexed
+    /// read. Not for an in-memory database (another connection would see
+    /// another database).
+    fn read_inline_now(&self) {
+        let Some(path) = &self.path else { return };
+        if self.reader.get().is_some() {
+            return;
+        }
+        let opened = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|conn| {
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.pragma_update(None, "query_only", true)?;
+            Ok(conn)
+        });
+        match opened {
+            Ok(conn) => {
+                let _ = self.reader.set(std::sync::Mutex::new(conn));
+            }
+            Err(e) => {
+                tracing::warn!("lookups stay on the pool: cannot open a reading connection: {e}")
+            }
+        }
+    }
+
+    /// A lookup of at most `INLINE_LOOKUP` users on the inline connection,
+    /// once `Store::read_inline` opened it; None otherwise.
+    fn users_by_inline(
+        &self,
+        key: crate::UserKey,
+        values: &[String],
+    ) -> Option<Result<Vec<MfaUser>>> {
+        if values.is_empty() || values.len() > crate::INLINE_LOOKUP {
+            return None;
+        }
+        let reader = self.reader.get()?;
+        let conn = match reader.lock() {
+            Ok(conn) => conn,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let sql = format!(
+            "{} WHERE {} IN {}",
+            self.sql.select_users,
+            key.column(),
+            self.sql.key_list(values.len())
+        );
+        let read = || -> Result<Vec<MfaUser>> {
+            let mut st = conn.prepare_cached(&sql)?;
+            let mut rows = st.query(rusqlite::params_from_iter(values.iter()))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(user_from_rusqlite(row)?);
+            }
+            Ok(out)
+        };
+        Some(read())
+    }
+
     /// A sync's creates. A create that breaks a unique index is reported as
     /// the stored user it clashes with (as with PostgreSQL), nothing of it
     /// written; the rows written before it stay in the transaction, which
@@ -350,6 +420,26 @@ fn direct<T>(
     Ok(done?)
 }
 
+/// A user from a row of `Sql::select_users`, as `user_from_row` reads it
+/// from sqlx.
+fn user_from_rusqlite(row: &rusqlite::Row<'_>) -> Result<MfaUser> {
+    let source: String = row.get("source")?;
+    let mut user = MfaUser {
+        username: row.get("username")?,
+        enabled: row.get("enabled")?,
+        source: crate::common::parse_source(&source)?,
+        ..MfaUser::default()
+    };
+    for name in crate::common::text_columns() {
+        let value: Option<String> = row.get(name)?;
+        match user.text_field_mut(name) {
+            Some(slot) => *slot = value,
+            None => return Err(StoreError::Corrupt(format!("unknown user field {name}"))),
+        }
+    }
+    Ok(user)
+}
+
 /// Insert `creates` with the single-row `sql` (the columns of `bind_user!`).
 /// `Ok(Some((i, message)))`: create `i` broke a constraint and was not written.
 fn insert_creates(
@@ -391,6 +481,37 @@ fn insert_creates(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// After `Store::read_inline`, small lookups read on their own
+    /// connection: they answer with the pool closed; larger ones still go
+    /// through the pool.
+    #[tokio::test]
+    async fn small_lookups_read_inline_once_asked() {
+        use crate::{Store, UserKey};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+        let user = MfaUser {
+            username: "Ina".into(),
+            enabled: true,
+            ..MfaUser::default()
+        };
+        store.insert_user(&user).await.unwrap();
+        let key = vec!["ina".to_string()];
+        assert!(store
+            .users_by_inline(UserKey::UsernameLower, &key)
+            .is_none());
+        store.read_inline();
+        store.pool.close().await;
+        let found = store.users_by(UserKey::UsernameLower, &key).await.unwrap();
+        assert_eq!(found, [user]);
+        let many = vec!["ina".to_string(); crate::INLINE_LOOKUP + 1];
+        assert!(store.users_by(UserKey::UsernameLower, &many).await.is_err());
+        // not for an in-memory database
+        let memory = SqliteStore::open(":memory:").await.unwrap();
+        memory.read_inline();
+        assert!(memory.reader.get().is_none());
+    }
 
     /// Every pooled connection keeps its statement journals in memory (no
     /// temporary files for a sync's multi-row statements).

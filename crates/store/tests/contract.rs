@@ -107,6 +107,7 @@ contract!(
     approvals_superseded_when_no_longer_needed,
     audit_events,
     users_by_key,
+    inline_lookups_read_what_was_committed,
     admin_passwords,
     sessions_and_api_tokens,
     servers_register_heartbeat_and_forget,
@@ -179,6 +180,58 @@ async fn users_by_key(s: &dyn Store) {
     assert_eq!(
         s.users_by(UserKey::DirectoryId, &ids).await.unwrap().len(),
         1200
+    );
+}
+
+/// After `read_inline` (the service's password checks), small lookups give
+/// exactly what the pool gives, every field, and see each commit at once.
+async fn inline_lookups_read_what_was_committed(s: &dyn Store) {
+    use mfasync_store::UserKey;
+    s.read_inline();
+    s.read_inline(); // (a second call changes nothing)
+    let full = full_user();
+    let lower = vec![full.username.to_lowercase()];
+    assert!(s
+        .users_by(UserKey::UsernameLower, &lower)
+        .await
+        .unwrap()
+        .is_empty());
+    s.apply(&[create(&full)], None).await.unwrap();
+    assert_eq!(
+        s.users_by(UserKey::UsernameLower, &lower).await.unwrap(),
+        std::slice::from_ref(&full)
+    );
+    let mut enabled = full.clone();
+    enabled.enabled = true;
+    enabled.mobile_phone = Some("+15550000001".into());
+    s.apply(&[change(Action::Update, &full, &enabled)], None)
+        .await
+        .unwrap();
+    let ids = vec![full.directory_id.clone().unwrap()];
+    assert_eq!(
+        s.users_by(UserKey::DirectoryId, &ids).await.unwrap(),
+        [enabled.clone()]
+    );
+    s.insert_user(&manual_user("Hand")).await.unwrap();
+    let both = vec!["hand".to_string(), lower[0].clone()];
+    assert_eq!(
+        sorted(s.users_by(UserKey::UsernameLower, &both).await.unwrap()),
+        sorted(vec![manual_user("Hand"), enabled.clone()])
+    );
+    s.apply(&[remove(&enabled)], None).await.unwrap();
+    assert!(s
+        .users_by(UserKey::DirectoryId, &ids)
+        .await
+        .unwrap()
+        .is_empty());
+    // more values than an inline lookup takes: the pool, same answer
+    let many: Vec<String> = (0..=mfasync_store::INLINE_LOOKUP)
+        .map(|i| format!("nobody{i}"))
+        .chain(["hand".to_string()])
+        .collect();
+    assert_eq!(
+        s.users_by(UserKey::UsernameLower, &many).await.unwrap(),
+        [manual_user("Hand")]
     );
 }
 
