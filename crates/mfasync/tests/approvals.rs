@@ -99,6 +99,11 @@ struct SmtpSink {
 
 impl SmtpSink {
     fn start(auth: Option<&str>) -> SmtpSink {
+        SmtpSink::start_with(auth, None)
+    }
+
+    /// With TLS: `tls` is `MODE:CERT:KEY` (support/smtp_sink.py).
+    fn start_with(auth: Option<&str>, tls: Option<&str>) -> SmtpSink {
         let dir = tempfile::tempdir().expect("tempdir");
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
         for _ in 0..5 {
@@ -108,6 +113,9 @@ impl SmtpSink {
             cmd.arg(&script).arg(dir.path()).arg(port.to_string());
             if let Some(a) = auth {
                 cmd.arg(a);
+            }
+            if let Some(t) = tls {
+                cmd.env("SMTP_SINK_TLS", t);
             }
             let log = std::fs::File::create(dir.path().join("sink.log")).expect("log");
             let mut child = cmd
@@ -553,6 +561,146 @@ fn smtp_auth_with_password_from_the_environment() {
     let msgs = sink.messages();
     assert_eq!(msgs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(msgs[0]["login"], "mfasync");
+}
+
+/// A CA and a server certificate for `localhost` it signed, made by
+/// `openssl` in `dir`: (CA file, certificate, key).
+fn tls_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=mfasync test mail CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext.cnf");
+    run(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// Notifications over TLS (rustls): `smtps://` and STARTTLS
+/// (`?tls=required`), the server's certificate checked against the system's
+/// trusted CAs (here `SSL_CERT_FILE`); with a CA that did not sign it, no
+/// message leaves, and the sync still succeeds.
+#[test]
+fn notifications_over_tls_trust_only_the_systems_cas() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tls_files(certs.path());
+    let other = tempfile::tempdir().expect("tempdir");
+    let (other_ca, _, _) = tls_files(other.path());
+    for (n, (mode, scheme)) in [
+        ("smtps", "smtps://localhost:{}"),
+        ("starttls", "smtp://localhost:{}?tls=required"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (trusted, ca_file) in [(true, &ca), (false, &other_ca)] {
+            let tls = format!("{mode}:{}:{}", cert.display(), key.display());
+            let sink = SmtpSink::start_with(None, Some(&tls));
+            let team = format!("Tls{n}{}", u8::from(trusted));
+            slapd().ldapadd(&format!(
+                "{}{}",
+                ou(&team),
+                (1..=6)
+                    .map(|i| {
+                        let uid = format!("t{n}{}u{i}", u8::from(trusted));
+                        person(&format!("uid={uid},ou={team},{BASE}"), &uid, "")
+                    })
+                    .collect::<String>()
+            ));
+            let m = Mfa::new();
+            let url = scheme.replace("{}", &sink.port.to_string());
+            m.apply(&config(&team, admin(), &url, ""));
+            m.sync_full();
+            for i in 1..=6 {
+                move_user(&format!("t{n}{}u{i}", u8::from(trusted)), &team, "Away");
+            }
+            let out = Command::new(env!("CARGO_BIN_EXE_mfasync"))
+                .args(["--database", &m.url, "--json", "sync", "--full"])
+                .env("SSL_CERT_FILE", ca_file)
+                .output()
+                .expect("run");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{mode}: {stderr}");
+            assert_eq!(pending(&m).len(), 1, "{mode}: the removals are held");
+            let msgs = sink.messages();
+            if trusted {
+                assert_eq!(msgs.len(), 1, "{mode}: {stderr}");
+                assert!(
+                    msgs[0]["subject"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("approval"),
+                    "{:?}",
+                    msgs[0]
+                );
+            } else {
+                assert!(msgs.is_empty(), "{mode}: sent to an untrusted server");
+                assert!(stderr.contains("certificate"), "{mode}: {stderr}");
+            }
+        }
+    }
 }
 
 #[test]

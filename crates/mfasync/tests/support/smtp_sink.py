@@ -2,6 +2,10 @@
 
 usage: smtp_sink.py OUTDIR PORT [USER:PASSWORD]
 
+With SMTP_SINK_TLS=MODE:CERT:KEY in the environment, TLS with that PEM
+certificate and key: MODE smtps (TLS from the start) or starttls (STARTTLS
+offered and required before MAIL).
+
 Listens on 127.0.0.1:PORT and writes every message it accepts to
 OUTDIR/msgN.json ({"mail_from", "rcpt_tos", "login", "data" (raw),
 "subject" and "body" (decoded)}) before it answers
@@ -58,6 +62,17 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 kw = {}
 if auth:
     kw = dict(authenticator=authenticator, auth_require_tls=False, auth_required=True)
+tls = os.environ.get("SMTP_SINK_TLS")
+if tls:
+    import ssl
+
+    mode, cert, key = tls.split(":", 2)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    if mode == "smtps":
+        kw["ssl_context"] = ctx
+    else:
+        kw.update(tls_context=ctx, require_starttls=True)
 controller = Controller(Handler(), hostname="127.0.0.1", port=port, **kw)
 controller.start()
 with open(os.path.join(outdir, "ready"), "w") as f:
