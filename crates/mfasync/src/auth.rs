@@ -33,9 +33,10 @@ use mfasync_store::{Store, UserKey};
 ///   bound) is opened in the background for the next check, so a check waits
 ///   for its bind only. Each is used for one bind at most, as a fresh
 ///   connection would be. At most [`SPARES`] wait, each at most
-///   [`SPARE_MAX_AGE`]; one the server has closed, or opened with other
-///   directory settings, is never used (and one that the server closes while
-///   the bind is sent is replaced by a fresh connection, `check_bind_opened`).
+///   [`SPARE_MAX_AGE`], and one is opened at a time; one the server has
+///   closed, or opened with other directory settings, is never used (and one
+///   that the server closes while the bind is sent is replaced by a fresh
+///   connection, `check_bind_opened`).
 #[derive(Default)]
 pub struct AuthConnections {
     slot: tokio::sync::Mutex<Option<(String, mfasync_ldap::Client)>>,
@@ -50,48 +51,78 @@ pub const SPARE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30
 
 #[derive(Default)]
 struct Spares {
-    next_id: u64,
-    /// (id, the directory settings it was opened with, the connection)
-    waiting: Vec<(u64, String, mfasync_ldap::Opened)>,
+    /// (when it was opened, the directory settings it was opened with, the connection)
+    waiting: Vec<(std::time::Instant, String, mfasync_ldap::Opened)>,
+    /// A spare is being opened (one at a time: a server that does not
+    /// answer holds up one background task, not one per check).
+    opening: bool,
+    /// The task that closes spares left unused too long is running.
+    sweeping: bool,
+}
+
+impl Spares {
+    /// Close the spares that can no longer be used: opened with other
+    /// settings than `key` (when given), closed by the server, or too old.
+    fn prune(&mut self, key: Option<&str>) {
+        self.waiting.retain(|(at, k, o)| {
+            key.is_none_or(|key| k.as_str() == key) && o.is_alive() && at.elapsed() < SPARE_MAX_AGE
+        });
+    }
 }
 
 impl AuthConnections {
     /// A spare connection opened with these settings and still up.
     fn take_spare(&self, key: &str) -> Option<mfasync_ldap::Opened> {
         let mut spares = self.spares.lock().ok()?;
-        // (connections that can no longer be used are closed on the way)
-        spares
-            .waiting
-            .retain(|(_, k, o)| k.as_str() == key && o.is_alive());
+        spares.prune(Some(key));
         spares.waiting.pop().map(|(_, _, o)| o)
     }
 
-    /// Open a spare connection for the next check, in the background.
+    /// Open a spare connection for the next check, in the background,
+    /// unless enough wait or one is being opened.
     fn refill(self: &std::sync::Arc<Self>, dir: &mfasync_core::config::Directory) {
+        {
+            let Ok(mut spares) = self.spares.lock() else {
+                return;
+            };
+            if spares.opening || spares.waiting.len() >= SPARES {
+                return;
+            }
+            spares.opening = true;
+            if !spares.sweeping {
+                spares.sweeping = true;
+                self.sweep();
+            }
+        }
         let me = std::sync::Arc::clone(self);
         let dir = dir.clone();
         tokio::spawn(async move {
-            let Some(opened) = mfasync_ldap::open_for_check(&dir).await else {
+            let opened = mfasync_ldap::open_for_check(&dir).await;
+            let Ok(mut spares) = me.spares.lock() else {
                 return;
             };
-            if !opened.is_alive() {
-                return; // the server is down: the next check finds out itself
-            }
-            let id = {
-                let Ok(mut spares) = me.spares.lock() else {
-                    return;
-                };
-                if spares.waiting.len() >= SPARES {
-                    return;
+            spares.opening = false;
+            // (a server that is down: the next check finds out itself)
+            if let Some(opened) = opened.filter(|o| o.is_alive()) {
+                if spares.waiting.len() < SPARES {
+                    let now = std::time::Instant::now();
+                    spares.waiting.push((now, format!("{dir:?}"), opened));
                 }
-                spares.next_id += 1;
-                let id = spares.next_id;
-                spares.waiting.push((id, format!("{dir:?}"), opened));
-                id
-            };
-            tokio::time::sleep(SPARE_MAX_AGE).await;
-            if let Ok(mut spares) = me.spares.lock() {
-                spares.waiting.retain(|(i, _, _)| *i != id);
+            }
+        });
+    }
+
+    /// Close spares left unused for [`SPARE_MAX_AGE`], every half of it,
+    /// for as long as these connections are kept.
+    fn sweep(self: &std::sync::Arc<Self>) {
+        let me = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SPARE_MAX_AGE / 2).await;
+                let Some(kept) = me.upgrade() else { return };
+                if let Ok(mut spares) = kept.spares.lock() {
+                    spares.prune(None);
+                };
             }
         });
     }
