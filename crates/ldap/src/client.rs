@@ -1323,20 +1323,8 @@ async fn connect_opened(
         // it was used (an idle timeout) gets one fresh connection in its place;
         // a timeout does not (the server is slow, not gone).
         let was_open = matches!(ahead, Some(Ok(_)));
-        let (_, mut res) = attempt(
-            &target,
-            dir,
-            bind,
-            password,
-            win.as_ref(),
-            connector.as_ref(),
-            bind_only,
-            ahead,
-        )
-        .await;
-        if was_open && matches!(res, Err((_, LdapError::Connect { .. }))) {
-            tracing::debug!(server = %url, "the connection opened ahead was closed; opening another");
-            res = attempt(
+        let on = |ahead| {
+            attempt(
                 &target,
                 dir,
                 bind,
@@ -1344,10 +1332,13 @@ async fn connect_opened(
                 win.as_ref(),
                 connector.as_ref(),
                 bind_only,
-                None,
+                ahead,
             )
-            .await
-            .1;
+        };
+        let (_, mut res) = on(ahead).await;
+        if was_open && matches!(res, Err((_, LdapError::Connect { .. }))) {
+            tracing::debug!(server = %url, "the connection opened ahead was closed; opening another");
+            res = on(None).await.1;
         }
         match res {
             Ok(c) => {

@@ -287,6 +287,34 @@ fn connections_to(pid: u32, port: u16) -> usize {
         .count()
 }
 
+/// A database synchronized from `ou=OU` on `server` with simple auth binds,
+/// an API token, and `serve` answering on it.
+fn auth_service(ou: &str, server: &str) -> (Mfa, &'static str, Served) {
+    let m = Mfa::new();
+    m.apply(&config(ou, server, "enabled = false").replace(
+        "[filters]",
+        "[directory.auth_bind]\ntype = \"simple\"\n[filters]",
+    ));
+    m.sync_full();
+    let token = api_token(&m);
+    let srv = serve(&m);
+    wait_for("/healthz", Duration::from_secs(10), || {
+        get(&srv.addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    (m, token, srv)
+}
+
+/// `POST /api/v1/auth` as `username` with `password`: the whole response.
+fn api_auth(srv: &Served, token: &str, username: &str, password: &str) -> String {
+    post_json(
+        &srv.addr,
+        "/api/v1/auth",
+        token,
+        &format!("{{\"username\":\"{username}\",\"password\":\"{password}\"}}"),
+    )
+    .unwrap_or_default()
+}
+
 /// An API token for `m`'s database.
 fn api_token(m: &Mfa) -> &'static str {
     let token = "test-api-token-0123456789";
@@ -325,26 +353,8 @@ fn serve_auth_api_binds_on_a_connection_opened_before_the_check() {
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .unwrap();
-    let m = Mfa::new();
-    m.apply(&config("S9", &proxy.ldap_url(), "enabled = false").replace(
-        "[filters]",
-        "[directory.auth_bind]\ntype = \"simple\"\n[filters]",
-    ));
-    m.sync_full();
-    let token = api_token(&m);
-    let srv = serve(&m);
-    wait_for("/healthz", Duration::from_secs(10), || {
-        get(&srv.addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-    });
-    let auth = |pw: &str| {
-        post_json(
-            &srv.addr,
-            "/api/v1/auth",
-            token,
-            &format!("{{\"username\":\"kim\",\"password\":\"{pw}\"}}"),
-        )
-        .unwrap_or_default()
-    };
+    let (_m, token, srv) = auth_service("S9", &proxy.ldap_url());
+    let auth = |pw: &str| api_auth(&srv, token, "kim", pw);
     let r = auth("kim-Passw0rd");
     assert!(r.ends_with("{\"ok\":true}"), "{r}");
     // the connection checked on is closed; one is open for the next check
@@ -383,26 +393,8 @@ fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
         "dn: ou=S4,{BASE}\nobjectClass: organizationalUnit\nou: S4\n\n\
          dn: uid=pat,ou=S4,{BASE}\nobjectClass: inetOrgPerson\nuid: pat\ncn: pat\nsn: pat\nuserPassword: pat-Passw0rd\n\n"
     ));
-    let m = Mfa::new();
-    m.apply(&config("S4", &s.url, "enabled = false").replace(
-        "[filters]",
-        "[directory.auth_bind]\ntype = \"simple\"\n[filters]",
-    ));
-    m.sync_full();
-    let token = api_token(&m);
-    let srv = serve(&m);
-    wait_for("/healthz", Duration::from_secs(10), || {
-        get(&srv.addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-    });
-    let auth = |pw: &str| {
-        post_json(
-            &srv.addr,
-            "/api/v1/auth",
-            token,
-            &format!("{{\"username\":\"pat\",\"password\":\"{pw}\"}}"),
-        )
-        .unwrap_or_default()
-    };
+    let (m, token, srv) = auth_service("S4", &s.url);
+    let auth = |pw: &str| api_auth(&srv, token, "pat", pw);
     for _ in 0..3 {
         let r = auth("pat-Passw0rd");
         assert!(r.ends_with("{\"ok\":true}"), "{r}");
@@ -418,15 +410,7 @@ fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
     );
     // Per client address (the socket peer): the 50th failure from 127.0.0.1,
     // whatever the usernames, blocks this address, even for a right password.
-    let check = |user: &str, pw: &str| {
-        post_json(
-            &srv.addr,
-            "/api/v1/auth",
-            token,
-            &format!("{{\"username\":\"{user}\",\"password\":\"{pw}\"}}"),
-        )
-        .unwrap_or_default()
-    };
+    let check = |user: &str, pw: &str| api_auth(&srv, token, user, pw);
     for i in 1..50 {
         let r = check(&format!("nobody{i}"), "guess");
         assert!(
