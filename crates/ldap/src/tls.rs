@@ -64,12 +64,21 @@ pub(crate) fn client_config(dir: &Directory) -> Result<Option<Arc<ClientConfig>>
     )))
 }
 
+/// The system's trusted CAs, read once per process: every TLS connection's
+/// settings start from them, and reading and parsing the system's bundle
+/// (~140 certificates) for each password check's connection would be work
+/// done again and again. Unreadable or malformed system certificates are
+/// skipped, as OpenSSL does. (`tls_ca_file` is read each time: it is small,
+/// and an administrator may replace it while `serve` runs.)
+static SYSTEM_ROOTS: std::sync::LazyLock<RootCertStore> = std::sync::LazyLock::new(|| {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots
+});
+
 /// The system's trusted CAs and those of `tls_ca_file`.
 fn roots(ca: Option<&str>) -> Result<RootCertStore, LdapError> {
-    let mut roots = RootCertStore::empty();
-    // Unreadable or malformed system certificates are skipped, as OpenSSL does.
-    let system = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(system.certs);
+    let mut roots = SYSTEM_ROOTS.clone();
     if let Some(path) = ca.filter(|p| !p.is_empty()) {
         for cert in ca_file(path)? {
             roots.add(cert).map_err(|e| {

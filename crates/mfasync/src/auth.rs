@@ -78,9 +78,10 @@ impl AuthConnections {
         spares.waiting.pop().map(|(_, _, o)| o)
     }
 
-    /// Open a spare connection for the next check, in the background,
-    /// unless enough wait or one is being opened.
-    fn refill(self: &std::sync::Arc<Self>, dir: &mfasync_core::config::Directory) {
+    /// Open a spare connection for the next check with `dir` (whose
+    /// [`settings_key`] is `key`), in the background, unless enough wait or
+    /// one is being opened.
+    fn refill(self: &std::sync::Arc<Self>, dir: &mfasync_core::config::Directory, key: String) {
         {
             let Ok(mut spares) = self.spares.lock() else {
                 return;
@@ -106,7 +107,7 @@ impl AuthConnections {
             if let Some(opened) = opened.filter(|o| o.is_alive()) {
                 if spares.waiting.len() < SPARES {
                     let now = std::time::Instant::now();
-                    spares.waiting.push((now, format!("{dir:?}"), opened));
+                    spares.waiting.push((now, key, opened));
                 }
             }
         });
@@ -126,6 +127,12 @@ impl AuthConnections {
             }
         });
     }
+}
+
+/// The directory settings a kept connection was made with: one made with
+/// other settings is not used.
+fn settings_key(cfg: &Config) -> String {
+    format!("{:?}", cfg.directory)
 }
 
 /// Verify `username`/`password`. `Ok(())` when accepted.
@@ -246,10 +253,12 @@ async fn fast_path(
     }
     // The service: a spare connection opened after the last check, and
     // another opened for the next one.
-    let spare = reuse.and_then(|r| r.take_spare(&format!("{:?}", cfg.directory)));
-    if let Some(r) = reuse {
-        r.refill(&cfg.directory);
-    }
+    let spare = reuse.and_then(|r| {
+        let key = settings_key(cfg);
+        let spare = r.take_spare(&key);
+        r.refill(&cfg.directory, key);
+        spare
+    });
     // An exact (bound-parameter) match on the lower-cased stored username:
     // never a pattern, so `*` or `a*)(uid=*` can only find a user named so.
     // Meanwhile the connection the password will be bound on is opened (the
@@ -373,7 +382,7 @@ async fn resolve_dn(
         return r;
     };
     // The settings the connection was made with: a change means a new connection.
-    let key = format!("{:?}", cfg.directory);
+    let key = settings_key(cfg);
     let mut slot = reuse.slot.lock().await;
     if let Some((k, client)) = slot.as_mut() {
         if *k == key {

@@ -47,7 +47,7 @@ pub async fn run(
         cluster: Default::default(),
         store: store.clone(),
         sync_lock: sync_lock.clone(),
-        auth_query: Arc::default(),
+        auth_connections: Arc::default(),
         config_cache: Default::default(),
     });
     let app = mfasync_web::router(

@@ -14,8 +14,9 @@ pub struct ServiceBackend {
     pub store: Arc<dyn Store>,
     /// Held by every cycle (scheduled, Synchronize Now, approve): one at a time.
     pub sync_lock: Arc<tokio::sync::Mutex<()>>,
-    /// The query connection reused by password checks (username lookups).
-    pub auth_query: Arc<crate::auth::AuthConnections>,
+    /// The connections password checks keep: the query connection for
+    /// username lookups, spare connections for the binds.
+    pub auth_connections: Arc<crate::auth::AuthConnections>,
     /// The active configuration, parsed once per version.
     pub config_cache: ConfigCache,
     /// This server among those sharing the database (set once it joined):
@@ -274,7 +275,7 @@ impl mfasync_web::Backend for ServiceBackend {
             &cfg,
             username,
             password,
-            Some(&self.auth_query),
+            Some(&self.auth_connections),
         )
         .await
     }
@@ -294,7 +295,7 @@ impl mfasync_web::Backend for ServiceBackend {
             &cfg,
             username,
             password,
-            Some(&self.auth_query),
+            Some(&self.auth_connections),
         )
         .await
         {

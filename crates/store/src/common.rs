@@ -189,6 +189,34 @@ pub(crate) fn parse_source(s: &str) -> Result<Source> {
     Source::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown user source {s:?}")))
 }
 
+/// A user from a row of `Sql::select_users`, whichever driver read it:
+/// `text` gives each text column by name (sqlx's `user_from_row`,
+/// rusqlite's `user_from_rusqlite`).
+pub(crate) fn user_from_columns<E>(
+    username: String,
+    enabled: bool,
+    source: &str,
+    mut text: impl FnMut(&str) -> std::result::Result<Option<String>, E>,
+) -> Result<MfaUser>
+where
+    StoreError: From<E>,
+{
+    let mut user = MfaUser {
+        username,
+        enabled,
+        source: parse_source(source)?,
+        ..MfaUser::default()
+    };
+    for name in text_columns() {
+        let value = text(name)?;
+        match user.text_field_mut(name) {
+            Some(slot) => *slot = value,
+            None => return Err(StoreError::Corrupt(format!("unknown user field {name}"))),
+        }
+    }
+    Ok(user)
+}
+
 /// Turn a unique-constraint violation into a readable `Conflict`; other errors pass.
 pub(crate) fn map_unique(err: sqlx::Error, what: &str) -> StoreError {
     if let Some(db) = err.as_database_error() {
@@ -423,6 +451,16 @@ impl Sql {
              AND (users.raw_stamp IS NULL OR users.raw_stamp <> v.column3)",
         );
         s
+    }
+
+    /// The users whose `key` is one of `keys` values (`Store::users_by`).
+    pub(crate) fn select_users_by(&self, key: crate::UserKey, keys: usize) -> String {
+        format!(
+            "{} WHERE {} IN {}",
+            self.select_users,
+            key.column(),
+            self.key_list(keys)
+        )
     }
 
     pub(crate) fn key_list(&self, keys: usize) -> String {
@@ -684,7 +722,7 @@ pub(crate) fn digest_and_stamp(
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         use $crate::common::{
-            bind_user, kind, map_unique, now, parse_json, parse_source, run_len, validate, AuditRow,
+            bind_user, kind, map_unique, now, parse_json, run_len, validate, AuditRow,
             Kind, ACTOR_ADMIN, AUDIT_CHUNK, DELETE_CHUNK, UPDATE_CHUNK, USER_CHUNK,
         };
         use sqlx::Row as _;
@@ -713,22 +751,12 @@ macro_rules! impl_store {
         }
 
         fn user_from_row(row: &<$db as sqlx::Database>::Row) -> Result<MfaUser> {
-            let mut user = MfaUser {
-                username: row.try_get("username")?,
-                enabled: row.try_get("enabled")?,
-                source: parse_source(&row.try_get::<String, _>("source")?)?,
-                ..MfaUser::default()
-            };
-            for name in $crate::common::text_columns() {
-                let value: Option<String> = row.try_get(name)?;
-                match user.text_field_mut(name) {
-                    Some(slot) => *slot = value,
-                    None => {
-                        return Err(StoreError::Corrupt(format!("unknown user field {name}")))
-                    }
-                }
-            }
-            Ok(user)
+            $crate::common::user_from_columns(
+                row.try_get("username")?,
+                row.try_get("enabled")?,
+                &row.try_get::<String, _>("source")?,
+                |name| row.try_get(name),
+            )
         }
 
         fn run_from_row(row: &<$db as sqlx::Database>::Row) -> Result<SyncRun> {
@@ -1136,12 +1164,7 @@ macro_rules! impl_store {
                 }
                 let mut out = Vec::new();
                 for chunk in values.chunks(500) {
-                    let sql = format!(
-                        "{} WHERE {} IN {}",
-                        self.sql.select_users,
-                        key.column(),
-                        self.sql.key_list(chunk.len())
-                    );
+                    let sql = self.sql.select_users_by(key, chunk.len());
                     let mut q = sqlx::query(&sql);
                     for v in chunk {
                         q = q.bind(v.as_str());

@@ -332,12 +332,7 @@ impl SqliteStore {
             Ok(conn) => conn,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let sql = format!(
-            "{} WHERE {} IN {}",
-            self.sql.select_users,
-            key.column(),
-            self.sql.key_list(values.len())
-        );
+        let sql = self.sql.select_users_by(key, values.len());
         let read = || -> Result<Vec<MfaUser>> {
             let mut st = conn.prepare_cached(&sql)?;
             let mut rows = st.query(rusqlite::params_from_iter(values.iter()))?;
@@ -423,21 +418,12 @@ fn direct<T>(
 /// A user from a row of `Sql::select_users`, as `user_from_row` reads it
 /// from sqlx.
 fn user_from_rusqlite(row: &rusqlite::Row<'_>) -> Result<MfaUser> {
-    let source: String = row.get("source")?;
-    let mut user = MfaUser {
-        username: row.get("username")?,
-        enabled: row.get("enabled")?,
-        source: crate::common::parse_source(&source)?,
-        ..MfaUser::default()
-    };
-    for name in crate::common::text_columns() {
-        let value: Option<String> = row.get(name)?;
-        match user.text_field_mut(name) {
-            Some(slot) => *slot = value,
-            None => return Err(StoreError::Corrupt(format!("unknown user field {name}"))),
-        }
-    }
-    Ok(user)
+    crate::common::user_from_columns(
+        row.get("username")?,
+        row.get("enabled")?,
+        &row.get::<_, String>("source")?,
+        |name| row.get(name),
+    )
 }
 
 /// Insert `creates` with the single-row `sql` (the columns of `bind_user!`).
