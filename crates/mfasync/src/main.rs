@@ -12,6 +12,7 @@ mod auth;
 mod build_id;
 mod cluster;
 mod domains;
+mod http;
 mod incremental;
 mod progress;
 mod secrets;
@@ -128,6 +129,17 @@ enum Command {
         /// address within 5 minutes; more get 429 without asking the directory
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         auth_client_limit: u64,
+        /// Seconds a connection has to send a complete request head (from its
+        /// start, or from the first byte after an idle spell); then it is closed
+        #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        header_timeout: u64,
+        /// Seconds a kept-alive connection may idle between requests
+        #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        idle_timeout: u64,
+        /// Connections served at once; more get 503 and are closed
+        /// (default: 1024, fewer when the open files limit is low)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_connections: Option<u64>,
     },
     /// The servers sharing this database, and which one runs synchronization
     Servers {
@@ -649,6 +661,9 @@ async fn run(cli: Cli) -> CmdResult {
             lease_seconds,
             trusted_proxies,
             auth_client_limit,
+            header_timeout,
+            idle_timeout,
+            max_connections,
         } => {
             let name = name.unwrap_or_else(cluster::default_name);
             if name.trim().is_empty() {
@@ -663,7 +678,12 @@ async fn run(cli: Cli) -> CmdResult {
                 trusted_proxies,
                 client_max_failures: usize::try_from(auth_client_limit).unwrap_or(usize::MAX),
             };
-            serve::run(store, &listen, !insecure_cookies, node, limits)
+            let http = http::Options {
+                header_timeout: std::time::Duration::from_secs(header_timeout),
+                idle_timeout: std::time::Duration::from_secs(idle_timeout),
+                max_connections: max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            };
+            serve::run(store, &listen, !insecure_cookies, node, limits, http)
                 .await
                 .map_err(Failure::from)
         }

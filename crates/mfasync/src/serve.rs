@@ -37,7 +37,12 @@ pub async fn run(
     secure_cookies: bool,
     node: crate::cluster::Options,
     limits: crate::web::AuthLimits,
+    http: crate::http::Options,
 ) -> Result<()> {
+    // held connections must not take the descriptors the database and the
+    // directory need (issue 18)
+    let descriptors = crate::http::raise_descriptor_limit();
+    let max_connections = http.connection_cap(descriptors);
     let store: Arc<dyn Store> = Arc::from(store);
     // password checks look their MFA user up on the calling thread (SQLite)
     store.read_inline();
@@ -69,7 +74,12 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| listen.to_string());
-    tracing::info!(listen = %local, "serving the portal, /api/v1, /metrics, /healthz");
+    tracing::info!(
+        listen = %local,
+        max_connections,
+        open_files = descriptors,
+        "serving the portal, /api/v1, /metrics, /healthz"
+    );
     eprintln!("mfasync: serving on http://{local}");
     // Register, heartbeat, and take the sync lease when it is free (issue 8).
     let cluster = Arc::new(crate::cluster::Cluster::new(
@@ -96,13 +106,7 @@ pub async fn run(
         let cluster = cluster.clone();
         async move { cluster.maintain().await }
     });
-    let http = tokio::spawn(async move {
-        // the socket peer is the client address of the per-address auth limit
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("web server stopped: {e}");
-        }
-    });
+    let http = tokio::spawn(crate::http::serve(listener, app, http, max_connections));
     let result = tokio::select! {
         r = cycles(store.as_ref(), &metrics, &sync_lock, &cluster) => r,
         _ = shutdown_signal() => {
