@@ -1,5 +1,6 @@
-//! LDAP-bind authentication outcomes (PRODUCT.md `auth` reasons) and the
-//! mapping of directory bind diagnostics to them.
+//! LDAP-bind authentication outcomes (PRODUCT.md `auth` reasons, and the
+//! service's `rate-limited`) and the mapping of directory bind diagnostics to
+//! them.
 
 use serde::Serialize;
 
@@ -15,6 +16,9 @@ pub enum Reason {
     NotAnMfaUser,
     MfaUserDisabled,
     DirectoryUnavailable,
+    /// The service's password-guessing limit for the client address
+    /// (`POST /api/v1/auth` only; `core::lockout`), not the account's state.
+    RateLimited,
 }
 
 impl Reason {
@@ -29,6 +33,7 @@ impl Reason {
             Reason::NotAnMfaUser => "not-an-mfa-user",
             Reason::MfaUserDisabled => "mfa-user-disabled",
             Reason::DirectoryUnavailable => "directory-unavailable",
+            Reason::RateLimited => "rate-limited",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod entry;
 pub mod escape;
 pub mod filter;
+pub mod lockout;
 pub mod mapping;
 pub mod phone;
 pub mod plan;
