@@ -63,12 +63,7 @@ pub fn fold_name(typed: &str) -> String {
 fn fold_dn(dn: &str) -> String {
     fold_name(dn)
         .split(',')
-        .map(|rdn| {
-            rdn.split('=')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join("=")
-        })
+        .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -140,7 +135,9 @@ impl Guard {
     pub fn new(policy: Policy) -> Guard {
         let address_window = policy.address.1;
         Guard {
-            accounts: policy.account.map(|(max, window)| Limiter::new(max, window)),
+            accounts: policy
+                .account
+                .map(|(max, window)| Limiter::new(max, window)),
             addresses: Limiter::new(policy.address.0, address_window),
             address_window,
             pairs: Backoff::new(BackoffPolicy {
@@ -241,7 +238,13 @@ mod tests {
     fn names_fold_to_one_key() {
         let key = |s: &str| Account::typed(s).key().to_string();
         assert_eq!(key("user2"), "name:user2");
-        for spelling in ["user2 ", " USER2", "ｕｓｅｒ２", "Ｕｓｅｒ２\u{3000}", "\tuser2\n"] {
+        for spelling in [
+            "user2 ",
+            " USER2",
+            "ｕｓｅｒ２",
+            "Ｕｓｅｒ２\u{3000}",
+            "\tuser2\n",
+        ] {
             assert_eq!(key(spelling), "name:user2", "{spelling:?}");
         }
         assert_eq!(fold_name("Straße"), "strasse", "full case folding");
@@ -287,7 +290,10 @@ mod tests {
             matches!(refused, Err(Refusal::RateLimited(_))),
             "{refused:?}"
         );
-        assert_eq!(refused.err().map(Refusal::reason), Some(Reason::RateLimited));
+        assert_eq!(
+            refused.err().map(Refusal::reason),
+            Some(Reason::RateLimited)
+        );
         // and from another address they are not refused at all
         assert_eq!(
             g.check(Some("192.0.2.2"), &Account::typed("victim3"), now),
@@ -320,7 +326,11 @@ mod tests {
             assert_eq!(r.err().map(Refusal::reason), Some(Reason::AccountLocked));
         }
         assert_eq!(
-            g.check(Some("203.0.113.1"), &user2, t0 + 5 * MIN + Duration::from_secs(1)),
+            g.check(
+                Some("203.0.113.1"),
+                &user2,
+                t0 + 5 * MIN + Duration::from_secs(1)
+            ),
             Ok(()),
             "the oldest failure left the window"
         );

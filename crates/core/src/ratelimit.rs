@@ -108,10 +108,11 @@ fn keep_newest<V>(map: &mut HashMap<String, V>, last: impl Fn(&V) -> Option<Inst
 /// How a [`Backoff`] grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffPolicy {
-    /// Failures in a row that cost no wait.
+    /// Failures in a row before any wait (the next attempt after the
+    /// `free`-th failure waits).
     pub free: u32,
-    /// The wait after the first failure past `free`; it doubles with each
-    /// further failure ...
+    /// The wait after the `free`-th failure; it doubles with each further
+    /// failure ...
     pub first: Duration,
     /// ... up to this (the backoff is bounded: never a lock for good).
     pub cap: Duration,
@@ -119,9 +120,9 @@ pub struct BackoffPolicy {
     pub forget: Duration,
 }
 
-/// A bounded exponential backoff per key: after `free` failures, the next
-/// attempt waits `first`, then twice that after each further failure, never
-/// more than `cap` after the last failure. A success, or `forget` without a
+/// A bounded exponential backoff per key: once `free` failures are
+/// reached, the next attempt waits `first` after the last failure, twice
+/// that after one more failure, and so on, never more than `cap`. A success, or `forget` without a
 /// failure, clears the key.
 #[derive(Debug)]
 pub struct Backoff {
@@ -150,14 +151,14 @@ impl Backoff {
         }
     }
 
-    /// The wait after `failures` failures in a row (zero within `free`).
+    /// The wait after `failures` failures in a row: none for fewer than
+    /// `free`, then `first`, doubling with each further failure, at most `cap`.
     pub fn wait_after(&self, failures: u32) -> Duration {
         let p = &self.policy;
         match failures.checked_sub(p.free) {
-            None | Some(0) => Duration::ZERO,
+            None => Duration::ZERO,
             Some(past) => {
-                // first * 2^(past - 1), saturating, then capped
-                let factor = 1u32.checked_shl(past - 1).unwrap_or(u32::MAX);
+                let factor = 1u32.checked_shl(past).unwrap_or(u32::MAX);
                 p.first.saturating_mul(factor).min(p.cap)
             }
         }
@@ -261,7 +262,7 @@ mod tests {
         let waits: Vec<u64> = (0..12).map(|n| b.wait_after(n).as_secs()).collect();
         assert_eq!(
             waits,
-            [0, 0, 0, 0, 60, 120, 240, 480, 900, 900, 900, 900],
+            [0, 0, 0, 60, 120, 240, 480, 900, 900, 900, 900, 900],
             "free failures, then doubling, never past the cap"
         );
         assert_eq!(
@@ -277,24 +278,32 @@ mod tests {
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut b = backoff();
         for s in 0..3 {
+            assert_eq!(b.retry_after("a|admin", at(s)), None, "free attempt {s}");
             b.failed("a|admin", at(s));
-            assert_eq!(b.retry_after("a|admin", at(s)), None, "free failure {s}");
         }
-        b.failed("a|admin", at(3));
         assert_eq!(
-            b.retry_after("a|admin", at(13)),
-            Some(Duration::from_secs(50))
+            b.retry_after("a|admin", at(12)),
+            Some(Duration::from_secs(50)),
+            "a minute after the third failure"
         );
-        assert_eq!(b.retry_after("b|admin", at(13)), None, "keys are independent");
-        assert_eq!(b.retry_after("a|admin", at(63)), None);
+        assert_eq!(
+            b.retry_after("b|admin", at(13)),
+            None,
+            "keys are independent"
+        );
+        assert_eq!(b.retry_after("a|admin", at(62)), None);
         // a stranger failing forever keeps the key waiting at most the cap
-        let mut t = 63;
+        let mut t = 62;
         for _ in 0..40 {
             b.failed("a|admin", at(t));
             let wait = b.retry_after("a|admin", at(t)).unwrap_or_default();
             assert!(wait <= Duration::from_secs(900), "{wait:?}");
             t += wait.as_secs();
-            assert_eq!(b.retry_after("a|admin", at(t)), None, "allowed after the wait");
+            assert_eq!(
+                b.retry_after("a|admin", at(t)),
+                None,
+                "allowed after the wait"
+            );
         }
         assert_eq!(
             b.since_last_failure("a|admin", at(t)),
@@ -303,7 +312,11 @@ mod tests {
         // quiet for `forget`: starts over
         assert_eq!(b.since_last_failure("a|admin", at(t + 3600)), None);
         b.failed("a|admin", at(t + 3600));
-        assert_eq!(b.retry_after("a|admin", at(t + 3600)), None);
+        assert_eq!(
+            b.retry_after("a|admin", at(t + 3600)),
+            None,
+            "one failure is free"
+        );
         b.succeeded("a|admin");
         assert_eq!(b.since_last_failure("a|admin", at(t + 3600)), None);
     }

@@ -16,10 +16,16 @@
 //! bind (a wrong password counts once against lockout policies). The
 //! connection to the first directory server that the password is bound on
 //! is opened while the stored username is looked up (`open_for_check`).
+//!
+//! Password-guessing limits (the service): the caller's `Gate` is asked,
+//! before any bind, about the account the username names (the stored user's
+//! or the search result's unique id, else DN; `core::lockout::Account`), so
+//! every spelling that finds the same entry shares one count.
 
 use mfasync_core::auth::Reason;
 use mfasync_core::config::{Bind, BindType, Config};
 use mfasync_core::escape::filter_value;
+use mfasync_core::lockout::{Account, Gate, Open};
 use mfasync_ldap::Scope;
 use mfasync_store::{Store, UserKey};
 
@@ -142,16 +148,18 @@ pub async fn authenticate(
     username: &str,
     password: &str,
 ) -> Result<(), Reason> {
-    authenticate_with(store, cfg, username, password, None).await
+    authenticate_with(store, cfg, username, password, None, &Open).await
 }
 
-/// Like [`authenticate`], reusing `reuse` for the username lookup.
+/// Like [`authenticate`], reusing `reuse` for the username lookup, and
+/// asking `gate` about the account before its password is bound.
 pub async fn authenticate_with(
     store: &dyn Store,
     cfg: &Config,
     username: &str,
     password: &str,
     reuse: Option<&std::sync::Arc<AuthConnections>>,
+    gate: &dyn Gate,
 ) -> Result<(), Reason> {
     // An empty password is an anonymous bind to AD: it would "succeed".
     if password.is_empty()
@@ -161,7 +169,7 @@ pub async fn authenticate_with(
     {
         return Err(Reason::InvalidCredentials);
     }
-    let (refused_dn, opened) = match fast_path(store, cfg, username, password, reuse).await {
+    let (refused_dn, opened) = match fast_path(store, cfg, username, password, reuse, gate).await {
         Fast::Done(result) => return result,
         Fast::Search { refused_dn, opened } => (refused_dn, opened),
     };
@@ -170,6 +178,7 @@ pub async fn authenticate_with(
         principal,
         directory_id,
     } = resolve_dn(cfg, username, reuse).await?;
+    gate.admit(&Account::directory(directory_id.as_deref(), &dn))?;
     if refused_dn.is_some_and(|r| same_dn(&r, &dn)) {
         // The fast path's bind to this very DN was refused: that is the answer.
         tracing::info!(
@@ -245,6 +254,7 @@ async fn fast_path(
     username: &str,
     password: &str,
     reuse: Option<&std::sync::Arc<AuthConnections>>,
+    gate: &dyn Gate,
 ) -> Fast {
     let search = |refused_dn, opened| Fast::Search { refused_dn, opened };
     let kind = cfg.directory.auth_bind.kind;
@@ -278,15 +288,18 @@ async fn fast_path(
             return search(None, opened);
         }
     };
-    let dn = match found.as_slice() {
+    let (dn, directory_id) = match found.as_slice() {
         [u] if u.enabled && u.source == mfasync_core::user::Source::Directory => {
             match u.dn.as_deref().map(str::trim) {
-                Some(dn) if !dn.is_empty() => dn.to_string(),
+                Some(dn) if !dn.is_empty() => (dn.to_string(), u.directory_id.as_deref()),
                 _ => return search(None, opened),
             }
         }
         _ => return search(None, opened),
     };
+    if let Err(limited) = gate.admit(&Account::directory(directory_id, &dn)) {
+        return Fast::Done(Err(limited));
+    }
     let bind = Bind {
         kind,
         dn: dn.clone(),

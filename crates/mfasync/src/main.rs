@@ -12,6 +12,7 @@ mod auth;
 mod build_id;
 mod cluster;
 mod domains;
+mod export;
 mod http;
 mod incremental;
 mod progress;
@@ -122,11 +123,14 @@ enum Command {
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
         lease_seconds: u64,
         /// A reverse proxy whose X-Forwarded-For names the client of
-        /// POST /api/v1/auth (repeatable; default: none, the socket peer is the client)
+        /// POST /api/v1/auth and portal sign-in (repeatable; default: none,
+        /// the socket peer is the client)
         #[arg(long = "trusted-proxy", value_name = "IP")]
         trusted_proxies: Vec<std::net::IpAddr>,
-        /// Failed password checks (POST /api/v1/auth) allowed per client
-        /// address within 5 minutes; more get 429 without asking the directory
+        /// Failed password checks per client address within 5 minutes
+        /// (POST /api/v1/auth and portal sign-in, counted apart) after which
+        /// the accounts that failed from it get 429 rate-limited from it
+        /// without asking the directory; other accounts are still checked
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         auth_client_limit: u64,
         /// Seconds a connection has to send a complete request head (from its
@@ -219,6 +223,9 @@ enum UsersCmd {
     Export {
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        /// CSV: the values as stored, without the quote that stops a spreadsheet from running a formula
+        #[arg(long)]
+        raw: bool,
     },
 }
 
@@ -490,7 +497,7 @@ async fn run(cli: Cli) -> CmdResult {
             sync::print(&outcome, cli.json, plan)
         }
         Command::Users {
-            cmd: UsersCmd::Export { format },
+            cmd: UsersCmd::Export { format, raw },
         } => {
             let store = open_store(&cli.database).await?;
             let users = store
@@ -499,14 +506,8 @@ async fn run(cli: Cli) -> CmdResult {
                 .map_err(|e| Failure::Refused(e.to_string()))?;
             match format {
                 Format::Json => print_json(&users),
-                Format::Csv => {
-                    let mut w = csv::Writer::from_writer(std::io::stdout());
-                    for u in &users {
-                        w.serialize(u)
-                            .map_err(|e| Failure::Refused(e.to_string()))?;
-                    }
-                    w.flush().map_err(|e| Failure::Refused(e.to_string()))
-                }
+                Format::Csv => export::write_csv(&users, std::io::stdout().lock(), raw)
+                    .map_err(Failure::Refused),
             }
         }
         Command::History { limit } => {

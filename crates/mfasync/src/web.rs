@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mfasync_core::auth::Reason;
+use mfasync_core::lockout::{Gate, Open};
 use mfasync_store::Store;
 use serde_json::{json, Value};
 
@@ -262,6 +263,15 @@ impl mfasync_web::Backend for ServiceBackend {
     }
 
     async fn auth(&self, username: &str, password: &str) -> Result<(), Reason> {
+        self.auth_limited(username, password, &Open).await
+    }
+
+    async fn auth_limited(
+        &self,
+        username: &str,
+        password: &str,
+        gate: &dyn Gate,
+    ) -> Result<(), Reason> {
         // the active version is read at most once a second for password checks
         let cfg = match self.config_cache.recent(AUTH_CONFIG_RECHECK) {
             Some(cfg) => cfg,
@@ -276,11 +286,22 @@ impl mfasync_web::Backend for ServiceBackend {
             username,
             password,
             Some(&self.auth_connections),
+            gate,
         )
         .await
     }
 
     async fn directory_admin(&self, username: &str, password: &str) -> Result<(), String> {
+        self.directory_admin_limited(username, password, &Open)
+            .await
+    }
+
+    async fn directory_admin_limited(
+        &self,
+        username: &str,
+        password: &str,
+        gate: &dyn Gate,
+    ) -> Result<(), String> {
         let cfg = self.config().await?;
         let group = cfg
             .portal
@@ -296,6 +317,7 @@ impl mfasync_web::Backend for ServiceBackend {
             username,
             password,
             Some(&self.auth_connections),
+            gate,
         )
         .await
         {

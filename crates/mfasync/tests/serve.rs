@@ -391,7 +391,8 @@ fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
     let s = slapd();
     s.ldapadd(&format!(
         "dn: ou=S4,{BASE}\nobjectClass: organizationalUnit\nou: S4\n\n\
-         dn: uid=pat,ou=S4,{BASE}\nobjectClass: inetOrgPerson\nuid: pat\ncn: pat\nsn: pat\nuserPassword: pat-Passw0rd\n\n"
+         dn: uid=pat,ou=S4,{BASE}\nobjectClass: inetOrgPerson\nuid: pat\ncn: pat\nsn: pat\nuserPassword: pat-Passw0rd\n\n\
+         dn: uid=quinn,ou=S4,{BASE}\nobjectClass: inetOrgPerson\nuid: quinn\ncn: quinn\nsn: quinn\nuserPassword: quinn-Passw0rd\n\n"
     ));
     let (m, token, srv) = auth_service("S4", &s.url);
     let auth = |pw: &str| api_auth(&srv, token, "pat", pw);
@@ -408,8 +409,9 @@ fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
         Duration::from_secs(5),
         || connections_to(srv.child.id(), s.port) == 2,
     );
-    // Per client address (the socket peer): the 50th failure from 127.0.0.1,
-    // whatever the usernames, blocks this address, even for a right password.
+    // Per client address (the socket peer): after 50 failures from 127.0.0.1,
+    // whatever the usernames, the names that failed from it are refused
+    // there (`rate-limited`); a right password of another account is checked.
     let check = |user: &str, pw: &str| api_auth(&srv, token, user, pw);
     for i in 1..50 {
         let r = check(&format!("nobody{i}"), "guess");
@@ -419,13 +421,20 @@ fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
             i + 1
         );
     }
-    let r = check("pat", "pat-Passw0rd");
+    let r = check("nobody7", "guess");
     assert!(r.starts_with("HTTP/1.1 429"), "{r}");
     assert!(r.to_ascii_lowercase().contains("\r\nretry-after: "), "{r}");
     assert!(
-        r.ends_with("{\"ok\":false,\"reason\":\"account-locked\"}"),
+        r.ends_with("{\"ok\":false,\"reason\":\"rate-limited\"}"),
         "{r}"
     );
+    let r = check("pat", "pat-Passw0rd");
+    assert!(
+        r.contains("\"reason\":\"rate-limited\""),
+        "pat failed from there: {r}"
+    );
+    let r = check("quinn", "quinn-Passw0rd");
+    assert!(r.ends_with("{\"ok\":true}"), "{r}");
     drop(srv);
 
     // --auth-client-limit 2 behind --trusted-proxy 127.0.0.1: the client is
@@ -454,10 +463,15 @@ fn serve_auth_api_checks_passwords_and_reuses_one_query_connection() {
         let r = from("198.51.100.1", &format!("nobody{i}"), "guess");
         assert!(r.contains("invalid-credentials"), "{r}");
     }
-    let r = from("198.51.100.1", "pat", "pat-Passw0rd");
+    let r = from("198.51.100.1", "nobody1", "guess");
     assert!(r.starts_with("HTTP/1.1 429"), "{r}");
-    let r = from("198.51.100.2", "pat", "pat-Passw0rd");
-    assert!(r.ends_with("{\"ok\":true}"), "another client: {r}");
+    let r = from("198.51.100.2", "nobody1", "guess");
+    assert!(r.contains("invalid-credentials"), "another client: {r}");
+    let r = from("198.51.100.1", "pat", "pat-Passw0rd");
+    assert!(
+        r.ends_with("{\"ok\":true}"),
+        "an account that did not fail: {r}"
+    );
 }
 
 fn get_bearer(addr: &str, path: &str, bearer: &str) -> Option<String> {

@@ -11,7 +11,11 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use mfasync_core::auth::Reason;
+use mfasync_core::lockout::{Account, Refusal};
+
 use crate::auth::Admin;
+use crate::limits::{client_address, RequestGate};
 use crate::App;
 
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -307,47 +311,25 @@ struct AuthBody {
     password: String,
 }
 
-/// The client of a request: the socket peer, or, when the peer is a trusted
-/// proxy, the right-most `X-Forwarded-For` address that is not itself a
-/// trusted proxy. None without a socket address (not served over TCP).
-pub(crate) fn client_address(
-    peer: Option<std::net::SocketAddr>,
-    headers: &axum::http::HeaderMap,
-    trusted: &[std::net::IpAddr],
-) -> Option<std::net::IpAddr> {
-    let peer = peer?.ip();
-    if !trusted.contains(&peer) {
-        return Some(peer);
+/// 429 with Retry-After and the PRODUCT.md body: `account-locked` for an
+/// account over its limit, `rate-limited` for the client address's limits.
+fn refused(app: &App, refusal: Refusal, client: Option<&str>) -> Response {
+    let reason = refusal.reason().as_str();
+    if refusal.reason() == Reason::RateLimited {
+        tracing::warn!(
+            client = client.unwrap_or("-"),
+            "password check refused for {}s: too many failures from this address",
+            refusal.wait().as_secs()
+        );
     }
-    let forwarded: Vec<std::net::IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|a| a.trim().parse::<std::net::IpAddr>())
-        .collect::<Result<_, _>>()
-        // a malformed header from a trusted proxy: count the proxy itself
-        .unwrap_or_default();
-    Some(
-        forwarded
-            .iter()
-            .rev()
-            .find(|a| !trusted.contains(a))
-            .copied()
-            .unwrap_or(peer),
-    )
-}
-
-/// 429 with Retry-After (whole seconds, at least 1) and the PRODUCT.md body.
-fn too_many(app: &App, wait: std::time::Duration) -> Response {
-    app.metrics.record_auth(Some("account-locked"));
+    app.metrics.record_auth(Some(reason));
     let mut r = (
         StatusCode::TOO_MANY_REQUESTS,
-        Json(json!({ "ok": false, "reason": "account-locked" })),
+        Json(json!({ "ok": false, "reason": reason })),
     )
         .into_response();
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    if let Ok(v) = axum::http::HeaderValue::from_str(&secs.max(1).to_string()) {
+    let secs = crate::limits::retry_after_secs(refusal.wait());
+    if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
         r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
     }
     r
@@ -365,99 +347,40 @@ async fn auth(
             "expected a JSON body {\"username\": \"...\", \"password\": \"...\"}",
         );
     };
-    let key = body.username.to_lowercase();
     let client = client_address(
         peer.map(|Extension(c)| c.0),
         &headers,
         &app.opts.trusted_proxies,
     )
     .map(|a| a.to_string());
-    let now = std::time::Instant::now();
-    // Too many wrong passwords from this address, or for this username,
-    // lately: refused without asking the directory (password guessing).
-    if let Some(c) = &client {
-        let wait = app
-            .auth_client_limiter
-            .lock()
-            .ok()
-            .and_then(|mut l| l.retry_after(c, now));
-        if let Some(wait) = wait {
-            tracing::warn!(client = %c, "password checks from this address refused for {}s (too many failures)", wait.as_secs());
-            return too_many(&app, wait);
-        }
+    let client = client.as_deref();
+    // The typed name first (names the directory does not know), then, through
+    // the gate, the account it names: refused without asking the directory.
+    let typed = Account::typed(&body.username);
+    if let Err(refusal) = app.auth_limits.check(client, &typed) {
+        return refused(&app, refusal, client);
     }
-    let wait = app
-        .auth_limiter
-        .lock()
-        .ok()
-        .and_then(|mut l| l.retry_after(&key, now));
-    if let Some(wait) = wait {
-        return too_many(&app, wait);
+    let gate = RequestGate::new(&app.auth_limits, client);
+    let result = app
+        .backend
+        .auth_limited(&body.username, &body.password, &gate)
+        .await;
+    if let Some(refusal) = gate.refusal() {
+        return refused(&app, refusal, client);
     }
-    match app.backend.auth(&body.username, &body.password).await {
+    let account = gate.account().unwrap_or_else(|| typed.clone());
+    match result {
         Ok(()) => {
-            if let Ok(mut l) = app.auth_limiter.lock() {
-                l.succeeded(&key);
-            }
+            app.auth_limits.succeeded(client, &[&account, &typed]);
             app.metrics.record_auth(None);
             Json(json!({ "ok": true })).into_response()
         }
         Err(reason) => {
-            if reason == mfasync_core::auth::Reason::InvalidCredentials {
-                if let Ok(mut l) = app.auth_limiter.lock() {
-                    l.failed(&key, now);
-                }
-                if let (Some(c), Ok(mut l)) = (&client, app.auth_client_limiter.lock()) {
-                    l.failed(c, now);
-                }
+            if reason == Reason::InvalidCredentials {
+                app.auth_limits.failed(client, &[&account]);
             }
             app.metrics.record_auth(Some(reason.as_str()));
             Json(json!({ "ok": false, "reason": reason.as_str() })).into_response()
         }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::client_address;
-    use axum::http::{HeaderMap, HeaderValue};
-    use std::net::{IpAddr, SocketAddr};
-
-    #[test]
-    fn client_address_trusts_forwarded_for_only_from_trusted_proxies() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let peer = |s: &str| Some(SocketAddr::new(ip(s), 4000));
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.0.0.2"),
-        );
-        // not a trusted proxy: the header is ignored
-        assert_eq!(
-            client_address(peer("192.0.2.1"), &h, &[]),
-            Some(ip("192.0.2.1"))
-        );
-        // trusted proxy: right-most address that is not a trusted proxy
-        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
-        assert_eq!(
-            client_address(peer("10.0.0.1"), &h, &trusted),
-            Some(ip("198.51.100.7"))
-        );
-        // trusted proxy without a header, or with garbage: the proxy itself
-        assert_eq!(
-            client_address(peer("10.0.0.1"), &HeaderMap::new(), &trusted),
-            Some(ip("10.0.0.1"))
-        );
-        let mut bad = HeaderMap::new();
-        bad.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("1.2.3.4, nonsense"),
-        );
-        assert_eq!(
-            client_address(peer("10.0.0.1"), &bad, &trusted),
-            Some(ip("10.0.0.1"))
-        );
-        assert_eq!(client_address(None, &h, &trusted), None);
     }
 }

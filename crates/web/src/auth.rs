@@ -99,10 +99,12 @@ async fn admin_group_configured(app: &App) -> bool {
 /// Portal sign-in: a local administrator (argon2 hash in the store), else a
 /// member of `portal.admin_group` whose directory password is right. The way
 /// in, or None.
+/// `gate` is asked about the directory account before its password is tried.
 pub(crate) async fn check_sign_in(
     app: &App,
     username: &str,
     password: &str,
+    gate: &dyn mfasync_core::lockout::Gate,
 ) -> Option<&'static str> {
     if check_admin(app, username, password).await {
         return Some("local");
@@ -110,7 +112,11 @@ pub(crate) async fn check_sign_in(
     if password.is_empty() || !admin_group_configured(app).await {
         return None;
     }
-    match app.backend.directory_admin(username, password).await {
+    match app
+        .backend
+        .directory_admin_limited(username, password, gate)
+        .await
+    {
         Ok(()) => Some("directory"),
         Err(why) => {
             tracing::info!(

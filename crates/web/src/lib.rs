@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use axum::routing::get;
 use axum::Router;
 use mfasync_core::auth::Reason;
+use mfasync_core::lockout::{Account, Gate};
 use mfasync_store::Store;
 
 mod api;
@@ -30,6 +31,7 @@ pub mod auth;
 mod charts;
 mod docs;
 mod html;
+mod limits;
 pub mod metrics;
 mod portal;
 mod progress;
@@ -89,12 +91,36 @@ pub trait Backend: Send + Sync {
     async fn reject(&self, id: &str, actor: &str) -> Result<serde_json::Value, String>;
     /// Verify a password by LDAP bind (`auth USERNAME`).
     async fn auth(&self, username: &str, password: &str) -> Result<(), Reason>;
+    /// `auth` under the service's password-guessing limits: `gate` is asked
+    /// once the account the username names is known (the directory entry),
+    /// before the password is bound; its refusal is the answer, with nothing
+    /// bound. Default: the account is the typed name.
+    async fn auth_limited(
+        &self,
+        username: &str,
+        password: &str,
+        gate: &dyn Gate,
+    ) -> Result<(), Reason> {
+        gate.admit(&Account::typed(username))?;
+        self.auth(username, password).await
+    }
     /// Portal sign-in by directory credentials: `Ok(())` when the directory
     /// accepts the password (as `auth` checks it) AND the account is a member,
     /// directly or through nested groups, of `portal.admin_group`. `Err`: why
     /// not, for the log only (never shown; it must not name the password).
     async fn directory_admin(&self, _username: &str, _password: &str) -> Result<(), String> {
         Err("sign-in by directory credentials is not available".into())
+    }
+    /// `directory_admin` under the limits, as [`Backend::auth_limited`].
+    async fn directory_admin_limited(
+        &self,
+        username: &str,
+        password: &str,
+        gate: &dyn Gate,
+    ) -> Result<(), String> {
+        gate.admit(&Account::typed(username))
+            .map_err(|r| format!("refused by the sign-in limits ({})", r.as_str()))?;
+        self.directory_admin(username, password).await
     }
 }
 
@@ -107,14 +133,21 @@ pub struct WebOptions {
     pub secure_cookies: bool,
     /// How long a portal session lasts after sign-in.
     pub session_ttl: Duration,
-    /// Failed sign-ins allowed per username within `login_window`; more are
-    /// refused (429) without checking the password.
+    /// `POST /api/v1/auth`: failed password checks allowed per account (the
+    /// directory entry the username names) within `login_window`; more are
+    /// refused (429 `account-locked`) without asking the directory. Also the
+    /// failures, per client address and account, that cost no wait (API and
+    /// portal sign-in; then `backoff_first`, doubling, at most `backoff_cap`).
     pub login_max_failures: usize,
     pub login_window: Duration,
-    /// Failed `POST /api/v1/auth` password checks allowed per client address
-    /// (any usernames) within `auth_client_window`; more are refused (429)
-    /// without asking the directory. Counts failures only, and a success does
-    /// not clear them (one known account must not reset a guessing run).
+    pub backoff_first: Duration,
+    pub backoff_cap: Duration,
+    /// Failed password checks per client address (any accounts) within
+    /// `auth_client_window` after which the address is over its limit: from
+    /// it, the accounts that failed from it within the window are refused
+    /// (429 `rate-limited`), others are still checked. Counted separately
+    /// for `POST /api/v1/auth` and portal sign-in; a success does not clear
+    /// them (one known account must not reset a guessing run).
     pub auth_client_max_failures: usize,
     pub auth_client_window: Duration,
     /// Reverse proxies whose `X-Forwarded-For` is believed: for a request
@@ -135,6 +168,8 @@ impl Default for WebOptions {
             session_ttl: Duration::from_secs(8 * 3600),
             login_max_failures: 10,
             login_window: Duration::from_secs(300),
+            backoff_first: Duration::from_secs(60),
+            backoff_cap: Duration::from_secs(900),
             auth_client_max_failures: 50,
             auth_client_window: Duration::from_secs(300),
             trusted_proxies: Vec::new(),
@@ -149,13 +184,10 @@ pub(crate) struct App {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub opts: Arc<WebOptions>,
-    /// Failed portal sign-ins by lower-cased username.
-    pub login_limiter: Arc<std::sync::Mutex<mfasync_core::ratelimit::Limiter>>,
-    /// Failed `POST /api/v1/auth` password checks by lower-cased username
-    /// (password guessing through the API: the same limits as portal sign-in).
-    pub auth_limiter: Arc<std::sync::Mutex<mfasync_core::ratelimit::Limiter>>,
-    /// Failed `POST /api/v1/auth` password checks by client address.
-    pub auth_client_limiter: Arc<std::sync::Mutex<mfasync_core::ratelimit::Limiter>>,
+    /// Password-guessing limits of portal sign-in.
+    pub login_limits: Arc<limits::Limits>,
+    /// Password-guessing limits of `POST /api/v1/auth`.
+    pub auth_limits: Arc<limits::Limits>,
     /// Synchronize Now jobs started from the portal (live progress).
     pub jobs: Arc<std::sync::Mutex<progress::Jobs>>,
     /// API tokens recently read from the store (`auth::TokenCache`).
@@ -169,22 +201,13 @@ pub fn router(
     metrics: Arc<Metrics>,
     opts: WebOptions,
 ) -> Router {
-    let limiter = mfasync_core::ratelimit::Limiter::new(opts.login_max_failures, opts.login_window);
-    let (opts_max, opts_window) = (opts.login_max_failures, opts.login_window);
-    let client_limiter = mfasync_core::ratelimit::Limiter::new(
-        opts.auth_client_max_failures,
-        opts.auth_client_window,
-    );
     let app = App {
         backend,
         store,
         metrics,
+        login_limits: Arc::new(limits::Limits::for_portal(&opts)),
+        auth_limits: Arc::new(limits::Limits::for_api(&opts)),
         opts: Arc::new(opts),
-        login_limiter: Arc::new(std::sync::Mutex::new(limiter)),
-        auth_limiter: Arc::new(std::sync::Mutex::new(
-            mfasync_core::ratelimit::Limiter::new(opts_max, opts_window),
-        )),
-        auth_client_limiter: Arc::new(std::sync::Mutex::new(client_limiter)),
         jobs: Arc::default(),
         tokens: Arc::default(),
     };

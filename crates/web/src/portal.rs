@@ -2,7 +2,6 @@
 //! script). Every POST carries the session's CSRF token in a hidden field.
 
 use std::convert::Infallible;
-use std::time::Instant;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -16,7 +15,9 @@ use serde_json::Value;
 use crate::api::{user_matches, UserQuery};
 use crate::auth::{self, csrf_refusal, Admin};
 use crate::html::{csrf_field, esc, notice, page, url_component};
+use crate::limits::{client_address, retry_after_secs, RequestGate};
 use crate::App;
+use mfasync_core::lockout::{Account, Refusal};
 
 /// Users shown on one Users page at most.
 const USERS_SHOWN: usize = 500;
@@ -139,8 +140,30 @@ pub(crate) async fn login_page(State(app): State<App>, admin: MaybeAdmin) -> Res
     }
 }
 
+/// 429: the sign-in form, told when to try again.
+fn too_many_sign_ins(app: &App, refusal: Refusal) -> Response {
+    let secs = retry_after_secs(refusal.wait());
+    let when = if secs < 120 {
+        format!("{secs} seconds")
+    } else {
+        format!("{} minutes", secs.div_ceil(60))
+    };
+    let mut resp = login_form(
+        app,
+        StatusCode::TOO_MANY_REQUESTS,
+        Some(&format!(
+            "Too many failed sign-ins for this username from this address; try again in {when}."
+        )),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
 pub(crate) async fn login(
     State(app): State<App>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -159,35 +182,44 @@ pub(crate) async fn login(
         )
             .into_response();
     }
-    let key = form.username.to_lowercase();
-    let allowed = app
-        .login_limiter
-        .lock()
-        .map(|mut l| l.allowed(&key, Instant::now()))
-        .unwrap_or(false);
-    if !allowed {
+    let client = client_address(
+        peer.map(|Extension(c)| c.0),
+        &headers,
+        &app.opts.trusted_proxies,
+    )
+    .map(|a| a.to_string());
+    let client = client.as_deref();
+    let name = form.username.chars().take(64).collect::<String>();
+    // The typed name (a local administrator's key) first; a directory
+    // account is then checked under the entry it names, through the gate.
+    let typed = Account::typed(&form.username);
+    if let Err(refusal) = app.login_limits.check(client, &typed) {
         tracing::warn!(
-            "portal sign-in for {:?} refused: too many failures",
-            form.username.chars().take(64).collect::<String>()
+            client = client.unwrap_or("-"),
+            "portal sign-in for {name:?} refused: too many failures"
         );
-        return login_form(
-            &app,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some("Too many failed sign-ins for this username; try again in a few minutes."),
-        );
+        return too_many_sign_ins(&app, refusal);
     }
+    let gate = RequestGate::new(&app.login_limits, client);
     let way = if form.username.is_empty() {
         None
     } else {
-        auth::check_sign_in(&app, &form.username, &form.password).await
+        auth::check_sign_in(&app, &form.username, &form.password, &gate).await
     };
-    let Some(way) = way else {
-        if let Ok(mut l) = app.login_limiter.lock() {
-            l.failed(&key, Instant::now());
-        }
+    if let (None, Some(refusal)) = (way, gate.refusal()) {
         tracing::warn!(
-            "portal sign-in refused for {:?}",
-            form.username.chars().take(64).collect::<String>()
+            client = client.unwrap_or("-"),
+            "portal sign-in for {name:?} refused: too many failures for its directory account"
+        );
+        return too_many_sign_ins(&app, refusal);
+    }
+    let resolved = gate.account();
+    let accounts: Vec<&Account> = std::iter::once(&typed).chain(resolved.as_ref()).collect();
+    let Some(way) = way else {
+        app.login_limits.failed(client, &accounts);
+        tracing::warn!(
+            client = client.unwrap_or("-"),
+            "portal sign-in refused for {name:?}"
         );
         return login_form(
             &app,
@@ -195,6 +227,7 @@ pub(crate) async fn login(
             Some("Wrong username or password."),
         );
     };
+    app.login_limits.succeeded(client, &accounts);
     match auth::start_session(&app, &form.username).await {
         Ok((token, _csrf)) => {
             tracing::info!(

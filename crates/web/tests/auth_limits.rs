@@ -1,7 +1,8 @@
-//! `POST /api/v1/auth` is limited per client address as well as per username:
+//! `POST /api/v1/auth` is limited per client address as well as per account:
 //! served for real on 127.0.0.1 with the socket peer as client address
 //! (`into_make_service_with_connect_info`, as `mfasync serve` does), requests
-//! sent from two loopback addresses.
+//! sent from two loopback addresses. An address over its limit is refused
+//! (`rate-limited`) only the names that failed from it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -128,7 +129,7 @@ async fn check(
 }
 
 #[tokio::test]
-async fn failures_from_one_address_block_that_address_only() {
+async fn failures_from_one_address_refuse_the_names_that_failed_there_only() {
     let s = serve(WebOptions {
         auth_client_max_failures: 5,
         auth_client_window: Duration::from_secs(600),
@@ -145,23 +146,29 @@ async fn failures_from_one_address_block_that_address_only() {
     }
     // a success in between does not reset the address's failures
     assert_eq!(check(&s, &b, "user0", "right", None).await.2["ok"], true);
+    // over its limit, the address is refused the names that failed from it
+    // (any spelling of them), without asking the directory ...
     let asked = s.backend.checks.load(Ordering::SeqCst);
-    // the next check from that address, even a right password for a fresh
-    // username, is refused without asking the directory
-    let (st, retry, v) = check(&s, &a, "fresh", "right", None).await;
-    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(v, json!({"ok": false, "reason": "account-locked"}));
-    let retry = retry.expect("Retry-After");
-    assert!(
-        (1..=600).contains(&retry),
-        "Retry-After {retry} is within the window"
-    );
+    for name in ["user0", "user1", "USER2 ", "ｕｓｅｒ３"] {
+        let (st, retry, v) = check(&s, &a, name, "right", None).await;
+        assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{name}");
+        assert_eq!(v, json!({"ok": false, "reason": "rate-limited"}));
+        let retry = retry.expect("Retry-After");
+        assert!(
+            (1..=600).contains(&retry),
+            "Retry-After {retry} is within the window"
+        );
+    }
     assert_eq!(s.backend.checks.load(Ordering::SeqCst), asked);
+    // ... while a right password for a name that did not fail there is checked
+    let (st, _, v) = check(&s, &a, "fresh", "right", None).await;
+    assert_eq!((st, v), (StatusCode::OK, json!({"ok": true})));
+    assert_eq!(s.backend.checks.load(Ordering::SeqCst), asked + 1);
     // another address is not affected
-    let (st, _, v) = check(&s, &b, "fresh", "right", None).await;
+    let (st, _, v) = check(&s, &b, "user1", "right", None).await;
     assert_eq!((st, v), (StatusCode::OK, json!({"ok": true})));
     // X-Forwarded-For from an untrusted peer changes nothing
-    let (st, _, _) = check(&s, &a, "fresh", "right", Some("192.0.2.50")).await;
+    let (st, _, _) = check(&s, &a, "user2", "right", Some("192.0.2.50")).await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
 }
 
@@ -178,16 +185,40 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
         let (_, _, v) = check(&s, &proxy, &format!("u{i}"), "guess", Some("198.51.100.7")).await;
         assert_eq!(v["reason"], "invalid-credentials");
     }
-    let (st, _, _) = check(&s, &proxy, "u9", "right", Some("198.51.100.7")).await;
+    let (st, _, v) = check(&s, &proxy, "u0", "right", Some("198.51.100.7")).await;
     assert_eq!(
-        st,
-        StatusCode::TOO_MANY_REQUESTS,
-        "the forwarded client is blocked"
+        (st, v),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"ok": false, "reason": "rate-limited"})
+        ),
+        "the forwarded client is refused the names it failed"
     );
     // other clients behind the same proxy still get through
-    let (st, _, v) = check(&s, &proxy, "u9", "right", Some("198.51.100.8")).await;
+    let (st, _, v) = check(&s, &proxy, "u0", "right", Some("198.51.100.8")).await;
     assert_eq!((st, v), (StatusCode::OK, json!({"ok": true})));
     // a spoofed left-most entry does not escape: the proxy appends the real peer
-    let (st, _, _) = check(&s, &proxy, "u9", "right", Some("203.0.113.1, 198.51.100.7")).await;
+    let (st, _, _) = check(&s, &proxy, "u1", "right", Some("203.0.113.1, 198.51.100.7")).await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn ten_wrong_passwords_lock_the_account_for_every_address() {
+    let s = serve(WebOptions::default()).await;
+    let a = client("127.0.0.1");
+    let b = client("127.0.0.2");
+    // ten wrong passwords lock the account (from anywhere) ...
+    for _ in 0..10 {
+        let (_, _, v) = check(&s, &a, "kim", "guess", None).await;
+        assert_eq!(v["reason"], "invalid-credentials");
+    }
+    let (st, retry, v) = check(&s, &b, "kim", "right", None).await;
+    assert_eq!(
+        (st, v),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"ok": false, "reason": "account-locked"})
+        )
+    );
+    assert!(retry.is_some_and(|r| (1..=300).contains(&r)), "{retry:?}");
 }
