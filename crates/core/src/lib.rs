@@ -13,6 +13,7 @@ pub mod lockout;
 pub mod mapping;
 pub mod phone;
 pub mod plan;
+pub mod presence;
 pub mod ratelimit;
 pub mod safeguard;
 pub mod sid;

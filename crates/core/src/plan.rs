@@ -1,6 +1,7 @@
 //! The sync plan: what must change in the MFA user database so it matches the
 //! directory. Computed purely from the desired users and the stored users.
 
+use crate::presence::Presence;
 use crate::user::{MfaUser, Source};
 use serde::Serialize;
 
@@ -171,9 +172,10 @@ pub struct PlanInput<'a> {
     pub desired: Vec<MfaUser>,
     /// Everything in the store.
     pub current: &'a [MfaUser],
-    /// Whether a stored directory user (by directory_id) still exists in the
-    /// directory at all (in any item or not).
-    pub exists_in_directory: &'a dyn Fn(&str) -> bool,
+    /// What the directory says about a stored directory user (by
+    /// directory_id) that no item holds: deleted (proved), still there, or
+    /// not known (left as it is).
+    pub presence: &'a dyn Fn(&str) -> Presence,
     /// `when_removed` of the item (by its dn) that last governed a user;
     /// None when that item is no longer configured.
     pub when_removed: &'a dyn Fn(&str) -> Option<crate::config::WhenRemoved>,
@@ -188,10 +190,9 @@ pub struct PlanInput<'a> {
 /// Rules (the seed's):
 /// - desired users not stored -> create; stored and different -> update
 ///   (or enable when only `enabled` went from false to true);
-/// - stored directory users no item holds: if gone from the directory ->
-///   remove when `remove_deleted_users`, else disable; if still in the
-///   directory -> the governing item's `when_removed` (disable / remove / keep);
-///   a user whose item was deleted from the configuration is disabled;
+/// - stored directory users no item holds: [`departure`] (deleted from the
+///   directory, proved -> `remove_deleted_users`; still there -> the last
+///   item's `when_removed`; not known -> left as it is);
 /// - manual users are never touched.
 pub fn compute(input: PlanInput<'_>) -> Plan {
     use std::collections::{HashMap, HashSet};
@@ -277,7 +278,7 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
         let (action, reason) = departure(
             cur.enabled,
             cur.sync_item.as_deref().unwrap_or_default(),
-            (input.exists_in_directory)(id),
+            (input.presence)(id),
             input.remove_deleted_users,
             input.when_removed,
         );
@@ -290,27 +291,32 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
     plan
 }
 
-/// What happens to a stored directory user no item holds (the seed's rules):
-/// gone from the directory -> removed when `remove_deleted_users`, else
-/// disabled; still there -> its item's `when_removed`; its item no longer
-/// configured -> disabled. `None`: left as it is.
+/// What happens to a stored directory user no item holds: THE decision of
+/// every cycle (full and incremental). Deleted (the directory proved it: a
+/// tombstone, a delete, a lookup by unique id that found nothing) -> removed
+/// when `remove_deleted_users`, else disabled; still in the directory (moved
+/// out of the base DN, filtered out, out of its group) -> its last item's
+/// `when_removed`, or disabled when that item is no longer configured; not
+/// known -> left as it is (an absence is never a deletion). `None`: no change.
 pub fn departure(
     enabled: bool,
     item: &str,
-    exists_in_directory: bool,
+    presence: Presence,
     remove_deleted_users: bool,
     when_removed: &dyn Fn(&str) -> Option<crate::config::WhenRemoved>,
 ) -> (Option<Action>, String) {
     use crate::config::WhenRemoved;
-    if !exists_in_directory {
-        let why = "no longer in the directory".to_string();
-        if remove_deleted_users {
-            (Some(Action::Remove), why)
-        } else {
-            (enabled.then_some(Action::Disable), why)
+    match presence {
+        Presence::Unknown => (None, String::new()),
+        Presence::Deleted => {
+            let why = "deleted from the directory".to_string();
+            if remove_deleted_users {
+                (Some(Action::Remove), why)
+            } else {
+                (enabled.then_some(Action::Disable), why)
+            }
         }
-    } else {
-        match when_removed(item) {
+        Presence::Exists => match when_removed(item) {
             Some(WhenRemoved::Keep) => (None, String::new()),
             Some(WhenRemoved::Remove) => (Some(Action::Remove), format!("no longer in {item}")),
             Some(WhenRemoved::Disable) => (
@@ -321,7 +327,7 @@ pub fn departure(
                 enabled.then_some(Action::Disable),
                 format!("sync item {item} was removed from the configuration"),
             ),
-        }
+        },
     }
 }
 
@@ -471,6 +477,8 @@ struct Kept {
 struct Seen {
     held: bool,
     exists: bool,
+    /// The directory proved it deleted (a lookup by its unique id found nothing).
+    deleted: bool,
     keep: bool,
 }
 
@@ -539,13 +547,21 @@ impl Planner {
         }
     }
 
-    /// Stored users that no item took this cycle, not seen in the directory
-    /// and not kept: the departures before their actions are decided (a
-    /// caller may still find some of them in the directory: [`Planner::exists`]).
+    /// The directory proved the entry with this unique id deleted.
+    pub fn deleted(&mut self, id: &str) {
+        if let Some((_, s)) = self.stored.get_mut(id) {
+            s.deleted = true;
+        }
+    }
+
+    /// Stored users that no item took this cycle, neither seen in the
+    /// directory nor proved deleted, and not kept: the departures whose
+    /// presence is still to be looked up ([`Planner::exists`],
+    /// [`Planner::deleted`]; those left unknown are left as they are).
     pub fn unseen(&self) -> Vec<String> {
         self.stored
             .iter()
-            .filter(|(_, (_, s))| !s.held && !s.exists && !s.keep)
+            .filter(|(_, (_, s))| !s.held && !s.exists && !s.deleted && !s.keep)
             .map(|(id, _)| id.to_string())
             .collect()
     }
@@ -680,7 +696,13 @@ impl Planner {
                     .and_then(|i| self.items.get(i as usize))
                     .map(|i| &**i)
                     .unwrap_or_default(),
-                s.exists,
+                if s.exists {
+                    Presence::Exists
+                } else if s.deleted {
+                    Presence::Deleted
+                } else {
+                    Presence::Unknown
+                },
                 remove_deleted_users,
                 when_removed,
             );
@@ -724,7 +746,7 @@ mod tests {
         let p = compute(PlanInput {
             desired: desired.clone(),
             current,
-            exists_in_directory: &|id| exists_owned.iter().any(|e| e == id),
+            presence: &|id| presence_of(&exists_owned, id),
             when_removed: &|item| (item == "ou=a").then_some(wr),
             remove_deleted_users: rm,
             keep_as_is: &|id| id == "keep",
@@ -732,6 +754,18 @@ mod tests {
         // the streaming planner (digests instead of rows) must give the same plan
         assert_eq!(streamed(desired, current, exists, wr, rm), p);
         p
+    }
+
+    /// In these tests: an id in `exists` still exists, one starting with
+    /// `?` could not be looked up, any other is proved deleted.
+    fn presence_of(exists: &[String], id: &str) -> Presence {
+        if exists.iter().any(|e| e == id) {
+            Presence::Exists
+        } else if id.starts_with('?') {
+            Presence::Unknown
+        } else {
+            Presence::Deleted
+        }
     }
 
     /// The plan as a full sync computes it with `Planner`.
@@ -752,6 +786,12 @@ mod tests {
         let mut p = Planner::new(current.iter().map(|u| stored_with_stamp(u, None)).collect());
         for e in exists {
             p.exists(e);
+        }
+        let exists_owned: Vec<String> = exists.iter().map(|s| s.to_string()).collect();
+        for id in current.iter().filter_map(|u| u.directory_id.as_deref()) {
+            if presence_of(&exists_owned, id) == Presence::Deleted {
+                p.deleted(id);
+            }
         }
         p.keep_as_is("keep");
         let mut changes = Vec::new();
@@ -1031,6 +1071,68 @@ mod tests {
         let mut g = e.clone();
         g.dn = "uid=b,ou=a".into();
         assert_ne!(h, seed.entry(&g));
+    }
+
+    /// The decision table: only a proved deletion follows
+    /// `remove_deleted_users`; a user still in the directory (moved out of the
+    /// base DN, filtered out, out of its group) follows its item's
+    /// `when_removed`; an unknown one is left as it is, whatever the settings.
+    #[test]
+    fn departure_decision_table() {
+        use Presence::*;
+        let wr = |item: &str| match item {
+            "ou=d" => Some(WhenRemoved::Disable),
+            "ou=r" => Some(WhenRemoved::Remove),
+            "ou=k" => Some(WhenRemoved::Keep),
+            _ => None,
+        };
+        let d = Some(Action::Disable);
+        let r = Some(Action::Remove);
+        for (presence, item, rm, enabled, want) in [
+            (Deleted, "ou=d", true, true, r),
+            (Deleted, "ou=k", true, true, r),
+            (Deleted, "ou=k", false, true, d),
+            (Deleted, "ou=r", false, true, d),
+            (Deleted, "ou=r", false, false, None),
+            (Exists, "ou=d", true, true, d),
+            (Exists, "ou=d", false, true, d),
+            (Exists, "ou=d", true, false, None),
+            (Exists, "ou=r", true, true, r),
+            (Exists, "ou=r", false, true, r),
+            (Exists, "ou=k", true, true, None),
+            (Exists, "ou=gone", true, true, d),
+            (Unknown, "ou=r", true, true, None),
+            (Unknown, "ou=d", true, true, None),
+            (Unknown, "ou=gone", true, true, None),
+        ] {
+            let (got, why) = departure(enabled, item, presence, rm, &wr);
+            assert_eq!(got, want, "{presence:?} {item} remove_deleted={rm} enabled={enabled}");
+            if presence == Deleted && got.is_some() {
+                assert_eq!(why, "deleted from the directory");
+            }
+        }
+    }
+
+    #[test]
+    fn moved_or_filtered_out_users_are_not_deleted_and_unknown_ones_stay() {
+        // "left" still exists (moved out of the base DN / filtered out),
+        // "gone" was proved deleted, "?lost" could not be looked up
+        let cur = vec![
+            u("left", "8", "ou=a"),
+            u("gone", "9", "ou=a"),
+            u("lost", "?1", "ou=a"),
+        ];
+        let p = run(vec![], &cur, &["8"], WhenRemoved::Disable, true);
+        assert_eq!(
+            actions(&p),
+            vec![(Action::Disable, "left".into()), (Action::Remove, "gone".into())]
+        );
+        assert_eq!(p.unchanged, 1, "the unknown one is left as it is");
+        let left = &p.changes[0];
+        assert_eq!(left.user.mobile_phone, left.before.as_ref().and_then(|b| b.mobile_phone.clone()));
+        let p = run(vec![], &cur, &["8"], WhenRemoved::Keep, false);
+        assert_eq!(actions(&p), vec![(Action::Disable, "gone".into())]);
+        assert_eq!(p.unchanged, 2);
     }
 
     #[test]
