@@ -1106,7 +1106,10 @@ mod tests {
             (Unknown, "ou=gone", true, true, None),
         ] {
             let (got, why) = departure(enabled, item, presence, rm, &wr);
-            assert_eq!(got, want, "{presence:?} {item} remove_deleted={rm} enabled={enabled}");
+            assert_eq!(
+                got, want,
+                "{presence:?} {item} remove_deleted={rm} enabled={enabled}"
+            );
             if presence == Deleted && got.is_some() {
                 assert_eq!(why, "deleted from the directory");
             }
@@ -1125,11 +1128,17 @@ mod tests {
         let p = run(vec![], &cur, &["8"], WhenRemoved::Disable, true);
         assert_eq!(
             actions(&p),
-            vec![(Action::Disable, "left".into()), (Action::Remove, "gone".into())]
+            vec![
+                (Action::Disable, "left".into()),
+                (Action::Remove, "gone".into())
+            ]
         );
         assert_eq!(p.unchanged, 1, "the unknown one is left as it is");
         let left = &p.changes[0];
-        assert_eq!(left.user.mobile_phone, left.before.as_ref().and_then(|b| b.mobile_phone.clone()));
+        assert_eq!(
+            left.user.mobile_phone,
+            left.before.as_ref().and_then(|b| b.mobile_phone.clone())
+        );
         let p = run(vec![], &cur, &["8"], WhenRemoved::Keep, false);
         assert_eq!(actions(&p), vec![(Action::Disable, "gone".into())]);
         assert_eq!(p.unchanged, 2);

@@ -85,16 +85,9 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_and_batched() {
-        let f = lookup_filter(
-            "entryUUID",
-            UniqueIdType::String,
-            &["0b3c-1", "a*)(uid=*"],
-        )
-        .unwrap_or_default();
-        assert_eq!(
-            f,
-            "(|(entryUUID=0b3c-1)(entryUUID=a\\2a\\29\\28uid=\\2a))"
-        );
+        let f = lookup_filter("entryUUID", UniqueIdType::String, &["0b3c-1", "a*)(uid=*"])
+            .unwrap_or_default();
+        assert_eq!(f, "(|(entryUUID=0b3c-1)(entryUUID=a\\2a\\29\\28uid=\\2a))");
         assert!(crate::filter::validate_filter(&f).is_ok());
         assert_eq!(lookup_filter("entryUUID", UniqueIdType::String, &[]), None);
     }

@@ -30,6 +30,7 @@ use mfasync_core::config::{ChangeTracking, Config, ItemKind, SyncItem, UniqueIdT
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
 use mfasync_core::mapping::{self, DirectoryUser};
 use mfasync_core::plan::{self, Plan};
+use mfasync_core::presence::Presence;
 use mfasync_core::{Entry, MfaUser, Source};
 use mfasync_ldap::{Client, Scope, SyncEvent};
 use mfasync_store::{Store, UserKey};
@@ -136,6 +137,11 @@ fn naming_context(client: &Client, dn: &str) -> String {
                 .unwrap_or_else(|| dn.to_string())
         })
 }
+
+/// Active Directory's user objects, asked for besides the user filter by
+/// DirSync and uSNChanged polling: a user that a change took out of the
+/// user filter is then seen (and left its item) instead of staying as it was.
+const USER_OBJECTS: &str = "(objectClass=user)";
 
 /// A filter that matches no entry: asking for a cookie without reading everything.
 const NOTHING: &str = "(&(objectClass=*)(!(objectClass=*)))";
@@ -297,8 +303,12 @@ async fn dirsync(
 struct Changes {
     /// Current DN and unique id (if known) of each changed entry.
     changed: Vec<(String, Option<String>)>,
-    /// Unique ids of deleted entries.
+    /// Unique ids of deleted entries: proved (DirSync isDeleted, a
+    /// uSNChanged tombstone).
     deleted: HashSet<String>,
+    /// Unique ids that left the read's scope, deleted or not (syncrepl
+    /// deletes): looked up by id before anything is decided.
+    absent: HashSet<String>,
     /// Present phase (syncrepl without a session log): ids still there.
     present: Option<HashSet<String>>,
     entries: usize,
@@ -338,9 +348,11 @@ async fn fetch(
             let mut saw_present = false;
             let mut f = |ev: SyncEvent| match ev {
                 SyncEvent::Changed { uuid, entry } => ch.changed.push((entry.dn, uuid_text(&uuid))),
+                // (a syncrepl delete is scoped to the search base: an entry
+                // moved out of it is "deleted" too, so it is only an absence)
                 SyncEvent::Deleted { uuid } => {
                     if let Some(id) = uuid_text(&uuid) {
-                        ch.deleted.insert(id);
+                        ch.absent.insert(id);
                     }
                 }
                 SyncEvent::Present { uuid } => {
@@ -373,7 +385,7 @@ async fn fetch(
         Kind::DirSync => {
             let nc = naming_context(client, base);
             let filter = format!(
-                "(|{}{}{})",
+                "(|{}{}{}{USER_OBJECTS})",
                 cfg.filters.user, cfg.filters.security_group, cfg.filters.container
             );
             // DirSync returns an object only when one of the requested
@@ -452,7 +464,7 @@ async fn fetch_usn(client: &mut Client, cfg: &Config, base: &str, raw: &[u8]) ->
     let from = mark.usn.saturating_add(1);
     let nc = naming_context(client, base);
     let filter = format!(
-        "(&(uSNChanged>={from})(|{}{}{}))",
+        "(&(uSNChanged>={from})(|{}{}{}{USER_OBJECTS}))",
         cfg.filters.user, cfg.filters.security_group, cfg.filters.container
     );
     let guid = |e: &Entry| {
@@ -772,6 +784,35 @@ pub struct OtherDomain {
 /// users as they are). An error carrying [`NeedsFull`] means the same (the
 /// caller turns it into a full cycle: [`crate::domains::needs_full`]).
 #[allow(clippy::too_many_arguments)]
+/// The absent stored `users` (id, stored DN) looked up by unique id: those of
+/// the connected domain in batches, those of another domain on its DCs.
+async fn look_up(
+    r: &mut Resolver<'_>,
+    base: &str,
+    users: &[(String, Option<String>)],
+) -> crate::lookup::Looked {
+    let (here, elsewhere): (Vec<_>, Vec<_>) = users.iter().cloned().partition(|(_, dn)| {
+        dn.as_deref()
+            .is_none_or(|dn| matches!(r.domains.for_dn(r.cfg, dn), Ok(None)))
+    });
+    let cfg = r.cfg;
+    let mut looked = crate::lookup::by_unique_id(r.client, cfg, base, &here).await;
+    for (id, dn) in elsewhere {
+        let dn_text = dn.clone().unwrap_or_default();
+        match r.client_for(&dn_text) {
+            Ok(c) => {
+                let their_base = c.base_dn().to_string();
+                let one = crate::lookup::by_unique_id(c, cfg, &their_base, &[(id, dn)]).await;
+                looked.found.extend(one.found);
+                looked.deleted.extend(one.deleted);
+                looked.unknown.extend(one.unknown);
+            }
+            Err(e) => looked.unknown.push((id, format!("{e:#}"))),
+        }
+    }
+    looked
+}
+
 pub async fn cycle(
     client: &mut Client,
     domains: &mut Domains,
@@ -808,12 +849,14 @@ pub async fn cycle(
         }
         changes.changed.extend(ch.changed);
         changes.deleted.extend(ch.deleted);
+        changes.absent.extend(ch.absent);
         changes.entries += ch.entries;
         domain_cookies.push((o.domain.clone(), ch.cookie));
     }
     tracing::info!(
         changed = changes.changed.len(),
         deleted = changes.deleted.len(),
+        absent = changes.absent.len(),
         entries = changes.entries,
         "fetched incremental changes"
     );
@@ -861,13 +904,16 @@ pub async fn cycle(
     };
 
     let mut candidates: HashMap<String, Candidate> = HashMap::new();
-    let mut gone: HashSet<String> = changes.deleted.clone();
+    // Proved deleted; and absent (gone from the read's scope or from the
+    // users, deleted or not: looked up by unique id below).
+    let deleted: HashSet<String> = changes.deleted.clone();
+    let mut absent: HashSet<String> = changes.absent.clone();
     let mut keep: HashSet<String> = HashSet::new();
     let mut warnings: Vec<String> = Vec::new();
     let mut changed_ids: HashSet<String> = HashSet::new();
     let mut changed_groups: Vec<String> = Vec::new();
 
-    // Present phase: stored users under the base DN not listed are gone.
+    // Present phase: stored users under the base DN not listed are absent.
     if let Some(present) = &changes.present {
         // (a present phase lists everything: compare with every stored user)
         let all = store.users().await?;
@@ -885,7 +931,7 @@ pub async fn cycle(
                 && !present.contains(id)
                 && !listed.contains(id)
             {
-                gone.insert(id.to_string());
+                absent.insert(id.to_string());
             }
         }
     }
@@ -924,7 +970,8 @@ pub async fn cycle(
             )));
         } else if let Some(id) = id {
             // no longer a user (or not one): a stored user with this id left
-            gone.insert(id.clone());
+            // the users (filtered out) or was deleted meanwhile
+            absent.insert(id.clone());
         }
     }
 
@@ -1049,7 +1096,6 @@ pub async fn cycle(
     }
 
     // Resolve every candidate: read its entry if needed, then the first item that holds it.
-    let base_n = normalize_dn(base);
     let mut desired: Vec<MfaUser> = Vec::new();
     let mut subset: HashSet<String> = HashSet::new();
     let mut resolved: HashSet<String> = HashSet::new();
@@ -1086,26 +1132,18 @@ pub async fn cycle(
         }
         subset.insert(id.clone());
         let dn = du.user.dn.clone().unwrap_or_else(|| c.dn.clone());
-        match r.first_item(&dn).await? {
-            Some(i) => {
-                if let Some(item) = cfg.sync.items.get(i) {
-                    desired.push(mapping::apply_item(&du, item));
-                }
-            }
-            None => {
-                // Outside the base DN and in no item: not a directory user any
-                // more; except in another domain read this cycle, whose whole
-                // naming context is its directory (as in a full cycle).
-                let other_domain = matches!(r.domains.for_dn(cfg, &dn), Ok(Some(_)));
-                if !dn_is_under(&normalize_dn(&dn), &base_n) && !other_domain {
-                    gone.insert(id);
-                }
-            }
+        // In no item (inside or outside the base DN): it still exists, so
+        // it left its item (its when_removed), as in a full cycle.
+        if let Some(item) = r.first_item(&dn).await?.and_then(|i| cfg.sync.items.get(i)) {
+            desired.push(mapping::apply_item(&du, item));
         }
     }
 
     // Plan over the affected users only (plus manual users, for username clashes).
-    subset.extend(gone.iter().cloned());
+    // (read as a user this cycle: not absent)
+    absent.retain(|id| !resolved.contains(id));
+    subset.extend(deleted.iter().cloned());
+    subset.extend(absent.iter().cloned());
     subset.extend(keep.iter().cloned());
     let subset_ids: Vec<String> = subset.iter().cloned().collect();
     let mut current: Vec<MfaUser> = store
@@ -1155,10 +1193,30 @@ pub async fn cycle(
         .iter()
         .map(|i| (i.dn.clone(), i.when_removed))
         .collect();
+    // The absent stored users, looked up by unique id (on their domain's DCs).
+    let absent_users: Vec<(String, Option<String>)> = current
+        .iter()
+        .filter(|u| u.source == Source::Directory)
+        .filter_map(|u| {
+            let id = u.directory_id.as_deref()?;
+            (absent.contains(id) && !deleted.contains(id)).then(|| (id.to_string(), u.dn.clone()))
+        })
+        .collect();
+    let looked = look_up(&mut r, base, &absent_users).await;
+    warnings.extend(crate::lookup::unknown_warnings(&looked.unknown));
+    let presence = |id: &str| {
+        if deleted.contains(id) || looked.deleted.contains(id) {
+            Presence::Deleted
+        } else if absent.contains(id) && !looked.found.contains(id) {
+            Presence::Unknown
+        } else {
+            Presence::Exists
+        }
+    };
     let mut p = plan::compute(plan::PlanInput {
         desired,
         current: &current,
-        exists_in_directory: &|id| !gone.contains(id),
+        presence: &presence,
         when_removed: &|item| items.get(item).copied(),
         remove_deleted_users: cfg.sync.remove_deleted_users,
         keep_as_is: &|id| keep.contains(id),

@@ -15,6 +15,7 @@ mod domains;
 mod export;
 mod http;
 mod incremental;
+mod lookup;
 mod progress;
 mod secrets;
 mod serve;

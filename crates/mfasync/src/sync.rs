@@ -559,6 +559,9 @@ async fn full(
     if let Some(a) = applying.as_mut() {
         streamed += w.flush_creates(a.as_mut(), true).await?;
     }
+    // Stored users the read did not see: still in the directory (moved out
+    // of the base DN, filtered out: their item's when_removed) or deleted?
+    look_up_unseen(store, client, cfg, &base, &mut w).await?;
 
     let t = std::time::Instant::now();
     let mut changes: Vec<plan::Change> = std::mem::take(&mut w.creates);
@@ -1550,8 +1553,9 @@ async fn follow_principal(
 }
 
 /// Of the stored users `unseen` (no item took them), those whose DN is in
-/// another domain are looked up at that domain's DCs: found, they exist (and
-/// get their item's when_removed); that domain unreachable, they are left as
+/// another domain are looked up by unique id at that domain's DCs: found,
+/// they exist (and get their item's when_removed); not found, they were
+/// deleted; that domain unreachable or the lookup failed, they are left as
 /// they are (a trusted domain that is down never disables its users).
 async fn check_other_domains(
     store: &dyn Store,
@@ -1575,26 +1579,33 @@ async fn check_other_domains(
                 continue;
             };
             domains.connect_for_lookup(cfg, &d).await;
-            match domains.connected(&d) {
+            let why = match domains.connected(&d) {
                 Some(Ok(c)) => {
-                    if still_in_directory(c, cfg, id, Some(dn))
-                        .await
-                        .with_context(|| format!("looking for {} in {d}", u.username))?
-                    {
+                    let their_base = c.base_dn().to_string();
+                    let user = [(id.to_string(), Some(dn.to_string()))];
+                    let looked = crate::lookup::by_unique_id(c, cfg, &their_base, &user).await;
+                    if looked.found.contains(id) {
                         w.planner.exists(id);
+                        continue;
                     }
-                }
-                other => {
-                    w.planner.keep_as_is(id);
-                    let why = match other {
-                        Some(Err(why)) => why,
-                        _ => format!("the domain {d} was not connected"),
-                    };
-                    match down.iter_mut().find(|(x, _, _)| *x == d) {
-                        Some(e) => e.2 += 1,
-                        None => down.push((d, why, 1)),
+                    if looked.deleted.contains(id) {
+                        w.planner.deleted(id);
+                        continue;
                     }
+                    looked
+                        .unknown
+                        .into_iter()
+                        .next()
+                        .map(|(_, why)| why)
+                        .unwrap_or_else(|| format!("{} could not be looked up in {d}", u.username))
                 }
+                Some(Err(why)) => why,
+                None => format!("the domain {d} was not connected"),
+            };
+            w.planner.keep_as_is(id);
+            match down.iter_mut().find(|(x, _, _)| *x == d) {
+                Some(e) => e.2 += 1,
+                None => down.push((d, why, 1)),
             }
         }
     }
@@ -1606,26 +1617,49 @@ async fn check_other_domains(
     Ok(())
 }
 
-/// Whether the user with unique id `id` (stored DN `dn`) is still a user of
-/// the directory `client` reads: by `<GUID=…>` where the id is an objectGUID,
-/// else by its stored DN.
-async fn still_in_directory(
+/// The stored users no item took and the read did not see (nor another
+/// domain's DCs), looked up by unique id in the naming context that held
+/// them: found, they left their item (its when_removed); not found, the
+/// directory proves them deleted (`remove_deleted_users`); a failed lookup
+/// leaves them as they are this cycle, with a warning.
+async fn look_up_unseen(
+    store: &dyn Store,
     client: &mut Client,
     cfg: &Config,
-    id: &str,
-    dn: Option<&str>,
-) -> Result<bool> {
-    let guid = cfg.attributes.unique_id.eq_ignore_ascii_case("objectGUID")
-        && cfg.attributes.unique_id_type == mfasync_core::config::UniqueIdType::Guid
-        && id.len() == 36
-        && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    let base = match (guid, dn) {
-        (true, _) => format!("<GUID={id}>"),
-        (false, Some(dn)) => dn.to_string(),
-        (false, None) => return Ok(false),
-    };
-    let found = base_match(client, &base, &cfg.filters.user, &["1.1".to_string()]).await?;
-    Ok(!found.is_empty())
+    base: &str,
+    w: &mut Worker,
+) -> Result<()> {
+    let unseen = w.planner.unseen();
+    if unseen.is_empty() {
+        return Ok(());
+    }
+    let t = std::time::Instant::now();
+    let mut users = Vec::with_capacity(unseen.len());
+    for chunk in unseen.chunks(500) {
+        for u in store.users_by(UserKey::DirectoryId, chunk).await? {
+            if let (mfasync_core::Source::Directory, Some(id)) = (u.source, u.directory_id) {
+                users.push((id, u.dn));
+            }
+        }
+    }
+    let looked = crate::lookup::by_unique_id(client, cfg, base, &users).await;
+    for id in &looked.found {
+        w.planner.exists(id);
+    }
+    for id in &looked.deleted {
+        w.planner.deleted(id);
+    }
+    w.warnings
+        .extend(crate::lookup::unknown_warnings(&looked.unknown));
+    tracing::info!(
+        users = users.len(),
+        found = looked.found.len(),
+        deleted = looked.deleted.len(),
+        unknown = looked.unknown.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "looked up the stored users the read did not see, by unique id"
+    );
+    Ok(())
 }
 
 /// The entry `dn` if it matches `filter`; empty when it does not or no longer

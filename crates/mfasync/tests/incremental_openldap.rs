@@ -73,7 +73,7 @@ fn slapd() -> &'static Slapd {
     static S: OnceLock<Slapd> = OnceLock::new();
     S.get_or_init(|| {
         let mut l = String::new();
-        for t in ["T1", "T2", "T3", "T4", "T5"] {
+        for t in ["T1", "T2", "T3", "T4", "T5", "T6"] {
             l.push_str(&tree(t));
         }
         Slapd::start(&l)
@@ -395,4 +395,51 @@ fn a_moved_container_runs_a_full_sync() {
     let (v, _) = sync(&m);
     assert_eq!(v["mode"], "incremental", "{v}");
     assert_eq!(counts(&v), (0, 0, 0, 0, 0, 0), "{v}");
+}
+
+/// Issue 19 on syncrepl: a user moved out of the base DN (reported as a
+/// delete or as absent from the present phase) and a user a change took out
+/// of the user filter still exist: their item's `when_removed` (disable),
+/// phones kept; a user deleted in the directory (its entryUUID found nowhere)
+/// is removed.
+#[test]
+fn users_moved_or_filtered_out_are_disabled_and_deleted_ones_removed() {
+    let s = slapd();
+    let t = "T6";
+    let root = format!("ou={t},{BASE}");
+    s.ldapadd(&ou(&format!("ou={t}out,{BASE}")));
+    let cfg = config(
+        t,
+        "",
+        &format!(
+            "[[sync.items]]\nkind = \"container\"\ndn = \"ou=Staff,{root}\"\nwhen_removed = \"disable\"\n[sync.items.user]\nphone = \"mobile\"\n"
+        ),
+    )
+    .replace(
+        "user = \"(objectClass=inetOrgPerson)\"",
+        "user = \"(&(objectClass=inetOrgPerson)(!(description=nomfa)))\"",
+    );
+    let m = Mfa::new();
+    m.apply(&cfg);
+    assert_eq!(counts(&m.sync_full()).0, 10);
+    let (quiet, _) = sync(&m);
+    assert_eq!(quiet["mode"], "incremental", "{quiet}");
+    s.ldapmodify(&format!(
+        "dn: uid={t}u1,ou=Staff,{root}\nchangetype: modrdn\nnewrdn: uid={t}u1\ndeleteoldrdn: 1\nnewsuperior: ou={t}out,{BASE}\n\n\
+         dn: uid={t}u2,ou=Staff,{root}\nchangetype: modify\nreplace: description\ndescription: nomfa\n"
+    ));
+    s.ldapdelete(&format!("uid={t}u3,ou=Staff,{root}"));
+    let (inc, stderr) = sync(&m);
+    assert_eq!(inc["mode"], "incremental", "{inc}\n{stderr}");
+    assert_eq!(counts(&inc), (0, 0, 0, 2, 1, 0), "{inc}\n{stderr}");
+    for (name, phone) in [("u1", "+14255550101"), ("u2", "+14255550102")] {
+        let u = m
+            .user(&format!("{t}{name}"))
+            .unwrap_or_else(|| panic!("{name} removed"));
+        assert_eq!(u["enabled"], false, "{u}");
+        assert_eq!(u["primary_phone"], phone, "{u}");
+    }
+    assert!(m.user(&format!("{t}u3")).is_none(), "deleted");
+    // a full cycle agrees
+    assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 9));
 }

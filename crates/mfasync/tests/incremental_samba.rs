@@ -85,6 +85,8 @@ base_dn = "{root}"
 type = "simple"
 dn = "{dn}"
 password = "{pw}"
+[filters]
+user = "(&(objectCategory=person)(objectClass=user)(!(description=nomfa)))"
 [sync]
 remove_deleted_users = true
 [[sync.items]]
@@ -372,6 +374,14 @@ fn changes_then_one_cycle_equals_a_full_sync(t: &str, cfg: &str) -> Mfa {
     let root = format!("OU={t},{BASE}");
     ensure_tombstone(s, t);
     let cfg = cfg.to_string();
+    // b0003 will move out of the base DN, b0004 out of the user filter (issue 19)
+    s.ldapadd(&format!(
+        "dn: OU=Out{t},{BASE}\nobjectClass: organizationalUnit\nou: Out{t}\n"
+    ));
+    s.ldapmodify(&format!(
+        "dn: CN={t}b0003,OU=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 0003\n\n\
+         dn: CN={t}b0004,OU=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 0004\n"
+    ));
     let m = Mfa::new();
     m.apply(&cfg);
     let first = m.sync_full();
@@ -399,7 +409,9 @@ fn changes_then_one_cycle_equals_a_full_sync(t: &str, cfg: &str) -> Mfa {
          dn: CN={t}o1,OU=Other,{root}\nchangetype: modrdn\nnewrdn: CN={t}o1\ndeleteoldrdn: 1\nnewsuperior: OU=Staff,{root}\n\n\
          dn: CN={t}u3,OU=Staff,{root}\nchangetype: modrdn\nnewrdn: CN={t}u3\ndeleteoldrdn: 1\nnewsuperior: OU=Other,{root}\n\n\
          dn: CN={t}vip,OU=Groups,{root}\nchangetype: modify\nadd: member\nmember: CN={t}u2,OU=Staff,{root}\n-\ndelete: member\nmember: CN={t}u1,OU=Staff,{root}\n\n\
-         dn: CN={t}b0001,OU=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 0999\n"
+         dn: CN={t}b0001,OU=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 0999\n\n\
+         dn: CN={t}b0003,OU=Bulk,{root}\nchangetype: modrdn\nnewrdn: CN={t}b0003\ndeleteoldrdn: 1\nnewsuperior: OU=Out{t},{BASE}\n\n\
+         dn: CN={t}b0004,OU=Bulk,{root}\nchangetype: modify\nreplace: description\ndescription: nomfa\n"
     ));
     s.ldapdelete(&format!("CN={t}u6,OU=Staff,{root}"));
 
@@ -446,6 +458,13 @@ fn changes_then_one_cycle_equals_a_full_sync(t: &str, cfg: &str) -> Mfa {
         true,
         "moved in"
     );
+    // still in the directory, out of the base DN / the user filter: their
+    // item's when_removed (disable), phones kept; not "deleted"
+    for (b, phone) in [("b0003", "+1 425 555 0003"), ("b0004", "+1 425 555 0004")] {
+        let v = u(&format!("{t}{b}@mfa.test")).unwrap_or_else(|| panic!("{b} removed"));
+        assert_eq!(v["enabled"], false, "{b}: {v}");
+        assert_eq!(v["mobile_phone"], phone, "{b}: {v}");
+    }
 
     let f = reference.sync_full();
     assert_eq!(f["mode"], "full");

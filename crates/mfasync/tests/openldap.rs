@@ -49,6 +49,8 @@ fn fixture() -> String {
         "ou=Safety",
         "ou=AuthOn",
         "ou=AuthOff",
+        "ou=ScopeIn",
+        "ou=ScopeOut",
     ] {
         l.push_str(&ou(&format!("{o},{BASE}")));
     }
@@ -152,9 +154,22 @@ fn fixture() -> String {
     l
 }
 
+/// Users of `scope_users_left_by_a_move_or_a_filter_are_disabled_not_deleted`.
+fn scope_fixture() -> String {
+    let mut l = String::new();
+    for i in 1..=4 {
+        l.push_str(&person(
+            &format!("uid=sc{i},ou=ScopeIn,{BASE}"),
+            &format!("sc{i}"),
+            &format!("mobile: +1 425 555 02{i:02}\n"),
+        ));
+    }
+    l
+}
+
 fn slapd() -> &'static Slapd {
     static S: OnceLock<Slapd> = OnceLock::new();
-    S.get_or_init(|| Slapd::start(&fixture()))
+    S.get_or_init(|| Slapd::start(&format!("{}\n{}", fixture(), scope_fixture())))
 }
 
 /// A configuration for the shared slapd with the given items (TOML text).
@@ -341,6 +356,68 @@ fn users_leaving_an_item_follow_when_removed() {
             true
         );
     }
+}
+
+/// Issue 19: a user moved out of the base DN and a user excluded by an
+/// edit of `[filters] user` still exist: they follow their item's
+/// `when_removed` (disable) and keep their phones; only a user deleted in the
+/// directory (its entryUUID found nowhere) is removed as deleted.
+#[test]
+fn scope_users_left_by_a_move_or_a_filter_are_disabled_not_deleted() {
+    let s = slapd();
+    let m = Mfa::new();
+    let head = |filter: &str| {
+        common::openldap_directory(
+            &server(),
+            &format!("ou=ScopeIn,{BASE}"),
+            3,
+            (&s.admin_dn, &s.admin_password),
+        )
+        .replace(
+            "user = \"(objectClass=inetOrgPerson)\"",
+            &format!("user = \"{filter}\""),
+        )
+    };
+    let it = item(
+        "container",
+        &format!("ou=ScopeIn,{BASE}"),
+        "when_removed = \"disable\"\n[sync.items.user]\nphone = \"mobile\"",
+    );
+    m.apply(&format!(
+        "{}\n[sync]\nremove_deleted_users = true\n{it}",
+        head("(objectClass=inetOrgPerson)")
+    ));
+    assert_eq!(counts(&m.sync_full()).0, 4);
+    // sc1 moves out of the base DN, sc2 is filtered out, sc3 is deleted
+    s.ldapmodify(&format!(
+        "dn: uid=sc1,ou=ScopeIn,{BASE}\nchangetype: modrdn\nnewrdn: uid=sc1\ndeleteoldrdn: 1\nnewsuperior: ou=ScopeOut,{BASE}\n"
+    ));
+    s.ldapdelete(&format!("uid=sc3,ou=ScopeIn,{BASE}"));
+    m.apply(&format!(
+        "{}\n[sync]\nremove_deleted_users = true\n{it}",
+        head("(&(objectClass=inetOrgPerson)(!(uid=sc2)))")
+    ));
+    let plan = m.ok(&["sync", "--full", "--plan"]).stdout;
+    assert!(
+        plan.contains("disable  sc1 no longer in ou=ScopeIn"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("remove   sc3 deleted from the directory"),
+        "{plan}"
+    );
+    let r = m.sync_full();
+    assert_eq!(counts(&r), (0, 0, 0, 2, 1, 1), "{r}");
+    for (name, phone) in [("sc1", "+14255550201"), ("sc2", "+14255550202")] {
+        let u = m.user(name).unwrap_or_else(|| panic!("{name} kept"));
+        assert_eq!(u["enabled"], false, "{u}");
+        assert_eq!(u["primary_phone"], phone, "{u}");
+        assert_eq!(u["mobile_phone"], format!("+1 425 555 {}", &phone[8..]), "{u}");
+    }
+    assert!(m.user("sc3").is_none());
+    assert_eq!(m.user("sc4").expect("stays")["enabled"], true);
+    // the next cycle changes nothing (no second lookup turns them into deletions)
+    assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 3));
 }
 
 #[test]

@@ -160,6 +160,64 @@ fn guid_of(sam: &str) -> String {
         .unwrap_or_else(|| panic!("no objectGUID for {sam}: {text}"))
 }
 
+/// Issue 19 on Active Directory: a user moved out of the base DN and a user
+/// excluded by an edit of `[filters] user` still exist (found by objectGUID
+/// in the domain): their item's `when_removed` (disable), phones kept; a
+/// deleted user (a tombstone: its objectGUID found nowhere) is removed.
+#[test]
+fn users_moved_or_filtered_out_are_disabled_and_deleted_ones_removed() {
+    let s = samba();
+    for o in ["ScopeIn", "ScopeOut"] {
+        s.ldapadd(&format!(
+            "dn: OU={o},{BASE}\nobjectClass: organizationalUnit\nou: {o}\n"
+        ));
+    }
+    for i in 1..=4 {
+        s.ldapadd(&user(
+            &format!("sc{i}"),
+            "OU=ScopeIn",
+            &format!("sc{i}"),
+            &format!("userPrincipalName: sc{i}@mfa.test\nmobile: +1 425 555 02{i:02}\n"),
+        ));
+    }
+    let cfg = |filter: &str| {
+        let it = item(
+            "container",
+            &format!("OU=ScopeIn,{BASE}"),
+            "when_removed = \"disable\"\n[sync.items.user]\nphone = \"mobile\"",
+        );
+        config(
+            false,
+            &format!("[filters]\nuser = \"{filter}\"\n[sync]\nremove_deleted_users = true\n{it}"),
+        )
+        .replace(
+            &format!("base_dn = \"{BASE}\""),
+            &format!("base_dn = \"OU=ScopeIn,{BASE}\""),
+        )
+    };
+    let m = Mfa::new();
+    m.apply(&cfg("(&(objectCategory=person)(objectClass=user))"));
+    assert_eq!(counts(&m.sync_full()).0, 4);
+    s.ldapmodify(&format!(
+        "dn: CN=sc1,OU=ScopeIn,{BASE}\nchangetype: modrdn\nnewrdn: CN=sc1\ndeleteoldrdn: 1\nnewsuperior: OU=ScopeOut,{BASE}\n"
+    ));
+    s.ldapdelete(&format!("CN=sc3,OU=ScopeIn,{BASE}"));
+    m.apply(&cfg(
+        "(&(objectCategory=person)(objectClass=user)(!(sAMAccountName=sc2)))",
+    ));
+    let r = m.sync_full();
+    assert_eq!(counts(&r), (0, 0, 0, 2, 1, 1), "{r}");
+    for (name, phone) in [("sc1", "+14255550201"), ("sc2", "+14255550202")] {
+        let u = m
+            .user(&format!("{name}@mfa.test"))
+            .unwrap_or_else(|| panic!("{name} removed"));
+        assert_eq!(u["enabled"], false, "{u}");
+        assert_eq!(u["primary_phone"], phone, "{u}");
+    }
+    assert!(m.user("sc3@mfa.test").is_none(), "deleted");
+    assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 3));
+}
+
 #[test]
 fn active_directory_users_map_field_by_field() {
     let m = Mfa::new();
