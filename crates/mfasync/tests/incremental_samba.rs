@@ -36,6 +36,11 @@ fn tree(t: &str) -> String {
             .unwrap_or("x");
         let _ = writeln!(l, "dn: {dn}\nobjectClass: organizationalUnit\nou: {name}\n");
     }
+    // outside the base DN: where a user moves out of it (issue 19)
+    let _ = writeln!(
+        l,
+        "dn: OU=Out{t},{BASE}\nobjectClass: organizationalUnit\nou: Out{t}\n"
+    );
     for i in 1..=6 {
         l.push_str(&user(
             &format!("{t}u{i}"),
@@ -375,9 +380,6 @@ fn changes_then_one_cycle_equals_a_full_sync(t: &str, cfg: &str) -> Mfa {
     ensure_tombstone(s, t);
     let cfg = cfg.to_string();
     // b0003 will move out of the base DN, b0004 out of the user filter (issue 19)
-    s.ldapadd(&format!(
-        "dn: OU=Out{t},{BASE}\nobjectClass: organizationalUnit\nou: Out{t}\n"
-    ));
     s.ldapmodify(&format!(
         "dn: CN={t}b0003,OU=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 0003\n\n\
          dn: CN={t}b0004,OU=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 0004\n"

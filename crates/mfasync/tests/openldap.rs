@@ -412,7 +412,11 @@ fn scope_users_left_by_a_move_or_a_filter_are_disabled_not_deleted() {
         let u = m.user(name).unwrap_or_else(|| panic!("{name} kept"));
         assert_eq!(u["enabled"], false, "{u}");
         assert_eq!(u["primary_phone"], phone, "{u}");
-        assert_eq!(u["mobile_phone"], format!("+1 425 555 {}", &phone[8..]), "{u}");
+        assert_eq!(
+            u["mobile_phone"],
+            format!("+1 425 555 {}", &phone[8..]),
+            "{u}"
+        );
     }
     assert!(m.user("sc3").is_none());
     assert_eq!(m.user("sc4").expect("stays")["enabled"], true);
