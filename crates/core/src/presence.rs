@@ -57,7 +57,7 @@ fn assertion_values(kind: UniqueIdType, id: &str) -> Vec<String> {
 }
 
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || s.len() % 2 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -777,13 +777,6 @@ pub struct OtherDomain {
     pub cookie: Vec<u8>,
 }
 
-/// One incremental cycle: changes since `cookie` (and since each other
-/// domain's own starting point, read from its DCs), resolved into a plan;
-/// `Ok(Err(why))` when the changes need a full synchronization instead (also
-/// when another domain's DCs fail in the middle: a full cycle leaves its
-/// users as they are). An error carrying [`NeedsFull`] means the same (the
-/// caller turns it into a full cycle: [`crate::domains::needs_full`]).
-#[allow(clippy::too_many_arguments)]
 /// The absent stored `users` (id, stored DN) looked up by unique id: those of
 /// the connected domain in batches, those of another domain on its DCs.
 async fn look_up(
@@ -813,6 +806,13 @@ async fn look_up(
     looked
 }
 
+/// One incremental cycle: changes since `cookie` (and since each other
+/// domain's own starting point, read from its DCs), resolved into a plan;
+/// `Ok(Err(why))` when the changes need a full synchronization instead (also
+/// when another domain's DCs fail in the middle: a full cycle leaves its
+/// users as they are). An error carrying [`NeedsFull`] means the same (the
+/// caller turns it into a full cycle: [`crate::domains::needs_full`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn cycle(
     client: &mut Client,
     domains: &mut Domains,
