@@ -128,6 +128,10 @@ pub struct Directory {
     pub use_attribute_scope_queries: bool,
     pub query_size_limit: u32,
     pub timeout_seconds: u32,
+    /// The largest LDAP message accepted from a server, in bytes
+    /// ([`MAX_MESSAGE_BYTES_RANGE`]): a larger one fails the read as soon as
+    /// its header arrives, before it is buffered.
+    pub max_message_bytes: u64,
     pub starttls: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<String>,
@@ -191,6 +195,7 @@ impl Default for Directory {
             use_attribute_scope_queries: true,
             query_size_limit: 1000,
             timeout_seconds: 10,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             starttls: false,
             tls_ca_file: None,
             tls_verify: true,
@@ -200,6 +205,11 @@ impl Default for Directory {
         }
     }
 }
+
+/// `directory.max_message_bytes` by default: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 16 << 20;
+/// The values `directory.max_message_bytes` may take: 1 MiB to 1 GiB.
+pub const MAX_MESSAGE_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 30);
 
 pub const DEFAULT_CONTAINER_FILTER: &str =
     "(|(objectClass=organizationalUnit)(objectClass=container))";
@@ -594,6 +604,7 @@ const DIRECTORY_KEYS: &[&str] = &[
     "use_attribute_scope_queries",
     "query_size_limit",
     "timeout_seconds",
+    "max_message_bytes",
     "starttls",
     "tls_ca_file",
     "tls_verify",
@@ -985,6 +996,16 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             "must be between 1 and 3600",
         ));
     }
+    if !MAX_MESSAGE_BYTES_RANGE.contains(&d.max_message_bytes) {
+        out.push(err(
+            "directory.max_message_bytes",
+            format!(
+                "must be between {} (1 MiB) and {} (1 GiB) bytes",
+                MAX_MESSAGE_BYTES_RANGE.start(),
+                MAX_MESSAGE_BYTES_RANGE.end()
+            ),
+        ));
+    }
     validate_bind(&d.query_bind, "directory.query_bind", true, &mut out);
     validate_bind(&d.auth_bind, "directory.auth_bind", false, &mut out);
     validate_domains(d, &mut out);
@@ -1211,6 +1232,7 @@ mod tests {
         assert_eq!(c.directory.query_bind.kind, BindType::Windows);
         assert!(c.directory.include_trusted_domains);
         assert_eq!(c.directory.query_size_limit, 1000);
+        assert_eq!(c.directory.max_message_bytes, 16_777_216);
         assert_eq!(c.attributes.unique_id, "objectGUID");
         assert_eq!(
             c.attributes.username.0,
@@ -1254,6 +1276,18 @@ mod tests {
             (
                 "[directory]\ntimeout_seconds = 0",
                 "directory.timeout_seconds",
+            ),
+            (
+                "[directory]\nmax_message_bytes = 1000",
+                "directory.max_message_bytes",
+            ),
+            (
+                "[directory]\nmax_message_bytes = 2147483648",
+                "directory.max_message_bytes",
+            ),
+            (
+                "[directory]\nmax_message_bytes = -1",
+                "directory.max_message_bytes",
             ),
             ("[sync]\ninterval = \"often\"", "sync.interval"),
             ("[filters]\nuser = \"(objectClass=user\"", "filters.user"),

@@ -1,5 +1,12 @@
 //! A directory entry as read from LDAP, independent of the LDAP client library.
 
+/// The longest attribute value (and DN) kept from the directory, in bytes.
+/// No value mfasync maps (names, addresses, phones, descriptions,
+/// identifiers) comes near it; a longer value is dropped where the entry is
+/// read, with a warning naming the entry and attribute, so that one
+/// directory value cannot fill the MFA database or the service's memory.
+pub const MAX_VALUE_BYTES: usize = 64 << 10;
+
 /// One directory entry. Attribute names are stored lower-cased (LDAP attribute
 /// names are case-insensitive); values are raw bytes so binary attributes such
 /// as `objectGUID` survive.

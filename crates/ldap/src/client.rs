@@ -207,6 +207,11 @@ fn parse_target(url: &str) -> Result<Target, String> {
     })
 }
 
+/// `directory.max_message_bytes` as a size (validated to at most 1 GiB).
+pub(crate) fn max_message_bytes(dir: &Directory) -> usize {
+    usize::try_from(dir.max_message_bytes).unwrap_or(usize::MAX)
+}
+
 fn timeout_of(dir: &Directory) -> Duration {
     Duration::from_secs(u64::from(dir.timeout_seconds.max(1)))
 }
@@ -354,6 +359,13 @@ fn map_err(server: &str, op: &str, timeout: Duration, e: ldap3::LdapError) -> Ld
             server,
             reason: format!("not a name a certificate can be checked against: {source}"),
         },
+        ldap3::LdapError::Io { source } if source.kind() == std::io::ErrorKind::InvalidData => {
+            LdapError::Malformed {
+                server,
+                op: op.to_string(),
+                reason: source.to_string(),
+            }
+        }
         ldap3::LdapError::Io { source } => LdapError::Connect {
             server,
             reason: format!("{op}: {source}"),
@@ -369,6 +381,25 @@ fn map_err(server: &str, op: &str, timeout: Duration, e: ldap3::LdapError) -> Ld
             server,
             message: format!("{op}: {other}"),
         },
+    }
+}
+
+/// [`map_err`] for an operation on `ldap`: a connection closed because it
+/// refused what the server sent is reported as that, not as closed.
+fn map_err_on(
+    ldap: &Ldap,
+    server: &str,
+    op: &str,
+    timeout: Duration,
+    e: ldap3::LdapError,
+) -> LdapError {
+    match map_err(server, op, timeout, e) {
+        LdapError::Connect { server, .. } if ldap.malformed().is_some() => LdapError::Malformed {
+            server,
+            op: op.to_string(),
+            reason: ldap.malformed().unwrap_or_default().to_string(),
+        },
+        other => other,
     }
 }
 
@@ -394,7 +425,7 @@ async fn run_search(
     filter: &str,
     attrs: &[String],
     controls: Vec<RawControl>,
-    sizelimit: i32,
+    limit: Limit,
     on_entry: Sink<'_>,
 ) -> Result<LdapResult, LdapError> {
     run_search_raw(
@@ -406,12 +437,87 @@ async fn run_search(
         filter,
         attrs,
         controls,
-        sizelimit,
+        limit,
         &mut |item| {
             if let Item::Entry(e, _) = item {
                 on_entry(e);
             }
             Ok(())
+        },
+    )
+    .await
+}
+
+/// How many entries a search may return: the size limit it sent, one for
+/// the read of one entry, the page size of a page. A server that sends more
+/// breaks the protocol: the search stops there with an error, so that such
+/// an answer is neither buffered nor used.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    /// Sent as the search's size limit (0: none).
+    sizelimit: i32,
+    /// Entries accepted (None: no bound).
+    at_most: Option<usize>,
+    /// What the bound is, for the error.
+    what: &'static str,
+}
+
+impl Limit {
+    /// No bound (DirSync and syncrepl rounds: as many as changed).
+    const NONE: Limit = Limit {
+        sizelimit: 0,
+        at_most: None,
+        what: "",
+    };
+    /// The base search of one entry.
+    const ONE: Limit = Limit {
+        sizelimit: 0,
+        at_most: Some(1),
+        what: "a base search returns at most one entry",
+    };
+
+    /// A search sent with `sizelimit` (none when 0).
+    fn sized(sizelimit: i32) -> Limit {
+        Limit {
+            sizelimit,
+            at_most: usize::try_from(sizelimit).ok().filter(|n| *n > 0),
+            what: "the size limit asked for",
+        }
+    }
+
+    /// One page of `size` entries of a paged search.
+    fn page(size: i32) -> Limit {
+        Limit {
+            sizelimit: 0,
+            at_most: usize::try_from(size).ok(),
+            what: "the page size asked for",
+        }
+    }
+}
+
+/// A base search of `base` for `attr` on a connection of its own (the LDAP
+/// ping): the entry, if any, goes to `found`; the final result is returned.
+pub(crate) async fn search_one(
+    ldap: &mut Ldap,
+    server: &str,
+    timeout: Duration,
+    base: &str,
+    filter: &str,
+    attr: &str,
+    found: &mut Option<Entry>,
+) -> Result<LdapResult, LdapError> {
+    run_search(
+        ldap,
+        server,
+        timeout,
+        base,
+        Scope::Base,
+        filter,
+        &[attr.to_string()],
+        Vec::new(),
+        Limit::ONE,
+        &mut |e| {
+            found.get_or_insert(e);
         },
     )
     .await
@@ -429,19 +535,21 @@ async fn run_search_raw(
     filter: &str,
     attrs: &[String],
     controls: Vec<RawControl>,
-    sizelimit: i32,
+    limit: Limit,
     on_item: &mut (dyn FnMut(Item) -> Result<(), String> + Send),
 ) -> Result<LdapResult, LdapError> {
     let op = format!("search of {base:?} for {filter}");
+    let mut entries = 0usize;
     ldap.with_timeout(timeout);
-    ldap.with_search_options(SearchOptions::new().sizelimit(sizelimit));
+    ldap.with_search_options(SearchOptions::new().sizelimit(limit.sizelimit));
     if !controls.is_empty() {
         ldap.with_controls(controls);
     }
+    let handle = ldap.clone();
     let mut stream = ldap
         .streaming_search(base, scope.into(), filter, attrs.to_vec())
         .await
-        .map_err(|e| map_err(server, &op, timeout, e))?;
+        .map_err(|e| map_err_on(&handle, server, &op, timeout, e))?;
     loop {
         match stream.next().await {
             Ok(Some(re)) => {
@@ -449,15 +557,23 @@ async fn run_search_raw(
                     continue;
                 }
                 let item = if re.is_intermediate() {
-                    parse_intermediate(re).map(|(n, v)| Item::Intermediate(n, v))
+                    parse_intermediate(re)
+                        .map(|(n, v)| Item::Intermediate(n, v))
+                        .ok_or_else(|| "malformed intermediate response".to_string())
                 } else {
-                    let ctrls = re.1.clone();
-                    parse_entry(re).map(|e| Item::Entry(e, ctrls))
+                    entries += 1;
+                    match limit.at_most {
+                        Some(n) if entries > n => Err(format!(
+                            "the server sent more than {n} entries ({})",
+                            limit.what
+                        )),
+                        _ => {
+                            let ctrls = re.1.clone();
+                            parse_entry(re).map(|e| Item::Entry(e, ctrls))
+                        }
+                    }
                 };
-                let outcome = match item {
-                    Some(item) => on_item(item),
-                    None => Err("malformed search result entry".to_string()),
-                };
+                let outcome = item.and_then(|item| on_item(item));
                 if let Err(m) = outcome {
                     let _ = stream.finish().await;
                     return Err(LdapError::Protocol {
@@ -469,7 +585,7 @@ async fn run_search_raw(
             Ok(None) => break,
             Err(e) => {
                 let _ = stream.finish().await;
-                return Err(map_err(server, &op, timeout, e));
+                return Err(map_err_on(&handle, server, &op, timeout, e));
             }
         }
     }
@@ -486,11 +602,12 @@ async fn do_simple_bind(
     let op = format!("bind as {dn:?}");
     // Non-critical: servers without password policies ignore it.
     ldap.with_controls(ppolicy_control());
+    let handle = ldap.clone();
     let res = ldap
         .with_timeout(timeout)
         .simple_bind(dn, password)
         .await
-        .map_err(|e| map_err(server, &op, timeout, e))?;
+        .map_err(|e| map_err_on(&handle, server, &op, timeout, e))?;
     let policy_error = res
         .ctrls
         .iter()
@@ -607,7 +724,7 @@ async fn rootdse_dns_host_name(
         "(objectClass=*)",
         &["dnsHostName".to_string()],
         Vec::new(),
-        0,
+        Limit::ONE,
         &mut |e| {
             root.get_or_insert(e);
         },
@@ -677,7 +794,7 @@ async fn do_gssapi_bind(
                 message: "the server sent no GSSAPI token".into(),
             })
         }
-        Err(e) => return Err(map_err(server, &op, timeout, e)),
+        Err(e) => return Err(map_err_on(ldap, server, &op, timeout, e)),
     };
     match res.rc {
         0 => Ok(()),
@@ -731,7 +848,7 @@ async fn do_ntlm_bind(
                 message: format!("NTLM: {}", source.to_string().replace('\n', " ")),
             })
         }
-        Err(e) => return Err(map_err(server, &op, timeout, e)),
+        Err(e) => return Err(map_err_on(ldap, server, &op, timeout, e)),
     };
     match res.rc {
         0 => Ok(()),
@@ -825,7 +942,9 @@ async fn open_connection(
     let server = t.url.as_str();
     let starttls = dir.starttls && !t.ldaps;
     let use_tls = t.ldaps || starttls;
-    let mut settings = LdapConnSettings::new().set_conn_timeout(timeout);
+    let mut settings = LdapConnSettings::new()
+        .set_conn_timeout(timeout)
+        .set_max_message_bytes(max_message_bytes(dir));
     if let Some(c) = connector {
         settings = settings.set_config(c.clone());
     }
@@ -1111,7 +1230,7 @@ async fn attempt(
         "(objectClass=*)",
         &rootdse_attrs(),
         Vec::new(),
-        0,
+        Limit::ONE,
         &mut |e| {
             root.get_or_insert(e);
         },
@@ -1808,7 +1927,7 @@ impl Client {
                 filter,
                 attrs,
                 ctrls,
-                0,
+                Limit::page(size),
                 &mut |e: Entry| {
                     if seen.insert(&e.dn) {
                         f(e)
@@ -1868,7 +1987,7 @@ impl Client {
                 &flt,
                 attrs,
                 controls.to_vec(),
-                limit,
+                Limit::sized(limit),
                 &mut |e: Entry| {
                     if seen.insert(&e.dn) {
                         f(e)
@@ -1943,7 +2062,7 @@ impl Client {
             "(objectClass=*)",
             attrs,
             Vec::new(),
-            0,
+            Limit::ONE,
             &mut |e| {
                 found.get_or_insert(e);
             },
@@ -2079,7 +2198,7 @@ impl Client {
                 &filter,
                 attrs,
                 vec![dirsync_control(flags, i32::MAX, &cookie)],
-                0,
+                Limit::NONE,
                 &mut |e: Entry| {
                     entries += 1;
                     f(e)
@@ -2150,7 +2269,7 @@ impl Client {
                 &filter,
                 attrs,
                 vec![sync_request_control(cookie.as_deref())],
-                0,
+                Limit::NONE,
                 &mut |item| {
                     match item {
                         Item::Entry(entry, ctrls) => {

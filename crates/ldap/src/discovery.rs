@@ -398,9 +398,14 @@ fn site_name_ok(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// One LDAP ping; the client site name of the reply.
+/// One LDAP ping; the client site name of the reply. The reply is read like
+/// any search (one entry at most, messages of at most 64 KiB: a Netlogon
+/// reply is a few hundred bytes), so a hostile server found by DNS cannot
+/// make it panic or buffer without end.
 async fn ldap_ping(url: &str, domain: &str, timeout: Duration) -> Option<String> {
-    let settings = ldap3::LdapConnSettings::new().set_conn_timeout(timeout);
+    let settings = ldap3::LdapConnSettings::new()
+        .set_conn_timeout(timeout)
+        .set_max_message_bytes(64 << 10);
     let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(settings, url)
         .await
         .ok()?;
@@ -412,25 +417,13 @@ async fn ldap_ping(url: &str, domain: &str, timeout: Duration) -> Option<String>
         "(&(DnsDomain={})(NtVer=\\06\\00\\00\\00))",
         mfasync_core::escape::filter_value(domain)
     );
-    let res = ldap
-        .with_timeout(timeout)
-        .search("", ldap3::Scope::Base, &filter, vec!["Netlogon"])
-        .await;
+    let mut entry = None;
+    let res = crate::client::search_one(&mut ldap, url, timeout, "", &filter, "Netlogon", &mut entry).await;
     driver.abort();
-    let (entries, _) = res.ok()?.success().ok()?;
-    let entry = ldap3::SearchEntry::construct(entries.into_iter().next()?);
-    let blob: Vec<u8> = entry
-        .bin_attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("netlogon"))
-        .and_then(|(_, v)| v.first().cloned())
-        .or_else(|| {
-            entry
-                .attrs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("netlogon"))
-                .and_then(|(_, v)| v.first().map(|s| s.clone().into_bytes()))
-        })?;
+    if res.ok()?.rc != 0 {
+        return None;
+    }
+    let blob = entry?.first_bytes("netlogon")?.to_vec();
     let site = client_site(&blob);
     tracing::debug!(url, site = ?site, "LDAP ping");
     site

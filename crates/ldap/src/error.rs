@@ -20,6 +20,15 @@ impl fmt::Display for ServerFailure {
     }
 }
 
+/// What to do about a message refused for its size.
+fn hint(reason: &str) -> &'static str {
+    if reason.contains("over the limit") {
+        " (directory.max_message_bytes)"
+    } else {
+        ""
+    }
+}
+
 fn list(failures: &[ServerFailure]) -> String {
     failures
         .iter()
@@ -90,6 +99,16 @@ pub enum LdapError {
     #[error("{server}: {message}")]
     Protocol { server: String, message: String },
 
+    /// The server sent a message that was refused as it arrived (nested too
+    /// deep, larger than `directory.max_message_bytes`, malformed): the
+    /// connection was closed.
+    #[error("malformed message from {server} during {op}: {reason}{}", hint(.reason))]
+    Malformed {
+        server: String,
+        op: String,
+        reason: String,
+    },
+
     /// Every server of the list failed.
     #[error("no directory server could be used: {}", list(.0))]
     AllServersFailed(Vec<ServerFailure>),
@@ -113,6 +132,7 @@ impl LdapError {
             | LdapError::Tls { .. }
             | LdapError::Timeout { .. }
             | LdapError::Protocol { .. }
+            | LdapError::Malformed { .. }
             | LdapError::Discovery(_) => true,
             LdapError::AllServersFailed(f) => !f.is_empty(),
             LdapError::Operation { code, .. } | LdapError::Bind { code, .. } => {
@@ -177,6 +197,21 @@ mod tests {
             };
             assert_eq!(e.auth_reason().map(Reason::as_str), Some(want), "{code}");
         }
+    }
+
+    #[test]
+    fn a_malformed_message_names_the_server_and_the_limit() {
+        let e = LdapError::Malformed {
+            server: "ldap://dc1:389".into(),
+            op: "paged search of \"dc=x\" for (uid=*)".into(),
+            reason: "a message of 1099511627786 bytes, over the limit of 16777216 bytes".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "malformed message from ldap://dc1:389 during paged search of \"dc=x\" for (uid=*): \
+             a message of 1099511627786 bytes, over the limit of 16777216 bytes (directory.max_message_bytes)"
+        );
+        assert!(e.is_unavailable());
     }
 
     #[test]

@@ -1,12 +1,10 @@
 //! Wire-level helpers that never panic on what the server sends: entry
 //! parsing, control values, RootDSE interpretation, range options.
 
-use ldap3::asn1::{
-    parse_tag, ASNTag, OctetString, Sequence, StructureTag, Tag, TagClass, Types, PL,
-};
+use ldap3::asn1::{ASNTag, OctetString, Sequence, StructureTag, Tag, TagClass, Types, PL};
 use ldap3::controls::RawControl;
 use ldap3::ResultEntry;
-use mfasync_core::entry::Attrs;
+use mfasync_core::entry::{Attrs, MAX_VALUE_BYTES};
 use mfasync_core::Entry;
 use serde::Serialize;
 
@@ -122,29 +120,78 @@ impl Capabilities {
     }
 }
 
-/// A search result entry as an [`Entry`]; `None` when the message is not a
-/// well-formed SearchResultEntry. The decoded byte buffers are moved, not
+/// One BER element of a control value (nested at most
+/// [`ldap3::MAX_BER_DEPTH`] deep); `None` when malformed.
+fn parse_tag(val: &[u8]) -> Option<(usize, StructureTag)> {
+    ldap3::parse_ber_bounded(val)
+}
+
+/// A search result entry as an [`Entry`]; why not, when the message is not
+/// a well-formed SearchResultEntry or its DN is longer than
+/// [`MAX_VALUE_BYTES`]. A longer value is left out, with a warning naming
+/// the entry and the attribute. The decoded byte buffers are moved, not
 /// copied: each attribute name becomes its `String` (lower-cased in place)
 /// and each value its `Vec<u8>`.
-pub fn parse_entry(re: ResultEntry) -> Option<Entry> {
-    let mut tags = re.0.match_id(4)?.expect_constructed()?.into_iter();
-    let dn = String::from_utf8(tags.next()?.expect_primitive()?).ok()?;
-    let list = tags.next()?.expect_constructed()?;
+pub fn parse_entry(re: ResultEntry) -> Result<Entry, String> {
+    let malformed = || "malformed search result entry".to_string();
+    let mut tags = re
+        .0
+        .match_id(4)
+        .and_then(|t| t.expect_constructed())
+        .ok_or_else(malformed)?
+        .into_iter();
+    let dn = tags
+        .next()
+        .and_then(|t| t.expect_primitive())
+        .ok_or_else(malformed)?;
+    if dn.len() > MAX_VALUE_BYTES {
+        return Err(format!(
+            "a search result entry whose DN is {} bytes long (more than {MAX_VALUE_BYTES})",
+            dn.len()
+        ));
+    }
+    let dn = String::from_utf8(dn).map_err(|_| malformed())?;
+    let list = tags
+        .next()
+        .and_then(|t| t.expect_constructed())
+        .ok_or_else(malformed)?;
     let mut entry = Entry {
         dn,
         attrs: Attrs::with_capacity(list.len()),
     };
     for a_v in list {
-        let mut parts = a_v.expect_constructed()?.into_iter();
-        let name = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
-        let values = parts.next()?.expect_constructed()?;
+        let mut parts = a_v.expect_constructed().ok_or_else(malformed)?.into_iter();
+        let name = parts
+            .next()
+            .and_then(|t| t.expect_primitive())
+            .and_then(|n| String::from_utf8(n).ok())
+            .ok_or_else(malformed)?;
+        let values = parts
+            .next()
+            .and_then(|t| t.expect_constructed())
+            .ok_or_else(malformed)?;
+        for v in &values {
+            if let PL::P(v) = &v.payload {
+                if v.len() > MAX_VALUE_BYTES {
+                    tracing::warn!(
+                        dn = %entry.dn,
+                        attribute = %name,
+                        bytes = v.len(),
+                        "directory value longer than {MAX_VALUE_BYTES} bytes skipped"
+                    );
+                }
+            }
+        }
         let slot = entry.attrs.slot(name);
         slot.reserve_exact(values.len());
         for v in values {
-            slot.push(v.expect_primitive()?);
+            let v = v.expect_primitive().ok_or_else(malformed)?;
+            if v.len() <= MAX_VALUE_BYTES {
+                slot.push(v);
+            }
         }
     }
-    Some(entry)
+    Ok(entry)
 }
 
 fn encode(tag: Tag) -> Vec<u8> {
@@ -178,7 +225,7 @@ pub fn paged_control(size: i32, cookie: Vec<u8>) -> RawControl {
 
 /// The cookie of a paged results response control; `None` when malformed.
 pub fn paged_cookie(val: &[u8]) -> Option<Vec<u8>> {
-    let (_, tag) = parse_tag(val).ok()?;
+    let (_, tag) = parse_tag(val)?;
     let tag = tag
         .match_class(TagClass::Universal)?
         .match_id(Types::Sequence as u64)?;
@@ -270,7 +317,7 @@ pub fn dirsync_control(flags: u32, max_bytes: i32, cookie: &[u8]) -> RawControl 
 
 /// DirSync response control: (more results?, cookie); `None` when malformed.
 pub fn dirsync_response(val: &[u8]) -> Option<(bool, Vec<u8>)> {
-    let (_, tag) = parse_tag(val).ok()?;
+    let (_, tag) = parse_tag(val)?;
     let mut parts = tag
         .match_class(TagClass::Universal)?
         .match_id(Types::Sequence as u64)?
@@ -307,7 +354,7 @@ pub enum SyncState {
 
 /// Sync State control value: (state, entryUUID, cookie).
 pub fn sync_state(val: &[u8]) -> Option<(SyncState, Vec<u8>, Option<Vec<u8>>)> {
-    let (_, tag) = parse_tag(val).ok()?;
+    let (_, tag) = parse_tag(val)?;
     let mut parts = tag
         .match_class(TagClass::Universal)?
         .match_id(Types::Sequence as u64)?
@@ -330,7 +377,7 @@ pub fn sync_state(val: &[u8]) -> Option<(SyncState, Vec<u8>, Option<Vec<u8>>)> {
 
 /// Sync Done control value: (cookie, refreshDeletes).
 pub fn sync_done(val: &[u8]) -> Option<(Option<Vec<u8>>, bool)> {
-    let (_, tag) = parse_tag(val).ok()?;
+    let (_, tag) = parse_tag(val)?;
     let parts = tag
         .match_class(TagClass::Universal)?
         .match_id(Types::Sequence as u64)?
@@ -367,7 +414,7 @@ pub enum SyncInfo {
 }
 
 pub fn sync_info(val: &[u8]) -> Option<SyncInfo> {
-    let (_, tag) = parse_tag(val).ok()?;
+    let (_, tag) = parse_tag(val)?;
     if tag.class != TagClass::Context {
         return None;
     }
@@ -433,7 +480,7 @@ pub fn ppolicy_control() -> RawControl {
 
 /// The `error` of a password policy response control, if any.
 pub fn ppolicy_error(val: &[u8]) -> Option<u8> {
-    let (_, tag) = parse_tag(val).ok()?;
+    let (_, tag) = parse_tag(val)?;
     let parts = tag
         .match_class(TagClass::Universal)?
         .match_id(Types::Sequence as u64)?
@@ -461,6 +508,9 @@ pub fn parse_range(returned: &str, attr: &str) -> Option<(u64, Option<u64>)> {
     };
     Some((lo, hi))
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

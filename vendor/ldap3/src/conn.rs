@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 #[cfg(feature = "gssapi")]
 use std::sync::RwLock;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,7 +16,10 @@ use crate::RequestId;
 #[cfg(any(feature = "tls-native", feature = "tls-rustls"))]
 use crate::exop_impl::StartTLS;
 use crate::ldap::Ldap;
-use crate::protocol::{ItemSender, LdapCodec, LdapOp, MaybeControls, MiscSender, ResultSender};
+use crate::protocol::{
+    DEFAULT_MAX_MESSAGE_BYTES, ItemSender, LdapCodec, LdapOp, MaybeControls, MiscSender,
+    RESULT_OPS, ResultSender,
+};
 use crate::result::{LdapError, Result};
 use crate::search::SearchItem;
 
@@ -234,6 +237,8 @@ pub struct LdapConnSettings {
     #[cfg(any(feature = "tls-native", feature = "tls-rustls"))]
     no_tls_verify: bool,
     std_stream: Option<StdStream>,
+    /// mfasync patch: None for the default, `DEFAULT_MAX_MESSAGE_BYTES`.
+    max_message_bytes: Option<usize>,
 }
 
 impl LdapConnSettings {
@@ -300,6 +305,14 @@ impl LdapConnSettings {
     /// verification. Defaults to `false`.
     pub fn set_no_tls_verify(mut self, no_tls_verify: bool) -> Self {
         self.no_tls_verify = no_tls_verify;
+        self
+    }
+
+    /// mfasync patch: the largest message the connection accepts from the
+    /// server (default 16 MiB): a message announcing more fails the
+    /// connection as soon as its header arrives, before it is buffered.
+    pub fn set_max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = Some(max);
         self
     }
 
@@ -463,7 +476,10 @@ impl LdapConnAsync {
                 return Err(LdapError::MismatchedStreamType);
             }
         };
-        Ok(Self::conn_pair(ConnType::Unix(stream)))
+        Ok(Self::conn_pair(
+            ConnType::Unix(stream),
+            settings.max_message_bytes,
+        ))
     }
 
     #[cfg(not(unix))]
@@ -510,7 +526,8 @@ impl LdapConnAsync {
             }
             Some(_) => return Err(LdapError::MismatchedStreamType),
         };
-        let (mut conn, mut ldap) = Self::conn_pair(ConnType::Tcp(stream));
+        let (mut conn, mut ldap) =
+            Self::conn_pair(ConnType::Tcp(stream), settings.max_message_bytes);
         match scheme {
             "ldap" => (),
             #[cfg(any(feature = "tls-native", feature = "tls-rustls"))]
@@ -662,10 +679,13 @@ impl LdapConnAsync {
         }
     }
 
-    fn conn_pair(ctype: ConnType) -> (Self, Ldap) {
+    fn conn_pair(ctype: ConnType, max_message_bytes: Option<usize>) -> (Self, Ldap) {
         #[cfg(feature = "gssapi")]
         let client_ctx = Arc::new(Mutex::new(None));
+        let failure = Arc::new(OnceLock::new());
         let codec = LdapCodec {
+            max_message_bytes: max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+            failure: failure.clone(),
             #[cfg(feature = "gssapi")]
             has_decoded_data: false,
             #[cfg(feature = "gssapi")]
@@ -688,6 +708,7 @@ impl LdapConnAsync {
             stream: codec.framed(ctype),
         };
         let ldap = Ldap {
+            failure,
             msgmap: conn.msgmap.clone(),
             tx,
             id_scrub_tx,
@@ -833,16 +854,16 @@ impl LdapConnAsync {
                         Some(Ok(resp)) => resp,
                     };
                     if let Some(tx) = self.searchmap.get(&id) {
-                        let protoop = if let Tag::StructureTag(protoop) = tag {
-                            protoop
-                        } else {
-                            panic!("unmatched tag structure: {:?}", tag);
+                        // mfasync patch: an answer that is no search
+                        // response fails the connection (it panicked)
+                        let Tag::StructureTag(protoop) = tag else {
+                            return Err(self.refuse("a search response that is not a protocol operation".into()));
                         };
                         let (item, mut remove) = match protoop.id {
                             4 | 25 => (SearchItem::Entry(protoop), false),
                             5 => (SearchItem::Done(Tag::StructureTag(protoop).into()), true),
                             19 => (SearchItem::Referral(protoop), false),
-                            _ => panic!("unrecognized op id: {}", protoop.id),
+                            op => return Err(self.refuse(format!("operation {op} in answer to a search"))),
                         };
                         if let Err(e) = tx.send((item, controls)) {
                             warn!("ldap search item send error, op={}: {:?}", id, e);
@@ -851,14 +872,27 @@ impl LdapConnAsync {
                         if remove {
                             self.searchmap.remove(&id);
                         }
-                    } else if let Some(tx) = self.resultmap.remove(&id) {
+                    } else if self.resultmap.contains_key(&id) {
+                        // mfasync patch: the operation reads an LDAPResult
+                        // from it (checked by the decoder for these tags)
+                        match &tag {
+                            Tag::StructureTag(op) if RESULT_OPS.contains(&op.id) => {}
+                            Tag::StructureTag(op) => {
+                                return Err(self.refuse(format!("operation {} in answer to a request that expects a result", op.id)));
+                            }
+                            _ => return Err(self.refuse("a response that is not a protocol operation".into())),
+                        }
+                        let Some(tx) = self.resultmap.remove(&id) else { continue };
                         if let Err(e) = tx.send((tag, controls)) {
                             warn!("ldap result send error: {:?}", e);
                         }
                         let mut msgmap = self.msgmap.lock().expect("msgmap mutex (stream rx)");
                         msgmap.1.remove(&id);
                     } else {
-                        warn!("unmatched id: {}", id);
+                        // mfasync patch: debug, not warn: the rest of a
+                        // search given up (finish()) lands here, maybe
+                        // thousands of messages
+                        debug!("unmatched id: {}", id);
                     }
                 },
             };
@@ -867,5 +901,13 @@ impl LdapConnAsync {
             }
         }
         Ok(self)
+    }
+
+    /// mfasync patch: the connection fails on a message it cannot use;
+    /// `why` is kept for its handles (`Ldap::malformed`).
+    fn refuse(&self, why: String) -> LdapError {
+        warn!("malformed message: {}", why);
+        let _ = self.stream.codec().failure.set(why.clone());
+        LdapError::from(io::Error::new(io::ErrorKind::InvalidData, why))
     }
 }

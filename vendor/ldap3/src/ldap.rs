@@ -2,7 +2,7 @@ use std::collections::HashSet;
 use std::hash::Hash;
 #[cfg(feature = "gssapi")]
 use std::sync::RwLock;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::RequestId;
@@ -74,6 +74,8 @@ pub enum Mod<S: AsRef<[u8]> + Eq + Hash> {
 /// connection.
 #[derive(Debug)]
 pub struct Ldap {
+    /// mfasync patch: why the connection failed on what the server sent.
+    pub(crate) failure: Arc<OnceLock<String>>,
     pub(crate) msgmap: Arc<Mutex<(RequestId, HashSet<RequestId>)>>,
     pub(crate) tx: mpsc::UnboundedSender<(RequestId, LdapOp, Tag, MaybeControls, ResultSender)>,
     pub(crate) id_scrub_tx: mpsc::UnboundedSender<RequestId>,
@@ -94,6 +96,7 @@ pub struct Ldap {
 impl Clone for Ldap {
     fn clone(&self) -> Self {
         Ldap {
+            failure: self.failure.clone(),
             msgmap: self.msgmap.clone(),
             tx: self.tx.clone(),
             id_scrub_tx: self.id_scrub_tx.clone(),
@@ -152,6 +155,13 @@ enum GssapiCred {
 }
 
 impl Ldap {
+    /// mfasync patch: why the connection failed on what the server sent (a
+    /// message too large, nested too deep or otherwise malformed), once it
+    /// has; operations pending then fail as on a closed connection.
+    pub fn malformed(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
     fn next_msgid(&mut self) -> i32 {
         let mut msgmap = self.msgmap.lock().expect("msgmap mutex (inc id)");
         let last_ldap_id = msgmap.0;

@@ -249,6 +249,7 @@ mod util;
 pub use conn::{LdapConnAsync, LdapConnSettings, StdStream};
 pub use filter::parse as parse_filter;
 pub use ldap::{Ldap, Mod};
+pub use protocol::{DEFAULT_MAX_MESSAGE_BYTES, MAX_BER_DEPTH, parse_ber_bounded};
 pub use result::{LdapError, LdapResult, SearchResult};
 pub use search::parse_refs;
 pub use search::{
