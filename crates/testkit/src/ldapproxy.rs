@@ -2,7 +2,8 @@
 //! one given control and forwards everything else unchanged. Tests use it to
 //! make a real server (Samba) behave like an Active Directory DC that refuses
 //! DirSync (1.2.840.113556.1.4.841) to the bind account, which Samba itself
-//! never does once OBJECT_SECURITY is set.
+//! never does once OBJECT_SECURITY is set. What it does with each message is
+//! its [`Rules`]: `hostile.rs` gives it others (crafted answers).
 //!
 //! Each connection is two threads. Client to server: whole LDAPMessages are
 //! read (BER framing, definite lengths only, at most [`MAX_MESSAGE`] bytes); a
@@ -28,21 +29,57 @@ pub const REFUSAL_DIAGNOSTIC: &str =
 
 /// LDAPResult resultCode insufficientAccessRights.
 const INSUFFICIENT_ACCESS_RIGHTS: u8 = 50;
-const TAG_SEQUENCE: u8 = 0x30;
-const TAG_INTEGER: u8 = 0x02;
-const TAG_OCTET_STRING: u8 = 0x04;
-const TAG_ENUMERATED: u8 = 0x0a;
+pub(crate) const TAG_SEQUENCE: u8 = 0x30;
+pub(crate) const TAG_INTEGER: u8 = 0x02;
+pub(crate) const TAG_OCTET_STRING: u8 = 0x04;
+pub(crate) const TAG_ENUMERATED: u8 = 0x0a;
 const TAG_BOOLEAN: u8 = 0x01;
 /// [APPLICATION 3] SearchRequest.
-const TAG_SEARCH_REQUEST: u8 = 0x63;
+pub(crate) const TAG_SEARCH_REQUEST: u8 = 0x63;
 /// [APPLICATION 5] SearchResultDone.
-const TAG_SEARCH_DONE: u8 = 0x65;
+pub(crate) const TAG_SEARCH_DONE: u8 = 0x65;
 /// [0] controls of an LDAPMessage.
-const TAG_CONTROLS: u8 = 0xa0;
+pub(crate) const TAG_CONTROLS: u8 = 0xa0;
+
+/// What the proxy does with one request of a client.
+pub(crate) enum Action {
+    /// Forward it to the server.
+    Forward,
+    /// Answer it here, never forwarded: the function writes the answer to
+    /// the client (holding its write lock) and may stop early when the
+    /// proxy stops (the flag).
+    Answer(Box<dyn FnOnce(&mut TcpStream, &AtomicBool) -> io::Result<()> + Send>),
+}
+
+/// How a proxy treats the messages going through it.
+pub(crate) trait Rules: Send + Sync + 'static {
+    /// A request from the client: `raw` is the whole message.
+    fn request(&self, req: &Message<'_>, raw: &[u8]) -> Action;
+
+    /// A message from the server, as forwarded to the client.
+    fn response(&self, msg: Vec<u8>) -> Vec<u8> {
+        msg
+    }
+}
+
+/// Searches carrying a control of this OID are refused (insufficientAccessRights).
+struct RefuseControl(Vec<u8>);
+
+impl Rules for RefuseControl {
+    fn request(&self, req: &Message<'_>, _raw: &[u8]) -> Action {
+        if req.op_tag == TAG_SEARCH_REQUEST && req.controls.iter().any(|c| c.oid == self.0) {
+            let answer = refusal(req.message_id);
+            Action::Answer(Box::new(move |w, _| w.write_all(&answer)))
+        } else {
+            Action::Forward
+        }
+    }
+}
 
 #[derive(Default)]
 struct Shared {
     stop: AtomicBool,
+    /// Requests answered by the proxy itself.
     refused: AtomicU64,
     connections: AtomicU64,
     /// Connections after this many are closed at once (0: no limit).
@@ -71,6 +108,13 @@ impl LdapProxy {
     /// `upstream` (`host:port`), refusing SearchRequests that carry a control
     /// whose type is `refuse_control_oid`.
     pub fn start(upstream: &str, refuse_control_oid: &str) -> LdapProxy {
+        let oid = refuse_control_oid.as_bytes().to_vec();
+        LdapProxy::with_rules(upstream, Arc::new(RefuseControl(oid)))
+    }
+
+    /// Listen on a free loopback port and forward every connection to
+    /// `upstream`, applying `rules` to the messages.
+    pub(crate) fn with_rules(upstream: &str, rules: Arc<dyn Rules>) -> LdapProxy {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .unwrap_or_else(|e| panic!("testkit ldap proxy: cannot bind 127.0.0.1:0: {e}"));
         let addr = listener
@@ -79,7 +123,6 @@ impl LdapProxy {
             .to_string();
         let shared = Arc::new(Shared::default());
         let upstream = upstream.to_string();
-        let oid = refuse_control_oid.as_bytes().to_vec();
         let s = shared.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -108,10 +151,11 @@ impl LdapProxy {
                 };
                 s.sockets().extend([client, server]);
                 let client_w = Arc::new(Mutex::new(client_w));
-                let (s2, w2, oid) = (s.clone(), client_w.clone(), oid.clone());
-                std::thread::spawn(move || up(client_r, server_w, &w2, &oid, &s2));
+                let (s2, w2, r2) = (s.clone(), client_w.clone(), rules.clone());
+                std::thread::spawn(move || up(client_r, server_w, &w2, &*r2, &s2));
+                let rules = rules.clone();
                 std::thread::spawn(move || {
-                    down(&server_r, &client_w);
+                    down(&server_r, &client_w, &*rules);
                     let _ = server_r.shutdown(Shutdown::Both);
                     close(&client_w);
                 });
@@ -125,7 +169,7 @@ impl LdapProxy {
         format!("ldap://{}", self.addr)
     }
 
-    /// Requests refused so far (never forwarded to the server).
+    /// Requests refused (answered by the proxy) so far, never forwarded to the server.
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::SeqCst)
     }
@@ -158,14 +202,15 @@ impl Drop for LdapProxy {
     }
 }
 
-/// Client to server: forward whole messages, answer refused ones. At the
-/// end of the client's stream the server's side is half-closed (its answers
-/// still come down); a malformed message or an error closes the client.
+/// Client to server: forward whole messages, or answer them as `rules`
+/// says. At the end of the client's stream the server's side is half-closed
+/// (its answers still come down); a malformed message or an error closes the
+/// client.
 fn up(
     mut client: TcpStream,
     mut server: TcpStream,
     client_w: &Mutex<TcpStream>,
-    oid: &[u8],
+    rules: &dyn Rules,
     s: &Shared,
 ) {
     loop {
@@ -181,27 +226,31 @@ fn up(
         let Some(req) = parse_message(&msg) else {
             break;
         };
-        if req.op_tag == TAG_SEARCH_REQUEST && req.controls.iter().any(|c| c.oid == oid) {
-            let answer = refusal(req.message_id);
-            let mut w = client_w.lock().unwrap_or_else(|p| p.into_inner());
-            if w.write_all(&answer).is_err() {
-                break;
+        match rules.request(&req, &msg) {
+            Action::Forward => {
+                if server.write_all(&msg).is_err() {
+                    break;
+                }
             }
-            s.refused.fetch_add(1, Ordering::SeqCst);
-            continue;
-        }
-        if server.write_all(&msg).is_err() {
-            break;
+            Action::Answer(answer) => {
+                s.refused.fetch_add(1, Ordering::SeqCst);
+                let mut w = client_w.lock().unwrap_or_else(|p| p.into_inner());
+                if answer(&mut w, &s.stop).is_err() {
+                    break;
+                }
+            }
         }
     }
     close(client_w);
     let _ = server.shutdown(Shutdown::Both);
 }
 
-/// Server to client: forward whole messages, each under the client write
-/// lock, until the server's stream ends, is malformed or the client is gone.
-fn down(mut server: &TcpStream, client_w: &Mutex<TcpStream>) {
+/// Server to client: forward whole messages (as `rules` rewrites them),
+/// each under the client write lock, until the server's stream ends, is
+/// malformed or the client is gone.
+fn down(mut server: &TcpStream, client_w: &Mutex<TcpStream>, rules: &dyn Rules) {
     while let Ok(Some(msg)) = read_message(&mut server) {
+        let msg = rules.response(msg);
         let mut w = client_w.lock().unwrap_or_else(|p| p.into_inner());
         if w.write_all(&msg).is_err() {
             return;
@@ -282,7 +331,7 @@ pub(crate) fn read_message(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
 
 /// One BER element at the start of `buf`: (tag, content, rest). Single-byte
 /// tags and definite lengths only (all LDAP uses); None when malformed.
-fn tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = buf.split_first()?;
     if tag & 0x1f == 0x1f {
         return None;
@@ -322,6 +371,8 @@ pub(crate) struct Message<'a> {
     /// The messageID INTEGER's content octets (echoed as they came).
     pub message_id: &'a [u8],
     pub op_tag: u8,
+    /// The protocolOp's content octets.
+    pub op: &'a [u8],
     pub controls: Vec<Control<'a>>,
 }
 
@@ -335,7 +386,7 @@ pub(crate) fn parse_message(msg: &[u8]) -> Option<Message<'_>> {
     if tag != TAG_INTEGER || message_id.is_empty() || message_id.len() > 4 {
         return None;
     }
-    let (op_tag, _op, body) = tlv(body)?;
+    let (op_tag, op, body) = tlv(body)?;
     let mut controls = Vec::new();
     if !body.is_empty() {
         let (tag, mut list, rest) = tlv(body)?;
@@ -354,6 +405,7 @@ pub(crate) fn parse_message(msg: &[u8]) -> Option<Message<'_>> {
     Some(Message {
         message_id,
         op_tag,
+        op,
         controls,
     })
 }
@@ -386,7 +438,7 @@ fn parse_control(c: &[u8]) -> Option<Control<'_>> {
 }
 
 /// A BER element with a definite length (short or long form).
-fn element(tag: u8, content: &[u8]) -> Vec<u8> {
+pub(crate) fn element(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let len = content.len();
     if len < 0x80 {

@@ -6,6 +6,8 @@
 //! * [`Postgres`] / [`shared_postgres`]: a private PostgreSQL 15 cluster.
 //! * [`Proxy`]: a TCP proxy to one of them that the test pauses/resumes (holds a cycle mid-read).
 //! * [`LdapProxy`]: an LDAP proxy that refuses searches carrying one control (DirSync refused).
+//! * [`Hostile`]: an LDAP proxy that answers chosen searches with crafted messages (nested
+//!   40,000 deep, `30 00`, endless, a huge value, far too many entries in one page).
 //! * [`Dns`]: a real DNS server (dnsmasq) on 127.0.0.1:random port serving given SRV/A records.
 //! * [`FakeAd`]: an in-process FAKE Active Directory, only for what no real server here shows
 //!   (range truncation, the page cap, DirSync rounds, connections lost mid-search).
@@ -18,6 +20,7 @@
 mod dns;
 mod fakead;
 mod fixtures;
+mod hostile;
 mod ldapproxy;
 mod postgres;
 mod process;
@@ -31,6 +34,7 @@ pub mod webdriver;
 pub use dns::{Dns, SrvRecord};
 pub use fakead::{FakeAd, FakeAdData, FakeEntry, FakeSearch};
 pub use fixtures::{base64, ldif_attr, openldap_bulk, openldap_fixture, samba_bulk, samba_fixture};
+pub use hostile::{Attack, Hostile};
 pub use ldapproxy::LdapProxy;
 pub use postgres::{shared_postgres, Postgres};
 pub use proxy::Proxy;
