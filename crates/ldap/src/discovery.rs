@@ -418,7 +418,9 @@ async fn ldap_ping(url: &str, domain: &str, timeout: Duration) -> Option<String>
         mfasync_core::escape::filter_value(domain)
     );
     let mut entry = None;
-    let res = crate::client::search_one(&mut ldap, url, timeout, "", &filter, "Netlogon", &mut entry).await;
+    let res =
+        crate::client::search_one(&mut ldap, url, timeout, "", &filter, "Netlogon", &mut entry)
+            .await;
     driver.abort();
     if res.ok()?.rc != 0 {
         return None;

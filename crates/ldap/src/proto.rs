@@ -134,12 +134,11 @@ fn parse_tag(val: &[u8]) -> Option<(usize, StructureTag)> {
 /// and each value its `Vec<u8>`.
 pub fn parse_entry(re: ResultEntry) -> Result<Entry, String> {
     let malformed = || "malformed search result entry".to_string();
-    let mut tags = re
-        .0
-        .match_id(4)
-        .and_then(|t| t.expect_constructed())
-        .ok_or_else(malformed)?
-        .into_iter();
+    let mut tags =
+        re.0.match_id(4)
+            .and_then(|t| t.expect_constructed())
+            .ok_or_else(malformed)?
+            .into_iter();
     let dn = tags
         .next()
         .and_then(|t| t.expect_primitive())

@@ -40,7 +40,9 @@ fn nested(levels: usize) -> Vec<u8> {
 /// Well-formed values of every parser, to mutate.
 fn seeds() -> Vec<Vec<u8>> {
     let mut out = vec![
-        paged_control(1000, b"cookie".to_vec()).val.unwrap_or_default(),
+        paged_control(1000, b"cookie".to_vec())
+            .val
+            .unwrap_or_default(),
         vec![
             0x30, 0x0a, 0x02, 0x01, 0x01, 0x02, 0x01, 0x00, 0x04, 0x02, 0xab, 0xcd,
         ],
@@ -49,7 +51,9 @@ fn seeds() -> Vec<Vec<u8>> {
         ],
         vec![0x30, 0x03, 0x01, 0x01, 0xff],
         vec![0x80, 0x01, b'x'],
-        vec![0xa3, 0x0a, 0x01, 0x01, 0xff, 0x31, 0x05, 0x04, 0x03, 1, 2, 3],
+        vec![
+            0xa3, 0x0a, 0x01, 0x01, 0xff, 0x31, 0x05, 0x04, 0x03, 1, 2, 3,
+        ],
         vec![0xa1, 0x03, 0x04, 0x01, b'k'],
         vec![0x30, 0x05, 0xa0, 0x03, 0x80, 0x01, 0x64],
         vec![0x30, 0x03, 0x81, 0x01, 0x01],
@@ -82,8 +86,7 @@ fn ber_tree() -> impl Strategy<Value = Vec<u8>> {
     let leaf = (any::<u8>(), vec(any::<u8>(), 0..6))
         .prop_map(|(tag, content)| ber_tlv(tag & !0x20, &content));
     leaf.prop_recursive(8, 96, 4, |inner| {
-        (any::<u8>(), vec(inner, 0..4))
-            .prop_map(|(tag, kids)| ber_tlv(tag | 0x20, &kids.concat()))
+        (any::<u8>(), vec(inner, 0..4)).prop_map(|(tag, kids)| ber_tlv(tag | 0x20, &kids.concat()))
     })
 }
 
