@@ -114,7 +114,9 @@ fn decode_inner(buf: &mut BytesMut, max: usize) -> Result<Option<Decoded>, Malfo
         Ok((_, tag)) => tag,
         // the message is all there: an element runs past its container
         Err(BerError::Incomplete) => {
-            return Err(Malformed::new("an element runs past the end of its message"));
+            return Err(Malformed::new(
+                "an element runs past the end of its message",
+            ));
         }
         Err(BerError::Invalid(why)) => return Err(Malformed(why)),
     };
@@ -159,8 +161,9 @@ fn decode_inner(buf: &mut BytesMut, max: usize) -> Result<Option<Decoded>, Malfo
         (maybe_controls, None)
     };
     let controls = match controls {
-        Some(controls) => try_parse_controls(controls)
-            .ok_or_else(|| Malformed::new("malformed controls"))?,
+        Some(controls) => {
+            try_parse_controls(controls).ok_or_else(|| Malformed::new("malformed controls"))?
+        }
         None => vec![],
     };
     let msgid = tags
@@ -653,18 +656,73 @@ mod mfasync_patch_tests {
             (vec![0x30, 0x00], "without a message ID"),
             (message(1, b"", b""), "without a message ID"),
             (tlv(0x30, &tlv(0x04, b"x")), "without a message ID"),
-            (tlv(0x30, &[tlv(0x04, b"1"), entry(b"x")].concat()), "message ID"),
-            (tlv(0x30, &[tlv(0xa2, b""), entry(b"x")].concat()), "message ID"),
+            (
+                tlv(0x30, &[tlv(0x04, b"1"), entry(b"x")].concat()),
+                "message ID",
+            ),
+            (
+                tlv(0x30, &[tlv(0xa2, b""), entry(b"x")].concat()),
+                "message ID",
+            ),
             (vec![0x04, 0x00], "not a SEQUENCE"),
             (message(1, &tlv(0x65, b""), b""), "malformed result"),
             (message(1, &[0x45, 0x00], b""), "malformed result"),
-            (message(1, &tlv(0x65, &tlv(0x0a, &[0])), b""), "malformed result"),
-            (message(1, &tlv(0x61, &[tlv(0x0a, &[0]), tlv(0x04, &[0xff]), tlv(0x04, b"")].concat()), b""), "malformed result"),
-            (message(1, &search_done(0), &[0x80, 0x00]), "controls that are not"),
-            (message(1, &search_done(0), &tlv(0xa0, &tlv(0x30, b""))), "malformed controls"),
-            (message(1, &search_done(0), &tlv(0xa0, &tlv(0x30, &[tlv(0x04, b"1.2"), tlv(0x01, b"")].concat()))), "malformed controls"),
-            (message(1, &search_done(0), &tlv(0xa0, &tlv(0x30, &[tlv(0x04, b"1.2"), tlv(0x02, b"")].concat()))), "malformed controls"),
-            (message(1, &search_done(0), &tlv(0xa0, &tlv(0x30, &[tlv(0x04, &[0xc3]), tlv(0x04, b"")].concat()))), "malformed controls"),
+            (
+                message(1, &tlv(0x65, &tlv(0x0a, &[0])), b""),
+                "malformed result",
+            ),
+            (
+                message(
+                    1,
+                    &tlv(
+                        0x61,
+                        &[tlv(0x0a, &[0]), tlv(0x04, &[0xff]), tlv(0x04, b"")].concat(),
+                    ),
+                    b"",
+                ),
+                "malformed result",
+            ),
+            (
+                message(1, &search_done(0), &[0x80, 0x00]),
+                "controls that are not",
+            ),
+            (
+                message(1, &search_done(0), &tlv(0xa0, &tlv(0x30, b""))),
+                "malformed controls",
+            ),
+            (
+                message(
+                    1,
+                    &search_done(0),
+                    &tlv(
+                        0xa0,
+                        &tlv(0x30, &[tlv(0x04, b"1.2"), tlv(0x01, b"")].concat()),
+                    ),
+                ),
+                "malformed controls",
+            ),
+            (
+                message(
+                    1,
+                    &search_done(0),
+                    &tlv(
+                        0xa0,
+                        &tlv(0x30, &[tlv(0x04, b"1.2"), tlv(0x02, b"")].concat()),
+                    ),
+                ),
+                "malformed controls",
+            ),
+            (
+                message(
+                    1,
+                    &search_done(0),
+                    &tlv(
+                        0xa0,
+                        &tlv(0x30, &[tlv(0x04, &[0xc3]), tlv(0x04, b"")].concat()),
+                    ),
+                ),
+                "malformed controls",
+            ),
             // an element that runs past the end of the message
             (vec![0x30, 0x05, 0x02, 0x01, 0x01, 0x04, 0x09], "runs past"),
         ] {
@@ -678,7 +736,10 @@ mod mfasync_patch_tests {
         r.extend(tlv(0x04, b""));
         r.extend(tlv(0x04, b""));
         r.extend(tlv(0xa3, &tlv(0x04, b"ldap://b/")));
-        let ctrl = tlv(0x30, &[tlv(0x04, b"1.2.3"), tlv(0x01, &[0xff]), tlv(0x04, b"v")].concat());
+        let ctrl = tlv(
+            0x30,
+            &[tlv(0x04, b"1.2.3"), tlv(0x01, &[0xff]), tlv(0x04, b"v")].concat(),
+        );
         let m = message(2, &tlv(0x65, &r), &tlv(0xa0, &ctrl));
         let Some((2, (tag, ctrls))) = decode(&m).unwrap() else {
             panic!("a result");
@@ -693,8 +754,16 @@ mod mfasync_patch_tests {
         // 2^40 bytes announced: refused with nine bytes in hand
         let mut buf = BytesMut::from(&[0x30, 0x86, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02][..]);
         let e = decode_inner(&mut buf, DEFAULT_MAX_MESSAGE_BYTES).unwrap_err();
-        assert_eq!(e.0, "a message of 1099511627784 bytes, over the limit of 16777216 bytes");
-        assert!(decode(&[0x30, 0x89, 1, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap_err().0.contains("length of 9 octets"));
+        assert_eq!(
+            e.0,
+            "a message of 1099511627784 bytes, over the limit of 16777216 bytes"
+        );
+        assert!(
+            decode(&[0x30, 0x89, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+                .unwrap_err()
+                .0
+                .contains("length of 9 octets")
+        );
         // at the limit: waits for the rest, with room made for it once
         let mut buf = BytesMut::from(&[0x30, 0x83, 0x00, 0x01, 0x00][..]);
         assert!(decode_inner(&mut buf, 256 + 5).unwrap().is_none());
@@ -709,7 +778,11 @@ mod mfasync_patch_tests {
         for _ in 0..30_000 {
             values.extend_from_slice(&[0x04, 0x00]);
         }
-        let m = message(1, &tlv(0x64, &[tlv(0x04, b"x"), tlv(0x30, &values)].concat()), b"");
+        let m = message(
+            1,
+            &tlv(0x64, &[tlv(0x04, b"x"), tlv(0x30, &values)].concat()),
+            b"",
+        );
         assert!(decode_inner(&mut BytesMut::from(&m[..]), 1 << 20).is_ok());
         let e = decode_inner(&mut BytesMut::from(&m[..]), 64 << 10).unwrap_err();
         assert!(e.0.contains("too much memory"), "{e:?}");
@@ -736,16 +809,46 @@ mod mfasync_patch_tests {
         ("empty LDAPMessage (tags.pop().expect)", "3000"),
         ("message ID alone (tags.pop().expect)", "3003020101"),
         ("message ID not an INTEGER (expect)", "3005 040131 6400"),
-        ("empty criticality BOOLEAN (v[0])", "3015020101 6507 0a0100 0400 0400 a007 3005 040131 0100"),
-        ("criticality neither BOOLEAN nor OCTET STRING (panic)", "3015020101 6507 0a0100 0400 0400 a007 3005 040131 0200"),
-        ("control OID not UTF-8 (expect)", "3013020101 6507 0a0100 0400 0400 a005 3003 0401ff"),
-        ("SearchResultDone as a primitive (expect)", "3005020101 6500"),
-        ("result code not ENUMERATED (expect)", "300c020101 6507 020100 0400 0400"),
-        ("matched DN not UTF-8 (expect)", "300d020101 6508 0a0100 0401ff 0400"),
-        ("referral as a primitive (expect)", "300e020101 6509 0a0100 0400 0400 8300"),
-        ("extended response name not UTF-8 (expect)", "300f020101 780a 0a0100 0400 0400 8a01ff"),
-        ("element past its message (waited, buffering, forever)", "3005 020101 0409"),
-        ("length of 9 octets (misread as 1, then waited forever)", "3089 010000000000000001 02"),
+        (
+            "empty criticality BOOLEAN (v[0])",
+            "3015020101 6507 0a0100 0400 0400 a007 3005 040131 0100",
+        ),
+        (
+            "criticality neither BOOLEAN nor OCTET STRING (panic)",
+            "3015020101 6507 0a0100 0400 0400 a007 3005 040131 0200",
+        ),
+        (
+            "control OID not UTF-8 (expect)",
+            "3013020101 6507 0a0100 0400 0400 a005 3003 0401ff",
+        ),
+        (
+            "SearchResultDone as a primitive (expect)",
+            "3005020101 6500",
+        ),
+        (
+            "result code not ENUMERATED (expect)",
+            "300c020101 6507 020100 0400 0400",
+        ),
+        (
+            "matched DN not UTF-8 (expect)",
+            "300d020101 6508 0a0100 0401ff 0400",
+        ),
+        (
+            "referral as a primitive (expect)",
+            "300e020101 6509 0a0100 0400 0400 8300",
+        ),
+        (
+            "extended response name not UTF-8 (expect)",
+            "300f020101 780a 0a0100 0400 0400 8a01ff",
+        ),
+        (
+            "element past its message (waited, buffering, forever)",
+            "3005 020101 0409",
+        ),
+        (
+            "length of 9 octets (misread as 1, then waited forever)",
+            "3089 010000000000000001 02",
+        ),
     ];
 
     fn unhex(h: &str) -> Vec<u8> {
@@ -885,14 +988,33 @@ mod mfasync_patch_tests {
         r.extend(tlv(0x87, b"sasl"));
         let ctrl = tlv(
             0x30,
-            &[tlv(0x04, b"1.2.840.113556.1.4.319"), tlv(0x01, &[0xff]), tlv(0x04, &tlv(0x30, &[tlv(0x02, &[0]), tlv(0x04, b"c")].concat()))].concat(),
+            &[
+                tlv(0x04, b"1.2.840.113556.1.4.319"),
+                tlv(0x01, &[0xff]),
+                tlv(
+                    0x04,
+                    &tlv(0x30, &[tlv(0x02, &[0]), tlv(0x04, b"c")].concat()),
+                ),
+            ]
+            .concat(),
         );
         let mut corpus = vec![
             message(3, &entry(b"uid=a,dc=x"), b""),
             message(4, &search_done(0), &tlv(0xa0, &ctrl)),
             message(5, &tlv(0x61, &r), b""),
             message(6, &tlv(0x78, &r), b""),
-            message(7, &tlv(0x79, &[tlv(0x80, b"1.3.6.1.4.1.4203.1.9.1.4"), tlv(0x81, &tlv(0xa1, &tlv(0x04, b"k")))].concat()), b""),
+            message(
+                7,
+                &tlv(
+                    0x79,
+                    &[
+                        tlv(0x80, b"1.3.6.1.4.1.4203.1.9.1.4"),
+                        tlv(0x81, &tlv(0xa1, &tlv(0x04, b"k"))),
+                    ]
+                    .concat(),
+                ),
+                b"",
+            ),
             message(8, &tlv(0x73, &tlv(0x04, b"ldap://r/")), b""),
             nested(MAX_BER_DEPTH),
             nested(MAX_BER_DEPTH + 1),
@@ -905,10 +1027,12 @@ mod mfasync_patch_tests {
             let whole = decode_stream(&m, None);
             let chunked = decode_stream(&m, Some(&mut rng));
             assert_eq!(whole, chunked, "{m:02x?}");
-            decoded += whole.iter().filter(|o| matches!(o, Outcome::Message(..))).count();
+            decoded += whole
+                .iter()
+                .filter(|o| matches!(o, Outcome::Message(..)))
+                .count();
         }
         // the mutations also make messages that decode, not only errors
         assert!(decoded > 500, "{decoded}");
     }
 }
-
