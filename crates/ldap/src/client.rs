@@ -448,10 +448,13 @@ async fn run_search(
     .await
 }
 
-/// How many entries a search may return: the size limit it sent, one for
-/// the read of one entry, the page size of a page. A server that sends more
-/// breaks the protocol: the search stops there with an error, so that such
-/// an answer is neither buffered nor used.
+/// How many entries a search may return: one for the read of one entry,
+/// at most twice the page size for a page (servers return at most the page
+/// size; the slack keeps a quirky server working while one that ignores
+/// paging, e.g. 300,000 entries for a page of 1,000, is caught at once). A
+/// server that sends more breaks the protocol: the search stops there with
+/// an error, so that such an answer is neither buffered nor used. A search's
+/// size limit is no bound: Samba returns more than it.
 #[derive(Debug, Clone, Copy)]
 struct Limit {
     /// Sent as the search's size limit (0: none).
@@ -480,8 +483,7 @@ impl Limit {
     fn sized(sizelimit: i32) -> Limit {
         Limit {
             sizelimit,
-            at_most: usize::try_from(sizelimit).ok().filter(|n| *n > 0),
-            what: "the size limit asked for",
+            ..Limit::NONE
         }
     }
 
@@ -489,8 +491,8 @@ impl Limit {
     fn page(size: i32) -> Limit {
         Limit {
             sizelimit: 0,
-            at_most: usize::try_from(size).ok(),
-            what: "the page size asked for",
+            at_most: usize::try_from(size).ok().map(|n| n.max(1).saturating_mul(2)),
+            what: "twice the page size asked for",
         }
     }
 }
