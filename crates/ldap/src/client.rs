@@ -491,7 +491,9 @@ impl Limit {
     fn page(size: i32) -> Limit {
         Limit {
             sizelimit: 0,
-            at_most: usize::try_from(size).ok().map(|n| n.max(1).saturating_mul(2)),
+            at_most: usize::try_from(size)
+                .ok()
+                .map(|n| n.max(1).saturating_mul(2)),
             what: "twice the page size asked for",
         }
     }
