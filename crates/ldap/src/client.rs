@@ -577,7 +577,7 @@ async fn run_search_raw(
                         }
                     }
                 };
-                let outcome = item.and_then(|item| on_item(item));
+                let outcome = item.and_then(&mut *on_item);
                 if let Err(m) = outcome {
                     let _ = stream.finish().await;
                     return Err(LdapError::Protocol {

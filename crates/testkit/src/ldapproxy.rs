@@ -41,6 +41,10 @@ pub(crate) const TAG_SEARCH_DONE: u8 = 0x65;
 /// [0] controls of an LDAPMessage.
 pub(crate) const TAG_CONTROLS: u8 = 0xa0;
 
+/// Writes an answer to the client, stopping early when the flag (the
+/// proxy stops) is set.
+pub(crate) type Answer = Box<dyn FnOnce(&mut TcpStream, &AtomicBool) -> io::Result<()> + Send>;
+
 /// What the proxy does with one request of a client.
 pub(crate) enum Action {
     /// Forward it to the server.
@@ -48,7 +52,7 @@ pub(crate) enum Action {
     /// Answer it here, never forwarded: the function writes the answer to
     /// the client (holding its write lock) and may stop early when the
     /// proxy stops (the flag).
-    Answer(Box<dyn FnOnce(&mut TcpStream, &AtomicBool) -> io::Result<()> + Send>),
+    Answer(Answer),
 }
 
 /// How a proxy treats the messages going through it.
