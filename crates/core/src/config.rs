@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
+mod typed;
+mod values;
+
 /// One problem in a configuration file, named by its TOML key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -467,6 +470,8 @@ impl Default for ItemUser {
 pub struct SyncItem {
     #[serde(default)]
     pub kind: ItemKind,
+    /// Required: missing, it is the empty DN that `validate` refuses.
+    #[serde(default)]
     pub dn: String,
     #[serde(default = "yes")]
     pub include_nested: bool,
@@ -676,24 +681,28 @@ const SMTP_KEYS: &[&str] = &[
     "password_encrypted",
 ];
 
-fn check_keys(table: &toml::Table, path: &str, known: &[&str], out: &mut Vec<ConfigError>) {
-    for k in table.keys() {
-        if !known.contains(&k.as_str()) {
+/// List the keys of `table` that are not `known`, and take them out (so the
+/// typed reading that follows checks the rest).
+fn check_keys(table: &mut toml::Table, path: &str, known: &[&str], out: &mut Vec<ConfigError>) {
+    table.retain(|k, _| {
+        let ok = known.contains(&k);
+        if !ok {
             let key = if path.is_empty() {
-                k.clone()
+                k.to_string()
             } else {
                 format!("{path}.{k}")
             };
             out.push(err(key, "unknown key"));
         }
-    }
+        ok
+    });
 }
 
-fn sub<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Table> {
-    table.get(key).and_then(toml::Value::as_table)
+fn sub<'a>(table: &'a mut toml::Table, key: &str) -> Option<&'a mut toml::Table> {
+    table.get_mut(key).and_then(toml::Value::as_table_mut)
 }
 
-fn unknown_keys(root: &toml::Table) -> Vec<ConfigError> {
+fn unknown_keys(root: &mut toml::Table) -> Vec<ConfigError> {
     let mut out = Vec::new();
     check_keys(
         root,
@@ -715,9 +724,9 @@ fn unknown_keys(root: &toml::Table) -> Vec<ConfigError> {
                 check_keys(t, &format!("directory.{b}"), BIND_KEYS, &mut out);
             }
         }
-        if let Some(list) = d.get("domains").and_then(toml::Value::as_array) {
-            for (i, v) in list.iter().enumerate() {
-                if let Some(t) = v.as_table() {
+        if let Some(list) = d.get_mut("domains").and_then(toml::Value::as_array_mut) {
+            for (i, v) in list.iter_mut().enumerate() {
+                if let Some(t) = v.as_table_mut() {
                     let path = format!("directory.domains[{i}]");
                     check_keys(t, &path, &["name", "query_bind"], &mut out);
                     if let Some(b) = sub(t, "query_bind") {
@@ -741,9 +750,9 @@ fn unknown_keys(root: &toml::Table) -> Vec<ConfigError> {
     }
     if let Some(s) = sub(root, "sync") {
         check_keys(s, "sync", SYNC_KEYS, &mut out);
-        if let Some(items) = s.get("items").and_then(toml::Value::as_array) {
-            for (i, it) in items.iter().enumerate() {
-                if let Some(t) = it.as_table() {
+        if let Some(items) = s.get_mut("items").and_then(toml::Value::as_array_mut) {
+            for (i, it) in items.iter_mut().enumerate() {
+                if let Some(t) = it.as_table_mut() {
                     check_keys(t, &format!("sync.items[{i}]"), ITEM_KEYS, &mut out);
                     if let Some(u) = sub(t, "user") {
                         check_keys(
@@ -822,25 +831,61 @@ fn key_at(text: &str, pos: usize) -> String {
     }
 }
 
-/// Parse and validate a configuration. On failure, every problem found.
+/// Parse and validate a configuration. On failure, every problem found:
+/// unknown keys, type and enum errors (`typed`), and the value checks of
+/// `validate` on the rest (a key already reported is not reported again).
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
-    let root: toml::Table = match text.parse() {
+    let mut root: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => return Err(vec![type_error(text, &e)]),
     };
-    let mut errors = unknown_keys(&root);
-    if !errors.is_empty() {
+    let mut errors = unknown_keys(&mut root);
+    let (cfg, type_errors) = typed::read(root);
+    errors.extend(type_errors);
+    let Some(cfg) = cfg else {
         return Err(errors);
-    }
-    let cfg: Config = match toml::from_str(text) {
-        Ok(c) => c,
-        Err(e) => return Err(vec![type_error(text, &e)]),
     };
-    errors.extend(validate(&cfg));
+    let reported: Vec<String> = errors.iter().map(|e| e.key.clone()).collect();
+    errors.extend(validate(&cfg).into_iter().filter(|e| {
+        !reported.iter().any(|r| {
+            e.key == *r
+                || e.key.starts_with(&format!("{r}."))
+                || e.key.starts_with(&format!("{r}["))
+        })
+    }));
     if errors.is_empty() {
         Ok(cfg)
     } else {
         Err(errors)
+    }
+}
+
+/// `password`, `password_file` and `password_env` of the table at `key`:
+/// none of them empty (no password is written by leaving the key out), and
+/// an environment variable name that a shell could set.
+fn password_sources(
+    password: &Option<String>,
+    file: &Option<String>,
+    env: &Option<String>,
+    key: &str,
+    out: &mut Vec<ConfigError>,
+) {
+    if password.as_deref() == Some("") {
+        out.push(err(
+            format!("{key}.password"),
+            "is empty: give the password, or leave the key out for none",
+        ));
+    }
+    if file.as_deref().is_some_and(|f| f.trim().is_empty()) {
+        out.push(err(format!("{key}.password_file"), "is empty: give a path"));
+    }
+    if let Some(name) = env {
+        if !values::env_name_ok(name) {
+            out.push(err(
+                format!("{key}.password_env"),
+                format!("{name:?} is not an environment variable name (letters, digits and '_', not starting with a digit)"),
+            ));
+        }
     }
 }
 
@@ -870,6 +915,7 @@ fn validate_bind(b: &Bind, key: &str, needs_dn: bool, out: &mut Vec<ConfigError>
             ));
         }
     }
+    password_sources(&b.password, &b.password_file, &b.password_env, key, out);
     match b.kind {
         BindType::Simple | BindType::Ssl if needs_dn => {
             if b.dn.trim().is_empty() {
@@ -1093,16 +1139,32 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             ));
         }
     }
-    let mut seen_dns = std::collections::HashSet::new();
+    let mut seen_dns = std::collections::HashMap::new();
     for (i, it) in s.items.iter().enumerate() {
         let key = format!("sync.items[{i}]");
         match crate::filter::validate_dn(&it.dn) {
             Err(m) => out.push(err(format!("{key}.dn"), m)),
             Ok(()) => {
-                if !seen_dns.insert((it.kind, it.dn.to_ascii_lowercase())) {
-                    out.push(err(format!("{key}.dn"), "the same item is listed twice"));
+                // one object, however its DN is spaced or cased
+                let dn = crate::filter::normalize_dn(&it.dn);
+                if let Some(first) = seen_dns.get(&dn) {
+                    out.push(err(
+                        format!("{key}.dn"),
+                        format!("the same DN as sync.items[{first}].dn: an object is listed once"),
+                    ));
+                } else {
+                    seen_dns.insert(dn, i);
                 }
             }
+        }
+        if !values::language_tag_ok(&it.user.language) {
+            out.push(err(
+                format!("{key}.user.language"),
+                format!(
+                    "{:?} is not a language tag such as \"en\", \"de\" or \"es-MX\"",
+                    it.user.language
+                ),
+            ));
         }
         let cc = it.user.country_code.trim_start_matches('+');
         if cc.is_empty() || cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) {
@@ -1148,6 +1210,13 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
                 ));
             }
         }
+        password_sources(
+            &smtp.password,
+            &smtp.password_file,
+            &smtp.password_env,
+            "smtp",
+            &mut out,
+        );
     }
     if let Some(p) = &cfg.portal {
         if !p.admin_group.trim().is_empty() {
@@ -1350,6 +1419,85 @@ mod tests {
         assert_eq!(k, vec!["directory.query_size_limit"]);
         let k = keys(parse("[[sync.items]]\ndn = \"ou=a,dc=b\"\n[[sync.items]]\ndn = \"ou=b,dc=b\"\nwhen_removed = \"explode\"\n"));
         assert_eq!(k, vec!["sync.items[1].when_removed"]);
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let mut k = keys(parse(
+            "bogus = 1\n[directory]\nquery_size_limit = \"many\"\nstarttls = 3\ntimeout_seconds = 0\n\
+             [directory.query_bind]\ntype = \"simple\"\ndn = \"cn=a,dc=b\"\npassword = \"\"\n\
+             [smtp]\nserver = \"smtp://h\"\nfrom = \"a@b.c\"\npassword_env = \"MY-PW\"\n\
+             [[sync.items]]\ndn = \"OU=Sales,DC=example,DC=com\"\n\
+             [[sync.items]]\nkind = \"security-group\"\ndn = \"ou=sales, dc=example,  dc=com\"\nwhen_removed = \"explode\"\n\
+             [sync.items.user]\nlanguage = \"english\"\nmethod = \"pigeon\"\n\
+             [[sync.items]]\n\n",
+        ));
+        k.sort();
+        assert_eq!(
+            k,
+            vec![
+                "bogus",
+                "directory.query_bind.password",
+                "directory.query_size_limit",
+                "directory.starttls",
+                "directory.timeout_seconds",
+                "smtp.password_env",
+                "sync.items[1].dn",
+                "sync.items[1].user.language",
+                "sync.items[1].user.method",
+                "sync.items[1].when_removed",
+                "sync.items[2].dn",
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_passwords_and_impossible_env_names_are_refused() {
+        for (text, key) in [
+            (
+                "[directory.query_bind]\npassword = \"\"",
+                "directory.query_bind.password",
+            ),
+            (
+                "[directory.auth_bind]\npassword_file = \" \"",
+                "directory.auth_bind.password_file",
+            ),
+            (
+                "[directory.query_bind]\npassword_env = \"1PW\"",
+                "directory.query_bind.password_env",
+            ),
+            (
+                "[smtp]\nserver = \"smtp://h\"\nfrom = \"a@b.c\"\npassword = \"\"",
+                "smtp.password",
+            ),
+            (
+                "[[directory.domains]]\nname = \"a.test\"\n[directory.domains.query_bind]\ntype = \"anonymous\"\npassword_env = \"A B\"\n",
+                "directory.domains[0].query_bind.password_env",
+            ),
+        ] {
+            let k = keys(parse(text));
+            assert_eq!(k, vec![key.to_string()], "{text:?}");
+        }
+        assert!(parse("[directory.query_bind]\npassword_env = \"_MFA_PW2\"").is_ok());
+    }
+
+    #[test]
+    fn item_languages_are_language_tags() {
+        let item = |lang: &str| {
+            format!(
+                "[[sync.items]]\ndn = \"ou=a,dc=b\"\n[sync.items.user]\nlanguage = \"{lang}\"\n"
+            )
+        };
+        for ok in ["en", "de", "es-MX", "zh-Hant-TW"] {
+            assert!(parse(&item(ok)).is_ok(), "{ok}");
+        }
+        for bad in ["", "english", "en US", "e"] {
+            assert_eq!(
+                keys(parse(&item(bad))),
+                vec!["sync.items[0].user.language"],
+                "{bad}"
+            );
+        }
     }
 
     #[test]

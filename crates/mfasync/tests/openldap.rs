@@ -557,6 +557,30 @@ fn config_errors_exit_2_naming_keys_and_store_nothing() {
     ] {
         assert!(o.stderr.contains(key), "{key} missing in: {}", o.stderr);
     }
+    // every type/enum error too, with the value checks, in one run
+    let p = m.config_file(
+        "bogus = 1\n[directory]\nquery_size_limit = \"many\"\nstarttls = 3\n\
+         [directory.query_bind]\ntype = \"simple\"\ndn = \"cn=a,dc=b\"\npassword = \"\"\n\
+         [directory.auth_bind]\ntype = \"simple\"\npassword_env = \"BIND-PW\"\n\
+         [[sync.items]]\ndn = \"OU=Sales,DC=example,DC=com\"\n\
+         [[sync.items]]\ndn = \"ou=sales, dc=example,  dc=com\"\nwhen_removed = \"explode\"\n\
+         [sync.items.user]\nlanguage = \"english\"\nmethod = \"pigeon\"\n",
+    );
+    let o = m.run(&["config", "apply", "--dry-run", p.to_str().expect("path")]);
+    assert_eq!(o.code, 2);
+    for key in [
+        "bogus: unknown key",
+        "directory.query_size_limit: invalid type",
+        "directory.starttls: invalid type",
+        "directory.query_bind.password: is empty",
+        "directory.auth_bind.password_env: \"BIND-PW\" is not an environment variable name",
+        "sync.items[1].when_removed: unknown variant `explode`",
+        "sync.items[1].user.method: unknown variant `pigeon`",
+        "sync.items[1].user.language: \"english\" is not a language tag",
+        "sync.items[1].dn: the same DN as sync.items[0].dn",
+    ] {
+        assert!(o.stderr.contains(key), "{key} missing in: {}", o.stderr);
+    }
     let o = m.run(&["config", "export"]);
     assert_eq!(o.code, 1, "nothing was stored: {}", o.stderr);
 }
