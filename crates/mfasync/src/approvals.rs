@@ -535,23 +535,26 @@ pub async fn cli_list(store: &dyn Store, json: bool) -> crate::CmdResult {
         return crate::print_json(&v);
     }
     if pending.is_empty() {
-        println!("no pending approvals");
+        crate::terminal::say!("no pending approvals");
     }
     for a in &pending {
         let p = PendingApproval::of(a);
-        println!(
+        crate::terminal::say!(
             "approval {} (created {}): {} to disable, {} to remove",
-            a.id, a.created_at, p.disable, p.remove
+            a.id,
+            a.created_at,
+            p.disable,
+            p.remove
         );
         for h in &a.changes {
-            println!(
+            crate::terminal::say!(
                 "  {:8} {}  ({})",
                 h.action,
                 h.username,
                 h.reason.as_deref().unwrap_or("no reason given")
             );
         }
-        println!(
+        crate::terminal::say!(
             "approve: mfasync approvals approve {id}    reject: mfasync approvals reject {id}",
             id = a.id
         );
@@ -584,16 +587,17 @@ pub async fn cli_approve(
             "no_longer_needed": r.dropped.iter().map(|h| h.username.as_str()).collect::<Vec<_>>(),
         }));
     }
-    println!(
+    crate::terminal::say!(
         "approval {} approved: {} disabled, {} removed",
         r.approval.id,
         count("disable"),
         count("remove")
     );
     for h in &r.dropped {
-        println!(
+        crate::terminal::say!(
             "  not applied: {} {} (the directory no longer calls for it)",
-            h.action, h.username
+            h.action,
+            h.username
         );
     }
     Ok(())
@@ -607,7 +611,7 @@ pub async fn cli_reject(store: &dyn Store, id: &str, json: bool) -> crate::CmdRe
     if json {
         return crate::print_json(&serde_json::json!({"id": a.id, "status": a.status.as_str()}));
     }
-    println!(
+    crate::terminal::say!(
         "approval {} rejected: {} users kept; the same set is not asked about again until the directory changes",
         a.id,
         a.changes.len()

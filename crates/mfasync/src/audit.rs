@@ -49,7 +49,7 @@ pub async fn cli_list(store: &dyn Store, limit: i64, json: bool) -> crate::CmdRe
         return crate::print_json(&v);
     }
     if entries.is_empty() {
-        println!("the audit trail is empty");
+        crate::terminal::say!("the audit trail is empty");
     }
     for e in &entries {
         let mut line = format!("{} {:6} {:20}", e.at, e.actor, e.action);
@@ -67,7 +67,7 @@ pub async fn cli_list(store: &dyn Store, limit: i64, json: bool) -> crate::CmdRe
         if !changed.is_empty() {
             line.push_str(&format!(" [{}]", changed.join("; ")));
         }
-        println!("{line}");
+        crate::terminal::say!("{line}");
     }
     Ok(())
 }

@@ -482,7 +482,7 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
                 return crate::print_json(&v);
             }
             if servers.is_empty() {
-                println!(
+                crate::terminal::say!(
                     "no server has registered yet (servers register when `mfasync serve` starts)"
                 );
             }
@@ -502,7 +502,7 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
                 if s["alive"] != true {
                     flags.push("DOWN");
                 }
-                println!(
+                crate::terminal::say!(
                     "{:20} {:24} {:10} last heartbeat {}{}",
                     text("name"),
                     text("address"),
@@ -520,7 +520,7 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
                 None => println!("synchronization: automatic (any server may run it)"),
             }
             if v["lease"]["runner"].is_null() {
-                println!("no server runs synchronization right now");
+                crate::terminal::say!("no server runs synchronization right now");
             }
             Ok(())
         }
@@ -548,7 +548,7 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
             if json {
                 crate::print_json(&servers_json(&[], &lease, now_ms())["lease"])
             } else {
-                println!("synchronization pinned to server {name}: only it runs synchronization (it takes over within one lease period)");
+                crate::terminal::say!("synchronization pinned to server {name}: only it runs synchronization (it takes over within one lease period)");
                 Ok(())
             }
         }
@@ -557,7 +557,7 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
             if json {
                 crate::print_json(&servers_json(&[], &lease, now_ms())["lease"])
             } else {
-                println!("synchronization no longer pinned: any server may run it");
+                crate::terminal::say!("synchronization no longer pinned: any server may run it");
                 Ok(())
             }
         }
@@ -578,7 +578,7 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
             if json {
                 crate::print_json(&serde_json::json!({"ok": true, "forgotten": name}))
             } else {
-                println!("server {name} forgotten");
+                crate::terminal::say!("server {name} forgotten");
                 Ok(())
             }
         }
@@ -595,12 +595,14 @@ pub async fn cli_migrate(from: &str, to: &str, overwrite: bool, json: bool) -> c
         return crate::print_json(&report);
     }
     for t in &report.tables {
-        println!(
+        crate::terminal::say!(
             "{:16} {:>8} rows  checksum {}  ok",
-            t.table, t.rows, t.checksum
+            t.table,
+            t.rows,
+            t.checksum
         );
     }
-    println!(
+    crate::terminal::say!(
         "copied and verified {} tables (not copied: {}); point every server at the new database with --database",
         report.tables.len(),
         report.skipped.join(", ")

@@ -20,6 +20,7 @@ mod progress;
 mod secrets;
 mod serve;
 mod sync;
+mod terminal;
 mod web;
 
 /// Exit codes of PRODUCT.md: 1 refused/failed, 2 bad usage or invalid input.
@@ -276,12 +277,12 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Refused(msg)) => {
-            eprintln!("mfasync: {msg}");
+            eprintln!("mfasync: {}", terminal::safe(&msg));
             ExitCode::from(1)
         }
         Err(Failure::Invalid(problems)) => {
             for p in problems {
-                eprintln!("mfasync: {p}");
+                eprintln!("mfasync: {}", terminal::safe(&p));
             }
             ExitCode::from(2)
         }
@@ -391,7 +392,7 @@ async fn run(cli: Cli) -> CmdResult {
                 print_json(&report)?;
             } else {
                 if let Some(d) = &report.discovery {
-                    println!(
+                    terminal::say!(
                         "domain   {} (from {}), asked {}: {}",
                         d.domain,
                         d.domain_from,
@@ -399,7 +400,7 @@ async fn run(cli: Cli) -> CmdResult {
                         d.queries.join(", ")
                     );
                     for dc in &d.domain_controllers {
-                        println!(
+                        terminal::say!(
                             "found    {}:{} priority {} weight {}{} {}",
                             dc.name,
                             dc.port,
@@ -412,7 +413,7 @@ async fn run(cli: Cli) -> CmdResult {
                 }
                 if report.tried.len() > 1 {
                     for t in &report.tried {
-                        println!(
+                        terminal::say!(
                             "tried    {} {}",
                             t.server,
                             match &t.step {
@@ -423,7 +424,7 @@ async fn run(cli: Cli) -> CmdResult {
                     }
                 }
                 for s in &report.steps {
-                    println!(
+                    terminal::say!(
                         "{:8} {:4} {}",
                         s.step,
                         if s.ok { "ok" } else { "FAIL" },
@@ -432,7 +433,7 @@ async fn run(cli: Cli) -> CmdResult {
                 }
                 if let Some(t) = &report.domains {
                     for d in &t.domains {
-                        println!(
+                        terminal::say!(
                             "domain   {} ({}{}{}): {}",
                             d.name,
                             d.netbios.as_deref().unwrap_or("-"),
@@ -445,11 +446,11 @@ async fn run(cli: Cli) -> CmdResult {
                         );
                     }
                     if let Some(e) = &t.error {
-                        println!("domains  FAIL {e}");
+                        terminal::say!("domains  FAIL {e}");
                     }
                 }
                 if report.ok {
-                    println!(
+                    terminal::say!(
                         "server {} ({:?}): paged={} dirsync={} asq={} syncrepl={} usn={}",
                         report.server,
                         report.vendor,
@@ -529,7 +530,7 @@ async fn run(cli: Cli) -> CmdResult {
                 print_json(&v)
             } else {
                 for r in runs {
-                    println!(
+                    terminal::say!(
                         "#{} {} {} created={} updated={} enabled={} disabled={} removed={} unchanged={}{}{}",
                         r.id,
                         r.started_at,

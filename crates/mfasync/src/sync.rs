@@ -1703,7 +1703,7 @@ pub fn outcome_json(o: &Outcome, plan_only: bool) -> serde_json::Value {
 pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
     let c = o.plan.counts();
     if let Some(n) = &o.note {
-        eprintln!("mfasync: {n}");
+        eprintln!("mfasync: {}", crate::terminal::safe(n));
     }
     if json {
         return crate::print_json(&outcome_json(o, plan_only));
@@ -1716,16 +1716,16 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
                 Action::Disable | Action::Remove => ch.reason.clone().unwrap_or_default(),
                 _ => String::new(),
             };
-            println!("{:8} {} {}", ch.action.as_str(), ch.user.username, detail);
+            crate::terminal::say!("{:8} {} {}", ch.action.as_str(), ch.user.username, detail);
         }
         if o.plan.changes.len() > SHOWN {
-            println!(
+            crate::terminal::say!(
                 "... and {} more (--json lists them all)",
                 o.plan.changes.len() - SHOWN
             );
         }
     }
-    println!(
+    crate::terminal::say!(
         "{} sync{}: {} created, {} updated, {} enabled, {} disabled, {} removed, {} unchanged",
         o.mode,
         if plan_only {
@@ -1741,16 +1741,18 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
         c.unchanged
     );
     if let Some(n) = o.entries_read {
-        println!("{n} directory entries read");
+        crate::terminal::say!("{n} directory entries read");
     }
     if let Some(a) = &o.pending_approval {
-        println!(
+        crate::terminal::say!(
             "held for approval {}: {} to disable, {} to remove (see `mfasync approvals list`)",
-            a.id, a.disable, a.remove
+            a.id,
+            a.disable,
+            a.remove
         );
     }
     for w in &o.plan.warnings {
-        eprintln!("mfasync: warning: {w}");
+        eprintln!("mfasync: warning: {}", crate::terminal::safe(w));
     }
     Ok(())
 }
