@@ -11,6 +11,7 @@ mod audit;
 mod auth;
 mod build_id;
 mod cluster;
+mod database;
 mod domains;
 mod export;
 mod http;
@@ -56,6 +57,11 @@ struct Cli {
     /// Machine-readable output on stdout (one JSON document)
     #[arg(long, global = true)]
     json: bool,
+    /// How long to wait for a database server (PostgreSQL) to answer:
+    /// seconds or a duration ("10s")
+    #[arg(long, global = true, env = "MFASYNC_CONNECT_TIMEOUT", default_value = "10",
+          value_parser = database::parse_timeout)]
+    connect_timeout: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -296,9 +302,7 @@ fn print_json(v: &impl serde::Serialize) -> CmdResult {
 }
 
 async fn open_store(url: &str) -> Result<Box<dyn mfasync_store::Store>, Failure> {
-    mfasync_store::open(url)
-        .await
-        .map_err(|e| Failure::Refused(format!("cannot open database: {e}")))
+    database::open(url, false).await
 }
 
 /// The active configuration, parsed.
@@ -328,6 +332,7 @@ fn parse_stored_config(v: &mfasync_store::ConfigVersion) -> Result<mfasync_core:
 }
 
 async fn run(cli: Cli) -> CmdResult {
+    database::set_connect_timeout(cli.connect_timeout);
     match cli.command {
         Command::Config {
             cmd: ConfigCmd::Apply { file, dry_run },
@@ -595,9 +600,7 @@ async fn run(cli: Cli) -> CmdResult {
                 .map(|p| p.strip_suffix('\r').unwrap_or(p))
                 .unwrap_or(&pw);
             // a current schema is not migrated again: one cheap version read
-            let store = mfasync_store::open_current(&cli.database)
-                .await
-                .map_err(|e| Failure::Refused(format!("cannot open database: {e}")))?;
+            let store = database::open(&cli.database, true).await?;
             let cfg = active_config(store.as_ref()).await?;
             let result = auth::authenticate(store.as_ref(), &cfg, &username, pw).await;
             if cli.json {

@@ -1,13 +1,16 @@
 //! What an operator meets at the command line and in the portal, end to end
 //! against a real slapd (issue 18, the smaller items): directory values
-//! shown safely on a terminal.
+//! shown safely on a terminal; database URLs that cannot be opened, an
+//! unreachable PostgreSQL, a read-only database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::Mfa;
+use common::{Mfa, Out};
 use mfasync_testkit::Slapd;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 const BASE: &str = "dc=example,dc=com";
@@ -55,6 +58,10 @@ fn slapd() -> &'static Slapd {
     S.get_or_init(|| {
         let mut l = ou("Ansi");
         l.push_str(&person("Ansi", "keeper", "keeper"));
+        l.push_str(&ou("Ro"));
+        for uid in ["ro1", "ro2"] {
+            l.push_str(&person("Ro", uid, uid));
+        }
         for (i, name) in HOSTILE.iter().enumerate() {
             l.push_str(&person("Ansi", &format!("evil{i}"), name));
         }
@@ -129,4 +136,155 @@ fn control_characters_from_the_directory_never_reach_the_terminal() {
     assert!(audit.stdout.contains("\\u{1b}[2J"), "{}", audit.stdout);
     let history = m.ok(&["history"]);
     assert_escaped("history", &history.stdout);
+}
+
+/// Run mfasync as the unprivileged user nobody (tests run as root, who may
+/// write anything; an operator may not).
+fn run_as_nobody(url: &str, args: &[&str]) -> Out {
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", url])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn database_urls_that_cannot_be_opened_exit_2_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("sqlite://{}/no/such/dir/mfa.db", dir.path().display());
+    let o = Mfa::with_url(missing).run(&["history"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("no/such/dir does not exist"),
+        "{}",
+        o.stderr
+    );
+
+    let o = Mfa::with_url("mysql://mfa:hunter2@db/mfa".into()).run(&["history"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("unsupported database URL"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("hunter2"),
+        "a password is never shown: {}",
+        o.stderr
+    );
+
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, "not a database, just text\n".repeat(100)).unwrap();
+    let o = Mfa::with_url(format!("sqlite://{}", junk.display())).run(&["history"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("not a database"), "{}", o.stderr);
+
+    // an operator who may not create the file
+    let closed = dir.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    chmod(dir.path(), 0o755);
+    chmod(&closed, 0o555);
+    let url = format!("sqlite://{}/mfa.db", closed.display());
+    let o = run_as_nobody(&url, &["history"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("is not writable by this user"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn an_unreachable_postgresql_fails_within_the_connect_timeout() {
+    // nothing listens
+    let port = mfasync_testkit::free_port();
+    let m = Mfa::with_url(format!("postgres://mfa:hunter2@127.0.0.1:{port}/mfa"));
+    let o = m.run(&["--connect-timeout", "2", "history"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}")),
+        "{}",
+        o.stderr
+    );
+    assert!(!o.stderr.contains("hunter2"), "{}", o.stderr);
+
+    // a listener that accepts (the kernel's backlog) and never answers
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let m = Mfa::with_url(format!("postgres://mfa@127.0.0.1:{port}/mfa"));
+    let o = m.run(&["--connect-timeout", "1", "history"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("no answer within 1 s (--connect-timeout)"),
+        "{}",
+        o.stderr
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", &m.url, "users", "export"])
+        .env("MFASYNC_CONNECT_TIMEOUT", "1s")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    assert!(err.contains("no answer within 1 s"), "{err}");
+    drop(listener);
+}
+
+#[test]
+fn read_only_commands_work_on_a_read_only_database() {
+    let m = Mfa::new();
+    chmod(m.dir.path(), 0o755);
+    m.apply(&config("Ro", ""));
+    m.sync_full();
+    let db = m.dir.path().join("mfa.db");
+    chmod(&db, 0o444);
+    let readers: &[&[&str]] = &[
+        &["users", "export", "--format", "json"],
+        &["config", "export"],
+        &["history"],
+        &["audit"],
+        &["approvals", "list"],
+        &["--json", "history"],
+    ];
+    let expected: Vec<String> = readers.iter().map(|a| m.ok(a).stdout).collect();
+    // twice: with the -wal/-shm files that a running process leaves, and
+    // without them (closed cleanly: SQLite cannot create them here)
+    for round in ["with -shm", "without -shm"] {
+        if round == "without -shm" {
+            chmod(m.dir.path(), 0o755);
+            m.ok(&["sync", "--full"]); // closes: checkpoint, side files removed
+            assert!(!m.dir.path().join("mfa.db-shm").exists());
+        }
+        chmod(m.dir.path(), 0o555);
+        for (args, want) in readers.iter().zip(&expected) {
+            let o = run_as_nobody(&m.url, args);
+            assert_eq!(o.code, 0, "{round}: {args:?}: {}", o.stderr);
+            if args.contains(&"export") {
+                assert_eq!(&o.stdout, want, "{round}: {args:?}");
+            }
+            assert!(!o.stdout.is_empty(), "{round}: {args:?}");
+        }
+        let p = m.config_file(&config("Ro", ""));
+        let o = run_as_nobody(&m.url, &["config", "apply", p.to_str().unwrap()]);
+        assert_eq!(o.code, 1, "a write is refused: {}", o.stderr);
+        assert!(o.stderr.contains("readonly database"), "{}", o.stderr);
+    }
+    chmod(m.dir.path(), 0o755);
 }

@@ -103,6 +103,7 @@ macro_rules! migrations {
 
 mod postgres;
 mod sqlite;
+mod sqlite_access;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -116,8 +117,16 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    /// (Only the URL's scheme is shown: the rest may hold a password.)
+    #[error("unsupported database URL {}: use sqlite://PATH or postgres://...", scheme_of(.0))]
     BadUrl(String),
+    /// The database the URL names cannot be opened: a missing directory, a
+    /// file that cannot be created or is not a database, a malformed URL.
+    #[error("{0}")]
+    CannotOpen(String),
+    /// The database server did not answer in time (or refused).
+    #[error("{0}")]
+    Unreachable(String),
     #[error("{0}")]
     Conflict(String),
     #[error("stored data is invalid: {0}")]
@@ -129,6 +138,14 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// `"mysql://..."` for a URL with a scheme, else `"without a scheme"`.
+fn scheme_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, _)) => format!("{scheme:?}://..."),
+        None => "without a scheme (sqlite://PATH?)".into(),
+    }
+}
 
 /// The incremental-sync starting point, committed with the changes it produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -559,6 +576,40 @@ pub async fn open_current(url: &str) -> Result<Box<dyn Store>> {
     match url.strip_prefix("sqlite://") {
         Some(path) => Ok(Box::new(SqliteStore::open_current(path).await?)),
         None => open(url).await,
+    }
+}
+
+/// How long opening a database server's connection may take by default
+/// (`mfasync --connect-timeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How [`open_with`] opens a database.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    /// A database server that does not answer within this is `Unreachable`.
+    pub connect_timeout: std::time::Duration,
+    /// A short command that reads a few rows: as [`open_current`].
+    pub short: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            short: false,
+        }
+    }
+}
+
+/// Open the database named by a URL as `options` say.
+pub async fn open_with(url: &str, options: OpenOptions) -> Result<Box<dyn Store>> {
+    match url.strip_prefix("sqlite://") {
+        Some(path) if options.short => Ok(Box::new(SqliteStore::open_current(path).await?)),
+        Some(path) => Ok(Box::new(SqliteStore::open(path).await?)),
+        None if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(Box::new(
+            PgStore::open_with(url, options.connect_timeout).await?,
+        )),
+        None => Err(StoreError::BadUrl(url.to_string())),
     }
 }
 

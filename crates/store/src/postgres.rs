@@ -31,17 +31,48 @@ fn migrator() -> Migrator {
 }
 
 impl PgStore {
-    /// Connect to `url` (postgres://...) and migrate the database.
+    /// Connect to `url` (postgres://...) and migrate the database, giving up
+    /// after [`crate::DEFAULT_CONNECT_TIMEOUT`] when the server does not answer.
     pub async fn open(url: &str) -> crate::Result<Self> {
+        PgStore::open_with(url, crate::DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// Like [`PgStore::open`]: a server that has not accepted and answered
+    /// a connection within `connect_timeout` (nothing listening and the
+    /// packets dropped, or a listener that never speaks) is `Unreachable`.
+    pub async fn open_with(url: &str, connect_timeout: Duration) -> crate::Result<Self> {
         let timeout_ms = BUSY_TIMEOUT.as_millis().to_string();
         // A client frozen or cut off inside a transaction (SIGSTOP, a network
         // partition) must not keep its locks, the sync lease row's included:
         // its session ends after IDLE_IN_TRANSACTION and the transaction rolls back.
         let idle_ms = IDLE_IN_TRANSACTION.as_millis().to_string();
-        let options = PgConnectOptions::from_str(url)?.options([
-            ("lock_timeout", timeout_ms.as_str()),
-            ("idle_in_transaction_session_timeout", idle_ms.as_str()),
-        ]);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| crate::StoreError::CannotOpen(format!("bad PostgreSQL URL: {e}")))?
+            .options([
+                ("lock_timeout", timeout_ms.as_str()),
+                ("idle_in_transaction_session_timeout", idle_ms.as_str()),
+            ]);
+        let server = format!("{}:{}", options.get_host(), options.get_port());
+        let unreachable = |why: String| {
+            crate::StoreError::Unreachable(format!(
+                "cannot connect to PostgreSQL at {server}: {why}"
+            ))
+        };
+        // One connection first, bounded: its error is the server's own
+        // (the pool would retry it until its acquire timeout).
+        let first = tokio::time::timeout(connect_timeout, {
+            use sqlx::ConnectOptions;
+            options.connect()
+        })
+        .await
+        .map_err(|_| {
+            unreachable(format!(
+                "no answer within {} s (--connect-timeout)",
+                connect_timeout.as_secs_f64()
+            ))
+        })?
+        .map_err(|e| unreachable(e.to_string()))?;
+        let _ = sqlx::Connection::close(first).await;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(BUSY_TIMEOUT)

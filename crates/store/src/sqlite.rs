@@ -14,6 +14,8 @@ use sqlx::sqlite::{
 use crate::common::Sql;
 
 /// How long a statement waits for another connection's write lock.
+use crate::sqlite_access::Access;
+
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The MFA user database in a SQLite file.
@@ -53,14 +55,30 @@ impl SqliteStore {
 
     async fn open_with(path: &str, short: bool) -> crate::Result<Self> {
         let memory = path == ":memory:";
+        let access = match memory {
+            true => Access::ReadWrite,
+            false => crate::sqlite_access::check(path).map_err(crate::StoreError::CannotOpen)?,
+        };
+        let read_only = access != Access::ReadWrite;
         let options = if memory {
             SqliteConnectOptions::from_str("sqlite::memory:")?
+        } else if let Access::ReadOnly { immutable } = access {
+            // the commands that only read work; a write fails as read-only
+            SqliteConnectOptions::new()
+                .filename(path)
+                .read_only(true)
+                .immutable(immutable)
         } else {
             SqliteConnectOptions::new()
                 .filename(path)
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
+                // 16 KiB pages for a database created now (an existing one keeps its
+                // own: the size cannot change in WAL mode): a first sync of 100,000
+                // users makes a quarter of the page reads and writes, 2.50 -> 2.28 s
+                // and 1.17 -> 0.94 s of system time (BENCHMARKS.md).
+                .page_size(16384)
         }
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT)
@@ -70,20 +88,15 @@ impl SqliteStore {
         // creates were multi-row INSERTs, 100,000 users wrote 171 MB to them
         // (`strace`). One statement's journal is its few pages; no query here
         // sorts large results without an index.
-        .pragma("temp_store", "memory")
-        // 16 KiB pages for a database created now (an existing one keeps its
-        // own: the size cannot change in WAL mode): a first sync of 100,000
-        // users makes a quarter of the page reads and writes, 2.50 -> 2.28 s
-        // and 1.17 -> 0.94 s of system time (BENCHMARKS.md).
-        .page_size(16384);
+        .pragma("temp_store", "memory");
         // (a short command's kept WAL file is truncated to nothing at close)
-        let options = match short && !memory {
+        let options = match short && !memory && !read_only {
             true => options.pragma("journal_size_limit", "0"),
             false => options,
         };
 
         let mut pool_options = SqlitePoolOptions::new();
-        if short && !memory {
+        if short && !memory && !read_only {
             let db_path = std::path::PathBuf::from(path);
             pool_options = pool_options.after_connect(move |conn, _| {
                 let keep = same_owner_as_database(&db_path);
@@ -117,8 +130,15 @@ impl SqliteStore {
             // (half the cost of a password check's MFA user lookup).
             .test_before_acquire(false)
             .connect_with(options)
-            .await?;
-        let current = short && schema_current(&pool).await;
+            .await
+            .map_err(|e| crate::StoreError::CannotOpen(format!("cannot open {path}: {e}")))?;
+        let current = (short || read_only) && schema_current(&pool).await;
+        if read_only && !current {
+            return Err(crate::StoreError::CannotOpen(format!(
+                "{path} is read-only for this user and its schema is older than this mfasync's: \
+                 run an mfasync command that writes as the database's owner once to upgrade it"
+            )));
+        }
         if !current {
             migrator().run(&pool).await?;
         }
