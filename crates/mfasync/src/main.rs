@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Read;
 use std::process::ExitCode;
 
+mod admins;
 mod alloc;
 mod approvals;
 mod audit;
@@ -204,6 +205,8 @@ enum AdminCmd {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Remove a local administrator, ending its sessions and revoking its API tokens
+    Remove { username: String },
 }
 
 #[derive(Subcommand)]
@@ -659,6 +662,12 @@ async fn run(cli: Cli) -> CmdResult {
                 println!("password of administrator {username} set");
             }
             Ok(())
+        }
+        Command::Admin {
+            cmd: AdminCmd::Remove { username },
+        } => {
+            let store = open_store(&cli.database).await?;
+            admins::cli_remove(store.as_ref(), &username, cli.json).await
         }
         Command::Serve {
             listen,

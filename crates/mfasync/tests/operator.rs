@@ -1,7 +1,8 @@
 //! What an operator meets at the command line and in the portal, end to end
 //! against a real slapd (issue 18, the smaller items): directory values
 //! shown safely on a terminal; database URLs that cannot be opened, an
-//! unreachable PostgreSQL, a read-only database.
+//! unreachable PostgreSQL, a read-only database; portal sessions that end
+//! with a password change, `admin remove`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -287,4 +288,215 @@ fn read_only_commands_work_on_a_read_only_database() {
         assert!(o.stderr.contains("readonly database"), "{}", o.stderr);
     }
     chmod(m.dir.path(), 0o755);
+}
+
+/// `mfasync serve` on a free port, killed when dropped.
+struct Served {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve(m: &Mfa) -> Served {
+    let addr = format!("127.0.0.1:{}", mfasync_testkit::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", &m.url, "serve", "--listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let base = format!("http://{addr}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return Served { child, base };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("serve did not come up on {addr}");
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of cookie `name` set by a response.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.to_string())
+}
+
+/// Sign in to the portal: the session cookie.
+async fn sign_in(base: &str, user: &str, password: &str) -> Option<String> {
+    let c = client();
+    let page = c.get(format!("{base}/login")).send().await.ok()?;
+    let login = set_cookie(&page, "mfasync_login")?;
+    let html = page.text().await.ok()?;
+    let marker = "name=\"login_csrf\" value=\"";
+    let start = html.find(marker)? + marker.len();
+    let csrf = &html[start..start + html[start..].find('"')?];
+    let resp = c
+        .post(format!("{base}/login"))
+        .header("cookie", format!("mfasync_login={login}"))
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("login_csrf", csrf),
+        ])
+        .send()
+        .await
+        .ok()?;
+    set_cookie(&resp, "mfasync_session")
+}
+
+/// Whether a session cookie still opens the portal's home page.
+async fn signed_in(base: &str, session: &str) -> bool {
+    let r = client()
+        .get(format!("{base}/"))
+        .header("cookie", format!("mfasync_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    r.status() == 200
+}
+
+fn set_password(m: &Mfa, user: &str, password: &str) {
+    let o = m.run_stdin(
+        &["admin", "set-password", user, "--password-stdin"],
+        password,
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+}
+
+#[tokio::test]
+async fn sessions_end_when_the_password_changes_and_removed_admins_lose_access() {
+    let m = Mfa::new();
+    m.apply(&config("Ro", "enabled = false"));
+    set_password(&m, "alice", "first-Passw0rd-alice");
+    set_password(&m, "bob", "first-Passw0rd-bob");
+    let srv = serve(&m).await;
+    let base = srv.base.clone();
+
+    let alice = sign_in(&base, "alice", "first-Passw0rd-alice")
+        .await
+        .expect("signed in");
+    let bob = sign_in(&base, "bob", "first-Passw0rd-bob")
+        .await
+        .expect("signed in");
+    assert!(signed_in(&base, &alice).await);
+    set_password(&m, "alice", "second-Passw0rd-alice");
+    assert!(
+        !signed_in(&base, &alice).await,
+        "the old session ended with the password"
+    );
+    assert!(
+        signed_in(&base, &bob).await,
+        "other administrators stay signed in"
+    );
+    assert!(sign_in(&base, "alice", "first-Passw0rd-alice")
+        .await
+        .is_none());
+    let alice = sign_in(&base, "alice", "second-Passw0rd-alice")
+        .await
+        .expect("new password");
+    assert!(signed_in(&base, &alice).await);
+
+    // an API token acting for alice
+    let token = "operator-test-token-0123456789";
+    let store = mfasync_store::open(&m.url).await.unwrap();
+    store
+        .token_create(&mfasync_store::AuthToken {
+            token_hash: mfasync_web::auth::token_hash(token),
+            kind: "api".into(),
+            username: "alice".into(),
+            label: Some("script".into()),
+            csrf: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    let api = |t: &'static str| {
+        let base = base.clone();
+        async move {
+            client()
+                .get(format!("{base}/api/v1/users"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(api(token).await, 200);
+
+    let o = m.run(&["admin", "remove", "nobody-such"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("no local administrator"), "{}", o.stderr);
+    let o = m.ok(&["--json", "admin", "remove", "alice"]).json();
+    assert_eq!(o["sessions_ended"], 1, "{o}");
+    assert_eq!(o["tokens_revoked"], 1, "{o}");
+    assert!(
+        !signed_in(&base, &alice).await,
+        "a removed administrator's session ends"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // tokens are re-read each second
+    assert_eq!(api(token).await, 401, "and its API tokens stop working");
+    assert!(sign_in(&base, "alice", "second-Passw0rd-alice")
+        .await
+        .is_none());
+
+    // the last one stays while nobody else could sign in
+    let o = m.run(&["admin", "remove", "bob"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("last local administrator"),
+        "{}",
+        o.stderr
+    );
+    assert!(signed_in(&base, &bob).await);
+
+    let audit = m.ok(&["--json", "audit"]).json();
+    let removed = audit
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["action"] == "admin-removed"))
+        .cloned()
+        .expect("audited");
+    assert!(
+        removed["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("alice") && d.contains("1 API token")),
+        "{removed}"
+    );
+    let password = audit
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|e| {
+                e["action"] == "admin-password"
+                    && e["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("session(s) ended"))
+            })
+        })
+        .cloned();
+    assert!(
+        password.is_some(),
+        "the ended sessions are audited: {audit}"
+    );
 }

@@ -1610,11 +1610,53 @@ macro_rules! impl_store {
                 .bind(at.as_str())
                 .execute(&mut *tx)
                 .await?;
-                let detail = format!("password of administrator {username} set");
+                // whoever signed in with the old password is signed out
+                let ended = sqlx::query("DELETE FROM auth_tokens WHERE kind = 'session' AND username = $1")
+                    .bind(username)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let detail = match ended {
+                    0 => format!("password of administrator {username} set"),
+                    n => format!("password of administrator {username} set; {n} session(s) ended"),
+                };
                 let row = AuditRow::event("admin-password", ACTOR_ADMIN, &detail);
                 self.write_audit(&mut tx, &[row], &at).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn admins(&self) -> Result<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT username FROM admins ORDER BY username")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn admin_remove(&self, username: &str, actor: &str) -> Result<Option<(u64, u64)>> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                let gone = sqlx::query("DELETE FROM admins WHERE username = $1")
+                    .bind(username)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if gone == 0 {
+                    return Ok(None);
+                }
+                let kinds: Vec<String> =
+                    sqlx::query_scalar("DELETE FROM auth_tokens WHERE username = $1 RETURNING kind")
+                        .bind(username)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let sessions = kinds.iter().filter(|k| *k == "session").count() as u64;
+                let tokens = kinds.len() as u64 - sessions;
+                let detail = format!(
+                    "administrator {username} removed; {sessions} session(s) ended, {tokens} API token(s) revoked"
+                );
+                let row = AuditRow::event("admin-removed", actor, &detail);
+                self.write_audit(&mut tx, &[row], &at).await?;
+                tx.commit().await?;
+                Ok(Some((sessions, tokens)))
             }
 
             async fn admin_password_hash(&self, username: &str) -> Result<Option<String>> {

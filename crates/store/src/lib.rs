@@ -496,8 +496,15 @@ pub trait Store: Send + Sync {
         detail: Option<&str>,
     ) -> Result<Approval>;
     /// Set (create or replace) a local administrator's password hash (a PHC
-    /// string; the store never sees the password). Audited ("admin-password").
+    /// string; the store never sees the password) and end that
+    /// administrator's sessions, in one transaction. Audited ("admin-password").
     async fn admin_set_password(&self, username: &str, password_hash: &str) -> Result<()>;
+    /// The local administrators' usernames, sorted.
+    async fn admins(&self) -> Result<Vec<String>>;
+    /// Remove a local administrator with every session and API token acting
+    /// for that name, audited ("admin-removed") by `actor`, in one
+    /// transaction: (sessions ended, API tokens revoked), None when unknown.
+    async fn admin_remove(&self, username: &str, actor: &str) -> Result<Option<(u64, u64)>>;
     /// The stored password hash of a local administrator, None when unknown.
     async fn admin_password_hash(&self, username: &str) -> Result<Option<String>>;
     /// Store a session or API token; a `Conflict` when its hash is already
