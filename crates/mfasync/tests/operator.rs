@@ -2,7 +2,7 @@
 //! against a real slapd (issue 18, the smaller items): directory values
 //! shown safely on a terminal; database URLs that cannot be opened, an
 //! unreachable PostgreSQL, a read-only database; portal sessions that end
-//! with a password change, `admin remove`.
+//! with a password change, `admin remove`; API tokens that expire.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -499,4 +499,89 @@ async fn sessions_end_when_the_password_changes_and_removed_admins_lose_access()
         password.is_some(),
         "the ended sessions are audited: {audit}"
     );
+}
+
+/// The value of the hidden input `name` in a page.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).expect("hidden input") + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn api_tokens_may_carry_an_expiry() {
+    let m = Mfa::new();
+    m.apply(&config("Ro", "enabled = false"));
+    set_password(&m, "carol", "carol-Passw0rd-tokens");
+    let srv = serve(&m).await;
+    let base = srv.base.clone();
+    let session = sign_in(&base, "carol", "carol-Passw0rd-tokens")
+        .await
+        .expect("signed in");
+    let cookie = format!("mfasync_session={session}");
+    let page = client()
+        .get(format!("{base}/tokens"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden(&page, "csrf");
+    let create = |label: &'static str, expires: &'static str| {
+        let (base, cookie, csrf) = (base.clone(), cookie.clone(), csrf.clone());
+        async move {
+            let r = client()
+                .post(format!("{base}/tokens"))
+                .header("cookie", cookie)
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("label", label),
+                    ("expires", expires),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (status, page) = create("nope", "2020-01-01").await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("not in the future"), "{page}");
+
+    let (status, page) = create("short-lived", "3s").await;
+    assert_eq!(status, 200, "{page}");
+    let marker = "<code id=\"new-token\">";
+    let start = page.find(marker).expect("the new token is shown") + marker.len();
+    let token = page[start..start + page[start..].find('<').unwrap()].to_string();
+    let (_, page) = create("forever", "").await;
+    let rows: Vec<&str> = page.split("<tr>").collect();
+    let short = rows
+        .iter()
+        .find(|r| r.contains("short-lived"))
+        .expect("listed");
+    let year = time::OffsetDateTime::now_utc().year().to_string();
+    assert!(
+        short.contains(&format!("<td>{year}")) && short.matches(&year).count() >= 2,
+        "the expiry is shown: {short}"
+    );
+    let forever = rows.iter().find(|r| r.contains("forever")).expect("listed");
+    assert!(forever.contains("<td>never</td>"), "{forever}");
+
+    let users = |t: String| {
+        let base = base.clone();
+        async move {
+            client()
+                .get(format!("{base}/api/v1/users"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(users(token.clone()).await, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert_eq!(users(token).await, 401, "an expired token is refused");
 }

@@ -1686,10 +1686,11 @@ macro_rules! impl_store {
                 .map_err(|e| map_unique(e, "store token"))?;
                 if token.kind == "api" {
                     let detail = format!(
-                        "API token {} ({}) created for {}",
+                        "API token {} ({}) created for {}, expires {}",
                         $crate::common::short_hash(&token.token_hash),
                         token.label.as_deref().unwrap_or(""),
-                        token.username
+                        token.username,
+                        token.expires_at.as_deref().unwrap_or("never")
                     );
                     let row = AuditRow::event("token-created", ACTOR_ADMIN, &detail);
                     self.write_audit(&mut tx, &[row], &token.created_at).await?;

@@ -30,6 +30,7 @@ mod api;
 pub mod auth;
 mod charts;
 mod docs;
+mod expiry;
 mod html;
 mod limits;
 pub mod metrics;

@@ -848,18 +848,19 @@ async fn tokens_page(app: &App, admin: &Admin, status: StatusCode, extra: &str) 
     let mut rows = String::new();
     for t in &list {
         rows.push_str(&format!(
-            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><form method="post" action="/tokens/revoke" class="inline">{csrf}<input type="hidden" name="hash" value="{}"><button type="submit">Revoke</button></form></td></tr>"#,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><form method="post" action="/tokens/revoke" class="inline">{csrf}<input type="hidden" name="hash" value="{}"><button type="submit">Revoke</button></form></td></tr>"#,
             esc(t.label.as_deref().unwrap_or("")),
             esc(&t.username),
             esc(&t.created_at),
+            esc(t.expires_at.as_deref().unwrap_or("never")),
             esc(t.token_hash.get(..12).unwrap_or("")),
             esc(&t.token_hash),
         ));
     }
     let body = format!(
-        r#"{extra}<p>API tokens authenticate REST calls: <code>Authorization: Bearer TOKEN</code>. A token is shown once, when it is created; only its hash is stored.</p>
-<form method="post" action="/tokens">{csrf}<input name="label" placeholder="what it is for" required> <button type="submit">Create token</button></form>
-<table id="tokens"><tr><th>Label</th><th>Created by</th><th>Created</th><th>Id</th><th></th></tr>{rows}</table>"#
+        r#"{extra}<p>API tokens authenticate REST calls: <code>Authorization: Bearer TOKEN</code>. A token is shown once, when it is created; only its hash is stored. An expired token is refused (401).</p>
+<form method="post" action="/tokens">{csrf}<input name="label" placeholder="what it is for" required> <input name="expires" placeholder="expires: 90d, 2026-12-31 (blank: never)"> <button type="submit">Create token</button></form>
+<table id="tokens"><tr><th>Label</th><th>Created by</th><th>Created</th><th>Expires</th><th>Id</th><th></th></tr>{rows}</table>"#
     );
     (status, page("API tokens", Some(admin), "/tokens", &body)).into_response()
 }
@@ -874,6 +875,8 @@ struct TokenForm {
     csrf: String,
     label: String,
     hash: String,
+    /// Blank, a duration, a date or a time (`expiry::parse`).
+    expires: String,
 }
 
 async fn token_create(
@@ -884,6 +887,14 @@ async fn token_create(
     if let Some(r) = csrf_refusal(&admin, &form.csrf) {
         return r;
     }
+    let now = time::OffsetDateTime::now_utc();
+    let expires_at = match crate::expiry::parse(&form.expires, now) {
+        Ok(at) => at.map(auth::rfc3339),
+        Err(why) => {
+            let msg = notice("error", &format!("Token not created: {why}."));
+            return tokens_page(&app, &admin, StatusCode::BAD_REQUEST, &msg).await;
+        }
+    };
     let token = auth::random_token();
     let row = mfasync_store::AuthToken {
         token_hash: auth::token_hash(&token),
@@ -891,8 +902,8 @@ async fn token_create(
         username: admin.username.clone(),
         label: Some(form.label.trim().chars().take(200).collect()),
         csrf: None,
-        created_at: auth::now_text(),
-        expires_at: None,
+        created_at: auth::rfc3339(now),
+        expires_at,
     };
     if let Err(e) = app.store.token_create(&row).await {
         return db_error(Some(&admin), e);
