@@ -214,13 +214,21 @@ impl Cluster {
         let runner = match &result {
             Ok(lease) => {
                 let held = lease.held_by(&self.me.name, &self.me.instance, asked);
-                self.with_state(|s| {
+                let (runner, new_tenure) = self.with_state(|s| {
                     s.held_since_ms = held.then_some(asked);
+                    let new_tenure = held && s.token != lease.token;
                     if held {
                         s.token = lease.token;
                     }
-                    still_runner(s.held_since_ms, self.me.lease_ms, now)
-                })
+                    (
+                        still_runner(s.held_since_ms, self.me.lease_ms, now),
+                        new_tenure,
+                    )
+                });
+                if new_tenure {
+                    mark_interrupted(self.store.as_ref()).await;
+                }
+                runner
             }
             Err(_) => self.with_state(|s| still_runner(s.held_since_ms, self.me.lease_ms, now)),
         };
@@ -366,6 +374,7 @@ impl CliLease {
             instance: instance.clone(),
             token: lease.token,
         }));
+        mark_interrupted(store).await;
         Ok(CliLease { name, instance })
     }
 
@@ -413,6 +422,32 @@ impl CliLease {
 
 /// Whether `holder` names a CLI command on `host` (`cli:<host>:<pid>`)
 /// whose process is gone. Pure (`alive` asks about a pid).
+/// A new holder of the sync lease, before its first cycle: the history rows
+/// an earlier holder left unfinished are interrupted runs.
+async fn mark_interrupted(store: &dyn Store) {
+    match store.runs_interrupted().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            "{n} synchronization run(s) of an earlier process stopped before recording a result: marked interrupted in the history"
+        ),
+        Err(e) => tracing::warn!("cannot mark interrupted synchronization runs: {e}"),
+    }
+}
+
+/// Whether somebody may be running a cycle now: the sync lease is held and
+/// not expired, and its holder is not a command on this host whose process
+/// is gone. (An unfinished history row is "running" then, else "interrupted".)
+pub async fn runner_alive(store: &dyn Store) -> bool {
+    let Ok(lease) = store.lease().await else {
+        return true; // unknown: do not call a run interrupted
+    };
+    let host = default_name();
+    match &lease.holder {
+        Some(h) => lease.expires_ms > now_ms() && !cli_holder_gone(h, &host, process_alive),
+        None => false,
+    }
+}
+
 pub fn cli_holder_gone(holder: &str, host: &str, alive: impl Fn(u32) -> bool) -> bool {
     let Some((h, pid)) = holder
         .strip_prefix("cli:")

@@ -16,6 +16,7 @@ mod database;
 mod domains;
 mod export;
 mod http;
+mod history;
 mod incremental;
 mod lookup;
 mod progress;
@@ -522,41 +523,7 @@ async fn run(cli: Cli) -> CmdResult {
         }
         Command::History { limit } => {
             let store = open_store(&cli.database).await?;
-            let runs = store
-                .runs(limit)
-                .await
-                .map_err(|e| Failure::Refused(e.to_string()))?;
-            if cli.json {
-                let v: Vec<_> = runs
-                    .iter()
-                    .map(|r| {
-                        serde_json::json!({"id": r.id, "started_at": r.started_at, "finished_at": r.finished_at,
-                        "mode": r.mode, "created": r.created, "updated": r.updated, "enabled": r.enabled,
-                        "disabled": r.disabled, "removed": r.removed, "unchanged": r.unchanged, "entries_read": r.entries_read, "error": r.error})
-                    })
-                    .collect();
-                print_json(&v)
-            } else {
-                for r in runs {
-                    terminal::say!(
-                        "#{} {} {} created={} updated={} enabled={} disabled={} removed={} unchanged={}{}{}",
-                        r.id,
-                        r.started_at,
-                        r.mode,
-                        r.created,
-                        r.updated,
-                        r.enabled,
-                        r.disabled,
-                        r.removed,
-                        r.unchanged,
-                        r.entries_read
-                            .map(|n| format!(" entries_read={n}"))
-                            .unwrap_or_default(),
-                        r.error.map(|e| format!(" error: {e}")).unwrap_or_default()
-                    );
-                }
-                Ok(())
-            }
+            history::cli(store.as_ref(), limit, cli.json).await
         }
         Command::Approvals { cmd } => {
             let store: std::sync::Arc<dyn mfasync_store::Store> =

@@ -207,6 +207,7 @@ async fn finish(
             unchanged: n(counts.unchanged),
             error,
             entries_read: entries_read.map(n),
+            interrupted: false,
         })
         .await?;
     Ok(())

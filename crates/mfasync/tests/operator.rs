@@ -2,7 +2,8 @@
 //! against a real slapd (issue 18, the smaller items): directory values
 //! shown safely on a terminal; database URLs that cannot be opened, an
 //! unreachable PostgreSQL, a read-only database; portal sessions that end
-//! with a password change, `admin remove`; API tokens that expire.
+//! with a password change, `admin remove`; API tokens that expire; a sync
+//! killed mid-cycle shown as interrupted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -59,6 +60,8 @@ fn slapd() -> &'static Slapd {
     S.get_or_init(|| {
         let mut l = ou("Ansi");
         l.push_str(&person("Ansi", "keeper", "keeper"));
+        l.push_str(&ou("Groups"));
+        l.push_str(&mfasync_testkit::openldap_bulk(1500, "Kill"));
         l.push_str(&ou("Ro"));
         for uid in ["ro1", "ro2"] {
             l.push_str(&person("Ro", uid, uid));
@@ -71,9 +74,13 @@ fn slapd() -> &'static Slapd {
 }
 
 fn config(team: &str, sync: &str) -> String {
+    config_via(&slapd().url, team, sync)
+}
+
+fn config_via(server: &str, team: &str, sync: &str) -> String {
     let s = slapd();
     let head = common::openldap_directory(
-        &format!("\"{}\"", s.url),
+        &format!("\"{server}\""),
         BASE,
         5,
         (&s.admin_dn, &s.admin_password),
@@ -584,4 +591,52 @@ async fn api_tokens_may_carry_an_expiry() {
     assert_eq!(users(token.clone()).await, 200);
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
     assert_eq!(users(token).await, 401, "an expired token is refused");
+}
+
+fn history(m: &Mfa) -> Vec<serde_json::Value> {
+    match m.ok(&["--json", "history"]).json() {
+        serde_json::Value::Array(v) => v,
+        other => panic!("history is not an array: {other}"),
+    }
+}
+
+#[test]
+fn a_sync_killed_mid_cycle_is_shown_as_interrupted() {
+    let s = slapd();
+    // the proxy holds the directory's answers back once the cycle is reading
+    let proxy = mfasync_testkit::Proxy::start(&format!("127.0.0.1:{}", s.port));
+    proxy.pause_after_down(32 * 1024);
+    let m = Mfa::new();
+    m.apply(&config_via(&proxy.ldap_url(), "Kill", ""));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", &m.url, "sync", "--full"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        proxy.wait_paused(std::time::Duration::from_secs(30)),
+        "the cycle reads"
+    );
+    let runs = history(&m);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["status"], "running", "{runs:?}");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let runs = history(&m);
+    assert_eq!(runs[0]["status"], "interrupted", "{runs:?}");
+    assert_eq!(runs[0]["finished_at"], serde_json::Value::Null);
+    let human = m.ok(&["history"]).stdout;
+    assert!(human.contains("full interrupted"), "{human}");
+    assert!(m.users().is_empty(), "nothing was committed");
+
+    // the next cycle marks it for good and runs
+    proxy.resume();
+    m.sync_full();
+    let runs = history(&m);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0]["status"], "ok", "{runs:?}");
+    assert_eq!(runs[1]["status"], "interrupted", "{runs:?}");
+    assert_eq!(m.users().len(), 1500);
 }

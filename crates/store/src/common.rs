@@ -773,6 +773,7 @@ macro_rules! impl_store {
                 unchanged: row.try_get("unchanged")?,
                 error: row.try_get("error")?,
                 entries_read: row.try_get("entries_read")?,
+                interrupted: row.try_get("interrupted")?,
             })
         }
 
@@ -1357,7 +1358,7 @@ macro_rules! impl_store {
                 let done = sqlx::query(
                     "UPDATE sync_runs SET finished_at = $1, created = $2, updated = $3, \
                      enabled = $4, disabled = $5, removed = $6, unchanged = $7, error = $8, \
-                     entries_read = $9 WHERE id = $10",
+                     entries_read = $9, interrupted = FALSE WHERE id = $10",
                 )
                 .bind(finished.as_str())
                 .bind(run.created)
@@ -1377,10 +1378,20 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn runs_interrupted(&self) -> Result<u64> {
+                let done = sqlx::query(
+                    "UPDATE sync_runs SET interrupted = TRUE WHERE finished_at IS NULL AND NOT interrupted",
+                )
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn runs(&self, limit: i64) -> Result<Vec<SyncRun>> {
                 let rows = sqlx::query(
                     "SELECT id, started_at, finished_at, mode, created, updated, enabled, \
-                     disabled, removed, unchanged, error, entries_read FROM sync_runs ORDER BY id DESC LIMIT $1",
+                     disabled, removed, unchanged, error, entries_read, interrupted FROM sync_runs \
+                     ORDER BY id DESC LIMIT $1",
                 )
                 .bind(limit)
                 .fetch_all(&self.pool)

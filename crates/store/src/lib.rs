@@ -80,6 +80,11 @@ macro_rules! migrations {
                 "raw stamps of synchronized users",
                 include_str!(concat!("../migrations/", $dir, "/0011_raw_stamp.sql")),
             ),
+            (
+                12,
+                "interrupted sync runs",
+                include_str!(concat!("../migrations/", $dir, "/0012_run_interrupted.sql")),
+            ),
         ];
         Migrator {
             migrations: Cow::Owned(
@@ -202,6 +207,22 @@ pub struct SyncRun {
     pub error: Option<String>,
     /// Directory entries an incremental cycle received (None for a full one).
     pub entries_read: Option<i64>,
+    /// Its process stopped before recording the result (`Store::runs_interrupted`).
+    pub interrupted: bool,
+}
+
+impl SyncRun {
+    /// "ok", "failed", "interrupted", or "running" (unfinished while
+    /// `runner_alive`: somebody holds the sync lease and is not known gone).
+    pub fn status(&self, runner_alive: bool) -> &'static str {
+        match (&self.finished_at, &self.error) {
+            _ if self.interrupted => "interrupted",
+            (Some(_), None) => "ok",
+            (Some(_), Some(_)) => "failed",
+            (None, _) if runner_alive => "running",
+            (None, _) => "interrupted",
+        }
+    }
 }
 
 /// One row of the audit trail, written in the same transaction as the change it records.
@@ -454,6 +475,10 @@ pub trait Store: Send + Sync {
     async fn run_started(&self, mode: &str) -> Result<i64>;
     /// Finish a sync-history row with counts or an error.
     async fn run_finished(&self, run: &SyncRun) -> Result<()>;
+    /// Mark every unfinished sync-history row interrupted: called by a process
+    /// that has just taken the sync lease, before its first cycle (any such
+    /// row was started by an earlier holder, which is gone). How many.
+    async fn runs_interrupted(&self) -> Result<u64>;
     /// Newest first.
     async fn runs(&self, limit: i64) -> Result<Vec<SyncRun>>;
     /// The newest `limit` audit entries, newest first.

@@ -706,6 +706,7 @@ async fn sync_runs(s: &dyn Store) {
         unchanged: 1000,
         error: None,
         entries_read: None,
+        interrupted: false,
     };
     s.run_finished(&done).await.unwrap();
     let failed = SyncRun {
@@ -737,6 +738,30 @@ async fn sync_runs(s: &dyn Store) {
     );
     assert_eq!(r.error, None);
     assert_eq!(s.runs(1).await.unwrap().len(), 1);
+    assert_eq!(runs[1].status(true), "ok");
+    assert_eq!(runs[0].status(true), "failed");
+    // a run whose process died: "running" while a runner holds the lease,
+    // "interrupted" once it is gone or the next holder marks it
+    let r3 = s.run_started("full").await.unwrap();
+    let open = s.runs(1).await.unwrap().remove(0);
+    assert_eq!(
+        (open.id, open.status(true), open.status(false)),
+        (r3, "running", "interrupted")
+    );
+    assert_eq!(s.runs_interrupted().await.unwrap(), 1);
+    assert_eq!(s.runs_interrupted().await.unwrap(), 0);
+    let marked = s.runs(1).await.unwrap().remove(0);
+    assert!(marked.interrupted);
+    assert_eq!(marked.status(true), "interrupted");
+    assert_eq!(
+        s.runs(10)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.interrupted)
+            .count(),
+        1
+    );
     assert!(s.run_finished(&SyncRun { id: 9999, ..done }).await.is_err());
 }
 

@@ -182,6 +182,7 @@ mod tests {
             unchanged: 0,
             error: error.map(str::to_string),
             entries_read: None,
+            interrupted: false,
         }
     }
 

@@ -1861,6 +1861,7 @@ async fn history_chart_and_a_users_sync_history() {
                 unchanged: 0,
                 error: error.map(str::to_string),
                 entries_read: None,
+                interrupted: false,
             })
             .await
             .unwrap();
