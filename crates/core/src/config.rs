@@ -583,6 +583,34 @@ pub struct Config {
     /// The web portal (not a seed setting; optional).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub portal: Option<Portal>,
+    /// The audit trail (not a seed setting).
+    pub audit: AuditSettings,
+}
+
+/// `[audit]`: how long the audit trail keeps its entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// A duration ("400d", "2y"; at least a day), or "forever".
+    pub retention: String,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            retention: "400d".into(),
+        }
+    }
+}
+
+impl AuditSettings {
+    /// How long entries are kept; None: forever. (Validated by `parse`.)
+    pub fn retention_duration(&self) -> Option<Duration> {
+        match self.retention.trim() {
+            r if r.eq_ignore_ascii_case("forever") => None,
+            r => humantime::parse_duration(r).ok(),
+        }
+    }
 }
 
 /// `[portal]`: who may sign in to the web portal besides its local
@@ -714,6 +742,7 @@ fn unknown_keys(root: &mut toml::Table) -> Vec<ConfigError> {
             "sync",
             "smtp",
             "portal",
+            "audit",
         ],
         &mut out,
     );
@@ -744,6 +773,9 @@ fn unknown_keys(root: &mut toml::Table) -> Vec<ConfigError> {
     }
     if let Some(t) = sub(root, "portal") {
         check_keys(t, "portal", &["admin_group"], &mut out);
+    }
+    if let Some(t) = sub(root, "audit") {
+        check_keys(t, "audit", &["retention"], &mut out);
     }
     if let Some(t) = sub(root, "smtp") {
         check_keys(t, "smtp", SMTP_KEYS, &mut out);
@@ -1218,6 +1250,17 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             &mut out,
         );
     }
+    let r = cfg.audit.retention.trim();
+    if !r.eq_ignore_ascii_case("forever") {
+        match humantime::parse_duration(r) {
+            Ok(d) if d >= Duration::from_secs(86400) => {}
+            Ok(_) => out.push(err("audit.retention", "must be at least 1 day")),
+            Err(e) => out.push(err(
+                "audit.retention",
+                format!("not a duration such as \"400d\" (or \"forever\"): {e}"),
+            )),
+        }
+    }
     if let Some(p) = &cfg.portal {
         if !p.admin_group.trim().is_empty() {
             if let Err(m) = crate::filter::validate_dn(&p.admin_group) {
@@ -1310,6 +1353,12 @@ mod tests {
         assert_eq!(c.filters.user, DEFAULT_USER_FILTER);
         assert!(c.sync.remove_deleted_users);
         assert_eq!(c.sync.approval_threshold, None);
+        assert_eq!(
+            c.audit.retention_duration(),
+            Some(Duration::from_secs(400 * 86400))
+        );
+        let forever = parse("[audit]\nretention = \"forever\"").unwrap_or_default();
+        assert_eq!(forever.audit.retention_duration(), None);
         assert!(parse("").is_ok());
     }
 
@@ -1404,6 +1453,9 @@ mod tests {
                 "sync.items[0].user.country_code",
             ),
             ("[sync]\nnotify = [\"x@y.z\"]", "smtp"),
+            ("[audit]\nretention = \"1h\"", "audit.retention"),
+            ("[audit]\nretention = \"a while\"", "audit.retention"),
+            ("[audit]\nkeep = \"1d\"", "audit.keep"),
         ] {
             let k = keys(parse(text));
             assert!(

@@ -20,6 +20,7 @@ mod history;
 mod incremental;
 mod lookup;
 mod progress;
+mod retention;
 mod secrets;
 mod serve;
 mod sync;
@@ -109,6 +110,8 @@ enum Command {
         /// How many entries, newest first
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        #[command(subcommand)]
+        cmd: Option<AuditCmd>,
     },
     /// Verify a password by LDAP bind
     Auth {
@@ -170,6 +173,12 @@ enum Command {
         #[command(subcommand)]
         cmd: AdminCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Delete the entries older than audit.retention (audited)
+    Purge,
 }
 
 #[derive(Subcommand)]
@@ -546,9 +555,17 @@ async fn run(cli: Cli) -> CmdResult {
                 }
             }
         }
-        Command::Audit { limit } => {
+        Command::Audit { limit, cmd: None } => {
             let store = open_store(&cli.database).await?;
             audit::cli_list(store.as_ref(), limit, cli.json).await
+        }
+        Command::Audit {
+            cmd: Some(AuditCmd::Purge),
+            ..
+        } => {
+            let store = open_store(&cli.database).await?;
+            let cfg = active_config(store.as_ref()).await?;
+            retention::cli(store.as_ref(), &cfg, cli.json).await
         }
         Command::Auth {
             username,

@@ -177,6 +177,8 @@ async fn cycles(
                 let interval = cfg.sync.interval_duration();
                 if !cfg.sync.enabled {
                     tracing::info!("sync.enabled = false: no cycle");
+                    // (otherwise each cycle purges the audit trail)
+                    crate::retention::after_cycle(store, &cfg).await;
                 } else {
                     let _one_at_a_time = sync_lock.lock().await;
                     // a Synchronize Now handed over by another server

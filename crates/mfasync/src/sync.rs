@@ -171,6 +171,9 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
     if let Some(id) = run_id {
         finish(store, id, mode, &result, None, entries_read).await?;
     }
+    if !opts.plan_only {
+        crate::retention::after_cycle(store, cfg).await;
+    }
     Ok(Outcome {
         mode,
         plan: result?,

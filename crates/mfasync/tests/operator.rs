@@ -3,7 +3,7 @@
 //! shown safely on a terminal; database URLs that cannot be opened, an
 //! unreachable PostgreSQL, a read-only database; portal sessions that end
 //! with a password change, `admin remove`; API tokens that expire; a sync
-//! killed mid-cycle shown as interrupted.
+//! killed mid-cycle shown as interrupted; audit retention.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -639,4 +639,100 @@ fn a_sync_killed_mid_cycle_is_shown_as_interrupted() {
     assert_eq!(runs[0]["status"], "ok", "{runs:?}");
     assert_eq!(runs[1]["status"], "interrupted", "{runs:?}");
     assert_eq!(m.users().len(), 1500);
+}
+
+/// Make the audit entries of `action` look `days` old.
+async fn age_audit(m: &Mfa, action: &str) {
+    let pool = sqlx::SqlitePool::connect(&m.url).await.unwrap();
+    sqlx::query("UPDATE audit SET at = '2020-01-01T00:00:00Z' WHERE action = $1")
+        .bind(action)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+fn audit_actions(m: &Mfa) -> Vec<(String, String)> {
+    match m.ok(&["--json", "audit", "--limit", "1000"]).json() {
+        serde_json::Value::Array(v) => v
+            .iter()
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap_or_default().to_string(),
+                    e["detail"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+        other => panic!("audit is not an array: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn audit_entries_older_than_the_retention_are_purged_and_the_purge_is_audited() {
+    let m = Mfa::new();
+    m.apply(&format!(
+        "{}\n[audit]\nretention = \"30d\"\n",
+        config("Ro", "")
+    ));
+    m.sync_full();
+    let creates = |m: &Mfa| {
+        audit_actions(m)
+            .iter()
+            .filter(|(a, _)| a == "create")
+            .count()
+    };
+    assert_eq!(creates(&m), 2);
+
+    // after a sync cycle
+    age_audit(&m, "create").await;
+    m.sync_full();
+    let actions = audit_actions(&m);
+    assert_eq!(creates(&m), 0, "{actions:?}");
+    let purged: Vec<&String> = actions
+        .iter()
+        .filter(|(a, _)| a == "audit-purged")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(purged.len(), 1, "{actions:?}");
+    assert!(
+        purged[0].starts_with("2 audit entries from before ")
+            && purged[0].contains("audit.retention = \"30d\""),
+        "{}",
+        purged[0]
+    );
+    assert!(
+        actions.iter().any(|(a, _)| a == "config"),
+        "newer entries are kept"
+    );
+
+    // by hand
+    age_audit(&m, "config").await;
+    let o = m.ok(&["--json", "audit", "purge"]).json();
+    assert_eq!(o["purged"], 1, "{o}");
+    assert_eq!(o["retention"], "30d", "{o}");
+    let o = m.ok(&["--json", "audit", "purge"]).json();
+    assert_eq!(o["purged"], 0, "{o}");
+    let actions = audit_actions(&m);
+    assert_eq!(
+        actions.iter().filter(|(a, _)| a == "audit-purged").count(),
+        2,
+        "a purge that deletes nothing is not recorded: {actions:?}"
+    );
+    assert!(!actions.iter().any(|(a, _)| a == "config"));
+
+    // kept forever
+    m.apply(&format!(
+        "{}\n[audit]\nretention = \"forever\"\n",
+        config("Ro", "")
+    ));
+    age_audit(&m, "audit-purged").await;
+    let o = m.ok(&["audit", "purge"]);
+    assert!(o.stdout.contains("nothing purged"), "{}", o.stdout);
+    assert_eq!(
+        audit_actions(&m)
+            .iter()
+            .filter(|(a, _)| a == "audit-purged")
+            .count(),
+        2
+    );
 }

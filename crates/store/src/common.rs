@@ -1422,6 +1422,23 @@ macro_rules! impl_store {
                 audit_entries(&rows)
             }
 
+            async fn audit_purge(&self, before: &str, why: &str) -> Result<u64> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                let n = sqlx::query("DELETE FROM audit WHERE at < $1")
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n > 0 {
+                    let detail = format!("{n} audit entries from before {before} purged ({why})");
+                    let row = AuditRow::event("audit-purged", "retention", &detail);
+                    self.write_audit(&mut tx, &[row], &at).await?;
+                }
+                tx.commit().await?;
+                Ok(n)
+            }
+
             async fn audit_event(&self, actor: &str, action: &str, detail: &str) -> Result<()> {
                 let at = now()?;
                 let mut tx = self.begin().await?;

@@ -85,6 +85,11 @@ macro_rules! migrations {
                 "interrupted sync runs",
                 include_str!(concat!("../migrations/", $dir, "/0012_run_interrupted.sql")),
             ),
+            (
+                13,
+                "audit purge index",
+                include_str!(concat!("../migrations/", $dir, "/0013_audit_at.sql")),
+            ),
         ];
         Migrator {
             migrations: Cow::Owned(
@@ -492,6 +497,10 @@ pub trait Store: Send + Sync {
         directory_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>>;
+    /// Delete the audit entries from before `before` (RFC 3339 UTC) and,
+    /// when there were any, record that (action "audit-purged", actor
+    /// "retention", `why` in the detail) in the same transaction. How many.
+    async fn audit_purge(&self, before: &str, why: &str) -> Result<u64>;
     /// Record an event that changes no user (a notification sent or failed, ...)
     /// in the audit trail.
     async fn audit_event(&self, actor: &str, action: &str, detail: &str) -> Result<()>;
