@@ -319,12 +319,14 @@ async fn serve(m: &Mfa) -> Served {
         .spawn()
         .expect("spawn serve");
     let base = format!("http://{addr}");
+    // (killed and waited for when dropped)
+    let served = Served { child, base };
     for _ in 0..100 {
-        if reqwest::get(format!("{base}/healthz"))
+        if reqwest::get(format!("{}/healthz", served.base))
             .await
             .is_ok_and(|r| r.status() == 200)
         {
-            return Served { child, base };
+            return served;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
