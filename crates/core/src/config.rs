@@ -161,11 +161,18 @@ impl DomainBind {
     /// The configuration key of its query bind (also the setting a typed
     /// password is sealed for): `directory.domains.<name>.query_bind`.
     pub fn key(&self) -> String {
-        format!(
-            "directory.domains.{}.query_bind",
-            self.name.trim().trim_end_matches('.').to_ascii_lowercase()
-        )
+        domain_bind_key(&self.name)
     }
+}
+
+/// The configuration key of the query bind of the domain `name`:
+/// `directory.domains.<name>.query_bind`, the name lower-cased without a
+/// trailing dot.
+pub fn domain_bind_key(name: &str) -> String {
+    format!(
+        "directory.domains.{}.query_bind",
+        name.trim().trim_end_matches('.').to_ascii_lowercase()
+    )
 }
 
 impl Directory {
@@ -911,6 +918,7 @@ fn password_sources(
     if file.as_deref().is_some_and(|f| f.trim().is_empty()) {
         out.push(err(format!("{key}.password_file"), "is empty: give a path"));
     }
+    validate_password_env(env, key, out);
     if let Some(name) = env {
         if !values::env_name_ok(name) {
             out.push(err(
@@ -960,6 +968,29 @@ fn validate_bind(b: &Bind, key: &str, needs_dn: bool, out: &mut Vec<ConfigError>
             }
         }
         _ => {}
+    }
+}
+
+/// The prefix of the environment variables that configure mfasync itself
+/// (its secret key, its database): never read as a password.
+pub const RESERVED_ENV_PREFIX: &str = "MFASYNC_";
+
+/// Whether `name` is one of mfasync's own variables ([`RESERVED_ENV_PREFIX`]).
+pub fn reserved_env(name: &str) -> bool {
+    name.starts_with(RESERVED_ENV_PREFIX)
+}
+
+/// `password_env` must not name one of mfasync's own variables: a
+/// configuration stored through the portal or the API would otherwise send
+/// the secret key to a directory server of its choosing.
+fn validate_password_env(var: &Option<String>, key: &str, out: &mut Vec<ConfigError>) {
+    if let Some(v) = var.as_deref().filter(|v| reserved_env(v)) {
+        out.push(err(
+            format!("{key}.password_env"),
+            format!(
+                "{v} is not read as a password: variables starting with {RESERVED_ENV_PREFIX} configure mfasync itself; use another name"
+            ),
+        ));
     }
 }
 
@@ -1431,6 +1462,18 @@ mod tests {
             (
                 "[smtp]\nserver = \"smtp://h\"\nfrom = \"a@b.c\"\npassword_env = \"X\"\npassword_encrypted = \"v1:x\"",
                 "smtp.password",
+            ),
+            (
+                "[directory.query_bind]\npassword_env = \"MFASYNC_SECRET_KEY\"",
+                "directory.query_bind.password_env",
+            ),
+            (
+                "[[directory.domains]]\nname = \"b.test\"\n[directory.domains.query_bind]\npassword_env = \"MFASYNC_DATABASE\"",
+                "directory.domains[0].query_bind.password_env",
+            ),
+            (
+                "[smtp]\nserver = \"smtp://h\"\nfrom = \"a@b.c\"\npassword_env = \"MFASYNC_SECRET_KEY_FILE\"",
+                "smtp.password_env",
             ),
             ("[directory]\nsource = \"ldap\"", "directory.servers"),
             ("[directory]\ndomain = \"bad domain\"", "directory.domain"),

@@ -36,13 +36,14 @@ mod limits;
 pub mod metrics;
 mod portal;
 mod progress;
-pub mod secret;
 pub mod servers;
 mod smtp;
 mod syncpage;
 mod tabs;
 
 pub use metrics::Metrics;
+/// Sealing of passwords typed in the portal (`mfasync-secret`).
+pub use mfasync_secret as secret;
 
 /// What the web side needs from the service: everything that talks to the
 /// directory or changes MFA users. JSON values keep the shapes of PRODUCT.md
