@@ -148,12 +148,14 @@ fn first_line(setting: &str, path: &Path, shown: &str) -> Result<String, String>
         };
         format!("{setting}: {shown} is {what}, not a regular file")
     };
-    let meta = std::fs::metadata(path).map_err(|e| format!("{setting}: cannot read {shown}: {e}"))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("{setting}: cannot read {shown}: {e}"))?;
     if !meta.is_file() {
         return Err(not_regular(meta.file_type()));
     }
     // Not blocking on a FIFO swapped in since, nor following a link.
-    let mut file = open_nonblocking(path).map_err(|e| format!("{setting}: cannot read {shown}: {e}"))?;
+    let mut file =
+        open_nonblocking(path).map_err(|e| format!("{setting}: cannot read {shown}: {e}"))?;
     let meta = file
         .metadata()
         .map_err(|e| format!("{setting}: cannot read {shown}: {e}"))?;
@@ -256,9 +258,12 @@ mod tests {
         let dirs = SecretsDirs::new(vec![d.path().to_path_buf(), PathBuf::from("/dev")]);
         let sub = d.path().join("sub");
         std::fs::create_dir(&sub).unwrap_or_default();
-        let e = read_password_file("k.password_file", &sub.display().to_string(), &dirs)
-            .unwrap_err();
-        assert!(e.starts_with("k.password_file: ") && e.contains("is a directory"), "{e}");
+        let e =
+            read_password_file("k.password_file", &sub.display().to_string(), &dirs).unwrap_err();
+        assert!(
+            e.starts_with("k.password_file: ") && e.contains("is a directory"),
+            "{e}"
+        );
         let e = read_password_file("k.password_file", "/dev/zero", &dirs).unwrap_err();
         assert!(e.contains("/dev/zero is a device"), "{e}");
         #[cfg(unix)]
@@ -281,7 +286,8 @@ mod tests {
         std::fs::write(d.path().join("outside"), "no\n").unwrap_or_default();
         std::fs::write(secrets.join("pw"), "yes\n").unwrap_or_default();
         let dirs = SecretsDirs::new(vec![secrets.clone()]);
-        let read = |p: &Path| read_password_file("k.password_file", &p.display().to_string(), &dirs);
+        let read =
+            |p: &Path| read_password_file("k.password_file", &p.display().to_string(), &dirs);
         assert_eq!(read(&secrets.join("pw")).as_deref(), Ok("yes"));
         // `..` and a symbolic link out of it, another file, a missing one outside
         for p in [

@@ -217,7 +217,9 @@ mod tests {
         let text = "# mine\n[directory.query_bind]\ntype = \"simple\"\ndn = \"cn=a\"\npassword = \"pw1\"\n";
         let out = seal_typed_config(text, Some(&k)).unwrap_or_default();
         assert!(
-            !out.contains("pw1") && out.contains("password_encrypted") && out.starts_with("# mine\n"),
+            !out.contains("pw1")
+                && out.contains("password_encrypted")
+                && out.starts_with("# mine\n"),
             "{out}"
         );
         let t: toml_edit::DocumentMut = out.parse().unwrap_or_default();
@@ -252,7 +254,13 @@ mod tests {
         let t: toml_edit::DocumentMut = out.parse().unwrap_or_default();
         let sealed = get(
             &t,
-            &["directory", "domains", "0", "query_bind", "password_encrypted"],
+            &[
+                "directory",
+                "domains",
+                "0",
+                "query_bind",
+                "password_encrypted",
+            ],
         );
         assert_eq!(
             k.open("directory.domains.other.test.query_bind", sealed)
@@ -302,7 +310,13 @@ mod tests {
                 "directory.domains.x.test.query_bind",
                 get(
                     &t,
-                    &["directory", "domains", "0", "query_bind", "password_encrypted"]
+                    &[
+                        "directory",
+                        "domains",
+                        "0",
+                        "query_bind",
+                        "password_encrypted"
+                    ]
                 )
             )
             .as_deref(),
@@ -325,7 +339,11 @@ mod tests {
         let r = reseal(&text, &new, None).unwrap_or_default();
         let r = r.unwrap_or_else(|| panic!("nothing changed"));
         assert_eq!((r.sealed, r.resealed), (1, 0));
-        assert!(r.text.contains(&by_old) && !r.text.contains("q1"), "{}", r.text);
+        assert!(
+            r.text.contains(&by_old) && !r.text.contains("q1"),
+            "{}",
+            r.text
+        );
         // with it: both under the new key; again: nothing left to do
         let r = reseal(&text, &new, Some(&old)).unwrap_or_default();
         let r = r.unwrap_or_else(|| panic!("nothing changed"));

@@ -1338,6 +1338,37 @@ macro_rules! impl_store {
                 rows.iter().map(config_from_row).collect()
             }
 
+            async fn rewrite_configs(
+                &self,
+                changes: &[$crate::ConfigRewrite],
+                actor: &str,
+                action: &str,
+                detail: &str,
+            ) -> Result<()> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                for c in changes {
+                    let done = sqlx::query(
+                        "UPDATE config_versions SET toml = $1 WHERE version = $2 AND toml = $3",
+                    )
+                    .bind(c.new.as_str())
+                    .bind(c.version)
+                    .bind(c.old.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Err($crate::StoreError::Conflict(format!(
+                            "configuration version {} changed meanwhile: nothing rewritten",
+                            c.version
+                        )));
+                    }
+                }
+                let row = AuditRow::event(action, actor, detail);
+                self.write_audit(&mut tx, &[row], &at).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn run_started(&self, mode: &str) -> Result<i64> {
                 let at = now()?;
                 let id: i64 = sqlx::query_scalar(

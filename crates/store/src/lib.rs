@@ -196,6 +196,24 @@ pub struct ConfigVersion {
     pub toml: String,
 }
 
+/// A stored configuration version's text replaced ([`Store::rewrite_configs`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfigRewrite {
+    pub version: i64,
+    /// The text as read: the version is rewritten only if it still has it.
+    pub old: String,
+    pub new: String,
+}
+
+impl std::fmt::Debug for ConfigRewrite {
+    // (both texts may hold secrets)
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigRewrite")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One row of the sync history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncRun {
@@ -476,6 +494,17 @@ pub trait Store: Send + Sync {
     async fn active_config(&self) -> Result<Option<ConfigVersion>>;
     /// All stored versions, newest first.
     async fn config_versions(&self) -> Result<Vec<ConfigVersion>>;
+    /// Replace the stored text of configuration versions in place (`db
+    /// rekey`: their passwords sealed), all in one transaction with one audit
+    /// row (`action`, `actor`, `detail`). Refused with nothing changed
+    /// (`Conflict`) when a version's text is no longer the one it replaces.
+    async fn rewrite_configs(
+        &self,
+        changes: &[ConfigRewrite],
+        actor: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<()>;
     /// Start a sync-history row; returns its id.
     async fn run_started(&self, mode: &str) -> Result<i64>;
     /// Finish a sync-history row with counts or an error.

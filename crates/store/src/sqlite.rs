@@ -55,6 +55,9 @@ impl SqliteStore {
 
     async fn open_with(path: &str, short: bool) -> crate::Result<Self> {
         let memory = path == ":memory:";
+        if !memory {
+            private_database_file(std::path::Path::new(path));
+        }
         let access = match memory {
             true => Access::ReadWrite,
             false => crate::sqlite_access::check(path).map_err(crate::StoreError::CannotOpen)?,
@@ -158,6 +161,53 @@ impl SqliteStore {
 
     async fn begin(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// The database holds users' personal data, administrators' password hashes
+/// and the configuration's secrets: a new database file is created here with
+/// mode 0600 whatever the umask (SQLite would create it 0644 less the umask),
+/// and SQLite gives its `-wal` and `-shm` files the database file's mode. An
+/// existing database, `-wal` or `-shm` that group or others may read is
+/// left as it is (an administrator may have chosen so) with a warning naming
+/// the file and its mode.
+fn private_database_file(db: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(db);
+        if let Ok(file) = created {
+            // (0600 also under an unusual umask such as 0277)
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+            return;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            let file = std::path::Path::new(&name);
+            let Ok(meta) = std::fs::metadata(file) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o044 != 0 {
+                tracing::warn!(
+                    file = %file.display(),
+                    mode = format!("{mode:04o}"),
+                    "the database file {} has mode {mode:04o}: other users of this host may read \
+                     it (users' data, administrators' password hashes, configuration secrets); \
+                     chmod 600 it and its -wal/-shm files",
+                    file.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = db;
     }
 }
 
@@ -487,6 +537,31 @@ fn insert_creates(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A database this store creates, and the `-wal` and `-shm` files SQLite
+    /// makes beside it, are 0600 under the usual umask 022.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_database_and_its_wal_and_shm_are_private() {
+        use crate::Store;
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for umask in [0o022] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db");
+            // SAFETY: umask only sets the process's file creation mask.
+            let before = unsafe { libc::umask(umask) };
+            let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+            // SAFETY: as above.
+            unsafe { libc::umask(before) };
+            store.put_config("a = 1\n").await.unwrap();
+            for suffix in ["", "-wal", "-shm"] {
+                let file = dir.path().join(format!("t.db{suffix}"));
+                assert_eq!(mode(&file), 0o600, "{suffix} under umask {umask:o}");
+            }
+            store.close().await;
+        }
+    }
 
     /// After `Store::read_inline`, small lookups read on their own
     /// connection: they answer with the pool closed; larger ones still go

@@ -94,6 +94,7 @@ contract!(
     watermark_set_and_replaced_with_changes,
     domain_watermarks_are_replaced_with_the_watermark,
     config_versions_newest_active,
+    config_versions_rewritten_in_place,
     sync_runs,
     audit_records_before_and_after,
     user_audit_by_username_or_directory_id,
@@ -681,6 +682,61 @@ async fn config_versions_newest_active(s: &dyn Store) {
     assert_eq!(audit.len(), 3);
     assert_eq!(audit[0].action, "config");
     assert_eq!(audit[0].detail.as_deref(), Some("config version 3"));
+}
+
+async fn config_versions_rewritten_in_place(s: &dyn Store) {
+    use mfasync_store::ConfigRewrite;
+    for t in ["a = 1\n", "a = 2\n", "a = 3\n"] {
+        s.put_config(t).await.unwrap();
+    }
+    let rewrite = |version: i64, old: &str, new: &str| ConfigRewrite {
+        version,
+        old: old.into(),
+        new: new.into(),
+    };
+    s.rewrite_configs(
+        &[
+            rewrite(1, "a = 1\n", "a = 10\n"),
+            rewrite(3, "a = 3\n", "a = 30\n"),
+        ],
+        "cli",
+        "config-rekey",
+        "2 versions",
+    )
+    .await
+    .unwrap();
+    let all = s.config_versions().await.unwrap();
+    let texts: Vec<_> = all.iter().map(|c| (c.version, c.toml.as_str())).collect();
+    assert_eq!(texts, [(3, "a = 30\n"), (2, "a = 2\n"), (1, "a = 10\n")]);
+    assert_eq!(s.active_config().await.unwrap().unwrap().version, 3);
+    let audit = s.audit(1).await.unwrap();
+    assert_eq!(
+        (audit[0].action.as_str(), audit[0].actor.as_str()),
+        ("config-rekey", "cli")
+    );
+    assert_eq!(audit[0].detail.as_deref(), Some("2 versions"));
+    // a text changed since it was read: nothing rewritten, not even the first
+    let r = s
+        .rewrite_configs(
+            &[
+                rewrite(2, "a = 2\n", "a = 20\n"),
+                rewrite(1, "a = 1\n", "a = 100\n"),
+            ],
+            "cli",
+            "config-rekey",
+            "2 versions",
+        )
+        .await;
+    assert!(
+        matches!(r, Err(mfasync_store::StoreError::Conflict(_))),
+        "{r:?}"
+    );
+    let all = s.config_versions().await.unwrap();
+    assert_eq!(
+        (all[1].toml.as_str(), all[2].toml.as_str()),
+        ("a = 2\n", "a = 10\n")
+    );
+    assert_eq!(s.audit(10).await.unwrap().len(), 4);
 }
 
 async fn sync_runs(s: &dyn Store) {
