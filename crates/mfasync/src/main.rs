@@ -21,6 +21,7 @@ mod incremental;
 mod lookup;
 mod progress;
 mod retention;
+mod rekey;
 mod secrets;
 mod serve;
 mod sync;
@@ -65,6 +66,10 @@ struct Cli {
     #[arg(long, global = true, env = "MFASYNC_CONNECT_TIMEOUT", default_value = "10",
           value_parser = database::parse_timeout)]
     connect_timeout: std::time::Duration,
+    /// A directory password files may be read from (repeatable; default
+    /// /etc/mfasync; systemd's $CREDENTIALS_DIRECTORY always)
+    #[arg(long = "secrets-dir", global = true, value_name = "DIR")]
+    secrets_dirs: Vec<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -204,6 +209,13 @@ enum DbCmd {
         /// Replace what the target holds (refused otherwise when not empty)
         #[arg(long)]
         overwrite: bool,
+    },
+    /// Seal the passwords stored in clear in every configuration version
+    /// with the secret key (MFASYNC_SECRET_KEY_FILE)
+    Rekey {
+        /// Also move passwords sealed with this old key to the current one
+        #[arg(long, value_name = "FILE")]
+        old_key_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -346,6 +358,7 @@ fn parse_stored_config(v: &mfasync_store::ConfigVersion) -> Result<mfasync_core:
 
 async fn run(cli: Cli) -> CmdResult {
     database::set_connect_timeout(cli.connect_timeout);
+    secrets::allow_dirs(&cli.secrets_dirs);
     match cli.command {
         Command::Config {
             cmd: ConfigCmd::Apply { file, dry_run },
@@ -372,9 +385,15 @@ async fn run(cli: Cli) -> CmdResult {
                 }
                 return Ok(());
             }
+            // with a secret key, passwords are stored sealed
+            let key = secrets::key().map_err(Failure::Refused)?;
+            let stored = secrets::for_store(&text, key.as_ref()).map_err(Failure::Invalid)?;
+            if let Some(w) = &stored.warning {
+                eprintln!("mfasync: warning: {w}");
+            }
             let store = open_store(&cli.database).await?;
             let version = store
-                .put_config(&text)
+                .put_config(&stored.text)
                 .await
                 .map_err(|e| Failure::Refused(e.to_string()))?;
             if cli.json {
@@ -693,5 +712,11 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Db {
             cmd: DbCmd::Migrate { to, overwrite },
         } => cluster::cli_migrate(&cli.database, &to, overwrite, cli.json).await,
+        Command::Db {
+            cmd: DbCmd::Rekey { old_key_file },
+        } => {
+            let store = open_store(&cli.database).await?;
+            rekey::cli(store.as_ref(), old_key_file.as_deref(), cli.json).await
+        }
     }
 }

@@ -44,6 +44,8 @@ pub async fn run(
     let descriptors = crate::http::raise_descriptor_limit();
     let max_connections = http.connection_cap(descriptors);
     let store: Arc<dyn Store> = Arc::from(store);
+    // seals passwords typed in the portal or stored through it and the API
+    let secret_key = crate::secrets::key().map_err(anyhow::Error::msg)?;
     // password checks look their MFA user up on the calling thread (SQLite)
     store.read_inline();
     let metrics = Arc::new(mfasync_web::Metrics::new());
@@ -54,6 +56,7 @@ pub async fn run(
         sync_lock: sync_lock.clone(),
         auth_connections: Arc::default(),
         config_cache: Default::default(),
+        secret_key: secret_key.clone(),
     });
     let app = mfasync_web::router(
         backend.clone(),
@@ -61,7 +64,7 @@ pub async fn run(
         metrics.clone(),
         mfasync_web::WebOptions {
             secure_cookies,
-            secret_key: mfasync_web::secret::load_key().map_err(anyhow::Error::msg)?,
+            secret_key,
             trusted_proxies: limits.trusted_proxies,
             auth_client_max_failures: limits.client_max_failures,
             ..mfasync_web::WebOptions::default()

@@ -24,6 +24,9 @@ pub struct ServiceBackend {
     /// Synchronize Now on a server that does not run synchronization is
     /// handed to the one that does.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// The secret key (`MFASYNC_SECRET_KEY_FILE`): passwords of a saved
+    /// configuration are stored sealed with it.
+    pub secret_key: Option<mfasync_secret::SecretKey>,
 }
 
 /// `serve --trusted-proxy` / `--auth-client-limit`: how `POST /api/v1/auth`
@@ -120,12 +123,21 @@ impl mfasync_web::Backend for ServiceBackend {
     async fn config_put(&self, toml: &str, actor: &str) -> Result<i64, Vec<String>> {
         let cfg = mfasync_core::config::parse(toml)
             .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        // a password file only where this server keeps secrets
+        let outside = crate::secrets::outside_dirs(&cfg);
+        if !outside.is_empty() {
+            return Err(outside);
+        }
         if let Err(w) = crate::secrets::check(&cfg) {
             tracing::warn!("{w}");
         }
+        let stored = crate::secrets::for_store(toml, self.secret_key.as_ref())?;
+        if let Some(w) = &stored.warning {
+            tracing::warn!("configuration applied by {actor}: {w}");
+        }
         let version = self
             .store
-            .put_config(toml)
+            .put_config(&stored.text)
             .await
             .map_err(|e| vec![e.to_string()])?;
         tracing::info!("configuration version {version} applied by {actor}");

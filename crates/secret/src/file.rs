@@ -73,8 +73,8 @@ impl SecretsDirs {
         };
         let outside = || {
             Refusal::Outside(format!(
-                "{setting}: {path} is not in a secrets directory of this process ({}); \
-                 put the file there, or name its directory with --secrets-dir",
+                "{setting}: {path} is not in a secrets directory ({}); put the file in \
+                 one, or name its directory with --secrets-dir",
                 self.listed()
             ))
         };

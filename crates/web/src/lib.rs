@@ -292,12 +292,7 @@ impl ConfigView {
                     ),
                 ];
                 if let Some(smtp) = &cfg.smtp {
-                    secrets.push((
-                        "smtp.password".to_string(),
-                        smtp.password.is_some()
-                            || smtp.password_file.is_some()
-                            || smtp.password_env.is_some(),
-                    ));
+                    secrets.push(("smtp.password".to_string(), smtp.has_password()));
                 }
                 ConfigView {
                     version: v.version,
@@ -331,7 +326,9 @@ impl ConfigView {
                     || c.directory.domains.iter().any(|d| {
                         d.query_bind.password.is_some() || d.query_bind.password_encrypted.is_some()
                     })
-                    || c.smtp.as_ref().is_some_and(|s| s.password.is_some())
+                    || c.smtp
+                        .as_ref()
+                        .is_some_and(|s| s.password.is_some() || s.password_encrypted.is_some())
             })
             .unwrap_or(false)
     }
