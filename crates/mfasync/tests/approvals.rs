@@ -542,7 +542,7 @@ fn email_failure_does_not_fail_the_sync_and_never_shows_the_password() {
 fn smtp_auth_with_password_from_the_environment() {
     let sink = SmtpSink::start(Some(&format!("mfasync:{SMTP_PASSWORD}")));
     let m = Mfa::new();
-    let extra = "username = \"mfasync\"\npassword_env = \"MFASYNC_TEST_SMTP_PW\"";
+    let extra = "username = \"mfasync\"\npassword_env = \"TEST_SMTP_PW\"";
     m.apply(&config("Auth", admin(), &sink.url(), extra));
     m.sync_full();
     for i in 1..=6 {
@@ -550,7 +550,7 @@ fn smtp_auth_with_password_from_the_environment() {
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mfasync"))
         .args(["--database", &m.url, "--json", "sync", "--full"])
-        .env("MFASYNC_TEST_SMTP_PW", SMTP_PASSWORD)
+        .env("TEST_SMTP_PW", SMTP_PASSWORD)
         .output()
         .expect("run");
     assert!(

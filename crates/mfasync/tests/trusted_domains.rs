@@ -744,8 +744,10 @@ fn members_from_the_trusted_forest_in_a_group_are_followed_to_their_users() {
 #[test]
 fn another_domain_is_read_with_its_own_query_bind() {
     let e = env().lock().unwrap_or_else(|p| p.into_inner());
-    let m = Mfa::new();
+    let mut m = Mfa::new();
     let pw_file = m.dir.path().join("other.pw");
+    // (password files are read only in a secrets directory)
+    m.global_args = vec!["--secrets-dir".into(), m.dir.path().display().to_string()];
     std::fs::write(&pw_file, format!("{}\n", e.trust.other.admin_password)).unwrap();
     let people = format!("OU=People,{OTHER_BASE_DN}");
     let sales = format!("OU=Sales,OU=People,{SAMBA_BASE_DN}");

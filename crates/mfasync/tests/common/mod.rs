@@ -23,19 +23,26 @@ impl Out {
 pub struct Mfa {
     pub dir: tempfile::TempDir,
     pub url: String,
+    /// Global options given to every command (such as `--secrets-dir DIR`).
+    pub global_args: Vec<String>,
 }
 
 impl Mfa {
     pub fn new() -> Mfa {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("mfa.db").display());
-        Mfa { dir, url }
+        Mfa {
+            dir,
+            url,
+            global_args: Vec::new(),
+        }
     }
 
     pub fn with_url(url: String) -> Mfa {
         Mfa {
             dir: tempfile::tempdir().expect("tempdir"),
             url,
+            global_args: Vec::new(),
         }
     }
 
@@ -48,6 +55,7 @@ impl Mfa {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
             .arg("--database")
             .arg(&self.url)
+            .args(&self.global_args)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
