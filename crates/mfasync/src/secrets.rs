@@ -153,6 +153,12 @@ pub struct ForStore {
 pub fn for_store(text: &str, key: Option<&SecretKey>) -> Result<ForStore, Vec<String>> {
     if let Some(k) = key {
         let text = mfasync_secret::seal_inline(text, k)?;
+        // (what is stored must still validate)
+        mfasync_core::config::parse(&text).map_err(|errs| {
+            errs.iter()
+                .map(|e| format!("sealed: {e}"))
+                .collect::<Vec<_>>()
+        })?;
         return Ok(ForStore {
             text,
             warning: None,
