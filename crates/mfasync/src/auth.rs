@@ -17,6 +17,13 @@
 //! connection to the first directory server that the password is bound on
 //! is opened while the stored username is looked up (`open_for_check`).
 //!
+//! Equal work whatever the username names: a name the search does not find
+//! (or finds more than once) still costs one bind, of a DN that does not
+//! exist (`decoy_check`), with the MFA user lookup alongside as for a found
+//! entry, and is answered `invalid-credentials` like a wrong password; so
+//! neither the answer nor the time tells an observer without the password
+//! whether the name exists in the directory or is an MFA user.
+//!
 //! Password-guessing limits (the service): the caller's `Gate` is asked,
 //! before any bind, about the account the username names (the stored user's
 //! or the search result's unique id, else DN; `core::lockout::Account`), so
@@ -177,7 +184,16 @@ pub async fn authenticate_with(
         dn,
         principal,
         directory_id,
-    } = resolve_dn(cfg, username, reuse).await?;
+    } = match resolve_dn(cfg, username, reuse).await? {
+        Lookup::Found(found) => found,
+        // the fast path's refused bind was this check's bind
+        Lookup::NoSuchUser { .. } if refused_dn.is_some() => {
+            return Err(Reason::InvalidCredentials)
+        }
+        Lookup::NoSuchUser { base_dn } => {
+            return decoy_check(store, cfg, username, password, &base_dn, opened).await
+        }
+    };
     gate.admit(&Account::directory(directory_id.as_deref(), &dn))?;
     if refused_dn.is_some_and(|r| same_dn(&r, &dn)) {
         // The fast path's bind to this very DN was refused: that is the answer.
@@ -213,6 +229,57 @@ pub async fn authenticate_with(
         None => Err(Reason::NotAnMfaUser),
         Some(u) if !u.enabled => Err(Reason::MfaUserDisabled),
         Some(_) => Ok(()),
+    }
+}
+
+/// The first label of the entry a decoy bind names (never created: the
+/// directory refuses its bind as it refuses a wrong password).
+const DECOY_NAME: &str = "mfasync-no-such-account";
+
+/// The password check of a username that names no single directory entry:
+/// the work of a refused password (one bind on the connection opened for it,
+/// as the DN `cn=mfasync-no-such-account,<base DN>` or, bind type windows,
+/// that name's Kerberos principal; the MFA user lookup alongside) and its
+/// answer, `invalid-credentials`, so that neither the answer nor the time
+/// taken tells whether the name exists or is an MFA user.
+async fn decoy_check(
+    store: &dyn Store,
+    cfg: &Config,
+    username: &str,
+    password: &str,
+    base_dn: &str,
+    opened: Option<mfasync_ldap::Opened>,
+) -> Result<(), Reason> {
+    let kind = cfg.directory.auth_bind.kind;
+    let dn = match kind {
+        BindType::Windows => {
+            kerberos_principal(DECOY_NAME, base_dn).unwrap_or_else(|| DECOY_NAME.to_string())
+        }
+        _ if base_dn.trim().is_empty() => format!("cn={DECOY_NAME}"),
+        _ => format!("cn={DECOY_NAME},{}", base_dn.trim()),
+    };
+    let bind = Bind {
+        kind,
+        dn,
+        ..Bind::default()
+    };
+    let (checked, _) = tokio::join!(
+        mfasync_ldap::check_bind_opened(&cfg.directory, &bind, Some(password), opened),
+        mfa_user(store, None, username)
+    );
+    match checked {
+        Err(e) if e.auth_reason().is_none() && e.is_unavailable() => {
+            tracing::warn!(username, error = %e, "directory unavailable for a password check");
+            Err(Reason::DirectoryUnavailable)
+        }
+        _ => {
+            tracing::info!(
+                username,
+                reason = Reason::InvalidCredentials.as_str(),
+                "no single directory entry for the username"
+            );
+            Err(Reason::InvalidCredentials)
+        }
     }
 }
 
@@ -374,6 +441,14 @@ async fn mfa_user(
     Ok(found)
 }
 
+/// What the username search found.
+enum Lookup {
+    /// Exactly one entry.
+    Found(Resolved),
+    /// None, or several: refused after a decoy bind under `base_dn`.
+    NoSuchUser { base_dn: String },
+}
+
 struct Resolved {
     dn: String,
     principal: String,
@@ -387,7 +462,7 @@ async fn resolve_dn(
     cfg: &Config,
     username: &str,
     reuse: Option<&std::sync::Arc<AuthConnections>>,
-) -> Result<Resolved, Reason> {
+) -> Result<Lookup, Reason> {
     let Some(reuse) = reuse else {
         let mut client = query_connection(cfg).await?;
         let r = search_user(&mut client, cfg, username).await;
@@ -440,7 +515,7 @@ async fn search_user(
     client: &mut mfasync_ldap::Client,
     cfg: &Config,
     username: &str,
-) -> Result<Resolved, Reason> {
+) -> Result<Lookup, Reason> {
     let value = filter_value(username);
     let alternatives: String = cfg
         .attributes
@@ -474,20 +549,20 @@ async fn search_user(
             let directory_id = one.first_bytes(&cfg.attributes.unique_id).and_then(|raw| {
                 mfasync_core::mapping::unique_id_text(cfg.attributes.unique_id_type, raw).ok()
             });
-            Ok(Resolved {
+            Ok(Lookup::Found(Resolved {
                 dn: one.dn.clone(),
                 principal,
                 directory_id,
-            })
+            }))
         }
-        [] => Err(Reason::InvalidCredentials),
+        [] => Ok(Lookup::NoSuchUser { base_dn: base }),
         many => {
             tracing::warn!(
                 username,
                 matches = many.len(),
                 "username matches several directory entries; refused"
             );
-            Err(Reason::InvalidCredentials)
+            Ok(Lookup::NoSuchUser { base_dn: base })
         }
     }
 }

@@ -92,6 +92,8 @@ struct Shared {
     turned_away: AtomicU64,
     /// Both sockets of every connection, shut down when the proxy stops.
     sockets: Mutex<Vec<TcpStream>>,
+    /// The protocol op tag of every request each connection sent, in order.
+    ops: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Shared {
@@ -154,9 +156,14 @@ impl LdapProxy {
                     continue;
                 };
                 s.sockets().extend([client, server]);
+                let conn = {
+                    let mut ops = s.ops.lock().unwrap_or_else(|p| p.into_inner());
+                    ops.push(Vec::new());
+                    ops.len() - 1
+                };
                 let client_w = Arc::new(Mutex::new(client_w));
                 let (s2, w2, r2) = (s.clone(), client_w.clone(), rules.clone());
-                std::thread::spawn(move || up(client_r, server_w, &w2, &*r2, &s2));
+                std::thread::spawn(move || up(client_r, server_w, &w2, &*r2, &s2, conn));
                 let rules = rules.clone();
                 std::thread::spawn(move || {
                     down(&server_r, &client_w, &*rules);
@@ -189,6 +196,16 @@ impl LdapProxy {
         self.shared.limit.store(n, Ordering::SeqCst);
     }
 
+    /// The requests each forwarded connection has sent so far, in order, by
+    /// operation name (`bind`, `search`, `unbind`, `extended`, … or the tag
+    /// in hex), one list per connection in the order they were accepted.
+    pub fn operations(&self) -> Vec<Vec<String>> {
+        let ops = self.shared.ops.lock().unwrap_or_else(|p| p.into_inner());
+        ops.iter()
+            .map(|conn| conn.iter().map(|&tag| op_name(tag)).collect())
+            .collect()
+    }
+
     /// Connections closed at once because of [`LdapProxy::limit_connections`].
     pub fn turned_away(&self) -> u64 {
         self.shared.turned_away.load(Ordering::SeqCst)
@@ -206,6 +223,22 @@ impl Drop for LdapProxy {
     }
 }
 
+/// The name of an LDAP protocol op (RFC 4511 [APPLICATION n] tags).
+fn op_name(tag: u8) -> String {
+    match tag {
+        0x60 => "bind".into(),
+        0x42 => "unbind".into(),
+        TAG_SEARCH_REQUEST => "search".into(),
+        0x66 => "modify".into(),
+        0x68 => "add".into(),
+        0x4a => "delete".into(),
+        0x6e => "compare".into(),
+        0x50 => "abandon".into(),
+        0x77 => "extended".into(),
+        other => format!("{other:#04x}"),
+    }
+}
+
 /// Client to server: forward whole messages, or answer them as `rules`
 /// says. At the end of the client's stream the server's side is half-closed
 /// (its answers still come down); a malformed message or an error closes the
@@ -216,6 +249,7 @@ fn up(
     client_w: &Mutex<TcpStream>,
     rules: &dyn Rules,
     s: &Shared,
+    conn: usize,
 ) {
     loop {
         let msg = match read_message(&mut client) {
@@ -230,6 +264,14 @@ fn up(
         let Some(req) = parse_message(&msg) else {
             break;
         };
+        if let Some(ops) = s
+            .ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(conn)
+        {
+            ops.push(req.op_tag);
+        }
         match rules.request(&req, &msg) {
             Action::Forward => {
                 if server.write_all(&msg).is_err() {
