@@ -158,16 +158,29 @@ async fn plan(State(app): State<App>) -> Response {
 pub(crate) struct UserQuery {
     #[serde(default)]
     pub q: String,
+    /// Only users whose user group (`[attributes] user_group`) is this,
+    /// compared case-insensitively; empty or absent: every user.
+    #[serde(default)]
+    pub user_group: String,
+}
+
+impl UserQuery {
+    /// Whether a user matches both the search words and the user group.
+    pub(crate) fn matches(&self, u: &mfasync_core::MfaUser) -> bool {
+        user_matches(u, &self.q) && in_user_group(u, &self.user_group)
+    }
 }
 
 /// Whether a user matches a search: every word of `q` appears
-/// (case-insensitively) in the username, a name, the email or the DN.
+/// (case-insensitively) in the username, a name, the email, the
+/// description or the DN.
 pub(crate) fn user_matches(u: &mfasync_core::MfaUser, q: &str) -> bool {
     let hay = [
         Some(u.username.as_str()),
         u.first_name.as_deref(),
         u.last_name.as_deref(),
         u.email.as_deref(),
+        u.description.as_deref(),
         u.dn.as_deref(),
     ]
     .iter()
@@ -179,10 +192,20 @@ pub(crate) fn user_matches(u: &mfasync_core::MfaUser, q: &str) -> bool {
         .all(|w| hay.contains(&w.to_lowercase()))
 }
 
+/// Whether a user is in `group` (the whole value, case-insensitively); an
+/// empty `group` takes everyone.
+pub(crate) fn in_user_group(u: &mfasync_core::MfaUser, group: &str) -> bool {
+    let group = group.trim();
+    group.is_empty()
+        || u.user_group
+            .as_deref()
+            .is_some_and(|g| g.trim().to_lowercase() == group.to_lowercase())
+}
+
 async fn users(State(app): State<App>, query: Query<UserQuery>) -> Response {
     match app.store.users().await {
         Ok(mut users) => {
-            users.retain(|u| user_matches(u, &query.q));
+            users.retain(|u| query.matches(u));
             Json(users).into_response()
         }
         Err(e) => store_error(e),

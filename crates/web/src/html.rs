@@ -75,6 +75,8 @@ pub(crate) fn page(title: &str, admin: Option<&Admin>, active: &str, body: &str)
             csrf_field(admin),
             esc(&admin.username)
         ));
+        // Filled by `banner::approval_banner` while an approval is pending.
+        nav.push_str(crate::banner::MARKER);
     }
     Html(format!(
         r#"<!doctype html>
@@ -141,6 +143,8 @@ td.depth8{padding-left:10em}
 .login{max-width:22em;background:#fff;padding:1em 2em;border:1px solid #ccd}
 .login label{display:block;margin:.6em 0}
 .login input{width:100%}
+.banner{background:#fff4d6;border-bottom:2px solid #e0a800;padding:.6em 1em}
+.banner a{margin-left:.6em;font-weight:bold;color:#1f3a5f}
 "#;
 
 pub(crate) async fn stylesheet() -> Response {

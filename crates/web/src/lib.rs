@@ -28,6 +28,7 @@ use mfasync_store::Store;
 
 mod api;
 pub mod auth;
+mod banner;
 mod charts;
 mod docs;
 mod expiry;
@@ -221,6 +222,10 @@ pub fn router(
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::require_portal,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            banner::approval_banner,
         ));
     Router::new()
         .nest("/api/v1", api)

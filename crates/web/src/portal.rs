@@ -12,7 +12,7 @@ use axum::{Extension, Form, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{user_matches, UserQuery};
+use crate::api::UserQuery;
 use crate::auth::{self, csrf_refusal, Admin};
 use crate::html::{csrf_field, esc, notice, page, url_component};
 use crate::limits::{client_address, retry_after_secs, RequestGate};
@@ -552,7 +552,8 @@ async fn users(
         Err(e) => return db_error(Some(&admin), e),
     };
     let total = all.len();
-    let found: Vec<_> = all.iter().filter(|u| user_matches(u, &query.q)).collect();
+    let found: Vec<_> = all.iter().filter(|u| query.matches(u)).collect();
+    let groups = user_group_options(&all, &query.user_group);
     let mut rows = String::new();
     for u in found.iter().take(USERS_SHOWN) {
         let name = [u.first_name.as_deref(), u.last_name.as_deref()]
@@ -562,13 +563,15 @@ async fn users(
             .collect::<Vec<_>>()
             .join(" ");
         rows.push_str(&format!(
-            r#"<tr><td><a href="/users/{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr><td><a href="/users/{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             url_component(&u.username),
             esc(&u.username),
             esc(&name),
             esc(u.email.as_deref().unwrap_or("")),
             esc(u.primary_phone.as_deref().unwrap_or("")),
             esc(u.method.as_deref().unwrap_or("")),
+            esc(u.user_group.as_deref().unwrap_or("")),
+            esc(u.description.as_deref().unwrap_or("")),
             if u.enabled { "enabled" } else { r#"<span class="bad">disabled</span>"# },
             esc(u.source.as_str()),
             esc(u.sync_item.as_deref().unwrap_or("")),
@@ -583,13 +586,48 @@ async fn users(
         format!("{} of {total} users match.", found.len())
     };
     let body = format!(
-        r#"<form method="get" action="/users"><input name="q" value="{q}" placeholder="name, email, DN" aria-label="Search"> <button type="submit">Search</button></form>
+        r#"<form method="get" action="/users"><input name="q" value="{q}" placeholder="name, email, description, DN" aria-label="Search"> <label>User group <select name="user_group" id="user-group">{groups}</select></label> <button type="submit">Search</button></form>
 <p id="user-count">{shown}</p>
-<table id="users"><tr><th>Username</th><th>Name</th><th>Email</th><th>Primary phone</th><th>Method</th><th>State</th><th>Source</th><th>Sync item</th></tr>
+<table id="users"><tr><th>Username</th><th>Name</th><th>Email</th><th>Primary phone</th><th>Method</th><th>User group</th><th>Description</th><th>State</th><th>Source</th><th>Sync item</th></tr>
 {rows}</table>"#,
         q = esc(&query.q),
     );
     page("Users", Some(&admin), "/users", &body).into_response()
+}
+
+/// The user-group filter's options: "All" and every user group the stored
+/// users have (sorted, once each regardless of case), `chosen` selected.
+fn user_group_options(users: &[mfasync_core::MfaUser], chosen: &str) -> String {
+    let mut groups: Vec<&str> = users
+        .iter()
+        .filter_map(|u| u.user_group.as_deref().map(str::trim))
+        .filter(|g| !g.is_empty())
+        .collect();
+    groups.sort_by_key(|g| g.to_lowercase());
+    groups.dedup_by(|a, b| a.to_lowercase() == b.to_lowercase());
+    let chosen = chosen.trim();
+    let mut out = format!(
+        r#"<option value=""{}>All</option>"#,
+        if chosen.is_empty() { " selected" } else { "" }
+    );
+    let mut seen = chosen.is_empty();
+    for g in groups {
+        let selected = g.to_lowercase() == chosen.to_lowercase();
+        seen |= selected;
+        out.push_str(&format!(
+            r#"<option value="{v}"{s}>{v}</option>"#,
+            v = esc(g),
+            s = if selected { " selected" } else { "" }
+        ));
+    }
+    if !seen {
+        // A group no stored user has (a bookmarked link): kept, matches nobody.
+        out.push_str(&format!(
+            r#"<option value="{v}" selected>{v}</option>"#,
+            v = esc(chosen)
+        ));
+    }
+    out
 }
 
 async fn user_detail(

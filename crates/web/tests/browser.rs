@@ -161,3 +161,110 @@ async fn sign_in_see_users_sync_now_and_cross_site_refused() {
 
     d.call("DELETE", "", Value::Null).await;
 }
+
+/// The seed prompts for a pending approval when the UI is opened: every page
+/// shows a banner with the held counts whose link opens the Approvals page;
+/// none without a pending approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_approval_banner_on_every_page() {
+    if !std::path::Path::new(CHROMEDRIVER).exists() {
+        assert!(
+            std::env::var("MFASYNC_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "{CHROMEDRIVER} missing (scripts/install-deps installs it)"
+        );
+        eprintln!("skipped: {CHROMEDRIVER} missing (scripts/install-deps installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("mfa.db").display());
+    let store: Arc<dyn Store> = Arc::from(mfasync_store::open(&url).await.unwrap());
+    store
+        .admin_set_password(
+            "admin",
+            &mfasync_web::auth::hash_password("browser-pw").unwrap(),
+        )
+        .await
+        .unwrap();
+    let app = mfasync_web::router(
+        Arc::new(Backend1 {
+            syncs: Mutex::new(0),
+        }),
+        store.clone(),
+        Arc::new(Metrics::new()),
+        WebOptions::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let profile = tempfile::tempdir().unwrap();
+    let d = Driver::start(profile.path()).await;
+    d.goto(&format!("{base}/login")).await;
+    d.type_into("input[name=username]", "admin").await;
+    d.type_into("input[name=password]", "browser-pw").await;
+    d.click("button[type=submit]").await;
+    d.wait_url(&format!("{base}/")).await;
+    let page = d.wait_source("Sign out").await;
+    assert!(!page.contains("approval-banner"), "none pending: {page}");
+
+    let held = |action: &str, name: &str| mfasync_store::HeldChange {
+        action: action.into(),
+        username: name.into(),
+        directory_id: None,
+        reason: None,
+    };
+    store
+        .create_approval(
+            "apb",
+            "fpb",
+            &[
+                held("disable", "u1"),
+                held("disable", "u2"),
+                held("remove", "u3"),
+                held("remove", "u4"),
+                held("remove", "u5"),
+            ],
+        )
+        .await
+        .unwrap();
+    for path in ["/", "/users", "/history", "/sync", "/settings", "/tokens"] {
+        d.goto(&format!("{base}{path}")).await;
+        let banner = d.find("#approval-banner").await;
+        let text = d
+            .call("GET", &format!("/element/{banner}/text"), Value::Null)
+            .await;
+        let text = text.as_str().unwrap();
+        assert!(
+            text.contains("2 users to disable") && text.contains("3 users to remove"),
+            "{path}: {text}"
+        );
+        // Styled by the served stylesheet (no inline style under the CSP).
+        let bg = d
+            .call(
+                "GET",
+                &format!("/element/{banner}/css/background-color"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(bg, json!("rgba(255, 244, 214, 1)"), "{path}");
+    }
+    d.goto(&format!("{base}/history")).await;
+    d.click("#banner-link").await;
+    d.wait_url(&format!("{base}/approvals")).await;
+    d.wait_source("Approval apb").await;
+
+    store
+        .decide_approval(
+            "apb",
+            mfasync_store::ApprovalStatus::Rejected,
+            "admin",
+            None,
+        )
+        .await
+        .unwrap();
+    d.goto(&format!("{base}/users")).await;
+    let page = d.wait_source("users match").await;
+    assert!(!page.contains("approval-banner"), "decided: {page}");
+
+    d.call("DELETE", "", Value::Null).await;
+}

@@ -2590,3 +2590,142 @@ async fn sync_status_reports_the_entries_read() {
     let page = s.get_page(&sess.cookie, &location).await;
     assert!(page.contains("11 directory entries read."), "{page}");
 }
+
+fn held(action: &str, name: &str) -> HeldChange {
+    HeldChange {
+        action: action.into(),
+        username: name.into(),
+        directory_id: None,
+        reason: Some("no longer in OU=Sales".into()),
+    }
+}
+
+#[tokio::test]
+async fn a_pending_approval_is_announced_on_every_page() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let pages = [
+        "/",
+        "/settings",
+        "/filters",
+        "/users",
+        "/history",
+        "/tokens",
+        "/servers",
+        "/approvals",
+    ];
+    for p in pages {
+        let page = s.get_page(&sess.cookie, p).await;
+        assert!(!page.contains("approval-banner"), "no banner on {p}");
+        assert!(!page.contains("<!--"), "no marker left on {p}");
+    }
+    s.store
+        .create_approval(
+            "ap7",
+            "fp7",
+            &[
+                held("disable", "a"),
+                held("disable", "b"),
+                held("disable", "c"),
+                held("remove", "d"),
+            ],
+        )
+        .await
+        .unwrap();
+    for p in pages {
+        let page = s.get_page(&sess.cookie, p).await;
+        assert!(
+            page.contains(r#"<strong id="banner-disable">3</strong> users to disable"#)
+                && page.contains(r#"<strong id="banner-remove">1</strong> user to remove"#)
+                && page
+                    .contains(r#"<a href="/approvals" id="banner-link">Review approval ap7</a>"#),
+            "banner on {p}: {page}"
+        );
+    }
+    // Not on the sign-in page, nor in API answers.
+    let login = s
+        .client
+        .get(format!("{}/login", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!login.contains("approval-banner"));
+    // Decided: the banner goes.
+    let resp = s
+        .post_form(&sess, "/approvals/ap7/reject", &[("csrf", &sess.csrf)])
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(!resp.text().await.unwrap().contains("approval-banner"));
+    let page = s.get_page(&sess.cookie, "/users").await;
+    assert!(!page.contains("approval-banner"));
+}
+
+#[tokio::test]
+async fn users_are_searched_by_description_and_filtered_by_user_group() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let token = s.create_api_token(&sess).await;
+    for (name, group, description) in [
+        ("ann", Some("Sales"), Some("Regional manager, Berlin")),
+        ("ben", Some("sales"), Some("Field engineer")),
+        ("cat", Some("Engineering"), Some("Berlin office")),
+        ("dan", None, None),
+    ] {
+        s.store
+            .insert_user(&MfaUser {
+                user_group: group.map(str::to_string),
+                description: description.map(str::to_string),
+                ..user(name, true)
+            })
+            .await
+            .unwrap();
+    }
+    let api = |query: &'static str| {
+        let req = s
+            .client
+            .get(format!("{}/api/v1/users{query}", s.base))
+            .headers(s.bearer(&token));
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{query}");
+            let users: Vec<Value> = resp.json().await.unwrap();
+            users
+                .iter()
+                .map(|u| u["username"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(api("?q=berlin").await, ["ann", "cat"]);
+    assert_eq!(api("?q=field+engineer").await, ["ben"]);
+    assert_eq!(api("?user_group=SALES").await, ["ann", "ben"]);
+    assert_eq!(api("?user_group=Engineering&q=berlin").await, ["cat"]);
+    assert_eq!(api("?user_group=Sales&q=berlin").await, ["ann"]);
+    assert_eq!(api("?user_group=").await, ["ann", "ben", "cat", "dan"]);
+    assert!(api("?user_group=Nobody").await.is_empty());
+
+    let page = s.get_page(&sess.cookie, "/users?q=berlin").await;
+    assert!(page.contains("2 of 4 users match"), "{page}");
+    assert!(page.contains("<td>Regional manager, Berlin</td>"));
+    // The filter lists each group once (case-insensitively), the chosen one selected.
+    let page = s.get_page(&sess.cookie, "/users?user_group=sales").await;
+    assert!(page.contains("2 of 4 users match"), "{page}");
+    assert!(page.contains(r#"<a href="/users/ann">ann</a>"#));
+    assert!(page.contains(r#"<a href="/users/ben">ben</a>"#));
+    assert!(!page.contains(r#"<a href="/users/cat">cat</a>"#));
+    assert!(page.contains(r#"<option value="">All</option>"#));
+    assert!(page.contains(r#"<option value="Engineering">Engineering</option>"#));
+    assert_eq!(
+        page.matches(r#"<option value="Sales" selected>"#).count(),
+        1,
+        "{page}"
+    );
+    assert!(!page.contains(r#"<option value="sales""#));
+    let page = s
+        .get_page(&sess.cookie, "/users?user_group=Engineering&q=berlin")
+        .await;
+    assert!(page.contains("1 of 4 users match"));
+    assert!(page.contains(r#"<a href="/users/cat">cat</a>"#));
+}
