@@ -994,6 +994,24 @@ fn validate_password_env(var: &Option<String>, key: &str, out: &mut Vec<ConfigEr
     }
 }
 
+/// `[directory.auth_bind]` takes only `type`: a password check binds as the
+/// user being checked, so an account or password there would never be used.
+fn refuse_auth_bind_credentials(b: &Bind, out: &mut Vec<ConfigError>) {
+    let given = [
+        ("dn", !b.dn.trim().is_empty()),
+        ("password", b.password.is_some()),
+        ("password_file", b.password_file.is_some()),
+        ("password_env", b.password_env.is_some()),
+        ("password_encrypted", b.password_encrypted.is_some()),
+    ];
+    for (k, _) in given.iter().filter(|(_, set)| *set) {
+        out.push(err(
+            format!("directory.auth_bind.{k}"),
+            "not used: a password check binds as the user being checked (only `type` is read here); remove it, and set the searching account in [directory.query_bind]",
+        ));
+    }
+}
+
 /// A DNS label as AD uses them (letters, digits, '-', '_').
 fn label_ok(l: &str) -> bool {
     !l.is_empty()
@@ -1117,6 +1135,7 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
     }
     validate_bind(&d.query_bind, "directory.query_bind", true, &mut out);
     validate_bind(&d.auth_bind, "directory.auth_bind", false, &mut out);
+    refuse_auth_bind_credentials(&d.auth_bind, &mut out);
     validate_domains(d, &mut out);
     if d.auth_bind.kind == BindType::Anonymous {
         out.push(err(
@@ -1682,5 +1701,34 @@ mod tests {
             let k = keys(parse(text));
             assert!(k.contains(&key.to_string()), "{text:?} gave {k:?}, wanted {key}");
         }
+    }
+
+    #[test]
+    fn auth_bind_takes_only_its_type() {
+        let base =
+            "[directory]\nservers = [\"ldap://h\"]\n[directory.auth_bind]\ntype = \"simple\"\n";
+        assert!(parse(base).is_ok());
+        for (extra, key) in [
+            ("dn = \"cn=svc,dc=x\"", "directory.auth_bind.dn"),
+            ("password = \"pw\"", "directory.auth_bind.password"),
+            (
+                "password_file = \"/p\"",
+                "directory.auth_bind.password_file",
+            ),
+            ("password_env = \"PW\"", "directory.auth_bind.password_env"),
+            (
+                "password_encrypted = \"v1:x\"",
+                "directory.auth_bind.password_encrypted",
+            ),
+        ] {
+            let errs = parse(&format!("{base}{extra}\n")).unwrap_err();
+            let e = errs
+                .iter()
+                .find(|e| e.to_string().starts_with(key))
+                .unwrap_or_else(|| panic!("{extra}: {errs:?}"));
+            assert!(e.to_string().contains("binds as the user"), "{e}");
+        }
+        // a blank dn is no account
+        assert!(parse(&format!("{base}dn = \"\"\n")).is_ok());
     }
 }

@@ -3,7 +3,8 @@
 //! next); the configuration is read from the store before every cycle, so a
 //! `config apply` takes effect without a restart; `sync.enabled = false`
 //! stops the cycles (the service keeps answering and re-reads the
-//! configuration every interval). A failing cycle (directory down, ...) is
+//! configuration every interval), and so does a configuration without sync
+//! items ("not configured: add a sync item", a state and not a failure). A failing cycle (directory down, ...) is
 //! logged, recorded in the history with its error by `sync::run`, changes
 //! nothing, and is retried at the next interval.
 //!
@@ -153,6 +154,7 @@ async fn cycles(
 ) -> Result<()> {
     let mut role = cluster.subscribe();
     let mut requests = cluster.requests();
+    let mut last_state = mfasync_web::SyncState::Active;
     loop {
         // Only the holder of the sync lease runs cycles; a server that
         // becomes the holder starts one at once (its predecessor may have
@@ -178,10 +180,24 @@ async fn cycles(
             }
             Ok(cfg) => {
                 let interval = cfg.sync.interval_duration();
-                if !cfg.sync.enabled {
-                    tracing::info!("sync.enabled = false: no cycle");
-                    // (otherwise each cycle purges the audit trail)
+                let state = mfasync_web::SyncState::of(Some(&cfg));
+                if state != last_state {
+                    // a state, not a failure: said once when it changes
+                    tracing::info!("synchronization {}", state.describe());
+                    last_state = state;
+                }
+                if state != mfasync_web::SyncState::Active {
+                    // nothing to synchronize (no sync item) or sync.enabled = false:
+                    // no cycle, nothing in the history; a Synchronize Now handed
+                    // over meanwhile is dropped (kept, it would wake this loop at once);
+                    // audit retention is applied here (a cycle applies it after itself)
                     crate::retention::after_cycle(store, &cfg).await;
+                    if cluster.take_request().is_some() {
+                        tracing::warn!(
+                            "a Synchronize Now handed over is not run: synchronization {}",
+                            state.describe()
+                        );
+                    }
                 } else {
                     let _one_at_a_time = sync_lock.lock().await;
                     // a Synchronize Now handed over by another server

@@ -419,7 +419,9 @@ async fn full(
     // The incremental starting point is taken BEFORE the full read: a change
     // made while we read is then seen again by the next incremental cycle
     // (harmless: resolution is idempotent) instead of being lost.
-    let start = if plan_only {
+    // With `always_full` every cycle is full: no starting point is taken
+    // (the DirSync/syncrepl/USN query would be wasted work each cycle).
+    let start = if plan_only || cfg.sync.always_full {
         None
     } else {
         match incremental::supported(client, cfg) {

@@ -442,4 +442,37 @@ fn users_moved_or_filtered_out_are_disabled_and_deleted_ones_removed() {
     assert!(m.user(&format!("{t}u3")).is_none(), "deleted");
     // a full cycle agrees
     assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 9));
+/// The stored watermark, if any.
+fn watermark(m: &Mfa) -> Option<mfasync_store::Watermark> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = mfasync_store::open(&m.url).await.unwrap();
+        store.watermark().await.unwrap()
+    })
+}
+
+#[test]
+fn always_full_takes_no_incremental_starting_point() {
+    let t = "T3";
+    let m = Mfa::new();
+    m.apply(&config(t, "always_full = true", &items(t)));
+    for _ in 0..2 {
+        let (v, _) = sync(&m);
+        assert_eq!(v["mode"], "full", "{v}");
+        // no syncrepl cookie taken: the watermark only records the items
+        let wm = watermark(&m).expect("a watermark");
+        assert_eq!(wm.kind, "full", "{wm:?}");
+        assert!(wm.value.is_empty(), "{wm:?}");
+        assert!(wm.domains.is_empty(), "{wm:?}");
+    }
+    assert!(!m.users().is_empty());
+    // always_full off: the next full cycle takes a cookie, then incremental ones run
+    m.apply(&config(t, "", &items(t)));
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "full", "{v}");
+    let wm = watermark(&m).expect("a watermark");
+    assert_eq!(wm.kind, "syncrepl", "{wm:?}");
+    assert!(!wm.value.is_empty());
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "incremental", "{v}");
 }

@@ -544,3 +544,54 @@ fn sync_jobs_report_the_directory_entries_read() {
         "the entries the full read saw: {last}"
     );
 }
+
+/// A configuration without sync items is a state, not a failure: no cycle is
+/// run or recorded, /healthz stays ok and /metrics says why.
+#[test]
+fn serve_without_sync_items_is_not_configured_not_failing() {
+    let s = slapd();
+    let m = Mfa::new();
+    let cfg = config("S1", &s.url, "");
+    let no_items = &cfg[..cfg.find("[[sync.items]]").expect("an item")];
+    assert!(!no_items.contains("[[sync.items]]"));
+    m.apply(no_items);
+    let srv = serve(&m);
+    wait_for("/healthz", Duration::from_secs(10), || {
+        get(&srv.addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    // longer than an interval (10 s): the first cycle would have started at once
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(history(&m).is_empty(), "{:?}", history(&m));
+    let health = get(&srv.addr, "/healthz").unwrap_or_default();
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok"),
+        "{health}"
+    );
+    let metrics = get(&srv.addr, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("\nmfasync_sync_configured 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nmfasync_sync_state{state=\"not-configured\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("outcome=\"error\""), "{metrics}");
+
+    // an item added: cycles run (no restart), the state is active
+    m.apply(&cfg);
+    wait_for("a cycle", Duration::from_secs(15), || {
+        !history(&m).is_empty()
+    });
+    let h = history(&m);
+    assert!(h[0]["error"].is_null(), "{h:?}");
+    let metrics = get(&srv.addr, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("\nmfasync_sync_configured 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nmfasync_sync_state{state=\"active\"} 1\n"),
+        "{metrics}"
+    );
+}

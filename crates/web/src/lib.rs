@@ -40,11 +40,13 @@ mod progress;
 pub mod servers;
 mod smtp;
 mod syncpage;
+mod syncstate;
 mod tabs;
 
 pub use metrics::Metrics;
 /// Sealing of passwords typed in the portal (`mfasync-secret`).
 pub use mfasync_secret as secret;
+pub use syncstate::SyncState;
 
 /// What the web side needs from the service: everything that talks to the
 /// directory or changes MFA users. JSON values keep the shapes of PRODUCT.md

@@ -167,6 +167,18 @@ pub(crate) async fn render(State(app): State<App>) -> impl IntoResponse {
         }
         Err(e) => tracing::warn!("metrics: cannot read approvals: {e}"),
     }
+    if let Some(state) = crate::syncstate::current(app.store.as_ref()).await {
+        out.push_str("# HELP mfasync_sync_configured Whether the active configuration has a sync item (0: nothing to synchronize, not a failure).\n");
+        out.push_str("# TYPE mfasync_sync_configured gauge\n");
+        let _ = writeln!(
+            out,
+            "mfasync_sync_configured {}",
+            u8::from(state.configured())
+        );
+        out.push_str("# HELP mfasync_sync_state The service's synchronization state: not-configured, disabled or active.\n");
+        out.push_str("# TYPE mfasync_sync_state gauge\n");
+        let _ = writeln!(out, "mfasync_sync_state{{state=\"{}\"}} 1", state.label());
+    }
     match app.store.runs(1).await {
         Ok(runs) => {
             if let Some(last) = runs.first() {

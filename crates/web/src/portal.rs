@@ -298,6 +298,12 @@ async fn overview(State(app): State<App>, Extension(admin): Extension<Admin>) ->
         Ok(r) => r.into_iter().next(),
         Err(e) => return db_error(Some(&admin), e),
     };
+    let state = match &config {
+        None => crate::SyncState::NoConfiguration.describe(),
+        Some(c) => mfasync_core::config::parse(&c.toml)
+            .map(|cfg| crate::SyncState::of(Some(&cfg)).describe())
+            .unwrap_or("the stored configuration no longer validates"),
+    };
     let config = match config {
         Some(c) => format!("version {} (applied {})", c.version, esc(&c.created_at)),
         None => "none applied yet".to_string(),
@@ -317,6 +323,7 @@ async fn overview(State(app): State<App>, Extension(admin): Extension<Admin>) ->
     let body = format!(
         r#"<table>
 <tr><th>Configuration</th><td><a href="/settings">{config}</a></td></tr>
+<tr><th>Synchronization</th><td><a href="/sync" id="sync-state">{state}</a></td></tr>
 <tr><th>Last synchronization</th><td><a href="/history">{last}</a></td></tr>
 <tr><th>Pending approvals</th><td><a href="/approvals">{pending}</a></td></tr>
 </table>"#

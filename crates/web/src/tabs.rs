@@ -162,7 +162,6 @@ pub(crate) struct DirectoryForm {
     query_password: String,
     query_password_clear: Option<String>,
     auth_type: String,
-    auth_dn: String,
 }
 
 fn on(b: bool) -> Option<String> {
@@ -187,7 +186,6 @@ impl DirectoryForm {
             query_type: d.query_bind.kind.as_str().to_string(),
             query_dn: d.query_bind.dn.clone(),
             auth_type: d.auth_bind.kind.as_str().to_string(),
-            auth_dn: d.auth_bind.dn.clone(),
             ..DirectoryForm::default()
         }
     }
@@ -288,7 +286,8 @@ impl DirectoryForm {
         }
         let a = table_mut(d, "auth_bind", "directory.auth_bind")?;
         set_str(a, "type", &self.auth_type);
-        set_opt(a, "dn", &self.auth_dn);
+        // the auth bind binds as the user checked: an account there is refused
+        a.remove("dn");
         Ok(())
     }
 }
@@ -390,8 +389,7 @@ pub(crate) fn directory_form_html(
 <tr><th>Bind type - Queries</th><td><select name="query_type">{qtypes}</select></td></tr>
 <tr><th>Bind DN or username</th><td><input name="query_dn" size="50" value="{qdn}"></td></tr>
 <tr><th>Bind password</th><td><input type="password" name="query_password" autocomplete="new-password" placeholder="{pw_hint}"> <span id="query-password-state">{pw_state}</span> <label><input type="checkbox" name="query_password_clear" value="true"> remove the stored password</label><br>stored encrypted with the service's secret key; never shown</td></tr>
-<tr><th>Bind type - Authentications</th><td><select name="auth_type">{atypes}</select></td></tr>
-<tr><th>Authentication bind DN or username</th><td><input name="auth_dn" size="50" value="{adn}"> (usually blank: users bind as themselves)</td></tr>
+<tr><th>Bind type - Authentications</th><td><select name="auth_type">{atypes}</select> (password checks bind as the user being checked, with the DN the query bind finds)</td></tr>
 </table>
 <p><button type="submit" id="save-directory">Save</button> <button type="submit" formaction="/settings/directory/test" id="test-unsaved">Test these settings</button> (without saving them)</p></form>"#,
         csrf = csrf_field(admin),
@@ -415,7 +413,6 @@ pub(crate) fn directory_form_html(
         },
         pw_state = if password_set { "set" } else { "not set" },
         atypes = options(BIND_TYPES, &f.auth_type, None),
-        adn = esc(&f.auth_dn),
     )
 }
 

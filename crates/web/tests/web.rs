@@ -1520,7 +1520,6 @@ fn directory_fields<'a>(servers: &'a str, password: &'a str) -> Vec<(&'a str, &'
         ("query_dn", "cn=admin,dc=example,dc=com"),
         ("query_password", password),
         ("auth_type", "simple"),
-        ("auth_dn", ""),
     ]
 }
 
@@ -2728,4 +2727,46 @@ async fn users_are_searched_by_description_and_filtered_by_user_group() {
         .await;
     assert!(page.contains("1 of 4 users match"));
     assert!(page.contains(r#"<a href="/users/cat">cat</a>"#));
+}
+
+#[tokio::test]
+async fn the_dashboard_says_when_synchronization_is_not_configured() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let page = s.get_page(&sess.cookie, "/").await;
+    assert!(
+        page.contains(r#"id="sync-state">not configured: apply a configuration</a>"#),
+        "{page}"
+    );
+    s.store
+        .put_config("[directory]\nservers = [\"ldap://h\"]\n")
+        .await
+        .unwrap();
+    let page = s.get_page(&sess.cookie, "/").await;
+    assert!(
+        page.contains(r#"id="sync-state">not configured: add a sync item</a>"#),
+        "{page}"
+    );
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nmfasync_sync_configured 0\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mfasync_sync_state{state=\"not-configured\"} 1"));
+    s.store
+        .put_config(
+            "[directory]\nservers = [\"ldap://h\"]\n[[sync.items]]\nkind = \"container\"\ndn = \"ou=x,dc=x\"\n",
+        )
+        .await
+        .unwrap();
+    let page = s.get_page(&sess.cookie, "/").await;
+    assert!(page.contains(r#"id="sync-state">active</a>"#), "{page}");
 }
