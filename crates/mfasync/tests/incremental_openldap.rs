@@ -442,6 +442,8 @@ fn users_moved_or_filtered_out_are_disabled_and_deleted_ones_removed() {
     assert!(m.user(&format!("{t}u3")).is_none(), "deleted");
     // a full cycle agrees
     assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 9));
+}
+
 /// The stored watermark, if any.
 fn watermark(m: &Mfa) -> Option<mfasync_store::Watermark> {
     let rt = tokio::runtime::Runtime::new().unwrap();
