@@ -994,9 +994,11 @@ fn validate_password_env(var: &Option<String>, key: &str, out: &mut Vec<ConfigEr
     }
 }
 
-/// `[directory.auth_bind]` takes only `type`: a password check binds as the
-/// user being checked, so an account or password there would never be used.
-fn refuse_auth_bind_credentials(b: &Bind, out: &mut Vec<ConfigError>) {
+/// Keys of `[directory.auth_bind]` that are accepted (PRODUCT.md gives it the
+/// query bind's keys) but never used: a password check binds as the user being
+/// checked. `config apply` and the portal warn about them.
+pub fn unused_keys(cfg: &Config) -> Vec<ConfigError> {
+    let b = &cfg.directory.auth_bind;
     let given = [
         ("dn", !b.dn.trim().is_empty()),
         ("password", b.password.is_some()),
@@ -1004,12 +1006,16 @@ fn refuse_auth_bind_credentials(b: &Bind, out: &mut Vec<ConfigError>) {
         ("password_env", b.password_env.is_some()),
         ("password_encrypted", b.password_encrypted.is_some()),
     ];
-    for (k, _) in given.iter().filter(|(_, set)| *set) {
-        out.push(err(
-            format!("directory.auth_bind.{k}"),
-            "not used: a password check binds as the user being checked (only `type` is read here); remove it, and set the searching account in [directory.query_bind]",
-        ));
-    }
+    given
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| {
+            err(
+                format!("directory.auth_bind.{k}"),
+                "not used: a password check binds as the user being checked (only `type` is read here); the searching account is [directory.query_bind]",
+            )
+        })
+        .collect()
 }
 
 /// A DNS label as AD uses them (letters, digits, '-', '_').
@@ -1135,7 +1141,6 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
     }
     validate_bind(&d.query_bind, "directory.query_bind", true, &mut out);
     validate_bind(&d.auth_bind, "directory.auth_bind", false, &mut out);
-    refuse_auth_bind_credentials(&d.auth_bind, &mut out);
     validate_domains(d, &mut out);
     if d.auth_bind.kind == BindType::Anonymous {
         out.push(err(
@@ -1704,10 +1709,11 @@ mod tests {
     }
 
     #[test]
-    fn auth_bind_takes_only_its_type() {
+    fn auth_bind_credentials_are_accepted_and_reported_unused() {
         let base =
             "[directory]\nservers = [\"ldap://h\"]\n[directory.auth_bind]\ntype = \"simple\"\n";
-        assert!(parse(base).is_ok());
+        let Ok(cfg) = parse(base) else { panic!("base") };
+        assert!(unused_keys(&cfg).is_empty());
         for (extra, key) in [
             ("dn = \"cn=svc,dc=x\"", "directory.auth_bind.dn"),
             ("password = \"pw\"", "directory.auth_bind.password"),
@@ -1721,14 +1727,17 @@ mod tests {
                 "directory.auth_bind.password_encrypted",
             ),
         ] {
-            let errs = parse(&format!("{base}{extra}\n")).unwrap_err();
-            let e = errs
-                .iter()
-                .find(|e| e.to_string().starts_with(key))
-                .unwrap_or_else(|| panic!("{extra}: {errs:?}"));
-            assert!(e.to_string().contains("binds as the user"), "{e}");
+            let cfg =
+                parse(&format!("{base}{extra}\n")).unwrap_or_else(|e| panic!("{extra}: {e:?}"));
+            let notes = unused_keys(&cfg);
+            assert_eq!(notes.len(), 1, "{extra}: {notes:?}");
+            assert!(notes[0].to_string().starts_with(key), "{}", notes[0]);
+            assert!(notes[0].to_string().contains("binds as the user"));
         }
         // a blank dn is no account
-        assert!(parse(&format!("{base}dn = \"\"\n")).is_ok());
+        let Ok(cfg) = parse(&format!("{base}dn = \"\"\n")) else {
+            panic!("blank dn")
+        };
+        assert!(unused_keys(&cfg).is_empty());
     }
 }

@@ -377,6 +377,9 @@ async fn run(cli: Cli) -> CmdResult {
             if let Err(w) = secrets::check(&cfg) {
                 eprintln!("mfasync: warning: {w}");
             }
+            for note in mfasync_core::config::unused_keys(&cfg) {
+                eprintln!("mfasync: warning: {}: {note}", file.display());
+            }
             if dry_run {
                 if cli.json {
                     print_json(&serde_json::json!({"ok": true, "stored": false}))?;
