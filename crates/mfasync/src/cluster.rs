@@ -198,8 +198,7 @@ impl Cluster {
                 rfc3339(s.heartbeat_ms),
                 s.address
             );
-            tracing::warn!("{msg}");
-            eprintln!("mfasync: warning: {msg}");
+            crate::logging::warning(msg);
         }
         self.tick().await
     }
@@ -294,17 +293,15 @@ impl Cluster {
             if now != was {
                 let token = self.with_state(|s| s.token);
                 if now {
-                    tracing::info!(server = %self.me.name, token, "this server now runs synchronization");
-                    eprintln!(
-                        "mfasync: server {} now runs synchronization (fencing token {token})",
+                    crate::logging::notice(format_args!(
+                        "server {} now runs synchronization (fencing token {token})",
                         self.me.name
-                    );
+                    ));
                 } else {
-                    tracing::warn!(server = %self.me.name, "this server no longer runs synchronization");
-                    eprintln!(
-                        "mfasync: server {} no longer runs synchronization",
+                    crate::logging::warning(format_args!(
+                        "server {} no longer runs synchronization",
                         self.me.name
-                    );
+                    ));
                 }
                 was = now;
             }
@@ -563,10 +560,10 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
             let servers = store.servers().await.map_err(refused)?;
             if let Some(s) = servers.iter().find(|s| s.name == name) {
                 if !alive(s, now_ms()) {
-                    eprintln!(
-                        "mfasync: warning: server {name} is down (last heartbeat {}): no server synchronizes until it is back or `mfasync servers unpin`",
+                    crate::logging::warning(format_args!(
+                        "server {name} is down (last heartbeat {}): no server synchronizes until it is back or `mfasync servers unpin`",
                         rfc3339(s.heartbeat_ms)
-                    );
+                    ));
                 }
             }
             if !servers.iter().any(|s| s.name == name) {

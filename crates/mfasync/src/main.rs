@@ -18,13 +18,16 @@ mod export;
 mod history;
 mod http;
 mod incremental;
+mod logging;
 mod lookup;
+mod manual;
 mod progress;
 mod rekey;
 mod retention;
 mod secrets;
 mod serve;
 mod sync;
+mod systemd;
 mod terminal;
 mod web;
 
@@ -70,6 +73,9 @@ struct Cli {
     /// /etc/mfasync; systemd's $CREDENTIALS_DIRECTORY always)
     #[arg(long = "secrets-dir", global = true, value_name = "DIR")]
     secrets_dirs: Vec<std::path::PathBuf>,
+    /// How stderr's log lines are written: text, or one JSON object per line
+    #[arg(long, global = true, value_enum, env = "MFASYNC_LOG_FORMAT", default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -178,6 +184,11 @@ enum Command {
         #[command(subcommand)]
         cmd: AdminCmd,
     },
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages into DIR (for packaging)
+    #[command(hide = true)]
+    Manpages { dir: std::path::PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -242,6 +253,12 @@ enum ConfigCmd {
     },
     /// Print the active configuration as TOML (secrets are never printed)
     Export,
+    /// Print a commented starter configuration (Active Directory by default)
+    Example {
+        /// For OpenLDAP instead
+        #[arg(long)]
+        openldap: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -284,13 +301,7 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Auth { .. }) {
         alloc::tune();
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MFASYNC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(cli.log_format);
     // A password check is one short request: a single-threaded runtime starts
     // faster (no worker threads), which is most of what such a process costs.
     let mut builder = if matches!(cli.command, Command::Auth { .. }) {
@@ -301,19 +312,19 @@ fn main() -> ExitCode {
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mfasync: cannot start the runtime: {e}");
+            logging::error(format_args!("cannot start the runtime: {e}"));
             return ExitCode::from(1);
         }
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Refused(msg)) => {
-            eprintln!("mfasync: {}", terminal::safe(&msg));
+            logging::error(msg);
             ExitCode::from(1)
         }
         Err(Failure::Invalid(problems)) => {
             for p in problems {
-                eprintln!("mfasync: {}", terminal::safe(&p));
+                logging::error(p);
             }
             ExitCode::from(2)
         }
@@ -375,10 +386,10 @@ async fn run(cli: Cli) -> CmdResult {
             })?;
             // secrets named by file or env are read by the service later; say so now if they are unreadable here
             if let Err(w) = secrets::check(&cfg) {
-                eprintln!("mfasync: warning: {w}");
+                logging::warning(w);
             }
             for note in mfasync_core::config::unused_keys(&cfg) {
-                eprintln!("mfasync: warning: {}: {note}", file.display());
+                logging::warning(format_args!("{}: {note}", file.display()));
             }
             if dry_run {
                 if cli.json {
@@ -392,7 +403,7 @@ async fn run(cli: Cli) -> CmdResult {
             let key = secrets::key().map_err(Failure::Refused)?;
             let stored = secrets::for_store(&text, key.as_ref()).map_err(Failure::Invalid)?;
             if let Some(w) = &stored.warning {
-                eprintln!("mfasync: warning: {w}");
+                logging::warning(w);
             }
             let store = open_store(&cli.database).await?;
             let version = store
@@ -405,6 +416,30 @@ async fn run(cli: Cli) -> CmdResult {
                 println!("configuration version {version} is now active");
                 Ok(())
             }
+        }
+        Command::Config {
+            cmd: ConfigCmd::Example { openldap },
+        } => {
+            print!(
+                "{}",
+                match openldap {
+                    true => manual::EXAMPLE_OPENLDAP,
+                    false => manual::EXAMPLE_AD,
+                }
+            );
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            manual::completions(<Cli as clap::CommandFactory>::command(), shell);
+            Ok(())
+        }
+        Command::Manpages { dir } => {
+            let written = manual::manpages(<Cli as clap::CommandFactory>::command(), &dir)
+                .map_err(Failure::Refused)?;
+            for p in written {
+                println!("{}", p.display());
+            }
+            Ok(())
         }
         Command::Config {
             cmd: ConfigCmd::Export,

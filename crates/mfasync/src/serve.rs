@@ -84,7 +84,7 @@ pub async fn run(
         open_files = descriptors,
         "serving the portal, /api/v1, /metrics, /healthz"
     );
-    eprintln!("mfasync: serving on http://{local}");
+    crate::logging::notice(format_args!("serving on http://{local}"));
     // Register, heartbeat, and take the sync lease when it is free (issue 8).
     let cluster = Arc::new(crate::cluster::Cluster::new(
         store.clone(),
@@ -97,8 +97,8 @@ pub async fn run(
         .join()
         .await
         .with_context(|| format!("server {}: cannot join", node.name))?;
-    eprintln!(
-        "mfasync: server {} {}",
+    let role = format!(
+        "server {} {}",
         node.name,
         if cluster.is_runner() {
             "runs synchronization"
@@ -106,18 +106,26 @@ pub async fn run(
             "waits: another server runs synchronization"
         }
     );
+    crate::logging::notice(&role);
     let maintain = tokio::spawn({
         let cluster = cluster.clone();
         async move { cluster.maintain().await }
     });
     let http = tokio::spawn(crate::http::serve(listener, app, http, max_connections));
+    // (systemd: the unit is started once the port answers)
+    crate::systemd::ready(&format!("serving on http://{local}; {role}"));
+    let watchdog = crate::systemd::watchdog();
     let result = tokio::select! {
         r = cycles(store.as_ref(), &metrics, &sync_lock, &cluster) => r,
         _ = shutdown_signal() => {
-            eprintln!("mfasync: stopping");
+            crate::systemd::stopping();
+            crate::logging::notice("stopping");
             Ok(())
         }
     };
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     http.abort();
     maintain.abort();
     cluster.leave().await;
@@ -174,8 +182,7 @@ async fn cycles(
                     crate::Failure::Refused(m) => m,
                     crate::Failure::Invalid(v) => v.join("; "),
                 };
-                tracing::warn!("no cycle: {msg}");
-                eprintln!("mfasync: no cycle: {msg}");
+                crate::logging::warning(format_args!("no cycle: {msg}"));
                 NO_CONFIG_RETRY
             }
             Ok(cfg) => {
@@ -238,8 +245,9 @@ async fn cycles(
                         }
                         Err(e) => {
                             metrics.record_sync("auto", secs, None);
-                            tracing::error!("sync cycle failed, nothing changed: {e:#}");
-                            eprintln!("mfasync: sync cycle failed, nothing changed: {e:#}");
+                            crate::logging::error(format_args!(
+                                "sync cycle failed, nothing changed: {e:#}"
+                            ));
                         }
                     }
                 }

@@ -1709,7 +1709,7 @@ pub fn outcome_json(o: &Outcome, plan_only: bool) -> serde_json::Value {
 pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
     let c = o.plan.counts();
     if let Some(n) = &o.note {
-        eprintln!("mfasync: {}", crate::terminal::safe(n));
+        crate::logging::notice(n);
     }
     if json {
         return crate::print_json(&outcome_json(o, plan_only));
@@ -1758,7 +1758,7 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
         );
     }
     for w in &o.plan.warnings {
-        eprintln!("mfasync: warning: {}", crate::terminal::safe(w));
+        crate::logging::warning(w);
     }
     Ok(())
 }

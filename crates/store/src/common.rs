@@ -59,6 +59,13 @@ impl FenceSlot {
 }
 
 /// Now, as Unix epoch milliseconds.
+/// sqlx logs every statement slower than a second as a WARN, and reading
+/// 100,000 users (an export, a sync's digests) is such a statement on
+/// normal work: here it is INFO (`MFASYNC_LOG=info` shows it), not a warning.
+pub(crate) fn slow_statements_as_info<O: sqlx::ConnectOptions>(options: O) -> O {
+    options.log_slow_statements(log::LevelFilter::Info, std::time::Duration::from_secs(1))
+}
+
 pub(crate) fn now_ms() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(i64::MAX)

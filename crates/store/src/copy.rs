@@ -247,14 +247,17 @@ pub async fn copy_to_postgres(from: &str, to: &str, overwrite: bool) -> Result<C
     drop(crate::SqliteStore::open(path).await?);
     drop(crate::PgStore::open(to).await?);
 
-    let mut src = sqlx::SqliteConnection::connect_with(
-        &SqliteConnectOptions::new()
+    let mut src = sqlx::SqliteConnection::connect_with(&crate::common::slow_statements_as_info(
+        SqliteConnectOptions::new()
             .filename(path)
             .read_only(true)
             .busy_timeout(std::time::Duration::from_secs(30)),
-    )
+    ))
     .await?;
-    let mut dst = sqlx::PgConnection::connect_with(&PgConnectOptions::from_str(to)?).await?;
+    let mut dst = sqlx::PgConnection::connect_with(&crate::common::slow_statements_as_info(
+        PgConnectOptions::from_str(to)?,
+    ))
+    .await?;
 
     let mut src_tx = src.begin().await?;
     let mut tx = dst.begin().await?;

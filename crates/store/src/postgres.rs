@@ -52,6 +52,7 @@ impl PgStore {
                 ("lock_timeout", timeout_ms.as_str()),
                 ("idle_in_transaction_session_timeout", idle_ms.as_str()),
             ]);
+        let options = crate::common::slow_statements_as_info(options);
         let server = format!("{}:{}", options.get_host(), options.get_port());
         let unreachable = |why: String| {
             crate::StoreError::Unreachable(format!(

@@ -97,6 +97,7 @@ impl SqliteStore {
             true => options.pragma("journal_size_limit", "0"),
             false => options,
         };
+        let options = crate::common::slow_statements_as_info(options);
 
         let mut pool_options = SqlitePoolOptions::new();
         if short && !memory && !read_only {
