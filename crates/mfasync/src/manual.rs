@@ -24,17 +24,42 @@ pub fn completions(mut cmd: clap::Command, shell: clap_complete::Shell) {
 pub fn manpages(cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>, String> {
     let fail = |e: std::io::Error| format!("cannot write man pages into {}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(fail)?;
-    clap_mangen::generate_to(cmd.clone(), dir).map_err(fail)?;
-    // the main page again, with the sections clap does not know about
+    // (built: subcommands know their display names, such as mfasync-config)
+    let mut cmd = cmd.disable_help_subcommand(true);
+    cmd.build();
+    let source = format!(
+        "{} {}",
+        cmd.get_name(),
+        cmd.get_version().unwrap_or_default()
+    );
+    let mut written = Vec::new();
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        subcommand_pages(sub, &source, dir, &mut written).map_err(fail)?;
+    }
     let main = dir.join(format!("{}.1", cmd.get_name()));
     std::fs::write(&main, main_page(cmd).map_err(fail)?).map_err(fail)?;
-    let mut written: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(fail)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "1"))
-        .collect();
+    written.push(main);
     written.sort();
     Ok(written)
+}
+
+/// The page of `cmd` and of each of its visible subcommands, footed with
+/// the program's name and version.
+fn subcommand_pages(
+    cmd: &clap::Command,
+    source: &str,
+    dir: &Path,
+    written: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        subcommand_pages(sub, source, dir, written)?;
+    }
+    written.push(
+        clap_mangen::Man::new(cmd.clone())
+            .source(source)
+            .generate_to(dir)?,
+    );
+    Ok(())
 }
 
 /// mfasync(1): clap's sections, then ENVIRONMENT, FILES, EXIT STATUS and SEE ALSO.
