@@ -288,13 +288,16 @@ fn config_examples_are_valid_configurations() {
     ] {
         let text = m.ok(&args).stdout;
         assert!(text.starts_with("# mfasync configuration"), "{text}");
-        // as installed, only the password file is missing: a warning naming it
-        let file = m.config_file(&text);
+        assert!(text.contains("password_file = \"/etc/mfasync/bind.password\""));
+        // valid as it is; the password file still to be made: a warning naming it
+        let missing = m.dir.path().join("no-such.password");
+        let missing = missing.to_str().expect("utf8");
+        let file = m.config_file(&text.replace("/etc/mfasync/bind.password", missing));
         let file = file.to_str().expect("utf8");
         let o = m.ok(&["config", "apply", "--dry-run", file]);
         assert!(
             o.stderr
-                .contains("password_file: cannot read /etc/mfasync/bind.password"),
+                .contains(&format!("password_file: cannot read {missing}")),
             "{}",
             o.stderr
         );
