@@ -280,6 +280,8 @@ fn log_format_json_writes_one_object_per_line() {
 #[test]
 fn config_examples_are_valid_configurations() {
     let m = Mfa::new();
+    // (password files are read from secrets directories only)
+    let secrets = m.dir.path().to_str().expect("utf8");
     let pw = m.dir.path().join("bind.password");
     std::fs::write(&pw, "secret\n").expect("password file");
     for args in [
@@ -294,7 +296,14 @@ fn config_examples_are_valid_configurations() {
         let missing = missing.to_str().expect("utf8");
         let file = m.config_file(&text.replace("/etc/mfasync/bind.password", missing));
         let file = file.to_str().expect("utf8");
-        let o = m.ok(&["config", "apply", "--dry-run", file]);
+        let o = m.ok(&[
+            "--secrets-dir",
+            secrets,
+            "config",
+            "apply",
+            "--dry-run",
+            file,
+        ]);
         assert!(
             o.stderr
                 .contains(&format!("password_file: cannot read {missing}")),
@@ -305,9 +314,16 @@ fn config_examples_are_valid_configurations() {
         let file =
             m.config_file(&text.replace("/etc/mfasync/bind.password", pw.to_str().expect("utf8")));
         let file = file.to_str().expect("utf8");
-        let o = m.ok(&["config", "apply", "--dry-run", file]);
+        let o = m.ok(&[
+            "--secrets-dir",
+            secrets,
+            "config",
+            "apply",
+            "--dry-run",
+            file,
+        ]);
         assert_eq!(o.stderr, "", "{args:?}");
-        m.ok(&["config", "apply", file]);
+        m.ok(&["--secrets-dir", secrets, "config", "apply", file]);
         let exported = m.ok(&["config", "export"]).stdout;
         assert!(exported.contains("password_file"), "{exported}");
     }
