@@ -89,10 +89,33 @@ fn roots(ca: Option<&str>) -> Result<RootCertStore, LdapError> {
     Ok(roots)
 }
 
+/// The largest `tls_ca_file` read: a bundle of a few hundred CAs is far smaller.
+const MAX_CA_FILE_BYTES: u64 = 4 << 20;
+
+/// The text of the regular file `path`, at most `max` bytes: a device such as
+/// `/dev/zero`, a FIFO or a directory (a configuration saved through the portal
+/// can name any path) is refused without being read.
+fn read_bounded(path: &str, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(text)
+}
+
 /// The certificates of a PEM file (`tls_ca_file`).
 fn ca_file(path: &str) -> Result<Vec<CertificateDer<'static>>, LdapError> {
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| LdapError::Config(format!("tls_ca_file {path}: cannot read: {e}")))?;
+    let pem = read_bounded(path, MAX_CA_FILE_BYTES)
+        .map_err(|e| LdapError::Config(format!("tls_ca_file {path}: {e}")))?;
     let blocks = crate::client::pem_certificates(&pem);
     if blocks.is_empty() {
         return Err(LdapError::Config(format!(
@@ -297,5 +320,31 @@ mod tests {
         assert!(!name_matches("*.com", "example.com"));
         assert!(!name_matches("dc*.example.com", "dc1.example.com"));
         assert!(!name_matches("", "x"));
+    }
+}
+
+#[cfg(test)]
+mod bounded_read_tests {
+    use super::read_bounded;
+
+    #[test]
+    fn ca_files_are_read_only_when_regular_and_small() {
+        let Err(e) = read_bounded("/dev/zero", 1024) else {
+            panic!("/dev/zero was read")
+        };
+        assert_eq!(e, "not a regular file");
+        let Err(e) = read_bounded("/", 1024) else {
+            panic!("a directory was read")
+        };
+        assert_eq!(e, "not a regular file");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'a'; 2048]).unwrap_or_else(|e| panic!("{e}"));
+        let big = big.display().to_string();
+        assert_eq!(
+            read_bounded(&big, 1024),
+            Err("larger than 1024 bytes".to_string())
+        );
+        assert_eq!(read_bounded(&big, 4096).map(|t| t.len()), Ok(2048));
     }
 }
