@@ -994,6 +994,17 @@ fn validate_password_env(var: &Option<String>, key: &str, out: &mut Vec<ConfigEr
     }
 }
 
+/// The first listed server that a `type = "ssl"` bind would reach without TLS.
+fn ssl_over_plain_ldap<'a>(d: &'a Directory, bind: &Bind) -> Option<&'a str> {
+    if bind.kind != BindType::Ssl || d.starttls {
+        return None;
+    }
+    d.servers
+        .iter()
+        .map(|s| s.trim())
+        .find(|s| !s.to_ascii_lowercase().starts_with("ldaps://"))
+}
+
 /// Keys of `[directory.auth_bind]` that are accepted (PRODUCT.md gives it the
 /// query bind's keys) but never used: a password check binds as the user being
 /// checked. `config apply` and the portal warn about them.
@@ -1105,6 +1116,17 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             "directory.servers",
             "source = \"ldap\" needs at least one server",
         ));
+    }
+    for (key, bind) in [
+        ("directory.query_bind.type", &d.query_bind),
+        ("directory.auth_bind.type", &d.auth_bind),
+    ] {
+        if let Some(plain) = ssl_over_plain_ldap(d, bind) {
+            out.push(err(
+                key,
+                format!("\"ssl\" sends the password encrypted only over ldaps:// or with starttls = true, and server {plain} is plain ldap://: use ldaps://, set directory.starttls = true, or choose \"simple\""),
+            ));
+        }
     }
     for (i, s) in d.servers.iter().enumerate() {
         if let Err(m) = validate_server(s) {
@@ -1739,5 +1761,20 @@ mod tests {
             panic!("blank dn")
         };
         assert!(unused_keys(&cfg).is_empty());
+    }
+
+    #[test]
+    fn ssl_binds_need_ldaps_or_starttls() {
+        let cfg = |servers: &str, extra: &str| {
+            format!("[directory]\nservers = [{servers}]\n{extra}[directory.query_bind]\ntype = \"ssl\"\ndn = \"cn=a,dc=b\"\npassword = \"pw\"\n")
+        };
+        let errs = parse(&cfg("\"ldaps://a\", \"ldap://b\"", "")).unwrap_err();
+        let e = errs
+            .iter()
+            .find(|e| e.to_string().starts_with("directory.query_bind.type"))
+            .unwrap_or_else(|| panic!("{errs:?}"));
+        assert!(e.to_string().contains("ldap://b"), "{e}");
+        assert!(parse(&cfg("\"ldaps://a\"", "")).is_ok());
+        assert!(parse(&cfg("\"ldap://a\"", "starttls = true\n")).is_ok());
     }
 }
