@@ -15,7 +15,7 @@ use mfasync_core::auth::Reason;
 use mfasync_core::lockout::{Account, Refusal};
 
 use crate::auth::Admin;
-use crate::limits::{client_address, RequestGate};
+use crate::limits::{client_key, RequestGate};
 use crate::App;
 
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -373,12 +373,11 @@ async fn auth(
             "expected a JSON body {\"username\": \"...\", \"password\": \"...\"}",
         );
     };
-    let client = client_address(
+    let client = client_key(
         peer.map(|Extension(c)| c.0),
         &headers,
         &app.opts.trusted_proxies,
-    )
-    .map(|a| a.to_string());
+    );
     let client = client.as_deref();
     // The typed name first (names the directory does not know), then, through
     // the gate, the account it names: refused without asking the directory.

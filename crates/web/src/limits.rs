@@ -139,10 +139,19 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
+/// The client of a request as the text the limits are keyed on ([`client_address`]).
+pub(crate) fn client_key(
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    trusted: &[IpAddr],
+) -> Option<String> {
+    client_address(peer, headers, trusted).map(|a| a.to_string())
+}
+
 /// The client of a request: the socket peer, or, when the peer is a trusted
 /// proxy, the right-most `X-Forwarded-For` address that is not itself a
 /// trusted proxy. None without a socket address (not served over TCP).
-pub(crate) fn client_address(
+fn client_address(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     trusted: &[IpAddr],

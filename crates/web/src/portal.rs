@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::api::UserQuery;
 use crate::auth::{self, csrf_refusal, Admin};
 use crate::html::{csrf_field, esc, notice, page, url_component};
-use crate::limits::{client_address, retry_after_secs, RequestGate};
+use crate::limits::{client_key, retry_after_secs, RequestGate};
 use crate::App;
 use mfasync_core::lockout::{Account, Refusal};
 
@@ -182,12 +182,11 @@ pub(crate) async fn login(
         )
             .into_response();
     }
-    let client = client_address(
+    let client = client_key(
         peer.map(|Extension(c)| c.0),
         &headers,
         &app.opts.trusted_proxies,
-    )
-    .map(|a| a.to_string());
+    );
     let client = client.as_deref();
     let name = form.username.chars().take(64).collect::<String>();
     // The typed name (a local administrator's key) first; a directory
