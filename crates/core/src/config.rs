@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
+mod schema;
 mod typed;
 mod values;
+
+pub use schema::Schema;
 
 /// One problem in a configuration file, named by its TOML key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,21 +230,73 @@ pub const DEFAULT_SECURITY_GROUP_FILTER: &str =
     "(&(objectCategory=group)(groupType:1.2.840.113556.1.4.804:=-2147483648))";
 pub const DEFAULT_USER_FILTER: &str = "(&(objectCategory=person)(objectClass=user))";
 
+/// `[filters]`. After `parse`, every filter is the one in effect: a blank
+/// (or whitespace-only) key holds its schema's default ([`Schema::filters`])
+/// and is named in `blank`, so that `config export` writes it blank again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Filters {
     pub container: String,
     pub security_group: String,
     pub user: String,
+    /// Which keys were blank in the configuration text.
+    #[serde(skip)]
+    pub blank: BlankFilters,
+}
+
+/// The `[filters]` keys that were blank: they follow the schema's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlankFilters {
+    pub container: bool,
+    pub security_group: bool,
+    pub user: bool,
 }
 
 impl Default for Filters {
     fn default() -> Self {
-        Filters {
-            container: DEFAULT_CONTAINER_FILTER.into(),
-            security_group: DEFAULT_SECURITY_GROUP_FILTER.into(),
-            user: DEFAULT_USER_FILTER.into(),
+        Schema::ActiveDirectory.filters()
+    }
+}
+
+impl Filters {
+    /// Put `schema`'s default in every blank filter, and note which were.
+    pub fn fill_blank(&mut self, schema: Schema) {
+        let defaults = schema.filters();
+        for (value, default, was_blank) in [
+            (
+                &mut self.container,
+                defaults.container,
+                &mut self.blank.container,
+            ),
+            (
+                &mut self.security_group,
+                defaults.security_group,
+                &mut self.blank.security_group,
+            ),
+            (&mut self.user, defaults.user, &mut self.blank.user),
+        ] {
+            if value.trim().is_empty() {
+                *value = default;
+                *was_blank = true;
+            }
         }
+    }
+
+    /// `(key, filter in effect)` of each filter that was blank.
+    pub fn blank_ones(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("container", self.blank.container, &self.container),
+            (
+                "security_group",
+                self.blank.security_group,
+                &self.security_group,
+            ),
+            ("user", self.blank.user, &self.user),
+        ]
+        .into_iter()
+        .filter(|(_, blank, _)| *blank)
+        .map(|(k, _, v)| (k, v.as_str()))
+        .collect()
     }
 }
 
@@ -881,9 +936,12 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     let mut errors = unknown_keys(&mut root);
     let (cfg, type_errors) = typed::read(root);
     errors.extend(type_errors);
-    let Some(cfg) = cfg else {
+    let Some(mut cfg) = cfg else {
         return Err(errors);
     };
+    // blank filters mean the schema's default: every consumer sees the filter in effect
+    let schema = Schema::of(&cfg);
+    cfg.filters.fill_blank(schema);
     let reported: Vec<String> = errors.iter().map(|e| e.key.clone()).collect();
     errors.extend(validate(&cfg).into_iter().filter(|e| {
         !reported.iter().any(|r| {
@@ -929,9 +987,15 @@ fn password_sources(
     }
 }
 
-/// `needs_dn`: the query bind binds as its own account; the auth bind binds as
-/// the user being checked, so it has no DN of its own.
-fn validate_bind(b: &Bind, key: &str, needs_dn: bool, out: &mut Vec<ConfigError>) {
+/// `needs_dn`: the query bind binds as its own account (a DN, or on Active
+/// Directory also a UPN or `DOMAIN\name`: `schema::check_bind_name`); the
+/// auth bind binds as the user being checked, so it has no DN of its own.
+fn validate_bind(
+    b: &Bind,
+    key: &str,
+    needs_dn: Option<Schema>,
+    out: &mut Vec<ConfigError>,
+) {
     let sources = [
         &b.password,
         &b.password_file,
@@ -957,17 +1021,18 @@ fn validate_bind(b: &Bind, key: &str, needs_dn: bool, out: &mut Vec<ConfigError>
     }
     password_sources(&b.password, &b.password_file, &b.password_env, key, out);
     match b.kind {
-        BindType::Simple | BindType::Ssl if needs_dn => {
+        BindType::Simple | BindType::Ssl => {
+            let Some(schema) = needs_dn else { return };
             if b.dn.trim().is_empty() {
                 out.push(err(
                     format!("{key}.dn"),
                     format!("bind type {} needs a bind DN", b.kind.as_str()),
                 ));
-            } else if let Err(m) = crate::filter::validate_dn(&b.dn) {
+            } else if let Err(m) = schema::check_bind_name(&b.dn, schema) {
                 out.push(err(format!("{key}.dn"), m));
             }
         }
-        _ => {}
+        BindType::Anonymous | BindType::Windows => {}
     }
 }
 
@@ -1029,6 +1094,56 @@ pub fn unused_keys(cfg: &Config) -> Vec<ConfigError> {
         .collect()
 }
 
+/// Everything `config apply`, the portal's Settings page and `directory
+/// test` warn about (none stops the configuration from being used): keys
+/// that are never read, TLS servers written as IP addresses.
+pub fn warnings(cfg: &Config) -> Vec<ConfigError> {
+    let mut out = unused_keys(cfg);
+    out.extend(server_warnings(&cfg.directory));
+    out
+}
+
+/// Servers reached over TLS (`ldaps://`, or `ldap://` with `starttls`) that
+/// are written as an IP address: the certificate must name that address
+/// (an iPAddress subjectAltName), which few certificates do. Nothing when
+/// `tls_verify = false` (no name is checked then).
+pub fn server_warnings(d: &Directory) -> Vec<ConfigError> {
+    if !d.tls_verify {
+        return Vec::new();
+    }
+    d.servers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, url)| {
+            let url = url.trim();
+            let rest = match url.strip_prefix("ldaps://") {
+                Some(rest) => rest,
+                None if d.starttls => url.strip_prefix("ldap://")?,
+                None => return None,
+            };
+            let ip = ip_host(rest)?;
+            Some(err(
+                format!("directory.servers[{i}]"),
+                format!(
+                    "{url} names the server by its IP address {ip}: TLS succeeds only if the server's certificate names that address (an IP subjectAltName); most name the host, so write the host name the certificate was issued for"
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// The host of `host[:port][/...]` when it is an IPv4 address or a
+/// bracketed IPv6 address.
+fn ip_host(rest: &str) -> Option<std::net::IpAddr> {
+    let hostport = rest.split('/').next().unwrap_or_default();
+    if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, _) = v6.split_once(']')?;
+        return h.parse::<std::net::Ipv6Addr>().ok().map(Into::into);
+    }
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    host.parse::<std::net::Ipv4Addr>().ok().map(Into::into)
+}
+
 /// A DNS label as AD uses them (letters, digits, '-', '_').
 fn label_ok(l: &str) -> bool {
     !l.is_empty()
@@ -1046,7 +1161,7 @@ fn dns_name_ok(name: &str) -> bool {
 }
 
 /// `[[directory.domains]]`: a DNS name each, once, and a query bind.
-fn validate_domains(d: &Directory, out: &mut Vec<ConfigError>) {
+fn validate_domains(d: &Directory, schema: Schema, out: &mut Vec<ConfigError>) {
     let mut seen: Vec<String> = Vec::new();
     for (i, dom) in d.domains.iter().enumerate() {
         let key = format!("directory.domains[{i}]");
@@ -1071,7 +1186,12 @@ fn validate_domains(d: &Directory, out: &mut Vec<ConfigError>) {
             ));
         }
         seen.push(n);
-        validate_bind(&dom.query_bind, &format!("{key}.query_bind"), true, out);
+        validate_bind(
+            &dom.query_bind,
+            &format!("{key}.query_bind"),
+            Some(schema),
+            out,
+        );
     }
 }
 
@@ -1161,9 +1281,10 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             ),
         ));
     }
-    validate_bind(&d.query_bind, "directory.query_bind", true, &mut out);
-    validate_bind(&d.auth_bind, "directory.auth_bind", false, &mut out);
-    validate_domains(d, &mut out);
+    let schema = Schema::of(cfg);
+    validate_bind(&d.query_bind, "directory.query_bind", Some(schema), &mut out);
+    validate_bind(&d.auth_bind, "directory.auth_bind", None, &mut out);
+    validate_domains(d, schema, &mut out);
     if d.auth_bind.kind == BindType::Anonymous {
         out.push(err(
             "directory.auth_bind.type",
@@ -1386,9 +1507,46 @@ fn validate_server(s: &str) -> Result<(), String> {
 
 impl Config {
     /// The configuration as TOML with every secret left out.
+    /// A filter that was blank is written blank again, with a comment under
+    /// `[filters]` giving the filter in effect.
     pub fn to_toml_redacted(&self) -> String {
-        toml::to_string_pretty(self)
-            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        let blank = self.filters.blank_ones();
+        let mut shown = std::borrow::Cow::Borrowed(self);
+        if !blank.is_empty() {
+            let f = &mut shown.to_mut().filters;
+            let b = f.blank;
+            for (was_blank, value) in [
+                (b.container, &mut f.container),
+                (b.security_group, &mut f.security_group),
+                (b.user, &mut f.user),
+            ] {
+                if was_blank {
+                    value.clear();
+                }
+            }
+        }
+        let text = match toml::to_string_pretty(shown.as_ref()) {
+            Ok(t) => t,
+            Err(e) => return format!("# cannot render configuration: {e}\n"),
+        };
+        if blank.is_empty() {
+            return text;
+        }
+        let mut note = format!(
+            "# blank: the default of the {} schema, in effect:\n",
+            Schema::of(self).as_str()
+        );
+        for (key, value) in &blank {
+            let quoted = toml::Value::String(value.to_string()).to_string();
+            note.push_str(&format!("#   {key} = {quoted}\n"));
+        }
+        match text.find("[filters]\n") {
+            Some(at) => {
+                let at = at + "[filters]\n".len();
+                format!("{}{note}{}", &text[..at], &text[at..])
+            }
+            None => text,
+        }
     }
 
     /// Base DN, with the items' DNs as a fallback hint. Empty means "ask the RootDSE".

@@ -113,6 +113,10 @@ pub struct TestReport {
     /// the trusted domains, each with whether a DC of it answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domains: Option<TrustReport>,
+    /// Settings that may stop TLS (`config::server_warnings`: a TLS server
+    /// written as an IP address), each naming its key; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One server tried by [`test`].
@@ -1493,6 +1497,15 @@ async fn connect_opened(
 /// steps. Servers are tried in order like [`connect`]; the report is of the
 /// first that works, else of the last failure.
 pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestReport {
+    let mut report = test_servers(dir, bind, password).await;
+    report.warnings = mfasync_core::config::server_warnings(dir)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    report
+}
+
+async fn test_servers(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestReport {
     let failed = |server: String, step: Step, e: &LdapError| TestReport {
         ok: false,
         server,
@@ -1506,6 +1519,7 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
         discovery: None,
         tried: Vec::new(),
         domains: None,
+        warnings: Vec::new(),
     };
     let discovered = if discovery::wanted(dir) {
         match discovery::discover(dir).await {
@@ -1620,6 +1634,7 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
                     discovery: discovered.as_ref().map(|d| d.report.clone()),
                     tried,
                     domains,
+                    warnings: Vec::new(),
                 };
                 client.unbind().await;
                 return report;
@@ -1640,6 +1655,7 @@ pub async fn test(dir: &Directory, bind: &Bind, password: Option<&str>) -> TestR
                     discovery: discovered.as_ref().map(|d| d.report.clone()),
                     tried: Vec::new(),
                     domains: None,
+                    warnings: Vec::new(),
                 });
                 if is_fatal(&e) {
                     break;

@@ -388,7 +388,7 @@ async fn run(cli: Cli) -> CmdResult {
             if let Err(w) = secrets::check(&cfg) {
                 logging::warning(w);
             }
-            for note in mfasync_core::config::unused_keys(&cfg) {
+            for note in mfasync_core::config::warnings(&cfg) {
                 logging::warning(format_args!("{}: {note}", file.display()));
             }
             if dry_run {
@@ -523,6 +523,9 @@ async fn run(cli: Cli) -> CmdResult {
                     if let Some(e) = &t.error {
                         terminal::say!("domains  FAIL {e}");
                     }
+                }
+                for w in &report.warnings {
+                    terminal::say!("warning  {w}");
                 }
                 if report.ok {
                     terminal::say!(

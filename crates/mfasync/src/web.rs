@@ -164,14 +164,8 @@ impl mfasync_web::Backend for ServiceBackend {
                 cfg.attributes.container_name.0.clone(),
             ),
         };
-        let filter = if filter.trim().is_empty() {
-            match kind {
-                "security-group" => mfasync_core::config::DEFAULT_SECURITY_GROUP_FILTER.to_string(),
-                _ => mfasync_core::config::DEFAULT_CONTAINER_FILTER.to_string(),
-            }
-        } else {
-            crate::auth::wrap(&filter)
-        };
+        // a blank filter already holds its schema's default (`config::parse`)
+        let filter = crate::auth::wrap(&filter);
         let password =
             crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")?;
         let mut client = mfasync_ldap::connect(

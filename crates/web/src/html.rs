@@ -115,6 +115,7 @@ textarea{width:100%;font-family:monospace}
 .notice{padding:.5em 1em;border-radius:3px}
 .ok{background:#e3f4e3;border:1px solid #8c8}
 .error{background:#fbe4e4;border:1px solid #d88}
+.warning{background:#fff6dd;border:1px solid #dc8}
 .bad{color:#a00;font-weight:bold}
 .good{color:#070;font-weight:bold}
 form.inline{display:inline}

@@ -345,10 +345,18 @@ pub(crate) async fn settings_page(
         Err(e) => return db_error(Some(admin), e),
     };
     let csrf = csrf_field(admin);
-    let directory = match stored
+    let parsed = stored
         .as_ref()
-        .map(|v| (v.version, mfasync_core::config::parse(&v.toml)))
-    {
+        .map(|v| (v.version, mfasync_core::config::parse(&v.toml)));
+    // what `config apply` warns about, for the active configuration
+    let config_warnings: String = match &parsed {
+        Some((_, Ok(cfg))) => mfasync_core::config::warnings(cfg)
+            .iter()
+            .map(|w| notice("warning", &format!("Warning: {w}")))
+            .collect(),
+        _ => String::new(),
+    };
+    let directory = match parsed {
         None => {
             let cfg = mfasync_core::Config::default();
             match typed {
@@ -404,7 +412,7 @@ pub(crate) async fn settings_page(
         ),
     };
     let body = format!(
-        r#"{extra}{summary}
+        r#"{extra}{summary}{config_warnings}
 <p><a href="/settings/versions">All configuration versions</a></p>
 <h2>Directory connection</h2>
 {directory}
@@ -491,8 +499,17 @@ fn text_of(v: Option<&Value>) -> String {
 
 /// The `directory test` document as HTML: each step, then what is supported.
 pub(crate) fn test_html(v: &Value) -> String {
+    let warnings: String = v
+        .get("warnings")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|w| notice("warning", &format!("Warning: {w}")))
+        .collect();
     let mut out = format!(
-        r#"<div class="notice {}" id="test-result">Test {}: server {} ({})</div><table><tr><th>Step</th><th>OK</th><th>Detail</th></tr>"#,
+        r#"<div class="notice {}" id="test-result">Test {}: server {} ({})</div>{warnings}<table><tr><th>Step</th><th>OK</th><th>Detail</th></tr>"#,
         if v.get("ok").and_then(Value::as_bool) == Some(true) {
             "ok"
         } else {

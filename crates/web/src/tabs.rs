@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
-use mfasync_core::config::{AttrList, Attributes, Config, Filters, UniqueIdType};
+use mfasync_core::config::{AttrList, Attributes, Config, Filters, Schema, UniqueIdType};
 use serde::Deserialize;
 use toml::{Table, Value};
 
@@ -463,11 +463,13 @@ pub(crate) struct FiltersForm {
 }
 
 impl FiltersForm {
+    /// The filters as written: one that was blank (its schema's default) stays blank.
     fn from_filters(f: &Filters) -> FiltersForm {
+        let written = |blank: bool, v: &str| if blank { String::new() } else { v.to_string() };
         FiltersForm {
-            container: f.container.clone(),
-            security_group: f.security_group.clone(),
-            user: f.user.clone(),
+            container: written(f.blank.container, &f.container),
+            security_group: written(f.blank.security_group, &f.security_group),
+            user: written(f.blank.user, &f.user),
             ..FiltersForm::default()
         }
     }
@@ -475,19 +477,6 @@ impl FiltersForm {
 
 fn filters_values(f: &Filters) -> Result<Value, Vec<String>> {
     Value::try_from(f).map_err(|e| vec![format!("filters: {e}")])
-}
-
-/// The filter defaults of a schema: the seed's (Active Directory / ADAM), or
-/// the usual OpenLDAP ones.
-pub(crate) fn filter_defaults(schema: &str) -> Filters {
-    match schema {
-        "openldap" => Filters {
-            container: "(|(objectClass=organizationalUnit)(objectClass=organization))".into(),
-            security_group: "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))".into(),
-            user: "(objectClass=inetOrgPerson)".into(),
-        },
-        _ => Filters::default(),
-    }
 }
 
 /// The schema whose defaults a Restore Defaults form preselects.
@@ -515,22 +504,29 @@ async fn filters_page(
     let f = typed.unwrap_or(&current);
     let csrf = csrf_field(admin);
     let version = active.version;
+    let schema = Schema::of(&active.config);
+    let defaults = schema.filters();
     let body = format!(
         r#"{extra}<p>Filters qualify directory records in every search (LDAP filter syntax, RFC 4515). For directories other than Active Directory, use the object classes of their schema, such as <code>(objectClass=inetOrgPerson)</code> for users.</p>
+<p id="filters-blank">A blank filter is the default of the {schema_name} schema (shown greyed in the field); the schema is Active Directory when the source is active-directory or the unique identifier is objectGUID.</p>
 <form method="post" action="/filters" id="filters-form">{csrf}<input type="hidden" name="version" value="{version}">
 <table>
-<tr><th>Container filter</th><td><input name="container" size="80" value="{container}"></td></tr>
-<tr><th>Security group filter</th><td><input name="security_group" size="80" value="{group}"></td></tr>
-<tr><th>User filter</th><td><input name="user" size="80" value="{user}"></td></tr>
+<tr><th>Container filter</th><td><input name="container" size="80" value="{container}" placeholder="{container_default}"></td></tr>
+<tr><th>Security group filter</th><td><input name="security_group" size="80" value="{group}" placeholder="{group_default}"></td></tr>
+<tr><th>User filter</th><td><input name="user" size="80" value="{user}" placeholder="{user_default}"></td></tr>
 </table>
 <p><button type="submit" id="save-filters">Save</button></p></form>
 <h2>Restore Defaults</h2>
 <form method="post" action="/filters/defaults">{csrf}<input type="hidden" name="version" value="{version}"><select name="schema">{schemas}</select> <button type="submit" id="filters-defaults">Restore Defaults</button></form>
 <p>active-directory: the seed's defaults (Active Directory or ADAM schema); openldap: organizationalUnit, groupOfNames and inetOrgPerson.</p>"#,
-        schemas = options(SCHEMAS, schema_of(&active.config), None),
+        schemas = options(SCHEMAS, schema.as_str(), None),
+        schema_name = schema.as_str(),
         container = esc(&f.container),
         group = esc(&f.security_group),
         user = esc(&f.user),
+        container_default = esc(&defaults.container),
+        group_default = esc(&defaults.security_group),
+        user_default = esc(&defaults.user),
     );
     (status, page("Filters", Some(admin), "/filters", &body)).into_response()
 }
@@ -584,19 +580,16 @@ pub(crate) async fn filters_defaults(
     if let Some(r) = csrf_refusal(&admin, &form.csrf) {
         return r;
     }
-    if !SCHEMAS.contains(&form.schema.as_str()) {
+    let Some(schema) = Schema::named(&form.schema) else {
         let msg = errors_html(&[format!(
             "schema: {:?} is not active-directory or openldap",
             form.schema
         )]);
         return filters_page(&app, &admin, StatusCode::UNPROCESSABLE_ENTITY, &msg, None).await;
-    }
+    };
     let what = format!("Default filters ({})", form.schema);
     let saved = save_edit(&app, &admin, &form.version, &what, |t| {
-        t.insert(
-            "filters".into(),
-            filters_values(&filter_defaults(&form.schema))?,
-        );
+        t.insert("filters".into(), filters_values(&schema.filters())?);
         Ok(())
     })
     .await;
