@@ -1935,4 +1935,159 @@ mod tests {
         assert!(parse(&cfg("\"ldaps://a\"", "")).is_ok());
         assert!(parse(&cfg("\"ldap://a\"", "starttls = true\n")).is_ok());
     }
+
+    /// A source = "ldap" configuration for the OpenLDAP schema (entryUUID).
+    const OPENLDAP: &str = "[directory]\nsource = \"ldap\"\nservers = [\"ldap://a\"]\n[attributes]\nunique_id = \"entryUUID\"\nunique_id_type = \"string\"\n";
+    /// The same on Active Directory over source = "ldap" (objectGUID, the default).
+    const AD_LDAP: &str = "[directory]\nsource = \"ldap\"\nservers = [\"ldap://a\"]\n";
+
+    #[test]
+    fn active_directory_binds_take_a_dn_a_upn_or_a_down_level_name() {
+        let with = |head: &str, dn: &str| {
+            let dn = toml::Value::String(dn.to_string());
+            parse(&format!(
+                "{head}[directory.query_bind]\ntype = \"simple\"\ndn = {dn}\npassword = \"pw\"\n"
+            ))
+        };
+        for head in ["", AD_LDAP] {
+            for dn in [
+                "CN=svc-mfa,OU=Service,DC=example,DC=com",
+                "svc-mfa@corp.example",
+                "CORP\\svc-mfa",
+                "Service Account@corp.example",
+            ] {
+                assert!(with(head, dn).is_ok(), "{dn}: {:?}", with(head, dn));
+            }
+            for dn in [
+                "garbage",
+                "@corp.example",
+                "svc@",
+                "svc@a@b",
+                "CORP\\",
+                "\\svc",
+                "A\\B\\c",
+                "CORP\\svc@corp.example",
+                " svc@corp.example",
+                "svc@corp example",
+            ] {
+                let errs = with(head, dn).expect_err(dn);
+                assert_eq!(errs.len(), 1, "{dn}: {errs:?}");
+                assert_eq!(errs[0].key, "directory.query_bind.dn", "{dn}");
+                assert!(
+                    errs[0].message.contains("user principal name"),
+                    "{dn}: {}",
+                    errs[0]
+                );
+            }
+        }
+        // the query binds of other domains too
+        let other = "[[directory.domains]]\nname = \"other.example\"\n[directory.domains.query_bind]\ntype = \"simple\"\npassword = \"pw\"\n";
+        assert!(parse(&format!("{other}dn = \"OTHER\\\\svc\"\n")).is_ok());
+        assert_eq!(
+            keys(parse(&format!("{other}dn = \"svc\"\n"))),
+            ["directory.domains[0].query_bind.dn"]
+        );
+        // OpenLDAP: a simple bind names a DN
+        assert!(with(OPENLDAP, "cn=svc,dc=example,dc=com").is_ok());
+        for dn in ["svc@example.com", "EXAMPLE\\svc", "garbage"] {
+            let errs = with(OPENLDAP, dn).expect_err(dn);
+            assert_eq!(errs.len(), 1, "{dn}: {errs:?}");
+            assert_eq!(errs[0].key, "directory.query_bind.dn");
+            assert!(errs[0].message.contains("is not a distinguished name"));
+        }
+        let errs = with(OPENLDAP, "svc@example.com").unwrap_err();
+        assert!(
+            errs[0].message.contains("only by Active Directory"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn blank_filters_are_the_default_of_the_schema() {
+        let blank = "[filters]\ncontainer = \"\"\nsecurity_group = \" \\t\"\nuser = \"\"\n";
+        for (head, schema) in [
+            ("", Schema::ActiveDirectory),
+            (AD_LDAP, Schema::ActiveDirectory),
+            (OPENLDAP, Schema::OpenLdap),
+        ] {
+            let text = format!("{head}{blank}");
+            let cfg = parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(Schema::of(&cfg), schema);
+            let want = schema.filters();
+            assert_eq!(
+                (
+                    &cfg.filters.container,
+                    &cfg.filters.security_group,
+                    &cfg.filters.user
+                ),
+                (&want.container, &want.security_group, &want.user),
+                "{schema:?}"
+            );
+            assert_eq!(cfg.filters.blank_ones().len(), 3);
+            // the export writes them blank, the filters in effect in a comment
+            let out = cfg.to_toml_redacted();
+            assert!(out.contains("user = \"\""), "{out}");
+            assert!(
+                out.contains(&format!(
+                    "# blank: the default of the {} schema",
+                    schema.as_str()
+                )),
+                "{out}"
+            );
+            assert!(
+                out.contains(&format!(
+                    "#   user = {}",
+                    toml::Value::String(want.user.clone())
+                )),
+                "{out}"
+            );
+            let again = parse(&out).unwrap_or_else(|e| panic!("{out}\n{e:?}"));
+            assert_eq!(again.filters, cfg.filters, "{out}");
+        }
+        assert_eq!(
+            Schema::OpenLdap.filters().user,
+            "(objectClass=inetOrgPerson)"
+        );
+        // one blank key; the others as written, absent keys the seed's
+        let cfg = parse(&format!("{OPENLDAP}[filters]\nuser = \"\"\ncontainer = \"(ou=*)\"\n"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(cfg.filters.user, "(objectClass=inetOrgPerson)");
+        assert_eq!(cfg.filters.container, "(ou=*)");
+        assert_eq!(cfg.filters.security_group, DEFAULT_SECURITY_GROUP_FILTER);
+        assert_eq!(cfg.filters.blank_ones(), [("user", "(objectClass=inetOrgPerson)")]);
+        let out = cfg.to_toml_redacted();
+        assert!(out.contains("container = \"(ou=*)\""), "{out}");
+        assert!(!out.contains("#   container"), "{out}");
+        // nothing blank: no comment
+        assert!(!Config::default().to_toml_redacted().contains("# blank"));
+    }
+
+    #[test]
+    fn tls_servers_written_as_ip_addresses_are_warned_about() {
+        let warned = |servers: &str, extra: &str| -> Vec<String> {
+            let cfg = parse(&format!(
+                "[directory]\nsource = \"ldap\"\nservers = [{servers}]\n{extra}"
+            ))
+            .unwrap_or_else(|e| panic!("not an error: {e:?}"));
+            warnings(&cfg).iter().map(ToString::to_string).collect()
+        };
+        let w = warned(
+            "\"ldaps://10.0.0.5\", \"ldaps://dc1.example.com\", \"ldaps://[2001:db8::1]:636\", \"ldap://10.0.0.6\", \"ldaps://192.0.2.1:3269/\"",
+            "",
+        );
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].starts_with("directory.servers[0]: ldaps://10.0.0.5 names the server by its IP address 10.0.0.5"), "{}", w[0]);
+        assert!(w[0].contains("certificate"), "{}", w[0]);
+        assert!(w[1].starts_with("directory.servers[2]: "), "{}", w[1]);
+        assert!(w[1].contains("2001:db8::1"), "{}", w[1]);
+        assert!(w[2].starts_with("directory.servers[4]: "), "{}", w[2]);
+        // StartTLS checks the same name; no check, no warning
+        assert_eq!(
+            warned("\"ldap://10.0.0.6\"", "starttls = true\n").len(),
+            1
+        );
+        assert!(warned("\"ldaps://10.0.0.5\"", "tls_verify = false\n").is_empty());
+        assert!(warned("\"ldaps://dc1.example.com:636\", \"ldaps://[dc1]\"", "").is_empty());
+    }
 }
