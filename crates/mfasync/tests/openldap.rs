@@ -1051,3 +1051,43 @@ fn users_are_read_on_a_second_connection_or_on_the_first_when_refused() {
     assert_eq!(counts(&again), counts(&first), "{again}");
     assert_eq!(names(&other), users);
 }
+
+/// Issue 19 item 4 on OpenLDAP (entryUUID: the openldap schema): blank
+/// filters are organizationalUnit/organization, groupOfNames/
+/// groupOfUniqueNames and inetOrgPerson; the users found are those of the
+/// filters written out, and `config export` names the filters in effect.
+#[test]
+fn blank_filters_sync_like_the_schema_defaults() {
+    let items = [
+        item("container", &format!("ou=Sales,ou=People,{BASE}"), ""),
+        item("security-group", &format!("cn=mfa-users,ou=Groups,{BASE}"), ""),
+    ]
+    .concat();
+    let written = config(&server(), &items);
+    let blank = written
+        .replace(
+            "container = \"(objectClass=organizationalUnit)\"",
+            "container = \"\"",
+        )
+        .replace(
+            "security_group = \"(objectClass=groupOfNames)\"",
+            "security_group = \" \"",
+        )
+        .replace("user = \"(objectClass=inetOrgPerson)\"", "user = \"\"");
+    assert_eq!(blank.matches(" = \"\"").count(), 2, "{blank}");
+    let mut exports = Vec::new();
+    for (text, is_blank) in [(&written, false), (&blank, true)] {
+        let m = Mfa::new();
+        m.apply(text);
+        let r = m.sync_full();
+        assert!(counts(&r).0 > 0, "{r}");
+        exports.push(m.users());
+        if is_blank {
+            let out = m.ok(&["config", "export"]).stdout;
+            assert!(out.contains("# blank: the default of the openldap schema"), "{out}");
+            assert!(out.contains("#   user = \"(objectClass=inetOrgPerson)\""), "{out}");
+            assert!(out.contains("user = \"\""), "{out}");
+        }
+    }
+    assert_eq!(exports[0], exports[1]);
+}

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{counts, Mfa};
+use common::{counts, step, Mfa};
 use mfasync_testkit::Samba;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
@@ -357,4 +357,154 @@ fn auth_binds_as_the_stored_dn_on_active_directory() {
         refused("invalid-credentials")
     );
     assert_eq!(auth("fastone", PW), ok);
+}
+
+/// `text` as a TOML string (a down-level name has a backslash).
+fn toml_str(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+/// Issue 19 item 3: Active Directory takes a simple bind's account as a DN,
+/// a user principal name or a down-level logon name; `config apply`
+/// accepts the three, and `directory test` and a sync bind with each
+/// (an unknown account or a wrong password under the same form is refused
+/// at the bind: the name is what binds).
+#[test]
+fn simple_binds_as_a_dn_a_upn_and_a_down_level_name() {
+    let s = samba();
+    let upn = format!("Administrator@{}", s.realm.to_lowercase());
+    let down_level = format!("{}\\Administrator", s.domain);
+    let sales = item("container", &format!("OU=Sales,OU=People,{BASE}"), "");
+    let bind_as = |name: &str, password: &str| {
+        config(false, &sales)
+            .replace(
+                &format!("dn = \"{}\"", s.admin_dn),
+                &format!("dn = {}", toml_str(name)),
+            )
+            .replace(
+                &format!("password = \"{}\"", s.admin_password),
+                &format!("password = {}", toml_str(password)),
+            )
+    };
+    for name in [s.admin_dn.as_str(), &upn, &down_level] {
+        let m = Mfa::new();
+        m.apply(&bind_as(name, &s.admin_password));
+        let report = m.ok(&["--json", "directory", "test"]).json();
+        assert_eq!(report["ok"], true, "{name}: {report:#}");
+        let bind = step(&report, "bind");
+        assert_eq!(
+            bind["detail"],
+            format!("simple bind as {name:?} (password sent unencrypted)"),
+            "{bind}"
+        );
+        let human = m.ok(&["directory", "test"]);
+        assert!(human.stdout.contains("simple bind as"), "{}", human.stdout);
+        // alice, bob (EMEA under Sales), dan
+        let r = m.sync_full();
+        assert_eq!(counts(&r), (3, 0, 0, 0, 0, 0), "{name}: {r}");
+        assert!(m.user("alice@mfa.test").is_some(), "{name}");
+        assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 3), "{name}");
+        // the same form with a wrong password, or naming nobody: refused at the bind
+        for (who, pw) in [
+            (name.to_string(), "Wr0ng!pass"),
+            (name.replace("Administrator", "nobody-here"), s.admin_password.as_str()),
+        ] {
+            m.apply(&bind_as(&who, pw));
+            let o = m.run(&["--json", "directory", "test"]);
+            assert_ne!(o.code, 0, "{who}: {}", o.stdout);
+            assert_eq!(step(&o.json(), "bind")["ok"], false, "{who}: {}", o.stdout);
+            let o = m.run(&["sync", "--full"]);
+            assert_ne!(o.code, 0, "{who}: {}", o.stderr);
+        }
+    }
+}
+
+/// Issue 19 items 3 and 9 over LDAPS: an SSL bind as a user principal name
+/// to a server written as an IP address (the test DC's certificate names
+/// 127.0.0.1): `config apply` and `directory test` warn that the
+/// certificate must name the address, and the bind and a sync work.
+#[test]
+fn ssl_bind_as_a_upn_to_a_server_written_as_an_ip_address_is_warned_about() {
+    let s = samba();
+    let m = Mfa::new();
+    let cfg = format!(
+        "[directory]\nsource = \"ldap\"\nservers = [\"{url}\"]\nbase_dn = \"{BASE}\"\ntls_ca_file = {ca}\n\
+         [directory.query_bind]\ntype = \"ssl\"\ndn = \"Administrator@mfa.test\"\npassword = {pw}\n{items}",
+        url = s.ldaps_url,
+        ca = toml_str(&s.ca_cert.display().to_string()),
+        pw = toml_str(&s.admin_password),
+        items = item("container", &format!("OU=Sales,OU=People,{BASE}"), ""),
+    );
+    let p = m.config_file(&cfg);
+    let o = m.ok(&["config", "apply", p.to_str().expect("path")]);
+    let warning = format!(
+        "directory.servers[0]: {} names the server by its IP address 127.0.0.1",
+        s.ldaps_url
+    );
+    assert!(o.stderr.contains(&warning), "{}", o.stderr);
+    assert!(o.stderr.contains("certificate"), "{}", o.stderr);
+    let report = m.ok(&["--json", "directory", "test"]).json();
+    assert_eq!(report["ok"], true, "{report:#}");
+    let warnings = report["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{report:#}");
+    assert!(
+        warnings[0].as_str().unwrap_or("").starts_with(&warning),
+        "{report:#}"
+    );
+    assert_eq!(
+        step(&report, "bind")["detail"],
+        "simple bind as \"Administrator@mfa.test\" over TLS"
+    );
+    let human = m.ok(&["directory", "test"]);
+    assert!(
+        human.stdout.contains(&format!("warning  {warning}")),
+        "{}",
+        human.stdout
+    );
+    assert_eq!(counts(&m.sync_full()).0, 3);
+}
+
+/// Issue 19 item 4 on Active Directory: blank filters are the seed's
+/// defaults; containers, nested groups and users are found as with the
+/// filters written out, and `config export` says which filter is in effect.
+#[test]
+fn blank_filters_sync_like_the_seed_defaults() {
+    let items = [
+        item(
+            "container",
+            &format!("OU=Sales,OU=People,{BASE}"),
+            "",
+        ),
+        item(
+            "security-group",
+            &format!("CN=mfa-outer,OU=Groups,{BASE}"),
+            "include_nested = true",
+        ),
+    ]
+    .concat();
+    let blank = config(
+        false,
+        &format!("[filters]\ncontainer = \"\"\nsecurity_group = \"  \"\nuser = \"\"\n{items}"),
+    );
+    let written = config(false, &items);
+    let mut exports = Vec::new();
+    for (text, is_blank) in [(&written, false), (&blank, true)] {
+        let m = Mfa::new();
+        m.apply(text);
+        let r = m.sync_full();
+        // Sales: alice, bob, dan; mfa-outer: jmuller (bob through mfa-inner is Sales')
+        assert_eq!(counts(&r), (4, 0, 0, 0, 0, 0), "{r}");
+        exports.push(m.users());
+        if is_blank {
+            let out = m.ok(&["config", "export"]).stdout;
+            assert!(out.contains("user = \"\""), "{out}");
+            assert!(
+                out.contains(
+                    "#   user = \"(&(objectCategory=person)(objectClass=user))\""
+                ),
+                "{out}"
+            );
+        }
+    }
+    assert_eq!(exports[0], exports[1]);
 }
