@@ -1634,6 +1634,96 @@ async fn settings_directory_form_saves_validates_and_keeps_the_password() {
     assert_eq!(s.versions().await, before + 1);
 }
 
+/// Issue 19 items 3 and 9 on the Settings page: the bind account may be a
+/// UPN or DOMAIN\name (Active Directory schema), garbage is refused by its
+/// key, and an ldaps:// server written as an IP address is warned about.
+#[tokio::test]
+async fn settings_directory_form_takes_ad_bind_names_and_warns_of_ip_servers() {
+    let s = serve().await;
+    let sess = s.session().await;
+    for name in ["svc-mfa@corp.example", "CORP\\svc-mfa"] {
+        let mut fields = directory_fields("ldaps://10.0.0.5", "SECRET");
+        fields.retain(|(k, _)| *k != "query_dn");
+        fields.push(("query_dn", name));
+        let (status, page) = s
+            .tab_post(&sess, "/settings", "/settings/directory", &fields)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {page}");
+        assert_eq!(s.active().await.directory.query_bind.dn, name);
+        assert!(
+            page.contains(r#"<p class="notice warning">Warning: directory.servers[0]: ldaps://10.0.0.5 names the server by its IP address 10.0.0.5"#),
+            "{page}"
+        );
+    }
+    let before = s.versions().await;
+    let mut fields = directory_fields("ldaps://dc1.corp.example", "");
+    fields.retain(|(k, _)| *k != "query_dn");
+    fields.push(("query_dn", "garbage"));
+    let (status, page) = s
+        .tab_post(&sess, "/settings", "/settings/directory", &fields)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(
+        page.contains("directory.query_bind.dn: &quot;garbage&quot; is not a distinguished name"),
+        "{page}"
+    );
+    assert_eq!(s.versions().await, before);
+    // a host name: no warning
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/settings",
+            "/settings/directory",
+            &directory_fields("ldaps://dc1.corp.example", ""),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(!page.contains("notice warning"), "{page}");
+}
+
+/// Issue 19 item 4 on the Filters tab: a blank filter is saved blank, is
+/// the schema's default in effect, and the form shows that default.
+#[tokio::test]
+async fn filters_tab_takes_blank_filters_as_the_schema_default() {
+    use mfasync_core::config::{Schema, DEFAULT_USER_FILTER};
+    let s = serve().await;
+    let sess = s.session().await;
+    s.store.put_config(SYNC_BASE).await.unwrap();
+    let (status, page) = s
+        .tab_post(
+            &sess,
+            "/filters",
+            "/filters",
+            &[
+                ("container", "(objectClass=organizationalUnit)"),
+                ("security_group", "   "),
+                ("user", ""),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let cfg = s.active().await;
+    let schema = Schema::of(&cfg);
+    assert_eq!(cfg.filters.user, DEFAULT_USER_FILTER);
+    assert_eq!(cfg.filters.security_group, schema.filters().security_group);
+    assert_eq!(cfg.filters.container, "(objectClass=organizationalUnit)");
+    let raw = s.store.active_config().await.unwrap().unwrap().toml;
+    assert!(raw.contains("user = \"\""), "stored blank: {raw}");
+    let page = s.get_page(&sess.cookie, "/filters").await;
+    assert!(
+        page.contains(r#"<input name="user" size="80" value="" placeholder="(&amp;(objectCategory=person)(objectClass=user))">"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"value="(objectClass=organizationalUnit)""#),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("the default of the {} schema", schema.as_str())),
+        "{page}"
+    );
+}
+
 #[tokio::test]
 async fn filters_and_attributes_tabs_save_validate_and_restore_defaults() {
     use mfasync_core::config::{Attributes, Filters, UniqueIdType};
