@@ -1138,4 +1138,18 @@ mod tests {
         assert_eq!(line_diff("", "x"), vec![('+', "x")]);
         assert_eq!(line_diff("x", ""), vec![('-', "x")]);
     }
+
+    #[test]
+    fn test_results_show_their_warnings_escaped() {
+        let v = serde_json::json!({"ok": true, "server": "ldaps://10.0.0.5", "vendor": "active-directory",
+            "steps": [], "supports": {}, "warnings": ["directory.servers[0]: <b>names</b> an IP"]});
+        let html = super::test_html(&v);
+        assert!(
+            html.contains(r#"</div><p class="notice warning">Warning: directory.servers[0]: &lt;b&gt;names&lt;/b&gt; an IP</p><table>"#),
+            "{html}"
+        );
+        let mut none = v.clone();
+        none["warnings"] = serde_json::Value::Null;
+        assert!(!super::test_html(&none).contains("warning"));
+    }
 }
