@@ -1072,7 +1072,7 @@ fn ssl_over_plain_ldap<'a>(d: &'a Directory, bind: &Bind) -> Option<&'a str> {
 
 /// Keys of `[directory.auth_bind]` that are accepted (PRODUCT.md gives it the
 /// query bind's keys) but never used: a password check binds as the user being
-/// checked. `config apply` warns about them.
+/// checked. Part of [`warnings`].
 pub fn unused_keys(cfg: &Config) -> Vec<ConfigError> {
     let b = &cfg.directory.auth_bind;
     let given = [
