@@ -404,6 +404,11 @@ fn simple_binds_as_a_dn_a_upn_and_a_down_level_name() {
         assert_eq!(counts(&r), (3, 0, 0, 0, 0, 0), "{name}: {r}");
         assert!(m.user("alice@mfa.test").is_some(), "{name}");
         assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 3), "{name}");
+        // an incremental cycle binds the same way (its starting point was taken by the full one)
+        let r = m.ok(&["--json", "sync"]).json();
+        assert_eq!(r["mode"], "incremental", "{name}: {r}");
+        let (c, u, e, d, x, _) = counts(&r);
+        assert_eq!((c, u, e, d, x), (0, 0, 0, 0, 0), "{name}: {r}");
         // the same form with a wrong password, or naming nobody: refused at the bind
         for (who, pw) in [
             (name.to_string(), "Wr0ng!pass"),
