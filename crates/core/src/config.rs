@@ -990,12 +990,7 @@ fn password_sources(
 /// `needs_dn`: the query bind binds as its own account (a DN, or on Active
 /// Directory also a UPN or `DOMAIN\name`: `schema::check_bind_name`); the
 /// auth bind binds as the user being checked, so it has no DN of its own.
-fn validate_bind(
-    b: &Bind,
-    key: &str,
-    needs_dn: Option<Schema>,
-    out: &mut Vec<ConfigError>,
-) {
+fn validate_bind(b: &Bind, key: &str, needs_dn: Option<Schema>, out: &mut Vec<ConfigError>) {
     let sources = [
         &b.password,
         &b.password_file,
@@ -1282,7 +1277,12 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
         ));
     }
     let schema = Schema::of(cfg);
-    validate_bind(&d.query_bind, "directory.query_bind", Some(schema), &mut out);
+    validate_bind(
+        &d.query_bind,
+        "directory.query_bind",
+        Some(schema),
+        &mut out,
+    );
     validate_bind(&d.auth_bind, "directory.auth_bind", None, &mut out);
     validate_domains(d, schema, &mut out);
     if d.auth_bind.kind == BindType::Anonymous {
@@ -2050,12 +2050,17 @@ mod tests {
             "(objectClass=inetOrgPerson)"
         );
         // one blank key; the others as written, absent keys the seed's
-        let cfg = parse(&format!("{OPENLDAP}[filters]\nuser = \"\"\ncontainer = \"(ou=*)\"\n"))
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let cfg = parse(&format!(
+            "{OPENLDAP}[filters]\nuser = \"\"\ncontainer = \"(ou=*)\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(cfg.filters.user, "(objectClass=inetOrgPerson)");
         assert_eq!(cfg.filters.container, "(ou=*)");
         assert_eq!(cfg.filters.security_group, DEFAULT_SECURITY_GROUP_FILTER);
-        assert_eq!(cfg.filters.blank_ones(), [("user", "(objectClass=inetOrgPerson)")]);
+        assert_eq!(
+            cfg.filters.blank_ones(),
+            [("user", "(objectClass=inetOrgPerson)")]
+        );
         let out = cfg.to_toml_redacted();
         assert!(out.contains("container = \"(ou=*)\""), "{out}");
         assert!(!out.contains("#   container"), "{out}");
@@ -2083,10 +2088,7 @@ mod tests {
         assert!(w[1].contains("2001:db8::1"), "{}", w[1]);
         assert!(w[2].starts_with("directory.servers[4]: "), "{}", w[2]);
         // StartTLS checks the same name; no check, no warning
-        assert_eq!(
-            warned("\"ldap://10.0.0.6\"", "starttls = true\n").len(),
-            1
-        );
+        assert_eq!(warned("\"ldap://10.0.0.6\"", "starttls = true\n").len(), 1);
         assert!(warned("\"ldaps://10.0.0.5\"", "tls_verify = false\n").is_empty());
         assert!(warned("\"ldaps://dc1.example.com:636\", \"ldaps://[dc1]\"", "").is_empty());
     }

@@ -1060,7 +1060,11 @@ fn users_are_read_on_a_second_connection_or_on_the_first_when_refused() {
 fn blank_filters_sync_like_the_schema_defaults() {
     let items = [
         item("container", &format!("ou=Sales,ou=People,{BASE}"), ""),
-        item("security-group", &format!("cn=mfa-users,ou=Groups,{BASE}"), ""),
+        item(
+            "security-group",
+            &format!("cn=mfa-users,ou=Groups,{BASE}"),
+            "",
+        ),
     ]
     .concat();
     let written = config(&server(), &items);
@@ -1084,8 +1088,14 @@ fn blank_filters_sync_like_the_schema_defaults() {
         exports.push(m.users());
         if is_blank {
             let out = m.ok(&["config", "export"]).stdout;
-            assert!(out.contains("# blank: the default of the openldap schema"), "{out}");
-            assert!(out.contains("#   user = \"(objectClass=inetOrgPerson)\""), "{out}");
+            assert!(
+                out.contains("# blank: the default of the openldap schema"),
+                "{out}"
+            );
+            assert!(
+                out.contains("#   user = \"(objectClass=inetOrgPerson)\""),
+                "{out}"
+            );
             assert!(out.contains("user = \"\""), "{out}");
         }
     }

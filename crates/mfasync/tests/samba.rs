@@ -412,7 +412,10 @@ fn simple_binds_as_a_dn_a_upn_and_a_down_level_name() {
         // the same form with a wrong password, or naming nobody: refused at the bind
         for (who, pw) in [
             (name.to_string(), "Wr0ng!pass"),
-            (name.replace("Administrator", "nobody-here"), s.admin_password.as_str()),
+            (
+                name.replace("Administrator", "nobody-here"),
+                s.admin_password.as_str(),
+            ),
         ] {
             m.apply(&bind_as(&who, pw));
             let o = m.run(&["--json", "directory", "test"]);
@@ -475,11 +478,7 @@ fn ssl_bind_as_a_upn_to_a_server_written_as_an_ip_address_is_warned_about() {
 #[test]
 fn blank_filters_sync_like_the_seed_defaults() {
     let items = [
-        item(
-            "container",
-            &format!("OU=Sales,OU=People,{BASE}"),
-            "",
-        ),
+        item("container", &format!("OU=Sales,OU=People,{BASE}"), ""),
         item(
             "security-group",
             &format!("CN=mfa-outer,OU=Groups,{BASE}"),
@@ -504,9 +503,7 @@ fn blank_filters_sync_like_the_seed_defaults() {
             let out = m.ok(&["config", "export"]).stdout;
             assert!(out.contains("user = \"\""), "{out}");
             assert!(
-                out.contains(
-                    "#   user = \"(&(objectCategory=person)(objectClass=user))\""
-                ),
+                out.contains("#   user = \"(&(objectCategory=person)(objectClass=user))\""),
                 "{out}"
             );
         }
