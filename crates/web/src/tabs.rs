@@ -519,7 +519,7 @@ async fn filters_page(
 <h2>Restore Defaults</h2>
 <form method="post" action="/filters/defaults">{csrf}<input type="hidden" name="version" value="{version}"><select name="schema">{schemas}</select> <button type="submit" id="filters-defaults">Restore Defaults</button></form>
 <p>active-directory: the seed's defaults (Active Directory or ADAM schema); openldap: organizationalUnit, groupOfNames and inetOrgPerson.</p>"#,
-        schemas = options(SCHEMAS, schema.as_str(), None),
+        schemas = options(SCHEMAS, schema_of(&active.config), None),
         schema_name = schema.as_str(),
         container = esc(&f.container),
         group = esc(&f.security_group),
