@@ -647,6 +647,48 @@ pub struct Config {
     pub portal: Option<Portal>,
     /// The audit trail (not a seed setting).
     pub audit: AuditSettings,
+    /// Welcome and update emails: templates and delivery (not a seed setting).
+    pub email: EmailSettings,
+}
+
+/// `[email]`: the templates of welcome and update emails (files that
+/// replace the built-in ones) and how long delivery is retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailSettings {
+    /// A file whose first line is `Subject: ...` and the rest the text body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub welcome_template: Option<String>,
+    /// An HTML body sent besides the text one (values escaped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub welcome_html_template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_html_template: Option<String>,
+    /// A duration ("3d", "12h"; at least a minute): an email still not
+    /// delivered this long after it was queued is marked failed.
+    pub give_up_after: String,
+}
+
+impl Default for EmailSettings {
+    fn default() -> Self {
+        EmailSettings {
+            welcome_template: None,
+            welcome_html_template: None,
+            update_template: None,
+            update_html_template: None,
+            give_up_after: "3d".into(),
+        }
+    }
+}
+
+impl EmailSettings {
+    /// How long delivery is retried (validated by `parse`; 3 days if not).
+    pub fn give_up_duration(&self) -> Duration {
+        humantime::parse_duration(self.give_up_after.trim())
+            .unwrap_or(Duration::from_secs(3 * 86400))
+    }
 }
 
 /// `[audit]`: how long the audit trail keeps its entries.
@@ -761,6 +803,13 @@ const ITEM_USER_KEYS: &[&str] = &[
     "language",
     "welcome_email",
 ];
+const EMAIL_KEYS: &[&str] = &[
+    "welcome_template",
+    "welcome_html_template",
+    "update_template",
+    "update_html_template",
+    "give_up_after",
+];
 const SMTP_KEYS: &[&str] = &[
     "server",
     "from",
@@ -805,6 +854,7 @@ fn unknown_keys(root: &mut toml::Table) -> Vec<ConfigError> {
             "smtp",
             "portal",
             "audit",
+            "email",
         ],
         &mut out,
     );
@@ -838,6 +888,9 @@ fn unknown_keys(root: &mut toml::Table) -> Vec<ConfigError> {
     }
     if let Some(t) = sub(root, "audit") {
         check_keys(t, "audit", &["retention"], &mut out);
+    }
+    if let Some(t) = sub(root, "email") {
+        check_keys(t, "email", EMAIL_KEYS, &mut out);
     }
     if let Some(t) = sub(root, "smtp") {
         check_keys(t, "smtp", SMTP_KEYS, &mut out);
@@ -1459,6 +1512,24 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             )),
         }
     }
+    match humantime::parse_duration(cfg.email.give_up_after.trim()) {
+        Ok(d) if d >= Duration::from_secs(60) => {}
+        Ok(_) => out.push(err("email.give_up_after", "must be at least 1 minute")),
+        Err(e) => out.push(err(
+            "email.give_up_after",
+            format!("not a duration such as \"3d\": {e}"),
+        )),
+    }
+    for (key, path) in [
+        ("email.welcome_template", &cfg.email.welcome_template),
+        ("email.welcome_html_template", &cfg.email.welcome_html_template),
+        ("email.update_template", &cfg.email.update_template),
+        ("email.update_html_template", &cfg.email.update_html_template),
+    ] {
+        if path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            out.push(err(key, "is empty: name a template file or leave the key out"));
+        }
+    }
     if let Some(p) = &cfg.portal {
         if !p.admin_group.trim().is_empty() {
             if let Err(m) = crate::filter::validate_dn(&p.admin_group) {
@@ -1703,6 +1774,10 @@ mod tests {
             ("[audit]\nretention = \"1h\"", "audit.retention"),
             ("[audit]\nretention = \"a while\"", "audit.retention"),
             ("[audit]\nkeep = \"1d\"", "audit.keep"),
+            ("[email]\ngive_up_after = \"10s\"", "email.give_up_after"),
+            ("[email]\ngive_up_after = \"soon\"", "email.give_up_after"),
+            ("[email]\nwelcome_template = \"\"", "email.welcome_template"),
+            ("[email]\nsender = \"x\"", "email.sender"),
         ] {
             let k = keys(parse(text));
             assert!(

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod email;
 pub mod entry;
 pub mod escape;
 pub mod filter;

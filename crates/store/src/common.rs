@@ -1084,6 +1084,8 @@ macro_rules! impl_store {
                     let rows = chunk.iter().map(AuditRow::for_change).collect::<Result<Vec<_>>>()?;
                     store.write_audit(tx, &rows, at).await?;
                 }
+                // the emails these changes call for, in the same transaction (issue 19)
+                store.outbox_compose(tx, changes).await?;
                 Ok(())
             }
 
@@ -1817,6 +1819,52 @@ macro_rules! impl_store {
 
             fn read_inline(&self) {
                 self.read_inline_now();
+            }
+
+            fn set_composer(&self, composer: Option<std::sync::Arc<dyn $crate::Composer>>) {
+                self.composer.set(composer);
+            }
+
+            async fn outbox_enqueue(&self, emails: &[$crate::NewEmail]) -> Result<u64> {
+                self.outbox_enqueue_impl(emails).await
+            }
+
+            async fn outbox(
+                &self,
+                status: Option<$crate::OutboxStatus>,
+                limit: i64,
+            ) -> Result<Vec<$crate::OutboxEmail>> {
+                self.outbox_list_impl(status, limit).await
+            }
+
+            async fn outbox_claim(
+                &self,
+                now_ms: i64,
+                claim_until_ms: i64,
+            ) -> Result<Option<$crate::OutboxEmail>> {
+                self.outbox_claim_impl(now_ms, claim_until_ms).await
+            }
+
+            async fn outbox_sent(&self, id: i64, now_ms: i64) -> Result<()> {
+                self.outbox_sent_impl(id, now_ms).await
+            }
+
+            async fn outbox_attempt_failed(
+                &self,
+                id: i64,
+                error: &str,
+                retry_at_ms: Option<i64>,
+            ) -> Result<()> {
+                self.outbox_attempt_failed_impl(id, error, retry_at_ms).await
+            }
+
+            async fn outbox_retry(
+                &self,
+                target: &$crate::RetryTarget,
+                now_ms: i64,
+                actor: &str,
+            ) -> Result<Vec<i64>> {
+                self.outbox_retry_impl(target, now_ms, actor).await
             }
 
             fn set_fence(&self, fence: Option<$crate::Fence>) {

@@ -10,6 +10,8 @@ use mfasync_core::MfaUser;
 
 mod common;
 mod copy;
+mod outbox;
+pub use outbox::{Composer, NewEmail, OutboxEmail, OutboxStatus, RetryTarget};
 pub use copy::{copy_to_postgres, CopyReport, TableCopy};
 /// The schema migrations of a backend, from `migrations/<dir>/`. ONE list for
 /// both backends, so a migration cannot be registered for one and forgotten
@@ -89,6 +91,11 @@ macro_rules! migrations {
                 13,
                 "audit purge index",
                 include_str!(concat!("../migrations/", $dir, "/0013_audit_at.sql")),
+            ),
+            (
+                14,
+                "outbox of user emails",
+                include_str!(concat!("../migrations/", $dir, "/0014_outbox.sql")),
             ),
         ];
         Migrator {
@@ -626,6 +633,38 @@ pub trait Store: Send + Sync {
     async fn sync_request(&self, full: bool, by: &str, on: &str, now_ms: i64) -> Result<Lease>;
     /// Take (and clear) the pending request, if any.
     async fn sync_request_take(&self) -> Result<Option<SyncRequest>>;
+
+    // ---- the outbox of user emails (issue 19) ----
+
+    /// From now on, every write of a plan (`apply`, `Applying::write`) asks
+    /// `composer` for the emails its changes call for and inserts them into
+    /// the outbox IN THE SAME TRANSACTION (a welcome email only when the
+    /// directory user never had one). None (the default): no emails.
+    fn set_composer(&self, composer: Option<std::sync::Arc<dyn Composer>>);
+    /// Queue emails outside a sync (same rules as through the composer);
+    /// how many were queued.
+    async fn outbox_enqueue(&self, emails: &[NewEmail]) -> Result<u64>;
+    /// Outbox rows with `status` (all when None), newest first, at most `limit`.
+    async fn outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxEmail>>;
+    /// Claim the pending row due soonest (due at or before `now_ms`, not
+    /// claimed by another sender) until `claim_until_ms`, counting an
+    /// attempt; None when nothing is due.
+    async fn outbox_claim(&self, now_ms: i64, claim_until_ms: i64) -> Result<Option<OutboxEmail>>;
+    /// A claimed row was delivered: sent, audited ("email-sent"), in one transaction.
+    async fn outbox_sent(&self, id: i64, now_ms: i64) -> Result<()>;
+    /// A claimed row's attempt failed with `error`: pending again, due at
+    /// `retry_at_ms`; or, when None, given up: failed, audited ("email-failed").
+    async fn outbox_attempt_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at_ms: Option<i64>,
+    ) -> Result<()>;
+    /// Queue again (pending, due at `now_ms`, give-up time counted from
+    /// now) the rows `target` names; audited ("email-requeued") by `actor`.
+    /// A sent row, or an unknown id, is a `Conflict` and nothing changes.
+    /// Returns the ids re-queued.
+    async fn outbox_retry(&self, target: &RetryTarget, now_ms: i64, actor: &str) -> Result<Vec<i64>>;
 }
 
 /// A sync's write transaction in progress (`Store::begin_apply`).
@@ -634,7 +673,8 @@ pub trait Applying: Send {
     /// Write `changes` as `Store::apply` would (checked first; an error
     /// leaves the transaction unusable: drop it).
     async fn write(&mut self, changes: &[Change]) -> Result<()>;
-    /// Set the watermark (when given), check the fence, commit everything written.
+    /// Set the watermark (when given), check the fence, commit everything
+    /// written (the emails the composer queued with it included).
     async fn commit(self: Box<Self>, watermark: Option<&Watermark>) -> Result<()>;
 }
 

@@ -24,6 +24,8 @@ pub struct PgStore {
     sql: Sql,
     /// Checked by every sync write (`Store::set_fence`, issue 8).
     fence: crate::common::FenceSlot,
+    /// Asked by every plan write for its emails (`Store::set_composer`).
+    composer: crate::outbox::ComposerSlot,
 }
 
 fn migrator() -> Migrator {
@@ -83,6 +85,7 @@ impl PgStore {
         let store = PgStore {
             pool,
             fence: crate::common::FenceSlot::default(),
+            composer: crate::outbox::ComposerSlot::default(),
             sql: Sql::new(true),
         };
         store.fill_digests().await?;
@@ -95,6 +98,7 @@ impl PgStore {
 }
 
 crate::common::impl_store!(PgStore, sqlx::Postgres);
+crate::outbox::impl_outbox!(PgStore, sqlx::Postgres);
 
 impl PgStore {
     /// Before the pool closes (`Store::close`): nothing to do.

@@ -24,6 +24,8 @@ pub struct SqliteStore {
     sql: Sql,
     /// Checked by every sync write (`Store::set_fence`, issue 8).
     fence: crate::common::FenceSlot,
+    /// Asked by every plan write for its emails (`Store::set_composer`).
+    composer: crate::outbox::ComposerSlot,
     /// The WAL file (None in memory), for [`SqliteStore::after_write`].
     wal: Option<std::path::PathBuf>,
     /// The database file (None in memory), for [`SqliteStore::read_inline_now`].
@@ -149,6 +151,7 @@ impl SqliteStore {
         let store = SqliteStore {
             pool,
             fence: crate::common::FenceSlot::default(),
+            composer: crate::outbox::ComposerSlot::default(),
             sql: Sql::new(false),
             wal: (!memory).then(|| std::path::PathBuf::from(format!("{path}-wal"))),
             path: (!memory).then(|| path.to_string()),
@@ -299,6 +302,7 @@ async fn schema_current(pool: &SqlitePool) -> bool {
 }
 
 crate::common::impl_store!(SqliteStore, sqlx::Sqlite);
+crate::outbox::impl_outbox!(SqliteStore, sqlx::Sqlite);
 
 /// What SQLite does its own way (see common.rs). A sync's bulk writes: one
 /// prepared single-row INSERT per row, stepped by this thread on the
