@@ -15,7 +15,6 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::future::Future;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use mfasync_core::config::{Config, Smtp};
@@ -49,8 +48,6 @@ const TOUCHES_REJECTED: &str =
 
 /// Users named in a notification; the rest are counted.
 const EMAIL_LISTED: usize = 20;
-/// How long one SMTP conversation may take.
-const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What `hold` decided during one cycle, collected by `track`.
 #[derive(Default)]
@@ -394,7 +391,7 @@ async fn notify(store: &dyn Store, cfg: &Config, a: &Approval, why: &str) {
             format!("approval {}: notification sent to {to}", a.id),
         ),
         Err(e) => {
-            let e = redact(&format!("{e:#}"), smtp);
+            let e = crate::mail::redact(&format!("{e:#}"), smtp);
             tracing::error!(approval = %a.id, "cannot send the approval notification to {to}: {e}");
             (
                 "notify-failed",
@@ -404,14 +401,6 @@ async fn notify(store: &dyn Store, cfg: &Config, a: &Approval, why: &str) {
     };
     if let Err(e) = store.audit_event("sync", action, &detail).await {
         tracing::error!("cannot record the notification in the audit trail: {e}");
-    }
-}
-
-/// Never let a configured SMTP password reach a log line or the audit trail.
-fn redact(text: &str, smtp: &Smtp) -> String {
-    match crate::secrets::smtp_password(smtp) {
-        Ok(Some(pw)) if !pw.is_empty() => text.replace(&pw, "<redacted>"),
-        _ => text.to_string(),
     }
 }
 
@@ -454,15 +443,12 @@ pub fn message_text(a: &Approval, why: &str) -> (String, String) {
 
 async fn send(smtp: &Smtp, to: &[String], a: &Approval, why: &str) -> Result<()> {
     use lettre::message::header::ContentType;
-    use lettre::transport::smtp::authentication::Credentials;
-    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    use lettre::Message;
 
     let (subject, body) = message_text(a, why);
-    let from = smtp
-        .from
-        .parse()
-        .map_err(|e| anyhow!("smtp.from {:?} is not a mailbox: {e}", smtp.from))?;
-    let mut msg = Message::builder().from(from).subject(subject);
+    let mut msg = Message::builder()
+        .from(crate::mail::sender(smtp)?)
+        .subject(subject);
     for r in to {
         let mbox = r
             .parse()
@@ -473,35 +459,7 @@ async fn send(smtp: &Smtp, to: &[String], a: &Approval, why: &str) -> Result<()>
         .header(ContentType::TEXT_PLAIN)
         .body(body)
         .map_err(|e| anyhow!("cannot build the message: {e}"))?;
-    // smtp://host[:port] (plain; ?tls=required for STARTTLS, ?tls=opportunistic),
-    // smtps://host[:port] (TLS from the start)
-    let server = server_for_display(&smtp.server);
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp.server)
-        .map_err(|e| anyhow!("smtp.server {server}: {e}"))?
-        .timeout(Some(SMTP_TIMEOUT));
-    if let Some(user) = &smtp.username {
-        let password = crate::secrets::smtp_password(smtp)
-            .map_err(|e| anyhow!(e))?
-            .unwrap_or_default();
-        builder = builder.credentials(Credentials::new(user.clone(), password));
-    }
-    let transport = builder.build();
-    transport
-        .send(msg)
-        .await
-        .map_err(|e| anyhow!("sending through {server}: {e}"))?;
-    Ok(())
-}
-
-/// The server URL without any user:password part.
-fn server_for_display(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://{host}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
+    crate::mail::send(smtp, msg, crate::mail::SMTP_TIMEOUT).await
 }
 
 // ---------------------------------------------------------------- command line
@@ -654,18 +612,6 @@ mod tests {
         assert!(body.contains("... and 5 more"));
         assert!(body.contains("mfasync approvals approve abc123"));
         assert!(body.contains("mfasync approvals list"));
-    }
-
-    #[test]
-    fn server_display_drops_credentials() {
-        assert_eq!(
-            server_for_display("smtps://u:secret@mail.example.com:465"),
-            "smtps://mail.example.com:465"
-        );
-        assert_eq!(
-            server_for_display("smtp://127.0.0.1:25"),
-            "smtp://127.0.0.1:25"
-        );
     }
 
     #[test]

@@ -14,13 +14,16 @@ mod build_id;
 mod cluster;
 mod database;
 mod domains;
+mod emails;
 mod export;
 mod history;
 mod http;
 mod incremental;
 mod logging;
 mod lookup;
+mod mail;
 mod manual;
+mod outbox;
 mod progress;
 mod rekey;
 mod retention;
@@ -115,6 +118,12 @@ enum Command {
     Approvals {
         #[command(subcommand)]
         cmd: ApprovalsCmd,
+    },
+    /// Welcome and update emails to users: queued by sync, delivered by the
+    /// service or by each one-shot sync
+    Outbox {
+        #[command(subcommand)]
+        cmd: OutboxCmd,
     },
     /// The audit trail: user changes by sync, configuration versions, approval decisions
     Audit {
@@ -286,6 +295,30 @@ enum Format {
 }
 
 #[derive(Subcommand)]
+enum OutboxCmd {
+    /// The emails, newest first, with their status and last error
+    List {
+        /// Only these: pending, sent or failed
+        #[arg(long, value_parser = ["pending", "sent", "failed"])]
+        status: Option<String>,
+        /// How many, newest first
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Queue emails again (pending, due now, retried until email.give_up_after from now)
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "failed"])))]
+    Retry {
+        /// The emails' ids (outbox list)
+        ids: Vec<i64>,
+        /// Every email given up
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Deliver the emails due now (for at most 30 seconds), without a sync
+    Send,
+}
+
+#[derive(Subcommand)]
 enum ApprovalsCmd {
     /// The pending approvals and the users each would disable or remove
     List,
@@ -328,6 +361,15 @@ fn main() -> ExitCode {
             }
             ExitCode::from(2)
         }
+    }
+}
+
+/// Tests only: with `MFASYNC_TEST_ABORT_AFTER_COMMIT` set, a one-shot sync
+/// dies (SIGABRT, nothing cleaned up, like kill -9) right after its cycle
+/// committed and before any email is delivered.
+fn abort_after_commit_for_tests() {
+    if std::env::var_os("MFASYNC_TEST_ABORT_AFTER_COMMIT").is_some() {
+        std::process::abort();
     }
 }
 
@@ -563,7 +605,23 @@ async fn run(cli: Cli) -> CmdResult {
                 full,
                 plan_only: plan,
             };
-            let work = sync::run(store.as_ref(), &cfg, opts);
+            // the cycle, then (not for --plan) the emails it queued and any
+            // others due, within a bounded time, still holding the lease
+            let work = async {
+                let outcome = sync::run(store.as_ref(), &cfg, opts).await;
+                if !plan {
+                    abort_after_commit_for_tests();
+                    if let Some(d) = outbox::deliver_before_exit(store.as_ref(), &cfg).await {
+                        if d != outbox::Delivered::default() {
+                            logging::notice(format_args!(
+                                "emails: {} sent, {} to be retried (mfasync outbox list), {} given up",
+                                d.sent, d.retrying, d.failed
+                            ));
+                        }
+                    }
+                }
+                outcome
+            };
             let outcome = match &lease {
                 Some(l) => l.hold(&store, work).await,
                 None => work.await,
@@ -610,6 +668,30 @@ async fn run(cli: Cli) -> CmdResult {
                 ApprovalsCmd::Reject { id } => {
                     let lease = cluster::CliLease::take(store.as_ref(), "reject").await?;
                     let r = approvals::cli_reject(store.as_ref(), &id, cli.json).await;
+                    lease.release(store.as_ref()).await;
+                    r
+                }
+            }
+        }
+        Command::Outbox { cmd } => {
+            let store = open_store(&cli.database).await?;
+            match cmd {
+                OutboxCmd::List { status, limit } => {
+                    let status = status.as_deref().and_then(mfasync_store::OutboxStatus::parse);
+                    outbox::cli_list(store.as_ref(), status, limit, cli.json).await
+                }
+                OutboxCmd::Retry { ids, failed } => {
+                    let target = match failed {
+                        true => mfasync_store::RetryTarget::Failed,
+                        false => mfasync_store::RetryTarget::Ids(ids),
+                    };
+                    outbox::cli_retry(store.as_ref(), target, cli.json).await
+                }
+                OutboxCmd::Send => {
+                    let cfg = active_config(store.as_ref()).await?;
+                    // not while a server runs synchronization: it sends them
+                    let lease = cluster::CliLease::take(store.as_ref(), "outbox send").await?;
+                    let r = outbox::cli_send(store.as_ref(), &cfg, cli.json).await;
                     lease.release(store.as_ref()).await;
                     r
                 }

@@ -111,12 +111,19 @@ pub async fn run(
         let cluster = cluster.clone();
         async move { cluster.maintain().await }
     });
+    // welcome/update emails, sent by the server running synchronization
+    let emails_due = Arc::new(tokio::sync::Notify::new());
+    let sender = tokio::spawn(crate::outbox::serve(
+        store.clone(),
+        cluster.clone(),
+        emails_due.clone(),
+    ));
     let http = tokio::spawn(crate::http::serve(listener, app, http, max_connections));
     // (systemd: the unit is started once the port answers)
     crate::systemd::ready(&format!("serving on http://{local}; {role}"));
     let watchdog = crate::systemd::watchdog();
     let result = tokio::select! {
-        r = cycles(store.as_ref(), &metrics, &sync_lock, &cluster) => r,
+        r = cycles(store.as_ref(), &metrics, &sync_lock, &cluster, &emails_due) => r,
         _ = shutdown_signal() => {
             crate::systemd::stopping();
             crate::logging::notice("stopping");
@@ -127,6 +134,7 @@ pub async fn run(
         w.abort();
     }
     http.abort();
+    sender.abort();
     maintain.abort();
     cluster.leave().await;
     result
@@ -159,6 +167,7 @@ async fn cycles(
     metrics: &mfasync_web::Metrics,
     sync_lock: &tokio::sync::Mutex<()>,
     cluster: &crate::cluster::Cluster,
+    emails_due: &tokio::sync::Notify,
 ) -> Result<()> {
     let mut role = cluster.subscribe();
     let mut requests = cluster.requests();
@@ -219,6 +228,8 @@ async fn cycles(
                     )
                     .await;
                     let secs = started.elapsed().as_secs_f64();
+                    // the emails this cycle queued go out now
+                    emails_due.notify_one();
                     match result {
                         Ok(o) => {
                             metrics.record_sync(

@@ -93,6 +93,8 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
     if cfg.sync.items.is_empty() {
         bail!("no sync items are configured: add [[sync.items]] to the configuration");
     }
+    // welcome/update emails are queued in the transactions of this cycle (issue 19)
+    let _emails = crate::emails::Armed::arm(store, cfg);
     let wm = store.watermark().await?;
     let reason = full_reason(cfg, opts.full, wm.as_ref());
     if reason.is_some() && wm.is_none() {
