@@ -365,10 +365,14 @@ fn main() -> ExitCode {
 }
 
 /// Tests only: with `MFASYNC_TEST_ABORT_AFTER_COMMIT` set, a one-shot sync
-/// dies (SIGABRT, nothing cleaned up, like kill -9) right after its cycle
-/// committed and before any email is delivered.
+/// kills itself (SIGKILL; SIGABRT if that fails: nothing cleaned up) right
+/// after its cycle committed and before any email is delivered.
 fn abort_after_commit_for_tests() {
     if std::env::var_os("MFASYNC_TEST_ABORT_AFTER_COMMIT").is_some() {
+        let pid = std::process::id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
         std::process::abort();
     }
 }
