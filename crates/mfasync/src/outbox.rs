@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use lettre::message::{header::ContentType, MultiPart, SinglePart};
 use lettre::Message;
 use mfasync_core::config::{Config, Smtp};
-use mfasync_store::{OutboxEmail, OutboxStatus, RetryTarget, Store};
+use mfasync_store::{time_text, OutboxEmail, OutboxStatus, RetryTarget, Store};
 
 /// How long a one-shot command delivers before it exits (what is left
 /// stays pending for the next run or the service).
@@ -179,33 +179,6 @@ pub async fn serve(
 
 // ---------------------------------------------------------------- command line
 
-fn time_text(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
-}
-
-/// A row as `outbox list --json` and the API show it (no bodies).
-pub fn row_json(e: &OutboxEmail) -> serde_json::Value {
-    serde_json::json!({
-        "id": e.id,
-        "kind": e.kind.as_str(),
-        "username": e.username,
-        "recipient": e.recipient,
-        "subject": e.subject,
-        "status": e.status.as_str(),
-        "attempts": e.attempts,
-        "last_error": e.last_error,
-        "created_at": time_text(e.created_ms),
-        "next_attempt_at": (e.status == OutboxStatus::Pending).then(|| time_text(e.due_ms)),
-        "sent_at": e.sent_ms.map(time_text),
-    })
-}
-
 /// `outbox list [--status S] [--limit N]`.
 pub async fn cli_list(
     store: &dyn Store,
@@ -218,7 +191,7 @@ pub async fn cli_list(
         .await
         .map_err(|e| crate::Failure::Refused(e.to_string()))?;
     if json {
-        let v: Vec<serde_json::Value> = rows.iter().map(row_json).collect();
+        let v: Vec<serde_json::Value> = rows.iter().map(OutboxEmail::listing_json).collect();
         return crate::print_json(&v);
     }
     if rows.is_empty() {

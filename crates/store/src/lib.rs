@@ -11,7 +11,7 @@ use mfasync_core::MfaUser;
 mod common;
 mod copy;
 mod outbox;
-pub use outbox::{Composer, NewEmail, OutboxEmail, OutboxStatus, RetryTarget};
+pub use outbox::{time_text, Composer, NewEmail, OutboxEmail, OutboxStatus, RetryTarget};
 pub use copy::{copy_to_postgres, CopyReport, TableCopy};
 /// The schema migrations of a backend, from `migrations/<dir>/`. ONE list for
 /// both backends, so a migration cannot be registered for one and forgotten

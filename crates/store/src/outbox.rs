@@ -73,6 +73,37 @@ pub struct OutboxEmail {
     pub sent_ms: Option<i64>,
 }
 
+impl OutboxEmail {
+    /// The row as `mfasync outbox list --json` and `GET /api/v1/outbox`
+    /// show it: no bodies, times as RFC 3339 UTC.
+    pub fn listing_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "kind": self.kind.as_str(),
+            "username": self.username,
+            "recipient": self.recipient,
+            "subject": self.subject,
+            "status": self.status.as_str(),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "created_at": time_text(self.created_ms),
+            "next_attempt_at": (self.status == OutboxStatus::Pending).then(|| time_text(self.due_ms)),
+            "sent_at": self.sent_ms.map(time_text),
+        })
+    }
+}
+
+/// Unix epoch milliseconds as RFC 3339 UTC (the number itself if out of range).
+pub fn time_text(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// What `Store::outbox_retry` re-queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryTarget {

@@ -53,6 +53,7 @@ const NAV: &[(&str, &str)] = &[
     ("/users", "Users"),
     ("/approvals", "Approvals"),
     ("/history", "Sync history"),
+    ("/outbox", "Outbox"),
     ("/tokens", "API tokens"),
     ("/servers", "Servers"),
 ];

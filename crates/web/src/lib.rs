@@ -35,6 +35,7 @@ mod expiry;
 mod html;
 mod limits;
 pub mod metrics;
+mod outbox;
 mod portal;
 mod progress;
 pub mod servers;
@@ -216,11 +217,15 @@ pub fn router(
         jobs: Arc::default(),
         tokens: Arc::default(),
     };
-    let api = api::routes().merge(servers::api_routes()).route_layer(
+    let api = api::routes()
+        .merge(servers::api_routes())
+        .merge(outbox::api_routes())
+        .route_layer(
         axum::middleware::from_fn_with_state(app.clone(), auth::require_api),
     );
     let portal = portal::routes()
         .merge(servers::portal_routes())
+        .merge(outbox::portal_routes())
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::require_portal,
@@ -263,6 +268,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/approvals/{id}/approve"),
     ("post", "/api/v1/approvals/{id}/reject"),
     ("get", "/api/v1/history"),
+    ("get", "/api/v1/outbox"),
     ("get", "/api/v1/servers"),
     ("post", "/api/v1/auth"),
     ("get", "/api/v1/openapi.json"),

@@ -359,6 +359,7 @@ async fn portal_requires_sign_in() {
         "/sync/items/0/edit",
         "/approvals",
         "/history",
+        "/outbox",
         "/tokens",
     ] {
         let resp = s
@@ -387,6 +388,7 @@ async fn api_requires_a_token() {
         "/api/v1/users",
         "/api/v1/approvals",
         "/api/v1/history",
+        "/api/v1/outbox",
         "/api/v1/config",
     ] {
         let resp = s
@@ -2859,4 +2861,68 @@ async fn the_dashboard_says_when_synchronization_is_not_configured() {
         .unwrap();
     let page = s.get_page(&sess.cookie, "/").await;
     assert!(page.contains(r#"id="sync-state">active</a>"#), "{page}");
+}
+
+#[tokio::test]
+async fn outbox_page_and_api_list_emails_newest_first_escaped() {
+    use mfasync_core::email::EmailKind;
+    let s = serve().await;
+    let email = |name: &str, kind| mfasync_store::NewEmail {
+        kind,
+        username: name.to_string(),
+        directory_id: Some(format!("id-{name}")),
+        recipient: format!("{name}@example.com"),
+        subject: format!("Hello <b>{name}</b>"),
+        text: "body".into(),
+        html: None,
+    };
+    s.store
+        .outbox_enqueue(&[
+            email("ann", EmailKind::Welcome),
+            email("bob", EmailKind::Update),
+        ])
+        .await
+        .unwrap();
+    let rows = s.store.outbox(None, 10).await.unwrap();
+    let (bob, ann) = (rows[0].id, rows[1].id);
+    let now = rows[0].due_ms;
+    let claimed = s.store.outbox_claim(now, now + 1).await.unwrap().unwrap();
+    assert_eq!(claimed.id, ann);
+    s.store
+        .outbox_attempt_failed(ann, "550 <script>alert(1)</script>", None)
+        .await
+        .unwrap();
+
+    let sess = s.session().await;
+    let page = s.get_page(&sess.cookie, "/outbox").await;
+    assert!(page.contains(r#"<a href="/outbox" class="active">Outbox</a>"#), "{page}");
+    let bob_at = page.find("bob@example.com").unwrap();
+    let ann_at = page.find("ann@example.com").unwrap();
+    assert!(bob_at < ann_at, "newest first");
+    assert!(page.contains("Hello &lt;b&gt;ann&lt;/b&gt;"), "{page}");
+    assert!(page.contains("550 &lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+    assert!(!page.contains("<script>alert"), "{page}");
+    let failed = s.get_page(&sess.cookie, "/outbox?status=failed").await;
+    assert!(failed.contains("ann@example.com") && !failed.contains("bob@example.com"));
+
+    let token = s.create_api_token(&sess).await;
+    let get = |q: &'static str| {
+        s.client
+            .get(format!("{}/api/v1/outbox{q}", s.base))
+            .headers(s.bearer(&token))
+            .send()
+    };
+    let all: Value = get("").await.unwrap().json().await.unwrap();
+    let ids: Vec<i64> = all.as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![bob, ann]);
+    assert_eq!(all[0]["status"], "pending");
+    assert!(all[0]["next_attempt_at"].is_string());
+    assert_eq!(all[1]["status"], "failed");
+    assert_eq!(all[1]["kind"], "welcome");
+    assert_eq!(all[1]["attempts"], 1);
+    assert_eq!(all[1]["last_error"], "550 <script>alert(1)</script>");
+    let pending: Value = get("?status=pending").await.unwrap().json().await.unwrap();
+    assert_eq!(pending.as_array().unwrap().len(), 1);
+    let bad = get("?status=lost").await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
