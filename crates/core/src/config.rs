@@ -1522,12 +1522,21 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
     }
     for (key, path) in [
         ("email.welcome_template", &cfg.email.welcome_template),
-        ("email.welcome_html_template", &cfg.email.welcome_html_template),
+        (
+            "email.welcome_html_template",
+            &cfg.email.welcome_html_template,
+        ),
         ("email.update_template", &cfg.email.update_template),
-        ("email.update_html_template", &cfg.email.update_html_template),
+        (
+            "email.update_html_template",
+            &cfg.email.update_html_template,
+        ),
     ] {
         if path.as_deref().is_some_and(|p| p.trim().is_empty()) {
-            out.push(err(key, "is empty: name a template file or leave the key out"));
+            out.push(err(
+                key,
+                "is empty: name a template file or leave the key out",
+            ));
         }
     }
     if let Some(p) = &cfg.portal {

@@ -121,7 +121,10 @@ mod tests {
     fn change(action: Action, before: Option<MfaUser>, after: MfaUser) -> Change {
         Change {
             action,
-            fields: before.as_ref().map(|b| b.diff_fields(&after)).unwrap_or_default(),
+            fields: before
+                .as_ref()
+                .map(|b| b.diff_fields(&after))
+                .unwrap_or_default(),
             user: after,
             before,
             reason: None,
@@ -130,7 +133,10 @@ mod tests {
     }
 
     fn kinds(d: &Decision) -> Vec<(EmailKind, String)> {
-        d.emails.iter().map(|e| (e.kind, e.user.username.clone())).collect()
+        d.emails
+            .iter()
+            .map(|e| (e.kind, e.user.username.clone()))
+            .collect()
     }
 
     const SALES: &str = "ou=Sales,dc=x";
@@ -157,7 +163,11 @@ mod tests {
         let changes = vec![
             change(Action::Create, None, user("a", None, SALES)),
             change(Action::Create, None, user("b", Some("  "), SALES)),
-            change(Action::Create, None, user("c", Some("not an address"), SALES)),
+            change(
+                Action::Create,
+                None,
+                user("c", Some("not an address"), SALES),
+            ),
             change(Action::Create, None, user("d", Some(" d@x.test "), SALES)),
         ];
         let d = decide(&changes, |_| true);
@@ -197,8 +207,18 @@ mod tests {
         name.last_name = Some("Renamed".into());
         let mut disabled = before.clone();
         disabled.enabled = false;
-        for (after, expected) in [(phone, 1), (backup, 1), (method, 1), (name, 0), (disabled, 0)] {
-            let action = if after.enabled { Action::Update } else { Action::Disable };
+        for (after, expected) in [
+            (phone, 1),
+            (backup, 1),
+            (method, 1),
+            (name, 0),
+            (disabled, 0),
+        ] {
+            let action = if after.enabled {
+                Action::Update
+            } else {
+                Action::Disable
+            };
             let changes = vec![change(action, Some(before.clone()), after.clone())];
             let d = decide(&changes, |_| true);
             assert_eq!(d.emails.len(), expected, "{after:?}");

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use mfasync_core::config::Config;
 use mfasync_core::email::{self, EmailKind};
 use mfasync_core::plan::Change;
 use mfasync_core::MfaUser;
 use mfasync_store::{NewEmail, Store};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 const WELCOME: &str = include_str!("emails/welcome.txt");
 const UPDATE: &str = include_str!("emails/update.txt");
@@ -289,14 +289,17 @@ impl mfasync_store::Composer for UserEmails {
                 without += 1;
                 continue;
             };
-            let rendered = self.templates.render(e.kind, e.user, e.before).or_else(|err| {
-                tracing::error!(
-                    user = %e.user.username,
-                    "cannot render the {} email ({err:#}): the built-in template is used",
-                    e.kind.as_str()
-                );
-                Templates::builtin().render(e.kind, e.user, e.before)
-            });
+            let rendered = self
+                .templates
+                .render(e.kind, e.user, e.before)
+                .or_else(|err| {
+                    tracing::error!(
+                        user = %e.user.username,
+                        "cannot render the {} email ({err:#}): the built-in template is used",
+                        e.kind.as_str()
+                    );
+                    Templates::builtin().render(e.kind, e.user, e.before)
+                });
             match rendered {
                 Ok(r) => out.push(NewEmail {
                     kind: e.kind,
@@ -418,18 +421,27 @@ mod tests {
         assert_eq!(w.subject, "Multi-factor authentication is set up for jdoe");
         assert!(w.text.starts_with("Hello Jane,"), "{}", w.text);
         assert!(w.text.contains("with a text message."), "{}", w.text);
-        assert!(w.text.contains("Primary phone: +15551230000 ext. 12"), "{}", w.text);
+        assert!(
+            w.text.contains("Primary phone: +15551230000 ext. 12"),
+            "{}",
+            w.text
+        );
         assert!(!w.text.contains("Backup phone"), "{}", w.text);
         assert_eq!(w.html, None);
         let mut after = user();
         after.primary_phone = Some("+15559990000".into());
         let u = t.render(EmailKind::Update, &after, Some(&user())).unwrap();
         assert!(
-            u.text.contains("Primary phone: +15559990000 (was +15551230000)"),
+            u.text
+                .contains("Primary phone: +15559990000 (was +15551230000)"),
             "{}",
             u.text
         );
-        assert!(u.text.contains("Method:        a text message\n"), "{}", u.text);
+        assert!(
+            u.text.contains("Method:        a text message\n"),
+            "{}",
+            u.text
+        );
         assert!(u.text.contains("Backup phone:  none\n"), "{}", u.text);
     }
 
@@ -438,7 +450,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("w.txt");
         let html = dir.path().join("w.html");
-        std::fs::write(&text, "Subject: Hi {{ first_name }}\nYour phone: {{ primary_phone }}").unwrap();
+        std::fs::write(
+            &text,
+            "Subject: Hi {{ first_name }}\nYour phone: {{ primary_phone }}",
+        )
+        .unwrap();
         std::fs::write(&html, "<p>Hi {{ first_name }} {{ description }}</p>").unwrap();
         let mut cfg = Config::default();
         cfg.email.welcome_template = Some(text.to_string_lossy().into());
@@ -449,14 +465,21 @@ mod tests {
         u.first_name = Some("<b>Jane</b>\r\nBcc: x@evil.test".into());
         u.description = Some("\"&'".into());
         let r = t.render(EmailKind::Welcome, &u, None).unwrap();
-        assert_eq!(r.subject, "Hi <b>Jane</b>  Bcc: x@evil.test", "no line break in a header");
+        assert_eq!(
+            r.subject, "Hi <b>Jane</b>  Bcc: x@evil.test",
+            "no line break in a header"
+        );
         assert_eq!(r.text, "Your phone: +15551230000");
         assert_eq!(
             r.html.as_deref(),
             Some("<p>Hi &lt;b&gt;Jane&lt;&#x2f;b&gt;\r\nBcc: x@evil.test &quot;&amp;&#x27;</p>")
         );
         // the update templates stay the built-in ones
-        assert!(t.render(EmailKind::Update, &u, Some(&user())).unwrap().html.is_none());
+        assert!(t
+            .render(EmailKind::Update, &u, Some(&user()))
+            .unwrap()
+            .html
+            .is_none());
     }
 
     #[test]
@@ -465,7 +488,11 @@ mod tests {
         let cases = [
             ("no-subject.txt", "Hello {{ username }}", "first line"),
             ("syntax.txt", "Subject: x\n{% if %}", "syntax"),
-            ("unknown.txt", "Subject: x\n{{ no_such_field }}", "undefined"),
+            (
+                "unknown.txt",
+                "Subject: x\n{{ no_such_field }}",
+                "undefined",
+            ),
         ];
         for (file, text, why) in cases {
             let path = dir.path().join(file);
@@ -474,14 +501,26 @@ mod tests {
             cfg.email.update_template = Some(path.to_string_lossy().into());
             let (t, problems) = Templates::load(&cfg);
             assert_eq!(problems.len(), 1, "{file}: {problems:?}");
-            assert!(problems[0].starts_with("email.update_template") || problems[0].contains("email.update_template"), "{problems:?}");
-            assert!(problems[0].to_lowercase().contains(why), "{file}: {problems:?}");
+            assert!(
+                problems[0].starts_with("email.update_template")
+                    || problems[0].contains("email.update_template"),
+                "{problems:?}"
+            );
+            assert!(
+                problems[0].to_lowercase().contains(why),
+                "{file}: {problems:?}"
+            );
             let r = t.render(EmailKind::Update, &user(), Some(&user())).unwrap();
-            assert!(r.subject.starts_with("Your multi-factor authentication settings changed"));
+            assert!(r
+                .subject
+                .starts_with("Your multi-factor authentication settings changed"));
         }
         let mut cfg = Config::default();
         cfg.email.welcome_template = Some("/nonexistent/welcome.txt".into());
         let (_, problems) = Templates::load(&cfg);
-        assert!(problems[0].contains("/nonexistent/welcome.txt"), "{problems:?}");
+        assert!(
+            problems[0].contains("/nonexistent/welcome.txt"),
+            "{problems:?}"
+        );
     }
 }

@@ -681,7 +681,9 @@ async fn run(cli: Cli) -> CmdResult {
             let store = open_store(&cli.database).await?;
             match cmd {
                 OutboxCmd::List { status, limit } => {
-                    let status = status.as_deref().and_then(mfasync_store::OutboxStatus::parse);
+                    let status = status
+                        .as_deref()
+                        .and_then(mfasync_store::OutboxStatus::parse);
                     outbox::cli_list(store.as_ref(), status, limit, cli.json).await
                 }
                 OutboxCmd::Retry { ids, failed } => {

@@ -77,7 +77,10 @@ pub async fn deliver_due(
             return Ok(done);
         }
         let now = now_ms();
-        let Some(row) = store.outbox_claim(now, now.saturating_add(ms(CLAIM))).await? else {
+        let Some(row) = store
+            .outbox_claim(now, now.saturating_add(ms(CLAIM)))
+            .await?
+        else {
             return Ok(done);
         };
         match send(smtp, &row, left.min(crate::mail::SMTP_TIMEOUT)).await {
@@ -104,7 +107,11 @@ pub async fn deliver_due(
                     ));
                     done.failed += 1;
                 } else {
-                    tracing::warn!(id = row.id, attempts = row.attempts, "email not sent, retried later: {error}");
+                    tracing::warn!(
+                        id = row.id,
+                        attempts = row.attempts,
+                        "email not sent, retried later: {error}"
+                    );
                     done.retrying += 1;
                 }
             }
@@ -305,7 +312,10 @@ mod tests {
         row.html = Some("<p>html body</p>".into());
         let both = String::from_utf8(message(&smtp, &row).unwrap().formatted()).unwrap();
         assert!(both.contains("multipart/alternative"), "{both}");
-        assert!(both.contains("<p>html body</p>") && both.contains("plain body"), "{both}");
+        assert!(
+            both.contains("<p>html body</p>") && both.contains("plain body"),
+            "{both}"
+        );
         row.recipient = "not an address".into();
         assert!(message(&smtp, &row).is_err());
     }

@@ -10,9 +10,9 @@ mod common;
 mod sink;
 
 use common::{counts, Mfa};
-use sink::SmtpSink;
 use mfasync_testkit::Slapd;
 use serde_json::Value;
+use sink::SmtpSink;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;

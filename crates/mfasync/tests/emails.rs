@@ -137,19 +137,24 @@ fn welcome_once(m: Mfa, team: &str, prefix: &str) {
     assert!(!killed.status.success(), "the test hook must kill it");
     let stderr = String::from_utf8_lossy(&killed.stderr);
     assert!(
-        stderr.contains("1 users would have had a welcome or update email but have no email address"),
+        stderr
+            .contains("1 users would have had a welcome or update email but have no email address"),
         "{stderr}"
     );
     assert_eq!(m.users().len(), 4, "the cycle was committed");
     assert!(sink.messages().is_empty(), "nothing delivered yet");
     let pending = outbox(&m, Some("pending"));
     assert_eq!(pending.len(), 3, "{pending:?}");
-    assert!(pending.iter().all(|e| e["kind"] == "welcome" && e["attempts"] == 0));
+    assert!(pending
+        .iter()
+        .all(|e| e["kind"] == "welcome" && e["attempts"] == 0));
 
     // restarted: delivered once each
     let r = m.ok(&["--json", "sync"]).json();
     assert_eq!(counts(&r).0, 0, "nothing new to create: {r}");
-    let want: Vec<String> = (1..=3).map(|i| format!("{prefix}{i}@example.com")).collect();
+    let want: Vec<String> = (1..=3)
+        .map(|i| format!("{prefix}{i}@example.com"))
+        .collect();
     assert_eq!(recipients(&sink), want);
     let msg = sink
         .messages()
@@ -162,12 +167,17 @@ fn welcome_once(m: Mfa, team: &str, prefix: &str) {
         format!("Multi-factor authentication is set up for {prefix}2")
     );
     let body = msg["body"].as_str().unwrap();
-    assert!(body.starts_with(&format!("Hello Given{prefix}2,")), "{body}");
+    assert!(
+        body.starts_with(&format!("Hello Given{prefix}2,")),
+        "{body}"
+    );
     assert!(body.contains("with a text message."), "{body}");
     assert!(body.contains("Primary phone: +15550100002"), "{body}");
     let sent = outbox(&m, Some("sent"));
     assert_eq!(sent.len(), 3, "{sent:?}");
-    assert!(sent.iter().all(|e| e["attempts"] == 1 && e["sent_at"].is_string()));
+    assert!(sent
+        .iter()
+        .all(|e| e["attempts"] == 1 && e["sent_at"].is_string()));
     assert_eq!(audit_actions(&m, "email-sent"), 3);
 
     // later cycles, full ones included, send nothing again
@@ -236,7 +246,10 @@ fn smtp_down_the_sync_succeeds_and_emails_go_out_when_it_returns() {
         assert!(e["next_attempt_at"].is_string(), "{e}");
     }
     let human = m.ok(&["outbox", "list"]).stdout;
-    assert!(human.contains("pending") && human.contains("last error"), "{human}");
+    assert!(
+        human.contains("pending") && human.contains("last error"),
+        "{human}"
+    );
 
     // the server is back: re-queued now (else after the backoff), sent by the next run
     let sink = SmtpSink::start_on(port);
@@ -244,13 +257,21 @@ fn smtp_down_the_sync_succeeds_and_emails_go_out_when_it_returns() {
     let mut args = vec!["--json", "outbox", "retry"];
     args.extend(ids.iter().map(String::as_str));
     let requeued = m.ok(&args).json();
-    assert_eq!(requeued["requeued"].as_array().unwrap().len(), 2, "{requeued}");
+    assert_eq!(
+        requeued["requeued"].as_array().unwrap().len(),
+        2,
+        "{requeued}"
+    );
     m.ok(&["sync"]);
-    let want: Vec<String> = (1..=2).map(|i| format!("{prefix}{i}@example.com")).collect();
+    let want: Vec<String> = (1..=2)
+        .map(|i| format!("{prefix}{i}@example.com"))
+        .collect();
     assert_eq!(recipients(&sink), want);
     let sent = outbox(&m, Some("sent"));
     assert_eq!(sent.len(), 2, "{sent:?}");
-    assert!(sent.iter().all(|e| e["last_error"].is_null() && e["attempts"] == 2));
+    assert!(sent
+        .iter()
+        .all(|e| e["last_error"].is_null() && e["attempts"] == 2));
     assert!(outbox(&m, Some("pending")).is_empty());
     // a sent email is not re-queued
     let again = m.run(&["outbox", "retry", &ids[0]]);

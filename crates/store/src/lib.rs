@@ -11,8 +11,8 @@ use mfasync_core::MfaUser;
 mod common;
 mod copy;
 mod outbox;
-pub use outbox::{time_text, Composer, NewEmail, OutboxEmail, OutboxStatus, RetryTarget};
 pub use copy::{copy_to_postgres, CopyReport, TableCopy};
+pub use outbox::{time_text, Composer, NewEmail, OutboxEmail, OutboxStatus, RetryTarget};
 /// The schema migrations of a backend, from `migrations/<dir>/`. ONE list for
 /// both backends, so a migration cannot be registered for one and forgotten
 /// for the other (each backend keeps its own SQL file per step).
@@ -664,7 +664,12 @@ pub trait Store: Send + Sync {
     /// now) the rows `target` names; audited ("email-requeued") by `actor`.
     /// A sent row, or an unknown id, is a `Conflict` and nothing changes.
     /// Returns the ids re-queued.
-    async fn outbox_retry(&self, target: &RetryTarget, now_ms: i64, actor: &str) -> Result<Vec<i64>>;
+    async fn outbox_retry(
+        &self,
+        target: &RetryTarget,
+        now_ms: i64,
+        actor: &str,
+    ) -> Result<Vec<i64>>;
 }
 
 /// A sync's write transaction in progress (`Store::begin_apply`).

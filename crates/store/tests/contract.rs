@@ -2093,25 +2093,47 @@ async fn outbox_rows_are_written_in_the_plan_transaction(s: &dyn Store) {
     assert_eq!(ann.directory_id.as_deref(), Some("id-a"));
     assert_eq!(ann.text, "Hello 東京\n");
     assert_eq!(ann.html.as_deref(), Some("<p>Hello</p>"));
-    assert_eq!((ann.attempts, ann.last_error.clone(), ann.sent_ms), (0, None, None));
+    assert_eq!(
+        (ann.attempts, ann.last_error.clone(), ann.sent_ms),
+        (0, None, None)
+    );
     // without a composer, plans queue nothing
     s.set_composer(None);
-    s.apply(&[create(&dir_user("cy", "id-c"))], None).await.unwrap();
+    s.apply(&[create(&dir_user("cy", "id-c"))], None)
+        .await
+        .unwrap();
     assert_eq!(s.outbox(None, 10).await.unwrap().len(), 2);
 }
 
 async fn outbox_welcome_once_per_directory_user(s: &dyn Store) {
     let a = dir_user("ann", "id-a");
-    assert_eq!(s.outbox_enqueue(&[email(EmailKind::Welcome, &a)]).await.unwrap(), 1);
+    assert_eq!(
+        s.outbox_enqueue(&[email(EmailKind::Welcome, &a)])
+            .await
+            .unwrap(),
+        1
+    );
     // a second welcome (a re-enable, a re-run) is not queued; updates are
     let again = [email(EmailKind::Welcome, &a), email(EmailKind::Update, &a)];
     assert_eq!(s.outbox_enqueue(&again).await.unwrap(), 1);
-    let kinds: Vec<EmailKind> = s.outbox(None, 10).await.unwrap().iter().map(|e| e.kind).collect();
+    let kinds: Vec<EmailKind> = s
+        .outbox(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kinds, vec![EmailKind::Update, EmailKind::Welcome]);
     // through a sync's composer too
     s.set_composer(Some(std::sync::Arc::new(WelcomeEveryCreate)));
     s.apply(&[create(&a)], None).await.unwrap();
-    assert_eq!(s.outbox(Some(OutboxStatus::Pending), 10).await.unwrap().len(), 2);
+    assert_eq!(
+        s.outbox(Some(OutboxStatus::Pending), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 async fn outbox_claim_send_retry_and_give_up(s: &dyn Store) {
@@ -2120,7 +2142,13 @@ async fn outbox_claim_send_retry_and_give_up(s: &dyn Store) {
         .await
         .unwrap();
     let now = s.outbox(None, 10).await.unwrap()[0].due_ms;
-    assert!(s.outbox_claim(now - 1, now + 60_000).await.unwrap().is_none(), "not due yet");
+    assert!(
+        s.outbox_claim(now - 1, now + 60_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "not due yet"
+    );
     let first = s.outbox_claim(now, now + 60_000).await.unwrap().unwrap();
     assert_eq!((first.username.as_str(), first.attempts), ("ann", 1));
     // claimed: another sender gets the other row, then nothing
@@ -2137,30 +2165,60 @@ async fn outbox_claim_send_retry_and_give_up(s: &dyn Store) {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].last_error.as_deref(), Some("connection refused"));
     assert_eq!((pending[0].due_ms, pending[0].attempts), (now + 1_000, 1));
-    assert!(s.outbox_claim(now + 999, now + 60_000).await.unwrap().is_none());
-    let again = s.outbox_claim(now + 1_000, now + 60_000).await.unwrap().unwrap();
+    assert!(s
+        .outbox_claim(now + 999, now + 60_000)
+        .await
+        .unwrap()
+        .is_none());
+    let again = s
+        .outbox_claim(now + 1_000, now + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((again.id, again.attempts), (second.id, 2));
     // given up: failed with the error, audited
-    s.outbox_attempt_failed(again.id, "still refused", None).await.unwrap();
+    s.outbox_attempt_failed(again.id, "still refused", None)
+        .await
+        .unwrap();
     let sent = s.outbox(Some(OutboxStatus::Sent), 10).await.unwrap();
     assert_eq!((sent.len(), sent[0].sent_ms), (1, Some(now + 5)));
     let failed = s.outbox(Some(OutboxStatus::Failed), 10).await.unwrap();
     assert_eq!(failed[0].last_error.as_deref(), Some("still refused"));
-    assert!(s.outbox_claim(now + 10_000_000, now + 20_000_000).await.unwrap().is_none());
+    assert!(s
+        .outbox_claim(now + 10_000_000, now + 20_000_000)
+        .await
+        .unwrap()
+        .is_none());
     let audit = s.audit(10).await.unwrap();
     let events: Vec<(&str, Option<&str>)> = audit
         .iter()
         .map(|e| (e.action.as_str(), e.username.as_deref()))
         .collect();
-    assert_eq!(events, vec![("email-failed", Some("bob")), ("email-sent", Some("ann"))]);
-    assert!(audit[0].detail.as_deref().unwrap().contains("still refused"));
-    assert!(audit[1].detail.as_deref().unwrap().contains("welcome email to ann@example.com"));
+    assert_eq!(
+        events,
+        vec![("email-failed", Some("bob")), ("email-sent", Some("ann"))]
+    );
+    assert!(audit[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("still refused"));
+    assert!(audit[1]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("welcome email to ann@example.com"));
     // an expired claim (a sender killed mid-delivery) is taken again
-    s.outbox_enqueue(&[email(EmailKind::Update, &a)]).await.unwrap();
+    s.outbox_enqueue(&[email(EmailKind::Update, &a)])
+        .await
+        .unwrap();
     let t = s.outbox(Some(OutboxStatus::Pending), 1).await.unwrap()[0].due_ms;
     let c = s.outbox_claim(t, t + 100).await.unwrap().unwrap();
     assert!(s.outbox_claim(t + 99, t + 200).await.unwrap().is_none());
-    assert_eq!(s.outbox_claim(t + 100, t + 200).await.unwrap().unwrap().id, c.id);
+    assert_eq!(
+        s.outbox_claim(t + 100, t + 200).await.unwrap().unwrap().id,
+        c.id
+    );
 }
 
 async fn outbox_retry_requeues_failed_never_sent(s: &dyn Store) {
@@ -2172,19 +2230,49 @@ async fn outbox_retry_requeues_failed_never_sent(s: &dyn Store) {
     let x = s.outbox_claim(now, now + 1).await.unwrap().unwrap();
     s.outbox_sent(x.id, now).await.unwrap();
     let y = s.outbox_claim(now, now + 1).await.unwrap().unwrap();
-    s.outbox_attempt_failed(y.id, "refused", None).await.unwrap();
+    s.outbox_attempt_failed(y.id, "refused", None)
+        .await
+        .unwrap();
     // a sent row cannot be re-queued, nor an unknown one; nothing changes
-    let r = s.outbox_retry(&RetryTarget::Ids(vec![y.id, x.id]), now + 50, "admin").await;
+    let r = s
+        .outbox_retry(&RetryTarget::Ids(vec![y.id, x.id]), now + 50, "admin")
+        .await;
     assert!(is_conflict(&r), "{r:?}");
-    assert!(is_conflict(&s.outbox_retry(&RetryTarget::Ids(vec![999]), now, "admin").await));
-    assert_eq!(s.outbox(Some(OutboxStatus::Failed), 10).await.unwrap().len(), 1);
+    assert!(is_conflict(
+        &s.outbox_retry(&RetryTarget::Ids(vec![999]), now, "admin")
+            .await
+    ));
+    assert_eq!(
+        s.outbox(Some(OutboxStatus::Failed), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // every failed row: pending, due now, give-up time counted from now
-    let done = s.outbox_retry(&RetryTarget::Failed, now + 50, "admin").await.unwrap();
+    let done = s
+        .outbox_retry(&RetryTarget::Failed, now + 50, "admin")
+        .await
+        .unwrap();
     assert_eq!(done, vec![y.id]);
     let p = s.outbox(Some(OutboxStatus::Pending), 10).await.unwrap();
-    assert_eq!((p[0].id, p[0].due_ms, p[0].queued_ms), (y.id, now + 50, now + 50));
-    assert_eq!(p[0].last_error.as_deref(), Some("refused"), "the last error stays shown");
+    assert_eq!(
+        (p[0].id, p[0].due_ms, p[0].queued_ms),
+        (y.id, now + 50, now + 50)
+    );
+    assert_eq!(
+        p[0].last_error.as_deref(),
+        Some("refused"),
+        "the last error stays shown"
+    );
     let audit = s.audit(1).await.unwrap();
-    assert_eq!((audit[0].action.as_str(), audit[0].actor.as_str()), ("email-requeued", "admin"));
-    assert!(s.outbox_retry(&RetryTarget::Failed, now, "admin").await.unwrap().is_empty());
+    assert_eq!(
+        (audit[0].action.as_str(), audit[0].actor.as_str()),
+        ("email-requeued", "admin")
+    );
+    assert!(s
+        .outbox_retry(&RetryTarget::Failed, now, "admin")
+        .await
+        .unwrap()
+        .is_empty());
 }

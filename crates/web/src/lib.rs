@@ -220,9 +220,10 @@ pub fn router(
     let api = api::routes()
         .merge(servers::api_routes())
         .merge(outbox::api_routes())
-        .route_layer(
-        axum::middleware::from_fn_with_state(app.clone(), auth::require_api),
-    );
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_api,
+        ));
     let portal = portal::routes()
         .merge(servers::portal_routes())
         .merge(outbox::portal_routes())

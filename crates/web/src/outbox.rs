@@ -115,7 +115,12 @@ async fn outbox_page(
         Err(e) => return crate::portal::db_error(Some(&admin), e),
     };
     let mut filters = String::new();
-    for (value, label) in [("", "All"), ("pending", "Pending"), ("sent", "Sent"), ("failed", "Failed")] {
+    for (value, label) in [
+        ("", "All"),
+        ("pending", "Pending"),
+        ("sent", "Sent"),
+        ("failed", "Failed"),
+    ] {
         let chosen = status.map(OutboxStatus::as_str).unwrap_or("") == value;
         let href = match value {
             "" => "/outbox".to_string(),

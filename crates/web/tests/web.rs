@@ -2895,12 +2895,18 @@ async fn outbox_page_and_api_list_emails_newest_first_escaped() {
 
     let sess = s.session().await;
     let page = s.get_page(&sess.cookie, "/outbox").await;
-    assert!(page.contains(r#"<a href="/outbox" class="active">Outbox</a>"#), "{page}");
+    assert!(
+        page.contains(r#"<a href="/outbox" class="active">Outbox</a>"#),
+        "{page}"
+    );
     let bob_at = page.find("bob@example.com").unwrap();
     let ann_at = page.find("ann@example.com").unwrap();
     assert!(bob_at < ann_at, "newest first");
     assert!(page.contains("Hello &lt;b&gt;ann&lt;/b&gt;"), "{page}");
-    assert!(page.contains("550 &lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+    assert!(
+        page.contains("550 &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
     assert!(!page.contains("<script>alert"), "{page}");
     let failed = s.get_page(&sess.cookie, "/outbox?status=failed").await;
     assert!(failed.contains("ann@example.com") && !failed.contains("bob@example.com"));
@@ -2913,7 +2919,12 @@ async fn outbox_page_and_api_list_emails_newest_first_escaped() {
             .send()
     };
     let all: Value = get("").await.unwrap().json().await.unwrap();
-    let ids: Vec<i64> = all.as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, vec![bob, ann]);
     assert_eq!(all[0]["status"], "pending");
     assert!(all[0]["next_attempt_at"].is_string());

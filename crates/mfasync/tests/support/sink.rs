@@ -105,4 +105,3 @@ impl Drop for SmtpSink {
         let _ = self.child.wait();
     }
 }
-
