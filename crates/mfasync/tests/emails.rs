@@ -26,6 +26,7 @@ const TEAMS: &[(&str, &str, usize)] = &[
     ("WelcomePg", "wpg", 3),
     ("Update", "upd", 1),
     ("Down", "down", 2),
+    ("Serve", "srv", 2),
 ];
 
 fn person(team: &str, uid: &str, mail: bool, n: usize) -> String {
@@ -278,4 +279,32 @@ fn smtp_down_the_sync_succeeds_and_emails_go_out_when_it_returns() {
     assert_eq!(again.code, 1, "{}", again.stderr);
     assert!(again.stderr.contains("already sent"), "{}", again.stderr);
     assert_eq!(audit_actions(&m, "email-requeued"), 2);
+}
+
+#[test]
+fn serve_sends_the_emails_of_its_cycles() {
+    let (m, team, prefix) = (Mfa::new(), "Serve", "srv");
+    let sink = SmtpSink::start(None);
+    m.apply(&config(team, &sink.url()));
+    let port = mfasync_testkit::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", &m.url, "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    // its first cycle creates the users; the sender delivers their emails
+    let t0 = std::time::Instant::now();
+    while sink.messages().len() < 2 && t0.elapsed() < std::time::Duration::from_secs(90) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let want: Vec<String> = (1..=2)
+        .map(|i| format!("{prefix}{i}@example.com"))
+        .collect();
+    assert_eq!(recipients(&sink), want);
+    let sent = outbox(&m, Some("sent"));
+    assert_eq!(sent.len(), 2, "{sent:?}");
 }

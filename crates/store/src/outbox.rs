@@ -264,6 +264,18 @@ macro_rules! impl_outbox {
                      RETURNING {}",
                     $crate::outbox::COLUMNS
                 );
+                // Nothing due (the usual case): no write transaction, so
+                // polling never waits for a sync's long one (SQLite).
+                let due: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM outbox WHERE status = 'pending' AND due_ms <= $1 \
+                     AND (claimed_until_ms IS NULL OR claimed_until_ms <= $1) LIMIT 1",
+                )
+                .bind(now_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                if due.is_none() {
+                    return Ok(None);
+                }
                 let mut tx = self.begin().await?;
                 let row = sqlx::query(&sql)
                     .bind(claim_until_ms)
