@@ -1148,7 +1148,27 @@ pub fn unused_keys(cfg: &Config) -> Vec<ConfigError> {
 pub fn warnings(cfg: &Config) -> Vec<ConfigError> {
     let mut out = unused_keys(cfg);
     out.extend(server_warnings(&cfg.directory));
+    out.extend(email_warnings(cfg));
     out
+}
+
+/// Items that ask for welcome/update emails while no `[smtp]` can send them.
+pub fn email_warnings(cfg: &Config) -> Vec<ConfigError> {
+    if cfg.smtp.is_some() {
+        return Vec::new();
+    }
+    cfg.sync
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| item.user.welcome_email)
+        .map(|(i, _)| {
+            err(
+                format!("sync.items[{i}].user.welcome_email"),
+                "no [smtp] is configured: no welcome or update email is sent",
+            )
+        })
+        .collect()
 }
 
 /// Servers reached over TLS (`ldaps://`, or `ldap://` with `starttls`) that
@@ -2150,6 +2170,25 @@ mod tests {
         assert!(!out.contains("#   container"), "{out}");
         // nothing blank: no comment
         assert!(!Config::default().to_toml_redacted().contains("# blank"));
+    }
+
+    #[test]
+    fn welcome_email_without_smtp_is_warned_about() {
+        let items = "[[sync.items]]\nkind = \"container\"\ndn = \"ou=A,dc=x\"\n\
+                     [[sync.items]]\nkind = \"container\"\ndn = \"ou=B,dc=x\"\n\
+                     [sync.items.user]\nwelcome_email = true\n";
+        let cfg = parse(items).unwrap_or_else(|e| panic!("not an error: {e:?}"));
+        let w: Vec<String> = email_warnings(&cfg)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            w,
+            ["sync.items[1].user.welcome_email: no [smtp] is configured: no welcome or update email is sent"]
+        );
+        let smtp = format!("[smtp]\nserver = \"smtp://h\"\nfrom = \"a@b.c\"\n{items}");
+        let cfg = parse(&smtp).unwrap_or_else(|e| panic!("not an error: {e:?}"));
+        assert!(email_warnings(&cfg).is_empty());
     }
 
     #[test]

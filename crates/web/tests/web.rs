@@ -2704,6 +2704,7 @@ async fn a_pending_approval_is_announced_on_every_page() {
         "/tokens",
         "/servers",
         "/approvals",
+        "/outbox",
     ];
     for p in pages {
         let page = s.get_page(&sess.cookie, p).await;
