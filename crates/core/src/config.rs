@@ -541,6 +541,21 @@ pub struct SyncItem {
     pub when_removed: WhenRemoved,
     #[serde(default)]
     pub user: ItemUser,
+    /// The OU's or group's unique id (`attributes.unique_id` as text),
+    /// filled in when the item is stored or at the next cycle: an item whose
+    /// DN is gone is found again by it (renamed or moved) and its `dn` updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl SyncItem {
+    /// The item without its id: what it governs and how (the id only finds it).
+    pub fn without_id(&self) -> SyncItem {
+        SyncItem {
+            id: None,
+            ..self.clone()
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -793,7 +808,7 @@ const SYNC_KEYS: &[&str] = &[
     "notify",
     "items",
 ];
-const ITEM_KEYS: &[&str] = &["kind", "dn", "include_nested", "when_removed", "user"];
+const ITEM_KEYS: &[&str] = &["kind", "dn", "include_nested", "when_removed", "user", "id"];
 const ITEM_USER_KEYS: &[&str] = &[
     "enabled",
     "method",
@@ -1656,8 +1671,24 @@ impl Config {
 
     /// A fingerprint of the sync items (kind, dn, order, settings): when it
     /// changes, a full synchronization is needed (the seed's rule).
+    /// An item's `id` is left out: filling it in changes nothing it governs.
     pub fn items_fingerprint(&self) -> String {
-        serde_json::to_string(&self.sync.items).unwrap_or_default()
+        let items: Vec<SyncItem> = self.sync.items.iter().map(SyncItem::without_id).collect();
+        serde_json::to_string(&items).unwrap_or_default()
+    }
+
+    /// A fingerprint of what decides which entries are users and what they
+    /// map to, besides the items: `[attributes]`, `[filters]`, the base DN
+    /// and whether members from other domains are followed. When it changes,
+    /// stored users may hold an old mapping: the next cycle must be full.
+    pub fn mapping_fingerprint(&self) -> String {
+        serde_json::to_string(&(
+            &self.attributes,
+            &self.filters,
+            &self.directory.base_dn,
+            self.directory.include_trusted_domains,
+        ))
+        .unwrap_or_default()
     }
 }
 
@@ -1670,6 +1701,58 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.into_iter().map(|e| e.key).collect(),
         }
+    }
+
+    fn one_item() -> Config {
+        let mut c = Config::default();
+        c.sync.items.push(SyncItem {
+            kind: ItemKind::Container,
+            dn: "OU=A,DC=x".into(),
+            include_nested: true,
+            when_removed: WhenRemoved::Disable,
+            user: ItemUser::default(),
+            id: None,
+        });
+        c
+    }
+
+    #[test]
+    fn mapping_fingerprint_follows_attributes_filters_and_base_dn_not_items() {
+        let base = one_item();
+        let fp = base.mapping_fingerprint();
+        let mut c = base.clone();
+        c.attributes.first_name = "cn".into();
+        assert_ne!(c.mapping_fingerprint(), fp);
+        let mut c = base.clone();
+        c.filters.user = "(objectClass=person)".into();
+        assert_ne!(c.mapping_fingerprint(), fp);
+        let mut c = base.clone();
+        c.directory.base_dn = "DC=y".into();
+        assert_ne!(c.mapping_fingerprint(), fp);
+        // items and intervals have their own rules
+        let mut c = base.clone();
+        c.sync.items[0].dn = "OU=B,DC=x".into();
+        c.sync.interval = "1h".into();
+        assert_eq!(c.mapping_fingerprint(), fp);
+    }
+
+    #[test]
+    fn an_items_id_is_not_part_of_its_fingerprint() {
+        let base = one_item();
+        let mut c = base.clone();
+        c.sync.items[0].id = Some("4f2a7c1e-0000-4000-8000-000000000001".into());
+        assert_eq!(c.items_fingerprint(), base.items_fingerprint());
+        c.sync.items[0].dn = "OU=Renamed,DC=x".into();
+        assert_ne!(c.items_fingerprint(), base.items_fingerprint());
+        // written in the file as `id`, and exported
+        let text = "[[sync.items]]\ndn = \"OU=A,DC=x\"\nid = \"abc\"\n";
+        let back = parse(text);
+        assert_eq!(
+            back.as_ref().map(|c| c.sync.items[0].id.clone()),
+            Ok(Some("abc".to_string())),
+        );
+        let back = back.unwrap_or_default();
+        assert!(back.to_toml_redacted().contains("id = \"abc\""));
     }
 
     #[test]

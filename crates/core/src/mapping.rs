@@ -402,6 +402,7 @@ mod tests {
                 backup_phone: Some(PhoneKind::Mobile),
                 ..ItemUser::default()
             },
+            id: None,
         }
     }
 

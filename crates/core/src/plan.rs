@@ -66,7 +66,11 @@ impl RawSeed {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         h.update(b"mfasync-raw-v1");
-        for part in [build.to_string(), format!("{attrs:?}"), format!("{item:?}")] {
+        for part in [
+            build.to_string(),
+            format!("{attrs:?}"),
+            format!("{:?}", item.without_id()),
+        ] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }

@@ -490,6 +490,7 @@ mod tests {
                 include_nested: true,
                 when_removed: Default::default(),
                 user: Default::default(),
+                id: None,
             })
             .collect();
         c

@@ -23,7 +23,7 @@ pub async fn cli(store: &dyn Store, limit: i64, json: bool) -> CmdResult {
             .map(|r| {
                 serde_json::json!({"id": r.id, "started_at": r.started_at, "finished_at": r.finished_at,
                 "mode": r.mode, "status": r.status(alive), "created": r.created, "updated": r.updated, "enabled": r.enabled,
-                "disabled": r.disabled, "removed": r.removed, "unchanged": r.unchanged, "entries_read": r.entries_read, "error": r.error})
+                "disabled": r.disabled, "removed": r.removed, "unchanged": r.unchanged, "entries_read": r.entries_read, "error": r.error, "note": r.note})
             })
             .collect();
         return crate::print_json(&v);
@@ -31,7 +31,7 @@ pub async fn cli(store: &dyn Store, limit: i64, json: bool) -> CmdResult {
     for r in runs {
         let status = r.status(alive);
         crate::terminal::say!(
-            "#{} {} {} {status} created={} updated={} enabled={} disabled={} removed={} unchanged={}{}{}",
+            "#{} {} {} {status} created={} updated={} enabled={} disabled={} removed={} unchanged={}{}{}{}",
             r.id,
             r.started_at,
             r.mode,
@@ -50,7 +50,8 @@ pub async fn cli(store: &dyn Store, limit: i64, json: bool) -> CmdResult {
                     " (stopped before recording its result: what it committed, if anything, is in `mfasync audit`)".to_string()
                 }
                 _ => String::new(),
-            }
+            },
+            r.note.as_deref().map(|n| format!(" note: {n}")).unwrap_or_default()
         );
     }
     Ok(())

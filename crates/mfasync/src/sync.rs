@@ -61,6 +61,12 @@ impl Snapshot {
     }
 }
 
+/// Why a cycle is full after `[attributes]`, `[filters]`, the base DN or
+/// `include_trusted_domains` changed: stored users may hold the old mapping.
+pub const MAPPING_CHANGED: &str = "the attribute mapping or filters changed since the last full sync: running a full synchronization";
+/// The same when the last full sync predates recording them (an upgrade).
+pub const MAPPING_UNKNOWN: &str = "the last full sync did not record its attribute mapping and filters (an earlier version): running a full synchronization";
+
 /// Why this cycle cannot be incremental, judged from the configuration and
 /// the stored watermark alone (the directory is asked later). Pure.
 pub fn full_reason(cfg: &Config, full_asked: bool, wm: Option<&Watermark>) -> Option<String> {
@@ -80,6 +86,12 @@ pub fn full_reason(cfg: &Config, full_asked: bool, wm: Option<&Watermark>) -> Op
         return Some(
             "sync items changed since the last full sync: running a full synchronization".into(),
         );
+    }
+    if wm.mapping_fingerprint.is_empty() {
+        return Some(MAPPING_UNKNOWN.into());
+    }
+    if wm.mapping_fingerprint != cfg.mapping_fingerprint() {
+        return Some(MAPPING_CHANGED.into());
     }
     if incremental::Kind::parse(&wm.kind).is_none() {
         return Some(
@@ -158,7 +170,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
             mode = "full";
             if let Some(id) = run_id {
                 let skipped = Ok(Plan::default());
-                finish(store, id, "incremental", &skipped, Some(msg), None).await?;
+                finish(store, id, "incremental", &skipped, Some(msg), None, None).await?;
                 run_id = Some(store.run_started("full").await?);
             }
         }
@@ -171,7 +183,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         crate::approvals::after_cycle(store, mode == "full", pending_approval.as_ref()).await;
     }
     if let Some(id) = run_id {
-        finish(store, id, mode, &result, None, entries_read).await?;
+        finish(store, id, mode, &result, None, entries_read, note.clone()).await?;
     }
     if !opts.plan_only {
         crate::retention::after_cycle(store, cfg).await;
@@ -192,6 +204,7 @@ async fn finish(
     result: &Result<Plan>,
     error: Option<String>,
     entries_read: Option<usize>,
+    note: Option<String>,
 ) -> Result<()> {
     let (counts, error) = match result {
         Ok(p) => (p.counts(), error),
@@ -213,6 +226,7 @@ async fn finish(
             error,
             entries_read: entries_read.map(n),
             interrupted: false,
+            note,
         })
         .await?;
     Ok(())
@@ -393,6 +407,7 @@ async fn incremental_in_domains(
             server: client.server().to_string(),
             value: c.cookie,
             items_fingerprint: cfg.items_fingerprint(),
+            mapping_fingerprint: cfg.mapping_fingerprint(),
             domains: marks,
         };
         commit(store, cfg, &p, &next).await?;
@@ -678,6 +693,7 @@ async fn full(
                     server: client.server().to_string(),
                     value: cookie,
                     items_fingerprint: cfg.items_fingerprint(),
+                    mapping_fingerprint: cfg.mapping_fingerprint(),
                     domains,
                 }
             }
@@ -686,6 +702,7 @@ async fn full(
                 server: String::new(),
                 value: Vec::new(),
                 items_fingerprint: cfg.items_fingerprint(),
+                mapping_fingerprint: cfg.mapping_fingerprint(),
                 domains: Vec::new(),
             },
         };
@@ -1550,6 +1567,7 @@ async fn follow_principal(
         // followed; members from further domains are not)
         let sub = SyncItem {
             dn: g.dn.clone(),
+            id: None,
             ..item.clone()
         };
         let (found, _) = Box::pin(group_members(c, cfg, &sub, attrs, snap, None))
@@ -1696,6 +1714,9 @@ pub fn outcome_json(o: &Outcome, plan_only: bool) -> serde_json::Value {
     });
     if let Some(n) = o.entries_read {
         v["entries_read"] = n.into();
+    }
+    if let Some(n) = &o.note {
+        v["note"] = n.as_str().into();
     }
     if plan_only {
         v["changes"] = o

@@ -73,7 +73,7 @@ fn slapd() -> &'static Slapd {
     static S: OnceLock<Slapd> = OnceLock::new();
     S.get_or_init(|| {
         let mut l = String::new();
-        for t in ["T1", "T2", "T3", "T4", "T5", "T6"] {
+        for t in ["T1", "T2", "T3", "T4", "T5", "T6", "T7"] {
             l.push_str(&tree(t));
         }
         Slapd::start(&l)
@@ -477,4 +477,61 @@ fn always_full_takes_no_incremental_starting_point() {
     assert!(!wm.value.is_empty());
     let (v, _) = sync(&m);
     assert_eq!(v["mode"], "incremental", "{v}");
+}
+
+/// Issue 19 item 5: after a change of `[attributes]` or `[filters]` the next
+/// cycle is full (said on stderr, in `sync --json` and in the run's history
+/// row), re-maps every stored user with the new mapping (the raw stamps of the
+/// old one do not hide them) and applies the new filter; then cycles are
+/// incremental again.
+#[test]
+fn mapping_or_filter_changes_run_a_full_sync_that_reaches_stored_users() {
+    let t = "T7";
+    let m = Mfa::new();
+    let cfg = config(t, "", &items(t));
+    m.apply(&cfg);
+    assert_eq!(m.sync_full()["mode"], "full");
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "incremental", "{v}");
+    let u5 = format!("{t}u5");
+    assert_eq!(m.user(&u5).expect("u5")["first_name"], "U5");
+
+    // the first name now comes from cn (= the uid in this tree)
+    let remapped = cfg.replace(
+        "username = [\"uid\"]",
+        "username = [\"uid\"]\nfirst_name = \"cn\"",
+    );
+    assert_ne!(remapped, cfg);
+    m.apply(&remapped);
+    let (v, stderr) = sync(&m);
+    let why = "the attribute mapping or filters changed since the last full sync: running a full synchronization";
+    assert_eq!(v["mode"], "full", "{v}");
+    assert_eq!(v["note"], why, "{v}");
+    assert!(stderr.contains(why), "{stderr}");
+    assert_eq!(m.user(&u5).expect("u5")["first_name"], u5.as_str());
+    // every Staff user got the new first name, none was skipped as unchanged
+    for i in 1..=10 {
+        let name = format!("{t}u{i}");
+        assert_eq!(m.user(&name).expect("user")["first_name"], name.as_str());
+    }
+    let h = m.ok(&["--json", "history", "--limit", "1"]).json();
+    assert_eq!(h[0]["mode"], "full", "{h}");
+    assert_eq!(h[0]["note"], why, "{h}");
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "incremental", "{v}");
+
+    // a filter edit that leaves u3 out: full again, and u3 leaves its item
+    let filtered = remapped.replace(
+        "user = \"(objectClass=inetOrgPerson)\"",
+        &format!("user = \"(&(objectClass=inetOrgPerson)(!(uid={t}u3)))\""),
+    );
+    assert_ne!(filtered, remapped);
+    m.apply(&filtered);
+    let (v, stderr) = sync(&m);
+    assert_eq!(v["mode"], "full", "{v}");
+    assert!(stderr.contains(why), "{stderr}");
+    assert_eq!(m.user(&format!("{t}u3")).expect("u3")["enabled"], false);
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "incremental", "{v}");
+    assert_eq!(counts(&v), (0, 0, 0, 0, 0, 0), "{v}");
 }

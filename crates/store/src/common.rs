@@ -781,6 +781,7 @@ macro_rules! impl_store {
                 error: row.try_get("error")?,
                 entries_read: row.try_get("entries_read")?,
                 interrupted: row.try_get("interrupted")?,
+                note: row.try_get("note")?,
             })
         }
 
@@ -1093,15 +1094,17 @@ macro_rules! impl_store {
                 let StoreApplying { store, mut tx, at, .. } = *self;
                 if let Some(w) = watermark {
                     sqlx::query(
-                        "INSERT INTO watermark (id, kind, server, value, items_fingerprint, updated_at) \
-                         VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET \
+                        "INSERT INTO watermark (id, kind, server, value, items_fingerprint, mapping_fingerprint, updated_at) \
+                         VALUES (1, $1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET \
                          kind = excluded.kind, server = excluded.server, value = excluded.value, \
-                         items_fingerprint = excluded.items_fingerprint, updated_at = excluded.updated_at",
+                         items_fingerprint = excluded.items_fingerprint, \
+                         mapping_fingerprint = excluded.mapping_fingerprint, updated_at = excluded.updated_at",
                     )
                     .bind(w.kind.as_str())
                     .bind(w.server.as_str())
                     .bind(w.value.as_slice())
                     .bind(w.items_fingerprint.as_str())
+                    .bind(w.mapping_fingerprint.as_str())
                     .bind(at.as_str())
                     .execute(&mut *tx)
                     .await?;
@@ -1277,7 +1280,7 @@ macro_rules! impl_store {
                 // both tables in one read transaction (committed together)
                 let mut tx = self.pool.begin().await?;
                 let row = sqlx::query(
-                    "SELECT kind, server, value, items_fingerprint FROM watermark WHERE id = 1",
+                    "SELECT kind, server, value, items_fingerprint, mapping_fingerprint FROM watermark WHERE id = 1",
                 )
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -1302,6 +1305,7 @@ macro_rules! impl_store {
                     server: r.try_get("server")?,
                     value: r.try_get("value")?,
                     items_fingerprint: r.try_get("items_fingerprint")?,
+                    mapping_fingerprint: r.try_get("mapping_fingerprint")?,
                     domains,
                 }))
             }
@@ -1398,7 +1402,7 @@ macro_rules! impl_store {
                 let done = sqlx::query(
                     "UPDATE sync_runs SET finished_at = $1, created = $2, updated = $3, \
                      enabled = $4, disabled = $5, removed = $6, unchanged = $7, error = $8, \
-                     entries_read = $9, interrupted = FALSE WHERE id = $10",
+                     entries_read = $9, interrupted = FALSE, note = $10 WHERE id = $11",
                 )
                 .bind(finished.as_str())
                 .bind(run.created)
@@ -1409,6 +1413,7 @@ macro_rules! impl_store {
                 .bind(run.unchanged)
                 .bind(run.error.as_deref())
                 .bind(run.entries_read)
+                .bind(run.note.as_deref())
                 .bind(run.id)
                 .execute(&self.pool)
                 .await?;
@@ -1430,7 +1435,7 @@ macro_rules! impl_store {
             async fn runs(&self, limit: i64) -> Result<Vec<SyncRun>> {
                 let rows = sqlx::query(
                     "SELECT id, started_at, finished_at, mode, created, updated, enabled, \
-                     disabled, removed, unchanged, error, entries_read, interrupted FROM sync_runs \
+                     disabled, removed, unchanged, error, entries_read, interrupted, note FROM sync_runs \
                      ORDER BY id DESC LIMIT $1",
                 )
                 .bind(limit)

@@ -97,6 +97,15 @@ macro_rules! migrations {
                 "outbox of user emails",
                 include_str!(concat!("../migrations/", $dir, "/0014_outbox.sql")),
             ),
+            (
+                15,
+                "mapping fingerprint and run notes",
+                include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0015_mapping_fingerprint.sql"
+                )),
+            ),
         ];
         Migrator {
             migrations: Cow::Owned(
@@ -175,6 +184,9 @@ pub struct Watermark {
     pub value: Vec<u8>,
     /// `Config::items_fingerprint()` of the configuration the full sync ran with.
     pub items_fingerprint: String,
+    /// `Config::mapping_fingerprint()` of that configuration ("" when written
+    /// before migration 14: unknown).
+    pub mapping_fingerprint: String,
     /// The starting points of the other domains whose items are synchronized
     /// (`include_trusted_domains`), one per domain, committed in the same
     /// transaction; replaced as a whole with the watermark. Sorted by domain.
@@ -239,6 +251,9 @@ pub struct SyncRun {
     pub entries_read: Option<i64>,
     /// Its process stopped before recording the result (`Store::runs_interrupted`).
     pub interrupted: bool,
+    /// What the run says besides its counts: why it was full, sync items
+    /// found again after a rename.
+    pub note: Option<String>,
 }
 
 impl SyncRun {

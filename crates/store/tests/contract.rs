@@ -318,6 +318,7 @@ fn wm(value: &str) -> Watermark {
         server: "dc1.example.com".to_string(),
         value: value.as_bytes().to_vec(),
         items_fingerprint: "fp-1".to_string(),
+        mapping_fingerprint: "map-1".to_string(),
         domains: Vec::new(),
     }
 }
@@ -608,6 +609,7 @@ async fn watermark_set_and_replaced_with_changes(s: &dyn Store) {
     w2.server = "dc2.example.com".to_string();
     w2.value = vec![0, 255, 1, 128];
     w2.items_fingerprint = "fp-2".to_string();
+    w2.mapping_fingerprint = "map-2".to_string();
     s.apply(&[create(&b)], Some(&w2)).await.unwrap();
     assert_eq!(s.watermark().await.unwrap(), Some(w2.clone()));
 
@@ -767,6 +769,7 @@ async fn sync_runs(s: &dyn Store) {
         error: None,
         entries_read: None,
         interrupted: false,
+        note: None,
     };
     s.run_finished(&done).await.unwrap();
     let failed = SyncRun {
@@ -775,6 +778,7 @@ async fn sync_runs(s: &dyn Store) {
         error: Some("LDAP server down: dc1 ✗".to_string()),
         finished_at: Some("2026-01-02T03:04:05Z".to_string()),
         entries_read: Some(42),
+        note: Some("sync items changed: a full synchronization".to_string()),
         ..done.clone()
     };
     s.run_finished(&failed).await.unwrap();
@@ -782,6 +786,11 @@ async fn sync_runs(s: &dyn Store) {
     assert_eq!(runs[0].error.as_deref(), Some("LDAP server down: dc1 ✗"));
     assert_eq!(runs[0].finished_at.as_deref(), Some("2026-01-02T03:04:05Z"));
     assert_eq!(runs[0].entries_read, Some(42));
+    assert_eq!(
+        runs[0].note.as_deref(),
+        Some("sync items changed: a full synchronization")
+    );
+    assert_eq!(runs[1].note, None);
     assert_eq!(runs[1].entries_read, None);
     let r = &runs[1];
     assert!(r.finished_at.is_some());

@@ -317,6 +317,7 @@ pub(crate) fn run_json(r: &mfasync_store::SyncRun) -> Value {
         "unchanged": r.unchanged,
         "entries_read": r.entries_read,
         "error": r.error,
+        "note": r.note,
         // (in the service an unfinished run is its own or is marked
         // interrupted when a server takes the sync lease over)
         "status": r.status(true),

@@ -183,6 +183,7 @@ mod tests {
             error: error.map(str::to_string),
             entries_read: None,
             interrupted: false,
+            note: None,
         }
     }
 

@@ -805,7 +805,7 @@ async fn history_page(app: &App, admin: &Admin, status: StatusCode, extra: &str)
     let mut rows = String::new();
     for r in &runs {
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"note\">{}</td></tr>",
             r.id,
             esc(&r.started_at),
             esc(r.finished_at.as_deref().unwrap_or("running")),
@@ -818,7 +818,8 @@ async fn history_page(app: &App, admin: &Admin, status: StatusCode, extra: &str)
             match &r.error {
                 Some(e) => format!(r#"<span class="bad">{}</span>"#, esc(e)),
                 None => String::new(),
-            }
+            },
+            esc(r.note.as_deref().unwrap_or("")),
         ));
     }
     let chart = crate::charts::changes_svg(&runs);
@@ -827,7 +828,7 @@ async fn history_page(app: &App, admin: &Admin, status: StatusCode, extra: &str)
 <h2>Changes over time</h2>
 {chart}
 <h2>Runs</h2>
-<table id="runs"><tr><th>#</th><th>Started</th><th>Finished</th><th>Mode</th><th>Created</th><th>Updated</th><th>Enabled</th><th>Disabled</th><th>Removed</th><th>Error</th></tr>
+<table id="runs"><tr><th>#</th><th>Started</th><th>Finished</th><th>Mode</th><th>Created</th><th>Updated</th><th>Enabled</th><th>Disabled</th><th>Removed</th><th>Error</th><th>Note</th></tr>
 {rows}</table>"#,
         csrf = csrf_field(admin),
     );
@@ -860,7 +861,11 @@ pub(crate) fn sync_summary(v: &Value) -> String {
         };
     }
     let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let mut s = format!(
+    let mut s = match v.get("note").and_then(Value::as_str) {
+        Some(note) => format!("{}. ", note.trim_end_matches('.')),
+        None => String::new(),
+    };
+    s += &format!(
         "{} synchronization done: {} created, {} updated, {} enabled, {} disabled, {} removed, {} unchanged.",
         v.get("mode").and_then(Value::as_str).unwrap_or("a"),
         n("created"),

@@ -147,6 +147,7 @@ impl ItemForm {
             include_nested: true,
             when_removed: Default::default(),
             user: Default::default(),
+            id: None,
         });
         f.dn.clear();
         f
@@ -270,8 +271,13 @@ fn item_form_html(admin: &Admin, version: i64, action: &str, f: &ItemForm, butto
 async fn prompt(app: &App, admin: &Admin, cfg: &Config) -> Result<String, String> {
     let wm = app.store.watermark().await.map_err(|e| e.to_string())?;
     let text = match wm {
-        Some(w) if w.items_fingerprint == cfg.items_fingerprint() => return Ok(String::new()),
-        Some(_) => "Sync items changed since the last full synchronization",
+        Some(w) if w.items_fingerprint != cfg.items_fingerprint() => {
+            "Sync items changed since the last full synchronization"
+        }
+        Some(w) if w.mapping_fingerprint != cfg.mapping_fingerprint() => {
+            "The attribute mapping or filters changed since the last full synchronization"
+        }
+        Some(_) => return Ok(String::new()),
         None => "No full synchronization has run with these sync items yet",
     };
     Ok(format!(

@@ -1194,6 +1194,7 @@ impl Server {
             server: String::new(),
             value: Vec::new(),
             items_fingerprint: self.active().await.items_fingerprint(),
+            mapping_fingerprint: self.active().await.mapping_fingerprint(),
             domains: Vec::new(),
         };
         self.store.apply(&[], Some(&wm)).await.unwrap();
@@ -1953,6 +1954,7 @@ async fn history_chart_and_a_users_sync_history() {
                 error: error.map(str::to_string),
                 entries_read: None,
                 interrupted: false,
+                note: None,
             })
             .await
             .unwrap();
