@@ -19,6 +19,7 @@ mod export;
 mod history;
 mod http;
 mod incremental;
+mod items;
 mod logging;
 mod lookup;
 mod mail;
@@ -451,9 +452,14 @@ async fn run(cli: Cli) -> CmdResult {
             if let Some(w) = &stored.warning {
                 logging::warning(w);
             }
+            // each sync item's unique id, so that it is found after a rename
+            let (text, not_now) = items::ids_for_store(&cfg, &stored.text).await;
+            if let Some(w) = not_now {
+                logging::notice(w);
+            }
             let store = open_store(&cli.database).await?;
             let version = store
-                .put_config(&stored.text)
+                .put_config(&text)
                 .await
                 .map_err(|e| Failure::Refused(e.to_string()))?;
             if cli.json {

@@ -126,13 +126,19 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         Some(store.run_started(mode).await?)
     };
     let mut entries_read = None;
+    // sync items found under a new DN (renamed or moved): said with the note
+    let mut renames: Vec<String> = Vec::new();
     let (result, pending_approval) = crate::approvals::track(async {
         let mut client = connect(cfg).await?;
+        let followed = crate::items::follow(store, &mut client, cfg, opts.plan_only).await?;
+        renames = followed.notes;
+        let cfg = followed.cfg.as_ref().unwrap_or(cfg);
         if mode == "incremental" {
             let missing = wm
                 .as_ref()
                 .and_then(|w| missing_domain_mark(cfg, client.base_dn(), w));
             let ok = match (wm.as_ref(), incremental::supported(&client, cfg)) {
+                _ if !renames.is_empty() => Err("a sync item was renamed or moved".to_string()),
                 (_, Err(e)) => Err(e),
                 (None, _) => Err("no starting point".to_string()),
                 (Some(_), Ok(_)) if missing.is_some() => Err(missing.unwrap_or_default()),
@@ -179,6 +185,14 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         Ok(p)
     })
     .await;
+    if !renames.is_empty() {
+        note = Some(
+            note.into_iter()
+                .chain(renames)
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+    }
     if !opts.plan_only && result.is_ok() {
         crate::approvals::after_cycle(store, mode == "full", pending_approval.as_ref()).await;
     }
@@ -239,7 +253,7 @@ fn query_password(cfg: &Config) -> Result<Option<String>> {
         .map_err(|e| anyhow!(e))
 }
 
-async fn connect(cfg: &Config) -> Result<Client> {
+pub(crate) async fn connect(cfg: &Config) -> Result<Client> {
     let password = query_password(cfg)?;
     let client = mfasync_ldap::connect(
         &cfg.directory,

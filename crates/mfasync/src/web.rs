@@ -135,9 +135,14 @@ impl mfasync_web::Backend for ServiceBackend {
         if let Some(w) = &stored.warning {
             tracing::warn!("configuration applied by {actor}: {w}");
         }
+        // each sync item's unique id, so that it is found after a rename
+        let (text, not_now) = crate::items::ids_for_store(&cfg, &stored.text).await;
+        if let Some(w) = not_now {
+            tracing::info!("configuration applied by {actor}: {w}");
+        }
         let version = self
             .store
-            .put_config(&stored.text)
+            .put_config(&text)
             .await
             .map_err(|e| vec![e.to_string()])?;
         tracing::info!("configuration version {version} applied by {actor}");

@@ -73,7 +73,7 @@ fn slapd() -> &'static Slapd {
     static S: OnceLock<Slapd> = OnceLock::new();
     S.get_or_init(|| {
         let mut l = String::new();
-        for t in ["T1", "T2", "T3", "T4", "T5", "T6", "T7"] {
+        for t in ["T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8"] {
             l.push_str(&tree(t));
         }
         Slapd::start(&l)
@@ -534,4 +534,143 @@ fn mapping_or_filter_changes_run_a_full_sync_that_reaches_stored_users() {
     let (v, _) = sync(&m);
     assert_eq!(v["mode"], "incremental", "{v}");
     assert_eq!(counts(&v), (0, 0, 0, 0, 0, 0), "{v}");
+}
+
+/// The entryUUID of `dn`, as slapd reports it.
+fn entry_uuid(dn: &str) -> String {
+    let s = slapd();
+    let out = std::process::Command::new("ldapsearch")
+        .args([
+            "-x",
+            "-LLL",
+            "-H",
+            &s.url,
+            "-D",
+            &s.admin_dn,
+            "-w",
+            &s.admin_password,
+        ])
+        .args(["-s", "base", "-b", dn, "entryUUID"])
+        .output()
+        .expect("ldapsearch");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("entryUUID: "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no entryUUID for {dn}: {text}"))
+}
+
+/// Issue 19 item 6 on OpenLDAP: `config apply` records each item's
+/// entryUUID; after the item's OU is renamed (modrdn of a non-leaf entry)
+/// and its group renamed, the next cycle finds both by entryUUID, runs full,
+/// stores a new configuration version (audited, by the sync) with the new
+/// DNs, says so, and keeps every user (updated, none departed). A group that
+/// is really gone stops the cycle with nothing changed.
+#[test]
+fn items_follow_renames_and_a_deleted_item_stops_the_cycle() {
+    let s = slapd();
+    let t = "T8";
+    let root = format!("ou={t},{BASE}");
+    let group = format!("cn=vip,ou=Groups,{root}");
+    let other = format!("ou=Other,{root}");
+    let items = format!(
+        "[[sync.items]]\nkind = \"security-group\"\ndn = \"{group}\"\n\
+         [[sync.items]]\nkind = \"container\"\ndn = \"{other}\"\nwhen_removed = \"remove\"\n"
+    );
+    let m = Mfa::new();
+    m.apply(&config(t, "", &items));
+    let export = m.ok(&["config", "export"]).stdout;
+    for dn in [&group, &other] {
+        let id = entry_uuid(dn);
+        assert!(export.contains(&format!("id = \"{id}\"")), "{id}: {export}");
+    }
+    let v = m.sync_full();
+    assert_eq!(counts(&v).0, 4, "u1, u2 (vip), o1, o2: {v}");
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "incremental", "{v}");
+
+    s.ldapmodify(&format!(
+        "dn: {other}\nchangetype: modrdn\nnewrdn: ou=Elsewhere\ndeleteoldrdn: 1\n\n\
+         dn: {group}\nchangetype: modrdn\nnewrdn: cn=vipers\ndeleteoldrdn: 1\n"
+    ));
+    let (new_other, new_group) = (
+        format!("ou=Elsewhere,{root}"),
+        format!("cn=vipers,ou=Groups,{root}"),
+    );
+    let (v, stderr) = sync(&m);
+    assert_eq!(v["mode"], "full", "{v}\n{stderr}");
+    assert_eq!(counts(&v), (0, 4, 0, 0, 0, 0), "{v}");
+    let note = v["note"].as_str().unwrap_or_default();
+    for dn in [&new_group, &new_other] {
+        assert!(note.contains(&format!("at {dn}")), "{note}");
+        assert!(stderr.contains(&format!("at {dn}")), "{stderr}");
+    }
+    assert!(
+        note.contains("updated in configuration version 2"),
+        "{note}"
+    );
+    let export = m.ok(&["config", "export"]).stdout;
+    assert!(
+        export.contains(&format!("dn = \"{new_group}\"")),
+        "{export}"
+    );
+    assert!(
+        export.contains(&format!("dn = \"{new_other}\"")),
+        "{export}"
+    );
+    let audit = m.ok(&["--json", "audit", "--limit", "50"]).json();
+    let config_rows: Vec<&Value> = audit
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|e| e["action"] == "config" && e["actor"] == "sync")
+        .collect();
+    assert_eq!(config_rows.len(), 1, "{audit}");
+    assert!(
+        config_rows[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("config version 2: ") && d.contains(&new_other)),
+        "{audit}"
+    );
+    let h = m.ok(&["--json", "history", "--limit", "1"]).json();
+    assert_eq!(h[0]["note"], note, "{h}");
+    for (name, item) in [
+        (format!("{t}u1"), &new_group),
+        (format!("{t}u2"), &new_group),
+        (format!("{t}o1"), &new_other),
+        (format!("{t}o2"), &new_other),
+    ] {
+        let u = m.user(&name).unwrap_or_else(|| panic!("{name} departed"));
+        assert_eq!(u["enabled"], true, "{u}");
+        assert_eq!(u["sync_item"], item.as_str(), "{u}");
+    }
+    assert_eq!(
+        m.user(&format!("{t}o1")).expect("o1")["dn"],
+        format!("uid={t}o1,{new_other}")
+    );
+    // then incremental again, nothing to do
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "incremental", "{v}");
+    assert_eq!(counts(&v), (0, 0, 0, 0, 0, 0), "{v}");
+
+    // the group deleted: no entry has its entryUUID, the cycle stops
+    let before = m.users();
+    s.ldapdelete(&new_group);
+    for args in [["--json", "sync", ""], ["--json", "sync", "--full"]] {
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        let o = m.run(&args);
+        assert_ne!(o.code, 0, "{}", o.stdout);
+        assert!(
+            o.stderr
+                .contains("does not exist in the directory, and no entry has its entryUUID"),
+            "{}",
+            o.stderr
+        );
+    }
+    assert_eq!(m.users(), before);
+    let export = m.ok(&["config", "export"]).stdout;
+    assert!(
+        export.contains(&format!("dn = \"{new_group}\"")),
+        "{export}"
+    );
 }

@@ -1333,6 +1333,41 @@ macro_rules! impl_store {
                 Ok(version)
             }
 
+            async fn put_config_if_active(
+                &self,
+                toml: &str,
+                based_on: i64,
+                actor: &str,
+                detail: &str,
+            ) -> Result<Option<i64>> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE config_versions SET active = FALSE WHERE active AND version = $1",
+                )
+                .bind(based_on)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                let version: i64 = sqlx::query_scalar(
+                    "INSERT INTO config_versions (version, created_at, toml, active) \
+                     SELECT COALESCE(MAX(version), 0) + 1, $1, $2, TRUE FROM config_versions \
+                     RETURNING version",
+                )
+                .bind(at.as_str())
+                .bind(toml)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| map_unique(e, "store configuration"))?;
+                let detail = format!("config version {version}: {detail}");
+                let row = AuditRow::event("config", actor, &detail);
+                self.write_audit(&mut tx, &[row], &at).await?;
+                tx.commit().await?;
+                Ok(Some(version))
+            }
+
             async fn active_config(&self) -> Result<Option<ConfigVersion>> {
                 let row = sqlx::query(
                     "SELECT version, created_at, toml FROM config_versions WHERE active",

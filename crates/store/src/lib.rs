@@ -513,6 +513,18 @@ pub trait Store: Send + Sync {
     async fn watermark(&self) -> Result<Option<Watermark>>;
     /// Store a new active configuration version; returns its number.
     async fn put_config(&self, toml: &str) -> Result<i64>;
+    /// Store `toml` as the new active version only while version `based_on`
+    /// is still the active one (else `None`, nothing stored: somebody stored
+    /// a newer one), audited as `config` by `actor` with `detail` after the
+    /// version number. For changes the service makes itself (a sync item
+    /// that followed a rename), which must never undo an administrator's.
+    async fn put_config_if_active(
+        &self,
+        toml: &str,
+        based_on: i64,
+        actor: &str,
+        detail: &str,
+    ) -> Result<Option<i64>>;
     async fn active_config(&self) -> Result<Option<ConfigVersion>>;
     /// All stored versions, newest first.
     async fn config_versions(&self) -> Result<Vec<ConfigVersion>>;

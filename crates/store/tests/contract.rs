@@ -95,6 +95,7 @@ contract!(
     domain_watermarks_are_replaced_with_the_watermark,
     config_versions_newest_active,
     config_versions_rewritten_in_place,
+    config_stored_only_over_the_active_version,
     sync_runs,
     audit_records_before_and_after,
     user_audit_by_username_or_directory_id,
@@ -688,6 +689,31 @@ async fn config_versions_newest_active(s: &dyn Store) {
     assert_eq!(audit.len(), 3);
     assert_eq!(audit[0].action, "config");
     assert_eq!(audit[0].detail.as_deref(), Some("config version 3"));
+}
+
+async fn config_stored_only_over_the_active_version(s: &dyn Store) {
+    assert_eq!(s.put_config("a = 1\n").await.unwrap(), 1);
+    let v = s
+        .put_config_if_active("a = 2\n", 1, "sync", "sync.items[0] renamed")
+        .await
+        .unwrap();
+    assert_eq!(v, Some(2));
+    let audit = s.audit(1).await.unwrap();
+    assert_eq!(audit[0].actor, "sync");
+    assert_eq!(
+        audit[0].detail.as_deref(),
+        Some("config version 2: sync.items[0] renamed")
+    );
+    // based on version 1, which is no longer active: nothing stored
+    assert_eq!(
+        s.put_config_if_active("a = 3\n", 1, "sync", "x")
+            .await
+            .unwrap(),
+        None
+    );
+    let active = s.active_config().await.unwrap().unwrap();
+    assert_eq!((active.version, active.toml.as_str()), (2, "a = 2\n"));
+    assert_eq!(s.config_versions().await.unwrap().len(), 2);
 }
 
 async fn config_versions_rewritten_in_place(s: &dyn Store) {
