@@ -510,3 +510,120 @@ fn blank_filters_sync_like_the_seed_defaults() {
     }
     assert_eq!(exports[0], exports[1]);
 }
+
+/// Issue 19 item 6 on Active Directory: `config apply` records each item's
+/// objectGUID; after the item's OU is renamed and moved (LDAP modrdn with a
+/// new superior), the next cycle finds it by objectGUID (`(objectGUID=\xx…)`
+/// from the naming context), runs full, stores the new DN in a new
+/// configuration version and keeps its users (updated, none departed). An OU
+/// that is really deleted stops the cycle with nothing changed.
+#[test]
+fn an_item_follows_its_renamed_ou_and_a_deleted_one_stops_the_cycle() {
+    let s = samba();
+    let top = format!("OU=RenTop,{BASE}");
+    for o in [
+        top.clone(),
+        format!("OU=RenOld,{top}"),
+        format!("OU=RenSub,{top}"),
+        format!("OU=RenGone,{top}"),
+    ] {
+        let name = o[3..].split(',').next().unwrap_or("x").to_string();
+        s.ldapadd(&format!(
+            "dn: {o}\nobjectClass: organizationalUnit\nou: {name}\n"
+        ));
+    }
+    for (u, ou) in [
+        ("rn1", "OU=RenOld"),
+        ("rn2", "OU=RenOld"),
+        ("rg1", "OU=RenGone"),
+    ] {
+        s.ldapadd(&user(
+            u,
+            &format!("{ou},OU=RenTop"),
+            u,
+            &format!("userPrincipalName: {u}@mfa.test\n"),
+        ));
+    }
+    let items = format!(
+        "[sync]\n{}{}",
+        item(
+            "container",
+            &format!("OU=RenOld,{top}"),
+            "when_removed = \"disable\""
+        ),
+        item(
+            "container",
+            &format!("OU=RenGone,{top}"),
+            "when_removed = \"disable\""
+        )
+    );
+    let cfg = config(false, &items).replace(
+        &format!("base_dn = \"{BASE}\""),
+        &format!("base_dn = \"{top}\""),
+    );
+    let m = Mfa::new();
+    m.apply(&cfg);
+    let export = m.ok(&["config", "export"]).stdout;
+    let ids: Vec<&str> = export
+        .lines()
+        .filter_map(|l| l.strip_prefix("id = \""))
+        .collect();
+    assert_eq!(ids.len(), 2, "{export}");
+    assert!(ids.iter().all(|id| id.len() == 37), "GUIDs: {export}");
+    assert_eq!(counts(&m.sync_full()), (3, 0, 0, 0, 0, 0));
+    let v = m.ok(&["--json", "sync"]).json();
+    assert_eq!(v["mode"], "incremental", "{v}");
+
+    let moved = format!("OU=RenNew,OU=RenSub,{top}");
+    s.ldapmodify(&format!(
+        "dn: OU=RenOld,{top}\nchangetype: modrdn\nnewrdn: OU=RenNew\ndeleteoldrdn: 1\nnewsuperior: OU=RenSub,{top}\n"
+    ));
+    let o = m.ok(&["--json", "sync"]);
+    let v = o.json();
+    assert_eq!(v["mode"], "full", "{v}\n{}", o.stderr);
+    assert_eq!(counts(&v), (0, 2, 0, 0, 0, 1), "{v}");
+    let note = v["note"].as_str().unwrap_or_default();
+    assert!(
+        note.to_lowercase()
+            .contains(&format!("at {}", moved.to_lowercase())),
+        "{note}"
+    );
+    assert!(
+        note.contains("updated in configuration version 2"),
+        "{note}"
+    );
+    let export = m.ok(&["config", "export"]).stdout;
+    assert!(
+        export
+            .to_lowercase()
+            .contains(&format!("dn = \"{}\"", moved.to_lowercase())),
+        "{export}"
+    );
+    for u in ["rn1", "rn2"] {
+        let u = m.user(&format!("{u}@mfa.test")).expect("kept");
+        assert_eq!(u["enabled"], true, "{u}");
+        assert!(
+            u["sync_item"]
+                .as_str()
+                .is_some_and(|i| i.eq_ignore_ascii_case(&moved)),
+            "{u}"
+        );
+    }
+    let h = m.ok(&["--json", "history", "--limit", "1"]).json();
+    assert_eq!(h[0]["note"], note, "{h}");
+    assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 3));
+
+    // the other OU deleted (its user first): found nowhere by objectGUID
+    let before = m.users();
+    s.ldapdelete(&format!("CN=rg1,OU=RenGone,{top}"));
+    s.ldapdelete(&format!("OU=RenGone,{top}"));
+    let o = m.run(&["--json", "sync", "--full"]);
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    assert!(
+        o.stderr
+            .contains("does not exist in the directory, and no entry has its objectGUID"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(m.users(), before);
+}
