@@ -1030,11 +1030,12 @@ fn users_are_read_on_a_second_connection_or_on_the_first_when_refused() {
         v
     };
     let m = Mfa::new();
-    m.apply(&cfg);
+    m.apply(&cfg); // (connects too: it records the item's entryUUID)
+    let applied = proxy.connections();
     let first = m.sync_full();
     // the connect's TCP probe, the first connection, the read's own
     assert_eq!(
-        proxy.connections(),
+        proxy.connections() - applied,
         3,
         "one connection for the read: {first}"
     );
@@ -1043,9 +1044,9 @@ fn users_are_read_on_a_second_connection_or_on_the_first_when_refused() {
     assert!(users.len() >= 5, "{users:?}");
 
     // the probe and one connection allowed: the read's is closed at once
-    proxy.limit_connections(proxy.connections() + 2);
     let other = Mfa::new();
     other.apply(&cfg);
+    proxy.limit_connections(proxy.connections() + 2);
     let again = other.sync_full();
     assert_eq!(proxy.turned_away(), 1, "the read's connection was refused");
     assert_eq!(counts(&again), counts(&first), "{again}");

@@ -595,3 +595,37 @@ fn serve_without_sync_items_is_not_configured_not_failing() {
         "{metrics}"
     );
 }
+
+/// Issue 19 item 5 in the service: after `config apply` changes the
+/// attribute mapping, the next periodic cycle is full, says why in its
+/// history row, and re-maps the stored users.
+#[test]
+fn serve_runs_a_full_cycle_after_a_mapping_change() {
+    let s = slapd();
+    let m = Mfa::new();
+    let cfg = config("S2", &s.url, "");
+    m.apply(&cfg);
+    m.sync_full();
+    assert!(m.user("S2u1").expect("S2u1")["first_name"].is_null());
+    let _srv = serve(&m);
+    wait_for("an incremental cycle", Duration::from_secs(10), || {
+        history(&m)
+            .first()
+            .is_some_and(|r| r["mode"] == "incremental")
+    });
+    m.apply(&cfg.replace(
+        "username = [\"uid\"]",
+        "username = [\"uid\"]\nfirst_name = \"cn\"",
+    ));
+    let why = "the attribute mapping or filters changed since the last full sync: running a full synchronization";
+    wait_for(
+        "a full cycle that says why",
+        Duration::from_secs(20),
+        || {
+            history(&m)
+                .iter()
+                .any(|r| r["mode"] == "full" && r["note"] == why && r["status"] == "ok")
+        },
+    );
+    assert_eq!(m.user("S2u1").expect("S2u1")["first_name"], "S2u1");
+}

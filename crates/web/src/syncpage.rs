@@ -337,7 +337,15 @@ pub(crate) async fn sync_page(
             r#"<tr><td>{num}</td><td>{kind}</td><td>{dn}</td><td>{nested}</td><td>{when}</td><td>{method}</td><td>{phone}</td><td>{backup}</td><td>{cc}</td><td>{lang}</td><td><a href="/sync/items/{i}/edit">Edit</a> {up} {down} {remove}</td></tr>"#,
             num = i + 1,
             kind = enum_str(&it.kind),
-            dn = esc(&it.dn),
+            // the id the item is found by after a rename (docs/configuration.md)
+            dn = match &it.id {
+                Some(id) => format!(
+                    r#"{}<br><small class="item-id">id {}</small>"#,
+                    esc(&it.dn),
+                    esc(id)
+                ),
+                None => esc(&it.dn),
+            },
             nested = if it.include_nested { "yes" } else { "no" },
             when = enum_str(&it.when_removed),
             method = enum_str(&it.user.method),

@@ -1237,6 +1237,39 @@ fn item_dns(cfg: &mfasync_core::config::Config) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn sync_page_shows_item_ids_and_prompts_after_a_mapping_change() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let items =
+        "[[sync.items]]\ndn = \"OU=Sales,DC=x\"\nid = \"6f1c2d3e-0000-4000-8000-00000000abcd\"\n";
+    s.store
+        .put_config(&format!("{SYNC_BASE}{items}"))
+        .await
+        .unwrap();
+    s.full_sync_ran().await;
+    let page = s.get_page(&sess.cookie, "/sync").await;
+    assert!(
+        page.contains(r#"<small class="item-id">id 6f1c2d3e-0000-4000-8000-00000000abcd</small>"#),
+        "{page}"
+    );
+    assert!(!page.contains(r#"id="sync-prompt""#), "{page}");
+    // a filter edit: the last full sync's mapping no longer holds
+    let filters = "[filters]\nuser = \"(objectClass=person)\"\n";
+    s.store
+        .put_config(&format!("{SYNC_BASE}{filters}{items}"))
+        .await
+        .unwrap();
+    let page = s.get_page(&sess.cookie, "/sync").await;
+    assert!(page.contains(r#"id="sync-prompt""#), "{page}");
+    assert!(
+        page.contains(
+            "The attribute mapping or filters changed since the last full synchronization"
+        ),
+        "{page}"
+    );
+}
+
+#[tokio::test]
 async fn sync_page_items_add_move_edit_remove_keep_the_password() {
     use mfasync_core::config::{ItemKind, Method, PhoneKind, WhenRemoved};
     let s = serve().await;
