@@ -321,6 +321,12 @@ impl FakeAd {
     pub fn clear_searches(&self) {
         lock(&self.shared.log).clear();
     }
+
+    /// Forget the connections that read the RootDSE so far: the next one is
+    /// "the first" again (`later_dns_host_name`).
+    pub fn forget_rootdse_readers(&self) {
+        self.shared.rootdse_readers.store(0, Ordering::SeqCst);
+    }
 }
 
 impl Drop for FakeAd {
