@@ -334,18 +334,12 @@ pub(crate) async fn sync_page(
             )
         };
         rows.push_str(&format!(
-            r#"<tr><td>{num}</td><td>{kind}</td><td>{dn}</td><td>{nested}</td><td>{when}</td><td>{method}</td><td>{phone}</td><td>{backup}</td><td>{cc}</td><td>{lang}</td><td><a href="/sync/items/{i}/edit">Edit</a> {up} {down} {remove}</td></tr>"#,
+            r#"<tr><td>{num}</td><td>{kind}</td><td>{dn}</td><td class="item-id">{id}</td><td>{nested}</td><td>{when}</td><td>{method}</td><td>{phone}</td><td>{backup}</td><td>{cc}</td><td>{lang}</td><td><a href="/sync/items/{i}/edit">Edit</a> {up} {down} {remove}</td></tr>"#,
             num = i + 1,
             kind = enum_str(&it.kind),
+            dn = esc(&it.dn),
             // the id the item is found by after a rename (docs/configuration.md)
-            dn = match &it.id {
-                Some(id) => format!(
-                    r#"{}<br><small class="item-id">id {}</small>"#,
-                    esc(&it.dn),
-                    esc(id)
-                ),
-                None => esc(&it.dn),
-            },
+            id = esc(it.id.as_deref().unwrap_or("")),
             nested = if it.include_nested { "yes" } else { "no" },
             when = enum_str(&it.when_removed),
             method = enum_str(&it.user.method),
@@ -363,7 +357,7 @@ pub(crate) async fn sync_page(
             .to_string()
     } else {
         format!(
-            r#"<table id="sync-items"><tr><th>#</th><th>Kind</th><th>DN</th><th>Nested</th><th>When removed</th><th>Method</th><th>Phone</th><th>Backup phone</th><th>Country code</th><th>Language</th><th></th></tr>{rows}</table>"#
+            r#"<table id="sync-items"><tr><th>#</th><th>Kind</th><th>DN</th><th>Id</th><th>Nested</th><th>When removed</th><th>Method</th><th>Phone</th><th>Backup phone</th><th>Country code</th><th>Language</th><th></th></tr>{rows}</table>"#
         )
     };
     let fresh = ItemForm::new_item();

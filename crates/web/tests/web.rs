@@ -1249,7 +1249,7 @@ async fn sync_page_shows_item_ids_and_prompts_after_a_mapping_change() {
     s.full_sync_ran().await;
     let page = s.get_page(&sess.cookie, "/sync").await;
     assert!(
-        page.contains(r#"<small class="item-id">id 6f1c2d3e-0000-4000-8000-00000000abcd</small>"#),
+        page.contains(r#"<td class="item-id">6f1c2d3e-0000-4000-8000-00000000abcd</td>"#),
         "{page}"
     );
     assert!(!page.contains(r#"id="sync-prompt""#), "{page}");
