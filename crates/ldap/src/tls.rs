@@ -1,8 +1,8 @@
 //! TLS for LDAPS and StartTLS, with rustls (pure Rust, linked into the binary).
 //!
-//! OpenSSL was used before (through native-tls). Loading libssl and libcrypto
-//! cost every `mfasync` process ~0.8 ms before `main` (BENCHMARKS.md, issue 5),
-//! more than a whole password check over plain LDAP takes once started.
+//! Not OpenSSL: loading libssl and libcrypto would cost every `mfasync`
+//! process more before `main` than a whole password check takes once started
+//! (BENCHMARKS.md, "History").
 //!
 //! What an administrator had with OpenSSL still holds:
 //! - the system's trusted CAs (`/etc/ssl/certs`, `SSL_CERT_FILE`) and the

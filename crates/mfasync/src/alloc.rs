@@ -1,40 +1,7 @@
-//! The process's memory allocator: mimalloc, told to give freed memory back
-//! to the system at once.
-//!
-//! A full synchronization decodes, maps and drops about a hundred short-lived
-//! allocations per directory entry on three threads (the LDAP reader, the
-//! mapping thread and the writer), mostly freed on another thread than the one
-//! that made them. With glibc's malloc that was about a quarter of the CPU
-//! time (`perf`, 20,000 users), and without capping its arenas it held ~30 %
-//! more memory than in use. mimalloc, measured with `scripts/bench 100000`
-//! (BENCHMARKS.md): first sync 3.6-4.4 s -> 2.5-2.7 s, no-change sync
-//! 1.6-2.7 s -> 1.3-1.4 s, peak RSS 75/84 MB -> 68/74 MB. Without the two
-//! options below mimalloc keeps freed pages for a while and eagerly commits
-//! its arenas: 103-132 MB peak at 50,000 users.
-//!
-//! The price, measured the same evening (one `mfasync auth` process per
-//! check, taking turns with `ldapwhoami`, 300 each): ~0.45 ms more per
-//! process start (mimalloc 3's initialisation), 1.22x ldapwhoami instead of
-//! 1.15x with glibc. mimalloc 2 (the `v2` feature) cost nothing there, but
-//! its syncs were slower (100,000 users: 3.1-3.4x / 1.6x the floor) and
-//! their peak RSS higher (81-96 MB). A password check has nothing to give
-//! back, so `tune` is skipped for `auth`.
-//!
-//! Most of that price was transparent huge pages: mimalloc 3 advises its
-//! arenas `MADV_HUGEPAGE`, so the first allocation (in the standard library,
-//! before `main`) and the SQLite worker thread's first one each made the
-//! kernel find and zero a 2 MiB page (`perf`: `folio_zero_user` under
-//! `_mi_malloc_generic`, ~10% of an `auth` process); then the bitmaps of a
-//! 1 GiB arena written at its reservation, and purging at exit. A password
-//! check uses a few hundred KiB, so for `auth`, before the first allocation,
-//! `before_main` (a constructor that looks at the subcommand) makes the
-//! first arena 32 MiB and purging never. THP is off for every command (also
-//! `before_main`, so on Linux with glibc only): a full synchronization of 100,000 users then peaks at
-//! 69-73 MB instead of 86-92 MB, in the same time (`scripts/bench 100000`,
-//! 2026-11-26: huge pages only made the arenas' partly used 2 MiB pages
-//! resident). Head to head with `ldapwhoami` (BENCHMARKS.md, 2026-11-25 late
-//! evening), with the SQLite change of the same commit: 1.24-1.31x -> mostly
-//! 1.08-1.14x.
+//! The process's memory allocator: mimalloc, giving freed memory back at once
+//! (a full sync frees most allocations on another thread than made them).
+//! `before_main` turns huge pages off and gives `auth` a small first arena
+//! that is never purged. Figures: BENCHMARKS.md, "History".
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -58,12 +25,9 @@ pub fn tune() {
 
 /// While a first synchronization writes its creates as it reads
 /// (`sync::read_users`): freed memory is kept for 10 ms before it goes back
-/// to the system (`purge_delay`), then again at once. Its three threads
-/// allocate and free at a steady rate, and with the pages given back at once
-/// they were faulted in again moments later: a first sync of 100,000 users
-/// 1.68 -> 1.62 s, CPU 2.15 -> 1.99 s (medians of 6), peak RSS 58 -> 72 MB.
-/// Not for a later sync: the same delay raised its peak from 75 to 95-104 MB
-/// (goal 100 MB) for no gain in time.
+/// to the system (`purge_delay`), then again at once, so pages freed and
+/// reused moments later are not faulted in again. Not for a later sync: it
+/// raises the peak memory for no gain in time (BENCHMARKS.md, "History").
 pub struct KeepFreedMemory(());
 
 impl KeepFreedMemory {

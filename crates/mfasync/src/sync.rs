@@ -1240,9 +1240,9 @@ async fn read_users<'s>(
         // The read gets a thread with a runtime of its own, and its own
         // connection opened there: ldap3's connection task then decodes each
         // answer on the thread that turns it into an entry, instead of waking
-        // another thread for every entry (BENCHMARKS.md, 2026-11-26 night:
-        // the no-change sync's CPU -20 %). This thread writes meanwhile:
-        // binding rows and building audit JSON overlap with the read.
+        // another thread for every entry (BENCHMARKS.md, "History"). This
+        // thread writes meanwhile: binding rows and building audit JSON
+        // overlap with the read.
         tokio::task::block_in_place(|| {
             std::thread::scope(|sc| {
                 let reader = std::thread::Builder::new()

@@ -618,9 +618,8 @@ pub(crate) fn check_targets(
 }
 
 /// Users per page of `Store::user_digests`. Small enough that a page's text
-/// (~0.5 MB) is not a fresh mapping each time: with 20,000 (~5 MB, copied
-/// three times) a no-change sync of 100,000 users took 13,000 more page
-/// faults and 5 MB more peak memory, for the same time.
+/// (~0.5 MB) is not a fresh memory mapping each time (larger pages cost page
+/// faults and peak memory for no gain in time: BENCHMARKS.md, "History").
 pub(crate) const DIGEST_PAGE: i64 = 2_000;
 
 /// A page of `Sql::select_digests`: (row id, digest) per user.

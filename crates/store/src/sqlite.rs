@@ -80,19 +80,18 @@ impl SqliteStore {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 // 16 KiB pages for a database created now (an existing one keeps its
-                // own: the size cannot change in WAL mode): a first sync of 100,000
-                // users makes a quarter of the page reads and writes, 2.50 -> 2.28 s
-                // and 1.17 -> 0.94 s of system time (BENCHMARKS.md).
+                // own: the size cannot change in WAL mode): a quarter of a first
+                // sync's page reads and writes (BENCHMARKS.md, "History").
                 .page_size(16384)
         }
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT)
         // Statement journals in memory, not in a file under /var/tmp: each
         // multi-row statement of a write transaction needs one (it may fail
-        // on a unique index and must undo only itself); when a first sync's
-        // creates were multi-row INSERTs, 100,000 users wrote 171 MB to them
-        // (`strace`). One statement's journal is its few pages; no query here
-        // sorts large results without an index.
+        // on a unique index and must undo only itself), and a large write
+        // wrote much to them (BENCHMARKS.md, "History"). One statement's
+        // journal is its few pages; no query here sorts large results
+        // without an index.
         .pragma("temp_store", "memory");
         // (a short command's kept WAL file is truncated to nothing at close)
         let options = match short && !memory && !read_only {
@@ -231,9 +230,9 @@ const SQLITE_FCNTL_PERSIST_WAL: std::ffi::c_int = 10;
 /// A short command's connection (`open_current`) leaves the `-wal` and
 /// `-shm` files in place when it is the last one to close (the WAL is still
 /// checkpointed into the database first). Otherwise every `mfasync auth`
-/// process, when no server holds the database open, created both files
-/// (two inodes, 32 KiB of `-shm`) and deleted them again: ~0.4 ms of a
-/// ~7 ms password check (`perf`, ext4). The files are those any open
+/// process, when no server holds the database open, would create both files
+/// and delete them again, a noticeable part of a password check
+/// (BENCHMARKS.md, "History"). The files are those any open
 /// connection keeps (the WAL checkpointed into the database and, with the
 /// short open's `journal_size_limit` 0, truncated to nothing); the next
 /// connection without this setting to close last removes them as before. A
