@@ -3,7 +3,9 @@
 //!
 //! `parse` never stops at the first problem: it lists every unknown key and
 //! every invalid value with its TOML key path, so `config apply` can show them
-//! all at once.
+//! all at once. The types below are the only list of keys: a key no field
+//! takes is found by `typed` (so no struct denies unknown fields itself, which
+//! would stop at the first).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -68,7 +70,7 @@ impl BindType {
 
 /// "Bind type - Queries" / "Bind type - Authentications".
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Bind {
     #[serde(rename = "type")]
     pub kind: BindType,
@@ -115,7 +117,7 @@ impl Bind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Directory {
     pub source: DirectorySource,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -153,7 +155,6 @@ pub struct Directory {
 
 /// `[[directory.domains]]`: the query bind to use for one other domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DomainBind {
     /// The domain's DNS name (`other.example.com`).
     pub name: String,
@@ -234,7 +235,7 @@ pub const DEFAULT_USER_FILTER: &str = "(&(objectCategory=person)(objectClass=use
 /// (or whitespace-only) key holds its schema's default ([`Schema::filters`])
 /// and is named in `blank`, so that `config export` writes it blank again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Filters {
     pub container: String,
     pub security_group: String,
@@ -338,7 +339,7 @@ impl<'de> Deserialize<'de> for AttrList {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Attributes {
     pub unique_id: String,
     pub unique_id_type: UniqueIdType,
@@ -501,7 +502,7 @@ pub enum PhoneKind {
 
 /// MFA settings given to users that an item holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ItemUser {
     pub enabled: bool,
     pub method: Method,
@@ -528,7 +529,6 @@ impl Default for ItemUser {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SyncItem {
     #[serde(default)]
     pub kind: ItemKind,
@@ -563,7 +563,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Sync {
     pub enabled: bool,
     pub interval: String,
@@ -601,7 +601,7 @@ impl Sync {
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Smtp {
     pub server: String,
     pub from: String,
@@ -649,7 +649,7 @@ impl fmt::Debug for Smtp {
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
     pub directory: Directory,
     pub filters: Filters,
@@ -669,7 +669,7 @@ pub struct Config {
 /// `[email]`: the templates of welcome and update emails (files that
 /// replace the built-in ones) and how long delivery is retried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct EmailSettings {
     /// A file whose first line is `Subject: ...` and the rest the text body.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -708,7 +708,7 @@ impl EmailSettings {
 
 /// `[audit]`: how long the audit trail keeps its entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct AuditSettings {
     /// A duration ("400d", "2y"; at least a day), or "forever".
     pub retention: String,
@@ -735,7 +735,7 @@ impl AuditSettings {
 /// `[portal]`: who may sign in to the web portal besides its local
 /// administrators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Portal {
     /// DN of a directory group: its members (directly or through nested
     /// groups) sign in to the portal with their directory username and
@@ -744,266 +744,28 @@ pub struct Portal {
     pub admin_group: String,
 }
 
-// Known keys, for listing every unknown key with its path.
-const DIRECTORY_KEYS: &[&str] = &[
-    "source",
-    "domain",
-    "servers",
-    "dns_servers",
-    "site",
-    "base_dn",
-    "include_trusted_domains",
-    "use_attribute_scope_queries",
-    "query_size_limit",
-    "timeout_seconds",
-    "max_message_bytes",
-    "starttls",
-    "tls_ca_file",
-    "tls_verify",
-    "query_bind",
-    "auth_bind",
-    "domains",
-];
-const BIND_KEYS: &[&str] = &[
-    "type",
-    "dn",
-    "password",
-    "password_file",
-    "password_env",
-    "password_encrypted",
-];
-const FILTER_KEYS: &[&str] = &["container", "security_group", "user"];
-const ATTRIBUTE_KEYS: &[&str] = &[
-    "unique_id",
-    "unique_id_type",
-    "distinguished_name",
-    "container_name",
-    "security_group_name",
-    "username",
-    "first_name",
-    "last_name",
-    "email",
-    "user_group",
-    "description",
-    "phone_call_language",
-    "text_message_language",
-    "mobile_app_language",
-    "oath_token_language",
-    "business_phone",
-    "home_phone",
-    "pager",
-    "mobile_phone",
-    "fax",
-    "ip_phone",
-    "custom_phone",
-    "extension",
-];
-const SYNC_KEYS: &[&str] = &[
-    "enabled",
-    "interval",
-    "remove_deleted_users",
-    "always_full",
-    "change_tracking",
-    "approval_threshold",
-    "notify",
-    "items",
-];
-const ITEM_KEYS: &[&str] = &["kind", "dn", "include_nested", "when_removed", "user", "id"];
-const ITEM_USER_KEYS: &[&str] = &[
-    "enabled",
-    "method",
-    "phone",
-    "backup_phone",
-    "country_code",
-    "language",
-    "welcome_email",
-];
-const EMAIL_KEYS: &[&str] = &[
-    "welcome_template",
-    "welcome_html_template",
-    "update_template",
-    "update_html_template",
-    "give_up_after",
-];
-const SMTP_KEYS: &[&str] = &[
-    "server",
-    "from",
-    "username",
-    "password",
-    "password_file",
-    "password_env",
-    "password_encrypted",
-];
-
-/// List the keys of `table` that are not `known`, and take them out (so the
-/// typed reading that follows checks the rest).
-fn check_keys(table: &mut toml::Table, path: &str, known: &[&str], out: &mut Vec<ConfigError>) {
-    table.retain(|k, _| {
-        let ok = known.contains(&k);
-        if !ok {
-            let key = if path.is_empty() {
-                k.to_string()
-            } else {
-                format!("{path}.{k}")
-            };
-            out.push(err(key, "unknown key"));
-        }
-        ok
-    });
-}
-
-fn sub<'a>(table: &'a mut toml::Table, key: &str) -> Option<&'a mut toml::Table> {
-    table.get_mut(key).and_then(toml::Value::as_table_mut)
-}
-
-fn unknown_keys(root: &mut toml::Table) -> Vec<ConfigError> {
-    let mut out = Vec::new();
-    check_keys(
-        root,
-        "",
-        &[
-            "directory",
-            "filters",
-            "attributes",
-            "sync",
-            "smtp",
-            "portal",
-            "audit",
-            "email",
-        ],
-        &mut out,
-    );
-    if let Some(d) = sub(root, "directory") {
-        check_keys(d, "directory", DIRECTORY_KEYS, &mut out);
-        for b in ["query_bind", "auth_bind"] {
-            if let Some(t) = sub(d, b) {
-                check_keys(t, &format!("directory.{b}"), BIND_KEYS, &mut out);
-            }
-        }
-        if let Some(list) = d.get_mut("domains").and_then(toml::Value::as_array_mut) {
-            for (i, v) in list.iter_mut().enumerate() {
-                if let Some(t) = v.as_table_mut() {
-                    let path = format!("directory.domains[{i}]");
-                    check_keys(t, &path, &["name", "query_bind"], &mut out);
-                    if let Some(b) = sub(t, "query_bind") {
-                        check_keys(b, &format!("{path}.query_bind"), BIND_KEYS, &mut out);
-                    }
-                }
-            }
-        }
-    }
-    if let Some(t) = sub(root, "filters") {
-        check_keys(t, "filters", FILTER_KEYS, &mut out);
-    }
-    if let Some(t) = sub(root, "attributes") {
-        check_keys(t, "attributes", ATTRIBUTE_KEYS, &mut out);
-    }
-    if let Some(t) = sub(root, "portal") {
-        check_keys(t, "portal", &["admin_group"], &mut out);
-    }
-    if let Some(t) = sub(root, "audit") {
-        check_keys(t, "audit", &["retention"], &mut out);
-    }
-    if let Some(t) = sub(root, "email") {
-        check_keys(t, "email", EMAIL_KEYS, &mut out);
-    }
-    if let Some(t) = sub(root, "smtp") {
-        check_keys(t, "smtp", SMTP_KEYS, &mut out);
-    }
-    if let Some(s) = sub(root, "sync") {
-        check_keys(s, "sync", SYNC_KEYS, &mut out);
-        if let Some(items) = s.get_mut("items").and_then(toml::Value::as_array_mut) {
-            for (i, it) in items.iter_mut().enumerate() {
-                if let Some(t) = it.as_table_mut() {
-                    check_keys(t, &format!("sync.items[{i}]"), ITEM_KEYS, &mut out);
-                    if let Some(u) = sub(t, "user") {
-                        check_keys(
-                            u,
-                            &format!("sync.items[{i}].user"),
-                            ITEM_USER_KEYS,
-                            &mut out,
-                        );
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Turn a serde/toml error into a key path when toml gives us one.
-fn type_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let msg = e.message().to_string();
-    let key = e
-        .span()
-        .map(|span| key_at(text, span.start))
-        .unwrap_or_default();
+/// A TOML syntax error: the document has no keys yet, so it is named by
+/// its line and column.
+fn syntax_error(text: &str, e: &toml_edit::TomlError) -> ConfigError {
+    let at = e.span().map_or(0, |s| s.start);
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
     err(
-        if key.is_empty() {
-            "(file)".to_string()
-        } else {
-            key
-        },
-        msg,
+        "(file)",
+        format!("line {line}, column {column}: {}", e.message().trim()),
     )
-}
-
-/// Best effort: the dotted key path of the value at byte offset `pos`.
-fn key_at(text: &str, pos: usize) -> String {
-    let mut table = String::new();
-    let mut item_index: std::collections::HashMap<String, usize> = Default::default();
-    let mut last_key = String::new();
-    let mut offset = 0usize;
-    for line in text.split_inclusive('\n') {
-        let start = offset;
-        offset += line.len();
-        let t = line.trim();
-        if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
-            let name = name.trim().to_string();
-            let n = item_index
-                .entry(name.clone())
-                .and_modify(|n| *n += 1)
-                .or_insert(0);
-            table = format!("{name}[{n}]");
-            last_key.clear();
-        } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
-            let name = name.trim().to_string();
-            // a sub-table of the latest array item, e.g. [sync.items.user]
-            let mut resolved = name.clone();
-            for (arr, n) in &item_index {
-                if let Some(rest) = name.strip_prefix(&format!("{arr}.")) {
-                    resolved = format!("{arr}[{n}].{rest}");
-                }
-            }
-            table = resolved;
-            last_key.clear();
-        } else if let Some((k, _)) = t.split_once('=') {
-            if !t.starts_with('#') {
-                last_key = k.trim().trim_matches('"').to_string();
-            }
-        }
-        if pos < offset && pos >= start {
-            break;
-        }
-    }
-    match (table.is_empty(), last_key.is_empty()) {
-        (true, _) => last_key,
-        (false, true) => table,
-        (false, false) => format!("{table}.{last_key}"),
-    }
 }
 
 /// Parse and validate a configuration. On failure, every problem found:
 /// unknown keys, type and enum errors (`typed`), and the value checks of
 /// `validate` on the rest (a key already reported is not reported again).
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
-    let mut root: toml::Table = match text.parse() {
-        Ok(t) => t,
-        Err(e) => return Err(vec![type_error(text, &e)]),
+    let doc: toml_edit::DocumentMut = match text.parse() {
+        Ok(d) => d,
+        Err(e) => return Err(vec![syntax_error(text, &e)]),
     };
-    let mut errors = unknown_keys(&mut root);
-    let (cfg, type_errors) = typed::read(root);
-    errors.extend(type_errors);
+    let (cfg, mut errors) = typed::read(doc);
     let Some(mut cfg) = cfg else {
         return Err(errors);
     };
