@@ -15,6 +15,9 @@ mod schema;
 mod typed;
 mod values;
 
+#[cfg(test)]
+mod key_tests;
+
 pub use schema::Schema;
 
 /// One problem in a configuration file, named by its TOML key path.
@@ -750,7 +753,13 @@ fn syntax_error(text: &str, e: &toml_edit::TomlError) -> ConfigError {
     let at = e.span().map_or(0, |s| s.start);
     let before = text.get(..at).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
     err(
         "(file)",
         format!("line {line}, column {column}: {}", e.message().trim()),

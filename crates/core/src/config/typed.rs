@@ -75,9 +75,9 @@ fn steps_of_ignored(path: &serde_ignored::Path) -> Vec<Step> {
         Path::Root => return Vec::new(),
         Path::Seq { parent, index } => (parent, Some(Step::Index(*index))),
         Path::Map { parent, key } => (parent, Some(Step::Key(key.clone()))),
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            (parent, None)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => (parent, None),
     };
     let mut steps = steps_of_ignored(parent);
     steps.extend(step);
