@@ -25,7 +25,7 @@ pub(super) fn read(mut doc: DocumentMut) -> (Option<Config>, Vec<ConfigError>) {
     // to find the unknown keys of the rest (see `drop_through`)
     let mut stopped = false;
     let mut dropped = Dropped::default();
-    loop {
+    let cfg = loop {
         let mut ignored: Vec<Vec<Step>> = Vec::new();
         let mut note = |path: serde_ignored::Path| ignored.push(steps_of_ignored(&path));
         let de = serde_ignored::Deserializer::new(
@@ -40,12 +40,7 @@ pub(super) fn read(mut doc: DocumentMut) -> (Option<Config>, Vec<ConfigError>) {
             }
         }
         let e = match result {
-            Ok(cfg) => {
-                let mut all: Vec<ConfigError> =
-                    unknown.into_iter().map(|k| err(k, "unknown key")).collect();
-                all.extend(errors);
-                return (if stopped { None } else { Some(cfg) }, all);
-            }
+            Ok(cfg) => break (!stopped).then_some(cfg),
             Err(e) => e,
         };
         let path = steps_of_error(e.path());
@@ -60,13 +55,13 @@ pub(super) fn read(mut doc: DocumentMut) -> (Option<Config>, Vec<ConfigError>) {
         if !remove(&mut doc, &path) {
             stopped = true;
             if !dropped.drop_through(&mut doc, &path) {
-                let mut all: Vec<ConfigError> =
-                    unknown.into_iter().map(|k| err(k, "unknown key")).collect();
-                all.extend(errors);
-                return (None, all);
+                break None;
             }
         }
-    }
+    };
+    let mut all: Vec<ConfigError> = unknown.into_iter().map(|k| err(k, "unknown key")).collect();
+    all.extend(errors);
+    (cfg, all)
 }
 
 fn steps_of_ignored(path: &serde_ignored::Path) -> Vec<Step> {
