@@ -12,6 +12,7 @@ use std::fmt;
 use std::time::Duration;
 
 mod schema;
+mod syntax;
 mod typed;
 mod values;
 
@@ -747,32 +748,13 @@ pub struct Portal {
     pub admin_group: String,
 }
 
-/// A TOML syntax error: the document has no keys yet, so it is named by
-/// its line and column.
-fn syntax_error(text: &str, e: &toml_edit::TomlError) -> ConfigError {
-    let at = e.span().map_or(0, |s| s.start);
-    let before = text.get(..at).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .count()
-        + 1;
-    err(
-        "(file)",
-        format!("line {line}, column {column}: {}", e.message().trim()),
-    )
-}
-
 /// Parse and validate a configuration. On failure, every problem found:
 /// unknown keys, type and enum errors (`typed`), and the value checks of
 /// `validate` on the rest (a key already reported is not reported again).
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     let doc: toml_edit::DocumentMut = match text.parse() {
         Ok(d) => d,
-        Err(e) => return Err(vec![syntax_error(text, &e)]),
+        Err(e) => return Err(vec![syntax::error(text, &e)]),
     };
     let (cfg, mut errors) = typed::read(doc);
     let Some(mut cfg) = cfg else {

@@ -277,8 +277,18 @@ fn read_only_commands_work_on_a_read_only_database() {
     for round in ["with -shm", "without -shm"] {
         if round == "without -shm" {
             chmod(m.dir.path(), 0o755);
-            m.ok(&["sync", "--full"]); // closes: checkpoint, side files removed
-            assert!(!m.dir.path().join("mfa.db-shm").exists());
+            m.ok(&["sync", "--full"]); // closes: the WAL checkpointed and truncated
+            let (wal, shm) = (
+                m.dir.path().join("mfa.db-wal"),
+                m.dir.path().join("mfa.db-shm"),
+            );
+            // SQLite removes the side files when the last of the pool's connections
+            // closes, unless two close at once; then they stay, the WAL empty
+            if shm.exists() {
+                assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+                let _ = std::fs::remove_file(&wal);
+                std::fs::remove_file(&shm).unwrap();
+            }
         }
         chmod(m.dir.path(), 0o555);
         for (args, want) in readers.iter().zip(&expected) {

@@ -124,7 +124,7 @@ fn every_key_set() -> Config {
 fn read(text: &str) -> (Option<Config>, Vec<ConfigError>) {
     match text.parse() {
         Ok(doc) => typed::read(doc),
-        Err(e) => (None, vec![syntax_error(text, &e)]),
+        Err(e) => (None, vec![super::syntax::error(text, &e)]),
     }
 }
 
@@ -242,10 +242,10 @@ fn unknown_keys_and_type_errors_are_listed_together() {
 }
 
 #[test]
-fn a_syntax_error_is_named_by_line_and_column() {
+fn a_syntax_error_is_named_by_its_key_line_and_column() {
     let errors = parse("[sync]\ninterval = 5m\n").err().unwrap_or_default();
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].key, "(file)");
+    assert_eq!(errors[0].key, "sync.interval");
     assert!(
         errors[0].message.starts_with("line 2, column 13: "),
         "{errors:?}"
