@@ -404,11 +404,27 @@ fn simple_binds_as_a_dn_a_upn_and_a_down_level_name() {
         assert_eq!(counts(&r), (3, 0, 0, 0, 0, 0), "{name}: {r}");
         assert!(m.user("alice@mfa.test").is_some(), "{name}");
         assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 3), "{name}");
-        // an incremental cycle binds the same way (its starting point was taken by the full one)
-        let r = m.ok(&["--json", "sync"]).json();
-        assert_eq!(r["mode"], "incremental", "{name}: {r}");
-        let (c, u, e, d, x, _) = counts(&r);
-        assert_eq!((c, u, e, d, x), (0, 0, 0, 0, 0), "{name}: {r}");
+        // an incremental cycle binds the same way (its starting point was taken by the full
+        // one); other tests edit containers of the same domain, which makes a cycle full, so
+        // up to five tries for one that is incremental
+        let mut incremental = None;
+        for _ in 0..5 {
+            let r = m.ok(&["--json", "sync"]).json();
+            let (c, u, e, d, x, _) = counts(&r);
+            assert_eq!((c, u, e, d, x), (0, 0, 0, 0, 0), "{name}: {r}");
+            if r["mode"] == "incremental" {
+                incremental = Some(r);
+                break;
+            }
+            assert!(
+                r["note"].as_str().unwrap_or_default().contains("changed"),
+                "{name}: full only because another test changed a container: {r}"
+            );
+        }
+        assert!(
+            incremental.is_some(),
+            "{name}: no incremental cycle in five"
+        );
         // the same form with a wrong password, or naming nobody: refused at the bind
         for (who, pw) in [
             (name.to_string(), "Wr0ng!pass"),
