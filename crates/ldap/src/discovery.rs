@@ -419,7 +419,7 @@ async fn ldap_ping(url: &str, domain: &str, timeout: Duration) -> Option<String>
     );
     let mut entry = None;
     let res =
-        crate::client::search_one(&mut ldap, url, timeout, "", &filter, "Netlogon", &mut entry)
+        crate::search::search_one(&mut ldap, url, timeout, "", &filter, "Netlogon", &mut entry)
             .await;
     driver.abort();
     if res.ok()?.rc != 0 {

@@ -8,18 +8,25 @@
 //! Architecture invariant: no password ever appears in an error, a log line
 //! or a `Debug` output of this crate; binds are described by their DN only.
 
+mod bind;
+mod changes;
 mod client;
+mod connect;
+mod directory_test;
 mod discovery;
 mod error;
 mod kerberos;
 mod proto;
+mod results;
+mod search;
+mod target;
 mod tls;
 mod usn;
 
-pub use client::{
-    check_bind, check_bind_opened, connect, open_for_check, test, Client, DirSyncResult, Opened,
-    Scope, Supports, SyncEvent, SyncReplResult, TestReport, TestStep, TriedServer,
-};
+pub use changes::{DirSyncResult, SyncEvent, SyncReplResult};
+pub use client::{Client, Scope};
+pub use connect::{check_bind, check_bind_opened, connect, open_for_check, Opened, TestStep};
+pub use directory_test::{test, Supports, TestReport, TriedServer};
 pub use discovery::{dn_of_domain, DiscoveryReport, DomainInfo, FoundDc, TrustReport};
 pub use error::{LdapError, ServerFailure};
 pub use proto::{

@@ -116,7 +116,7 @@ fn read_bounded(path: &str, max: u64) -> Result<String, String> {
 fn ca_file(path: &str) -> Result<Vec<CertificateDer<'static>>, LdapError> {
     let pem = read_bounded(path, MAX_CA_FILE_BYTES)
         .map_err(|e| LdapError::Config(format!("tls_ca_file {path}: {e}")))?;
-    let blocks = crate::client::pem_certificates(&pem);
+    let blocks = pem_certificates(&pem);
     if blocks.is_empty() {
         return Err(LdapError::Config(format!(
             "tls_ca_file {path}: no PEM certificate (-----BEGIN CERTIFICATE-----) found"
@@ -304,9 +304,36 @@ fn name_matches(pattern: &str, host: &str) -> bool {
     !pattern.contains('*') && pattern.eq_ignore_ascii_case(host)
 }
 
+/// Split a PEM file into its certificates.
+pub(crate) fn pem_certificates(pem: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(b) = rest.find(BEGIN) {
+        let after = &rest[b..];
+        match after.find(END) {
+            Some(e) => {
+                out.push(after[..e + END.len()].to_string());
+                rest = &after[e + END.len()..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pem_splitting() {
+        let pem = "junk\n-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n";
+        let c = pem_certificates(pem);
+        assert_eq!(c.len(), 2);
+        assert!(c[1].contains("BBB"));
+    }
 
     #[test]
     fn cn_names_match_like_openssl() {
