@@ -11,7 +11,7 @@ use crate::error::LdapError;
 use crate::kerberos::{self, Credentials};
 use crate::proto::{ppolicy_control, ppolicy_error, OID_PPOLICY};
 use crate::results::{map_err_on, result_message};
-use crate::search::{run_search, Limit};
+use crate::search::{run_search, Limit, Request};
 use crate::target::{timeout_of, Target};
 
 pub(crate) async fn do_simple_bind(
@@ -141,12 +141,14 @@ pub(crate) async fn rootdse_dns_host_name(
         ldap,
         server,
         timeout,
-        "",
-        Scope::Base,
-        "(objectClass=*)",
-        &["dnsHostName".to_string()],
-        Vec::new(),
-        Limit::ONE,
+        Request {
+            base: "",
+            scope: Scope::Base,
+            filter: "(objectClass=*)",
+            attrs: &["dnsHostName".to_string()],
+            controls: Vec::new(),
+            limit: Limit::ONE,
+        },
         &mut |e| {
             root.get_or_insert(e);
         },

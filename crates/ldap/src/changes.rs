@@ -10,7 +10,7 @@ use crate::proto::{
     SyncInfo, SyncState, OID_DIRSYNC, OID_SYNC_DONE, OID_SYNC_INFO, OID_SYNC_STATE,
 };
 use crate::results::op_error;
-use crate::search::{parenthesized, run_search, run_search_raw, Item, Limit};
+use crate::search::{parenthesized, run_search, run_search_raw, Item, Limit, Request};
 
 /// The outcome of [`Client::dirsync_each`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,12 +83,14 @@ impl Client {
                 &mut self.ldap,
                 &self.server,
                 self.timeout,
-                base,
-                Scope::Subtree,
-                &filter,
-                attrs,
-                vec![dirsync_control(flags, i32::MAX, &cookie)],
-                Limit::NONE,
+                Request {
+                    base,
+                    scope: Scope::Subtree,
+                    filter: &filter,
+                    attrs,
+                    controls: vec![dirsync_control(flags, i32::MAX, &cookie)],
+                    limit: Limit::NONE,
+                },
                 &mut |e: Entry| {
                     entries += 1;
                     f(e)
@@ -154,12 +156,14 @@ impl Client {
                 &mut self.ldap,
                 &self.server,
                 self.timeout,
-                base,
-                scope,
-                &filter,
-                attrs,
-                vec![sync_request_control(cookie.as_deref())],
-                Limit::NONE,
+                Request {
+                    base,
+                    scope,
+                    filter: &filter,
+                    attrs,
+                    controls: vec![sync_request_control(cookie.as_deref())],
+                    limit: Limit::NONE,
+                },
                 &mut |item| {
                     match item {
                         Item::Entry(entry, ctrls) => {

@@ -19,7 +19,7 @@ use crate::error::{LdapError, ServerFailure};
 use crate::kerberos;
 use crate::proto::{rootdse_attrs, Capabilities, Vendor};
 use crate::results::{map_err, op_error};
-use crate::search::{run_search, Limit};
+use crate::search::{run_search, Limit, Request};
 use crate::target::{max_message_bytes, parse_target, timeout_of, Target};
 
 /// The steps of connecting, as reported by [`crate::test()`].
@@ -437,12 +437,14 @@ pub(crate) async fn attempt(a: Attempt<'_>, opened: Option<Connection>) -> Attem
         &mut ldap,
         server,
         timeout,
-        "",
-        Scope::Base,
-        "(objectClass=*)",
-        &rootdse_attrs(),
-        Vec::new(),
-        Limit::ONE,
+        Request {
+            base: "",
+            scope: Scope::Base,
+            filter: "(objectClass=*)",
+            attrs: &rootdse_attrs(),
+            controls: Vec::new(),
+            limit: Limit::ONE,
+        },
         &mut |e| {
             root.get_or_insert(e);
         },

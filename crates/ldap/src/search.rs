@@ -60,39 +60,33 @@ pub(crate) enum Item {
     Intermediate(Option<String>, Option<Vec<u8>>),
 }
 
+/// One search request as sent: base, scope, filter, attributes, controls,
+/// and how many entries it may return.
+pub(crate) struct Request<'a> {
+    pub(crate) base: &'a str,
+    pub(crate) scope: Scope,
+    pub(crate) filter: &'a str,
+    pub(crate) attrs: &'a [String],
+    pub(crate) controls: Vec<RawControl>,
+    pub(crate) limit: Limit,
+}
+
 /// One search request; entries go to `on_entry`, continuation references and
 /// intermediate messages are skipped. Returns the final result (whatever its
 /// code) for the caller to judge.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_search(
     ldap: &mut Ldap,
     server: &str,
     timeout: Duration,
-    base: &str,
-    scope: Scope,
-    filter: &str,
-    attrs: &[String],
-    controls: Vec<RawControl>,
-    limit: Limit,
+    req: Request<'_>,
     on_entry: Sink<'_>,
 ) -> Result<LdapResult, LdapError> {
-    run_search_raw(
-        ldap,
-        server,
-        timeout,
-        base,
-        scope,
-        filter,
-        attrs,
-        controls,
-        limit,
-        &mut |item| {
-            if let Item::Entry(e, _) = item {
-                on_entry(e);
-            }
-            Ok(())
-        },
-    )
+    run_search_raw(ldap, server, timeout, req, &mut |item| {
+        if let Item::Entry(e, _) = item {
+            on_entry(e);
+        }
+        Ok(())
+    })
     .await
 }
 
@@ -162,12 +156,14 @@ pub(crate) async fn search_one(
         ldap,
         server,
         timeout,
-        base,
-        Scope::Base,
-        filter,
-        &[attr.to_string()],
-        Vec::new(),
-        Limit::ONE,
+        Request {
+            base,
+            scope: Scope::Base,
+            filter,
+            attrs: &[attr.to_string()],
+            controls: Vec::new(),
+            limit: Limit::ONE,
+        },
         &mut |e| {
             found.get_or_insert(e);
         },
@@ -177,19 +173,21 @@ pub(crate) async fn search_one(
 
 /// Like [`run_search`], delivering entries with their controls and
 /// intermediate messages; `on_item` may stop the search with a protocol error.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_search_raw(
     ldap: &mut Ldap,
     server: &str,
     timeout: Duration,
-    base: &str,
-    scope: Scope,
-    filter: &str,
-    attrs: &[String],
-    controls: Vec<RawControl>,
-    limit: Limit,
+    req: Request<'_>,
     on_item: &mut (dyn FnMut(Item) -> Result<(), String> + Send),
 ) -> Result<LdapResult, LdapError> {
+    let Request {
+        base,
+        scope,
+        filter,
+        attrs,
+        controls,
+        limit,
+    } = req;
     let op = format!("search of {base:?} for {filter}");
     let mut entries = 0usize;
     ldap.with_timeout(timeout);
@@ -263,6 +261,17 @@ pub(crate) fn parenthesized(filter: &str) -> String {
     }
 }
 
+/// A search of [`Client::search_with`] as [`Client::paged`] and
+/// [`Client::batched`] send it: each adds its own controls and limit.
+#[derive(Clone, Copy)]
+struct Query<'a> {
+    base: &'a str,
+    scope: Scope,
+    filter: &'a str,
+    attrs: &'a [String],
+    controls: &'a [RawControl],
+}
+
 enum PagedEnd {
     Complete,
     /// The server applied a size limit to the paged search too.
@@ -312,11 +321,15 @@ impl Client {
     ) -> Result<usize, LdapError> {
         let filter = parenthesized(filter);
         let mut seen = SeenDns::default();
+        let query = Query {
+            base,
+            scope,
+            filter: &filter,
+            attrs,
+            controls: &controls,
+        };
         if self.paging && self.caps.paged_results {
-            match self
-                .paged(base, scope, &filter, attrs, &controls, &mut seen, f)
-                .await?
-            {
+            match self.paged(query, &mut seen, f).await? {
                 PagedEnd::Complete => return Ok(seen.len()),
                 PagedEnd::LimitExceeded => tracing::warn!(
                     server = %self.server,
@@ -326,22 +339,23 @@ impl Client {
                 ),
             }
         }
-        self.batched(base, scope, &filter, attrs, &controls, &mut seen, f)
-            .await?;
+        self.batched(query, &mut seen, f).await?;
         Ok(seen.len())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn paged(
         &mut self,
-        base: &str,
-        scope: Scope,
-        filter: &str,
-        attrs: &[String],
-        controls: &[RawControl],
+        query: Query<'_>,
         seen: &mut SeenDns,
         f: &mut (dyn FnMut(Entry) + Send),
     ) -> Result<PagedEnd, LdapError> {
+        let Query {
+            base,
+            scope,
+            filter,
+            attrs,
+            controls,
+        } = query;
         let size = self.page_size();
         let mut cookie = Vec::new();
         let op = format!("paged search of {base:?} for {filter}");
@@ -352,12 +366,14 @@ impl Client {
                 &mut self.ldap,
                 &self.server,
                 self.timeout,
-                base,
-                scope,
-                filter,
-                attrs,
-                ctrls,
-                Limit::page(size),
+                Request {
+                    base,
+                    scope,
+                    filter,
+                    attrs,
+                    controls: ctrls,
+                    limit: Limit::page(size),
+                },
                 &mut |e: Entry| {
                     if seen.insert(&e.dn) {
                         f(e)
@@ -389,17 +405,19 @@ impl Client {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn batched(
         &mut self,
-        base: &str,
-        scope: Scope,
-        filter: &str,
-        attrs: &[String],
-        controls: &[RawControl],
+        query: Query<'_>,
         seen: &mut SeenDns,
         f: &mut (dyn FnMut(Entry) + Send),
     ) -> Result<(), LdapError> {
+        let Query {
+            base,
+            scope,
+            filter,
+            attrs,
+            controls,
+        } = query;
         let attr = self.split_attribute();
         let limit = i32::try_from(self.size_limit).unwrap_or(i32::MAX);
         // (filter, prefix; None = the original search, catch-all?)
@@ -412,12 +430,14 @@ impl Client {
                 &mut self.ldap,
                 &self.server,
                 self.timeout,
-                base,
-                scope,
-                &flt,
-                attrs,
-                controls.to_vec(),
-                Limit::sized(limit),
+                Request {
+                    base,
+                    scope,
+                    filter: &flt,
+                    attrs,
+                    controls: controls.to_vec(),
+                    limit: Limit::sized(limit),
+                },
                 &mut |e: Entry| {
                     if seen.insert(&e.dn) {
                         f(e)
@@ -487,12 +507,14 @@ impl Client {
             &mut self.ldap,
             &self.server,
             self.timeout,
-            dn,
-            Scope::Base,
-            "(objectClass=*)",
-            attrs,
-            Vec::new(),
-            Limit::ONE,
+            Request {
+                base: dn,
+                scope: Scope::Base,
+                filter: "(objectClass=*)",
+                attrs,
+                controls: Vec::new(),
+                limit: Limit::ONE,
+            },
             &mut |e| {
                 found.get_or_insert(e);
             },
