@@ -16,6 +16,7 @@ pub mod phone;
 pub mod plan;
 pub mod presence;
 pub mod ratelimit;
+pub mod report;
 pub mod safeguard;
 pub mod sid;
 pub mod user;

@@ -22,21 +22,14 @@ use mfasync_core::plan::{Action, Change, Plan};
 use mfasync_core::safeguard;
 use mfasync_store::{Approval, ApprovalStatus, HeldChange, Store};
 
-/// The approval a cycle created or found pending, as `sync --json` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PendingApproval {
-    pub id: String,
-    pub disable: usize,
-    pub remove: usize,
-}
+pub use mfasync_core::report::PendingApproval;
 
-impl PendingApproval {
-    fn of(a: &Approval) -> Self {
-        PendingApproval {
-            id: a.id.clone(),
-            disable: a.changes.iter().filter(|c| c.action == "disable").count(),
-            remove: a.changes.iter().filter(|c| c.action == "remove").count(),
-        }
+/// The approval `a` as `sync --json` reports it.
+fn pending_of(a: &Approval) -> PendingApproval {
+    PendingApproval {
+        id: a.id.clone(),
+        disable: a.changes.iter().filter(|c| c.action == "disable").count(),
+        remove: a.changes.iter().filter(|c| c.action == "remove").count(),
     }
 }
 
@@ -180,7 +173,7 @@ async fn decide(
         .context("reading pending approvals")?;
     if let Some(a) = pending.iter().find(|a| a.fingerprint == fingerprint) {
         tracing::info!(approval = %a.id, "the held disables/removals are already waiting for approval");
-        return Ok((split.now, Some(PendingApproval::of(a))));
+        return Ok((split.now, Some(pending_of(a))));
     }
     let id = new_id();
     let held: Vec<HeldChange> = split.held.iter().map(held_change).collect();
@@ -195,7 +188,7 @@ async fn decide(
         "{why}: held for approval"
     );
     notify(store, cfg, &a, why).await;
-    Ok((split.now, Some(PendingApproval::of(&a))))
+    Ok((split.now, Some(pending_of(&a))))
 }
 
 /// The rejected approval that was the last word, if the newest approval is a
@@ -406,7 +399,7 @@ async fn notify(store: &dyn Store, cfg: &Config, a: &Approval, why: &str) {
 
 /// The subject and plain-text body of the notification.
 pub fn message_text(a: &Approval, why: &str) -> (String, String) {
-    let p = PendingApproval::of(a);
+    let p = pending_of(a);
     let subject = format!(
         "mfasync: approval needed to disable {} and remove {} MFA users (approval {})",
         p.disable, p.remove, a.id
@@ -496,7 +489,7 @@ pub async fn cli_list(store: &dyn Store, json: bool) -> crate::CmdResult {
         crate::terminal::say!("no pending approvals");
     }
     for a in &pending {
-        let p = PendingApproval::of(a);
+        let p = pending_of(a);
         crate::terminal::say!(
             "approval {} (created {}): {} to disable, {} to remove",
             a.id,

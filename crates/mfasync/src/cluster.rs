@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use mfasync_core::report::{HandOver, Queued};
 use mfasync_store::{Fence, Lease, ServerInfo, Store, SyncRequest};
 use mfasync_web::servers::{alive, rfc3339, servers_json};
 use tokio::sync::watch;
@@ -151,7 +152,7 @@ impl Cluster {
     /// Synchronize Now on a server that does not run synchronization: queue
     /// the request in the database for the runner (it starts the cycle at
     /// its next heartbeat, within `lease / 3`). The answer says who runs it.
-    pub async fn hand_over(&self, full: bool, by: &str) -> Result<serde_json::Value, String> {
+    pub async fn hand_over(&self, full: bool, by: &str) -> Result<HandOver, String> {
         let lease = self
             .store
             .sync_request(full, by, &self.me.name, now_ms())
@@ -163,12 +164,12 @@ impl Cluster {
             self.me.name,
             runner.as_deref().unwrap_or("the next runner")
         );
-        Ok(serde_json::json!({
-            "status": "queued",
-            "full": full,
-            "requested_on": self.me.name,
-            "handed_to": runner,
-        }))
+        Ok(HandOver {
+            status: Queued::Queued,
+            full,
+            requested_on: self.me.name.clone(),
+            handed_to: runner,
+        })
     }
 
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {

@@ -232,14 +232,10 @@ async fn cycles(
                     emails_due.notify_one();
                     match result {
                         Ok(o) => {
-                            metrics.record_sync(
-                                o.mode,
-                                secs,
-                                Some(&crate::sync::outcome_json(&o, false)),
-                            );
+                            metrics.record_sync(o.mode.as_str(), secs, Some(&o.report(false)));
                             let c = o.plan.counts();
                             tracing::info!(
-                                mode = o.mode,
+                                mode = o.mode.as_str(),
                                 created = c.created,
                                 updated = c.updated,
                                 enabled = c.enabled,

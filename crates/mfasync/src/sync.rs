@@ -8,6 +8,7 @@ use mfasync_core::config::{Config, ItemKind, SyncItem, WhenRemoved};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
 use mfasync_core::mapping::{self, DirectoryUser, Packed};
 use mfasync_core::plan::{self, Action, Counts, Plan};
+use mfasync_core::report::{PlannedChange, SyncMode, SyncReport};
 use mfasync_core::MfaUser;
 use mfasync_ldap::{Client, Scope};
 use mfasync_store::{DomainWatermark, Store, SyncRun, UserKey, Watermark};
@@ -19,7 +20,7 @@ pub struct Options {
 }
 
 pub struct Outcome {
-    pub mode: &'static str,
+    pub mode: SyncMode,
     pub plan: Plan,
     /// Why a full sync ran when an incremental one was asked for.
     pub note: Option<String>,
@@ -115,15 +116,15 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         warm_phone_metadata();
     }
     let mut note = reason.clone().filter(|r| !r.is_empty());
-    let mut mode: &'static str = if reason.is_some() {
-        "full"
+    let mut mode = if reason.is_some() {
+        SyncMode::Full
     } else {
-        "incremental"
+        SyncMode::Incremental
     };
     let mut run_id = if opts.plan_only {
         None
     } else {
-        Some(store.run_started(mode).await?)
+        Some(store.run_started(mode.as_str()).await?)
     };
     let mut entries_read = None;
     // sync items found under a new DN (renamed or moved): said with the note
@@ -133,7 +134,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         let followed = crate::items::follow(store, &mut client, cfg, opts.plan_only).await?;
         renames = followed.notes;
         let cfg = followed.cfg.as_ref().unwrap_or(cfg);
-        if mode == "incremental" {
+        if mode == SyncMode::Incremental {
             let missing = wm
                 .as_ref()
                 .and_then(|w| missing_domain_mark(cfg, client.base_dn(), w));
@@ -173,11 +174,11 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
             );
             tracing::warn!("{msg}");
             note = Some(msg.clone());
-            mode = "full";
+            mode = SyncMode::Full;
             if let Some(id) = run_id {
                 let skipped = Ok(Plan::default());
-                finish(store, id, "incremental", &skipped, Some(msg), None, None).await?;
-                run_id = Some(store.run_started("full").await?);
+                finish(store, id, SyncMode::Incremental, &skipped, Some(msg), None, None).await?;
+                run_id = Some(store.run_started(SyncMode::Full.as_str()).await?);
             }
         }
         let p = full(store, cfg, &mut client, opts.plan_only).await?;
@@ -194,7 +195,8 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         );
     }
     if !opts.plan_only && result.is_ok() {
-        crate::approvals::after_cycle(store, mode == "full", pending_approval.as_ref()).await;
+        crate::approvals::after_cycle(store, mode == SyncMode::Full, pending_approval.as_ref())
+            .await;
     }
     if let Some(id) = run_id {
         finish(store, id, mode, &result, None, entries_read, note.clone()).await?;
@@ -214,7 +216,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
 async fn finish(
     store: &dyn Store,
     id: i64,
-    mode: &str,
+    mode: SyncMode,
     result: &Result<Plan>,
     error: Option<String>,
     entries_read: Option<usize>,
@@ -230,7 +232,7 @@ async fn finish(
             id,
             started_at: String::new(),
             finished_at: None,
-            mode: mode.into(),
+            mode: mode.as_str().into(),
             created: n(counts.created),
             updated: n(counts.updated),
             enabled: n(counts.enabled),
@@ -1719,28 +1721,35 @@ async fn base_match(
 
 /// The `sync --json` document of PRODUCT.md (`plan_only`: with the changes, as
 /// `--plan`); also what the REST API answers for a sync.
-pub fn outcome_json(o: &Outcome, plan_only: bool) -> serde_json::Value {
-    let c = o.plan.counts();
-    let mut v = serde_json::json!({
-        "mode": o.mode, "created": c.created, "updated": c.updated, "enabled": c.enabled,
-        "disabled": c.disabled, "removed": c.removed, "unchanged": c.unchanged,
-        "pending_approval": o.pending_approval,
-    });
-    if let Some(n) = o.entries_read {
-        v["entries_read"] = n.into();
+impl Outcome {
+    /// The outcome as `sync --json` (and with `plan_only`, `sync --plan --json`) reports it.
+    pub fn report(&self, plan_only: bool) -> SyncReport {
+        let c = self.plan.counts();
+        let changes = plan_only.then(|| {
+            self.plan
+                .changes
+                .iter()
+                .map(|ch| PlannedChange {
+                    action: ch.action,
+                    fields: ch.fields.iter().map(|f| f.to_string()).collect(),
+                    username: ch.user.username.clone(),
+                })
+                .collect()
+        });
+        SyncReport {
+            changes,
+            created: c.created,
+            disabled: c.disabled,
+            enabled: c.enabled,
+            entries_read: self.entries_read,
+            mode: self.mode,
+            note: self.note.clone(),
+            pending_approval: self.pending_approval.clone(),
+            removed: c.removed,
+            unchanged: c.unchanged,
+            updated: c.updated,
+        }
     }
-    if let Some(n) = &o.note {
-        v["note"] = n.as_str().into();
-    }
-    if plan_only {
-        v["changes"] = o
-            .plan
-            .changes
-            .iter()
-            .map(|ch| serde_json::json!({"action": ch.action.as_str(), "username": ch.user.username, "fields": ch.fields}))
-            .collect();
-    }
-    v
 }
 
 pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
@@ -1749,7 +1758,7 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
         crate::logging::notice(n);
     }
     if json {
-        return crate::print_json(&outcome_json(o, plan_only));
+        return crate::print_json(&o.report(plan_only));
     }
     if plan_only {
         const SHOWN: usize = 50;

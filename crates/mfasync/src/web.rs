@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mfasync_core::auth::Reason;
 use mfasync_core::lockout::{Gate, Open};
+use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_store::Store;
 use serde_json::{json, Value};
 
@@ -102,22 +103,25 @@ impl ServiceBackend {
         Ok(cfg)
     }
 
-    async fn cycle(&self, full: bool, plan_only: bool) -> Result<Value, String> {
+    async fn cycle(&self, full: bool, plan_only: bool) -> Result<SyncReport, String> {
         let cfg = self.config().await?;
         let _one_at_a_time = self.sync_lock.lock().await;
         crate::progress::live::reset();
         let o = sync::run(self.store.as_ref(), &cfg, sync::Options { full, plan_only })
             .await
             .map_err(|e| format!("{e:#}"))?;
-        Ok(sync::outcome_json(&o, plan_only))
+        Ok(o.report(plan_only))
     }
 }
 
 #[async_trait]
 impl mfasync_web::Backend for ServiceBackend {
-    fn sync_progress(&self) -> Value {
+    fn sync_progress(&self) -> SyncProgress {
         let (entries_read, phase) = crate::progress::live::snapshot();
-        json!({"entries_read": entries_read, "phase": phase})
+        SyncProgress {
+            entries_read,
+            phase: Some(phase.to_string()),
+        }
     }
 
     async fn config_put(&self, toml: &str, actor: &str) -> Result<i64, Vec<String>> {
@@ -229,18 +233,18 @@ impl mfasync_web::Backend for ServiceBackend {
         test_report(cfg).await
     }
 
-    async fn sync_now(&self, full: bool) -> Result<Value, String> {
+    async fn sync_now(&self, full: bool) -> Result<SyncNow, String> {
         match self.cluster.get() {
-            Some(c) if !c.is_runner() => c.hand_over(full, "admin").await,
-            _ => self.cycle(full, false).await,
+            Some(c) if !c.is_runner() => c.hand_over(full, "admin").await.map(SyncNow::HandedOver),
+            _ => self.cycle(full, false).await.map(SyncNow::Ran),
         }
     }
 
-    async fn plan(&self) -> Result<Value, String> {
+    async fn plan(&self) -> Result<SyncReport, String> {
         self.cycle(false, true).await
     }
 
-    async fn approve(&self, id: &str, actor: &str) -> Result<Value, String> {
+    async fn approve(&self, id: &str, actor: &str) -> Result<Approved, String> {
         if let Some(why) = self.cluster.get().map(|c| c.not_runner()) {
             if let Some(why) = why.await {
                 return Err(format!("cannot approve: {why}"));
@@ -257,20 +261,23 @@ impl mfasync_web::Backend for ServiceBackend {
                 .filter(|c| c.action.as_str() == action)
                 .count()
         };
-        Ok(json!({
-            "id": r.approval.id,
-            "status": r.approval.status.as_str(),
-            "disabled": count("disable"),
-            "removed": count("remove"),
-            "no_longer_needed": r.dropped.iter().map(|h| h.username.as_str()).collect::<Vec<_>>(),
-        }))
+        Ok(Approved {
+            disabled: count("disable"),
+            id: r.approval.id,
+            no_longer_needed: r.dropped.iter().map(|h| h.username.clone()).collect(),
+            removed: count("remove"),
+            status: r.approval.status.as_str().to_string(),
+        })
     }
 
-    async fn reject(&self, id: &str, actor: &str) -> Result<Value, String> {
+    async fn reject(&self, id: &str, actor: &str) -> Result<Rejected, String> {
         let a = approvals::reject(self.store.as_ref(), id, actor)
             .await
             .map_err(|e| format!("cannot reject: {e:#}"))?;
-        Ok(json!({"id": a.id, "status": a.status.as_str()}))
+        Ok(Rejected {
+            id: a.id,
+            status: a.status.as_str().to_string(),
+        })
     }
 
     async fn auth(&self, username: &str, password: &str) -> Result<(), Reason> {

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use mfasync_core::auth::Reason;
 use mfasync_core::lockout::{Account, Refusal};
+use mfasync_core::report::SyncNow;
 
 use crate::auth::Admin;
 use crate::limits::{client_key, RequestGate};
@@ -108,22 +109,18 @@ fn yes() -> bool {
     true
 }
 
-/// A Synchronize Now queued for the server that runs synchronization
-/// (`{"status": "queued", "handed_to": …}`) rather than run here.
-pub(crate) fn handed_over(v: &Value) -> bool {
-    v.get("status").and_then(Value::as_str) == Some("queued")
-}
-
 /// Run a cycle through the backend, counted in the metrics.
-pub(crate) async fn run_sync(app: &App, full: bool) -> Result<Value, String> {
+pub(crate) async fn run_sync(app: &App, full: bool) -> Result<SyncNow, String> {
     let started = Instant::now();
     let result = app.backend.sync_now(full).await;
-    if result.as_ref().is_ok_and(handed_over) {
-        return result; // no cycle here (docs/cluster.md)
-    }
+    let report = match &result {
+        Ok(SyncNow::HandedOver(_)) => return result, // no cycle here (docs/cluster.md)
+        Ok(SyncNow::Ran(r)) => Some(r),
+        Err(_) => None,
+    };
     let mode = if full { "full" } else { "auto" };
     app.metrics
-        .record_sync(mode, started.elapsed().as_secs_f64(), result.as_ref().ok());
+        .record_sync(mode, started.elapsed().as_secs_f64(), report);
     result
 }
 
@@ -141,8 +138,8 @@ async fn sync_now(
             .into_response();
     }
     match run_sync(&app, query.full).await {
-        Ok(v) if handed_over(&v) => (StatusCode::ACCEPTED, Json(v)).into_response(),
-        Ok(v) => Json(v).into_response(),
+        Ok(v @ SyncNow::HandedOver(_)) => (StatusCode::ACCEPTED, Json(v)).into_response(),
+        Ok(v @ SyncNow::Ran(_)) => Json(v).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

@@ -24,6 +24,7 @@ use axum::routing::get;
 use axum::Router;
 use mfasync_core::auth::Reason;
 use mfasync_core::lockout::{Account, Gate};
+use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_store::Store;
 
 mod api;
@@ -50,8 +51,8 @@ pub use mfasync_secret as secret;
 pub use syncstate::SyncState;
 
 /// What the web side needs from the service: everything that talks to the
-/// directory or changes MFA users. JSON values keep the shapes of PRODUCT.md
-/// section 1 (the same documents `mfasync --json` prints).
+/// directory or changes MFA users. Answers are the typed reports of
+/// `mfasync_core::report`, serialized as PRODUCT.md section 1's documents.
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Validate a configuration as `config apply` does and store it as the
@@ -80,21 +81,21 @@ pub trait Backend: Send + Sync {
                        "detail": "testing settings that are not saved is not available"}]})
     }
     /// Progress of the cycle running now, for Synchronize Now's live
-    /// progress: `{"entries_read": N, "phase": "..."}` (directory entries
-    /// read so far by the cycle's full read, and what it is doing). Read
-    /// again right after the cycle ends for its final count. Default:
-    /// nothing known (`null`).
-    fn sync_progress(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    /// progress: directory entries read so far by the cycle's full read, and
+    /// what it is doing. Read again right after the cycle ends for its final
+    /// count. Default: nothing known.
+    fn sync_progress(&self) -> SyncProgress {
+        SyncProgress::default()
     }
-    /// One synchronization cycle now (`sync --json`, or `sync --full --json`).
-    async fn sync_now(&self, full: bool) -> Result<serde_json::Value, String>;
+    /// One synchronization cycle now (`sync --json`, or `sync --full --json`),
+    /// or where it was handed (a server that does not run synchronization).
+    async fn sync_now(&self, full: bool) -> Result<SyncNow, String>;
     /// `sync --plan --json`.
-    async fn plan(&self) -> Result<serde_json::Value, String>;
+    async fn plan(&self) -> Result<SyncReport, String>;
     /// Approve a pending approval as `actor` (`approvals approve ID`).
-    async fn approve(&self, id: &str, actor: &str) -> Result<serde_json::Value, String>;
+    async fn approve(&self, id: &str, actor: &str) -> Result<Approved, String>;
     /// Reject a pending approval as `actor` (`approvals reject ID`).
-    async fn reject(&self, id: &str, actor: &str) -> Result<serde_json::Value, String>;
+    async fn reject(&self, id: &str, actor: &str) -> Result<Rejected, String>;
     /// Verify a password by LDAP bind (`auth USERNAME`).
     async fn auth(&self, username: &str, password: &str) -> Result<(), Reason>;
     /// `auth` under the service's password-guessing limits: `gate` is asked

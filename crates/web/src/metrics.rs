@@ -13,16 +13,6 @@ use axum::response::IntoResponse;
 
 use crate::App;
 
-/// The change counts of a sync result, in PRODUCT.md's `sync --json` order.
-const ACTIONS: [&str; 6] = [
-    "created",
-    "updated",
-    "enabled",
-    "disabled",
-    "removed",
-    "unchanged",
-];
-
 #[derive(Default)]
 struct Counters {
     /// (mode, "ok"|"error") -> runs
@@ -52,11 +42,10 @@ impl Metrics {
         &self,
         requested_mode: &str,
         seconds: f64,
-        result: Option<&serde_json::Value>,
+        result: Option<&mfasync_core::report::SyncReport>,
     ) {
         let mode = result
-            .and_then(|r| r.get("mode"))
-            .and_then(|m| m.as_str())
+            .map(|r| r.mode.as_str())
             .unwrap_or(requested_mode)
             .to_string();
         let Ok(mut c) = self.inner.lock() else {
@@ -68,9 +57,15 @@ impl Metrics {
         d.0 += seconds;
         d.1 += 1;
         if let Some(r) = result {
-            for action in ACTIONS {
-                let n = r.get(action).and_then(|v| v.as_u64()).unwrap_or(0);
-                *c.changes.entry(action.into()).or_default() += n;
+            for (action, n) in [
+                ("created", r.created),
+                ("updated", r.updated),
+                ("enabled", r.enabled),
+                ("disabled", r.disabled),
+                ("removed", r.removed),
+                ("unchanged", r.unchanged),
+            ] {
+                *c.changes.entry(action.into()).or_default() += n as u64;
             }
         }
     }

@@ -18,6 +18,7 @@ use crate::html::{csrf_field, esc, notice, page, url_component};
 use crate::limits::{client_key, retry_after_secs, RequestGate};
 use crate::App;
 use mfasync_core::lockout::{Account, Refusal};
+use mfasync_core::report::SyncNow;
 
 /// Users shown on one Users page at most.
 const USERS_SHOWN: usize = 500;
@@ -773,8 +774,8 @@ async fn decide(
         return r;
     }
     let result = match decision.as_str() {
-        "approve" => app.backend.approve(&id, &admin.username).await,
-        "reject" => app.backend.reject(&id, &admin.username).await,
+        "approve" => app.backend.approve(&id, &admin.username).await.map(drop),
+        "reject" => app.backend.reject(&id, &admin.username).await.map(drop),
         _ => return (StatusCode::NOT_FOUND, "no such decision\n").into_response(),
     };
     match result {
@@ -848,39 +849,33 @@ struct SyncForm {
     from: String,
 }
 
-pub(crate) fn sync_summary(v: &Value) -> String {
-    if crate::api::handed_over(v) {
-        let on = v.get("requested_on").and_then(Value::as_str).unwrap_or("?");
-        return match v.get("handed_to").and_then(Value::as_str) {
-            Some(to) => format!(
-                "This server ({on}) does not run synchronization: the request was handed to server {to}, which starts it at its next heartbeat (see the history)."
-            ),
-            None => format!(
-                "This server ({on}) does not run synchronization and no server does right now: the request waits for the next server to run synchronization."
-            ),
-        };
-    }
-    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let mut s = match v.get("note").and_then(Value::as_str) {
+pub(crate) fn sync_summary(v: &SyncNow) -> String {
+    let r = match v {
+        SyncNow::Ran(r) => r,
+        SyncNow::HandedOver(h) => {
+            let on = &h.requested_on;
+            return match &h.handed_to {
+                Some(to) => format!(
+                    "This server ({on}) does not run synchronization: the request was handed to server {to}, which starts it at its next heartbeat (see the history)."
+                ),
+                None => format!(
+                    "This server ({on}) does not run synchronization and no server does right now: the request waits for the next server to run synchronization."
+                ),
+            };
+        }
+    };
+    let mut s = match &r.note {
         Some(note) => format!("{}. ", note.trim_end_matches('.')),
         None => String::new(),
     };
     s += &format!(
         "{} synchronization done: {} created, {} updated, {} enabled, {} disabled, {} removed, {} unchanged.",
-        v.get("mode").and_then(Value::as_str).unwrap_or("a"),
-        n("created"),
-        n("updated"),
-        n("enabled"),
-        n("disabled"),
-        n("removed"),
-        n("unchanged"),
+        r.mode, r.created, r.updated, r.enabled, r.disabled, r.removed, r.unchanged,
     );
-    if let Some(p) = v.get("pending_approval").filter(|p| !p.is_null()) {
+    if let Some(p) = &r.pending_approval {
         s.push_str(&format!(
             " Held for approval: {} ({} disable, {} remove).",
-            p.get("id").and_then(Value::as_str).unwrap_or("?"),
-            p.get("disable").and_then(Value::as_u64).unwrap_or(0),
-            p.get("remove").and_then(Value::as_u64).unwrap_or(0),
+            p.id, p.disable, p.remove,
         ));
     }
     s

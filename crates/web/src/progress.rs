@@ -15,7 +15,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Json};
-use serde_json::{json, Value};
+use mfasync_core::report::{SyncNow, SyncProgress};
+use serde_json::json;
 
 use crate::auth::Admin;
 use crate::html::{esc, notice, page};
@@ -24,9 +25,10 @@ use crate::App;
 /// Jobs kept for their progress pages.
 const KEPT: usize = 20;
 
+#[derive(Clone)]
 pub(crate) enum JobState {
     Running,
-    Done(Value),
+    Done(SyncNow),
     Failed(String),
 }
 
@@ -40,7 +42,7 @@ pub(crate) struct Job {
     from_sync: bool,
     state: JobState,
     /// `Backend::sync_progress` read right after the cycle ended.
-    last_progress: Value,
+    last_progress: SyncProgress,
 }
 
 #[derive(Default)]
@@ -78,7 +80,7 @@ pub(crate) fn start(app: &App, admin: &Admin, full: bool, from_sync: bool) -> u6
             started: Instant::now(),
             from_sync,
             state: JobState::Running,
-            last_progress: Value::Null,
+            last_progress: SyncProgress::default(),
         });
         while jobs.list.len() > KEPT {
             jobs.list.pop_front();
@@ -105,42 +107,36 @@ pub(crate) fn start(app: &App, admin: &Admin, full: bool, from_sync: bool) -> u6
     id
 }
 
-/// A snapshot of one job: (full, by, started_at, seconds, from_sync, state as JSON).
-fn snapshot(app: &App, id: u64) -> Option<(bool, String, String, u64, bool, Value)> {
-    let jobs = app.jobs.lock().ok()?;
-    let j = jobs.list.iter().find(|j| j.id == id)?;
-    let mut state = match &j.state {
-        JobState::Running => json!({"state": "running"}),
-        JobState::Done(v) => json!({"state": "done", "result": v}),
-        JobState::Failed(e) => json!({"state": "failed", "error": e}),
-    };
-    if !matches!(j.state, JobState::Running) {
-        if let Value::Object(o) = &mut state {
-            o.insert("entries_read".into(), json!(entries_read(&j.last_progress)));
-        }
-    }
-    Some((
-        j.full,
-        j.by.clone(),
-        j.started_at.clone(),
-        j.started.elapsed().as_secs(),
-        j.from_sync,
-        state,
-    ))
+/// A snapshot of one job.
+struct Snapshot {
+    full: bool,
+    by: String,
+    started_at: String,
+    seconds: u64,
+    from_sync: bool,
+    state: JobState,
+    /// Directory entries read by a finished cycle.
+    entries_read: u64,
 }
 
-/// Directory entries read, from `Backend::sync_progress` (0 when unknown).
-fn entries_read(progress: &Value) -> u64 {
-    progress
-        .get("entries_read")
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
+fn snapshot(app: &App, id: u64) -> Option<Snapshot> {
+    let jobs = app.jobs.lock().ok()?;
+    let j = jobs.list.iter().find(|j| j.id == id)?;
+    Some(Snapshot {
+        full: j.full,
+        by: j.by.clone(),
+        started_at: j.started_at.clone(),
+        seconds: j.started.elapsed().as_secs(),
+        from_sync: j.from_sync,
+        state: j.state.clone(),
+        entries_read: j.last_progress.entries_read,
+    })
 }
 
 /// " (N directory entries read, phase)" for a running job.
-fn live_text(progress: &Value) -> String {
-    let n = entries_read(progress);
-    match progress.get("phase").and_then(Value::as_str) {
+fn live_text(progress: &SyncProgress) -> String {
+    let n = progress.entries_read;
+    match &progress.phase {
         Some(p) => format!("{n} directory entries read; {p}"),
         None => format!("{n} directory entries read"),
     }
@@ -166,24 +162,37 @@ pub(crate) async fn api_job(state: State<App>, id: Path<u64>) -> Response {
 }
 
 pub(crate) async fn status(State(app): State<App>, Path(id): Path<u64>) -> Response {
-    let Some((_, _, _, secs, _, mut state)) = snapshot(&app, id) else {
+    let Some(job) = snapshot(&app, id) else {
         return (
             StatusCode::NOT_FOUND,
             Json(json!({"error": "no such synchronization"})),
         )
             .into_response();
     };
-    if let Value::Object(o) = &mut state {
-        o.insert("elapsed_seconds".into(), json!(secs));
-        if o.get("state") == Some(&json!("running")) {
-            o.insert("cycle".into(), json!(running_run(&app).await));
+    let secs = job.seconds;
+    let state = match job.state {
+        JobState::Running => {
             let p = app.backend.sync_progress();
-            o.insert("entries_read".into(), json!(entries_read(&p)));
-            if let Some(phase) = p.get("phase") {
-                o.insert("phase".into(), phase.clone());
+            let mut v = json!({
+                "state": "running",
+                "elapsed_seconds": secs,
+                "cycle": running_run(&app).await,
+                "entries_read": p.entries_read,
+            });
+            if let Some(phase) = p.phase {
+                v["phase"] = phase.into();
             }
+            v
         }
-    }
+        JobState::Done(result) => json!({
+            "state": "done", "result": result,
+            "elapsed_seconds": secs, "entries_read": job.entries_read,
+        }),
+        JobState::Failed(error) => json!({
+            "state": "failed", "error": error,
+            "elapsed_seconds": secs, "entries_read": job.entries_read,
+        }),
+    };
     Json(state).into_response()
 }
 
@@ -192,7 +201,7 @@ pub(crate) async fn progress_page(
     Extension(admin): Extension<Admin>,
     Path(id): Path<u64>,
 ) -> Response {
-    let Some((full, by, started_at, secs, from_sync, state)) = snapshot(&app, id) else {
+    let Some(job) = snapshot(&app, id) else {
         let body = notice(
             "error",
             "No such synchronization (the service may have restarted); see the sync history.",
@@ -203,6 +212,15 @@ pub(crate) async fn progress_page(
         )
             .into_response();
     };
+    let Snapshot {
+        full,
+        by,
+        started_at,
+        seconds: secs,
+        from_sync,
+        state,
+        entries_read,
+    } = job;
     let active = if from_sync { "/sync" } else { "/history" };
     let head = format!(
         "<p>{} synchronization requested by {} at {}.</p>",
@@ -211,8 +229,8 @@ pub(crate) async fn progress_page(
         esc(&started_at)
     );
     let links = r#"<p><a href="/sync">Synchronization</a> · <a href="/history">Sync history</a> · <a href="/users">Users</a></p>"#;
-    let body = match state.get("state").and_then(Value::as_str) {
-        Some("running") => {
+    let body = match state {
+        JobState::Running => {
             let cycle = running_run(&app).await.unwrap_or_default();
             let live = live_text(&app.backend.sync_progress());
             format!(
@@ -227,26 +245,13 @@ pub(crate) async fn progress_page(
                 live = esc(&live),
             )
         }
-        Some("done") => format!(
-            r#"{head}<div id="sync-result">{}</div><p id="entries-read">{} directory entries read.</p>{links}"#,
-            notice(
-                "ok",
-                &crate::portal::sync_summary(state.get("result").unwrap_or(&Value::Null))
-            ),
-            state
-                .get("entries_read")
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
+        JobState::Done(result) => format!(
+            r#"{head}<div id="sync-result">{}</div><p id="entries-read">{entries_read} directory entries read.</p>{links}"#,
+            notice("ok", &crate::portal::sync_summary(&result)),
         ),
-        _ => format!(
+        JobState::Failed(error) => format!(
             r#"{head}<div id="sync-result">{}</div>{links}"#,
-            notice(
-                "error",
-                &format!(
-                    "Synchronization failed: {}",
-                    state.get("error").and_then(Value::as_str).unwrap_or("?")
-                )
-            )
+            notice("error", &format!("Synchronization failed: {error}"))
         ),
     };
     page("Synchronize Now", Some(&admin), active, &body).into_response()

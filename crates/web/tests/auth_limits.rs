@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mfasync_core::auth::Reason;
+use mfasync_core::report::{Approved, Rejected, SyncNow, SyncReport};
 use mfasync_store::Store;
 use mfasync_web::{Backend, Metrics, WebOptions};
 use reqwest::StatusCode;
@@ -33,16 +34,16 @@ impl Backend for Directory {
     async fn directory_test(&self) -> Value {
         json!({})
     }
-    async fn sync_now(&self, _: bool) -> Result<Value, String> {
+    async fn sync_now(&self, _: bool) -> Result<SyncNow, String> {
         Err("not here".into())
     }
-    async fn plan(&self) -> Result<Value, String> {
+    async fn plan(&self) -> Result<SyncReport, String> {
         Err("not here".into())
     }
-    async fn approve(&self, _: &str, _: &str) -> Result<Value, String> {
+    async fn approve(&self, _: &str, _: &str) -> Result<Approved, String> {
         Err("not here".into())
     }
-    async fn reject(&self, _: &str, _: &str) -> Result<Value, String> {
+    async fn reject(&self, _: &str, _: &str) -> Result<Rejected, String> {
         Err("not here".into())
     }
     async fn auth(&self, _username: &str, password: &str) -> Result<(), Reason> {

@@ -13,12 +13,18 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mfasync_core::auth::Reason;
+use mfasync_core::report::{Approved, Rejected, SyncNow, SyncReport};
 use mfasync_core::user::Source;
 use mfasync_core::MfaUser;
 use mfasync_store::Store;
 use mfasync_testkit::webdriver::{WebDriver as Driver, CHROMEDRIVER};
 use mfasync_web::{Backend, Metrics, WebOptions};
 use serde_json::{json, Value};
+
+/// A PRODUCT.md-shaped JSON literal as the backend's typed report.
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
 
 struct Backend1 {
     syncs: Mutex<u32>,
@@ -32,20 +38,20 @@ impl Backend for Backend1 {
     async fn directory_test(&self) -> Value {
         json!({"ok": false, "steps": []})
     }
-    async fn sync_now(&self, _full: bool) -> Result<Value, String> {
+    async fn sync_now(&self, _full: bool) -> Result<SyncNow, String> {
         *self.syncs.lock().unwrap() += 1;
-        Ok(
+        Ok(SyncNow::Ran(typed(
             json!({"mode": "full", "created": 2, "updated": 0, "enabled": 0, "disabled": 0,
                   "removed": 0, "unchanged": 0, "pending_approval": null}),
-        )
+        )))
     }
-    async fn plan(&self) -> Result<Value, String> {
+    async fn plan(&self) -> Result<SyncReport, String> {
         Err("not in this test".into())
     }
-    async fn approve(&self, _: &str, _: &str) -> Result<Value, String> {
+    async fn approve(&self, _: &str, _: &str) -> Result<Approved, String> {
         Err("not in this test".into())
     }
-    async fn reject(&self, _: &str, _: &str) -> Result<Value, String> {
+    async fn reject(&self, _: &str, _: &str) -> Result<Rejected, String> {
         Err("not in this test".into())
     }
     async fn auth(&self, _: &str, _: &str) -> Result<(), Reason> {

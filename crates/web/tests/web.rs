@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mfasync_core::auth::Reason;
+use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_core::user::Source;
 use mfasync_core::MfaUser;
 use mfasync_store::{HeldChange, Store};
@@ -20,6 +21,11 @@ const ADMIN: &str = "admin";
 const PASSWORD: &str = "correct horse battery staple";
 
 /// Stands in for the service: records calls, answers PRODUCT.md shapes.
+/// A PRODUCT.md-shaped JSON literal as the backend's typed report.
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
 struct FakeBackend {
     store: Arc<dyn Store>,
     calls: Mutex<Vec<String>>,
@@ -70,7 +76,7 @@ impl Backend for FakeBackend {
                "steps": [{"step": "connect", "ok": true, "detail": "connected"}],
                "supports": {}})
     }
-    fn sync_progress(&self) -> Value {
+    fn sync_progress(&self) -> SyncProgress {
         // The fake's cycle "reads" 11 entries (3 created, 1 updated, 7 unchanged).
         let synced = self
             .calls
@@ -78,23 +84,25 @@ impl Backend for FakeBackend {
             .unwrap()
             .iter()
             .any(|c| c.starts_with("sync "));
-        json!({"entries_read": if synced { 11 } else { 0 }, "phase": "reading directory users"})
-    }
-    async fn sync_now(&self, full: bool) -> Result<Value, String> {
-        self.calls.lock().unwrap().push(format!("sync full={full}"));
-        Ok(
-            json!({"mode": "full", "created": 3, "updated": 1, "enabled": 0, "disabled": 0,
-                  "removed": 0, "unchanged": 7, "pending_approval": null}),
+        typed(
+            json!({"entries_read": if synced { 11 } else { 0 }, "phase": "reading directory users"}),
         )
     }
-    async fn plan(&self) -> Result<Value, String> {
-        Ok(
+    async fn sync_now(&self, full: bool) -> Result<SyncNow, String> {
+        self.calls.lock().unwrap().push(format!("sync full={full}"));
+        Ok(SyncNow::Ran(typed(
+            json!({"mode": "full", "created": 3, "updated": 1, "enabled": 0, "disabled": 0,
+                  "removed": 0, "unchanged": 7, "pending_approval": null}),
+        )))
+    }
+    async fn plan(&self) -> Result<SyncReport, String> {
+        Ok(typed(
             json!({"mode": "full", "created": 1, "updated": 0, "enabled": 0, "disabled": 0,
                   "removed": 0, "unchanged": 0, "pending_approval": null,
                   "changes": [{"action": "create", "username": "new", "fields": []}]}),
-        )
+        ))
     }
-    async fn approve(&self, id: &str, actor: &str) -> Result<Value, String> {
+    async fn approve(&self, id: &str, actor: &str) -> Result<Approved, String> {
         self.calls
             .lock()
             .unwrap()
@@ -102,14 +110,19 @@ impl Backend for FakeBackend {
         self.store
             .decide_approval(id, mfasync_store::ApprovalStatus::Approved, actor, None)
             .await
-            .map(|_| json!({"id": id, "status": "approved"}))
+            .map(|_| {
+                typed(
+                    json!({"id": id, "status": "approved", "disabled": 0, "removed": 0,
+                             "no_longer_needed": []}),
+                )
+            })
             .map_err(|e| e.to_string())
     }
-    async fn reject(&self, id: &str, actor: &str) -> Result<Value, String> {
+    async fn reject(&self, id: &str, actor: &str) -> Result<Rejected, String> {
         self.store
             .decide_approval(id, mfasync_store::ApprovalStatus::Rejected, actor, None)
             .await
-            .map(|_| json!({"id": id, "status": "rejected"}))
+            .map(|_| typed(json!({"id": id, "status": "rejected"})))
             .map_err(|e| e.to_string())
     }
     async fn auth(&self, username: &str, password: &str) -> Result<(), Reason> {

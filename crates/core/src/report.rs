@@ -1,0 +1,165 @@
+//! Reports that cross from the engine to the CLI, the REST API and the
+//! portal: pure data, serialized as PRODUCT.md's JSON outputs.
+//!
+//! Fields are declared in alphabetical order: the JSON documents were built
+//! as `serde_json` maps (sorted keys) before these types existed, and users'
+//! scripts may compare them byte for byte.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Action;
+
+/// Which kind of cycle ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Full,
+    Incremental,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Full => "full",
+            SyncMode::Incremental => "incremental",
+        }
+    }
+}
+
+impl std::fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The approval a cycle created or found pending (`sync --json`'s
+/// `pending_approval`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingApproval {
+    pub disable: usize,
+    pub id: String,
+    pub remove: usize,
+}
+
+/// One planned change as `sync --plan --json` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedChange {
+    pub action: Action,
+    pub fields: Vec<String>,
+    pub username: String,
+}
+
+/// `sync --json`, `POST /api/v1/sync` and `GET /api/v1/plan`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// Every planned change; only for a plan (`sync --plan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<PlannedChange>>,
+    pub created: usize,
+    pub disabled: usize,
+    pub enabled: usize,
+    /// Directory entries received by an incremental cycle (absent for a full one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_read: Option<usize>,
+    pub mode: SyncMode,
+    /// Why a full cycle ran when an incremental one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Always present: `null` when nothing is held.
+    pub pending_approval: Option<PendingApproval>,
+    pub removed: usize,
+    pub unchanged: usize,
+    pub updated: usize,
+}
+
+/// A Synchronize Now queued for the server that runs synchronization
+/// (docs/cluster.md) rather than run where it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandOver {
+    pub full: bool,
+    /// The server running synchronization now (`null`: none right now).
+    pub handed_to: Option<String>,
+    pub requested_on: String,
+    pub status: Queued,
+}
+
+/// The one status of a [`HandOver`]: `"queued"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Queued {
+    Queued,
+}
+
+/// What Synchronize Now answers: the cycle's report, or where it was handed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SyncNow {
+    Ran(SyncReport),
+    HandedOver(HandOver),
+}
+
+/// How far the running cycle is (the Synchronize Now progress page).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncProgress {
+    pub entries_read: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+}
+
+/// `POST /api/v1/approvals/{id}/approve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approved {
+    pub disabled: usize,
+    pub id: String,
+    /// Held users the directory no longer asks to disable or remove.
+    pub no_longer_needed: Vec<String>,
+    pub removed: usize,
+    /// The approval's state afterwards (`approved`).
+    pub status: String,
+}
+
+/// `POST /api/v1/approvals/{id}/reject`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub id: String,
+    /// The approval's state afterwards (`rejected`).
+    pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_report_keeps_the_sorted_keys_and_absent_ones() {
+        let r = SyncReport {
+            changes: None,
+            created: 1,
+            disabled: 0,
+            enabled: 0,
+            entries_read: None,
+            mode: SyncMode::Full,
+            note: None,
+            pending_approval: None,
+            removed: 0,
+            unchanged: 2,
+            updated: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"created":1,"disabled":0,"enabled":0,"mode":"full","pending_approval":null,"removed":0,"unchanged":2,"updated":0}"#
+        );
+        let queued = SyncNow::HandedOver(HandOver {
+            full: true,
+            handed_to: None,
+            requested_on: "b".into(),
+            status: Queued::Queued,
+        });
+        let text = serde_json::to_string(&queued).unwrap();
+        assert_eq!(
+            text,
+            r#"{"full":true,"handed_to":null,"requested_on":"b","status":"queued"}"#
+        );
+        assert_eq!(serde_json::from_str::<SyncNow>(&text).unwrap(), queued);
+    }
+}
