@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod directory;
+
 use crate::plan::Action;
 
 /// Which kind of cycle ran.
@@ -161,5 +163,59 @@ mod tests {
             r#"{"full":true,"handed_to":null,"requested_on":"b","status":"queued"}"#
         );
         assert_eq!(serde_json::from_str::<SyncNow>(&text).unwrap(), queued);
+    }
+
+    /// The bytes a report prints are those of the same document as a sorted
+    /// `serde_json` map (how `sync --json` and the API built it before).
+    fn prints_as_sorted_map(report: &impl Serialize) {
+        let typed = serde_json::to_string_pretty(report).unwrap();
+        let map = serde_json::to_value(report).unwrap();
+        assert_eq!(typed, serde_json::to_string_pretty(&map).unwrap());
+    }
+
+    #[test]
+    fn every_report_prints_its_keys_sorted() {
+        prints_as_sorted_map(&SyncReport {
+            changes: Some(vec![PlannedChange {
+                action: Action::Update,
+                fields: vec!["email".into()],
+                username: "alice".into(),
+            }]),
+            created: 1,
+            disabled: 2,
+            enabled: 3,
+            entries_read: Some(4),
+            mode: SyncMode::Incremental,
+            note: Some("why".into()),
+            pending_approval: Some(PendingApproval {
+                disable: 5,
+                id: "ap1".into(),
+                remove: 6,
+            }),
+            removed: 7,
+            unchanged: 8,
+            updated: 9,
+        });
+        prints_as_sorted_map(&HandOver {
+            full: false,
+            handed_to: Some("a".into()),
+            requested_on: "b".into(),
+            status: Queued::Queued,
+        });
+        prints_as_sorted_map(&Approved {
+            disabled: 1,
+            id: "ap1".into(),
+            no_longer_needed: vec!["bob".into()],
+            removed: 0,
+            status: "approved".into(),
+        });
+        prints_as_sorted_map(&Rejected {
+            id: "ap1".into(),
+            status: "rejected".into(),
+        });
+        prints_as_sorted_map(&SyncProgress {
+            entries_read: 3,
+            phase: Some("reading".into()),
+        });
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
 use mfasync_core::config::{Bind, BindType, Directory};
-use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -42,13 +41,7 @@ impl Step {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct TestStep {
-    /// connect | tls | bind | rootdse
-    pub step: String,
-    pub ok: bool,
-    pub detail: String,
-}
+pub use mfasync_core::report::directory::TestStep;
 
 /// Settings that cannot work, found before any connection.
 pub(crate) fn precheck(

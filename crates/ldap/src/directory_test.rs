@@ -2,57 +2,15 @@
 //! tried, what the server supports, DNS discovery and trusted domains.
 
 use mfasync_core::config::{Bind, Directory};
-use serde::Serialize;
 
 use crate::bind::windows_credentials;
 use crate::connect::{attempt, is_fatal, precheck, reason_of, Attempt, Step, TestStep};
-use crate::discovery::{self, DiscoveryReport, TrustReport};
+use crate::discovery;
 use crate::error::LdapError;
 use crate::proto::{Capabilities, Vendor};
 use crate::target::{parse_target, Target};
 
-/// The seed's "Test" button result (`mfasync directory test --json`).
-#[derive(Debug, Clone, Serialize)]
-pub struct TestReport {
-    pub ok: bool,
-    pub server: String,
-    pub vendor: Vendor,
-    pub steps: Vec<TestStep>,
-    pub supports: Supports,
-    /// `source = "active-directory"`: the domain and the DCs found by DNS SRV.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub discovery: Option<DiscoveryReport>,
-    /// Every server tried, in order (a failed one names its failed step).
-    pub tried: Vec<TriedServer>,
-    /// `include_trusted_domains` on Active Directory: the forest's domains and
-    /// the trusted domains, each with whether a DC of it answers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domains: Option<TrustReport>,
-    /// Settings that may stop TLS (`config::server_warnings`: a TLS server
-    /// written as an IP address), each naming its key; absent when none.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-/// One server tried by [`test()`].
-#[derive(Debug, Clone, Serialize)]
-pub struct TriedServer {
-    pub server: String,
-    pub ok: bool,
-    /// The step that failed (connect | tls | bind | rootdse); absent when ok.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Supports {
-    pub paged_results: bool,
-    pub dirsync: bool,
-    pub attribute_scoped_query: bool,
-    pub syncrepl: bool,
-    pub usn: bool,
-}
+pub use mfasync_core::report::directory::{Supports, TestReport, TriedServer};
 
 impl From<&Capabilities> for Supports {
     fn from(c: &Capabilities) -> Self {

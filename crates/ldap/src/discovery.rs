@@ -34,48 +34,10 @@ use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{ResolveError, TokioResolver};
 use mfasync_core::config::{Directory, DirectorySource};
 use rand::Rng;
-use serde::Serialize;
 
 use crate::error::LdapError;
 
-/// What discovery found, as reported by `directory test` (`"discovery"`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct DiscoveryReport {
-    /// The Active Directory domain, e.g. `example.com`.
-    pub domain: String,
-    /// Where the domain came from: `directory.domain` or the Kerberos default realm.
-    pub domain_from: String,
-    /// The AD site whose DCs come first: `directory.site`, else the one a DC
-    /// names for this host (LDAP ping).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub site: Option<String>,
-    /// Where the site came from: `directory.site` or `LDAP ping to <DC>`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub site_from: Option<String>,
-    /// The DNS servers asked (`directory.dns_servers`), or "the host's resolver".
-    pub dns: String,
-    /// The SRV names asked, in order.
-    pub queries: Vec<String>,
-    /// The domain controllers found, in the order they are tried.
-    pub domain_controllers: Vec<FoundDc>,
-}
-
-/// One domain controller from an SRV record.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FoundDc {
-    /// The SRV target, e.g. `dc1.example.com`.
-    pub name: String,
-    pub port: u16,
-    pub priority: u16,
-    pub weight: u16,
-    /// Found under the site's SRV name.
-    pub in_site: bool,
-    /// The URLs tried for it (one per address with `dns_servers`).
-    pub servers: Vec<String>,
-    /// Why it has no URL (its address could not be looked up).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use mfasync_core::report::directory::{DiscoveryReport, FoundDc};
 
 /// The result of discovery: the report and the servers to try, in order.
 #[derive(Debug, Clone)]
@@ -642,41 +604,7 @@ async fn lookup(
     ))
 }
 
-/// One domain of the forest or trusted by it, as reported by `directory test`
-/// (`"domains"`, with `include_trusted_domains`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct DomainInfo {
-    /// DNS name, e.g. `emea.example.com`.
-    pub name: String,
-    /// NetBIOS name, e.g. `EMEA`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netbios: Option<String>,
-    /// The domain's naming context (from its crossRef), when in the forest.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub base_dn: Option<String>,
-    /// `this domain`, `forest`, or `trust` (a trustedDomain object).
-    pub relation: String,
-    /// For trusts: `inbound`, `outbound` or `bidirectional` (trustDirection).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub direction: Option<String>,
-    /// For trusts: `forest`, `external`, `within forest` or `realm` (an MIT
-    /// Kerberos realm), from trustType and trustAttributes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trust_type: Option<String>,
-    /// Whether one of its DCs (found by DNS SRV) accepts connections.
-    pub reachable: bool,
-    /// How it was reached, or why not.
-    pub detail: String,
-}
-
-/// The forest's domains and the trusted domains, read from the connected DC.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TrustReport {
-    pub domains: Vec<DomainInfo>,
-    /// Why the list could not be read (the rest of the test is unaffected).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use mfasync_core::report::directory::{DomainInfo, TrustReport};
 
 const FLAG_CR_NTDS_DOMAIN: &str = "2";
 

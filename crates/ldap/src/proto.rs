@@ -18,16 +18,7 @@ pub const OID_SYNC_INFO: &str = "1.3.6.1.4.1.4203.1.9.1.4";
 pub const OID_PPOLICY: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
 pub const OID_AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
 
-/// Which directory product answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Vendor {
-    /// Active Directory (or a Samba AD DC, which announces the same capability).
-    ActiveDirectory,
-    #[serde(rename = "openldap")]
-    OpenLdap,
-    Other,
-}
+pub use mfasync_core::report::directory::Vendor;
 
 /// What the server supports, read from its RootDSE.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

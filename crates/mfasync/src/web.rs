@@ -6,9 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mfasync_core::auth::Reason;
 use mfasync_core::lockout::{Gate, Open};
+use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_store::Store;
-use serde_json::{json, Value};
 
 use crate::{approvals, sync};
 
@@ -153,7 +153,7 @@ impl mfasync_web::Backend for ServiceBackend {
         Ok(version)
     }
 
-    async fn directory_test(&self) -> Value {
+    async fn directory_test(&self) -> TestReport {
         test_report(self.config().await).await
     }
 
@@ -221,7 +221,7 @@ impl mfasync_web::Backend for ServiceBackend {
         Ok(out)
     }
 
-    async fn directory_test_candidate(&self, toml: &str) -> Value {
+    async fn directory_test_candidate(&self, toml: &str) -> TestReport {
         let cfg = mfasync_core::config::parse(toml)
             .map(Arc::new)
             .map_err(|errs| {
@@ -433,25 +433,20 @@ async fn admin_group_member(
 
 /// The seed's Test (PRODUCT.md's `directory test` JSON) of a configuration
 /// with the query bind, or a failed "connect" step naming why there is none.
-async fn test_report(cfg: Result<Arc<mfasync_core::Config>, String>) -> Value {
-    let failed = |detail: String| {
-        json!({"ok": false, "server": "", "vendor": "other",
-               "steps": [{"step": "connect", "ok": false, "detail": detail}], "supports": {}})
-    };
+async fn test_report(cfg: Result<Arc<mfasync_core::Config>, String>) -> TestReport {
     let cfg = match cfg {
         Ok(c) => c,
-        Err(e) => return failed(e),
+        Err(e) => return TestReport::not_run(e),
     };
     let password =
         match crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind") {
             Ok(p) => p,
-            Err(e) => return failed(e),
+            Err(e) => return TestReport::not_run(e),
         };
-    let report = mfasync_ldap::test(
+    mfasync_ldap::test(
         &cfg.directory,
         &cfg.directory.query_bind,
         password.as_deref(),
     )
-    .await;
-    serde_json::to_value(&report).unwrap_or_else(|e| failed(e.to_string()))
+    .await
 }

@@ -93,7 +93,13 @@ async fn config_put(
 }
 
 async fn directory_test(State(app): State<App>) -> Response {
-    Json(app.backend.directory_test().await).into_response()
+    let report = app.backend.directory_test().await;
+    // the API has always answered with sorted keys (the CLI prints the
+    // report in its fields' order): kept, as clients may compare the text
+    match serde_json::to_value(&report) {
+        Ok(sorted) => Json(sorted).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 #[derive(Deserialize)]

@@ -24,6 +24,7 @@ use axum::routing::get;
 use axum::Router;
 use mfasync_core::auth::Reason;
 use mfasync_core::lockout::{Account, Gate};
+use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_store::Store;
 
@@ -59,7 +60,7 @@ pub trait Backend: Send + Sync {
     /// active one; its version number, or every problem as "key.path: message".
     async fn config_put(&self, toml: &str, actor: &str) -> Result<i64, Vec<String>>;
     /// `directory test --json`.
-    async fn directory_test(&self) -> serde_json::Value;
+    async fn directory_test(&self) -> TestReport;
     /// The directory's containers (`kind` "container", by the container
     /// filter) or security groups ("security-group", by the group filter)
     /// under the base DN, as (DN, display name), for choosing a sync item;
@@ -75,10 +76,8 @@ pub trait Backend: Send + Sync {
     /// Settings form's values: the seed's Test before the settings are used).
     /// `toml` has been validated and may hold a typed password inline: it is
     /// neither stored nor logged.
-    async fn directory_test_candidate(&self, _toml: &str) -> serde_json::Value {
-        serde_json::json!({"ok": false, "server": "", "vendor": "other", "supports": {},
-            "steps": [{"step": "connect", "ok": false,
-                       "detail": "testing settings that are not saved is not available"}]})
+    async fn directory_test_candidate(&self, _toml: &str) -> TestReport {
+        TestReport::not_run("testing settings that are not saved is not available")
     }
     /// Progress of the cycle running now, for Synchronize Now's live
     /// progress: directory entries read so far by the cycle's full read, and

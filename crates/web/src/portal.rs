@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::api::UserQuery;
 use crate::auth::{self, csrf_refusal, Admin};
@@ -18,6 +17,7 @@ use crate::html::{csrf_field, esc, notice, page, url_component};
 use crate::limits::{client_key, retry_after_secs, RequestGate};
 use crate::App;
 use mfasync_core::lockout::{Account, Refusal};
+use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::SyncNow;
 
 /// Users shown on one Users page at most.
@@ -482,73 +482,49 @@ async fn settings_apply(
     }
 }
 
-fn yes_no(v: Option<&Value>) -> &'static str {
-    match v.and_then(Value::as_bool) {
-        Some(true) => r#"<span class="good">yes</span>"#,
-        Some(false) => r#"<span class="bad">no</span>"#,
-        None => "?",
+fn yes_no(v: bool) -> &'static str {
+    if v {
+        r#"<span class="good">yes</span>"#
+    } else {
+        r#"<span class="bad">no</span>"#
     }
 }
 
-fn text_of(v: Option<&Value>) -> String {
-    match v {
-        Some(Value::String(s)) => esc(s),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => esc(&other.to_string()),
-    }
-}
-
-/// The `directory test` document as HTML: each step, then what is supported.
-pub(crate) fn test_html(v: &Value) -> String {
-    let warnings: String = v
-        .get("warnings")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+/// The `directory test` report as HTML: each step, then what is supported.
+pub(crate) fn test_html(r: &TestReport) -> String {
+    let warnings: String = r
+        .warnings
         .iter()
-        .filter_map(Value::as_str)
         .map(|w| notice("warning", &format!("Warning: {w}")))
         .collect();
+    let (class, verdict) = if r.ok {
+        ("ok", "passed")
+    } else {
+        ("error", "failed")
+    };
     let mut out = format!(
-        r#"<div class="notice {}" id="test-result">Test {}: server {} ({})</div>{warnings}<table><tr><th>Step</th><th>OK</th><th>Detail</th></tr>"#,
-        if v.get("ok").and_then(Value::as_bool) == Some(true) {
-            "ok"
-        } else {
-            "error"
-        },
-        if v.get("ok").and_then(Value::as_bool) == Some(true) {
-            "passed"
-        } else {
-            "failed"
-        },
-        text_of(v.get("server")),
-        text_of(v.get("vendor")),
+        r#"<div class="notice {class}" id="test-result">Test {verdict}: server {} ({})</div>{warnings}<table><tr><th>Step</th><th>OK</th><th>Detail</th></tr>"#,
+        esc(&r.server),
+        esc(r.vendor.as_str()),
     );
-    for step in v
-        .get("steps")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for step in &r.steps {
         out.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            text_of(step.get("step")),
-            yes_no(step.get("ok")),
-            text_of(step.get("detail"))
+            esc(&step.step),
+            yes_no(step.ok),
+            esc(&step.detail)
         ));
     }
     out.push_str("</table>");
-    if let Some(Value::Object(sup)) = v.get("supports") {
-        out.push_str("<table><tr><th>Supports</th><th></th></tr>");
-        for (k, val) in sup {
-            out.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td></tr>",
-                esc(k),
-                yes_no(Some(val))
-            ));
-        }
-        out.push_str("</table>");
+    out.push_str("<table><tr><th>Supports</th><th></th></tr>");
+    for (name, supported) in r.supports.named() {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td></tr>",
+            esc(name),
+            yes_no(supported)
+        ));
     }
+    out.push_str("</table>");
     out
 }
 
@@ -1141,15 +1117,17 @@ mod tests {
 
     #[test]
     fn test_results_show_their_warnings_escaped() {
-        let v = serde_json::json!({"ok": true, "server": "ldaps://10.0.0.5", "vendor": "active-directory",
-            "steps": [], "supports": {}, "warnings": ["directory.servers[0]: <b>names</b> an IP"]});
+        let v: super::TestReport = serde_json::from_value(serde_json::json!({"ok": true,
+            "server": "ldaps://10.0.0.5", "vendor": "active-directory", "steps": [], "tried": [],
+            "supports": {}, "warnings": ["directory.servers[0]: <b>names</b> an IP"]}))
+        .unwrap();
         let html = super::test_html(&v);
         assert!(
             html.contains(r#"</div><p class="notice warning">Warning: directory.servers[0]: &lt;b&gt;names&lt;/b&gt; an IP</p><table>"#),
             "{html}"
         );
         let mut none = v.clone();
-        none["warnings"] = serde_json::Value::Null;
+        none.warnings.clear();
         assert!(!super::test_html(&none).contains("warning"));
     }
 }

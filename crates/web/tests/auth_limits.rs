@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mfasync_core::auth::Reason;
+use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::{Approved, Rejected, SyncNow, SyncReport};
 use mfasync_store::Store;
 use mfasync_web::{Backend, Metrics, WebOptions};
@@ -31,8 +32,8 @@ impl Backend for Directory {
     async fn config_put(&self, _: &str, _: &str) -> Result<i64, Vec<String>> {
         Err(vec!["not here".into()])
     }
-    async fn directory_test(&self) -> Value {
-        json!({})
+    async fn directory_test(&self) -> TestReport {
+        TestReport::not_run("not here")
     }
     async fn sync_now(&self, _: bool) -> Result<SyncNow, String> {
         Err("not here".into())

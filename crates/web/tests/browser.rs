@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mfasync_core::auth::Reason;
+use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::{Approved, Rejected, SyncNow, SyncReport};
 use mfasync_core::user::Source;
 use mfasync_core::MfaUser;
@@ -35,8 +36,8 @@ impl Backend for Backend1 {
     async fn config_put(&self, _: &str, _: &str) -> Result<i64, Vec<String>> {
         Err(vec!["not in this test".into()])
     }
-    async fn directory_test(&self) -> Value {
-        json!({"ok": false, "steps": []})
+    async fn directory_test(&self) -> TestReport {
+        TestReport::not_run("not in this test")
     }
     async fn sync_now(&self, _full: bool) -> Result<SyncNow, String> {
         *self.syncs.lock().unwrap() += 1;

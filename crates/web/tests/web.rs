@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mfasync_core::auth::Reason;
+use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_core::user::Source;
 use mfasync_core::MfaUser;
@@ -45,11 +46,13 @@ impl Backend for FakeBackend {
             .await
             .map_err(|e| vec![e.to_string()])
     }
-    async fn directory_test(&self) -> Value {
-        json!({"ok": true, "server": "ldap://127.0.0.1:3890", "vendor": "openldap",
+    async fn directory_test(&self) -> TestReport {
+        typed(
+            json!({"ok": true, "server": "ldap://127.0.0.1:3890", "vendor": "openldap", "tried": [],
                "steps": [{"step": "connect", "ok": true, "detail": "connected in 2 ms"},
                          {"step": "bind", "ok": true, "detail": "bound as <cn=svc>"}],
-               "supports": {"paged_results": true, "syncrepl": true}})
+               "supports": {"paged_results": true, "syncrepl": true}}),
+        )
     }
     async fn directory_entries(
         &self,
@@ -65,16 +68,18 @@ impl Backend for FakeBackend {
             _ => vec![("CN=VPN Users,OU=Groups,DC=x".into(), "VPN Users".into())],
         })
     }
-    async fn directory_test_candidate(&self, toml: &str) -> Value {
+    async fn directory_test_candidate(&self, toml: &str) -> TestReport {
         let cfg = mfasync_core::config::parse(toml).unwrap();
         self.calls.lock().unwrap().push(format!(
             "test candidate {} password={}",
             cfg.directory.servers.join(","),
             cfg.directory.query_bind.password.as_deref().unwrap_or("-")
         ));
-        json!({"ok": true, "server": cfg.directory.servers[0], "vendor": "openldap",
+        typed(
+            json!({"ok": true, "server": cfg.directory.servers[0], "vendor": "openldap",
                "steps": [{"step": "connect", "ok": true, "detail": "connected"}],
-               "supports": {}})
+               "supports": {}, "tried": []}),
+        )
     }
     fn sync_progress(&self) -> SyncProgress {
         // The fake's cycle "reads" 11 entries (3 created, 1 updated, 7 unchanged).
