@@ -33,7 +33,7 @@ use mfasync_core::plan::{self, Plan};
 use mfasync_core::presence::Presence;
 use mfasync_core::{Entry, MfaUser, Source};
 use mfasync_ldap::{Client, Scope, SyncEvent};
-use mfasync_store::{Store, UserKey};
+use mfasync_store::{MarkKind, Store, UserKey};
 use std::collections::{HashMap, HashSet};
 
 /// Which incremental mechanism a watermark belongs to.
@@ -54,20 +54,31 @@ impl Kind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Kind> {
-        match s {
-            "syncrepl" => Some(Kind::SyncRepl),
-            "dirsync" => Some(Kind::DirSync),
-            "usn" => Some(Kind::Usn),
-            _ => None,
+    /// The mechanism a stored starting point belongs to (none for a full
+    /// sync's mark, a domain read without one or an unknown stored kind).
+    pub fn of(mark: MarkKind) -> Option<Kind> {
+        match mark {
+            MarkKind::SyncRepl => Some(Kind::SyncRepl),
+            MarkKind::DirSync => Some(Kind::DirSync),
+            MarkKind::Usn => Some(Kind::Usn),
+            MarkKind::Full | MarkKind::None => None,
+        }
+    }
+
+    /// How a starting point of this mechanism is stored.
+    pub fn mark(self) -> MarkKind {
+        match self {
+            Kind::SyncRepl => MarkKind::SyncRepl,
+            Kind::DirSync => MarkKind::DirSync,
+            Kind::Usn => MarkKind::Usn,
         }
     }
 
     /// The mechanism to continue a stored watermark of kind `stored` with,
     /// when the directory offers `self`: the same one, or uSNChanged polling
     /// on a DC that offers DirSync (the full sync found DirSync refused).
-    pub fn resume(self, stored: &str) -> Option<Kind> {
-        match (self, Kind::parse(stored)?) {
+    pub fn resume(self, stored: MarkKind) -> Option<Kind> {
+        match (self, Kind::of(stored)?) {
             (a, b) if a == b => Some(a),
             (Kind::DirSync, Kind::Usn) => Some(Kind::Usn),
             _ => None,
@@ -1250,12 +1261,12 @@ mod tests {
 
     #[test]
     fn a_usn_watermark_continues_where_dirsync_is_offered() {
-        assert_eq!(Kind::DirSync.resume("usn"), Some(Kind::Usn));
-        assert_eq!(Kind::DirSync.resume("dirsync"), Some(Kind::DirSync));
-        assert_eq!(Kind::Usn.resume("usn"), Some(Kind::Usn));
-        assert_eq!(Kind::Usn.resume("dirsync"), None);
-        assert_eq!(Kind::SyncRepl.resume("usn"), None);
-        assert_eq!(Kind::DirSync.resume("full"), None);
+        assert_eq!(Kind::DirSync.resume(MarkKind::Usn), Some(Kind::Usn));
+        assert_eq!(Kind::DirSync.resume(MarkKind::DirSync), Some(Kind::DirSync));
+        assert_eq!(Kind::Usn.resume(MarkKind::Usn), Some(Kind::Usn));
+        assert_eq!(Kind::Usn.resume(MarkKind::DirSync), None);
+        assert_eq!(Kind::SyncRepl.resume(MarkKind::Usn), None);
+        assert_eq!(Kind::DirSync.resume(MarkKind::Full), None);
     }
 
     #[test]

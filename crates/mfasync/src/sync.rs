@@ -11,7 +11,7 @@ use mfasync_core::plan::{self, Action, Counts, Plan};
 use mfasync_core::report::{PlannedChange, SyncMode, SyncReport};
 use mfasync_core::MfaUser;
 use mfasync_ldap::{Client, Scope};
-use mfasync_store::{DomainWatermark, Store, SyncRun, UserKey, Watermark};
+use mfasync_store::{DomainWatermark, MarkKind, Store, SyncRun, UserKey, Watermark};
 use std::collections::{HashMap, HashSet};
 
 pub struct Options {
@@ -94,7 +94,7 @@ pub fn full_reason(cfg: &Config, full_asked: bool, wm: Option<&Watermark>) -> Op
     if wm.mapping_fingerprint != cfg.mapping_fingerprint() {
         return Some(MAPPING_CHANGED.into());
     }
-    if incremental::Kind::parse(&wm.kind).is_none() {
+    if incremental::Kind::of(wm.kind).is_none() {
         return Some(
             "the last full synchronization could not set an incremental starting point (the directory supports neither DirSync nor syncrepl for this configuration): running a full synchronization".into(),
         );
@@ -143,7 +143,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
                 (_, Err(e)) => Err(e),
                 (None, _) => Err("no starting point".to_string()),
                 (Some(_), Ok(_)) if missing.is_some() => Err(missing.unwrap_or_default()),
-                (Some(w), Ok(kind)) if kind.resume(&w.kind).is_none() => Err(format!(
+                (Some(w), Ok(kind)) if kind.resume(w.kind).is_none() => Err(format!(
                     "the starting point is a {} cookie but {} now offers {}",
                     w.kind,
                     client.server(),
@@ -154,7 +154,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
                     w.server,
                     client.server()
                 )),
-                (Some(w), Ok(kind)) => Ok((kind.resume(&w.kind).unwrap_or(kind), w)),
+                (Some(w), Ok(kind)) => Ok((kind.resume(w.kind).unwrap_or(kind), w)),
             };
             let why = match ok {
                 Ok((kind, w)) => {
@@ -276,7 +276,7 @@ fn missing_domain_mark(cfg: &Config, base: &str, wm: &Watermark) -> Option<Strin
     let unread = wm
         .domains
         .iter()
-        .find(|m| incremental::Kind::parse(&m.kind).is_none())
+        .find(|m| incremental::Kind::of(m.kind).is_none())
         .map(|m| m.domain.clone());
     unread
         .or_else(|| {
@@ -346,7 +346,7 @@ async fn incremental_in_domains(
                     Ok(k) => k,
                     Err(why) => return Ok(Err(format!("the domain {d}: {why}"))),
                 };
-                let Some(k) = offered.resume(&mark.kind) else {
+                let Some(k) = offered.resume(mark.kind) else {
                     return Ok(Err(format!(
                         "the starting point of the domain {d} is a {} cookie but {} now offers {}",
                         mark.kind,
@@ -413,13 +413,13 @@ async fn incremental_in_domains(
             marks.push(DomainWatermark {
                 server: servers.remove(&domain).unwrap_or_default(),
                 domain,
-                kind: o.kind.as_str().into(),
+                kind: o.kind.mark(),
                 value,
             });
         }
         marks.sort_by(|a, b| a.domain.cmp(&b.domain));
         let next = Watermark {
-            kind: kind.as_str().into(),
+            kind: kind.mark(),
             server: client.server().to_string(),
             value: c.cookie,
             items_fingerprint: cfg.items_fingerprint(),
@@ -692,20 +692,20 @@ async fn full(
                     .map(|(domain, mark)| match mark {
                         Some((kind, server, value)) => DomainWatermark {
                             domain,
-                            kind: kind.as_str().into(),
+                            kind: kind.mark(),
                             server,
                             value,
                         },
                         None => DomainWatermark {
                             domain,
-                            kind: "none".into(),
+                            kind: MarkKind::None,
                             server: String::new(),
                             value: Vec::new(),
                         },
                     })
                     .collect();
                 Watermark {
-                    kind: kind.as_str().into(),
+                    kind: kind.mark(),
                     server: client.server().to_string(),
                     value: cookie,
                     items_fingerprint: cfg.items_fingerprint(),
@@ -714,7 +714,7 @@ async fn full(
                 }
             }
             None => Watermark {
-                kind: "full".into(),
+                kind: MarkKind::Full,
                 server: String::new(),
                 value: Vec::new(),
                 items_fingerprint: cfg.items_fingerprint(),

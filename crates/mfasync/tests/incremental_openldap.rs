@@ -463,7 +463,7 @@ fn always_full_takes_no_incremental_starting_point() {
         assert_eq!(v["mode"], "full", "{v}");
         // no syncrepl cookie taken: the watermark only records the items
         let wm = watermark(&m).expect("a watermark");
-        assert_eq!(wm.kind, "full", "{wm:?}");
+        assert_eq!(wm.kind, mfasync_store::MarkKind::Full, "{wm:?}");
         assert!(wm.value.is_empty(), "{wm:?}");
         assert!(wm.domains.is_empty(), "{wm:?}");
     }
@@ -473,7 +473,7 @@ fn always_full_takes_no_incremental_starting_point() {
     let (v, _) = sync(&m);
     assert_eq!(v["mode"], "full", "{v}");
     let wm = watermark(&m).expect("a watermark");
-    assert_eq!(wm.kind, "syncrepl", "{wm:?}");
+    assert_eq!(wm.kind, mfasync_store::MarkKind::SyncRepl, "{wm:?}");
     assert!(!wm.value.is_empty());
     let (v, _) = sync(&m);
     assert_eq!(v["mode"], "incremental", "{v}");

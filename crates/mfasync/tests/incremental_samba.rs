@@ -156,7 +156,7 @@ fn usn_config(t: &str) -> String {
 fn one_usn_polling_cycle_equals_a_full_sync() {
     let m = changes_then_one_cycle_equals_a_full_sync("I3", &usn_config("I3"));
     let wm = watermark(&m);
-    assert_eq!(wm.kind, "usn");
+    assert_eq!(wm.kind, mfasync_store::MarkKind::Usn);
     let text = String::from_utf8(wm.value).unwrap();
     let mut parts = text.split('\n');
     let usn: u64 = parts.next().unwrap().parse().unwrap();
@@ -178,7 +178,7 @@ fn usn_polling_resyncs_in_full_when_the_dc_database_or_the_dc_changes() {
     m.apply(&usn_config(t));
     m.sync_full();
     let good = watermark(&m);
-    assert_eq!(good.kind, "usn");
+    assert_eq!(good.kind, mfasync_store::MarkKind::Usn);
 
     // the same DC, restored from a backup: another invocationId
     let text = String::from_utf8(good.value.clone()).unwrap();
@@ -204,7 +204,7 @@ fn usn_polling_resyncs_in_full_when_the_dc_database_or_the_dc_changes() {
     );
     // the full cycle stored a good starting point again: incremental from here
     let again = watermark(&m);
-    assert_eq!(again.kind, "usn");
+    assert_eq!(again.kind, mfasync_store::MarkKind::Usn);
     assert_eq!(
         String::from_utf8(again.value.clone())
             .unwrap()
@@ -259,7 +259,12 @@ fn usn_polling_is_not_used_by_an_account_that_cannot_see_tombstones() {
     let o = m.ok(&["--json", "sync", "--full"]);
     assert_eq!(counts(&o.json()).0, (6 + BULK) as u64, "{}", o.json());
     // no uSNChanged starting point, and the log says what to grant
-    assert_eq!(watermark(&m).kind, "full", "{}", o.stderr);
+    assert_eq!(
+        watermark(&m).kind,
+        mfasync_store::MarkKind::Full,
+        "{}",
+        o.stderr
+    );
     assert!(
         o.stderr.contains("CN=Deleted Objects,DC=mfa,DC=test"),
         "{}",
@@ -292,7 +297,8 @@ fn dirsync_refused_even_with_object_security_switches_to_usn_polling() {
     let m = changes_then_one_cycle_equals_a_full_sync(t, &cfg);
     let wm = watermark(&m);
     assert_eq!(
-        wm.kind, "usn",
+        wm.kind,
+        mfasync_store::MarkKind::Usn,
         "the automatic switch stored a uSNChanged watermark"
     );
     assert_eq!(wm.server, proxy.url());
@@ -316,7 +322,7 @@ fn dirsync_refused_even_with_object_security_switches_to_usn_polling() {
         "{}",
         o.stderr
     );
-    assert_eq!(watermark(&m).kind, "usn");
+    assert_eq!(watermark(&m).kind, mfasync_store::MarkKind::Usn);
 
     // the next cycles stay incremental on uSNChanged, without DirSync
     let before = proxy.refused();
@@ -329,7 +335,7 @@ fn dirsync_refused_even_with_object_security_switches_to_usn_polling() {
         assert_eq!(v["mode"], "incremental", "{v}\n{}", o.stderr);
         assert_eq!(counts(&v).1, 1, "{v}");
         assert!(!o.stderr.contains("not possible"), "{}", o.stderr);
-        assert_eq!(watermark(&m).kind, "usn");
+        assert_eq!(watermark(&m).kind, mfasync_store::MarkKind::Usn);
         assert_eq!(
             m.user(&format!("{t}b0002@mfa.test")).expect("b0002")["mobile_phone"],
             phone

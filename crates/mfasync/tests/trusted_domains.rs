@@ -496,7 +496,11 @@ fn each_domain_is_synchronized_incrementally_from_its_own_starting_point() {
     e.trust.other.resume();
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
     assert_eq!(no_mark.len(), 1, "{no_mark:?}");
-    assert_eq!(no_mark[0].kind, "none", "no starting point: {no_mark:?}");
+    assert_eq!(
+        no_mark[0].kind,
+        mfasync_store::MarkKind::None,
+        "no starting point: {no_mark:?}"
+    );
     let o = m.ok(&["--json", "sync"]);
     let full = o.json();
     assert_eq!(full["mode"], "full", "{full}");
@@ -507,7 +511,7 @@ fn each_domain_is_synchronized_incrementally_from_its_own_starting_point() {
         o.stderr
     );
     assert_eq!(watermark(&m).domains.len(), 1);
-    assert_ne!(watermark(&m).domains[0].kind, "none");
+    assert_ne!(watermark(&m).domains[0].kind, mfasync_store::MarkKind::None);
     incremental(&m);
 }
 
@@ -581,7 +585,11 @@ fn a_group_of_the_trusted_forest_is_an_item_and_its_membership_is_followed_incre
     assert_eq!(counts(&down).3 + counts(&down).4, 0, "{down}");
     assert_eq!(users_down, reference.users());
     assert_eq!(marks_down.len(), 1, "{marks_down:?}");
-    assert_eq!(marks_down[0].kind, "none", "{marks_down:?}");
+    assert_eq!(
+        marks_down[0].kind,
+        mfasync_store::MarkKind::None,
+        "{marks_down:?}"
+    );
 }
 
 /// The objectSid of `dn` at `s`, as text.
@@ -655,7 +663,7 @@ fn members_from_the_trusted_forest_in_a_group_are_followed_to_their_users() {
     let marks = watermark(&m).domains;
     assert_eq!(marks.len(), 1, "{marks:?}");
     assert_eq!(marks[0].domain, "other.test");
-    assert_ne!(marks[0].kind, "none", "{marks:?}");
+    assert_ne!(marks[0].kind, mfasync_store::MarkKind::None, "{marks:?}");
     reference.sync_full();
 
     // Fay's phone changes at other.test; Gwen is added to the group by SID
@@ -793,7 +801,7 @@ type = "simple"
         let user = m.user(u).unwrap_or_else(|| panic!("{u} not read: {s}"));
         assert_eq!(user["sync_item"], people, "{user}");
     }
-    assert_ne!(watermark(&m).domains[0].kind, "none");
+    assert_ne!(watermark(&m).domains[0].kind, mfasync_store::MarkKind::None);
     incremental(&m);
 
     // Without it, alice's simple bind is refused at other.test's DC: its

@@ -732,7 +732,7 @@ macro_rules! impl_store {
             Kind, ACTOR_ADMIN, AUDIT_CHUNK, DELETE_CHUNK, UPDATE_CHUNK, USER_CHUNK,
         };
         use sqlx::Row as _;
-        use $crate::{AuditEntry, ConfigVersion, Result, Store, StoreError, SyncRun, Watermark, DomainWatermark};
+        use $crate::{AuditEntry, ConfigVersion, Result, Store, StoreError, SyncRun, Watermark, DomainWatermark, MarkKind};
         use mfasync_core::plan::{Action, Change};
         use mfasync_core::MfaUser;
 
@@ -1293,14 +1293,14 @@ macro_rules! impl_store {
                 .map(|d| {
                     Ok(DomainWatermark {
                         domain: d.try_get("domain")?,
-                        kind: d.try_get("kind")?,
+                        kind: MarkKind::from_stored(d.try_get("kind")?),
                         server: d.try_get("server")?,
                         value: d.try_get("value")?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
                 Ok(Some(Watermark {
-                    kind: r.try_get("kind")?,
+                    kind: MarkKind::from_stored(r.try_get("kind")?),
                     server: r.try_get("server")?,
                     value: r.try_get("value")?,
                     items_fingerprint: r.try_get("items_fingerprint")?,

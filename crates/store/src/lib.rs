@@ -173,11 +173,56 @@ fn scheme_of(url: &str) -> String {
     }
 }
 
+/// What a stored starting point is, stored as its name (`as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MarkKind {
+    /// "full": a full sync that took no incremental starting point.
+    Full,
+    /// "none": no starting point (a domain read without one), or a stored
+    /// name this version does not know. Either way the next cycle is full.
+    None,
+    /// "dirsync": an Active Directory DirSync cookie.
+    DirSync,
+    /// "syncrepl": an RFC 4533 syncrepl cookie.
+    SyncRepl,
+    /// "usn": the highest uSNChanged read from one domain controller.
+    Usn,
+}
+
+impl MarkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MarkKind::Full => "full",
+            MarkKind::None => "none",
+            MarkKind::DirSync => "dirsync",
+            MarkKind::SyncRepl => "syncrepl",
+            MarkKind::Usn => "usn",
+        }
+    }
+
+    /// The kind a stored name names; an unknown name is [`MarkKind::None`].
+    pub fn from_stored(name: &str) -> MarkKind {
+        match name {
+            "full" => MarkKind::Full,
+            "dirsync" => MarkKind::DirSync,
+            "syncrepl" => MarkKind::SyncRepl,
+            "usn" => MarkKind::Usn,
+            _ => MarkKind::None,
+        }
+    }
+}
+
+impl std::fmt::Display for MarkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The incremental-sync starting point, committed with the changes it produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watermark {
-    /// "full" after a full sync; "dirsync", "syncrepl", "usn" for incremental kinds.
-    pub kind: String,
+    /// `Full` after a full sync without a starting point; else the incremental kind.
+    pub kind: MarkKind,
     /// The server the watermark came from (USN watermarks are per DC).
     pub server: String,
     /// Opaque value: cookie bytes or a USN as text.
@@ -199,8 +244,8 @@ pub struct Watermark {
 pub struct DomainWatermark {
     /// The domain's DNS name, lower case (`other.example.com`).
     pub domain: String,
-    /// "dirsync" or "usn".
-    pub kind: String,
+    /// `DirSync` or `Usn`; `None` when the domain was read without one.
+    pub kind: MarkKind,
     /// The domain controller the starting point came from.
     pub server: String,
     pub value: Vec<u8>,

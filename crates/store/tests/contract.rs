@@ -315,7 +315,7 @@ fn remove(u: &MfaUser) -> Change {
 
 fn wm(value: &str) -> Watermark {
     Watermark {
-        kind: "dirsync".to_string(),
+        kind: mfasync_store::MarkKind::DirSync,
         server: "dc1.example.com".to_string(),
         value: value.as_bytes().to_vec(),
         items_fingerprint: "fp-1".to_string(),
@@ -606,7 +606,7 @@ async fn watermark_set_and_replaced_with_changes(s: &dyn Store) {
 
     let b = dir_user("bob", "id-b");
     let mut w2 = wm("cookie-2");
-    w2.kind = "usn".to_string();
+    w2.kind = mfasync_store::MarkKind::Usn;
     w2.server = "dc2.example.com".to_string();
     w2.value = vec![0, 255, 1, 128];
     w2.items_fingerprint = "fp-2".to_string();
@@ -630,7 +630,7 @@ async fn watermark_set_and_replaced_with_changes(s: &dyn Store) {
 async fn domain_watermarks_are_replaced_with_the_watermark(s: &dyn Store) {
     let dom = |domain: &str, value: &[u8]| mfasync_store::DomainWatermark {
         domain: domain.to_string(),
-        kind: "dirsync".to_string(),
+        kind: mfasync_store::MarkKind::DirSync,
         server: format!("ldap://dc.{domain}:389"),
         value: value.to_vec(),
     };
@@ -1310,6 +1310,47 @@ async fn sqlite_reopen_keeps_data_and_open_url_works() {
         mfasync_store::open("mysql://x").await,
         Err(StoreError::BadUrl(_))
     ));
+}
+
+/// A stored watermark kind this version does not know (written by a newer
+/// one, or by hand) reads as `MarkKind::None`: the next cycle is full.
+#[tokio::test]
+async fn unknown_stored_watermark_kinds_read_as_none() {
+    let (dir, s) = sqlite_store().await;
+    let mut w = wm("w");
+    w.domains = vec![mfasync_store::DomainWatermark {
+        domain: "other.example.com".into(),
+        kind: mfasync_store::MarkKind::Usn,
+        server: "dc9".into(),
+        value: b"42".to_vec(),
+    }];
+    s.apply(&[], Some(&w)).await.unwrap();
+    let raw =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("mfa.db").display()))
+            .await
+            .unwrap();
+    sqlx::query("UPDATE watermark SET kind = 'carrier-pigeon'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE domain_watermarks SET kind = ''")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let read = s.watermark().await.unwrap().unwrap();
+    assert_eq!(read.kind, mfasync_store::MarkKind::None);
+    assert_eq!(read.domains[0].kind, mfasync_store::MarkKind::None);
+    assert_eq!(read.value, b"w".to_vec(), "the rest is read as stored");
+    // every known kind reads back as itself
+    for k in [
+        mfasync_store::MarkKind::Full,
+        mfasync_store::MarkKind::None,
+        mfasync_store::MarkKind::DirSync,
+        mfasync_store::MarkKind::SyncRepl,
+        mfasync_store::MarkKind::Usn,
+    ] {
+        assert_eq!(mfasync_store::MarkKind::from_stored(k.as_str()), k);
+    }
 }
 
 #[tokio::test]

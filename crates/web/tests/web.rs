@@ -1208,7 +1208,7 @@ impl Server {
     /// Record a full sync that ran with the active configuration's items.
     async fn full_sync_ran(&self) {
         let wm = mfasync_store::Watermark {
-            kind: "full".into(),
+            kind: mfasync_store::MarkKind::Full,
             server: String::new(),
             value: Vec::new(),
             items_fingerprint: self.active().await.items_fingerprint(),
