@@ -43,6 +43,19 @@ pub struct PendingApproval {
     pub remove: usize,
 }
 
+/// One pending approval as `approvals list --json` and
+/// `GET /api/v1/approvals` list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalListed {
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// Usernames held to be disabled.
+    pub disable: Vec<String>,
+    pub id: String,
+    /// Usernames held to be removed.
+    pub remove: Vec<String>,
+}
+
 /// One planned change as `sync --plan --json` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedChange {
@@ -208,6 +221,12 @@ mod tests {
             no_longer_needed: vec!["bob".into()],
             removed: 0,
             status: "approved".into(),
+        });
+        prints_as_sorted_map(&ApprovalListed {
+            created_at: "2026-12-07T04:00:00Z".into(),
+            disable: vec!["bob".into()],
+            id: "ap1".into(),
+            remove: vec!["carol".into()],
         });
         prints_as_sorted_map(&Rejected {
             id: "ap1".into(),

@@ -457,14 +457,6 @@ async fn send(smtp: &Smtp, to: &[String], a: &Approval, why: &str) -> Result<()>
 
 // ---------------------------------------------------------------- command line
 
-fn users_of<'a>(a: &'a Approval, action: &str) -> Vec<&'a str> {
-    a.changes
-        .iter()
-        .filter(|c| c.action == action)
-        .map(|c| c.username.as_str())
-        .collect()
-}
-
 /// `approvals list`: the pending approvals (PRODUCT.md JSON).
 pub async fn cli_list(store: &dyn Store, json: bool) -> crate::CmdResult {
     let pending = store
@@ -472,18 +464,8 @@ pub async fn cli_list(store: &dyn Store, json: bool) -> crate::CmdResult {
         .await
         .map_err(|e| crate::Failure::Refused(e.to_string()))?;
     if json {
-        let v: Vec<serde_json::Value> = pending
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "id": a.id,
-                    "created_at": a.created_at,
-                    "disable": users_of(a, "disable"),
-                    "remove": users_of(a, "remove"),
-                })
-            })
-            .collect();
-        return crate::print_json(&v);
+        let listed: Vec<_> = pending.iter().map(Approval::listed).collect();
+        return crate::print_json(&listed);
     }
     if pending.is_empty() {
         crate::terminal::say!("no pending approvals");

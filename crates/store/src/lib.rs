@@ -394,6 +394,25 @@ pub struct Approval {
     pub detail: Option<String>,
 }
 
+impl Approval {
+    /// As `approvals list --json` lists it.
+    pub fn listed(&self) -> mfasync_core::report::ApprovalListed {
+        let names = |action: &str| {
+            self.changes
+                .iter()
+                .filter(|c| c.action == action)
+                .map(|c| c.username.clone())
+                .collect()
+        };
+        mfasync_core::report::ApprovalListed {
+            created_at: self.created_at.clone(),
+            disable: names("disable"),
+            id: self.id.clone(),
+            remove: names("remove"),
+        }
+    }
+}
+
 /// A signed-in administrator's session, or an API token, as stored: only the
 /// SHA-256 of the secret token is kept (`token_hash`, lower-case hex).
 #[derive(Debug, Clone, PartialEq, Eq)]

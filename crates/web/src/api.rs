@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use mfasync_core::auth::Reason;
 use mfasync_core::lockout::{Account, Refusal};
 use mfasync_core::report::SyncNow;
+use mfasync_store::Approval;
 
 use crate::auth::Admin;
 use crate::limits::{client_key, RequestGate};
@@ -215,30 +216,13 @@ async fn users(State(app): State<App>, query: Query<UserQuery>) -> Response {
     }
 }
 
-/// A pending approval as `approvals list --json` shows it.
-pub(crate) fn approval_json(a: &mfasync_store::Approval) -> Value {
-    let names = |action: &str| {
-        a.changes
-            .iter()
-            .filter(|c| c.action == action)
-            .map(|c| c.username.clone())
-            .collect::<Vec<_>>()
-    };
-    json!({
-        "id": a.id,
-        "created_at": a.created_at,
-        "disable": names("disable"),
-        "remove": names("remove"),
-    })
-}
-
 async fn approvals(State(app): State<App>) -> Response {
     match app
         .store
         .approvals(Some(mfasync_store::ApprovalStatus::Pending))
         .await
     {
-        Ok(list) => Json(list.iter().map(approval_json).collect::<Vec<_>>()).into_response(),
+        Ok(list) => Json(list.iter().map(Approval::listed).collect::<Vec<_>>()).into_response(),
         Err(e) => store_error(e),
     }
 }
