@@ -738,6 +738,21 @@ macro_rules! impl_store {
 
         type Tx = sqlx::Transaction<'static, $db>;
 
+        /// The next configuration version, active (the caller has deactivated
+        /// the previous one in the same transaction).
+        async fn insert_config_version(tx: &mut Tx, at: &str, toml: &str) -> Result<i64> {
+            sqlx::query_scalar(
+                "INSERT INTO config_versions (version, created_at, toml, active) \
+                 SELECT COALESCE(MAX(version), 0) + 1, $1, $2, TRUE FROM config_versions \
+                 RETURNING version",
+            )
+            .bind(at)
+            .bind(toml)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| map_unique(e, "store configuration"))
+        }
+
         fn audit_entries(rows: &[<$db as sqlx::Database>::Row]) -> Result<Vec<AuditEntry>> {
             rows.iter()
                 .map(|r| {
@@ -1315,16 +1330,7 @@ macro_rules! impl_store {
                 sqlx::query("UPDATE config_versions SET active = FALSE WHERE active")
                     .execute(&mut *tx)
                     .await?;
-                let version: i64 = sqlx::query_scalar(
-                    "INSERT INTO config_versions (version, created_at, toml, active) \
-                     SELECT COALESCE(MAX(version), 0) + 1, $1, $2, TRUE FROM config_versions \
-                     RETURNING version",
-                )
-                .bind(at.as_str())
-                .bind(toml)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| map_unique(e, "store configuration"))?;
+                let version = insert_config_version(&mut tx, &at, toml).await?;
                 let detail = format!("config version {version}");
                 let row = AuditRow::event("config", ACTOR_ADMIN, &detail);
                 self.write_audit(&mut tx, &[row], &at).await?;
@@ -1350,16 +1356,7 @@ macro_rules! impl_store {
                 if done.rows_affected() != 1 {
                     return Ok(None);
                 }
-                let version: i64 = sqlx::query_scalar(
-                    "INSERT INTO config_versions (version, created_at, toml, active) \
-                     SELECT COALESCE(MAX(version), 0) + 1, $1, $2, TRUE FROM config_versions \
-                     RETURNING version",
-                )
-                .bind(at.as_str())
-                .bind(toml)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| map_unique(e, "store configuration"))?;
+                let version = insert_config_version(&mut tx, &at, toml).await?;
                 let detail = format!("config version {version}: {detail}");
                 let row = AuditRow::event("config", actor, &detail);
                 self.write_audit(&mut tx, &[row], &at).await?;
