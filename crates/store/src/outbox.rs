@@ -153,6 +153,20 @@ pub(crate) fn detail(e: &OutboxEmail, what: &str) -> String {
     )
 }
 
+/// The audit row of one email's `action` (sent, failed, re-queued), naming its user.
+pub(crate) fn audit_row<'a>(
+    e: &'a OutboxEmail,
+    action: &'a str,
+    actor: &'a str,
+    detail: &'a str,
+) -> crate::common::AuditRow<'a> {
+    crate::common::AuditRow {
+        username: Some(e.username.as_str()),
+        directory_id: e.directory_id.as_deref(),
+        ..crate::common::AuditRow::event(action, actor, detail)
+    }
+}
+
 /// Write the outbox half of the `Store` implementation for `$store` (whose
 /// `impl_store!` defines `Tx`); the trait methods in `impl_store!` call these.
 macro_rules! impl_outbox {
@@ -298,11 +312,7 @@ macro_rules! impl_outbox {
                 .execute(&mut *tx)
                 .await?;
                 let detail = $crate::outbox::detail(&e, "");
-                let row = AuditRow {
-                    username: Some(e.username.as_str()),
-                    directory_id: e.directory_id.as_deref(),
-                    ..AuditRow::event("email-sent", "outbox", &detail)
-                };
+                let row = $crate::outbox::audit_row(&e, "email-sent", "outbox", &detail);
                 self.write_audit(&mut tx, &[row], &now()?).await?;
                 tx.commit().await?;
                 Ok(())
@@ -338,11 +348,7 @@ macro_rules! impl_outbox {
                         .execute(&mut *tx)
                         .await?;
                         let detail = $crate::outbox::detail(&e, &format!(": gave up: {error}"));
-                        let row = AuditRow {
-                            username: Some(e.username.as_str()),
-                            directory_id: e.directory_id.as_deref(),
-                            ..AuditRow::event("email-failed", "outbox", &detail)
-                        };
+                        let row = $crate::outbox::audit_row(&e, "email-failed", "outbox", &detail);
                         self.write_audit(&mut tx, &[row], &now()?).await?;
                     }
                 }
@@ -392,11 +398,7 @@ macro_rules! impl_outbox {
                     .execute(&mut *tx)
                     .await?;
                     let detail = $crate::outbox::detail(e, "");
-                    let row = AuditRow {
-                        username: Some(e.username.as_str()),
-                        directory_id: e.directory_id.as_deref(),
-                        ..AuditRow::event("email-requeued", actor, &detail)
-                    };
+                    let row = $crate::outbox::audit_row(&e, "email-requeued", actor, &detail);
                     self.write_audit(&mut tx, &[row], &at).await?;
                     done.push(e.id);
                 }
