@@ -238,6 +238,7 @@ fn start_template_dc(spec: &DomainSpec, dir: &Path, resolv: &Path) -> TemplateDc
             )
             .status
             .success()
+                && rpc_listening(spec.ip)
         },
     );
     TemplateDc {
@@ -310,6 +311,39 @@ fn start_dns(dir: &Path) -> Child {
     child
 }
 
+/// Whether the DC at `ip` accepts connections on the RPC endpoint mapper (port 135), where
+/// `samba-tool domain trust` reaches LSA.
+fn rpc_listening(ip: &str) -> bool {
+    ip.parse::<std::net::Ipv4Addr>().is_ok_and(|addr| {
+        std::net::TcpStream::connect_timeout(&(addr, 135).into(), Duration::from_millis(500))
+            .is_ok()
+    })
+}
+
+/// Run `samba-tool domain trust create` until it succeeds. A DC answering LDAP may not yet
+/// serve LSA over RPC ("failed to connect lsa server", seen under load); that attempt
+/// creates nothing, so it is retried up to five times before the set-up fails.
+fn create_with_retries(mut attempt: impl FnMut() -> std::process::Output) {
+    const TRIES: u32 = 5;
+    for n in 1..=TRIES {
+        let out = attempt();
+        if out.status.success() {
+            return;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let not_connected =
+            stderr.contains("failed to connect") || stdout.contains("failed to connect");
+        if !not_connected || n == TRIES {
+            panic!(
+                "testkit: samba-tool domain trust create failed ({}, attempt {n} of {TRIES})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+                out.status
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
 /// Create the forest trust between the domains provisioned in `mfa` and `other`.
 fn create_trust(mfa: &Path, other: &Path) {
     let work = kept_temp_dir("mfasync-samba-trust-");
@@ -373,7 +407,18 @@ fn create_trust(mfa: &Path, other: &Path) {
             "--skip-validation",
         ];
         create.extend(remote.iter().map(String::as_str));
-        tool(&create, "samba-tool domain trust create");
+        create_with_retries(|| {
+            util::output(
+                private_mounts(&resolv)
+                    .arg("samba-tool")
+                    .args(["domain", "trust"])
+                    .args(&create)
+                    .arg("-s")
+                    .arg(&confs[0].0)
+                    .env("TDB_NO_FSYNC", "1")
+                    .env("KRB5_CONFIG", mfa.join("private/krb5.conf")),
+            )
+        });
         let list = tool(&["list"], "samba-tool domain trust list");
         let list = String::from_utf8_lossy(&list.stdout);
         if !list.contains("Name[other.test]") || !list.contains("Direction[BOTH]") {
