@@ -6,13 +6,24 @@
 
 use async_trait::async_trait;
 use mfasync_core::plan::Change;
-use mfasync_core::MfaUser;
 
 mod common;
 mod copy;
 mod outbox;
+mod roles;
+/// `use mfasync_store::prelude::*;` brings every role trait's methods into scope (needed
+/// to call them on a concrete store type; `dyn Store` has them all already).
+pub mod prelude {
+    pub use crate::{
+        AdminStore, ApprovalStore, ClusterStore, ConfigStore, HistoryStore, OutboxStore, Store,
+        UserStore,
+    };
+}
 pub use copy::{copy_to_postgres, CopyReport, TableCopy};
 pub use outbox::{time_text, Composer, NewEmail, OutboxEmail, OutboxStatus, RetryTarget};
+pub use roles::{
+    AdminStore, ApprovalStore, ClusterStore, ConfigStore, HistoryStore, OutboxStore, UserStore,
+};
 /// The schema migrations of a backend, from `migrations/<dir>/`. ONE list for
 /// both backends, so a migration cannot be registered for one and forgotten
 /// for the other (each backend keeps its own SQL file per step).
@@ -260,7 +271,7 @@ pub struct ConfigVersion {
     pub toml: String,
 }
 
-/// A stored configuration version's text replaced ([`Store::rewrite_configs`]).
+/// A stored configuration version's text replaced ([`ConfigStore::rewrite_configs`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConfigRewrite {
     pub version: i64,
@@ -432,7 +443,7 @@ pub struct AuthToken {
     pub expires_at: Option<String>,
 }
 
-/// A column to look users up by, for [`Store::users_by`].
+/// A column to look users up by, for [`UserStore::users_by`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserKey {
     DirectoryId,
@@ -513,7 +524,7 @@ pub struct SyncRequest {
     pub at_ms: i64,
 }
 
-/// What a server's sync writes are checked against (see [`Store::set_fence`]).
+/// What a server's sync writes are checked against (see [`ClusterStore::set_fence`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     pub holder: String,
@@ -522,7 +533,17 @@ pub struct Fence {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store:
+    UserStore
+    + ConfigStore
+    + HistoryStore
+    + ApprovalStore
+    + AdminStore
+    + ClusterStore
+    + OutboxStore
+    + Send
+    + Sync
+{
     /// Close the connections and wait for them to be closed. With SQLite, the
     /// last one to close checkpoints and removes the WAL file; a process that
     /// exits without this may leave its WAL behind (after a first sync of
@@ -530,237 +551,6 @@ pub trait Store: Send + Sync {
     /// reads through to rebuild its index and copies into the database once
     /// more. Later calls on the store fail.
     async fn close(&self);
-    /// A long-running service's password checks: from now on, a lookup of a
-    /// few users (`users_by` with at most [`INLINE_LOOKUP`] values) reads on
-    /// a connection of its own, on the calling thread, instead of handing the
-    /// query to a pooled connection's worker thread and back (SQLite; a
-    /// no-op for PostgreSQL, whose queries cross the network anyway). A
-    /// failure to open that connection leaves lookups as they were.
-    fn read_inline(&self);
-    /// All MFA users (directory and manual), ordered by username (case-insensitively,
-    /// ties by exact username).
-    async fn users(&self) -> Result<Vec<MfaUser>>;
-    /// The users (directory and manual) whose `key` equals one of `values`,
-    /// in no particular order: the lookups of an incremental cycle, without
-    /// loading every user.
-    async fn users_by(&self, key: UserKey, values: &[String]) -> Result<Vec<MfaUser>>;
-    /// Insert a user by hand (source manual or directory); fails on a username taken.
-    async fn insert_user(&self, user: &MfaUser) -> Result<()>;
-    /// Apply a plan and set the watermark, in ONE transaction. `Create` inserts,
-    /// `Update`/`Enable`/`Disable` replace the row with the same directory_id,
-    /// `Remove` deletes the row with that directory_id. Manual users are never
-    /// touched: a change aimed at one is an error and nothing is committed.
-    async fn apply(&self, changes: &[Change], watermark: Option<&Watermark>) -> Result<()>;
-    /// Every user (directory and manual) as a full sync first needs it:
-    /// identity, departure inputs and the digest of the stored row
-    /// (`core::plan::digest`), without decoding the rows, handed to `each`
-    /// a page at a time (memory: one page). No order.
-    async fn user_digests(
-        &self,
-        each: &mut (dyn FnMut(mfasync_core::plan::StoredDigest) + Send),
-    ) -> Result<()>;
-    /// Write the raw stamps (`core::plan::raw_stamp`) of directory users a
-    /// full sync found unchanged while their stamp was missing or stale: per
-    /// directory_id, the entry's hash and the digest of the row it maps to.
-    /// Only a row that still has that digest gets its stamp (a row changed
-    /// since keeps what it has; one already stamped so is not written again).
-    /// In directory_id order, one short transaction per chunk of 1,000: a
-    /// cache of the full sync, never a change of a user.
-    async fn restamp(&self, stamps: &[(String, mfasync_core::plan::RawMark)]) -> Result<()>;
-    /// Begin ONE write transaction that a full sync fills a chunk at a time
-    /// (`Applying::write`) and commits with its watermark
-    /// (`Applying::commit`): the same checks and the same single transaction
-    /// as `apply`, without the whole plan in memory at once. Dropped without
-    /// `commit`, nothing is written. On SQLite it holds the write lock until
-    /// it ends, so other writers of the same database wait (busy timeout).
-    async fn begin_apply(&self) -> Result<Box<dyn Applying + '_>>;
-    async fn watermark(&self) -> Result<Option<Watermark>>;
-    /// Store a new active configuration version; returns its number.
-    async fn put_config(&self, toml: &str) -> Result<i64>;
-    /// Store `toml` as the new active version only while version `based_on`
-    /// is still the active one (else `None`, nothing stored: somebody stored
-    /// a newer one), audited as `config` by `actor` with `detail` after the
-    /// version number. For changes the service makes itself (a sync item
-    /// that followed a rename), which must never undo an administrator's.
-    async fn put_config_if_active(
-        &self,
-        toml: &str,
-        based_on: i64,
-        actor: &str,
-        detail: &str,
-    ) -> Result<Option<i64>>;
-    async fn active_config(&self) -> Result<Option<ConfigVersion>>;
-    /// All stored versions, newest first.
-    async fn config_versions(&self) -> Result<Vec<ConfigVersion>>;
-    /// Replace the stored text of configuration versions in place (`db
-    /// rekey`: their passwords sealed), all in one transaction with one audit
-    /// row (`action`, `actor`, `detail`). Refused with nothing changed
-    /// (`Conflict`) when a version's text is no longer the one it replaces.
-    async fn rewrite_configs(
-        &self,
-        changes: &[ConfigRewrite],
-        actor: &str,
-        action: &str,
-        detail: &str,
-    ) -> Result<()>;
-    /// Start a sync-history row; returns its id.
-    async fn run_started(&self, mode: &str) -> Result<i64>;
-    /// Finish a sync-history row with counts or an error.
-    async fn run_finished(&self, run: &SyncRun) -> Result<()>;
-    /// Mark every unfinished sync-history row interrupted: called by a process
-    /// that has just taken the sync lease, before its first cycle (any such
-    /// row was started by an earlier holder, which is gone). How many.
-    async fn runs_interrupted(&self) -> Result<u64>;
-    /// Newest first.
-    async fn runs(&self, limit: i64) -> Result<Vec<SyncRun>>;
-    /// The newest `limit` audit entries, newest first.
-    async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>>;
-    /// One user's audit rows, newest first, at most `limit`: rows whose
-    /// username equals `username` case-insensitively, or whose directory id is
-    /// `directory_id` (a renamed user keeps its history). Indexed.
-    async fn user_audit(
-        &self,
-        username: &str,
-        directory_id: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<AuditEntry>>;
-    /// Delete the audit entries from before `before` (RFC 3339 UTC) and,
-    /// when there were any, record that (action "audit-purged", actor
-    /// "retention", `why` in the detail) in the same transaction. How many.
-    async fn audit_purge(&self, before: &str, why: &str) -> Result<u64>;
-    /// Record an event that changes no user (a notification sent or failed, ...)
-    /// in the audit trail.
-    async fn audit_event(&self, actor: &str, action: &str, detail: &str) -> Result<()>;
-    /// Store a new pending approval with `changes`; every other pending
-    /// approval becomes `Superseded`. Audited ("approval-requested", and
-    /// "approval-superseded" for each older one), in one transaction.
-    async fn create_approval(
-        &self,
-        id: &str,
-        fingerprint: &str,
-        changes: &[HeldChange],
-    ) -> Result<Approval>;
-    /// Mark every pending approval `Superseded` with `detail` (a cycle found
-    /// them no longer needed); audited. Returns their ids (empty: nothing done).
-    async fn supersede_pending(&self, detail: &str) -> Result<Vec<String>>;
-    /// One approval by id, whatever its status.
-    async fn approval(&self, id: &str) -> Result<Option<Approval>>;
-    /// Approvals with `status` (all when None), newest first.
-    async fn approvals(&self, status: Option<ApprovalStatus>) -> Result<Vec<Approval>>;
-    /// Decide a pending approval (`Approved` or `Rejected`), audited with
-    /// `actor` and `detail`. A `Conflict` when it is unknown or not pending.
-    async fn decide_approval(
-        &self,
-        id: &str,
-        status: ApprovalStatus,
-        actor: &str,
-        detail: Option<&str>,
-    ) -> Result<Approval>;
-    /// Set (create or replace) a local administrator's password hash (a PHC
-    /// string; the store never sees the password) and end that
-    /// administrator's sessions, in one transaction. Audited ("admin-password").
-    async fn admin_set_password(&self, username: &str, password_hash: &str) -> Result<()>;
-    /// The local administrators' usernames, sorted.
-    async fn admins(&self) -> Result<Vec<String>>;
-    /// Remove a local administrator with every session and API token acting
-    /// for that name, audited ("admin-removed") by `actor`, in one
-    /// transaction: (sessions ended, API tokens revoked), None when unknown.
-    async fn admin_remove(&self, username: &str, actor: &str) -> Result<Option<(u64, u64)>>;
-    /// The stored password hash of a local administrator, None when unknown.
-    async fn admin_password_hash(&self, username: &str) -> Result<Option<String>>;
-    /// Store a session or API token; a `Conflict` when its hash is already
-    /// stored. API tokens are audited ("token-created"), sessions are not.
-    async fn token_create(&self, token: &AuthToken) -> Result<()>;
-    /// One token by the hash of its secret, whether expired or not.
-    async fn token_get(&self, token_hash: &str) -> Result<Option<AuthToken>>;
-    /// The tokens of `kind` ("session" or "api"), newest first.
-    async fn tokens(&self, kind: &str) -> Result<Vec<AuthToken>>;
-    /// Delete one token (sign-out, revocation); whether it existed. Deleting
-    /// an API token is audited ("token-revoked").
-    async fn token_delete(&self, token_hash: &str) -> Result<bool>;
-    /// Delete every token whose `expires_at` is before `now` (RFC 3339 UTC);
-    /// how many.
-    async fn tokens_delete_expired(&self, now: &str) -> Result<u64>;
-
-    // ---- several servers on one database (issue 8) ----
-
-    /// From now on, every sync write of this store handle (`apply`,
-    /// `create_approval`, `supersede_pending`) first checks, under a lock of
-    /// the lease row and INSIDE its transaction, that `fence` still holds the
-    /// sync lease (same holder, instance and token, not expired); otherwise
-    /// it fails with `Fenced` and commits nothing. None (the default): no
-    /// check (the one-shot CLI commands).
-    fn set_fence(&self, fence: Option<Fence>);
-    /// Register a server or record its heartbeat (insert or replace by name).
-    async fn server_heartbeat(&self, server: &ServerInfo) -> Result<()>;
-    /// Every registered server, by name.
-    async fn servers(&self) -> Result<Vec<ServerInfo>>;
-    /// Forget a registered server (audited); whether it was registered.
-    async fn server_forget(&self, name: &str) -> Result<bool>;
-    /// The sync lease as stored.
-    async fn lease(&self) -> Result<Lease>;
-    /// Take or renew the sync lease for (`name`, `instance`) at `now_ms` for
-    /// `period_ms`, in one transaction; returns the lease as it is afterwards
-    /// (see [`Lease::held_by`]). Renewing keeps the token; taking it adds one.
-    /// It is taken when free, expired, or held by an earlier process of the
-    /// same server name (a restart). When another server is pinned, a holder
-    /// gives it up instead and nobody else takes it.
-    async fn lease_acquire(
-        &self,
-        name: &str,
-        instance: &str,
-        now_ms: i64,
-        period_ms: i64,
-    ) -> Result<Lease>;
-    /// Give the lease up (a clean shutdown) when (`name`, `instance`) holds it;
-    /// whether it did.
-    async fn lease_release(&self, name: &str, instance: &str) -> Result<bool>;
-    /// Pin synchronization to one server (None: automatic), audited by `actor`.
-    async fn lease_pin(&self, name: Option<&str>, actor: &str) -> Result<Lease>;
-    /// Queue a Synchronize Now for the runner (it takes it with
-    /// `sync_request_take` at its next heartbeat): ONE pending request, a
-    /// second one before it is taken joins it (full when either is).
-    /// Audited ("sync-requested") by `by`. Returns the lease (who will run it).
-    async fn sync_request(&self, full: bool, by: &str, on: &str, now_ms: i64) -> Result<Lease>;
-    /// Take (and clear) the pending request, if any.
-    async fn sync_request_take(&self) -> Result<Option<SyncRequest>>;
-
-    // ---- the outbox of user emails (issue 19) ----
-
-    /// From now on, every write of a plan (`apply`, `Applying::write`) asks
-    /// `composer` for the emails its changes call for and inserts them into
-    /// the outbox IN THE SAME TRANSACTION (a welcome email only when the
-    /// directory user never had one). None (the default): no emails.
-    fn set_composer(&self, composer: Option<std::sync::Arc<dyn Composer>>);
-    /// Queue emails outside a sync (same rules as through the composer);
-    /// how many were queued.
-    async fn outbox_enqueue(&self, emails: &[NewEmail]) -> Result<u64>;
-    /// Outbox rows with `status` (all when None), newest first, at most `limit`.
-    async fn outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxEmail>>;
-    /// Claim the pending row due soonest (due at or before `now_ms`, not
-    /// claimed by another sender) until `claim_until_ms`, counting an
-    /// attempt; None when nothing is due.
-    async fn outbox_claim(&self, now_ms: i64, claim_until_ms: i64) -> Result<Option<OutboxEmail>>;
-    /// A claimed row was delivered: sent, audited ("email-sent"), in one transaction.
-    async fn outbox_sent(&self, id: i64, now_ms: i64) -> Result<()>;
-    /// A claimed row's attempt failed with `error`: pending again, due at
-    /// `retry_at_ms`; or, when None, given up: failed, audited ("email-failed").
-    async fn outbox_attempt_failed(
-        &self,
-        id: i64,
-        error: &str,
-        retry_at_ms: Option<i64>,
-    ) -> Result<()>;
-    /// Queue again (pending, due at `now_ms`, give-up time counted from
-    /// now) the rows `target` names; audited ("email-requeued") by `actor`.
-    /// A sent row, or an unknown id, is a `Conflict` and nothing changes.
-    /// Returns the ids re-queued.
-    async fn outbox_retry(
-        &self,
-        target: &RetryTarget,
-        now_ms: i64,
-        actor: &str,
-    ) -> Result<Vec<i64>>;
 }
 
 /// A sync's write transaction in progress (`Store::begin_apply`).
@@ -819,7 +609,7 @@ pub async fn open_with(url: &str, options: OpenOptions) -> Result<Box<dyn Store>
     }
 }
 
-/// The most values a lookup reads inline after [`Store::read_inline`].
+/// The most values a lookup reads inline after [`UserStore::read_inline`].
 pub const INLINE_LOOKUP: usize = 16;
 
 /// Open (and migrate) the database named by a URL: `sqlite://PATH` or `postgres://...`.

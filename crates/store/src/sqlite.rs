@@ -572,7 +572,7 @@ mod tests {
     /// through the pool.
     #[tokio::test]
     async fn small_lookups_read_inline_once_asked() {
-        use crate::{Store, UserKey};
+        use crate::{UserKey, UserStore};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
@@ -696,7 +696,7 @@ mod tests {
         }
         let store = SqliteStore::open(old.to_str().unwrap()).await.unwrap();
         assert_eq!(page_size(&store).await, 4096);
-        use crate::Store;
+        use crate::UserStore;
         assert!(store.users().await.unwrap().is_empty());
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM earlier")
             .fetch_one(&store.pool)

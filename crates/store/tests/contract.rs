@@ -18,7 +18,7 @@ use mfasync_core::user::Source;
 use mfasync_core::MfaUser;
 use mfasync_store::{
     ApprovalStatus, AuthToken, HeldChange, PgStore, SqliteStore, Store, StoreError, SyncRun,
-    Watermark,
+    UserStore, Watermark,
 };
 
 // ---------------------------------------------------------------- harness
