@@ -9,11 +9,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::KillOnDrop;
 
 use common::Mfa;
 use mfasync_testkit::{LdapProxy, Slapd};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -174,16 +175,10 @@ async fn the_command_line_answers_and_works_alike_without_the_password() {
 }
 
 struct Served {
-    child: Child,
+    /// Killed when the test ends.
+    _child: KillOnDrop,
     base: String,
     http: reqwest::Client,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn serve(m: &Mfa) -> Served {
@@ -196,7 +191,7 @@ async fn serve(m: &Mfa) -> Served {
         .spawn()
         .unwrap();
     let served = Served {
-        child,
+        _child: KillOnDrop(child),
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
     };

@@ -9,12 +9,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::KillOnDrop;
 
 use common::Mfa;
 use mfasync_testkit::{Attack, Hostile, Slapd};
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -146,15 +147,8 @@ fn sync_full_measured(m: &Mfa) -> Run {
 }
 
 struct Served {
-    child: Child,
+    child: KillOnDrop,
     addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Served {
@@ -166,7 +160,10 @@ impl Served {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn serve");
-        let s = Served { child, addr };
+        let s = Served {
+            child: KillOnDrop(child),
+            addr,
+        };
         wait_for("/healthz", Duration::from_secs(20), || s.healthy());
         s
     }

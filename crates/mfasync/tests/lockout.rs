@@ -15,11 +15,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::KillOnDrop;
 
 use common::Mfa;
 use mfasync_testkit::Slapd;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -94,16 +95,10 @@ async fn synced() -> Mfa {
 }
 
 struct Served {
-    child: Child,
+    /// Killed when the test ends.
+    _child: KillOnDrop,
     base: String,
     http: reqwest::Client,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `serve` behind the trusted proxy 127.0.0.1 (the tests' requests name
@@ -119,7 +114,7 @@ async fn serve(m: &Mfa, extra: &[&str]) -> Served {
         .spawn()
         .unwrap();
     let served = Served {
-        child,
+        _child: KillOnDrop(child),
         base: format!("http://{addr}"),
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::KillOnDrop;
 
 use common::{Mfa, Out};
 use mfasync_testkit::Slapd;
@@ -309,15 +310,9 @@ fn read_only_commands_work_on_a_read_only_database() {
 
 /// `mfasync serve` on a free port, killed when dropped.
 struct Served {
-    child: std::process::Child,
+    /// Killed when the test ends.
+    _child: KillOnDrop,
     base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn serve(m: &Mfa) -> Served {
@@ -330,7 +325,10 @@ async fn serve(m: &Mfa) -> Served {
         .expect("spawn serve");
     let base = format!("http://{addr}");
     // (killed and waited for when dropped)
-    let served = Served { child, base };
+    let served = Served {
+        _child: KillOnDrop(child),
+        base,
+    };
     for _ in 0..100 {
         if reqwest::get(format!("{}/healthz", served.base))
             .await

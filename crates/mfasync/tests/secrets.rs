@@ -10,13 +10,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::KillOnDrop;
 
 use common::{Mfa, Out};
 use mfasync_testkit::Slapd;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -127,15 +128,9 @@ fn mode(p: &Path) -> u32 {
 }
 
 struct Served {
-    child: Child,
+    /// Killed when the test ends.
+    _child: KillOnDrop,
     addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `serve` under umask 022, with `env` and `extra` arguments; answering.
@@ -154,7 +149,7 @@ fn serve(m: &Mfa, env: &[(&str, &Path)], extra: &[&str]) -> Served {
         cmd.env(k, v);
     }
     let served = Served {
-        child: cmd.spawn().expect("spawn serve"),
+        _child: KillOnDrop(cmd.spawn().expect("spawn serve")),
         addr,
     };
     let t0 = Instant::now();

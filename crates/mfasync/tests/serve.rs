@@ -6,12 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::KillOnDrop;
 
 use common::Mfa;
 use mfasync_testkit::Slapd;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -58,15 +59,8 @@ dn = "ou={t},{BASE}"
 }
 
 struct Served {
-    child: Child,
+    child: KillOnDrop,
     addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn serve(m: &Mfa) -> Served {
@@ -83,7 +77,10 @@ fn serve_with(m: &Mfa, extra: &[&str]) -> Served {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn serve");
-    Served { child, addr }
+    Served {
+        child: KillOnDrop(child),
+        addr,
+    }
 }
 
 fn get(addr: &str, path: &str) -> Option<String> {

@@ -7,24 +7,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::KillOnDrop;
 
 use common::Mfa;
 use serde_json::Value;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Served {
-    child: Child,
+    child: KillOnDrop,
     addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Served {
@@ -62,7 +56,7 @@ fn serve(m: &Mfa, env: &[(&str, &str)], args: &[&str], stderr: &Path) -> Served 
         .stdout(Stdio::null())
         .stderr(Stdio::from(file));
     Served {
-        child: cmd.spawn().expect("spawn serve"),
+        child: KillOnDrop(cmd.spawn().expect("spawn serve")),
         addr,
     }
 }

@@ -7,23 +7,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::KillOnDrop;
 
 use common::Mfa;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Served {
-    child: Child,
+    child: KillOnDrop,
     addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `mfasync serve` on a fresh database with `extra` options, under the open
@@ -43,7 +37,10 @@ fn serve_under(ulimit: &str, extra: &[&str]) -> (Mfa, Served) {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let child = cmd.spawn().expect("spawn serve");
-    let srv = Served { child, addr };
+    let srv = Served {
+        child: KillOnDrop(child),
+        addr,
+    };
     wait_for("/healthz", Duration::from_secs(20), || healthz(&srv));
     (m, srv)
 }
