@@ -68,12 +68,10 @@ impl Client {
         flags: u32,
         f: &mut (dyn FnMut(Entry) + Send),
     ) -> Result<DirSyncResult, LdapError> {
-        if !self.caps.dirsync {
-            return Err(LdapError::Unsupported(format!(
-                "{}: the server does not support DirSync (control 1.2.840.113556.1.4.841)",
-                self.server
-            )));
-        }
+        self.require(
+            self.caps.dirsync,
+            "DirSync (control 1.2.840.113556.1.4.841)",
+        )?;
         let filter = format!("(|{}(isDeleted=TRUE))", parenthesized(filter));
         let op = format!("DirSync search of {base:?} for {filter}");
         let mut cookie = cookie.to_vec();
@@ -138,12 +136,10 @@ impl Client {
         cookie: Option<&[u8]>,
         f: &mut (dyn FnMut(SyncEvent) + Send),
     ) -> Result<SyncReplResult, LdapError> {
-        if !self.caps.syncrepl {
-            return Err(LdapError::Unsupported(format!(
-                "{}: the server does not support content synchronization (RFC 4533, control 1.3.6.1.4.1.4203.1.9.1.1)",
-                self.server
-            )));
-        }
+        self.require(
+            self.caps.syncrepl,
+            "content synchronization (RFC 4533, control 1.3.6.1.4.1.4203.1.9.1.1)",
+        )?;
         let filter = parenthesized(filter);
         let op = format!("syncrepl refresh of {base:?} for {filter}");
         let mut cookie: Option<Vec<u8>> = cookie.map(<[u8]>::to_vec);

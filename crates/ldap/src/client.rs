@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 
 use crate::proto::Capabilities;
 use crate::target::Target;
+use crate::LdapError;
 
 /// Search scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,17 @@ impl Client {
 
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
+    }
+
+    /// `Unsupported`, naming this server and `feature`, unless the server has it.
+    pub(crate) fn require(&self, has: bool, feature: &str) -> Result<(), LdapError> {
+        if has {
+            return Ok(());
+        }
+        Err(LdapError::Unsupported(format!(
+            "{}: the server does not support {feature}",
+            self.server
+        )))
     }
 
     /// Base DN to use: `dir.base_dn` if set, else the RootDSE's

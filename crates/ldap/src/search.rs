@@ -597,12 +597,10 @@ impl Client {
         attrs: &[String],
         f: &mut (dyn FnMut(Entry) + Send),
     ) -> Result<usize, LdapError> {
-        if !self.caps.attribute_scoped_query {
-            return Err(LdapError::Unsupported(format!(
-                "{}: the server does not support attribute scoped queries (control 1.2.840.113556.1.4.1504)",
-                self.server
-            )));
-        }
+        self.require(
+            self.caps.attribute_scoped_query,
+            "attribute scoped queries (control 1.2.840.113556.1.4.1504)",
+        )?;
         self.search_with(dn, Scope::Base, filter, attrs, vec![asq_control(attr)], f)
             .await
     }
