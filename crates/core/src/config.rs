@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
+mod radius;
 mod schema;
 mod syntax;
 mod typed;
@@ -19,6 +20,7 @@ mod values;
 #[cfg(test)]
 mod key_tests;
 
+pub use radius::{OtherMethods, Radius, RadiusClient, SecondFactor};
 pub use schema::Schema;
 
 /// One problem in a configuration file, named by its TOML key path.
@@ -668,6 +670,9 @@ pub struct Config {
     pub audit: AuditSettings,
     /// Welcome and update emails: templates and delivery (not a seed setting).
     pub email: EmailSettings,
+    /// The RADIUS server of `serve` (not a seed setting; optional).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub radius: Option<Radius>,
 }
 
 /// `[email]`: the templates of welcome and update emails (files that
@@ -1333,6 +1338,9 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
                 out.push(err("portal.admin_group", m));
             }
         }
+    }
+    if let Some(r) = &cfg.radius {
+        radius::validate(r, &mut out);
     }
     if !s.notify.is_empty() && cfg.smtp.is_none() {
         out.push(err(

@@ -33,6 +33,7 @@ use mfasync_core::auth::Reason;
 use mfasync_core::config::{Bind, BindType, Config};
 use mfasync_core::escape::filter_value;
 use mfasync_core::lockout::{Account, Gate, Open};
+use mfasync_core::MfaUser;
 use mfasync_ldap::Scope;
 use mfasync_store::{Store, UserKey};
 
@@ -168,6 +169,21 @@ pub async fn authenticate_with(
     reuse: Option<&std::sync::Arc<AuthConnections>>,
     gate: &dyn Gate,
 ) -> Result<(), Reason> {
+    authenticate_user(store, cfg, username, password, reuse, gate)
+        .await
+        .map(|_| ())
+}
+
+/// Like [`authenticate_with`], answering the enabled MFA user the password
+/// was checked for (the RADIUS server asks for its method's second factor).
+pub async fn authenticate_user(
+    store: &dyn Store,
+    cfg: &Config,
+    username: &str,
+    password: &str,
+    reuse: Option<&std::sync::Arc<AuthConnections>>,
+    gate: &dyn Gate,
+) -> Result<MfaUser, Reason> {
     // An empty password is an anonymous bind to AD: it would "succeed".
     if password.is_empty()
         || username.trim().is_empty()
@@ -177,7 +193,7 @@ pub async fn authenticate_with(
         return Err(Reason::InvalidCredentials);
     }
     let (refused_dn, opened) = match fast_path(store, cfg, username, password, reuse, gate).await {
-        Fast::Done(result) => return result,
+        Fast::Done(result) => return result.map(|u| *u),
         Fast::Search { refused_dn, opened } => (refused_dn, opened),
     };
     let Resolved {
@@ -225,10 +241,10 @@ pub async fn authenticate_with(
     if let Err(e) = checked {
         return Err(refused(username, &e));
     }
-    match found?.first() {
+    match found?.into_iter().next() {
         None => Err(Reason::NotAnMfaUser),
         Some(u) if !u.enabled => Err(Reason::MfaUserDisabled),
-        Some(_) => Ok(()),
+        Some(u) => Ok(u),
     }
 }
 
@@ -249,7 +265,7 @@ async fn decoy_check(
     password: &str,
     base_dn: &str,
     opened: Option<mfasync_ldap::Opened>,
-) -> Result<(), Reason> {
+) -> Result<MfaUser, Reason> {
     let kind = cfg.directory.auth_bind.kind;
     let dn = match kind {
         BindType::Windows => {
@@ -303,7 +319,7 @@ fn refused(username: &str, e: &mfasync_ldap::LdapError) -> Reason {
 
 enum Fast {
     /// The answer, as the search-then-bind path would give it.
-    Done(Result<(), Reason>),
+    Done(Result<Box<MfaUser>, Reason>),
     /// Search for the username and bind as today. `refused_dn`: the stored DN
     /// whose bind was just refused with "invalid credentials" (if the search
     /// finds it again, that refusal is the answer). `opened`: the connection
@@ -355,16 +371,16 @@ async fn fast_path(
             return search(None, opened);
         }
     };
-    let (dn, directory_id) = match found.as_slice() {
-        [u] if u.enabled && u.source == mfasync_core::user::Source::Directory => {
+    let (dn, user) = match <[MfaUser; 1]>::try_from(found) {
+        Ok([u]) if u.enabled && u.source == mfasync_core::user::Source::Directory => {
             match u.dn.as_deref().map(str::trim) {
-                Some(dn) if !dn.is_empty() => (dn.to_string(), u.directory_id.as_deref()),
+                Some(dn) if !dn.is_empty() => (dn.to_string(), u),
                 _ => return search(None, opened),
             }
         }
         _ => return search(None, opened),
     };
-    if let Err(limited) = gate.admit(&Account::directory(directory_id, &dn)) {
+    if let Err(limited) = gate.admit(&Account::directory(user.directory_id.as_deref(), &dn)) {
         return Fast::Done(Err(limited));
     }
     let bind = Bind {
@@ -373,7 +389,7 @@ async fn fast_path(
         ..Bind::default()
     };
     match mfasync_ldap::check_bind_opened(&cfg.directory, &bind, Some(password), opened).await {
-        Ok(()) => Fast::Done(Ok(())),
+        Ok(()) => Fast::Done(Ok(Box::new(user))),
         Err(e) => match e.auth_reason() {
             Some(Reason::InvalidCredentials) => {
                 tracing::debug!(

@@ -26,6 +26,7 @@ mod mail;
 mod manual;
 mod outbox;
 mod progress;
+mod radius;
 mod rekey;
 mod retention;
 mod secrets;

@@ -59,18 +59,41 @@ pub async fn run(
         config_cache: Default::default(),
         secret_key: secret_key.clone(),
     });
-    let app = mfasync_web::router(
-        backend.clone(),
-        store.clone(),
-        metrics.clone(),
-        mfasync_web::WebOptions {
-            secure_cookies,
-            secret_key,
-            trusted_proxies: limits.trusted_proxies,
-            auth_client_max_failures: limits.client_max_failures,
-            ..mfasync_web::WebOptions::default()
-        },
-    );
+    let web = mfasync_web::WebOptions {
+        secure_cookies,
+        secret_key,
+        trusted_proxies: limits.trusted_proxies,
+        auth_client_max_failures: limits.client_max_failures,
+        ..mfasync_web::WebOptions::default()
+    };
+    // the RADIUS server, when the configuration has [radius] (read once: a change needs a restart)
+    let radius = match crate::active_config(store.as_ref())
+        .await
+        .ok()
+        .and_then(|c| c.radius.clone())
+    {
+        Some(settings) => {
+            let server = crate::radius::bind(
+                &settings,
+                backend.clone(),
+                store.clone(),
+                metrics.clone(),
+                &web,
+            )
+            .await?;
+            let at = server
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| settings.listen.clone());
+            crate::logging::notice(format_args!(
+                "RADIUS on udp://{at} for {} client(s)",
+                settings.clients.len()
+            ));
+            Some(tokio::spawn(server.serve()))
+        }
+        None => None,
+    };
+    let app = mfasync_web::router(backend.clone(), store.clone(), metrics.clone(), web);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -134,6 +157,9 @@ pub async fn run(
         w.abort();
     }
     http.abort();
+    if let Some(r) = radius {
+        r.abort();
+    }
     sender.abort();
     maintain.abort();
     cluster.leave().await;

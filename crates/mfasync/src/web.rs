@@ -112,6 +112,33 @@ impl ServiceBackend {
             .map_err(|e| format!("{e:#}"))?;
         Ok(o.report(plan_only))
     }
+
+    /// A password check under `gate` (the API's and the RADIUS server's),
+    /// answering the enabled MFA user it was made for.
+    pub async fn authenticate_user(
+        &self,
+        username: &str,
+        password: &str,
+        gate: &dyn Gate,
+    ) -> Result<mfasync_core::MfaUser, Reason> {
+        // the active version is read at most once a second for password checks
+        let cfg = match self.config_cache.recent(AUTH_CONFIG_RECHECK) {
+            Some(cfg) => cfg,
+            None => self
+                .config()
+                .await
+                .map_err(|_| Reason::DirectoryUnavailable)?,
+        };
+        crate::auth::authenticate_user(
+            self.store.as_ref(),
+            &cfg,
+            username,
+            password,
+            Some(&self.auth_connections),
+            gate,
+        )
+        .await
+    }
 }
 
 #[async_trait]
@@ -290,23 +317,9 @@ impl mfasync_web::Backend for ServiceBackend {
         password: &str,
         gate: &dyn Gate,
     ) -> Result<(), Reason> {
-        // the active version is read at most once a second for password checks
-        let cfg = match self.config_cache.recent(AUTH_CONFIG_RECHECK) {
-            Some(cfg) => cfg,
-            None => self
-                .config()
-                .await
-                .map_err(|_| Reason::DirectoryUnavailable)?,
-        };
-        crate::auth::authenticate_with(
-            self.store.as_ref(),
-            &cfg,
-            username,
-            password,
-            Some(&self.auth_connections),
-            gate,
-        )
-        .await
+        self.authenticate_user(username, password, gate)
+            .await
+            .map(|_| ())
     }
 
     async fn directory_admin(&self, username: &str, password: &str) -> Result<(), String> {

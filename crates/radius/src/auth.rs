@@ -80,6 +80,20 @@ pub fn reply(
     Ok(bytes)
 }
 
+/// A request as a client sends it: `packet` with a Message-Authenticator appended and
+/// computed (for tests, benchmarks and tools).
+pub fn signed_request(packet: &Packet, secret: &[u8]) -> Result<Vec<u8>, EncodeError> {
+    let mut signed = packet.clone();
+    signed
+        .attributes
+        .push(Attribute::new(attr::MESSAGE_AUTHENTICATOR, vec![0u8; 16]));
+    let mut bytes = signed.encode()?;
+    let mac = hmac_md5(secret, &bytes);
+    let at = bytes.len() - 16;
+    bytes[at..].copy_from_slice(&mac);
+    Ok(bytes)
+}
+
 /// Why a User-Password cannot be recovered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {

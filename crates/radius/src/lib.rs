@@ -9,7 +9,13 @@
 
 pub mod auth;
 pub mod packet;
+pub mod server;
 pub mod totp;
 
-pub use auth::{hide_password, reply, unhide_password, verify_request, MessageAuth};
+pub use auth::{
+    hide_password, reply, signed_request, unhide_password, verify_request, MessageAuth,
+};
 pub use packet::{attr, Attribute, Code, DecodeError, EncodeError, Packet};
+pub use server::{
+    read_request, split_code, Challenges, Dropped, Duplicates, Request, Seen, Unusable,
+};

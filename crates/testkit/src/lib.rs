@@ -41,4 +41,4 @@ pub use proxy::Proxy;
 pub use samba::{kept_temp_dir, krb5_conf, Samba, SAMBA_ADMIN_DN, SAMBA_BASE_DN};
 pub use samba_trust::{SambaTrust, OTHER_ADMIN_DN, OTHER_BASE_DN};
 pub use slapd::{Slapd, SLAPD_ADMIN_DN, SLAPD_BASE_DN};
-pub use util::free_port;
+pub use util::{free_port, free_udp_port};

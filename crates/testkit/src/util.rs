@@ -12,6 +12,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A UDP port of 127.0.0.1 free a moment ago.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|s| s.local_addr())
+        .unwrap_or_else(|e| panic!("testkit: cannot bind udp 127.0.0.1:0: {e}"))
+        .port()
+}
+
 pub(crate) fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(
         &(Ipv4Addr::LOCALHOST, port).into(),

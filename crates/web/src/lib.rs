@@ -35,7 +35,7 @@ mod charts;
 mod docs;
 mod expiry;
 mod html;
-mod limits;
+pub mod limits;
 pub mod metrics;
 mod outbox;
 mod portal;

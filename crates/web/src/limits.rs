@@ -22,14 +22,14 @@ const BACKOFF_FORGET: Duration = Duration::from_secs(3600);
 const UNKNOWN_CLIENT: &str = "unknown";
 
 /// The counts of one way in (the API's password checks, or portal sign-in).
-pub(crate) struct Limits {
+pub struct Limits {
     guard: Mutex<Guard>,
 }
 
 impl Limits {
     /// `POST /api/v1/auth`: an account is locked (`account-locked`) after
     /// `login_max_failures` within `login_window`, from anywhere.
-    pub(crate) fn for_api(opts: &WebOptions) -> Limits {
+    pub fn for_api(opts: &WebOptions) -> Limits {
         Limits::new(Policy {
             account: Some((opts.login_max_failures, opts.login_window)),
             ..policy(opts)
@@ -56,18 +56,18 @@ impl Limits {
         self.guard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn check(&self, client: Option<&str>, account: &Account) -> Result<(), Refusal> {
+    pub fn check(&self, client: Option<&str>, account: &Account) -> Result<(), Refusal> {
         let client = client.unwrap_or(UNKNOWN_CLIENT);
         self.guard().check(Some(client), account, Instant::now())
     }
 
     /// A wrong password, known as each of `accounts` (counted once for the address).
-    pub(crate) fn failed(&self, client: Option<&str>, accounts: &[&Account]) {
+    pub fn failed(&self, client: Option<&str>, accounts: &[&Account]) {
         let client = client.unwrap_or(UNKNOWN_CLIENT);
         self.guard().failed(Some(client), accounts, Instant::now());
     }
 
-    pub(crate) fn succeeded(&self, client: Option<&str>, accounts: &[&Account]) {
+    pub fn succeeded(&self, client: Option<&str>, accounts: &[&Account]) {
         let client = client.unwrap_or(UNKNOWN_CLIENT);
         self.guard().succeeded(Some(client), accounts);
     }
@@ -89,14 +89,14 @@ fn policy(opts: &WebOptions) -> Policy {
 /// The gate of one request: checks the limits for the account the backend
 /// names, and remembers it (a wrong password is counted against it) and
 /// any refusal (answered with its wait).
-pub(crate) struct RequestGate<'a> {
+pub struct RequestGate<'a> {
     limits: &'a Limits,
     client: Option<&'a str>,
     seen: Mutex<(Option<Account>, Option<Refusal>)>,
 }
 
 impl<'a> RequestGate<'a> {
-    pub(crate) fn new(limits: &'a Limits, client: Option<&'a str>) -> Self {
+    pub fn new(limits: &'a Limits, client: Option<&'a str>) -> Self {
         RequestGate {
             limits,
             client,
@@ -109,12 +109,12 @@ impl<'a> RequestGate<'a> {
     }
 
     /// The last account the check named, if it got that far.
-    pub(crate) fn account(&self) -> Option<Account> {
+    pub fn account(&self) -> Option<Account> {
         self.seen().0.clone()
     }
 
     /// The limits refused the account the check named.
-    pub(crate) fn refusal(&self) -> Option<Refusal> {
+    pub fn refusal(&self) -> Option<Refusal> {
         self.seen().1
     }
 }

@@ -23,6 +23,8 @@ struct Counters {
     changes: BTreeMap<String, u64>,
     /// "ok" or an auth reason -> checks
     auth: BTreeMap<String, u64>,
+    /// (RADIUS client, outcome: accept, challenge, reject:<reason>, drop:<reason>) -> requests
+    radius: BTreeMap<(String, String), u64>,
 }
 
 /// Process-wide counters since the service started.
@@ -76,6 +78,19 @@ impl Metrics {
             *c.auth
                 .entry(reason.unwrap_or("ok").to_string())
                 .or_default() += 1;
+        }
+    }
+
+    /// Count one RADIUS request from `client` (the unknown ones as "unknown"):
+    /// `outcome` is accept, challenge, reject or drop, `reason` why (or "").
+    pub fn record_radius(&self, client: &str, outcome: &str, reason: &str) {
+        let outcome = if reason.is_empty() {
+            outcome.to_string()
+        } else {
+            format!("{outcome}:{reason}")
+        };
+        if let Ok(mut c) = self.inner.lock() {
+            *c.radius.entry((client.to_string(), outcome)).or_default() += 1;
         }
     }
 
@@ -134,6 +149,18 @@ impl Metrics {
                 "mfasync_auth_total{{outcome=\"{}\"}} {n}",
                 label(outcome)
             );
+        }
+        if !c.radius.is_empty() {
+            out.push_str("# HELP mfasync_radius_requests_total RADIUS requests, by client and outcome (accept, challenge, reject:<reason>, drop:<reason>).\n");
+            out.push_str("# TYPE mfasync_radius_requests_total counter\n");
+            for ((client, outcome), n) in &c.radius {
+                let _ = writeln!(
+                    out,
+                    "mfasync_radius_requests_total{{client=\"{}\",outcome=\"{}\"}} {n}",
+                    label(client),
+                    label(outcome)
+                );
+            }
         }
         out
     }

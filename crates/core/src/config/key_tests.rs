@@ -118,6 +118,18 @@ fn every_key_set() -> Config {
             update_html_template: Some("/etc/mfasync/update.html".into()),
             give_up_after: "1d".into(),
         },
+        radius: Some(Radius {
+            listen: "127.0.0.1:11812".into(),
+            clients: vec![RadiusClient {
+                name: "vpn".into(),
+                address: "10.0.0.0/24".into(),
+                secret_file: "/etc/mfasync/radius-vpn.secret".into(),
+                require_message_authenticator: false,
+                second_factor: SecondFactor::Append,
+                separator: "::".into(),
+                other_methods: OtherMethods::Password,
+            }],
+        }),
     }
 }
 

@@ -1,0 +1,296 @@
+//! The RADIUS server of `serve` (`[radius]`): Access-Requests from the
+//! configured clients are checked as `POST /api/v1/auth` checks a password
+//! (LDAP bind, the same password-guessing limits, MFA membership), then the
+//! user's method decides: "oath-token" users must give a code, other users
+//! get what their client's `other_methods` says. Unknown clients and requests
+//! that fail the Message-Authenticator are dropped unanswered and counted.
+//! Every answer is audited and counted by client and reason; a password, a
+//! code or a shared secret is never logged.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use mfasync_core::auth::Reason;
+use mfasync_core::config::{Method, OtherMethods, Radius, RadiusClient};
+use mfasync_core::lockout::Account;
+use mfasync_radius::{Attribute, Code, Duplicates, Request, Seen};
+use mfasync_store::Store;
+use mfasync_web::limits::{Limits, RequestGate};
+use tokio::net::UdpSocket;
+
+use crate::web::ServiceBackend;
+
+/// How long a request's answer is kept for its retransmissions.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
+/// At most this many answers are kept for retransmissions.
+const DUPLICATE_CAP: usize = 65_536;
+
+/// One configured client, its secret read.
+struct Client {
+    settings: RadiusClient,
+    network: ipnet::IpNet,
+    secret: Vec<u8>,
+}
+
+/// A client's retransmission is the same source, identifier and Request Authenticator.
+type RequestKey = (SocketAddr, u8, [u8; 16]);
+
+/// The listening server.
+pub struct Server {
+    socket: UdpSocket,
+    clients: Vec<Client>,
+    backend: Arc<ServiceBackend>,
+    store: Arc<dyn Store>,
+    metrics: Arc<mfasync_web::Metrics>,
+    limits: Limits,
+    duplicates: Mutex<Duplicates<RequestKey>>,
+}
+
+/// What a request gets.
+struct Answer {
+    code: Code,
+    attributes: Vec<Attribute>,
+    /// Why (the metrics label and the audit): "" for an accept.
+    reason: &'static str,
+    /// The username the answer is about.
+    user: String,
+}
+
+impl Answer {
+    fn reject(user: &str, reason: &'static str) -> Answer {
+        Answer {
+            code: Code::AccessReject,
+            attributes: Vec::new(),
+            reason,
+            user: user.to_string(),
+        }
+    }
+}
+
+/// Read the clients' secrets and bind the socket.
+pub async fn bind(
+    settings: &Radius,
+    backend: Arc<ServiceBackend>,
+    store: Arc<dyn Store>,
+    metrics: Arc<mfasync_web::Metrics>,
+    web: &mfasync_web::WebOptions,
+) -> Result<Arc<Server>> {
+    let mut clients = Vec::with_capacity(settings.clients.len());
+    for (i, c) in settings.clients.iter().enumerate() {
+        let network = c
+            .network()
+            .with_context(|| format!("radius.clients[{i}].address: not an IP network"))?;
+        let text = std::fs::read_to_string(c.secret_file.trim()).with_context(|| {
+            format!(
+                "radius.clients[{i}].secret_file: cannot read {}",
+                c.secret_file
+            )
+        })?;
+        let secret = text.lines().next().unwrap_or_default().as_bytes().to_vec();
+        if secret.is_empty() {
+            anyhow::bail!(
+                "radius.clients[{i}].secret_file: {} holds no secret on its first line",
+                c.secret_file
+            );
+        }
+        clients.push(Client {
+            settings: c.clone(),
+            network,
+            secret,
+        });
+    }
+    let socket = UdpSocket::bind(settings.listen.trim())
+        .await
+        .with_context(|| format!("radius.listen: cannot listen on {}", settings.listen))?;
+    Ok(Arc::new(Server {
+        socket,
+        clients,
+        backend,
+        store,
+        metrics,
+        limits: Limits::for_api(web),
+        duplicates: Mutex::new(Duplicates::new(DUPLICATE_WINDOW, DUPLICATE_CAP)),
+    }))
+}
+
+impl Server {
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.socket.local_addr().ok()
+    }
+
+    /// Answer requests until the task is aborted; each request is checked on its own task.
+    pub async fn serve(self: Arc<Self>) {
+        let mut buf = vec![0u8; mfasync_radius::packet::MAX_LEN];
+        loop {
+            let (n, from) = match self.socket.recv_from(&mut buf).await {
+                Ok(got) => got,
+                Err(e) => {
+                    tracing::warn!(error = %e, "radius: receive failed");
+                    continue;
+                }
+            };
+            let Some(client) = self.client_of(from) else {
+                self.metrics
+                    .record_radius("unknown", "drop", "unknown-client");
+                tracing::debug!(from = %from, "radius: request from an unknown client dropped");
+                continue;
+            };
+            let raw = buf[..n].to_vec();
+            let server = self.clone();
+            tokio::spawn(async move { server.handle(client, from, raw).await });
+        }
+    }
+
+    fn client_of(&self, from: SocketAddr) -> Option<usize> {
+        let ip = from.ip().to_canonical();
+        self.clients.iter().position(|c| c.network.contains(&ip))
+    }
+
+    fn duplicates(&self) -> MutexGuard<'_, Duplicates<RequestKey>> {
+        self.duplicates.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn handle(&self, client: usize, from: SocketAddr, raw: Vec<u8>) {
+        let Some(c) = self.clients.get(client) else {
+            return;
+        };
+        let label = c.settings.label();
+        let read =
+            mfasync_radius::read_request(&raw, &c.secret, c.settings.require_message_authenticator);
+        let (packet, answer) = match read {
+            Err(dropped) => {
+                self.metrics.record_radius(label, "drop", dropped.as_str());
+                tracing::info!(client = label, from = %from, reason = dropped.as_str(), "radius: request dropped: {dropped}");
+                return;
+            }
+            Ok(Err((packet, unusable))) => {
+                tracing::info!(
+                    client = label,
+                    reason = "malformed-request",
+                    "radius: {unusable}"
+                );
+                (packet, Answer::reject("", "malformed-request"))
+            }
+            Ok(Ok(request)) => {
+                let key = (
+                    from,
+                    request.packet.identifier,
+                    request.packet.authenticator,
+                );
+                let seen = self.duplicates().check(&key, Instant::now());
+                match seen {
+                    Seen::New => {}
+                    Seen::InFlight => return,
+                    Seen::Answered(bytes) => {
+                        let _ = self.socket.send_to(&bytes, from).await;
+                        return;
+                    }
+                }
+                let answer = self.decide(c, from, &request).await;
+                let bytes = mfasync_radius::reply(
+                    &request.packet,
+                    answer.code,
+                    answer.attributes.clone(),
+                    &c.secret,
+                )
+                .ok();
+                {
+                    self.duplicates()
+                        .answered(&key, bytes.clone(), Instant::now());
+                }
+                self.send(c, from, bytes, &answer).await;
+                return;
+            }
+        };
+        let bytes = mfasync_radius::reply(&packet, answer.code, Vec::new(), &c.secret).ok();
+        self.send(c, from, bytes, &answer).await;
+    }
+
+    /// Send an answer, count it, and audit it.
+    async fn send(&self, c: &Client, from: SocketAddr, bytes: Option<Vec<u8>>, answer: &Answer) {
+        let label = c.settings.label();
+        if let Some(bytes) = &bytes {
+            if let Err(e) = self.socket.send_to(bytes, from).await {
+                tracing::warn!(client = label, error = %e, "radius: answer not sent");
+            }
+        }
+        let outcome = match answer.code {
+            Code::AccessAccept => "accept",
+            Code::AccessChallenge => "challenge",
+            _ => "reject",
+        };
+        self.metrics.record_radius(label, outcome, answer.reason);
+        tracing::info!(
+            client = label,
+            username = answer.user.as_str(),
+            outcome,
+            reason = answer.reason,
+            "radius: answered"
+        );
+        let detail = if answer.reason.is_empty() {
+            format!("user {}", answer.user)
+        } else {
+            format!("user {}: {}", answer.user, answer.reason)
+        };
+        if let Err(e) = self
+            .store
+            .audit_event(
+                &format!("radius:{label}"),
+                &format!("radius-{outcome}"),
+                &detail,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "radius: audit not written");
+        }
+    }
+
+    /// The password check, then the method's second factor.
+    async fn decide(&self, c: &Client, from: SocketAddr, request: &Request) -> Answer {
+        let user = request.user_name.as_str();
+        if request.state.is_some() {
+            // no challenge is pending without a second factor to give
+            return Answer::reject(user, "unknown-state");
+        }
+        let Ok(password) = std::str::from_utf8(&request.password) else {
+            return Answer::reject(user, Reason::InvalidCredentials.as_str());
+        };
+        let address = from.ip().to_canonical().to_string();
+        let typed = Account::typed(user);
+        if let Err(refusal) = self.limits.check(Some(&address), &typed) {
+            return Answer::reject(user, refusal.reason().as_str());
+        }
+        let gate = RequestGate::new(&self.limits, Some(&address));
+        let checked = self.backend.authenticate_user(user, password, &gate).await;
+        if let Some(refusal) = gate.refusal() {
+            return Answer::reject(user, refusal.reason().as_str());
+        }
+        let account = gate.account().unwrap_or_else(|| typed.clone());
+        let mfa_user = match checked {
+            Ok(u) => {
+                self.limits.succeeded(Some(&address), &[&account, &typed]);
+                u
+            }
+            Err(reason) => {
+                if reason == Reason::InvalidCredentials {
+                    self.limits.failed(Some(&address), &[&account]);
+                }
+                return Answer::reject(user, reason.as_str());
+            }
+        };
+        let oath = mfa_user.method.as_deref() == Some(Method::OathToken.as_str());
+        match (oath, c.settings.other_methods) {
+            // TOTP enrollment and verification are not built yet
+            (true, _) => Answer::reject(user, "otp-not-enrolled"),
+            (_, OtherMethods::Password) => Answer {
+                code: Code::AccessAccept,
+                attributes: Vec::new(),
+                reason: "",
+                user: user.to_string(),
+            },
+            (_, OtherMethods::Reject) => Answer::reject(user, "method-not-supported"),
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The RADIUS server of `serve` (issue 24) against Debian's `radclient`
+//! (freeradius-utils) and a real slapd: the password is checked by LDAP bind
+//! and MFA membership, the method decides, unknown clients and requests
+//! without a valid Message-Authenticator get no answer; every answer is
+//! counted in /metrics and audited without the password.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::KillOnDrop;
+
+use common::Mfa;
+use mfasync_testkit::Slapd;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BASE: &str = "dc=example,dc=com";
+const SECRET: &str = "radius shared secret for the test";
+
+fn slapd() -> &'static Slapd {
+    static S: OnceLock<Slapd> = OnceLock::new();
+    S.get_or_init(|| {
+        let mut l = String::new();
+        for ou in ["People", "Tokens", "Others"] {
+            l.push_str(&format!(
+                "dn: ou={ou},{BASE}\nobjectClass: organizationalUnit\nou: {ou}\n\n"
+            ));
+        }
+        for (u, ou) in [("alice", "People"), ("tom", "Tokens"), ("outsider", "Others")] {
+            l.push_str(&format!(
+                "dn: uid={u},ou={ou},{BASE}\nobjectClass: inetOrgPerson\nuid: {u}\ncn: {u}\nsn: {u}\nuserPassword: {u}-Passw0rd\n\n"
+            ));
+        }
+        Slapd::start(&l)
+    })
+}
+
+struct Served {
+    _child: KillOnDrop,
+    http: String,
+    radius: u16,
+    m: Mfa,
+}
+
+/// A database synchronized from ou=People (method phone call) and ou=Tokens
+/// (method OATH token), with `clients` as its `[[radius.clients]]`, served.
+async fn serve(clients: &str) -> Served {
+    let s = slapd();
+    let m = Mfa::new();
+    let secret_file = m.config_file(&format!("{SECRET}\n"));
+    let radius = mfasync_testkit::free_udp_port();
+    let head = common::openldap_directory(
+        &format!("\"{}\"", s.url),
+        BASE,
+        5,
+        (&s.admin_dn, &s.admin_password),
+    );
+    let clients = clients.replace("SECRET_FILE", &secret_file.display().to_string());
+    m.apply(&format!(
+        "{head}[directory.auth_bind]\ntype = \"simple\"\n\
+         [sync]\nenabled = false\n\
+         [[sync.items]]\nkind = \"container\"\ndn = \"ou=People,{BASE}\"\n\
+         [[sync.items]]\nkind = \"container\"\ndn = \"ou=Tokens,{BASE}\"\n\
+         [sync.items.user]\nmethod = \"oath-token\"\n\
+         [radius]\nlisten = \"127.0.0.1:{radius}\"\n{clients}"
+    ));
+    m.sync_full();
+    let addr = format!("127.0.0.1:{}", mfasync_testkit::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", &m.url, "serve", "--listen", &addr])
+        .args(["--insecure-cookies"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let served = Served {
+        _child: KillOnDrop(child),
+        http: format!("http://{addr}"),
+        radius,
+        m,
+    };
+    let t0 = Instant::now();
+    // the RADIUS socket is bound before the HTTP one
+    while reqwest::get(format!("{}/healthz", served.http))
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "serve did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    served
+}
+
+/// One Access-Request by `radclient` (one try, 2 s), `attributes` one per line.
+fn radclient(port: u16, secret: &str, attributes: &str) -> String {
+    let mut child = Command::new("radclient")
+        .args(["-x", "-r", "1", "-t", "2"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["auth", secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("radclient (freeradius-utils, scripts/install-deps)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(attributes.as_bytes())
+        .unwrap();
+    let out: Output = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn request(user: &str, password: &str) -> String {
+    format!("User-Name = {user}\nUser-Password = \"{password}\"\nMessage-Authenticator = 0x00\n")
+}
+
+async fn metrics(s: &Served) -> String {
+    reqwest::get(format!("{}/metrics", s.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_directory_password_and_mfa_membership_decide() {
+    let s = serve(
+        "[[radius.clients]]\nname = \"vpn\"\naddress = \"127.0.0.0/8\"\nsecret_file = \"SECRET_FILE\"\nother_methods = \"password\"\n",
+    )
+    .await;
+    let p = s.radius;
+    let out = radclient(p, SECRET, &request("alice", "alice-Passw0rd"));
+    assert!(out.contains("Received Access-Accept"), "{out}");
+    let out = radclient(p, SECRET, &request("alice", "wrong-password"));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    // in the directory, not an MFA user
+    let out = radclient(p, SECRET, &request("outsider", "outsider-Passw0rd"));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    // an OATH token user without an enrolled secret
+    let out = radclient(p, SECRET, &request("tom", "tom-Passw0rd"));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    // no Message-Authenticator, or another shared secret: no answer at all
+    let out = radclient(
+        p,
+        SECRET,
+        "User-Name = alice\nUser-Password = \"alice-Passw0rd\"\n",
+    );
+    assert!(out.contains("No reply from server"), "{out}");
+    let out = radclient(p, "not the secret", &request("alice", "alice-Passw0rd"));
+    assert!(out.contains("No reply from server"), "{out}");
+
+    let m = metrics(&s).await;
+    for line in [
+        "mfasync_radius_requests_total{client=\"vpn\",outcome=\"accept\"} 1",
+        "mfasync_radius_requests_total{client=\"vpn\",outcome=\"reject:invalid-credentials\"} 1",
+        "mfasync_radius_requests_total{client=\"vpn\",outcome=\"reject:not-an-mfa-user\"} 1",
+        "mfasync_radius_requests_total{client=\"vpn\",outcome=\"reject:otp-not-enrolled\"} 1",
+        "mfasync_radius_requests_total{client=\"vpn\",outcome=\"drop:message-authenticator-missing\"} 1",
+        "mfasync_radius_requests_total{client=\"vpn\",outcome=\"drop:message-authenticator-invalid\"} 1",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
+    let audit = s.m.ok(&["audit", "--limit", "100"]).stdout;
+    assert!(audit.contains("radius-accept"), "{audit}");
+    assert!(audit.contains("user alice: invalid-credentials"), "{audit}");
+    assert!(
+        !audit.contains("Passw0rd") && !audit.contains("wrong-password"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn other_methods_are_rejected_by_default_and_unknown_clients_get_no_answer() {
+    let s = serve(
+        "[[radius.clients]]\naddress = \"127.0.0.1\"\nsecret_file = \"SECRET_FILE\"\n\
+         [[radius.clients]]\nname = \"elsewhere\"\naddress = \"192.0.2.0/24\"\nsecret_file = \"SECRET_FILE\"\nother_methods = \"password\"\n",
+    )
+    .await;
+    let out = radclient(s.radius, SECRET, &request("alice", "alice-Passw0rd"));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    let m = metrics(&s).await;
+    assert!(
+        m.contains("mfasync_radius_requests_total{client=\"127.0.0.1\",outcome=\"reject:method-not-supported\"} 1"),
+        "{m}"
+    );
+
+    let s = serve(
+        "[[radius.clients]]\nname = \"elsewhere\"\naddress = \"192.0.2.0/24\"\nsecret_file = \"SECRET_FILE\"\nother_methods = \"password\"\n",
+    )
+    .await;
+    let out = radclient(s.radius, SECRET, &request("alice", "alice-Passw0rd"));
+    assert!(out.contains("No reply from server"), "{out}");
+    let m = metrics(&s).await;
+    assert!(
+        m.contains(
+            "mfasync_radius_requests_total{client=\"unknown\",outcome=\"drop:unknown-client\"} 1"
+        ),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_retransmission_gets_the_same_answer_without_a_second_check() {
+    let s = serve(
+        "[[radius.clients]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"SECRET_FILE\"\nother_methods = \"password\"\n",
+    )
+    .await;
+    // radclient -r 3 resends only without an answer: send the same datagram twice by hand
+    let raw = access_request(7, [5; 16], "alice", b"alice-Passw0rd");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        sock.send_to(&raw, ("127.0.0.1", s.radius)).unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) = sock.recv_from(&mut buf).unwrap();
+        answers.push(buf[..n].to_vec());
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0][0], 2, "Access-Accept");
+    let m = metrics(&s).await;
+    assert!(
+        m.contains("mfasync_radius_requests_total{client=\"vpn\",outcome=\"accept\"} 1"),
+        "{m}"
+    );
+}
+
+/// An Access-Request with a Message-Authenticator, as a client builds it.
+fn access_request(id: u8, authenticator: [u8; 16], user: &str, password: &[u8]) -> Vec<u8> {
+    use mfasync_radius::{attr, hide_password, signed_request, Attribute, Code, Packet};
+    let p = Packet {
+        code: Code::AccessRequest,
+        identifier: id,
+        authenticator,
+        attributes: vec![
+            Attribute::new(attr::USER_NAME, user),
+            Attribute::new(
+                attr::USER_PASSWORD,
+                hide_password(password, SECRET.as_bytes(), &authenticator),
+            ),
+        ],
+    };
+    signed_request(&p, SECRET.as_bytes()).unwrap()
+}
