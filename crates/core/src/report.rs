@@ -14,6 +14,7 @@ use crate::plan::Action;
 /// Which kind of cycle ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SyncMode {
     Full,
     Incremental,
@@ -37,6 +38,7 @@ impl std::fmt::Display for SyncMode {
 /// The approval a cycle created or found pending (`sync --json`'s
 /// `pending_approval`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingApproval {
     pub disable: usize,
     pub id: String,
@@ -46,6 +48,7 @@ pub struct PendingApproval {
 /// One pending approval as `approvals list --json` and
 /// `GET /api/v1/approvals` list it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalListed {
     /// RFC 3339 UTC.
     pub created_at: String,
@@ -58,6 +61,7 @@ pub struct ApprovalListed {
 
 /// One planned change as `sync --plan --json` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlannedChange {
     pub action: Action,
     pub fields: Vec<String>,
@@ -66,6 +70,7 @@ pub struct PlannedChange {
 
 /// `sync --json`, `POST /api/v1/sync` and `GET /api/v1/plan`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncReport {
     /// Every planned change; only for a plan (`sync --plan`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +95,7 @@ pub struct SyncReport {
 /// A Synchronize Now queued for the server that runs synchronization
 /// (docs/cluster.md) rather than run where it was asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HandOver {
     pub full: bool,
     /// The server running synchronization now (`null`: none right now).
@@ -101,6 +107,7 @@ pub struct HandOver {
 /// The one status of a [`HandOver`]: `"queued"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Queued {
     Queued,
 }
@@ -108,6 +115,7 @@ pub enum Queued {
 /// What Synchronize Now answers: the cycle's report, or where it was handed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SyncNow {
     Ran(SyncReport),
     HandedOver(HandOver),
@@ -123,6 +131,7 @@ pub struct SyncProgress {
 
 /// `POST /api/v1/approvals/{id}/approve`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Approved {
     pub disabled: usize,
     pub id: String,
@@ -135,6 +144,7 @@ pub struct Approved {
 
 /// `POST /api/v1/approvals/{id}/reject`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rejected {
     pub id: String,
     /// The approval's state afterwards (`rejected`).

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Source {
     #[default]
     Directory,
@@ -29,6 +30,7 @@ impl Source {
 /// An MFA user with exactly the export fields of PRODUCT.md section 3.
 /// `directory_id` is the key that ties a directory user to its MFA user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MfaUser {
     pub username: String,
     pub directory_id: Option<String>,

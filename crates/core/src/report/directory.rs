@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Which directory product answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Vendor {
     /// Active Directory (or a Samba AD DC, which announces the same capability).
     ActiveDirectory,
@@ -28,6 +29,7 @@ impl Vendor {
 
 /// The seed's "Test" button result (`mfasync directory test --json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestReport {
     pub ok: bool,
     pub server: String,
@@ -73,6 +75,7 @@ impl TestReport {
 
 /// One server tried by `mfasync_ldap::test`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TriedServer {
     pub server: String,
     pub ok: bool,
@@ -83,6 +86,7 @@ pub struct TriedServer {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestStep {
     /// connect | tls | bind | rootdse
     pub step: String,
@@ -93,6 +97,7 @@ pub struct TestStep {
 /// What the directory offers (all false when the test did not reach it).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Supports {
     pub paged_results: bool,
     pub dirsync: bool,
@@ -116,6 +121,7 @@ impl Supports {
 
 /// What discovery found, as reported by `directory test` (`"discovery"`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiscoveryReport {
     /// The Active Directory domain, e.g. `example.com`.
     pub domain: String,
@@ -138,6 +144,7 @@ pub struct DiscoveryReport {
 
 /// One domain controller from an SRV record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FoundDc {
     /// The SRV target, e.g. `dc1.example.com`.
     pub name: String,
@@ -156,6 +163,7 @@ pub struct FoundDc {
 /// One domain of the forest or trusted by it, as reported by `directory test`
 /// (`"domains"`, with `include_trusted_domains`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DomainInfo {
     /// DNS name, e.g. `emea.example.com`.
     pub name: String,
@@ -182,6 +190,7 @@ pub struct DomainInfo {
 
 /// The forest's domains and the trusted domains, read from the connected DC.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustReport {
     pub domains: Vec<DomainInfo>,
     /// Why the list could not be read (the rest of the test is unaffected).
