@@ -1,45 +1,49 @@
-//! The REST API under `/api/v1` (documented by `openapi.json`, served at
-//! `/api/v1/openapi.json`). JSON shapes are those of PRODUCT.md section 1.
+//! The REST API under `/api/v1`, documented by each handler's
+//! `#[utoipa::path]` (the document, served at `/api/v1/openapi.json`, is
+//! built in `apidoc.rs`). JSON shapes are those of PRODUCT.md section 1.
 
 use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use mfasync_core::auth::Reason;
 use mfasync_core::lockout::{Account, Refusal};
-use mfasync_core::report::SyncNow;
+use mfasync_core::report::directory::TestReport;
+use mfasync_core::report::{ApprovalListed, Approved, Rejected, SyncNow, SyncReport};
+use mfasync_core::MfaUser;
 use mfasync_store::Approval;
 
+use crate::apidoc::schemas::{
+    AuthRequest, AuthResult, ConfigApplied, ConfigErrors, Error, SyncAccepted, SyncRun,
+    UserHistoryEntry,
+};
 use crate::auth::Admin;
 use crate::limits::{client_key, RequestGate};
 use crate::App;
 
-pub(crate) const OPENAPI: &str = include_str!("openapi.json");
-
-pub(crate) fn routes() -> Router<App> {
-    Router::new()
-        .route("/config", get(config_get).put(config_put))
-        .route("/directory/test", post(directory_test))
-        .route("/sync", post(sync_now))
-        .route("/sync/jobs/{id}", get(crate::progress::api_job))
-        .route("/users/{username}/history", get(user_history))
-        .route("/plan", get(plan))
-        .route("/users", get(users))
-        .route("/approvals", get(approvals))
-        .route("/approvals/{id}/approve", post(approve))
-        .route("/approvals/{id}/reject", post(reject))
-        .route("/history", get(history))
-        .route("/auth", post(auth))
-}
-
-pub(crate) async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+/// The API's routes under `/api/v1`, each registered with its documentation.
+pub(crate) fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(config_get, config_put))
+        .routes(routes!(directory_test))
+        .routes(routes!(sync_now))
+        .routes(routes!(crate::progress::api_job))
+        .routes(routes!(user_history))
+        .routes(routes!(plan))
+        .routes(routes!(users))
+        .routes(routes!(approvals))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(history))
+        .routes(routes!(auth))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -51,6 +55,16 @@ fn store_error(e: mfasync_store::StoreError) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, "database error")
 }
 
+#[utoipa::path(
+    get,
+    path = "/config",
+    summary = "The active configuration as TOML, secrets left out",
+    responses(
+        (status = 200, description = "TOML", body = String, content_type = "application/toml"),
+        (status = 404, description = "No configuration applied yet", body = Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
 async fn config_get(State(app): State<App>) -> Response {
     match app.store.active_config().await {
         Ok(Some(v)) => {
@@ -72,6 +86,17 @@ async fn config_get(State(app): State<App>) -> Response {
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/config",
+    summary = "Validate and apply a configuration (TOML body); a new version",
+    request_body(content((String = "application/toml"), (String = "text/plain"))),
+    responses(
+        (status = 200, description = "Applied", body = ConfigApplied),
+        (status = 422, description = "Invalid: every problem with its key path", body = ConfigErrors),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
 async fn config_put(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
@@ -93,6 +118,15 @@ async fn config_put(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/directory/test",
+    summary = "Test the directory connection step by step (the seed's Test button)",
+    responses(
+        (status = 200, description = "Diagnostic steps", body = TestReport),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
 async fn directory_test(State(app): State<App>) -> Response {
     let report = app.backend.directory_test().await;
     // the API has always answered with sorted keys (the CLI prints the
@@ -103,12 +137,16 @@ async fn directory_test(State(app): State<App>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SyncQuery {
+    /// A full synchronization (Synchronize Now).
     #[serde(default)]
+    #[param(default = false)]
     full: bool,
-    /// false: start the cycle and answer 202 with the job to poll.
+    /// false: answer 202 at once with a job to poll at /api/v1/sync/jobs/{id}.
     #[serde(default = "yes")]
+    #[param(default = true)]
     wait: bool,
 }
 
@@ -131,6 +169,18 @@ pub(crate) async fn run_sync(app: &App, full: bool) -> Result<SyncNow, String> {
     result
 }
 
+#[utoipa::path(
+    post,
+    path = "/sync",
+    summary = "Run one synchronization cycle now",
+    params(SyncQuery),
+    responses(
+        (status = 200, description = "Counts", body = SyncReport),
+        (status = 202, description = "wait=false: the cycle started (or the one running); poll the job. Or, on a server that does not run synchronization (several servers on one database): the request was queued for the server that does, which starts it at its next heartbeat", body = SyncAccepted),
+        (status = 500, description = "The cycle failed", body = Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
 async fn sync_now(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
@@ -151,6 +201,16 @@ async fn sync_now(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/plan",
+    summary = "What a sync would change; changes nothing",
+    responses(
+        (status = 200, description = "Plan", body = SyncReport),
+        (status = 500, description = "The plan could not be computed", body = Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
 async fn plan(State(app): State<App>) -> Response {
     match app.backend.plan().await {
         Ok(v) => Json(v).into_response(),
@@ -158,8 +218,11 @@ async fn plan(State(app): State<App>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct UserQuery {
+    /// Words that must all appear (case-insensitively) in the username,
+    /// names, email, description or DN.
     #[serde(default)]
     pub q: String,
     /// Only users whose user group (`[attributes] user_group`) is this,
@@ -206,6 +269,16 @@ pub(crate) fn in_user_group(u: &mfasync_core::MfaUser, group: &str) -> bool {
             .is_some_and(|g| g.trim().to_lowercase() == group.to_lowercase())
 }
 
+#[utoipa::path(
+    get,
+    path = "/users",
+    summary = "MFA users (the fields of `mfasync users export`)",
+    params(UserQuery),
+    responses(
+        (status = 200, description = "Users", body = Vec<MfaUser>),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
 async fn users(State(app): State<App>, query: Query<UserQuery>) -> Response {
     match app.store.users().await {
         Ok(mut users) => {
@@ -216,6 +289,15 @@ async fn users(State(app): State<App>, query: Query<UserQuery>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/approvals",
+    summary = "Pending approvals",
+    responses(
+        (status = 200, description = "Pending approvals", body = Vec<ApprovalListed>),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
 async fn approvals(State(app): State<App>) -> Response {
     match app
         .store
@@ -227,6 +309,17 @@ async fn approvals(State(app): State<App>) -> Response {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/approvals/{id}/approve",
+    summary = "Approve a pending approval (runs a full cycle with it in force)",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Result", body = Approved),
+        (status = 409, description = "Unknown or not pending", body = Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
 async fn approve(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
@@ -238,6 +331,17 @@ async fn approve(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/approvals/{id}/reject",
+    summary = "Reject a pending approval",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Result", body = Rejected),
+        (status = 409, description = "Unknown or not pending", body = Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
 async fn reject(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
@@ -250,6 +354,17 @@ async fn reject(
 }
 
 /// One user's sync history: its audit rows, newest first.
+#[utoipa::path(
+    get,
+    path = "/users/{username}/history",
+    summary = "One user's sync history: its audit rows, newest first",
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, description = "Audit rows", body = Vec<UserHistoryEntry>),
+        (status = 404, description = "No such MFA user", body = Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
 async fn user_history(State(app): State<App>, Path(username): Path<String>) -> Response {
     let found = match app
         .store
@@ -285,8 +400,10 @@ async fn user_history(State(app): State<App>, Path(username): Path<String>) -> R
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    #[param(minimum = 1, maximum = 1000, default = 50)]
     limit: Option<i64>,
 }
 
@@ -311,6 +428,16 @@ pub(crate) fn run_json(r: &mfasync_store::SyncRun) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/history",
+    summary = "Sync history, newest first",
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "Runs", body = Vec<SyncRun>),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
 async fn history(State(app): State<App>, query: Query<HistoryQuery>) -> Response {
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
     match app.store.runs(limit).await {
@@ -349,6 +476,18 @@ fn refused(app: &App, refusal: Refusal, client: Option<&str>) -> Response {
     r
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth",
+    summary = "Verify a password by LDAP bind",
+    request_body = AuthRequest,
+    responses(
+        (status = 200, description = "Outcome", body = AuthResult),
+        (status = 400, description = "Malformed body", body = Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+        (status = 429, description = "Refused without asking the directory: reason account-locked (too many wrong passwords for the account) or rate-limited (too many from the client address for this account); Retry-After says when to try again", body = AuthResult, headers(("Retry-After" = u64))),
+    ),
+)]
 async fn auth(
     State(app): State<App>,
     peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,

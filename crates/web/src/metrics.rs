@@ -173,6 +173,12 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")),
+)]
 pub(crate) async fn render(State(app): State<App>) -> impl IntoResponse {
     let mut out = app.metrics.render_counters();
     match app

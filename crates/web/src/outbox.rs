@@ -16,19 +16,21 @@ use mfasync_store::{time_text, OutboxEmail, OutboxStatus};
 /// Rows shown on the page at most.
 const SHOWN: i64 = 500;
 
-pub(crate) fn api_routes() -> Router<App> {
-    Router::new().route("/outbox", get(api_outbox))
+pub(crate) fn api_routes() -> utoipa_axum::router::OpenApiRouter<App> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(api_outbox))
 }
 
 pub(crate) fn portal_routes() -> Router<App> {
     Router::new().route("/outbox", get(outbox_page))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(default)]
 struct OutboxQuery {
     /// pending | sent | failed; empty or absent: all
     status: String,
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<i64>,
 }
 
@@ -42,6 +44,17 @@ fn status_of(q: &OutboxQuery) -> Result<Option<OutboxStatus>, String> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/outbox",
+    summary = "Welcome and update emails to users (the outbox), newest first",
+    params(OutboxQuery),
+    responses(
+        (status = 200, description = "Emails", body = Vec<crate::apidoc::schemas::OutboxEmail>),
+        (status = 400, description = "Unknown status", body = crate::apidoc::schemas::Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = crate::apidoc::schemas::Error),
+    ),
+)]
 async fn api_outbox(State(app): State<App>, Query(q): Query<OutboxQuery>) -> Response {
     let status = match status_of(&q) {
         Ok(s) => s,

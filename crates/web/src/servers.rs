@@ -16,8 +16,8 @@ use crate::auth::{csrf_refusal, Admin};
 use crate::html::{csrf_field, esc, notice, page};
 use crate::App;
 
-pub(crate) fn api_routes() -> Router<App> {
-    Router::new().route("/servers", get(api_servers))
+pub(crate) fn api_routes() -> utoipa_axum::router::OpenApiRouter<App> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(api_servers))
 }
 
 pub(crate) fn portal_routes() -> Router<App> {
@@ -94,6 +94,15 @@ async fn load(app: &App) -> Result<Value, mfasync_store::StoreError> {
     Ok(servers_json(&servers, &lease, now_ms()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/servers",
+    summary = "The servers sharing the database and the sync lease (`mfasync servers list --json`)",
+    responses(
+        (status = 200, description = "Servers and lease", body = crate::apidoc::schemas::Servers),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = crate::apidoc::schemas::Error),
+    ),
+)]
 async fn api_servers(State(app): State<App>) -> Response {
     match load(&app).await {
         Ok(v) => Json(v).into_response(),
