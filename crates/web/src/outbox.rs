@@ -29,6 +29,7 @@ pub(crate) fn portal_routes() -> Router<App> {
 #[serde(default)]
 struct OutboxQuery {
     /// pending | sent | failed; empty or absent: all
+    #[param(value_type = Option<crate::apidoc::schemas::EmailStatus>)]
     status: String,
     #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<i64>,

@@ -1166,7 +1166,8 @@ async fn openapi_document_matches_the_router() {
 }
 
 /// Whether `value` has the keys `schema` declares: every required key, no
-/// key the schema does not list, and the same for nested objects and items.
+/// key the schema does not list, enum values among the listed ones, and the
+/// same for nested objects and items.
 fn check_keys(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
     if let Some(r) = schema["$ref"].as_str() {
         let name = r.trim_start_matches("#/components/schemas/");
@@ -1186,6 +1187,11 @@ fn check_keys(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<()
             } else {
                 Err(errors.join("; "))
             };
+        }
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        if !values.contains(value) {
+            return Err(format!("{at}: {value} is not one of {values:?}"));
         }
     }
     if let Some(items) = value.as_array() {

@@ -6,6 +6,7 @@
 
 use utoipa::ToSchema;
 
+use mfasync_core::auth::Reason;
 use mfasync_core::report::SyncReport;
 
 /// Every error answer.
@@ -44,8 +45,7 @@ pub(crate) struct SyncAccepted {
 /// A synchronization started with `wait=false` or from the portal.
 #[derive(ToSchema)]
 pub(crate) struct SyncJob {
-    /// running, done or failed.
-    pub state: String,
+    pub state: JobState,
     pub elapsed_seconds: u64,
     /// Directory entries read so far by the cycle's full read (after the
     /// cycle: all it read; 0 when the cycle did no full read).
@@ -59,6 +59,15 @@ pub(crate) struct SyncJob {
     pub result: Option<SyncReport>,
     /// Failed: why.
     pub error: Option<String>,
+}
+
+/// Where a synchronization job stands.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum JobState {
+    Running,
+    Done,
+    Failed,
 }
 
 /// One audit row of a user's history, newest first.
@@ -92,9 +101,18 @@ pub(crate) struct SyncRun {
     /// Why the cycle was full (sync items, attribute mapping or filters
     /// changed, ...), sync items found again after a rename.
     pub note: Option<String>,
-    /// ok, failed, running or interrupted (its process stopped before
-    /// recording a result).
-    pub status: String,
+    pub status: RunStatus,
+}
+
+/// How a run ended; interrupted: its process stopped before recording a
+/// result.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum RunStatus {
+    Ok,
+    Failed,
+    Running,
+    Interrupted,
 }
 
 /// `POST /api/v1/auth`'s body.
@@ -105,14 +123,11 @@ pub(crate) struct AuthRequest {
     pub password: String,
 }
 
-/// `POST /api/v1/auth`'s outcome. `reason`: invalid-credentials,
-/// account-disabled, account-locked, account-expired, password-expired,
-/// must-change-password, not-an-mfa-user, mfa-user-disabled,
-/// directory-unavailable, rate-limited.
+/// `POST /api/v1/auth`'s outcome; `reason` when refused.
 #[derive(ToSchema)]
 pub(crate) struct AuthResult {
     pub ok: bool,
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
 }
 
 /// One email of the outbox (`mfasync outbox list --json`); bodies are not
@@ -120,13 +135,11 @@ pub(crate) struct AuthResult {
 #[derive(ToSchema)]
 pub(crate) struct OutboxEmail {
     pub id: i64,
-    /// welcome or update.
-    pub kind: String,
+    pub kind: EmailKind,
     pub username: String,
     pub recipient: String,
     pub subject: String,
-    /// pending, sent or failed.
-    pub status: String,
+    pub status: EmailStatus,
     /// Delivery attempts started.
     pub attempts: i64,
     /// The last failed attempt's error.
@@ -139,6 +152,23 @@ pub(crate) struct OutboxEmail {
     pub next_attempt_at: Option<String>,
     #[schema(required = true, format = DateTime)]
     pub sent_at: Option<String>,
+}
+
+/// What an outbox email is about.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum EmailKind {
+    Welcome,
+    Update,
+}
+
+/// Where an outbox email stands.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum EmailStatus {
+    Pending,
+    Sent,
+    Failed,
 }
 
 /// The servers sharing the database and the sync lease.
