@@ -176,6 +176,7 @@ fn label(v: &str) -> String {
 #[utoipa::path(
     get,
     path = "/metrics",
+    operation_id = "metrics",
     summary = "Prometheus metrics",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")),
 )]

@@ -48,6 +48,7 @@ fn status_of(q: &OutboxQuery) -> Result<Option<OutboxStatus>, String> {
 #[utoipa::path(
     get,
     path = "/outbox",
+    operation_id = "outbox",
     summary = "Welcome and update emails to users (the outbox), newest first",
     params(OutboxQuery),
     responses(

@@ -160,6 +160,7 @@ async fn running_run(app: &App) -> Option<String> {
 #[utoipa::path(
     get,
     path = "/sync/jobs/{id}",
+    operation_id = "sync_job",
     summary = "A synchronization started with wait=false (or from the portal): running, done or failed",
     params(("id" = u64, Path)),
     responses(

@@ -97,6 +97,7 @@ async fn load(app: &App) -> Result<Value, mfasync_store::StoreError> {
 #[utoipa::path(
     get,
     path = "/servers",
+    operation_id = "servers",
     summary = "The servers sharing the database and the sync lease (`mfasync servers list --json`)",
     responses(
         (status = 200, description = "Servers and lease", body = crate::apidoc::schemas::Servers),
