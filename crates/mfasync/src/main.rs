@@ -24,6 +24,7 @@ mod logging;
 mod lookup;
 mod mail;
 mod manual;
+mod otp;
 mod outbox;
 mod progress;
 mod radius;
@@ -287,6 +288,25 @@ enum UsersCmd {
         /// CSV: the values as stored, without the quote that stops a spreadsheet from running a formula
         #[arg(long)]
         raw: bool,
+    },
+    /// OATH TOTP secrets of users whose method is oath-token (the RADIUS server checks their codes)
+    Otp {
+        #[command(subcommand)]
+        cmd: OtpCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum OtpCmd {
+    /// Give the user a new secret (replacing any): prints the otpauth:// URI and its QR code, once
+    Enroll {
+        /// The MFA user's username
+        username: String,
+    },
+    /// Remove the user's secret
+    Remove {
+        /// The MFA user's username
+        username: String,
     },
 }
 
@@ -657,6 +677,44 @@ async fn run(cli: Cli) -> CmdResult {
                 Format::Json => print_json(&users),
                 Format::Csv => export::write_csv(&users, std::io::stdout().lock(), raw)
                     .map_err(Failure::Refused),
+            }
+        }
+        Command::Users {
+            cmd: UsersCmd::Otp { cmd },
+        } => {
+            let store = open_store(&cli.database).await?;
+            let refused = |e: otp::OtpError| Failure::Refused(e.to_string());
+            match cmd {
+                OtpCmd::Enroll { username } => {
+                    let key = secrets::key().map_err(Failure::Refused)?;
+                    let e = otp::enroll(store.as_ref(), key.as_ref(), &username, "cli")
+                        .await
+                        .map_err(refused)?;
+                    if cli.json {
+                        print_json(
+                            &serde_json::json!({"username": e.username, "otpauth_uri": e.uri}),
+                        )
+                    } else {
+                        println!("OATH token of {} enrolled. Scan the code, or enter the URI, in an authenticator app:", e.username);
+                        if let Some(qr) = e.qr_text() {
+                            println!("{qr}");
+                        }
+                        println!("{}", e.uri);
+                        Ok(())
+                    }
+                }
+                OtpCmd::Remove { username } => match store.otp_remove(&username, "cli").await {
+                    Ok(true) => {
+                        if !cli.json {
+                            println!("OATH token secret of {username} removed");
+                        }
+                        Ok(())
+                    }
+                    Ok(false) => Err(Failure::Refused(format!(
+                        "{username}: no MFA user with an OATH token secret"
+                    ))),
+                    Err(e) => Err(Failure::Refused(e.to_string())),
+                },
             }
         }
         Command::History { limit } => {

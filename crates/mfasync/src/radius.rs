@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mfasync_core::auth::Reason;
-use mfasync_core::config::{Method, OtherMethods, Radius, RadiusClient};
+use mfasync_core::config::{Method, OtherMethods, Radius, RadiusClient, SecondFactor};
 use mfasync_core::lockout::Account;
-use mfasync_radius::{Attribute, Code, Duplicates, Request, Seen};
+use mfasync_radius::{attr, Attribute, Challenges, Code, Duplicates, Request, Seen};
 use mfasync_store::Store;
 use mfasync_web::limits::{Limits, RequestGate};
 use tokio::net::UdpSocket;
@@ -26,6 +26,12 @@ use crate::web::ServiceBackend;
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
 /// At most this many answers are kept for retransmissions.
 const DUPLICATE_CAP: usize = 65_536;
+/// How long the code of a challenge may take (the State expires).
+const CHALLENGE_TTL: Duration = Duration::from_secs(60);
+/// At most this many challenges wait at once.
+const CHALLENGE_CAP: usize = 65_536;
+/// What the VPN shows when it asks for the code.
+const CHALLENGE_PROMPT: &str = "Enter the code of your authenticator app";
 
 /// One configured client, its secret read.
 struct Client {
@@ -46,6 +52,10 @@ pub struct Server {
     metrics: Arc<mfasync_web::Metrics>,
     limits: Limits,
     duplicates: Mutex<Duplicates<RequestKey>>,
+    /// State -> the MFA username whose password was right.
+    challenges: Mutex<Challenges<String>>,
+    /// Opens OATH secrets; None: no "oath-token" user can pass.
+    key: Option<mfasync_secret::SecretKey>,
 }
 
 /// What a request gets.
@@ -59,6 +69,15 @@ struct Answer {
 }
 
 impl Answer {
+    fn accept(user: &str) -> Answer {
+        Answer {
+            code: Code::AccessAccept,
+            attributes: Vec::new(),
+            reason: "",
+            user: user.to_string(),
+        }
+    }
+
     fn reject(user: &str, reason: &'static str) -> Answer {
         Answer {
             code: Code::AccessReject,
@@ -76,6 +95,7 @@ pub async fn bind(
     store: Arc<dyn Store>,
     metrics: Arc<mfasync_web::Metrics>,
     web: &mfasync_web::WebOptions,
+    key: Option<mfasync_secret::SecretKey>,
 ) -> Result<Arc<Server>> {
     let mut clients = Vec::with_capacity(settings.clients.len());
     for (i, c) in settings.clients.iter().enumerate() {
@@ -112,6 +132,8 @@ pub async fn bind(
         metrics,
         limits: Limits::for_api(web),
         duplicates: Mutex::new(Duplicates::new(DUPLICATE_WINDOW, DUPLICATE_CAP)),
+        challenges: Mutex::new(Challenges::new(CHALLENGE_TTL, CHALLENGE_CAP)),
+        key,
     }))
 }
 
@@ -150,6 +172,10 @@ impl Server {
 
     fn duplicates(&self) -> MutexGuard<'_, Duplicates<RequestKey>> {
         self.duplicates.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn challenges(&self) -> MutexGuard<'_, Challenges<String>> {
+        self.challenges.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn handle(&self, client: usize, from: SocketAddr, raw: Vec<u8>) {
@@ -250,47 +276,124 @@ impl Server {
     /// The password check, then the method's second factor.
     async fn decide(&self, c: &Client, from: SocketAddr, request: &Request) -> Answer {
         let user = request.user_name.as_str();
-        if request.state.is_some() {
-            // no challenge is pending without a second factor to give
-            return Answer::reject(user, "unknown-state");
+        if let Some(state) = &request.state {
+            // the answer to a challenge: the code, for the password already checked
+            let taken = self.challenges().take(state, user, Instant::now());
+            let Some(mfa_username) = taken else {
+                return Answer::reject(user, "unknown-state");
+            };
+            let code = String::from_utf8_lossy(&request.password);
+            return self.second_factor(user, &mfa_username, code.trim()).await;
         }
-        let Ok(password) = std::str::from_utf8(&request.password) else {
+        let Ok(typed) = std::str::from_utf8(&request.password) else {
             return Answer::reject(user, Reason::InvalidCredentials.as_str());
         };
+        // "password,123456": the code is split off before the password is bound
+        let appended = match c.settings.second_factor {
+            SecondFactor::Append => {
+                mfasync_radius::split_code(typed.as_bytes(), &c.settings.separator)
+                    .and_then(|(pw, code)| Some((std::str::from_utf8(pw).ok()?, code)))
+            }
+            SecondFactor::Challenge => None,
+        };
+        let password = appended.map(|(pw, _)| pw).unwrap_or(typed);
+        let mfa_user = match self.check_password(from, user, password).await {
+            Ok(u) => u,
+            Err(answer) => return answer,
+        };
+        let oath = mfa_user.method.as_deref() == Some(Method::OathToken.as_str());
+        if !oath {
+            return match c.settings.other_methods {
+                OtherMethods::Password => Answer::accept(user),
+                OtherMethods::Reject => Answer::reject(user, "method-not-supported"),
+            };
+        }
+        match (c.settings.second_factor, appended) {
+            (SecondFactor::Append, Some((_, code))) => {
+                self.second_factor(user, &mfa_user.username, code).await
+            }
+            (SecondFactor::Append, None) => Answer::reject(user, "code-missing"),
+            (SecondFactor::Challenge, _) => {
+                if !self.enrolled(&mfa_user.username).await {
+                    return Answer::reject(user, "otp-not-enrolled");
+                }
+                let state = self
+                    .challenges()
+                    .open(user, mfa_user.username.clone(), Instant::now());
+                match state {
+                    Some(state) => Answer {
+                        code: Code::AccessChallenge,
+                        attributes: vec![
+                            Attribute::new(attr::REPLY_MESSAGE, CHALLENGE_PROMPT),
+                            Attribute::new(attr::STATE, state.to_vec()),
+                        ],
+                        reason: "",
+                        user: user.to_string(),
+                    },
+                    None => Answer::reject(user, "too-many-challenges"),
+                }
+            }
+        }
+    }
+
+    /// The password as `POST /api/v1/auth` checks it, under the same kind of limits
+    /// (the client's address in place of the HTTP client's).
+    async fn check_password(
+        &self,
+        from: SocketAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<mfasync_core::MfaUser, Answer> {
         let address = from.ip().to_canonical().to_string();
         let typed = Account::typed(user);
         if let Err(refusal) = self.limits.check(Some(&address), &typed) {
-            return Answer::reject(user, refusal.reason().as_str());
+            return Err(Answer::reject(user, refusal.reason().as_str()));
         }
         let gate = RequestGate::new(&self.limits, Some(&address));
         let checked = self.backend.authenticate_user(user, password, &gate).await;
         if let Some(refusal) = gate.refusal() {
-            return Answer::reject(user, refusal.reason().as_str());
+            return Err(Answer::reject(user, refusal.reason().as_str()));
         }
         let account = gate.account().unwrap_or_else(|| typed.clone());
-        let mfa_user = match checked {
+        match checked {
             Ok(u) => {
                 self.limits.succeeded(Some(&address), &[&account, &typed]);
-                u
+                Ok(u)
             }
             Err(reason) => {
                 if reason == Reason::InvalidCredentials {
                     self.limits.failed(Some(&address), &[&account]);
                 }
-                return Answer::reject(user, reason.as_str());
+                Err(Answer::reject(user, reason.as_str()))
             }
+        }
+    }
+
+    async fn enrolled(&self, mfa_username: &str) -> bool {
+        matches!(self.store.otp_secret(mfa_username).await, Ok(Some(_)))
+    }
+
+    /// The code of an "oath-token" user whose password was right.
+    async fn second_factor(&self, user: &str, mfa_username: &str, code: &str) -> Answer {
+        let Some(key) = &self.key else {
+            tracing::warn!("radius: no sealing key: OATH codes cannot be checked");
+            return Answer::reject(user, "otp-not-enrolled");
         };
-        let oath = mfa_user.method.as_deref() == Some(Method::OathToken.as_str());
-        match (oath, c.settings.other_methods) {
-            // TOTP enrollment and verification are not built yet
-            (true, _) => Answer::reject(user, "otp-not-enrolled"),
-            (_, OtherMethods::Password) => Answer {
-                code: Code::AccessAccept,
-                attributes: Vec::new(),
-                reason: "",
-                user: user.to_string(),
-            },
-            (_, OtherMethods::Reject) => Answer::reject(user, "method-not-supported"),
+        match crate::otp::check(
+            self.store.as_ref(),
+            key,
+            mfa_username,
+            code,
+            crate::otp::now_secs(),
+        )
+        .await
+        {
+            Ok(crate::otp::Verdict::Accepted) => Answer::accept(user),
+            Ok(verdict) => Answer::reject(user, verdict.as_str()),
+            Err(e) => {
+                tracing::error!(username = user, error = %e, "radius: OATH code not checked");
+                Answer::reject(user, "directory-unavailable")
+            }
         }
     }
 }

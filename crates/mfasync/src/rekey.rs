@@ -21,6 +21,8 @@ pub struct Report {
     pub sealed: usize,
     /// Passwords moved from the old key to the current one.
     pub resealed: usize,
+    /// OATH token secrets moved from the old key to the current one.
+    pub otp_resealed: usize,
 }
 
 /// Rewrite the stored versions that have something to seal.
@@ -58,6 +60,12 @@ pub async fn run(
     if !errors.is_empty() {
         errors.push("nothing changed".into());
         return Err(Failure::Refused(errors.join("; ")));
+    }
+    // OATH secrets first (their own transaction; a second run skips what moved)
+    if let Some(old) = old {
+        report.otp_resealed = crate::otp::reseal(store, key, old)
+            .await
+            .map_err(|e| Failure::Refused(format!("{e}; nothing changed")))?;
     }
     if changes.is_empty() {
         return Ok(report);
@@ -115,6 +123,7 @@ pub async fn cli(
             "versions": report.versions,
             "sealed": report.sealed,
             "resealed": report.resealed,
+            "otp_resealed": report.otp_resealed,
         }));
     }
     if report.versions.is_empty() {
@@ -132,6 +141,12 @@ pub async fn cli(
             list(&report.versions),
             report.sealed,
             report.resealed
+        );
+    }
+    if report.otp_resealed > 0 {
+        println!(
+            "{} OATH token secrets moved to the current key",
+            report.otp_resealed
         );
     }
     Ok(())

@@ -61,7 +61,7 @@ pub async fn run(
     });
     let web = mfasync_web::WebOptions {
         secure_cookies,
-        secret_key,
+        secret_key: secret_key.clone(),
         trusted_proxies: limits.trusted_proxies,
         auth_client_max_failures: limits.client_max_failures,
         ..mfasync_web::WebOptions::default()
@@ -79,6 +79,7 @@ pub async fn run(
                 store.clone(),
                 metrics.clone(),
                 &web,
+                secret_key.clone(),
             )
             .await?;
             let at = server

@@ -17,6 +17,13 @@ use std::time::{Duration, Instant};
 
 const BASE: &str = "dc=example,dc=com";
 const SECRET: &str = "radius shared secret for the test";
+/// The service's sealing key (OATH secrets are stored sealed), given to every command.
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn with_key() {
+    static SET: OnceLock<()> = OnceLock::new();
+    SET.get_or_init(|| std::env::set_var("MFASYNC_SECRET_KEY", KEY));
+}
 
 fn slapd() -> &'static Slapd {
     static S: OnceLock<Slapd> = OnceLock::new();
@@ -46,6 +53,7 @@ struct Served {
 /// A database synchronized from ou=People (method phone call) and ou=Tokens
 /// (method OATH token), with `clients` as its `[[radius.clients]]`, served.
 async fn serve(clients: &str) -> Served {
+    with_key();
     let s = slapd();
     let m = Mfa::new();
     let secret_file = m.config_file(&format!("{SECRET}\n"));
@@ -254,4 +262,141 @@ fn access_request(id: u8, authenticator: [u8; 16], user: &str, password: &[u8]) 
         ],
     };
     signed_request(&p, SECRET.as_bytes()).unwrap()
+}
+
+/// Enroll `user` (`users otp enroll`): the secret, read back from the printed URI.
+fn enroll(m: &Mfa, user: &str) -> Vec<u8> {
+    let out = m.ok(&["--json", "users", "otp", "enroll", user]).json();
+    let uri = out["otpauth_uri"].as_str().unwrap().to_string();
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap()
+}
+
+/// The code an authenticator app shows now.
+fn code_now(secret: &[u8]) -> String {
+    use mfasync_radius::totp;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(
+        "{:06}",
+        totp::hotp(secret, totp::step_at(now), totp::DIGITS)
+    )
+}
+
+/// The State of an Access-Challenge as radclient prints it ("State = 0x…").
+fn state_of(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("State = "))
+        .unwrap_or_else(|| panic!("no State in\n{out}"))
+        .to_string()
+}
+
+fn answer_to(user: &str, code: &str, state: &str) -> String {
+    format!("User-Name = {user}\nUser-Password = \"{code}\"\nState = {state}\nMessage-Authenticator = 0x00\n")
+}
+
+#[tokio::test]
+async fn an_oath_user_is_challenged_for_a_code_that_works_once() {
+    let s = serve(
+        "[[radius.clients]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"SECRET_FILE\"\n",
+    )
+    .await;
+    let p = s.radius;
+    let secret = enroll(&s.m, "tom");
+    let otp_listed = s.m.ok(&["users", "export"]).stdout;
+    assert!(!otp_listed.contains("v1:"), "no sealed secret in exports");
+
+    // a wrong password: rejected, nothing asked of the second factor
+    let out = radclient(p, SECRET, &request("tom", "wrong-password"));
+    assert!(
+        out.contains("Received Access-Reject") && !out.contains("State ="),
+        "{out}"
+    );
+
+    let out = radclient(p, SECRET, &request("tom", "tom-Passw0rd"));
+    assert!(out.contains("Received Access-Challenge"), "{out}");
+    assert!(out.contains("authenticator app"), "{out}");
+    let state = state_of(&out);
+    let code = code_now(&secret);
+    let out = radclient(p, SECRET, &answer_to("tom", &code, &state));
+    assert!(out.contains("Received Access-Accept"), "{out}");
+    // the State is used up
+    let out = radclient(p, SECRET, &answer_to("tom", &code, &state));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+
+    // the same code again, after a new challenge: replayed
+    let out = radclient(p, SECRET, &request("tom", "tom-Passw0rd"));
+    let state = state_of(&out);
+    let out = radclient(p, SECRET, &answer_to("tom", &code, &state));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    // a wrong code
+    let out = radclient(p, SECRET, &request("tom", "tom-Passw0rd"));
+    let state = state_of(&out);
+    let wrong = format!(
+        "{:06}",
+        (code.parse::<u32>().unwrap() + 500_000) % 1_000_000
+    );
+    let out = radclient(p, SECRET, &answer_to("tom", &wrong, &state));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    // a State given to tom is not alice's
+    let out = radclient(p, SECRET, &request("tom", "tom-Passw0rd"));
+    let state = state_of(&out);
+    let out = radclient(p, SECRET, &answer_to("alice", &code_now(&secret), &state));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+
+    let m = metrics(&s).await;
+    for line in [
+        "mfasync_radius_requests_total{client=\"vpn\",outcome=\"accept\"} 1",
+        "mfasync_radius_requests_total{client=\"vpn\",outcome=\"challenge\"} 4",
+        "mfasync_radius_requests_total{client=\"vpn\",outcome=\"reject:code-replayed\"} 1",
+        "mfasync_radius_requests_total{client=\"vpn\",outcome=\"reject:wrong-code\"} 1",
+        "mfasync_radius_requests_total{client=\"vpn\",outcome=\"reject:unknown-state\"} 2",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
+    let audit = s.m.ok(&["audit", "--limit", "100"]).stdout;
+    assert!(audit.contains("otp-enrolled"), "{audit}");
+    assert!(!audit.contains(&code), "no code in the audit: {audit}");
+}
+
+#[tokio::test]
+async fn a_code_appended_to_the_password_works_once() {
+    let s = serve(
+        "[[radius.clients]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"SECRET_FILE\"\nsecond_factor = \"append\"\n",
+    )
+    .await;
+    let p = s.radius;
+    let secret = enroll(&s.m, "tom");
+    let code = code_now(&secret);
+    let out = radclient(
+        p,
+        SECRET,
+        &request("tom", &format!("wrong-password,{code}")),
+    );
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    let out = radclient(p, SECRET, &request("tom", "tom-Passw0rd"));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    let out = radclient(p, SECRET, &request("tom", &format!("tom-Passw0rd,{code}")));
+    assert!(out.contains("Received Access-Accept"), "{out}");
+    let out = radclient(p, SECRET, &request("tom", &format!("tom-Passw0rd,{code}")));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    let m = metrics(&s).await;
+    for line in [
+        "outcome=\"reject:invalid-credentials\"} 1",
+        "outcome=\"reject:code-missing\"} 1",
+        "outcome=\"accept\"} 1",
+        "outcome=\"reject:code-replayed\"} 1",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
 }

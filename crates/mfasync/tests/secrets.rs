@@ -423,7 +423,7 @@ fn without_a_key_config_apply_warns_and_db_rekey_seals_the_old_versions() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(
         o.json(),
-        serde_json::json!({"ok": true, "versions": [2, 1], "sealed": 4, "resealed": 0})
+        serde_json::json!({"ok": true, "versions": [2, 1], "sealed": 4, "resealed": 0, "otp_resealed": 0})
     );
     assert_no_clear_password(&m);
     let again = run_env(&m, &env, &["db", "rekey"]);
@@ -436,6 +436,15 @@ fn without_a_key_config_apply_warns_and_db_rekey_seals_the_old_versions() {
     assert_eq!(audit[0]["action"], "config-rekey", "{audit}");
     let s = run_env(&m, &env, &["--json", "sync", "--full"]);
     assert_eq!(s.code, 0, "{}", s.stderr);
+    // an OATH secret is sealed too: refused without a key, then enrolled with this one
+    let o = m.run(&["users", "otp", "enroll", "sec1"]);
+    assert!(
+        o.code == 1 && o.stderr.contains("no sealing key"),
+        "{}",
+        o.stderr
+    );
+    let o = run_env(&m, &env, &["--json", "users", "otp", "enroll", "sec1"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
 
     // a new key: the passwords move to it; the old one no longer opens them
     let new = key_file(&m, "new.key", NEW_KEY);
@@ -453,6 +462,7 @@ fn without_a_key_config_apply_warns_and_db_rekey_seals_the_old_versions() {
     );
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(o.json()["resealed"], 4);
+    assert_eq!(o.json()["otp_resealed"], 1);
     let s = run_env(&m, &new_env, &["--json", "sync", "--full"]);
     assert_eq!(s.code, 0, "{}", s.stderr);
     let old = run_env(&m, &env, &["directory", "test"]);

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
+use rand::RngCore;
+
 use crate::auth::{unhide_password, verify_request, MessageAuth, PasswordError};
 use crate::packet::{attr, Code, DecodeError, Packet};
 
@@ -198,14 +200,14 @@ impl<K: Hash + Eq + Clone> Duplicates<K> {
 pub const STATE_LEN: usize = 16;
 
 /// Pending Access-Challenges: a random State bound to the username whose password was
-/// right, usable once within `ttl`.
-pub struct Challenges {
+/// right (and what the caller keeps with it), usable once within `ttl`.
+pub struct Challenges<T> {
     ttl: Duration,
     cap: usize,
-    pending: HashMap<[u8; STATE_LEN], (String, Instant)>,
+    pending: HashMap<[u8; STATE_LEN], (String, T, Instant)>,
 }
 
-impl Challenges {
+impl<T> Challenges<T> {
     pub fn new(ttl: Duration, cap: usize) -> Self {
         Challenges {
             ttl,
@@ -215,28 +217,26 @@ impl Challenges {
     }
 
     /// A new State for `user_name`; None when `cap` challenges are pending.
-    pub fn open(&mut self, user_name: &str, now: Instant) -> Option<[u8; STATE_LEN]> {
+    pub fn open(&mut self, user_name: &str, kept: T, now: Instant) -> Option<[u8; STATE_LEN]> {
         let ttl = self.ttl;
         self.pending
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
+            .retain(|_, (_, _, at)| now.saturating_duration_since(*at) < ttl);
         if self.pending.len() >= self.cap {
             return None;
         }
-        let state: [u8; STATE_LEN] = rand::random();
-        self.pending.insert(state, (user_name.to_string(), now));
+        let mut state = [0u8; STATE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut state);
+        self.pending
+            .insert(state, (user_name.to_string(), kept, now));
         Some(state)
     }
 
-    /// Take the challenge `state` names for `user_name`: true when it was pending, for that
-    /// username, and not expired. Taken either way: a State is answered once.
-    pub fn take(&mut self, state: &[u8], user_name: &str, now: Instant) -> bool {
-        let Ok(key) = <[u8; STATE_LEN]>::try_from(state) else {
-            return false;
-        };
-        match self.pending.remove(&key) {
-            Some((name, at)) => name == user_name && now.saturating_duration_since(at) < self.ttl,
-            None => false,
-        }
+    /// Take the challenge `state` names for `user_name`: what was kept with it when it was
+    /// pending, for that username, and not expired. Taken either way: a State is answered once.
+    pub fn take(&mut self, state: &[u8], user_name: &str, now: Instant) -> Option<T> {
+        let key = <[u8; STATE_LEN]>::try_from(state).ok()?;
+        let (name, kept, at) = self.pending.remove(&key)?;
+        (name == user_name && now.saturating_duration_since(at) < self.ttl).then_some(kept)
     }
 }
 
@@ -348,17 +348,17 @@ mod tests {
     fn a_state_is_good_once_for_its_user_before_it_expires() {
         let t0 = Instant::now();
         let mut c = Challenges::new(Duration::from_secs(60), 2);
-        let s = c.open("alice", t0).unwrap();
-        assert!(!c.take(&s, "bob", t0));
-        let s = c.open("alice", t0).unwrap();
-        assert!(c.take(&s, "alice", t0 + Duration::from_secs(59)));
-        assert!(!c.take(&s, "alice", t0 + Duration::from_secs(59)));
-        let s = c.open("alice", t0).unwrap();
-        assert!(!c.take(&s, "alice", t0 + Duration::from_secs(60)));
-        assert!(!c.take(b"short", "alice", t0));
-        c.open("a", t0).unwrap();
-        c.open("b", t0).unwrap();
-        assert!(c.open("c", t0).is_none());
-        assert!(c.open("c", t0 + Duration::from_secs(61)).is_some());
+        let s = c.open("alice", 1, t0).unwrap();
+        assert_eq!(c.take(&s, "bob", t0), None);
+        let s = c.open("alice", 2, t0).unwrap();
+        assert_eq!(c.take(&s, "alice", t0 + Duration::from_secs(59)), Some(2));
+        assert_eq!(c.take(&s, "alice", t0 + Duration::from_secs(59)), None);
+        let s = c.open("alice", 3, t0).unwrap();
+        assert_eq!(c.take(&s, "alice", t0 + Duration::from_secs(60)), None);
+        assert_eq!(c.take(b"short", "alice", t0), None);
+        c.open("a", 4, t0).unwrap();
+        c.open("b", 5, t0).unwrap();
+        assert!(c.open("c", 6, t0).is_none());
+        assert!(c.open("c", 7, t0 + Duration::from_secs(61)).is_some());
     }
 }

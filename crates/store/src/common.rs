@@ -1187,6 +1187,7 @@ macro_rules! impl_store {
         $crate::roles::admins::impl_admin_store!($store, $db);
         $crate::roles::cluster::impl_cluster_store!($store, $db);
         $crate::roles::outbox::impl_outbox_store!($store, $db);
+        $crate::roles::otp::impl_otp_store!($store, $db);
     };
 }
 pub(crate) use impl_store;

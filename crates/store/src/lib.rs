@@ -15,14 +15,15 @@ mod roles;
 /// to call them on a concrete store type; `dyn Store` has them all already).
 pub mod prelude {
     pub use crate::{
-        AdminStore, ApprovalStore, ClusterStore, ConfigStore, HistoryStore, OutboxStore, Store,
-        UserStore,
+        AdminStore, ApprovalStore, ClusterStore, ConfigStore, HistoryStore, OtpStore, OutboxStore,
+        Store, UserStore,
     };
 }
 pub use copy::{copy_to_postgres, CopyReport, TableCopy};
 pub use outbox::{time_text, Composer, NewEmail, OutboxEmail, OutboxStatus, RetryTarget};
 pub use roles::{
-    AdminStore, ApprovalStore, ClusterStore, ConfigStore, HistoryStore, OutboxStore, UserStore,
+    AdminStore, ApprovalStore, ClusterStore, ConfigStore, HistoryStore, OtpSecret, OtpStore,
+    OutboxStore, UserStore,
 };
 /// The schema migrations of a backend, from `migrations/<dir>/`. ONE list for
 /// both backends, so a migration cannot be registered for one and forgotten
@@ -116,6 +117,11 @@ macro_rules! migrations {
                     $dir,
                     "/0015_mapping_fingerprint.sql"
                 )),
+            ),
+            (
+                16,
+                "OATH TOTP secrets",
+                include_str!(concat!("../migrations/", $dir, "/0016_otp.sql")),
             ),
         ];
         Migrator {
@@ -541,6 +547,7 @@ pub trait Store:
     + AdminStore
     + ClusterStore
     + OutboxStore
+    + OtpStore
     + Send
     + Sync
 {

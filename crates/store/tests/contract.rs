@@ -124,6 +124,7 @@ contract!(
     outbox_welcome_once_per_directory_user,
     outbox_claim_send_retry_and_give_up,
     outbox_retry_requeues_failed_never_sent,
+    otp_secrets_follow_their_user_and_accept_each_step_once,
     #[ignore]
     hundred_thousand_creates,
 );
@@ -506,6 +507,73 @@ async fn apply_creates_updates_enables_disables_removes(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(s.users().await.unwrap(), vec![a3, b2, c2, m]);
+}
+
+async fn otp_secrets_follow_their_user_and_accept_each_step_once(s: &dyn Store) {
+    let a = dir_user("alice", "id-a");
+    let b = dir_user("bob", "id-b");
+    s.apply(&[create(&a), create(&b)], None).await.unwrap();
+    assert!(!s.otp_enroll("nobody", "v1:x", "admin").await.unwrap());
+    assert!(s.otp_enroll("ALICE", "v1:sealed-a", "admin").await.unwrap());
+    assert!(s.otp_enroll("bob", "v1:sealed-b", "admin").await.unwrap());
+    let got = s.otp_secret("alice").await.unwrap().unwrap();
+    assert_eq!((got.sealed.as_str(), got.last_step), ("v1:sealed-a", None));
+    assert!(!format!("{got:?}").contains("sealed-a"));
+    // each step once, never an earlier one
+    assert!(s.otp_accept_step("alice", 100).await.unwrap());
+    assert!(!s.otp_accept_step("alice", 100).await.unwrap());
+    assert!(!s.otp_accept_step("alice", 99).await.unwrap());
+    assert!(s.otp_accept_step("alice", 101).await.unwrap());
+    assert!(!s.otp_accept_step("nobody", 5).await.unwrap());
+    // a rename keeps the secret; re-enrolling starts over
+    let mut a2 = a.clone();
+    a2.username = "alice.smith".into();
+    s.apply(&[change(Action::Update, &a, &a2)], None)
+        .await
+        .unwrap();
+    let got = s.otp_secret("Alice.Smith").await.unwrap().unwrap();
+    assert_eq!(got.last_step, Some(101));
+    assert!(s
+        .otp_enroll("alice.smith", "v1:new", "admin")
+        .await
+        .unwrap());
+    assert_eq!(
+        s.otp_secret("alice.smith")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_step,
+        None
+    );
+    // re-sealed by row id
+    let all = s.otp_all().await.unwrap();
+    assert_eq!(all.len(), 2);
+    let resealed: Vec<(i64, String)> = all.iter().map(|(id, v)| (*id, format!("{v}!"))).collect();
+    s.otp_reseal(&resealed).await.unwrap();
+    assert_eq!(
+        s.otp_secret("bob").await.unwrap().unwrap().sealed,
+        "v1:sealed-b!"
+    );
+    // removed with the user, and on its own
+    s.apply(&[remove(&a2)], None).await.unwrap();
+    assert!(s.otp_secret("alice.smith").await.unwrap().is_none());
+    assert_eq!(s.otp_all().await.unwrap().len(), 1);
+    assert!(s.otp_remove("bob", "admin").await.unwrap());
+    assert!(!s.otp_remove("bob", "admin").await.unwrap());
+    let actions: Vec<String> = s
+        .audit(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .filter(|a| a.starts_with("otp-"))
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "otp-enrolled").count(),
+        3,
+        "{actions:?}"
+    );
+    assert_eq!(actions.iter().filter(|a| *a == "otp-removed").count(), 1);
 }
 
 async fn apply_with_a_bad_change_commits_nothing(s: &dyn Store) {

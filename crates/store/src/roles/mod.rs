@@ -7,6 +7,7 @@ pub(crate) mod approvals;
 pub(crate) mod cluster;
 pub(crate) mod configs;
 pub(crate) mod history;
+pub(crate) mod otp;
 pub(crate) mod outbox;
 pub(crate) mod users;
 
@@ -15,5 +16,6 @@ pub use approvals::ApprovalStore;
 pub use cluster::ClusterStore;
 pub use configs::ConfigStore;
 pub use history::HistoryStore;
+pub use otp::{OtpSecret, OtpStore};
 pub use outbox::OutboxStore;
 pub use users::UserStore;
