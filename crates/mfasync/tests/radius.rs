@@ -6,24 +6,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::KillOnDrop;
 
+use common::radius::{
+    answer_to, code_now, enroll, radclient, radius_table, request, state_of, Served, SECRET,
+};
 use common::Mfa;
 use mfasync_testkit::Slapd;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BASE: &str = "dc=example,dc=com";
-const SECRET: &str = "radius shared secret for the test";
-/// The service's sealing key (OATH secrets are stored sealed), given to every command.
-const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-fn with_key() {
-    static SET: OnceLock<()> = OnceLock::new();
-    SET.get_or_init(|| std::env::set_var("MFASYNC_SECRET_KEY", KEY));
-}
 
 fn slapd() -> &'static Slapd {
     static S: OnceLock<Slapd> = OnceLock::new();
@@ -43,20 +35,11 @@ fn slapd() -> &'static Slapd {
     })
 }
 
-struct Served {
-    _child: KillOnDrop,
-    http: String,
-    radius: u16,
-    m: Mfa,
-}
-
 /// A database synchronized from ou=People (method phone call) and ou=Tokens
 /// (method OATH token), with `clients` as its `[[radius.clients]]`, served.
-async fn serve(clients: &str) -> Served {
-    with_key();
+async fn serve(clients: &str) -> (Mfa, Served) {
     let s = slapd();
     let m = Mfa::new();
-    let secret_file = m.config_file(&format!("{SECRET}\n"));
     let radius = mfasync_testkit::free_udp_port();
     let head = common::openldap_directory(
         &format!("\"{}\"", s.url),
@@ -64,87 +47,22 @@ async fn serve(clients: &str) -> Served {
         5,
         (&s.admin_dn, &s.admin_password),
     );
-    let clients = clients.replace("SECRET_FILE", &secret_file.display().to_string());
     m.apply(&format!(
         "{head}[directory.auth_bind]\ntype = \"simple\"\n\
          [sync]\nenabled = false\n\
          [[sync.items]]\nkind = \"container\"\ndn = \"ou=People,{BASE}\"\n\
          [[sync.items]]\nkind = \"container\"\ndn = \"ou=Tokens,{BASE}\"\n\
-         [sync.items.user]\nmethod = \"oath-token\"\n\
-         [radius]\nlisten = \"127.0.0.1:{radius}\"\n{clients}"
+         [sync.items.user]\nmethod = \"oath-token\"\n{}",
+        radius_table(&m, radius, clients)
     ));
     m.sync_full();
-    let addr = format!("127.0.0.1:{}", mfasync_testkit::free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
-        .args(["--database", &m.url, "serve", "--listen", &addr])
-        .args(["--insecure-cookies"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let served = Served {
-        _child: KillOnDrop(child),
-        http: format!("http://{addr}"),
-        radius,
-        m,
-    };
-    let t0 = Instant::now();
-    // the RADIUS socket is bound before the HTTP one
-    while reqwest::get(format!("{}/healthz", served.http))
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "serve did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    served
-}
-
-/// One Access-Request by `radclient` (one try, 2 s), `attributes` one per line.
-fn radclient(port: u16, secret: &str, attributes: &str) -> String {
-    let mut child = Command::new("radclient")
-        .args(["-x", "-r", "1", "-t", "2"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["auth", secret])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("radclient (freeradius-utils, scripts/install-deps)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(attributes.as_bytes())
-        .unwrap();
-    let out: Output = child.wait_with_output().unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn request(user: &str, password: &str) -> String {
-    format!("User-Name = {user}\nUser-Password = \"{password}\"\nMessage-Authenticator = 0x00\n")
-}
-
-async fn metrics(s: &Served) -> String {
-    reqwest::get(format!("{}/metrics", s.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let served = common::radius::serve(&m, radius).await;
+    (m, served)
 }
 
 #[tokio::test]
 async fn the_directory_password_and_mfa_membership_decide() {
-    let s = serve(
+    let (m, s) = serve(
         "[[radius.clients]]\nname = \"vpn\"\naddress = \"127.0.0.0/8\"\nsecret_file = \"SECRET_FILE\"\nother_methods = \"password\"\n",
     )
     .await;
@@ -169,7 +87,7 @@ async fn the_directory_password_and_mfa_membership_decide() {
     let out = radclient(p, "not the secret", &request("alice", "alice-Passw0rd"));
     assert!(out.contains("No reply from server"), "{out}");
 
-    let m = metrics(&s).await;
+    let counted = s.metrics().await;
     for line in [
         "mfasync_radius_requests_total{client=\"vpn\",outcome=\"accept\"} 1",
         "mfasync_radius_requests_total{client=\"vpn\",outcome=\"reject:invalid-credentials\"} 1",
@@ -178,50 +96,56 @@ async fn the_directory_password_and_mfa_membership_decide() {
         "mfasync_radius_requests_total{client=\"vpn\",outcome=\"drop:message-authenticator-missing\"} 1",
         "mfasync_radius_requests_total{client=\"vpn\",outcome=\"drop:message-authenticator-invalid\"} 1",
     ] {
-        assert!(m.contains(line), "{line} not in\n{m}");
+        assert!(counted.contains(line), "{line} not in\n{counted}");
     }
-    let audit = s.m.ok(&["audit", "--limit", "100"]).stdout;
+    let audit = m.ok(&["audit", "--limit", "100"]).stdout;
     assert!(audit.contains("radius-accept"), "{audit}");
     assert!(audit.contains("user alice: invalid-credentials"), "{audit}");
     assert!(
         !audit.contains("Passw0rd") && !audit.contains("wrong-password"),
         "{audit}"
     );
+    let log = s.log();
+    assert!(log.contains("radius: answered"), "{log}");
+    assert!(
+        !log.contains(SECRET) && !log.contains("Passw0rd") && !log.contains("wrong-password"),
+        "no secret or password in the log: {log}"
+    );
 }
 
 #[tokio::test]
 async fn other_methods_are_rejected_by_default_and_unknown_clients_get_no_answer() {
-    let s = serve(
+    let (_m, s) = serve(
         "[[radius.clients]]\naddress = \"127.0.0.1\"\nsecret_file = \"SECRET_FILE\"\n\
          [[radius.clients]]\nname = \"elsewhere\"\naddress = \"192.0.2.0/24\"\nsecret_file = \"SECRET_FILE\"\nother_methods = \"password\"\n",
     )
     .await;
     let out = radclient(s.radius, SECRET, &request("alice", "alice-Passw0rd"));
     assert!(out.contains("Received Access-Reject"), "{out}");
-    let m = metrics(&s).await;
+    let counted = s.metrics().await;
     assert!(
-        m.contains("mfasync_radius_requests_total{client=\"127.0.0.1\",outcome=\"reject:method-not-supported\"} 1"),
-        "{m}"
+        counted.contains("mfasync_radius_requests_total{client=\"127.0.0.1\",outcome=\"reject:method-not-supported\"} 1"),
+        "{counted}"
     );
 
-    let s = serve(
+    let (_m, s) = serve(
         "[[radius.clients]]\nname = \"elsewhere\"\naddress = \"192.0.2.0/24\"\nsecret_file = \"SECRET_FILE\"\nother_methods = \"password\"\n",
     )
     .await;
     let out = radclient(s.radius, SECRET, &request("alice", "alice-Passw0rd"));
     assert!(out.contains("No reply from server"), "{out}");
-    let m = metrics(&s).await;
+    let counted = s.metrics().await;
     assert!(
-        m.contains(
+        counted.contains(
             "mfasync_radius_requests_total{client=\"unknown\",outcome=\"drop:unknown-client\"} 1"
         ),
-        "{m}"
+        "{counted}"
     );
 }
 
 #[tokio::test]
 async fn a_retransmission_gets_the_same_answer_without_a_second_check() {
-    let s = serve(
+    let (_m, s) = serve(
         "[[radius.clients]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"SECRET_FILE\"\nother_methods = \"password\"\n",
     )
     .await;
@@ -239,10 +163,10 @@ async fn a_retransmission_gets_the_same_answer_without_a_second_check() {
     }
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0][0], 2, "Access-Accept");
-    let m = metrics(&s).await;
+    let counted = s.metrics().await;
     assert!(
-        m.contains("mfasync_radius_requests_total{client=\"vpn\",outcome=\"accept\"} 1"),
-        "{m}"
+        counted.contains("mfasync_radius_requests_total{client=\"vpn\",outcome=\"accept\"} 1"),
+        "{counted}"
     );
 }
 
@@ -264,56 +188,15 @@ fn access_request(id: u8, authenticator: [u8; 16], user: &str, password: &[u8]) 
     signed_request(&p, SECRET.as_bytes()).unwrap()
 }
 
-/// Enroll `user` (`users otp enroll`): the secret, read back from the printed URI.
-fn enroll(m: &Mfa, user: &str) -> Vec<u8> {
-    let out = m.ok(&["--json", "users", "otp", "enroll", user]).json();
-    let uri = out["otpauth_uri"].as_str().unwrap().to_string();
-    let secret = uri
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
-    data_encoding::BASE32_NOPAD
-        .decode(secret.as_bytes())
-        .unwrap()
-}
-
-/// The code an authenticator app shows now.
-fn code_now(secret: &[u8]) -> String {
-    use mfasync_radius::totp;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    format!(
-        "{:06}",
-        totp::hotp(secret, totp::step_at(now), totp::DIGITS)
-    )
-}
-
-/// The State of an Access-Challenge as radclient prints it ("State = 0x…").
-fn state_of(out: &str) -> String {
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("State = "))
-        .unwrap_or_else(|| panic!("no State in\n{out}"))
-        .to_string()
-}
-
-fn answer_to(user: &str, code: &str, state: &str) -> String {
-    format!("User-Name = {user}\nUser-Password = \"{code}\"\nState = {state}\nMessage-Authenticator = 0x00\n")
-}
-
 #[tokio::test]
 async fn an_oath_user_is_challenged_for_a_code_that_works_once() {
-    let s = serve(
+    let (m, s) = serve(
         "[[radius.clients]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"SECRET_FILE\"\n",
     )
     .await;
     let p = s.radius;
-    let secret = enroll(&s.m, "tom");
-    let otp_listed = s.m.ok(&["users", "export"]).stdout;
+    let secret = enroll(&m, "tom");
+    let otp_listed = m.ok(&["users", "export"]).stdout;
     assert!(!otp_listed.contains("v1:"), "no sealed secret in exports");
 
     // a wrong password: rejected, nothing asked of the second factor
@@ -354,7 +237,7 @@ async fn an_oath_user_is_challenged_for_a_code_that_works_once() {
     let out = radclient(p, SECRET, &answer_to("alice", &code_now(&secret), &state));
     assert!(out.contains("Received Access-Reject"), "{out}");
 
-    let m = metrics(&s).await;
+    let counted = s.metrics().await;
     for line in [
         "mfasync_radius_requests_total{client=\"vpn\",outcome=\"accept\"} 1",
         "mfasync_radius_requests_total{client=\"vpn\",outcome=\"challenge\"} 4",
@@ -362,21 +245,21 @@ async fn an_oath_user_is_challenged_for_a_code_that_works_once() {
         "mfasync_radius_requests_total{client=\"vpn\",outcome=\"reject:wrong-code\"} 1",
         "mfasync_radius_requests_total{client=\"vpn\",outcome=\"reject:unknown-state\"} 2",
     ] {
-        assert!(m.contains(line), "{line} not in\n{m}");
+        assert!(counted.contains(line), "{line} not in\n{counted}");
     }
-    let audit = s.m.ok(&["audit", "--limit", "100"]).stdout;
+    let audit = m.ok(&["audit", "--limit", "100"]).stdout;
     assert!(audit.contains("otp-enrolled"), "{audit}");
     assert!(!audit.contains(&code), "no code in the audit: {audit}");
 }
 
 #[tokio::test]
 async fn a_code_appended_to_the_password_works_once() {
-    let s = serve(
+    let (m, s) = serve(
         "[[radius.clients]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"SECRET_FILE\"\nsecond_factor = \"append\"\n",
     )
     .await;
     let p = s.radius;
-    let secret = enroll(&s.m, "tom");
+    let secret = enroll(&m, "tom");
     let code = code_now(&secret);
     let out = radclient(
         p,
@@ -390,13 +273,13 @@ async fn a_code_appended_to_the_password_works_once() {
     assert!(out.contains("Received Access-Accept"), "{out}");
     let out = radclient(p, SECRET, &request("tom", &format!("tom-Passw0rd,{code}")));
     assert!(out.contains("Received Access-Reject"), "{out}");
-    let m = metrics(&s).await;
+    let counted = s.metrics().await;
     for line in [
         "outcome=\"reject:invalid-credentials\"} 1",
         "outcome=\"reject:code-missing\"} 1",
         "outcome=\"accept\"} 1",
         "outcome=\"reject:code-replayed\"} 1",
     ] {
-        assert!(m.contains(line), "{line} not in\n{m}");
+        assert!(counted.contains(line), "{line} not in\n{counted}");
     }
 }

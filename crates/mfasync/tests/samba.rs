@@ -643,3 +643,69 @@ fn an_item_follows_its_renamed_ou_and_a_deleted_one_stops_the_cycle() {
     );
     assert_eq!(m.users(), before);
 }
+
+/// The RADIUS server against Active Directory (issue 24): a code appended to
+/// the password of an OATH user is accepted once; a wrong password and a
+/// disabled account are refused without asking for a code.
+#[test]
+fn radius_checks_ad_passwords_then_the_oath_code() {
+    use common::radius::{code_now, enroll, radclient, radius_table, request, SECRET};
+    let s = samba();
+    const PW: &str = "Radius!Passw0rd1";
+    s.ldapadd(&format!(
+        "dn: OU=Radius,{BASE}\nobjectClass: organizationalUnit\n\n{}{}",
+        user("Rad Token", "OU=Radius", "radtoken", ""),
+        user("Rad Off", "OU=Radius", "radoff", ""),
+    ));
+    for sam in ["radtoken", "radoff"] {
+        s.set_password(sam, PW);
+    }
+    common::radius::with_key();
+    let m = Mfa::new();
+    let port = mfasync_testkit::free_udp_port();
+    let radius = radius_table(
+        &m,
+        port,
+        "[[radius.clients]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"SECRET_FILE\"\nsecond_factor = \"append\"\n",
+    );
+    m.apply(&config(
+        false,
+        &format!(
+            "[directory.auth_bind]\ntype = \"simple\"\n{}\n[sync.items.user]\nmethod = \"oath-token\"\n{radius}",
+            item("container", &format!("OU=Radius,{BASE}"), "")
+        ),
+    ));
+    assert_eq!(counts(&m.sync_full()).0, 2);
+    s.ldapmodify(&format!(
+        "dn: CN=Rad Off,OU=Radius,{BASE}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n"
+    ));
+    let secret = enroll(&m, "radtoken");
+    enroll(&m, "radoff");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let served = rt.block_on(common::radius::serve(&m, port));
+    let code = code_now(&secret);
+    let out = radclient(
+        port,
+        SECRET,
+        &request("radtoken", &format!("Wr0ng!pass,{code}")),
+    );
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    let out = radclient(port, SECRET, &request("radoff", &format!("{PW},{code}")));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    let out = radclient(port, SECRET, &request("radtoken", &format!("{PW},{code}")));
+    assert!(out.contains("Received Access-Accept"), "{out}");
+    let out = radclient(port, SECRET, &request("radtoken", &format!("{PW},{code}")));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    let counted = rt.block_on(served.metrics());
+    for line in [
+        "outcome=\"reject:invalid-credentials\"} 1",
+        "outcome=\"reject:account-disabled\"} 1",
+        "outcome=\"accept\"} 1",
+        "outcome=\"reject:code-replayed\"} 1",
+    ] {
+        assert!(counted.contains(line), "{line} not in\n{counted}");
+    }
+}

@@ -2,6 +2,8 @@
 //! against a database in a temp dir.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod radius;
+
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
