@@ -1,6 +1,6 @@
 //! The pending-approval banner (the seed: opening the UI prompts for the
 //! pending approval). Every signed-in page carries [`MARKER`] under its
-//! navigation (`html::page`); this middleware replaces it with a banner
+//! navigation (`templates/layout.html`); this middleware replaces it with a banner
 //! naming the held counts and linking to the Approvals page while an
 //! approval is pending, or with nothing.
 
@@ -10,11 +10,20 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::html::esc;
+use askama::Template;
+
 use crate::App;
 
-/// Where `html::page` leaves room for the banner (signed-in pages only).
+/// Where `templates/layout.html` leaves room for the banner (signed-in pages only).
 pub(crate) const MARKER: &str = "<!--approval-banner-->";
+
+#[derive(Template)]
+#[template(path = "banner.html")]
+struct Banner<'a> {
+    id: &'a str,
+    disable: usize,
+    remove: usize,
+}
 
 /// The banner for the newest pending approval: its disable and removal counts.
 pub(crate) fn banner_html(approval: &mfasync_store::Approval) -> String {
@@ -25,14 +34,15 @@ pub(crate) fn banner_html(approval: &mfasync_store::Approval) -> String {
             .filter(|c| c.action == action)
             .count()
     };
-    let plural = |n: usize| if n == 1 { "user" } else { "users" };
-    let (disable, remove) = (count("disable"), count("remove"));
-    format!(
-        r#"<div id="approval-banner" class="banner" role="alert">An approval is pending: <strong id="banner-disable">{disable}</strong> {} to disable and <strong id="banner-remove">{remove}</strong> {} to remove are held. <a href="/approvals" id="banner-link">Review approval {}</a></div>"#,
-        plural(disable),
-        plural(remove),
-        esc(&approval.id),
-    )
+    let banner = Banner {
+        id: &approval.id,
+        disable: count("disable"),
+        remove: count("remove"),
+    };
+    banner.render().unwrap_or_else(|e| {
+        tracing::warn!("approval banner: {e}");
+        String::new()
+    })
 }
 
 /// Fill the banner slot of an HTML page. A page without the slot (sign-in,

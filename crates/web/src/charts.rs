@@ -1,12 +1,8 @@
-//! Server-rendered pictures and tables of history: the chart of changes over
-//! time on the Sync history page (inline SVG, colours from the stylesheet, no
-//! script), and one user's audit rows on the user's page.
-
-use std::fmt::Write as _;
+//! Pictures and rows of history: the chart of changes over time on the Sync
+//! history page (inline SVG drawn by `templates/chart.html`, colours from the
+//! stylesheet, no script), and what one audit row of a user changed.
 
 use mfasync_store::{AuditEntry, SyncRun};
-
-use crate::html::esc;
 
 /// The change kinds drawn, bottom to top, with their CSS class.
 const SERIES: &[(&str, &str)] = &[
@@ -24,27 +20,47 @@ fn counts(r: &SyncRun) -> [i64; 5] {
     [r.created, r.updated, r.enabled, r.disabled, r.removed]
 }
 
+/// One coloured part of a bar (numbers as SVG attributes, to a tenth).
+pub(crate) struct Rect {
+    pub(crate) class: &'static str,
+    pub(crate) x: String,
+    pub(crate) y: String,
+    pub(crate) width: String,
+    pub(crate) height: String,
+}
+
+/// One run's bar: its id, the hover title, the parts bottom to top.
+pub(crate) struct Bar {
+    pub(crate) id: i64,
+    pub(crate) title: String,
+    pub(crate) rects: Vec<Rect>,
+}
+
+/// The chart of changes over time (`templates/chart.html`): no bars when no
+/// run has happened.
+pub(crate) struct Chart {
+    pub(crate) bars: Vec<Bar>,
+    pub(crate) max: i64,
+    pub(crate) width: f64,
+    pub(crate) height: f64,
+    pub(crate) legend: Vec<(&'static str, &'static str)>,
+}
+
 /// A stacked bar per run (oldest on the left) of the users created, updated,
 /// enabled, disabled and removed; a failed run is a grey stub. `runs` is
 /// newest first, as the store gives it.
-pub(crate) fn changes_svg(runs: &[SyncRun]) -> String {
-    if runs.is_empty() {
-        return r#"<p id="chart-empty">No synchronization has run yet.</p>"#.to_string();
-    }
+pub(crate) fn changes(runs: &[SyncRun]) -> Chart {
     let max = runs
         .iter()
         .map(|r| counts(r).iter().map(|n| (*n).max(0)).sum::<i64>())
         .max()
         .unwrap_or(0)
         .max(1);
-    let n = runs.len() as f64;
+    let n = runs.len().max(1) as f64;
     let slot = WIDTH / n;
     let bar = (slot * 0.8).max(1.0);
-    let mut svg = format!(
-        r#"<svg id="changes-chart" class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="Changes per synchronization, oldest to newest (most: {max})">"#,
-        w = WIDTH,
-        h = HEIGHT + 20.0,
-    );
+    let tenth = |v: f64| format!("{v:.1}");
+    let mut bars = Vec::new();
     for (i, r) in runs.iter().rev().enumerate() {
         let x = i as f64 * slot + (slot - bar) / 2.0;
         let mut y = HEIGHT;
@@ -52,7 +68,7 @@ pub(crate) fn changes_svg(runs: &[SyncRun]) -> String {
             "#{} {} {}: {} created, {} updated, {} enabled, {} disabled, {} removed{}",
             r.id,
             r.mode,
-            r.started_at,
+            crate::kit::When::of(&r.started_at).text,
             r.created,
             r.updated,
             r.enabled,
@@ -60,18 +76,15 @@ pub(crate) fn changes_svg(runs: &[SyncRun]) -> String {
             r.removed,
             r.error.as_ref().map(|_| " (failed)").unwrap_or("")
         );
-        let _ = write!(
-            svg,
-            r#"<g class="run" data-run="{}"><title>{}</title>"#,
-            r.id,
-            esc(&title)
-        );
+        let mut rects = Vec::new();
         if r.error.is_some() {
-            let _ = write!(
-                svg,
-                r#"<rect class="c-failed" x="{x:.1}" y="{:.1}" width="{bar:.1}" height="4"/>"#,
-                HEIGHT - 4.0
-            );
+            rects.push(Rect {
+                class: "c-failed",
+                x: tenth(x),
+                y: tenth(HEIGHT - 4.0),
+                width: tenth(bar),
+                height: "4".into(),
+            });
         }
         for ((_, class), count) in SERIES.iter().zip(counts(r)) {
             if count <= 0 {
@@ -79,29 +92,38 @@ pub(crate) fn changes_svg(runs: &[SyncRun]) -> String {
             }
             let h = count as f64 / max as f64 * HEIGHT;
             y -= h;
-            let _ = write!(
-                svg,
-                r#"<rect class="{class}" x="{x:.1}" y="{y:.1}" width="{bar:.1}" height="{h:.1}"/>"#
-            );
+            rects.push(Rect {
+                class,
+                x: tenth(x),
+                y: tenth(y),
+                width: tenth(bar),
+                height: tenth(h),
+            });
         }
-        svg.push_str("</g>");
+        bars.push(Bar {
+            id: r.id,
+            title,
+            rects,
+        });
     }
-    let _ = write!(
-        svg,
-        r#"<line class="axis" x1="0" y1="{h}" x2="{w}" y2="{h}"/><text x="0" y="{t}" class="label">oldest</text><text x="{w}" y="{t}" class="label end">newest · tallest bar {max} users</text></svg>"#,
-        h = HEIGHT,
-        w = WIDTH,
-        t = HEIGHT + 16.0,
-    );
-    let mut legend = String::from(r#"<p class="legend">"#);
-    for (name, class) in SERIES.iter().chain([("failed", "c-failed")].iter()) {
-        let _ = write!(
-            legend,
-            r#"<svg width="10" height="10"><rect class="{class}" width="10" height="10"/></svg> {name} "#
-        );
+    Chart {
+        bars,
+        max,
+        width: WIDTH,
+        height: HEIGHT,
+        legend: SERIES
+            .iter()
+            .copied()
+            .chain([("failed", "c-failed")])
+            .collect(),
     }
-    legend.push_str("</p>");
-    format!("{svg}{legend}")
+}
+
+/// The chart alone, as the history page includes it.
+#[derive(askama::Template)]
+#[template(path = "chart.html")]
+pub(crate) struct ChartBlock<'a> {
+    pub(crate) chart: &'a Chart,
 }
 
 /// The most audit rows shown as one user's history (the newest).
@@ -136,34 +158,6 @@ pub(crate) fn history_json(e: &AuditEntry) -> serde_json::Value {
     })
 }
 
-/// One user's audit rows (newest first) as a table.
-pub(crate) fn user_history_html(entries: &[&AuditEntry]) -> String {
-    if entries.is_empty() {
-        return r#"<p id="user-history-empty">No synchronization has changed this user yet.</p>"#
-            .to_string();
-    }
-    let mut rows = String::new();
-    for e in entries {
-        let fields = changed_fields(e)
-            .iter()
-            .map(|f| esc(f))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let _ = write!(
-            rows,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&e.at),
-            esc(&e.action),
-            esc(&e.actor),
-            fields,
-            esc(e.detail.as_deref().unwrap_or(""))
-        );
-    }
-    format!(
-        r#"<table id="user-history"><tr><th>When</th><th>Change</th><th>By</th><th>Fields</th><th>Why</th></tr>{rows}</table>"#
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,11 +184,13 @@ mod tests {
     #[test]
     fn bars_are_stacked_and_scaled_to_the_tallest() {
         // newest first
-        let svg = changes_svg(&[
+        use askama::Template;
+        let chart = changes(&[
             run(3, 0, 0, Some("down")),
             run(2, 10, 0, None),
             run(1, 5, 5, None),
         ]);
+        let svg = ChartBlock { chart: &chart }.render().unwrap();
         // oldest first on the left: run 1 (5 created + 5 removed), run 2 (10 created)
         let first = svg.find(r#"data-run="1""#).unwrap_or(usize::MAX);
         let second = svg.find(r#"data-run="2""#).unwrap_or(0);
@@ -213,7 +209,9 @@ mod tests {
         );
         assert!(svg.contains(r#"class="c-failed""#));
         assert!(svg.contains("tallest bar 10 users"));
-        assert!(changes_svg(&[]).contains("No synchronization has run yet"));
+        let empty = changes(&[]);
+        let html = ChartBlock { chart: &empty }.render().unwrap();
+        assert!(html.contains("No synchronization has run yet"));
     }
 
     #[test]
@@ -229,8 +227,6 @@ mod tests {
             after: Some(serde_json::json!({"email": "b@x", "enabled": true, "pager": "1"})),
             detail: Some("<changed>".into()),
         };
-        let html = user_history_html(&[&e]);
-        assert!(html.contains("<td>email, pager</td>"), "{html}");
-        assert!(html.contains("&lt;changed&gt;"));
+        assert_eq!(changed_fields(&e), vec!["email", "pager"]);
     }
 }

@@ -28,24 +28,33 @@ use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_store::Store;
 
+// The portal's pages each own their routes over the kit (`kit`, `confedit`,
+// `jobs`); no page imports another (ARCHITECTURE.md).
 mod api;
 mod apidoc;
+mod approvals;
 pub mod auth;
 mod banner;
 mod charts;
+mod confedit;
 mod docs;
 mod expiry;
-mod html;
+mod history;
+mod jobs;
+mod kit;
 pub mod limits;
 pub mod metrics;
 mod outbox;
 mod portal;
 mod progress;
 pub mod servers;
+mod settings;
 mod smtp;
 mod syncpage;
 mod syncstate;
 mod tabs;
+mod tokens;
+mod users;
 
 pub use apidoc::document as openapi_document;
 pub use metrics::Metrics;
@@ -197,7 +206,7 @@ pub(crate) struct App {
     /// Password-guessing limits of `POST /api/v1/auth`.
     pub auth_limits: Arc<limits::Limits>,
     /// Synchronize Now jobs started from the portal (live progress).
-    pub jobs: Arc<std::sync::Mutex<progress::Jobs>>,
+    pub jobs: Arc<std::sync::Mutex<jobs::Jobs>>,
     /// API tokens recently read from the store (`auth::TokenCache`).
     pub tokens: Arc<auth::TokenCache>,
 }
@@ -226,6 +235,15 @@ pub fn router(
         auth::require_api,
     ));
     let portal = portal::routes()
+        .merge(settings::routes())
+        .merge(smtp::routes())
+        .merge(tabs::routes())
+        .merge(syncpage::routes())
+        .merge(progress::routes())
+        .merge(users::routes())
+        .merge(approvals::routes())
+        .merge(history::routes())
+        .merge(tokens::routes())
         .merge(servers::portal_routes())
         .merge(outbox::portal_routes())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -244,7 +262,8 @@ pub fn router(
         .route("/api/v1/docs/{*file}", get(docs::asset))
         .merge(portal)
         .route("/login", get(portal::login_page).post(portal::login))
-        .route("/static/style.css", get(html::stylesheet))
+        .route("/static/style.css", get(kit::stylesheet))
+        .route("/static/favicon.svg", get(kit::favicon))
         .route("/static/progress.js", get(progress::script))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

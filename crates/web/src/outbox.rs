@@ -8,10 +8,12 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
+use askama::Template;
+
 use crate::auth::Admin;
-use crate::html::{esc, page};
+use crate::kit::{db_error, render_with, Chrome, Flash, When};
 use crate::App;
-use mfasync_store::{time_text, OutboxEmail, OutboxStatus};
+use mfasync_store::{OutboxEmail, OutboxStatus};
 
 /// Rows shown on the page at most.
 const SHOWN: i64 = 500;
@@ -87,29 +89,55 @@ async fn api_outbox(State(app): State<App>, Query(q): Query<OutboxQuery>) -> Res
     }
 }
 
-fn row_html(e: &OutboxEmail) -> String {
-    let when = match e.status {
-        OutboxStatus::Sent => format!("sent {}", e.sent_ms.map(time_text).unwrap_or_default()),
-        OutboxStatus::Pending => format!("next attempt {}", time_text(e.due_ms)),
-        OutboxStatus::Failed => "given up".to_string(),
-    };
-    let status = match e.status {
-        OutboxStatus::Failed => format!(r#"<span class="bad">{}</span>"#, e.status.as_str()),
-        s => s.as_str().to_string(),
-    };
-    format!(
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-        e.id,
-        esc(&time_text(e.created_ms)),
-        e.kind.as_str(),
-        esc(&e.username),
-        esc(&e.recipient),
-        esc(&e.subject),
-        status,
-        e.attempts,
-        esc(&when),
-        esc(e.last_error.as_deref().unwrap_or("")),
-    )
+/// One email as listed.
+struct EmailRow {
+    id: i64,
+    queued: When,
+    kind: &'static str,
+    username: String,
+    recipient: String,
+    subject: String,
+    status: &'static str,
+    failed: bool,
+    attempts: i64,
+    /// "sent", "next attempt" or "given up", and when.
+    when: &'static str,
+    at: Option<When>,
+    last_error: String,
+}
+
+impl EmailRow {
+    fn of(e: &OutboxEmail) -> EmailRow {
+        let (when, at) = match e.status {
+            OutboxStatus::Sent => ("sent", e.sent_ms.map(When::of_ms)),
+            OutboxStatus::Pending => ("next attempt", Some(When::of_ms(e.due_ms))),
+            OutboxStatus::Failed => ("given up", None),
+        };
+        EmailRow {
+            id: e.id,
+            queued: When::of_ms(e.created_ms),
+            kind: e.kind.as_str(),
+            username: e.username.clone(),
+            recipient: e.recipient.clone(),
+            subject: e.subject.clone(),
+            status: e.status.as_str(),
+            failed: e.status == OutboxStatus::Failed,
+            attempts: e.attempts,
+            when,
+            at,
+            last_error: e.last_error.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "outbox.html")]
+struct OutboxPage {
+    chrome: Chrome,
+    flash: Vec<Flash>,
+    /// (href, label, chosen)
+    filters: Vec<(&'static str, &'static str, bool)>,
+    emails: Vec<EmailRow>,
 }
 
 async fn outbox_page(
@@ -117,45 +145,31 @@ async fn outbox_page(
     Extension(admin): Extension<Admin>,
     Query(q): Query<OutboxQuery>,
 ) -> Response {
-    let (status, code, problem) = match status_of(&q) {
-        Ok(s) => (s, StatusCode::OK, String::new()),
-        Err(m) => (
-            None,
-            StatusCode::BAD_REQUEST,
-            crate::html::notice("bad", &m),
-        ),
+    let (status, code, flash) = match status_of(&q) {
+        Ok(s) => (s, StatusCode::OK, Vec::new()),
+        Err(m) => (None, StatusCode::BAD_REQUEST, vec![Flash::error(m)]),
     };
     let rows = match app.store.outbox(status, SHOWN).await {
         Ok(r) => r,
-        Err(e) => return crate::portal::db_error(Some(&admin), e),
+        Err(e) => return db_error(Some(&admin), e),
     };
-    let mut filters = String::new();
-    for (value, label) in [
-        ("", "All"),
-        ("pending", "Pending"),
-        ("sent", "Sent"),
-        ("failed", "Failed"),
-    ] {
-        let chosen = status.map(OutboxStatus::as_str).unwrap_or("") == value;
-        let href = match value {
-            "" => "/outbox".to_string(),
-            v => format!("/outbox?status={v}"),
-        };
-        filters.push_str(&match chosen {
-            true => format!(" <strong>{label}</strong>"),
-            false => format!(r#" <a href="{href}">{label}</a>"#),
-        });
-    }
-    let table: String = rows.iter().map(row_html).collect();
-    let empty = match rows.is_empty() {
-        true => "<p>No emails.</p>",
-        false => "",
-    };
-    let body = format!(
-        r#"{problem}<p>Welcome and update emails to users, queued with the sync change that calls for them and delivered by the server that runs synchronization (or by each one-shot <code>mfasync sync</code>). Re-queue with <code>mfasync outbox retry</code>.</p>
-<p>Show:{filters}</p>
-{empty}<table id="outbox"><tr><th>#</th><th>Queued</th><th>Kind</th><th>User</th><th>Recipient</th><th>Subject</th><th>Status</th><th>Attempts</th><th>When</th><th>Last error</th></tr>
-{table}</table>"#
-    );
-    (code, page("Outbox", Some(&admin), "/outbox", &body)).into_response()
+    let chosen = status.map(OutboxStatus::as_str).unwrap_or("");
+    let filters = [
+        ("/outbox", "", "All"),
+        ("/outbox?status=pending", "pending", "Pending"),
+        ("/outbox?status=sent", "sent", "Sent"),
+        ("/outbox?status=failed", "failed", "Failed"),
+    ]
+    .into_iter()
+    .map(|(href, value, label)| (href, label, value == chosen))
+    .collect();
+    render_with(
+        code,
+        &OutboxPage {
+            chrome: Chrome::new("Outbox", Some(&admin), "/outbox"),
+            flash,
+            filters,
+            emails: rows.iter().map(EmailRow::of).collect(),
+        },
+    )
 }

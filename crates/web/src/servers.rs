@@ -12,8 +12,10 @@ use mfasync_store::{Lease, ServerInfo};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use askama::Template;
+
 use crate::auth::{csrf_refusal, Admin};
-use crate::html::{csrf_field, esc, notice, page};
+use crate::kit::{db_error, render_with, Choice, Chrome, Flash, When};
 use crate::App;
 
 pub(crate) fn api_routes() -> utoipa_axum::router::OpenApiRouter<App> {
@@ -119,7 +121,7 @@ async fn api_servers(State(app): State<App>) -> Response {
 }
 
 async fn servers_get(State(app): State<App>, Extension(admin): Extension<Admin>) -> Response {
-    servers_page(&app, &admin, StatusCode::OK, "").await
+    servers_page(&app, &admin, StatusCode::OK, Vec::new()).await
 }
 
 #[derive(Deserialize, Default)]
@@ -145,62 +147,68 @@ async fn pin(
         match app.store.servers().await {
             Ok(list) if list.iter().any(|s| s.name == name) => {}
             Ok(_) => {
-                let msg = notice("error", &format!("No server named {name} has registered."));
-                return servers_page(&app, &admin, StatusCode::UNPROCESSABLE_ENTITY, &msg).await;
+                let msg = Flash::error(format!("No server named {name} has registered."));
+                return servers_page(&app, &admin, StatusCode::UNPROCESSABLE_ENTITY, vec![msg])
+                    .await;
             }
-            Err(e) => return crate::portal::db_error(Some(&admin), e),
+            Err(e) => return db_error(Some(&admin), e),
         }
     }
     let pinned = (!name.is_empty()).then_some(name);
     if let Err(e) = app.store.lease_pin(pinned, &admin.username).await {
-        return crate::portal::db_error(Some(&admin), e);
+        return db_error(Some(&admin), e);
     }
     tracing::info!("synchronization pinned to {pinned:?} by {}", admin.username);
     let msg = match pinned {
-        Some(n) => notice(
-            "ok",
-            &format!(
-                "Synchronization pinned to server {n}: it takes over within one lease period."
-            ),
-        ),
-        None => notice("ok", "Synchronization is automatic again."),
+        Some(n) => Flash::ok(format!(
+            "Synchronization pinned to server {n}: it takes over within one lease period."
+        )),
+        None => Flash::ok("Synchronization is automatic again."),
     };
-    servers_page(&app, &admin, StatusCode::OK, &msg).await
+    servers_page(&app, &admin, StatusCode::OK, vec![msg]).await
 }
 
-async fn servers_page(app: &App, admin: &Admin, status: StatusCode, extra: &str) -> Response {
+/// One registered server as listed.
+struct ServerRow {
+    name: String,
+    address: String,
+    version: String,
+    started: When,
+    heartbeat: When,
+    alive: bool,
+    role: String,
+}
+
+#[derive(Template)]
+#[template(path = "servers.html")]
+struct ServersPage {
+    chrome: Chrome,
+    flash: Vec<Flash>,
+    pinned: Option<String>,
+    /// (runner, fencing token, lease until)
+    runner: Option<(String, String, When)>,
+    servers: Vec<ServerRow>,
+    choices: Vec<Choice>,
+}
+
+async fn servers_page(app: &App, admin: &Admin, status: StatusCode, flash: Vec<Flash>) -> Response {
     let v = match load(app).await {
         Ok(v) => v,
-        Err(e) => return crate::portal::db_error(Some(admin), e),
+        Err(e) => return db_error(Some(admin), e),
     };
-    let text = |x: &Value| esc(x.as_str().unwrap_or(""));
-    let mut body = extra.to_string();
-    match v["lease"]["pinned"].as_str() {
-        Some(p) => body.push_str(&format!(
-            "<p>Synchronization is <strong>pinned</strong> to server <strong>{}</strong>: only it runs synchronization.</p>",
-            esc(p)
-        )),
-        None => body.push_str(
-            "<p>Synchronization is <strong>automatic</strong>: one server holds the sync lease and runs synchronization; when it stops, another takes over.</p>",
-        ),
-    }
-    match v["lease"]["runner"].as_str() {
-        Some(r) => body.push_str(&format!(
-            "<p>Runs synchronization now: <strong>{}</strong> (fencing token {}, lease until {}).</p>",
-            esc(r),
-            v["lease"]["token"],
-            text(&v["lease"]["expires_at"])
-        )),
-        None => body.push_str("<p><strong>No server runs synchronization right now.</strong></p>"),
-    }
-    let servers = v["servers"].as_array().cloned().unwrap_or_default();
-    if servers.is_empty() {
-        body.push_str("<p>No server has registered yet.</p>");
-    } else {
-        body.push_str(
-            "<table><thead><tr><th>Server</th><th>Address</th><th>Version</th><th>Started</th><th>Last heartbeat</th><th>Status</th><th>Synchronization</th></tr></thead><tbody>",
-        );
-        for s in &servers {
+    let text = |x: &Value| x.as_str().unwrap_or("").to_string();
+    let pinned = v["lease"]["pinned"].as_str().map(str::to_string);
+    let runner = v["lease"]["runner"].as_str().map(|r| {
+        (
+            r.to_string(),
+            v["lease"]["token"].to_string(),
+            When::of(&text(&v["lease"]["expires_at"])),
+        )
+    });
+    let list = v["servers"].as_array().cloned().unwrap_or_default();
+    let servers = list
+        .iter()
+        .map(|s| {
             let mut role = Vec::new();
             if s["runner"] == true {
                 role.push("runs synchronization");
@@ -208,39 +216,40 @@ async fn servers_page(app: &App, admin: &Admin, status: StatusCode, extra: &str)
             if s["pinned"] == true {
                 role.push("pinned");
             }
-            body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                text(&s["name"]),
-                text(&s["address"]),
-                text(&s["version"]),
-                text(&s["started_at"]),
-                text(&s["last_heartbeat"]),
-                if s["alive"] == true { "up" } else { "down" },
-                role.join(", ")
-            ));
-        }
-        body.push_str("</tbody></table>");
-    }
+            ServerRow {
+                name: text(&s["name"]),
+                address: text(&s["address"]),
+                version: text(&s["version"]),
+                started: When::of(&text(&s["started_at"])),
+                heartbeat: When::of(&text(&s["last_heartbeat"])),
+                alive: s["alive"] == true,
+                role: role.join(", "),
+            }
+        })
+        .collect::<Vec<_>>();
     // the seed's choice: which server synchronizes
-    let pinned = v["lease"]["pinned"].as_str().unwrap_or("");
-    let mut choices = format!(
-        r#"<option value=""{}>Automatic (any server, failover)</option>"#,
-        if pinned.is_empty() { " selected" } else { "" }
-    );
-    for s in &servers {
-        let n = s["name"].as_str().unwrap_or("");
-        choices.push_str(&format!(
-            r#"<option value="{n}"{sel}>{n}</option>"#,
-            n = esc(n),
-            sel = if n == pinned { " selected" } else { "" }
-        ));
-    }
-    body.push_str(&format!(
-        r#"<form method="post" action="/servers/pin">{}<label>Server that runs synchronization <select name="server">{choices}</select></label> <button type="submit">Save</button></form>
-<p>Pinned to a server that is down, no server synchronizes until it is back or this is set to automatic.</p>"#,
-        csrf_field(admin)
-    ));
-    (status, page("Servers", Some(admin), "/servers", &body)).into_response()
+    let chosen = pinned.clone().unwrap_or_default();
+    let mut choices = vec![Choice {
+        value: String::new(),
+        label: "Automatic (any server, failover)".into(),
+        selected: chosen.is_empty(),
+    }];
+    choices.extend(servers.iter().map(|s| Choice {
+        value: s.name.clone(),
+        label: s.name.clone(),
+        selected: s.name == chosen,
+    }));
+    render_with(
+        status,
+        &ServersPage {
+            chrome: Chrome::new("Servers", Some(admin), "/servers"),
+            flash,
+            pinned,
+            runner,
+            servers,
+            choices,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -1,24 +1,40 @@
 //! The `[smtp]` section as a form (`/settings/smtp`): the mail server that
 //! `sync.notify` recipients are emailed through when removals are held for
-//! approval. Saved like every settings form (`tabs::save_edit`): the stored
+//! approval. Saved like every settings form (`confedit::save_edit`): the stored
 //! table is edited, validated with `config::parse` exactly as `config apply`
 //! does, and stored as a new, audited version; nothing is stored on any
 //! problem. A password typed here is stored only sealed
 //! (`smtp.password_encrypted`, for the setting `smtp`, with the service's
 //! secret key) and shown only as "set" / "not set".
 
+use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Form};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Extension, Form, Router};
 use serde::Deserialize;
 use toml::Value;
 
 use crate::auth::{csrf_refusal, Admin};
-use crate::html::{csrf_field, esc, page};
-use crate::syncpage::{checked, load_for_page};
-use crate::tabs::{save_edit, set_opt, set_str, table_mut, Saved};
+use crate::confedit::{load_for_page, save_edit, set_opt, set_str, table_mut, Saved};
+use crate::kit::{render_with, Chrome, Flash};
 use crate::App;
+
+pub(crate) fn routes() -> Router<App> {
+    Router::new().route("/settings/smtp", get(smtp_get).post(smtp_save))
+}
+
+#[derive(Template)]
+#[template(path = "smtp.html")]
+struct SmtpPage<'a> {
+    chrome: Chrome,
+    flash: Vec<Flash>,
+    version: i64,
+    configured: bool,
+    f: &'a SmtpForm,
+    password_set: bool,
+}
 
 const PASSWORD_KEYS: &[&str] = &[
     "password",
@@ -91,10 +107,10 @@ async fn smtp_page(
     app: &App,
     admin: &Admin,
     status: StatusCode,
-    extra: &str,
+    flash: Vec<Flash>,
     typed: Option<&SmtpForm>,
 ) -> Response {
-    let active = match load_for_page(app, admin, "SMTP", "/settings", extra).await {
+    let active = match load_for_page(app, admin, "SMTP", "/settings", &flash).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -109,43 +125,24 @@ async fn smtp_page(
         ..SmtpForm::default()
     };
     let f = typed.unwrap_or(&current);
-    let password_set = smtp.as_ref().is_some_and(|s| s.has_password());
-    let state = match &smtp {
-        None => "No <code>[smtp]</code> section is configured: no email is sent.",
-        Some(_) => "",
-    };
-    let body = format!(
-        r#"{extra}<p>The mail server through which <code>sync.notify</code> recipients are emailed when removals are held for approval (Synchronization page). {state}</p>
-<form method="post" action="/settings/smtp" id="smtp-form">{csrf}<input type="hidden" name="version" value="{version}">
-<table>
-<tr><th>Server</th><td><input name="server" size="50" value="{server}" placeholder="smtp://mail.example.com:25?tls=required"> smtp:// (add <code>?tls=required</code> for STARTTLS) or smtps://</td></tr>
-<tr><th>From</th><td><input name="from" size="40" value="{from}" placeholder="mfasync@example.com"></td></tr>
-<tr><th>Username</th><td><input name="username" size="40" value="{username}"> (blank: no authentication)</td></tr>
-<tr><th>Password</th><td><input type="password" name="password" autocomplete="new-password" placeholder="{pw_hint}"> <span id="smtp-password-state">{pw_state}</span> <label><input type="checkbox" name="password_clear" value="true"> remove the stored password</label><br>stored encrypted with the service's secret key; never shown</td></tr>
-<tr><th>Remove</th><td><label><input type="checkbox" name="remove" value="true"{remove}> remove the whole [smtp] section</label></td></tr>
-</table>
-<p><button type="submit" id="save-smtp">Save</button></p></form>"#,
-        csrf = csrf_field(admin),
-        version = active.version,
-        server = esc(&f.server),
-        from = esc(&f.from),
-        username = esc(&f.username),
-        pw_hint = if password_set {
-            "leave blank to keep"
-        } else {
-            "not set"
+    render_with(
+        status,
+        &SmtpPage {
+            chrome: Chrome::new("SMTP", Some(admin), "/settings"),
+            flash,
+            version: active.version,
+            configured: smtp.is_some(),
+            f,
+            password_set: smtp.as_ref().is_some_and(|s| s.has_password()),
         },
-        pw_state = if password_set { "set" } else { "not set" },
-        remove = checked(f.remove.is_some()),
-    );
-    (status, page("SMTP", Some(admin), "/settings", &body)).into_response()
+    )
 }
 
 pub(crate) async fn smtp_get(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
 ) -> Response {
-    smtp_page(&app, &admin, StatusCode::OK, "", None).await
+    smtp_page(&app, &admin, StatusCode::OK, Vec::new(), None).await
 }
 
 pub(crate) async fn smtp_save(
@@ -162,14 +159,14 @@ pub(crate) async fn smtp_save(
     .await;
     match saved {
         Err(r) => r,
-        Ok(Saved::Stored(msg)) => smtp_page(&app, &admin, StatusCode::OK, &msg, None).await,
+        Ok(Saved::Stored(msg)) => smtp_page(&app, &admin, StatusCode::OK, vec![msg], None).await,
         Ok(Saved::Refused(status, msg)) => {
             // Never echo a typed password.
             let kept = SmtpForm {
                 password: String::new(),
                 ..form.clone()
             };
-            smtp_page(&app, &admin, status, &msg, Some(&kept)).await
+            smtp_page(&app, &admin, status, vec![msg], Some(&kept)).await
         }
     }
 }

@@ -11,92 +11,36 @@
 //! version it was rendered from: a change against an older version is refused
 //! (409) so that an index never points at the wrong item.
 
+use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Form};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
 use mfasync_core::config::{Config, SyncItem};
 use serde::Deserialize;
 use toml::{Table, Value};
 
 use crate::auth::{csrf_refusal, Admin};
-use crate::html::{csrf_field, esc, notice, page};
-use crate::portal::db_error;
+use crate::confedit::{load, load_for_page, not_saved, stale, LoadError};
+use crate::kit::{choices, db_error, enum_str, render_with, Choice, Chrome, Flash};
 use crate::App;
+
+pub(crate) fn routes() -> Router<App> {
+    Router::new()
+        .route("/sync", get(sync_get).post(sync_now))
+        .route("/sync/settings", post(settings_save))
+        .route("/sync/browse", get(browse))
+        .route("/sync/items", post(item_add))
+        .route("/sync/items/{index}/edit", get(item_edit))
+        .route("/sync/items/{index}/save", post(item_save))
+        .route("/sync/items/{index}/{action}", post(item_action))
+}
 
 const KINDS: &[&str] = &["container", "security-group"];
 const WHEN_REMOVED: &[&str] = &["disable", "remove", "keep"];
 const METHODS: &[&str] = &["phone-call", "text-message", "mobile-app", "oath-token"];
 const PHONES: &[&str] = &["business", "home", "pager", "mobile", "fax", "ip", "custom"];
-
-/// The active configuration: its version (0 when none), stored text as a
-/// table, and the validated value.
-pub(crate) struct Active {
-    pub(crate) version: i64,
-    pub(crate) table: Table,
-    pub(crate) config: Config,
-}
-
-pub(crate) enum LoadError {
-    Db(String),
-    Invalid(String),
-}
-
-pub(crate) async fn load(app: &App) -> Result<Active, LoadError> {
-    let stored = app
-        .store
-        .active_config()
-        .await
-        .map_err(|e| LoadError::Db(e.to_string()))?;
-    let (version, text) = match &stored {
-        Some(v) => (v.version, v.toml.as_str()),
-        None => (0, ""),
-    };
-    let table: Table = text.parse().map_err(|_| {
-        LoadError::Invalid(format!(
-            "The stored configuration version {version} is not valid TOML; fix it on the Settings page."
-        ))
-    })?;
-    let config = mfasync_core::config::parse(text).map_err(|errors| {
-        LoadError::Invalid(format!(
-            "The stored configuration version {version} no longer validates ({} problem(s)); fix it on the Settings page.",
-            errors.len()
-        ))
-    })?;
-    Ok(Active {
-        version,
-        table,
-        config,
-    })
-}
-
-/// `load` for a page that shows the active configuration: on a database
-/// error the error page, when the stored text no longer loads the page
-/// `title` (nav `nav`) with `extra` and the problem, as 409.
-pub(crate) async fn load_for_page(
-    app: &App,
-    admin: &Admin,
-    title: &str,
-    nav: &str,
-    extra: &str,
-) -> Result<Active, Response> {
-    match load(app).await {
-        Ok(a) => Ok(a),
-        Err(LoadError::Db(e)) => Err(db_error(Some(admin), e)),
-        Err(LoadError::Invalid(m)) => {
-            let body = format!("{extra}{}", notice("error", &m));
-            Err((StatusCode::CONFLICT, page(title, Some(admin), nav, &body)).into_response())
-        }
-    }
-}
-
-/// Serialized enum value ("security-group").
-pub(crate) fn enum_str<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
 
 /// An item's fields as the Add / Edit forms post them.
 #[derive(Deserialize, Default, Clone)]
@@ -207,84 +151,78 @@ pub(crate) struct ActionForm {
     version: String,
 }
 
-pub(crate) fn options(all: &[&str], selected: &str, none: Option<&str>) -> String {
-    let mut out = String::new();
-    if let Some(label) = none {
-        out.push_str(&format!(
-            r#"<option value=""{}>{}</option>"#,
-            if selected.is_empty() { " selected" } else { "" },
-            esc(label)
-        ));
-    }
-    for v in all {
-        out.push_str(&format!(
-            r#"<option value="{v}"{}>{v}</option>"#,
-            if *v == selected { " selected" } else { "" }
-        ));
-    }
-    out
+/// The Add / Edit form of one item as shown.
+struct ItemView<'a> {
+    version: i64,
+    action: String,
+    button: &'static str,
+    f: &'a ItemForm,
+    kinds: Vec<Choice>,
+    when_removed: Vec<Choice>,
+    methods: Vec<Choice>,
+    phones: Vec<Choice>,
+    backup_phones: Vec<Choice>,
 }
 
-pub(crate) fn checked(b: bool) -> &'static str {
-    if b {
-        " checked"
-    } else {
-        ""
+impl<'a> ItemView<'a> {
+    fn new(version: i64, action: String, f: &'a ItemForm, button: &'static str) -> ItemView<'a> {
+        ItemView {
+            version,
+            action,
+            button,
+            kinds: choices(KINDS, &f.kind, None),
+            when_removed: choices(WHEN_REMOVED, &f.when_removed, None),
+            methods: choices(METHODS, &f.method, None),
+            phones: choices(PHONES, &f.phone, None),
+            backup_phones: choices(PHONES, &f.backup_phone, Some("(none)")),
+            f,
+        }
     }
-}
-
-/// The Add / Edit form for one item.
-fn item_form_html(admin: &Admin, version: i64, action: &str, f: &ItemForm, button: &str) -> String {
-    format!(
-        r#"<form method="post" action="{action}" class="item">{csrf}<input type="hidden" name="version" value="{version}">
-<table>
-<tr><th>Kind</th><td><select name="kind">{kinds}</select></td></tr>
-<tr><th>Distinguished name</th><td><input name="dn" size="60" value="{dn}" required></td></tr>
-<tr><th>Include nested</th><td><input type="checkbox" name="include_nested" value="true"{nested}> sub-containers, or nested groups</td></tr>
-<tr><th>When removed</th><td><select name="when_removed">{when}</select> users no longer a member of this item</td></tr>
-<tr><th>User enabled</th><td><input type="checkbox" name="user_enabled" value="true"{uenabled}></td></tr>
-<tr><th>Method</th><td><select name="method">{methods}</select></td></tr>
-<tr><th>Phone</th><td><select name="phone">{phones}</select></td></tr>
-<tr><th>Backup phone</th><td><select name="backup_phone">{backups}</select></td></tr>
-<tr><th>Country code</th><td><input name="country_code" size="4" value="{cc}"></td></tr>
-<tr><th>Language</th><td><input name="language" size="6" value="{lang}"></td></tr>
-<tr><th>Welcome email</th><td><input type="checkbox" name="welcome_email" value="true"{welcome}></td></tr>
-</table>
-<p><button type="submit">{button}</button></p></form>"#,
-        csrf = csrf_field(admin),
-        kinds = options(KINDS, &f.kind, None),
-        dn = esc(&f.dn),
-        nested = checked(f.include_nested.is_some()),
-        when = options(WHEN_REMOVED, &f.when_removed, None),
-        uenabled = checked(f.user_enabled.is_some()),
-        methods = options(METHODS, &f.method, None),
-        phones = options(PHONES, &f.phone, None),
-        backups = options(PHONES, &f.backup_phone, Some("(none)")),
-        cc = esc(&f.country_code),
-        lang = esc(&f.language),
-        welcome = checked(f.welcome_email.is_some()),
-    )
 }
 
 /// The "Synchronize Now" prompt, when the items differ from those of the last
 /// full synchronization (or none has run).
-async fn prompt(app: &App, admin: &Admin, cfg: &Config) -> Result<String, String> {
+async fn prompt(app: &App, cfg: &Config) -> Result<Option<&'static str>, String> {
     let wm = app.store.watermark().await.map_err(|e| e.to_string())?;
-    let text = match wm {
+    Ok(match wm {
         Some(w) if w.items_fingerprint != cfg.items_fingerprint() => {
-            "Sync items changed since the last full synchronization"
+            Some("Sync items changed since the last full synchronization")
         }
         Some(w) if w.mapping_fingerprint != cfg.mapping_fingerprint() => {
-            "The attribute mapping or filters changed since the last full synchronization"
+            Some("The attribute mapping or filters changed since the last full synchronization")
         }
-        Some(_) => return Ok(String::new()),
-        None => "No full synchronization has run with these sync items yet",
-    };
-    Ok(format!(
-        r#"<div class="notice error" id="sync-prompt"><strong>{text}</strong> — a full synchronization is needed.
-<form method="post" action="/sync" class="inline">{csrf}<input type="hidden" name="full" value="true"><input type="hidden" name="from" value="sync"><button type="submit" id="prompt-sync-now">Synchronize Now</button></form></div>"#,
-        csrf = csrf_field(admin)
-    ))
+        Some(_) => None,
+        None => Some("No full synchronization has run with these sync items yet"),
+    })
+}
+
+/// One row of the items table.
+struct ItemRow {
+    kind: String,
+    dn: String,
+    /// The id the item is found by after a rename (docs/configuration.md).
+    id: String,
+    nested: bool,
+    when_removed: String,
+    method: String,
+    phone: String,
+    backup_phone: String,
+    country_code: String,
+    language: String,
+}
+
+#[derive(Template)]
+#[template(path = "sync.html")]
+struct SyncPage<'a> {
+    chrome: Chrome,
+    flash: Vec<Flash>,
+    prompt: Option<&'static str>,
+    version: i64,
+    s: &'a mfasync_core::config::Sync,
+    threshold: i64,
+    notify: String,
+    items: Vec<ItemRow>,
+    form: ItemView<'a>,
 }
 
 /// The whole page. `add` prefills the Add form (after a refused add).
@@ -292,94 +230,59 @@ pub(crate) async fn sync_page(
     app: &App,
     admin: &Admin,
     status: StatusCode,
-    extra: &str,
+    flash: Vec<Flash>,
     add: Option<&ItemForm>,
 ) -> Response {
-    let active = match load_for_page(app, admin, "Synchronization", "/sync", extra).await {
+    let active = match load_for_page(app, admin, "Synchronization", "/sync", &flash).await {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let prompt = match prompt(app, admin, &active.config).await {
+    let prompt = match prompt(app, &active.config).await {
         Ok(p) => p,
         Err(e) => return db_error(Some(admin), e),
     };
-    let csrf = csrf_field(admin);
-    let version = active.version;
     let s = &active.config.sync;
-    let hidden = format!(r#"<input type="hidden" name="version" value="{version}">"#);
-    let settings = format!(
-        r#"<form method="post" action="/sync/settings" id="sync-settings">{csrf}{hidden}
-<p><label><input type="checkbox" name="enabled" value="true"{enabled}> Enable synchronization</label></p>
-<p><label>Synchronize every <input name="interval" size="8" value="{interval}"></label> (such as 5m, 1h)</p>
-<p><label><input type="checkbox" name="remove_deleted_users" value="true"{remove}> Remove users no longer in the directory</label></p>
-<p><label><input type="checkbox" name="always_full" value="true"{full}> Always perform a full synchronization</label></p>
-<p><label><input type="checkbox" name="approval" value="true"{approval}> Require approval when more than</label> <input name="approval_threshold" size="4" value="{threshold}"> users will be disabled or removed (1 to 999)</p>
-<p><label>Email these addresses when removals wait for approval (one per line; needs [smtp]):<br><textarea name="notify" rows="3" cols="50" spellcheck="false">{notify}</textarea></label></p>
-<p><button type="submit">Save settings</button></p></form>"#,
-        enabled = checked(s.enabled),
-        interval = esc(&s.interval),
-        remove = checked(s.remove_deleted_users),
-        full = checked(s.always_full),
-        approval = checked(s.approval_threshold.is_some()),
-        threshold = s.approval_threshold.unwrap_or(5),
-        notify = esc(&s.notify.join("\n")),
-    );
-    let n = s.items.len();
-    let mut rows = String::new();
-    for (i, it) in s.items.iter().enumerate() {
-        let button = |action: &str, label: &str, enabled: bool| {
-            format!(
-                r#"<form method="post" action="/sync/items/{i}/{action}" class="inline">{csrf}{hidden}<button type="submit"{}>{label}</button></form>"#,
-                if enabled { "" } else { " disabled" }
-            )
-        };
-        rows.push_str(&format!(
-            r#"<tr><td>{num}</td><td>{kind}</td><td>{dn}</td><td class="item-id">{id}</td><td>{nested}</td><td>{when}</td><td>{method}</td><td>{phone}</td><td>{backup}</td><td>{cc}</td><td>{lang}</td><td><a href="/sync/items/{i}/edit">Edit</a> {up} {down} {remove}</td></tr>"#,
-            num = i + 1,
-            kind = enum_str(&it.kind),
-            dn = esc(&it.dn),
-            // the id the item is found by after a rename (docs/configuration.md)
-            id = esc(it.id.as_deref().unwrap_or("")),
-            nested = if it.include_nested { "yes" } else { "no" },
-            when = enum_str(&it.when_removed),
-            method = enum_str(&it.user.method),
-            phone = enum_str(&it.user.phone),
-            backup = it.user.backup_phone.as_ref().map(enum_str).unwrap_or_default(),
-            cc = esc(&it.user.country_code),
-            lang = esc(&it.user.language),
-            up = button("up", "Move Up", i > 0),
-            down = button("down", "Move Down", i + 1 < n),
-            remove = button("remove", "Remove", true),
-        ));
-    }
-    let list = if n == 0 {
-        r#"<p id="no-items">No synchronization items yet: add at least one, then Synchronize Now.</p>"#
-            .to_string()
-    } else {
-        format!(
-            r#"<table id="sync-items"><tr><th>#</th><th>Kind</th><th>DN</th><th>Id</th><th>Nested</th><th>When removed</th><th>Method</th><th>Phone</th><th>Backup phone</th><th>Country code</th><th>Language</th><th></th></tr>{rows}</table>"#
-        )
-    };
+    let items = s
+        .items
+        .iter()
+        .map(|it| ItemRow {
+            kind: enum_str(&it.kind),
+            dn: it.dn.clone(),
+            id: it.id.clone().unwrap_or_default(),
+            nested: it.include_nested,
+            when_removed: enum_str(&it.when_removed),
+            method: enum_str(&it.user.method),
+            phone: enum_str(&it.user.phone),
+            backup_phone: it
+                .user
+                .backup_phone
+                .as_ref()
+                .map(enum_str)
+                .unwrap_or_default(),
+            country_code: it.user.country_code.clone(),
+            language: it.user.language.clone(),
+        })
+        .collect();
     let fresh = ItemForm::new_item();
-    let add_form = item_form_html(admin, version, "/sync/items", add.unwrap_or(&fresh), "Add");
-    let body = format!(
-        r#"{extra}{prompt}<p>Configuration version {shown}. Each change is validated and stored as a new configuration version.</p>
-<h2>Settings</h2>
-{settings}
-<h2>Synchronization items</h2>
-<p>In priority order: a user's settings come from the first item that holds it. A full synchronization is needed after items are added, edited, removed or reordered.</p>
-{list}
-<form method="post" action="/sync">{csrf}<input type="hidden" name="full" value="true"><input type="hidden" name="from" value="sync"><button type="submit" id="sync-now">Synchronize Now</button> (full)</form>
-<h2 id="add">Add an item</h2>
-<p>Type the DN, or choose it from the directory: <a href="/sync/browse?kind=container" id="browse-containers">containers</a> · <a href="/sync/browse?kind=security-group" id="browse-groups">security groups</a>.</p>
-{add_form}"#,
-        shown = if version == 0 {
-            "none applied yet".to_string()
-        } else {
-            version.to_string()
+    render_with(
+        status,
+        &SyncPage {
+            chrome: Chrome::new("Synchronization", Some(admin), "/sync"),
+            flash,
+            prompt,
+            version: active.version,
+            s,
+            threshold: s.approval_threshold.map_or(5, i64::from),
+            notify: s.notify.join("\n"),
+            items,
+            form: ItemView::new(
+                active.version,
+                "/sync/items".into(),
+                add.unwrap_or(&fresh),
+                "Add",
+            ),
         },
-    );
-    (status, page("Synchronization", Some(admin), "/sync", &body)).into_response()
+    )
 }
 
 /// `/sync?kind=..&dn=..`: the Add form prefilled with an item chosen on
@@ -397,22 +300,40 @@ pub(crate) async fn sync_get(
     axum::extract::Query(pre): axum::extract::Query<Prefill>,
 ) -> Response {
     if pre.dn.is_empty() {
-        return sync_page(&app, &admin, StatusCode::OK, "", None).await;
+        return sync_page(&app, &admin, StatusCode::OK, Vec::new(), None).await;
     }
     let mut f = ItemForm::new_item();
     f.dn = pre.dn;
     if KINDS.contains(&pre.kind.as_str()) {
         f.kind = pre.kind;
     }
-    let msg = notice(
-        "ok",
-        &format!("{} chosen: check the settings below and press Add.", f.dn),
-    );
-    sync_page(&app, &admin, StatusCode::OK, &msg, Some(&f)).await
+    let msg = Flash::ok(format!(
+        "{} chosen: check the settings below and press Add.",
+        f.dn
+    ));
+    sync_page(&app, &admin, StatusCode::OK, vec![msg], Some(&f)).await
 }
 
 /// Entries listed on the browse page at most.
 const BROWSE_LIMIT: usize = 5000;
+
+/// One directory entry on the browse page.
+struct BrowseRow {
+    name: String,
+    dn: String,
+    /// Indentation by DN depth (containers), 0 to 8.
+    depth: usize,
+}
+
+#[derive(Template)]
+#[template(path = "browse.html")]
+struct BrowsePage {
+    chrome: Chrome,
+    kind: &'static str,
+    error: Option<String>,
+    rows: Vec<BrowseRow>,
+    limit: usize,
+}
 
 /// The seed's container hierarchy and security group list: choose an item's
 /// DN from the directory (query bind); each "Use" fills the Add form.
@@ -426,31 +347,10 @@ pub(crate) async fn browse(
     } else {
         "container"
     };
-    let tabs = format!(
-        r#"<p><a href="/sync">Back to Synchronization</a> · {} · {}</p>"#,
-        if kind == "container" {
-            "<strong>Containers</strong>".to_string()
-        } else {
-            r#"<a href="/sync/browse?kind=container">Containers</a>"#.to_string()
-        },
-        if kind == "security-group" {
-            "<strong>Security groups</strong>".to_string()
-        } else {
-            r#"<a href="/sync/browse?kind=security-group">Security groups</a>"#.to_string()
-        },
-    );
-    let body = match app.backend.directory_entries(kind, BROWSE_LIMIT).await {
-        Err(e) => format!(
-            "{tabs}{}",
-            notice("error", &format!("The directory could not be read: {e}"))
-        ),
-        Ok(entries) if entries.is_empty() => format!(
-            r#"{tabs}<p id="browse-empty">No {} found under the base DN with the configured filter.</p>"#,
-            if kind == "container" {
-                "containers"
-            } else {
-                "security groups"
-            }
+    let (error, rows) = match app.backend.directory_entries(kind, BROWSE_LIMIT).await {
+        Err(e) => (
+            Some(format!("The directory could not be read: {e}")),
+            Vec::new(),
         ),
         Ok(entries) => {
             let min_depth = entries
@@ -458,41 +358,31 @@ pub(crate) async fn browse(
                 .map(|(dn, _)| dn_depth(dn))
                 .min()
                 .unwrap_or(0);
-            let mut rows = String::new();
-            for (dn, name) in &entries {
-                let indent = if kind == "container" {
-                    dn_depth(dn).saturating_sub(min_depth)
-                } else {
-                    0
-                };
-                rows.push_str(&format!(
-                    r#"<tr><td class="depth{d}">{name}</td><td><code>{dn_text}</code></td><td><a href="/sync?kind={kind}&amp;dn={dn_url}" class="use">Use</a></td></tr>"#,
-                    d = indent.min(8),
-                    name = esc(name),
-                    dn_text = esc(dn),
-                    dn_url = crate::html::url_component(dn),
-                ));
-            }
-            let more = if entries.len() >= BROWSE_LIMIT {
-                notice(
-                    "error",
-                    &format!("Only the first {BROWSE_LIMIT} are listed; type the DN of others."),
-                )
-            } else {
-                String::new()
-            };
-            format!(
-                r#"{tabs}{more}<table id="browse"><tr><th>Name</th><th>DN</th><th></th></tr>{rows}</table>"#
-            )
+            let rows = entries
+                .into_iter()
+                .map(|(dn, name)| BrowseRow {
+                    depth: if kind == "container" {
+                        dn_depth(&dn).saturating_sub(min_depth).min(8)
+                    } else {
+                        0
+                    },
+                    name,
+                    dn,
+                })
+                .collect();
+            (None, rows)
         }
     };
-    page(
-        "Choose a synchronization item",
-        Some(&admin),
-        "/sync",
-        &body,
+    render_with(
+        StatusCode::OK,
+        &BrowsePage {
+            chrome: Chrome::new("Choose a synchronization item", Some(&admin), "/sync"),
+            kind,
+            error,
+            rows,
+            limit: BROWSE_LIMIT,
+        },
     )
-    .into_response()
 }
 
 /// The number of RDNs of a DN (escaped commas aside).
@@ -509,19 +399,36 @@ fn dn_depth(dn: &str) -> usize {
     n
 }
 
+#[derive(Template)]
+#[template(path = "sync_item.html")]
+struct EditPage<'a> {
+    chrome: Chrome,
+    flash: Vec<Flash>,
+    num: usize,
+    dn: String,
+    form: ItemView<'a>,
+}
+
 async fn edit_page(
     app: &App,
     admin: &Admin,
     index: usize,
     status: StatusCode,
-    extra: &str,
+    flash: Vec<Flash>,
     form: Option<&ItemForm>,
 ) -> Response {
     let active = match load(app).await {
         Ok(a) => a,
         Err(LoadError::Db(e)) => return db_error(Some(admin), e),
         Err(LoadError::Invalid(m)) => {
-            return sync_page(app, admin, StatusCode::CONFLICT, &notice("error", &m), None).await
+            return sync_page(
+                app,
+                admin,
+                StatusCode::CONFLICT,
+                vec![Flash::error(m)],
+                None,
+            )
+            .await
         }
     };
     let Some(item) = active.config.sync.items.get(index) else {
@@ -529,30 +436,27 @@ async fn edit_page(
             app,
             admin,
             StatusCode::NOT_FOUND,
-            &notice("error", "No such synchronization item."),
+            vec![Flash::error("No such synchronization item.")],
             None,
         )
         .await;
     };
     let current = ItemForm::from_item(item);
-    let body = format!(
-        r#"{extra}<p><a href="/sync">Back to Synchronization</a></p>
-<h2>Item {num}: {dn}</h2>{form}"#,
-        num = index + 1,
-        dn = esc(&item.dn),
-        form = item_form_html(
-            admin,
-            active.version,
-            &format!("/sync/items/{index}/save"),
-            form.unwrap_or(&current),
-            "Save"
-        ),
-    );
-    (
+    render_with(
         status,
-        page("Edit synchronization item", Some(admin), "/sync", &body),
+        &EditPage {
+            chrome: Chrome::new("Edit synchronization item", Some(admin), "/sync"),
+            flash,
+            num: index + 1,
+            dn: item.dn.clone(),
+            form: ItemView::new(
+                active.version,
+                format!("/sync/items/{index}/save"),
+                form.unwrap_or(&current),
+                "Save",
+            ),
+        },
     )
-        .into_response()
 }
 
 pub(crate) async fn item_edit(
@@ -560,7 +464,7 @@ pub(crate) async fn item_edit(
     Extension(admin): Extension<Admin>,
     Path(index): Path<usize>,
 ) -> Response {
-    edit_page(&app, &admin, index, StatusCode::OK, "", None).await
+    edit_page(&app, &admin, index, StatusCode::OK, Vec::new(), None).await
 }
 
 /// Which page shows a refused change (with what was typed).
@@ -570,28 +474,17 @@ enum Back<'a> {
     Edit(usize, &'a ItemForm),
 }
 
-pub(crate) fn errors_html(errors: &[String]) -> String {
-    let items: String = errors
-        .iter()
-        .map(|e| format!("<li>{}</li>", esc(e)))
-        .collect();
-    format!(
-        r#"<div class="notice error">Not saved: {} problem(s):<ul id="config-errors">{items}</ul></div>"#,
-        errors.len()
-    )
-}
-
 async fn refused(
     app: &App,
     admin: &Admin,
     status: StatusCode,
-    msg: &str,
+    msg: Flash,
     back: Back<'_>,
 ) -> Response {
     match back {
-        Back::Page => sync_page(app, admin, status, msg, None).await,
-        Back::Add(f) => sync_page(app, admin, status, msg, Some(f)).await,
-        Back::Edit(i, f) => edit_page(app, admin, i, status, msg, Some(f)).await,
+        Back::Page => sync_page(app, admin, status, vec![msg], None).await,
+        Back::Add(f) => sync_page(app, admin, status, vec![msg], Some(f)).await,
+        Back::Edit(i, f) => edit_page(app, admin, i, status, vec![msg], Some(f)).await,
     }
 }
 
@@ -607,18 +500,25 @@ async fn change(
         Ok(a) => a,
         Err(LoadError::Db(e)) => return db_error(Some(admin), e),
         Err(LoadError::Invalid(m)) => {
-            return sync_page(app, admin, StatusCode::CONFLICT, &notice("error", &m), None).await
+            return sync_page(
+                app,
+                admin,
+                StatusCode::CONFLICT,
+                vec![Flash::error(m)],
+                None,
+            )
+            .await
         }
     };
     if form_version.trim() != active.version.to_string() {
-        let msg = notice(
-            "error",
-            &format!(
-                "The configuration changed since this page was loaded (now version {}); nothing was saved. Check the page and try again.",
-                active.version
-            ),
-        );
-        return refused(app, admin, StatusCode::CONFLICT, &msg, back).await;
+        return refused(
+            app,
+            admin,
+            StatusCode::CONFLICT,
+            stale(active.version),
+            back,
+        )
+        .await;
     }
     let mut table = active.table;
     let done = match edit(&mut table) {
@@ -628,7 +528,7 @@ async fn change(
                 app,
                 admin,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &errors_html(&[e]),
+                not_saved(vec![e]),
                 back,
             )
             .await
@@ -637,8 +537,8 @@ async fn change(
     let text = match toml::to_string(&table) {
         Ok(t) => t,
         Err(e) => {
-            let msg = errors_html(&[format!("(file): cannot write the configuration: {e}")]);
-            return refused(app, admin, StatusCode::UNPROCESSABLE_ENTITY, &msg, back).await;
+            let msg = not_saved(vec![format!("(file): cannot write the configuration: {e}")]);
+            return refused(app, admin, StatusCode::UNPROCESSABLE_ENTITY, msg, back).await;
         }
     };
     if let Err(errors) = mfasync_core::config::parse(&text) {
@@ -647,7 +547,7 @@ async fn change(
             app,
             admin,
             StatusCode::UNPROCESSABLE_ENTITY,
-            &errors_html(&errors),
+            not_saved(errors),
             back,
         )
         .await;
@@ -658,18 +558,15 @@ async fn change(
                 "synchronization settings: {done}; configuration version {version} applied by {}",
                 admin.username
             );
-            let msg = notice(
-                "ok",
-                &format!("{done}. Saved as configuration version {version}."),
-            );
-            sync_page(app, admin, StatusCode::OK, &msg, None).await
+            let msg = Flash::ok(format!("{done}. Saved as configuration version {version}."));
+            sync_page(app, admin, StatusCode::OK, vec![msg], None).await
         }
         Err(errors) => {
             refused(
                 app,
                 admin,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &errors_html(&errors),
+                not_saved(errors),
                 back,
             )
             .await
@@ -716,10 +613,17 @@ pub(crate) async fn settings_save(
         match form.approval_threshold.trim().parse::<i64>() {
             Ok(n) => Some(n),
             Err(_) => {
-                let msg = errors_html(&[
+                let msg = not_saved(vec![
                     "sync.approval_threshold: must be a whole number between 1 and 999".into(),
                 ]);
-                return sync_page(&app, &admin, StatusCode::UNPROCESSABLE_ENTITY, &msg, None).await;
+                return sync_page(
+                    &app,
+                    &admin,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    vec![msg],
+                    None,
+                )
+                .await;
             }
         }
     } else {
@@ -839,4 +743,30 @@ pub(crate) async fn item_action(
         Ok(done)
     })
     .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SyncForm {
+    csrf: String,
+    full: Option<String>,
+    /// "sync": answer with the Synchronization page instead of the history.
+    from: String,
+}
+
+async fn sync_now(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<SyncForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    let full = form.full.as_deref() == Some("true");
+    tracing::info!(
+        "synchronization requested by {} (full: {full})",
+        admin.username
+    );
+    let id = crate::jobs::start(&app, &admin, full, form.from == "sync");
+    crate::jobs::redirect(id)
 }

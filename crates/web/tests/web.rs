@@ -799,8 +799,12 @@ async fn api_users_approvals_history_config_and_auth() {
     assert!(!text.contains("TOPSECRET"));
     let page = s.get_page(&sess.cookie, "/settings").await;
     assert!(!page.contains("TOPSECRET"));
-    assert!(page.contains("<th>directory.query_bind.password</th><td>set</td>"));
-    assert!(page.contains("<th>directory.auth_bind.password</th><td>not set</td>"));
+    assert!(page.contains(
+        "<th>Query bind password</th><td>set <code>directory.query_bind.password</code></td>"
+    ));
+    assert!(page.contains(
+        "<th>Authentication bind password</th><td>not set <code>directory.auth_bind.password</code></td>"
+    ));
 
     // Plan and test.
     let plan: Value = s
@@ -894,21 +898,24 @@ async fn portal_pages_users_approvals_settings() {
         .unwrap();
     let page = s.get_page(&sess.cookie, "/users").await;
     assert!(page.contains(r#"<a href="/users/bob">bob</a>"#));
-    assert!(page.contains("&lt;script&gt;x&lt;/script&gt;"), "escaped");
+    assert!(
+        page.contains("&#60;script&#62;x&#60;/script&#62;"),
+        "escaped"
+    );
     assert!(!page.contains("<script>x"));
     let page = s.get_page(&sess.cookie, "/users?q=bob").await;
     assert!(page.contains("1 of 2 users match"));
     assert!(page.contains(r#"<a href="/users/bob">bob</a>"#));
     let page = s.get_page(&sess.cookie, "/users/BOB").await;
     assert!(
-        page.contains("<th>email</th><td>bob@example.com</td>"),
+        page.contains("<th>Email</th><td>bob@example.com</td>"),
         "{page}"
     );
-    assert!(page.contains("<th>dn</th><td></td>"));
+    assert!(page.contains("<th>Distinguished name</th><td></td>"));
     let page = s
         .get_page(&sess.cookie, "/users/%3Cscript%3Ex%3C%2Fscript%3E")
         .await;
-    assert!(page.contains("User &lt;script&gt;x&lt;/script&gt;"));
+    assert!(page.contains("User &#60;script&#62;x&#60;/script&#62;"));
     let resp = s
         .client
         .get(format!("{}/users/nobody", s.base))
@@ -948,7 +955,7 @@ async fn portal_pages_users_approvals_settings() {
         .post_form(&sess, "/settings/test", &[("csrf", &sess.csrf)])
         .await;
     let html = resp.text().await.unwrap();
-    assert!(html.contains("<td>connect</td>") && html.contains("bound as &lt;cn=svc&gt;"));
+    assert!(html.contains("<td>connect</td>") && html.contains("bound as &#60;cn=svc&#62;"));
     let resp = s
         .post_form(
             &sess,
@@ -1352,11 +1359,11 @@ async fn config_versions_are_listed_and_diffed_without_secrets() {
     let page = s.get_page(&sess.cookie, "/settings/versions/2").await;
     assert!(page.contains("Changes from version 1"), "{page}");
     assert!(
-        page.contains(r#"<span class="del">- servers = [&quot;ldap://a&quot;]</span>"#),
+        page.contains(r#"<span class="del">- servers = [&#34;ldap://a&#34;]</span>"#),
         "{page}"
     );
     assert!(
-        page.contains(r#"<span class="add">+ servers = [&quot;ldap://b&quot;]</span>"#),
+        page.contains(r#"<span class="add">+ servers = [&#34;ldap://b&#34;]</span>"#),
         "{page}"
     );
     assert!(!page.contains("SECRET"));
@@ -1927,7 +1934,7 @@ async fn settings_directory_form_takes_ad_bind_names_and_warns_of_ip_servers() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
     assert!(
-        page.contains("directory.query_bind.dn: &quot;garbage&quot; is not a distinguished name"),
+        page.contains("directory.query_bind.dn: &#34;garbage&#34; is not a distinguished name"),
         "{page}"
     );
     assert_eq!(s.versions().await, before);
@@ -1974,7 +1981,7 @@ async fn filters_tab_takes_blank_filters_as_the_schema_default() {
     assert!(raw.contains("user = \"\""), "stored blank: {raw}");
     let page = s.get_page(&sess.cookie, "/filters").await;
     assert!(
-        page.contains(r#"<input name="user" size="80" value="" placeholder="(&amp;(objectCategory=person)(objectClass=user))">"#),
+        page.contains(r#"<input name="user" size="80" value="" placeholder="(&#38;(objectCategory=person)(objectClass=user))">"#),
         "{page}"
     );
     assert!(
@@ -2694,7 +2701,7 @@ async fn sync_items_are_chosen_from_the_directory() {
     assert!(page.contains(r#"<td class="depth0">x</td>"#), "{page}");
     assert!(page.contains(r#"<td class="depth1">Sales</td>"#), "{page}");
     assert!(
-        page.contains(r#"<td class="depth2">EMEA &lt;&amp;&gt;</td>"#),
+        page.contains(r#"<td class="depth2">EMEA &#60;&#38;&#62;</td>"#),
         "{page}"
     );
     assert!(
@@ -3167,9 +3174,9 @@ async fn outbox_page_and_api_list_emails_newest_first_escaped() {
     let bob_at = page.find("bob@example.com").unwrap();
     let ann_at = page.find("ann@example.com").unwrap();
     assert!(bob_at < ann_at, "newest first");
-    assert!(page.contains("Hello &lt;b&gt;ann&lt;/b&gt;"), "{page}");
+    assert!(page.contains("Hello &#60;b&#62;ann&#60;/b&#62;"), "{page}");
     assert!(
-        page.contains("550 &lt;script&gt;alert(1)&lt;/script&gt;"),
+        page.contains("550 &#60;script&#62;alert(1)&#60;/script&#62;"),
         "{page}"
     );
     assert!(!page.contains("<script>alert"), "{page}");
