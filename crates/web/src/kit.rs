@@ -223,8 +223,9 @@ pub(crate) fn enum_str<T: serde::Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
-/// A time as the portal shows it: to the second, UTC (`text`), and the full
-/// stored text (`iso`) for the `title` and `datetime` attributes. A text that
+/// A time as the portal shows it: to the second, UTC (`text`; the browser
+/// shows it in its own time zone, `static/times.js`), and the full stored
+/// text (`iso`) for the `title` and `datetime` attributes. A text that
 /// is not an RFC 3339 time is shown as it is.
 pub(crate) struct When {
     pub(crate) iso: String,
@@ -258,6 +259,7 @@ impl When {
 
 const CSS: &str = include_str!("../static/style.css");
 const FAVICON: &str = include_str!("../static/favicon.svg");
+const TIMES_JS: &str = include_str!("../static/times.js");
 
 pub(crate) async fn stylesheet() -> Response {
     (
@@ -266,6 +268,18 @@ pub(crate) async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "max-age=3600"),
         ],
         CSS,
+    )
+        .into_response()
+}
+
+/// Shows every `<time>` in the browser's time zone.
+pub(crate) async fn times_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        TIMES_JS,
     )
         .into_response()
 }

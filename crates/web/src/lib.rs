@@ -264,6 +264,7 @@ pub fn router(
         .route("/login", get(portal::login_page).post(portal::login))
         .route("/static/style.css", get(kit::stylesheet))
         .route("/static/favicon.svg", get(kit::favicon))
+        .route("/static/times.js", get(kit::times_script))
         .route("/static/progress.js", get(progress::script))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

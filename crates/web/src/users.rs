@@ -103,6 +103,9 @@ struct UserRow {
     enabled: bool,
     source: String,
     sync_item: String,
+    /// The sync item's first RDN value ("Sales" of "OU=Sales,DC=x"); the
+    /// whole DN is on hover.
+    sync_item_name: String,
 }
 
 #[derive(Template)]
@@ -156,6 +159,7 @@ async fn users(
             enabled: u.enabled,
             source: u.source.as_str().to_string(),
             sync_item: u.sync_item.clone().unwrap_or_default(),
+            sync_item_name: u.sync_item.as_deref().map(rdn_value).unwrap_or_default(),
         })
         .collect();
     render(&UsersPage {
@@ -172,6 +176,16 @@ async fn users(
         pages,
         q: query.q,
     })
+}
+
+/// The value of a DN's first RDN ("Sales" of "OU=Sales,DC=x"), or the
+/// whole text when it is not a DN.
+fn rdn_value(dn: &str) -> String {
+    let first = dn.split(',').next().unwrap_or(dn);
+    match first.split_once('=') {
+        Some((_, v)) if !v.trim().is_empty() => v.trim().to_string(),
+        _ => dn.to_string(),
+    }
 }
 
 /// The user-group filter's options: "All" and every user group the stored
