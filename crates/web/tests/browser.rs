@@ -501,6 +501,20 @@ async fn every_page_fits_1280_pixels_and_shows_labels() {
         url.contains("q=firstname") && url.contains("user_group=Regional"),
         "{url}"
     );
+    // Synchronize Now's progress page fits too.
+    d.goto(&format!("{base}/history")).await;
+    d.click("#sync-now").await;
+    d.wait_source("2 created").await;
+    let fits = d
+        .call(
+            "POST",
+            "/execute/sync",
+            script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth;"),
+        )
+        .await;
+    assert_eq!(fits, json!(true), "the progress page overflows");
+    let keys = d.call("POST", "/execute/sync", script(KEY_NAMES_JS)).await;
+    assert_eq!(keys, json!([]), "progress page: key names shown");
     let favicon = reqwest::get(format!("{base}/static/favicon.svg"))
         .await
         .unwrap();
