@@ -2,8 +2,6 @@
 //! `#[utoipa::path]` (the document, served at `/api/v1/openapi.json`, is
 //! built in `apidoc.rs`). JSON shapes are those of PRODUCT.md section 1.
 
-use std::time::Instant;
-
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,12 +19,13 @@ use mfasync_core::report::{ApprovalListed, Approved, Rejected, SyncNow, SyncRepo
 use mfasync_core::MfaUser;
 use mfasync_store::Approval;
 
-use crate::apidoc::schemas::{
+use crate::auth::Admin;
+use crate::jobs::run_sync;
+use crate::limits::{client_key, RequestGate};
+use crate::schemas::{
     AuthRequest, AuthResult, ConfigApplied, ConfigErrors, Error, SyncAccepted, SyncRun,
     UserHistoryEntry,
 };
-use crate::auth::Admin;
-use crate::limits::{client_key, RequestGate};
 use crate::App;
 
 /// The API's routes under `/api/v1`, each registered with its documentation.
@@ -35,7 +34,7 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(config_get, config_put))
         .routes(routes!(directory_test))
         .routes(routes!(sync_now))
-        .routes(routes!(crate::progress::api_job))
+        .routes(routes!(crate::jobs::api_job))
         .routes(routes!(user_history))
         .routes(routes!(plan))
         .routes(routes!(users))
@@ -154,21 +153,6 @@ fn yes() -> bool {
     true
 }
 
-/// Run a cycle through the backend, counted in the metrics.
-pub(crate) async fn run_sync(app: &App, full: bool) -> Result<SyncNow, String> {
-    let started = Instant::now();
-    let result = app.backend.sync_now(full).await;
-    let report = match &result {
-        Ok(SyncNow::HandedOver(_)) => return result, // no cycle here (docs/cluster.md)
-        Ok(SyncNow::Ran(r)) => Some(r),
-        Err(_) => None,
-    };
-    let mode = if full { "full" } else { "auto" };
-    app.metrics
-        .record_sync(mode, started.elapsed().as_secs_f64(), report);
-    result
-}
-
 #[utoipa::path(
     post,
     path = "/sync",
@@ -187,7 +171,7 @@ async fn sync_now(
     query: Query<SyncQuery>,
 ) -> Response {
     if !query.wait {
-        let id = crate::progress::start(&app, &admin, query.full, false);
+        let id = crate::jobs::start(&app, &admin, query.full, false);
         return (
             StatusCode::ACCEPTED,
             Json(json!({ "job": id, "status": format!("/api/v1/sync/jobs/{id}") })),

@@ -16,8 +16,6 @@ use utoipa_axum::routes;
 
 use crate::App;
 
-pub(crate) mod schemas;
-
 #[derive(OpenApi)]
 #[openapi(
     info(

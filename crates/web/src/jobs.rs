@@ -174,9 +174,9 @@ pub(crate) async fn running_run(app: &App) -> Option<String> {
     summary = "A synchronization started with wait=false (or from the portal): running, done or failed",
     params(("id" = u64, Path)),
     responses(
-        (status = 200, description = "The job", body = crate::apidoc::schemas::SyncJob),
-        (status = 404, description = "No such job (jobs are kept in memory, the last 20)", body = crate::apidoc::schemas::Error),
-        (status = 401, description = "Not signed in: no or unknown bearer token", body = crate::apidoc::schemas::Error),
+        (status = 200, description = "The job", body = crate::schemas::SyncJob),
+        (status = 404, description = "No such job (jobs are kept in memory, the last 20)", body = crate::schemas::Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = crate::schemas::Error),
     ),
 )]
 pub(crate) async fn api_job(state: State<App>, id: Path<u64>) -> Response {

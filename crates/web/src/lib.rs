@@ -47,6 +47,7 @@ pub mod metrics;
 mod outbox;
 mod portal;
 mod progress;
+mod schemas;
 pub mod servers;
 mod settings;
 mod smtp;

@@ -31,7 +31,7 @@ pub(crate) fn portal_routes() -> Router<App> {
 #[serde(default)]
 struct OutboxQuery {
     /// pending | sent | failed; empty or absent: all
-    #[param(value_type = Option<crate::apidoc::schemas::EmailStatus>)]
+    #[param(value_type = Option<crate::schemas::EmailStatus>)]
     status: String,
     #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<i64>,
@@ -54,9 +54,9 @@ fn status_of(q: &OutboxQuery) -> Result<Option<OutboxStatus>, String> {
     summary = "Welcome and update emails to users (the outbox), newest first",
     params(OutboxQuery),
     responses(
-        (status = 200, description = "Emails", body = Vec<crate::apidoc::schemas::OutboxEmail>),
-        (status = 400, description = "Unknown status", body = crate::apidoc::schemas::Error),
-        (status = 401, description = "Not signed in: no or unknown bearer token", body = crate::apidoc::schemas::Error),
+        (status = 200, description = "Emails", body = Vec<crate::schemas::OutboxEmail>),
+        (status = 400, description = "Unknown status", body = crate::schemas::Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = crate::schemas::Error),
     ),
 )]
 async fn api_outbox(State(app): State<App>, Query(q): Query<OutboxQuery>) -> Response {

@@ -19,7 +19,6 @@ use crate::kit::{message, render, Chrome, Flash, When};
 use crate::App;
 
 // The API's job routes use these until api.rs imports them from `jobs`.
-pub(crate) use crate::jobs::{__path_api_job, api_job, start};
 
 pub(crate) fn routes() -> Router<App> {
     Router::new()

@@ -102,8 +102,8 @@ async fn load(app: &App) -> Result<Value, mfasync_store::StoreError> {
     operation_id = "servers",
     summary = "The servers sharing the database and the sync lease (`mfasync servers list --json`)",
     responses(
-        (status = 200, description = "Servers and lease", body = crate::apidoc::schemas::Servers),
-        (status = 401, description = "Not signed in: no or unknown bearer token", body = crate::apidoc::schemas::Error),
+        (status = 200, description = "Servers and lease", body = crate::schemas::Servers),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = crate::schemas::Error),
     ),
 )]
 async fn api_servers(State(app): State<App>) -> Response {
