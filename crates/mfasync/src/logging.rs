@@ -86,3 +86,32 @@ pub fn error(msg: impl Display) {
         eprintln!("mfasync: {}", crate::terminal::safe(&msg.to_string()));
     }
 }
+
+/// What the engine tells this process (`mfasync_engine::notify`): status
+/// lines as above, the full read's counter on a terminal (`progress.rs`),
+/// freed memory kept while a first sync writes as it reads (`alloc.rs`).
+pub struct Observer;
+
+impl mfasync_engine::notify::Observer for Observer {
+    fn notice(&self, msg: &str) {
+        notice(msg);
+    }
+
+    fn warning(&self, msg: &str) {
+        warning(msg);
+    }
+
+    fn error(&self, msg: &str) {
+        error(msg);
+    }
+
+    fn counter(&self, what: &'static str) -> Option<Box<dyn mfasync_engine::notify::Counter>> {
+        crate::progress::counter(what).map(|pb| {
+            Box::new(crate::progress::Bar(pb)) as Box<dyn mfasync_engine::notify::Counter>
+        })
+    }
+
+    fn writing_while_reading(&self) -> Option<Box<dyn Send>> {
+        Some(Box::new(crate::alloc::KeepFreedMemory::start()))
+    }
+}

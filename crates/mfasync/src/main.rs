@@ -5,37 +5,23 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Read;
 use std::process::ExitCode;
 
-mod admins;
 mod alloc;
-mod approvals;
-mod audit;
-mod auth;
-mod build_id;
+mod cli;
 mod cluster;
 mod database;
-mod domains;
-mod emails;
-mod export;
-mod history;
 mod http;
-mod incremental;
-mod items;
 mod logging;
-mod lookup;
-mod mail;
 mod manual;
 mod otp;
-mod outbox;
 mod progress;
 mod radius;
-mod rekey;
-mod retention;
-mod secrets;
 mod serve;
-mod sync;
 mod systemd;
 mod terminal;
 mod web;
+
+use mfasync_engine::cluster::CliLease;
+use mfasync_engine::{auth, export, items, outbox, secrets, sync};
 
 /// Exit codes of PRODUCT.md: 1 refused/failed, 2 bad usage or invalid input.
 #[derive(Debug)]
@@ -357,6 +343,7 @@ fn main() -> ExitCode {
         alloc::tune();
     }
     logging::init(cli.log_format);
+    mfasync_engine::notify::install(Box::new(logging::Observer));
     // A password check is one short request: a single-threaded runtime starts
     // faster (no worker threads), which is most of what such a process costs.
     let mut builder = if matches!(cli.command, Command::Auth { .. }) {
@@ -630,7 +617,11 @@ async fn run(cli: Cli) -> CmdResult {
             // not while a server runs synchronization (docs/cluster.md)
             let lease = match plan {
                 true => None,
-                false => Some(cluster::CliLease::take(store.as_ref(), "sync").await?),
+                false => Some(
+                    CliLease::take(store.as_ref(), "sync")
+                        .await
+                        .map_err(Failure::Refused)?,
+                ),
             };
             let opts = sync::Options {
                 full,
@@ -663,7 +654,7 @@ async fn run(cli: Cli) -> CmdResult {
             store.close().await;
             let outcome = outcome
                 .map_err(|e| Failure::Refused(format!("sync failed, nothing changed: {e:#}")))?;
-            sync::print(&outcome, cli.json, plan)
+            cli::sync::print(&outcome, cli.json, plan)
         }
         Command::Users {
             cmd: UsersCmd::Export { format, raw },
@@ -719,24 +710,28 @@ async fn run(cli: Cli) -> CmdResult {
         }
         Command::History { limit } => {
             let store = open_store(&cli.database).await?;
-            history::cli(store.as_ref(), limit, cli.json).await
+            cli::history::cli(store.as_ref(), limit, cli.json).await
         }
         Command::Approvals { cmd } => {
             let store: std::sync::Arc<dyn mfasync_store::Store> =
                 open_store(&cli.database).await?.into();
             match cmd {
-                ApprovalsCmd::List => approvals::cli_list(store.as_ref(), cli.json).await,
+                ApprovalsCmd::List => cli::approvals::cli_list(store.as_ref(), cli.json).await,
                 ApprovalsCmd::Approve { id } => {
                     let cfg = active_config(store.as_ref()).await?;
-                    let lease = cluster::CliLease::take(store.as_ref(), "approve").await?;
-                    let work = approvals::cli_approve(store.as_ref(), &cfg, &id, cli.json);
+                    let lease = CliLease::take(store.as_ref(), "approve")
+                        .await
+                        .map_err(Failure::Refused)?;
+                    let work = cli::approvals::cli_approve(store.as_ref(), &cfg, &id, cli.json);
                     let r = lease.hold(&store, work).await;
                     lease.release(store.as_ref()).await;
                     r
                 }
                 ApprovalsCmd::Reject { id } => {
-                    let lease = cluster::CliLease::take(store.as_ref(), "reject").await?;
-                    let r = approvals::cli_reject(store.as_ref(), &id, cli.json).await;
+                    let lease = CliLease::take(store.as_ref(), "reject")
+                        .await
+                        .map_err(Failure::Refused)?;
+                    let r = cli::approvals::cli_reject(store.as_ref(), &id, cli.json).await;
                     lease.release(store.as_ref()).await;
                     r
                 }
@@ -749,20 +744,22 @@ async fn run(cli: Cli) -> CmdResult {
                     let status = status
                         .as_deref()
                         .and_then(mfasync_store::OutboxStatus::parse);
-                    outbox::cli_list(store.as_ref(), status, limit, cli.json).await
+                    cli::outbox::cli_list(store.as_ref(), status, limit, cli.json).await
                 }
                 OutboxCmd::Retry { ids, failed } => {
                     let target = match failed {
                         true => mfasync_store::RetryTarget::Failed,
                         false => mfasync_store::RetryTarget::Ids(ids),
                     };
-                    outbox::cli_retry(store.as_ref(), target, cli.json).await
+                    cli::outbox::cli_retry(store.as_ref(), target, cli.json).await
                 }
                 OutboxCmd::Send => {
                     let cfg = active_config(store.as_ref()).await?;
                     // not while a server runs synchronization: it sends them
-                    let lease = cluster::CliLease::take(store.as_ref(), "outbox send").await?;
-                    let r = outbox::cli_send(store.as_ref(), &cfg, cli.json).await;
+                    let lease = CliLease::take(store.as_ref(), "outbox send")
+                        .await
+                        .map_err(Failure::Refused)?;
+                    let r = cli::outbox::cli_send(store.as_ref(), &cfg, cli.json).await;
                     lease.release(store.as_ref()).await;
                     r
                 }
@@ -770,7 +767,7 @@ async fn run(cli: Cli) -> CmdResult {
         }
         Command::Audit { limit, cmd: None } => {
             let store = open_store(&cli.database).await?;
-            audit::cli_list(store.as_ref(), limit, cli.json).await
+            cli::audit::cli_list(store.as_ref(), limit, cli.json).await
         }
         Command::Audit {
             cmd: Some(AuditCmd::Purge),
@@ -778,7 +775,7 @@ async fn run(cli: Cli) -> CmdResult {
         } => {
             let store = open_store(&cli.database).await?;
             let cfg = active_config(store.as_ref()).await?;
-            retention::cli(store.as_ref(), &cfg, cli.json).await
+            cli::retention::cli(store.as_ref(), &cfg, cli.json).await
         }
         Command::Auth {
             username,
@@ -864,7 +861,7 @@ async fn run(cli: Cli) -> CmdResult {
             cmd: AdminCmd::Remove { username },
         } => {
             let store = open_store(&cli.database).await?;
-            admins::cli_remove(store.as_ref(), &username, cli.json).await
+            cli::admins::cli_remove(store.as_ref(), &username, cli.json).await
         }
         Command::Serve {
             listen,
@@ -877,7 +874,7 @@ async fn run(cli: Cli) -> CmdResult {
             idle_timeout,
             max_connections,
         } => {
-            let name = name.unwrap_or_else(cluster::default_name);
+            let name = name.unwrap_or_else(mfasync_engine::cluster::default_name);
             if name.trim().is_empty() {
                 return Err(Failure::Invalid(vec!["--name must not be empty".into()]));
             }
@@ -901,16 +898,16 @@ async fn run(cli: Cli) -> CmdResult {
         }
         Command::Servers { cmd } => {
             let store = open_store(&cli.database).await?;
-            cluster::cli(store.as_ref(), cmd, cli.json).await
+            cli::servers::cli(store.as_ref(), cmd, cli.json).await
         }
         Command::Db {
             cmd: DbCmd::Migrate { to, overwrite },
-        } => cluster::cli_migrate(&cli.database, &to, overwrite, cli.json).await,
+        } => cli::servers::cli_migrate(&cli.database, &to, overwrite, cli.json).await,
         Command::Db {
             cmd: DbCmd::Rekey { old_key_file },
         } => {
             let store = open_store(&cli.database).await?;
-            rekey::cli(store.as_ref(), old_key_file.as_deref(), cli.json).await
+            cli::rekey::cli(store.as_ref(), old_key_file.as_deref(), cli.json).await
         }
     }
 }

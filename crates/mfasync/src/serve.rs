@@ -11,8 +11,8 @@
 //! The listen address answers `GET /healthz` with 200 "ok" (the portal, REST
 //! API and /metrics come with issue 6).
 
-use crate::sync;
 use anyhow::{Context, Result};
+use mfasync_engine::sync;
 use mfasync_store::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ pub async fn run(
     let max_connections = http.connection_cap(descriptors);
     let store: Arc<dyn Store> = Arc::from(store);
     // seals passwords typed in the portal or stored through it and the API
-    let secret_key = crate::secrets::key().map_err(anyhow::Error::msg)?;
+    let secret_key = mfasync_engine::secrets::key().map_err(anyhow::Error::msg)?;
     // password checks look their MFA user up on the calling thread (SQLite)
     store.read_inline();
     let metrics = Arc::new(mfasync_web::Metrics::new());
@@ -137,7 +137,7 @@ pub async fn run(
     });
     // welcome/update emails, sent by the server running synchronization
     let emails_due = Arc::new(tokio::sync::Notify::new());
-    let sender = tokio::spawn(crate::outbox::serve(
+    let sender = tokio::spawn(outbox_sender(
         store.clone(),
         cluster.clone(),
         emails_due.clone(),
@@ -234,7 +234,7 @@ async fn cycles(
                     // no cycle, nothing in the history; a Synchronize Now handed
                     // over meanwhile is dropped (kept, it would wake this loop at once);
                     // audit retention is applied here (a cycle applies it after itself)
-                    crate::retention::after_cycle(store, &cfg).await;
+                    mfasync_engine::retention::after_cycle(store, &cfg).await;
                     if cluster.take_request().is_some() {
                         tracing::warn!(
                             "a Synchronize Now handed over is not run: synchronization {}",
@@ -293,6 +293,35 @@ async fn cycles(
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
             _ = role.wait_for(|runner| !*runner) => {}
             _ = requests.wait_for(|r| r.is_some()) => {}
+        }
+    }
+}
+
+/// How often the service looks for due outbox rows (also right after each cycle).
+const OUTBOX_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `serve`: deliver due rows while this server runs synchronization,
+/// every [`OUTBOX_POLL`] and whenever `wake` is notified (after a cycle).
+async fn outbox_sender(
+    store: std::sync::Arc<dyn Store>,
+    cluster: std::sync::Arc<crate::cluster::Cluster>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) {
+    loop {
+        if cluster.is_runner() {
+            if let Ok(cfg) = crate::active_config(store.as_ref()).await {
+                // bounded, so a change of role is seen again soon
+                let until = Instant::now() + mfasync_engine::outbox::ONE_SHOT_BUDGET;
+                if let Err(e) =
+                    mfasync_engine::outbox::deliver_due(store.as_ref(), &cfg, until).await
+                {
+                    tracing::warn!(target: "mfasync::outbox", "outbox: {e}");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(OUTBOX_POLL) => {}
+            _ = wake.notified() => {}
         }
     }
 }

@@ -10,7 +10,7 @@ use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_store::Store;
 
-use crate::{approvals, sync};
+use mfasync_engine::{approvals, sync};
 
 pub struct ServiceBackend {
     pub store: Arc<dyn Store>,
@@ -18,7 +18,7 @@ pub struct ServiceBackend {
     pub sync_lock: Arc<tokio::sync::Mutex<()>>,
     /// The connections password checks keep: the query connection for
     /// username lookups, spare connections for the binds.
-    pub auth_connections: Arc<crate::auth::AuthConnections>,
+    pub auth_connections: Arc<mfasync_engine::auth::AuthConnections>,
     /// The active configuration, parsed once per version.
     pub config_cache: ConfigCache,
     /// This server among those sharing the database (set once it joined):
@@ -106,7 +106,7 @@ impl ServiceBackend {
     async fn cycle(&self, full: bool, plan_only: bool) -> Result<SyncReport, String> {
         let cfg = self.config().await?;
         let _one_at_a_time = self.sync_lock.lock().await;
-        crate::progress::live::reset();
+        mfasync_engine::progress::reset();
         let o = sync::run(self.store.as_ref(), &cfg, sync::Options { full, plan_only })
             .await
             .map_err(|e| format!("{e:#}"))?;
@@ -129,7 +129,7 @@ impl ServiceBackend {
                 .await
                 .map_err(|_| Reason::DirectoryUnavailable)?,
         };
-        crate::auth::authenticate_user(
+        mfasync_engine::auth::authenticate_user(
             self.store.as_ref(),
             &cfg,
             username,
@@ -144,7 +144,7 @@ impl ServiceBackend {
 #[async_trait]
 impl mfasync_web::Backend for ServiceBackend {
     fn sync_progress(&self) -> SyncProgress {
-        let (entries_read, phase) = crate::progress::live::snapshot();
+        let (entries_read, phase) = mfasync_engine::progress::snapshot();
         SyncProgress {
             entries_read,
             phase: Some(phase.to_string()),
@@ -155,19 +155,19 @@ impl mfasync_web::Backend for ServiceBackend {
         let cfg = mfasync_core::config::parse(toml)
             .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         // a password file only where this server keeps secrets
-        let outside = crate::secrets::outside_dirs(&cfg);
+        let outside = mfasync_engine::secrets::outside_dirs(&cfg);
         if !outside.is_empty() {
             return Err(outside);
         }
-        if let Err(w) = crate::secrets::check(&cfg) {
+        if let Err(w) = mfasync_engine::secrets::check(&cfg) {
             tracing::warn!("{w}");
         }
-        let stored = crate::secrets::for_store(toml, self.secret_key.as_ref())?;
+        let stored = mfasync_engine::secrets::for_store(toml, self.secret_key.as_ref())?;
         if let Some(w) = &stored.warning {
             tracing::warn!("configuration applied by {actor}: {w}");
         }
         // each sync item's unique id, so that it is found after a rename
-        let (text, not_now) = crate::items::ids_for_store(&cfg, &stored.text).await;
+        let (text, not_now) = mfasync_engine::items::ids_for_store(&cfg, &stored.text).await;
         if let Some(w) = not_now {
             tracing::info!("configuration applied by {actor}: {w}");
         }
@@ -201,9 +201,11 @@ impl mfasync_web::Backend for ServiceBackend {
             ),
         };
         // a blank filter already holds its schema's default (`config::parse`)
-        let filter = crate::auth::wrap(&filter);
-        let password =
-            crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")?;
+        let filter = mfasync_engine::auth::wrap(&filter);
+        let password = mfasync_engine::secrets::bind_password(
+            &cfg.directory.query_bind,
+            "directory.query_bind",
+        )?;
         let mut client = mfasync_ldap::connect(
             &cfg.directory,
             &cfg.directory.query_bind,
@@ -342,7 +344,7 @@ impl mfasync_web::Backend for ServiceBackend {
             .ok_or("portal.admin_group is not set")?;
         // The password as `mfasync auth` checks it; "not an MFA user" and
         // "MFA user disabled" are only answered once the password was accepted.
-        match crate::auth::authenticate_with(
+        match mfasync_engine::auth::authenticate_with(
             self.store.as_ref(),
             &cfg,
             username,
@@ -368,10 +370,10 @@ async fn admin_group_member(
     username: &str,
     group: &str,
 ) -> Result<(), String> {
-    use crate::auth::wrap;
     use mfasync_core::escape::filter_value;
+    use mfasync_engine::auth::wrap;
     let password =
-        crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")?;
+        mfasync_engine::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")?;
     let mut client = mfasync_ldap::connect(
         &cfg.directory,
         &cfg.directory.query_bind,
@@ -451,11 +453,13 @@ async fn test_report(cfg: Result<Arc<mfasync_core::Config>, String>) -> TestRepo
         Ok(c) => c,
         Err(e) => return TestReport::not_run(e),
     };
-    let password =
-        match crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind") {
-            Ok(p) => p,
-            Err(e) => return TestReport::not_run(e),
-        };
+    let password = match mfasync_engine::secrets::bind_password(
+        &cfg.directory.query_bind,
+        "directory.query_bind",
+    ) {
+        Ok(p) => p,
+        Err(e) => return TestReport::not_run(e),
+    };
     mfasync_ldap::test(
         &cfg.directory,
         &cfg.directory.query_bind,

@@ -50,7 +50,7 @@ impl Templates {
         for (kind, text) in [(EmailKind::Welcome, WELCOME), (EmailKind::Update, UPDATE)] {
             // (the built-in templates are tested: they always compile)
             if let Err(e) = t.add_text(kind, text.to_string()) {
-                tracing::error!("built-in {} template: {e:#}", kind.as_str());
+                tracing::error!(target: "mfasync::emails", "built-in {} template: {e:#}", kind.as_str());
             }
         }
         t
@@ -293,7 +293,7 @@ impl mfasync_store::Composer for UserEmails {
                 .templates
                 .render(e.kind, e.user, e.before)
                 .or_else(|err| {
-                    tracing::error!(
+                    tracing::error!(target: "mfasync::emails",
                         user = %e.user.username,
                         "cannot render the {} email ({err:#}): the built-in template is used",
                         e.kind.as_str()
@@ -310,7 +310,7 @@ impl mfasync_store::Composer for UserEmails {
                     text: r.text,
                     html: r.html,
                 }),
-                Err(err) => tracing::error!(
+                Err(err) => tracing::error!(target: "mfasync::emails",
                     user = %e.user.username,
                     "cannot render the {} email: {err:#}",
                     e.kind.as_str()
@@ -348,7 +348,7 @@ impl<'a> Armed<'a> {
             };
         }
         if cfg.smtp.is_none() {
-            crate::logging::warning(
+            crate::notify::warning(
                 "welcome_email = true but no [smtp] is configured: no user emails are queued",
             );
             return Armed {
@@ -358,7 +358,7 @@ impl<'a> Armed<'a> {
         }
         let (templates, problems) = Templates::load(cfg);
         for p in problems {
-            crate::logging::error(format_args!("{p} (the built-in template is used)"));
+            crate::notify::error(format_args!("{p} (the built-in template is used)"));
         }
         let emails = Arc::new(UserEmails {
             templates,
@@ -383,14 +383,14 @@ impl Drop for Armed<'_> {
             e.without_address.load(Ordering::Relaxed),
         );
         if queued + without > 0 {
-            tracing::info!(
+            tracing::info!(target: "mfasync::emails",
                 queued,
                 without_address = without,
                 "user emails of this cycle (queued with its changes)"
             );
         }
         if without > 0 {
-            crate::logging::notice(format_args!(
+            crate::notify::notice(format_args!(
                 "{without} users would have had a welcome or update email but have no email address"
             ));
         }

@@ -97,7 +97,7 @@ pub async fn cli(
     old_key_file: Option<&std::path::Path>,
     json: bool,
 ) -> CmdResult {
-    let key = crate::secrets::key()
+    let key = mfasync_engine::secrets::key()
         .map_err(Failure::Refused)?
         .ok_or_else(|| {
             Failure::Refused(format!(

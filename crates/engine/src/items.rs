@@ -72,7 +72,7 @@ pub async fn follow(
     };
     let notes = match &stored {
         Ok(v) if moves.is_empty() => {
-            tracing::info!("configuration version {v}: {detail}");
+            tracing::info!(target: "mfasync::items", "configuration version {v}: {detail}");
             Vec::new()
         }
         Ok(v) => moves
@@ -81,7 +81,7 @@ pub async fn follow(
             .collect(),
         Err(why) => {
             if !moves.is_empty() || !plan_only {
-                tracing::warn!(
+                tracing::warn!(target: "mfasync::items",
                     "the sync items' ids and DNs found in the directory are used by this cycle but not stored ({why})"
                 );
             }
@@ -94,7 +94,7 @@ pub async fn follow(
         }
     };
     for n in &notes {
-        tracing::warn!("{n}");
+        tracing::warn!(target: "mfasync::items", "{n}");
     }
     Ok(Followed {
         cfg: Some(next),

@@ -25,7 +25,7 @@ use mfasync_store::{Approval, ApprovalStatus, HeldChange, Store};
 pub use mfasync_core::report::PendingApproval;
 
 /// The approval `a` as `sync --json` reports it.
-fn pending_of(a: &Approval) -> PendingApproval {
+pub fn pending_of(a: &Approval) -> PendingApproval {
     PendingApproval {
         id: a.id.clone(),
         disable: a.changes.iter().filter(|c| c.action == "disable").count(),
@@ -160,7 +160,7 @@ async fn decide(
         .await
         .context("reading rejected approvals")?;
     if let Some(r) = rejected.iter().find(|a| a.fingerprint == fingerprint) {
-        tracing::warn!(
+        tracing::warn!(target: "mfasync::approvals",
             approval = %r.id,
             held = split.held.len(),
             "these disables/removals were rejected before and the directory has not changed since; not applied, not asked again"
@@ -172,7 +172,7 @@ async fn decide(
         .await
         .context("reading pending approvals")?;
     if let Some(a) = pending.iter().find(|a| a.fingerprint == fingerprint) {
-        tracing::info!(approval = %a.id, "the held disables/removals are already waiting for approval");
+        tracing::info!(target: "mfasync::approvals", approval = %a.id, "the held disables/removals are already waiting for approval");
         return Ok((split.now, Some(pending_of(a))));
     }
     let id = new_id();
@@ -181,7 +181,7 @@ async fn decide(
         .create_approval(&id, &fingerprint, &held)
         .await
         .context("storing the pending approval")?;
-    tracing::warn!(
+    tracing::warn!(target: "mfasync::approvals",
         approval = %a.id,
         held = held.len(),
         threshold = cfg.sync.approval_threshold.unwrap_or_default(),
@@ -212,7 +212,7 @@ pub async fn after_cycle(store: &dyn Store, full: bool, pending: Option<&Pending
     }
     let why = "no longer needed: a later full synchronization needed no approval";
     if let Err(e) = retire_pending(store, why).await {
-        tracing::error!("{e:#}");
+        tracing::error!(target: "mfasync::approvals", "{e:#}");
     }
 }
 
@@ -231,7 +231,7 @@ async fn retire_pending(store: &dyn Store, why: &str) -> Result<()> {
         .await
         .context("retiring pending approvals no longer needed")?;
     if !ids.is_empty() {
-        tracing::info!(approvals = ?ids, "{why}");
+        tracing::info!(target: "mfasync::approvals", approvals = ?ids, "{why}");
     }
     Ok(())
 }
@@ -369,12 +369,12 @@ pub async fn reject(store: &dyn Store, id: &str, actor: &str) -> Result<Approval
 /// Send the notification for a new approval; failures are logged and audited.
 async fn notify(store: &dyn Store, cfg: &Config, a: &Approval, why: &str) {
     if cfg.sync.notify.is_empty() {
-        tracing::warn!(approval = %a.id, "sync.notify is empty: nobody is told about the pending approval");
+        tracing::warn!(target: "mfasync::approvals", approval = %a.id, "sync.notify is empty: nobody is told about the pending approval");
         return;
     }
     let Some(smtp) = &cfg.smtp else {
         // `config apply` refuses notify without [smtp]; kept for safety
-        tracing::warn!(approval = %a.id, "no [smtp] configured: cannot send the approval notification");
+        tracing::warn!(target: "mfasync::approvals", approval = %a.id, "no [smtp] configured: cannot send the approval notification");
         return;
     };
     let to = cfg.sync.notify.join(", ");
@@ -385,7 +385,7 @@ async fn notify(store: &dyn Store, cfg: &Config, a: &Approval, why: &str) {
         ),
         Err(e) => {
             let e = crate::mail::redact(&format!("{e:#}"), smtp);
-            tracing::error!(approval = %a.id, "cannot send the approval notification to {to}: {e}");
+            tracing::error!(target: "mfasync::approvals", approval = %a.id, "cannot send the approval notification to {to}: {e}");
             (
                 "notify-failed",
                 format!("approval {}: notification to {to} failed: {e}", a.id),
@@ -393,7 +393,7 @@ async fn notify(store: &dyn Store, cfg: &Config, a: &Approval, why: &str) {
         }
     };
     if let Err(e) = store.audit_event("sync", action, &detail).await {
-        tracing::error!("cannot record the notification in the audit trail: {e}");
+        tracing::error!(target: "mfasync::approvals", "cannot record the notification in the audit trail: {e}");
     }
 }
 
@@ -453,103 +453,6 @@ async fn send(smtp: &Smtp, to: &[String], a: &Approval, why: &str) -> Result<()>
         .body(body)
         .map_err(|e| anyhow!("cannot build the message: {e}"))?;
     crate::mail::send(smtp, msg, crate::mail::SMTP_TIMEOUT).await
-}
-
-// ---------------------------------------------------------------- command line
-
-/// `approvals list`: the pending approvals (PRODUCT.md JSON).
-pub async fn cli_list(store: &dyn Store, json: bool) -> crate::CmdResult {
-    let pending = store
-        .approvals(Some(ApprovalStatus::Pending))
-        .await
-        .map_err(|e| crate::Failure::Refused(e.to_string()))?;
-    if json {
-        let listed: Vec<_> = pending.iter().map(Approval::listed).collect();
-        return crate::print_json(&listed);
-    }
-    if pending.is_empty() {
-        crate::terminal::say!("no pending approvals");
-    }
-    for a in &pending {
-        let p = pending_of(a);
-        crate::terminal::say!(
-            "approval {} (created {}): {} to disable, {} to remove",
-            a.id,
-            a.created_at,
-            p.disable,
-            p.remove
-        );
-        for h in &a.changes {
-            crate::terminal::say!(
-                "  {:8} {}  ({})",
-                h.action,
-                h.username,
-                h.reason.as_deref().unwrap_or("no reason given")
-            );
-        }
-        crate::terminal::say!(
-            "approve: mfasync approvals approve {id}    reject: mfasync approvals reject {id}",
-            id = a.id
-        );
-    }
-    Ok(())
-}
-
-/// `approvals approve ID`.
-pub async fn cli_approve(
-    store: &dyn Store,
-    cfg: &Config,
-    id: &str,
-    json: bool,
-) -> crate::CmdResult {
-    let r = approve(store, cfg, id, &who())
-        .await
-        .map_err(|e| crate::Failure::Refused(format!("cannot approve: {e:#}")))?;
-    let count = |action: &str| {
-        r.applied
-            .iter()
-            .filter(|c| c.action.as_str() == action)
-            .count()
-    };
-    if json {
-        return crate::print_json(&serde_json::json!({
-            "id": r.approval.id,
-            "status": r.approval.status.as_str(),
-            "disabled": count("disable"),
-            "removed": count("remove"),
-            "no_longer_needed": r.dropped.iter().map(|h| h.username.as_str()).collect::<Vec<_>>(),
-        }));
-    }
-    crate::terminal::say!(
-        "approval {} approved: {} disabled, {} removed",
-        r.approval.id,
-        count("disable"),
-        count("remove")
-    );
-    for h in &r.dropped {
-        crate::terminal::say!(
-            "  not applied: {} {} (the directory no longer calls for it)",
-            h.action,
-            h.username
-        );
-    }
-    Ok(())
-}
-
-/// `approvals reject ID`.
-pub async fn cli_reject(store: &dyn Store, id: &str, json: bool) -> crate::CmdResult {
-    let a = reject(store, id, &who())
-        .await
-        .map_err(|e| crate::Failure::Refused(format!("cannot reject: {e:#}")))?;
-    if json {
-        return crate::print_json(&serde_json::json!({"id": a.id, "status": a.status.as_str()}));
-    }
-    crate::terminal::say!(
-        "approval {} rejected: {} users kept; the same set is not asked about again until the directory changes",
-        a.id,
-        a.changes.len()
-    );
-    Ok(())
 }
 
 #[cfg(test)]

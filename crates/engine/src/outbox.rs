@@ -4,14 +4,13 @@
 //! `email.give_up_after`, then the row is failed (audited either way, by
 //! the store). `serve` runs it on the server holding the sync lease; a
 //! one-shot `sync` delivers what is due for a bounded time before it exits.
-//! Also `mfasync outbox list|retry|send`.
 
 use std::time::{Duration, Instant};
 
 use lettre::message::{header::ContentType, MultiPart, SinglePart};
 use lettre::Message;
 use mfasync_core::config::{Config, Smtp};
-use mfasync_store::{time_text, OutboxEmail, OutboxStatus, RetryTarget, Store};
+use mfasync_store::{OutboxEmail, Store};
 
 /// How long a one-shot command delivers before it exits (what is left
 /// stays pending for the next run or the service).
@@ -23,9 +22,6 @@ const CLAIM: Duration = Duration::from_secs(120);
 const FIRST_RETRY: Duration = Duration::from_secs(30);
 /// ... up to this.
 const LONGEST_RETRY: Duration = Duration::from_secs(3600);
-/// How often the service looks for due rows (also right after each cycle).
-const POLL: Duration = Duration::from_secs(10);
-
 /// The wait before the next attempt after `attempts` failed ones (>= 1).
 pub fn backoff(attempts: i64) -> Duration {
     let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
@@ -44,7 +40,7 @@ pub struct Delivered {
     pub failed: usize,
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -86,7 +82,7 @@ pub async fn deliver_due(
         match send(smtp, &row, left.min(crate::mail::SMTP_TIMEOUT)).await {
             Ok(()) => {
                 store.outbox_sent(row.id, now_ms()).await?;
-                tracing::info!(id = row.id, user = %row.username, kind = row.kind.as_str(), "email sent");
+                tracing::info!(target: "mfasync::outbox", id = row.id, user = %row.username, kind = row.kind.as_str(), "email sent");
                 done.sent += 1;
             }
             Err(e) => {
@@ -98,7 +94,7 @@ pub async fn deliver_due(
                     .outbox_attempt_failed(row.id, &error, (!gives_up).then_some(retry_at))
                     .await?;
                 if gives_up {
-                    crate::logging::error(format_args!(
+                    crate::notify::error(format_args!(
                         "gave up the {} email to {} (outbox #{}) after {} attempts: {error}",
                         row.kind.as_str(),
                         row.recipient,
@@ -107,7 +103,7 @@ pub async fn deliver_due(
                     ));
                     done.failed += 1;
                 } else {
-                    tracing::warn!(
+                    tracing::warn!(target: "mfasync::outbox",
                         id = row.id,
                         attempts = row.attempts,
                         "email not sent, retried later: {error}"
@@ -152,7 +148,7 @@ pub async fn deliver_before_exit(store: &dyn Store, cfg: &Config) -> Option<Deli
     match deliver_due(store, cfg, Instant::now() + ONE_SHOT_BUDGET).await {
         Ok(d) => Some(d),
         Err(e) => {
-            crate::logging::warning(format_args!(
+            crate::notify::warning(format_args!(
                 "emails not delivered now (they stay pending): {e}"
             ));
             None
@@ -160,116 +156,10 @@ pub async fn deliver_before_exit(store: &dyn Store, cfg: &Config) -> Option<Deli
     }
 }
 
-/// `serve`: deliver due rows while this server runs synchronization,
-/// every [`POLL`] and whenever `wake` is notified (after a cycle).
-pub async fn serve(
-    store: std::sync::Arc<dyn Store>,
-    cluster: std::sync::Arc<crate::cluster::Cluster>,
-    wake: std::sync::Arc<tokio::sync::Notify>,
-) {
-    loop {
-        if cluster.is_runner() {
-            if let Ok(cfg) = crate::active_config(store.as_ref()).await {
-                // bounded, so a change of role is seen again soon
-                let until = Instant::now() + ONE_SHOT_BUDGET;
-                if let Err(e) = deliver_due(store.as_ref(), &cfg, until).await {
-                    tracing::warn!("outbox: {e}");
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = wake.notified() => {}
-        }
-    }
-}
-
-// ---------------------------------------------------------------- command line
-
-/// `outbox list [--status S] [--limit N]`.
-pub async fn cli_list(
-    store: &dyn Store,
-    status: Option<OutboxStatus>,
-    limit: i64,
-    json: bool,
-) -> crate::CmdResult {
-    let rows = store
-        .outbox(status, limit)
-        .await
-        .map_err(|e| crate::Failure::Refused(e.to_string()))?;
-    if json {
-        let v: Vec<serde_json::Value> = rows.iter().map(OutboxEmail::listing_json).collect();
-        return crate::print_json(&v);
-    }
-    if rows.is_empty() {
-        crate::terminal::say!("no emails");
-    }
-    for e in &rows {
-        let when = match e.status {
-            OutboxStatus::Sent => format!("sent {}", e.sent_ms.map(time_text).unwrap_or_default()),
-            OutboxStatus::Pending => format!("next attempt {}", time_text(e.due_ms)),
-            OutboxStatus::Failed => "given up".to_string(),
-        };
-        crate::terminal::say!(
-            "#{:<6} {:8} {:7} {} <{}>  {} attempts, {}",
-            e.id,
-            e.status.as_str(),
-            e.kind.as_str(),
-            e.username,
-            e.recipient,
-            e.attempts,
-            when
-        );
-        if let Some(err) = &e.last_error {
-            crate::terminal::say!("        last error: {err}");
-        }
-    }
-    Ok(())
-}
-
-/// `outbox retry ID...|--failed`.
-pub async fn cli_retry(store: &dyn Store, target: RetryTarget, json: bool) -> crate::CmdResult {
-    let ids = store
-        .outbox_retry(&target, now_ms(), &crate::approvals::who())
-        .await
-        .map_err(|e| crate::Failure::Refused(format!("cannot re-queue: {e}")))?;
-    if json {
-        return crate::print_json(&serde_json::json!({ "requeued": ids }));
-    }
-    crate::terminal::say!(
-        "{} emails queued again: the service sends them, or the next sync or outbox send",
-        ids.len()
-    );
-    Ok(())
-}
-
-/// `outbox send`: deliver what is due now (cron deployments without `serve`).
-pub async fn cli_send(store: &dyn Store, cfg: &Config, json: bool) -> crate::CmdResult {
-    if cfg.smtp.is_none() {
-        return Err(crate::Failure::Refused(
-            "no [smtp] is configured: nothing can be sent".into(),
-        ));
-    }
-    let d = deliver_due(store, cfg, Instant::now() + ONE_SHOT_BUDGET)
-        .await
-        .map_err(|e| crate::Failure::Refused(e.to_string()))?;
-    if json {
-        return crate::print_json(&serde_json::json!({
-            "sent": d.sent, "retrying": d.retrying, "failed": d.failed,
-        }));
-    }
-    crate::terminal::say!(
-        "{} sent, {} to be retried, {} given up",
-        d.sent,
-        d.retrying,
-        d.failed
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mfasync_store::OutboxStatus;
 
     #[test]
     fn backoff_doubles_up_to_an_hour() {

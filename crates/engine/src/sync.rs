@@ -172,7 +172,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
             let msg = format!(
                 "incremental synchronization is not possible ({why}): running a full synchronization"
             );
-            tracing::warn!("{msg}");
+            tracing::warn!(target: "mfasync::sync", "{msg}");
             note = Some(msg.clone());
             mode = SyncMode::Full;
             if let Some(id) = run_id {
@@ -398,9 +398,9 @@ async fn incremental_in_domains(
     let mut p = c.plan;
     p.warnings.extend(warnings);
     for w in &p.warnings {
-        tracing::warn!("{w}");
+        tracing::warn!(target: "mfasync::sync", "{w}");
     }
-    tracing::info!(
+    tracing::info!(target: "mfasync::sync",
         changes = p.changes.len(),
         entries_read = c.entries_read,
         domains = others.len(),
@@ -438,7 +438,7 @@ async fn commit(store: &dyn Store, cfg: &Config, p: &Plan, wm: &Watermark) -> Re
     // Disables/removals over sync.approval_threshold are held for approval (issue 4).
     let (now, _pending) = crate::approvals::hold(store, cfg, p).await?;
     store.apply(&now, Some(wm)).await?;
-    tracing::info!(ms = t.elapsed().as_millis() as u64, "applied the plan");
+    tracing::info!(target: "mfasync::sync", ms = t.elapsed().as_millis() as u64, "applied the plan");
     Ok(())
 }
 
@@ -461,14 +461,14 @@ async fn full(
             Ok(kind) => match incremental::starting_point(client, kind, &base).await {
                 Ok(start) => Some(start),
                 Err(e) => {
-                    tracing::warn!(
+                    tracing::warn!(target: "mfasync::sync",
                         "no incremental starting point: {e:#}; the next cycle will be full too"
                     );
                     None
                 }
             },
             Err(why) => {
-                tracing::info!("no incremental synchronization: {why}");
+                tracing::info!(target: "mfasync::sync", "no incremental synchronization: {why}");
                 None
             }
         }
@@ -489,7 +489,7 @@ async fn full(
     let (worker, stored_dir_users, applying, streamed) =
         read_users(store, client, cfg, &base, &attrs, claimer, plan_only).await?;
     let mut w = worker;
-    tracing::info!(
+    tracing::info!(target: "mfasync::sync",
         users = w.users,
         stored = stored_dir_users,
         streaming,
@@ -675,9 +675,9 @@ async fn full(
     let restamp = std::mem::take(&mut w.restamp);
     drop(w);
     for warning in &p.warnings {
-        tracing::warn!("{warning}");
+        tracing::warn!(target: "mfasync::sync", "{warning}");
     }
-    tracing::info!(
+    tracing::info!(target: "mfasync::sync",
         changes = p.changes.len(),
         ms = t.elapsed().as_millis() as u64,
         "computed the plan"
@@ -732,12 +732,12 @@ async fn full(
             // after the cycle's commit: only a cache for the next full sync
             let t = std::time::Instant::now();
             match store.restamp(&restamp).await {
-                Ok(()) => tracing::info!(
+                Ok(()) => tracing::info!(target: "mfasync::sync",
                     users = restamp.len(),
                     ms = t.elapsed().as_millis() as u64,
                     "wrote raw stamps of unchanged users"
                 ),
-                Err(e) => tracing::warn!(
+                Err(e) => tracing::warn!(target: "mfasync::sync",
                     "could not write raw stamps (the next full sync maps those users again): {e}"
                 ),
             }
@@ -772,7 +772,7 @@ async fn commit_into(
     let (now, _pending) = crate::approvals::hold(store, cfg, p).await?;
     a.write(&now).await?;
     a.commit(Some(wm)).await?;
-    tracing::info!(ms = t.elapsed().as_millis() as u64, "applied the plan");
+    tracing::info!(target: "mfasync::sync", ms = t.elapsed().as_millis() as u64, "applied the plan");
     Ok(())
 }
 
@@ -858,7 +858,7 @@ fn build_identity() -> Option<&'static str> {
     ID.get_or_init(|| {
         let id = crate::build_id::current();
         if id.is_none() {
-            tracing::info!("the executable has no build ID: full syncs map every user");
+            tracing::info!(target: "mfasync::sync", "the executable has no build ID: full syncs map every user");
         }
         id.map(|id| format!("{} {id}", env!("CARGO_PKG_VERSION")))
     })
@@ -1155,9 +1155,9 @@ async fn read_users<'s>(
             let _ = done_tx.send(w);
         })
         .context("cannot start the mapping thread")?;
-    let progress = crate::progress::counter("reading directory users");
+    let progress = crate::notify::counter("reading directory users");
     let progress_ref = progress.as_ref();
-    crate::progress::live::reading();
+    crate::progress::reading();
     let read = async move {
         // On its own thread the read opens its own connection (see below).
         let mut own = match threads {
@@ -1171,9 +1171,9 @@ async fn read_users<'s>(
         let mut batch = Vec::with_capacity(ENTRY_BATCH);
         let mut f = |e: mfasync_core::Entry| {
             if let Some(p) = progress_ref {
-                p.inc(1);
+                p.inc();
             }
-            crate::progress::live::entry_read();
+            crate::progress::entry_read();
             batch.push(e);
             if batch.len() >= ENTRY_BATCH {
                 tx.send(std::mem::replace(
@@ -1193,7 +1193,7 @@ async fn read_users<'s>(
         if let Some(c) = own {
             c.unbind().await;
         }
-        crate::progress::live::applying();
+        crate::progress::applying();
         r
     };
     let load_and_write = async {
@@ -1205,7 +1205,7 @@ async fn read_users<'s>(
         let mut planner = plan::Planner::new(Vec::new());
         store.user_digests(&mut |d| planner.add_stored(d)).await?;
         let stored_dir_users = planner.stored_directory_users();
-        tracing::info!(
+        tracing::info!(target: "mfasync::sync",
             ms = t.elapsed().as_millis() as u64,
             stored = stored_dir_users,
             "loaded stored digests"
@@ -1223,7 +1223,7 @@ async fn read_users<'s>(
         let mut applying: Option<Box<dyn mfasync_store::Applying + 's>> = None;
         let mut written = 0;
         if let Some((r, back)) = creates {
-            let _keep = crate::alloc::KeepFreedMemory::start();
+            let _keep = crate::notify::writing_while_reading();
             // a blocking receive: this runs on the writer's own thread (`threads`)
             while let Ok(mut chunk) = r.recv() {
                 let a = match applying.as_mut() {
@@ -1268,7 +1268,7 @@ async fn read_users<'s>(
         tokio::join!(read, load_and_write)
     };
     if let Some(p) = progress {
-        p.finish_and_clear();
+        p.finish();
     }
     let loaded = loaded?;
     let w = done_rx
@@ -1297,7 +1297,7 @@ async fn sibling(client: &Client, cfg: &Config) -> Option<Client> {
     match opened {
         Ok(c) => Some(c),
         Err(e) => {
-            tracing::info!(
+            tracing::info!(target: "mfasync::sync",
                 server = client.server(),
                 "reading users on the first connection (a second one failed: {e})"
             );
@@ -1693,7 +1693,7 @@ async fn look_up_unseen(
     }
     w.warnings
         .extend(crate::lookup::unknown_warnings(&looked.unknown));
-    tracing::info!(
+    tracing::info!(target: "mfasync::sync",
         users = users.len(),
         found = looked.found.len(),
         deleted = looked.deleted.len(),
@@ -1750,61 +1750,4 @@ impl Outcome {
             updated: c.updated,
         }
     }
-}
-
-pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
-    let c = o.plan.counts();
-    if let Some(n) = &o.note {
-        crate::logging::notice(n);
-    }
-    if json {
-        return crate::print_json(&o.report(plan_only));
-    }
-    if plan_only {
-        const SHOWN: usize = 50;
-        for ch in o.plan.changes.iter().take(SHOWN) {
-            let detail = match ch.action {
-                Action::Update => ch.fields.join(", "),
-                Action::Disable | Action::Remove => ch.reason.clone().unwrap_or_default(),
-                _ => String::new(),
-            };
-            crate::terminal::say!("{:8} {} {}", ch.action.as_str(), ch.user.username, detail);
-        }
-        if o.plan.changes.len() > SHOWN {
-            crate::terminal::say!(
-                "... and {} more (--json lists them all)",
-                o.plan.changes.len() - SHOWN
-            );
-        }
-    }
-    crate::terminal::say!(
-        "{} sync{}: {} created, {} updated, {} enabled, {} disabled, {} removed, {} unchanged",
-        o.mode,
-        if plan_only {
-            " (plan only, nothing changed)"
-        } else {
-            ""
-        },
-        c.created,
-        c.updated,
-        c.enabled,
-        c.disabled,
-        c.removed,
-        c.unchanged
-    );
-    if let Some(n) = o.entries_read {
-        crate::terminal::say!("{n} directory entries read");
-    }
-    if let Some(a) = &o.pending_approval {
-        crate::terminal::say!(
-            "held for approval {}: {} to disable, {} to remove (see `mfasync approvals list`)",
-            a.id,
-            a.disable,
-            a.remove
-        );
-    }
-    for w in &o.plan.warnings {
-        crate::logging::warning(w);
-    }
-    Ok(())
 }

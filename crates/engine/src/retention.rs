@@ -28,29 +28,11 @@ pub async fn after_cycle(store: &dyn Store, cfg: &Config) {
     match purge(store, cfg).await {
         Ok((0, _)) => {}
         Ok((n, Some(before))) => {
-            tracing::info!("{n} audit entries from before {before} purged (audit.retention)")
+            tracing::info!(target: "mfasync::retention", "{n} audit entries from before {before} purged (audit.retention)")
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!("cannot purge the audit trail (audit.retention): {e:#}"),
+        Err(e) => {
+            tracing::warn!(target: "mfasync::retention", "cannot purge the audit trail (audit.retention): {e:#}")
+        }
     }
-}
-
-/// `mfasync audit purge`.
-pub async fn cli(store: &dyn Store, cfg: &Config, json: bool) -> crate::CmdResult {
-    let (n, before) = purge(store, cfg)
-        .await
-        .map_err(|e| crate::Failure::Refused(format!("cannot purge the audit trail: {e:#}")))?;
-    if json {
-        return crate::print_json(&serde_json::json!({
-            "purged": n, "before": before, "retention": cfg.audit.retention.trim(),
-        }));
-    }
-    match before {
-        Some(b) => println!(
-            "{n} audit entries from before {b} purged (audit.retention = {:?})",
-            cfg.audit.retention.trim()
-        ),
-        None => println!("audit.retention = \"forever\": nothing purged"),
-    }
-    Ok(())
 }

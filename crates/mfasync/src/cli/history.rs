@@ -14,7 +14,7 @@ pub async fn cli(store: &dyn Store, limit: i64, json: bool) -> CmdResult {
         .iter()
         .any(|r| r.finished_at.is_none() && !r.interrupted)
     {
-        true => crate::cluster::runner_alive(store).await,
+        true => mfasync_engine::cluster::runner_alive(store).await,
         false => false,
     };
     if json {

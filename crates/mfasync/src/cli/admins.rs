@@ -28,7 +28,7 @@ pub async fn cli_remove(store: &dyn Store, username: &str, json: bool) -> CmdRes
              (`mfasync admin set-password NAME --password-stdin`)"
         )));
     }
-    let who = crate::approvals::who();
+    let who = mfasync_engine::approvals::who();
     let (sessions, tokens) = store
         .admin_remove(username, &who)
         .await

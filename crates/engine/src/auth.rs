@@ -213,7 +213,7 @@ pub async fn authenticate_user(
     gate.admit(&Account::directory(directory_id.as_deref(), &dn))?;
     if refused_dn.is_some_and(|r| same_dn(&r, &dn)) {
         // The fast path's bind to this very DN was refused: that is the answer.
-        tracing::info!(
+        tracing::info!(target: "mfasync::auth",
             username,
             reason = Reason::InvalidCredentials.as_str(),
             "password refused by the directory"
@@ -285,11 +285,11 @@ async fn decoy_check(
     );
     match checked {
         Err(e) if e.auth_reason().is_none() && e.is_unavailable() => {
-            tracing::warn!(username, error = %e, "directory unavailable for a password check");
+            tracing::warn!(target: "mfasync::auth", username, error = %e, "directory unavailable for a password check");
             Err(Reason::DirectoryUnavailable)
         }
         _ => {
-            tracing::info!(
+            tracing::info!(target: "mfasync::auth",
                 username,
                 reason = Reason::InvalidCredentials.as_str(),
                 "no single directory entry for the username"
@@ -302,14 +302,14 @@ async fn decoy_check(
 /// The reason for a password bind that failed with `e` (logged, without the password).
 fn refused(username: &str, e: &mfasync_ldap::LdapError) -> Reason {
     if let Some(r) = e.auth_reason() {
-        tracing::info!(
+        tracing::info!(target: "mfasync::auth",
             username,
             reason = r.as_str(),
             "password refused by the directory"
         );
         return r;
     }
-    tracing::warn!(username, error = %e, "directory unavailable for a password check");
+    tracing::warn!(target: "mfasync::auth", username, error = %e, "directory unavailable for a password check");
     if e.is_unavailable() {
         Reason::DirectoryUnavailable
     } else {
@@ -367,7 +367,7 @@ async fn fast_path(
     let found = match found {
         Ok(found) => found,
         Err(e) => {
-            tracing::warn!(error = %e, "MFA database lookup failed; searching the directory");
+            tracing::warn!(target: "mfasync::auth", error = %e, "MFA database lookup failed; searching the directory");
             return search(None, opened);
         }
     };
@@ -392,7 +392,7 @@ async fn fast_path(
         Ok(()) => Fast::Done(Ok(Box::new(user))),
         Err(e) => match e.auth_reason() {
             Some(Reason::InvalidCredentials) => {
-                tracing::debug!(
+                tracing::debug!(target: "mfasync::auth",
                     username,
                     "bind as the stored DN refused; searching the directory"
                 );
@@ -400,7 +400,7 @@ async fn fast_path(
             }
             Some(_) => Fast::Done(Err(refused(username, &e))),
             None if no_such_dn(&e) => {
-                tracing::debug!(username, "the stored DN is gone; searching the directory");
+                tracing::debug!(target: "mfasync::auth", username, "the stored DN is gone; searching the directory");
                 search(None, None)
             }
             None => Fast::Done(Err(refused(username, &e))),
@@ -438,7 +438,7 @@ async fn mfa_user(
     username: &str,
 ) -> Result<Vec<mfasync_core::MfaUser>, Reason> {
     let unavailable = |e: mfasync_store::StoreError| {
-        tracing::error!(error = %e, "MFA database unavailable");
+        tracing::error!(target: "mfasync::auth", error = %e, "MFA database unavailable");
         Reason::DirectoryUnavailable
     };
     let mut found = match directory_id {
@@ -512,7 +512,7 @@ async fn resolve_dn(
 async fn query_connection(cfg: &Config) -> Result<mfasync_ldap::Client, Reason> {
     let password = crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
         .map_err(|e| {
-            tracing::error!("{e}");
+            tracing::error!(target: "mfasync::auth", "{e}");
             Reason::DirectoryUnavailable
         })?;
     mfasync_ldap::connect(
@@ -522,7 +522,7 @@ async fn query_connection(cfg: &Config) -> Result<mfasync_ldap::Client, Reason> 
     )
     .await
     .map_err(|e| {
-        tracing::warn!(error = %e, "cannot search the directory for a password check");
+        tracing::warn!(target: "mfasync::auth", error = %e, "cannot search the directory for a password check");
         Reason::DirectoryUnavailable
     })
 }
@@ -553,7 +553,7 @@ async fn search_user(
         .search_all(&base, Scope::Subtree, &filter, &attrs)
         .await;
     let found = found.map_err(|e| {
-        tracing::warn!(error = %e, "username search failed");
+        tracing::warn!(target: "mfasync::auth", error = %e, "username search failed");
         Reason::DirectoryUnavailable
     })?;
     match found.as_slice() {
@@ -573,7 +573,7 @@ async fn search_user(
         }
         [] => Ok(Lookup::NoSuchUser { base_dn: base }),
         many => {
-            tracing::warn!(
+            tracing::warn!(target: "mfasync::auth",
                 username,
                 matches = many.len(),
                 "username matches several directory entries; refused"
@@ -605,7 +605,7 @@ fn kerberos_principal(sam: &str, dn: &str) -> Option<String> {
 }
 
 /// A filter in parentheses (`uid=*` becomes `(uid=*)`), trimmed.
-pub(crate) fn wrap(filter: &str) -> String {
+pub fn wrap(filter: &str) -> String {
     let f = filter.trim();
     if f.starts_with('(') {
         f.to_string()

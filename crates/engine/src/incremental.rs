@@ -180,7 +180,7 @@ pub async fn starting_point(
             Err(mfasync_ldap::LdapError::Operation { code, message, .. })
                 if client.capabilities().usn =>
             {
-                tracing::warn!(
+                tracing::warn!(target: "mfasync::incremental",
                     code,
                     %message,
                     "DirSync refused even with OBJECT_SECURITY; incremental cycles poll uSNChanged on {} instead",
@@ -295,7 +295,7 @@ async fn dirsync(
         .await
     {
         Err(mfasync_ldap::LdapError::Operation { code, message, .. }) => {
-            tracing::info!(
+            tracing::info!(target: "mfasync::incremental",
                 code,
                 %message,
                 "DirSync refused; again with OBJECT_SECURITY (no replication right needed)"
@@ -864,7 +864,7 @@ pub async fn cycle(
         changes.entries += ch.entries;
         domain_cookies.push((o.domain.clone(), ch.cookie));
     }
-    tracing::info!(
+    tracing::info!(target: "mfasync::incremental",
         changed = changes.changed.len(),
         deleted = changes.deleted.len(),
         absent = changes.absent.len(),

@@ -397,14 +397,14 @@ async fn take_mark(client: &mut Client, cfg: &Config) -> Option<Mark> {
     let kind = match crate::incremental::supported(client, cfg) {
         Ok(kind) => kind,
         Err(why) => {
-            tracing::info!("no incremental synchronization of {base}: {why}");
+            tracing::info!(target: "mfasync::domains", "no incremental synchronization of {base}: {why}");
             return None;
         }
     };
     match crate::incremental::starting_point(client, kind, &base).await {
         Ok((kind, value)) => Some((kind, server, value)),
         Err(e) => {
-            tracing::warn!(
+            tracing::warn!(target: "mfasync::domains",
                 "no incremental starting point for {base} at {server}: {e:#}; the next cycle will be full too"
             );
             None
