@@ -9,14 +9,15 @@
 //!   (same `safeguard::fingerprint`) is not asked about twice.
 //! - A rejected set is remembered by its fingerprint: later cycles neither hold
 //!   nor apply it again until the directory changes (a different set).
-//! - `approve` re-runs a full cycle with the approval in force: only the held
-//!   changes that the directory still calls for are applied (re-checked now).
+//! - `decisions::approve` re-runs a full cycle with the approval in force
+//!   (`IN_FORCE`): only the held changes that the directory still calls for
+//!   are applied (re-checked now).
 
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::future::Future;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use mfasync_core::config::{Config, Smtp};
 use mfasync_core::plan::{Action, Change, Plan};
 use mfasync_core::safeguard;
@@ -52,22 +53,22 @@ struct CycleReport {
 
 tokio::task_local! {
     /// The approval being applied by `approvals approve` (its held changes may pass).
-    static IN_FORCE: Approval;
+    pub(crate) static IN_FORCE: Approval;
     /// Filled by `hold`, read by `track`.
     static CYCLE: RefCell<CycleReport>;
 }
 
-fn is_departure(c: &Change) -> bool {
+pub(crate) fn is_departure(c: &Change) -> bool {
     matches!(c.action, Action::Disable | Action::Remove)
 }
 
 /// The fingerprint key of one change: "action:directory_id".
-fn change_key(c: &Change) -> String {
+pub(crate) fn change_key(c: &Change) -> String {
     safeguard::fingerprint(std::slice::from_ref(c))
 }
 
 /// The same key for a stored held change.
-fn held_key(h: &HeldChange) -> String {
+pub(crate) fn held_key(h: &HeldChange) -> String {
     format!(
         "{}:{}",
         h.action,
@@ -273,95 +274,6 @@ pub fn who() -> String {
         .filter_map(|v| std::env::var(v).ok())
         .find(|v| !v.trim().is_empty())
         .unwrap_or_else(|| "cli".to_string())
-}
-
-/// The pending approval `id`, or a clear refusal.
-async fn pending(store: &dyn Store, id: &str) -> Result<Approval> {
-    match store.approval(id).await? {
-        None => bail!("no approval with id {id:?} (`mfasync approvals list` shows the pending ones)"),
-        Some(a) if a.status != ApprovalStatus::Pending => bail!(
-            "approval {id} is {}{}: only a pending approval can be decided (`mfasync approvals list`)",
-            a.status.as_str(),
-            a.detail
-                .as_deref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default()
-        ),
-        Some(a) => Ok(a),
-    }
-}
-
-/// The result of `approvals approve`.
-pub struct Approved {
-    pub approval: Approval,
-    /// Held changes applied (they still held against the directory).
-    pub applied: Vec<Change>,
-    /// Held changes no longer called for by the directory (not applied).
-    pub dropped: Vec<HeldChange>,
-}
-
-/// Approve `id`: run a full cycle now with the approval in force, so the held
-/// changes that the directory still calls for are applied (and nothing else
-/// that would need approval), then mark it approved.
-pub async fn approve(store: &dyn Store, cfg: &Config, id: &str, actor: &str) -> Result<Approved> {
-    let a = pending(store, id).await?;
-    let outcome = IN_FORCE
-        .scope(
-            a.clone(),
-            crate::sync::run(
-                store,
-                cfg,
-                crate::sync::Options {
-                    full: true,
-                    plan_only: false,
-                },
-            ),
-        )
-        .await
-        .context("re-checking the held changes against the directory")?;
-    let applied: Vec<Change> = outcome
-        .plan
-        .changes
-        .iter()
-        .filter(|c| is_departure(c))
-        .cloned()
-        .collect();
-    let done: HashSet<String> = applied.iter().map(change_key).collect();
-    let dropped: Vec<HeldChange> = a
-        .changes
-        .iter()
-        .filter(|h| !done.contains(&held_key(h)))
-        .cloned()
-        .collect();
-    let detail = format!(
-        "{} of {} held changes applied after re-checking the directory",
-        applied.len(),
-        a.changes.len()
-    );
-    let approval = store
-        .decide_approval(id, ApprovalStatus::Approved, actor, Some(&detail))
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(Approved {
-        approval,
-        applied,
-        dropped,
-    })
-}
-
-/// Reject `id`: nothing changes, and the same set is not asked about again
-/// until the directory changes.
-pub async fn reject(store: &dyn Store, id: &str, actor: &str) -> Result<Approval> {
-    pending(store, id).await?;
-    store
-        .decide_approval(
-            id,
-            ApprovalStatus::Rejected,
-            actor,
-            Some("users kept; not asked again until the directory changes"),
-        )
-        .await
-        .map_err(|e| anyhow!("{e}"))
 }
 
 // ---------------------------------------------------------------- email

@@ -164,7 +164,7 @@ pub enum Principal {
 pub const ANY_OTHER_DOMAIN: &str = "*";
 
 /// A starting point taken in another domain: (kind, DC, value).
-pub type Mark = (crate::incremental::Kind, String, Vec<u8>);
+pub type Mark = (crate::marks::Kind, String, Vec<u8>);
 
 /// Connections to the other domains of one cycle.
 pub struct Domains {
@@ -394,14 +394,14 @@ impl Domains {
 async fn take_mark(client: &mut Client, cfg: &Config) -> Option<Mark> {
     let server = client.server().to_string();
     let base = client.base_dn().to_string();
-    let kind = match crate::incremental::supported(client, cfg) {
+    let kind = match crate::marks::supported(client, cfg) {
         Ok(kind) => kind,
         Err(why) => {
             tracing::info!(target: "mfasync::domains", "no incremental synchronization of {base}: {why}");
             return None;
         }
     };
-    match crate::incremental::starting_point(client, kind, &base).await {
+    match crate::marks::starting_point(client, kind, &base).await {
         Ok((kind, value)) => Some((kind, server, value)),
         Err(e) => {
             tracing::warn!(target: "mfasync::domains",

@@ -112,7 +112,7 @@ pub async fn ids_for_store(cfg: &Config, text: &str) -> (String, Option<String>)
     if cfg.sync.items.is_empty() {
         return (text.to_string(), None);
     }
-    let mut client = match crate::sync::connect(cfg).await {
+    let mut client = match crate::connect::connect(cfg).await {
         Ok(c) => c,
         Err(e) => return (text.to_string(), Some(format!("{e:#}; {later}"))),
     };

@@ -10,7 +10,7 @@ use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_store::Store;
 
-use mfasync_engine::{approvals, sync};
+use mfasync_engine::sync;
 
 pub struct ServiceBackend {
     pub store: Arc<dyn Store>,
@@ -281,7 +281,7 @@ impl mfasync_web::Backend for ServiceBackend {
         }
         let cfg = self.config().await?;
         let _one_at_a_time = self.sync_lock.lock().await;
-        let r = approvals::approve(self.store.as_ref(), &cfg, id, actor)
+        let r = mfasync_engine::decisions::approve(self.store.as_ref(), &cfg, id, actor)
             .await
             .map_err(|e| format!("cannot approve: {e:#}"))?;
         let count = |action: &str| {
@@ -300,7 +300,7 @@ impl mfasync_web::Backend for ServiceBackend {
     }
 
     async fn reject(&self, id: &str, actor: &str) -> Result<Rejected, String> {
-        let a = approvals::reject(self.store.as_ref(), id, actor)
+        let a = mfasync_engine::decisions::reject(self.store.as_ref(), id, actor)
             .await
             .map_err(|e| format!("cannot reject: {e:#}"))?;
         Ok(Rejected {

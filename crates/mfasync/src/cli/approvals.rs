@@ -1,7 +1,8 @@
 //! `approvals list|approve|reject`.
 
 use mfasync_core::config::Config;
-use mfasync_engine::approvals::{approve, pending_of, reject, who};
+use mfasync_engine::approvals::{pending_of, who};
+use mfasync_engine::decisions::{approve, reject};
 use mfasync_store::{Approval, ApprovalStatus, Store};
 
 /// `approvals list`: the pending approvals (PRODUCT.md JSON).
