@@ -6,7 +6,7 @@ use crate::commit::*;
 use crate::marks;
 use crate::members::*;
 use crate::read::*;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use mfasync_core::config::{Config, WhenRemoved};
 use mfasync_core::mapping::Packed;
 use mfasync_core::plan::{self, Counts, Plan};
@@ -93,20 +93,23 @@ pub(crate) async fn full(
         }
         let follow = crate::domains::follows_other_domains(cfg);
         for (i, item) in cfg.sync.items.iter().enumerate() {
-            let read = if crate::domains::foreign_domain(cfg, &base, &item.dn).is_none() {
-                // groups of this domain: members from trusted domains followed
-                let fsp = follow.then_some(&mut domains);
-                item_members(client, cfg, item, &base, &attrs, &mut snap, fsp).await
-            } else {
-                match domains.client_for(cfg, item).await {
-                    // In another domain: read on its own (no base) from its DCs.
-                    Ok(Some(c)) => item_members(c, cfg, item, "", &attrs, &mut snap, None).await,
-                    Ok(None) => Err(anyhow!("the domain of {} was not connected", item.dn)),
-                    Err(why) => {
-                        let (p, warn) = (&mut w.planner, &mut w.warnings);
-                        crate::domains::leave_as_is(store, p, warn, (i, item), None, &why).await?;
-                        continue;
-                    }
+            // the domain router: None for an item of the connected domain
+            let (read, foreign) = match domains.client_for(cfg, item).await {
+                Ok(None) => {
+                    // groups of this domain: members from trusted domains followed
+                    let fsp = follow.then_some(&mut domains);
+                    let read = item_members(client, cfg, item, &base, &attrs, &mut snap, fsp).await;
+                    (read, false)
+                }
+                // In another domain: read on its own (no base) from its DCs.
+                Ok(Some(c)) => (
+                    item_members(c, cfg, item, "", &attrs, &mut snap, None).await,
+                    true,
+                ),
+                Err(why) => {
+                    let (p, warn) = (&mut w.planner, &mut w.warnings);
+                    crate::domains::leave_as_is(store, p, warn, (i, item), None, &why).await?;
+                    continue;
                 }
             };
             let (members, unread) =
@@ -114,8 +117,7 @@ pub(crate) async fn full(
             // An item of another domain that answers with nobody while users
             // of it are stored: as for the connected domain, an empty answer
             // is never everybody leaving (its users are left as they are).
-            if members.is_empty() && crate::domains::foreign_domain(cfg, &base, &item.dn).is_some()
-            {
+            if members.is_empty() && foreign {
                 let stored = store
                     .users_by(UserKey::SyncItem, std::slice::from_ref(&item.dn))
                     .await?;
