@@ -2,7 +2,6 @@
 //! done by `mfasync-core` (pure), `mfasync-ldap` and `mfasync-store`.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use std::io::Read;
 use std::process::ExitCode;
 
 mod alloc;
@@ -21,7 +20,7 @@ mod terminal;
 mod web;
 
 use mfasync_engine::cluster::CliLease;
-use mfasync_engine::{auth, export, items, outbox, secrets, sync};
+use mfasync_engine::secrets;
 
 /// Exit codes of PRODUCT.md: 1 refused/failed, 2 bad usage or invalid input.
 #[derive(Debug)]
@@ -373,19 +372,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Tests only: with `MFASYNC_TEST_ABORT_AFTER_COMMIT` set, a one-shot sync
-/// kills itself (SIGKILL; SIGABRT if that fails: nothing cleaned up) right
-/// after its cycle committed and before any email is delivered.
-fn abort_after_commit_for_tests() {
-    if std::env::var_os("MFASYNC_TEST_ABORT_AFTER_COMMIT").is_some() {
-        let pid = std::process::id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status();
-        std::process::abort();
-    }
-}
-
 fn print_json(v: &impl serde::Serialize) -> CmdResult {
     let s = serde_json::to_string_pretty(v).map_err(|e| Failure::Refused(e.to_string()))?;
     println!("{s}");
@@ -428,55 +414,7 @@ async fn run(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Config {
             cmd: ConfigCmd::Apply { file, dry_run },
-        } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                Failure::Invalid(vec![format!("cannot read {}: {e}", file.display())])
-            })?;
-            let cfg = mfasync_core::config::parse(&text).map_err(|errs| {
-                Failure::Invalid(
-                    errs.iter()
-                        .map(|e| format!("{}: {e}", file.display()))
-                        .collect(),
-                )
-            })?;
-            // secrets named by file or env are read by the service later; say so now if they are unreadable here
-            if let Err(w) = secrets::check(&cfg) {
-                logging::warning(w);
-            }
-            for note in mfasync_core::config::warnings(&cfg) {
-                logging::warning(format_args!("{}: {note}", file.display()));
-            }
-            if dry_run {
-                if cli.json {
-                    print_json(&serde_json::json!({"ok": true, "stored": false}))?;
-                } else {
-                    println!("{}: valid", file.display());
-                }
-                return Ok(());
-            }
-            // with a secret key, passwords are stored sealed
-            let key = secrets::key().map_err(Failure::Refused)?;
-            let stored = secrets::for_store(&text, key.as_ref()).map_err(Failure::Invalid)?;
-            if let Some(w) = &stored.warning {
-                logging::warning(w);
-            }
-            // each sync item's unique id, so that it is found after a rename
-            let (text, not_now) = items::ids_for_store(&cfg, &stored.text).await;
-            if let Some(w) = not_now {
-                logging::notice(w);
-            }
-            let store = open_store(&cli.database).await?;
-            let version = store
-                .put_config(&text)
-                .await
-                .map_err(|e| Failure::Refused(e.to_string()))?;
-            if cli.json {
-                print_json(&serde_json::json!({"ok": true, "stored": true, "version": version}))
-            } else {
-                println!("configuration version {version} is now active");
-                Ok(())
-            }
-        }
+        } => cli::config::apply(&cli.database, &file, dry_run, cli.json).await,
         Command::Config {
             cmd: ConfigCmd::Example { openldap },
         } => {
@@ -511,165 +449,11 @@ async fn run(cli: Cli) -> CmdResult {
         }
         Command::Directory {
             cmd: DirectoryCmd::Test,
-        } => {
-            let store = open_store(&cli.database).await?;
-            let cfg = active_config(store.as_ref()).await?;
-            let password =
-                secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
-                    .map_err(Failure::Refused)?;
-            let report = mfasync_ldap::test(
-                &cfg.directory,
-                &cfg.directory.query_bind,
-                password.as_deref(),
-            )
-            .await;
-            if cli.json {
-                print_json(&report)?;
-            } else {
-                if let Some(d) = &report.discovery {
-                    terminal::say!(
-                        "domain   {} (from {}), asked {}: {}",
-                        d.domain,
-                        d.domain_from,
-                        d.dns,
-                        d.queries.join(", ")
-                    );
-                    for dc in &d.domain_controllers {
-                        terminal::say!(
-                            "found    {}:{} priority {} weight {}{} {}",
-                            dc.name,
-                            dc.port,
-                            dc.priority,
-                            dc.weight,
-                            if dc.in_site { " (site)" } else { "" },
-                            dc.error.as_deref().unwrap_or(&dc.servers.join(" "))
-                        );
-                    }
-                }
-                if report.tried.len() > 1 {
-                    for t in &report.tried {
-                        terminal::say!(
-                            "tried    {} {}",
-                            t.server,
-                            match &t.step {
-                                Some(step) => format!("FAIL at {step}: {}", t.detail),
-                                None => t.detail.clone(),
-                            }
-                        );
-                    }
-                }
-                for s in &report.steps {
-                    terminal::say!(
-                        "{:8} {:4} {}",
-                        s.step,
-                        if s.ok { "ok" } else { "FAIL" },
-                        s.detail
-                    );
-                }
-                if let Some(t) = &report.domains {
-                    for d in &t.domains {
-                        terminal::say!(
-                            "domain   {} ({}{}{}): {}",
-                            d.name,
-                            d.netbios.as_deref().unwrap_or("-"),
-                            match &d.direction {
-                                Some(dir) => format!(", {} {dir}", d.relation),
-                                None => format!(", {}", d.relation),
-                            },
-                            if d.reachable { "" } else { ", UNREACHABLE" },
-                            d.detail
-                        );
-                    }
-                    if let Some(e) = &t.error {
-                        terminal::say!("domains  FAIL {e}");
-                    }
-                }
-                for w in &report.warnings {
-                    terminal::say!("warning  {w}");
-                }
-                if report.ok {
-                    terminal::say!(
-                        "server {} ({:?}): paged={} dirsync={} asq={} syncrepl={} usn={}",
-                        report.server,
-                        report.vendor,
-                        report.supports.paged_results,
-                        report.supports.dirsync,
-                        report.supports.attribute_scoped_query,
-                        report.supports.syncrepl,
-                        report.supports.usn
-                    );
-                }
-            }
-            if report.ok {
-                Ok(())
-            } else {
-                let why = report.steps.iter().rev().find(|s| !s.ok);
-                Err(Failure::Refused(match why {
-                    Some(s) => format!("directory test failed: {}", s.detail),
-                    None => "directory test failed".into(),
-                }))
-            }
-        }
-        Command::Sync { full, plan } => {
-            let store: std::sync::Arc<dyn mfasync_store::Store> =
-                open_store(&cli.database).await?.into();
-            let cfg = active_config(store.as_ref()).await?;
-            // not while a server runs synchronization (docs/cluster.md)
-            let lease = match plan {
-                true => None,
-                false => Some(
-                    CliLease::take(store.as_ref(), "sync")
-                        .await
-                        .map_err(Failure::Refused)?,
-                ),
-            };
-            let opts = sync::Options {
-                full,
-                plan_only: plan,
-            };
-            // the cycle, then (not for --plan) the emails it queued and any
-            // others due, within a bounded time, still holding the lease
-            let work = async {
-                let outcome = sync::run(store.as_ref(), &cfg, opts).await;
-                if !plan {
-                    abort_after_commit_for_tests();
-                    if let Some(d) = outbox::deliver_before_exit(store.as_ref(), &cfg).await {
-                        if d != outbox::Delivered::default() {
-                            logging::notice(format_args!(
-                                "emails: {} sent, {} to be retried (mfasync outbox list), {} given up",
-                                d.sent, d.retrying, d.failed
-                            ));
-                        }
-                    }
-                }
-                outcome
-            };
-            let outcome = match &lease {
-                Some(l) => l.hold(&store, work).await,
-                None => work.await,
-            };
-            if let Some(l) = lease {
-                l.release(store.as_ref()).await;
-            }
-            store.close().await;
-            let outcome = outcome
-                .map_err(|e| Failure::Refused(format!("sync failed, nothing changed: {e:#}")))?;
-            cli::sync::print(&outcome, cli.json, plan)
-        }
+        } => cli::directory::test(&cli.database, cli.json).await,
+        Command::Sync { full, plan } => cli::sync::run(&cli.database, full, plan, cli.json).await,
         Command::Users {
             cmd: UsersCmd::Export { format, raw },
-        } => {
-            let store = open_store(&cli.database).await?;
-            let users = store
-                .users()
-                .await
-                .map_err(|e| Failure::Refused(e.to_string()))?;
-            match format {
-                Format::Json => print_json(&users),
-                Format::Csv => export::write_csv(&users, std::io::stdout().lock(), raw)
-                    .map_err(Failure::Refused),
-            }
-        }
+        } => cli::users::export(&cli.database, format, raw).await,
         Command::Users {
             cmd: UsersCmd::Otp { cmd },
         } => {
@@ -780,83 +564,14 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Auth {
             username,
             password_stdin,
-        } => {
-            if !password_stdin {
-                return Err(Failure::Invalid(vec![
-                    "auth needs --password-stdin (passwords are never taken from the command line)"
-                        .into(),
-                ]));
-            }
-            let mut pw = String::new();
-            std::io::stdin()
-                .read_to_string(&mut pw)
-                .map_err(|e| Failure::Refused(format!("cannot read the password: {e}")))?;
-            // one trailing newline (from `echo`) is not part of the password
-            let pw = pw
-                .strip_suffix('\n')
-                .map(|p| p.strip_suffix('\r').unwrap_or(p))
-                .unwrap_or(&pw);
-            // a current schema is not migrated again: one cheap version read
-            let store = database::open(&cli.database, true).await?;
-            let cfg = active_config(store.as_ref()).await?;
-            let result = auth::authenticate(store.as_ref(), &cfg, &username, pw).await;
-            if cli.json {
-                match result {
-                    Ok(()) => print_json(&serde_json::json!({"ok": true}))?,
-                    Err(r) => print_json(&serde_json::json!({"ok": false, "reason": r}))?,
-                }
-            } else {
-                match result {
-                    Ok(()) => println!("accepted"),
-                    Err(r) => println!("refused: {}", r.as_str()),
-                }
-            }
-            match result {
-                Ok(()) => Ok(()),
-                Err(r) => Err(Failure::Refused(format!(
-                    "authentication refused: {}",
-                    r.as_str()
-                ))),
-            }
-        }
+        } => cli::auth::check(&cli.database, &username, password_stdin, cli.json).await,
         Command::Admin {
             cmd:
                 AdminCmd::SetPassword {
                     username,
                     password_stdin,
                 },
-        } => {
-            if !password_stdin {
-                return Err(Failure::Invalid(vec![
-                    "admin set-password needs --password-stdin (passwords are never taken from the command line)".into(),
-                ]));
-            }
-            let mut pw = String::new();
-            std::io::stdin()
-                .read_to_string(&mut pw)
-                .map_err(|e| Failure::Refused(format!("cannot read the password: {e}")))?;
-            let pw = pw
-                .strip_suffix('\n')
-                .map(|p| p.strip_suffix('\r').unwrap_or(p))
-                .unwrap_or(&pw);
-            if pw.chars().count() < 12 {
-                return Err(Failure::Invalid(vec![
-                    "the password must have at least 12 characters".into(),
-                ]));
-            }
-            let hash = mfasync_web::auth::hash_password(pw).map_err(Failure::Refused)?;
-            let store = open_store(&cli.database).await?;
-            store
-                .admin_set_password(&username, &hash)
-                .await
-                .map_err(|e| Failure::Refused(e.to_string()))?;
-            if cli.json {
-                print_json(&serde_json::json!({"ok": true, "username": username}))?;
-            } else {
-                println!("password of administrator {username} set");
-            }
-            Ok(())
-        }
+        } => cli::admins::set_password(&cli.database, &username, password_stdin, cli.json).await,
         Command::Admin {
             cmd: AdminCmd::Remove { username },
         } => {

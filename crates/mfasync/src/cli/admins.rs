@@ -3,7 +3,9 @@
 //! one is kept unless `portal.admin_group` lets directory administrators in,
 //! so that the portal never ends up with nobody able to sign in.
 
-use crate::{CmdResult, Failure};
+use std::io::Read;
+
+use crate::{open_store, print_json, CmdResult, Failure};
 use mfasync_store::Store;
 
 pub async fn cli_remove(store: &dyn Store, username: &str, json: bool) -> CmdResult {
@@ -58,4 +60,43 @@ async fn admin_group_configured(store: &dyn Store) -> Result<bool, Failure> {
     };
     let cfg = crate::parse_stored_config(&v)?;
     Ok(cfg.portal.is_some_and(|p| !p.admin_group.trim().is_empty()))
+}
+
+/// `admin set-password USERNAME --password-stdin`.
+pub async fn set_password(
+    database: &str,
+    username: &str,
+    password_stdin: bool,
+    json: bool,
+) -> CmdResult {
+    if !password_stdin {
+        return Err(Failure::Invalid(vec![
+            "admin set-password needs --password-stdin (passwords are never taken from the command line)".into(),
+        ]));
+    }
+    let mut pw = String::new();
+    std::io::stdin()
+        .read_to_string(&mut pw)
+        .map_err(|e| Failure::Refused(format!("cannot read the password: {e}")))?;
+    let pw = pw
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&pw);
+    if pw.chars().count() < 12 {
+        return Err(Failure::Invalid(vec![
+            "the password must have at least 12 characters".into(),
+        ]));
+    }
+    let hash = mfasync_web::auth::hash_password(pw).map_err(Failure::Refused)?;
+    let store = open_store(database).await?;
+    store
+        .admin_set_password(username, &hash)
+        .await
+        .map_err(|e| Failure::Refused(e.to_string()))?;
+    if json {
+        print_json(&serde_json::json!({"ok": true, "username": username}))?;
+    } else {
+        println!("password of administrator {username} set");
+    }
+    Ok(())
 }

@@ -5,9 +5,13 @@
 pub mod admins;
 pub mod approvals;
 pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod directory;
 pub mod history;
 pub mod outbox;
 pub mod rekey;
 pub mod retention;
 pub mod servers;
 pub mod sync;
+pub mod users;

@@ -1,7 +1,10 @@
-//! `sync [--full] [--plan]`: the outcome printed.
+//! `sync [--full] [--plan]`.
 
+use crate::{active_config, logging, open_store, CmdResult, Failure};
 use mfasync_core::plan::Action;
-use mfasync_engine::sync::Outcome;
+use mfasync_engine::cluster::CliLease;
+use mfasync_engine::outbox;
+use mfasync_engine::sync::{self, Outcome};
 
 pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
     let c = o.plan.counts();
@@ -58,4 +61,64 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
         crate::logging::warning(w);
     }
     Ok(())
+}
+
+/// `sync [--full] [--plan]`: the cycle under the CLI lease, then the emails it queued.
+pub async fn run(database: &str, full: bool, plan: bool, json: bool) -> CmdResult {
+    let store: std::sync::Arc<dyn mfasync_store::Store> = open_store(database).await?.into();
+    let cfg = active_config(store.as_ref()).await?;
+    // not while a server runs synchronization (docs/cluster.md)
+    let lease = match plan {
+        true => None,
+        false => Some(
+            CliLease::take(store.as_ref(), "sync")
+                .await
+                .map_err(Failure::Refused)?,
+        ),
+    };
+    let opts = sync::Options {
+        full,
+        plan_only: plan,
+    };
+    // the cycle, then (not for --plan) the emails it queued and any
+    // others due, within a bounded time, still holding the lease
+    let work = async {
+        let outcome = sync::run(store.as_ref(), &cfg, opts).await;
+        if !plan {
+            abort_after_commit_for_tests();
+            if let Some(d) = outbox::deliver_before_exit(store.as_ref(), &cfg).await {
+                if d != outbox::Delivered::default() {
+                    logging::notice(format_args!(
+                        "emails: {} sent, {} to be retried (mfasync outbox list), {} given up",
+                        d.sent, d.retrying, d.failed
+                    ));
+                }
+            }
+        }
+        outcome
+    };
+    let outcome = match &lease {
+        Some(l) => l.hold(&store, work).await,
+        None => work.await,
+    };
+    if let Some(l) = lease {
+        l.release(store.as_ref()).await;
+    }
+    store.close().await;
+    let outcome =
+        outcome.map_err(|e| Failure::Refused(format!("sync failed, nothing changed: {e:#}")))?;
+    print(&outcome, json, plan)
+}
+
+/// Tests only: with `MFASYNC_TEST_ABORT_AFTER_COMMIT` set, a one-shot sync
+/// kills itself (SIGKILL; SIGABRT if that fails: nothing cleaned up) right
+/// after its cycle committed and before any email is delivered.
+fn abort_after_commit_for_tests() {
+    if std::env::var_os("MFASYNC_TEST_ABORT_AFTER_COMMIT").is_some() {
+        let pid = std::process::id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
+        std::process::abort();
+    }
 }
