@@ -4,7 +4,7 @@
 //! user's method decides: "oath-token" users must give a code, other users
 //! get what their client's `other_methods` says. Unknown clients and requests
 //! that fail the Message-Authenticator are dropped unanswered and counted.
-//! Every answer is audited and counted by client and reason; a password, a
+//! Every answer is audited and counted by client and reason before it is sent; a password, a
 //! code or a shared secret is never logged.
 
 use std::net::SocketAddr;
@@ -237,16 +237,12 @@ impl Server {
     /// Send an answer, count it, and audit it.
     async fn send(&self, c: &Client, from: SocketAddr, bytes: Option<Vec<u8>>, answer: &Answer) {
         let label = c.settings.label();
-        if let Some(bytes) = &bytes {
-            if let Err(e) = self.socket.send_to(bytes, from).await {
-                tracing::warn!(client = label, error = %e, "radius: answer not sent");
-            }
-        }
         let outcome = match answer.code {
             Code::AccessAccept => "accept",
             Code::AccessChallenge => "challenge",
             _ => "reject",
         };
+        // counted and audited before the client has the answer: a decision it acts on is on record
         self.metrics.record_radius(label, outcome, answer.reason);
         tracing::info!(
             client = label,
@@ -270,6 +266,11 @@ impl Server {
             .await
         {
             tracing::warn!(error = %e, "radius: audit not written");
+        }
+        if let Some(bytes) = &bytes {
+            if let Err(e) = self.socket.send_to(bytes, from).await {
+                tracing::warn!(client = label, error = %e, "radius: answer not sent");
+            }
         }
     }
 

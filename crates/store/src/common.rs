@@ -1180,14 +1180,6 @@ macro_rules! impl_store {
                 self.pool.close().await;
             }
         }
-        $crate::roles::users::impl_user_store!($store, $db);
-        $crate::roles::configs::impl_config_store!($store, $db);
-        $crate::roles::history::impl_history_store!($store, $db);
-        $crate::roles::approvals::impl_approval_store!($store, $db);
-        $crate::roles::admins::impl_admin_store!($store, $db);
-        $crate::roles::cluster::impl_cluster_store!($store, $db);
-        $crate::roles::outbox::impl_outbox_store!($store, $db);
-        $crate::roles::otp::impl_otp_store!($store, $db);
     };
 }
 pub(crate) use impl_store;

@@ -98,6 +98,7 @@ impl PgStore {
 }
 
 crate::common::impl_store!(PgStore, sqlx::Postgres);
+crate::roles::impl_roles!(PgStore, sqlx::Postgres);
 crate::outbox::impl_outbox!(PgStore, sqlx::Postgres);
 
 impl PgStore {

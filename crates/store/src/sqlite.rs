@@ -301,6 +301,7 @@ async fn schema_current(pool: &SqlitePool) -> bool {
 }
 
 crate::common::impl_store!(SqliteStore, sqlx::Sqlite);
+crate::roles::impl_roles!(SqliteStore, sqlx::Sqlite);
 crate::outbox::impl_outbox!(SqliteStore, sqlx::Sqlite);
 
 /// What SQLite does its own way (see common.rs). A sync's bulk writes: one
