@@ -33,6 +33,19 @@ impl Enrolled {
     }
 }
 
+impl Enrolled {
+    /// The URI as a QR code in SVG (for the portal; dark modules on white, no styles).
+    pub fn qr_svg(&self) -> Option<String> {
+        let code = qrcode::QrCode::new(self.uri.as_bytes()).ok()?;
+        Some(
+            code.render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(200, 200)
+                .quiet_zone(true)
+                .build(),
+        )
+    }
+}
+
 /// Why enrollment or a check cannot be done.
 #[derive(Debug, thiserror::Error)]
 pub enum OtpError {

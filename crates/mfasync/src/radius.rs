@@ -50,7 +50,7 @@ pub struct Server {
     backend: Arc<ServiceBackend>,
     store: Arc<dyn Store>,
     metrics: Arc<mfasync_web::Metrics>,
-    limits: Limits,
+    limits: Arc<Limits>,
     duplicates: Mutex<Duplicates<RequestKey>>,
     /// State -> the MFA username whose password was right.
     challenges: Mutex<Challenges<String>>,
@@ -94,7 +94,7 @@ pub async fn bind(
     backend: Arc<ServiceBackend>,
     store: Arc<dyn Store>,
     metrics: Arc<mfasync_web::Metrics>,
-    web: &mfasync_web::WebOptions,
+    limits: Arc<Limits>,
     key: Option<mfasync_secret::SecretKey>,
 ) -> Result<Arc<Server>> {
     let mut clients = Vec::with_capacity(settings.clients.len());
@@ -130,7 +130,7 @@ pub async fn bind(
         backend,
         store,
         metrics,
-        limits: Limits::for_api(web),
+        limits,
         duplicates: Mutex::new(Duplicates::new(DUPLICATE_WINDOW, DUPLICATE_CAP)),
         challenges: Mutex::new(Challenges::new(CHALLENGE_TTL, CHALLENGE_CAP)),
         key,
@@ -337,8 +337,8 @@ impl Server {
         }
     }
 
-    /// The password as `POST /api/v1/auth` checks it, under the same kind of limits
-    /// (the client's address in place of the HTTP client's).
+    /// The password as `POST /api/v1/auth` checks it, under the same limits (one
+    /// count per account for both; the RADIUS client's address in place of the HTTP client's).
     async fn check_password(
         &self,
         from: SocketAddr,

@@ -59,13 +59,16 @@ pub async fn run(
         config_cache: Default::default(),
         secret_key: secret_key.clone(),
     });
-    let web = mfasync_web::WebOptions {
+    let mut web = mfasync_web::WebOptions {
         secure_cookies,
         secret_key: secret_key.clone(),
         trusted_proxies: limits.trusted_proxies,
         auth_client_max_failures: limits.client_max_failures,
         ..mfasync_web::WebOptions::default()
     };
+    // one count of wrong passwords for the API and the RADIUS server
+    let api_limits = Arc::new(mfasync_web::limits::Limits::for_api(&web));
+    web.api_limits = Some(api_limits.clone());
     // the RADIUS server, when the configuration has [radius] (read once: a change needs a restart)
     let radius = match crate::active_config(store.as_ref())
         .await
@@ -78,7 +81,7 @@ pub async fn run(
                 backend.clone(),
                 store.clone(),
                 metrics.clone(),
-                &web,
+                api_limits.clone(),
                 secret_key.clone(),
             )
             .await?;

@@ -143,6 +143,47 @@ impl ServiceBackend {
 
 #[async_trait]
 impl mfasync_web::Backend for ServiceBackend {
+    async fn otp_enroll(
+        &self,
+        username: &str,
+        actor: &str,
+    ) -> Result<mfasync_web::OtpEnrollment, String> {
+        let e = crate::otp::enroll(
+            self.store.as_ref(),
+            self.secret_key.as_ref(),
+            username,
+            actor,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let qr_svg = e.qr_svg().ok_or("the URI does not fit a QR code")?;
+        Ok(mfasync_web::OtpEnrollment {
+            username: e.username,
+            uri: e.uri,
+            qr_svg,
+        })
+    }
+
+    async fn otp_check(&self, username: &str, code: &str) -> Result<Option<String>, String> {
+        let key = self
+            .secret_key
+            .as_ref()
+            .ok_or_else(|| crate::otp::OtpError::NoKey.to_string())?;
+        let verdict = crate::otp::check(
+            self.store.as_ref(),
+            key,
+            username,
+            code,
+            crate::otp::now_secs(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(match verdict {
+            crate::otp::Verdict::Accepted => None,
+            other => Some(other.as_str().to_string()),
+        })
+    }
+
     fn sync_progress(&self) -> SyncProgress {
         let (entries_read, phase) = mfasync_engine::progress::snapshot();
         SyncProgress {

@@ -283,3 +283,54 @@ async fn a_code_appended_to_the_password_works_once() {
         assert!(counted.contains(line), "{line} not in\n{counted}");
     }
 }
+
+/// One account lock for RADIUS and `POST /api/v1/auth`: wrong passwords sent
+/// by the VPN lock the account for the API too.
+#[tokio::test]
+async fn wrong_passwords_by_radius_lock_the_account_for_the_api_too() {
+    const TOKEN: &str = "radius-test-api-token-0123456789";
+    let (m, s) = serve(
+        "[[radius.clients]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"SECRET_FILE\"\nother_methods = \"password\"\n",
+    )
+    .await;
+    let store = mfasync_store::open(&m.url).await.unwrap();
+    store
+        .token_create(&mfasync_store::AuthToken {
+            token_hash: mfasync_web::auth::token_hash(TOKEN),
+            kind: "api".into(),
+            username: "admin".into(),
+            label: Some("test".into()),
+            csrf: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    let api = |password: &'static str| {
+        let url = format!("{}/api/v1/auth", s.http);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({"username": "alice", "password": password}))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(api("alice-Passw0rd").await["ok"], true);
+    for _ in 0..10 {
+        let out = radclient(s.radius, SECRET, &request("alice", "wrong-password"));
+        assert!(out.contains("Received Access-Reject"), "{out}");
+    }
+    let out = radclient(s.radius, SECRET, &request("alice", "alice-Passw0rd"));
+    assert!(out.contains("Received Access-Reject"), "locked: {out}");
+    assert_eq!(
+        api("alice-Passw0rd").await,
+        serde_json::json!({"ok": false, "reason": "account-locked"})
+    );
+}

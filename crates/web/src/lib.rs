@@ -129,6 +129,16 @@ pub trait Backend: Send + Sync {
     async fn directory_admin(&self, _username: &str, _password: &str) -> Result<(), String> {
         Err("sign-in by directory credentials is not available".into())
     }
+    /// Give the MFA user `username` a new OATH TOTP secret (replacing any),
+    /// audited by `actor`: what the user's authenticator app reads, shown once.
+    async fn otp_enroll(&self, _username: &str, _actor: &str) -> Result<OtpEnrollment, String> {
+        Err("OATH enrollment is not available".into())
+    }
+    /// Check a code of the user's OATH secret, as the RADIUS server does (a
+    /// code is accepted once): `Ok(None)` accepted, `Ok(Some(reason))` refused.
+    async fn otp_check(&self, _username: &str, _code: &str) -> Result<Option<String>, String> {
+        Err("OATH codes cannot be checked here".into())
+    }
     /// `directory_admin` under the limits, as [`Backend::auth_limited`].
     async fn directory_admin_limited(
         &self,
@@ -140,6 +150,14 @@ pub trait Backend: Send + Sync {
             .map_err(|r| format!("refused by the sign-in limits ({})", r.as_str()))?;
         self.directory_admin(username, password).await
     }
+}
+
+/// A new OATH enrollment: the `otpauth://` URI (it holds the secret) and its
+/// QR code as SVG markup. Never logged (no `Debug`).
+pub struct OtpEnrollment {
+    pub username: String,
+    pub uri: String,
+    pub qr_svg: String,
 }
 
 /// How the web side behaves.
@@ -177,6 +195,10 @@ pub struct WebOptions {
     /// `MFASYNC_SECRET_KEY_FILE` or `MFASYNC_SECRET_KEY`). None: the portal
     /// refuses to store a typed password.
     pub secret_key: Option<secret::SecretKey>,
+    /// The counts of `POST /api/v1/auth`, when another way in shares them
+    /// (`serve`'s RADIUS server: one account lock whichever way the wrong
+    /// passwords came). None: the router keeps its own.
+    pub api_limits: Option<Arc<limits::Limits>>,
 }
 
 impl Default for WebOptions {
@@ -192,6 +214,7 @@ impl Default for WebOptions {
             auth_client_window: Duration::from_secs(300),
             trusted_proxies: Vec::new(),
             secret_key: None,
+            api_limits: None,
         }
     }
 }
@@ -224,7 +247,10 @@ pub fn router(
         store,
         metrics,
         login_limits: Arc::new(limits::Limits::for_portal(&opts)),
-        auth_limits: Arc::new(limits::Limits::for_api(&opts)),
+        auth_limits: opts
+            .api_limits
+            .clone()
+            .unwrap_or_else(|| Arc::new(limits::Limits::for_api(&opts))),
         opts: Arc::new(opts),
         jobs: Arc::default(),
         tokens: Arc::default(),

@@ -22,6 +22,7 @@ const BACKOFF_FORGET: Duration = Duration::from_secs(3600);
 const UNKNOWN_CLIENT: &str = "unknown";
 
 /// The counts of one way in (the API's password checks, or portal sign-in).
+#[derive(Debug)]
 pub struct Limits {
     guard: Mutex<Guard>,
 }

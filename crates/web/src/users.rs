@@ -7,13 +7,13 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Extension, Router};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
 use mfasync_core::MfaUser;
 use mfasync_store::AuditEntry;
 use serde::Deserialize;
 
-use crate::auth::Admin;
+use crate::auth::{csrf_refusal, Admin};
 use crate::kit::{db_error, message, render, Chrome, Flash, When};
 use crate::App;
 
@@ -24,6 +24,8 @@ pub(crate) fn routes() -> Router<App> {
     Router::new()
         .route("/users", get(users))
         .route("/users/{username}", get(user_detail))
+        .route("/users/{username}/otp", post(otp_enroll))
+        .route("/users/{username}/otp/confirm", post(otp_confirm))
 }
 
 /// The label of a user field (`MfaUser::text_fields` and the audit's keys).
@@ -242,6 +244,10 @@ struct UserPage {
     /// (label, value)
     fields: Vec<(&'static str, String)>,
     history: Vec<HistoryRow>,
+    /// The username as a URL path segment.
+    path: String,
+    /// When the user's OATH secret was enrolled (None: not enrolled).
+    otp: Option<When>,
 }
 
 async fn user_detail(
@@ -294,11 +300,94 @@ async fn user_detail(
         Ok(a) => a,
         Err(e) => return db_error(Some(&admin), e),
     };
+    let otp = match app.store.otp_secret(&u.username).await {
+        Ok(s) => s.map(|s| When::of(&s.enrolled_at)),
+        Err(e) => return db_error(Some(&admin), e),
+    };
     render(&UserPage {
         chrome: Chrome::new(format!("User {}", u.username), Some(&admin), "/users"),
         fields,
         history: audit.iter().map(history_row).collect(),
+        path: crate::kit::url_component(&u.username),
+        otp,
     })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct OtpForm {
+    csrf: String,
+    code: String,
+}
+
+/// The enrollment, shown once: the QR code, the URI, and a form to confirm a first code.
+#[derive(Template)]
+#[template(path = "otp.html")]
+struct OtpPage {
+    chrome: Chrome,
+    username: String,
+    path: String,
+    uri: String,
+    qr_svg: String,
+}
+
+/// `POST /users/{username}/otp`: a new OATH secret for the user.
+async fn otp_enroll(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path(username): Path<String>,
+    Form(form): Form<OtpForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    match app.backend.otp_enroll(&username, &admin.username).await {
+        Ok(e) => render(&OtpPage {
+            chrome: Chrome::new(
+                format!("OATH token of {}", e.username),
+                Some(&admin),
+                "/users",
+            ),
+            path: crate::kit::url_component(&e.username),
+            username: e.username,
+            uri: e.uri,
+            qr_svg: e.qr_svg,
+        }),
+        Err(why) => message(
+            StatusCode::BAD_REQUEST,
+            "OATH token",
+            Some(&admin),
+            "/users",
+            vec![Flash::error(format!("Not enrolled: {why}."))],
+        ),
+    }
+}
+
+/// `POST /users/{username}/otp/confirm`: a code of the user's app, checked as
+/// the RADIUS server checks it (and so used up).
+async fn otp_confirm(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path(username): Path<String>,
+    Form(form): Form<OtpForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+        return r;
+    }
+    let (status, flash) = match app.backend.otp_check(&username, form.code.trim()).await {
+        Ok(None) => (
+            StatusCode::OK,
+            Flash::ok("Code accepted: the authenticator app is set up."),
+        ),
+        Ok(Some(reason)) => (
+            StatusCode::BAD_REQUEST,
+            Flash::error(format!(
+                "Code refused ({reason}): enter the next code the app shows."
+            )),
+        ),
+        Err(why) => (StatusCode::BAD_REQUEST, Flash::error(why)),
+    };
+    message(status, "OATH token", Some(&admin), "/users", vec![flash])
 }
 
 /// `field_label` of a `'static` key.

@@ -107,6 +107,36 @@ impl Backend for FakeBackend {
                   "changes": [{"action": "create", "username": "new", "fields": []}]}),
         ))
     }
+    async fn otp_enroll(
+        &self,
+        username: &str,
+        actor: &str,
+    ) -> Result<mfasync_web::OtpEnrollment, String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("otp_enroll {username} by {actor}"));
+        if !self
+            .store
+            .otp_enroll(username, "v1:fake", actor)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err(format!("no MFA user named {username}"));
+        }
+        Ok(mfasync_web::OtpEnrollment {
+            username: username.to_string(),
+            uri: format!("otpauth://totp/mfasync:{username}?secret=FAKE&x=<y>"),
+            qr_svg: "<svg id=\"fake-qr\"></svg>".into(),
+        })
+    }
+    async fn otp_check(&self, username: &str, code: &str) -> Result<Option<String>, String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("otp_check {username}"));
+        Ok((code != "123456").then(|| "wrong-code".to_string()))
+    }
     async fn approve(&self, id: &str, actor: &str) -> Result<Approved, String> {
         self.calls
             .lock()
@@ -885,6 +915,69 @@ async fn api_users_approvals_history_config_and_auth() {
     assert!(text.contains("mfasync_auth_total{outcome=\"not-an-mfa-user\"} 1"));
     assert!(text.contains("mfasync_pending_approvals 0"));
     assert!(text.contains("mfasync_last_sync_start_timestamp_seconds "));
+}
+
+#[tokio::test]
+async fn the_user_page_enrolls_an_oath_token_and_checks_a_first_code() {
+    let s = serve().await;
+    let sess = s.session().await;
+    s.store.insert_user(&user("bob", true)).await.unwrap();
+    let page = s.get_page(&sess.cookie, "/users/bob").await;
+    assert!(page.contains("No OATH token secret"), "{page}");
+    assert!(page.contains(r#"action="/users/bob/otp""#), "{page}");
+    // without the form's token: refused, nothing enrolled
+    let resp = s
+        .post_form(&sess, "/users/bob/otp", &[("csrf", "nope")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(s.store.otp_secret("bob").await.unwrap().is_none());
+
+    let resp = s
+        .post_form(&sess, "/users/bob/otp", &[("csrf", &sess.csrf)])
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains(r#"<svg id="fake-qr"></svg>"#),
+        "the SVG as markup: {page}"
+    );
+    assert!(
+        page.contains("otpauth://totp/mfasync:bob?secret=FAKE&#38;x=&#60;y&#62;"),
+        "the URI escaped: {page}"
+    );
+    assert!(page.contains(r#"action="/users/bob/otp/confirm""#));
+    assert!(s
+        .backend
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c == &format!("otp_enroll bob by {ADMIN}")));
+    let page = s.get_page(&sess.cookie, "/users/bob").await;
+    assert!(page.contains("id=\"otp-state\">Enrolled"), "{page}");
+
+    let resp = s
+        .post_form(
+            &sess,
+            "/users/bob/otp/confirm",
+            &[("csrf", &sess.csrf), ("code", "000000")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("Code refused (wrong-code)"));
+    let resp = s
+        .post_form(
+            &sess,
+            "/users/bob/otp/confirm",
+            &[("csrf", &sess.csrf), ("code", "123456")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().await.unwrap().contains("Code accepted"));
 }
 
 #[tokio::test]
