@@ -334,3 +334,117 @@ async fn wrong_passwords_by_radius_lock_the_account_for_the_api_too() {
         serde_json::json!({"ok": false, "reason": "account-locked"})
     );
 }
+
+/// The portal's OATH enrollment through the real `serve`: the user page
+/// enrolls, the code of the shown secret is accepted once by the page's check,
+/// and the RADIUS server then refuses that same code as replayed (one secret,
+/// one record of used codes).
+#[tokio::test]
+async fn the_portal_enrolls_the_secret_the_radius_server_checks() {
+    let (m, s) = serve(
+        "[[radius.clients]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"SECRET_FILE\"\n",
+    )
+    .await;
+    let set = m.run_stdin(
+        &["admin", "set-password", "root", "--password-stdin"],
+        "correct horse battery\n",
+    );
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = &s.http;
+    let between = |text: &str, start: &str, end: &str| -> String {
+        text.split(start)
+            .nth(1)
+            .and_then(|r| r.split(end).next())
+            .unwrap_or_else(|| panic!("no {start} in {text}"))
+            .to_string()
+    };
+    let cookie = |r: &reqwest::Response, name: &str| -> String {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix(&format!("{name}=")))
+            .map(|v| v.split(';').next().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no cookie {name}"))
+    };
+    let page = http.get(format!("{base}/login")).send().await.unwrap();
+    let login = cookie(&page, "mfasync_login");
+    let field = between(
+        &page.text().await.unwrap(),
+        "name=\"login_csrf\" value=\"",
+        "\"",
+    );
+    let r = http
+        .post(format!("{base}/login"))
+        .header("cookie", format!("mfasync_login={login}"))
+        .header("origin", base)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("username", "root"),
+            ("password", "correct horse battery"),
+            ("login_csrf", field.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = format!("mfasync_session={}", cookie(&r, "mfasync_session"));
+    let post = |path: &str, form: Vec<(&'static str, String)>| {
+        http.post(format!("{base}{path}"))
+            .header("cookie", &session)
+            .header("origin", base)
+            .header("sec-fetch-site", "same-origin")
+            .form(&form)
+            .send()
+    };
+    let page = http
+        .get(format!("{base}/users/tom"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("No OATH token secret"), "{page}");
+    let csrf = between(&page, "name=\"csrf\" value=\"", "\"");
+
+    let enrolled = post("/users/tom/otp", vec![("csrf", csrf.clone())])
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(enrolled.contains("<svg"), "a QR code: {enrolled}");
+    let secret = between(&enrolled, "secret=", "&");
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap();
+    let code = code_now(&secret);
+    let checked = post(
+        "/users/tom/otp/confirm",
+        vec![("csrf", csrf.clone()), ("code", code.clone())],
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(checked.contains("Code accepted"), "{checked}");
+
+    let out = radclient(s.radius, SECRET, &request("tom", "tom-Passw0rd"));
+    let state = state_of(&out);
+    let out = radclient(s.radius, SECRET, &answer_to("tom", &code, &state));
+    assert!(out.contains("Received Access-Reject"), "{out}");
+    let counted = s.metrics().await;
+    assert!(
+        counted.contains("outcome=\"reject:code-replayed\"} 1"),
+        "{counted}"
+    );
+    let audit = m.ok(&["audit", "--limit", "100"]).stdout;
+    assert!(audit.contains("otp-enrolled"), "{audit}");
+}
