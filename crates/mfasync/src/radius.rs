@@ -4,8 +4,8 @@
 //! user's method decides: "oath-token" users must give a code, other users
 //! get what their client's `other_methods` says. Unknown clients and requests
 //! that fail the Message-Authenticator are dropped unanswered and counted.
-//! Every answer is audited and counted by client and reason before it is sent; a password, a
-//! code or a shared secret is never logged.
+//! Every answer is counted by client and reason before it is sent, and audited
+//! after; a password, a code or a shared secret is never logged.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -242,7 +242,8 @@ impl Server {
             Code::AccessChallenge => "challenge",
             _ => "reject",
         };
-        // counted and audited before the client has the answer: a decision it acts on is on record
+        // counted before the client has the answer; audited after it, so that a
+        // database busy with a sync's transaction does not hold the answer back
         self.metrics.record_radius(label, outcome, answer.reason);
         tracing::info!(
             client = label,
@@ -251,6 +252,11 @@ impl Server {
             reason = answer.reason,
             "radius: answered"
         );
+        if let Some(bytes) = &bytes {
+            if let Err(e) = self.socket.send_to(bytes, from).await {
+                tracing::warn!(client = label, error = %e, "radius: answer not sent");
+            }
+        }
         let detail = if answer.reason.is_empty() {
             format!("user {}", answer.user)
         } else {
@@ -266,11 +272,6 @@ impl Server {
             .await
         {
             tracing::warn!(error = %e, "radius: audit not written");
-        }
-        if let Some(bytes) = &bytes {
-            if let Err(e) = self.socket.send_to(bytes, from).await {
-                tracing::warn!(client = label, error = %e, "radius: answer not sent");
-            }
         }
     }
 

@@ -98,9 +98,21 @@ async fn the_directory_password_and_mfa_membership_decide() {
     ] {
         assert!(counted.contains(line), "{line} not in\n{counted}");
     }
-    let audit = m.ok(&["audit", "--limit", "100"]).stdout;
-    assert!(audit.contains("radius-accept"), "{audit}");
-    assert!(audit.contains("user alice: invalid-credentials"), "{audit}");
+    // the audit row is written after the answer is sent: wait for the last one
+    let audited = |text: &str| {
+        text.contains("radius-accept")
+            && text.contains("user alice: invalid-credentials")
+            && text.contains("user tom: otp-not-enrolled")
+    };
+    let mut audit = m.ok(&["audit", "--limit", "100"]).stdout;
+    for _ in 0..100 {
+        if audited(&audit) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        audit = m.ok(&["audit", "--limit", "100"]).stdout;
+    }
+    assert!(audited(&audit), "{audit}");
     assert!(
         !audit.contains("Passw0rd") && !audit.contains("wrong-password"),
         "{audit}"
