@@ -18,22 +18,9 @@ const USERS: usize = 1000;
 const SECRET: &str = "bench radius shared secret";
 const PARALLEL: usize = 16;
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-fn report(name: &str, mut lat: Vec<Duration>) -> f64 {
-    let total: Duration = lat.iter().sum();
-    lat.sort();
-    let p50 = pct(&lat, 0.5);
-    println!(
-        "| {name} | {:.0} | {p50:.2} ms | {:.2} ms |",
-        lat.len() as f64 / total.as_secs_f64(),
-        pct(&lat, 0.99)
-    );
-    p50
-}
+#[path = "support/latency.rs"]
+mod latency;
+use latency::report;
 
 /// One Access-Request for user `i` on `socket`, answered Access-Accept; its round trip.
 fn radius_check(socket: &UdpSocket, port: u16, id: u8, i: usize, nonce: u64) -> Duration {

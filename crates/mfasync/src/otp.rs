@@ -20,25 +20,28 @@ pub struct Enrolled {
 }
 
 impl Enrolled {
+    /// The URI as a QR code (None: too long for one).
+    fn qr(&self) -> Option<qrcode::QrCode> {
+        qrcode::QrCode::new(self.uri.as_bytes()).ok()
+    }
+
     /// The URI as a QR code of terminal text (two rows per line).
     pub fn qr_text(&self) -> Option<String> {
-        let code = qrcode::QrCode::new(self.uri.as_bytes()).ok()?;
         Some(
-            code.render::<qrcode::render::unicode::Dense1x2>()
+            self.qr()?
+                .render::<qrcode::render::unicode::Dense1x2>()
                 .dark_color(qrcode::render::unicode::Dense1x2::Light)
                 .light_color(qrcode::render::unicode::Dense1x2::Dark)
                 .quiet_zone(true)
                 .build(),
         )
     }
-}
 
-impl Enrolled {
     /// The URI as a QR code in SVG (for the portal; dark modules on white, no styles).
     pub fn qr_svg(&self) -> Option<String> {
-        let code = qrcode::QrCode::new(self.uri.as_bytes()).ok()?;
         Some(
-            code.render::<qrcode::render::svg::Color<'_>>()
+            self.qr()?
+                .render::<qrcode::render::svg::Color<'_>>()
                 .min_dimensions(200, 200)
                 .quiet_zone(true)
                 .build(),

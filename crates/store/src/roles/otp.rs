@@ -50,16 +50,24 @@ pub trait OtpStore: Send + Sync {
 /// the helpers and imports the methods use).
 macro_rules! impl_otp_store {
     ($store:ty, $db:ty) => {
+        impl $store {
+            /// The row id and stored username of the user `username` names (case-insensitive).
+            async fn otp_user_row(&self, tx: &mut Tx, username: &str) -> Result<Option<(i64, String)>> {
+                Ok(
+                    sqlx::query_as("SELECT id, username FROM users WHERE username_lower = $1")
+                        .bind(username.to_lowercase())
+                        .fetch_optional(&mut **tx)
+                        .await?,
+                )
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::OtpStore for $store {
             async fn otp_enroll(&self, username: &str, sealed: &str, actor: &str) -> Result<bool> {
                 let at = now()?;
                 let mut tx = self.begin().await?;
-                let found: Option<(i64, String)> =
-                    sqlx::query_as("SELECT id, username FROM users WHERE username_lower = $1")
-                        .bind(username.to_lowercase())
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let found = self.otp_user_row(&mut tx, username).await?;
                 let Some((id, name)) = found else {
                     return Ok(false);
                 };
@@ -115,11 +123,7 @@ macro_rules! impl_otp_store {
             async fn otp_remove(&self, username: &str, actor: &str) -> Result<bool> {
                 let at = now()?;
                 let mut tx = self.begin().await?;
-                let found: Option<(i64, String)> =
-                    sqlx::query_as("SELECT id, username FROM users WHERE username_lower = $1")
-                        .bind(username.to_lowercase())
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let found = self.otp_user_row(&mut tx, username).await?;
                 let Some((id, name)) = found else {
                     return Ok(false);
                 };
