@@ -3,14 +3,11 @@
 //! and MFA membership, the method decides, unknown clients and requests
 //! without a valid Message-Authenticator get no answer; every answer is
 //! counted in /metrics and audited without the password.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::radius::{
+use crate::common::radius::{
     answer_to, code_now, enroll, radclient, radius_table, request, state_of, Served, SECRET,
 };
-use common::Mfa;
+use crate::common::Mfa;
 use mfasync_testkit::Slapd;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -41,7 +38,7 @@ async fn serve(clients: &str) -> (Mfa, Served) {
     let s = slapd();
     let m = Mfa::new();
     let radius = mfasync_testkit::free_udp_port();
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{}\"", s.url),
         BASE,
         5,
@@ -56,7 +53,7 @@ async fn serve(clients: &str) -> (Mfa, Served) {
         radius_table(&m, radius, clients)
     ));
     m.sync_full();
-    let served = common::radius::serve(&m, radius).await;
+    let served = crate::common::radius::serve(&m, radius).await;
     (m, served)
 }
 

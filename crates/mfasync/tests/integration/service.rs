@@ -4,12 +4,10 @@
 //! codes; `--log-format json` writes one JSON object per line; the starter
 //! configurations of `config example` are valid; completions and man pages
 //! are generated.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::KillOnDrop;
+use crate::common::KillOnDrop;
 
-use common::Mfa;
+use crate::common::Mfa;
 use serde_json::Value;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -176,7 +174,7 @@ fn stderr_in_a_file_carries_no_colour_codes() {
     );
 
     // a one-shot command's warning and debug lines, and a failure
-    let cfg = m.config_file(&common::openldap_directory(
+    let cfg = m.config_file(&crate::common::openldap_directory(
         "\"ldap://127.0.0.1:9\"",
         "dc=example,dc=com",
         1,

@@ -6,12 +6,10 @@
 //! scheduled cycle and `POST /api/v1/auth` do not bring the service down,
 //! the store is unchanged, and the peak RSS of the process stays under
 //! 200 MB (a bound on memory, not a timing).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::KillOnDrop;
+use crate::common::KillOnDrop;
 
-use common::Mfa;
+use crate::common::Mfa;
 use mfasync_testkit::{Attack, Hostile, Slapd};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -48,7 +46,7 @@ fn slapd() -> &'static Slapd {
 /// 10 s, simple auth binds, and `extra` lines in `[directory]`.
 fn config(ou: &str, server: &str, extra: &str) -> String {
     let s = slapd();
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{server}\""),
         &format!("ou={ou},{BASE}"),
         30,

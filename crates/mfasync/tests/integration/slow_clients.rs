@@ -4,12 +4,10 @@
 //! the idle timeout (not the header timeout); past `--max-connections` a new
 //! connection gets 503; the open files limit is raised to the hard limit; a
 //! process out of descriptors keeps accepting once they come back.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::KillOnDrop;
+use crate::common::KillOnDrop;
 
-use common::Mfa;
+use crate::common::Mfa;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};

@@ -3,11 +3,8 @@
 //! incremental `sync` after directory changes gives the same users as a fresh
 //! full synchronization, reads about as many entries as changed, and a cycle
 //! killed mid-way loses nothing. Each test has its own OU as base DN.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{counts, Mfa};
+use crate::common::{counts, Mfa};
 use mfasync_testkit::Slapd;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -82,7 +79,7 @@ fn slapd() -> &'static Slapd {
 
 fn config(t: &str, extra_sync: &str, items: &str) -> String {
     let s = slapd();
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{}\"", s.url),
         &format!("ou={t},{BASE}"),
         5,

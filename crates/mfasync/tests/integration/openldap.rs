@@ -1,11 +1,7 @@
 //! End to end against a real OpenLDAP slapd: full synchronization, mapping,
 //! item priority, nested containers and groups, departures, failover, safety.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::{counts, Mfa};
+use crate::common::{counts, Mfa};
 use mfasync_testkit::Slapd;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
@@ -175,7 +171,8 @@ fn slapd() -> &'static Slapd {
 /// A configuration for the shared slapd with the given items (TOML text).
 fn config(servers: &str, items: &str) -> String {
     let s = slapd();
-    let head = common::openldap_directory(servers, BASE, 3, (&s.admin_dn, &s.admin_password));
+    let head =
+        crate::common::openldap_directory(servers, BASE, 3, (&s.admin_dn, &s.admin_password));
     format!("{head}{items}\n")
 }
 
@@ -367,7 +364,7 @@ fn scope_users_left_by_a_move_or_a_filter_are_disabled_not_deleted() {
     let s = slapd();
     let m = Mfa::new();
     let head = |filter: &str| {
-        common::openldap_directory(
+        crate::common::openldap_directory(
             &server(),
             &format!("ou=ScopeIn,{BASE}"),
             3,
@@ -961,7 +958,7 @@ fn a_store_failure_while_reading_ends_the_sync() {
         ));
     }
     let s = Slapd::start(&ldif);
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{}\"", s.url),
         BASE,
         3,

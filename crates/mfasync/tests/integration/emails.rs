@@ -5,16 +5,10 @@
 //! delivery, an update email for a phone change, and an SMTP server that is
 //! down: the sync succeeds and the emails go out once it is back.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "support/sink.rs"]
-mod sink;
-
-use common::{counts, Mfa};
+use crate::common::{counts, Mfa};
+use crate::sink::SmtpSink;
 use mfasync_testkit::Slapd;
 use serde_json::Value;
-use sink::SmtpSink;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -62,7 +56,7 @@ fn slapd() -> &'static Slapd {
 
 fn config(team: &str, smtp_url: &str) -> String {
     let s = slapd();
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{}\"", s.url),
         BASE,
         3,

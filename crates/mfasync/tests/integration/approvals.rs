@@ -3,16 +3,10 @@
 //! notification email, `approvals list|approve|reject`, the audit trail, and
 //! reads that must never look like users leaving.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "support/sink.rs"]
-mod sink;
-
-use common::{counts, Mfa};
+use crate::common::{counts, Mfa};
+use crate::sink::SmtpSink;
 use mfasync_testkit::Slapd;
 use serde_json::Value;
-use sink::SmtpSink;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -97,7 +91,7 @@ fn move_user(uid: &str, from: &str, to: &str) {
 /// (extra lines for the [smtp] table).
 fn config(team: &str, bind: (&str, &str), smtp_url: &str, smtp_extra: &str) -> String {
     let s = slapd();
-    let head = common::openldap_directory(&format!("\"{}\"", s.url), BASE, 3, bind);
+    let head = crate::common::openldap_directory(&format!("\"{}\"", s.url), BASE, 3, bind);
     format!(
         r#"{head}
 [smtp]

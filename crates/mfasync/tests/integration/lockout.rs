@@ -12,12 +12,10 @@
 //!   slowed down from one address signs in from another.
 //!
 //! Addresses are varied with `X-Forwarded-For` from `--trusted-proxy 127.0.0.1`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::KillOnDrop;
+use crate::common::KillOnDrop;
 
-use common::Mfa;
+use crate::common::Mfa;
 use mfasync_testkit::Slapd;
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -60,7 +58,7 @@ fn slapd() -> &'static Slapd {
 async fn synced() -> Mfa {
     let s = slapd();
     let m = Mfa::new();
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{}\"", s.url),
         BASE,
         5,

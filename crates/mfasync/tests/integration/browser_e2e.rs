@@ -13,11 +13,8 @@
 //!
 //! Skipped (with a message) when /usr/bin/chromedriver is missing, unless
 //! `MFASYNC_REQUIRE_BROWSER=1`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::Mfa;
+use crate::common::Mfa;
 use mfasync_testkit::webdriver::{WebDriver as Driver, CHROMEDRIVER};
 use mfasync_testkit::Slapd;
 use serde_json::{json, Value};
@@ -491,7 +488,7 @@ fn session_cookie(resp: &reqwest::Response) -> Option<String> {
 async fn members_of_the_admin_group_sign_in_with_their_directory_password() {
     let s = slapd();
     let m = Mfa::new();
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{}\"", s.url),
         BASE,
         5,

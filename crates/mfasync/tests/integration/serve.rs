@@ -3,12 +3,10 @@
 //! changes arrive without a restart, `config apply` (enabled = false) takes
 //! effect without a restart, and a cycle with the directory down is recorded
 //! with its error, changes nothing and is retried.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::KillOnDrop;
+use crate::common::KillOnDrop;
 
-use common::Mfa;
+use crate::common::Mfa;
 use mfasync_testkit::Slapd;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -40,7 +38,7 @@ fn person(t: &str, uid: &str) -> String {
 
 fn config(t: &str, server: &str, sync: &str) -> String {
     let s = slapd();
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{server}\""),
         &format!("ou={t},{BASE}"),
         2,

@@ -5,12 +5,9 @@
 //! with a password change, `admin remove`; API tokens that expire; a sync
 //! killed mid-cycle shown as interrupted; audit retention.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+use crate::common::KillOnDrop;
 
-mod common;
-use common::KillOnDrop;
-
-use common::{Mfa, Out};
+use crate::common::{Mfa, Out};
 use mfasync_testkit::Slapd;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
@@ -80,7 +77,7 @@ fn config(team: &str, sync: &str) -> String {
 
 fn config_via(server: &str, team: &str, sync: &str) -> String {
     let s = slapd();
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{server}\""),
         BASE,
         5,

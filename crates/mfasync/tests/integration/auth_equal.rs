@@ -6,12 +6,10 @@
 //! answer (`invalid-credentials`, same exit code / HTTP status) and the
 //! directory sees the same operations (one search, one bind). The distinct
 //! reasons come only with the correct password.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::KillOnDrop;
+use crate::common::KillOnDrop;
 
-use common::Mfa;
+use crate::common::Mfa;
 use mfasync_testkit::{LdapProxy, Slapd};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -43,7 +41,7 @@ fn slapd() -> &'static Slapd {
 async fn synced(proxy: &LdapProxy) -> Mfa {
     let s = slapd();
     let m = Mfa::new();
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{}\"", proxy.url()),
         BASE,
         5,

@@ -7,12 +7,10 @@
 //! are read as the first line of a regular file inside the secrets
 //! directories only, and the portal and the API refuse others, and
 //! `password_env` names of mfasync's own variables.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::KillOnDrop;
+use crate::common::KillOnDrop;
 
-use common::{Mfa, Out};
+use crate::common::{Mfa, Out};
 use mfasync_testkit::Slapd;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -43,7 +41,7 @@ fn slapd() -> &'static Slapd {
 /// password line (`password = "…"`, `password_file = "…"`, …).
 fn config(bind: &str) -> String {
     let s = slapd();
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{}\"", s.url),
         &format!("ou=Sec,{BASE}"),
         5,

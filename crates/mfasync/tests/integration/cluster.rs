@@ -4,12 +4,9 @@
 //! with SIGSTOP past its lease cannot commit when it wakes up; pinning; and
 //! `db migrate` of a SQLite database into PostgreSQL.
 //!
-//! Run: `unshare --net bash -c 'ip link set lo up; cargo test --offline -p mfasync --test cluster'`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Run: `unshare --net bash -c 'ip link set lo up; cargo test --offline -p mfasync --test integration cluster::'`.
 
-mod common;
-
-use common::Mfa;
+use crate::common::Mfa;
 use mfasync_testkit::{Proxy, Slapd};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -63,7 +60,7 @@ fn config(ou: &str, extra: &str) -> String {
 /// The configuration with the directory reached at `url` (a [`Proxy`]).
 fn config_via(url: &str, ou: &str, extra: &str) -> String {
     let s = slapd();
-    let head = common::openldap_directory(
+    let head = crate::common::openldap_directory(
         &format!("\"{url}\""),
         BASE,
         60,

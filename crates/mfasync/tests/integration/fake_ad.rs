@@ -4,11 +4,7 @@
 //! 1500-2999, 3000-*), read without Attribute Scoped Queries, and the user
 //! search under AD's page cap. Everything else runs against Samba (samba.rs).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::{counts, Mfa};
+use crate::common::{counts, Mfa};
 use mfasync_testkit::{FakeAd, FakeAdData, FakeEntry};
 use std::collections::HashSet;
 
