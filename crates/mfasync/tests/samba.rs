@@ -660,8 +660,8 @@ fn radius_checks_ad_passwords_then_the_oath_code() {
     for sam in ["radtoken", "radoff"] {
         s.set_password(sam, PW);
     }
-    common::radius::with_key();
-    let m = Mfa::new();
+    let mut m = Mfa::new();
+    common::radius::with_key(&mut m);
     let port = mfasync_testkit::free_udp_port();
     let radius = radius_table(
         &m,

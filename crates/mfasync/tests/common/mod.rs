@@ -27,6 +27,9 @@ pub struct Mfa {
     pub url: String,
     /// Global options given to every command (such as `--secrets-dir DIR`).
     pub global_args: Vec<String>,
+    /// Environment variables given to every command (never set on the test
+    /// process: its modules share one process).
+    pub env: Vec<(String, String)>,
 }
 
 impl Mfa {
@@ -37,6 +40,7 @@ impl Mfa {
             dir,
             url,
             global_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -45,6 +49,7 @@ impl Mfa {
             dir: tempfile::tempdir().expect("tempdir"),
             url,
             global_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -59,6 +64,7 @@ impl Mfa {
             .arg(&self.url)
             .args(&self.global_args)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::{KillOnDrop, Mfa};
@@ -12,10 +11,9 @@ pub const SECRET: &str = "radius shared secret for the test";
 /// The service's sealing key (OATH secrets are stored sealed), given to every command.
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-/// Every command of this test process gets the sealing key.
-pub fn with_key() {
-    static SET: OnceLock<()> = OnceLock::new();
-    SET.get_or_init(|| std::env::set_var("MFASYNC_SECRET_KEY", KEY));
+/// Every command of `m` gets the sealing key.
+pub fn with_key(m: &mut Mfa) {
+    m.env.push(("MFASYNC_SECRET_KEY".into(), KEY.into()));
 }
 
 pub struct Served {
@@ -51,12 +49,12 @@ pub fn radius_table(m: &Mfa, port: u16, clients: &str) -> String {
 
 /// `serve` of `m` (its configuration applied, with a `[radius]` on `radius`), once it answers.
 pub async fn serve(m: &Mfa, radius: u16) -> Served {
-    with_key();
     let addr = format!("127.0.0.1:{}", mfasync_testkit::free_port());
     let log = m.dir.path().join("serve.log");
     let child = Command::new(env!("CARGO_BIN_EXE_mfasync"))
         .args(["--database", &m.url, "serve", "--listen", &addr])
         .args(["--insecure-cookies"])
+        .envs(m.env.iter().map(|(k, v)| (k, v)))
         // everything logged: no secret, password or code may be in it
         .env("MFASYNC_LOG", "debug")
         .stdout(Stdio::null())

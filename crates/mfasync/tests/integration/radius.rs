@@ -36,7 +36,8 @@ fn slapd() -> &'static Slapd {
 /// (method OATH token), with `clients` as its `[[radius.clients]]`, served.
 async fn serve(clients: &str) -> (Mfa, Served) {
     let s = slapd();
-    let m = Mfa::new();
+    let mut m = Mfa::new();
+    crate::common::radius::with_key(&mut m);
     let radius = mfasync_testkit::free_udp_port();
     let head = crate::common::openldap_directory(
         &format!("\"{}\"", s.url),
