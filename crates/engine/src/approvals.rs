@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::future::Future;
 
-use anyhow::{anyhow, Context, Result};
+use crate::error::{EngineError, Result, ResultExt};
 use mfasync_core::config::{Config, Smtp};
 use mfasync_core::plan::{Action, Change, Plan};
 use mfasync_core::safeguard;
@@ -357,13 +357,13 @@ async fn send(smtp: &Smtp, to: &[String], a: &Approval, why: &str) -> Result<()>
     for r in to {
         let mbox = r
             .parse()
-            .map_err(|e| anyhow!("sync.notify {r:?} is not a mailbox: {e}"))?;
+            .map_err(|e| EngineError::Mail(format!("sync.notify {r:?} is not a mailbox: {e}")))?;
         msg = msg.to(mbox);
     }
     let msg = msg
         .header(ContentType::TEXT_PLAIN)
         .body(body)
-        .map_err(|e| anyhow!("cannot build the message: {e}"))?;
+        .map_err(|e| EngineError::Mail(format!("cannot build the message: {e}")))?;
     crate::mail::send(smtp, msg, crate::mail::SMTP_TIMEOUT).await
 }
 

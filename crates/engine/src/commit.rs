@@ -2,7 +2,7 @@
 //! approval hold (`approvals::hold`), then ONE store transaction with the
 //! watermark (`Store::apply`, or the streamed creates' `Applying`).
 
-use anyhow::Result;
+use crate::error::Result;
 use mfasync_core::config::Config;
 use mfasync_core::plan::Plan;
 use mfasync_store::{Store, Watermark};

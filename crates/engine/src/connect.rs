@@ -1,6 +1,6 @@
 //! The connection a cycle opens to the connected domain (`directory.query_bind`).
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{EngineError, Result, ResultExt};
 use mfasync_core::config::Config;
 use mfasync_ldap::Client;
 
@@ -8,7 +8,7 @@ use mfasync_ldap::Client;
 /// a cycle opens to the main domain.
 pub(crate) fn query_password(cfg: &Config) -> Result<Option<String>> {
     crate::secrets::bind_password(&cfg.directory.query_bind, "directory.query_bind")
-        .map_err(|e| anyhow!(e))
+        .map_err(EngineError::Other)
 }
 
 pub(crate) async fn connect(cfg: &Config) -> Result<Client> {
@@ -21,7 +21,9 @@ pub(crate) async fn connect(cfg: &Config) -> Result<Client> {
     .await
     .context("cannot connect to the directory")?;
     if client.base_dn().is_empty() {
-        bail!("directory.base_dn is empty and the server names no naming context");
+        return Err(EngineError::Other(
+            "directory.base_dn is empty and the server names no naming context".into(),
+        ));
     }
     Ok(client)
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{EngineError, Result, ResultExt};
 use mfasync_core::config::Config;
 use mfasync_core::plan::Change;
 use mfasync_store::{Approval, ApprovalStatus, HeldChange, Store};
@@ -15,15 +15,17 @@ use crate::approvals::{change_key, held_key, is_departure, IN_FORCE};
 /// The pending approval `id`, or a clear refusal.
 async fn pending(store: &dyn Store, id: &str) -> Result<Approval> {
     match store.approval(id).await? {
-        None => bail!("no approval with id {id:?} (`mfasync approvals list` shows the pending ones)"),
-        Some(a) if a.status != ApprovalStatus::Pending => bail!(
+        None => Err(EngineError::Other(format!(
+            "no approval with id {id:?} (`mfasync approvals list` shows the pending ones)"
+        ))),
+        Some(a) if a.status != ApprovalStatus::Pending => Err(EngineError::Other(format!(
             "approval {id} is {}{}: only a pending approval can be decided (`mfasync approvals list`)",
             a.status.as_str(),
             a.detail
                 .as_deref()
                 .map(|d| format!(" ({d})"))
                 .unwrap_or_default()
-        ),
+        ))),
         Some(a) => Ok(a),
     }
 }
@@ -78,7 +80,7 @@ pub async fn approve(store: &dyn Store, cfg: &Config, id: &str, actor: &str) -> 
     let approval = store
         .decide_approval(id, ApprovalStatus::Approved, actor, Some(&detail))
         .await
-        .map_err(|e| anyhow!("{e}"))?;
+        .map_err(|e| EngineError::Other(e.to_string()))?;
     Ok(Approved {
         approval,
         applied,
@@ -98,5 +100,5 @@ pub async fn reject(store: &dyn Store, id: &str, actor: &str) -> Result<Approval
             Some("users kept; not asked again until the directory changes"),
         )
         .await
-        .map_err(|e| anyhow!("{e}"))
+        .map_err(|e| EngineError::Other(e.to_string()))
 }

@@ -42,6 +42,7 @@
 
 use std::collections::HashMap;
 
+use crate::error::EngineError;
 use mfasync_core::config::{Config, DirectorySource, SyncItem};
 use mfasync_core::filter::normalize_dn;
 use mfasync_core::plan::Planner;
@@ -118,27 +119,6 @@ pub fn holds_group_item(cfg: &Config, base: &str, domain: &str) -> bool {
         i.kind == mfasync_core::config::ItemKind::SecurityGroup
             && foreign_domain(cfg, base, &i.dn).as_deref() == Some(domain)
     })
-}
-
-/// An incremental cycle cannot be decided (a domain's DCs could not be read,
-/// or members come from a domain without a starting point): it falls back to
-/// a full one, which leaves an unreachable domain's users as they are.
-#[derive(Debug)]
-pub struct NeedsFull(pub String);
-
-impl std::fmt::Display for NeedsFull {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NeedsFull {}
-
-/// Why `e` means "run a full cycle instead" (it carries [`NeedsFull`]).
-pub fn needs_full(e: &anyhow::Error) -> Option<String> {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<NeedsFull>())
-        .map(ToString::to_string)
 }
 
 /// What a foreign security principal (a member from a trusted domain in a
@@ -264,9 +244,10 @@ impl Domains {
 
     /// The connection for an entry at `dn`: `Ok(None)` for the connected
     /// domain and for domains this cycle has not connected to (asked at the
-    /// connected domain's DC, as before); an error when `dn`'s domain could
-    /// not be reached.
-    pub fn for_dn(&mut self, cfg: &Config, dn: &str) -> Result<Option<&mut Client>, NeedsFull> {
+    /// connected domain's DC, as before); [`EngineError::NeedsFull`] when
+    /// `dn`'s domain could not be reached (a full cycle leaves its users as
+    /// they are).
+    pub fn for_dn(&mut self, cfg: &Config, dn: &str) -> Result<Option<&mut Client>, EngineError> {
         // (called for every directory read of an incremental cycle: the
         // connected domain is worked out once, in `new`)
         if self.conns.is_empty() {
@@ -278,7 +259,7 @@ impl Domains {
         match self.conns.get_mut(&domain) {
             None => Ok(None),
             Some(Ok(c)) => Ok(Some(c)),
-            Some(Err(why)) => Err(NeedsFull(why.clone())),
+            Some(Err(why)) => Err(EngineError::NeedsFull(why.clone())),
         }
     }
 
@@ -423,7 +404,7 @@ pub async fn leave_as_is(
     (index, item): (usize, &SyncItem),
     domain: Option<&str>,
     why: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), EngineError> {
     let stored = store
         .users_by(UserKey::SyncItem, std::slice::from_ref(&item.dn))
         .await?;

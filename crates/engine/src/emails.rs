@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{EngineError, Result, ResultExt};
 use mfasync_core::config::Config;
 use mfasync_core::email::{self, EmailKind};
 use mfasync_core::plan::Change;
@@ -144,21 +144,23 @@ impl Templates {
         let source = source.replace("\r\n", "\n");
         let (first, body) = source.split_once('\n').unwrap_or((source.as_str(), ""));
         let Some(subject) = first.strip_prefix("Subject:") else {
-            bail!("the first line must be \"Subject: ...\"");
+            return Err(EngineError::Other(
+                "the first line must be \"Subject: ...\"".into(),
+            ));
         };
         self.env
             .add_template_owned(name(kind, "subject"), subject.trim().to_string())
-            .map_err(|e| anyhow!("subject: {e}"))?;
+            .map_err(|e| EngineError::Other(format!("subject: {e}")))?;
         self.env
             .add_template_owned(name(kind, "txt"), body.to_string())
-            .map_err(|e| anyhow!("{e}"))?;
+            .map_err(|e| EngineError::Other(e.to_string()))?;
         Ok(())
     }
 
     fn add_html(&mut self, kind: EmailKind, source: String) -> Result<()> {
         self.env
             .add_template_owned(name(kind, "html"), source)
-            .map_err(|e| anyhow!("{e}"))?;
+            .map_err(|e| EngineError::Other(e.to_string()))?;
         self.html[slot(kind)] = true;
         Ok(())
     }
@@ -175,7 +177,7 @@ impl Templates {
             self.env
                 .get_template(&name(kind, part))
                 .and_then(|t| t.render(&ctx))
-                .map_err(|e| anyhow!("{e}"))
+                .map_err(|e| EngineError::Other(e.to_string()))
         };
         // a header: no line breaks or control characters from directory values
         let subject: String = get("subject")?
@@ -205,7 +207,9 @@ fn read(path: &str) -> Result<String> {
         .read_to_string(&mut text)
         .context("cannot read it as UTF-8 text")?;
     if text.len() as u64 > MAX_TEMPLATE_BYTES {
-        bail!("larger than {MAX_TEMPLATE_BYTES} bytes");
+        return Err(EngineError::Other(format!(
+            "larger than {MAX_TEMPLATE_BYTES} bytes"
+        )));
     }
     Ok(text)
 }

@@ -3,10 +3,10 @@
 //! (`members`), users not seen looked up by unique id, then `commit`.
 
 use crate::commit::*;
+use crate::error::{EngineError, Result, ResultExt};
 use crate::marks;
 use crate::members::*;
 use crate::read::*;
-use anyhow::{bail, Context, Result};
 use mfasync_core::config::{Config, WhenRemoved};
 use mfasync_core::mapping::Packed;
 use mfasync_core::plan::{self, Counts, Plan};
@@ -73,10 +73,10 @@ pub(crate) async fn full(
 
     // Safety: an empty answer must never look like everybody left.
     if w.users == 0 && stored_dir_users > 0 {
-        bail!(
+        return Err(EngineError::Other(format!(
             "the directory returned no users under {base} with filter {} while {stored_dir_users} directory users are stored; refusing to treat that as everybody leaving (check base_dn, filters.user and the bind account's rights)",
             cfg.filters.user
-        );
+        )));
     }
 
     let mut applying = applying;
@@ -194,10 +194,10 @@ pub(crate) async fn full(
             .collect();
         for (d, raw) in chunk {
             let Some(cur) = d.directory_id.as_deref().and_then(|id| by_id.get(id)) else {
-                bail!(
+                return Err(EngineError::Other(format!(
                     "stored user {} changed while the synchronization ran; run it again",
                     d.username
-                );
+                )));
             };
             match w.planner.changed(d.clone(), cur) {
                 Some(mut c) => {
@@ -231,7 +231,9 @@ pub(crate) async fn full(
                 .iter()
                 .find(|u| u.directory_id.as_deref() == Some(id.as_str()))
             else {
-                bail!("stored user {id} disappeared while the synchronization ran; run it again");
+                return Err(EngineError::Other(format!(
+                    "stored user {id} disappeared while the synchronization ran; run it again"
+                )));
             };
             changes.push(plan::departure_change(*action, cur, reason.clone()));
         }

@@ -24,10 +24,10 @@
 //!    rules as a full synchronization), applied with the new cookie in one
 //!    transaction by the caller.
 
-use crate::domains::{Domains, NeedsFull};
+use crate::domains::Domains;
+use crate::error::{EngineError, Result, ResultExt};
 use crate::marks::{dirsync, naming_context, UsnMark, USER_OBJECTS};
 pub use crate::marks::{starting_point, supported, Kind};
-use anyhow::{anyhow, Context, Result};
 use mfasync_core::config::{Config, ItemKind, SyncItem, UniqueIdType, WhenRemoved};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
 use mfasync_core::mapping::{self, DirectoryUser};
@@ -264,10 +264,9 @@ struct Resolver<'a> {
 impl Resolver<'_> {
     /// The connection to the DCs of the domain `dn` is in.
     fn client_for(&mut self, dn: &str) -> Result<&mut Client> {
-        match self.domains.for_dn(self.cfg, dn) {
-            Ok(Some(c)) => Ok(c),
-            Ok(None) => Ok(&mut *self.client),
-            Err(e) => Err(anyhow!(e)),
+        match self.domains.for_dn(self.cfg, dn)? {
+            Some(c) => Ok(c),
+            None => Ok(&mut *self.client),
         }
     }
 
@@ -285,7 +284,7 @@ impl Resolver<'_> {
                 Ok(v.pop())
             }
             Err(mfasync_ldap::LdapError::Operation { code: 32, .. }) => Ok(None),
-            Err(e) => Err(anyhow!(e).context(format!("reading {dn}"))),
+            Err(e) => Err(EngineError::from(e).context(format!("reading {dn}"))),
         }
     }
 
@@ -380,10 +379,8 @@ impl Resolver<'_> {
         let Some(nc) = self.fsp_nc.clone() else {
             return Ok(None);
         };
-        let client = match self.domains.for_dn(self.cfg, dn) {
-            Ok(Some(c)) => c,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(anyhow!(e)),
+        let Some(client) = self.domains.for_dn(self.cfg, dn)? else {
+            return Ok(None);
         };
         let attrs = ["objectSid".to_string()];
         let found = match client
@@ -392,7 +389,9 @@ impl Resolver<'_> {
         {
             Ok(v) => v,
             Err(mfasync_ldap::LdapError::Operation { code: 32, .. }) => Vec::new(),
-            Err(e) => return Err(anyhow!(e).context(format!("reading the objectSid of {dn}"))),
+            Err(e) => {
+                return Err(EngineError::from(e).context(format!("reading the objectSid of {dn}")))
+            }
         };
         self.reads += found.len();
         Ok(found
@@ -419,14 +418,14 @@ impl Resolver<'_> {
             .with_context(|| format!("following the member {sid} of {group}"))?;
         match found {
             Principal::NotTrusted => Ok(None),
-            Principal::UnknownDomain => Err(anyhow!(NeedsFull(format!(
+            Principal::UnknownDomain => Err(EngineError::NeedsFull(format!(
                 "{group} holds {sid}, of a domain not found among the trusts"
-            )))),
-            Principal::Unreachable { why, .. } => Err(anyhow!(NeedsFull(why))),
+            ))),
+            Principal::Unreachable { why, .. } => Err(EngineError::NeedsFull(why)),
             Principal::Found { domain, .. } if !self.fetched.contains(&domain) => {
-                Err(anyhow!(NeedsFull(format!(
+                Err(EngineError::NeedsFull(format!(
                     "{group} holds members from {domain}, which has no starting point yet"
-                ))))
+                )))
             }
             Principal::Found { mut entries, .. } => {
                 self.reads += entries.len();
@@ -550,8 +549,8 @@ async fn look_up(
 /// domain's own starting point, read from its DCs), resolved into a plan;
 /// `Ok(Err(why))` when the changes need a full synchronization instead (also
 /// when another domain's DCs fail in the middle: a full cycle leaves its
-/// users as they are). An error carrying [`NeedsFull`] means the same (the
-/// caller turns it into a full cycle: [`crate::domains::needs_full`]).
+/// users as they are). An error carrying [`EngineError::NeedsFull`] means
+/// the same (the caller turns it into a full cycle: [`EngineError::needs_full`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn cycle(
     client: &mut Client,

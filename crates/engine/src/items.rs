@@ -6,7 +6,7 @@
 //! is stored again as a new, audited version. An item found neither way
 //! stops the cycle with nothing changed.
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{EngineError, Result, ResultExt};
 use mfasync_core::config::Config;
 use mfasync_core::mapping;
 use mfasync_core::presence::lookup_filter;
@@ -163,8 +163,8 @@ async fn find(client: &mut Client, cfg: &Config, follow_missing: bool) -> Result
             None if !follow_missing => {}
             None => {
                 let Some(id) = stored else {
-                    return Err(anyhow!("{} does not exist in the directory", item.dn))
-                        .with_context(key);
+                    let e = format!("{} does not exist in the directory", item.dn);
+                    return Err(EngineError::Other(e).context(key()));
                 };
                 match by_id(client, cfg, &base, &item.dn, id)
                     .await
@@ -176,12 +176,12 @@ async fn find(client: &mut Client, cfg: &Config, follow_missing: bool) -> Result
                         id: id.to_string(),
                     }),
                     None => {
-                        return Err(anyhow!(
+                        return Err(EngineError::Other(format!(
                             "{} does not exist in the directory, and no entry has its {} {id} (deleted?)",
                             item.dn,
                             a.unique_id
                         ))
-                        .with_context(key)
+                        .context(key()))
                     }
                 }
             }
@@ -203,9 +203,17 @@ async fn by_id(
     let a = &cfg.attributes;
     let nc = crate::lookup::holding_context(client, old_dn)
         .or_else(|| crate::lookup::holding_context(client, base))
-        .ok_or_else(|| anyhow!("no naming context of {} holds {old_dn}", client.server()))?;
+        .ok_or_else(|| {
+            EngineError::Other(format!(
+                "no naming context of {} holds {old_dn}",
+                client.server()
+            ))
+        })?;
     let Some(filter) = lookup_filter(&a.unique_id, a.unique_id_type, &[id]) else {
-        bail!("its id {id:?} cannot be searched for as {}", a.unique_id);
+        return Err(EngineError::Other(format!(
+            "its id {id:?} cannot be searched for as {}",
+            a.unique_id
+        )));
     };
     let found = client
         .search_all(
@@ -219,11 +227,11 @@ async fn by_id(
     match found.as_slice() {
         [] => Ok(None),
         [e] => Ok(Some(e.dn.clone())),
-        _ => bail!(
+        _ => Err(EngineError::Other(format!(
             "{} entries have its {} {id}: cannot tell which one it is",
             found.len(),
             a.unique_id
-        ),
+        ))),
     }
 }
 

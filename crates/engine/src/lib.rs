@@ -17,6 +17,7 @@ mod connect;
 pub mod decisions;
 pub mod domains;
 pub mod emails;
+pub mod error;
 pub mod export;
 mod full;
 pub mod incremental;
@@ -32,3 +33,5 @@ mod read;
 pub mod retention;
 pub mod secrets;
 pub mod sync;
+
+pub use error::{EngineError, Result, ResultExt};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use crate::error::{EngineError, Result};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use mfasync_core::config::Smtp;
@@ -15,7 +15,7 @@ pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 pub fn sender(smtp: &Smtp) -> Result<lettre::message::Mailbox> {
     smtp.from
         .parse()
-        .map_err(|e| anyhow!("smtp.from {:?} is not a mailbox: {e}", smtp.from))
+        .map_err(|e| EngineError::Mail(format!("smtp.from {:?} is not a mailbox: {e}", smtp.from)))
 }
 
 /// Send `msg` through `smtp.server` (smtp://host[:port], plain, with
@@ -24,11 +24,11 @@ pub fn sender(smtp: &Smtp) -> Result<lettre::message::Mailbox> {
 pub async fn send(smtp: &Smtp, msg: Message, timeout: Duration) -> Result<()> {
     let server = server_for_display(&smtp.server);
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp.server)
-        .map_err(|e| anyhow!("smtp.server {server}: {e}"))?
+        .map_err(|e| EngineError::Mail(format!("smtp.server {server}: {e}")))?
         .timeout(Some(timeout));
     if let Some(user) = &smtp.username {
         let password = crate::secrets::smtp_password(smtp)
-            .map_err(|e| anyhow!(e))?
+            .map_err(EngineError::Other)?
             .unwrap_or_default();
         builder = builder.credentials(Credentials::new(user.clone(), password));
     }
@@ -36,7 +36,7 @@ pub async fn send(smtp: &Smtp, msg: Message, timeout: Duration) -> Result<()> {
         .build()
         .send(msg)
         .await
-        .map_err(|e| anyhow!("sending through {server}: {e}"))?;
+        .map_err(|e| EngineError::Mail(format!("sending through {server}: {e}")))?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! the starting point a full cycle takes before it reads (`starting_point`),
 //! for the connected domain and each other domain (`domains`).
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{EngineError, Result, ResultExt};
 use mfasync_core::config::{ChangeTracking, Config, UniqueIdType};
 use mfasync_core::filter::{dn_is_under, normalize_dn};
 use mfasync_core::Entry;
@@ -149,7 +149,10 @@ pub async fn starting_point(
         let nc = naming_context(client, base);
         let attrs = ["objectGUID".to_string()];
         return match dirsync(client, &nc, NOTHING, &attrs, &[], &mut |_| {}).await {
-            Ok(r) if r.cookie.is_empty() => bail!("{} gave no DirSync cookie", client.server()),
+            Ok(r) if r.cookie.is_empty() => Err(EngineError::Other(format!(
+                "{} gave no DirSync cookie",
+                client.server()
+            ))),
             Ok(r) => Ok((Kind::DirSync, r.cookie)),
             Err(mfasync_ldap::LdapError::Operation { code, message, .. })
                 if client.capabilities().usn =>
@@ -162,7 +165,7 @@ pub async fn starting_point(
                 );
                 Ok((Kind::Usn, usn_starting_point(client, base).await?))
             }
-            Err(e) => Err(anyhow!(e).context("taking a DirSync cookie")),
+            Err(e) => Err(EngineError::from(e).context("taking a DirSync cookie")),
         };
     }
     Ok((kind, cookie_for(client, kind, base).await?))
@@ -177,12 +180,12 @@ async fn usn_starting_point(client: &mut Client, base: &str) -> Result<Vec<u8>> 
         .await
         .context("looking for deleted objects")?
     {
-        bail!(
+        return Err(EngineError::Other(format!(
             "uSNChanged polling needs to see deleted objects, and the bind account cannot read {} \
              with the Show Deleted control (grant it List Contents and Read Property there, \
              or the Replicating Directory Changes right for DirSync)",
             mfasync_ldap::deleted_objects(&nc)
-        );
+        )));
     }
     let state = client
         .usn_state()
@@ -206,11 +209,13 @@ async fn cookie_for(client: &mut Client, kind: Kind, base: &str) -> Result<Vec<u
                 )
                 .await
                 .context("taking a syncrepl cookie")?;
-            r.cookie
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| anyhow!("{} gave no syncrepl cookie", client.server()))
+            r.cookie.filter(|c| !c.is_empty()).ok_or_else(|| {
+                EngineError::Other(format!("{} gave no syncrepl cookie", client.server()))
+            })
         }
-        Kind::DirSync => bail!("DirSync cookies are taken by starting_point"),
+        Kind::DirSync => Err(EngineError::Other(
+            "DirSync cookies are taken by starting_point".into(),
+        )),
     }
 }
 

@@ -3,7 +3,7 @@
 //! principals followed to their own domain); `Snapshot`, the users kept
 //! packed for that after the read.
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{EngineError, Result, ResultExt};
 use mfasync_core::config::{Config, ItemKind, SyncItem};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
 use mfasync_core::mapping::{self, DirectoryUser, Packed};
@@ -49,7 +49,10 @@ pub(crate) async fn item_exists(client: &mut Client, item: &SyncItem) -> Result<
         .await?
         .is_none()
     {
-        bail!("{} does not exist in the directory", item.dn);
+        return Err(EngineError::Other(format!(
+            "{} does not exist in the directory",
+            item.dn
+        )));
     }
     Ok(())
 }
@@ -204,7 +207,7 @@ pub(crate) async fn group_members(
             let values = client
                 .read_all_values(&group, "member")
                 .await?
-                .ok_or_else(|| anyhow!("group {group} does not exist"))?;
+                .ok_or_else(|| EngineError::Other(format!("group {group} does not exist")))?;
             for dn in values {
                 let key = normalize_dn(&dn);
                 if snap.users.contains_key(&key) {

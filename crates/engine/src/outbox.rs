@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::error::{EngineError, Result};
 use lettre::message::{header::ContentType, MultiPart, SinglePart};
 use lettre::Message;
 use mfasync_core::config::{Config, Smtp};
@@ -116,11 +117,11 @@ pub async fn deliver_due(
 }
 
 /// The row as a message: text, or text and HTML alternatives.
-fn message(smtp: &Smtp, row: &OutboxEmail) -> anyhow::Result<Message> {
+fn message(smtp: &Smtp, row: &OutboxEmail) -> Result<Message> {
     let to = row
         .recipient
         .parse()
-        .map_err(|e| anyhow::anyhow!("{:?} is not a mailbox: {e}", row.recipient))?;
+        .map_err(|e| EngineError::Mail(format!("{:?} is not a mailbox: {e}", row.recipient)))?;
     let builder = Message::builder()
         .from(crate::mail::sender(smtp)?)
         .to(to)
@@ -135,10 +136,10 @@ fn message(smtp: &Smtp, row: &OutboxEmail) -> anyhow::Result<Message> {
                 .singlepart(SinglePart::html(html.clone())),
         ),
     };
-    built.map_err(|e| anyhow::anyhow!("cannot build the message: {e}"))
+    built.map_err(|e| EngineError::Mail(format!("cannot build the message: {e}")))
 }
 
-async fn send(smtp: &Smtp, row: &OutboxEmail, timeout: Duration) -> anyhow::Result<()> {
+async fn send(smtp: &Smtp, row: &OutboxEmail, timeout: Duration) -> Result<()> {
     crate::mail::send(smtp, message(smtp, row)?, timeout).await
 }
 

@@ -4,8 +4,8 @@
 //! by bounded queues (`read_users`).
 
 use crate::connect::query_password;
+use crate::error::{EngineError, Result, ResultExt};
 use crate::members::Snapshot;
-use anyhow::{anyhow, Context, Result};
 use mfasync_core::config::{Config, ItemKind, SyncItem};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
 use mfasync_core::mapping::{self, DirectoryUser, Packed};
@@ -472,7 +472,7 @@ pub(crate) async fn read_users<'s>(
         };
         planner_tx
             .send((planner, sink))
-            .map_err(|_| anyhow!("the mapping thread stopped unexpectedly"))?;
+            .map_err(|_| EngineError::Other("the mapping thread stopped unexpectedly".into()))?;
         let mut applying: Option<Box<dyn mfasync_store::Applying + 's>> = None;
         let mut written = 0;
         if let Some((r, back)) = creates {
@@ -489,7 +489,7 @@ pub(crate) async fn read_users<'s>(
                 let _ = back.try_send(chunk);
             }
         }
-        anyhow::Ok((stored_dir_users, applying, written))
+        Ok::<_, EngineError>((stored_dir_users, applying, written))
     };
     let (searched, loaded) = if threads {
         // The read gets a thread with a runtime of its own, and its own
@@ -512,7 +512,9 @@ pub(crate) async fn read_users<'s>(
                 let loaded = handle.block_on(load_and_write);
                 let searched = match reader {
                     Ok(r) => r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                    Err(e) => Err(anyhow!(e).context("cannot start the directory reader")),
+                    Err(e) => {
+                        Err(EngineError::from(e).context("cannot start the directory reader"))
+                    }
                 };
                 (searched, loaded)
             })
@@ -526,7 +528,7 @@ pub(crate) async fn read_users<'s>(
     let loaded = loaded?;
     let w = done_rx
         .await
-        .map_err(|_| anyhow!("the mapping thread stopped unexpectedly"))?;
+        .map_err(|_| EngineError::Other("the mapping thread stopped unexpectedly".into()))?;
     searched?;
     let (stored_dir_users, applying, written) = loaded;
     Ok((w, stored_dir_users, applying, written))
@@ -544,7 +546,7 @@ pub(crate) async fn sibling(client: &Client, cfg: &Config) -> Option<Client> {
                 password.as_deref(),
             )
             .await
-            .map_err(anyhow::Error::from),
+            .map_err(EngineError::from),
         Err(e) => Err(e),
     };
     match opened {

@@ -4,10 +4,10 @@
 
 use crate::commit::commit;
 use crate::connect::connect;
+use crate::error::{EngineError, Result};
 use crate::full::full;
 use crate::incremental;
 use crate::read::warm_phone_metadata;
-use anyhow::{bail, Result};
 use mfasync_core::config::Config;
 use mfasync_core::plan::{Counts, Plan};
 use mfasync_core::report::{PlannedChange, SyncMode, SyncReport};
@@ -73,7 +73,9 @@ pub fn full_reason(cfg: &Config, full_asked: bool, wm: Option<&Watermark>) -> Op
 
 pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outcome> {
     if cfg.sync.items.is_empty() {
-        bail!("no sync items are configured: add [[sync.items]] to the configuration");
+        return Err(EngineError::Other(
+            "no sync items are configured: add [[sync.items]] to the configuration".into(),
+        ));
     }
     // welcome/update emails are queued in the transactions of this cycle (issue 19)
     let _emails = crate::emails::Armed::arm(store, cfg);
@@ -337,8 +339,8 @@ async fn incremental_in_domains(
     {
         Ok(Ok(c)) => c,
         Ok(Err(why)) => return Ok(Err(why)),
-        Err(e) => match crate::domains::needs_full(&e) {
-            Some(why) => return Ok(Err(why)),
+        Err(e) => match e.needs_full() {
+            Some(why) => return Ok(Err(why.to_string())),
             None => return Err(e),
         },
     };
