@@ -2,7 +2,7 @@
 //! ([`Limiter`]: an account, or a client address) and a bounded exponential
 //! backoff per key ([`Backoff`]: an address and an account). Time is passed
 //! in, so tests control it; the caller owns the state (one per process).
-//! `crate::lockout` combines them into the policy the service applies.
+//! the `lockout` module combines them into the policy the service applies.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

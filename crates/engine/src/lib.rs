@@ -27,6 +27,7 @@ pub mod mail;
 pub mod marks;
 mod members;
 pub mod notify;
+pub mod otp;
 pub mod outbox;
 pub mod progress;
 mod read;

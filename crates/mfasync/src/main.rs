@@ -11,7 +11,6 @@ mod database;
 mod http;
 mod logging;
 mod manual;
-mod otp;
 mod progress;
 mod radius;
 mod serve;
@@ -456,42 +455,14 @@ async fn run(cli: Cli) -> CmdResult {
         } => cli::users::export(&cli.database, format, raw).await,
         Command::Users {
             cmd: UsersCmd::Otp { cmd },
-        } => {
-            let store = open_store(&cli.database).await?;
-            let refused = |e: otp::OtpError| Failure::Refused(e.to_string());
-            match cmd {
-                OtpCmd::Enroll { username } => {
-                    let key = secrets::key().map_err(Failure::Refused)?;
-                    let e = otp::enroll(store.as_ref(), key.as_ref(), &username, "cli")
-                        .await
-                        .map_err(refused)?;
-                    if cli.json {
-                        print_json(
-                            &serde_json::json!({"username": e.username, "otpauth_uri": e.uri}),
-                        )
-                    } else {
-                        println!("OATH token of {} enrolled. Scan the code, or enter the URI, in an authenticator app:", e.username);
-                        if let Some(qr) = e.qr_text() {
-                            println!("{qr}");
-                        }
-                        println!("{}", e.uri);
-                        Ok(())
-                    }
-                }
-                OtpCmd::Remove { username } => match store.otp_remove(&username, "cli").await {
-                    Ok(true) => {
-                        if !cli.json {
-                            println!("OATH token secret of {username} removed");
-                        }
-                        Ok(())
-                    }
-                    Ok(false) => Err(Failure::Refused(format!(
-                        "{username}: no MFA user with an OATH token secret"
-                    ))),
-                    Err(e) => Err(Failure::Refused(e.to_string())),
-                },
+        } => match cmd {
+            OtpCmd::Enroll { username } => {
+                cli::users::otp_enroll(&cli.database, &username, cli.json).await
             }
-        }
+            OtpCmd::Remove { username } => {
+                cli::users::otp_remove(&cli.database, &username, cli.json).await
+            }
+        },
         Command::History { limit } => {
             let store = open_store(&cli.database).await?;
             cli::history::cli(store.as_ref(), limit, cli.json).await

@@ -381,16 +381,16 @@ impl Server {
             tracing::warn!("radius: no sealing key: OATH codes cannot be checked");
             return Answer::reject(user, "otp-not-enrolled");
         };
-        match crate::otp::check(
+        match mfasync_engine::otp::check(
             self.store.as_ref(),
             key,
             mfa_username,
             code,
-            crate::otp::now_secs(),
+            mfasync_engine::otp::now_secs(),
         )
         .await
         {
-            Ok(crate::otp::Verdict::Accepted) => Answer::accept(user),
+            Ok(mfasync_engine::otp::Verdict::Accepted) => Answer::accept(user),
             Ok(verdict) => Answer::reject(user, verdict.as_str()),
             Err(e) => {
                 tracing::error!(username = user, error = %e, "radius: OATH code not checked");

@@ -148,7 +148,7 @@ impl mfasync_web::Backend for ServiceBackend {
         username: &str,
         actor: &str,
     ) -> Result<mfasync_web::OtpEnrollment, String> {
-        let e = crate::otp::enroll(
+        let e = mfasync_engine::otp::enroll(
             self.store.as_ref(),
             self.secret_key.as_ref(),
             username,
@@ -168,18 +168,18 @@ impl mfasync_web::Backend for ServiceBackend {
         let key = self
             .secret_key
             .as_ref()
-            .ok_or_else(|| crate::otp::OtpError::NoKey.to_string())?;
-        let verdict = crate::otp::check(
+            .ok_or_else(|| mfasync_engine::otp::OtpError::NoKey.to_string())?;
+        let verdict = mfasync_engine::otp::check(
             self.store.as_ref(),
             key,
             username,
             code,
-            crate::otp::now_secs(),
+            mfasync_engine::otp::now_secs(),
         )
         .await
         .map_err(|e| e.to_string())?;
         Ok(match verdict {
-            crate::otp::Verdict::Accepted => None,
+            mfasync_engine::otp::Verdict::Accepted => None,
             other => Some(other.as_str().to_string()),
         })
     }

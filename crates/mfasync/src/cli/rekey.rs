@@ -63,7 +63,7 @@ pub async fn run(
     }
     // OATH secrets first (their own transaction; a second run skips what moved)
     if let Some(old) = old {
-        report.otp_resealed = crate::otp::reseal(store, key, old)
+        report.otp_resealed = mfasync_engine::otp::reseal(store, key, old)
             .await
             .map_err(|e| Failure::Refused(format!("{e}; nothing changed")))?;
     }

@@ -1,7 +1,7 @@
-//! `users export`.
+//! `users export` and `users otp enroll|remove`.
 
 use crate::{open_store, print_json, CmdResult, Failure, Format};
-use mfasync_engine::export;
+use mfasync_engine::{export, otp, secrets};
 
 /// `users export [--format] [--raw]`.
 pub async fn export(database: &str, format: crate::Format, raw: bool) -> CmdResult {
@@ -15,5 +15,43 @@ pub async fn export(database: &str, format: crate::Format, raw: bool) -> CmdResu
         Format::Csv => {
             export::write_csv(&users, std::io::stdout().lock(), raw).map_err(Failure::Refused)
         }
+    }
+}
+
+/// `users otp enroll NAME`: a new secret, shown once (URI and QR code).
+pub async fn otp_enroll(database: &str, username: &str, json: bool) -> CmdResult {
+    let store = open_store(database).await?;
+    let key = secrets::key().map_err(Failure::Refused)?;
+    let e = otp::enroll(store.as_ref(), key.as_ref(), username, "cli")
+        .await
+        .map_err(|e| Failure::Refused(e.to_string()))?;
+    if json {
+        return print_json(&serde_json::json!({"username": e.username, "otpauth_uri": e.uri}));
+    }
+    println!(
+        "OATH token of {} enrolled. Scan the code, or enter the URI, in an authenticator app:",
+        e.username
+    );
+    if let Some(qr) = e.qr_text() {
+        println!("{qr}");
+    }
+    println!("{}", e.uri);
+    Ok(())
+}
+
+/// `users otp remove NAME`.
+pub async fn otp_remove(database: &str, username: &str, json: bool) -> CmdResult {
+    let store = open_store(database).await?;
+    match store.otp_remove(username, "cli").await {
+        Ok(true) => {
+            if !json {
+                println!("OATH token secret of {username} removed");
+            }
+            Ok(())
+        }
+        Ok(false) => Err(Failure::Refused(format!(
+            "{username}: no MFA user with an OATH token secret"
+        ))),
+        Err(e) => Err(Failure::Refused(e.to_string())),
     }
 }
