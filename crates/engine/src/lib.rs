@@ -26,6 +26,7 @@ pub mod lookup;
 pub mod mail;
 pub mod marks;
 mod members;
+pub mod node;
 pub mod notify;
 pub mod otp;
 pub mod outbox;

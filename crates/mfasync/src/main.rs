@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 mod alloc;
 mod cli;
-mod cluster;
 mod database;
 mod http;
 mod logging;
@@ -565,7 +564,7 @@ async fn run(cli: Cli) -> CmdResult {
                 return Err(Failure::Invalid(vec!["--name must not be empty".into()]));
             }
             let store = open_store(&cli.database).await?;
-            let node = cluster::Options {
+            let node = mfasync_engine::node::Options {
                 name,
                 lease: std::time::Duration::from_secs(lease_seconds),
             };

@@ -36,7 +36,7 @@ pub async fn run(
     store: Box<dyn Store>,
     listen: &str,
     secure_cookies: bool,
-    node: crate::cluster::Options,
+    node: mfasync_engine::node::Options,
     limits: crate::web::AuthLimits,
     http: crate::http::Options,
 ) -> Result<()> {
@@ -113,7 +113,7 @@ pub async fn run(
     );
     crate::logging::notice(format_args!("serving on http://{local}"));
     // Register, heartbeat, and take the sync lease when it is free (issue 8).
-    let cluster = Arc::new(crate::cluster::Cluster::new(
+    let cluster = Arc::new(mfasync_engine::node::Cluster::new(
         store.clone(),
         &node.name,
         &local,
@@ -196,7 +196,7 @@ async fn cycles(
     store: &dyn Store,
     metrics: &mfasync_web::Metrics,
     sync_lock: &tokio::sync::Mutex<()>,
-    cluster: &crate::cluster::Cluster,
+    cluster: &mfasync_engine::node::Cluster,
     emails_due: &tokio::sync::Notify,
 ) -> Result<()> {
     let mut role = cluster.subscribe();
@@ -307,7 +307,7 @@ const OUTBOX_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 /// every [`OUTBOX_POLL`] and whenever `wake` is notified (after a cycle).
 async fn outbox_sender(
     store: std::sync::Arc<dyn Store>,
-    cluster: std::sync::Arc<crate::cluster::Cluster>,
+    cluster: std::sync::Arc<mfasync_engine::node::Cluster>,
     wake: std::sync::Arc<tokio::sync::Notify>,
 ) {
     loop {

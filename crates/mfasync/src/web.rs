@@ -24,7 +24,7 @@ pub struct ServiceBackend {
     /// This server among those sharing the database (set once it joined):
     /// Synchronize Now on a server that does not run synchronization is
     /// handed to the one that does.
-    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    pub cluster: std::sync::OnceLock<Arc<mfasync_engine::node::Cluster>>,
     /// The secret key (`MFASYNC_SECRET_KEY_FILE`): passwords of a saved
     /// configuration are stored sealed with it.
     pub secret_key: Option<mfasync_secret::SecretKey>,

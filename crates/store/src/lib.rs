@@ -491,6 +491,24 @@ pub struct ServerInfo {
     pub lease_ms: i64,
 }
 
+impl ServerInfo {
+    /// Alive while its last heartbeat is younger than two of its lease periods.
+    pub fn alive(&self, now_ms: i64) -> bool {
+        now_ms.saturating_sub(self.heartbeat_ms) < self.lease_ms.saturating_mul(2)
+    }
+}
+
+/// A time kept as milliseconds since the epoch (the cluster tables), as RFC 3339.
+pub fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// The sync lease: who may run synchronization, until when, with which
 /// fencing token, and the administrator's pin.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
-use mfasync_store::{Lease, ServerInfo};
+use mfasync_store::{rfc3339_ms, Lease, ServerInfo};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -34,23 +34,6 @@ pub fn now_ms() -> i64 {
         .unwrap_or(i64::MAX)
 }
 
-/// Unix epoch milliseconds as RFC 3339 UTC (whole seconds).
-pub fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
-}
-
-/// A server is alive while its last heartbeat is younger than two of its
-/// lease periods.
-pub fn alive(s: &ServerInfo, now_ms: i64) -> bool {
-    now_ms.saturating_sub(s.heartbeat_ms) < s.lease_ms.saturating_mul(2)
-}
-
 /// Whether the lease is held (by anyone) at `now_ms`.
 fn held(l: &Lease, now_ms: i64) -> bool {
     l.holder.is_some() && l.expires_ms > now_ms
@@ -70,9 +53,9 @@ pub fn servers_json(servers: &[ServerInfo], lease: &Lease, now_ms: i64) -> Value
                 "name": s.name,
                 "address": s.address,
                 "version": s.version,
-                "started_at": rfc3339(s.started_ms),
-                "last_heartbeat": rfc3339(s.heartbeat_ms),
-                "alive": alive(s, now_ms),
+                "started_at": rfc3339_ms(s.started_ms),
+                "last_heartbeat": rfc3339_ms(s.heartbeat_ms),
+                "alive": s.alive(now_ms),
                 "runner": runner,
                 "pinned": lease.pinned.as_deref() == Some(s.name.as_str()),
             })
@@ -84,7 +67,7 @@ pub fn servers_json(servers: &[ServerInfo], lease: &Lease, now_ms: i64) -> Value
         "lease": {
             "runner": if h { lease.holder.clone() } else { None },
             "token": lease.token,
-            "expires_at": if h { Some(rfc3339(lease.expires_ms)) } else { None },
+            "expires_at": if h { Some(rfc3339_ms(lease.expires_ms)) } else { None },
             "pinned": lease.pinned,
         },
     })

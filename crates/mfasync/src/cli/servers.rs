@@ -1,8 +1,9 @@
 //! `servers list|pin|unpin|forget` and `db migrate`.
 
 use mfasync_engine::cluster::now_ms;
+use mfasync_store::rfc3339_ms;
 use mfasync_store::Store;
-use mfasync_web::servers::{alive, rfc3339, servers_json};
+use mfasync_web::servers::servers_json;
 
 /// `mfasync servers list|pin|unpin|forget`.
 pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate::CmdResult {
@@ -63,10 +64,10 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
         ServersCmd::Pin { name } => {
             let servers = store.servers().await.map_err(refused)?;
             if let Some(s) = servers.iter().find(|s| s.name == name) {
-                if !alive(s, now_ms()) {
+                if !s.alive(now_ms()) {
                     crate::logging::warning(format_args!(
                         "server {name} is down (last heartbeat {}): no server synchronizes until it is back or `mfasync servers unpin`",
-                        rfc3339(s.heartbeat_ms)
+                        rfc3339_ms(s.heartbeat_ms)
                     ));
                 }
             }
@@ -100,10 +101,10 @@ pub async fn cli(store: &dyn Store, cmd: crate::ServersCmd, json: bool) -> crate
         ServersCmd::Forget { name } => {
             let servers = store.servers().await.map_err(refused)?;
             if let Some(s) = servers.iter().find(|s| s.name == name) {
-                if alive(s, now_ms()) {
+                if s.alive(now_ms()) {
                     return Err(Failure::Refused(format!(
                         "server {name} is alive (last heartbeat {}): stop it first",
-                        rfc3339(s.heartbeat_ms)
+                        rfc3339_ms(s.heartbeat_ms)
                     )));
                 }
             }

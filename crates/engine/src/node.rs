@@ -1,16 +1,16 @@
 //! This `serve` process in the cluster: registry, heartbeat and the sync
 //! lease taken or renewed every `lease / 3` (docs/cluster.md; the lease
-//! rules and the one-shot commands' `CliLease` are `mfasync_engine::cluster`).
+//! rules and the one-shot commands' `CliLease` are in `cluster`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use mfasync_core::report::{HandOver, Queued};
-use mfasync_engine::cluster::{mark_interrupted, ms, now_ms, still_runner};
-use mfasync_store::{Fence, Lease, ServerInfo, Store, SyncRequest};
-use mfasync_web::servers::{alive, rfc3339};
+use mfasync_store::{rfc3339_ms, Fence, Lease, ServerInfo, Store, SyncRequest};
 use tokio::sync::watch;
+
+use crate::cluster::{mark_interrupted, ms, now_ms, still_runner};
+use crate::{Result, ResultExt};
 
 /// How `serve` joins the cluster.
 pub struct Options {
@@ -150,15 +150,15 @@ impl Cluster {
             .context("cannot read the servers")?;
         if let Some(s) = servers
             .iter()
-            .find(|s| s.name == self.me.name && alive(s, now))
+            .find(|s| s.name == self.me.name && s.alive(now))
         {
             let msg = format!(
                 "a server named {} heartbeated at {} (listening on {}): if it still runs, give this one another --name (a server restarted under its name replaces the earlier process)",
                 s.name,
-                rfc3339(s.heartbeat_ms),
+                rfc3339_ms(s.heartbeat_ms),
                 s.address
             );
-            crate::logging::warning(msg);
+            crate::notify::warning(msg);
         }
         self.tick().await
     }
@@ -253,12 +253,12 @@ impl Cluster {
             if now != was {
                 let token = self.with_state(|s| s.token);
                 if now {
-                    crate::logging::notice(format_args!(
+                    crate::notify::notice(format_args!(
                         "server {} now runs synchronization (fencing token {token})",
                         self.me.name
                     ));
                 } else {
-                    crate::logging::warning(format_args!(
+                    crate::notify::warning(format_args!(
                         "server {} no longer runs synchronization",
                         self.me.name
                     ));
