@@ -135,6 +135,10 @@ pub struct Plan {
     /// creates to the store as they are computed instead of holding them);
     /// `counts()` includes them. Never departures: those are always listed.
     pub unlisted: Counts,
+    /// Why the directory read did not provably see everything (a limit hit,
+    /// a lost connection mid-read): creates and updates of what was read
+    /// stand, departures were not computed.
+    pub incomplete_read: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

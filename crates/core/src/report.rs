@@ -87,6 +87,10 @@ pub struct SyncReport {
     pub note: Option<String>,
     /// Always present: `null` when nothing is held.
     pub pending_approval: Option<PendingApproval>,
+    /// Why the read was incomplete, when it was: no user was disabled or
+    /// removed by this cycle (absent when the read saw everything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_incomplete: Option<String>,
     pub removed: usize,
     pub unchanged: usize,
     pub updated: usize,

@@ -48,6 +48,16 @@ impl EngineError {
         }
     }
 
+    /// Whether the directory stopped a read part-way, under any context
+    /// ([`mfasync_ldap::LdapError::cut_short`]).
+    pub fn cut_short(&self) -> bool {
+        match self {
+            EngineError::Ldap(e) => e.cut_short(),
+            EngineError::Context { source, .. } => source.cut_short(),
+            _ => false,
+        }
+    }
+
     /// Why this error means "run a full cycle instead", under any context.
     pub fn needs_full(&self) -> Option<&str> {
         match self {

@@ -59,9 +59,17 @@ pub(crate) async fn full(
     }
     let t = std::time::Instant::now();
     let streaming = claimer.is_some();
-    let (worker, stored_dir_users, applying, streamed) =
-        read_users(store, client, cfg, &base, &attrs, claimer, plan_only).await?;
-    let mut w = worker;
+    let read = read_users(store, client, cfg, &base, &attrs, claimer, plan_only).await?;
+    let (mut w, stored_dir_users, applying, streamed) = (
+        read.worker,
+        read.stored_dir_users,
+        read.applying,
+        read.written,
+    );
+    // A read cut short still creates and updates what it saw; it departs no
+    // one, and leaves no starting point (the next cycle is full again).
+    let incomplete = read.incomplete;
+    let start = if incomplete.is_some() { None } else { start };
     tracing::info!(target: "mfasync::sync",
         users = w.users,
         stored = stored_dir_users,
@@ -161,7 +169,7 @@ pub(crate) async fn full(
             }
             w.warnings.push(why);
         }
-        if follow {
+        if follow && incomplete.is_none() {
             // Stored users of other domains no item took: still users there
             // (they left their item: its when_removed) or gone?
             let unseen = w.planner.unseen();
@@ -175,7 +183,9 @@ pub(crate) async fn full(
     }
     // Stored users the read did not see: still in the directory (moved out
     // of the base DN, filtered out: their item's when_removed) or deleted?
-    look_up_unseen(store, client, cfg, &base, &mut w).await?;
+    if incomplete.is_none() {
+        look_up_unseen(store, client, cfg, &base, &mut w).await?;
+    }
 
     let t = std::time::Instant::now();
     let mut changes: Vec<plan::Change> = std::mem::take(&mut w.creates);
@@ -219,10 +229,13 @@ pub(crate) async fn full(
         .iter()
         .map(|i| (i.dn.clone(), i.when_removed))
         .collect();
-    let gone = w.planner.departures(
-        &|item| items.get(item).copied(),
-        cfg.sync.remove_deleted_users,
-    );
+    let gone = match &incomplete {
+        Some(_) => Vec::new(),
+        None => w.planner.departures(
+            &|item| items.get(item).copied(),
+            cfg.sync.remove_deleted_users,
+        ),
+    };
     for chunk in gone.chunks(500) {
         let ids: Vec<String> = chunk.iter().map(|(id, _, _)| id.clone()).collect();
         let rows = store.users_by(UserKey::DirectoryId, &ids).await?;
@@ -247,8 +260,14 @@ pub(crate) async fn full(
             created: streamed,
             ..Counts::default()
         },
+        incomplete_read: incomplete.clone(),
     };
     p.warnings.append(&mut w.warnings);
+    if let Some(why) = &incomplete {
+        p.warnings.push(format!(
+            "the directory read was cut short ({why}): users read were created and updated, nobody was disabled or removed; the next cycle reads everything again"
+        ));
+    }
     let restamp = std::mem::take(&mut w.restamp);
     drop(w);
     for warning in &p.warnings {

@@ -303,6 +303,28 @@ impl Worker {
 /// cycle's one transaction. Returns the worker, the number of stored
 /// directory users, the open transaction (if creates were written) and how
 /// many creates it holds.
+/// What the full read gives the cycle.
+pub(crate) struct ReadUsers<'s> {
+    pub(crate) worker: Worker,
+    /// Directory users stored before the cycle.
+    pub(crate) stored_dir_users: usize,
+    /// The write transaction holding the creates streamed on a first sync.
+    pub(crate) applying: Option<Box<dyn mfasync_store::Applying + 's>>,
+    /// Creates written into `applying`.
+    pub(crate) written: usize,
+    /// Why the read stopped before the directory said it was done (see
+    /// [`incomplete`]); what was read still counts.
+    pub(crate) incomplete: Option<String>,
+}
+
+/// Whether the search ending in `e` after `entries` entries leaves a read
+/// that counts but is incomplete: the directory answered some entries, then
+/// a limit (size, time, administrative), a timeout or a lost connection
+/// stopped it. Errors before the first entry still fail the cycle.
+fn incomplete(e: &EngineError, entries: usize) -> Option<String> {
+    (entries > 0 && e.cut_short()).then(|| format!("{e:#}"))
+}
+
 pub(crate) async fn read_users<'s>(
     store: &'s dyn Store,
     client: &mut Client,
@@ -311,12 +333,7 @@ pub(crate) async fn read_users<'s>(
     attrs: &[String],
     claimer: Option<Claimer>,
     plan_only: bool,
-) -> Result<(
-    Worker,
-    usize,
-    Option<Box<dyn mfasync_store::Applying + 's>>,
-    usize,
-)> {
+) -> Result<ReadUsers<'s>> {
     let handle = tokio::runtime::Handle::current();
     // On a multi-threaded runtime the reader, the mapping thread and the
     // writer each have a thread, and bounded channels between them keep
@@ -529,9 +546,18 @@ pub(crate) async fn read_users<'s>(
     let w = done_rx
         .await
         .map_err(|_| EngineError::Other("the mapping thread stopped unexpectedly".into()))?;
-    searched?;
+    let incomplete = match searched {
+        Ok(_) => None,
+        Err(e) => Some(incomplete(&e, w.users).ok_or(e)?),
+    };
     let (stored_dir_users, applying, written) = loaded;
-    Ok((w, stored_dir_users, applying, written))
+    Ok(ReadUsers {
+        worker: w,
+        stored_dir_users,
+        applying,
+        written,
+        incomplete,
+    })
 }
 
 /// A second connection to `client`'s server for a full read on a thread of

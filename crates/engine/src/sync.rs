@@ -98,19 +98,19 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         Some(store.run_started(mode.as_str()).await?)
     };
     let mut entries_read = None;
-    // sync items found under a new DN (renamed or moved): said with the note
-    let mut renames: Vec<String> = Vec::new();
+    // said with the note: sync items found under a new DN, a read cut short
+    let mut extra_notes: Vec<String> = Vec::new();
     let (result, pending_approval) = crate::approvals::track(async {
         let mut client = connect(cfg).await?;
         let followed = crate::items::follow(store, &mut client, cfg, opts.plan_only).await?;
-        renames = followed.notes;
+        extra_notes = followed.notes;
         let cfg = followed.cfg.as_ref().unwrap_or(cfg);
         if mode == SyncMode::Incremental {
             let missing = wm
                 .as_ref()
                 .and_then(|w| missing_domain_mark(cfg, client.base_dn(), w));
             let ok = match (wm.as_ref(), incremental::supported(&client, cfg)) {
-                _ if !renames.is_empty() => Err("a sync item was renamed or moved".to_string()),
+                _ if !extra_notes.is_empty() => Err("a sync item was renamed or moved".to_string()),
                 (_, Err(e)) => Err(e),
                 (None, _) => Err("no starting point".to_string()),
                 (Some(_), Ok(_)) if missing.is_some() => Err(missing.unwrap_or_default()),
@@ -157,10 +157,17 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         Ok(p)
     })
     .await;
-    if !renames.is_empty() {
+    if let Ok(Plan {
+        incomplete_read: Some(why),
+        ..
+    }) = &result
+    {
+        extra_notes.push(format!("read cut short, nobody disabled or removed: {why}"));
+    }
+    if !extra_notes.is_empty() {
         note = Some(
             note.into_iter()
-                .chain(renames)
+                .chain(extra_notes)
                 .collect::<Vec<_>>()
                 .join("; "),
         );
@@ -406,6 +413,7 @@ impl Outcome {
             mode: self.mode,
             note: self.note.clone(),
             pending_approval: self.pending_approval.clone(),
+            read_incomplete: self.plan.incomplete_read.clone(),
             removed: c.removed,
             unchanged: c.unchanged,
             updated: c.updated,

@@ -124,6 +124,17 @@ impl LdapError {
         matches!(self, LdapError::InvalidCredentials { .. })
     }
 
+    /// The server stopped answering a search part-way: a size, time or
+    /// administrative limit (result 4, 3, 11), no answer in time, or the
+    /// connection lost. Malformed or hostile answers are not among them.
+    pub fn cut_short(&self) -> bool {
+        match self {
+            LdapError::Timeout { .. } | LdapError::Connect { .. } => true,
+            LdapError::Operation { code, .. } => matches!(code, 3 | 4 | 11),
+            _ => false,
+        }
+    }
+
     /// True when the directory could not be reached or did not answer (as
     /// opposed to answering "no"): `auth` reports "directory-unavailable".
     pub fn is_unavailable(&self) -> bool {

@@ -21,6 +21,8 @@ struct Counters {
     durations: BTreeMap<String, (f64, u64)>,
     /// action -> users
     changes: BTreeMap<String, u64>,
+    /// Cycles whose directory read was cut short (no departures computed).
+    incomplete_reads: u64,
     /// "ok" or an auth reason -> checks
     auth: BTreeMap<String, u64>,
     /// (RADIUS client, outcome: accept, challenge, reject:<reason>, drop:<reason>) -> requests
@@ -59,6 +61,9 @@ impl Metrics {
         d.0 += seconds;
         d.1 += 1;
         if let Some(r) = result {
+            if r.read_incomplete.is_some() {
+                c.incomplete_reads += 1;
+            }
             for (action, n) in [
                 ("created", r.created),
                 ("updated", r.updated),
@@ -139,6 +144,13 @@ impl Metrics {
                 label(action)
             );
         }
+        out.push_str("# HELP mfasync_sync_incomplete_reads_total Synchronization cycles whose directory read was cut short: nobody was disabled or removed by them.\n");
+        out.push_str("# TYPE mfasync_sync_incomplete_reads_total counter\n");
+        let _ = writeln!(
+            out,
+            "mfasync_sync_incomplete_reads_total {}",
+            c.incomplete_reads
+        );
         out.push_str(
             "# HELP mfasync_auth_total Password checks, by outcome (ok or the refusal reason).\n",
         );
