@@ -491,6 +491,7 @@ mod tests {
                 when_removed: Default::default(),
                 user: Default::default(),
                 id: None,
+                max_departures: None,
             })
             .collect();
         c

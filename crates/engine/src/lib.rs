@@ -28,6 +28,7 @@ mod members;
 pub mod notify;
 pub mod outbox;
 pub mod progress;
+mod protected;
 mod read;
 pub mod retention;
 pub mod secrets;
