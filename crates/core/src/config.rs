@@ -7,6 +7,7 @@
 //! takes is found by `typed` (so no struct denies unknown fields itself, which
 //! would stop at the first).
 
+pub use crate::safeguard::Threshold;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -552,13 +553,19 @@ pub struct SyncItem {
     /// DN is gone is found again by it (renamed or moved) and its `dn` updated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// At most this many departures (disables + removals) of users this item
+    /// governs are applied per cycle; the rest are held for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_departures: Option<u32>,
 }
 
 impl SyncItem {
-    /// The item without its id: what it governs and how (the id only finds it).
+    /// The item without its id and departure budget: what it governs and how
+    /// (the id only finds it; the budget is a safeguard, not the mapping).
     pub fn without_id(&self) -> SyncItem {
         SyncItem {
             id: None,
+            max_departures: None,
             ..self.clone()
         }
     }
@@ -578,8 +585,19 @@ pub struct Sync {
     /// How incremental cycles find changes on Active Directory (docs/sync.md).
     #[serde(skip_serializing_if = "ChangeTracking::is_auto")]
     pub change_tracking: ChangeTracking,
+    /// Disables and removals together: a count or a percentage (`safeguard::Threshold`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub approval_threshold: Option<u32>,
+    pub approval_threshold: Option<Threshold>,
+    /// Disables only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_threshold_disables: Option<Threshold>,
+    /// Removals only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_threshold_removals: Option<Threshold>,
+    /// Users never disabled or removed by a sync: usernames, or group DNs
+    /// (entries with `=`) whose members, nested included, are protected.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<String>,
     pub notify: Vec<String>,
     pub items: Vec<SyncItem>,
 }
@@ -593,6 +611,9 @@ impl Default for Sync {
             always_full: false,
             change_tracking: ChangeTracking::Auto,
             approval_threshold: None,
+            approval_threshold_disables: None,
+            approval_threshold_removals: None,
+            protected: Vec::new(),
             notify: Vec::new(),
             items: Vec::new(),
         }
@@ -1202,11 +1223,7 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             format!("not a duration such as \"5m\": {e}"),
         )),
     }
-    if let Some(t) = s.approval_threshold {
-        if !(1..=999).contains(&t) {
-            out.push(err("sync.approval_threshold", "must be between 1 and 999"));
-        }
-    }
+    validate_safeguards(s, &mut out);
     for (i, n) in s.notify.iter().enumerate() {
         if !looks_like_email(n) {
             out.push(err(
@@ -1351,6 +1368,39 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
     out
 }
 
+/// `sync.approval_threshold*` (counts 1..=999; percentages are checked
+/// when read) and `sync.protected` (usernames, or group DNs).
+fn validate_safeguards(s: &Sync, out: &mut Vec<ConfigError>) {
+    let thresholds = [
+        ("sync.approval_threshold", s.approval_threshold),
+        (
+            "sync.approval_threshold_disables",
+            s.approval_threshold_disables,
+        ),
+        (
+            "sync.approval_threshold_removals",
+            s.approval_threshold_removals,
+        ),
+    ];
+    for (key, t) in thresholds {
+        if let Some(Threshold::Count(n)) = t {
+            if !(1..=999).contains(&n) {
+                out.push(err(key, "must be between 1 and 999"));
+            }
+        }
+    }
+    for (i, p) in s.protected.iter().enumerate() {
+        let key = format!("sync.protected[{i}]");
+        if p.trim().is_empty() {
+            out.push(err(key, "must name a user or a group DN"));
+        } else if crate::safeguard::is_group_entry(p) {
+            if let Err(m) = crate::filter::validate_dn(p) {
+                out.push(err(key, format!("{p:?} is not a group DN: {m}")));
+            }
+        }
+    }
+}
+
 fn looks_like_email(s: &str) -> bool {
     match s.split_once('@') {
         Some((l, d)) => !l.is_empty() && d.contains('.') && !s.contains(char::is_whitespace),
@@ -1473,6 +1523,7 @@ mod tests {
             when_removed: WhenRemoved::Disable,
             user: ItemUser::default(),
             id: None,
+            max_departures: None,
         });
         c
     }
@@ -1556,6 +1607,89 @@ mod tests {
                 "sync.items[0].user.metod"
             ]
         );
+    }
+
+    #[test]
+    fn safeguard_keys_take_counts_and_percentages() {
+        let c = parse(
+            "[sync]\napproval_threshold = \"2%\"\napproval_threshold_disables = 40\n\
+             approval_threshold_removals = \"0.5%\"\nprotected = [\"breakglass\", \"CN=Tier0,DC=x\"]\n\
+             [[sync.items]]\ndn = \"cn=vpn,dc=x\"\nmax_departures = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.sync.approval_threshold, Some(Threshold::Percent(20_000)));
+        assert_eq!(
+            c.sync.approval_threshold_disables,
+            Some(Threshold::Count(40))
+        );
+        assert_eq!(
+            c.sync.approval_threshold_removals,
+            Some(Threshold::Percent(5_000))
+        );
+        assert_eq!(c.sync.protected.len(), 2);
+        assert_eq!(c.sync.items[0].max_departures, Some(3));
+        // the budget is no part of what the item governs (no full cycle for it)
+        let mut other = c.clone();
+        other.sync.items[0].max_departures = Some(4);
+        assert_eq!(c.items_fingerprint(), other.items_fingerprint());
+    }
+
+    #[test]
+    fn bad_safeguard_values_name_their_key() {
+        for (text, key, says) in [
+            (
+                "[sync]\napproval_threshold = \"0%\"",
+                "sync.approval_threshold",
+                "above 0%",
+            ),
+            (
+                "[sync]\napproval_threshold = \"150%\"",
+                "sync.approval_threshold",
+                "at most 100%",
+            ),
+            (
+                "[sync]\napproval_threshold = \"lots\"",
+                "sync.approval_threshold",
+                "percentage",
+            ),
+            (
+                "[sync]\napproval_threshold_disables = 0",
+                "sync.approval_threshold_disables",
+                "between 1 and 999",
+            ),
+            (
+                "[sync]\napproval_threshold_removals = \"3\"",
+                "sync.approval_threshold_removals",
+                "percentage",
+            ),
+            (
+                "[sync]\napproval_threshold_removals = -2",
+                "sync.approval_threshold_removals",
+                "between 1 and 999",
+            ),
+            (
+                "[sync]\nprotected = [\"\"]",
+                "sync.protected[0]",
+                "user or a group",
+            ),
+            (
+                "[sync]\nprotected = [\"cn=x,,dc=y\"]",
+                "sync.protected[0]",
+                "not a group DN",
+            ),
+            (
+                "[[sync.items]]\ndn = \"ou=a,dc=b\"\nmax_departures = -1",
+                "sync.items[0].max_departures",
+                "",
+            ),
+        ] {
+            let errors = parse(text).unwrap_err();
+            let e = errors.iter().find(|e| e.key == key);
+            assert!(
+                e.is_some_and(|e| e.message.contains(says)),
+                "{text}: {errors:?}"
+            );
+        }
     }
 
     #[test]

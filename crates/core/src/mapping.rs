@@ -403,6 +403,7 @@ mod tests {
                 ..ItemUser::default()
             },
             id: None,
+            max_departures: None,
         }
     }
 

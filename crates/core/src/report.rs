@@ -68,6 +68,29 @@ pub struct PlannedChange {
     pub username: String,
 }
 
+/// A departure held for approval and the limit that held it (`sync --json`'s
+/// `held`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HeldDeparture {
+    pub action: Action,
+    /// The limit, as configured: `approval_threshold_removals = "2%" (20 of
+    /// 1,000 users)`, `max_departures = 3 of item CN=VPN,...`.
+    pub limit: String,
+    pub username: String,
+}
+
+/// A departure dropped because its user is protected (`sync.protected`):
+/// neither applied nor held (`sync --json`'s `protected`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProtectedDeparture {
+    pub action: Action,
+    /// Why: the protected name or group, or why no departure was safe.
+    pub reason: String,
+    pub username: String,
+}
+
 /// `sync --json`, `POST /api/v1/sync` and `GET /api/v1/plan`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -81,12 +104,18 @@ pub struct SyncReport {
     /// Directory entries received by an incremental cycle (absent for a full one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries_read: Option<usize>,
+    /// Departures held for approval, each with its limit (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldDeparture>,
     pub mode: SyncMode,
     /// Why a full cycle ran when an incremental one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// Always present: `null` when nothing is held.
     pub pending_approval: Option<PendingApproval>,
+    /// Departures of protected users, dropped (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<ProtectedDeparture>,
     /// Why the read was incomplete, when it was: no user was disabled or
     /// removed by this cycle (absent when the read saw everything).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,9 +196,11 @@ mod tests {
             disabled: 0,
             enabled: 0,
             entries_read: None,
+            held: vec![],
             mode: SyncMode::Full,
             note: None,
             pending_approval: None,
+            protected: vec![],
             removed: 0,
             unchanged: 2,
             updated: 0,
@@ -212,6 +243,11 @@ mod tests {
             disabled: 2,
             enabled: 3,
             entries_read: Some(4),
+            held: vec![HeldDeparture {
+                action: Action::Disable,
+                limit: "max_departures = 3 of item cn=vpn".into(),
+                username: "dave".into(),
+            }],
             mode: SyncMode::Incremental,
             note: Some("why".into()),
             pending_approval: Some(PendingApproval {
@@ -219,6 +255,11 @@ mod tests {
                 id: "ap1".into(),
                 remove: 6,
             }),
+            protected: vec![ProtectedDeparture {
+                action: Action::Remove,
+                reason: "protected user erin (sync.protected)".into(),
+                username: "erin".into(),
+            }],
             removed: 7,
             unchanged: 8,
             updated: 9,

@@ -1,8 +1,11 @@
 //! Removal safeguards (the seed's "Require administrator approval when more
-//! than X users will be disabled or removed"): a cycle that would disable or
-//! remove more than `sync.approval_threshold` users applies everything else and
-//! holds those departures back as ONE pending approval, stored in the database
-//! and announced by email to `sync.notify`.
+//! than X users will be disabled or removed"): a cycle whose departures go
+//! past a limit (`sync.approval_threshold`, `_disables`, `_removals`, an
+//! item's `max_departures`; `core::safeguard::split`) applies everything else
+//! and holds those departures back as ONE pending approval, stored in the
+//! database (each with the limit that held it) and announced by email to
+//! `sync.notify`. Departures of protected users (`sync.protected`) are dropped:
+//! neither applied nor held.
 //!
 //! - `hold` is called by the sync cycle right before `Store::apply`.
 //! - A newer pending approval supersedes an older one; the same held set
@@ -20,7 +23,8 @@ use std::future::Future;
 use crate::error::{EngineError, Result, ResultExt};
 use mfasync_core::config::{Config, Smtp};
 use mfasync_core::plan::{Action, Change, Plan};
-use mfasync_core::safeguard;
+use mfasync_core::report::{HeldDeparture, ProtectedDeparture};
+use mfasync_core::safeguard::{self, Held, HeldBy, Limits, Protection, Split};
 use mfasync_store::{Approval, ApprovalStatus, HeldChange, Store};
 
 pub use mfasync_core::report::PendingApproval;
@@ -34,9 +38,8 @@ pub fn pending_of(a: &Approval) -> PendingApproval {
     }
 }
 
-/// Why a set is held (log line and email).
-const OVER_THRESHOLD: &str =
-    "more users would be disabled or removed than sync.approval_threshold allows";
+/// Why a set is held (log line and email), followed by the limits.
+const OVER_THRESHOLD: &str = "more users would be disabled or removed than these limits allow";
 const TOUCHES_REJECTED: &str =
     "the disables/removals include users whose departure an administrator rejected";
 
@@ -49,6 +52,42 @@ struct CycleReport {
     pending: Option<PendingApproval>,
     /// Keys (`safeguard::fingerprint` of one change) of the changes not applied.
     withheld: HashSet<String>,
+    /// Who is protected this cycle, read by `sync::run` (`set_protection`).
+    protection: Option<Protection>,
+    safeguards: Safeguards,
+}
+
+/// What the safeguards did in one cycle, for the report: the departures held
+/// (each with its limit) and those dropped as protected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Safeguards {
+    pub held: Vec<HeldDeparture>,
+    pub protected: Vec<ProtectedDeparture>,
+}
+
+impl Safeguards {
+    fn of(split: &Split) -> Safeguards {
+        Safeguards {
+            held: split
+                .held
+                .iter()
+                .map(|h| HeldDeparture {
+                    action: h.change.action,
+                    limit: h.by.to_string(),
+                    username: h.change.user.username.clone(),
+                })
+                .collect(),
+            protected: split
+                .protected
+                .iter()
+                .map(|p| ProtectedDeparture {
+                    action: p.change.action,
+                    reason: p.why.clone(),
+                    username: p.change.user.username.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 tokio::task_local! {
@@ -76,8 +115,16 @@ pub(crate) fn held_key(h: &HeldChange) -> String {
     )
 }
 
-fn held_change(c: &Change) -> HeldChange {
+fn held_change(h: &Held) -> HeldChange {
     HeldChange {
+        limit: Some(h.by.to_string()),
+        ..change_held(&h.change)
+    }
+}
+
+fn change_held(c: &Change) -> HeldChange {
+    HeldChange {
+        limit: None,
         action: c.action.as_str().to_string(),
         username: c.user.username.clone(),
         directory_id: c
@@ -98,7 +145,7 @@ pub async fn hold(
     cfg: &Config,
     plan: &Plan,
 ) -> Result<(Vec<Change>, Option<PendingApproval>)> {
-    let (now, pending) = decide(store, cfg, plan).await?;
+    let (now, pending, split) = decide(store, cfg, plan).await?;
     let _ = CYCLE.try_with(|r| {
         let mut r = r.borrow_mut();
         let applied: HashSet<String> = now.iter().map(change_key).collect();
@@ -109,53 +156,150 @@ pub async fn hold(
                 .filter(|k| !applied.contains(k)),
         );
         r.pending = pending.clone();
+        r.safeguards = Safeguards::of(&split);
     });
     Ok((now, pending))
+}
+
+/// `sync --plan`: what the safeguards would hold and drop, nobody asked.
+/// Protected departures leave the reported plan; held ones stay in it.
+pub(crate) async fn preview(store: &dyn Store, cfg: &Config, plan: &Plan) -> Result<()> {
+    let split = split_plan(store, cfg, plan).await?;
+    let _ = CYCLE.try_with(|r| {
+        let mut r = r.borrow_mut();
+        let dropped = split.protected.iter().map(|p| change_key(&p.change));
+        r.withheld.extend(dropped);
+        r.safeguards = Safeguards::of(&split);
+    });
+    Ok(())
+}
+
+/// This cycle's protected users (`sync::run` reads them after connecting).
+pub(crate) fn set_protection(protection: Protection) {
+    let _ = CYCLE.try_with(|r| r.borrow_mut().protection = Some(protection));
+}
+
+/// The protection read for this cycle; unread, protected groups are unknown
+/// (no departure is safe) and only the usernames are known.
+fn protection_now(cfg: &Config) -> Protection {
+    let read = CYCLE
+        .try_with(|r| r.borrow().protection.clone())
+        .ok()
+        .flatten();
+    read.unwrap_or_else(|| {
+        if cfg
+            .sync
+            .protected
+            .iter()
+            .any(|p| safeguard::is_group_entry(p))
+        {
+            Protection::Unreadable("the protected groups were not read in this cycle".into())
+        } else {
+            Protection::of_names(&cfg.sync.protected)
+        }
+    })
+}
+
+/// The plan split by the limits and the protection (`core::safeguard::split`).
+async fn split_plan(store: &dyn Store, cfg: &Config, plan: &Plan) -> Result<Split> {
+    let needs_population =
+        Limits::needs_population(&cfg.sync) && plan.changes.iter().any(is_departure);
+    let population = match needs_population {
+        true => directory_users(store).await?,
+        false => 0,
+    };
+    let limits = Limits::of(&cfg.sync, population);
+    Ok(safeguard::split(plan, &limits, &protection_now(cfg)))
+}
+
+/// The directory users stored before this cycle (what a percentage is of).
+async fn directory_users(store: &dyn Store) -> Result<usize> {
+    let mut n = 0usize;
+    let mut count = |d: mfasync_core::plan::StoredDigest| {
+        if d.source == mfasync_core::Source::Directory {
+            n += 1;
+        }
+    };
+    store
+        .user_digests(&mut count)
+        .await
+        .context("counting the stored directory users (sync.approval_threshold as a percentage)")?;
+    Ok(n)
+}
+
+/// The distinct limits that held `held`, for the log line and the email.
+fn limits_text(held: &[Held]) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for h in held {
+        let text = h.by.to_string();
+        if !seen.contains(&text) {
+            seen.push(text);
+        }
+    }
+    seen.join("; ")
 }
 
 async fn decide(
     store: &dyn Store,
     cfg: &Config,
     plan: &Plan,
-) -> Result<(Vec<Change>, Option<PendingApproval>)> {
+) -> Result<(Vec<Change>, Option<PendingApproval>, Split)> {
+    let mut split = split_plan(store, cfg, plan).await?;
     if let Ok(approved) = IN_FORCE.try_with(Approval::clone) {
         // `approvals approve`: the approved departures the directory still calls
-        // for pass; any other departure waits for the next regular cycle.
+        // for pass (protected users never); any other departure waits for the
+        // next regular cycle.
         let keys: HashSet<String> = approved.changes.iter().map(held_key).collect();
+        let dropped: HashSet<String> = split
+            .protected
+            .iter()
+            .map(|p| change_key(&p.change))
+            .collect();
         let now = plan
             .changes
             .iter()
             .filter(|c| !is_departure(c) || keys.contains(&change_key(c)))
+            .filter(|c| !dropped.contains(&change_key(c)))
             .cloned()
             .collect();
-        return Ok((now, None));
+        split.held.clear();
+        return Ok((now, None, split));
     }
-    let mut split = safeguard::split(plan, cfg.sync.approval_threshold);
-    let mut why = OVER_THRESHOLD;
-    if split.held.is_empty()
-        && cfg.sync.approval_threshold.is_some()
-        && plan.changes.iter().any(is_departure)
+    keep_budget_holds(store, &mut split).await?;
+    let mut why = OVER_THRESHOLD.to_string();
+    if split.held.is_empty() && Limits::of(&cfg.sync, 0).any() && split.now.iter().any(is_departure)
     {
-        // Under the threshold, but the last decision rejected some of these
+        // Within the limits, but the last decision rejected some of these
         // users' departures: they are not made without asking again.
         if let Some(r) = latest_rejection(store).await? {
             let rejected: HashSet<String> = r.changes.iter().map(held_key).collect();
-            if plan
-                .changes
+            if split
+                .now
                 .iter()
                 .any(|c| is_departure(c) && rejected.contains(&change_key(c)))
             {
-                let (held, now): (Vec<Change>, Vec<Change>) =
-                    plan.changes.iter().cloned().partition(is_departure);
-                split = safeguard::Split { now, held };
-                why = TOUCHES_REJECTED;
+                let (held, now): (Vec<Change>, Vec<Change>) = std::mem::take(&mut split.now)
+                    .into_iter()
+                    .partition(is_departure);
+                split.now = now;
+                split.held = held
+                    .into_iter()
+                    .map(|change| Held {
+                        change,
+                        by: HeldBy::Rejected,
+                    })
+                    .collect();
+                why = TOUCHES_REJECTED.to_string();
             }
         }
     }
     if split.held.is_empty() {
-        return Ok((split.now, None));
+        return Ok((split.now.clone(), None, split));
     }
-    let fingerprint = safeguard::fingerprint(&split.held);
+    if why == OVER_THRESHOLD {
+        why = format!("{OVER_THRESHOLD}: {}", limits_text(&split.held));
+    }
+    let fingerprint = safeguard::fingerprint(&split.held_changes());
     let rejected = store
         .approvals(Some(ApprovalStatus::Rejected))
         .await
@@ -166,7 +310,7 @@ async fn decide(
             held = split.held.len(),
             "these disables/removals were rejected before and the directory has not changed since; not applied, not asked again"
         );
-        return Ok((split.now, None));
+        return Ok((split.now.clone(), None, split));
     }
     let pending = store
         .approvals(Some(ApprovalStatus::Pending))
@@ -174,7 +318,7 @@ async fn decide(
         .context("reading pending approvals")?;
     if let Some(a) = pending.iter().find(|a| a.fingerprint == fingerprint) {
         tracing::info!(target: "mfasync::approvals", approval = %a.id, "the held disables/removals are already waiting for approval");
-        return Ok((split.now, Some(pending_of(a))));
+        return Ok((split.now.clone(), Some(pending_of(a)), split));
     }
     let id = new_id();
     let held: Vec<HeldChange> = split.held.iter().map(held_change).collect();
@@ -185,11 +329,49 @@ async fn decide(
     tracing::warn!(target: "mfasync::approvals",
         approval = %a.id,
         held = held.len(),
-        threshold = cfg.sync.approval_threshold.unwrap_or_default(),
         "{why}: held for approval"
     );
-    notify(store, cfg, &a, why).await;
-    Ok((split.now, Some(pending_of(&a))))
+    notify(store, cfg, &a, &why).await;
+    Ok((split.now.clone(), Some(pending_of(&a)), split))
+}
+
+/// A departure an item's budget held stays held while its approval is
+/// pending: a budget limits departures, it does not only put them off to the
+/// next cycle. (Threshold holds are decided again each cycle.)
+async fn keep_budget_holds(store: &dyn Store, split: &mut Split) -> Result<()> {
+    if !split.now.iter().any(is_departure) {
+        return Ok(());
+    }
+    let pending = store
+        .approvals(Some(ApprovalStatus::Pending))
+        .await
+        .context("reading pending approvals")?;
+    let budget_held: std::collections::HashMap<String, String> = pending
+        .iter()
+        .flat_map(|a| a.changes.iter())
+        .filter_map(|h| {
+            let limit = h
+                .limit
+                .as_deref()
+                .filter(|l| safeguard::is_budget_limit(l))?;
+            Some((held_key(h), limit.to_string()))
+        })
+        .collect();
+    let (still, now): (Vec<Change>, Vec<Change>) = std::mem::take(&mut split.now)
+        .into_iter()
+        .partition(|c| is_departure(c) && budget_held.contains_key(&change_key(c)));
+    split.now = now;
+    split.held.extend(still.into_iter().map(|change| {
+        let limit = budget_held
+            .get(&change_key(&change))
+            .cloned()
+            .unwrap_or_default();
+        Held {
+            change,
+            by: HeldBy::Pending { limit },
+        }
+    }));
+    Ok(())
 }
 
 /// The rejected approval that was the last word, if the newest approval is a
@@ -240,7 +422,7 @@ async fn retire_pending(store: &dyn Store, why: &str) -> Result<()> {
 /// Run one sync cycle (a future giving its plan) and collect what `hold`
 /// decided in it: the plan returned keeps only the changes applied, so its
 /// counts are what happened, and the pending approval is returned beside it.
-pub async fn track<F>(cycle: F) -> (Result<Plan>, Option<PendingApproval>)
+pub async fn track<F>(cycle: F) -> (Result<Plan>, Option<PendingApproval>, Safeguards)
 where
     F: Future<Output = Result<Plan>>,
 {
@@ -255,7 +437,7 @@ where
                 }
                 p
             });
-            (result, report.pending)
+            (result, report.pending, report.safeguards)
         })
         .await
 }
@@ -328,6 +510,9 @@ pub fn message_text(a: &Approval, why: &str) -> (String, String) {
             h.username,
             h.reason.as_deref().unwrap_or("no reason given")
         ));
+        if let Some(limit) = &h.limit {
+            body.push_str(&format!("           held by {limit}\n"));
+        }
     }
     if a.changes.len() > EMAIL_LISTED {
         body.push_str(&format!(
@@ -379,6 +564,7 @@ mod tests {
                 username: format!("user{i:02}"),
                 directory_id: Some(format!("id{i}")),
                 reason: Some("no longer in ou=Sales".into()),
+                limit: Some("max_departures = 3 of item ou=Sales".into()),
             })
             .collect();
         let a = Approval {
@@ -402,6 +588,10 @@ mod tests {
         assert!(body.contains("... and 5 more"));
         assert!(body.contains("mfasync approvals approve abc123"));
         assert!(body.contains("mfasync approvals list"));
+        assert!(
+            body.contains("user00  (no longer in ou=Sales)\n           held by max_departures = 3 of item ou=Sales\n"),
+            "{body}"
+        );
     }
 
     #[test]
@@ -418,6 +608,6 @@ mod tests {
             reason: None,
             raw: None,
         };
-        assert_eq!(change_key(&c), held_key(&held_change(&c)));
+        assert_eq!(change_key(&c), held_key(&change_held(&c)));
     }
 }

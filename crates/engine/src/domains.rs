@@ -472,6 +472,7 @@ mod tests {
                 when_removed: Default::default(),
                 user: Default::default(),
                 id: None,
+                max_departures: None,
             })
             .collect();
         c

@@ -31,6 +31,7 @@ pub mod notify;
 pub mod otp;
 pub mod outbox;
 pub mod progress;
+mod protected;
 mod read;
 pub mod retention;
 pub mod secrets;

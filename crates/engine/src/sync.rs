@@ -29,6 +29,8 @@ pub struct Outcome {
     pub entries_read: Option<usize>,
     /// Disables/removals held back for administrator approval (issue 4).
     pub pending_approval: Option<crate::approvals::PendingApproval>,
+    /// Which limit held which departure; protected departures dropped (issue 21).
+    pub safeguards: crate::approvals::Safeguards,
 }
 
 /// Why a cycle is full after `[attributes]`, `[filters]`, the base DN or
@@ -100,11 +102,12 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
     let mut entries_read = None;
     // said with the note: sync items found under a new DN, a read cut short
     let mut extra_notes: Vec<String> = Vec::new();
-    let (result, pending_approval) = crate::approvals::track(async {
+    let (result, pending_approval, safeguards) = crate::approvals::track(async {
         let mut client = connect(cfg).await?;
         let followed = crate::items::follow(store, &mut client, cfg, opts.plan_only).await?;
         extra_notes = followed.notes;
         let cfg = followed.cfg.as_ref().unwrap_or(cfg);
+        crate::approvals::set_protection(crate::protected::resolve(&mut client, cfg).await);
         if mode == SyncMode::Incremental {
             let missing = wm
                 .as_ref()
@@ -133,6 +136,9 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
                         Ok((p, n)) => {
                             entries_read = Some(n);
                             client.unbind().await;
+                            if opts.plan_only {
+                                crate::approvals::preview(store, cfg, &p).await?;
+                            }
                             return Ok(p);
                         }
                         Err(why) => why,
@@ -154,6 +160,9 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         }
         let p = full(store, cfg, &mut client, opts.plan_only).await?;
         client.unbind().await;
+        if opts.plan_only {
+            crate::approvals::preview(store, cfg, &p).await?;
+        }
         Ok(p)
     })
     .await;
@@ -188,6 +197,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
         note,
         entries_read,
         pending_approval,
+        safeguards,
     })
 }
 
@@ -410,9 +420,11 @@ impl Outcome {
             disabled: c.disabled,
             enabled: c.enabled,
             entries_read: self.entries_read,
+            held: self.safeguards.held.clone(),
             mode: self.mode,
             note: self.note.clone(),
             pending_approval: self.pending_approval.clone(),
+            protected: self.safeguards.protected.clone(),
             read_incomplete: self.plan.incomplete_read.clone(),
             removed: c.removed,
             unchanged: c.unchanged,

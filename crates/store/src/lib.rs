@@ -393,6 +393,10 @@ pub struct HeldChange {
     pub directory_id: Option<String>,
     /// Why the user would go ("no longer in OU=Sales,...").
     pub reason: Option<String>,
+    /// The limit that held it (`safeguard::HeldBy`, as text); kept in the
+    /// approval's JSON, absent in approvals stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 /// A set of disables/removals held back by `sync.approval_threshold`.

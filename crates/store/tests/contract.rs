@@ -1232,6 +1232,7 @@ fn held(action: &str, name: &str) -> HeldChange {
         username: name.to_string(),
         directory_id: Some(format!("id-{name}")),
         reason: Some("no longer in ou=x".to_string()),
+        limit: None,
     }
 }
 

@@ -63,7 +63,14 @@ async fn approvals_page(
                     (
                         c.action.clone(),
                         c.username.clone(),
-                        c.reason.clone().unwrap_or_default(),
+                        match &c.limit {
+                            // which limit held it, after why the user would go
+                            Some(limit) => format!(
+                                "{} (held by {limit})",
+                                c.reason.as_deref().unwrap_or_default()
+                            ),
+                            None => c.reason.clone().unwrap_or_default(),
+                        },
                     )
                 })
                 .collect(),

@@ -92,6 +92,7 @@ impl ItemForm {
             when_removed: Default::default(),
             user: Default::default(),
             id: None,
+            max_departures: None,
         });
         f.dn.clear();
         f
@@ -219,7 +220,8 @@ struct SyncPage<'a> {
     prompt: Option<&'static str>,
     version: i64,
     s: &'a mfasync_core::config::Sync,
-    threshold: i64,
+    /// As typed in the form: `5` or `2%`.
+    threshold: String,
     notify: String,
     items: Vec<ItemRow>,
     form: ItemView<'a>,
@@ -272,7 +274,9 @@ pub(crate) async fn sync_page(
             prompt,
             version: active.version,
             s,
-            threshold: s.approval_threshold.map_or(5, i64::from),
+            threshold: s
+                .approval_threshold
+                .map_or("5".into(), |t| t.to_string().replace('"', "")),
             notify: s.notify.join("\n"),
             items,
             form: ItemView::new(
@@ -601,6 +605,16 @@ fn tidy_items(t: &mut Table) {
     }
 }
 
+/// The threshold typed in the form as a TOML value: a whole number, or a
+/// percentage kept as text (`config::parse` checks both).
+fn threshold_value(typed: &str) -> Option<Value> {
+    let typed = typed.trim();
+    if typed.ends_with('%') {
+        return Some(Value::String(typed.to_string()));
+    }
+    typed.parse::<i64>().ok().map(Value::Integer)
+}
+
 pub(crate) async fn settings_save(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
@@ -610,11 +624,11 @@ pub(crate) async fn settings_save(
         return r;
     }
     let threshold = if form.approval.is_some() {
-        match form.approval_threshold.trim().parse::<i64>() {
-            Ok(n) => Some(n),
-            Err(_) => {
+        match threshold_value(&form.approval_threshold) {
+            Some(v) => Some(v),
+            None => {
                 let msg = not_saved(vec![
-                    "sync.approval_threshold: must be a whole number between 1 and 999".into(),
+                    "sync.approval_threshold: must be a whole number between 1 and 999 or a percentage such as 2%".into(),
                 ]);
                 return sync_page(
                     &app,
@@ -645,7 +659,7 @@ pub(crate) async fn settings_save(
             Value::Boolean(form.always_full.is_some()),
         );
         match threshold {
-            Some(n) => s.insert("approval_threshold".into(), Value::Integer(n)),
+            Some(v) => s.insert("approval_threshold".into(), v),
             None => s.remove("approval_threshold"),
         };
         let notify: Vec<Value> = form
@@ -696,6 +710,12 @@ pub(crate) async fn item_save(
         let slot = items
             .get_mut(index)
             .ok_or_else(|| format!("sync.items[{index}]: no such item"))?;
+        // the form does not show the item's departure budget: it is kept
+        let budget = slot.get("max_departures").cloned();
+        let mut item = item;
+        if let Some(b) = budget {
+            item.insert("max_departures".into(), b);
+        }
         *slot = Value::Table(item);
         Ok(format!("Item {} saved", index + 1))
     })

@@ -219,6 +219,7 @@ async fn a_pending_approval_banner_on_every_page() {
         username: name.into(),
         directory_id: None,
         reason: None,
+        limit: None,
     };
     store
         .create_approval(
@@ -367,6 +368,7 @@ async fn every_page_fits_1280_pixels_and_shows_labels() {
                 username: "firstname.lastname1@corp.example.com".into(),
                 directory_id: None,
                 reason: Some("no longer in any sync item".into()),
+                limit: None,
             }],
         )
         .await

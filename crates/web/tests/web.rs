@@ -730,6 +730,7 @@ async fn api_users_approvals_history_config_and_auth() {
         username: name.into(),
         directory_id: None,
         reason: None,
+        limit: None,
     };
     s.store
         .create_approval(
@@ -1027,6 +1028,7 @@ async fn portal_pages_users_approvals_settings() {
                 username: "bob".into(),
                 directory_id: None,
                 reason: Some("no longer in OU=Sales".into()),
+                limit: None,
             }],
         )
         .await
@@ -1339,6 +1341,7 @@ async fn api_answers_carry_the_keys_the_document_declares() {
         username: "bob".into(),
         directory_id: None,
         reason: None,
+        limit: None,
     };
     s.store.create_approval("ap1", "fp", &[held]).await.unwrap();
     s.store.run_started("full").await.unwrap();
@@ -1714,8 +1717,31 @@ async fn sync_page_items_add_move_edit_remove_keep_the_password() {
     assert_eq!(cfg.sync.interval, "10m");
     assert!(!cfg.sync.remove_deleted_users);
     assert!(cfg.sync.always_full);
-    assert_eq!(cfg.sync.approval_threshold, Some(7));
+    assert_eq!(
+        cfg.sync.approval_threshold,
+        Some(mfasync_core::config::Threshold::Count(7))
+    );
     assert_eq!(item_dns(&cfg), vec!["OU=Sales,DC=x"], "items kept");
+    // a percentage is saved as such and shown back as typed
+    let (status, page) = s
+        .sync_post(
+            &sess,
+            "/sync/settings",
+            &[
+                ("interval", "10m"),
+                ("always_full", "true"),
+                ("approval", "true"),
+                ("approval_threshold", "2.5%"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("value=\"2.5%\""), "{page}");
+    let cfg = s.active().await;
+    assert_eq!(
+        cfg.sync.approval_threshold,
+        Some(mfasync_core::config::Threshold::Percent(25_000))
+    );
 
     // Every save kept the bind password and the rest of the directory section.
     assert_eq!(
@@ -1723,7 +1749,7 @@ async fn sync_page_items_add_move_edit_remove_keep_the_password() {
         Some("TOPSECRET")
     );
     assert_eq!(cfg.directory.servers, vec!["ldap://a"]);
-    assert_eq!(s.versions().await, 7);
+    assert_eq!(s.versions().await, 8);
     assert!(!page.contains("TOPSECRET"));
 
     // The prompt goes once a full sync ran with these items; Synchronize Now
@@ -3052,6 +3078,7 @@ fn held(action: &str, name: &str) -> HeldChange {
         username: name.into(),
         directory_id: None,
         reason: Some("no longer in OU=Sales".into()),
+        limit: None,
     }
 }
 

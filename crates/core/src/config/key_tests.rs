@@ -77,7 +77,10 @@ fn every_key_set() -> Config {
             remove_deleted_users: false,
             always_full: true,
             change_tracking: ChangeTracking::Usn,
-            approval_threshold: Some(50),
+            approval_threshold: Some(Threshold::Count(50)),
+            approval_threshold_disables: Some(Threshold::Percent(25_000)),
+            approval_threshold_removals: Some(Threshold::Count(7)),
+            protected: vec!["breakglass".into(), "cn=tier0,dc=example,dc=com".into()],
             notify: vec!["ops@example.com".into()],
             items: vec![SyncItem {
                 kind: ItemKind::SecurityGroup,
@@ -94,6 +97,7 @@ fn every_key_set() -> Config {
                     welcome_email: true,
                 },
                 id: Some("5c0a1e2f-0000-4000-8000-000000000001".into()),
+                max_departures: Some(3),
             }],
         },
         smtp: Some(Smtp {

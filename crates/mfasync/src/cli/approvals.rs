@@ -34,6 +34,9 @@ pub async fn cli_list(store: &dyn Store, json: bool) -> crate::CmdResult {
                 h.username,
                 h.reason.as_deref().unwrap_or("no reason given")
             );
+            if let Some(limit) = &h.limit {
+                crate::terminal::say!("           held by {limit}");
+            }
         }
         crate::terminal::say!(
             "approve: mfasync approvals approve {id}    reject: mfasync approvals reject {id}",

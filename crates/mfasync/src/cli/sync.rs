@@ -57,10 +57,53 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
             a.remove
         );
     }
+    print_safeguards(&o.safeguards, plan_only);
     for w in &o.plan.warnings {
         crate::logging::warning(w);
     }
     Ok(())
+}
+
+/// Usernames named per limit in the human output; the rest are counted.
+const NAMES_PER_LIMIT: usize = 10;
+
+/// Which limit held which departures, and the protected users left alone.
+fn print_safeguards(s: &mfasync_engine::approvals::Safeguards, plan_only: bool) {
+    let verb = if plan_only { "would be held" } else { "held" };
+    let mut limits: Vec<&str> = Vec::new();
+    for h in &s.held {
+        if !limits.contains(&h.limit.as_str()) {
+            limits.push(&h.limit);
+        }
+    }
+    for limit in limits {
+        let names: Vec<&str> = s
+            .held
+            .iter()
+            .filter(|h| h.limit == limit)
+            .map(|h| h.username.as_str())
+            .collect();
+        let more = names.len().saturating_sub(NAMES_PER_LIMIT);
+        let shown = names[..names.len() - more].join(", ");
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        crate::terminal::say!("{verb} by {limit}: {} ({shown}{more})", names.len());
+    }
+    for p in &s.protected {
+        crate::terminal::say!(
+            "protected, not {}: {} ({})",
+            if p.action == Action::Remove {
+                "removed"
+            } else {
+                "disabled"
+            },
+            p.username,
+            p.reason
+        );
+    }
 }
 
 /// `sync [--full] [--plan]`: the cycle under the CLI lease, then the emails it queued.

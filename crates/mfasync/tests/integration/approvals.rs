@@ -31,7 +31,15 @@ const TEAMS: &[(&str, &str, usize)] = &[
     ("Back", "back", 8),
     ("Inc", "inc", 8),
     ("RejSub", "rs", 8),
+    ("Budget", "bud", 6),
+    ("Prot", "prot", 4),
+    ("Unread", "unr", 3),
+    ("Pct", "pct", 30),
 ];
+
+/// Groups under ou=Groups (cn, members' (team, uid prefix, how many)).
+const GROUPS: &[(&str, &str, &str, usize)] =
+    &[("Budget", "Budget", "bud", 6), ("Tier0", "Prot", "prot", 1)];
 
 fn person(dn: &str, uid: &str, extra: &str) -> String {
     format!("dn: {dn}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n{extra}\n")
@@ -43,7 +51,7 @@ fn ou(name: &str) -> String {
 
 fn fixture() -> String {
     let mut l = String::new();
-    for o in ["Away", "Empty", "Svc"] {
+    for o in ["Away", "Empty", "Svc", "Groups"] {
         l.push_str(&ou(o));
     }
     for (team, prefix, n) in TEAMS {
@@ -55,6 +63,15 @@ fn fixture() -> String {
                 "",
             ));
         }
+    }
+    for (cn, team, prefix, n) in GROUPS {
+        l.push_str(&format!(
+            "dn: cn={cn},ou=Groups,{BASE}\nobjectClass: groupOfNames\ncn: {cn}\n"
+        ));
+        for i in 1..=*n {
+            l.push_str(&format!("member: uid={prefix}{i},ou={team},{BASE}\n"));
+        }
+        l.push('\n');
     }
     l.push_str(&person(
         LIMITED_DN,
@@ -796,4 +813,227 @@ fn rejected_users_are_not_removed_without_asking_when_fewer_remain() {
         .to_string();
     m.ok(&["approvals", "approve", &id2]);
     assert_eq!(enabled(&m, "rs"), 3);
+}
+
+// ---------------------------------------------------------------- issue 21
+
+/// A configuration without notifications: `item` (a whole `[[sync.items]]`
+/// table) and extra `[sync]` lines; notifications to one admin through `smtp`.
+fn guarded(sync_extra: &str, item: &str, smtp_url: &str) -> String {
+    let s = slapd();
+    let head = crate::common::openldap_directory(&format!("\"{}\"", s.url), BASE, 3, admin());
+    format!(
+        r#"{head}
+[smtp]
+server = "{smtp_url}"
+from = "mfasync@example.com"
+[sync]
+notify = ["mfa-admins@example.com"]
+{sync_extra}
+{item}
+"#
+    )
+}
+
+fn container_item(team: &str) -> String {
+    format!("[[sync.items]]\nkind = \"container\"\ndn = \"ou={team},{BASE}\"\nwhen_removed = \"disable\"\n")
+}
+
+fn group_dn(cn: &str) -> String {
+    format!("cn={cn},ou=Groups,{BASE}")
+}
+
+/// The `held` entries of a sync report as (username, limit).
+fn held_of(r: &Value) -> Vec<(String, String)> {
+    let list = r["held"].as_array().cloned().unwrap_or_default();
+    list.iter()
+        .map(|h| {
+            let text = |k: &str| h[k].as_str().unwrap_or_default().to_string();
+            (text("username"), text("limit"))
+        })
+        .collect()
+}
+
+fn protected_names(r: &Value) -> Vec<String> {
+    let list = r["protected"].as_array().cloned().unwrap_or_default();
+    let mut names: Vec<String> = list
+        .iter()
+        .filter_map(|p| p["username"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_budget_of_three_holds_a_group_items_fourth_departure_and_names_the_limit() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    let group = group_dn("Budget");
+    let item = format!(
+        "[[sync.items]]\nkind = \"security-group\"\ndn = \"{group}\"\nwhen_removed = \"disable\"\nmax_departures = 3\n"
+    );
+    m.apply(&guarded("", &item, &sink.url()));
+    assert_eq!(counts(&m.sync_full()).0, 6);
+    let leave: String = (1..=4)
+        .map(|i| format!("delete: member\nmember: uid=bud{i},ou=Budget,{BASE}\n-\n"))
+        .collect();
+    slapd().ldapmodify(&format!("dn: {group}\nchangetype: modify\n{leave}"));
+
+    // the plan says what would be held, by which limit, changing nothing
+    let limit = format!("max_departures = 3 of item {group}");
+    let plan = m.ok(&["--json", "sync", "--plan"]).json();
+    assert_eq!(
+        held_of(&plan),
+        [("bud4".to_string(), limit.clone())],
+        "{plan}"
+    );
+    assert_eq!(enabled(&m, "bud"), 6);
+
+    // the first three in the plan's order pass, the fourth is held
+    let r = m.sync_full();
+    assert_eq!(counts(&r).3, 3, "{r}");
+    assert_eq!(held_of(&r), [("bud4".to_string(), limit.clone())], "{r}");
+    assert_eq!(r["pending_approval"]["disable"], 1, "{r}");
+    let id = r["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(enabled(&m, "bud"), 3);
+    assert_eq!(m.user("bud4").expect("stored")["enabled"], true);
+    let body = sink.messages()[0]["body"]
+        .as_str()
+        .expect("body")
+        .to_string();
+    assert!(body.contains(&format!("held by {limit}")), "{body}");
+
+    // the next cycle keeps it held (the budget is not just put off a cycle)
+    // and says so in its human output
+    let o = m.ok(&["sync", "--full"]);
+    assert!(
+        o.stdout.contains(&format!("held by {limit}")),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("(bud4)"), "{}", o.stdout);
+    assert_eq!(m.user("bud4").expect("stored")["enabled"], true);
+    assert_eq!(pending(&m)[0]["id"], id.as_str());
+    let list = m.ok(&["approvals", "list"]).stdout;
+    assert!(list.contains(&format!("held by {limit}")), "{list}");
+
+    // approved, it is applied
+    let v = m.ok(&["--json", "approvals", "approve", &id]).json();
+    assert_eq!(v["disabled"], 1, "{v}");
+    assert_eq!(enabled(&m, "bud"), 2);
+}
+
+#[test]
+fn protected_users_outside_every_item_are_never_disabled() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    // prot1 by name (any case), prot2 as a member of cn=Tier0 (not an item)
+    let protected = format!(
+        "protected = [\"PROT1\", \"{}\"]",
+        group_dn("Tier0").to_uppercase()
+    );
+    m.apply(&guarded(&protected, &container_item("Prot"), &sink.url()));
+    assert_eq!(counts(&m.sync_full()).0, 4);
+    for uid in ["prot1", "prot2", "prot3"] {
+        move_user(uid, "Prot", "Away");
+    }
+    // the group follows its member, as Active Directory's links do
+    slapd().ldapmodify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: member\nmember: uid=prot2,ou=Away,{BASE}\n",
+        group_dn("Tier0")
+    ));
+
+    let plan = m.ok(&["--json", "sync", "--plan"]).json();
+    assert_eq!(protected_names(&plan), ["prot1", "prot2"], "{plan}");
+    let planned: Vec<&str> = plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter_map(|c| c["username"].as_str())
+        .collect();
+    assert_eq!(
+        planned,
+        ["prot3"],
+        "protected departures leave the plan: {plan}"
+    );
+
+    // an incremental cycle, then full ones: never disabled, never held
+    let r = m.ok(&["--json", "sync"]).json();
+    assert_eq!(protected_names(&r), ["prot1", "prot2"], "{r}");
+    assert_eq!(counts(&r).3, 1, "only prot3: {r}");
+    let r = m.sync_full();
+    assert_eq!(protected_names(&r), ["prot1", "prot2"], "{r}");
+    assert_eq!(r["pending_approval"], Value::Null, "{r}");
+    let reasons = r["protected"].to_string();
+    assert!(reasons.contains("protected user prot1"), "{reasons}");
+    assert!(reasons.contains("member of protected group"), "{reasons}");
+    let o = m.ok(&["sync", "--full"]);
+    assert!(
+        o.stdout.contains("protected, not disabled: prot1"),
+        "{}",
+        o.stdout
+    );
+    for uid in ["prot1", "prot2"] {
+        assert_eq!(m.user(uid).expect("stored")["enabled"], true, "{uid}");
+    }
+    assert_eq!(m.user("prot3").expect("stored")["enabled"], false);
+    assert!(pending(&m).is_empty());
+    assert!(sink.messages().is_empty());
+}
+
+#[test]
+fn a_protected_group_that_cannot_be_read_stops_every_departure() {
+    let m = Mfa::new();
+    let missing = group_dn("NoSuchGroup");
+    let extra = format!("protected = [\"{missing}\"]");
+    m.apply(&guarded(
+        &extra,
+        &container_item("Unread"),
+        "smtp://127.0.0.1:9",
+    ));
+    assert_eq!(counts(&m.sync_full()).0, 3);
+    move_user("unr1", "Unread", "Away");
+    let r = m.sync_full();
+    assert_eq!(counts(&r).3, 0, "{r}");
+    assert_eq!(protected_names(&r), ["unr1"], "{r}");
+    let reason = r["protected"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(&missing), "{reason}");
+    assert_eq!(m.user("unr1").expect("stored")["enabled"], true);
+}
+
+#[test]
+fn a_percentage_threshold_of_thirty_users_lets_three_through_and_holds_four() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    let extra = "approval_threshold_disables = \"10%\"";
+    m.apply(&guarded(extra, &container_item("Pct"), &sink.url()));
+    assert_eq!(counts(&m.sync_full()).0, 30);
+    for i in 1..=3 {
+        move_user(&format!("pct{i}"), "Pct", "Away");
+    }
+    let r = m.sync_full();
+    assert_eq!(counts(&r).3, 3, "10% of 30 is 3: {r}");
+    assert!(r.get("held").is_none(), "{r}");
+    assert_eq!(r["pending_approval"], Value::Null);
+
+    // the disabled users are still stored: 30 users, 3 may go
+    for i in 4..=7 {
+        move_user(&format!("pct{i}"), "Pct", "Away");
+    }
+    let r = m.sync_full();
+    assert_eq!(counts(&r).3, 0, "{r}");
+    let limit = "approval_threshold_disables = \"10%\" (3 of 30 users)".to_string();
+    let held = held_of(&r);
+    assert_eq!(held.len(), 4, "{r}");
+    assert!(held.iter().all(|(_, l)| *l == limit), "{r}");
+    assert_eq!(r["pending_approval"]["disable"], 4, "{r}");
+    let body = sink.messages()[0]["body"]
+        .as_str()
+        .expect("body")
+        .to_string();
+    assert!(body.contains(&limit), "{body}");
+    assert_eq!(enabled(&m, "pct"), 27);
 }
