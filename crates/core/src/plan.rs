@@ -830,6 +830,7 @@ mod tests {
             unchanged: p.unchanged,
             warnings: p.warnings,
             unlisted: Counts::default(),
+            incomplete_read: None,
         }
     }
 

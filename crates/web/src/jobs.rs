@@ -38,7 +38,7 @@ const KEPT: usize = 20;
 #[derive(Clone)]
 pub(crate) enum JobState {
     Running,
-    Done(SyncNow),
+    Done(Box<SyncNow>),
     Failed(String),
 }
 
@@ -107,7 +107,7 @@ pub(crate) fn start(app: &App, admin: &Admin, full: bool, from_sync: bool) -> u6
         if let Ok(mut jobs) = app2.jobs.lock() {
             if let Some(j) = jobs.list.iter_mut().find(|j| j.id == id) {
                 j.state = match result {
-                    Ok(v) => JobState::Done(v),
+                    Ok(v) => JobState::Done(Box::new(v)),
                     Err(e) => JobState::Failed(e),
                 };
                 j.last_progress = last_progress;

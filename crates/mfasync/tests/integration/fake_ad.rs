@@ -152,3 +152,67 @@ fn the_read_stays_on_the_first_connection_when_the_second_reaches_another_dc() {
         }
     }
 }
+
+/// A full read the server cuts short (the connection lost after 1000
+/// entries) still creates and updates the users it read, but disables and
+/// removes nobody, says why (`sync --json`, history) and keeps no starting
+/// point: the next cycle reads everything again and then removes who left.
+#[test]
+fn a_read_cut_short_creates_and_updates_but_departs_no_one() {
+    let ad = FakeAd::start(directory());
+    let m = Mfa::new();
+    m.apply(&config(
+        &ad.url,
+        "",
+        &format!("kind = \"container\"\ndn = \"OU=Staff,{BASE}\""),
+    ));
+    let all = (MEMBERS + OTHERS) as u64;
+    assert_eq!(counts(&m.sync_full()), (all, 0, 0, 0, 0, 0));
+
+    // a user added (among the first read), one changed, one deleted (after the cut)
+    ad.update(|d| {
+        d.entries.retain(|e| e.dn != user_dn(3000));
+        d.add(
+            FakeEntry::numbered_user(&user_dn(99_999), 99_999)
+                .with("userPrincipalName", &["user99999@fake.test"])
+                .with("objectGUID", &["guid000000099999"])
+                .with("userAccountControl", &["512"]),
+        );
+        // (the fake answers in the order of its entries: the new one among the first)
+        if let Some(new) = d.entries.pop() {
+            d.entries.insert(3, new);
+        }
+        if let Some(e) = d.entries.iter_mut().find(|e| e.dn == user_dn(0)) {
+            *e = e.clone().with("givenName", &["Renamed"]);
+        }
+        d.touch(&user_dn(0));
+        d.drop_after = Some(1000);
+    });
+    let r = m.sync_full();
+    let (created, updated, enabled, disabled, removed, unchanged) = counts(&r);
+    assert_eq!(
+        (created, updated, enabled, disabled, removed),
+        (1, 1, 0, 0, 0),
+        "{r}"
+    );
+    assert!(unchanged + 2 < all, "only part was read: {r}");
+    let why = r["read_incomplete"].as_str().unwrap_or_default();
+    assert!(why.contains(&ad.url), "the reason names the server: {r}");
+    let history = m.ok(&["--json", "history"]).json();
+    let note = history[0]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("read cut short"), "{history}");
+    let users = m.users();
+    assert_eq!(users.len() as u64, all + 1, "nobody departed");
+    assert!(users.iter().any(|u| u["username"] == "user99999@fake.test"));
+    assert!(users
+        .iter()
+        .any(|u| u["username"] == "user00000@fake.test" && u["first_name"] == "Renamed"));
+
+    // the server behaves again: the next cycle (asked incremental) is full
+    // and removes the deleted user
+    ad.update(|d| d.drop_after = None);
+    let r = m.ok(&["--json", "sync"]).json();
+    assert_eq!(r["mode"], "full", "{r}");
+    assert_eq!(counts(&r), (0, 0, 0, 0, 1, all), "{r}");
+    assert!(r.get("read_incomplete").is_none(), "{r}");
+}

@@ -1099,3 +1099,85 @@ fn blank_filters_sync_like_the_schema_defaults() {
     }
     assert_eq!(exports[0], exports[1]);
 }
+
+/// slapd limits its users (not the rootdn) to 50 entries per search, and the
+/// 60 users of ou=Limited all have the same cn, so neither paging nor
+/// splitting the search gets past the limit: the read is cut short. A first
+/// sync creates the users it read; later, with 5 users deleted and one
+/// changed, the read updates the changed one and departs no one. Each run
+/// says why (`read_incomplete`, the history note).
+#[test]
+fn a_server_size_limit_that_cannot_be_worked_around_departs_no_one() {
+    let mut ldif = ou(&format!("ou=Limited,{BASE}"));
+    ldif.push_str(&format!(
+        "dn: uid=reader,{BASE}\nobjectClass: inetOrgPerson\nuid: reader\ncn: reader\nsn: reader\nuserPassword: reader-pw\n\n"
+    ));
+    for i in 1..=60 {
+        ldif.push_str(&format!(
+            "dn: uid=lim{i:02},ou=Limited,{BASE}\nobjectClass: inetOrgPerson\nuid: lim{i:02}\ncn: Same Name\nsn: Name\n\n"
+        ));
+    }
+    let s = Slapd::start_with_acl(&ldif, "limits users size=50");
+    let item = item("container", &format!("ou=Limited,{BASE}"), "");
+    let as_reader = |timeout| {
+        crate::common::openldap_directory(
+            &format!("\"{}\"", s.url),
+            BASE,
+            timeout,
+            (&format!("uid=reader,{BASE}"), "reader-pw"),
+        )
+    };
+
+    // a first sync as the limited account: the users read are created
+    let first = Mfa::new();
+    first.apply(&format!("{}{item}\n", as_reader(5)));
+    let r = first.sync_full();
+    assert_eq!(counts(&r), (50, 0, 0, 0, 0, 0), "{r}");
+    let why = r["read_incomplete"].as_str().unwrap_or_default();
+    assert!(why.contains("size limit"), "{r}");
+
+    // all 60 stored (the rootdn has no limit), then 5 deleted and one changed
+    let m = Mfa::new();
+    let admin = crate::common::openldap_directory(
+        &format!("\"{}\"", s.url),
+        BASE,
+        5,
+        (&s.admin_dn, &s.admin_password),
+    );
+    m.apply(&format!("{admin}{item}\n"));
+    assert_eq!(counts(&m.sync_full()), (60, 0, 0, 0, 0, 0));
+    for i in 56..=60 {
+        s.ldapdelete(&format!("uid=lim{i:02},ou=Limited,{BASE}"));
+    }
+    s.ldapmodify(&format!(
+        "dn: uid=lim01,ou=Limited,{BASE}\nchangetype: modify\nreplace: mail\nmail: lim01@example.com\n"
+    ));
+    m.apply(&format!("{}{item}\n", as_reader(5)));
+    let r = m.sync_full();
+    let (created, updated, enabled, disabled, removed, _) = counts(&r);
+    assert_eq!(
+        (created, updated, enabled, disabled, removed),
+        (0, 1, 0, 0, 0),
+        "{r}"
+    );
+    assert!(
+        r["read_incomplete"]
+            .as_str()
+            .is_some_and(|w| w.contains("size limit")),
+        "{r}"
+    );
+    let history = m.ok(&["--json", "history"]).json();
+    assert!(
+        history[0]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("read cut short")),
+        "{history}"
+    );
+    assert_eq!(m.users().len(), 60, "nobody departed");
+
+    // the same change read in full (the rootdn again): the 5 deleted users go
+    m.apply(&format!("{admin}{item}\n"));
+    let r = m.sync_full();
+    assert_eq!(counts(&r).4, 5, "{r}");
+    assert!(r.get("read_incomplete").is_none(), "{r}");
+}
