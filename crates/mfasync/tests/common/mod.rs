@@ -2,6 +2,7 @@
 //! against a database in a temp dir.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod portal;
 pub mod radius;
 
 use serde_json::Value;
@@ -19,6 +20,36 @@ impl Out {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
     }
+}
+
+/// Poll `f` until it holds; fail the test after `limit`.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Store the API token `token` acting for `username` (labelled `label`).
+pub async fn add_api_token(
+    store: &dyn mfasync_store::Store,
+    username: &str,
+    label: &str,
+    token: &str,
+) {
+    store
+        .token_create(&mfasync_store::AuthToken {
+            token_hash: mfasync_web::auth::token_hash(token),
+            kind: "api".into(),
+            username: username.into(),
+            label: Some(label.into()),
+            csrf: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            expires_at: None,
+        })
+        .await
+        .unwrap();
 }
 
 /// One MFA database (SQLite in a temp dir) and the binary.

@@ -6,13 +6,14 @@
 //!
 //! Run: `unshare --net bash -c 'ip link set lo up; cargo test --offline -p mfasync --test integration cluster::'`.
 
+use crate::common::wait_for;
 use crate::common::Mfa;
 use mfasync_testkit::{Proxy, Slapd};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BASE: &str = "dc=example,dc=com";
 /// Users in ou=Big: a full cycle reads several pages of them.
@@ -141,14 +142,6 @@ impl Drop for Server {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

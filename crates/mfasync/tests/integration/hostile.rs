@@ -7,6 +7,7 @@
 //! the store is unchanged, and the peak RSS of the process stays under
 //! 200 MB (a bound on memory, not a timing).
 
+use crate::common::wait_for;
 use crate::common::KillOnDrop;
 
 use crate::common::Mfa;
@@ -81,18 +82,7 @@ fn synced(ou: &str) -> Mfa {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = mfasync_store::open(&m.url).await.unwrap();
-        store
-            .token_create(&mfasync_store::AuthToken {
-                token_hash: mfasync_web::auth::token_hash(TOKEN),
-                kind: "api".into(),
-                username: "admin".into(),
-                label: Some("hostile".into()),
-                csrf: None,
-                created_at: "2026-01-01T00:00:00Z".into(),
-                expires_at: None,
-            })
-            .await
-            .unwrap();
+        crate::common::add_api_token(store.as_ref(), "admin", "hostile", TOKEN).await;
     });
     m
 }
@@ -210,14 +200,6 @@ fn http(addr: &str, request: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn history(m: &Mfa) -> Vec<Value> {

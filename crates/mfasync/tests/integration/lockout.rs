@@ -76,18 +76,7 @@ async fn synced() -> Mfa {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let store = mfasync_store::open(&m.url).await.unwrap();
-    store
-        .token_create(&mfasync_store::AuthToken {
-            token_hash: mfasync_web::auth::token_hash(TOKEN),
-            kind: "api".into(),
-            username: "admin".into(),
-            label: Some("test".into()),
-            csrf: None,
-            created_at: "2026-01-01T00:00:00Z".into(),
-            expires_at: None,
-        })
-        .await
-        .unwrap();
+    crate::common::add_api_token(store.as_ref(), "admin", "test", TOKEN).await;
     store.close().await;
     m
 }

@@ -434,18 +434,7 @@ async fn sessions_end_when_the_password_changes_and_removed_admins_lose_access()
     // an API token acting for alice
     let token = "operator-test-token-0123456789";
     let store = mfasync_store::open(&m.url).await.unwrap();
-    store
-        .token_create(&mfasync_store::AuthToken {
-            token_hash: mfasync_web::auth::token_hash(token),
-            kind: "api".into(),
-            username: "alice".into(),
-            label: Some("script".into()),
-            csrf: None,
-            created_at: "2026-01-01T00:00:00Z".into(),
-            expires_at: None,
-        })
-        .await
-        .unwrap();
+    crate::common::add_api_token(store.as_ref(), "alice", "script", token).await;
     let api = |t: &'static str| {
         let base = base.clone();
         async move {

@@ -4,6 +4,7 @@
 //! without a valid Message-Authenticator get no answer; every answer is
 //! counted in /metrics and audited without the password.
 
+use crate::common::portal::{between, sign_in};
 use crate::common::radius::{
     answer_to, code_now, enroll, radclient, radius_table, request, state_of, Served, SECRET,
 };
@@ -304,18 +305,7 @@ async fn wrong_passwords_by_radius_lock_the_account_for_the_api_too() {
     )
     .await;
     let store = mfasync_store::open(&m.url).await.unwrap();
-    store
-        .token_create(&mfasync_store::AuthToken {
-            token_hash: mfasync_web::auth::token_hash(TOKEN),
-            kind: "api".into(),
-            username: "admin".into(),
-            label: Some("test".into()),
-            csrf: None,
-            created_at: "2026-01-01T00:00:00Z".into(),
-            expires_at: None,
-        })
-        .await
-        .unwrap();
+    crate::common::add_api_token(store.as_ref(), "admin", "test", TOKEN).await;
     store.close().await;
     let api = |password: &'static str| {
         let url = format!("{}/api/v1/auth", s.http);
@@ -365,44 +355,7 @@ async fn the_portal_enrolls_the_secret_the_radius_server_checks() {
         .build()
         .unwrap();
     let base = &s.http;
-    let between = |text: &str, start: &str, end: &str| -> String {
-        text.split(start)
-            .nth(1)
-            .and_then(|r| r.split(end).next())
-            .unwrap_or_else(|| panic!("no {start} in {text}"))
-            .to_string()
-    };
-    let cookie = |r: &reqwest::Response, name: &str| -> String {
-        r.headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|v| v.strip_prefix(&format!("{name}=")))
-            .map(|v| v.split(';').next().unwrap_or("").to_string())
-            .unwrap_or_else(|| panic!("no cookie {name}"))
-    };
-    let page = http.get(format!("{base}/login")).send().await.unwrap();
-    let login = cookie(&page, "mfasync_login");
-    let field = between(
-        &page.text().await.unwrap(),
-        "name=\"login_csrf\" value=\"",
-        "\"",
-    );
-    let r = http
-        .post(format!("{base}/login"))
-        .header("cookie", format!("mfasync_login={login}"))
-        .header("origin", base)
-        .header("sec-fetch-site", "same-origin")
-        .form(&[
-            ("username", "root"),
-            ("password", "correct horse battery"),
-            ("login_csrf", field.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let session = format!("mfasync_session={}", cookie(&r, "mfasync_session"));
+    let session = sign_in(&http, base, "root", "correct horse battery").await;
     let post = |path: &str, form: Vec<(&'static str, String)>| {
         http.post(format!("{base}{path}"))
             .header("cookie", &session)

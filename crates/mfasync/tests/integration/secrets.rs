@@ -10,6 +10,7 @@
 
 use crate::common::KillOnDrop;
 
+use crate::common::portal::{between, sign_in};
 use crate::common::{Mfa, Out};
 use mfasync_testkit::Slapd;
 use serde_json::Value;
@@ -187,18 +188,7 @@ fn api_token(m: &Mfa) -> &'static str {
     let token = "secrets-api-token-0123456789";
     rt().block_on(async {
         let store = mfasync_store::open(&m.url).await.unwrap();
-        store
-            .token_create(&mfasync_store::AuthToken {
-                token_hash: mfasync_web::auth::token_hash(token),
-                kind: "api".into(),
-                username: "admin".into(),
-                label: Some("test".into()),
-                csrf: None,
-                created_at: "2026-01-01T00:00:00Z".into(),
-                expires_at: None,
-            })
-            .await
-            .unwrap();
+        crate::common::add_api_token(store.as_ref(), "admin", "test", token).await;
         store.close().await;
     });
     token
@@ -228,25 +218,7 @@ fn portal_session(m: &Mfa, srv: &Served) -> (String, String) {
     assert_eq!(set.code, 0, "{}", set.stderr);
     rt().block_on(async {
         let base = format!("http://{}", srv.addr);
-        let page = http().get(format!("{base}/login")).send().await.unwrap();
-        let login = cookie(&page, "mfasync_login");
-        let text = page.text().await.unwrap();
-        let field = between(&text, "name=\"login_csrf\" value=\"", "\"");
-        let r = http()
-            .post(format!("{base}/login"))
-            .header("cookie", format!("mfasync_login={login}"))
-            .header("origin", &base)
-            .header("sec-fetch-site", "same-origin")
-            .form(&[
-                ("username", "root"),
-                ("password", "correct horse battery"),
-                ("login_csrf", field.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 303);
-        let session = format!("mfasync_session={}", cookie(&r, "mfasync_session"));
+        let session = sign_in(&http(), &base, "root", "correct horse battery").await;
         let page = http()
             .get(format!("{base}/settings"))
             .header("cookie", &session)
@@ -275,24 +247,6 @@ fn portal_apply(srv: &Served, (session, csrf): &(String, String), toml: &str) ->
             .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     })
-}
-
-fn cookie(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap_or("").to_string())
-        .unwrap_or_else(|| panic!("no cookie {name}"))
-}
-
-fn between(text: &str, start: &str, end: &str) -> String {
-    text.split(start)
-        .nth(1)
-        .and_then(|r| r.split(end).next())
-        .unwrap_or_else(|| panic!("no {start} in {text}"))
-        .to_string()
 }
 
 #[test]

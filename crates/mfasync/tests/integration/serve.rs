@@ -4,6 +4,7 @@
 //! effect without a restart, and a cycle with the directory down is recorded
 //! with its error, changes nothing and is retried.
 
+use crate::common::wait_for;
 use crate::common::KillOnDrop;
 
 use crate::common::Mfa;
@@ -12,7 +13,7 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BASE: &str = "dc=example,dc=com";
 
@@ -98,14 +99,6 @@ fn history(m: &Mfa) -> Vec<Value> {
     match m.ok(&["--json", "history", "--limit", "100"]).json() {
         Value::Array(v) => v,
         other => panic!("history is not an array: {other}"),
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -316,18 +309,7 @@ fn api_token(m: &Mfa) -> &'static str {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = mfasync_store::open(&m.url).await.unwrap();
-        store
-            .token_create(&mfasync_store::AuthToken {
-                token_hash: mfasync_web::auth::token_hash(token),
-                kind: "api".into(),
-                username: "admin".into(),
-                label: Some("test".into()),
-                csrf: None,
-                created_at: "2026-01-01T00:00:00Z".into(),
-                expires_at: None,
-            })
-            .await
-            .unwrap();
+        crate::common::add_api_token(store.as_ref(), "admin", "test", token).await;
     });
     token
 }
@@ -501,18 +483,7 @@ fn sync_jobs_report_the_directory_entries_read() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = mfasync_store::open(&m.url).await.unwrap();
-        store
-            .token_create(&mfasync_store::AuthToken {
-                token_hash: mfasync_web::auth::token_hash(token),
-                kind: "api".into(),
-                username: "admin".into(),
-                label: Some("test".into()),
-                csrf: None,
-                created_at: "2026-01-01T00:00:00Z".into(),
-                expires_at: None,
-            })
-            .await
-            .unwrap();
+        crate::common::add_api_token(store.as_ref(), "admin", "test", token).await;
     });
     let srv = serve(&m);
     wait_for("/healthz", Duration::from_secs(10), || {

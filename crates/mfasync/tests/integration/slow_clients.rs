@@ -5,6 +5,7 @@
 //! connection gets 503; the open files limit is raised to the hard limit; a
 //! process out of descriptors keeps accepting once they come back.
 
+use crate::common::wait_for;
 use crate::common::KillOnDrop;
 
 use crate::common::Mfa;
@@ -45,14 +46,6 @@ fn serve_under(ulimit: &str, extra: &[&str]) -> (Mfa, Served) {
 
 fn serve_with(extra: &[&str]) -> (Mfa, Served) {
     serve_under("", extra)
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// `GET /healthz` on a new connection answers 200.
