@@ -709,3 +709,69 @@ fn radius_checks_ad_passwords_then_the_oath_code() {
         assert!(counted.contains(line), "{line} not in\n{counted}");
     }
 }
+
+/// Issue 21 on Active Directory: users moved out of every item are never
+/// disabled when protected, by username (any case) or as a member of a
+/// protected group DN (the group follows its member's move, as AD's linked
+/// attributes do); an unprotected one is disabled, and the report says which
+/// were kept and why.
+#[test]
+fn protected_users_outside_every_item_are_never_disabled() {
+    let s = samba();
+    for o in ["Guarded", "Outside"] {
+        s.ldapadd(&format!(
+            "dn: OU={o},{BASE}\nobjectClass: organizationalUnit\nou: {o}\n"
+        ));
+    }
+    for sam in ["gname", "ggroup", "gplain"] {
+        s.ldapadd(&user(
+            sam,
+            "OU=Guarded",
+            sam,
+            &format!("userPrincipalName: {sam}@mfa.test\n"),
+        ));
+    }
+    let tier0 = format!("CN=Tier0,OU=Groups,{BASE}");
+    s.ldapadd(&format!(
+        "dn: {tier0}\nobjectClass: group\nsAMAccountName: Tier0\ngroupType: -2147483646\nmember: CN=ggroup,OU=Guarded,{BASE}\n"
+    ));
+    let m = Mfa::new();
+    m.apply(&config(
+        false,
+        &format!(
+            "[sync]\nprotected = [\"GNAME@mfa.test\", \"{tier0}\"]\n{}",
+            item(
+                "container",
+                &format!("OU=Guarded,{BASE}"),
+                "when_removed = \"disable\""
+            )
+        ),
+    ));
+    assert_eq!(counts(&m.sync_full()).0, 3);
+    for sam in ["gname", "ggroup", "gplain"] {
+        s.ldapmodify(&format!(
+            "dn: CN={sam},OU=Guarded,{BASE}\nchangetype: modrdn\nnewrdn: CN={sam}\ndeleteoldrdn: 1\nnewsuperior: OU=Outside,{BASE}\n"
+        ));
+    }
+    let r = m.sync_full();
+    assert_eq!(
+        counts(&r).3,
+        1,
+        "only the unprotected user is disabled: {r}"
+    );
+    let mut kept: Vec<&str> = r["protected"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|p| p["username"].as_str()).collect())
+        .unwrap_or_default();
+    kept.sort_unstable();
+    assert_eq!(kept, ["ggroup@mfa.test", "gname@mfa.test"], "{r}");
+    let enabled = |name: &str| {
+        m.users()
+            .iter()
+            .find(|u| u["username"] == name)
+            .map(|u| u["enabled"] == true)
+    };
+    assert_eq!(enabled("gname@mfa.test"), Some(true));
+    assert_eq!(enabled("ggroup@mfa.test"), Some(true));
+    assert_eq!(enabled("gplain@mfa.test"), Some(false));
+}
