@@ -211,7 +211,7 @@ fn main() {
         let _ = store
             .token_create(&mfasync_store::AuthToken {
                 token_hash: mfasync_web::auth::token_hash(token),
-                kind: "api".into(),
+                kind: mfasync_store::TokenKind::Api,
                 username: "admin".into(),
                 label: Some("bench".into()),
                 csrf: None,

@@ -820,7 +820,12 @@ macro_rules! impl_store {
         fn token_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::AuthToken> {
             Ok($crate::AuthToken {
                 token_hash: row.try_get("token_hash")?,
-                kind: row.try_get("kind")?,
+                kind: {
+                    let kind: String = row.try_get("kind")?;
+                    $crate::TokenKind::parse(&kind).ok_or_else(|| {
+                        $crate::StoreError::Corrupt(format!("unknown token kind {kind:?}"))
+                    })?
+                },
                 username: row.try_get("username")?,
                 label: row.try_get("label")?,
                 csrf: row.try_get("csrf")?,

@@ -434,13 +434,37 @@ impl Approval {
     }
 }
 
+/// What a stored token is: a portal session or an API token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Session,
+    Api,
+}
+
+impl TokenKind {
+    /// As stored in `auth_tokens.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Session => "session",
+            TokenKind::Api => "api",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TokenKind> {
+        match s {
+            "session" => Some(TokenKind::Session),
+            "api" => Some(TokenKind::Api),
+            _ => None,
+        }
+    }
+}
+
 /// A signed-in administrator's session, or an API token, as stored: only the
 /// SHA-256 of the secret token is kept (`token_hash`, lower-case hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthToken {
     pub token_hash: String,
-    /// "session" or "api".
-    pub kind: String,
+    pub kind: TokenKind,
     /// The administrator it acts for.
     pub username: String,
     /// What an API token is for (shown in the portal); None for sessions.

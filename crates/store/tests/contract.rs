@@ -1541,12 +1541,13 @@ async fn admin_passwords(s: &dyn Store) {
 }
 
 fn token(hash: &str, kind: &str, created: &str, expires: Option<&str>) -> AuthToken {
+    let kind = mfasync_store::TokenKind::parse(kind).unwrap();
     AuthToken {
         token_hash: hash.to_string(),
-        kind: kind.to_string(),
+        kind,
         username: "admin".to_string(),
-        label: (kind == "api").then(|| "backup script".to_string()),
-        csrf: (kind == "session").then(|| format!("csrf-{hash}")),
+        label: (kind == mfasync_store::TokenKind::Api).then(|| "backup script".to_string()),
+        csrf: (kind == mfasync_store::TokenKind::Session).then(|| format!("csrf-{hash}")),
         created_at: created.to_string(),
         expires_at: expires.map(str::to_string),
     }
@@ -1574,10 +1575,13 @@ async fn sessions_and_api_tokens(s: &dyn Store) {
     assert_eq!(s.token_get("cccc3333").await.unwrap().as_ref(), Some(&a1));
     assert_eq!(s.token_get("nope").await.unwrap(), None);
     assert_eq!(
-        s.tokens("session").await.unwrap(),
+        s.tokens(mfasync_store::TokenKind::Session).await.unwrap(),
         vec![s2.clone(), s1.clone()]
     );
-    assert_eq!(s.tokens("api").await.unwrap(), vec![a1.clone()]);
+    assert_eq!(
+        s.tokens(mfasync_store::TokenKind::Api).await.unwrap(),
+        vec![a1.clone()]
+    );
     assert_eq!(
         s.audit(1).await.unwrap()[0].action,
         "token-created",
@@ -1605,7 +1609,11 @@ async fn sessions_and_api_tokens(s: &dyn Store) {
     assert!(!s.token_delete("bbbb2222").await.unwrap(), "already gone");
     assert!(s.token_delete("cccc3333").await.unwrap());
     assert_eq!(s.audit(1).await.unwrap()[0].action, "token-revoked");
-    assert!(s.tokens("api").await.unwrap().is_empty());
+    assert!(s
+        .tokens(mfasync_store::TokenKind::Api)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 // ---------------------------------------------------------------- several servers (issue 8)

@@ -215,7 +215,7 @@ pub(crate) async fn start_session(app: &App, username: &str) -> Result<(String, 
     let ttl = time::Duration::seconds(i64::try_from(app.opts.session_ttl.as_secs()).unwrap_or(0));
     let row = mfasync_store::AuthToken {
         token_hash: token_hash(&token),
-        kind: "session".into(),
+        kind: mfasync_store::TokenKind::Session,
         username: username.to_string(),
         label: None,
         csrf: Some(csrf.clone()),
@@ -322,14 +322,14 @@ async fn identify(app: &App, headers: &HeaderMap) -> Option<Admin> {
             return None;
         }
     };
-    if !bearer && row.kind != "session" {
+    if !bearer && row.kind != mfasync_store::TokenKind::Session {
         return None; // API tokens are not cookies
     }
     if expired(row.expires_at.as_deref()) {
         let _ = app.store.token_delete(&hash).await;
         return None;
     }
-    if bearer && row.kind == "api" {
+    if bearer && row.kind == mfasync_store::TokenKind::Api {
         let cached = CachedToken {
             username: row.username.clone(),
             expires_at: row.expires_at.clone(),

@@ -44,7 +44,7 @@ struct TokensPage {
 }
 
 async fn tokens_page(app: &App, admin: &Admin, status: StatusCode, flash: Vec<Flash>) -> Response {
-    let list = match app.store.tokens("api").await {
+    let list = match app.store.tokens(mfasync_store::TokenKind::Api).await {
         Ok(l) => l,
         Err(e) => return db_error(Some(admin), e),
     };
@@ -101,7 +101,7 @@ async fn token_create(
     let token = auth::random_token();
     let row = mfasync_store::AuthToken {
         token_hash: auth::token_hash(&token),
-        kind: "api".into(),
+        kind: mfasync_store::TokenKind::Api,
         username: admin.username.clone(),
         label: Some(form.label.trim().chars().take(200).collect()),
         csrf: None,
@@ -129,7 +129,7 @@ async fn token_revoke(
     }
     // Only API tokens are revoked here, never somebody's session.
     match app.store.token_get(&form.hash).await {
-        Ok(Some(t)) if t.kind == "api" => {}
+        Ok(Some(t)) if t.kind == mfasync_store::TokenKind::Api => {}
         Ok(_) => {
             let msg = Flash::error("No such API token.");
             return tokens_page(&app, &admin, StatusCode::NOT_FOUND, vec![msg]).await;

@@ -70,7 +70,7 @@ async fn serve(opts: WebOptions) -> Server {
     store
         .token_create(&mfasync_store::AuthToken {
             token_hash: mfasync_web::auth::token_hash(TOKEN),
-            kind: "api".into(),
+            kind: mfasync_store::TokenKind::Api,
             username: "admin".into(),
             label: Some("test".into()),
             csrf: None,

@@ -376,7 +376,7 @@ async fn every_page_fits_1280_pixels_and_shows_labels() {
     store
         .token_create(&mfasync_store::AuthToken {
             token_hash: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
-            kind: "api".into(),
+            kind: mfasync_store::TokenKind::Api,
             username: "admin".into(),
             label: Some("monitoring".into()),
             csrf: None,

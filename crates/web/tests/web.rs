@@ -476,7 +476,12 @@ async fn wrong_password_or_unknown_admin_refused() {
         .contains("Wrong username or password"));
     let resp = s.login("nobody", PASSWORD).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert!(s.store.tokens("session").await.unwrap().is_empty());
+    assert!(s
+        .store
+        .tokens(mfasync_store::TokenKind::Session)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -515,7 +520,11 @@ async fn session_works_and_cookie_flags_are_set() {
     );
     let token = set_cookie(&resp, "mfasync_session").unwrap();
     // Only the hash is stored.
-    let stored = s.store.tokens("session").await.unwrap();
+    let stored = s
+        .store
+        .tokens(mfasync_store::TokenKind::Session)
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0].token_hash, token);
     assert_eq!(stored[0].token_hash, mfasync_web::auth::token_hash(&token));
@@ -640,7 +649,7 @@ async fn bearer_token_works_and_can_be_revoked() {
     let sess = s.session().await;
     let token = s.create_api_token(&sess).await;
     assert_eq!(token.len(), 64);
-    let stored = s.store.tokens("api").await.unwrap();
+    let stored = s.store.tokens(mfasync_store::TokenKind::Api).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].label.as_deref(), Some("ci"));
 

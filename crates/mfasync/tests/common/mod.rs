@@ -41,7 +41,7 @@ pub async fn add_api_token(
     store
         .token_create(&mfasync_store::AuthToken {
             token_hash: mfasync_web::auth::token_hash(token),
-            kind: "api".into(),
+            kind: mfasync_store::TokenKind::Api,
             username: username.into(),
             label: Some(label.into()),
             csrf: None,

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::{AuthToken, Result};
+use crate::{AuthToken, Result, TokenKind};
 
 /// Local administrators, their sessions and API tokens.
 #[async_trait]
@@ -25,7 +25,7 @@ pub trait AdminStore: Send + Sync {
     /// One token by the hash of its secret, whether expired or not.
     async fn token_get(&self, token_hash: &str) -> Result<Option<AuthToken>>;
     /// The tokens of `kind` ("session" or "api"), newest first.
-    async fn tokens(&self, kind: &str) -> Result<Vec<AuthToken>>;
+    async fn tokens(&self, kind: TokenKind) -> Result<Vec<AuthToken>>;
     /// Delete one token (sign-out, revocation); whether it existed. Deleting
     /// an API token is audited ("token-revoked").
     async fn token_delete(&self, token_hash: &str) -> Result<bool>;
@@ -127,7 +127,7 @@ macro_rules! impl_admin_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| map_unique(e, "store token"))?;
-                if token.kind == "api" {
+                if token.kind == $crate::TokenKind::Api {
                     let detail = format!(
                         "API token {} ({}) created for {}, expires {}",
                         $crate::common::short_hash(&token.token_hash),
@@ -148,12 +148,12 @@ macro_rules! impl_admin_store {
                 row.as_ref().map(token_from_row).transpose()
             }
 
-            async fn tokens(&self, kind: &str) -> Result<Vec<$crate::AuthToken>> {
+            async fn tokens(&self, kind: $crate::TokenKind) -> Result<Vec<$crate::AuthToken>> {
                 let sql = format!(
                     "{} WHERE kind = $1 ORDER BY created_at DESC, token_hash",
                     $crate::common::SELECT_TOKENS
                 );
-                let rows = sqlx::query(&sql).bind(kind).fetch_all(&self.pool).await?;
+                let rows = sqlx::query(&sql).bind(kind.as_str()).fetch_all(&self.pool).await?;
                 rows.iter().map(token_from_row).collect()
             }
 
@@ -165,7 +165,7 @@ macro_rules! impl_admin_store {
                         .bind(token_hash)
                         .fetch_optional(&mut *tx)
                         .await?;
-                if kind.as_deref() == Some("api") {
+                if kind.as_deref() == Some($crate::TokenKind::Api.as_str()) {
                     let detail = format!(
                         "API token {} revoked",
                         $crate::common::short_hash(token_hash)
