@@ -25,3 +25,4 @@ mod secrets;
 mod serve;
 mod service;
 mod slow_clients;
+mod thresholds;
