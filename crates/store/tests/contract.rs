@@ -1233,6 +1233,7 @@ fn held(action: &str, name: &str) -> HeldChange {
         directory_id: Some(format!("id-{name}")),
         reason: Some("no longer in ou=x".to_string()),
         limit: None,
+        decision: None,
     }
 }
 

@@ -293,11 +293,21 @@ async fn approvals(State(app): State<App>) -> Response {
     }
 }
 
+/// The optional body of an approve or reject: the held users to decide
+/// alone (absent or empty: the whole approval).
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Decision {
+    /// Usernames held by the approval.
+    users: Vec<String>,
+}
+
 #[utoipa::path(
     post,
     path = "/approvals/{id}/approve",
     summary = "Approve a pending approval (runs a full cycle with it in force)",
     params(("id" = String, Path)),
+    request_body(content = Option<Decision>, description = "Optional: only these held users (the others stay pending)"),
     responses(
         (status = 200, description = "Result", body = Approved),
         (status = 409, description = "Unknown or not pending", body = Error),
@@ -308,8 +318,10 @@ async fn approve(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
+    body: Option<Json<Decision>>,
 ) -> Response {
-    match app.backend.approve(&id, &admin.username).await {
+    let users = body.map(|Json(d)| d.users).unwrap_or_default();
+    match app.backend.approve(&id, &users, &admin.username).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
     }
@@ -320,6 +332,7 @@ async fn approve(
     path = "/approvals/{id}/reject",
     summary = "Reject a pending approval",
     params(("id" = String, Path)),
+    request_body(content = Option<Decision>, description = "Optional: only these held users (the others stay pending)"),
     responses(
         (status = 200, description = "Result", body = Rejected),
         (status = 409, description = "Unknown or not pending", body = Error),
@@ -330,8 +343,10 @@ async fn reject(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
+    body: Option<Json<Decision>>,
 ) -> Response {
-    match app.backend.reject(&id, &admin.username).await {
+    let users = body.map(|Json(d)| d.users).unwrap_or_default();
+    match app.backend.reject(&id, &users, &admin.username).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
     }

@@ -12,7 +12,7 @@ use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_core::user::Source;
 use mfasync_core::MfaUser;
-use mfasync_store::{HeldChange, Store};
+use mfasync_store::{HeldChange, Store, UserDecision};
 use mfasync_web::{Backend, Metrics, WebOptions};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{redirect, Client, StatusCode};
@@ -137,11 +137,26 @@ impl Backend for FakeBackend {
             .push(format!("otp_check {username}"));
         Ok((code != "123456").then(|| "wrong-code".to_string()))
     }
-    async fn approve(&self, id: &str, actor: &str) -> Result<Approved, String> {
+    async fn approve(&self, id: &str, users: &[String], actor: &str) -> Result<Approved, String> {
+        let whom = match users.is_empty() {
+            true => String::new(),
+            false => format!(" for {}", users.join(",")),
+        };
         self.calls
             .lock()
             .unwrap()
-            .push(format!("approve {id} by {actor}"));
+            .push(format!("approve {id} by {actor}{whom}"));
+        if !users.is_empty() {
+            let a = self
+                .store
+                .decide_users(id, UserDecision::Approved, users, actor, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(typed(
+                json!({"id": id, "status": a.status.as_str(), "disabled": 0,
+                "removed": 0, "no_longer_needed": [], "still_pending": a.still_pending()}),
+            ));
+        }
         self.store
             .decide_approval(id, mfasync_store::ApprovalStatus::Approved, actor, None)
             .await
@@ -153,7 +168,20 @@ impl Backend for FakeBackend {
             })
             .map_err(|e| e.to_string())
     }
-    async fn reject(&self, id: &str, actor: &str) -> Result<Rejected, String> {
+    async fn reject(&self, id: &str, users: &[String], actor: &str) -> Result<Rejected, String> {
+        if !users.is_empty() {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("reject {id} by {actor} for {}", users.join(",")));
+            let a = self
+                .store
+                .decide_users(id, UserDecision::Rejected, users, actor, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(typed(json!({"id": id, "status": a.status.as_str(),
+                "still_pending": a.still_pending()})));
+        }
         self.store
             .decide_approval(id, mfasync_store::ApprovalStatus::Rejected, actor, None)
             .await
@@ -731,6 +759,7 @@ async fn api_users_approvals_history_config_and_auth() {
         directory_id: None,
         reason: None,
         limit: None,
+        decision: None,
     };
     s.store
         .create_approval(
@@ -1029,6 +1058,7 @@ async fn portal_pages_users_approvals_settings() {
                 directory_id: None,
                 reason: Some("no longer in OU=Sales".into()),
                 limit: None,
+                decision: None,
             }],
         )
         .await
@@ -1342,6 +1372,7 @@ async fn api_answers_carry_the_keys_the_document_declares() {
         directory_id: None,
         reason: None,
         limit: None,
+        decision: None,
     };
     s.store.create_approval("ap1", "fp", &[held]).await.unwrap();
     s.store.run_started("full").await.unwrap();
@@ -3079,6 +3110,7 @@ fn held(action: &str, name: &str) -> HeldChange {
         directory_id: None,
         reason: Some("no longer in OU=Sales".into()),
         limit: None,
+        decision: None,
     }
 }
 
