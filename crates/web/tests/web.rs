@@ -3361,3 +3361,114 @@ async fn outbox_page_and_api_list_emails_newest_first_escaped() {
     let bad = get("?status=lost").await.unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn approvals_decided_user_by_user_through_the_api_and_the_portal() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let token = s.create_api_token(&sess).await;
+    let h = s.bearer(&token);
+    let four = [
+        held("remove", "ann"),
+        held("remove", "ben"),
+        held("remove", "cid"),
+        held("disable", "dee"),
+    ];
+    s.store.create_approval("ap5", "fp", &four).await.unwrap();
+
+    // API: a `users` list decides those users alone
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/approvals/ap5/approve", s.base))
+        .headers(h.clone())
+        .json(&json!({"users": ["ann"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["status"], "pending", "{v}");
+    assert_eq!(v["still_pending"], json!(["ben", "cid", "dee"]));
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/approvals/ap5/reject", s.base))
+        .headers(h.clone())
+        .json(&json!({"users": ["nobody"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert!(resp.text().await.unwrap().contains("nobody"));
+    // a list that is not one is refused, never taken as the whole approval
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/approvals/ap5/approve", s.base))
+        .headers(h.clone())
+        .json(&json!({"users": "ben"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let list: Value = s
+        .client
+        .get(format!("{}/api/v1/approvals", s.base))
+        .headers(h.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["remove"], json!(["ben", "cid"]), "{list}");
+    assert_eq!(list[0]["disable"], json!(["dee"]), "{list}");
+
+    // Portal: a checkbox per undecided user, "Approve/Reject selected"
+    let page = s.get_page(&sess.cookie, "/approvals").await;
+    assert!(page.contains(r#"name="user:ben""#), "{page}");
+    assert!(!page.contains(r#"name="user:ann""#), "decided: not offered");
+    assert!(page.contains("Approve selected") && page.contains("Reject selected"));
+    assert!(page.contains(r#"formaction="/approvals/ap5/reject""#));
+    let resp = s
+        .post_form(
+            &sess,
+            "/approvals/ap5/reject",
+            &[("csrf", &sess.csrf), ("selected", "1"), ("user:cid", "1")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("Approval ap5 rejected for cid"));
+    // nothing ticked: refused, nothing decided
+    let resp = s
+        .post_form(
+            &sess,
+            "/approvals/ap5/approve",
+            &[("csrf", &sess.csrf), ("selected", "1")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // without the CSRF token: refused
+    let resp = s
+        .post_form(
+            &sess,
+            "/approvals/ap5/approve",
+            &[("selected", "1"), ("user:ben", "1")],
+        )
+        .await;
+    assert_ne!(resp.status(), StatusCode::OK);
+    let calls = s.backend.calls.lock().unwrap().clone();
+    assert!(
+        calls.contains(&"approve ap5 by admin for ann".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"reject ap5 by admin for cid".to_string()),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.contains("for ben")), "{calls:?}");
+    let a = s.store.approval("ap5").await.unwrap().unwrap();
+    assert_eq!(a.still_pending(), ["ben", "dee"]);
+}
