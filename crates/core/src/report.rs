@@ -288,6 +288,15 @@ mod tests {
             no_longer_needed: vec!["bob".into()],
             removed: 0,
             status: "approved".into(),
+            still_pending: Vec::new(),
+        });
+        prints_as_sorted_map(&Approved {
+            disabled: 1,
+            id: "ap1".into(),
+            no_longer_needed: Vec::new(),
+            removed: 0,
+            status: "pending".into(),
+            still_pending: vec!["carol".into()],
         });
         prints_as_sorted_map(&ApprovalListed {
             created_at: "2026-12-07T04:00:00Z".into(),
@@ -298,6 +307,12 @@ mod tests {
         prints_as_sorted_map(&Rejected {
             id: "ap1".into(),
             status: "rejected".into(),
+            still_pending: Vec::new(),
+        });
+        prints_as_sorted_map(&Rejected {
+            id: "ap1".into(),
+            status: "pending".into(),
+            still_pending: vec!["carol".into()],
         });
         prints_as_sorted_map(&SyncProgress {
             entries_read: 3,

@@ -305,18 +305,13 @@ pub(crate) struct Decision {
 /// The users a decision's body names: none for an empty body or one without
 /// `users` (as before the field existed); 400 for a body that is not JSON of
 /// that shape, so a mistyped list never decides the whole approval.
-fn decision_users(body: &[u8]) -> Result<Vec<String>, Response> {
+fn decision_users(body: &[u8]) -> Result<Vec<String>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
     serde_json::from_slice::<Decision>(body)
         .map(|d| d.users)
-        .map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not {{\"users\": [usernames]}}: {e}"),
-            )
-        })
+        .map_err(|e| format!("the body is not {{\"users\": [usernames]}}: {e}"))
 }
 
 #[utoipa::path(
@@ -340,7 +335,7 @@ async fn approve(
 ) -> Response {
     let users = match decision_users(&body) {
         Ok(users) => users,
-        Err(refused) => return refused,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     match app.backend.approve(&id, &users, &admin.username).await {
         Ok(v) => Json(v).into_response(),
@@ -369,7 +364,7 @@ async fn reject(
 ) -> Response {
     let users = match decision_users(&body) {
         Ok(users) => users,
-        Err(refused) => return refused,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     match app.backend.reject(&id, &users, &admin.username).await {
         Ok(v) => Json(v).into_response(),
