@@ -351,6 +351,10 @@ async fn decide(
 /// user (`approvals reject ID --user`): neither applied nor held while that
 /// approval is the newest. Returns them (a new approval asks again).
 async fn drop_rejected_alone(store: &dyn Store, split: &mut Split) -> Result<Vec<Change>> {
+    // most cycles have no departure: no read
+    if split.held.is_empty() && !split.now.iter().any(is_departure) {
+        return Ok(Vec::new());
+    }
     let all = store.approvals(None).await.context("reading approvals")?;
     let Some(newest) = all.first() else {
         return Ok(Vec::new());
