@@ -599,7 +599,18 @@ pub struct Sync {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub protected: Vec<String>,
     pub notify: Vec<String>,
+    /// How long an approval may stay pending before it expires as rejected
+    /// ("7d"; at least a minute). Left out of exports while the default.
+    #[serde(skip_serializing_if = "is_default_expiry")]
+    pub approval_expiry: String,
     pub items: Vec<SyncItem>,
+}
+
+/// The default `sync.approval_expiry`.
+const DEFAULT_APPROVAL_EXPIRY: &str = "7d";
+
+fn is_default_expiry(v: &str) -> bool {
+    v == DEFAULT_APPROVAL_EXPIRY
 }
 
 impl Default for Sync {
@@ -615,12 +626,19 @@ impl Default for Sync {
             approval_threshold_removals: None,
             protected: Vec::new(),
             notify: Vec::new(),
+            approval_expiry: DEFAULT_APPROVAL_EXPIRY.into(),
             items: Vec::new(),
         }
     }
 }
 
 impl Sync {
+    /// How long an approval may stay pending (validated by `parse`; 7 days if not).
+    pub fn approval_expiry_duration(&self) -> Duration {
+        humantime::parse_duration(self.approval_expiry.trim())
+            .unwrap_or(Duration::from_secs(7 * 86400))
+    }
+
     /// The interval, already validated by `parse`.
     pub fn interval_duration(&self) -> Duration {
         humantime::parse_duration(&self.interval).unwrap_or(Duration::from_secs(300))
@@ -1322,6 +1340,14 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             )),
         }
     }
+    match humantime::parse_duration(cfg.sync.approval_expiry.trim()) {
+        Ok(d) if d >= Duration::from_secs(60) => {}
+        Ok(_) => out.push(err("sync.approval_expiry", "must be at least 1 minute")),
+        Err(e) => out.push(err(
+            "sync.approval_expiry",
+            format!("not a duration such as \"7d\": {e}"),
+        )),
+    }
     match humantime::parse_duration(cfg.email.give_up_after.trim()) {
         Ok(d) if d >= Duration::from_secs(60) => {}
         Ok(_) => out.push(err("email.give_up_after", "must be at least 1 minute")),
@@ -1783,6 +1809,8 @@ mod tests {
             ("[audit]\nkeep = \"1d\"", "audit.keep"),
             ("[email]\ngive_up_after = \"10s\"", "email.give_up_after"),
             ("[email]\ngive_up_after = \"soon\"", "email.give_up_after"),
+            ("[sync]\napproval_expiry = \"30s\"", "sync.approval_expiry"),
+            ("[sync]\napproval_expiry = \"a week\"", "sync.approval_expiry"),
             ("[email]\nwelcome_template = \"\"", "email.welcome_template"),
             ("[email]\nsender = \"x\"", "email.sender"),
         ] {

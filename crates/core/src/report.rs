@@ -171,8 +171,13 @@ pub struct Approved {
     /// Held users the directory no longer asks to disable or remove.
     pub no_longer_needed: Vec<String>,
     pub removed: usize,
-    /// The approval's state afterwards (`approved`).
+    /// The approval's state afterwards (`approved`; `pending` while some
+    /// held users are undecided after a per-user decision).
     pub status: String,
+    /// The held users still undecided after a per-user decision (absent
+    /// when none is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub still_pending: Vec<String>,
 }
 
 /// `POST /api/v1/approvals/{id}/reject`.
@@ -180,8 +185,13 @@ pub struct Approved {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rejected {
     pub id: String,
-    /// The approval's state afterwards (`rejected`).
+    /// The approval's state afterwards (`rejected`; `pending` while some
+    /// held users are undecided after a per-user decision; `approved` when
+    /// the last user decided leaves some approved).
     pub status: String,
+    /// As in [`Approved`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub still_pending: Vec<String>,
 }
 
 #[cfg(test)]
@@ -278,6 +288,15 @@ mod tests {
             no_longer_needed: vec!["bob".into()],
             removed: 0,
             status: "approved".into(),
+            still_pending: Vec::new(),
+        });
+        prints_as_sorted_map(&Approved {
+            disabled: 1,
+            id: "ap1".into(),
+            no_longer_needed: Vec::new(),
+            removed: 0,
+            status: "pending".into(),
+            still_pending: vec!["carol".into()],
         });
         prints_as_sorted_map(&ApprovalListed {
             created_at: "2026-12-07T04:00:00Z".into(),
@@ -288,6 +307,12 @@ mod tests {
         prints_as_sorted_map(&Rejected {
             id: "ap1".into(),
             status: "rejected".into(),
+            still_pending: Vec::new(),
+        });
+        prints_as_sorted_map(&Rejected {
+            id: "ap1".into(),
+            status: "pending".into(),
+            still_pending: vec!["carol".into()],
         });
         prints_as_sorted_map(&SyncProgress {
             entries_read: 3,

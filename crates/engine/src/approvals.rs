@@ -15,6 +15,12 @@
 //! - `decisions::approve` re-runs a full cycle with the approval in force
 //!   (`IN_FORCE`): only the held changes that the directory still calls for
 //!   are applied (re-checked now).
+//! - Users may be decided one by one (`approvals approve|reject ID --user`):
+//!   the approval stays pending with the others, which stay held while it
+//!   is pending. A user rejected alone is neither applied nor held while
+//!   that approval is the newest one; a new approval asks about them again.
+//! - A pending approval older than `sync.approval_expiry` expires as
+//!   rejected (`expire`), at the start of each cycle and before a decision.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -25,7 +31,7 @@ use mfasync_core::config::{Config, Smtp};
 use mfasync_core::plan::{Action, Change, Plan};
 use mfasync_core::report::{HeldDeparture, ProtectedDeparture};
 use mfasync_core::safeguard::{self, Held, HeldBy, Limits, Protection, Split};
-use mfasync_store::{Approval, ApprovalStatus, HeldChange, Store};
+use mfasync_store::{Approval, ApprovalStatus, HeldChange, Store, UserDecision};
 
 pub use mfasync_core::report::PendingApproval;
 
@@ -33,8 +39,8 @@ pub use mfasync_core::report::PendingApproval;
 pub fn pending_of(a: &Approval) -> PendingApproval {
     PendingApproval {
         id: a.id.clone(),
-        disable: a.changes.iter().filter(|c| c.action == "disable").count(),
-        remove: a.changes.iter().filter(|c| c.action == "remove").count(),
+        disable: a.undecided().filter(|c| c.action == "disable").count(),
+        remove: a.undecided().filter(|c| c.action == "remove").count(),
     }
 }
 
@@ -108,11 +114,7 @@ pub(crate) fn change_key(c: &Change) -> String {
 
 /// The same key for a stored held change.
 pub(crate) fn held_key(h: &HeldChange) -> String {
-    format!(
-        "{}:{}",
-        h.action,
-        h.directory_id.as_deref().unwrap_or(&h.username)
-    )
+    h.key()
 }
 
 fn held_change(h: &Held) -> HeldChange {
@@ -125,6 +127,7 @@ fn held_change(h: &Held) -> HeldChange {
 fn change_held(c: &Change) -> HeldChange {
     HeldChange {
         limit: None,
+        decision: None,
         action: c.action.as_str().to_string(),
         username: c.user.username.clone(),
         directory_id: c
@@ -265,6 +268,7 @@ async fn decide(
         split.held.clear();
         return Ok((now, None, split));
     }
+    let rejected_alone = drop_rejected_alone(store, &mut split).await?;
     keep_budget_holds(store, &mut split).await?;
     let mut why = OVER_THRESHOLD.to_string();
     if split.held.is_empty() && Limits::of(&cfg.sync, 0).any() && split.now.iter().any(is_departure)
@@ -320,6 +324,14 @@ async fn decide(
         tracing::info!(target: "mfasync::approvals", approval = %a.id, "the held disables/removals are already waiting for approval");
         return Ok((split.now.clone(), Some(pending_of(a)), split));
     }
+    // a new approval asks again about the users rejected alone
+    split
+        .held
+        .extend(rejected_alone.into_iter().map(|change| Held {
+            change,
+            by: HeldBy::Rejected,
+        }));
+    let fingerprint = safeguard::fingerprint(&split.held_changes());
     let id = new_id();
     let held: Vec<HeldChange> = split.held.iter().map(held_change).collect();
     let a = store
@@ -335,9 +347,56 @@ async fn decide(
     Ok((split.now.clone(), Some(pending_of(&a)), split))
 }
 
+/// Take out of the split the departures the newest approval rejected user by
+/// user (`approvals reject ID --user`): neither applied nor held while that
+/// approval is the newest. Returns them (a new approval asks again).
+async fn drop_rejected_alone(store: &dyn Store, split: &mut Split) -> Result<Vec<Change>> {
+    // most cycles have no departure: no read
+    if split.held.is_empty() && !split.now.iter().any(is_departure) {
+        return Ok(Vec::new());
+    }
+    let all = store.approvals(None).await.context("reading approvals")?;
+    let Some(newest) = all.first() else {
+        return Ok(Vec::new());
+    };
+    let rejected: HashSet<String> = newest
+        .decided(UserDecision::Rejected)
+        .map(held_key)
+        .collect();
+    if rejected.is_empty() {
+        return Ok(Vec::new());
+    }
+    let is_rejected = |c: &Change| is_departure(c) && rejected.contains(&change_key(c));
+    let (out, now): (Vec<Change>, Vec<Change>) = std::mem::take(&mut split.now)
+        .into_iter()
+        .partition(is_rejected);
+    split.now = now;
+    let (held_out, held): (Vec<Held>, Vec<Held>) = std::mem::take(&mut split.held)
+        .into_iter()
+        .partition(|h| is_rejected(&h.change));
+    split.held = held;
+    Ok(out
+        .into_iter()
+        .chain(held_out.into_iter().map(|h| h.change))
+        .collect())
+}
+
+/// The limit text a pending approval's undecided user stays held by: an
+/// item's budget always; any limit once some of its users were decided
+/// alone (the rest wait for their own decision).
+fn kept_limit(a: &Approval, h: &HeldChange) -> Option<String> {
+    let limit = h.limit.as_deref();
+    if let Some(l) = limit.filter(|l| safeguard::is_budget_limit(l)) {
+        return Some(l.to_string());
+    }
+    a.has_user_decisions()
+        .then(|| limit.map_or_else(|| format!("approval {}", a.id), str::to_string))
+}
+
 /// A departure an item's budget held stays held while its approval is
 /// pending: a budget limits departures, it does not only put them off to the
-/// next cycle. (Threshold holds are decided again each cycle.)
+/// next cycle. (Threshold holds are decided again each cycle, unless some of
+/// the approval's users were decided alone: see `kept_limit`.)
 async fn keep_budget_holds(store: &dyn Store, split: &mut Split) -> Result<()> {
     if !split.now.iter().any(is_departure) {
         return Ok(());
@@ -348,14 +407,8 @@ async fn keep_budget_holds(store: &dyn Store, split: &mut Split) -> Result<()> {
         .context("reading pending approvals")?;
     let budget_held: std::collections::HashMap<String, String> = pending
         .iter()
-        .flat_map(|a| a.changes.iter())
-        .filter_map(|h| {
-            let limit = h
-                .limit
-                .as_deref()
-                .filter(|l| safeguard::is_budget_limit(l))?;
-            Some((held_key(h), limit.to_string()))
-        })
+        .flat_map(|a| a.undecided().map(move |h| (a, h)))
+        .filter_map(|(a, h)| Some((held_key(h), kept_limit(a, h)?)))
         .collect();
     let (still, now): (Vec<Change>, Vec<Change>) = std::mem::take(&mut split.now)
         .into_iter()
@@ -417,6 +470,59 @@ async fn retire_pending(store: &dyn Store, why: &str) -> Result<()> {
         tracing::info!(target: "mfasync::approvals", approvals = ?ids, "{why}");
     }
     Ok(())
+}
+
+/// Expire `a` if it is pending and older than `sync.approval_expiry`: it
+/// becomes rejected (audited, actor "sync"), nothing applied. True if it did.
+pub(crate) async fn expire_one(store: &dyn Store, cfg: &Config, a: &Approval) -> Result<bool> {
+    if a.status != ApprovalStatus::Pending || a.created_at.as_str() >= expiry_cutoff(cfg)?.as_str()
+    {
+        return Ok(false);
+    }
+    let detail = format!(
+        "expired: pending longer than sync.approval_expiry = {:?}; nothing applied",
+        cfg.sync.approval_expiry.trim()
+    );
+    store
+        .decide_approval(&a.id, ApprovalStatus::Rejected, "sync", Some(&detail))
+        .await
+        .map_err(|e| EngineError::Other(e.to_string()))?;
+    tracing::warn!(target: "mfasync::approvals", approval = %a.id, "{detail}");
+    Ok(true)
+}
+
+/// Approvals created before this time (RFC 3339 UTC, as stored) have expired.
+fn expiry_cutoff(cfg: &Config) -> Result<String> {
+    // (time's errors as their message: a cause would only repeat it)
+    let keep = time::Duration::try_from(cfg.sync.approval_expiry_duration())
+        .map_err(|e| EngineError::Other(e.to_string()))?;
+    time::OffsetDateTime::now_utc()
+        .checked_sub(keep)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| EngineError::Other(e.to_string()))
+}
+
+/// Expire every pending approval older than `sync.approval_expiry`; their ids.
+pub async fn expire(store: &dyn Store, cfg: &Config) -> Result<Vec<String>> {
+    let pending = store
+        .approvals(Some(ApprovalStatus::Pending))
+        .await
+        .context("reading pending approvals")?;
+    let mut expired = Vec::new();
+    for a in &pending {
+        if expire_one(store, cfg, a).await? {
+            expired.push(a.id.clone());
+        }
+    }
+    Ok(expired)
+}
+
+/// [`expire`] at the start of a cycle: a failure is logged, never the cycle's.
+pub(crate) async fn expire_logged(store: &dyn Store, cfg: &Config) {
+    if let Err(e) = expire(store, cfg).await {
+        tracing::error!(target: "mfasync::approvals", "cannot expire old approvals: {e:#}");
+    }
 }
 
 /// Run one sync cycle (a future giving its plan) and collect what `hold`
@@ -565,6 +671,7 @@ mod tests {
                 directory_id: Some(format!("id{i}")),
                 reason: Some("no longer in ou=Sales".into()),
                 limit: Some("max_departures = 3 of item ou=Sales".into()),
+                decision: None,
             })
             .collect();
         let a = Approval {

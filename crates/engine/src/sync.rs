@@ -81,6 +81,10 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
     }
     // welcome/update emails are queued in the transactions of this cycle (issue 19)
     let _emails = crate::emails::Armed::arm(store, cfg);
+    if !opts.plan_only {
+        // pending approvals past sync.approval_expiry are rejected first
+        crate::approvals::expire_logged(store, cfg).await;
+    }
     let wm = store.watermark().await?;
     let reason = full_reason(cfg, opts.full, wm.as_ref());
     if reason.is_some() && wm.is_none() {

@@ -328,9 +328,19 @@ enum ApprovalsCmd {
     /// The pending approvals and the users each would disable or remove
     List,
     /// Apply the held changes that still hold against the directory now
-    Approve { id: String },
+    Approve {
+        id: String,
+        /// Only this held user (repeatable); the others stay pending
+        #[arg(long = "user", value_name = "USERNAME")]
+        users: Vec<String>,
+    },
     /// Keep the users; the same set is not asked about again until the directory changes
-    Reject { id: String },
+    Reject {
+        id: String,
+        /// Only this held user (repeatable); the others stay pending
+        #[arg(long = "user", value_name = "USERNAME")]
+        users: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -470,22 +480,29 @@ async fn run(cli: Cli) -> CmdResult {
             let store: std::sync::Arc<dyn mfasync_store::Store> =
                 open_store(&cli.database).await?.into();
             match cmd {
-                ApprovalsCmd::List => cli::approvals::cli_list(store.as_ref(), cli.json).await,
-                ApprovalsCmd::Approve { id } => {
+                ApprovalsCmd::List => {
+                    // a stored configuration says when pending approvals expire
+                    let cfg = active_config(store.as_ref()).await.ok();
+                    cli::approvals::cli_list(store.as_ref(), cfg.as_ref(), cli.json).await
+                }
+                ApprovalsCmd::Approve { id, users } => {
                     let cfg = active_config(store.as_ref()).await?;
                     let lease = CliLease::take(store.as_ref(), "approve")
                         .await
                         .map_err(Failure::Refused)?;
-                    let work = cli::approvals::cli_approve(store.as_ref(), &cfg, &id, cli.json);
+                    let work =
+                        cli::approvals::cli_approve(store.as_ref(), &cfg, &id, &users, cli.json);
                     let r = lease.hold(&store, work).await;
                     lease.release(store.as_ref()).await;
                     r
                 }
-                ApprovalsCmd::Reject { id } => {
+                ApprovalsCmd::Reject { id, users } => {
+                    let cfg = active_config(store.as_ref()).await?;
                     let lease = CliLease::take(store.as_ref(), "reject")
                         .await
                         .map_err(Failure::Refused)?;
-                    let r = cli::approvals::cli_reject(store.as_ref(), &id, cli.json).await;
+                    let r = cli::approvals::cli_reject(store.as_ref(), &cfg, &id, &users, cli.json)
+                        .await;
                     lease.release(store.as_ref()).await;
                     r
                 }

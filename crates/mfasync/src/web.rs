@@ -314,7 +314,7 @@ impl mfasync_web::Backend for ServiceBackend {
         self.cycle(false, true).await
     }
 
-    async fn approve(&self, id: &str, actor: &str) -> Result<Approved, String> {
+    async fn approve(&self, id: &str, users: &[String], actor: &str) -> Result<Approved, String> {
         if let Some(why) = self.cluster.get().map(|c| c.not_runner()) {
             if let Some(why) = why.await {
                 return Err(format!("cannot approve: {why}"));
@@ -322,7 +322,7 @@ impl mfasync_web::Backend for ServiceBackend {
         }
         let cfg = self.config().await?;
         let _one_at_a_time = self.sync_lock.lock().await;
-        let r = mfasync_engine::decisions::approve(self.store.as_ref(), &cfg, id, actor)
+        let r = mfasync_engine::decisions::approve(self.store.as_ref(), &cfg, id, users, actor)
             .await
             .map_err(|e| format!("cannot approve: {e:#}"))?;
         let count = |action: &str| {
@@ -333,6 +333,7 @@ impl mfasync_web::Backend for ServiceBackend {
         };
         Ok(Approved {
             disabled: count("disable"),
+            still_pending: r.approval.still_pending(),
             id: r.approval.id,
             no_longer_needed: r.dropped.iter().map(|h| h.username.clone()).collect(),
             removed: count("remove"),
@@ -340,11 +341,13 @@ impl mfasync_web::Backend for ServiceBackend {
         })
     }
 
-    async fn reject(&self, id: &str, actor: &str) -> Result<Rejected, String> {
-        let a = mfasync_engine::decisions::reject(self.store.as_ref(), id, actor)
+    async fn reject(&self, id: &str, users: &[String], actor: &str) -> Result<Rejected, String> {
+        let cfg = self.config().await?;
+        let a = mfasync_engine::decisions::reject(self.store.as_ref(), &cfg, id, users, actor)
             .await
             .map_err(|e| format!("cannot reject: {e:#}"))?;
         Ok(Rejected {
+            still_pending: a.still_pending(),
             id: a.id,
             status: a.status.as_str().to_string(),
         })

@@ -177,6 +177,101 @@ pub(crate) fn parse_held(text: &str) -> Result<Vec<crate::HeldChange>> {
         .map_err(|e| StoreError::Corrupt(format!("approval holds invalid JSON: {e}")))
 }
 
+/// Record `decision` on the undecided held users named in `users` of the
+/// pending approval `a`; a `Conflict` naming any name that is not one of them.
+pub(crate) fn mark_users(
+    a: &mut crate::Approval,
+    decision: crate::UserDecision,
+    users: &[String],
+) -> Result<()> {
+    if a.status != crate::ApprovalStatus::Pending {
+        return Err(StoreError::Conflict(format!(
+            "approval {} is {}, not pending{}",
+            a.id,
+            a.status.as_str(),
+            a.detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        )));
+    }
+    let unknown: Vec<&str> = users
+        .iter()
+        .filter(|u| !a.undecided().any(|c| &c.username == *u))
+        .map(String::as_str)
+        .collect();
+    if users.is_empty() || !unknown.is_empty() {
+        return Err(StoreError::Conflict(format!(
+            "approval {} holds no undecided user named {}",
+            a.id,
+            unknown.join(", ")
+        )));
+    }
+    for c in a.changes.iter_mut().filter(|c| c.decision.is_none()) {
+        if users.contains(&c.username) {
+            c.decision = Some(decision);
+        }
+    }
+    Ok(())
+}
+
+/// The status and detail of an approval whose users were all decided one by
+/// one: approved when any was approved (partly when some were rejected),
+/// rejected when none was. None while some are undecided.
+pub(crate) fn settle(a: &crate::Approval) -> Option<(crate::ApprovalStatus, String)> {
+    use crate::{ApprovalStatus as S, UserDecision as D};
+    if a.undecided().next().is_some() {
+        return None;
+    }
+    let approved = a.decided(D::Approved).count();
+    let rejected = a.decided(D::Rejected).count();
+    Some(match (approved, rejected) {
+        (0, _) => (
+            S::Rejected,
+            format!("rejected user by user: {rejected} kept"),
+        ),
+        (_, 0) => (
+            S::Approved,
+            format!("approved user by user: {approved} approved"),
+        ),
+        _ => (
+            S::Approved,
+            format!("partly approved: {approved} approved, {rejected} rejected"),
+        ),
+    })
+}
+
+/// The audit text of a per-user decision: the users, `detail`, and what is
+/// left or how the approval ended.
+pub(crate) fn user_decision_text(
+    a: &crate::Approval,
+    decision: crate::UserDecision,
+    users: &[String],
+    detail: Option<&str>,
+) -> String {
+    let verb = match decision {
+        crate::UserDecision::Approved => "approved",
+        crate::UserDecision::Rejected => "rejected",
+    };
+    let extra = detail.map(|d| format!(" ({d})")).unwrap_or_default();
+    let rest = match a.status {
+        crate::ApprovalStatus::Pending => format!("{} still pending", a.undecided().count()),
+        s => format!(
+            "approval {}{}",
+            s.as_str(),
+            a.detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        ),
+    };
+    format!(
+        "approval {}: {verb} for {}{extra}; {rest}",
+        a.id,
+        users.join(", ")
+    )
+}
+
 pub(crate) fn parse_status(s: &str) -> Result<crate::ApprovalStatus> {
     crate::ApprovalStatus::parse(s)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown approval status {s:?}")))

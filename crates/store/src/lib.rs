@@ -397,6 +397,38 @@ pub struct HeldChange {
     /// approval's JSON, absent in approvals stored before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// An administrator's decision on this user alone (`approvals approve|reject
+    /// --user`); None while undecided, and for every user of an approval
+    /// decided whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<UserDecision>,
+}
+
+impl HeldChange {
+    /// "action:directory_id" (the username without one), as
+    /// `core::safeguard::fingerprint` keys a change.
+    pub fn key(&self) -> String {
+        format!(
+            "{}:{}",
+            self.action,
+            self.directory_id.as_deref().unwrap_or(&self.username)
+        )
+    }
+}
+
+/// A decision on one held user of an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserDecision {
+    Approved,
+    Rejected,
+}
+
+/// `core::safeguard::fingerprint` of stored held changes.
+pub fn held_fingerprint<'a>(changes: impl Iterator<Item = &'a HeldChange>) -> String {
+    let mut keys: Vec<String> = changes.map(HeldChange::key).collect();
+    keys.sort();
+    keys.join(",")
 }
 
 /// A set of disables/removals held back by `sync.approval_threshold`.
@@ -416,11 +448,36 @@ pub struct Approval {
 }
 
 impl Approval {
-    /// As `approvals list --json` lists it.
+    /// The held users no one has decided on yet (all of them until a
+    /// per-user decision).
+    pub fn undecided(&self) -> impl Iterator<Item = &HeldChange> {
+        self.changes.iter().filter(|c| c.decision.is_none())
+    }
+
+    /// The usernames still waiting for a decision: none once decided whole.
+    pub fn still_pending(&self) -> Vec<String> {
+        match self.status {
+            ApprovalStatus::Pending => self.undecided().map(|h| h.username.clone()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Has an administrator decided on some users alone?
+    pub fn has_user_decisions(&self) -> bool {
+        self.changes.iter().any(|c| c.decision.is_some())
+    }
+
+    /// The held users decided `decision` alone.
+    pub fn decided(&self, decision: UserDecision) -> impl Iterator<Item = &HeldChange> {
+        self.changes
+            .iter()
+            .filter(move |c| c.decision == Some(decision))
+    }
+
+    /// As `approvals list --json` lists it: the users still undecided.
     pub fn listed(&self) -> mfasync_core::report::ApprovalListed {
         let names = |action: &str| {
-            self.changes
-                .iter()
+            self.undecided()
                 .filter(|c| c.action == action)
                 .map(|c| c.username.clone())
                 .collect()

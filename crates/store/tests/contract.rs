@@ -18,7 +18,7 @@ use mfasync_core::user::Source;
 use mfasync_core::MfaUser;
 use mfasync_store::{
     ApprovalStatus, AuthToken, HeldChange, PgStore, SqliteStore, Store, StoreError, SyncRun,
-    UserStore, Watermark,
+    UserDecision, UserStore, Watermark,
 };
 
 // ---------------------------------------------------------------- harness
@@ -107,6 +107,7 @@ contract!(
     approvals_pending_superseded_and_decided,
     approvals_decisions_only_on_pending,
     approvals_superseded_when_no_longer_needed,
+    approvals_decided_user_by_user,
     audit_events,
     users_by_key,
     inline_lookups_read_what_was_committed,
@@ -1233,6 +1234,7 @@ fn held(action: &str, name: &str) -> HeldChange {
         directory_id: Some(format!("id-{name}")),
         reason: Some("no longer in ou=x".to_string()),
         limit: None,
+        decision: None,
     }
 }
 
@@ -1299,6 +1301,105 @@ async fn approvals_pending_superseded_and_decided(s: &dyn Store) {
         "{:?}",
         audit[0]
     );
+}
+
+async fn approvals_decided_user_by_user(s: &dyn Store) {
+    let five: Vec<HeldChange> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|n| held("remove", n))
+        .collect();
+    s.create_approval("ap1", "fp-all", &five).await.unwrap();
+    let names = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    // two approved: the others stay pending, with their own fingerprint
+    let a = s
+        .decide_users(
+            "ap1",
+            UserDecision::Approved,
+            &names(&["a", "b"]),
+            "carol",
+            Some("2 of 2 applied"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, ApprovalStatus::Pending);
+    assert_eq!(a.still_pending(), names(&["c", "d", "e"]));
+    assert_eq!(a.fingerprint, "remove:id-c,remove:id-d,remove:id-e");
+    assert_eq!(s.approval("ap1").await.unwrap(), Some(a.clone()));
+    let listed = a.listed();
+    assert_eq!(listed.remove, names(&["c", "d", "e"]));
+    // a name not held undecided is refused, naming it; nothing changes
+    for bad in [names(&["zed"]), names(&["a"]), names(&["c", "zed"])] {
+        let r = s
+            .decide_users("ap1", UserDecision::Rejected, &bad, "carol", None)
+            .await;
+        assert!(is_conflict(&r), "{r:?}");
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .contains(bad.last().unwrap().as_str()));
+    }
+    assert_eq!(s.approval("ap1").await.unwrap(), Some(a));
+    // one rejected, then the last two approved: approved, partly
+    s.decide_users("ap1", UserDecision::Rejected, &names(&["c"]), "dave", None)
+        .await
+        .unwrap();
+    let a = s
+        .decide_users(
+            "ap1",
+            UserDecision::Approved,
+            &names(&["d", "e"]),
+            "carol",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, ApprovalStatus::Approved);
+    assert_eq!(a.decided_by.as_deref(), Some("carol"));
+    assert_eq!(
+        a.detail.as_deref(),
+        Some("partly approved: 4 approved, 1 rejected")
+    );
+    let rejected: Vec<&str> = a
+        .decided(UserDecision::Rejected)
+        .map(|h| h.username.as_str())
+        .collect();
+    assert_eq!(rejected, ["c"]);
+    assert_eq!(s.approval("ap1").await.unwrap(), Some(a));
+    let r = s
+        .decide_users("ap1", UserDecision::Approved, &names(&["a"]), "x", None)
+        .await;
+    assert!(is_conflict(&r), "decided: {r:?}");
+    // every decision audited with who and which users
+    let audit = s.audit(3).await.unwrap();
+    let got: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|e| (e.action.as_str(), e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("approval-approved", "carol"),
+            ("approval-rejected", "dave"),
+            ("approval-approved", "carol"),
+        ]
+    );
+    let detail = |i: usize| audit[i].detail.clone().unwrap_or_default();
+    assert!(
+        detail(2).contains("a, b") && detail(2).contains("3 still pending"),
+        "{}",
+        detail(2)
+    );
+    assert!(detail(1).contains("for c"), "{}", detail(1));
+    assert!(detail(0).contains("partly approved"), "{}", detail(0));
+    // all rejected one by one: rejected
+    s.create_approval("ap2", "fp2", &[held("disable", "x")])
+        .await
+        .unwrap();
+    let a = s
+        .decide_users("ap2", UserDecision::Rejected, &names(&["x"]), "dave", None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, ApprovalStatus::Rejected);
 }
 
 async fn approvals_decisions_only_on_pending(s: &dyn Store) {

@@ -293,14 +293,37 @@ async fn approvals(State(app): State<App>) -> Response {
     }
 }
 
+/// The optional body of an approve or reject: the held users to decide
+/// alone (absent or empty: the whole approval).
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub(crate) struct Decision {
+    /// Usernames held by the approval.
+    users: Vec<String>,
+}
+
+/// The users a decision's body names: none for an empty body or one without
+/// `users` (as before the field existed); 400 for a body that is not JSON of
+/// that shape, so a mistyped list never decides the whole approval.
+fn decision_users(body: &[u8]) -> Result<Vec<String>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice::<Decision>(body)
+        .map(|d| d.users)
+        .map_err(|e| format!("the body is not {{\"users\": [usernames]}}: {e}"))
+}
+
 #[utoipa::path(
     post,
     path = "/approvals/{id}/approve",
     summary = "Approve a pending approval (runs a full cycle with it in force)",
     params(("id" = String, Path)),
+    request_body(content = Option<Decision>, description = "Optional: only these held users (the others stay pending)"),
     responses(
         (status = 200, description = "Result", body = Approved),
-        (status = 409, description = "Unknown or not pending", body = Error),
+        (status = 400, description = "A body that is not {\"users\": [...]}", body = Error),
+        (status = 409, description = "Unknown or not pending, or a user it does not hold pending", body = Error),
         (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
     ),
 )]
@@ -308,8 +331,13 @@ async fn approve(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Response {
-    match app.backend.approve(&id, &admin.username).await {
+    let users = match decision_users(&body) {
+        Ok(users) => users,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    match app.backend.approve(&id, &users, &admin.username).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
     }
@@ -320,9 +348,11 @@ async fn approve(
     path = "/approvals/{id}/reject",
     summary = "Reject a pending approval",
     params(("id" = String, Path)),
+    request_body(content = Option<Decision>, description = "Optional: only these held users (the others stay pending)"),
     responses(
         (status = 200, description = "Result", body = Rejected),
-        (status = 409, description = "Unknown or not pending", body = Error),
+        (status = 400, description = "A body that is not {\"users\": [...]}", body = Error),
+        (status = 409, description = "Unknown or not pending, or a user it does not hold pending", body = Error),
         (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
     ),
 )]
@@ -330,8 +360,13 @@ async fn reject(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Response {
-    match app.backend.reject(&id, &admin.username).await {
+    let users = match decision_users(&body) {
+        Ok(users) => users,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    match app.backend.reject(&id, &users, &admin.username).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
     }

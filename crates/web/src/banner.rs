@@ -25,15 +25,10 @@ struct Banner<'a> {
     remove: usize,
 }
 
-/// The banner for the newest pending approval: its disable and removal counts.
+/// The banner for the newest pending approval: its disable and removal
+/// counts (the users still undecided).
 pub(crate) fn banner_html(approval: &mfasync_store::Approval) -> String {
-    let count = |action: &str| {
-        approval
-            .changes
-            .iter()
-            .filter(|c| c.action == action)
-            .count()
-    };
+    let count = |action: &str| approval.undecided().filter(|c| c.action == action).count();
     let banner = Banner {
         id: &approval.id,
         disable: count("disable"),

@@ -103,10 +103,12 @@ pub trait Backend: Send + Sync {
     async fn sync_now(&self, full: bool) -> Result<SyncNow, String>;
     /// `sync --plan --json`.
     async fn plan(&self) -> Result<SyncReport, String>;
-    /// Approve a pending approval as `actor` (`approvals approve ID`).
-    async fn approve(&self, id: &str, actor: &str) -> Result<Approved, String>;
-    /// Reject a pending approval as `actor` (`approvals reject ID`).
-    async fn reject(&self, id: &str, actor: &str) -> Result<Rejected, String>;
+    /// Approve a pending approval as `actor` (`approvals approve ID`); only
+    /// the held `users` when some are named (`--user`).
+    async fn approve(&self, id: &str, users: &[String], actor: &str) -> Result<Approved, String>;
+    /// Reject a pending approval as `actor` (`approvals reject ID`); only the
+    /// held `users` when some are named (`--user`).
+    async fn reject(&self, id: &str, users: &[String], actor: &str) -> Result<Rejected, String>;
     /// Verify a password by LDAP bind (`auth USERNAME`).
     async fn auth(&self, username: &str, password: &str) -> Result<(), Reason>;
     /// `auth` under the service's password-guessing limits: `gate` is asked

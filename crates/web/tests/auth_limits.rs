@@ -41,10 +41,10 @@ impl Backend for Directory {
     async fn plan(&self) -> Result<SyncReport, String> {
         Err("not here".into())
     }
-    async fn approve(&self, _: &str, _: &str) -> Result<Approved, String> {
+    async fn approve(&self, _: &str, _: &[String], _: &str) -> Result<Approved, String> {
         Err("not here".into())
     }
-    async fn reject(&self, _: &str, _: &str) -> Result<Rejected, String> {
+    async fn reject(&self, _: &str, _: &[String], _: &str) -> Result<Rejected, String> {
         Err("not here".into())
     }
     async fn auth(&self, _username: &str, password: &str) -> Result<(), Reason> {

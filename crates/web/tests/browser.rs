@@ -49,10 +49,10 @@ impl Backend for Backend1 {
     async fn plan(&self) -> Result<SyncReport, String> {
         Err("not in this test".into())
     }
-    async fn approve(&self, _: &str, _: &str) -> Result<Approved, String> {
+    async fn approve(&self, _: &str, _: &[String], _: &str) -> Result<Approved, String> {
         Err("not in this test".into())
     }
-    async fn reject(&self, _: &str, _: &str) -> Result<Rejected, String> {
+    async fn reject(&self, _: &str, _: &[String], _: &str) -> Result<Rejected, String> {
         Err("not in this test".into())
     }
     async fn auth(&self, _: &str, _: &str) -> Result<(), Reason> {
@@ -220,6 +220,7 @@ async fn a_pending_approval_banner_on_every_page() {
         directory_id: None,
         reason: None,
         limit: None,
+        decision: None,
     };
     store
         .create_approval(
@@ -369,6 +370,7 @@ async fn every_page_fits_1280_pixels_and_shows_labels() {
                 directory_id: None,
                 reason: Some("no longer in any sync item".into()),
                 limit: None,
+                decision: None,
             }],
         )
         .await

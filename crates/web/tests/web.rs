@@ -12,7 +12,7 @@ use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_core::user::Source;
 use mfasync_core::MfaUser;
-use mfasync_store::{HeldChange, Store};
+use mfasync_store::{HeldChange, Store, UserDecision};
 use mfasync_web::{Backend, Metrics, WebOptions};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{redirect, Client, StatusCode};
@@ -137,11 +137,26 @@ impl Backend for FakeBackend {
             .push(format!("otp_check {username}"));
         Ok((code != "123456").then(|| "wrong-code".to_string()))
     }
-    async fn approve(&self, id: &str, actor: &str) -> Result<Approved, String> {
+    async fn approve(&self, id: &str, users: &[String], actor: &str) -> Result<Approved, String> {
+        let whom = match users.is_empty() {
+            true => String::new(),
+            false => format!(" for {}", users.join(",")),
+        };
         self.calls
             .lock()
             .unwrap()
-            .push(format!("approve {id} by {actor}"));
+            .push(format!("approve {id} by {actor}{whom}"));
+        if !users.is_empty() {
+            let a = self
+                .store
+                .decide_users(id, UserDecision::Approved, users, actor, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(typed(
+                json!({"id": id, "status": a.status.as_str(), "disabled": 0,
+                "removed": 0, "no_longer_needed": [], "still_pending": a.still_pending()}),
+            ));
+        }
         self.store
             .decide_approval(id, mfasync_store::ApprovalStatus::Approved, actor, None)
             .await
@@ -153,7 +168,20 @@ impl Backend for FakeBackend {
             })
             .map_err(|e| e.to_string())
     }
-    async fn reject(&self, id: &str, actor: &str) -> Result<Rejected, String> {
+    async fn reject(&self, id: &str, users: &[String], actor: &str) -> Result<Rejected, String> {
+        if !users.is_empty() {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("reject {id} by {actor} for {}", users.join(",")));
+            let a = self
+                .store
+                .decide_users(id, UserDecision::Rejected, users, actor, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(typed(json!({"id": id, "status": a.status.as_str(),
+                "still_pending": a.still_pending()})));
+        }
         self.store
             .decide_approval(id, mfasync_store::ApprovalStatus::Rejected, actor, None)
             .await
@@ -740,6 +768,7 @@ async fn api_users_approvals_history_config_and_auth() {
         directory_id: None,
         reason: None,
         limit: None,
+        decision: None,
     };
     s.store
         .create_approval(
@@ -1038,6 +1067,7 @@ async fn portal_pages_users_approvals_settings() {
                 directory_id: None,
                 reason: Some("no longer in OU=Sales".into()),
                 limit: None,
+                decision: None,
             }],
         )
         .await
@@ -1351,6 +1381,7 @@ async fn api_answers_carry_the_keys_the_document_declares() {
         directory_id: None,
         reason: None,
         limit: None,
+        decision: None,
     };
     s.store.create_approval("ap1", "fp", &[held]).await.unwrap();
     s.store.run_started("full").await.unwrap();
@@ -3088,6 +3119,7 @@ fn held(action: &str, name: &str) -> HeldChange {
         directory_id: None,
         reason: Some("no longer in OU=Sales".into()),
         limit: None,
+        decision: None,
     }
 }
 
@@ -3337,4 +3369,115 @@ async fn outbox_page_and_api_list_emails_newest_first_escaped() {
     assert_eq!(pending.as_array().unwrap().len(), 1);
     let bad = get("?status=lost").await.unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn approvals_decided_user_by_user_through_the_api_and_the_portal() {
+    let s = serve().await;
+    let sess = s.session().await;
+    let token = s.create_api_token(&sess).await;
+    let h = s.bearer(&token);
+    let four = [
+        held("remove", "ann"),
+        held("remove", "ben"),
+        held("remove", "cid"),
+        held("disable", "dee"),
+    ];
+    s.store.create_approval("ap5", "fp", &four).await.unwrap();
+
+    // API: a `users` list decides those users alone
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/approvals/ap5/approve", s.base))
+        .headers(h.clone())
+        .json(&json!({"users": ["ann"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["status"], "pending", "{v}");
+    assert_eq!(v["still_pending"], json!(["ben", "cid", "dee"]));
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/approvals/ap5/reject", s.base))
+        .headers(h.clone())
+        .json(&json!({"users": ["nobody"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert!(resp.text().await.unwrap().contains("nobody"));
+    // a list that is not one is refused, never taken as the whole approval
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/approvals/ap5/approve", s.base))
+        .headers(h.clone())
+        .json(&json!({"users": "ben"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let list: Value = s
+        .client
+        .get(format!("{}/api/v1/approvals", s.base))
+        .headers(h.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["remove"], json!(["ben", "cid"]), "{list}");
+    assert_eq!(list[0]["disable"], json!(["dee"]), "{list}");
+
+    // Portal: a checkbox per undecided user, "Approve/Reject selected"
+    let page = s.get_page(&sess.cookie, "/approvals").await;
+    assert!(page.contains(r#"name="user:ben""#), "{page}");
+    assert!(!page.contains(r#"name="user:ann""#), "decided: not offered");
+    assert!(page.contains("Approve selected") && page.contains("Reject selected"));
+    assert!(page.contains(r#"formaction="/approvals/ap5/reject""#));
+    let resp = s
+        .post_form(
+            &sess,
+            "/approvals/ap5/reject",
+            &[("csrf", &sess.csrf), ("selected", "1"), ("user:cid", "1")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("Approval ap5 rejected for cid"));
+    // nothing ticked: refused, nothing decided
+    let resp = s
+        .post_form(
+            &sess,
+            "/approvals/ap5/approve",
+            &[("csrf", &sess.csrf), ("selected", "1")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // without the CSRF token: refused
+    let resp = s
+        .post_form(
+            &sess,
+            "/approvals/ap5/approve",
+            &[("selected", "1"), ("user:ben", "1")],
+        )
+        .await;
+    assert_ne!(resp.status(), StatusCode::OK);
+    let calls = s.backend.calls.lock().unwrap().clone();
+    assert!(
+        calls.contains(&"approve ap5 by admin for ann".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"reject ap5 by admin for cid".to_string()),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.contains("for ben")), "{calls:?}");
+    let a = s.store.approval("ap5").await.unwrap().unwrap();
+    assert_eq!(a.still_pending(), ["ben", "dee"]);
 }

@@ -35,6 +35,8 @@ const TEAMS: &[(&str, &str, usize)] = &[
     ("Prot", "prot", 4),
     ("Unread", "unr", 3),
     ("Pct", "pct", 30),
+    ("PerUser", "pu", 8),
+    ("Expire", "exp", 6),
 ];
 
 /// Groups under ou=Groups (cn, members' (team, uid prefix, how many)).
@@ -1036,4 +1038,194 @@ fn a_percentage_threshold_of_thirty_users_lets_three_through_and_holds_four() {
         .to_string();
     assert!(body.contains(&limit), "{body}");
     assert_eq!(enabled(&m, "pct"), 27);
+}
+
+// ------------------------------------------------- per-user decisions, expiry
+
+/// `config` with removals held above 3 (users deleted from the directory).
+fn removal_config(team: &str, smtp_url: &str) -> String {
+    config(team, admin(), smtp_url, "").replace("approval_threshold = 5", "approval_threshold = 3")
+}
+
+fn delete_users(team: &str, prefix: &str, n: std::ops::RangeInclusive<usize>) {
+    for i in n {
+        slapd().ldapdelete(&format!("uid={prefix}{i},ou={team},{BASE}"));
+    }
+}
+
+fn names(v: &Value) -> Vec<String> {
+    let mut n: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn users_approved_and_rejected_one_by_one() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    m.apply(&removal_config("PerUser", &sink.url()));
+    assert_eq!(counts(&m.sync_full()).0, 8);
+    delete_users("PerUser", "pu", 1..=5);
+    let r = m.sync_full();
+    assert_eq!(r["pending_approval"]["remove"], 5, "{r}");
+    let id = r["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // two of them approved: exactly those two removed, three still pending
+    let v = m
+        .ok(&[
+            "--json",
+            "approvals",
+            "approve",
+            &id,
+            "--user",
+            "pu1",
+            "--user",
+            "pu2",
+        ])
+        .json();
+    assert_eq!(v["removed"], 2, "{v}");
+    assert_eq!(v["status"], "pending", "{v}");
+    assert_eq!(names(&v["still_pending"]), ["pu3", "pu4", "pu5"]);
+    assert!(m.user("pu1").is_none() && m.user("pu2").is_none());
+    for u in ["pu3", "pu4", "pu5", "pu6"] {
+        assert!(m.user(u).is_some(), "{u} kept");
+    }
+    let list = pending(&m);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(names(&list[0]["remove"]), ["pu3", "pu4", "pu5"]);
+
+    // a user the approval does not hold is refused by name
+    let o = m.run(&["approvals", "approve", &id, "--user", "nobody"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("nobody"), "{}", o.stderr);
+    let o = m.run(&["approvals", "reject", &id, "--user", "pu1"]);
+    assert_eq!(o.code, 1, "pu1 was decided already");
+    assert!(o.stderr.contains("pu1"), "{}", o.stderr);
+
+    // one more rejected: kept, the rest still pending
+    let v = m
+        .ok(&["--json", "approvals", "reject", &id, "--user", "pu3"])
+        .json();
+    assert_eq!(v["status"], "pending", "{v}");
+    assert_eq!(names(&v["still_pending"]), ["pu4", "pu5"]);
+
+    // the next cycle: pu3 neither removed nor held again; the same approval waits
+    let r = m.sync_full();
+    assert_eq!(r["pending_approval"]["id"], id.as_str(), "{r}");
+    assert_eq!(r["pending_approval"]["remove"], 2, "{r}");
+    assert_eq!(counts(&r).4, 0, "{r}");
+    assert!(m.user("pu3").is_some());
+    assert_eq!(sink.messages().len(), 1, "no new email");
+    assert_eq!(names(&pending(&m)[0]["remove"]), ["pu4", "pu5"]);
+
+    // the rest approved whole: pu4, pu5 removed, pu3 still kept
+    let v = m.ok(&["--json", "approvals", "approve", &id]).json();
+    assert_eq!(
+        (v["removed"].clone(), v["status"].clone()),
+        (2.into(), "approved".into()),
+        "{v}"
+    );
+    assert!(m.user("pu4").is_none() && m.user("pu5").is_none());
+    let r = m.sync_full();
+    assert_eq!(r["pending_approval"], Value::Null, "{r}");
+    assert_eq!(counts(&r).4, 0, "{r}");
+    assert!(m.user("pu3").is_some(), "rejected alone: kept");
+    assert!(pending(&m).is_empty());
+
+    // each per-user decision audited with its actor and users
+    let a = audit(&m);
+    let approved = a
+        .iter()
+        .find(|e| {
+            e["action"] == "approval-approved"
+                && e["detail"].as_str().is_some_and(|d| d.contains("pu1, pu2"))
+        })
+        .unwrap_or_else(|| panic!("{a:?}"));
+    assert!(!approved["actor"].as_str().unwrap_or_default().is_empty());
+    assert_ne!(approved["actor"], "sync");
+    assert!(a.iter().any(|e| e["action"] == "approval-rejected"
+        && e["detail"].as_str().is_some_and(|d| d.contains("for pu3"))));
+}
+
+#[test]
+fn an_expired_approval_applies_nothing_and_cannot_be_approved() {
+    let sink = SmtpSink::start(None);
+    let m = Mfa::new();
+    m.apply(&removal_config("Expire", &sink.url()));
+    assert_eq!(counts(&m.sync_full()).0, 6);
+    delete_users("Expire", "exp", 1..=5);
+    let r = m.sync_full();
+    let id = r["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    age_approval(&m, &id);
+    let o = m.run(&["approvals", "approve", &id]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stderr.contains("expired"), "{}", o.stderr);
+    assert!(pending(&m).is_empty());
+    for i in 1..=5 {
+        assert!(
+            m.user(&format!("exp{i}")).is_some(),
+            "exp{i}: nothing applied"
+        );
+    }
+    let a = audit(&m);
+    assert!(
+        a.iter().any(|e| e["action"] == "approval-rejected"
+            && e["actor"] == "sync"
+            && e["detail"].as_str().is_some_and(|d| d.contains("expired"))),
+        "{a:?}"
+    );
+    // the expired set is not applied by the next cycle either
+    let r = m.sync_full();
+    assert_eq!(counts(&r).4, 0, "{r}");
+    assert_eq!(r["pending_approval"], Value::Null, "{r}");
+
+    // a changed set is asked again; once too old, a cycle expires it first
+    delete_users("Expire", "exp", 6..=6);
+    let r = m.sync_full();
+    let newer = r["pending_approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_ne!(newer, id);
+    age_approval(&m, &newer);
+    let r = m.sync_full();
+    assert_eq!(counts(&r).4, 0, "{r}");
+    assert_eq!(
+        r["pending_approval"],
+        Value::Null,
+        "expired as rejected, not asked again: {r}"
+    );
+    assert!(pending(&m).is_empty());
+    assert_eq!(m.users().len(), 6, "nothing applied");
+}
+
+/// Make approval `id` eight days old (the default sync.approval_expiry is 7
+/// days), in the SQLite file itself.
+fn age_approval(m: &Mfa, id: &str) {
+    let path = m.url.trim_start_matches("sqlite://");
+    let sql = format!(
+        "UPDATE approvals SET created_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-8 days') WHERE id = '{id}'"
+    );
+    let out = Command::new("sqlite3")
+        .args([path, &sql])
+        .output()
+        .expect("sqlite3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::{Approval, ApprovalStatus, HeldChange, Result};
+use crate::{Approval, ApprovalStatus, HeldChange, Result, UserDecision};
 
 /// Changes held for an administrator's approval.
 #[async_trait]
@@ -29,6 +29,20 @@ pub trait ApprovalStore: Send + Sync {
         &self,
         id: &str,
         status: ApprovalStatus,
+        actor: &str,
+        detail: Option<&str>,
+    ) -> Result<Approval>;
+    /// Decide `users` (usernames) of a pending approval alone; the others stay
+    /// pending and its fingerprint becomes theirs. When none is left
+    /// undecided the approval becomes approved (some user approved) or
+    /// rejected (none). Audited with `actor`, the users and `detail`. A
+    /// `Conflict` when it is unknown or not pending, or a name is not among
+    /// its undecided users.
+    async fn decide_users(
+        &self,
+        id: &str,
+        decision: UserDecision,
+        users: &[String],
         actor: &str,
         detail: Option<&str>,
     ) -> Result<Approval>;
@@ -214,6 +228,54 @@ macro_rules! impl_approval_store {
                 a.decided_at = Some(at);
                 a.decided_by = Some(actor.to_string());
                 a.detail = detail.map(str::to_string);
+                Ok(a)
+            }
+
+            async fn decide_users(
+                &self,
+                id: &str,
+                decision: $crate::UserDecision,
+                users: &[String],
+                actor: &str,
+                detail: Option<&str>,
+            ) -> Result<$crate::Approval> {
+                let at = now()?;
+                let mut tx = self.begin().await?;
+                let sql = format!("{} WHERE id = $1", $crate::common::SELECT_APPROVALS);
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await?;
+                let Some(mut a) = row.as_ref().map(approval_from_row).transpose()? else {
+                    return Err(StoreError::Conflict(format!("no approval with id {id:?}")));
+                };
+                $crate::common::mark_users(&mut a, decision, users)?;
+                let settled = $crate::common::settle(&a);
+                if let Some((status, _)) = &settled {
+                    a.status = *status;
+                    a.decided_at = Some(at.clone());
+                    a.decided_by = Some(actor.to_string());
+                } else {
+                    a.fingerprint = $crate::held_fingerprint(a.undecided());
+                }
+                a.detail = settled.map(|(_, d)| d);
+                sqlx::query(
+                    "UPDATE approvals SET status = $1, fingerprint = $2, changes_json = $3, \
+                     decided_at = $4, decided_by = $5, detail = $6 WHERE id = $7 AND status = 'pending'",
+                )
+                .bind(a.status.as_str())
+                .bind(a.fingerprint.as_str())
+                .bind($crate::common::held_json(&a.changes)?)
+                .bind(a.decided_at.as_deref())
+                .bind(a.decided_by.as_deref())
+                .bind(a.detail.as_deref())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let text = $crate::common::user_decision_text(&a, decision, users, detail);
+                let action = match decision {
+                    $crate::UserDecision::Approved => "approval-approved",
+                    $crate::UserDecision::Rejected => "approval-rejected",
+                };
+                self.write_audit(&mut tx, &[AuditRow::event(action, actor, &text)], &at).await?;
+                tx.commit().await?;
                 Ok(a)
             }
         }
