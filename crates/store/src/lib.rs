@@ -15,15 +15,15 @@ mod roles;
 /// to call them on a concrete store type; `dyn Store` has them all already).
 pub mod prelude {
     pub use crate::{
-        AdminStore, ApprovalStore, ClusterStore, ConfigStore, HistoryStore, OtpStore, OutboxStore,
-        Store, UserStore,
+        AdminStore, ApprovalStore, BinStore, ClusterStore, ConfigStore, HistoryStore, OtpStore,
+        OutboxStore, Store, UserStore,
     };
 }
 pub use copy::{copy_to_postgres, CopyReport, TableCopy};
 pub use outbox::{time_text, Composer, NewEmail, OutboxEmail, OutboxStatus, RetryTarget};
 pub use roles::{
-    AdminStore, ApprovalStore, ClusterStore, ConfigStore, HistoryStore, OtpSecret, OtpStore,
-    OutboxStore, UserStore,
+    AdminStore, ApprovalStore, BinStore, BinnedUser, ClusterStore, ConfigStore, HistoryStore,
+    OtpSecret, OtpStore, OutboxStore, UserStore,
 };
 /// The schema migrations of a backend, from `migrations/<dir>/`. ONE list for
 /// both backends, so a migration cannot be registered for one and forgotten
@@ -122,6 +122,11 @@ macro_rules! migrations {
                 16,
                 "OATH TOTP secrets",
                 include_str!(concat!("../migrations/", $dir, "/0016_otp.sql")),
+            ),
+            (
+                17,
+                "recycle bin",
+                include_str!(concat!("../migrations/", $dir, "/0017_recycle_bin.sql")),
             ),
         ];
         Migrator {
@@ -570,6 +575,7 @@ pub trait Store:
     + ClusterStore
     + OutboxStore
     + OtpStore
+    + BinStore
     + Send
     + Sync
 {

@@ -4,6 +4,7 @@
 //! shared helpers they use) in the same module.
 
 pub(crate) mod admins;
+pub(crate) mod bin;
 pub(crate) mod approvals;
 pub(crate) mod cluster;
 pub(crate) mod configs;
@@ -13,6 +14,7 @@ pub(crate) mod outbox;
 pub(crate) mod users;
 
 pub use admins::AdminStore;
+pub use bin::{BinStore, BinnedUser};
 pub use approvals::ApprovalStore;
 pub use cluster::ClusterStore;
 pub use configs::ConfigStore;
@@ -32,6 +34,7 @@ macro_rules! impl_roles {
         $crate::roles::cluster::impl_cluster_store!($store, $db);
         $crate::roles::outbox::impl_outbox_store!($store, $db);
         $crate::roles::otp::impl_otp_store!($store, $db);
+        $crate::roles::bin::impl_bin_store!($store, $db);
     };
 }
 pub(crate) use impl_roles;
