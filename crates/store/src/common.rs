@@ -322,7 +322,11 @@ impl<'a> AuditRow<'a> {
         restored: &'a std::collections::HashMap<String, (crate::BinnedUser, String)>,
     ) -> Result<Self> {
         let binned = match ch.action {
-            Action::Create => ch.user.directory_id.as_deref().and_then(|id| restored.get(id)),
+            Action::Create => ch
+                .user
+                .directory_id
+                .as_deref()
+                .and_then(|id| restored.get(id)),
             _ => None,
         };
         if let Some((b, detail)) = binned {

@@ -2475,7 +2475,9 @@ async fn removal_moves_the_user_into_the_bin_and_a_create_restores_it(s: &dyn St
     assert_eq!(secret.sealed, "v1:sealed-a");
     let bin = s.binned().await.unwrap();
     assert_eq!(bin.len(), 2);
-    assert!(bin.iter().all(|x| x.user.directory_id.as_deref() != Some("id-a")));
+    assert!(bin
+        .iter()
+        .all(|x| x.user.directory_id.as_deref() != Some("id-a")));
     let last = s.audit(1).await.unwrap();
     assert_eq!(last[0].action, "restore");
     assert_eq!(last[0].actor, "sync");

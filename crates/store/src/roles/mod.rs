@@ -4,8 +4,8 @@
 //! shared helpers they use) in the same module.
 
 pub(crate) mod admins;
-pub(crate) mod bin;
 pub(crate) mod approvals;
+pub(crate) mod bin;
 pub(crate) mod cluster;
 pub(crate) mod configs;
 pub(crate) mod history;
@@ -14,8 +14,8 @@ pub(crate) mod outbox;
 pub(crate) mod users;
 
 pub use admins::AdminStore;
-pub use bin::{BinStore, BinnedUser};
 pub use approvals::ApprovalStore;
+pub use bin::{BinStore, BinnedUser};
 pub use cluster::ClusterStore;
 pub use configs::ConfigStore;
 pub use history::HistoryStore;
