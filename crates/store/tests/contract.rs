@@ -2503,13 +2503,21 @@ async fn bin_restore_and_purge_by_name(s: &dyn Store) {
     assert!(s.otp_enroll("alice", "v1:sealed-a", "admin").await.unwrap());
     s.apply(&[remove(&a), remove(&b)], None).await.unwrap();
 
+    // db rekey reseals the binned secrets too
+    let binned = s.bin_otp_all().await.unwrap();
+    assert_eq!(binned.len(), 1);
+    assert_eq!(binned[0].1, "v1:sealed-a");
+    s.bin_otp_reseal(&[(binned[0].0, "v2:resealed".into())])
+        .await
+        .unwrap();
+
     assert!(s.bin_restore("nobody", "admin").await.unwrap().is_none());
     let restored = s.bin_restore("ALICE", "admin").await.unwrap().unwrap();
     assert_eq!(restored.user, a);
     assert_eq!(s.users().await.unwrap(), vec![a.clone()]);
     assert_eq!(
         s.otp_secret("alice").await.unwrap().unwrap().sealed,
-        "v1:sealed-a"
+        "v2:resealed"
     );
     let last = s.audit(1).await.unwrap();
     assert_eq!(

@@ -42,6 +42,10 @@ pub trait BinStore: Send + Sync {
     /// there were any, record that (action "bin-purged", actor "retention",
     /// `why` in the detail) in the same transaction. How many.
     async fn bin_purge_before(&self, before: &str, why: &str) -> Result<u64>;
+    /// Every binned OATH secret as (bin entry id, sealed): for `db rekey`.
+    async fn bin_otp_all(&self) -> Result<Vec<(i64, String)>>;
+    /// Replace binned sealed secrets by bin entry id, in one transaction.
+    async fn bin_otp_reseal(&self, sealed: &[(i64, String)]) -> Result<()>;
 }
 
 /// The columns of a user row, as `users` and `recycle_bin` both name them.
@@ -293,6 +297,27 @@ macro_rules! impl_bin_store {
                 }
                 tx.commit().await?;
                 Ok(n)
+            }
+
+            async fn bin_otp_all(&self) -> Result<Vec<(i64, String)>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, otp_sealed FROM recycle_bin WHERE otp_sealed IS NOT NULL ORDER BY id",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn bin_otp_reseal(&self, sealed: &[(i64, String)]) -> Result<()> {
+                let mut tx = self.begin().await?;
+                for (id, s) in sealed {
+                    sqlx::query("UPDATE recycle_bin SET otp_sealed = $1 WHERE id = $2")
+                        .bind(s)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
         }
     };
