@@ -1073,6 +1073,8 @@ macro_rules! impl_store {
             failed: bool,
             /// Writes so far (`after_write`).
             writes: u64,
+            /// Creates that were restores from the recycle bin, so far.
+            restored: usize,
         }
 
         impl StoreApplying<'_> {
@@ -1102,6 +1104,10 @@ macro_rules! impl_store {
             async fn commit(self: Box<Self>, watermark: Option<&Watermark>) -> Result<()> {
                 self.check_usable()?;
                 self.commit_usable(watermark).await
+            }
+
+            fn restored(&self) -> usize {
+                self.restored
             }
         }
 
@@ -1151,6 +1157,7 @@ macro_rules! impl_store {
                 }
                 // the emails these changes call for, in the same transaction (issue 19)
                 store.outbox_compose(tx, changes).await?;
+                self.restored += restored.len();
                 Ok(())
             }
 

@@ -594,6 +594,8 @@ pub trait Applying: Send {
     /// Write `changes` as `Store::apply` would (checked first; an error
     /// leaves the transaction unusable: drop it).
     async fn write(&mut self, changes: &[Change]) -> Result<()>;
+    /// How many creates written so far were restores from the recycle bin.
+    fn restored(&self) -> usize;
     /// Set the watermark (when given), check the fence, commit everything
     /// written (the emails the composer queued with it included).
     async fn commit(self: Box<Self>, watermark: Option<&Watermark>) -> Result<()>;

@@ -90,6 +90,7 @@ fn recycle_bin_keeps_removed_users_restores_them_and_purges_after_the_retention(
     s.ldapdelete(&format!("uid=bin2,ou=Bin,{BASE}"));
     let r = m.sync_full();
     assert_eq!(counts(&r), (0, 0, 0, 0, 2, 2), "{r}");
+    assert!(r.get("restored").is_none(), "absent when none: {r}");
     assert!(m.user("bin1").is_none() && m.user("bin2").is_none());
     let bin = deleted(&m);
     assert_eq!(bin.len(), 2, "{bin:?}");
@@ -146,6 +147,7 @@ fn recycle_bin_keeps_removed_users_restores_them_and_purges_after_the_retention(
     move_to("bin1", "BinOut", "Bin");
     let r = m.sync_full();
     assert_eq!(counts(&r).0, 1, "a restore counts as created: {r}");
+    assert_eq!(r["restored"], 1, "{r}");
     let back = m.user("bin1").expect("bin1 restored");
     for field in [
         "method",
