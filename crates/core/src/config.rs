@@ -604,6 +604,11 @@ pub struct Sync {
     #[serde(skip_serializing_if = "is_default_expiry")]
     pub approval_expiry: String,
     pub items: Vec<SyncItem>,
+    /// How long removed users stay in the recycle bin ("30d"; at least a
+    /// day): older entries are purged after each cycle. Exported only when
+    /// set to something else than the default.
+    #[serde(skip_serializing_if = "Sync::default_retention")]
+    pub retention: String,
 }
 
 /// The default `sync.approval_expiry`.
@@ -628,15 +633,28 @@ impl Default for Sync {
             notify: Vec::new(),
             approval_expiry: DEFAULT_APPROVAL_EXPIRY.into(),
             items: Vec::new(),
+            retention: DEFAULT_BIN_RETENTION.into(),
         }
     }
 }
+
+/// `sync.retention`'s default: removed users are kept 30 days.
+const DEFAULT_BIN_RETENTION: &str = "30d";
 
 impl Sync {
     /// How long an approval may stay pending (validated by `parse`; 7 days if not).
     pub fn approval_expiry_duration(&self) -> Duration {
         humantime::parse_duration(self.approval_expiry.trim())
             .unwrap_or(Duration::from_secs(7 * 86400))
+    }
+
+    fn default_retention(r: &str) -> bool {
+        r == DEFAULT_BIN_RETENTION
+    }
+
+    /// How long the recycle bin keeps a removed user (validated by `parse`).
+    pub fn retention_duration(&self) -> Duration {
+        humantime::parse_duration(self.retention.trim()).unwrap_or(Duration::from_secs(30 * 86400))
     }
 
     /// The interval, already validated by `parse`.
@@ -1329,6 +1347,14 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             &mut out,
         );
     }
+    match humantime::parse_duration(cfg.sync.retention.trim()) {
+        Ok(d) if d >= Duration::from_secs(86400) => {}
+        Ok(_) => out.push(err("sync.retention", "must be at least 1 day")),
+        Err(e) => out.push(err(
+            "sync.retention",
+            format!("not a duration such as \"30d\": {e}"),
+        )),
+    }
     let r = cfg.audit.retention.trim();
     if !r.eq_ignore_ascii_case("forever") {
         match humantime::parse_duration(r) {
@@ -1805,6 +1831,8 @@ mod tests {
             ),
             ("[sync]\nnotify = [\"x@y.z\"]", "smtp"),
             ("[audit]\nretention = \"1h\"", "audit.retention"),
+            ("[sync]\nretention = \"1h\"", "sync.retention"),
+            ("[sync]\nretention = \"soon\"", "sync.retention"),
             ("[audit]\nretention = \"a while\"", "audit.retention"),
             ("[audit]\nkeep = \"1d\"", "audit.keep"),
             ("[email]\ngive_up_after = \"10s\"", "email.give_up_after"),

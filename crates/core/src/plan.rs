@@ -139,6 +139,9 @@ pub struct Plan {
     /// a lost connection mid-read): creates and updates of what was read
     /// stand, departures were not computed.
     pub incomplete_read: Option<String>,
+    /// Creates the store turned into restores from the recycle bin (known
+    /// once the plan is applied; counted among `created` too).
+    pub restored: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -831,6 +834,7 @@ mod tests {
             warnings: p.warnings,
             unlisted: Counts::default(),
             incomplete_read: None,
+            restored: 0,
         }
     }
 

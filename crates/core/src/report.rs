@@ -121,8 +121,16 @@ pub struct SyncReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_incomplete: Option<String>,
     pub removed: usize,
+    /// Users restored from the recycle bin by this cycle, counted among
+    /// `created` too (absent when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restored: usize,
     pub unchanged: usize,
     pub updated: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A Synchronize Now queued for the server that runs synchronization
@@ -213,6 +221,7 @@ mod tests {
             protected: vec![],
             read_incomplete: None,
             removed: 0,
+            restored: 0,
             unchanged: 2,
             updated: 0,
         };
@@ -273,6 +282,7 @@ mod tests {
             }],
             read_incomplete: Some("cut short".into()),
             removed: 7,
+            restored: 9,
             unchanged: 8,
             updated: 9,
         });

@@ -8,19 +8,22 @@ use mfasync_core::plan::Plan;
 use mfasync_store::{Store, Watermark};
 
 /// The single point where a cycle's plan is applied, with its watermark, in
-/// ONE transaction (full and incremental cycles alike).
+/// ONE transaction (full and incremental cycles alike). How many creates
+/// were restores from the recycle bin.
 pub(crate) async fn commit(
     store: &dyn Store,
     cfg: &Config,
     p: &Plan,
     wm: &Watermark,
-) -> Result<()> {
+) -> Result<usize> {
     let t = std::time::Instant::now();
-    // Disables/removals over sync.approval_threshold are held for approval (issue 4).
+    // Disables/removals over sync.approval_threshold are held for approval
+    // (issue 4), before the write transaction begins: the hold writes too.
     let (now, _pending) = crate::approvals::hold(store, cfg, p).await?;
-    store.apply(&now, Some(wm)).await?;
+    let a = store.begin_apply().await?;
+    let restored = write_and_commit(a, &now, wm).await?;
     tracing::info!(target: "mfasync::sync", ms = t.elapsed().as_millis() as u64, "applied the plan");
-    Ok(())
+    Ok(restored)
 }
 
 /// `commit` into a write transaction already holding streamed creates.
@@ -28,13 +31,24 @@ pub(crate) async fn commit_into(
     store: &dyn Store,
     cfg: &Config,
     p: &Plan,
-    mut a: Box<dyn mfasync_store::Applying + '_>,
+    a: Box<dyn mfasync_store::Applying + '_>,
     wm: &Watermark,
-) -> Result<()> {
+) -> Result<usize> {
     let t = std::time::Instant::now();
     let (now, _pending) = crate::approvals::hold(store, cfg, p).await?;
-    a.write(&now).await?;
-    a.commit(Some(wm)).await?;
+    let restored = write_and_commit(a, &now, wm).await?;
     tracing::info!(target: "mfasync::sync", ms = t.elapsed().as_millis() as u64, "applied the plan");
-    Ok(())
+    Ok(restored)
+}
+
+/// Write the changes, then commit them with the watermark; the restores counted.
+async fn write_and_commit(
+    mut a: Box<dyn mfasync_store::Applying + '_>,
+    now: &[mfasync_core::plan::Change],
+    wm: &Watermark,
+) -> Result<usize> {
+    a.write(now).await?;
+    let restored = a.restored();
+    a.commit(Some(wm)).await?;
+    Ok(restored)
 }

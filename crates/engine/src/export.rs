@@ -68,6 +68,46 @@ pub fn write_csv(users: &[MfaUser], out: impl Write, raw: bool) -> Result<(), St
     w.flush().map_err(|e| format!("cannot write the CSV: {e}"))
 }
 
+/// Write `rows` (a user and, for one in the recycle bin, when it was
+/// removed) as CSV with the export fields and a last column `deleted_at`
+/// (empty for live users): neutralised and quoted, or `raw`.
+pub fn write_csv_rows(
+    rows: &[(&MfaUser, Option<&str>)],
+    out: impl Write,
+    raw: bool,
+) -> Result<(), String> {
+    let fail = |e: csv::Error| format!("cannot write the CSV: {e}");
+    let mut w = match raw {
+        true => csv::Writer::from_writer(out),
+        false => csv::WriterBuilder::new()
+            .quote_style(csv::QuoteStyle::Always)
+            .from_writer(out),
+    };
+    let cell = |s: &str| match raw {
+        true => s.to_string(),
+        false => neutralise(s).into_owned(),
+    };
+    w.write_record(FIELDS.iter().copied().chain(["deleted_at"]))
+        .map_err(fail)?;
+    for (user, deleted_at) in rows {
+        let Value::Object(fields) =
+            serde_json::to_value(user).map_err(|e| format!("cannot write the CSV: {e}"))?
+        else {
+            return Err("cannot write the CSV: a user is not a record".into());
+        };
+        let row = FIELDS
+            .iter()
+            .map(|name| match fields.get(*name) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => cell(s),
+                Some(other) => cell(&other.to_string()),
+            })
+            .chain([deleted_at.map(cell).unwrap_or_default()]);
+        w.write_record(row).map_err(fail)?;
+    }
+    w.flush().map_err(|e| format!("cannot write the CSV: {e}"))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

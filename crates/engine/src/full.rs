@@ -261,6 +261,7 @@ pub(crate) async fn full(
             ..Counts::default()
         },
         incomplete_read: incomplete.clone(),
+        restored: 0,
     };
     p.warnings.append(&mut w.warnings);
     if let Some(why) = &incomplete {
@@ -318,12 +319,12 @@ pub(crate) async fn full(
                 domains: Vec::new(),
             },
         };
-        match applying {
-            // Creates were written while reading (nothing was stored: no
-            // departure is possible, so the approval hold writes nothing).
+        // Creates were written while reading (nothing was stored: no
+        // departure is possible, so the approval hold writes nothing).
+        p.restored = match applying {
             Some(a) => commit_into(store, cfg, &p, a, &wm).await?,
             None => commit(store, cfg, &p, &wm).await?,
-        }
+        };
         if !restamp.is_empty() {
             // after the cycle's commit: only a cache for the next full sync
             let t = std::time::Instant::now();

@@ -149,28 +149,45 @@ pub async fn check(
 }
 
 /// Move the OATH secrets sealed with `old` to `key` (`db rekey --old-key-file`), in one
-/// transaction; secrets `key` already opens are left as they are. How many moved.
+/// transaction; secrets `key` already opens are left as they are. Then those of the
+/// recycle bin, so that a user restored later keeps a secret the key opens. How many moved.
 pub async fn reseal(
     store: &dyn Store,
     key: &SecretKey,
     old: &SecretKey,
 ) -> Result<usize, OtpError> {
+    let moved = resealed(store.otp_all().await?, key, old, "user row")?;
+    if !moved.is_empty() {
+        store.otp_reseal(&moved).await?;
+    }
+    let binned = resealed(store.bin_otp_all().await?, key, old, "recycle bin entry")?;
+    if !binned.is_empty() {
+        store.bin_otp_reseal(&binned).await?;
+    }
+    Ok(moved.len() + binned.len())
+}
+
+/// The secrets of `all` (id, sealed) that `key` does not open, sealed again with it
+/// (`what` names the id in an error).
+fn resealed(
+    all: Vec<(i64, String)>,
+    key: &SecretKey,
+    old: &SecretKey,
+    what: &str,
+) -> Result<Vec<(i64, String)>, OtpError> {
     let mut moved = Vec::new();
-    for (id, sealed) in store.otp_all().await? {
+    for (id, sealed) in all {
         if key.open(SEAL_CONTEXT, &sealed).is_ok() {
             continue;
         }
         let clear = old.open(SEAL_CONTEXT, &sealed).map_err(|e| {
             OtpError::Seal(format!(
-                "an OATH secret (user row {id}) opens with neither key: {e}"
+                "an OATH secret ({what} {id}) opens with neither key: {e}"
             ))
         })?;
         moved.push((id, key.seal(SEAL_CONTEXT, &clear).map_err(OtpError::Seal)?));
     }
-    if !moved.is_empty() {
-        store.otp_reseal(&moved).await?;
-    }
-    Ok(moved.len())
+    Ok(moved)
 }
 
 /// Unix time now, in seconds.

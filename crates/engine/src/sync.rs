@@ -396,7 +396,7 @@ async fn incremental_in_domains(
             mapping_fingerprint: cfg.mapping_fingerprint(),
             domains: marks,
         };
-        commit(store, cfg, &p, &next).await?;
+        p.restored = commit(store, cfg, &p, &next).await?;
     }
     Ok(Ok((p, c.entries_read)))
 }
@@ -431,6 +431,7 @@ impl Outcome {
             protected: self.safeguards.protected.clone(),
             read_incomplete: self.plan.incomplete_read.clone(),
             removed: c.removed,
+            restored: self.plan.restored,
             unchanged: c.unchanged,
             updated: c.updated,
         }

@@ -271,6 +271,21 @@ enum UsersCmd {
         /// CSV: the values as stored, without the quote that stops a spreadsheet from running a formula
         #[arg(long)]
         raw: bool,
+        /// Also the users in the recycle bin, with an extra field deleted_at
+        #[arg(long)]
+        include_deleted: bool,
+    },
+    /// The recycle bin: users a sync removed, kept for sync.retention
+    Deleted,
+    /// Put a user of the recycle bin back among the MFA users, with its MFA data
+    Restore {
+        /// Its username, or its directory id when several share the username
+        name: String,
+    },
+    /// Delete a user of the recycle bin for good
+    Purge {
+        /// Its username, or its directory id when several share the username
+        name: String,
     },
     /// OATH TOTP secrets of users whose method is oath-token (the RADIUS server checks their codes)
     Otp {
@@ -460,8 +475,22 @@ async fn run(cli: Cli) -> CmdResult {
         } => cli::directory::test(&cli.database, cli.json).await,
         Command::Sync { full, plan } => cli::sync::run(&cli.database, full, plan, cli.json).await,
         Command::Users {
-            cmd: UsersCmd::Export { format, raw },
-        } => cli::users::export(&cli.database, format, raw).await,
+            cmd:
+                UsersCmd::Export {
+                    format,
+                    raw,
+                    include_deleted,
+                },
+        } => cli::users::export(&cli.database, format, raw, include_deleted).await,
+        Command::Users {
+            cmd: UsersCmd::Deleted,
+        } => cli::bin::list(&cli.database, cli.json).await,
+        Command::Users {
+            cmd: UsersCmd::Restore { name },
+        } => cli::bin::restore(&cli.database, &name, cli.json).await,
+        Command::Users {
+            cmd: UsersCmd::Purge { name },
+        } => cli::bin::purge(&cli.database, &name, cli.json).await,
         Command::Users {
             cmd: UsersCmd::Otp { cmd },
         } => match cmd {

@@ -409,7 +409,32 @@ impl<'a> AuditRow<'a> {
         }
     }
 
-    pub(crate) fn for_change(ch: &'a Change) -> Result<Self> {
+    /// The audit row of a sync's change; a create of a user taken out of the
+    /// recycle bin (`restored`, with the detail to record) is a "restore"
+    /// whose `before` is the binned row.
+    pub(crate) fn for_change(
+        ch: &'a Change,
+        restored: &'a std::collections::HashMap<String, (crate::BinnedUser, String)>,
+    ) -> Result<Self> {
+        let binned = match ch.action {
+            Action::Create => ch
+                .user
+                .directory_id
+                .as_deref()
+                .and_then(|id| restored.get(id)),
+            _ => None,
+        };
+        if let Some((b, detail)) = binned {
+            return Ok(AuditRow {
+                action: "restore",
+                actor: ACTOR_SYNC,
+                username: Some(ch.user.username.as_str()),
+                directory_id: ch.user.directory_id.as_deref(),
+                before: Some(user_json(&b.user)?),
+                after: Some(user_json(&ch.user)?),
+                detail: Some(detail.as_str()),
+            });
+        }
         let before = match (&ch.before, ch.action) {
             (_, Action::Create) => None,
             (Some(b), _) => Some(user_json(b)?),
@@ -564,6 +589,13 @@ impl Sql {
             key.column(),
             self.key_list(keys)
         )
+    }
+
+    /// `(p,p,..),(p,p,..)`: `rows` rows of `cols` parameters for a VALUES list.
+    pub(crate) fn values(&self, rows: usize, cols: usize) -> String {
+        let mut s = String::new();
+        placeholders(&mut s, self.numbered, rows, cols);
+        s
     }
 
     pub(crate) fn key_list(&self, keys: usize) -> String {
@@ -830,7 +862,7 @@ macro_rules! impl_store {
         use sqlx::Row as _;
         use $crate::{AuditEntry, ConfigVersion, Result, Store, StoreError, SyncRun, Watermark, DomainWatermark, MarkKind};
         #[allow(unused_imports)]
-        use $crate::{AdminStore as _, ApprovalStore as _, ClusterStore as _, ConfigStore as _, HistoryStore as _, OutboxStore as _, UserStore as _};
+        use $crate::{AdminStore as _, ApprovalStore as _, BinStore as _, ClusterStore as _, ConfigStore as _, HistoryStore as _, OutboxStore as _, UserStore as _};
         use mfasync_core::plan::{Action, Change};
         use mfasync_core::MfaUser;
 
@@ -1097,6 +1129,8 @@ macro_rules! impl_store {
                 $crate::common::check_targets(run, &found)?;
                 let remove = run.first().map(|c| c.action) == Some(Action::Remove);
                 let done = if remove {
+                    // a removal is a move into the recycle bin (migration 17)
+                    self.bin_move(tx, run, &keys, at).await?;
                     let sql = self.sql.delete_users(keys.len());
                     let mut q = sqlx::query(&sql);
                     for k in &keys {
@@ -1139,6 +1173,8 @@ macro_rules! impl_store {
             failed: bool,
             /// Writes so far (`after_write`).
             writes: u64,
+            /// Creates that were restores from the recycle bin, so far.
+            restored: usize,
         }
 
         impl StoreApplying<'_> {
@@ -1169,18 +1205,32 @@ macro_rules! impl_store {
                 self.check_usable()?;
                 self.commit_usable(watermark).await
             }
+
+            fn restored(&self) -> usize {
+                self.restored
+            }
         }
 
         impl StoreApplying<'_> {
             async fn write_checked(&mut self, changes: &[Change]) -> Result<()> {
                 let (store, at) = (self.store, self.at.as_str());
                 let tx = &mut self.tx;
+                let mut restored: std::collections::HashMap<String, ($crate::BinnedUser, String)> =
+                    std::collections::HashMap::new();
                 let mut rest = changes;
                 while let Some(first) = rest.first() {
                     let len = match kind(first.action) {
                         Kind::Create => {
                             let len = run_len(rest, usize::MAX);
+                            // a create of a binned directory_id is a restore
+                            let found = store.bin_find(tx, &rest[..len]).await?;
                             store.create_users(tx, &rest[..len], at).await?;
+                            let ids: Vec<&str> = found.keys().map(String::as_str).collect();
+                            store.bin_take(tx, &ids).await?;
+                            restored.extend(found.into_iter().map(|(id, b)| {
+                                let detail = $crate::roles::bin::restore_detail(&b);
+                                (id, (b, detail))
+                            }));
                             len
                         }
                         Kind::Modify => {
@@ -1199,11 +1249,15 @@ macro_rules! impl_store {
                 // Audit rows (before/after JSON) are built a chunk at a time, so a
                 // 100k-user plan never holds 100k JSON documents at once.
                 for chunk in changes.chunks(AUDIT_CHUNK) {
-                    let rows = chunk.iter().map(AuditRow::for_change).collect::<Result<Vec<_>>>()?;
+                    let rows = chunk
+                        .iter()
+                        .map(|c| AuditRow::for_change(c, &restored))
+                        .collect::<Result<Vec<_>>>()?;
                     store.write_audit(tx, &rows, at).await?;
                 }
                 // the emails these changes call for, in the same transaction (issue 19)
                 store.outbox_compose(tx, changes).await?;
+                self.restored += restored.len();
                 Ok(())
             }
 

@@ -15,15 +15,15 @@ mod roles;
 /// to call them on a concrete store type; `dyn Store` has them all already).
 pub mod prelude {
     pub use crate::{
-        AdminStore, ApprovalStore, ClusterStore, ConfigStore, HistoryStore, OtpStore, OutboxStore,
-        Store, UserStore,
+        AdminStore, ApprovalStore, BinStore, ClusterStore, ConfigStore, HistoryStore, OtpStore,
+        OutboxStore, Store, UserStore,
     };
 }
 pub use copy::{copy_to_postgres, CopyReport, TableCopy};
 pub use outbox::{time_text, Composer, NewEmail, OutboxEmail, OutboxStatus, RetryTarget};
 pub use roles::{
-    AdminStore, ApprovalStore, ClusterStore, ConfigStore, HistoryStore, OtpSecret, OtpStore,
-    OutboxStore, UserStore,
+    AdminStore, ApprovalStore, BinStore, BinnedUser, ClusterStore, ConfigStore, HistoryStore,
+    OtpSecret, OtpStore, OutboxStore, UserStore,
 };
 /// The schema migrations of a backend, from `migrations/<dir>/`. ONE list for
 /// both backends, so a migration cannot be registered for one and forgotten
@@ -122,6 +122,11 @@ macro_rules! migrations {
                 16,
                 "OATH TOTP secrets",
                 include_str!(concat!("../migrations/", $dir, "/0016_otp.sql")),
+            ),
+            (
+                17,
+                "recycle bin",
+                include_str!(concat!("../migrations/", $dir, "/0017_recycle_bin.sql")),
             ),
         ];
         Migrator {
@@ -651,6 +656,7 @@ pub trait Store:
     + ClusterStore
     + OutboxStore
     + OtpStore
+    + BinStore
     + Send
     + Sync
 {
@@ -669,6 +675,8 @@ pub trait Applying: Send {
     /// Write `changes` as `Store::apply` would (checked first; an error
     /// leaves the transaction unusable: drop it).
     async fn write(&mut self, changes: &[Change]) -> Result<()>;
+    /// How many creates written so far were restores from the recycle bin.
+    fn restored(&self) -> usize;
     /// Set the watermark (when given), check the fence, commit everything
     /// written (the emails the composer queued with it included).
     async fn commit(self: Box<Self>, watermark: Option<&Watermark>) -> Result<()>;

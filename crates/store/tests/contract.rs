@@ -126,6 +126,9 @@ contract!(
     outbox_claim_send_retry_and_give_up,
     outbox_retry_requeues_failed_never_sent,
     otp_secrets_follow_their_user_and_accept_each_step_once,
+    removal_moves_the_user_into_the_bin_and_a_create_restores_it,
+    bin_restore_and_purge_by_name,
+    bin_retention_purges_by_age,
     #[ignore]
     hundred_thousand_creates,
 );
@@ -2529,4 +2532,167 @@ async fn outbox_retry_requeues_failed_never_sent(s: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+// ---------------------------------------------------------------- recycle bin
+
+/// A directory user with phones, a method and a language (the MFA data a restore brings back).
+fn phoned_user(name: &str, id: &str) -> MfaUser {
+    MfaUser {
+        mobile_phone: Some("+4915112345678".into()),
+        primary_phone: Some("+4915112345678".into()),
+        backup_phone: Some("+15551234567".into()),
+        method: Some("oath_token".into()),
+        language: Some("de".into()),
+        ..dir_user(name, id)
+    }
+}
+
+async fn removal_moves_the_user_into_the_bin_and_a_create_restores_it(s: &dyn Store) {
+    let a = phoned_user("alice", "id-a");
+    let b = full_user();
+    s.apply(&[create(&a), create(&b)], None).await.unwrap();
+    assert!(s.otp_enroll("alice", "v1:sealed-a", "admin").await.unwrap());
+    s.apply(&[remove(&a), remove(&b)], None).await.unwrap();
+    assert!(s.users().await.unwrap().is_empty());
+    assert!(s.otp_secret("alice").await.unwrap().is_none());
+    let bin = s.binned().await.unwrap();
+    assert_eq!(bin.len(), 2);
+    let ba = bin.iter().find(|x| x.user.username == "alice").unwrap();
+    assert_eq!(ba.user, a, "the complete row");
+    assert!(ba.otp);
+    assert_eq!(ba.reason, "no longer in the directory");
+    assert!(is_rfc3339_utc(&ba.deleted_at));
+    let bb = bin.iter().find(|x| x.user.username == b.username).unwrap();
+    assert_eq!(bb.user, b, "every field, enabled = false included");
+    assert!(!bb.otp);
+    let last = s.audit(1).await.unwrap();
+    assert_eq!(last[0].action, "remove");
+
+    // usernames are unique among live users only
+    let other = dir_user("ALICE", "id-other");
+    s.apply(&[create(&other)], None).await.unwrap();
+    s.apply(&[remove(&other)], None).await.unwrap();
+    assert_eq!(s.binned().await.unwrap().len(), 3);
+
+    // the same directory_id created again: restored, secret included, then as the directory says
+    let mut back = a.clone();
+    back.dn = Some("CN=alice,OU=Moved,DC=example,DC=com".into());
+    s.apply(&[create(&back)], None).await.unwrap();
+    assert_eq!(s.users().await.unwrap(), vec![back.clone()]);
+    let secret = s.otp_secret("alice").await.unwrap().unwrap();
+    assert_eq!(secret.sealed, "v1:sealed-a");
+    let bin = s.binned().await.unwrap();
+    assert_eq!(bin.len(), 2);
+    assert!(bin
+        .iter()
+        .all(|x| x.user.directory_id.as_deref() != Some("id-a")));
+    let last = s.audit(1).await.unwrap();
+    assert_eq!(last[0].action, "restore");
+    assert_eq!(last[0].actor, "sync");
+    assert_eq!(last[0].username.as_deref(), Some("alice"));
+    assert!(last[0].before.is_some() && last[0].after.is_some());
+    assert!(last[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("restored from the recycle bin"));
+    // and removed again: one bin entry per directory id
+    s.apply(&[remove(&back)], None).await.unwrap();
+    let bin = s.binned().await.unwrap();
+    assert_eq!(bin.len(), 3);
+    assert_eq!(bin[0].user, back, "most recently removed first");
+    assert!(bin[0].otp);
+}
+
+async fn bin_restore_and_purge_by_name(s: &dyn Store) {
+    let a = phoned_user("alice", "id-a");
+    let b = dir_user("bob", "id-b");
+    s.apply(&[create(&a), create(&b)], None).await.unwrap();
+    assert!(s.otp_enroll("alice", "v1:sealed-a", "admin").await.unwrap());
+    s.apply(&[remove(&a), remove(&b)], None).await.unwrap();
+
+    // db rekey reseals the binned secrets too
+    let binned = s.bin_otp_all().await.unwrap();
+    assert_eq!(binned.len(), 1);
+    assert_eq!(binned[0].1, "v1:sealed-a");
+    s.bin_otp_reseal(&[(binned[0].0, "v2:resealed".into())])
+        .await
+        .unwrap();
+
+    assert!(s.bin_restore("nobody", "admin").await.unwrap().is_none());
+    let restored = s.bin_restore("ALICE", "admin").await.unwrap().unwrap();
+    assert_eq!(restored.user, a);
+    assert_eq!(s.users().await.unwrap(), vec![a.clone()]);
+    assert_eq!(
+        s.otp_secret("alice").await.unwrap().unwrap().sealed,
+        "v2:resealed"
+    );
+    let last = s.audit(1).await.unwrap();
+    assert_eq!(
+        (last[0].action.as_str(), last[0].actor.as_str()),
+        ("restore", "admin")
+    );
+
+    // refused while a live user has the username
+    s.apply(&[remove(&a)], None).await.unwrap();
+    let taker = dir_user("Alice", "id-taker");
+    s.apply(&[create(&taker)], None).await.unwrap();
+    let refused = s.bin_restore("alice", "admin").await;
+    assert!(is_conflict(&refused), "{refused:?}");
+    assert_eq!(s.binned().await.unwrap().len(), 2, "nothing moved");
+    // by directory id too
+    assert!(is_conflict(&s.bin_restore("id-a", "admin").await));
+
+    // purge: gone for good, audited
+    assert!(s.bin_purge("nobody", "admin").await.unwrap().is_none());
+    let purged = s.bin_purge("id-a", "admin").await.unwrap().unwrap();
+    assert_eq!(purged.user.username, "alice");
+    let last = s.audit(1).await.unwrap();
+    assert_eq!(last[0].action, "purge");
+    assert!(last[0].before.is_some());
+    let left: Vec<String> = s
+        .binned()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.user.username)
+        .collect();
+    assert_eq!(left, vec!["bob".to_string()]);
+
+    // two entries with one username: named by directory id
+    s.apply(&[remove(&taker)], None).await.unwrap();
+    s.apply(&[create(&a)], None).await.unwrap();
+    s.apply(&[remove(&a)], None).await.unwrap();
+    assert!(is_conflict(&s.bin_purge("alice", "admin").await));
+    assert!(s.bin_purge("id-taker", "admin").await.unwrap().is_some());
+    assert!(s.bin_restore("alice", "admin").await.unwrap().is_some());
+}
+
+async fn bin_retention_purges_by_age(s: &dyn Store) {
+    let a = dir_user("alice", "id-a");
+    s.apply(&[create(&a)], None).await.unwrap();
+    s.apply(&[remove(&a)], None).await.unwrap();
+    assert_eq!(
+        s.bin_purge_before("2000-01-01T00:00:00Z", "test")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(s.binned().await.unwrap().len(), 1);
+    assert_eq!(
+        s.bin_purge_before("2100-01-01T00:00:00Z", "sync.retention = \"30d\"")
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.binned().await.unwrap().is_empty());
+    let last = s.audit(1).await.unwrap();
+    assert_eq!(
+        (last[0].action.as_str(), last[0].actor.as_str()),
+        ("bin-purged", "retention")
+    );
+    // a purged user comes back as a new one
+    s.apply(&[create(&a)], None).await.unwrap();
+    assert_eq!(s.audit(1).await.unwrap()[0].action, "create");
 }

@@ -36,6 +36,7 @@ const NAV: &[(&str, &str)] = &[
     ("/attributes", "Attributes"),
     ("/sync", "Synchronization"),
     ("/users", "Users"),
+    ("/recycle-bin", "Recycle bin"),
     ("/approvals", "Approvals"),
     ("/history", "Sync history"),
     ("/outbox", "Outbox"),

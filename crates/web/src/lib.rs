@@ -47,6 +47,7 @@ pub mod metrics;
 mod outbox;
 mod portal;
 mod progress;
+mod recycle;
 mod schemas;
 pub mod servers;
 mod settings;
@@ -270,6 +271,7 @@ pub fn router(
         .merge(syncpage::routes())
         .merge(progress::routes())
         .merge(users::routes())
+        .merge(recycle::routes())
         .merge(approvals::routes())
         .merge(history::routes())
         .merge(tokens::routes())

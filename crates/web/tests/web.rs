@@ -441,6 +441,7 @@ async fn portal_requires_sign_in() {
         "/history",
         "/outbox",
         "/tokens",
+        "/recycle-bin",
     ] {
         let resp = s
             .client
@@ -3480,4 +3481,116 @@ async fn approvals_decided_user_by_user_through_the_api_and_the_portal() {
     assert!(!calls.iter().any(|c| c.contains("for ben")), "{calls:?}");
     let a = s.store.approval("ap5").await.unwrap().unwrap();
     assert_eq!(a.still_pending(), ["ben", "dee"]);
+}
+
+/// The Recycle bin page lists what a sync removed (escaped), and its Restore
+/// and Purge buttons act only with the CSRF token, audited by the admin.
+#[tokio::test]
+async fn recycle_bin_page_restores_and_purges() {
+    use mfasync_core::plan::{Action, Change};
+    let s = serve().await;
+    let sess = s.session().await;
+    let change = |action: Action, u: &MfaUser| Change {
+        action,
+        user: u.clone(),
+        before: (action != Action::Create).then(|| u.clone()),
+        fields: vec![],
+        reason: (action == Action::Remove).then(|| "no longer in <OU=Gone>".to_string()),
+        raw: None,
+    };
+    let mut a = user("alice", true);
+    a.directory_id = Some("id-a".into());
+    a.source = Source::Directory;
+    let mut b = user("bob", true);
+    b.directory_id = Some("id-b".into());
+    b.source = Source::Directory;
+    s.store
+        .apply(
+            &[change(Action::Create, &a), change(Action::Create, &b)],
+            None,
+        )
+        .await
+        .unwrap();
+    let empty = s.get_page(&sess.cookie, "/recycle-bin").await;
+    assert!(empty.contains(r#"id="bin-empty""#), "{empty}");
+    s.store
+        .apply(
+            &[change(Action::Remove, &a), change(Action::Remove, &b)],
+            None,
+        )
+        .await
+        .unwrap();
+    let page = s.get_page(&sess.cookie, "/recycle-bin").await;
+    assert!(
+        page.contains(r#"<a href="/recycle-bin" class="active">Recycle bin</a>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains("no longer in &#60;OU=Gone&#62;")
+            || page.contains("no longer in &lt;OU=Gone&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<OU=Gone>"));
+    assert!(page.contains(r#"action="/recycle-bin/restore""#));
+    assert!(page.contains(r#"name="name" value="id-a""#));
+
+    let refused = s
+        .post_form(
+            &sess,
+            "/recycle-bin/restore",
+            &[("csrf", "wrong"), ("name", "id-a")],
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let done = s
+        .post_form(
+            &sess,
+            "/recycle-bin/restore",
+            &[("csrf", &sess.csrf), ("name", "id-a")],
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::OK);
+    assert!(done.text().await.unwrap().contains("alice restored."));
+    assert_eq!(s.store.users().await.unwrap(), vec![a.clone()]);
+    let audit = s.store.audit(1).await.unwrap();
+    assert_eq!(
+        (audit[0].action.as_str(), audit[0].actor.as_str()),
+        ("restore", ADMIN)
+    );
+
+    // refused while a live user has the username
+    let mut taker = user("bob", true);
+    taker.directory_id = Some("id-taker".into());
+    taker.source = Source::Directory;
+    s.store
+        .apply(&[change(Action::Create, &taker)], None)
+        .await
+        .unwrap();
+    let clash = s
+        .post_form(
+            &sess,
+            "/recycle-bin/restore",
+            &[("csrf", &sess.csrf), ("name", "id-b")],
+        )
+        .await;
+    assert_eq!(clash.status(), StatusCode::CONFLICT);
+    assert!(clash.text().await.unwrap().contains("the live user bob"));
+
+    let purged = s
+        .post_form(
+            &sess,
+            "/recycle-bin/purge",
+            &[("csrf", &sess.csrf), ("name", "id-b")],
+        )
+        .await;
+    assert_eq!(purged.status(), StatusCode::OK);
+    assert!(s.store.binned().await.unwrap().is_empty());
+    let gone = s
+        .post_form(
+            &sess,
+            "/recycle-bin/purge",
+            &[("csrf", &sess.csrf), ("name", "id-b")],
+        )
+        .await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
 }

@@ -100,6 +100,7 @@ fn every_key_set() -> Config {
                 id: Some("5c0a1e2f-0000-4000-8000-000000000001".into()),
                 max_departures: Some(3),
             }],
+            retention: "14d".into(),
         },
         smtp: Some(Smtp {
             server: "smtp://mail.example.com".into(),

@@ -6,6 +6,7 @@ pub mod admins;
 pub mod approvals;
 pub mod audit;
 pub mod auth;
+pub mod bin;
 pub mod config;
 pub mod directory;
 pub mod history;

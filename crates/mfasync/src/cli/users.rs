@@ -1,15 +1,52 @@
-//! `users export` and `users otp enroll|remove`.
+//! `users export` and `users otp enroll|remove` (the recycle bin: `cli::bin`).
 
 use crate::{open_store, print_json, CmdResult, Failure, Format};
+use mfasync_core::MfaUser;
 use mfasync_engine::{export, otp, secrets};
 
-/// `users export [--format] [--raw]`.
-pub async fn export(database: &str, format: crate::Format, raw: bool) -> CmdResult {
+/// A user of `users export --include-deleted --format json`: the export
+/// fields, then `deleted_at` for one in the recycle bin.
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    user: &'a MfaUser,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted_at: Option<&'a str>,
+}
+
+/// `users export [--format] [--raw] [--include-deleted]`.
+pub async fn export(
+    database: &str,
+    format: crate::Format,
+    raw: bool,
+    include_deleted: bool,
+) -> CmdResult {
     let store = open_store(database).await?;
     let users = store
         .users()
         .await
         .map_err(|e| Failure::Refused(e.to_string()))?;
+    if include_deleted {
+        let bin = store
+            .binned()
+            .await
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+        let rows: Vec<(&MfaUser, Option<&str>)> = users
+            .iter()
+            .map(|u| (u, None))
+            .chain(bin.iter().map(|b| (&b.user, Some(b.deleted_at.as_str()))))
+            .collect();
+        return match format {
+            Format::Json => print_json(
+                &rows
+                    .iter()
+                    .map(|&(user, deleted_at)| Row { user, deleted_at })
+                    .collect::<Vec<_>>(),
+            ),
+            Format::Csv => export::write_csv_rows(&rows, std::io::stdout().lock(), raw)
+                .map_err(Failure::Refused),
+        };
+    }
     match format {
         Format::Json => print_json(&users),
         Format::Csv => {

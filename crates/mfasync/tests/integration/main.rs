@@ -21,6 +21,7 @@ mod lockout;
 mod openldap;
 mod operator;
 mod radius;
+mod recycle_bin;
 mod secrets;
 mod serve;
 mod service;

@@ -5,6 +5,7 @@
 
 pub(crate) mod admins;
 pub(crate) mod approvals;
+pub(crate) mod bin;
 pub(crate) mod cluster;
 pub(crate) mod configs;
 pub(crate) mod history;
@@ -14,6 +15,7 @@ pub(crate) mod users;
 
 pub use admins::AdminStore;
 pub use approvals::ApprovalStore;
+pub use bin::{BinStore, BinnedUser};
 pub use cluster::ClusterStore;
 pub use configs::ConfigStore;
 pub use history::HistoryStore;
@@ -32,6 +34,7 @@ macro_rules! impl_roles {
         $crate::roles::cluster::impl_cluster_store!($store, $db);
         $crate::roles::outbox::impl_outbox_store!($store, $db);
         $crate::roles::otp::impl_otp_store!($store, $db);
+        $crate::roles::bin::impl_bin_store!($store, $db);
     };
 }
 pub(crate) use impl_roles;

@@ -182,6 +182,7 @@ macro_rules! impl_user_store {
                     at: now()?,
                     failed: false,
                     writes: 0,
+                    restored: 0,
                 }))
             }
 
