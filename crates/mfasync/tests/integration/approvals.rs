@@ -1095,6 +1095,18 @@ fn users_approved_and_rejected_one_by_one() {
     assert_eq!(v["status"], "pending", "{v}");
     assert_eq!(names(&v["still_pending"]), ["pu3", "pu4", "pu5"]);
     assert!(m.user("pu1").is_none() && m.user("pu2").is_none());
+    // (in the recycle bin, not gone)
+    let mut binned: Vec<String> = m
+        .ok(&["--json", "users", "deleted"])
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|b| b["username"].as_str().map(str::to_string))
+        .collect();
+    binned.sort();
+    assert_eq!(binned, ["pu1", "pu2"]);
     for u in ["pu3", "pu4", "pu5", "pu6"] {
         assert!(m.user(u).is_some(), "{u} kept");
     }
