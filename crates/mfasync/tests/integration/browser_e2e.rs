@@ -427,7 +427,7 @@ async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
     for u in ["a1", "a2", "a3"] {
         assert!(page.contains(&format!("<td>{u}</td>")), "{u}: {page}");
     }
-    d.click("form[action$=\"/approve\"] button").await;
+    d.click("form.inline[action$=\"/approve\"] button").await;
     d.wait_source("approved.").await;
     d.wait_source("No approvals are pending").await;
     assert_eq!(usernames(&m), vec!["b1", "b2"], "the removals were applied");

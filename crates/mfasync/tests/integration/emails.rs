@@ -289,10 +289,10 @@ fn serve_sends_the_emails_of_its_cycles() {
         .spawn()
         .expect("spawn serve");
     // its first cycle creates the users; the sender delivers their emails
-    let t0 = std::time::Instant::now();
-    while sink.messages().len() < 2 && t0.elapsed() < std::time::Duration::from_secs(90) {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    // (and marks them sent after the SMTP server took them)
+    crate::common::wait_for("2 emails sent", std::time::Duration::from_secs(90), || {
+        outbox(&m, Some("sent")).len() >= 2
+    });
     let _ = child.kill();
     let _ = child.wait();
     let want: Vec<String> = (1..=2)
