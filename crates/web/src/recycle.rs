@@ -111,14 +111,7 @@ async fn restore(
     Extension(admin): Extension<Admin>,
     Form(form): Form<EntryForm>,
 ) -> Response {
-    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
-        return r;
-    }
-    let done = app.store.bin_restore(&form.name, &admin.username).await;
-    match outcome(done, "restored") {
-        Ok((status, flash)) => list(&app, &admin, status, vec![flash]).await,
-        Err(e) => db_error(Some(&admin), e),
-    }
+    decide(&app, &admin, &form, BinOp::Restore).await
 }
 
 /// `POST /recycle-bin/purge`: the user deleted for good.
@@ -127,12 +120,32 @@ async fn purge(
     Extension(admin): Extension<Admin>,
     Form(form): Form<EntryForm>,
 ) -> Response {
-    if let Some(r) = csrf_refusal(&admin, &form.csrf) {
+    decide(&app, &admin, &form, BinOp::Purge).await
+}
+
+/// What a button of the page does to a binned user.
+enum BinOp {
+    Restore,
+    Purge,
+}
+
+/// Restore or purge the entry `form` names, then the list again.
+async fn decide(app: &App, admin: &Admin, form: &EntryForm, op: BinOp) -> Response {
+    if let Some(r) = csrf_refusal(admin, &form.csrf) {
         return r;
     }
-    let done = app.store.bin_purge(&form.name, &admin.username).await;
-    match outcome(done, "purged") {
-        Ok((status, flash)) => list(&app, &admin, status, vec![flash]).await,
-        Err(e) => db_error(Some(&admin), e),
+    let (done, what) = match op {
+        BinOp::Restore => (
+            app.store.bin_restore(&form.name, &admin.username).await,
+            "restored",
+        ),
+        BinOp::Purge => (
+            app.store.bin_purge(&form.name, &admin.username).await,
+            "purged",
+        ),
+    };
+    match outcome(done, what) {
+        Ok((status, flash)) => list(app, admin, status, vec![flash]).await,
+        Err(e) => db_error(Some(admin), e),
     }
 }

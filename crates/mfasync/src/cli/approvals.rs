@@ -1,6 +1,7 @@
 //! `approvals list|approve|reject`.
 
 use mfasync_core::config::Config;
+use mfasync_core::plan::Action;
 use mfasync_core::report::{Approved, Rejected};
 use mfasync_engine::approvals::{expire, pending_of, who};
 use mfasync_engine::decisions::{approve, reject};
@@ -78,19 +79,14 @@ pub async fn cli_approve(
     let r = approve(store, cfg, id, users, &who())
         .await
         .map_err(|e| crate::Failure::Refused(format!("cannot approve: {e:#}")))?;
-    let count = |action: &str| {
-        r.applied
-            .iter()
-            .filter(|c| c.action.as_str() == action)
-            .count()
-    };
+    let count = |action: Action| r.applied.iter().filter(|c| c.action == action).count();
     let still = r.approval.still_pending();
     if json {
         return crate::print_json(&Approved {
-            disabled: count("disable"),
+            disabled: count(Action::Disable),
             id: r.approval.id.clone(),
             no_longer_needed: r.dropped.iter().map(|h| h.username.clone()).collect(),
-            removed: count("remove"),
+            removed: count(Action::Remove),
             status: r.approval.status.as_str().to_string(),
             still_pending: still.clone(),
         });
@@ -102,8 +98,8 @@ pub async fn cli_approve(
     crate::terminal::say!(
         "approval {}{whom} approved: {} disabled, {} removed",
         r.approval.id,
-        count("disable"),
-        count("remove")
+        count(Action::Disable),
+        count(Action::Remove)
     );
     for h in &r.dropped {
         crate::terminal::say!(
