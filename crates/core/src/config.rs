@@ -507,6 +507,21 @@ pub enum PhoneKind {
     Custom,
 }
 
+impl PhoneKind {
+    /// As the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhoneKind::Business => "business",
+            PhoneKind::Home => "home",
+            PhoneKind::Pager => "pager",
+            PhoneKind::Mobile => "mobile",
+            PhoneKind::Fax => "fax",
+            PhoneKind::Ip => "ip",
+            PhoneKind::Custom => "custom",
+        }
+    }
+}
+
 /// MFA settings given to users that an item holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

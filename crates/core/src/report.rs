@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod directory;
+pub mod explain;
 
 use crate::plan::Action;
 

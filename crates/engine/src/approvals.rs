@@ -216,7 +216,7 @@ async fn split_plan(store: &dyn Store, cfg: &Config, plan: &Plan) -> Result<Spli
 }
 
 /// The directory users stored before this cycle (what a percentage is of).
-async fn directory_users(store: &dyn Store) -> Result<usize> {
+pub(crate) async fn directory_users(store: &dyn Store) -> Result<usize> {
     let mut n = 0usize;
     let mut count = |d: mfasync_core::plan::StoredDigest| {
         if d.source == mfasync_core::Source::Directory {

@@ -244,7 +244,7 @@ struct Candidate {
     entry: Option<DirectoryUser>,
 }
 
-struct Resolver<'a> {
+pub(crate) struct Resolver<'a> {
     client: &'a mut Client,
     /// The other domains' connections: an entry is read from its own domain's DCs.
     domains: &'a mut Domains,
@@ -259,6 +259,48 @@ struct Resolver<'a> {
     /// Direct groups of a DN (normalised DN -> (normalised, as written) group DNs).
     groups_of: HashMap<String, Vec<(String, String)>>,
     reads: usize,
+}
+
+impl<'a> Resolver<'a> {
+    /// A resolver for `cfg`'s items: groups searched in each group item's
+    /// naming context; `fetched`, the other domains whose changes were read.
+    pub(crate) fn new(
+        client: &'a mut Client,
+        domains: &'a mut Domains,
+        cfg: &'a Config,
+        base: &str,
+        fetched: Vec<String>,
+    ) -> Result<Self> {
+        let mut group_bases: Vec<String> = Vec::new();
+        for i in cfg
+            .sync
+            .items
+            .iter()
+            .filter(|i| i.kind == ItemKind::SecurityGroup)
+        {
+            // each group item's naming context, as its own domain's DCs name it
+            let nc = match domains.for_dn(cfg, &i.dn)? {
+                Some(c) => naming_context(c, &i.dn),
+                None => naming_context(client, &i.dn),
+            };
+            group_bases.push(nc);
+        }
+        group_bases.sort();
+        group_bases.dedup();
+        let fsp_nc =
+            crate::domains::follows_other_domains(cfg).then(|| naming_context(client, base));
+        Ok(Resolver {
+            client,
+            domains,
+            cfg,
+            attrs: cfg.attributes.user_attributes(),
+            group_bases,
+            fsp_nc,
+            fetched,
+            groups_of: HashMap::new(),
+            reads: 0,
+        })
+    }
 }
 
 impl Resolver<'_> {
@@ -288,7 +330,7 @@ impl Resolver<'_> {
         }
     }
 
-    async fn read_user(&mut self, dn: &str) -> Result<Option<Entry>> {
+    pub(crate) async fn read_user(&mut self, dn: &str) -> Result<Option<Entry>> {
         let (f, a) = (self.cfg.filters.user.clone(), self.attrs.clone());
         self.base_match(dn, &f, &a).await
     }
@@ -488,6 +530,40 @@ impl Resolver<'_> {
         })
     }
 
+    /// The nested groups through which `dn` is a member of `group`: empty
+    /// when a direct member, from the group holding `dn` outwards; None when
+    /// not a member at all (`users explain`).
+    pub(crate) async fn group_path(
+        &mut self,
+        group: &str,
+        dn: &str,
+    ) -> Result<Option<Vec<String>>> {
+        let target = normalize_dn(group);
+        // group (normalised) -> (the group below it on the way, None for `dn`; as written)
+        let mut from: HashMap<String, (Option<String>, String)> = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([(None::<String>, dn.to_string())]);
+        while let Some((below, x)) = queue.pop_front() {
+            for (n, orig) in self.direct_groups(&x).await? {
+                if from.contains_key(&n) {
+                    continue;
+                }
+                from.insert(n.clone(), (below.clone(), orig.clone()));
+                if n == target {
+                    let mut chain = Vec::new();
+                    let mut cur = below.clone();
+                    while let Some((next, written)) = cur.as_ref().and_then(|c| from.get(c)) {
+                        chain.push(written.clone());
+                        cur = next.clone();
+                    }
+                    chain.reverse();
+                    return Ok(Some(chain));
+                }
+                queue.push_back((Some(n), orig));
+            }
+        }
+        Ok(None)
+    }
+
     /// The index of the first item that holds `dn`.
     async fn first_item(&mut self, dn: &str) -> Result<Option<usize>> {
         for (i, item) in self.cfg.sync.items.iter().enumerate() {
@@ -600,34 +676,8 @@ pub async fn cycle(
         "fetched incremental changes"
     );
     let a = &cfg.attributes;
-    let mut group_bases: Vec<String> = Vec::new();
-    for i in cfg
-        .sync
-        .items
-        .iter()
-        .filter(|i| i.kind == ItemKind::SecurityGroup)
-    {
-        // each group item's naming context, as its own domain's DCs name it
-        let nc = match domains.for_dn(cfg, &i.dn)? {
-            Some(c) => naming_context(c, &i.dn),
-            None => naming_context(client, &i.dn),
-        };
-        group_bases.push(nc);
-    }
-    group_bases.sort();
-    group_bases.dedup();
-    let fsp_nc = crate::domains::follows_other_domains(cfg).then(|| naming_context(client, base));
-    let mut r = Resolver {
-        client,
-        domains,
-        cfg,
-        attrs: a.user_attributes(),
-        group_bases,
-        fsp_nc,
-        fetched: others.iter().map(|o| o.domain.clone()).collect(),
-        groups_of: HashMap::new(),
-        reads: 0,
-    };
+    let fetched = others.iter().map(|o| o.domain.clone()).collect();
+    let mut r = Resolver::new(client, domains, cfg, base, fetched)?;
 
     let item_index: HashMap<&str, usize> = cfg
         .sync

@@ -18,6 +18,7 @@ pub mod decisions;
 pub mod domains;
 pub mod emails;
 pub mod error;
+pub mod explain;
 pub mod export;
 mod full;
 pub mod incremental;
@@ -35,6 +36,7 @@ mod protected;
 mod read;
 pub mod retention;
 pub mod secrets;
+pub mod single;
 pub mod sync;
 
 pub use error::{EngineError, Result, ResultExt};

@@ -89,6 +89,10 @@ enum Command {
         /// Compute and print what a sync would change; change nothing
         #[arg(long)]
         plan: bool,
+        /// Only this user (a username or a DN), read from the directory now;
+        /// nobody else is looked at, so nobody else is disabled or removed
+        #[arg(long, value_name = "NAME|DN", conflicts_with = "full")]
+        user: Option<String>,
     },
     /// The MFA users
     Users {
@@ -274,6 +278,13 @@ enum UsersCmd {
         /// Also the users in the recycle bin, with an extra field deleted_at
         #[arg(long)]
         include_deleted: bool,
+    },
+    /// Why a user is (or is not) an MFA user: its entry read now and decided
+    /// step by step as a sync would, against what is stored
+    Explain {
+        /// A username or a DN
+        #[arg(value_name = "NAME|DN")]
+        name: String,
     },
     /// The recycle bin: users a sync removed, kept for sync.retention
     Deleted,
@@ -473,7 +484,17 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Directory {
             cmd: DirectoryCmd::Test,
         } => cli::directory::test(&cli.database, cli.json).await,
-        Command::Sync { full, plan } => cli::sync::run(&cli.database, full, plan, cli.json).await,
+        Command::Sync {
+            user: Some(user),
+            plan,
+            ..
+        } => cli::sync::run_user(&cli.database, &user, plan, cli.json).await,
+        Command::Sync { full, plan, .. } => {
+            cli::sync::run(&cli.database, full, plan, cli.json).await
+        }
+        Command::Users {
+            cmd: UsersCmd::Explain { name },
+        } => cli::explain::run(&cli.database, &name, cli.json).await,
         Command::Users {
             cmd:
                 UsersCmd::Export {

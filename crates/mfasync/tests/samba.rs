@@ -775,3 +775,36 @@ fn protected_users_outside_every_item_are_never_disabled() {
     assert_eq!(enabled("ggroup@mfa.test"), Some(true));
     assert_eq!(enabled("gplain@mfa.test"), Some(false));
 }
+
+/// Issue 22 on Active Directory: `users explain` names a disabled account as
+/// the deciding step and a username taken from the backup attribute;
+/// `sync --user` makes that one user, disabled.
+#[test]
+fn explain_names_a_disabled_account_and_sync_user_makes_it_disabled() {
+    let m = Mfa::new();
+    let items = item("container", &format!("OU=Sales,OU=People,{BASE}"), "");
+    m.apply(&config(false, &items));
+    let e = m.ok(&["--json", "users", "explain", "dan@mfa.test"]).json();
+    assert_eq!(e["decision"]["step"], "account_disabled", "{e:#}");
+    assert_eq!(e["decision"]["action"], "create", "{e:#}");
+    assert_eq!(e["entry"]["account_disabled"], true, "{e:#}");
+    assert_eq!(e["entry"]["unique_id"], guid_of("dan"), "{e:#}");
+    assert_eq!(e["would_write"]["enabled"], false, "{e:#}");
+    assert_eq!(e["items"][0]["how"], "directly in the container", "{e:#}");
+    // bob has no userPrincipalName: the backup attribute names him
+    let e = m.ok(&["--json", "users", "explain", "bob"]).json();
+    assert_eq!(e["username"]["kind"], "backup", "{e:#}");
+    assert_eq!(e["decision"]["step"], "item", "{e:#}");
+    assert!(
+        e["items"][0]["how"].as_str().unwrap().contains("below it"),
+        "bob is in OU=EMEA under Sales: {e:#}"
+    );
+    // one user made, disabled; nobody else
+    let s = m.ok(&["--json", "sync", "--user", "dan"]).json();
+    assert_eq!(s["action"], "create", "{s:#}");
+    assert_eq!(s["step"], "account_disabled", "{s:#}");
+    let users = m.users();
+    assert_eq!(users.len(), 1, "{users:?}");
+    assert_eq!(users[0]["username"], "dan@mfa.test");
+    assert_eq!(users[0]["enabled"], false);
+}

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bin;
 pub mod config;
 pub mod directory;
+pub mod explain;
 pub mod history;
 pub mod outbox;
 pub mod rekey;

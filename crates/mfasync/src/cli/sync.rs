@@ -1,4 +1,4 @@
-//! `sync [--full] [--plan]`.
+//! `sync [--full] [--plan]` and `sync --user NAME|DN [--plan]`.
 
 use crate::{active_config, logging, open_store, CmdResult, Failure};
 use mfasync_core::plan::Action;
@@ -164,4 +164,51 @@ fn abort_after_commit_for_tests() {
             .status();
         std::process::abort();
     }
+}
+
+/// `sync --user NAME|DN [--plan]`: that one user now, under the CLI lease,
+/// then the email it queued.
+pub async fn run_user(database: &str, query: &str, plan: bool, json: bool) -> CmdResult {
+    let store: std::sync::Arc<dyn mfasync_store::Store> = open_store(database).await?.into();
+    let cfg = active_config(store.as_ref()).await?;
+    let lease = match plan {
+        true => None,
+        false => Some(
+            CliLease::take(store.as_ref(), "sync --user")
+                .await
+                .map_err(Failure::Refused)?,
+        ),
+    };
+    let work = async {
+        let synced = mfasync_engine::single::sync_user(store.as_ref(), &cfg, query, plan).await;
+        if matches!(&synced, Ok(s) if s.applied) {
+            outbox::deliver_before_exit(store.as_ref(), &cfg).await;
+        }
+        synced
+    };
+    let synced = match &lease {
+        Some(l) => l.hold(&store, work).await,
+        None => work.await,
+    };
+    if let Some(l) = lease {
+        l.release(store.as_ref()).await;
+    }
+    store.close().await;
+    let s = synced
+        .map_err(|e| Failure::Refused(format!("cannot sync {query}, nothing changed: {e:#}")))?;
+    if json {
+        return crate::print_json(&s);
+    }
+    let who = s.username.as_deref().unwrap_or(query);
+    let fields = match s.fields.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", s.fields.join(", ")),
+    };
+    let done = match (s.applied, plan) {
+        (true, _) => "",
+        (false, true) => " (plan only, nothing changed)",
+        (false, false) => " (nothing written)",
+    };
+    crate::terminal::say!("{} {who}{fields}{done}: {}", s.action, s.reason);
+    Ok(())
 }

@@ -14,6 +14,7 @@ mod auth_equal;
 mod browser_e2e;
 mod cluster;
 mod emails;
+mod explain;
 mod fake_ad;
 mod hostile;
 mod incremental_openldap;
