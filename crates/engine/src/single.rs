@@ -10,13 +10,15 @@ use mfasync_core::report::explain::UserSynced;
 use mfasync_core::safeguard::{self, Limits, Protection};
 use mfasync_store::Store;
 
-/// Sync the user `query` names (a username or a DN); with `plan_only`,
-/// only say what would change. The caller holds the sync lease.
+/// Sync the user `query` names (a username or a DN) at `actor`'s request
+/// (audited); with `plan_only`, only say what would change. The caller
+/// holds the sync lease.
 pub async fn sync_user(
     store: &dyn Store,
     cfg: &Config,
     query: &str,
     plan_only: bool,
+    actor: &str,
 ) -> Result<UserSynced> {
     let resolved = crate::explain::resolve(store, cfg, query).await?;
     let ex = &resolved.explanation;
@@ -75,6 +77,10 @@ pub async fn sync_user(
     let _emails = crate::emails::Armed::arm(store, cfg);
     store.apply(&split.now, None).await?;
     out.applied = true;
+    let detail = format!("sync --user {query}: {}", out.action);
+    if let Err(e) = store.audit_event(actor, "sync-user", &detail).await {
+        tracing::error!(target: "mfasync::sync", "cannot record the one-user sync in the audit trail: {e}");
+    }
     tracing::info!(target: "mfasync::sync",
         user = out.username.as_deref().unwrap_or_default(),
         action = out.action.as_str(),

@@ -314,6 +314,34 @@ impl mfasync_web::Backend for ServiceBackend {
         self.cycle(false, true).await
     }
 
+    async fn explain_user(
+        &self,
+        query: &str,
+    ) -> Result<mfasync_core::report::explain::Explanation, String> {
+        let cfg = self.config().await?;
+        mfasync_engine::explain::explain(self.store.as_ref(), &cfg, query)
+            .await
+            .map_err(|e| format!("cannot explain {query}: {e:#}"))
+    }
+
+    async fn sync_user(
+        &self,
+        query: &str,
+        actor: &str,
+    ) -> Result<mfasync_core::report::explain::UserSynced, String> {
+        // only the server that runs synchronization writes users
+        if let Some(why) = self.cluster.get().map(|c| c.not_runner()) {
+            if let Some(why) = why.await {
+                return Err(format!("cannot sync {query}: {why}"));
+            }
+        }
+        let cfg = self.config().await?;
+        let _one_at_a_time = self.sync_lock.lock().await;
+        mfasync_engine::single::sync_user(self.store.as_ref(), &cfg, query, false, actor)
+            .await
+            .map_err(|e| format!("cannot sync {query}, nothing changed: {e:#}"))
+    }
+
     async fn approve(&self, id: &str, users: &[String], actor: &str) -> Result<Approved, String> {
         if let Some(why) = self.cluster.get().map(|c| c.not_runner()) {
             if let Some(why) = why.await {

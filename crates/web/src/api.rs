@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use mfasync_core::auth::Reason;
 use mfasync_core::lockout::{Account, Refusal};
 use mfasync_core::report::directory::TestReport;
+use mfasync_core::report::explain::{Explanation, UserSynced};
 use mfasync_core::report::{ApprovalListed, Approved, Rejected, SyncNow, SyncReport};
 use mfasync_core::MfaUser;
 use mfasync_store::Approval;
@@ -36,6 +37,8 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(sync_now))
         .routes(routes!(crate::jobs::api_job))
         .routes(routes!(user_history))
+        .routes(routes!(explain_user))
+        .routes(routes!(sync_user))
         .routes(routes!(plan))
         .routes(routes!(users))
         .routes(routes!(approvals))
@@ -553,5 +556,45 @@ async fn auth(
             app.metrics.record_auth(Some(reason.as_str()));
             Json(json!({ "ok": false, "reason": reason.as_str() })).into_response()
         }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/users/{username}/explain",
+    summary = "Why a user is (or is not) an MFA user: its entry read now and decided step by step",
+    params(("username" = String, Path, description = "A username or a DN")),
+    responses(
+        (status = 200, description = "The explanation", body = Explanation),
+        (status = 500, description = "The directory or the database failed", body = Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
+async fn explain_user(State(app): State<App>, Path(name): Path<String>) -> Response {
+    match app.backend.explain_user(&name).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/users/{username}/sync",
+    summary = "Synchronize one user now: its entry read and applied alone (nobody else departs)",
+    params(("username" = String, Path, description = "A username or a DN")),
+    responses(
+        (status = 200, description = "What was done", body = UserSynced),
+        (status = 500, description = "Nothing changed: the directory or the database failed, or this server does not run synchronization", body = Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
+async fn sync_user(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+) -> Response {
+    match app.backend.sync_user(&name, &admin.username).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

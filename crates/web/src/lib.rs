@@ -25,6 +25,7 @@ use axum::Router;
 use mfasync_core::auth::Reason;
 use mfasync_core::lockout::{Account, Gate};
 use mfasync_core::report::directory::TestReport;
+use mfasync_core::report::explain::{Explanation, UserSynced};
 use mfasync_core::report::{Approved, Rejected, SyncNow, SyncProgress, SyncReport};
 use mfasync_store::Store;
 
@@ -39,6 +40,7 @@ mod charts;
 mod confedit;
 mod docs;
 mod expiry;
+mod explain;
 mod history;
 mod jobs;
 mod kit;
@@ -110,6 +112,15 @@ pub trait Backend: Send + Sync {
     /// Reject a pending approval as `actor` (`approvals reject ID`); only the
     /// held `users` when some are named (`--user`).
     async fn reject(&self, id: &str, users: &[String], actor: &str) -> Result<Rejected, String>;
+    /// `users explain NAME|DN`: the user's entry read now and decided step
+    /// by step as a sync would.
+    async fn explain_user(&self, _query: &str) -> Result<Explanation, String> {
+        Err("explaining a user is not available".into())
+    }
+    /// `sync --user NAME|DN` at `actor`'s request: that one user now.
+    async fn sync_user(&self, _query: &str, _actor: &str) -> Result<UserSynced, String> {
+        Err("synchronizing one user is not available".into())
+    }
     /// Verify a password by LDAP bind (`auth USERNAME`).
     async fn auth(&self, username: &str, password: &str) -> Result<(), Reason>;
     /// `auth` under the service's password-guessing limits: `gate` is asked
@@ -271,6 +282,7 @@ pub fn router(
         .merge(syncpage::routes())
         .merge(progress::routes())
         .merge(users::routes())
+        .merge(explain::routes())
         .merge(recycle::routes())
         .merge(approvals::routes())
         .merge(history::routes())

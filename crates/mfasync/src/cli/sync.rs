@@ -180,7 +180,8 @@ pub async fn run_user(database: &str, query: &str, plan: bool, json: bool) -> Cm
         ),
     };
     let work = async {
-        let synced = mfasync_engine::single::sync_user(store.as_ref(), &cfg, query, plan).await;
+        let synced =
+            mfasync_engine::single::sync_user(store.as_ref(), &cfg, query, plan, "cli").await;
         if matches!(&synced, Ok(s) if s.applied) {
             outbox::deliver_before_exit(store.as_ref(), &cfg).await;
         }

@@ -52,6 +52,11 @@ fn slapd() -> &'static Slapd {
 
 /// Items: the group cn=First (nested), then the containers ou=People and ou=Crowd.
 fn configured() -> Mfa {
+    configured_with("")
+}
+
+/// `configured`, with these lines in `[sync]`.
+fn configured_with(sync: &str) -> Mfa {
     let s = slapd();
     let head = crate::common::openldap_directory(
         &format!("\"{}\"", s.url),
@@ -66,6 +71,8 @@ fn configured() -> Mfa {
     let m = Mfa::new();
     m.apply(&format!(
         r#"{head}
+[sync]
+{sync}
 [[sync.items]]
 kind = "security-group"
 dn = "cn=First,ou=Groups,{BASE}"
@@ -191,9 +198,19 @@ fn sync_user_changes_that_user_only() {
         "dn: uid=dave,ou=People,{BASE}\nchangetype: modify\nreplace: mobile\nmobile: +1 555 010 0777\n\n"
     ));
     slapd().ldapmodify(&ldif);
-    // the plan of a full sync would change all 51
-    let plan = m.ok(&["--json", "sync", "--plan", "--full"]).json();
-    assert_eq!(plan["updated"], CROWD as u64 + 1, "{plan:#}");
+    // the plan of a full sync would change all 51 (other tests edit alice and carol)
+    let planned = |m: &Mfa| -> Vec<String> {
+        let plan = m.ok(&["--json", "sync", "--plan", "--full"]).json();
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["action"] == "update")
+            .map(|c| c["username"].as_str().unwrap().to_string())
+            .filter(|u| u.starts_with("crowd") || u == "dave")
+            .collect()
+    };
+    assert_eq!(planned(&m).len(), CROWD + 1);
 
     let s = m.ok(&["--json", "sync", "--user", "dave"]).json();
     assert_eq!(s["action"], "update", "{s:#}");
@@ -222,8 +239,9 @@ fn sync_user_changes_that_user_only() {
     let s = m.ok(&["--json", "sync", "--user", "dave"]).json();
     assert_eq!(s["action"], "unchanged", "{s:#}");
     assert_eq!(s["applied"], false, "{s:#}");
-    let plan = m.ok(&["--json", "sync", "--plan", "--full"]).json();
-    assert_eq!(plan["updated"], CROWD as u64, "{plan:#}");
+    let next = planned(&m);
+    assert_eq!(next.len(), CROWD, "{next:?}");
+    assert!(!next.contains(&"dave".to_string()));
 }
 
 #[test]
@@ -241,4 +259,138 @@ fn sync_user_creates_one_user_and_departs_nobody_else() {
     let s = m.ok(&["--json", "sync", "--user", "nobody"]).json();
     assert_eq!(s["action"], "none", "{s:#}");
     assert_eq!(m.users().len(), 1);
+}
+
+/// `serve` on `m`'s database (sync cycles off): its base URL, and the child
+/// killed when the test ends.
+fn serve(m: &Mfa) -> (String, crate::common::KillOnDrop) {
+    let addr = format!("127.0.0.1:{}", mfasync_testkit::free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mfasync"))
+        .args(["--database", &m.url, "serve", "--listen", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let child = crate::common::KillOnDrop(child);
+    let base = format!("http://{addr}");
+    crate::common::wait_for("serve", std::time::Duration::from_secs(20), || {
+        curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{base}/healthz"),
+        ]) == "200"
+    });
+    (base, child)
+}
+
+/// curl's standard output.
+fn curl(args: &[&str]) -> String {
+    let o = std::process::Command::new("curl")
+        .args(args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The API with curl, and the portal's user page in a signed-in session.
+#[test]
+fn the_api_and_the_portal_explain_and_sync_one_user() {
+    // no scheduled cycle while the test runs
+    let m = configured_with("enabled = false");
+    m.sync_full();
+    let token = "explain-api-token-0123456789";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = mfasync_store::open(&m.url).await.unwrap();
+        crate::common::add_api_token(store.as_ref(), "admin", "test", token).await;
+    });
+    let password = "portal-Passw0rd-explain";
+    m.run_stdin(
+        &["admin", "set-password", "admin", "--password-stdin"],
+        password,
+    );
+    let (base, _serve) = serve(&m);
+    let phone = |n: &str| {
+        slapd().ldapmodify(&format!(
+            "dn: uid=alice,ou=People,{BASE}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +1 555 010 {n}\n"
+        ))
+    };
+    phone("0444");
+    let auth = format!("Authorization: Bearer {token}");
+    let api = |method: &str, path: &str| -> Value {
+        let out = curl(&[
+            "-s",
+            "-X",
+            method,
+            "-H",
+            &auth,
+            &format!("{base}/api/v1{path}"),
+        ]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path}: {e}: {out}"))
+    };
+    let e = api("GET", "/users/alice/explain");
+    assert_eq!(e["decision"]["action"], "update", "{e:#}");
+    assert_eq!(e["decision"]["item"], 0, "{e:#}");
+    let synced = api("POST", "/users/alice/sync");
+    assert_eq!(synced["action"], "update", "{synced:#}");
+    assert_eq!(synced["applied"], true, "{synced:#}");
+    assert_eq!(m.user("alice").unwrap()["primary_phone"], "+15550100444");
+    let e = api("GET", "/users/alice/explain");
+    assert_eq!(e["decision"]["action"], "unchanged", "{e:#}");
+
+    // the portal: the user page links to the explanation; its button syncs
+    phone("0555");
+    rt.block_on(async {
+        use crate::common::portal::{between, sign_in};
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let session = sign_in(&http, &base, "admin", password).await;
+        let get = |path: String| {
+            let (http, session) = (http.clone(), session.clone());
+            async move {
+                let r = http
+                    .get(path)
+                    .header("cookie", session)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.text().await.unwrap()
+            }
+        };
+        let page = get(format!("{base}/users/alice")).await;
+        assert!(page.contains("href=\"/users/alice/explain\""), "{page}");
+        let page = get(format!("{base}/users/alice/explain")).await;
+        assert!(
+            page.contains("decided by <code>sync.items[0]</code>"),
+            "{page}"
+        );
+        assert!(page.contains("a direct member"), "{page}");
+        assert!(
+            page.contains("+15550100555"),
+            "the phone a sync would write: {page}"
+        );
+        let csrf = between(&page, "name=\"csrf\" value=\"", "\"");
+        let r = http
+            .post(format!("{base}/users/alice/sync"))
+            .header("cookie", &session)
+            .header("origin", &base)
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("update (business_phone, primary_phone)"),
+            "{text}"
+        );
+    });
+    assert_eq!(m.user("alice").unwrap()["primary_phone"], "+15550100555");
 }
