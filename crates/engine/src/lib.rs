@@ -35,6 +35,7 @@ mod protected;
 mod read;
 pub mod retention;
 pub mod secrets;
+pub mod summary;
 pub mod sync;
 
 pub use error::{EngineError, Result, ResultExt};
