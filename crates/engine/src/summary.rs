@@ -212,6 +212,7 @@ pub fn message(mode: Option<SyncMode>, ended: &Ended) -> Option<(String, String)
             }
             let what = match changed {
                 0 => "departures held".to_string(),
+                1 => "1 user changed".to_string(),
                 n => format!("{n} users changed"),
             };
             format!(

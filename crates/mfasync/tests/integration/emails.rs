@@ -397,7 +397,10 @@ fn a_summary_email_follows_each_changing_cycle_only() {
     let got = summaries(&sink);
     assert_eq!(got.len(), 4, "{got:?}");
     let (_, subject, body) = &got[2];
-    assert!(subject.ends_with(": 1 users changed"), "{subject}");
+    assert_eq!(
+        subject,
+        "mfasync: synchronization (incremental): 1 user changed"
+    );
     assert!(
         body.contains(&format!("Updated (1):\n  {prefix}1\n")),
         "{body}"
