@@ -438,3 +438,28 @@ fn a_failed_cycle_sends_a_summary_saying_so() {
     assert_eq!(m.run(&["sync"]).code, 1);
     assert_eq!(sink.messages().len(), 4);
 }
+
+#[test]
+fn a_base_dn_that_does_not_exist_fails_the_cycle_and_says_so() {
+    let m = Mfa::new();
+    let sink = SmtpSink::start(None);
+    let cfg = summary_config("Summary", &sink.url(), &format!("\"{}\"", slapd().url))
+        .replace(
+            &format!("base_dn = \"{BASE}\""),
+            "base_dn = \"dc=nowhere,dc=test\"",
+        )
+        .replace(
+            &format!("dn = \"ou=Summary,{BASE}\""),
+            "dn = \"ou=Summary,dc=nowhere,dc=test\"",
+        );
+    m.apply(&cfg);
+    let out = m.run(&["sync"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(m.users().is_empty());
+    let got = summaries(&sink);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (_, subject, body) = &got[0];
+    assert_eq!(subject, "mfasync: synchronization FAILED (full)");
+    assert!(body.contains("Outcome: FAILED, nothing changed"), "{body}");
+    assert!(body.contains("dc=nowhere,dc=test"), "{body}");
+}
