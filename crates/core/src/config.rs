@@ -614,6 +614,10 @@ pub struct Sync {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub protected: Vec<String>,
     pub notify: Vec<String>,
+    /// Who gets a summary email after each cycle that changed something or
+    /// failed (issue 22). Left out of exports while empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub summary: Vec<String>,
     /// How long an approval may stay pending before it expires as rejected
     /// ("7d"; at least a minute). Left out of exports while the default.
     #[serde(skip_serializing_if = "is_default_expiry")]
@@ -646,6 +650,7 @@ impl Default for Sync {
             approval_threshold_removals: None,
             protected: Vec::new(),
             notify: Vec::new(),
+            summary: Vec::new(),
             approval_expiry: DEFAULT_APPROVAL_EXPIRY.into(),
             items: Vec::new(),
             retention: DEFAULT_BIN_RETENTION.into(),
@@ -1275,12 +1280,14 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
         )),
     }
     validate_safeguards(s, &mut out);
-    for (i, n) in s.notify.iter().enumerate() {
-        if !looks_like_email(n) {
-            out.push(err(
-                format!("sync.notify[{i}]"),
-                format!("{n:?} is not an email address"),
-            ));
+    for (key, list) in [("sync.notify", &s.notify), ("sync.summary", &s.summary)] {
+        for (i, n) in list.iter().enumerate() {
+            if !looks_like_email(n) {
+                out.push(err(
+                    format!("{key}[{i}]"),
+                    format!("{n:?} is not an email address"),
+                ));
+            }
         }
     }
     let mut seen_dns = std::collections::HashMap::new();
@@ -1430,6 +1437,12 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
         out.push(err(
             "smtp",
             "sync.notify lists recipients but [smtp] is missing",
+        ));
+    }
+    if !s.summary.is_empty() && cfg.smtp.is_none() {
+        out.push(err(
+            "smtp",
+            "sync.summary lists recipients but [smtp] is missing",
         ));
     }
     out
@@ -1845,6 +1858,8 @@ mod tests {
                 "sync.items[0].user.country_code",
             ),
             ("[sync]\nnotify = [\"x@y.z\"]", "smtp"),
+            ("[sync]\nsummary = [\"x@y.z\"]", "smtp"),
+            ("[sync]\nsummary = [\"not a mailbox\"]", "sync.summary[0]"),
             ("[audit]\nretention = \"1h\"", "audit.retention"),
             ("[sync]\nretention = \"1h\"", "sync.retention"),
             ("[sync]\nretention = \"soon\"", "sync.retention"),

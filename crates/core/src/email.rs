@@ -11,6 +11,8 @@ use crate::MfaUser;
 pub enum EmailKind {
     Welcome,
     Update,
+    /// A sync cycle's summary to the administrators (`sync.summary`), not a user email.
+    Summary,
 }
 
 impl EmailKind {
@@ -18,6 +20,7 @@ impl EmailKind {
         match self {
             EmailKind::Welcome => "welcome",
             EmailKind::Update => "update",
+            EmailKind::Summary => "summary",
         }
     }
 
@@ -25,6 +28,7 @@ impl EmailKind {
         match s {
             "welcome" => Some(EmailKind::Welcome),
             "update" => Some(EmailKind::Update),
+            "summary" => Some(EmailKind::Summary),
             _ => None,
         }
     }

@@ -25,13 +25,15 @@ const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
 /// The compiled templates of both kinds.
 pub struct Templates {
     env: Environment<'static>,
-    html: [bool; 2],
+    html: [bool; 3],
 }
 
 fn slot(kind: EmailKind) -> usize {
     match kind {
         EmailKind::Welcome => 0,
         EmailKind::Update => 1,
+        // (never rendered from a template: `summary.rs` writes it)
+        EmailKind::Summary => 2,
     }
 }
 
@@ -65,7 +67,7 @@ impl Templates {
         });
         Templates {
             env,
-            html: [false; 2],
+            html: [false; 3],
         }
     }
 
@@ -327,61 +329,95 @@ impl mfasync_store::Composer for UserEmails {
     }
 }
 
+/// What the store asks on each plan write of one cycle: the user emails
+/// (when armed) and the summary's [`Tally`] of usernames (when
+/// `sync.summary` is set).
+struct CycleComposer {
+    emails: Option<Arc<UserEmails>>,
+    tally: Option<Arc<crate::summary::Tally>>,
+}
+
+impl mfasync_store::Composer for CycleComposer {
+    fn compose(&self, changes: &[Change]) -> Vec<NewEmail> {
+        if let Some(t) = &self.tally {
+            t.record(changes);
+        }
+        match &self.emails {
+            Some(e) => mfasync_store::Composer::compose(e.as_ref(), changes),
+            None => Vec::new(),
+        }
+    }
+}
+
 /// The store's composer for one cycle; taken away (and the counts logged)
 /// when dropped.
 pub struct Armed<'a> {
     store: &'a dyn Store,
+    armed: bool,
     emails: Option<Arc<UserEmails>>,
 }
 
 impl<'a> Armed<'a> {
     /// Give `store` the composer of `cfg`'s items with `welcome_email = true`
-    /// (none when there is no such item, or no `[smtp]` to send with).
-    pub fn arm(store: &'a dyn Store, cfg: &Config) -> Armed<'a> {
-        let welcoming: Vec<String> = cfg
-            .sync
-            .items
-            .iter()
-            .filter(|i| i.user.welcome_email)
-            .map(|i| i.dn.clone())
-            .collect();
-        if welcoming.is_empty() {
-            return Armed {
-                store,
-                emails: None,
-            };
+    /// (no emails when there is no such item, or no `[smtp]` to send with),
+    /// recording the usernames written into `tally` (the summary email's).
+    pub fn arm(
+        store: &'a dyn Store,
+        cfg: &Config,
+        tally: Option<Arc<crate::summary::Tally>>,
+    ) -> Armed<'a> {
+        let emails = user_emails(cfg);
+        let armed = emails.is_some() || tally.is_some();
+        if armed {
+            store.set_composer(Some(Arc::new(CycleComposer {
+                emails: emails.clone(),
+                tally,
+            })));
         }
-        if cfg.smtp.is_none() {
-            crate::notify::warning(
-                "welcome_email = true but no [smtp] is configured: no user emails are queued",
-            );
-            return Armed {
-                store,
-                emails: None,
-            };
-        }
-        let (templates, problems) = Templates::load(cfg);
-        for p in problems {
-            crate::notify::error(format_args!("{p} (the built-in template is used)"));
-        }
-        let emails = Arc::new(UserEmails {
-            templates,
-            welcoming,
-            queued: AtomicUsize::new(0),
-            without_address: AtomicUsize::new(0),
-        });
-        store.set_composer(Some(emails.clone()));
         Armed {
             store,
-            emails: Some(emails),
+            armed,
+            emails,
         }
     }
 }
 
+/// The user emails of `cfg`'s items with `welcome_email = true`, if any.
+fn user_emails(cfg: &Config) -> Option<Arc<UserEmails>> {
+    let welcoming: Vec<String> = cfg
+        .sync
+        .items
+        .iter()
+        .filter(|i| i.user.welcome_email)
+        .map(|i| i.dn.clone())
+        .collect();
+    if welcoming.is_empty() {
+        return None;
+    }
+    if cfg.smtp.is_none() {
+        crate::notify::warning(
+            "welcome_email = true but no [smtp] is configured: no user emails are queued",
+        );
+        return None;
+    }
+    let (templates, problems) = Templates::load(cfg);
+    for p in problems {
+        crate::notify::error(format_args!("{p} (the built-in template is used)"));
+    }
+    Some(Arc::new(UserEmails {
+        templates,
+        welcoming,
+        queued: AtomicUsize::new(0),
+        without_address: AtomicUsize::new(0),
+    }))
+}
+
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
+        if self.armed {
+            self.store.set_composer(None);
+        }
         let Some(e) = self.emails.take() else { return };
-        self.store.set_composer(None);
         let (queued, without) = (
             e.queued.load(Ordering::Relaxed),
             e.without_address.load(Ordering::Relaxed),

@@ -37,6 +37,7 @@ mod read;
 pub mod retention;
 pub mod secrets;
 pub mod single;
+pub mod summary;
 pub mod sync;
 
 pub use error::{EngineError, Result, ResultExt};

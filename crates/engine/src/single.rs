@@ -74,7 +74,7 @@ pub async fn sync_user(
         return Ok(out);
     }
     // welcome/update emails are queued in the same transaction, as in a cycle
-    let _emails = crate::emails::Armed::arm(store, cfg);
+    let _emails = crate::emails::Armed::arm(store, cfg, None);
     store.apply(&split.now, None).await?;
     out.applied = true;
     let detail = format!("sync --user {query}: {}", out.action);

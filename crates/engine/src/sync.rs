@@ -73,14 +73,40 @@ pub fn full_reason(cfg: &Config, full_asked: bool, wm: Option<&Watermark>) -> Op
     None
 }
 
+/// One cycle (`serve`, `sync`, Synchronize Now, an approval's re-check);
+/// then, unless `plan_only`, the summary email of `sync.summary` (issue 22)
+/// is queued with the cycle's result, failures included.
 pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outcome> {
+    let watch = match opts.plan_only {
+        true => None,
+        false => crate::summary::Watch::begin(store, cfg).await,
+    };
+    let mut mode = None;
+    let tally = watch.as_ref().map(|w| w.tally());
+    let result = cycle(store, cfg, opts, tally, &mut mode).await;
+    if let Some(w) = watch {
+        w.end(store, cfg, mode, &result).await;
+    }
+    result
+}
+
+/// The cycle of [`run`]; `mode_seen` follows the mode it runs (a failed
+/// incremental attempt turns full).
+async fn cycle(
+    store: &dyn Store,
+    cfg: &Config,
+    opts: Options,
+    tally: Option<std::sync::Arc<crate::summary::Tally>>,
+    mode_seen: &mut Option<SyncMode>,
+) -> Result<Outcome> {
     if cfg.sync.items.is_empty() {
         return Err(EngineError::Other(
             "no sync items are configured: add [[sync.items]] to the configuration".into(),
         ));
     }
-    // welcome/update emails are queued in the transactions of this cycle (issue 19)
-    let _emails = crate::emails::Armed::arm(store, cfg);
+    // welcome/update emails are queued in the transactions of this cycle
+    // (issue 19); the summary's tally hears of every write
+    let _emails = crate::emails::Armed::arm(store, cfg, tally);
     if !opts.plan_only {
         // pending approvals past sync.approval_expiry are rejected first
         crate::approvals::expire_logged(store, cfg).await;
@@ -98,6 +124,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
     } else {
         SyncMode::Incremental
     };
+    *mode_seen = Some(mode);
     let mut run_id = if opts.plan_only {
         None
     } else {
@@ -156,6 +183,7 @@ pub async fn run(store: &dyn Store, cfg: &Config, opts: Options) -> Result<Outco
             tracing::warn!(target: "mfasync::sync", "{msg}");
             note = Some(msg.clone());
             mode = SyncMode::Full;
+            *mode_seen = Some(mode);
             if let Some(id) = run_id {
                 let skipped = Ok(Plan::default());
                 finish(store, id, SyncMode::Incremental, &skipped, Some(msg), None, None).await?;

@@ -20,7 +20,9 @@ pub mod prelude {
     };
 }
 pub use copy::{copy_to_postgres, CopyReport, TableCopy};
-pub use outbox::{time_text, Composer, NewEmail, OutboxEmail, OutboxStatus, RetryTarget};
+pub use outbox::{
+    time_text, Composer, NewEmail, OutboxEmail, OutboxStatus, RetryTarget, SUMMARY_USERNAME,
+};
 pub use roles::{
     AdminStore, ApprovalStore, BinStore, BinnedUser, ClusterStore, ConfigStore, HistoryStore,
     OtpSecret, OtpStore, OutboxStore, UserStore,
@@ -127,6 +129,11 @@ macro_rules! migrations {
                 17,
                 "recycle bin",
                 include_str!(concat!("../migrations/", $dir, "/0017_recycle_bin.sql")),
+            ),
+            (
+                18,
+                "summary emails in the outbox",
+                include_str!(concat!("../migrations/", $dir, "/0018_summary_email.sql")),
             ),
         ];
         Migrator {

@@ -1,6 +1,8 @@
 //! The outbox of user emails (issue 19): rows written in a sync's transaction
 //! (through the `Composer` a store handle is given) and delivered afterwards
-//! by a sender that claims, marks sent, retries or gives up.
+//! by a sender that claims, marks sent, retries or gives up. A cycle's
+//! summary email (issue 22) is a row too, queued by `outbox_enqueue` after
+//! the cycle, with username [`SUMMARY_USERNAME`] and no directory_id.
 
 use mfasync_core::email::EmailKind;
 use mfasync_core::plan::Change;
@@ -11,6 +13,9 @@ use mfasync_core::plan::Change;
 pub trait Composer: Send + Sync {
     fn compose(&self, changes: &[Change]) -> Vec<NewEmail>;
 }
+
+/// The username of a summary row (parentheses: no directory username is shown so).
+pub const SUMMARY_USERNAME: &str = "(summary)";
 
 /// An email to queue, already rendered (the row is self-contained).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +158,8 @@ pub(crate) fn detail(e: &OutboxEmail, what: &str) -> String {
     )
 }
 
-/// The audit row of one email's `action` (sent, failed, re-queued), naming its user.
+/// The audit row of one email's `action` (sent, failed, re-queued), naming
+/// its user (a summary row names none: it is in no user's history).
 pub(crate) fn audit_row<'a>(
     e: &'a OutboxEmail,
     action: &'a str,
@@ -161,7 +167,7 @@ pub(crate) fn audit_row<'a>(
     detail: &'a str,
 ) -> crate::common::AuditRow<'a> {
     crate::common::AuditRow {
-        username: Some(e.username.as_str()),
+        username: (e.kind != EmailKind::Summary).then_some(e.username.as_str()),
         directory_id: e.directory_id.as_deref(),
         ..crate::common::AuditRow::event(action, actor, detail)
     }

@@ -125,6 +125,7 @@ contract!(
     outbox_welcome_once_per_directory_user,
     outbox_claim_send_retry_and_give_up,
     outbox_retry_requeues_failed_never_sent,
+    outbox_summary_rows_belong_to_no_user,
     otp_secrets_follow_their_user_and_accept_each_step_once,
     removal_moves_the_user_into_the_bin_and_a_create_restores_it,
     bin_restore_and_purge_by_name,
@@ -1575,6 +1576,72 @@ async fn sqlite_open_current_migrates_only_when_needed() {
     assert!(mfasync_store::open_current(&url).await.is_err());
 }
 
+/// Migration 18 on SQLite rebuilds the outbox for the new kind: the rows of
+/// a version-17 database keep their ids and values, the indexes come back.
+#[tokio::test]
+async fn sqlite_migration_18_keeps_outbox_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    drop(mfasync_store::open(&url).await.unwrap());
+    // back to version 17: the outbox as migration 14 made it, with rows
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for q in [
+        "DELETE FROM _sqlx_migrations WHERE version = 18",
+        "DROP TABLE outbox",
+        include_str!("../migrations/sqlite/0014_outbox.sql"),
+        "INSERT INTO outbox (id, kind, username, directory_id, recipient, subject, text_body, \
+         status, attempts, last_error, created_ms, queued_ms, due_ms, sent_ms) VALUES \
+         (7, 'welcome', 'ann', 'id-a', 'ann@example.com', 'Hi', 'Hello', 'sent', 1, NULL, 5, 5, 5, 6), \
+         (9, 'update', 'bob', 'id-b', 'bob@example.com', 'Changed', 'Body', 'failed', 3, 'refused', 8, 8, 9, NULL)",
+    ] {
+        sqlx::raw_sql(q).execute(&raw).await.unwrap();
+    }
+    let summary = "INSERT INTO outbox (kind, username, recipient, subject, text_body, status, \
+                   created_ms, queued_ms, due_ms) VALUES ('summary', '(summary)', 'o@x.y', 's', 't', 'pending', 1, 1, 1)";
+    assert!(
+        sqlx::query(summary).execute(&raw).await.is_err(),
+        "refused at 17"
+    );
+    raw.close().await;
+    let s = mfasync_store::open(&url).await.unwrap();
+    let rows = s.outbox(None, 10).await.unwrap();
+    let seen: Vec<String> = rows
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {:?} {:?}",
+                e.id,
+                e.kind.as_str(),
+                e.status.as_str(),
+                e.sent_ms,
+                e.last_error
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            "9 update failed None Some(\"refused\")",
+            "7 welcome sent Some(6) None",
+        ]
+    );
+    drop(s);
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox' ORDER BY name",
+    )
+    .fetch_all(&raw)
+    .await
+    .unwrap();
+    assert_eq!(indexes, ["outbox_due", "outbox_welcome"]);
+    sqlx::query(summary).execute(&raw).await.unwrap();
+    let next: i64 = sqlx::query_scalar("SELECT MAX(id) FROM outbox")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(next, 10, "ids continue after the kept rows");
+}
+
 async fn approvals_superseded_when_no_longer_needed(s: &dyn Store) {
     assert!(s.supersede_pending("not needed").await.unwrap().is_empty());
     assert!(
@@ -2475,6 +2542,69 @@ async fn outbox_claim_send_retry_and_give_up(s: &dyn Store) {
     assert_eq!(
         s.outbox_claim(t + 100, t + 200).await.unwrap().unwrap().id,
         c.id
+    );
+}
+
+/// A cycle's summary email (issue 22, migration 18): kind "summary", no
+/// directory user; several per run, never collapsed like welcomes; its
+/// delivery is audited under no username.
+async fn outbox_summary_rows_belong_to_no_user(s: &dyn Store) {
+    let summary = |to: &str| mfasync_store::NewEmail {
+        kind: EmailKind::Summary,
+        username: mfasync_store::SUMMARY_USERNAME.into(),
+        directory_id: None,
+        recipient: to.into(),
+        subject: "mfasync: sync cycle".into(),
+        text: "created: 1\n".into(),
+        html: None,
+    };
+    let a = dir_user("ann", "id-a");
+    let queued = s
+        .outbox_enqueue(&[
+            summary("ops@example.com"),
+            summary("ops@example.com"),
+            email(EmailKind::Welcome, &a),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(queued, 3);
+    let rows = s.outbox(None, 10).await.unwrap();
+    let kinds: Vec<(EmailKind, &str, Option<&str>)> = rows
+        .iter()
+        .map(|e| (e.kind, e.username.as_str(), e.directory_id.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EmailKind::Welcome, "ann", Some("id-a")),
+            (EmailKind::Summary, "(summary)", None),
+            (EmailKind::Summary, "(summary)", None),
+        ]
+    );
+    // delivered: audited with no username, so no user's history shows it
+    let now = rows[0].due_ms;
+    let first = s.outbox_claim(now, now + 60_000).await.unwrap().unwrap();
+    assert_eq!(first.kind, EmailKind::Summary);
+    s.outbox_sent(first.id, now).await.unwrap();
+    let audit = s.audit(10).await.unwrap();
+    assert_eq!(audit[0].action, "email-sent");
+    assert_eq!(audit[0].username, None);
+    assert!(audit[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("summary email to ops@example.com"));
+    assert!(s
+        .user_audit("(summary)", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // a welcome for the same user is still refused once queued
+    assert_eq!(
+        s.outbox_enqueue(&[email(EmailKind::Welcome, &a)])
+            .await
+            .unwrap(),
+        0
     );
 }
 

@@ -160,6 +160,8 @@ pub(crate) struct OutboxEmail {
 pub(crate) enum EmailKind {
     Welcome,
     Update,
+    /// A sync cycle's summary to `sync.summary` (username "(summary)").
+    Summary,
 }
 
 /// Where an outbox email stands.

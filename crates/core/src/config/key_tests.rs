@@ -82,6 +82,7 @@ fn every_key_set() -> Config {
             approval_threshold_removals: Some(Threshold::Count(7)),
             protected: vec!["breakglass".into(), "cn=tier0,dc=example,dc=com".into()],
             notify: vec!["ops@example.com".into()],
+            summary: vec!["ops-summary@example.com".into()],
             approval_expiry: "3d".into(),
             items: vec![SyncItem {
                 kind: ItemKind::SecurityGroup,

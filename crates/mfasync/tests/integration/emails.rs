@@ -3,7 +3,9 @@
 //! in the sync's transaction (the outbox), delivered by the one-shot sync,
 //! exactly once even when the sync is killed between its commit and the
 //! delivery, an update email for a phone change, and an SMTP server that is
-//! down: the sync succeeds and the emails go out once it is back.
+//! down: the sync succeeds and the emails go out once it is back. The
+//! summary email of `sync.summary` (issue 22): once per changing cycle,
+//! never for a quiet one or `--plan`, and for a failed one.
 
 use crate::common::{counts, Mfa};
 use crate::sink::SmtpSink;
@@ -21,6 +23,7 @@ const TEAMS: &[(&str, &str, usize)] = &[
     ("Update", "upd", 1),
     ("Down", "down", 2),
     ("Serve", "srv", 2),
+    ("Summary", "sum", 2),
 ];
 
 fn person(team: &str, uid: &str, mail: bool, n: usize) -> String {
@@ -301,4 +304,162 @@ fn serve_sends_the_emails_of_its_cycles() {
     assert_eq!(recipients(&sink), want);
     let sent = outbox(&m, Some("sent"));
     assert_eq!(sent.len(), 2, "{sent:?}");
+}
+
+/// A configuration with `sync.summary` to two mailboxes and no user emails;
+/// `servers` as TOML list items.
+fn summary_config(team: &str, smtp_url: &str, servers: &str) -> String {
+    let s = slapd();
+    let head = crate::common::openldap_directory(
+        servers,
+        BASE,
+        3,
+        (s.admin_dn.as_str(), s.admin_password.as_str()),
+    );
+    format!(
+        r#"{head}
+[sync]
+summary = ["ops@example.com", "audit@example.com"]
+[smtp]
+server = "{smtp_url}"
+from = "mfasync@example.com"
+[[sync.items]]
+kind = "container"
+dn = "ou={team},{BASE}"
+[sync.items.user]
+method = "text-message"
+phone = "mobile"
+country_code = "1"
+"#
+    )
+}
+
+/// The summary messages received, oldest first, as (recipient, subject, body).
+fn summaries(sink: &SmtpSink) -> Vec<(String, String, String)> {
+    sink.messages()
+        .iter()
+        .map(|m| {
+            (
+                m["rcpt_tos"][0].as_str().unwrap_or_default().to_string(),
+                m["subject"].as_str().unwrap_or_default().to_string(),
+                m["body"].as_str().unwrap_or_default().replace("\r\n", "\n"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_summary_email_follows_each_changing_cycle_only() {
+    let (m, team, prefix) = (Mfa::new(), "Summary", "sum");
+    let sink = SmtpSink::start(None);
+    m.apply(&summary_config(
+        team,
+        &sink.url(),
+        &format!("\"{}\"", slapd().url),
+    ));
+
+    // the first sync creates 3 users: one summary to each recipient, listing them
+    let r = m.ok(&["--json", "sync"]).json();
+    assert_eq!(counts(&r).0, 3, "{r}");
+    let got = summaries(&sink);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let mut to: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["audit@example.com", "ops@example.com"]);
+    let (_, subject, body) = &got[0];
+    assert_eq!(subject, "mfasync: synchronization (full): 3 users changed");
+    assert!(body.contains("Mode:    full"), "{body}");
+    assert!(body.contains("Outcome: ok"), "{body}");
+    assert!(body.contains("Created:   3"), "{body}");
+    let created = format!("Created (3):\n  {prefix}1\n  {prefix}2\n  {prefix}nomail\n");
+    assert!(body.contains(&created), "{body}");
+    assert!(body.contains("mfasync history"), "{body}");
+    let rows = outbox(&m, None);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows
+        .iter()
+        .all(|e| e["kind"] == "summary" && e["username"] == "(summary)" && e["status"] == "sent"));
+
+    // quiet cycles (incremental and full) and a plan: no summary
+    m.ok(&["sync"]);
+    m.sync_full();
+    assert_eq!(sink.messages().len(), 2);
+    slapd().ldapmodify(&format!(
+        "dn: uid={prefix}1,ou={team},{BASE}\nchangetype: modify\nreplace: mobile\nmobile: +1 555 010 4242\n"
+    ));
+    let plan = m.ok(&["--json", "sync", "--plan"]).json();
+    assert_eq!(counts(&plan).1, 1, "{plan}");
+    assert_eq!(sink.messages().len(), 2, "never for --plan");
+
+    // one phone changed: one summary naming that user under update
+    let r = m.ok(&["--json", "sync"]).json();
+    assert_eq!(counts(&r).1, 1, "{r}");
+    let got = summaries(&sink);
+    assert_eq!(got.len(), 4, "{got:?}");
+    let (_, subject, body) = &got[2];
+    assert_eq!(
+        subject,
+        "mfasync: synchronization (incremental): 1 user changed"
+    );
+    assert!(
+        body.contains(&format!("Updated (1):\n  {prefix}1\n")),
+        "{body}"
+    );
+    assert!(!body.contains("Created ("), "{body}");
+    m.ok(&["sync"]);
+    assert_eq!(sink.messages().len(), 4, "and only once");
+    assert_eq!(outbox(&m, None).len(), 4);
+}
+
+#[test]
+fn a_failed_cycle_sends_a_summary_saying_so() {
+    let m = Mfa::new();
+    let sink = SmtpSink::start(None);
+    // nothing listens where the directory should be
+    let port = mfasync_testkit::free_port();
+    m.apply(&summary_config(
+        "Summary",
+        &sink.url(),
+        &format!("\"ldap://127.0.0.1:{port}\""),
+    ));
+    let out = m.run(&["sync"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let got = summaries(&sink);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (_, subject, body) = &got[0];
+    assert_eq!(subject, "mfasync: synchronization FAILED (full)");
+    assert!(body.contains("Outcome: FAILED, nothing changed"), "{body}");
+    assert!(body.contains(&format!("127.0.0.1:{port}")), "{body}");
+    assert!(
+        !body.contains(&slapd().admin_password),
+        "no password: {body}"
+    );
+    // each failing cycle is told
+    assert_eq!(m.run(&["sync"]).code, 1);
+    assert_eq!(sink.messages().len(), 4);
+}
+
+#[test]
+fn a_base_dn_that_does_not_exist_fails_the_cycle_and_says_so() {
+    let m = Mfa::new();
+    let sink = SmtpSink::start(None);
+    let cfg = summary_config("Summary", &sink.url(), &format!("\"{}\"", slapd().url))
+        .replace(
+            &format!("base_dn = \"{BASE}\""),
+            "base_dn = \"dc=nowhere,dc=test\"",
+        )
+        .replace(
+            &format!("dn = \"ou=Summary,{BASE}\""),
+            "dn = \"ou=Summary,dc=nowhere,dc=test\"",
+        );
+    m.apply(&cfg);
+    let out = m.run(&["sync"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(m.users().is_empty());
+    let got = summaries(&sink);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (_, subject, body) = &got[0];
+    assert_eq!(subject, "mfasync: synchronization FAILED (full)");
+    assert!(body.contains("Outcome: FAILED, nothing changed"), "{body}");
+    assert!(body.contains("dc=nowhere,dc=test"), "{body}");
 }
