@@ -808,3 +808,40 @@ fn explain_names_a_disabled_account_and_sync_user_makes_it_disabled() {
     assert_eq!(users[0]["username"], "dan@mfa.test");
     assert_eq!(users[0]["enabled"], false);
 }
+
+/// Issue 22 on Active Directory: a user outside the first item's group is
+/// held by the second item, through a nested group, which the explanation names.
+#[test]
+fn explain_names_the_nested_group_of_the_second_item() {
+    let m = Mfa::new();
+    let items = [
+        item(
+            "security-group",
+            &format!("CN=mfa-users,OU=Groups,{BASE}"),
+            "",
+        ),
+        item(
+            "security-group",
+            &format!("CN=mfa-outer,OU=Groups,{BASE}"),
+            "",
+        ),
+    ]
+    .concat();
+    m.apply(&config(false, &items));
+    let e = m.ok(&["--json", "users", "explain", "bob"]).json();
+    assert_eq!(e["decision"]["step"], "item", "{e:#}");
+    assert_eq!(e["decision"]["item"], 1, "{e:#}");
+    assert_eq!(e["items"][0]["holds"], false, "{e:#}");
+    assert_eq!(e["items"][1]["wins"], true, "{e:#}");
+    assert_eq!(
+        e["items"][1]["via"],
+        serde_json::json!([format!("CN=mfa-inner,OU=Groups,{BASE}")]),
+        "{e:#}"
+    );
+    // alice is in the first group directly
+    let e = m
+        .ok(&["--json", "users", "explain", "alice@mfa.test"])
+        .json();
+    assert_eq!(e["decision"]["item"], 0, "{e:#}");
+    assert_eq!(e["items"][0]["how"], "a direct member", "{e:#}");
+}
