@@ -143,6 +143,8 @@ pub(crate) struct SettingsForm {
     approval_threshold: String,
     /// Who is emailed when removals are held: addresses, one per line.
     notify: String,
+    /// Who gets each changing cycle's summary (`sync.summary`): the same.
+    summary: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -223,6 +225,7 @@ struct SyncPage<'a> {
     /// As typed in the form: `5` or `2%`.
     threshold: String,
     notify: String,
+    summary: String,
     items: Vec<ItemRow>,
     form: ItemView<'a>,
 }
@@ -278,6 +281,7 @@ pub(crate) async fn sync_page(
                 .approval_threshold
                 .map_or("5".into(), |t| t.to_string().replace('"', "")),
             notify: s.notify.join("\n"),
+            summary: s.summary.join("\n"),
             items,
             form: ItemView::new(
                 active.version,
@@ -662,18 +666,8 @@ pub(crate) async fn settings_save(
             Some(v) => s.insert("approval_threshold".into(), v),
             None => s.remove("approval_threshold"),
         };
-        let notify: Vec<Value> = form
-            .notify
-            .split(['\n', ',', ';'])
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(|a| Value::String(a.to_string()))
-            .collect();
-        if notify.is_empty() {
-            s.remove("notify");
-        } else {
-            s.insert("notify".into(), Value::Array(notify));
-        }
+        set_addresses(s, "notify", &form.notify);
+        set_addresses(s, "summary", &form.summary);
         Ok("Synchronization settings saved".into())
     })
     .await
@@ -789,4 +783,20 @@ async fn sync_now(
     );
     let id = crate::jobs::start(&app, &admin, full, form.from == "sync");
     crate::jobs::redirect(id)
+}
+
+/// A `[sync]` list of email addresses from a text area (one per line, or
+/// separated by `,` or `;`); the key is removed when none is left.
+fn set_addresses(s: &mut Table, key: &str, text: &str) {
+    let addresses: Vec<Value> = text
+        .split(['\n', ',', ';'])
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| Value::String(a.to_string()))
+        .collect();
+    if addresses.is_empty() {
+        s.remove(key);
+    } else {
+        s.insert(key.into(), Value::Array(addresses));
+    }
 }

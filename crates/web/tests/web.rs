@@ -2778,6 +2778,22 @@ async fn sync_page_edits_who_is_notified() {
     let (status, _) = s.sync_post(&sess, "/sync/settings", &settings("")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(s.active().await.sync.notify.is_empty());
+    // The cycle summary's recipients are edited the same way.
+    let mut with_summary = settings("");
+    with_summary.push(("summary", "ops@example.com; noc@example.com"));
+    let (status, page) = s.sync_post(&sess, "/sync/settings", &with_summary).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        s.active().await.sync.summary,
+        vec!["ops@example.com", "noc@example.com"]
+    );
+    assert!(
+        page.contains("ops@example.com\nnoc@example.com</textarea>"),
+        "{page}"
+    );
+    let (status, _) = s.sync_post(&sess, "/sync/settings", &settings("")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(s.active().await.sync.summary.is_empty(), "emptied");
 }
 
 #[tokio::test]
