@@ -36,6 +36,18 @@ impl std::fmt::Display for SyncMode {
     }
 }
 
+/// One user of the recycle bin as `users deleted --json` and
+/// `GET /api/v1/recycle-bin` list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BinEntry {
+    /// When a sync removed it (RFC 3339 UTC).
+    pub deleted_at: String,
+    pub directory_id: Option<String>,
+    pub reason: String,
+    pub username: String,
+}
+
 /// The approval a cycle created or found pending (`sync --json`'s
 /// `pending_approval`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use mfasync_core::auth::Reason;
 use mfasync_core::lockout::{Account, Refusal};
 use mfasync_core::report::directory::TestReport;
 use mfasync_core::report::explain::{Explanation, UserSynced};
-use mfasync_core::report::{ApprovalListed, Approved, Rejected, SyncNow, SyncReport};
+use mfasync_core::report::{ApprovalListed, Approved, BinEntry, Rejected, SyncNow, SyncReport};
 use mfasync_core::MfaUser;
 use mfasync_store::Approval;
 
@@ -45,6 +45,9 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(approve))
         .routes(routes!(reject))
         .routes(routes!(history))
+        .routes(routes!(recycle_bin))
+        .routes(routes!(bin_restore))
+        .routes(routes!(bin_purge))
         .routes(routes!(auth))
 }
 
@@ -597,4 +600,71 @@ async fn sync_user(
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+#[utoipa::path(
+    get,
+    path = "/recycle-bin",
+    summary = "The recycle bin: users a sync removed, most recently removed first (`users deleted`)",
+    responses(
+        (status = 200, description = "Binned users", body = Vec<BinEntry>),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
+async fn recycle_bin(State(app): State<App>) -> Response {
+    match app.store.binned().await {
+        Ok(bin) => Json(bin.iter().map(|b| b.entry()).collect::<Vec<_>>()).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// A restore or purge's answer: the entry, 404 when none, 409 on a conflict.
+fn bin_outcome(
+    done: Result<Option<mfasync_store::BinnedUser>, mfasync_store::StoreError>,
+) -> Response {
+    match done {
+        Ok(Some(b)) => Json(b.entry()).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such user in the recycle bin"),
+        Err(mfasync_store::StoreError::Conflict(why)) => error(StatusCode::CONFLICT, why),
+        Err(e) => store_error(e),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/recycle-bin/{name}/restore",
+    summary = "Put a binned user back among the MFA users with its MFA data (`users restore`)",
+    params(("name" = String, Path, description = "Its username, or its directory id when several binned users share the username")),
+    responses(
+        (status = 200, description = "The entry restored", body = BinEntry),
+        (status = 404, description = "No such user in the recycle bin", body = Error),
+        (status = 409, description = "A live user has its username or directory id", body = Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
+async fn bin_restore(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+) -> Response {
+    bin_outcome(app.store.bin_restore(&name, &admin.username).await)
+}
+
+#[utoipa::path(
+    post,
+    path = "/recycle-bin/{name}/purge",
+    summary = "Delete a binned user for good (`users purge`)",
+    params(("name" = String, Path, description = "Its username, or its directory id when several binned users share the username")),
+    responses(
+        (status = 200, description = "The entry purged", body = BinEntry),
+        (status = 404, description = "No such user in the recycle bin", body = Error),
+        (status = 401, description = "Not signed in: no or unknown bearer token", body = Error),
+    ),
+)]
+async fn bin_purge(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+) -> Response {
+    bin_outcome(app.store.bin_purge(&name, &admin.username).await)
 }

@@ -3609,4 +3609,42 @@ async fn recycle_bin_page_restores_and_purges() {
         )
         .await;
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+
+    // the same through the API, with a bearer token
+    let token = s.create_api_token(&sess).await;
+    let mut carol = user("carol", true);
+    carol.directory_id = Some("id-c".into());
+    carol.source = Source::Directory;
+    s.store
+        .apply(&[change(Action::Create, &carol)], None)
+        .await
+        .unwrap();
+    s.store
+        .apply(&[change(Action::Remove, &carol)], None)
+        .await
+        .unwrap();
+    let api = |method: reqwest::Method, path: &str| {
+        s.client
+            .request(method, format!("{}/api/v1{path}", s.base))
+            .headers(s.bearer(&token))
+            .send()
+    };
+    let listed: Value = api(reqwest::Method::GET, "/recycle-bin")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["username"], "carol", "{listed}");
+    assert_eq!(listed[0]["directory_id"], "id-c", "{listed}");
+    let restored = api(reqwest::Method::POST, "/recycle-bin/carol/restore")
+        .await
+        .unwrap();
+    assert_eq!(restored.status(), StatusCode::OK);
+    assert_eq!(restored.json::<Value>().await.unwrap()["username"], "carol");
+    assert!(s.store.binned().await.unwrap().is_empty());
+    let none = api(reqwest::Method::POST, "/recycle-bin/carol/purge")
+        .await
+        .unwrap();
+    assert_eq!(none.status(), StatusCode::NOT_FOUND);
 }

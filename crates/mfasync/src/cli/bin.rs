@@ -5,26 +5,6 @@ use crate::terminal::say;
 use crate::{open_store, print_json, CmdResult, Failure};
 use mfasync_store::BinnedUser;
 
-/// One entry of `users deleted --json` (keys sorted, as every report's).
-#[derive(serde::Serialize)]
-struct DeletedRow<'a> {
-    deleted_at: &'a str,
-    directory_id: Option<&'a str>,
-    reason: &'a str,
-    username: &'a str,
-}
-
-impl<'a> From<&'a BinnedUser> for DeletedRow<'a> {
-    fn from(b: &'a BinnedUser) -> Self {
-        DeletedRow {
-            deleted_at: &b.deleted_at,
-            directory_id: b.user.directory_id.as_deref(),
-            reason: &b.reason,
-            username: &b.user.username,
-        }
-    }
-}
-
 /// `users deleted`: the recycle bin, most recently removed first.
 pub async fn list(database: &str, json: bool) -> CmdResult {
     let store = open_store(database).await?;
@@ -33,7 +13,7 @@ pub async fn list(database: &str, json: bool) -> CmdResult {
         .await
         .map_err(|e| Failure::Refused(e.to_string()))?;
     if json {
-        let rows: Vec<DeletedRow> = bin.iter().map(DeletedRow::from).collect();
+        let rows: Vec<_> = bin.iter().map(BinnedUser::entry).collect();
         return print_json(&rows);
     }
     if bin.is_empty() {
@@ -73,7 +53,7 @@ pub async fn purge(database: &str, name: &str, json: bool) -> CmdResult {
 
 fn done(json: bool, b: &BinnedUser, what: &str) -> CmdResult {
     if json {
-        return print_json(&DeletedRow::from(b));
+        return print_json(&b.entry());
     }
     say!("{} {what}", b.user.username);
     Ok(())

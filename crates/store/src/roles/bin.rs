@@ -24,6 +24,18 @@ pub struct BinnedUser {
     pub otp: bool,
 }
 
+impl BinnedUser {
+    /// The entry as `users deleted` and the API list it.
+    pub fn entry(&self) -> mfasync_core::report::BinEntry {
+        mfasync_core::report::BinEntry {
+            deleted_at: self.deleted_at.clone(),
+            directory_id: self.user.directory_id.clone(),
+            reason: self.reason.clone(),
+            username: self.user.username.clone(),
+        }
+    }
+}
+
 /// The recycle bin of removed users.
 #[async_trait]
 pub trait BinStore: Send + Sync {
