@@ -398,6 +398,14 @@ async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
         "{history}"
     );
 
+    // Explain, from the user's page: read now, nothing to change.
+    d.click("#explain-link").await;
+    let page = d.wait_source("id=\"decision\"").await;
+    assert!(
+        page.contains("<strong>unchanged</strong>, decided by <code>sync.items["),
+        "{page}"
+    );
+
     // A change in the directory over the threshold: held for approval.
     for u in ["a1", "a2", "a3"] {
         slapd.ldapdelete(&format!("uid={u},ou=A,{BASE}"));
@@ -427,6 +435,18 @@ async fn portal_end_to_end_in_chromium_against_serve_and_slapd() {
     for u in ["a1", "a2", "a3"] {
         assert!(page.contains(&format!("<td>{u}</td>")), "{u}: {page}");
     }
+    // One held user by its checkbox: only a1 goes; a2 and a3 stay held.
+    d.check("input[name=\"user:a1\"]", true).await;
+    d.click("form.selected button").await;
+    d.wait_source("approved for a1.").await;
+    assert_eq!(usernames(&m).len(), 4, "only a1 removed");
+    let page = d.wait_source("change(s) held").await;
+    assert!(!page.contains("<td>a1</td>"), "a1 decided: {page}");
+    assert!(
+        page.contains("<td>a2</td>") && page.contains("<td>a3</td>"),
+        "{page}"
+    );
+    // Then the rest, by the whole approval's own form.
     d.click("form.inline[action$=\"/approve\"] button").await;
     d.wait_source("approved.").await;
     d.wait_source("No approvals are pending").await;
