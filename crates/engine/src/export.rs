@@ -40,72 +40,113 @@ fn is_e164(cell: &str) -> bool {
 
 /// Write `users` as CSV to `out`: neutralised and quoted, or `raw`.
 pub fn write_csv(users: &[MfaUser], out: impl Write, raw: bool) -> Result<(), String> {
-    let fail = |e: csv::Error| format!("cannot write the CSV: {e}");
-    if raw {
-        let mut w = csv::Writer::from_writer(out);
-        for u in users {
-            w.serialize(u).map_err(fail)?;
-        }
-        return w.flush().map_err(|e| format!("cannot write the CSV: {e}"));
-    }
-    let mut w = csv::WriterBuilder::new()
-        .quote_style(csv::QuoteStyle::Always)
-        .from_writer(out);
-    w.write_record(FIELDS).map_err(fail)?;
+    let mut w = CsvExport::new(out, raw, false)?;
     for u in users {
-        let Value::Object(fields) =
-            serde_json::to_value(u).map_err(|e| format!("cannot write the CSV: {e}"))?
-        else {
+        w.user(u, None)?;
+    }
+    w.finish()
+}
+
+fn csv_error(e: impl std::fmt::Display) -> String {
+    format!("cannot write the CSV: {e}")
+}
+
+/// The CSV of `users export`, written a user at a time (memory: one row).
+pub struct CsvExport<W: Write> {
+    w: csv::Writer<W>,
+    raw: bool,
+    /// A last column `deleted_at` (`--include-deleted`).
+    deleted_at: bool,
+}
+
+impl<W: Write> CsvExport<W> {
+    /// The header is written now, except raw without `deleted_at`, whose
+    /// header comes with the first user (none for no user, as before).
+    pub fn new(out: W, raw: bool, deleted_at: bool) -> Result<Self, String> {
+        let mut w = match raw {
+            true => csv::Writer::from_writer(out),
+            false => csv::WriterBuilder::new()
+                .quote_style(csv::QuoteStyle::Always)
+                .from_writer(out),
+        };
+        if deleted_at {
+            w.write_record(FIELDS.iter().copied().chain(["deleted_at"]))
+                .map_err(csv_error)?;
+        } else if !raw {
+            w.write_record(FIELDS).map_err(csv_error)?;
+        }
+        Ok(CsvExport { w, raw, deleted_at })
+    }
+
+    /// One user's row (`deleted_at`: when a binned user was removed).
+    pub fn user(&mut self, u: &MfaUser, deleted_at: Option<&str>) -> Result<(), String> {
+        if self.raw && !self.deleted_at {
+            return self.w.serialize(u).map_err(csv_error);
+        }
+        let Value::Object(fields) = serde_json::to_value(u).map_err(csv_error)? else {
             return Err("cannot write the CSV: a user is not a record".into());
+        };
+        let raw = self.raw;
+        let cell = |s: &str| match raw {
+            true => s.to_string(),
+            false => neutralise(s).into_owned(),
         };
         let row = FIELDS.iter().map(|name| match fields.get(*name) {
             None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => neutralise(s).into_owned(),
-            Some(other) => neutralise(&other.to_string()).into_owned(),
+            Some(Value::String(s)) => cell(s),
+            Some(other) => cell(&other.to_string()),
         });
-        w.write_record(row).map_err(fail)?;
+        match self.deleted_at {
+            true => self
+                .w
+                .write_record(row.chain([deleted_at.map(cell).unwrap_or_default()])),
+            false => self.w.write_record(row),
+        }
+        .map_err(csv_error)
     }
-    w.flush().map_err(|e| format!("cannot write the CSV: {e}"))
+
+    pub fn finish(mut self) -> Result<(), String> {
+        self.w.flush().map_err(csv_error)
+    }
 }
 
-/// Write `rows` (a user and, for one in the recycle bin, when it was
-/// removed) as CSV with the export fields and a last column `deleted_at`
-/// (empty for live users): neutralised and quoted, or `raw`.
-pub fn write_csv_rows(
-    rows: &[(&MfaUser, Option<&str>)],
-    out: impl Write,
-    raw: bool,
-) -> Result<(), String> {
-    let fail = |e: csv::Error| format!("cannot write the CSV: {e}");
-    let mut w = match raw {
-        true => csv::Writer::from_writer(out),
-        false => csv::WriterBuilder::new()
-            .quote_style(csv::QuoteStyle::Always)
-            .from_writer(out),
-    };
-    let cell = |s: &str| match raw {
-        true => s.to_string(),
-        false => neutralise(s).into_owned(),
-    };
-    w.write_record(FIELDS.iter().copied().chain(["deleted_at"]))
-        .map_err(fail)?;
-    for (user, deleted_at) in rows {
-        let Value::Object(fields) =
-            serde_json::to_value(user).map_err(|e| format!("cannot write the CSV: {e}"))?
-        else {
-            return Err("cannot write the CSV: a user is not a record".into());
-        };
-        let row = FIELDS
-            .iter()
-            .map(|name| match fields.get(*name) {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => cell(s),
-                Some(other) => cell(&other.to_string()),
-            })
-            .chain([deleted_at.map(cell).unwrap_or_default()]);
-        w.write_record(row).map_err(fail)?;
+/// A JSON array written an element at a time, byte for byte as
+/// `serde_json::to_string_pretty` writes the whole array (and a newline).
+pub struct JsonArray<W: Write> {
+    out: W,
+    empty: bool,
+}
+
+impl<W: Write> JsonArray<W> {
+    pub fn new(out: W) -> Self {
+        JsonArray { out, empty: true }
     }
-    w.flush().map_err(|e| format!("cannot write the CSV: {e}"))
+
+    pub fn item(&mut self, v: &impl serde::Serialize) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
+        let head = if self.empty { "[\n" } else { ",\n" };
+        self.empty = false;
+        let mut chunk = String::with_capacity(text.len() + text.len() / 8 + 4);
+        chunk.push_str(head);
+        for (i, line) in text.split('\n').enumerate() {
+            if i > 0 {
+                chunk.push('\n');
+            }
+            chunk.push_str("  ");
+            chunk.push_str(line);
+        }
+        self.out
+            .write_all(chunk.as_bytes())
+            .map_err(|e| format!("cannot write the JSON: {e}"))
+    }
+
+    pub fn finish(mut self) -> Result<(), String> {
+        let tail = if self.empty { "[]\n" } else { "\n]\n" };
+        self.out
+            .write_all(tail.as_bytes())
+            .and_then(|()| self.out.flush())
+            .map_err(|e| format!("cannot write the JSON: {e}"))
+    }
 }
 
 #[cfg(test)]
@@ -194,5 +235,23 @@ mod tests {
             text.starts_with("\"username\",\"directory_id\","),
             "every cell quoted: {text}"
         );
+    }
+
+    #[test]
+    fn a_json_array_streams_as_pretty_printing_writes_it() {
+        for users in [
+            vec![],
+            vec![user()],
+            vec![user(), MfaUser::default(), user()],
+        ] {
+            let mut out = Vec::new();
+            let mut a = JsonArray::new(&mut out);
+            for u in &users {
+                a.item(u).unwrap();
+            }
+            a.finish().unwrap();
+            let whole = format!("{}\n", serde_json::to_string_pretty(&users).unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), whole);
+        }
     }
 }

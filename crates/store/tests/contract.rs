@@ -408,6 +408,28 @@ async fn users_are_ordered_by_username(s: &dyn Store) {
         .map(|u| u.username)
         .collect();
     assert_eq!(names, ["alice", "Bob", "carol", "Émile"]);
+    // streamed one at a time, in the same order, with every field
+    for (n, id) in [("Ärger", "5"), ("zeta", "6"), ("ZZ", "7"), ("a-b", "8")] {
+        s.insert_user(&dir_user(n, id)).await.unwrap();
+    }
+    s.insert_user(&full_user()).await.unwrap();
+    let mut streamed = Vec::new();
+    s.users_each(&mut |u| {
+        streamed.push(u);
+        true
+    })
+    .await
+    .unwrap();
+    assert_eq!(streamed, s.users().await.unwrap());
+    // and stopped when asked
+    let mut first = Vec::new();
+    s.users_each(&mut |u| {
+        first.push(u.username);
+        first.len() < 2
+    })
+    .await
+    .unwrap();
+    assert_eq!(first, ["a-b", "alice"]);
 }
 
 async fn username_unique_case_insensitively(s: &dyn Store) {
@@ -2216,6 +2238,11 @@ async fn sqlite_fills_missing_digests_on_open() {
         let s = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
         s.apply(&[create(&a)], None).await.unwrap();
         s.insert_user(&manual_user("boss")).await.unwrap();
+        // more than two pages of the fill
+        let many: Vec<_> = (0..2100)
+            .map(|i| create(&dir_user(&format!("u{i}"), &format!("id-{i}"))))
+            .collect();
+        s.apply(&many, None).await.unwrap();
     }
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
         .await
@@ -2235,6 +2262,13 @@ async fn sqlite_fills_missing_digests_on_open() {
         digest_of(&d, "boss"),
         Some(mfasync_core::plan::digest(&manual_user("boss")))
     );
+    for i in [0, 999, 1000, 2099] {
+        let u = dir_user(&format!("u{i}"), &format!("id-{i}"));
+        assert_eq!(
+            digest_of(&d, &u.username),
+            Some(mfasync_core::plan::digest(&u))
+        );
+    }
 }
 
 async fn sync_requests_coalesce_and_are_taken_once(s: &dyn Store) {

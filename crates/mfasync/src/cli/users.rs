@@ -14,7 +14,9 @@ struct Row<'a> {
     deleted_at: Option<&'a str>,
 }
 
-/// `users export [--format] [--raw] [--include-deleted]`.
+/// `users export [--format] [--raw] [--include-deleted]`: each user written
+/// as the store reads it (memory: one row, whatever the user count), then
+/// the recycle bin's.
 pub async fn export(
     database: &str,
     format: crate::Format,
@@ -22,35 +24,62 @@ pub async fn export(
     include_deleted: bool,
 ) -> CmdResult {
     let store = open_store(database).await?;
-    let users = store
-        .users()
+    let out = std::io::BufWriter::new(std::io::stdout());
+    let mut sink = match format {
+        Format::Json => Sink::Json(export::JsonArray::new(out)),
+        Format::Csv => Sink::Csv(Box::new(
+            export::CsvExport::new(out, raw, include_deleted).map_err(Failure::Refused)?,
+        )),
+    };
+    let mut failed: Option<String> = None;
+    store
+        .users_each(&mut |u| match sink.user(&u, None) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })
         .await
         .map_err(|e| Failure::Refused(e.to_string()))?;
+    if let Some(e) = failed {
+        return Err(Failure::Refused(e));
+    }
     if include_deleted {
         let bin = store
             .binned()
             .await
             .map_err(|e| Failure::Refused(e.to_string()))?;
-        let rows: Vec<(&MfaUser, Option<&str>)> = users
-            .iter()
-            .map(|u| (u, None))
-            .chain(bin.iter().map(|b| (&b.user, Some(b.deleted_at.as_str()))))
-            .collect();
-        return match format {
-            Format::Json => print_json(
-                &rows
-                    .iter()
-                    .map(|&(user, deleted_at)| Row { user, deleted_at })
-                    .collect::<Vec<_>>(),
-            ),
-            Format::Csv => export::write_csv_rows(&rows, std::io::stdout().lock(), raw)
-                .map_err(Failure::Refused),
-        };
+        for b in &bin {
+            sink.user(&b.user, Some(&b.deleted_at))
+                .map_err(Failure::Refused)?;
+        }
     }
-    match format {
-        Format::Json => print_json(&users),
-        Format::Csv => {
-            export::write_csv(&users, std::io::stdout().lock(), raw).map_err(Failure::Refused)
+    sink.finish().map_err(Failure::Refused)
+}
+
+/// Where `users export` writes.
+enum Sink<W: std::io::Write> {
+    Json(export::JsonArray<W>),
+    Csv(Box<export::CsvExport<W>>),
+}
+
+impl<W: std::io::Write> Sink<W> {
+    fn user(&mut self, user: &MfaUser, deleted_at: Option<&str>) -> Result<(), String> {
+        match self {
+            // (a live user exactly as `users` serializes it)
+            Sink::Json(a) => match deleted_at {
+                None => a.item(user),
+                Some(_) => a.item(&Row { user, deleted_at }),
+            },
+            Sink::Csv(c) => c.user(user, deleted_at),
+        }
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self {
+            Sink::Json(a) => a.finish(),
+            Sink::Csv(c) => (*c).finish(),
         }
     }
 }

@@ -20,6 +20,10 @@ pub trait UserStore: Send + Sync {
     /// All MFA users (directory and manual), ordered by username (case-insensitively,
     /// ties by exact username).
     async fn users(&self) -> Result<Vec<MfaUser>>;
+    /// Every user, in [`UserStore::users`]'s order, handed to `each` one at a
+    /// time as it is read (memory: one row); `each` returns false to stop.
+    /// `users export` writes each row as it comes, whatever the user count.
+    async fn users_each(&self, each: &mut (dyn FnMut(MfaUser) -> bool + Send)) -> Result<()>;
     /// The users (directory and manual) whose `key` equals one of `values`,
     /// in no particular order: the lookups of an incremental cycle, without
     /// loading every user.
@@ -65,6 +69,17 @@ macro_rules! impl_user_store {
         impl $crate::UserStore for $store {
             fn read_inline(&self) {
                 self.read_inline_now();
+            }
+
+            async fn users_each(&self, each: &mut (dyn FnMut(MfaUser) -> bool + Send)) -> Result<()> {
+                use futures_util::TryStreamExt;
+                let mut rows = sqlx::query(&self.sql.select_users_ordered).fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    if !each(user_from_row(&row)?) {
+                        break;
+                    }
+                }
+                Ok(())
             }
 
             async fn users(&self) -> Result<Vec<MfaUser>> {
