@@ -1989,6 +1989,11 @@ async fn user_digests_follow_every_write(s: &dyn Store) {
     s.apply(&[create(&a), create(&b)], None).await.unwrap();
     let d = digests(s).await;
     assert_eq!(d.len(), 3);
+    assert_eq!(
+        s.directory_user_count().await.unwrap(),
+        2,
+        "the manual user is not counted"
+    );
     assert_eq!(digest_of(&d, "boss"), Some(digest(&manual_user("boss"))));
     assert_eq!(digest_of(&d, "alice"), Some(digest(&a)));
     assert_eq!(digest_of(&d, &b.username), Some(digest(&b)));
