@@ -40,19 +40,39 @@ fn is_e164(cell: &str) -> bool {
 
 /// Write `users` as CSV to `out`: neutralised and quoted, or `raw`.
 pub fn write_csv(users: &[MfaUser], out: impl Write, raw: bool) -> Result<(), String> {
-    let fail = |e: csv::Error| format!("cannot write the CSV: {e}");
-    if raw {
-        let mut w = csv::Writer::from_writer(out);
-        for u in users {
-            w.serialize(u).map_err(fail)?;
-        }
-        return w.flush().map_err(|e| format!("cannot write the CSV: {e}"));
-    }
-    let mut w = csv::WriterBuilder::new()
-        .quote_style(csv::QuoteStyle::Always)
-        .from_writer(out);
-    w.write_record(FIELDS).map_err(fail)?;
+    let mut w = CsvWriter::new(out, raw)?;
     for u in users {
+        w.user(u)?;
+    }
+    w.finish()
+}
+
+/// [`write_csv`] a user at a time (`users export` streams the store's rows).
+pub struct CsvWriter<W: Write> {
+    w: csv::Writer<W>,
+    raw: bool,
+}
+
+impl<W: Write> CsvWriter<W> {
+    /// The header row (none when `raw`: serde writes it with the first user).
+    pub fn new(out: W, raw: bool) -> Result<Self, String> {
+        if raw {
+            return Ok(CsvWriter {
+                w: csv::Writer::from_writer(out),
+                raw,
+            });
+        }
+        let mut w = csv::WriterBuilder::new()
+            .quote_style(csv::QuoteStyle::Always)
+            .from_writer(out);
+        w.write_record(FIELDS).map_err(csv_failed)?;
+        Ok(CsvWriter { w, raw })
+    }
+
+    pub fn user(&mut self, u: &MfaUser) -> Result<(), String> {
+        if self.raw {
+            return self.w.serialize(u).map_err(csv_failed);
+        }
         let Value::Object(fields) =
             serde_json::to_value(u).map_err(|e| format!("cannot write the CSV: {e}"))?
         else {
@@ -63,9 +83,18 @@ pub fn write_csv(users: &[MfaUser], out: impl Write, raw: bool) -> Result<(), St
             Some(Value::String(s)) => neutralise(s).into_owned(),
             Some(other) => neutralise(&other.to_string()).into_owned(),
         });
-        w.write_record(row).map_err(fail)?;
+        self.w.write_record(row).map_err(csv_failed)
     }
-    w.flush().map_err(|e| format!("cannot write the CSV: {e}"))
+
+    pub fn finish(mut self) -> Result<(), String> {
+        self.w
+            .flush()
+            .map_err(|e| format!("cannot write the CSV: {e}"))
+    }
+}
+
+fn csv_failed(e: csv::Error) -> String {
+    format!("cannot write the CSV: {e}")
 }
 
 /// Write `rows` (a user and, for one in the recycle bin, when it was

@@ -459,6 +459,9 @@ impl<'a> AuditRow<'a> {
 /// The SQL text of one backend.
 pub(crate) struct Sql {
     pub select_users: String,
+    /// `select_users` in `UserStore::users` order (byte order of the lower-cased,
+    /// then the exact username), from the username index.
+    pub select_users_ordered: String,
     /// One page of `Store::user_digests` as ONE JSON text (aggregated by the
     /// database: decoding 100,000 rows through sqlx costs ~1 s, one text ~0.1 s):
     /// `$1` the last id of the previous page, `$2` the page size.
@@ -505,6 +508,12 @@ impl Sql {
             "SELECT username, {}, enabled, source FROM users",
             text_columns().join(", ")
         );
+        let select_users_ordered = match numbered {
+            true => format!(
+                "{select_users} ORDER BY username_lower COLLATE \"C\", username COLLATE \"C\""
+            ),
+            false => format!("{select_users} ORDER BY username_lower, username"),
+        };
         let select_audit = "SELECT id, at, actor, action, username, directory_id, \
              before_json, after_json, detail FROM audit ORDER BY id DESC LIMIT $1"
             .to_string();
@@ -532,6 +541,7 @@ impl Sql {
         };
         Sql {
             select_users,
+            select_users_ordered,
             select_digests,
             select_audit,
             select_user_audit,

@@ -145,6 +145,25 @@ async fn users_by_key(s: &dyn Store) {
     let changes: Vec<Change> = users.iter().map(create).collect();
     s.apply(&changes, None).await.unwrap();
     s.insert_user(&manual_user("Hand")).await.unwrap();
+    // users_each: the same users in the same order as users()
+    s.insert_user(&manual_user("Émile")).await.unwrap();
+    s.insert_user(&manual_user("zed")).await.unwrap();
+    let mut each = Vec::new();
+    s.users_each(&mut |u| {
+        each.push(u);
+        true
+    })
+    .await
+    .unwrap();
+    assert_eq!(each, s.users().await.unwrap());
+    let mut first = 0;
+    s.users_each(&mut |_| {
+        first += 1;
+        false
+    })
+    .await
+    .unwrap();
+    assert_eq!(first, 1, "false stops");
     let names = |v: Vec<MfaUser>| {
         sorted(v)
             .into_iter()

@@ -22,35 +22,81 @@ pub async fn export(
     include_deleted: bool,
 ) -> CmdResult {
     let store = open_store(database).await?;
+    if !include_deleted {
+        return export_streamed(store.as_ref(), format, raw).await;
+    }
     let users = store
         .users()
         .await
         .map_err(|e| Failure::Refused(e.to_string()))?;
-    if include_deleted {
-        let bin = store
-            .binned()
-            .await
-            .map_err(|e| Failure::Refused(e.to_string()))?;
-        let rows: Vec<(&MfaUser, Option<&str>)> = users
-            .iter()
-            .map(|u| (u, None))
-            .chain(bin.iter().map(|b| (&b.user, Some(b.deleted_at.as_str()))))
-            .collect();
-        return match format {
-            Format::Json => print_json(
-                &rows
-                    .iter()
-                    .map(|&(user, deleted_at)| Row { user, deleted_at })
-                    .collect::<Vec<_>>(),
-            ),
-            Format::Csv => export::write_csv_rows(&rows, std::io::stdout().lock(), raw)
-                .map_err(Failure::Refused),
-        };
-    }
+    let bin = store
+        .binned()
+        .await
+        .map_err(|e| Failure::Refused(e.to_string()))?;
+    let rows: Vec<(&MfaUser, Option<&str>)> = users
+        .iter()
+        .map(|u| (u, None))
+        .chain(bin.iter().map(|b| (&b.user, Some(b.deleted_at.as_str()))))
+        .collect();
     match format {
-        Format::Json => print_json(&users),
+        Format::Json => print_json(
+            &rows
+                .iter()
+                .map(|&(user, deleted_at)| Row { user, deleted_at })
+                .collect::<Vec<_>>(),
+        ),
         Format::Csv => {
-            export::write_csv(&users, std::io::stdout().lock(), raw).map_err(Failure::Refused)
+            export::write_csv_rows(&rows, std::io::stdout().lock(), raw).map_err(Failure::Refused)
+        }
+    }
+}
+
+/// `users export` of the live users, written as the store reads them (memory:
+/// one user); the same bytes as `print_json` / `export::write_csv` of all.
+async fn export_streamed(
+    store: &dyn mfasync_store::Store,
+    format: crate::Format,
+    raw: bool,
+) -> CmdResult {
+    use std::io::Write;
+    let out = std::io::BufWriter::new(std::io::stdout());
+    let mut failed: Option<String> = None;
+    match format {
+        Format::Json => {
+            let mut out = out;
+            let mut n = 0usize;
+            store
+                .users_each(&mut |u| {
+                    let r = serde_json::to_string_pretty(&u)
+                        .map_err(|e| e.to_string())
+                        .and_then(|text| {
+                            let sep = if n == 0 { "[\n  " } else { ",\n  " };
+                            n += 1;
+                            write!(out, "{sep}{}", text.replace('\n', "\n  "))
+                                .map_err(|e| e.to_string())
+                        });
+                    r.map_err(|e| failed = Some(e)).is_ok()
+                })
+                .await
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            if let Some(e) = failed {
+                return Err(Failure::Refused(e));
+            }
+            let end = if n == 0 { "[]\n" } else { "\n]\n" };
+            out.write_all(end.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| Failure::Refused(e.to_string()))
+        }
+        Format::Csv => {
+            let mut w = export::CsvWriter::new(out, raw).map_err(Failure::Refused)?;
+            store
+                .users_each(&mut |u| w.user(&u).map_err(|e| failed = Some(e)).is_ok())
+                .await
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            if let Some(e) = failed {
+                return Err(Failure::Refused(e));
+            }
+            w.finish().map_err(Failure::Refused)
         }
     }
 }

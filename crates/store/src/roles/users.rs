@@ -20,6 +20,9 @@ pub trait UserStore: Send + Sync {
     /// All MFA users (directory and manual), ordered by username (case-insensitively,
     /// ties by exact username).
     async fn users(&self) -> Result<Vec<MfaUser>>;
+    /// Every user in `users` order, handed to `each` one at a time (memory:
+    /// one row); `each` returns false to stop.
+    async fn users_each(&self, each: &mut (dyn FnMut(MfaUser) -> bool + Send)) -> Result<()>;
     /// The users (directory and manual) whose `key` equals one of `values`,
     /// in no particular order: the lookups of an incremental cycle, without
     /// loading every user.
@@ -81,6 +84,17 @@ macro_rules! impl_user_store {
                 }
                 keyed.sort_by(|(la, a), (lb, b)| la.cmp(lb).then_with(|| a.username.cmp(&b.username)));
                 Ok(keyed.into_iter().map(|(_, u)| u).collect())
+            }
+
+            async fn users_each(&self, each: &mut (dyn FnMut(MfaUser) -> bool + Send)) -> Result<()> {
+                use futures_util::TryStreamExt;
+                let mut rows = sqlx::query(&self.sql.select_users_ordered).fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    if !each(user_from_row(&row)?) {
+                        break;
+                    }
+                }
+                Ok(())
             }
 
             async fn users_by(&self, key: $crate::UserKey, values: &[String]) -> Result<Vec<MfaUser>> {
