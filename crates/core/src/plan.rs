@@ -5,6 +5,9 @@ use crate::presence::Presence;
 use crate::user::{MfaUser, Source};
 use serde::{Deserialize, Serialize};
 
+mod planner;
+pub use planner::Planner;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -243,7 +246,7 @@ pub fn compute(input: PlanInput<'_>) -> Plan {
         if let Some(other) = desired_names.insert(d.username.to_lowercase(), id.clone()) {
             if other != id {
                 plan.warnings.push(format!(
-                    "{}: two directory users share this username ({other} and {id}); the second is skipped",
+                    "{}: two directory users share this username; directory user {id} is skipped",
                     d.username
                 ));
                 if let Some((k, _)) = cur {
@@ -455,278 +458,6 @@ pub enum Verdict {
     Changed(MfaUser),
 }
 
-/// The full-sync plan computed one desired user at a time, against digests of
-/// the stored users instead of their rows: memory stays with the number of
-/// changes, not the directory. Same rules and results as `compute` (tested
-/// against it); the caller loads the stored rows only of `Changed` users and
-/// of `departures`.
-pub struct Planner {
-    /// Directory users by directory_id, and whether the cycle met them:
-    /// (stored, held by an item, exists in the directory, left as it is).
-    /// (foldhash: a full sync looks every user up here, SipHash cost ~5 %
-    /// of a no-change sync's CPU; seeded per process)
-    stored: std::collections::HashMap<Box<str>, (Kept, Seen), foldhash::fast::RandomState>,
-    /// The distinct `sync_item`s of stored users (`Kept::item` indexes it).
-    items: Vec<Box<str>>,
-    taken_by_manual: std::collections::HashSet<String, foldhash::fast::RandomState>,
-    desired_names: std::collections::HashMap<String, String, foldhash::fast::RandomState>,
-    pub unchanged: usize,
-    pub warnings: Vec<String>,
-}
-
-/// What the planner keeps of a stored directory user (~100 bytes).
-#[derive(Debug)]
-struct Kept {
-    username: Box<str>,
-    /// Index into `Planner::items`; None: no sync_item.
-    item: Option<u32>,
-    enabled: bool,
-    digest: Option<u128>,
-    raw_stamp: Option<u128>,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Seen {
-    held: bool,
-    exists: bool,
-    /// The directory proved it deleted (a lookup by its unique id found nothing).
-    deleted: bool,
-    keep: bool,
-}
-
-impl Planner {
-    pub fn new(stored: Vec<StoredDigest>) -> Self {
-        let mut p = Planner {
-            stored: Default::default(),
-            items: Vec::new(),
-            taken_by_manual: Default::default(),
-            desired_names: Default::default(),
-            unchanged: 0,
-            warnings: Vec::new(),
-        };
-        for s in stored {
-            p.add_stored(s);
-        }
-        p
-    }
-
-    /// One more stored user (all before the first `desired`).
-    pub fn add_stored(&mut self, s: StoredDigest) {
-        match (s.source, s.directory_id) {
-            (Source::Manual, _) => {
-                self.taken_by_manual.insert(s.username.to_lowercase());
-            }
-            (Source::Directory, Some(id)) => {
-                let item = s
-                    .sync_item
-                    .map(|i| match self.items.iter().position(|x| **x == *i) {
-                        Some(n) => n as u32,
-                        None => {
-                            self.items.push(i.into_boxed_str());
-                            (self.items.len() - 1) as u32
-                        }
-                    });
-                let kept = Kept {
-                    username: s.username.into_boxed_str(),
-                    item,
-                    enabled: s.enabled,
-                    // an unreadable digest compares unequal: the row is then compared field by field
-                    digest: s
-                        .digest
-                        .as_deref()
-                        .and_then(|d| u128::from_str_radix(d, 16).ok()),
-                    raw_stamp: s
-                        .raw_stamp
-                        .as_deref()
-                        .and_then(|d| u128::from_str_radix(d, 16).ok()),
-                };
-                self.stored
-                    .insert(id.into_boxed_str(), (kept, Seen::default()));
-            }
-            (Source::Directory, None) => {}
-        }
-    }
-
-    /// Stored directory users.
-    pub fn stored_directory_users(&self) -> usize {
-        self.stored.len()
-    }
-
-    /// A directory entry with this unique id exists (held by an item or not).
-    pub fn exists(&mut self, id: &str) {
-        if let Some((_, s)) = self.stored.get_mut(id) {
-            s.exists = true;
-        }
-    }
-
-    /// The directory proved the entry with this unique id deleted.
-    pub fn deleted(&mut self, id: &str) {
-        if let Some((_, s)) = self.stored.get_mut(id) {
-            s.deleted = true;
-        }
-    }
-
-    /// Stored users that no item took this cycle, neither seen in the
-    /// directory nor proved deleted, and not kept: the departures whose
-    /// presence is still to be looked up ([`Planner::exists`],
-    /// [`Planner::deleted`]; those left unknown are left as they are).
-    pub fn unseen(&self) -> Vec<String> {
-        self.stored
-            .iter()
-            .filter(|(_, (_, s))| !s.held && !s.exists && !s.deleted && !s.keep)
-            .map(|(id, _)| id.to_string())
-            .collect()
-    }
-
-    /// A directory entry with this id exists but could not be mapped: its
-    /// stored user is left exactly as it is this cycle.
-    pub fn keep_as_is(&mut self, id: &str) {
-        if let Some((_, s)) = self.stored.get_mut(id) {
-            s.keep = true;
-        }
-    }
-
-    /// The entry with unique id `id` and hash `raw` (its item decided, in
-    /// item order) when its stored row's raw stamp says it maps to that
-    /// row: then it is unchanged, with the same rules as [`Planner::desired`]
-    /// (a username taken by a manual user or by another entry: false, so
-    /// that `desired` tells). False: map it and ask `desired`.
-    pub fn unchanged_raw(&mut self, id: &str, raw: u128) -> bool {
-        let Some((kept, seen)) = self.stored.get_mut(id) else {
-            return false;
-        };
-        let (Some(stamp), Some(digest)) = (kept.raw_stamp, kept.digest) else {
-            return false;
-        };
-        if seen.held || raw_stamp_bits(raw, digest) != stamp {
-            return false;
-        }
-        let lower = kept.username.to_lowercase();
-        if self.taken_by_manual.contains(&lower) {
-            return false;
-        }
-        match self.desired_names.get(&lower) {
-            Some(other) if other != id => return false,
-            Some(_) => {}
-            None => {
-                self.desired_names.insert(lower, id.to_string());
-            }
-        }
-        seen.held = true;
-        self.unchanged += 1;
-        true
-    }
-
-    /// One desired user (item settings applied), in item order: first wins.
-    pub fn desired(&mut self, d: MfaUser) -> Verdict {
-        let digest = digest_bits(&d);
-        self.desired_with_digest(d, digest)
-    }
-
-    /// [`Planner::desired`] with the user's [`digest_bits`] already computed.
-    pub fn desired_with_digest(&mut self, d: MfaUser, digest: u128) -> Verdict {
-        let Some(id) = d.directory_id.clone() else {
-            return Verdict::Unchanged;
-        };
-        let lower = d.username.to_lowercase();
-        let cur = self.stored.get_mut(id.as_str());
-        if self.taken_by_manual.contains(&lower) {
-            self.warnings.push(format!(
-                "{}: username already used by a manual MFA user; directory user {} skipped",
-                d.username, id
-            ));
-            if let Some((_, s)) = cur {
-                s.held = true;
-            }
-            return Verdict::Unchanged;
-        }
-        if let Some(other) = self.desired_names.get(&lower) {
-            if *other != id {
-                self.warnings.push(format!(
-                    "{}: two directory users share this username ({other} and {id}); the second is skipped",
-                    d.username
-                ));
-                if let Some((_, s)) = cur {
-                    if !s.held {
-                        s.held = true;
-                        self.unchanged += 1;
-                    }
-                }
-                return Verdict::Unchanged;
-            }
-        } else {
-            self.desired_names.insert(lower, id.clone());
-        }
-        match cur {
-            None => Verdict::Create(d),
-            Some((stored, s)) => {
-                s.held = true;
-                if stored.digest == Some(digest) {
-                    self.unchanged += 1;
-                    Verdict::Unchanged
-                } else {
-                    Verdict::Changed(d)
-                }
-            }
-        }
-    }
-
-    /// A `Changed` user compared with its stored row; counts it unchanged
-    /// when no field differs after all.
-    pub fn changed(&mut self, d: MfaUser, cur: &MfaUser) -> Option<Change> {
-        let c = modify(d, cur);
-        if c.is_none() {
-            self.unchanged += 1;
-        }
-        c
-    }
-
-    /// The stored directory users no item held, with what happens to them
-    /// (by directory_id, ordered by username); the ones left as they are are
-    /// counted unchanged.
-    pub fn departures(
-        &mut self,
-        when_removed: &dyn Fn(&str) -> Option<crate::config::WhenRemoved>,
-        remove_deleted_users: bool,
-    ) -> Vec<(String, Action, String)> {
-        let mut gone: Vec<(&str, &Kept, Seen)> = self
-            .stored
-            .iter()
-            .filter(|(_, (_, s))| !s.held)
-            .map(|(id, (u, s))| (&**id, u, *s))
-            .collect();
-        gone.sort_by(|a, b| a.1.username.cmp(&b.1.username));
-        let mut out = Vec::new();
-        for (id, u, s) in gone {
-            if s.keep {
-                self.unchanged += 1;
-                continue;
-            }
-            let (action, reason) = departure(
-                u.enabled,
-                u.item
-                    .and_then(|i| self.items.get(i as usize))
-                    .map(|i| &**i)
-                    .unwrap_or_default(),
-                if s.exists {
-                    Presence::Exists
-                } else if s.deleted {
-                    Presence::Deleted
-                } else {
-                    Presence::Unknown
-                },
-                remove_deleted_users,
-                when_removed,
-            );
-            match action {
-                None => self.unchanged += 1,
-                Some(a) => out.push((id.to_string(), a, reason)),
-            }
-        }
-        out
-    }
-}
-
 /// Sort changes as `compute` does: by action, then username.
 pub fn sort_changes(changes: &mut [Change]) {
     changes.sort_by(|a, b| (a.action, &a.user.username).cmp(&(b.action, &b.user.username)));
@@ -823,6 +554,10 @@ mod tests {
                     changes.extend(p.changed(u, &cur));
                 }
             }
+        }
+        // as the engine does: the ids of users no item held, read again
+        for id in current.iter().filter_map(|u| u.directory_id.as_deref()) {
+            p.resolve_id(id);
         }
         for (id, a, why) in p.departures(&|item| (item == "ou=a").then_some(wr), rm) {
             changes.push(departure_change(a, &row(&id), why));
@@ -1168,6 +903,66 @@ mod tests {
             true,
         );
         assert_eq!(actions(&p), vec![(Action::Create, "x".into())]);
+        assert_eq!(p.warnings.len(), 1);
+    }
+    #[test]
+    fn two_stored_ids_with_one_index_hash_stop_the_planner() {
+        let stored = vec![
+            stored_with_stamp(&u("a", "1", "ou=a"), None),
+            stored_with_stamp(&u("b", "2", "ou=a"), None),
+        ];
+        let mut p = Planner::with_short_keys(0, stored.clone());
+        assert!(p.seal().is_err());
+        let mut p = Planner::new(stored);
+        assert!(p.seal().is_ok());
+    }
+
+    #[test]
+    fn an_index_hit_of_another_id_is_never_unchanged() {
+        // "2" is not stored but has the key of stored "1": same username and
+        // fields, yet the digest covers the id, so it is not taken for "1"
+        let a = u("a", "1", "ou=a");
+        let mut p = Planner::with_short_keys(0, vec![stored_with_stamp(&a, Some(7))]);
+        assert!(p.seal().is_ok());
+        // another entry has another raw hash (it covers the entry's unique id)
+        assert!(!p.unchanged_raw("2", 8));
+        let v = p.desired(u("a", "2", "ou=a"));
+        assert!(matches!(v, Verdict::Changed(_)), "{v:?}");
+        assert_eq!(p.unchanged, 0);
+    }
+
+    #[test]
+    fn departures_come_from_the_index_once_ids_are_read_again() {
+        let cur = [
+            u("a", "1", "ou=a"),
+            u("b", "2", "ou=a"),
+            u("c", "3", "ou=a"),
+        ];
+        let mut p = Planner::new(cur.iter().map(|u| stored_with_stamp(u, None)).collect());
+        assert_eq!(p.desired(u("a", "1", "ou=a")), Verdict::Unchanged);
+        p.exists("2");
+        assert!(p.wants_ids());
+        for id in ["1", "2", "3", "nope"] {
+            p.resolve_id(id);
+        }
+        assert!(!p.wants_ids());
+        assert_eq!(p.unseen(), vec!["3".to_string()]);
+        p.deleted("3");
+        let mut gone = p.departures(&|_| Some(WhenRemoved::Disable), true);
+        gone.sort();
+        assert_eq!(
+            gone.iter()
+                .map(|(id, a, _)| (id.as_str(), *a))
+                .collect::<Vec<_>>(),
+            vec![("2", Action::Disable), ("3", Action::Remove)]
+        );
+        // an id not read again (its row went away): left as it is
+        let mut p = Planner::new(cur.iter().map(|u| stored_with_stamp(u, None)).collect());
+        p.resolve_id("1");
+        p.exists("1");
+        let gone = p.departures(&|_| Some(WhenRemoved::Disable), true);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(p.unchanged, 2);
         assert_eq!(p.warnings.len(), 1);
     }
 }

@@ -217,17 +217,10 @@ async fn split_plan(store: &dyn Store, cfg: &Config, plan: &Plan) -> Result<Spli
 
 /// The directory users stored before this cycle (what a percentage is of).
 pub(crate) async fn directory_users(store: &dyn Store) -> Result<usize> {
-    let mut n = 0usize;
-    let mut count = |d: mfasync_core::plan::StoredDigest| {
-        if d.source == mfasync_core::Source::Directory {
-            n += 1;
-        }
-    };
     store
-        .user_digests(&mut count)
+        .directory_user_count()
         .await
-        .context("counting the stored directory users (sync.approval_threshold as a percentage)")?;
-    Ok(n)
+        .context("counting the stored directory users (sync.approval_threshold as a percentage)")
 }
 
 /// The distinct limits that held `held`, for the log line and the email.

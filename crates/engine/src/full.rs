@@ -172,6 +172,7 @@ pub(crate) async fn full(
         if follow && incomplete.is_none() {
             // Stored users of other domains no item took: still users there
             // (they left their item: its when_removed) or gone?
+            resolve_ids(store, &mut w.planner).await?;
             let unseen = w.planner.unseen();
             check_other_domains(store, cfg, &base, &mut domains, &mut w, &unseen).await?;
         }
@@ -229,6 +230,9 @@ pub(crate) async fn full(
         .iter()
         .map(|i| (i.dn.clone(), i.when_removed))
         .collect();
+    if incomplete.is_none() {
+        resolve_ids(store, &mut w.planner).await?;
+    }
     let gone = match &incomplete {
         Some(_) => Vec::new(),
         None => w.planner.departures(
@@ -420,6 +424,7 @@ pub(crate) async fn look_up_unseen(
     base: &str,
     w: &mut Worker,
 ) -> Result<()> {
+    resolve_ids(store, &mut w.planner).await?;
     let unseen = w.planner.unseen();
     if unseen.is_empty() {
         return Ok(());
@@ -449,6 +454,30 @@ pub(crate) async fn look_up_unseen(
         unknown = looked.unknown.len(),
         ms = t.elapsed().as_millis() as u64,
         "looked up the stored users the read did not see, by unique id"
+    );
+    Ok(())
+}
+
+/// The directory ids of the stored users no item held, read again from the
+/// store: the planner's index keeps hashes, not ids (one pass over the
+/// digests, only when some are missing).
+pub(crate) async fn resolve_ids(store: &dyn Store, planner: &mut plan::Planner) -> Result<()> {
+    if !planner.wants_ids() {
+        return Ok(());
+    }
+    let t = std::time::Instant::now();
+    store
+        .user_digests(&mut |d| {
+            if let (mfasync_core::Source::Directory, Some(id)) =
+                (d.source, d.directory_id.as_deref())
+            {
+                planner.resolve_id(id);
+            }
+        })
+        .await?;
+    tracing::info!(target: "mfasync::sync",
+        ms = t.elapsed().as_millis() as u64,
+        "read the ids of stored users no item holds"
     );
     Ok(())
 }

@@ -473,7 +473,10 @@ pub(crate) async fn read_users<'s>(
         let planner_tx = planner_tx;
         let t = std::time::Instant::now();
         let mut planner = plan::Planner::new(Vec::new());
+        // room for all at once: no index twice its size while it grows
+        planner.reserve(store.directory_user_count().await?);
         store.user_digests(&mut |d| planner.add_stored(d)).await?;
+        planner.seal().map_err(EngineError::Other)?;
         let stored_dir_users = planner.stored_directory_users();
         tracing::info!(target: "mfasync::sync",
             ms = t.elapsed().as_millis() as u64,

@@ -1,8 +1,15 @@
 //! `scripts/bench [N]`: seeds a private slapd with N generated users (default
 //! 100,000) and times, in one run: the raw directory read (`ldapsearch` with
-//! paging, the floor), mfasync's first full sync into an empty SQLite database,
+//! paging, the floor), mfasync's first full sync into an empty database,
 //! and a second full sync with no directory change. Prints ratios to the floor
 //! and mfasync's peak RSS (from GNU time).
+//!
+//! The data: `inetOrgPerson` users `uid=u0000000..` spread over 10 OUs under
+//! `ou=Bench` (the one container sync item), each with cn, sn, givenName,
+//! mail, description and two phones (telephoneNumber with an extension,
+//! mobile as backup phone; the numbers repeat every 10,000 users, so
+//! 20,000 distinct numbers in all). `MFASYNC_BENCH_POSTGRES=1`: the syncs
+//! write into a fresh database of a private PostgreSQL instead of SQLite.
 
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
@@ -101,6 +108,9 @@ fn main() {
     let slapd = mfasync_testkit::Slapd::start(&generate(n));
     eprintln!("seeded in {:.1}s", t.elapsed().as_secs_f64());
 
+    // MFASYNC_BENCH_POSTGRES=1: a private PostgreSQL instead of SQLite files.
+    let postgres =
+        std::env::var_os("MFASYNC_BENCH_POSTGRES").map(|_| mfasync_testkit::Postgres::start());
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let cfg = dir.path().join("bench.toml");
     let config = format!(
@@ -168,10 +178,13 @@ fn main() {
         let floor = f1.min(f2);
         floors.push(floor);
         for (b, bin) in bins.iter().enumerate() {
-            let db = format!(
-                "sqlite://{}",
-                dir.path().join(format!("bench-{round}-{b}.db")).display()
-            );
+            let db = match &postgres {
+                Some(pg) => pg.fresh_database(),
+                None => format!(
+                    "sqlite://{}",
+                    dir.path().join(format!("bench-{round}-{b}.db")).display()
+                ),
+            };
             apply_config(bin, &db, &cfg);
             let mut sync = Command::new(bin);
             sync.args(["--database", &db, "sync", "--full"]);

@@ -146,6 +146,25 @@ async fn users_by_key(s: &dyn Store) {
     let changes: Vec<Change> = users.iter().map(create).collect();
     s.apply(&changes, None).await.unwrap();
     s.insert_user(&manual_user("Hand")).await.unwrap();
+    // users_each: the same users in the same order as users()
+    s.insert_user(&manual_user("Émile")).await.unwrap();
+    s.insert_user(&manual_user("zed")).await.unwrap();
+    let mut each = Vec::new();
+    s.users_each(&mut |u| {
+        each.push(u);
+        true
+    })
+    .await
+    .unwrap();
+    assert_eq!(each, s.users().await.unwrap());
+    let mut first = 0;
+    s.users_each(&mut |_| {
+        first += 1;
+        false
+    })
+    .await
+    .unwrap();
+    assert_eq!(first, 1, "false stops");
     let names = |v: Vec<MfaUser>| {
         sorted(v)
             .into_iter()
@@ -2078,6 +2097,11 @@ async fn user_digests_follow_every_write(s: &dyn Store) {
     s.apply(&[create(&a), create(&b)], None).await.unwrap();
     let d = digests(s).await;
     assert_eq!(d.len(), 3);
+    assert_eq!(
+        s.directory_user_count().await.unwrap(),
+        2,
+        "the manual user is not counted"
+    );
     assert_eq!(digest_of(&d, "boss"), Some(digest(&manual_user("boss"))));
     assert_eq!(digest_of(&d, "alice"), Some(digest(&a)));
     assert_eq!(digest_of(&d, &b.username), Some(digest(&b)));

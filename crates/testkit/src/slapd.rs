@@ -74,7 +74,7 @@ pidfile {d}/slapd.pid
 argsfile {d}/slapd.args
 sizelimit unlimited
 database mdb
-maxsize 1073741824
+maxsize 4294967296
 suffix "{SLAPD_BASE_DN}"
 rootdn "{SLAPD_ADMIN_DN}"
 rootpw {admin_password}

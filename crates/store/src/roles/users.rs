@@ -43,6 +43,9 @@ pub trait UserStore: Send + Sync {
         &self,
         each: &mut (dyn FnMut(mfasync_core::plan::StoredDigest) + Send),
     ) -> Result<()>;
+    /// How many directory users (source directory) are stored: what a
+    /// percentage threshold is of, and room for a full sync's index.
+    async fn directory_user_count(&self) -> Result<usize>;
     /// Write the raw stamps (`core::plan::raw_stamp`) of directory users a
     /// full sync found unchanged while their stamp was missing or stale: per
     /// directory_id, the entry's hash and the digest of the row it maps to.
@@ -166,6 +169,15 @@ macro_rules! impl_user_store {
                         return Ok(());
                     }
                 }
+            }
+
+            async fn directory_user_count(&self) -> Result<usize> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM users WHERE source = 'directory'",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(usize::try_from(n).unwrap_or(0))
             }
 
             async fn restamp(&self, stamps: &[(String, mfasync_core::plan::RawMark)]) -> Result<()> {
