@@ -443,7 +443,16 @@ impl Samba {
             NsLock::Held(l) => Some(l),
             NsLock::Elsewhere => None,
         };
-        if let Err(e) = std::net::TcpListener::bind((spec.ip, 389)) {
+        // (the DC of a test process that just ended may still be closing its ports)
+        let mut bound = std::net::TcpListener::bind((spec.ip, 389)).map(drop);
+        for _ in 0..60 {
+            if bound.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            bound = std::net::TcpListener::bind((spec.ip, 389)).map(drop);
+        }
+        if let Err(e) = bound {
             panic!(
                 "testkit: {}:389 is not available ({e}); Samba needs the standard LDAP ports: \
                  {NAMESPACE_HINT}",
