@@ -38,15 +38,6 @@ fn is_e164(cell: &str) -> bool {
         .is_some_and(|d| (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Write `users` as CSV to `out`: neutralised and quoted, or `raw`.
-pub fn write_csv(users: &[MfaUser], out: impl Write, raw: bool) -> Result<(), String> {
-    let mut w = CsvExport::new(out, raw, false)?;
-    for u in users {
-        w.user(u, None)?;
-    }
-    w.finish()
-}
-
 fn csv_error(e: impl std::fmt::Display) -> String {
     format!("cannot write the CSV: {e}")
 }
@@ -210,6 +201,15 @@ mod tests {
             .records()
             .map(|r| r.unwrap().iter().map(str::to_string).collect())
             .collect()
+    }
+
+    /// `users` through `CsvExport`, as `users export` writes them.
+    fn write_csv(users: &[MfaUser], out: impl Write, raw: bool) -> Result<(), String> {
+        let mut w = CsvExport::new(out, raw, false)?;
+        for u in users {
+            w.user(u, None)?;
+        }
+        w.finish()
     }
 
     #[test]

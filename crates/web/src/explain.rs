@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
-use mfasync_core::report::explain::{Explanation, Step};
+use mfasync_core::report::explain::Explanation;
 use serde::Deserialize;
 
 use crate::auth::{csrf_refusal, Admin};
@@ -33,14 +33,6 @@ struct ExplainPage {
     path: String,
 }
 
-/// The deciding step as the CLI writes it: the item, or the step's name.
-fn step_text(ex: &Explanation) -> String {
-    match (ex.decision.step, ex.decision.item) {
-        (Step::Item | Step::AccountDisabled, Some(i)) => format!("sync.items[{i}]"),
-        (other, _) => other.as_str().to_string(),
-    }
-}
-
 async fn explain(
     State(app): State<App>,
     Extension(admin): Extension<Admin>,
@@ -49,7 +41,7 @@ async fn explain(
     match app.backend.explain_user(&username).await {
         Ok(ex) => render(&ExplainPage {
             chrome: Chrome::new(format!("Explain {username}"), Some(&admin), "/users"),
-            step: step_text(&ex),
+            step: ex.decision.decided_by(),
             path: crate::kit::url_component(&username),
             ex,
         }),

@@ -58,6 +58,17 @@ pub struct Decision {
     pub step: Step,
 }
 
+impl Decision {
+    /// The deciding step as the CLI and the portal name it: the winning
+    /// item (`sync.items[N]`), or the step's name.
+    pub fn decided_by(&self) -> String {
+        match (self.step, self.item) {
+            (Step::Item | Step::AccountDisabled, Some(i)) => format!("sync.items[{i}]"),
+            (other, _) => other.as_str().to_string(),
+        }
+    }
+}
+
 /// Where and how the entry was looked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -2,7 +2,7 @@
 
 use crate::terminal::say;
 use crate::{active_config, open_store, print_json, CmdResult, Failure};
-use mfasync_core::report::explain::{Explanation, Step};
+use mfasync_core::report::explain::Explanation;
 
 /// `users explain NAME|DN [--json]`.
 pub async fn run(database: &str, query: &str, json: bool) -> CmdResult {
@@ -104,14 +104,7 @@ pub fn print(ex: &Explanation) {
             d.would_write.as_deref().unwrap_or("(none)")
         );
     }
-    let step = match ex.decision.step {
-        Step::Item | Step::AccountDisabled => ex
-            .decision
-            .item
-            .map(|i| format!("sync.items[{i}]"))
-            .unwrap_or_default(),
-        other => other.as_str().to_string(),
-    };
+    let step = ex.decision.decided_by();
     say!(
         "decision: {} (decided by {step}): {}",
         ex.decision.action,
