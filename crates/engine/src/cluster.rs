@@ -98,6 +98,7 @@ impl CliLease {
             holder: name.clone(),
             instance: instance.clone(),
             token: lease.token,
+            period_ms: ms(CLI_LEASE),
         }));
         mark_interrupted(store).await;
         Ok(CliLease { name, instance })
@@ -121,12 +122,20 @@ impl CliLease {
         let renew = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(CLI_LEASE / 3).await;
-                // A lost lease is caught by the fence at commit.
-                if let Err(e) = store
+                // A lost lease is caught by the fence at commit. While the
+                // sync's own SQLite write transaction keeps this renewal out,
+                // that transaction renews the lease at each write.
+                match store
                     .lease_acquire(&name, &instance, now_ms(), ms(CLI_LEASE))
                     .await
                 {
-                    tracing::warn!(target: "mfasync::cluster", "cannot renew the sync lease: {e}");
+                    Ok(_) => {}
+                    Err(e) if e.is_busy() => {
+                        tracing::debug!(target: "mfasync::cluster", "sync lease renewed by the sync's own transaction ({e})");
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "mfasync::cluster", "cannot renew the sync lease: {e}");
+                    }
                 }
             }
         });

@@ -198,6 +198,7 @@ impl Cluster {
             holder: self.me.name.clone(),
             instance: self.me.instance.clone(),
             token,
+            period_ms: self.me.lease_ms,
         }));
         self.role.send_if_modified(|r| {
             if *r == runner {

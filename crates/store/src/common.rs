@@ -472,6 +472,11 @@ pub(crate) struct Sql {
     /// `SELECT` of the lease row with a row lock where the backend has one
     /// (PostgreSQL `FOR UPDATE`; a SQLite write transaction is exclusive).
     pub select_lease_locked: String,
+    /// Where a sync's write transaction excludes every other writer (SQLite),
+    /// the holder's renewal of its own lease inside that transaction (`$1`
+    /// the new expiry, `$2` holder, `$3` instance, `$4` token, `$5` now): its
+    /// renewal task cannot write until the transaction ends.
+    pub renew_lease_in_tx: Option<&'static str>,
     numbered: bool,
 }
 
@@ -538,7 +543,12 @@ impl Sql {
         } else {
             "ORDER BY username_lower"
         };
+        let renew_lease_in_tx = (!numbered).then_some(
+            "UPDATE sync_lease SET expires_ms = $1 WHERE id = 1 AND holder = $2 \
+             AND instance = $3 AND token = $4 AND expires_ms > $5 AND expires_ms < $1",
+        );
         Sql {
+            renew_lease_in_tx,
             select_users_ordered: format!("{select_users} {order}"),
             select_users,
             select_digests,
@@ -1024,6 +1034,26 @@ macro_rules! impl_store {
                 }
             }
 
+            /// Renew the fence's lease inside a sync's write transaction, where
+            /// that transaction keeps the renewal task out (`Sql::renew_lease_in_tx`):
+            /// only while it is still held and live, so an expired or lost lease
+            /// is still refused at commit.
+            async fn renew_lease_in(&self, tx: &mut Tx) -> Result<()> {
+                let (Some(sql), Some(fence)) = (self.sql.renew_lease_in_tx, self.fence.get()) else {
+                    return Ok(());
+                };
+                let now = $crate::common::now_ms();
+                sqlx::query(sql)
+                    .bind(now.saturating_add(fence.period_ms))
+                    .bind(fence.holder.as_str())
+                    .bind(fence.instance.as_str())
+                    .bind(fence.token)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
             /// Audit rows by multi-row INSERTs (PostgreSQL; SQLite has its own
             /// `write_audit`, in sqlite.rs).
             #[allow(dead_code)]
@@ -1204,6 +1234,7 @@ macro_rules! impl_store {
                 validate(changes)?;
                 self.failed = true;
                 self.write_checked(changes).await?;
+                self.store.renew_lease_in(&mut self.tx).await?;
                 self.failed = false;
                 self.writes += 1;
                 self.store.after_write(self.writes);
@@ -1305,6 +1336,7 @@ macro_rules! impl_store {
                         .await?;
                     }
                 }
+                store.renew_lease_in(&mut tx).await?;
                 store.check_fence(&mut tx).await?;
                 tx.commit().await?;
                 Ok(())

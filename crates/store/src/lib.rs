@@ -194,6 +194,23 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+impl StoreError {
+    /// SQLite's "database is locked": another connection's write
+    /// transaction held the database for longer than the busy timeout.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("5" | "517" | "6"))
+            }
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// `"mysql://..."` for a URL with a scheme, else `"without a scheme"`.
 fn scheme_of(url: &str) -> String {
     match url.split_once("://") {
@@ -651,6 +668,10 @@ pub struct Fence {
     pub holder: String,
     pub instance: String,
     pub token: i64,
+    /// The holder's lease period: what a renewal inside a sync's own write
+    /// transaction extends it by (SQLite, where that transaction keeps the
+    /// holder's renewal task out).
+    pub period_ms: i64,
 }
 
 #[async_trait]

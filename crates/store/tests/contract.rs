@@ -1993,6 +1993,7 @@ async fn fenced_writes_refused_after_takeover_or_expiry(s: &dyn Store) {
         holder: "A".into(),
         instance: "a1".into(),
         token: a.token,
+        period_ms: 600_000,
     };
     s.set_fence(Some(fence_a.clone()));
     // the holder writes
@@ -2047,6 +2048,7 @@ async fn fenced_writes_refused_after_takeover_or_expiry(s: &dyn Store) {
         holder: "B".into(),
         instance: "b1".into(),
         token: b.token,
+        period_ms: 600_000,
     }));
     s.apply(&[create(&dir_user("bob", "id-b"))], Some(&wm("w2")))
         .await
@@ -2059,6 +2061,7 @@ async fn fenced_writes_refused_after_takeover_or_expiry(s: &dyn Store) {
         holder: "C".into(),
         instance: "c1".into(),
         token: c.token,
+        period_ms: 600_000,
     }));
     match s.apply(&[create(&dir_user("carol", "id-c"))], None).await {
         Err(StoreError::Fenced(m)) => assert!(m.contains("the sync lease of server C"), "{m}"),
@@ -2070,6 +2073,60 @@ async fn fenced_writes_refused_after_takeover_or_expiry(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(s.users().await.unwrap().len(), 3);
+}
+
+/// A sync's write transaction on SQLite keeps every other writer out, its
+/// holder's lease renewal task included: the transaction renews the lease
+/// itself at each write, so a sync longer than the lease period still
+/// commits; a lease that expired before a write is not renewed and refused.
+#[tokio::test]
+async fn sqlite_sync_transaction_renews_its_lease() {
+    let (_dir, store) = sqlite_store().await;
+    let s: &dyn Store = &store;
+    let period = 600_000;
+    let fence = |token| mfasync_store::Fence {
+        holder: "A".into(),
+        instance: "a1".into(),
+        token,
+        period_ms: period,
+    };
+    // taken long ago: it runs out 2 s from now
+    let now = real_now_ms();
+    let a = s
+        .lease_acquire("A", "a1", now - period + 2_000, period)
+        .await
+        .unwrap();
+    s.set_fence(Some(fence(a.token)));
+    let mut w = s.begin_apply().await.unwrap();
+    w.write(&[create(&dir_user("alice", "id-a"))])
+        .await
+        .unwrap();
+    // past the lease as it was taken
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    w.commit(Some(&wm("w1"))).await.unwrap();
+    assert_eq!(s.users().await.unwrap(), vec![dir_user("alice", "id-a")]);
+    let l = s.lease().await.unwrap();
+    assert!(l.held_by("A", "a1", real_now_ms()), "{l:?}");
+    assert_eq!(l.token, a.token);
+
+    // a lease already run out is not renewed by a write: refused at commit
+    s.lease_release("A", "a1").await.unwrap();
+    let b = s
+        .lease_acquire("A", "a2", real_now_ms() - period - 1, period)
+        .await
+        .unwrap();
+    s.set_fence(Some(mfasync_store::Fence {
+        instance: "a2".into(),
+        ..fence(b.token)
+    }));
+    let mut w = s.begin_apply().await.unwrap();
+    w.write(&[create(&dir_user("bob", "id-b"))]).await.unwrap();
+    match w.commit(Some(&wm("w2"))).await {
+        Err(StoreError::Fenced(m)) => assert!(m.contains("expired"), "{m}"),
+        other => panic!("not fenced: {other:?}"),
+    }
+    assert_eq!(s.users().await.unwrap(), vec![dir_user("alice", "id-a")]);
+    assert_eq!(s.watermark().await.unwrap(), Some(wm("w1")));
 }
 
 // ---------------------------------------------------------------- digests and streamed apply (full sync)
