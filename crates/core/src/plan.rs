@@ -906,6 +906,21 @@ mod tests {
         assert_eq!(p.warnings.len(), 1);
     }
     #[test]
+    fn stored_names_are_known_whoever_holds_them() {
+        let mut manual = u("Boss", "", "");
+        manual.directory_id = None;
+        manual.source = crate::Source::Manual;
+        let mut p = Planner::new(vec![
+            stored_with_stamp(&u("Alice", "1", "ou=a"), None),
+            stored_with_stamp(&manual, None),
+        ]);
+        p.seal().unwrap();
+        assert!(p.name_stored("alice"));
+        assert!(p.name_stored("boss"));
+        assert!(!p.name_stored("carol"));
+    }
+
+    #[test]
     fn two_stored_ids_with_one_index_hash_stop_the_planner() {
         let stored = vec![
             stored_with_stamp(&u("a", "1", "ou=a"), None),

@@ -154,6 +154,16 @@ impl MfaUser {
         })
     }
 
+    /// The name [`MfaUser::diff_fields`] gives a field, as a `'static` name
+    /// (a change read back from text); None for a name it never gives.
+    pub fn field_name(name: &str) -> Option<&'static str> {
+        let fixed = ["username", "enabled", "source"];
+        fixed
+            .into_iter()
+            .chain(MfaUser::default().text_fields().map(|(n, _)| n))
+            .find(|n| *n == name)
+    }
+
     /// Names of the fields that differ between `self` and `other`.
     pub fn diff_fields(&self, other: &MfaUser) -> Vec<&'static str> {
         let mut out = Vec::new();

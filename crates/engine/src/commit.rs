@@ -26,17 +26,38 @@ pub(crate) async fn commit(
     Ok(restored)
 }
 
-/// `commit` into a write transaction already holding streamed creates.
-pub(crate) async fn commit_into(
+/// `commit` of a full cycle: into the write transaction holding the creates
+/// streamed on a first sync (when any), and with the creates kept on disk
+/// (`spilled`) written after the plan's changes (their usernames are no
+/// stored user's: no change of the plan frees one for them).
+pub(crate) async fn commit_full(
     store: &dyn Store,
     cfg: &Config,
     p: &Plan,
-    a: Box<dyn mfasync_store::Applying + '_>,
+    applying: Option<Box<dyn mfasync_store::Applying + '_>>,
+    spilled: Option<crate::spill::Spilled>,
     wm: &Watermark,
 ) -> Result<usize> {
     let t = std::time::Instant::now();
+    // (nothing to hold when creates were streamed: nothing was stored)
     let (now, _pending) = crate::approvals::hold(store, cfg, p).await?;
-    let restored = write_and_commit(a, &now, wm).await?;
+    let mut a = match applying {
+        Some(a) => a,
+        None => store.begin_apply().await?,
+    };
+    a.write(&now).await?;
+    drop(now);
+    if let Some(mut spilled) = spilled {
+        loop {
+            let chunk = spilled.next_chunk(crate::read::CREATE_CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            a.write(&chunk).await?;
+        }
+    }
+    let restored = a.restored();
+    a.commit(Some(wm)).await?;
     tracing::info!(target: "mfasync::sync", ms = t.elapsed().as_millis() as u64, "applied the plan");
     Ok(restored)
 }

@@ -189,6 +189,14 @@ pub(crate) async fn full(
     }
 
     let t = std::time::Instant::now();
+    if let Some(s) = &w.spill {
+        tracing::info!(target: "mfasync::sync", creates = s.len(), "creates kept in a temporary file until the commit");
+    }
+    let spilled = w
+        .spill
+        .take()
+        .map(crate::spill::Spill::finish)
+        .transpose()?;
     let mut changes: Vec<plan::Change> = std::mem::take(&mut w.creates);
     // Users whose digest differs: compare with their stored rows.
     let candidates = std::mem::take(&mut w.changed);
@@ -261,7 +269,7 @@ pub(crate) async fn full(
         unchanged: w.planner.unchanged,
         warnings: std::mem::take(&mut w.planner.warnings),
         unlisted: Counts {
-            created: streamed,
+            created: streamed + spilled.as_ref().map_or(0, |s| s.len()),
             ..Counts::default()
         },
         incomplete_read: incomplete.clone(),
@@ -325,10 +333,7 @@ pub(crate) async fn full(
         };
         // Creates were written while reading (nothing was stored: no
         // departure is possible, so the approval hold writes nothing).
-        p.restored = match applying {
-            Some(a) => commit_into(store, cfg, &p, a, &wm).await?,
-            None => commit(store, cfg, &p, &wm).await?,
-        };
+        p.restored = commit_full(store, cfg, &p, applying, spilled, &wm).await?;
         if !restamp.is_empty() {
             // after the cycle's commit: only a cache for the next full sync
             let t = std::time::Instant::now();

@@ -77,6 +77,10 @@ pub(crate) struct Worker {
     pub(crate) creates: Vec<plan::Change>,
     /// Where creates go while reading (first sync into an empty store).
     pub(crate) sink: Option<CreateSink>,
+    /// Creates past `spill::spill_after()` when they cannot be written as
+    /// they come (no `sink`; not for `--plan`): on disk until the commit.
+    pub(crate) spill: Option<crate::spill::Spill>,
+    pub(crate) may_spill: bool,
     /// Stored users whose digest differs: to compare with their rows (with
     /// the entry each was mapped from, when known).
     pub(crate) changed: Vec<(MfaUser, Option<plan::RawMark>)>,
@@ -251,19 +255,48 @@ impl Worker {
             }
             plan::Verdict::Changed(d) => self.changed.push((d, raw)),
             plan::Verdict::Create(d) => {
-                self.creates.push(plan::Change {
+                let c = plan::Change {
                     action: Action::Create,
                     user: d,
                     before: None,
                     fields: vec![],
                     reason: None,
                     raw,
-                });
+                };
+                if let Some(c) = self.spill(c) {
+                    self.creates.push(c);
+                }
                 if self.creates.len() >= CREATE_CHUNK {
                     self.send_creates();
                 }
             }
         }
+    }
+
+    /// Keep `c` on disk when many creates are held already and its username
+    /// is no stored user's (its write then depends on no other change of
+    /// the cycle); else it comes back, to be held.
+    fn spill(&mut self, c: plan::Change) -> Option<plan::Change> {
+        if !self.may_spill
+            || self.sink.is_some()
+            || self.creates.len() < crate::spill::spill_after()
+            || self.planner.name_stored(&c.user.username.to_lowercase())
+        {
+            return Some(c);
+        }
+        let spill = match &mut self.spill {
+            Some(s) => s,
+            None => match crate::spill::Spill::new() {
+                Ok(s) => self.spill.insert(s),
+                Err(e) => {
+                    tracing::warn!(target: "mfasync::sync", "{e:#}; the creates are held in memory");
+                    self.may_spill = false;
+                    return Some(c);
+                }
+            },
+        };
+        spill.push(&c);
+        None
     }
 
     /// Hand the creates to the writer, when one listens.
@@ -404,7 +437,9 @@ pub(crate) async fn read_users<'s>(
                 cache: Default::default(),
                 deferred,
                 creates: Vec::new(),
+                may_spill: !plan_only,
                 sink,
+                spill: None,
                 changed: Vec::new(),
                 seeds,
                 restamp: Vec::new(),

@@ -321,6 +321,23 @@ impl Planner {
             .collect()
     }
 
+    /// Whether a stored user (directory or manual) may have the lower-cased
+    /// username `lower` (by its hash: rarely true for another name too).
+    /// After [`Planner::seal`].
+    pub fn name_stored(&self, lower: &str) -> bool {
+        if self.taken_by_manual.contains(lower) {
+            return true;
+        }
+        let name = self.name(lower);
+        let from = self
+            .by_name
+            .partition_point(|&i| self.slots.get(i as usize).map_or(0, |s| s.name) < name);
+        self.by_name
+            .get(from)
+            .and_then(|&i| self.slots.get(i as usize))
+            .is_some_and(|s| s.name == name)
+    }
+
     /// Whether the name is taken this cycle by someone other than slot `own`.
     fn name_taken(&self, name: u64, own: Option<usize>) -> bool {
         if self.claimed.contains(&name) {

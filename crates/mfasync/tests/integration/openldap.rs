@@ -1181,3 +1181,80 @@ fn a_server_size_limit_that_cannot_be_worked_around_departs_no_one() {
     assert_eq!(counts(&r).4, 5, "{r}");
     assert!(r.get("read_incomplete").is_none(), "{r}");
 }
+
+/// A cycle that creates many users while others are stored keeps the
+/// creates past a limit in a temporary file (`MFASYNC_TEST_SPILL_AFTER`
+/// here, 10,000 by default) and writes them at commit like any other: every
+/// field, the raw stamps (the next sync finds them unchanged) and the audit.
+#[test]
+fn many_creates_into_a_store_that_is_not_empty_go_through_a_file() {
+    let s = slapd();
+    let (first, more) = (
+        format!("ou=SpillFirst,{BASE}"),
+        format!("ou=SpillMore,{BASE}"),
+    );
+    let mut ldif = String::new();
+    for o in [&first, &more] {
+        let name = o
+            .split(',')
+            .next()
+            .and_then(|r| r.split('=').nth(1))
+            .unwrap_or("x");
+        let _ = write!(
+            ldif,
+            "dn: {o}\nchangetype: add\nobjectClass: organizationalUnit\nou: {name}\n\n"
+        );
+    }
+    for i in 1..=2 {
+        let _ = write!(
+            ldif,
+            "dn: uid=spf{i},{first}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: spf{i}\ncn: F {i}\nsn: F\ntelephoneNumber: 425 555 01{i:02}\n\n"
+        );
+    }
+    for i in 1..=40 {
+        let _ = write!(
+            ldif,
+            "dn: uid=spm{i},{more}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: spm{i}\ncn: M {i}\nsn: More\nmail: spm{i}@example.com\ndescription: bulk {i}\ntelephoneNumber: 425 555 02{i:02}\nmobile: 425 555 03{i:02}\n\n"
+        );
+    }
+    s.ldapmodify(&ldif);
+    let user =
+        "[sync.items.user]\nphone = \"business\"\nbackup_phone = \"mobile\"\ncountry_code = \"1\"";
+    let mut m = Mfa::new();
+    m.apply(&config(&server(), &item("container", &first, user)));
+    assert_eq!(counts(&m.sync_full()), (2, 0, 0, 0, 0, 0));
+
+    m.env.push(("MFASYNC_TEST_SPILL_AFTER".into(), "5".into()));
+    m.env
+        .push(("MFASYNC_LOG".into(), "mfasync::sync=info".into()));
+    let items = [
+        item("container", &first, user),
+        item("container", &more, user),
+    ]
+    .concat();
+    m.apply(&config(&server(), &items));
+    let out = m.ok(&["--json", "sync", "--full"]);
+    assert_eq!(counts(&out.json()), (40, 0, 0, 0, 0, 2), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("creates kept in a temporary file") && out.stderr.contains("35"),
+        "35 of the 40 creates went through the file: {}",
+        out.stderr
+    );
+    assert_eq!(m.users().len(), 42);
+    for i in [1, 6, 40] {
+        let u = m.user(&format!("spm{i}")).expect("created");
+        assert_eq!(u["email"], format!("spm{i}@example.com"));
+        assert_eq!(u["description"], format!("bulk {i}"));
+        assert_eq!(u["primary_phone"], format!("+1425555{:04}", 200 + i));
+        assert_eq!(u["backup_phone"], format!("+1425555{:04}", 300 + i));
+        assert_eq!(u["sync_item"], more);
+    }
+    let stamps = raw_stamps(&m);
+    assert!(stamps.values().all(Option::is_some), "stamped: {stamps:?}");
+    assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 42));
+    let audit = m.ok(&["--json", "audit", "--limit", "100"]).json();
+    let created = audit.as_array().map_or(0, |rows| {
+        rows.iter().filter(|r| r["action"] == "create").count()
+    });
+    assert_eq!(created, 42, "{audit}");
+}
