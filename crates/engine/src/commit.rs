@@ -47,9 +47,10 @@ pub(crate) async fn commit_full(
     };
     a.write(&now).await?;
     drop(now);
-    if let Some(mut spilled) = spilled {
+    if let Some(spilled) = spilled {
+        let mut changes = spilled.changes()?;
         loop {
-            let chunk = spilled.next_chunk(crate::read::CREATE_CHUNK)?;
+            let chunk = changes.next_chunk(crate::read::CREATE_CHUNK)?;
             if chunk.is_empty() {
                 break;
             }

@@ -20,7 +20,7 @@ pub(crate) async fn full(
     cfg: &Config,
     client: &mut Client,
     plan_only: bool,
-) -> Result<Plan> {
+) -> Result<(Plan, Option<crate::spill::Spilled>)> {
     let base = client.base_dn().to_string();
     // The incremental starting point is taken BEFORE the full read: a change
     // made while we read is then seen again by the next incremental cycle
@@ -190,9 +190,9 @@ pub(crate) async fn full(
 
     let t = std::time::Instant::now();
     if let Some(s) = &w.spill {
-        tracing::info!(target: "mfasync::sync", creates = s.len(), "creates kept in a temporary file until the commit");
+        tracing::info!(target: "mfasync::sync", creates = s.len(), "creates kept in a temporary file");
     }
-    let spilled = w
+    let mut spilled = w
         .spill
         .take()
         .map(crate::spill::Spill::finish)
@@ -333,7 +333,7 @@ pub(crate) async fn full(
         };
         // Creates were written while reading (nothing was stored: no
         // departure is possible, so the approval hold writes nothing).
-        p.restored = commit_full(store, cfg, &p, applying, spilled, &wm).await?;
+        p.restored = commit_full(store, cfg, &p, applying, spilled.take(), &wm).await?;
         if !restamp.is_empty() {
             // after the cycle's commit: only a cache for the next full sync
             let t = std::time::Instant::now();
@@ -349,7 +349,8 @@ pub(crate) async fn full(
             }
         }
     }
-    Ok(p)
+    // (a plan lists the spilled creates: `sync::Outcome::spilled`)
+    Ok((p, spilled))
 }
 
 /// Of the stored users `unseen` (no item took them), those whose DN is in

@@ -37,7 +37,7 @@ mod read;
 pub mod retention;
 pub mod secrets;
 pub mod single;
-mod spill;
+pub mod spill;
 pub mod summary;
 pub mod sync;
 

@@ -78,7 +78,7 @@ pub(crate) struct Worker {
     /// Where creates go while reading (first sync into an empty store).
     pub(crate) sink: Option<CreateSink>,
     /// Creates past `spill::spill_after()` when they cannot be written as
-    /// they come (no `sink`; not for `--plan`): on disk until the commit.
+    /// they come (no `sink`): on disk until the commit (or `--plan`'s list).
     pub(crate) spill: Option<crate::spill::Spill>,
     pub(crate) may_spill: bool,
     /// Stored users whose digest differs: to compare with their rows (with
@@ -437,7 +437,7 @@ pub(crate) async fn read_users<'s>(
                 cache: Default::default(),
                 deferred,
                 creates: Vec::new(),
-                may_spill: !plan_only,
+                may_spill: true,
                 sink,
                 spill: None,
                 changed: Vec::new(),

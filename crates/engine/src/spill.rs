@@ -1,7 +1,8 @@
 //! Creates kept in a temporary file instead of memory: a cycle that creates
 //! many users while others are stored (a new item of 100,000 users) cannot
 //! write them while it reads, so past `SPILL_AFTER` they wait on disk and
-//! are written at commit, a chunk at a time, in the cycle's one transaction.
+//! are written at commit, a chunk at a time, in the cycle's one transaction;
+//! `sync --plan` lists them from there.
 
 use crate::error::{EngineError, Result};
 use mfasync_core::plan::{Action, Change, RawMark};
@@ -89,7 +90,7 @@ impl Spill {
         self.len
     }
 
-    /// Done writing: the file to read the changes back from.
+    /// Done writing: the changes to read back.
     pub(crate) fn finish(self) -> Result<Spilled> {
         let fail = |e: String| {
             EngineError::Other(format!(
@@ -99,58 +100,95 @@ impl Spill {
         if let Some(e) = self.broken {
             return Err(fail(e));
         }
-        let mut file = self.file.into_inner().map_err(|e| fail(e.to_string()))?;
-        file.rewind().map_err(|e| fail(e.to_string()))?;
+        let file = self.file.into_inner().map_err(|e| fail(e.to_string()))?;
         Ok(Spilled {
-            file: BufReader::new(file),
-            left: self.len,
+            file,
+            len: self.len,
         })
     }
 }
 
-/// The changes of a finished [`Spill`], in the order they were pushed.
-pub(crate) struct Spilled {
-    file: BufReader<std::fs::File>,
-    left: usize,
+/// The changes of a finished spill, in the order they were pushed: written
+/// at commit, or listed by `sync --plan`.
+pub struct Spilled {
+    file: std::fs::File,
+    len: usize,
 }
 
 impl Spilled {
-    pub(crate) fn len(&self) -> usize {
-        self.left
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every change from the first (one reading at a time).
+    pub fn changes(&self) -> Result<SpilledChanges> {
+        let mut file = self.file.try_clone().map_err(read_error)?;
+        file.rewind().map_err(read_error)?;
+        Ok(SpilledChanges {
+            file: BufReader::new(file),
+            left: self.len,
+            bytes: Vec::new(),
+        })
+    }
+}
+
+/// Reading a [`Spilled`] back, change by change.
+pub struct SpilledChanges {
+    file: BufReader<std::fs::File>,
+    left: usize,
+    bytes: Vec<u8>,
+}
+
+impl SpilledChanges {
+    fn read_one(&mut self) -> Result<Change> {
+        let mut len = [0u8; 4];
+        self.file.read_exact(&mut len).map_err(read_error)?;
+        self.bytes.resize(u32::from_le_bytes(len) as usize, 0);
+        self.file.read_exact(&mut self.bytes).map_err(read_error)?;
+        let r: Record = postcard::from_bytes(&self.bytes).map_err(read_error)?;
+        Ok(Change {
+            action: r.action,
+            user: r.user,
+            before: r.before,
+            fields: r
+                .fields
+                .iter()
+                .filter_map(|f| MfaUser::field_name(f))
+                .collect(),
+            reason: r.reason,
+            raw: r.raw.map(|(raw, digest)| RawMark { raw, digest }),
+        })
     }
 
     /// The next up to `n` changes (empty: all read).
     pub(crate) fn next_chunk(&mut self, n: usize) -> Result<Vec<Change>> {
-        let take = n.min(self.left);
-        let mut out = Vec::with_capacity(take);
-        let mut bytes = Vec::new();
-        for _ in 0..take {
-            let mut len = [0u8; 4];
-            self.file.read_exact(&mut len).map_err(read_error)?;
-            bytes.resize(u32::from_le_bytes(len) as usize, 0);
-            self.file.read_exact(&mut bytes).map_err(read_error)?;
-            let r: Record = postcard::from_bytes(&bytes).map_err(read_error)?;
-            out.push(Change {
-                action: r.action,
-                user: r.user,
-                before: r.before,
-                fields: r
-                    .fields
-                    .iter()
-                    .filter_map(|f| MfaUser::field_name(f))
-                    .collect(),
-                reason: r.reason,
-                raw: r.raw.map(|(raw, digest)| RawMark { raw, digest }),
-            });
+        self.by_ref().take(n).collect()
+    }
+}
+
+impl Iterator for SpilledChanges {
+    type Item = Result<Change>;
+
+    fn next(&mut self) -> Option<Result<Change>> {
+        if self.left == 0 {
+            return None;
         }
-        self.left -= take;
-        Ok(out)
+        self.left -= 1;
+        let one = self.read_one();
+        if one.is_err() {
+            self.left = 0;
+        }
+        Some(one)
     }
 }
 
 fn read_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Other(format!(
-        "cannot read back the cycle's creates from their temporary file: {e}; nothing changed"
+        "cannot read back the cycle's creates from their temporary file: {e}"
     ))
 }
 
@@ -195,16 +233,20 @@ mod tests {
             s.push(c);
         }
         assert_eq!(s.len(), 2501);
-        let mut back = s.finish().unwrap();
+        let back = s.finish().unwrap();
+        assert_eq!(back.len(), 2501);
+        let mut chunks = back.changes().unwrap();
         let mut got = Vec::new();
         loop {
-            let chunk = back.next_chunk(1000).unwrap();
+            let chunk = chunks.next_chunk(1000).unwrap();
             if chunk.is_empty() {
                 break;
             }
             got.extend(chunk);
         }
-        assert_eq!(back.len(), 0);
         assert_eq!(got, all);
+        // read again from the first (sync --plan lists them, JSON and text)
+        let again: Vec<Change> = back.changes().unwrap().map(Result::unwrap).collect();
+        assert_eq!(again, all);
     }
 }

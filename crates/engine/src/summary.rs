@@ -327,6 +327,7 @@ mod tests {
             entries_read: None,
             pending_approval: None,
             safeguards: Default::default(),
+            spilled: None,
         }
     }
 

@@ -31,6 +31,9 @@ pub struct Outcome {
     pub pending_approval: Option<crate::approvals::PendingApproval>,
     /// Which limit held which departure; protected departures dropped (issue 21).
     pub safeguards: crate::approvals::Safeguards,
+    /// A plan's creates kept on disk (`spill`), listed after `plan.changes`
+    /// and counted in `plan.unlisted`.
+    pub spilled: Option<crate::spill::Spilled>,
 }
 
 /// Why a cycle is full after `[attributes]`, `[filters]`, the base DN or
@@ -131,6 +134,7 @@ async fn cycle(
         Some(store.run_started(mode.as_str()).await?)
     };
     let mut entries_read = None;
+    let mut spilled = None;
     // said with the note: sync items found under a new DN, a read cut short
     let mut extra_notes: Vec<String> = Vec::new();
     let (result, pending_approval, safeguards) = crate::approvals::track(async {
@@ -190,7 +194,8 @@ async fn cycle(
                 run_id = Some(store.run_started(SyncMode::Full.as_str()).await?);
             }
         }
-        let p = full(store, cfg, &mut client, opts.plan_only).await?;
+        let (p, kept) = full(store, cfg, &mut client, opts.plan_only).await?;
+        spilled = kept;
         client.unbind().await;
         if opts.plan_only {
             crate::approvals::preview(store, cfg, &p).await?;
@@ -230,6 +235,7 @@ async fn cycle(
         entries_read,
         pending_approval,
         safeguards,
+        spilled,
     })
 }
 
@@ -432,22 +438,39 @@ async fn incremental_in_domains(
 /// The `sync --json` document of PRODUCT.md (`plan_only`: with the changes, as
 /// `--plan`); also what the REST API answers for a sync.
 impl Outcome {
-    /// The outcome as `sync --json` (and with `plan_only`, `sync --plan --json`) reports it.
-    pub fn report(&self, plan_only: bool) -> SyncReport {
+    /// The outcome as `sync --json` (and with `plan_only`, `sync --plan --json`)
+    /// reports it: a plan's changes all in memory (the REST API; the CLI
+    /// streams them: [`Outcome::plan_json`]). Fails only reading spilled creates.
+    pub fn report(&self, plan_only: bool) -> Result<SyncReport> {
+        let mut report = self.counts_report();
+        if plan_only {
+            let mut changes: Vec<PlannedChange> = self.plan.changes.iter().map(planned).collect();
+            if let Some(spilled) = &self.spilled {
+                for ch in spilled.changes()? {
+                    changes.push(planned(&ch?));
+                }
+            }
+            report.changes = Some(changes);
+        }
+        Ok(report)
+    }
+
+    /// `sync --plan --json` written as it goes: the changes come from memory,
+    /// then from the spill file, one at a time (a plan of a million creates
+    /// never sits in memory, nor does its text).
+    pub fn plan_json(&self) -> PlanJson<'_> {
+        PlanJson(self)
+    }
+
+    /// How many changes a plan lists (held in memory and spilled).
+    pub fn listed(&self) -> usize {
+        self.plan.changes.len() + self.spilled.as_ref().map_or(0, |s| s.len())
+    }
+
+    fn counts_report(&self) -> SyncReport {
         let c = self.plan.counts();
-        let changes = plan_only.then(|| {
-            self.plan
-                .changes
-                .iter()
-                .map(|ch| PlannedChange {
-                    action: ch.action,
-                    fields: ch.fields.iter().map(|f| f.to_string()).collect(),
-                    username: ch.user.username.clone(),
-                })
-                .collect()
-        });
         SyncReport {
-            changes,
+            changes: None,
             created: c.created,
             disabled: c.disabled,
             enabled: c.enabled,
@@ -463,5 +486,51 @@ impl Outcome {
             unchanged: c.unchanged,
             updated: c.updated,
         }
+    }
+}
+
+fn planned(ch: &mfasync_core::plan::Change) -> PlannedChange {
+    PlannedChange {
+        action: ch.action,
+        fields: ch.fields.iter().map(|f| f.to_string()).collect(),
+        username: ch.user.username.clone(),
+    }
+}
+
+/// See [`Outcome::plan_json`]: the same document as `report(true)`, with
+/// `changes` first.
+pub struct PlanJson<'a>(&'a Outcome);
+
+impl serde::Serialize for PlanJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Doc<'a> {
+            changes: Changes<'a>,
+            #[serde(flatten)]
+            report: SyncReport,
+        }
+        Doc {
+            changes: Changes(self.0),
+            report: self.0.counts_report(),
+        }
+        .serialize(s)
+    }
+}
+
+struct Changes<'a>(&'a Outcome);
+
+impl serde::Serialize for Changes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.0.listed()))?;
+        for ch in &self.0.plan.changes {
+            seq.serialize_element(&planned(ch))?;
+        }
+        if let Some(spilled) = &self.0.spilled {
+            for ch in spilled.changes().map_err(S::Error::custom)? {
+                seq.serialize_element(&planned(&ch.map_err(S::Error::custom)?))?;
+            }
+        }
+        seq.end()
     }
 }

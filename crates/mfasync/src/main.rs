@@ -406,10 +406,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Pretty JSON on stdout, written as it is serialized (a long plan is never
+/// a string in memory).
 fn print_json(v: &impl serde::Serialize) -> CmdResult {
-    let s = serde_json::to_string_pretty(v).map_err(|e| Failure::Refused(e.to_string()))?;
-    println!("{s}");
-    Ok(())
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, v)
+        .map_err(|e| Failure::Refused(e.to_string()))
+        .and_then(|()| {
+            writeln!(out)
+                .and_then(|()| out.flush())
+                .map_err(|e| Failure::Refused(e.to_string()))
+        })
 }
 
 async fn open_store(url: &str) -> Result<Box<dyn mfasync_store::Store>, Failure> {

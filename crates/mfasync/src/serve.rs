@@ -262,7 +262,11 @@ async fn cycles(
                     emails_due.notify_one();
                     match result {
                         Ok(o) => {
-                            metrics.record_sync(o.mode.as_str(), secs, Some(&o.report(false)));
+                            metrics.record_sync(
+                                o.mode.as_str(),
+                                secs,
+                                o.report(false).ok().as_ref(),
+                            );
                             let c = o.plan.counts();
                             tracing::info!(
                                 mode = o.mode.as_str(),

@@ -110,7 +110,7 @@ impl ServiceBackend {
         let o = sync::run(self.store.as_ref(), &cfg, sync::Options { full, plan_only })
             .await
             .map_err(|e| format!("{e:#}"))?;
-        Ok(o.report(plan_only))
+        o.report(plan_only).map_err(|e| format!("{e:#}"))
     }
 
     /// A password check under `gate` (the API's and the RADIUS server's),

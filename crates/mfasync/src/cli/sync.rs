@@ -12,9 +12,16 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
         crate::logging::notice(n);
     }
     if json {
-        return crate::print_json(&o.report(plan_only));
+        return match plan_only {
+            true => crate::print_json(&o.plan_json()),
+            false => crate::print_json(
+                &o.report(false)
+                    .map_err(|e| Failure::Refused(format!("{e:#}")))?,
+            ),
+        };
     }
     if plan_only {
+        // (the first SHOWN are in memory: only creates past 10,000 are spilled)
         const SHOWN: usize = 50;
         for ch in o.plan.changes.iter().take(SHOWN) {
             let detail = match ch.action {
@@ -24,10 +31,10 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
             };
             crate::terminal::say!("{:8} {} {}", ch.action.as_str(), ch.user.username, detail);
         }
-        if o.plan.changes.len() > SHOWN {
+        if o.listed() > SHOWN {
             crate::terminal::say!(
                 "... and {} more (--json lists them all)",
-                o.plan.changes.len() - SHOWN
+                o.listed() - SHOWN
             );
         }
     }

@@ -1233,6 +1233,34 @@ fn many_creates_into_a_store_that_is_not_empty_go_through_a_file() {
     ]
     .concat();
     m.apply(&config(&server(), &items));
+    // the plan lists every create, those from the file included
+    let plan = m.ok(&["--json", "sync", "--plan"]);
+    assert!(
+        plan.stderr.contains("creates kept in a temporary file"),
+        "{}",
+        plan.stderr
+    );
+    let plan = plan.json();
+    assert_eq!(counts(&plan), (40, 0, 0, 0, 0, 2), "{plan}");
+    let mut listed: Vec<String> = plan["changes"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|ch| {
+                    format!(
+                        "{} {}",
+                        ch["action"].as_str().unwrap_or(""),
+                        ch["username"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    listed.sort();
+    let mut want: Vec<String> = (1..=40).map(|i| format!("create spm{i}")).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    assert_eq!(m.users().len(), 2, "a plan changes nothing");
     let out = m.ok(&["--json", "sync", "--full"]);
     assert_eq!(counts(&out.json()), (40, 0, 0, 0, 0, 2), "{}", out.stdout);
     assert!(
