@@ -27,15 +27,16 @@ pub(crate) async fn commit(
 }
 
 /// `commit` of a full cycle: into the write transaction holding the creates
-/// streamed on a first sync (when any), and with the creates kept on disk
-/// (`spilled`) written after the plan's changes (their usernames are no
-/// stored user's: no change of the plan frees one for them).
+/// streamed on a first sync (when any), and with the changes kept on disk
+/// (`spilled`) written after the plan's others (creates of usernames no
+/// stored user has, updates that keep theirs: no other change frees or
+/// takes a username for them).
 pub(crate) async fn commit_full(
     store: &dyn Store,
     cfg: &Config,
     p: &Plan,
     applying: Option<Box<dyn mfasync_store::Applying + '_>>,
-    spilled: Option<crate::spill::Spilled>,
+    spilled: Option<crate::spill::SpilledChanges>,
     wm: &Watermark,
 ) -> Result<usize> {
     let t = std::time::Instant::now();
@@ -50,7 +51,7 @@ pub(crate) async fn commit_full(
     if let Some(spilled) = spilled {
         let mut changes = spilled.changes()?;
         loop {
-            let chunk = changes.next_chunk(crate::read::CREATE_CHUNK)?;
+            let chunk = crate::spill::next_chunk(&mut changes, crate::read::CREATE_CHUNK)?;
             if chunk.is_empty() {
                 break;
             }

@@ -7,6 +7,7 @@ use crate::error::{EngineError, Result, ResultExt};
 use crate::marks;
 use crate::members::*;
 use crate::read::*;
+use crate::spill::{spill_after, ChangeRecord, Spiller, StampRecord};
 use mfasync_core::config::{Config, WhenRemoved};
 use mfasync_core::mapping::Packed;
 use mfasync_core::plan::{self, Counts, Plan};
@@ -20,7 +21,7 @@ pub(crate) async fn full(
     cfg: &Config,
     client: &mut Client,
     plan_only: bool,
-) -> Result<(Plan, Option<crate::spill::Spilled>)> {
+) -> Result<(Plan, Option<crate::spill::SpilledChanges>)> {
     let base = client.base_dn().to_string();
     // The incremental starting point is taken BEFORE the full read: a change
     // made while we read is then seen again by the next incremental cycle
@@ -189,48 +190,42 @@ pub(crate) async fn full(
     }
 
     let t = std::time::Instant::now();
-    if let Some(s) = &w.spill {
-        tracing::info!(target: "mfasync::sync", creates = s.len(), "creates kept in a temporary file");
-    }
-    let mut spilled = w
-        .spill
-        .take()
-        .map(crate::spill::Spill::finish)
-        .transpose()?;
-    let mut changes: Vec<plan::Change> = std::mem::take(&mut w.creates);
-    // Users whose digest differs: compare with their stored rows.
+    let spilled_creates = w.spill.len();
+    let mut planned = Planned {
+        changes: std::mem::take(&mut w.creates),
+        spill: std::mem::take(&mut w.spill),
+        unlisted: Counts {
+            created: streamed + spilled_creates,
+            ..Counts::default()
+        },
+    };
+    // Users whose digest differs: compare with their stored rows, 500 at a
+    // time (those past the limit come back from their file).
     let candidates = std::mem::take(&mut w.changed);
     for chunk in candidates.chunks(500) {
-        let ids: Vec<String> = chunk
-            .iter()
-            .filter_map(|(d, _)| d.directory_id.clone())
-            .collect();
-        let rows = store.users_by(UserKey::DirectoryId, &ids).await?;
-        let by_id: HashMap<&str, &MfaUser> = rows
-            .iter()
-            .filter(|u| u.source == mfasync_core::Source::Directory)
-            .filter_map(|u| u.directory_id.as_deref().map(|id| (id, u)))
-            .collect();
-        for (d, raw) in chunk {
-            let Some(cur) = d.directory_id.as_deref().and_then(|id| by_id.get(id)) else {
-                return Err(EngineError::Other(format!(
-                    "stored user {} changed while the synchronization ran; run it again",
-                    d.username
-                )));
-            };
-            match w.planner.changed(d.clone(), cur) {
-                Some(mut c) => {
-                    c.raw = *raw;
-                    changes.push(c);
-                }
-                None => {
-                    if let (Some(id), Some(raw)) = (d.directory_id.clone(), raw) {
-                        w.restamp.push((id, *raw));
-                    }
-                }
+        compare(store, &mut w, &mut planned, chunk).await?;
+    }
+    drop(candidates);
+    if let Some(more) = std::mem::take(&mut w.changed_spill).finish()? {
+        let mut records = more.changes()?;
+        loop {
+            let chunk: Vec<(MfaUser, Option<plan::RawMark>)> =
+                crate::spill::next_chunk(&mut records, 500)?
+                    .into_iter()
+                    .map(|c| (c.user, c.raw))
+                    .collect();
+            if chunk.is_empty() {
+                break;
             }
+            compare(store, &mut w, &mut planned, &chunk).await?;
         }
     }
+    let kept = planned.spill.len();
+    if kept > 0 {
+        tracing::info!(target: "mfasync::sync", changes = kept, "changes kept in a temporary file");
+    }
+    let mut spilled = std::mem::take(&mut planned.spill).finish()?;
+    let mut changes = std::mem::take(&mut planned.changes);
     // Stored users no item holds.
     let items: HashMap<String, WhenRemoved> = cfg
         .sync
@@ -268,10 +263,7 @@ pub(crate) async fn full(
         changes,
         unchanged: w.planner.unchanged,
         warnings: std::mem::take(&mut w.planner.warnings),
-        unlisted: Counts {
-            created: streamed + spilled.as_ref().map_or(0, |s| s.len()),
-            ..Counts::default()
-        },
+        unlisted: planned.unlisted,
         incomplete_read: incomplete.clone(),
         restored: 0,
     };
@@ -282,6 +274,7 @@ pub(crate) async fn full(
         ));
     }
     let restamp = std::mem::take(&mut w.restamp);
+    let restamp_spilled = std::mem::take(&mut w.restamp_spill).finish()?;
     drop(w);
     for warning in &p.warnings {
         tracing::warn!(target: "mfasync::sync", "{warning}");
@@ -334,23 +327,129 @@ pub(crate) async fn full(
         // Creates were written while reading (nothing was stored: no
         // departure is possible, so the approval hold writes nothing).
         p.restored = commit_full(store, cfg, &p, applying, spilled.take(), &wm).await?;
-        if !restamp.is_empty() {
-            // after the cycle's commit: only a cache for the next full sync
-            let t = std::time::Instant::now();
-            match store.restamp(&restamp).await {
-                Ok(()) => tracing::info!(target: "mfasync::sync",
-                    users = restamp.len(),
-                    ms = t.elapsed().as_millis() as u64,
-                    "wrote raw stamps of unchanged users"
-                ),
-                Err(e) => tracing::warn!(target: "mfasync::sync",
-                    "could not write raw stamps (the next full sync maps those users again): {e}"
-                ),
+        // after the cycle's commit: only a cache for the next full sync
+        write_stamps(store, &restamp, restamp_spilled).await;
+    }
+    // (a plan lists the spilled changes: `sync::Outcome::spilled`)
+    Ok((p, spilled))
+}
+
+/// Where a full cycle's changes go: listed in memory, or past
+/// `spill::spill_after()` on disk: the creates the worker kept there, then
+/// updates that keep their username (their write depends on no other change).
+struct Planned {
+    changes: Vec<plan::Change>,
+    spill: Spiller<ChangeRecord>,
+    /// The changes on disk (and the creates written while reading).
+    unlisted: Counts,
+}
+
+impl Planned {
+    fn add(&mut self, c: plan::Change) {
+        let keeps_name = c
+            .before
+            .as_ref()
+            .is_none_or(|b| b.username == c.user.username);
+        if self.changes.len() < spill_after() || !keeps_name {
+            return self.changes.push(c);
+        }
+        let action = c.action;
+        match self.spill.keep(ChangeRecord::from(c)) {
+            Ok(()) => match action {
+                plan::Action::Enable => self.unlisted.enabled += 1,
+                _ => self.unlisted.updated += 1,
+            },
+            Err(r) => self.changes.push(plan::Change::from(r)),
+        }
+    }
+}
+
+/// Users whose digest differs compared with their stored rows: a change,
+/// or (no field differs after all) a stamp to write.
+async fn compare(
+    store: &dyn Store,
+    w: &mut Worker,
+    planned: &mut Planned,
+    chunk: &[(MfaUser, Option<plan::RawMark>)],
+) -> Result<()> {
+    let ids: Vec<String> = chunk
+        .iter()
+        .filter_map(|(d, _)| d.directory_id.clone())
+        .collect();
+    let rows = store.users_by(UserKey::DirectoryId, &ids).await?;
+    let by_id: HashMap<&str, &MfaUser> = rows
+        .iter()
+        .filter(|u| u.source == mfasync_core::Source::Directory)
+        .filter_map(|u| u.directory_id.as_deref().map(|id| (id, u)))
+        .collect();
+    for (d, raw) in chunk {
+        let Some(cur) = d.directory_id.as_deref().and_then(|id| by_id.get(id)) else {
+            return Err(EngineError::Other(format!(
+                "stored user {} changed while the synchronization ran; run it again",
+                d.username
+            )));
+        };
+        match w.planner.changed(d.clone(), cur) {
+            Some(mut c) => {
+                c.raw = *raw;
+                planned.add(c);
+            }
+            None => {
+                if let (Some(id), Some(raw)) = (d.directory_id.clone(), raw) {
+                    w.restamp.push((id, *raw));
+                }
             }
         }
     }
-    // (a plan lists the spilled creates: `sync::Outcome::spilled`)
-    Ok((p, spilled))
+    Ok(())
+}
+
+/// Write the stamps of users found unchanged, those kept on disk after the
+/// others; a failure is only warned about (the next full sync maps those
+/// users again).
+async fn write_stamps(
+    store: &dyn Store,
+    held: &[(String, plan::RawMark)],
+    spilled: Option<crate::spill::Spilled<StampRecord>>,
+) {
+    let t = std::time::Instant::now();
+    let mut written = 0;
+    let mut write = async |stamps: &[(String, plan::RawMark)]| -> Result<()> {
+        if !stamps.is_empty() {
+            store.restamp(stamps).await?;
+            written += stamps.len();
+        }
+        Ok(())
+    };
+    let mut done = write(held).await;
+    if let (Ok(()), Some(spilled)) = (&done, spilled) {
+        done = async {
+            let mut records = spilled.records()?;
+            loop {
+                let chunk: Vec<(String, plan::RawMark)> =
+                    crate::spill::next_chunk(&mut records, 10_000)?
+                        .into_iter()
+                        .map(|(id, raw, digest)| (id, plan::RawMark { raw, digest }))
+                        .collect();
+                if chunk.is_empty() {
+                    return Ok(());
+                }
+                write(&chunk).await?;
+            }
+        }
+        .await;
+    }
+    match done {
+        Ok(()) if written > 0 => tracing::info!(target: "mfasync::sync",
+            users = written,
+            ms = t.elapsed().as_millis() as u64,
+            "wrote raw stamps of unchanged users"
+        ),
+        Ok(()) => {}
+        Err(e) => tracing::warn!(target: "mfasync::sync",
+            "could not write raw stamps (the next full sync maps those users again): {e}"
+        ),
+    }
 }
 
 /// Of the stored users `unseen` (no item took them), those whose DN is in

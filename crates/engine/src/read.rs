@@ -6,6 +6,7 @@
 use crate::connect::query_password;
 use crate::error::{EngineError, Result, ResultExt};
 use crate::members::Snapshot;
+use crate::spill::{spill_after, ChangeRecord, Spiller, StampRecord};
 use mfasync_core::config::{Config, ItemKind, SyncItem};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
 use mfasync_core::mapping::{self, DirectoryUser, Packed};
@@ -78,9 +79,13 @@ pub(crate) struct Worker {
     /// Where creates go while reading (first sync into an empty store).
     pub(crate) sink: Option<CreateSink>,
     /// Creates past `spill::spill_after()` when they cannot be written as
-    /// they come (no `sink`): on disk until the commit (or `--plan`'s list).
-    pub(crate) spill: Option<crate::spill::Spill>,
-    pub(crate) may_spill: bool,
+    /// they come (no `sink`), then (`full`) updates: on disk until the
+    /// commit (or `--plan`'s list).
+    pub(crate) spill: Spiller<ChangeRecord>,
+    /// `changed` past `spill::spill_after()`, as updates without `before`.
+    pub(crate) changed_spill: Spiller<ChangeRecord>,
+    /// `restamp` past `spill::spill_after()`.
+    pub(crate) restamp_spill: Spiller<StampRecord>,
     /// Stored users whose digest differs: to compare with their rows (with
     /// the entry each was mapped from, when known).
     pub(crate) changed: Vec<(MfaUser, Option<plan::RawMark>)>,
@@ -250,10 +255,31 @@ impl Worker {
                 // unchanged, but its stamp is missing or stale (a new build,
                 // another mapping, a first sync with stamps)
                 if let (Some(id), Some(raw)) = (id, raw) {
-                    self.restamp.push((id, raw));
+                    if self.restamp.len() < spill_after()
+                        || self
+                            .restamp_spill
+                            .keep((id.clone(), raw.raw, raw.digest))
+                            .is_err()
+                    {
+                        self.restamp.push((id, raw));
+                    }
                 }
             }
-            plan::Verdict::Changed(d) => self.changed.push((d, raw)),
+            plan::Verdict::Changed(d) => {
+                if self.changed.len() < spill_after() {
+                    self.changed.push((d, raw));
+                } else if let Err(r) = self.changed_spill.keep(ChangeRecord::from(plan::Change {
+                    action: Action::Update,
+                    user: d,
+                    before: None,
+                    fields: vec![],
+                    reason: None,
+                    raw,
+                })) {
+                    let c = plan::Change::from(r);
+                    self.changed.push((c.user, c.raw));
+                }
+            }
             plan::Verdict::Create(d) => {
                 let c = plan::Change {
                     action: Action::Create,
@@ -277,26 +303,16 @@ impl Worker {
     /// is no stored user's (its write then depends on no other change of
     /// the cycle); else it comes back, to be held.
     fn spill(&mut self, c: plan::Change) -> Option<plan::Change> {
-        if !self.may_spill
-            || self.sink.is_some()
-            || self.creates.len() < crate::spill::spill_after()
+        if self.sink.is_some()
+            || self.creates.len() < spill_after()
             || self.planner.name_stored(&c.user.username.to_lowercase())
         {
             return Some(c);
         }
-        let spill = match &mut self.spill {
-            Some(s) => s,
-            None => match crate::spill::Spill::new() {
-                Ok(s) => self.spill.insert(s),
-                Err(e) => {
-                    tracing::warn!(target: "mfasync::sync", "{e:#}; the creates are held in memory");
-                    self.may_spill = false;
-                    return Some(c);
-                }
-            },
-        };
-        spill.push(&c);
-        None
+        self.spill
+            .keep(ChangeRecord::from(c))
+            .err()
+            .map(plan::Change::from)
     }
 
     /// Hand the creates to the writer, when one listens.
@@ -437,9 +453,10 @@ pub(crate) async fn read_users<'s>(
                 cache: Default::default(),
                 deferred,
                 creates: Vec::new(),
-                may_spill: true,
                 sink,
-                spill: None,
+                spill: Spiller::default(),
+                changed_spill: Spiller::default(),
+                restamp_spill: Spiller::default(),
                 changed: Vec::new(),
                 seeds,
                 restamp: Vec::new(),

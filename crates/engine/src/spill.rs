@@ -7,8 +7,10 @@
 use crate::error::{EngineError, Result};
 use mfasync_core::plan::{Action, Change, RawMark};
 use mfasync_core::MfaUser;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::marker::PhantomData;
 
 /// Creates a cycle holds in memory before it keeps further ones on disk.
 const SPILL_AFTER: usize = 10_000;
@@ -27,7 +29,7 @@ pub(crate) fn spill_after() -> usize {
 
 /// One change as written to the file.
 #[derive(Serialize, Deserialize)]
-struct Record {
+pub struct ChangeRecord {
     action: Action,
     user: MfaUser,
     before: Option<MfaUser>,
@@ -36,42 +38,70 @@ struct Record {
     raw: Option<(u128, u128)>,
 }
 
-/// The file being filled (an unnamed temporary file: gone with the process).
-pub(crate) struct Spill {
+impl From<Change> for ChangeRecord {
+    fn from(c: Change) -> Self {
+        ChangeRecord {
+            action: c.action,
+            user: c.user,
+            before: c.before,
+            fields: c.fields.iter().map(|f| f.to_string()).collect(),
+            reason: c.reason,
+            raw: c.raw.map(|m| (m.raw, m.digest)),
+        }
+    }
+}
+
+impl From<ChangeRecord> for Change {
+    fn from(r: ChangeRecord) -> Self {
+        Change {
+            action: r.action,
+            user: r.user,
+            before: r.before,
+            fields: r
+                .fields
+                .iter()
+                .filter_map(|f| MfaUser::field_name(f))
+                .collect(),
+            reason: r.reason,
+            raw: r.raw.map(|(raw, digest)| RawMark { raw, digest }),
+        }
+    }
+}
+
+/// A raw stamp to write after the commit: directory id, raw hash, digest.
+pub(crate) type StampRecord = (String, u128, u128);
+
+/// The file being filled with `R` records (an unnamed temporary file: gone
+/// with the process).
+pub(crate) struct Spill<R> {
     file: BufWriter<std::fs::File>,
     len: usize,
     /// The first failed write: the file cannot be read back then.
     broken: Option<String>,
+    record: PhantomData<R>,
 }
 
-impl Spill {
-    pub(crate) fn new() -> Result<Spill> {
+impl<R: Serialize> Spill<R> {
+    pub(crate) fn new() -> Result<Self> {
         let file = tempfile::tempfile().map_err(|e| {
             EngineError::Other(format!(
-                "cannot create a temporary file for the cycle's creates (TMPDIR): {e}"
+                "cannot create a temporary file for the cycle's changes (TMPDIR): {e}"
             ))
         })?;
         Ok(Spill {
             file: BufWriter::new(file),
             len: 0,
             broken: None,
+            record: PhantomData,
         })
     }
 
-    /// Append `c` (a length-prefixed postcard record).
-    pub(crate) fn push(&mut self, c: &Change) {
+    /// Append `r` (a length-prefixed postcard record).
+    pub(crate) fn push(&mut self, r: &R) {
         if self.broken.is_some() {
             return;
         }
-        let record = Record {
-            action: c.action,
-            user: c.user.clone(),
-            before: c.before.clone(),
-            fields: c.fields.iter().map(|f| f.to_string()).collect(),
-            reason: c.reason.clone(),
-            raw: c.raw.map(|m| (m.raw, m.digest)),
-        };
-        let written = postcard::to_allocvec(&record)
+        let written = postcard::to_allocvec(r)
             .map_err(|e| e.to_string())
             .and_then(|bytes| {
                 let len = u32::try_from(bytes.len()).map_err(|e| e.to_string())?;
@@ -90,11 +120,11 @@ impl Spill {
         self.len
     }
 
-    /// Done writing: the changes to read back.
-    pub(crate) fn finish(self) -> Result<Spilled> {
+    /// Done writing: the records to read back.
+    pub(crate) fn finish(self) -> Result<Spilled<R>> {
         let fail = |e: String| {
             EngineError::Other(format!(
-                "cannot keep the cycle's creates in a temporary file (TMPDIR): {e}; nothing changed"
+                "cannot keep the cycle's changes in a temporary file (TMPDIR): {e}; nothing changed"
             ))
         };
         if let Some(e) = self.broken {
@@ -104,18 +134,70 @@ impl Spill {
         Ok(Spilled {
             file,
             len: self.len,
+            record: PhantomData,
         })
     }
 }
 
-/// The changes of a finished spill, in the order they were pushed: written
-/// at commit, or listed by `sync --plan`.
-pub struct Spilled {
-    file: std::fs::File,
-    len: usize,
+/// A spill made on first use: records past the caller's limit go there; when
+/// no temporary file can be made they come back (held in memory; warned once).
+pub(crate) struct Spiller<R> {
+    spill: Option<Spill<R>>,
+    unavailable: bool,
 }
 
-impl Spilled {
+impl<R> Default for Spiller<R> {
+    fn default() -> Self {
+        Spiller {
+            spill: None,
+            unavailable: false,
+        }
+    }
+}
+
+impl<R: Serialize> Spiller<R> {
+    /// Keep `r` on disk, or give it back.
+    pub(crate) fn keep(&mut self, r: R) -> std::result::Result<(), R> {
+        if self.unavailable {
+            return Err(r);
+        }
+        let spill = match &mut self.spill {
+            Some(s) => s,
+            None => match Spill::new() {
+                Ok(s) => self.spill.insert(s),
+                Err(e) => {
+                    tracing::warn!(target: "mfasync::sync", "{e:#}; they are held in memory");
+                    self.unavailable = true;
+                    return Err(r);
+                }
+            },
+        };
+        spill.push(&r);
+        Ok(())
+    }
+
+    /// Records kept so far.
+    pub(crate) fn len(&self) -> usize {
+        self.spill.as_ref().map_or(0, Spill::len)
+    }
+
+    /// The records kept (None: none).
+    pub(crate) fn finish(self) -> Result<Option<Spilled<R>>> {
+        self.spill.map(Spill::finish).transpose()
+    }
+}
+
+/// The records of a finished spill, in the order they were pushed.
+pub struct Spilled<R> {
+    file: std::fs::File,
+    len: usize,
+    record: PhantomData<R>,
+}
+
+/// A plan's changes kept on disk: written at commit, or listed by `sync --plan`.
+pub type SpilledChanges = Spilled<ChangeRecord>;
+
+impl<R: DeserializeOwned> Spilled<R> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -124,56 +206,48 @@ impl Spilled {
         self.len == 0
     }
 
-    /// Every change from the first (one reading at a time).
-    pub fn changes(&self) -> Result<SpilledChanges> {
+    /// Every record from the first (one reading at a time).
+    pub fn records(&self) -> Result<Records<R>> {
         let mut file = self.file.try_clone().map_err(read_error)?;
         file.rewind().map_err(read_error)?;
-        Ok(SpilledChanges {
+        Ok(Records {
             file: BufReader::new(file),
             left: self.len,
             bytes: Vec::new(),
+            record: PhantomData,
         })
     }
 }
 
-/// Reading a [`Spilled`] back, change by change.
-pub struct SpilledChanges {
+impl Spilled<ChangeRecord> {
+    /// Every change from the first (one reading at a time).
+    pub fn changes(&self) -> Result<impl Iterator<Item = Result<Change>>> {
+        Ok(self.records()?.map(|r| r.map(Change::from)))
+    }
+}
+
+/// Reading a [`Spilled`] back, record by record.
+pub struct Records<R> {
     file: BufReader<std::fs::File>,
     left: usize,
     bytes: Vec<u8>,
+    record: PhantomData<R>,
 }
 
-impl SpilledChanges {
-    fn read_one(&mut self) -> Result<Change> {
+impl<R: DeserializeOwned> Records<R> {
+    fn read_one(&mut self) -> Result<R> {
         let mut len = [0u8; 4];
         self.file.read_exact(&mut len).map_err(read_error)?;
         self.bytes.resize(u32::from_le_bytes(len) as usize, 0);
         self.file.read_exact(&mut self.bytes).map_err(read_error)?;
-        let r: Record = postcard::from_bytes(&self.bytes).map_err(read_error)?;
-        Ok(Change {
-            action: r.action,
-            user: r.user,
-            before: r.before,
-            fields: r
-                .fields
-                .iter()
-                .filter_map(|f| MfaUser::field_name(f))
-                .collect(),
-            reason: r.reason,
-            raw: r.raw.map(|(raw, digest)| RawMark { raw, digest }),
-        })
-    }
-
-    /// The next up to `n` changes (empty: all read).
-    pub(crate) fn next_chunk(&mut self, n: usize) -> Result<Vec<Change>> {
-        self.by_ref().take(n).collect()
+        postcard::from_bytes(&self.bytes).map_err(read_error)
     }
 }
 
-impl Iterator for SpilledChanges {
-    type Item = Result<Change>;
+impl<R: DeserializeOwned> Iterator for Records<R> {
+    type Item = Result<R>;
 
-    fn next(&mut self) -> Option<Result<Change>> {
+    fn next(&mut self) -> Option<Result<R>> {
         if self.left == 0 {
             return None;
         }
@@ -186,9 +260,14 @@ impl Iterator for SpilledChanges {
     }
 }
 
+/// The next up to `n` items of `it` (empty: all read).
+pub(crate) fn next_chunk<T>(it: &mut impl Iterator<Item = Result<T>>, n: usize) -> Result<Vec<T>> {
+    it.by_ref().take(n).collect()
+}
+
 fn read_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Other(format!(
-        "cannot read back the cycle's creates from their temporary file: {e}"
+        "cannot read back the cycle's changes from their temporary file: {e}"
     ))
 }
 
@@ -218,7 +297,7 @@ mod tests {
 
     #[test]
     fn changes_come_back_as_written_in_chunks() {
-        let mut s = Spill::new().unwrap();
+        let mut s: Spill<ChangeRecord> = Spill::new().unwrap();
         let mut all: Vec<Change> = (0..2500)
             .map(|i| create(&format!("user{i}"), (i % 2 == 0).then_some("+14255550100")))
             .collect();
@@ -230,7 +309,7 @@ mod tests {
         update.raw = None;
         all.push(update);
         for c in &all {
-            s.push(c);
+            s.push(&ChangeRecord::from(c.clone()));
         }
         assert_eq!(s.len(), 2501);
         let back = s.finish().unwrap();
@@ -238,7 +317,7 @@ mod tests {
         let mut chunks = back.changes().unwrap();
         let mut got = Vec::new();
         loop {
-            let chunk = chunks.next_chunk(1000).unwrap();
+            let chunk = next_chunk(&mut chunks, 1000).unwrap();
             if chunk.is_empty() {
                 break;
             }

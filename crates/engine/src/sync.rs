@@ -33,7 +33,7 @@ pub struct Outcome {
     pub safeguards: crate::approvals::Safeguards,
     /// A plan's creates kept on disk (`spill`), listed after `plan.changes`
     /// and counted in `plan.unlisted`.
-    pub spilled: Option<crate::spill::Spilled>,
+    pub spilled: Option<crate::spill::SpilledChanges>,
 }
 
 /// Why a cycle is full after `[attributes]`, `[filters]`, the base DN or

@@ -1186,8 +1186,10 @@ fn a_server_size_limit_that_cannot_be_worked_around_departs_no_one() {
 /// creates past a limit in a temporary file (`MFASYNC_TEST_SPILL_AFTER`
 /// here, 10,000 by default) and writes them at commit like any other: every
 /// field, the raw stamps (the next sync finds them unchanged) and the audit.
+/// The same for many updates and for many raw stamps to write; `sync
+/// --plan` lists what is in the file.
 #[test]
-fn many_creates_into_a_store_that_is_not_empty_go_through_a_file() {
+fn many_creates_updates_and_stamps_go_through_a_file() {
     let s = slapd();
     let (first, more) = (
         format!("ou=SpillFirst,{BASE}"),
@@ -1236,7 +1238,8 @@ fn many_creates_into_a_store_that_is_not_empty_go_through_a_file() {
     // the plan lists every create, those from the file included
     let plan = m.ok(&["--json", "sync", "--plan"]);
     assert!(
-        plan.stderr.contains("creates kept in a temporary file"),
+        plan.stderr
+            .contains("changes kept in a temporary file changes=35"),
         "{}",
         plan.stderr
     );
@@ -1264,7 +1267,8 @@ fn many_creates_into_a_store_that_is_not_empty_go_through_a_file() {
     let out = m.ok(&["--json", "sync", "--full"]);
     assert_eq!(counts(&out.json()), (40, 0, 0, 0, 0, 2), "{}", out.stdout);
     assert!(
-        out.stderr.contains("creates kept in a temporary file") && out.stderr.contains("35"),
+        out.stderr
+            .contains("changes kept in a temporary file changes=35"),
         "35 of the 40 creates went through the file: {}",
         out.stderr
     );
@@ -1285,4 +1289,53 @@ fn many_creates_into_a_store_that_is_not_empty_go_through_a_file() {
         rows.iter().filter(|r| r["action"] == "create").count()
     });
     assert_eq!(created, 42, "{audit}");
+
+    // every user changes (another country code): 5 updates held, the rest
+    // through the file, listed by the plan and written by the sync
+    let user44 = user.replace("country_code = \"1\"", "country_code = \"44\"");
+    let items44 = [
+        item("container", &first, &user44),
+        item("container", &more, &user44),
+    ]
+    .concat();
+    m.apply(&config(&server(), &items44));
+    let plan = m.ok(&["--json", "sync", "--plan"]).json();
+    assert_eq!(counts(&plan), (0, 42, 0, 0, 0, 0), "{plan}");
+    assert_eq!(plan["changes"].as_array().map(Vec::len), Some(42));
+    let out = m.ok(&["--json", "sync", "--full"]);
+    assert_eq!(counts(&out.json()), (0, 42, 0, 0, 0, 0), "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("changes kept in a temporary file changes=37"),
+        "{}",
+        out.stderr
+    );
+    for i in [1, 40] {
+        let u = m.user(&format!("spm{i}")).expect("kept");
+        assert_eq!(u["primary_phone"], format!("+44425555{:04}", 200 + i));
+        assert_eq!(u["email"], format!("spm{i}@example.com"));
+    }
+    assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 42));
+
+    // users stored without raw stamps get them, those past the limit
+    // through the file
+    let mut unstamped = Mfa::new();
+    unstamped
+        .env
+        .push(("MFASYNC_NO_RAW_STAMPS".into(), "1".into()));
+    unstamped.apply(&config(&server(), &items44));
+    assert_eq!(counts(&unstamped.sync_full()), (42, 0, 0, 0, 0, 0));
+    assert!(raw_stamps(&unstamped).values().all(Option::is_none));
+    unstamped.env = m.env.clone();
+    let out = unstamped.ok(&["--json", "sync", "--full"]);
+    assert_eq!(counts(&out.json()), (0, 0, 0, 0, 0, 42));
+    assert!(
+        out.stderr
+            .contains("wrote raw stamps of unchanged users users=42"),
+        "5 held, 37 from the file: {}",
+        out.stderr
+    );
+    let stamps = raw_stamps(&unstamped);
+    assert!(stamps.values().all(Option::is_some), "stamped: {stamps:?}");
+    assert_eq!(counts(&unstamped.sync_full()), (0, 0, 0, 0, 0, 42));
 }
