@@ -47,7 +47,7 @@ use mfasync_core::config::{Config, DirectorySource, SyncItem};
 use mfasync_core::filter::normalize_dn;
 use mfasync_core::plan::Planner;
 use mfasync_ldap::Client;
-use mfasync_store::{Store, UserKey};
+use mfasync_store::Store;
 
 /// The DNS domain named by the `DC=` components at the end of `dn`
 /// (`OU=People,DC=emea,DC=example,DC=com` -> `emea.example.com`); `None`
@@ -405,22 +405,27 @@ pub async fn leave_as_is(
     domain: Option<&str>,
     why: &str,
 ) -> Result<(), EngineError> {
-    let stored = store
-        .users_by(UserKey::SyncItem, std::slice::from_ref(&item.dn))
-        .await?;
+    // every stored user streamed (an item may hold most of them), its own kept
     let mut n = 0;
-    for u in &stored {
-        let of = u.dn.as_deref().and_then(domain_of_dn);
-        let in_domain = match domain {
-            None => true,
-            Some(ANY_OTHER_DOMAIN) => of.is_some() && of != domain_of_dn(&item.dn),
-            Some(d) => of.as_deref() == Some(d),
-        };
-        if let (true, Some(id)) = (in_domain, u.directory_id.as_deref()) {
-            planner.keep_as_is(id);
-            n += 1;
-        }
-    }
+    let item_domain = domain_of_dn(&item.dn);
+    store
+        .users_each(&mut |u| {
+            if u.sync_item.as_deref() != Some(item.dn.as_str()) {
+                return true;
+            }
+            let of = u.dn.as_deref().and_then(domain_of_dn);
+            let in_domain = match domain {
+                None => true,
+                Some(ANY_OTHER_DOMAIN) => of.is_some() && of != item_domain,
+                Some(d) => of.as_deref() == Some(d),
+            };
+            if let (true, Some(id)) = (in_domain, u.directory_id.as_deref()) {
+                planner.keep_as_is(id);
+                n += 1;
+            }
+            true
+        })
+        .await?;
     warnings.push(match domain {
         None => format!(
             "sync.items[{index}] ({}) was not read: {why}; its {n} stored user(s) are left as they are",
