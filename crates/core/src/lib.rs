@@ -10,6 +10,7 @@ pub mod email;
 pub mod entry;
 pub mod escape;
 pub mod filter;
+pub mod hashset;
 pub mod lockout;
 pub mod mapping;
 pub mod phone;

@@ -136,7 +136,9 @@ pub(crate) const ENTRY_QUEUE: usize = 2000;
 /// still load, at most: the read goes on meanwhile. A no-change sync of
 /// 100,000 users read ~18,000 entries during the ~0.18 s load; with only the
 /// queue the read stood still for most of it (1.18 -> 1.05 s, ~+9 MB peak).
-pub(crate) const LOAD_SLACK: usize = 16384;
+/// At a million users they are held beside the whole loaded index (~1.2 KB
+/// each): 8192, half the entries, kept that peak under 100 MB (BENCHMARKS.md).
+pub(crate) const LOAD_SLACK: usize = 8192;
 /// Entries handed to the mapping thread at a time: one hand-over (and at
 /// most one wake-up of the other thread) per batch instead of per entry.
 pub(crate) const ENTRY_BATCH: usize = 64;

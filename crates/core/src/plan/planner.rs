@@ -39,8 +39,9 @@ pub struct Planner {
     taken_by_manual: HashSet<String, foldhash::fast::RandomState>,
     manual_names: HashSet<u64, Unhashed>,
     /// Names taken this cycle other than by a stored user keeping its own
-    /// (creates, renames; those are `NAMED` slots).
-    claimed: HashSet<u64, Unhashed>,
+    /// (creates, renames; those are `NAMED` slots). Compact: a first sync
+    /// claims one name per user.
+    claimed: crate::hashset::HashedSet<u64>,
     /// Directory ids of the slots no item held (`resolve_id`).
     ids: HashMap<u32, Box<str>, Unhashed>,
     pub unchanged: usize,
@@ -340,7 +341,7 @@ impl Planner {
 
     /// Whether the name is taken this cycle by someone other than slot `own`.
     fn name_taken(&self, name: u64, own: Option<usize>) -> bool {
-        if self.claimed.contains(&name) {
+        if self.claimed.contains(name, name) {
             return true;
         }
         let from = self
@@ -371,7 +372,7 @@ impl Planner {
             return false;
         }
         // (the stored names are unique: only a claim of this cycle competes)
-        if self.manual_names.contains(&s.name) || self.claimed.contains(&s.name) {
+        if self.manual_names.contains(&s.name) || self.claimed.contains(s.name, s.name) {
             return false;
         }
         self.slots[i].flags |= HELD | NAMED;
@@ -422,7 +423,7 @@ impl Planner {
         match own {
             Some(i) => self.slots[i].flags |= NAMED,
             None => {
-                self.claimed.insert(name);
+                self.claimed.insert(name, name);
             }
         }
         match cur {
