@@ -3,7 +3,9 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
-use super::{departure, digest_bits, raw_stamp_bits, Action, StoredDigest, Verdict};
+use super::{
+    departure, digest_bits, digest_head, raw_stamp_bits, Action, StoredDigest, Verdict,
+};
 use crate::presence::Presence;
 use crate::user::{MfaUser, Source};
 
@@ -48,11 +50,12 @@ pub struct Planner {
     pub warnings: Vec<String>,
 }
 
-/// What the planner keeps of a stored directory user (48 bytes).
+/// What the planner keeps of a stored directory user (40 bytes).
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     key: u64,
-    digest: [u64; 2],
+    /// The stored digest's first 64 bits (`digest_head`).
+    digest: u64,
     /// The raw stamp's first 64 bits.
     stamp: u64,
     /// Hash of the lower-cased username.
@@ -80,9 +83,8 @@ impl Slot {
     fn has(&self, f: u8) -> bool {
         self.flags & f != 0
     }
-    fn digest(&self) -> Option<u128> {
-        self.has(HAS_DIGEST)
-            .then(|| (u128::from(self.digest[0]) << 64) | u128::from(self.digest[1]))
+    fn digest(&self) -> Option<u64> {
+        self.has(HAS_DIGEST).then_some(self.digest)
     }
 }
 
@@ -195,7 +197,7 @@ impl Planner {
                 let d = digest.unwrap_or_default();
                 self.slots.push(Slot {
                     key: self.key(&id),
-                    digest: [(d >> 64) as u64, d as u64],
+                    digest: digest_head(d),
                     stamp: (stamp.unwrap_or_default() >> 64) as u64,
                     name: self.name(&s.username.to_lowercase()),
                     item,
@@ -367,7 +369,7 @@ impl Planner {
         let Some(digest) = s.digest() else {
             return false;
         };
-        if !s.has(HAS_STAMP) || s.has(HELD) || (raw_stamp_bits(raw, digest) >> 64) as u64 != s.stamp
+        if !s.has(HAS_STAMP) || s.has(HELD) || (raw_stamp_bits(raw, u128::from(digest) << 64) >> 64) as u64 != s.stamp
         {
             return false;
         }
@@ -430,7 +432,7 @@ impl Planner {
             None => Verdict::Create(d),
             Some(i) => {
                 self.slots[i].flags |= HELD;
-                if self.slots[i].digest() == Some(digest) {
+                if self.slots[i].digest() == Some(digest_head(digest)) {
                     self.unchanged += 1;
                     Verdict::Unchanged
                 } else {
@@ -513,5 +515,14 @@ impl Planner {
             p.add_stored(s);
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    /// 40 bytes a stored user: the index is ~45 MB at a million users.
+    #[test]
+    fn a_slot_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<super::Slot>(), 40);
     }
 }
