@@ -3,9 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
-use super::{
-    departure, digest_bits, digest_head, raw_stamp_bits, Action, StoredDigest, Verdict,
-};
+use super::{departure, digest_bits, digest_head, raw_stamp_bits, Action, StoredDigest, Verdict};
 use crate::presence::Presence;
 use crate::user::{MfaUser, Source};
 
@@ -369,7 +367,9 @@ impl Planner {
         let Some(digest) = s.digest() else {
             return false;
         };
-        if !s.has(HAS_STAMP) || s.has(HELD) || (raw_stamp_bits(raw, u128::from(digest) << 64) >> 64) as u64 != s.stamp
+        if !s.has(HAS_STAMP)
+            || s.has(HELD)
+            || (raw_stamp_bits(raw, u128::from(digest) << 64) >> 64) as u64 != s.stamp
         {
             return false;
         }
