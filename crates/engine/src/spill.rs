@@ -13,7 +13,7 @@ use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::marker::PhantomData;
 
 /// Creates a cycle holds in memory before it keeps further ones on disk.
-const SPILL_AFTER: usize = 10_000;
+const SPILL_AFTER: usize = 1_000;
 
 /// [`SPILL_AFTER`], or `MFASYNC_TEST_SPILL_AFTER` (tests: a small directory
 /// then goes through the file).

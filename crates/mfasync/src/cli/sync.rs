@@ -21,7 +21,7 @@ pub fn print(o: &Outcome, json: bool, plan_only: bool) -> crate::CmdResult {
         };
     }
     if plan_only {
-        // (the first SHOWN are in memory: only creates past 10,000 are spilled)
+        // (the first SHOWN are in memory: only changes past 1,000 are spilled)
         const SHOWN: usize = 50;
         for ch in o.plan.changes.iter().take(SHOWN) {
             let detail = match ch.action {
