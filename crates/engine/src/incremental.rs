@@ -704,25 +704,31 @@ pub async fn cycle(
 
     // Present phase: stored users under the base DN not listed are absent.
     if let Some(present) = &changes.present {
-        // (a present phase lists everything: compare with every stored user)
-        let all = store.users().await?;
+        // (a present phase lists everything: compare with every stored
+        // user, streamed: a million of them never sit in memory)
         let listed: HashSet<&str> = changes
             .changed
             .iter()
             .filter_map(|(_, id)| id.as_deref())
             .collect();
         let base_n = normalize_dn(base);
-        for u in all.iter().filter(|u| u.source == Source::Directory) {
-            let (Some(id), Some(dn)) = (u.directory_id.as_deref(), u.dn.as_deref()) else {
-                continue;
-            };
-            if dn_is_under(&normalize_dn(dn), &base_n)
-                && !present.contains(id)
-                && !listed.contains(id)
-            {
-                absent.insert(id.to_string());
-            }
-        }
+        store
+            .users_each(&mut |u| {
+                if u.source != Source::Directory {
+                    return true;
+                }
+                let (Some(id), Some(dn)) = (u.directory_id.as_deref(), u.dn.as_deref()) else {
+                    return true;
+                };
+                if dn_is_under(&normalize_dn(dn), &base_n)
+                    && !present.contains(id)
+                    && !listed.contains(id)
+                {
+                    absent.insert(id.to_string());
+                }
+                true
+            })
+            .await?;
     }
 
     // Classify the changed entries.
