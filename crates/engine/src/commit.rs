@@ -16,14 +16,7 @@ pub(crate) async fn commit(
     p: &Plan,
     wm: &Watermark,
 ) -> Result<usize> {
-    let t = std::time::Instant::now();
-    // Disables/removals over sync.approval_threshold are held for approval
-    // (issue 4), before the write transaction begins: the hold writes too.
-    let (now, _pending) = crate::approvals::hold(store, cfg, p).await?;
-    let a = store.begin_apply().await?;
-    let restored = write_and_commit(a, &now, wm).await?;
-    tracing::info!(target: "mfasync::sync", ms = t.elapsed().as_millis() as u64, "applied the plan");
-    Ok(restored)
+    commit_full(store, cfg, p, None, None, wm).await
 }
 
 /// `commit` of a full cycle: into the write transaction holding the creates
@@ -61,17 +54,5 @@ pub(crate) async fn commit_full(
     let restored = a.restored();
     a.commit(Some(wm)).await?;
     tracing::info!(target: "mfasync::sync", ms = t.elapsed().as_millis() as u64, "applied the plan");
-    Ok(restored)
-}
-
-/// Write the changes, then commit them with the watermark; the restores counted.
-async fn write_and_commit(
-    mut a: Box<dyn mfasync_store::Applying + '_>,
-    now: &[mfasync_core::plan::Change],
-    wm: &Watermark,
-) -> Result<usize> {
-    a.write(now).await?;
-    let restored = a.restored();
-    a.commit(Some(wm)).await?;
     Ok(restored)
 }

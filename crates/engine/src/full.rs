@@ -190,14 +190,13 @@ pub(crate) async fn full(
     }
 
     let t = std::time::Instant::now();
-    let spilled_creates = w.spill.len();
     let mut planned = Planned {
         changes: std::mem::take(&mut w.creates),
-        spill: std::mem::take(&mut w.spill),
         unlisted: Counts {
-            created: streamed + spilled_creates,
+            created: streamed + w.spill.len(),
             ..Counts::default()
         },
+        spill: std::mem::take(&mut w.spill),
     };
     // Users whose digest differs: compare with their stored rows, 500 at a
     // time (those past the limit come back from their file).
@@ -207,12 +206,12 @@ pub(crate) async fn full(
     }
     drop(candidates);
     if let Some(more) = std::mem::take(&mut w.changed_spill).finish()? {
-        let mut records = more.changes()?;
+        let mut records = more.records()?;
         loop {
             let chunk: Vec<(MfaUser, Option<plan::RawMark>)> =
                 crate::spill::next_chunk(&mut records, 500)?
                     .into_iter()
-                    .map(|c| (c.user, c.raw))
+                    .map(|(d, raw)| (d, raw.map(|(raw, digest)| plan::RawMark { raw, digest })))
                     .collect();
             if chunk.is_empty() {
                 break;

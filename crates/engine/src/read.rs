@@ -6,7 +6,7 @@
 use crate::connect::query_password;
 use crate::error::{EngineError, Result, ResultExt};
 use crate::members::Snapshot;
-use crate::spill::{spill_after, ChangeRecord, Spiller, StampRecord};
+use crate::spill::{spill_after, CandidateRecord, ChangeRecord, Spiller, StampRecord};
 use mfasync_core::config::{Config, ItemKind, SyncItem};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
 use mfasync_core::mapping::{self, DirectoryUser, Packed};
@@ -82,8 +82,8 @@ pub(crate) struct Worker {
     /// they come (no `sink`), then (`full`) updates: on disk until the
     /// commit (or `--plan`'s list).
     pub(crate) spill: Spiller<ChangeRecord>,
-    /// `changed` past `spill::spill_after()`, as updates without `before`.
-    pub(crate) changed_spill: Spiller<ChangeRecord>,
+    /// `changed` past `spill::spill_after()`.
+    pub(crate) changed_spill: Spiller<CandidateRecord>,
     /// `restamp` past `spill::spill_after()`.
     pub(crate) restamp_spill: Spiller<StampRecord>,
     /// Stored users whose digest differs: to compare with their rows (with
@@ -257,29 +257,23 @@ impl Worker {
                 // unchanged, but its stamp is missing or stale (a new build,
                 // another mapping, a first sync with stamps)
                 if let (Some(id), Some(raw)) = (id, raw) {
-                    if self.restamp.len() < spill_after()
-                        || self
-                            .restamp_spill
-                            .keep((id.clone(), raw.raw, raw.digest))
-                            .is_err()
-                    {
+                    if self.restamp.len() < spill_after() {
                         self.restamp.push((id, raw));
+                    } else if let Err((id, raw, digest)) =
+                        self.restamp_spill.keep((id, raw.raw, raw.digest))
+                    {
+                        self.restamp.push((id, plan::RawMark { raw, digest }));
                     }
                 }
             }
             plan::Verdict::Changed(d) => {
                 if self.changed.len() < spill_after() {
                     self.changed.push((d, raw));
-                } else if let Err(r) = self.changed_spill.keep(ChangeRecord::from(plan::Change {
-                    action: Action::Update,
-                    user: d,
-                    before: None,
-                    fields: vec![],
-                    reason: None,
-                    raw,
-                })) {
-                    let c = plan::Change::from(r);
-                    self.changed.push((c.user, c.raw));
+                } else if let Err((d, raw)) =
+                    self.changed_spill.keep((d, raw.map(|m| (m.raw, m.digest))))
+                {
+                    let raw = raw.map(|(raw, digest)| plan::RawMark { raw, digest });
+                    self.changed.push((d, raw));
                 }
             }
             plan::Verdict::Create(d) => {

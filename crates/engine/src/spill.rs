@@ -1,8 +1,9 @@
-//! Creates kept in a temporary file instead of memory: a cycle that creates
-//! many users while others are stored (a new item of 100,000 users) cannot
-//! write them while it reads, so past `SPILL_AFTER` they wait on disk and
-//! are written at commit, a chunk at a time, in the cycle's one transaction;
-//! `sync --plan` lists them from there.
+//! A cycle's records kept in temporary files instead of memory: past
+//! `SPILL_AFTER`, creates that cannot be written while reading (others are
+//! stored), updates that keep their username, users to compare with their
+//! rows and raw stamps wait on disk; the changes are written at commit, a
+//! chunk at a time, in the cycle's one transaction (`sync --plan` lists
+//! them from there).
 
 use crate::error::{EngineError, Result};
 use mfasync_core::plan::{Action, Change, RawMark};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::marker::PhantomData;
 
-/// Creates a cycle holds in memory before it keeps further ones on disk.
+/// Records of each kind a cycle holds in memory before it keeps further ones on disk.
 const SPILL_AFTER: usize = 1_000;
 
 /// [`SPILL_AFTER`], or `MFASYNC_TEST_SPILL_AFTER` (tests: a small directory
@@ -67,6 +68,10 @@ impl From<ChangeRecord> for Change {
         }
     }
 }
+
+/// A user whose digest differs, to compare with its stored row after the
+/// read: the mapped user and its raw mark (raw hash, digest).
+pub(crate) type CandidateRecord = (MfaUser, Option<(u128, u128)>);
 
 /// A raw stamp to write after the commit: directory id, raw hash, digest.
 pub(crate) type StampRecord = (String, u128, u128);
