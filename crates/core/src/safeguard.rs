@@ -352,33 +352,34 @@ pub fn is_group_entry(entry: &str) -> bool {
 
 /// A departure held for approval, and the limit that held it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    pub change: Change,
+pub struct Held<'p> {
+    pub change: &'p Change,
     pub by: HeldBy,
 }
 
 /// A departure dropped from the plan because its user is protected.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
-    pub change: Change,
+pub struct Skipped<'p> {
+    pub change: &'p Change,
     pub why: String,
 }
 
-/// A plan split by the safeguards.
+/// A plan split by the safeguards: the plan's own changes, borrowed (a
+/// cycle's plan can hold many thousands; none is copied).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Split {
+pub struct Split<'p> {
     /// Applied now, in the plan's order.
-    pub now: Vec<Change>,
+    pub now: Vec<&'p Change>,
     /// Held for approval, each with its limit.
-    pub held: Vec<Held>,
+    pub held: Vec<Held<'p>>,
     /// Dropped: neither applied nor held.
-    pub protected: Vec<Skipped>,
+    pub protected: Vec<Skipped<'p>>,
 }
 
-impl Split {
+impl<'p> Split<'p> {
     /// The held changes alone (for the fingerprint and the stored approval).
-    pub fn held_changes(&self) -> Vec<Change> {
-        self.held.iter().map(|h| h.change.clone()).collect()
+    pub fn held_changes(&self) -> Vec<&'p Change> {
+        self.held.iter().map(|h| h.change).collect()
     }
 }
 
@@ -390,7 +391,7 @@ pub fn is_departure(c: &Change) -> bool {
 /// held when `approval_threshold` is exceeded, every disable (removal) when
 /// its own threshold is, and an item's departures past its `max_departures`
 /// (the first ones in the plan's order pass). Everything else is applied now.
-pub fn split(plan: &Plan, limits: &Limits, protection: &Protection) -> Split {
+pub fn split<'p>(plan: &'p Plan, limits: &Limits, protection: &Protection) -> Split<'p> {
     let changes = &plan.changes;
     let mut protected: HashMap<usize, String> = HashMap::new();
     let mut departures: Vec<usize> = Vec::new();
@@ -412,8 +413,7 @@ pub fn split(plan: &Plan, limits: &Limits, protection: &Protection) -> Split {
         .collect();
     held.extend(over_budgets(changes, &within, &limits.budgets));
     let mut out = Split::default();
-    for (i, c) in changes.iter().enumerate() {
-        let change = c.clone();
+    for (i, change) in changes.iter().enumerate() {
         if let Some(by) = held.remove(&i) {
             out.held.push(Held { change, by });
         } else if let Some(why) = protected.remove(&i) {
@@ -510,9 +510,9 @@ fn governing_item(c: &Change) -> Option<&str> {
 
 /// A stable fingerprint of a set of held changes (action + directory id), so a
 /// rejected set is not asked about again until the directory changes.
-pub fn fingerprint(held: &[Change]) -> String {
+pub fn fingerprint<'c>(held: impl IntoIterator<Item = &'c Change>) -> String {
     let mut keys: Vec<String> = held
-        .iter()
+        .into_iter()
         .map(|c| {
             format!(
                 "{}:{}",

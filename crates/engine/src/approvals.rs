@@ -109,7 +109,7 @@ pub(crate) fn is_departure(c: &Change) -> bool {
 
 /// The fingerprint key of one change: "action:directory_id".
 pub(crate) fn change_key(c: &Change) -> String {
-    safeguard::fingerprint(std::slice::from_ref(c))
+    safeguard::fingerprint([c])
 }
 
 /// The same key for a stored held change.
@@ -120,7 +120,7 @@ pub(crate) fn held_key(h: &HeldChange) -> String {
 fn held_change(h: &Held) -> HeldChange {
     HeldChange {
         limit: Some(h.by.to_string()),
-        ..change_held(&h.change)
+        ..change_held(h.change)
     }
 }
 
@@ -143,21 +143,24 @@ fn change_held(c: &Change) -> HeldChange {
 /// (created, or found already pending for the same set) that holds the rest.
 /// Called right before `Store::apply`. Sends the notification when it creates
 /// an approval; a failed notification is logged and audited, never an error.
-pub async fn hold(
+pub async fn hold<'p>(
     store: &dyn Store,
     cfg: &Config,
-    plan: &Plan,
-) -> Result<(Vec<Change>, Option<PendingApproval>)> {
+    plan: &'p Plan,
+) -> Result<(Vec<&'p Change>, Option<PendingApproval>)> {
     let (now, pending, split) = decide(store, cfg, plan).await?;
     let _ = CYCLE.try_with(|r| {
         let mut r = r.borrow_mut();
-        let applied: HashSet<String> = now.iter().map(change_key).collect();
-        r.withheld.extend(
-            plan.changes
-                .iter()
-                .map(change_key)
-                .filter(|k| !applied.contains(k)),
-        );
+        // (`now` borrows the plan's changes: the same addresses)
+        if now.len() < plan.changes.len() {
+            let applied: HashSet<*const Change> = now.iter().map(|c| *c as *const Change).collect();
+            r.withheld.extend(
+                plan.changes
+                    .iter()
+                    .filter(|c| !applied.contains(&(*c as *const Change)))
+                    .map(change_key),
+            );
+        }
         r.pending = pending.clone();
         r.safeguards = Safeguards::of(&split);
     });
@@ -170,7 +173,7 @@ pub(crate) async fn preview(store: &dyn Store, cfg: &Config, plan: &Plan) -> Res
     let split = split_plan(store, cfg, plan).await?;
     let _ = CYCLE.try_with(|r| {
         let mut r = r.borrow_mut();
-        let dropped = split.protected.iter().map(|p| change_key(&p.change));
+        let dropped = split.protected.iter().map(|p| change_key(p.change));
         r.withheld.extend(dropped);
         r.safeguards = Safeguards::of(&split);
     });
@@ -204,7 +207,7 @@ fn protection_now(cfg: &Config) -> Protection {
 }
 
 /// The plan split by the limits and the protection (`core::safeguard::split`).
-async fn split_plan(store: &dyn Store, cfg: &Config, plan: &Plan) -> Result<Split> {
+async fn split_plan<'p>(store: &dyn Store, cfg: &Config, plan: &'p Plan) -> Result<Split<'p>> {
     let needs_population =
         Limits::needs_population(&cfg.sync) && plan.changes.iter().any(is_departure);
     let population = match needs_population {
@@ -235,11 +238,11 @@ fn limits_text(held: &[Held]) -> String {
     seen.join("; ")
 }
 
-async fn decide(
+async fn decide<'p>(
     store: &dyn Store,
     cfg: &Config,
-    plan: &Plan,
-) -> Result<(Vec<Change>, Option<PendingApproval>, Split)> {
+    plan: &'p Plan,
+) -> Result<(Vec<&'p Change>, Option<PendingApproval>, Split<'p>)> {
     let mut split = split_plan(store, cfg, plan).await?;
     if let Ok(approved) = IN_FORCE.try_with(Approval::clone) {
         // `approvals approve`: the approved departures the directory still calls
@@ -249,14 +252,13 @@ async fn decide(
         let dropped: HashSet<String> = split
             .protected
             .iter()
-            .map(|p| change_key(&p.change))
+            .map(|p| change_key(p.change))
             .collect();
         let now = plan
             .changes
             .iter()
             .filter(|c| !is_departure(c) || keys.contains(&change_key(c)))
             .filter(|c| !dropped.contains(&change_key(c)))
-            .cloned()
             .collect();
         split.held.clear();
         return Ok((now, None, split));
@@ -264,7 +266,9 @@ async fn decide(
     let rejected_alone = drop_rejected_alone(store, &mut split).await?;
     keep_budget_holds(store, &mut split).await?;
     let mut why = OVER_THRESHOLD.to_string();
-    if split.held.is_empty() && Limits::of(&cfg.sync, 0).any() && split.now.iter().any(is_departure)
+    if split.held.is_empty()
+        && Limits::of(&cfg.sync, 0).any()
+        && split.now.iter().any(|c| is_departure(c))
     {
         // Within the limits, but the last decision rejected some of these
         // users' departures: they are not made without asking again.
@@ -275,9 +279,9 @@ async fn decide(
                 .iter()
                 .any(|c| is_departure(c) && rejected.contains(&change_key(c)))
             {
-                let (held, now): (Vec<Change>, Vec<Change>) = std::mem::take(&mut split.now)
+                let (held, now): (Vec<&Change>, Vec<&Change>) = std::mem::take(&mut split.now)
                     .into_iter()
-                    .partition(is_departure);
+                    .partition(|c| is_departure(c));
                 split.now = now;
                 split.held = held
                     .into_iter()
@@ -296,7 +300,7 @@ async fn decide(
     if why == OVER_THRESHOLD {
         why = format!("{OVER_THRESHOLD}: {}", limits_text(&split.held));
     }
-    let fingerprint = safeguard::fingerprint(&split.held_changes());
+    let fingerprint = safeguard::fingerprint(split.held_changes());
     let rejected = store
         .approvals(Some(ApprovalStatus::Rejected))
         .await
@@ -324,7 +328,7 @@ async fn decide(
             change,
             by: HeldBy::Rejected,
         }));
-    let fingerprint = safeguard::fingerprint(&split.held_changes());
+    let fingerprint = safeguard::fingerprint(split.held_changes());
     let id = new_id();
     let held: Vec<HeldChange> = split.held.iter().map(held_change).collect();
     let a = store
@@ -343,9 +347,12 @@ async fn decide(
 /// Take out of the split the departures the newest approval rejected user by
 /// user (`approvals reject ID --user`): neither applied nor held while that
 /// approval is the newest. Returns them (a new approval asks again).
-async fn drop_rejected_alone(store: &dyn Store, split: &mut Split) -> Result<Vec<Change>> {
+async fn drop_rejected_alone<'p>(
+    store: &dyn Store,
+    split: &mut Split<'p>,
+) -> Result<Vec<&'p Change>> {
     // most cycles have no departure: no read
-    if split.held.is_empty() && !split.now.iter().any(is_departure) {
+    if split.held.is_empty() && !split.now.iter().any(|c| is_departure(c)) {
         return Ok(Vec::new());
     }
     let all = store.approvals(None).await.context("reading approvals")?;
@@ -360,13 +367,13 @@ async fn drop_rejected_alone(store: &dyn Store, split: &mut Split) -> Result<Vec
         return Ok(Vec::new());
     }
     let is_rejected = |c: &Change| is_departure(c) && rejected.contains(&change_key(c));
-    let (out, now): (Vec<Change>, Vec<Change>) = std::mem::take(&mut split.now)
+    let (out, now): (Vec<&Change>, Vec<&Change>) = std::mem::take(&mut split.now)
         .into_iter()
-        .partition(is_rejected);
+        .partition(|c| is_rejected(c));
     split.now = now;
     let (held_out, held): (Vec<Held>, Vec<Held>) = std::mem::take(&mut split.held)
         .into_iter()
-        .partition(|h| is_rejected(&h.change));
+        .partition(|h| is_rejected(h.change));
     split.held = held;
     Ok(out
         .into_iter()
@@ -390,8 +397,8 @@ fn kept_limit(a: &Approval, h: &HeldChange) -> Option<String> {
 /// pending: a budget limits departures, it does not only put them off to the
 /// next cycle. (Threshold holds are decided again each cycle, unless some of
 /// the approval's users were decided alone: see `kept_limit`.)
-async fn keep_budget_holds(store: &dyn Store, split: &mut Split) -> Result<()> {
-    if !split.now.iter().any(is_departure) {
+async fn keep_budget_holds(store: &dyn Store, split: &mut Split<'_>) -> Result<()> {
+    if !split.now.iter().any(|c| is_departure(c)) {
         return Ok(());
     }
     let pending = store
@@ -403,13 +410,13 @@ async fn keep_budget_holds(store: &dyn Store, split: &mut Split) -> Result<()> {
         .flat_map(|a| a.undecided().map(move |h| (a, h)))
         .filter_map(|(a, h)| Some((held_key(h), kept_limit(a, h)?)))
         .collect();
-    let (still, now): (Vec<Change>, Vec<Change>) = std::mem::take(&mut split.now)
+    let (still, now): (Vec<&Change>, Vec<&Change>) = std::mem::take(&mut split.now)
         .into_iter()
         .partition(|c| is_departure(c) && budget_held.contains_key(&change_key(c)));
     split.now = now;
     split.held.extend(still.into_iter().map(|change| {
         let limit = budget_held
-            .get(&change_key(&change))
+            .get(&change_key(change))
             .cloned()
             .unwrap_or_default();
         Held {

@@ -39,7 +39,11 @@ pub(crate) async fn commit_full(
         Some(a) => a,
         None => store.begin_apply().await?,
     };
-    a.write(&now).await?;
+    // (written a chunk at a time: the plan's changes are not copied all at once)
+    for chunk in now.chunks(crate::read::CREATE_CHUNK) {
+        let chunk: Vec<_> = chunk.iter().map(|c| (*c).clone()).collect();
+        a.write(&chunk).await?;
+    }
     drop(now);
     if let Some(spilled) = spilled {
         let mut changes = spilled.changes()?;

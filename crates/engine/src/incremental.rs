@@ -36,7 +36,7 @@ use mfasync_core::presence::Presence;
 use mfasync_core::{Entry, MfaUser, Source};
 use mfasync_ldap::{Client, Scope, SyncEvent};
 use mfasync_store::{Store, UserKey};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What changed since the cookie.
 #[derive(Default)]
@@ -692,7 +692,8 @@ pub async fn cycle(
             .and_then(|s| item_index.get(s).copied())
     };
 
-    let mut candidates: HashMap<String, Candidate> = HashMap::new();
+    // (ordered: resolved in DN order, each freed as it is resolved)
+    let mut candidates: BTreeMap<String, Candidate> = BTreeMap::new();
     // Proved deleted; and absent (gone from the read's scope or from the
     // users, deleted or not: looked up by unique id below).
     let deleted: HashSet<String> = changes.deleted.clone();
@@ -894,12 +895,7 @@ pub async fn cycle(
     let mut desired: Vec<MfaUser> = Vec::new();
     let mut subset: HashSet<String> = HashSet::new();
     let mut resolved: HashSet<String> = HashSet::new();
-    let mut keys: Vec<String> = candidates.keys().cloned().collect();
-    keys.sort();
-    for key in keys {
-        let Some(c) = candidates.remove(&key) else {
-            continue;
-        };
+    while let Some((_, c)) = candidates.pop_first() {
         let du = match c.entry {
             Some(du) => du,
             None => match r.read_user(&c.dn).await? {

@@ -75,7 +75,8 @@ pub async fn sync_user(
     }
     // welcome/update emails are queued in the same transaction, as in a cycle
     let _emails = crate::emails::Armed::arm(store, cfg, None);
-    store.apply(&split.now, None).await?;
+    let now: Vec<_> = split.now.into_iter().cloned().collect();
+    store.apply(&now, None).await?;
     out.applied = true;
     let detail = format!("sync --user {query}: {}", out.action);
     if let Err(e) = store.audit_event(actor, "sync-user", &detail).await {

@@ -38,7 +38,7 @@ fn total(t: Threshold) -> Limits {
     }
 }
 
-fn names(changes: &[Change]) -> Vec<String> {
+fn names(changes: &[&Change]) -> Vec<String> {
     changes.iter().map(|c| c.user.username.clone()).collect()
 }
 
@@ -191,12 +191,7 @@ fn protected_users_are_dropped_not_held() {
         "one unprotected departure is within the threshold"
     );
     assert_eq!(
-        names(
-            &s.protected
-                .iter()
-                .map(|p| p.change.clone())
-                .collect::<Vec<_>>()
-        ),
+        names(&s.protected.iter().map(|p| p.change).collect::<Vec<_>>()),
         ["u2", "breakglass", "u4"]
     );
     assert!(
