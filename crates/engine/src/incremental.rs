@@ -30,6 +30,7 @@ use crate::marks::{dirsync, naming_context, UsnMark, USER_OBJECTS};
 pub use crate::marks::{starting_point, supported, Kind};
 use mfasync_core::config::{Config, ItemKind, SyncItem, UniqueIdType, WhenRemoved};
 use mfasync_core::filter::{dn_is_under, normalize_dn, parent_dn};
+use mfasync_core::hashset::StrSet;
 use mfasync_core::mapping::{self, DirectoryUser};
 use mfasync_core::plan::{self, Plan};
 use mfasync_core::presence::Presence;
@@ -50,7 +51,7 @@ struct Changes {
     /// deletes): looked up by id before anything is decided.
     absent: HashSet<String>,
     /// Present phase (syncrepl without a session log): ids still there.
-    present: Option<HashSet<String>>,
+    present: Option<StrSet>,
     entries: usize,
     cookie: Vec<u8>,
     /// The starting point cannot be continued (uSNChanged: another DC
@@ -84,7 +85,9 @@ async fn fetch(
     let mut ch = Changes::default();
     match kind {
         Kind::SyncRepl => {
-            let mut present: HashSet<String> = HashSet::new();
+            // (a present phase lists every entry still there: a million ids
+            // kept as hashes, ~10 bytes each)
+            let mut present = StrSet::default();
             let mut saw_present = false;
             let mut f = |ev: SyncEvent| match ev {
                 SyncEvent::Changed { uuid, entry } => ch.changed.push((entry.dn, uuid_text(&uuid))),
@@ -98,7 +101,7 @@ async fn fetch(
                 SyncEvent::Present { uuid } => {
                     saw_present = true;
                     if let Some(id) = uuid_text(&uuid) {
-                        present.insert(id);
+                        present.insert(&id);
                     }
                 }
             };

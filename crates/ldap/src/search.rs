@@ -17,15 +17,10 @@ use crate::proto::{
 use crate::results::{map_err_on, op_error};
 
 /// The DNs a search has delivered, compared case-insensitively, kept as
-/// hashes (two independently seeded foldhash states, random per process)
-/// rather than copies: ~10 bytes and no allocation per entry at a million
-/// (`HashedSet`: the top 16 bits of one hash and all 64 of the other). Two
-/// DNs of one search colliding is about as likely as 2^-80 per pair, and
-/// cannot be aimed at without the process's seeds.
+/// hashes rather than copies (`StrSet`).
 #[derive(Default)]
 struct SeenDns {
-    set: mfasync_core::hashset::HashedSet<u64>,
-    seeds: (foldhash::fast::RandomState, foldhash::fast::RandomState),
+    set: mfasync_core::hashset::StrSet,
     /// The lower-cased DN being looked at (reused).
     key: String,
 }
@@ -33,7 +28,6 @@ struct SeenDns {
 impl SeenDns {
     /// Whether `dn` is new (and now seen).
     fn insert(&mut self, dn: &str) -> bool {
-        use std::hash::BuildHasher;
         self.key.clear();
         if dn.is_ascii() {
             self.key.push_str(dn);
@@ -41,9 +35,7 @@ impl SeenDns {
         } else {
             self.key.push_str(&dn.to_lowercase());
         }
-        let hi = self.seeds.0.hash_one(self.key.as_str());
-        let lo = self.seeds.1.hash_one(self.key.as_str());
-        self.set.insert(hi, lo)
+        self.set.insert(&self.key)
     }
 
     fn len(&self) -> usize {

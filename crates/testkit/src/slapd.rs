@@ -52,6 +52,17 @@ impl Slapd {
     /// to give a service account fewer rights than the rootdn. Empty: slapd's default (everyone
     /// reads everything).
     pub fn start_with_acl(seed_ldif: &str, acl: &str) -> Slapd {
+        Slapd::start_configured(seed_ldif, acl, true)
+    }
+
+    /// Like [`Slapd::start`], with syncprov keeping no session log, as many
+    /// deployments run it: a refresh from a cookie then lists every entry
+    /// still there (the RFC 4533 present phase) instead of the deletions.
+    pub fn start_without_session_log(seed_ldif: &str) -> Slapd {
+        Slapd::start_configured(seed_ldif, "", false)
+    }
+
+    fn start_configured(seed_ldif: &str, acl: &str, session_log: bool) -> Slapd {
         let dir = tempfile::Builder::new()
             .prefix("mfasync-slapd-")
             .tempdir()
@@ -86,7 +97,7 @@ index uid,cn,mail eq
 index member eq
 overlay syncprov
 syncprov-checkpoint 100 10
-syncprov-sessionlog 10000
+{session_log}
 overlay ppolicy
 overlay memberof
 memberof-group-oc groupOfNames
@@ -97,6 +108,11 @@ memberof-refint TRUE
 "#,
             d = d.display(),
             db = db.display(),
+            session_log = if session_log {
+                "syncprov-sessionlog 10000"
+            } else {
+                ""
+            },
         );
         let conf_path = d.join("slapd.conf");
         std::fs::write(&conf_path, conf)

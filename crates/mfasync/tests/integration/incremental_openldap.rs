@@ -441,6 +441,46 @@ fn users_moved_or_filtered_out_are_disabled_and_deleted_ones_removed() {
     assert_eq!(counts(&m.sync_full()), (0, 0, 0, 0, 0, 9));
 }
 
+/// A slapd keeping no session log answers a refresh with a present phase
+/// (every entry still there, by entryUUID) instead of listing deletions: the
+/// stored users it does not list are looked up by id, so a deleted user is
+/// removed, a moved one disabled, and nobody else touched, as a full cycle does.
+#[test]
+fn without_a_session_log_the_present_phase_tells_who_left() {
+    let t = "T9";
+    let root = format!("ou={t},{BASE}");
+    let s = Slapd::start_without_session_log(&tree(t));
+    let head = crate::common::openldap_directory(
+        &format!("\"{}\"", s.url),
+        &root,
+        5,
+        (&s.admin_dn, &s.admin_password),
+    );
+    let cfg = format!("{head}\n[sync]\nremove_deleted_users = true\n{}", items(t));
+    let m = Mfa::new();
+    m.apply(&cfg);
+    let r = reference(&cfg);
+    assert_eq!(counts(&m.sync_full()).0, 10 + BULK as u64);
+    let (quiet, _) = sync(&m);
+    assert_eq!(quiet["mode"], "incremental", "{quiet}");
+    s.ldapmodify(&format!(
+        "dn: uid={t}u3,ou=Staff,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 206 555 0199\n\n\
+         dn: uid={t}u7,ou=Staff,{root}\nchangetype: modrdn\nnewrdn: uid={t}u7\ndeleteoldrdn: 1\nnewsuperior: ou=Other,{root}\n"
+    ));
+    s.ldapdelete(&format!("uid={t}u6,ou=Staff,{root}"));
+    s.ldapdelete(&format!("uid={t}b0002,ou=Bulk,{root}"));
+    let (inc, stderr) = sync(&m);
+    assert_eq!(inc["mode"], "incremental", "{inc}\n{stderr}");
+    // u3 updated; u7 disabled (moved out of Staff); u6 and b0002 removed
+    assert_eq!(counts(&inc), (0, 1, 0, 1, 2, 0), "{inc}\n{stderr}");
+    assert_eq!(
+        m.user(&format!("{t}u7")).map(|u| u["enabled"].clone()),
+        Some(Value::Bool(false))
+    );
+    assert!(m.user(&format!("{t}u6")).is_none() && m.user(&format!("{t}b0002")).is_none());
+    assert_same_as_full(&m, &r);
+}
+
 /// The stored watermark, if any.
 fn watermark(m: &Mfa) -> Option<mfasync_store::Watermark> {
     let rt = tokio::runtime::Runtime::new().unwrap();
