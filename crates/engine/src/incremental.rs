@@ -23,6 +23,10 @@
 //! 5. The plan is `core::plan::compute` over the candidates only (the same
 //!    rules as a full synchronization), applied with the new cookie in one
 //!    transaction by the caller.
+//!
+//! A cycle holds its candidates in memory (a few KB each) and reads each one
+//! alone: past [`max_changes`] changed entries or candidates it gives way to
+//! a full cycle, which reads everything faster and in constant memory.
 
 use crate::domains::Domains;
 use crate::error::{EngineError, Result, ResultExt};
@@ -38,6 +42,29 @@ use mfasync_core::{Entry, MfaUser, Source};
 use mfasync_ldap::{Client, Scope, SyncEvent};
 use mfasync_store::{Store, UserKey};
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Changed entries, or candidates, an incremental cycle takes on.
+const MAX_CHANGES: usize = 10_000;
+
+/// [`MAX_CHANGES`], or `MFASYNC_TEST_MAX_INCREMENTAL` (tests: a few changes
+/// are then many).
+fn max_changes() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("MFASYNC_TEST_MAX_INCREMENTAL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(MAX_CHANGES)
+    })
+}
+
+/// Why a cycle with `n` changed entries (or candidates) gives way to a full one.
+fn too_many(n: usize, what: &str) -> Option<String> {
+    let max = max_changes();
+    (n > max).then(|| {
+        format!("{n} {what} since the last cycle, more than an incremental cycle takes ({max})")
+    })
+}
 
 /// What changed since the cookie.
 #[derive(Default)]
@@ -678,6 +705,10 @@ pub async fn cycle(
         entries = changes.entries,
         "fetched incremental changes"
     );
+    // (deleted ids cost little until looked up, and only stored users are)
+    if let Some(why) = too_many(changes.changed.len(), "directory entries changed") {
+        return Ok(Err(why));
+    }
     let a = &cfg.attributes;
     let fetched = others.iter().map(|o| o.domain.clone()).collect();
     let mut r = Resolver::new(client, domains, cfg, base, fetched)?;
@@ -894,6 +925,10 @@ pub async fn cycle(
         }
     }
 
+    // (a changed group can make many candidates: each is read alone below)
+    if let Some(why) = too_many(candidates.len(), "users to look at") {
+        return Ok(Err(why));
+    }
     // Resolve every candidate: read its entry if needed, then the first item that holds it.
     let mut desired: Vec<MfaUser> = Vec::new();
     let mut subset: HashSet<String> = HashSet::new();

@@ -70,7 +70,7 @@ fn slapd() -> &'static Slapd {
     static S: OnceLock<Slapd> = OnceLock::new();
     S.get_or_init(|| {
         let mut l = String::new();
-        for t in ["T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8"] {
+        for t in ["T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8", "T10"] {
             l.push_str(&tree(t));
         }
         Slapd::start(&l)
@@ -478,6 +478,70 @@ fn without_a_session_log_the_present_phase_tells_who_left() {
         Some(Value::Bool(false))
     );
     assert!(m.user(&format!("{t}u6")).is_none() && m.user(&format!("{t}b0002")).is_none());
+    assert_same_as_full(&m, &r);
+}
+
+/// Past a number of changed entries (or users to look at, after a changed
+/// group) an incremental cycle gives way to a full one, which says why and
+/// reaches the same users: a cycle holds its candidates in memory and reads
+/// each one alone (`MFASYNC_TEST_MAX_INCREMENTAL` makes 5 many).
+#[test]
+fn many_changes_run_a_full_sync_and_say_why() {
+    let s = slapd();
+    let t = "T10";
+    let root = format!("ou={t},{BASE}");
+    let cfg = config(t, "", &items(t));
+    let mut m = Mfa::new();
+    m.env
+        .push(("MFASYNC_TEST_MAX_INCREMENTAL".into(), "5".into()));
+    m.apply(&cfg);
+    let r = reference(&cfg);
+    m.sync_full();
+    let (quiet, _) = sync(&m);
+    assert_eq!(quiet["mode"], "incremental", "{quiet}");
+    let modify = |uids: std::ops::Range<usize>, text: &str| {
+        let mut l = String::new();
+        for i in uids {
+            let _ = write!(
+                l,
+                "dn: uid={t}b{i:04},ou=Bulk,{root}\nchangetype: modify\nreplace: mobile\nmobile: +1 425 555 {text}{i:02}\n\n"
+            );
+        }
+        s.ldapmodify(&l);
+    };
+    // 5 changed entries: an incremental cycle
+    modify(0..5, "07");
+    let (v, stderr) = sync(&m);
+    assert_eq!(v["mode"], "incremental", "{v}\n{stderr}");
+    assert_eq!(counts(&v).1, 5, "{v}");
+    // 8: a full one, saying why
+    modify(10..18, "08");
+    let (v, stderr) = sync(&m);
+    assert_eq!(v["mode"], "full", "{v}\n{stderr}");
+    assert_eq!(counts(&v).1, 8, "{v}");
+    assert!(
+        stderr.contains(
+            "8 directory entries changed since the last cycle, more than an incremental cycle takes (5)"
+        ),
+        "{stderr}"
+    );
+    // one changed group making 8 users to look at: a full one too
+    let mut members = String::new();
+    for i in 20..26 {
+        let _ = writeln!(members, "member: uid={t}b{i:04},ou=Bulk,{root}");
+    }
+    s.ldapmodify(&format!(
+        "dn: cn=vip,ou=Groups,{root}\nchangetype: modify\nadd: member\n{members}\n"
+    ));
+    let (v, stderr) = sync(&m);
+    assert_eq!(v["mode"], "full", "{v}\n{stderr}");
+    assert!(
+        stderr.contains("users to look at since the last cycle"),
+        "{stderr}"
+    );
+    assert_eq!(counts(&v).1, 6, "{v}");
+    let (v, _) = sync(&m);
+    assert_eq!(v["mode"], "incremental", "{v}");
     assert_same_as_full(&m, &r);
 }
 
