@@ -107,6 +107,11 @@ impl StrSet {
         self.set.insert(hash, key)
     }
 
+    /// [`StrSet::insert`] of a string by its [`StrSet::hashes`].
+    pub fn insert_hashes(&mut self, (hash, key): (u64, u64)) -> bool {
+        self.set.insert(hash, key)
+    }
+
     pub fn contains(&self, s: &str) -> bool {
         let (hash, key) = self.hashes(s);
         self.set.contains(hash, key)
@@ -120,7 +125,8 @@ impl StrSet {
         self.set.is_empty()
     }
 
-    fn hashes(&self, s: &str) -> (u64, u64) {
+    /// The two hashes `s` is kept as (this set's seeds).
+    pub fn hashes(&self, s: &str) -> (u64, u64) {
         use std::hash::BuildHasher;
         (self.seeds.0.hash_one(s), self.seeds.1.hash_one(s))
     }
@@ -163,7 +169,8 @@ mod tests {
         }
         assert!(!s.insert("id-0") && !s.insert(&format!("id-{}", n - 1)));
         assert!(s.contains("id-17") && !s.contains("id-x") && !s.contains(&format!("id-{n}")));
-        assert_eq!(s.len(), n);
+        assert!(!s.insert_hashes(s.hashes("id-5")) && s.insert_hashes(s.hashes("id-x")));
+        assert_eq!(s.len(), n + 1);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Client {
     pub(crate) split_attr: String,
     /// Values asked per range request; None = as many as the server gives.
     pub(crate) range_step: Option<u32>,
+    /// DNs of a paged search kept in memory before the rest go to a file.
+    pub(crate) seen_in_memory: usize,
 }
 
 impl std::fmt::Debug for Client {
@@ -108,6 +110,12 @@ impl Client {
     /// None (the default) asks for everything and follows the server's ranges.
     pub fn set_range_step(&mut self, step: Option<u32>) {
         self.range_step = step;
+    }
+
+    /// How many DNs of a paged search are kept in memory before the rest go
+    /// to a temporary file (default 4,096; lower in tests, to reach the file).
+    pub fn set_seen_in_memory(&mut self, n: usize) {
+        self.seen_in_memory = n;
     }
 
     /// Unbind and close the connection.

@@ -422,6 +422,7 @@ pub(crate) async fn attempt(a: Attempt<'_>, opened: Option<Connection>) -> Attem
             paging: false,
             split_attr: String::new(),
             range_step: None,
+            seen_in_memory: crate::search::SEEN_IN_MEMORY,
         };
         return (steps, Ok(client));
     }
@@ -497,6 +498,7 @@ pub(crate) async fn attempt(a: Attempt<'_>, opened: Option<Connection>) -> Attem
         paging,
         split_attr: String::new(),
         range_step: None,
+        seen_in_memory: crate::search::SEEN_IN_MEMORY,
     };
     (steps, Ok(client))
 }

@@ -17,16 +17,35 @@ use crate::proto::{
 use crate::results::{map_err_on, op_error};
 
 /// The DNs a search has delivered, compared case-insensitively, kept as
-/// hashes rather than copies (`StrSet`).
+/// hashes rather than copies (`StrSet`). A paged search delivers each entry
+/// once: while it runs (`defer`), past [`SEEN_IN_MEMORY`] DNs the hashes only go
+/// to a temporary file, 16 bytes each and no memory, and are read into the
+/// set (`undefer`) only if the server cuts it short and the rest comes in
+/// batches, which overlap.
 #[derive(Default)]
 struct SeenDns {
     set: mfasync_core::hashset::StrSet,
+    /// In a paged search: DNs past this many go to a file.
+    paged: Option<usize>,
+    deferred: Option<Deferred>,
     /// The lower-cased DN being looked at (reused).
     key: String,
 }
 
+/// DNs a paged search keeps in memory before the rest go to a file (most
+/// searches are small: no file for them); `Client::set_seen_in_memory`.
+pub(crate) const SEEN_IN_MEMORY: usize = 4096;
+
+/// The hashes written while a paged search runs.
+struct Deferred {
+    file: std::io::BufWriter<std::fs::File>,
+    count: usize,
+    /// The first failed write: the set cannot be made whole again.
+    failed: Option<std::io::Error>,
+}
+
 impl SeenDns {
-    /// Whether `dn` is new (and now seen).
+    /// Whether `dn` is new (and now seen). Deferred: always new.
     fn insert(&mut self, dn: &str) -> bool {
         self.key.clear();
         if dn.is_ascii() {
@@ -35,11 +54,68 @@ impl SeenDns {
         } else {
             self.key.push_str(&dn.to_lowercase());
         }
-        self.set.insert(&self.key)
+        let hashes = self.set.hashes(&self.key);
+        if self.deferred.is_none() && self.paged.is_some_and(|n| self.set.len() >= n) {
+            self.deferred = tempfile::tempfile().ok().map(|f| Deferred {
+                file: std::io::BufWriter::new(f),
+                count: 0,
+                failed: None,
+            });
+            if self.deferred.is_none() {
+                // no file: in memory, as before, without asking again
+                self.paged = None;
+            }
+        }
+        match &mut self.deferred {
+            Some(d) => {
+                use std::io::Write;
+                if d.failed.is_none() {
+                    let mut bytes = [0u8; 16];
+                    bytes[..8].copy_from_slice(&hashes.0.to_le_bytes());
+                    bytes[8..].copy_from_slice(&hashes.1.to_le_bytes());
+                    d.failed = d.file.write_all(&bytes).err();
+                }
+                d.count += 1;
+                true
+            }
+            None => self.set.insert_hashes(hashes),
+        }
+    }
+
+    /// A paged search starts: past `in_memory` DNs, keep the hashes in a
+    /// temporary file (when one can be made; else in memory, as before).
+    fn defer(&mut self, in_memory: usize) {
+        self.paged = Some(in_memory);
+    }
+
+    /// Read the deferred hashes into the set: the DNs delivered so far.
+    fn undefer(&mut self) -> std::io::Result<()> {
+        use std::io::{Read, Seek};
+        self.paged = None;
+        let Some(d) = self.deferred.take() else {
+            return Ok(());
+        };
+        if let Some(e) = d.failed {
+            return Err(e);
+        }
+        let mut file = d.file.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        let mut r = std::io::BufReader::new(file);
+        let mut bytes = [0u8; 16];
+        for _ in 0..d.count {
+            r.read_exact(&mut bytes)?;
+            let (hash, key) = bytes.split_at(8);
+            let word = |b: &[u8]| b.try_into().map(u64::from_le_bytes);
+            let (Ok(hash), Ok(key)) = (word(hash), word(key)) else {
+                return Err(std::io::ErrorKind::InvalidData.into());
+            };
+            self.set.insert_hashes((hash, key));
+        }
+        Ok(())
     }
 
     fn len(&self) -> usize {
-        self.set.len()
+        self.set.len() + self.deferred.as_ref().map_or(0, |d| d.count)
     }
 }
 
@@ -321,6 +397,7 @@ impl Client {
             controls: &controls,
         };
         if self.paging && self.caps.paged_results {
+            seen.defer(self.seen_in_memory);
             match self.paged(query, &mut seen, f).await? {
                 PagedEnd::Complete => return Ok(seen.len()),
                 PagedEnd::LimitExceeded => tracing::warn!(
@@ -330,6 +407,12 @@ impl Client {
                     "the server limits paged searches too; continuing in batches"
                 ),
             }
+            seen.undefer().map_err(|e| LdapError::Protocol {
+                server: self.server.clone(),
+                message: format!(
+                    "paged search of {base:?} for {filter} cut short by the server: the DNs already read could not be kept to continue in batches (temporary file: {e})"
+                ),
+            })?;
         }
         self.batched(query, &mut seen, f).await?;
         Ok(seen.len())
@@ -601,6 +684,30 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_kept_in_a_file_during_a_paged_search_are_seen_after_it() {
+        let mut seen = SeenDns::default();
+        seen.defer(SEEN_IN_MEMORY);
+        for i in 0..SEEN_IN_MEMORY {
+            assert!(seen.insert(&format!("uid=m{i},dc=example,dc=com")));
+        }
+        assert!(seen.deferred.is_none(), "the first ones stay in memory");
+        assert!(seen.insert("uid=a,ou=People,dc=example,dc=com"));
+        assert!(seen.insert("cn=José Müller,dc=example,dc=com"));
+        assert!(seen.deferred.is_some());
+        assert_eq!(
+            (seen.len(), seen.set.len()),
+            (SEEN_IN_MEMORY + 2, SEEN_IN_MEMORY)
+        );
+        seen.undefer().unwrap();
+        assert!(seen.deferred.is_none());
+        assert!(!seen.insert("UID=A,OU=people,DC=Example,DC=com"));
+        assert!(!seen.insert("CN=JOSÉ MÜLLER,DC=EXAMPLE,DC=COM"));
+        assert!(!seen.insert("UID=M7,dc=example,dc=com"));
+        assert!(seen.insert("uid=b,ou=People,dc=example,dc=com"));
+        assert_eq!(seen.len(), SEEN_IN_MEMORY + 3);
+    }
 
     #[test]
     fn a_search_delivers_each_dn_once_whatever_its_case() {
