@@ -67,6 +67,28 @@ fn silent_server() -> (TcpListener, String) {
     (l, url)
 }
 
+/// `search_each` of the inetOrgPerson entries under `base`, reading `attr`:
+/// the count it returns, the distinct DNs delivered, the DNs delivered again.
+async fn users_once(c: &mut mfasync_ldap::Client, base: &str, attr: &str) -> (usize, usize, usize) {
+    let mut seen = HashSet::new();
+    let mut dupes = 0;
+    let n = c
+        .search_each(
+            base,
+            Scope::Subtree,
+            "(objectClass=inetOrgPerson)",
+            &attrs(&[attr]),
+            &mut |e| {
+                if !seen.insert(e.dn.to_lowercase()) {
+                    dupes += 1;
+                }
+            },
+        )
+        .await
+        .unwrap();
+    (n, seen.len(), dupes)
+}
+
 fn attrs(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
@@ -675,42 +697,12 @@ async fn private_slapd_size_limit_and_tls() {
     // the DNs it read (past 10, kept in a file) are not delivered again
     for in_memory in [4096, 10] {
         c.set_seen_in_memory(in_memory);
-        let mut seen = HashSet::new();
-        let mut dupes = 0;
-        let n = c
-            .search_each(
-                "ou=Bulk,dc=example,dc=com",
-                Scope::Subtree,
-                "(objectClass=inetOrgPerson)",
-                &attrs(&["cn"]),
-                &mut |e| {
-                    if !seen.insert(e.dn) {
-                        dupes += 1;
-                    }
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!((n, seen.len(), dupes), (BULK, BULK, 0), "{in_memory}");
+        let got = users_once(&mut c, "ou=Bulk,dc=example,dc=com", "cn").await;
+        assert_eq!(got, (BULK, BULK, 0), "{in_memory}");
     }
     c.set_paging(false);
-    let mut seen = HashSet::new();
-    let mut dupes = 0;
-    let n = c
-        .search_each(
-            "dc=example,dc=com",
-            Scope::Subtree,
-            "(objectClass=inetOrgPerson)",
-            &attrs(&["uid"]),
-            &mut |e| {
-                if !seen.insert(e.dn) {
-                    dupes += 1;
-                }
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!((n, seen.len(), dupes), (BULK, BULK, 0));
+    let got = users_once(&mut c, "dc=example,dc=com", "uid").await;
+    assert_eq!(got, (BULK, BULK, 0));
     // entries without cn fall in the catch-all
     let all = c
         .search_all("dc=example,dc=com", Scope::Subtree, "(objectClass=*)", &[])
