@@ -48,7 +48,7 @@ pub struct Change {
 
 /// A user as mapped by a full sync from one directory entry: the entry's
 /// [`RawSeed::entry`] hash and the [`digest_bits`] of the mapped user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawMark {
     pub raw: u128,
     pub digest: u128,

@@ -208,11 +208,7 @@ pub(crate) async fn full(
     if let Some(more) = std::mem::take(&mut w.changed_spill).finish()? {
         let mut records = more.records()?;
         loop {
-            let chunk: Vec<(MfaUser, Option<plan::RawMark>)> =
-                crate::spill::next_chunk(&mut records, 500)?
-                    .into_iter()
-                    .map(|(d, raw)| (d, raw.map(|(raw, digest)| plan::RawMark { raw, digest })))
-                    .collect();
+            let chunk = crate::spill::next_chunk(&mut records, 500)?;
             if chunk.is_empty() {
                 break;
             }
@@ -425,11 +421,7 @@ async fn write_stamps(
         done = async {
             let mut records = spilled.records()?;
             loop {
-                let chunk: Vec<(String, plan::RawMark)> =
-                    crate::spill::next_chunk(&mut records, 10_000)?
-                        .into_iter()
-                        .map(|(id, raw, digest)| (id, plan::RawMark { raw, digest }))
-                        .collect();
+                let chunk = crate::spill::next_chunk(&mut records, 10_000)?;
                 if chunk.is_empty() {
                     return Ok(());
                 }

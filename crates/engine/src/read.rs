@@ -259,21 +259,16 @@ impl Worker {
                 if let (Some(id), Some(raw)) = (id, raw) {
                     if self.restamp.len() < spill_after() {
                         self.restamp.push((id, raw));
-                    } else if let Err((id, raw, digest)) =
-                        self.restamp_spill.keep((id, raw.raw, raw.digest))
-                    {
-                        self.restamp.push((id, plan::RawMark { raw, digest }));
+                    } else if let Err(stamp) = self.restamp_spill.keep((id, raw)) {
+                        self.restamp.push(stamp);
                     }
                 }
             }
             plan::Verdict::Changed(d) => {
                 if self.changed.len() < spill_after() {
                     self.changed.push((d, raw));
-                } else if let Err((d, raw)) =
-                    self.changed_spill.keep((d, raw.map(|m| (m.raw, m.digest))))
-                {
-                    let raw = raw.map(|(raw, digest)| plan::RawMark { raw, digest });
-                    self.changed.push((d, raw));
+                } else if let Err(candidate) = self.changed_spill.keep((d, raw)) {
+                    self.changed.push(candidate);
                 }
             }
             plan::Verdict::Create(d) => {

@@ -36,7 +36,7 @@ pub struct ChangeRecord {
     before: Option<MfaUser>,
     fields: Vec<String>,
     reason: Option<String>,
-    raw: Option<(u128, u128)>,
+    raw: Option<RawMark>,
 }
 
 impl From<Change> for ChangeRecord {
@@ -47,7 +47,7 @@ impl From<Change> for ChangeRecord {
             before: c.before,
             fields: c.fields.iter().map(|f| f.to_string()).collect(),
             reason: c.reason,
-            raw: c.raw.map(|m| (m.raw, m.digest)),
+            raw: c.raw,
         }
     }
 }
@@ -64,17 +64,17 @@ impl From<ChangeRecord> for Change {
                 .filter_map(|f| MfaUser::field_name(f))
                 .collect(),
             reason: r.reason,
-            raw: r.raw.map(|(raw, digest)| RawMark { raw, digest }),
+            raw: r.raw,
         }
     }
 }
 
 /// A user whose digest differs, to compare with its stored row after the
-/// read: the mapped user and its raw mark (raw hash, digest).
-pub(crate) type CandidateRecord = (MfaUser, Option<(u128, u128)>);
+/// read: the mapped user and its raw mark.
+pub(crate) type CandidateRecord = (MfaUser, Option<RawMark>);
 
-/// A raw stamp to write after the commit: directory id, raw hash, digest.
-pub(crate) type StampRecord = (String, u128, u128);
+/// A raw stamp to write after the commit: directory id and raw mark.
+pub(crate) type StampRecord = (String, RawMark);
 
 /// The file being filled with `R` records (an unnamed temporary file: gone
 /// with the process).

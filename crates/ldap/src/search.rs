@@ -70,10 +70,10 @@ impl SeenDns {
             Some(d) => {
                 use std::io::Write;
                 if d.failed.is_none() {
-                    let mut bytes = [0u8; 16];
-                    bytes[..8].copy_from_slice(&hashes.0.to_le_bytes());
-                    bytes[8..].copy_from_slice(&hashes.1.to_le_bytes());
-                    d.failed = d.file.write_all(&bytes).err();
+                    d.failed = [hashes.0, hashes.1]
+                        .iter()
+                        .try_for_each(|h| d.file.write_all(&h.to_le_bytes()))
+                        .err();
                 }
                 d.count += 1;
                 true
@@ -101,15 +101,14 @@ impl SeenDns {
         let mut file = d.file.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
         let mut r = std::io::BufReader::new(file);
-        let mut bytes = [0u8; 16];
-        for _ in 0..d.count {
+        let mut word = || -> std::io::Result<u64> {
+            let mut bytes = [0u8; 8];
             r.read_exact(&mut bytes)?;
-            let (hash, key) = bytes.split_at(8);
-            let word = |b: &[u8]| b.try_into().map(u64::from_le_bytes);
-            let (Ok(hash), Ok(key)) = (word(hash), word(key)) else {
-                return Err(std::io::ErrorKind::InvalidData.into());
-            };
-            self.set.insert_hashes((hash, key));
+            Ok(u64::from_le_bytes(bytes))
+        };
+        for _ in 0..d.count {
+            let hash = word()?;
+            self.set.insert_hashes((hash, word()?));
         }
         Ok(())
     }

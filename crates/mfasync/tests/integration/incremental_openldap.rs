@@ -78,7 +78,11 @@ fn slapd() -> &'static Slapd {
 }
 
 fn config(t: &str, extra_sync: &str, items: &str) -> String {
-    let s = slapd();
+    config_on(slapd(), t, extra_sync, items)
+}
+
+/// [`config`] for the tree `t` of the slapd `s`.
+fn config_on(s: &Slapd, t: &str, extra_sync: &str, items: &str) -> String {
     let head = crate::common::openldap_directory(
         &format!("\"{}\"", s.url),
         &format!("ou={t},{BASE}"),
@@ -450,13 +454,7 @@ fn without_a_session_log_the_present_phase_tells_who_left() {
     let t = "T9";
     let root = format!("ou={t},{BASE}");
     let s = Slapd::start_without_session_log(&tree(t));
-    let head = crate::common::openldap_directory(
-        &format!("\"{}\"", s.url),
-        &root,
-        5,
-        (&s.admin_dn, &s.admin_password),
-    );
-    let cfg = format!("{head}\n[sync]\nremove_deleted_users = true\n{}", items(t));
+    let cfg = config_on(&s, t, "", &items(t));
     let m = Mfa::new();
     m.apply(&cfg);
     let r = reference(&cfg);
